@@ -1,0 +1,289 @@
+//! Documents a cluster signs with its own key: activation requests and usage
+//! reports, carried by hand from air-gapped sites (and heartbeats, later).
+
+use std::collections::BTreeMap;
+
+use ciborium::value::Value;
+use serde::Serialize;
+
+use crate::cbor::{self, u, Fields, MapBuilder};
+use crate::envelope::{self, DocKind};
+use crate::error::{Error, Result};
+use crate::id::{cluster_id, LicenseId};
+use crate::keys::{PublicKey, SecretKey};
+use crate::license::cwt;
+use crate::time::Timestamp;
+
+/// A cluster asking to be bound to a license.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActivationRequest {
+    /// The cluster id (derived from `cluster_key`).
+    pub cluster_id: String,
+    /// The cluster's raw Ed25519 public key.
+    #[serde(serialize_with = "ser_hex")]
+    pub cluster_key: [u8; 32],
+    /// Host the request was made on, for people.
+    pub hostname: String,
+    /// Nodes in the cluster when the request was made.
+    pub nodes: u32,
+    /// `iat`: when the request was made.
+    pub created: Timestamp,
+}
+
+fn ser_hex<S: serde::Serializer>(b: &[u8; 32], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::keys::hex(b))
+}
+
+impl ActivationRequest {
+    /// The payload as deterministic CBOR.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        cbor::to_vec(
+            &MapBuilder::new()
+                .int(cwt::IAT, u(self.created))
+                .text("cluster_id", self.cluster_id.as_str())
+                .text("cluster_key", Value::Bytes(self.cluster_key.to_vec()))
+                .text("hostname", self.hostname.as_str())
+                .text("nodes", u(self.nodes.into()))
+                .build(),
+        )
+    }
+
+    /// Decodes a payload.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
+        let mut f = Fields::open("activation request", cbor::from_slice(bytes)?)?;
+        let created = cbor::time(f.int_key(cwt::IAT).ok_or_else(|| f.missing("iat"))?, "iat")?;
+        let cluster_id = cbor::text(
+            f.text_key("cluster_id")
+                .ok_or_else(|| f.missing("cluster_id"))?,
+            "cluster_id",
+        )?;
+        let cluster_key = cbor::bytes_n(
+            f.text_key("cluster_key")
+                .ok_or_else(|| f.missing("cluster_key"))?,
+            "cluster_key",
+        )?;
+        let hostname = cbor::text(
+            f.text_key("hostname")
+                .ok_or_else(|| f.missing("hostname"))?,
+            "hostname",
+        )?;
+        let nodes = cbor::uint32(
+            f.text_key("nodes").ok_or_else(|| f.missing("nodes"))?,
+            "nodes",
+        )?;
+        f.finish()?;
+        let req = ActivationRequest {
+            cluster_id,
+            cluster_key,
+            hostname,
+            nodes,
+            created,
+        };
+        canonical(req.to_cbor() == bytes, req)
+    }
+
+    /// Signs with the cluster key.
+    pub fn sign(&self, key: &SecretKey) -> Vec<u8> {
+        envelope::sign(DocKind::ActivationRequest, self.to_cbor(), key)
+    }
+}
+
+/// A request to move to another tier, queued on the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UpgradeRequest {
+    /// Tier asked for.
+    pub requested_tier: String,
+    /// Free text from the person who asked.
+    pub message: String,
+    /// When it was asked.
+    pub time: Timestamp,
+}
+
+/// Usage of a license over a period, signed by the cluster key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageReport {
+    /// The license the usage was counted under.
+    pub license_id: LicenseId,
+    /// The reporting cluster.
+    pub cluster_id: String,
+    /// Start of the reporting period.
+    pub period_start: Timestamp,
+    /// End of the reporting period (also `iat`).
+    pub period_end: Timestamp,
+    /// Counter and gauge values: metric → period bucket → value.
+    pub counters: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Most nodes holding a lease at once.
+    pub peak_nodes: u32,
+    /// Upgrade requests queued while offline.
+    pub upgrade_requests: Vec<UpgradeRequest>,
+}
+
+impl UsageReport {
+    /// The payload as deterministic CBOR.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let counters = cbor::sorted_map(
+            self.counters
+                .iter()
+                .map(|(metric, buckets)| {
+                    let inner = cbor::sorted_map(
+                        buckets
+                            .iter()
+                            .map(|(b, v)| (Value::Text(b.clone()), u(*v)))
+                            .collect(),
+                    );
+                    (Value::Text(metric.clone()), inner)
+                })
+                .collect(),
+        );
+        let requests = self
+            .upgrade_requests
+            .iter()
+            .map(|r| {
+                MapBuilder::new()
+                    .text("tier", r.requested_tier.as_str())
+                    .text("message", r.message.as_str())
+                    .text("time", u(r.time))
+                    .build()
+            })
+            .collect();
+        cbor::to_vec(
+            &MapBuilder::new()
+                .int(cwt::IAT, u(self.period_end))
+                .text("license", Value::Bytes(self.license_id.0.to_vec()))
+                .text("cluster_id", self.cluster_id.as_str())
+                .text("period_start", u(self.period_start))
+                .text("counters", counters)
+                .text("peak_nodes", u(self.peak_nodes.into()))
+                .text("upgrade_requests", Value::Array(requests))
+                .build(),
+        )
+    }
+
+    /// Decodes a payload.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
+        let mut f = Fields::open("usage report", cbor::from_slice(bytes)?)?;
+        let period_end = cbor::time(f.int_key(cwt::IAT).ok_or_else(|| f.missing("iat"))?, "iat")?;
+        let license_id = LicenseId(cbor::bytes_n(
+            f.text_key("license").ok_or_else(|| f.missing("license"))?,
+            "license",
+        )?);
+        let cluster_id = cbor::text(
+            f.text_key("cluster_id")
+                .ok_or_else(|| f.missing("cluster_id"))?,
+            "cluster_id",
+        )?;
+        let period_start = cbor::time(
+            f.text_key("period_start")
+                .ok_or_else(|| f.missing("period_start"))?,
+            "period_start",
+        )?;
+        let mut counters = BTreeMap::new();
+        for (metric, v) in cbor::text_map(
+            f.text_key("counters")
+                .ok_or_else(|| f.missing("counters"))?,
+            "metric",
+        )? {
+            let mut buckets = BTreeMap::new();
+            for (b, n) in cbor::text_map(v, "period bucket")? {
+                buckets.insert(b, cbor::uint(n, "counter")?);
+            }
+            counters.insert(metric, buckets);
+        }
+        let peak_nodes = cbor::uint32(
+            f.text_key("peak_nodes")
+                .ok_or_else(|| f.missing("peak_nodes"))?,
+            "peak_nodes",
+        )?;
+        let mut upgrade_requests = Vec::new();
+        for v in cbor::array(
+            f.text_key("upgrade_requests")
+                .ok_or_else(|| f.missing("upgrade_requests"))?,
+            "upgrade_requests",
+        )? {
+            let mut r = Fields::open("upgrade request", v)?;
+            let requested_tier =
+                cbor::text(r.text_key("tier").ok_or_else(|| r.missing("tier"))?, "tier")?;
+            let message = cbor::text(
+                r.text_key("message").ok_or_else(|| r.missing("message"))?,
+                "message",
+            )?;
+            let time = cbor::time(r.text_key("time").ok_or_else(|| r.missing("time"))?, "time")?;
+            r.finish()?;
+            upgrade_requests.push(UpgradeRequest {
+                requested_tier,
+                message,
+                time,
+            });
+        }
+        f.finish()?;
+        let report = UsageReport {
+            license_id,
+            cluster_id,
+            period_start,
+            period_end,
+            counters,
+            peak_nodes,
+            upgrade_requests,
+        };
+        canonical(report.to_cbor() == bytes, report)
+    }
+
+    /// Signs with the cluster key.
+    pub fn sign(&self, key: &SecretKey) -> Vec<u8> {
+        envelope::sign(DocKind::UsageReport, self.to_cbor(), key)
+    }
+}
+
+fn canonical<T>(ok: bool, value: T) -> Result<T> {
+    if ok {
+        Ok(value)
+    } else {
+        Err(Error::Payload(
+            "claims are not in canonical encoding".into(),
+        ))
+    }
+}
+
+/// A cluster-signed document after its signature and signer were checked.
+#[derive(Debug, Clone)]
+pub struct SelfSigned<T> {
+    /// The decoded claims.
+    pub doc: T,
+    /// The key that signed it; its cluster id matches the claims.
+    pub signer: PublicKey,
+    /// Binary bytes as received.
+    pub bytes: Vec<u8>,
+}
+
+/// Verifies an activation request: its own signature, and that the key in
+/// the header is the key and cluster id in the claims.
+pub fn verify_activation_request(input: &[u8]) -> Result<SelfSigned<ActivationRequest>> {
+    let bytes = crate::armor::dearmor(input, Some(DocKind::ActivationRequest))?;
+    let opened = envelope::open_self_signed(&bytes, DocKind::ActivationRequest)?;
+    let signer = opened
+        .signer
+        .ok_or_else(|| Error::Malformed("no signer key".into()))?;
+    let doc = ActivationRequest::from_cbor(&opened.payload)?;
+    if &doc.cluster_key != signer.as_bytes() || doc.cluster_id != cluster_id(&signer) {
+        return Err(Error::Payload(
+            "cluster key or id does not match the signing key".into(),
+        ));
+    }
+    Ok(SelfSigned { doc, signer, bytes })
+}
+
+/// Verifies a usage report: its own signature, and that its cluster id is the signer's.
+pub fn verify_usage_report(input: &[u8]) -> Result<SelfSigned<UsageReport>> {
+    let bytes = crate::armor::dearmor(input, Some(DocKind::UsageReport))?;
+    let opened = envelope::open_self_signed(&bytes, DocKind::UsageReport)?;
+    let signer = opened
+        .signer
+        .ok_or_else(|| Error::Malformed("no signer key".into()))?;
+    let doc = UsageReport::from_cbor(&opened.payload)?;
+    if doc.cluster_id != cluster_id(&signer) {
+        return Err(Error::Payload(
+            "cluster id does not match the signing key".into(),
+        ));
+    }
+    Ok(SelfSigned { doc, signer, bytes })
+}

@@ -1,0 +1,307 @@
+//! Vendor and cluster keys: Ed25519, SPKI PEM public keys, PKCS#8 PEM private keys.
+//!
+//! A private key leaves this module only as a [`Zeroizing`] PEM string handed to
+//! whoever encrypts it (licensegen wraps it in age). There is deliberately no
+//! function here that writes a key to a path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// Key identifier: the first 8 bytes of SHA-256 over the raw 32-byte public key.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Kid(pub [u8; 8]);
+
+impl Kid {
+    /// Computes the kid of a public key.
+    pub fn of(key: &VerifyingKey) -> Kid {
+        let digest = Sha256::digest(key.as_bytes());
+        let mut kid = [0u8; 8];
+        kid.copy_from_slice(&digest[..8]);
+        Kid(kid)
+    }
+
+    /// Lower-case hex, as shown to people.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
+impl fmt::Display for Kid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Kid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Kid({})", self.to_hex())
+    }
+}
+
+/// Lower-case hex of some bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A public key that may verify signatures: parsed, not weak, with its kid.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    key: VerifyingKey,
+    kid: Kid,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.kid)
+    }
+}
+
+impl PublicKey {
+    /// Accepts raw 32 bytes, refusing weak (small-order) points.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+            Error::Key(format!(
+                "an Ed25519 public key is 32 bytes, not {}",
+                bytes.len()
+            ))
+        })?;
+        let key = VerifyingKey::from_bytes(&arr)
+            .map_err(|_| Error::Key("not a point on the Ed25519 curve".into()))?;
+        Self::from_verifying_key(key)
+    }
+
+    /// Wraps a dalek key, refusing weak keys.
+    pub fn from_verifying_key(key: VerifyingKey) -> Result<Self> {
+        if key.is_weak() {
+            return Err(Error::Key("weak (small-order) public key refused".into()));
+        }
+        Ok(PublicKey {
+            kid: Kid::of(&key),
+            key,
+        })
+    }
+
+    /// Parses one SPKI PEM block (`-----BEGIN PUBLIC KEY-----`).
+    pub fn from_pem(pem: &str) -> Result<Self> {
+        let key = VerifyingKey::from_public_key_pem(pem.trim())
+            .map_err(|e| Error::Key(format!("not an Ed25519 SPKI PEM public key ({e})")))?;
+        Self::from_verifying_key(key)
+    }
+
+    /// SPKI PEM, readable by openssl and any Ed25519 library.
+    pub fn to_pem(&self) -> String {
+        // Encoding a valid key into SPKI cannot fail; fall back to an empty
+        // string rather than panic if the pkcs8 crate ever disagrees.
+        self.key
+            .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .unwrap_or_default()
+    }
+
+    /// The kid (first 8 bytes of SHA-256 of the raw key).
+    pub fn kid(&self) -> Kid {
+        self.kid
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.key.as_bytes()
+    }
+
+    /// SHA-256 fingerprint of the raw key, hex.
+    pub fn fingerprint(&self) -> String {
+        hex(&Sha256::digest(self.key.as_bytes()))
+    }
+
+    /// Strict Ed25519 verification (rejects malleable and small-order signatures).
+    pub fn verify_strict(&self, message: &[u8], signature: &[u8]) -> Result<()> {
+        let sig = ed25519_dalek::Signature::from_slice(signature)
+            .map_err(|_| Error::BadSignature(self.kid))?;
+        self.key
+            .verify_strict(message, &sig)
+            .map_err(|_| Error::BadSignature(self.kid))
+    }
+}
+
+/// A private signing key. It has no `Debug` output of its secret, no serde, and
+/// no way to reach a file except through [`SecretKey::to_pkcs8_pem`], whose
+/// result a caller must encrypt.
+pub struct SecretKey {
+    key: SigningKey,
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey({}, secret redacted)", self.public().kid())
+    }
+}
+
+impl SecretKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Self {
+        SecretKey {
+            key: SigningKey::generate(&mut rand_core::OsRng),
+        }
+    }
+
+    /// A key derived from a 32-byte seed. For test fixtures and for loading;
+    /// never derive production keys from guessable seeds.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        SecretKey {
+            key: SigningKey::from_bytes(seed),
+        }
+    }
+
+    /// Parses PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), e.g. after age decryption.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self> {
+        let key = SigningKey::from_pkcs8_pem(pem.trim())
+            .map_err(|e| Error::Key(format!("not an Ed25519 PKCS#8 PEM private key ({e})")))?;
+        Ok(SecretKey { key })
+    }
+
+    /// PKCS#8 PEM of the secret, wiped from memory on drop. Encrypt it before it
+    /// goes anywhere near a disk.
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>> {
+        self.key
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|e| Error::Key(format!("cannot encode private key: {e}")))
+    }
+
+    /// The matching public key.
+    pub fn public(&self) -> PublicKey {
+        let key = self.key.verifying_key();
+        PublicKey {
+            kid: Kid::of(&key),
+            key,
+        }
+    }
+
+    /// Signs a message (Ed25519 is deterministic: same key, same message, same bytes).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+}
+
+/// The set of vendor public keys a verifier trusts, looked up by kid.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    by_kid: BTreeMap<Kid, PublicKey>,
+}
+
+impl TrustedKeys {
+    /// An empty set (every document is then refused as signed by an unknown key).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a key; a second key with the same kid replaces the first.
+    pub fn insert(&mut self, key: PublicKey) {
+        self.by_kid.insert(key.kid(), key);
+    }
+
+    /// Parses every `PUBLIC KEY` PEM block in a text (one file may hold several,
+    /// which is how a key rotation is rolled out).
+    pub fn from_pem_bundle(text: &str) -> Result<Self> {
+        let mut keys = TrustedKeys::new();
+        let mut rest = text;
+        const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
+        const END: &str = "-----END PUBLIC KEY-----";
+        while let Some(start) = rest.find(BEGIN) {
+            let after = &rest[start..];
+            let end = after
+                .find(END)
+                .ok_or_else(|| Error::Key("PEM block has no END PUBLIC KEY line".into()))?;
+            let block = &after[..end + END.len()];
+            keys.insert(PublicKey::from_pem(block)?);
+            rest = &after[end + END.len()..];
+        }
+        if keys.is_empty() {
+            return Err(Error::Key(
+                "no -----BEGIN PUBLIC KEY----- block found".into(),
+            ));
+        }
+        Ok(keys)
+    }
+
+    /// The key with this kid, if trusted.
+    pub fn get(&self, kid: &Kid) -> Option<&PublicKey> {
+        self.by_kid.get(kid)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.by_kid.len()
+    }
+
+    /// True when no key is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.by_kid.is_empty()
+    }
+
+    /// The keys in kid order.
+    pub fn iter(&self) -> impl Iterator<Item = &PublicKey> {
+        self.by_kid.values()
+    }
+}
+
+impl From<PublicKey> for TrustedKeys {
+    fn from(key: PublicKey) -> Self {
+        let mut keys = TrustedKeys::new();
+        keys.insert(key);
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trip_keeps_kid() {
+        let sk = SecretKey::from_seed(&[7; 32]);
+        let pk = sk.public();
+        let again = PublicKey::from_pem(&pk.to_pem()).expect("parse");
+        assert_eq!(again.kid(), pk.kid());
+        let pem = sk.to_pkcs8_pem().expect("pem");
+        let sk2 = SecretKey::from_pkcs8_pem(&pem).expect("parse secret");
+        assert_eq!(sk2.public().kid(), pk.kid());
+    }
+
+    #[test]
+    fn weak_public_key_refused() {
+        // The identity point (y = 1) has small order.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(matches!(
+            PublicKey::from_bytes(&identity),
+            Err(Error::Key(_))
+        ));
+    }
+
+    #[test]
+    fn secret_debug_redacts() {
+        let sk = SecretKey::from_seed(&[1; 32]);
+        assert!(format!("{sk:?}").contains("redacted"));
+    }
+
+    #[test]
+    fn bundle_with_two_keys_trusts_both() {
+        let a = SecretKey::from_seed(&[1; 32]).public();
+        let b = SecretKey::from_seed(&[2; 32]).public();
+        let bundle = format!("# old\n{}\n# new\n{}", a.to_pem(), b.to_pem());
+        let keys = TrustedKeys::from_pem_bundle(&bundle).expect("bundle");
+        assert_eq!(keys.len(), 2);
+        assert!(keys.get(&a.kid()).is_some() && keys.get(&b.kid()).is_some());
+    }
+}

@@ -1,0 +1,366 @@
+//! The license document: who may run what, on how many nodes, until when.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use ciborium::value::Value;
+use serde::Serialize;
+
+use crate::cbor::{self, u, Fields, MapBuilder};
+use crate::envelope::{self, DocKind};
+use crate::error::{Error, Result};
+use crate::id::LicenseId;
+use crate::keys::{Kid, SecretKey, TrustedKeys};
+use crate::time::Timestamp;
+
+/// CWT claim keys (RFC 8392).
+pub(crate) mod cwt {
+    pub const ISS: i64 = 1;
+    pub const SUB: i64 = 2;
+    pub const AUD: i64 = 3;
+    pub const EXP: i64 = 4;
+    pub const NBF: i64 = 5;
+    pub const IAT: i64 = 6;
+    pub const CTI: i64 = 7;
+}
+
+/// How a quota's counter is bucketed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    /// Resets at 00:00 UTC every day.
+    Day,
+    /// Resets on the first of every month (UTC).
+    Month,
+    /// Never resets.
+    Total,
+    /// Not a counter: the last reported level (e.g. storage in use).
+    Gauge,
+}
+
+impl Period {
+    /// The spelling used in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Month => "month",
+            Period::Total => "total",
+            Period::Gauge => "gauge",
+        }
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Period {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "day" => Ok(Period::Day),
+            "month" => Ok(Period::Month),
+            "total" => Ok(Period::Total),
+            "gauge" => Ok(Period::Gauge),
+            _ => Err(format!(
+                "unknown quota period {s:?}: use day, month, total or gauge"
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Period {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A quota: how much of a metric may be used per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Quota {
+    /// The most that may be used in one period.
+    pub limit: u64,
+    /// How usage is bucketed.
+    pub period: Period,
+}
+
+/// Size limits of the licensed deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Limits {
+    /// Most nodes that may hold a lease at once (before overage).
+    pub max_nodes: u32,
+    /// Most CPU cores in the cluster, when limited.
+    pub max_cores: Option<u32>,
+}
+
+/// Present on connected licenses: how often to reach the relay, and how long
+/// the cluster may run without reaching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HeartbeatPolicy {
+    /// Seconds between heartbeats.
+    pub interval: u64,
+    /// Seconds without a relay contact before the license is `overdue`.
+    pub offline_grace: u64,
+}
+
+/// A license's claims. Field order here is irrelevant: encoding is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct License {
+    /// `cti`: the license id.
+    pub id: LicenseId,
+    /// `iss`: the vendor.
+    pub issuer: String,
+    /// `sub`: the customer id.
+    pub customer_id: String,
+    /// `customer`: the customer's display name.
+    pub customer: String,
+    /// `aud`: the product (e.g. `bzzz`).
+    pub audience: String,
+    /// `iat`: when it was signed.
+    pub issued_at: Timestamp,
+    /// `nbf`: not valid before.
+    pub not_before: Timestamp,
+    /// `exp`: end of validity (grace follows).
+    pub expires_at: Timestamp,
+    /// `tier`: name of a tier in the catalog.
+    pub tier: String,
+    /// `features`: enabled feature names (a set; encoded sorted).
+    pub features: BTreeSet<String>,
+    /// `limits`.
+    pub limits: Limits,
+    /// `quotas`: metric name → quota.
+    pub quotas: BTreeMap<String, Quota>,
+    /// `grace`: seconds after `exp` during which everything still works.
+    pub grace: u64,
+    /// `overage`: percent of `max_nodes` allowed over the limit (rounded down).
+    pub overage: u32,
+    /// `cluster`: the only cluster id this license runs on, when bound.
+    pub cluster: Option<String>,
+    /// `heartbeat`: present on connected licenses.
+    pub heartbeat: Option<HeartbeatPolicy>,
+    /// `supersedes`: the license this one replaces.
+    pub supersedes: Option<LicenseId>,
+}
+
+impl License {
+    /// The payload as deterministic CBOR.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        cbor::to_vec(&self.to_value())
+    }
+
+    fn to_value(&self) -> Value {
+        let limits = MapBuilder::new()
+            .text("max_nodes", u(self.limits.max_nodes.into()))
+            .text_opt("max_cores", self.limits.max_cores.map(|c| u(c.into())))
+            .build();
+        let quotas = cbor::sorted_map(
+            self.quotas
+                .iter()
+                .map(|(name, q)| {
+                    let entry = MapBuilder::new()
+                        .text("limit", u(q.limit))
+                        .text("period", q.period.as_str())
+                        .build();
+                    (Value::Text(name.clone()), entry)
+                })
+                .collect(),
+        );
+        MapBuilder::new()
+            .int(cwt::ISS, self.issuer.as_str())
+            .int(cwt::SUB, self.customer_id.as_str())
+            .int(cwt::AUD, self.audience.as_str())
+            .int(cwt::EXP, u(self.expires_at))
+            .int(cwt::NBF, u(self.not_before))
+            .int(cwt::IAT, u(self.issued_at))
+            .int(cwt::CTI, Value::Bytes(self.id.0.to_vec()))
+            .text("customer", self.customer.as_str())
+            .text("tier", self.tier.as_str())
+            .text(
+                "features",
+                Value::Array(
+                    self.features
+                        .iter()
+                        .map(|f| Value::Text(f.clone()))
+                        .collect(),
+                ),
+            )
+            .text("limits", limits)
+            .text("quotas", quotas)
+            .text("grace", u(self.grace))
+            .text("overage", u(self.overage.into()))
+            .text_opt("cluster", self.cluster.as_deref())
+            .text_opt(
+                "heartbeat",
+                self.heartbeat.map(|h| {
+                    MapBuilder::new()
+                        .text("interval", u(h.interval))
+                        .text("offline_grace", u(h.offline_grace))
+                        .build()
+                }),
+            )
+            .text_opt(
+                "supersedes",
+                self.supersedes.map(|s| Value::Bytes(s.0.to_vec())),
+            )
+            .build()
+    }
+
+    /// Decodes a payload, refusing unknown claims and non-canonical encodings.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
+        let mut f = Fields::open("license", cbor::from_slice(bytes)?)?;
+        macro_rules! req {
+            ($take:expr, $name:expr) => {
+                $take.ok_or_else(|| f.missing($name))?
+            };
+        }
+        let id = LicenseId(cbor::bytes_n(req!(f.int_key(cwt::CTI), "cti"), "cti")?);
+        let issuer = cbor::text(req!(f.int_key(cwt::ISS), "iss"), "iss")?;
+        let customer_id = cbor::text(req!(f.int_key(cwt::SUB), "sub"), "sub")?;
+        let audience = cbor::text(req!(f.int_key(cwt::AUD), "aud"), "aud")?;
+        let expires_at = cbor::time(req!(f.int_key(cwt::EXP), "exp"), "exp")?;
+        let not_before = cbor::time(req!(f.int_key(cwt::NBF), "nbf"), "nbf")?;
+        let issued_at = cbor::time(req!(f.int_key(cwt::IAT), "iat"), "iat")?;
+        let customer = cbor::text(req!(f.text_key("customer"), "customer"), "customer")?;
+        let tier = cbor::text(req!(f.text_key("tier"), "tier"), "tier")?;
+        let features = cbor::array(req!(f.text_key("features"), "features"), "features")?
+            .into_iter()
+            .map(|v| cbor::text(v, "feature"))
+            .collect::<Result<BTreeSet<_>>>()?;
+        let mut lf = Fields::open("limits", req!(f.text_key("limits"), "limits"))?;
+        let max_nodes = cbor::uint32(
+            lf.text_key("max_nodes")
+                .ok_or_else(|| lf.missing("max_nodes"))?,
+            "max_nodes",
+        )?;
+        let max_cores = lf
+            .text_key("max_cores")
+            .map(|v| cbor::uint32(v, "max_cores"))
+            .transpose()?;
+        lf.finish()?;
+        let mut quotas = BTreeMap::new();
+        for (name, v) in cbor::text_map(req!(f.text_key("quotas"), "quotas"), "quota name")? {
+            let mut qf = Fields::open("quota", v)?;
+            let limit = cbor::uint(
+                qf.text_key("limit").ok_or_else(|| qf.missing("limit"))?,
+                "limit",
+            )?;
+            let period = cbor::text(
+                qf.text_key("period").ok_or_else(|| qf.missing("period"))?,
+                "period",
+            )?
+            .parse()
+            .map_err(Error::Payload)?;
+            qf.finish()?;
+            quotas.insert(name, Quota { limit, period });
+        }
+        let grace = cbor::uint(req!(f.text_key("grace"), "grace"), "grace")?;
+        let overage = cbor::uint32(req!(f.text_key("overage"), "overage"), "overage")?;
+        let cluster = f
+            .text_key("cluster")
+            .map(|v| cbor::text(v, "cluster"))
+            .transpose()?;
+        let heartbeat = match f.text_key("heartbeat") {
+            None => None,
+            Some(v) => {
+                let mut hf = Fields::open("heartbeat", v)?;
+                let interval = cbor::uint(
+                    hf.text_key("interval")
+                        .ok_or_else(|| hf.missing("interval"))?,
+                    "interval",
+                )?;
+                let offline_grace = cbor::uint(
+                    hf.text_key("offline_grace")
+                        .ok_or_else(|| hf.missing("offline_grace"))?,
+                    "offline_grace",
+                )?;
+                hf.finish()?;
+                Some(HeartbeatPolicy {
+                    interval,
+                    offline_grace,
+                })
+            }
+        };
+        let supersedes = f
+            .text_key("supersedes")
+            .map(|v| cbor::bytes_n(v, "supersedes").map(LicenseId))
+            .transpose()?;
+        f.finish()?;
+        let license = License {
+            id,
+            issuer,
+            customer_id,
+            customer,
+            audience,
+            issued_at,
+            not_before,
+            expires_at,
+            tier,
+            features,
+            limits: Limits {
+                max_nodes,
+                max_cores,
+            },
+            quotas,
+            grace,
+            overage,
+            cluster,
+            heartbeat,
+            supersedes,
+        };
+        if license.to_cbor() != bytes {
+            return Err(Error::Payload(
+                "license claims are not in canonical encoding".into(),
+            ));
+        }
+        Ok(license)
+    }
+
+    /// Signs the license with the vendor key: binary COSE_Sign1 bytes.
+    pub fn sign(&self, key: &SecretKey) -> Vec<u8> {
+        envelope::sign(DocKind::License, self.to_cbor(), key)
+    }
+
+    /// True for licenses that expect a relay (they carry a heartbeat policy).
+    pub fn is_connected(&self) -> bool {
+        self.heartbeat.is_some()
+    }
+
+    /// Whether a feature is granted by this license.
+    pub fn has_feature(&self, name: &str) -> bool {
+        self.features.contains(name)
+    }
+
+    /// Nodes allowed including overage: `max_nodes + floor(max_nodes × overage / 100)`.
+    pub fn node_ceiling(&self) -> u64 {
+        let max = u64::from(self.limits.max_nodes);
+        max + max * u64::from(self.overage) / 100
+    }
+}
+
+/// A license that passed signature verification, with the bytes it came from.
+#[derive(Debug, Clone)]
+pub struct VerifiedLicense {
+    /// The decoded claims.
+    pub license: License,
+    /// The vendor key that signed it.
+    pub kid: Kid,
+    /// The binary COSE_Sign1 bytes (after de-armoring), exactly as received.
+    pub bytes: Vec<u8>,
+}
+
+/// Verifies a license file in either spelling (binary or armored) against the
+/// trusted vendor keys. The signature is checked before the claims are decoded.
+pub fn verify_license(input: &[u8], keys: &TrustedKeys) -> Result<VerifiedLicense> {
+    let bytes = crate::armor::dearmor(input, Some(DocKind::License))?;
+    let opened = envelope::open(&bytes, DocKind::License, keys)?;
+    let license = License::from_cbor(&opened.payload)?;
+    Ok(VerifiedLicense {
+        license,
+        kid: opened.kid,
+        bytes,
+    })
+}

@@ -1,0 +1,92 @@
+//! The `LicenseStatus` JSON that WHOOSH reads, shared by the verifier's
+//! `GET /v1/status` and the relay's `GET /v1/licenses/{id}/status`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{UpgradeSuggestion, Verdict};
+use crate::time::rfc3339;
+
+/// Used and limit of one quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaJson {
+    /// Used in the current period.
+    pub used: u64,
+    /// The limit.
+    pub limit: u64,
+}
+
+/// WHOOSH's `LicenseStatus`, plus `state`, `reason`, grace and warnings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LicenseStatus {
+    /// License id as a UUID, or null without a license.
+    pub license_id: Option<String>,
+    /// The state name (`active`, `suspended`, `expired`, …).
+    pub status: String,
+    /// Same as `status`; kept for readers that expect `state`.
+    pub state: String,
+    /// Why, with the next step.
+    pub reason: String,
+    /// Customer display name.
+    pub customer: Option<String>,
+    /// Tier name.
+    pub tier: Option<String>,
+    /// Features usable now.
+    pub features: Vec<String>,
+    /// Node limit (before overage).
+    pub max_nodes: u32,
+    /// Node limit including overage.
+    pub node_ceiling: u64,
+    /// Nodes holding a lease.
+    pub nodes_in_use: u64,
+    /// `exp`, RFC 3339.
+    pub expires_at: Option<String>,
+    /// `exp + grace`, RFC 3339.
+    pub grace_ends_at: Option<String>,
+    /// Quota name → used and limit.
+    pub quotas: BTreeMap<String, QuotaJson>,
+    /// Tier upgrades worth offering.
+    pub upgrade_suggestions: Vec<UpgradeSuggestion>,
+    /// Things a person should know now.
+    pub warnings: Vec<String>,
+}
+
+impl From<&Verdict> for LicenseStatus {
+    fn from(v: &Verdict) -> Self {
+        LicenseStatus {
+            license_id: v.license_id.map(|id| id.to_string()),
+            status: v.state.as_str().into(),
+            state: v.state.as_str().into(),
+            reason: v.reason.clone(),
+            customer: v.customer.clone(),
+            tier: v.tier.clone(),
+            features: v
+                .features
+                .iter()
+                .filter(|(_, d)| d.allowed)
+                .map(|(name, _)| name.clone())
+                .collect(),
+            max_nodes: v.limits.max_nodes,
+            node_ceiling: v.node_ceiling,
+            nodes_in_use: v.nodes_in_use,
+            expires_at: v.expires_at.map(rfc3339),
+            grace_ends_at: v.grace_ends_at.map(rfc3339),
+            quotas: v
+                .quotas
+                .iter()
+                .map(|(k, q)| {
+                    (
+                        k.clone(),
+                        QuotaJson {
+                            used: q.used,
+                            limit: q.limit,
+                        },
+                    )
+                })
+                .collect(),
+            upgrade_suggestions: v.upgrade_suggestions.clone(),
+            warnings: v.warnings.clone(),
+        }
+    }
+}
