@@ -8,12 +8,15 @@
 use std::fmt;
 
 use coset::{
-    iana, CborSerializable, ContentType, CoseSign1, CoseSign1Builder, HeaderBuilder, Label,
+    iana, AsCborValue, ContentType, CoseSign1, CoseSign1Builder, HeaderBuilder, Label,
     TaggedCborSerializable,
 };
 
 use crate::error::{Error, Result};
 use crate::keys::{Kid, PublicKey, SecretKey, TrustedKeys};
+
+mod wire;
+use wire::{canonical_framing, decode_sign1, sig_structure};
 
 /// Protected-header label carrying the raw public key of a self-signed
 /// document (activation requests, usage reports, heartbeats).
@@ -155,8 +158,7 @@ fn parse(bytes: &[u8], expected: DocKind) -> Result<Parsed> {
             limit: crate::MAX_DOCUMENT_SIZE,
         });
     }
-    let sign1 = CoseSign1::from_tagged_slice(bytes)
-        .map_err(|e| Error::Malformed(format!("not a tagged COSE_Sign1 ({e})")))?;
+    let sign1 = decode_sign1(bytes)?;
     let h = &sign1.protected.header;
     match &h.alg {
         Some(coset::Algorithm::Assigned(iana::Algorithm::Ed25519 | iana::Algorithm::EdDSA)) => {}
@@ -212,11 +214,22 @@ fn parse(bytes: &[u8], expected: DocKind) -> Result<Parsed> {
     }
     // Only the canonical spelling is accepted, so that the bytes a verifier
     // accepted are the bytes the vendor wrote, and decode→encode is identity.
-    let canonical_header = sign1.protected.header.clone().to_vec().ok();
-    let reencoded = sign1.clone().to_tagged_vec().ok();
-    if canonical_header.as_deref() != sign1.protected.original_data.as_deref()
-        || reencoded.as_deref() != Some(bytes)
-    {
+    // This is what re-encoding the parsed CoseSign1 and comparing would check,
+    // without copying it: the protected header is its own deterministic
+    // encoding, and the framing around the parts is the shortest one.
+    let protected = sign1.protected.original_data.as_deref();
+    let canonical_header = sign1
+        .protected
+        .header
+        .clone()
+        .to_cbor_value()
+        .ok()
+        .map(|v| crate::cbor::to_vec(&v));
+    let framed = match (protected, sign1.payload.as_deref()) {
+        (Some(p), Some(payload)) => canonical_framing(bytes, p, payload, &sign1.signature),
+        _ => false,
+    };
+    if canonical_header.as_deref() != protected || !framed {
         return Err(Error::Malformed(
             "not in canonical (deterministic) encoding".into(),
         ));
@@ -264,12 +277,17 @@ fn check(parsed: Parsed, key: &PublicKey) -> Result<Opened> {
         kid,
         signer,
     } = parsed;
-    let tbs = sign1.tbs_data(b"");
+    // parse() made sure both parts are present and canonically framed.
+    let payload = sign1.payload.unwrap_or_default();
+    let tbs = sig_structure(
+        sign1.protected.original_data.as_deref().unwrap_or_default(),
+        &payload,
+    );
     key.verify_strict(&tbs, &sign1.signature)?;
     Ok(Opened {
         kind,
         kid,
-        payload: sign1.payload.unwrap_or_default(),
+        payload,
         signer,
     })
 }
@@ -299,8 +317,7 @@ pub fn open_self_signed(bytes: &[u8], expected: DocKind) -> Result<Opened> {
 /// Reads the kind and kid of a document without checking its signature, for
 /// tools that inspect files (`licensegen inspect`). Nothing it returns is trusted.
 pub fn peek(bytes: &[u8]) -> Result<(DocKind, Kid)> {
-    let sign1 = CoseSign1::from_tagged_slice(bytes)
-        .map_err(|e| Error::Malformed(format!("not a tagged COSE_Sign1 ({e})")))?;
+    let sign1 = decode_sign1(bytes)?;
     let kind = match &sign1.protected.header.content_type {
         Some(ContentType::Text(ct)) => DocKind::from_content_type(ct),
         _ => None,

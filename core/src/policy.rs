@@ -390,16 +390,21 @@ fn decide_state(
             ),
         );
     }
-    if let Some(deadline) = overdue_since(l, revocations, snapshot) {
+    if let Some((deadline, cause)) = overdue_since(l, revocations, snapshot) {
         if t >= deadline {
-            return (
-                State::Overdue,
-                format!(
+            let reason = match cause {
+                Overdue::NoContact { since } => format!(
                     "no contact with the relay since {}: offline grace ended {}; restore the connection to the relay",
-                    rfc3339(deadline.saturating_sub(l.heartbeat.map(|h| h.offline_grace).unwrap_or(0))),
+                    rfc3339(since),
                     rfc3339(deadline)
                 ),
-            );
+                Overdue::Frozen { version, expires } => format!(
+                    "revocation list version {version} passed its update deadline {} and no newer list arrived: offline grace ended {}; check that the relay is reachable and serves current revocation lists",
+                    rfc3339(expires),
+                    rfc3339(deadline)
+                ),
+            };
+            return (State::Overdue, reason);
         }
     }
     if t.saturating_add(settings.expiring_window) >= l.expires_at {
@@ -418,23 +423,46 @@ fn decide_state(
     )
 }
 
-/// For a connected license, the moment it becomes overdue: offline grace after
-/// the last relay contact (or issuance, before any contact), and — when the
-/// revocation list is past its deadline (a freeze) — offline grace after that
-/// deadline, whichever comes first. Air-gapped licenses never become overdue.
+/// Why a connected license is (or will be) overdue.
+enum Overdue {
+    /// No relay contact since `since`.
+    NoContact { since: Timestamp },
+    /// The revocation list passed its deadline (a freeze), whatever the contact.
+    Frozen { version: u64, expires: Timestamp },
+}
+
+/// For a connected license, the moment it becomes overdue and why: offline
+/// grace after the last relay contact (or issuance, before any contact), and —
+/// when the revocation list is past its deadline (a freeze) — offline grace
+/// after that deadline, whichever comes first. Air-gapped licenses never
+/// become overdue.
 fn overdue_since(
     l: &License,
     revocations: Option<&RevocationList>,
     snapshot: &Snapshot,
-) -> Option<Timestamp> {
+) -> Option<(Timestamp, Overdue)> {
     let hb = l.heartbeat?;
     let contact = snapshot
         .last_relay_contact
         .unwrap_or(l.issued_at)
         .max(l.issued_at);
-    let by_contact = contact.saturating_add(hb.offline_grace);
-    let by_freeze = revocations.map(|r| r.expires.saturating_add(hb.offline_grace));
-    Some(by_freeze.map_or(by_contact, |f| f.min(by_contact)))
+    let by_contact = (
+        contact.saturating_add(hb.offline_grace),
+        Overdue::NoContact { since: contact },
+    );
+    let by_freeze = revocations.map(|r| {
+        (
+            r.expires.saturating_add(hb.offline_grace),
+            Overdue::Frozen {
+                version: r.version,
+                expires: r.expires,
+            },
+        )
+    });
+    Some(match by_freeze {
+        Some(f) if f.0 < by_contact.0 => f,
+        _ => by_contact,
+    })
 }
 
 fn add_time_warnings(
@@ -579,33 +607,37 @@ fn benefits(l: &License, next: &crate::tiers::Tier) -> Vec<String> {
 }
 
 fn decide_features(v: &mut Verdict, lic: Option<&License>, catalog: &TierCatalog) {
-    let mut names = catalog.all_features();
-    if let Some(l) = lic {
-        names.extend(l.features.iter().cloned());
-        names.sort();
-        names.dedup();
-    }
-    for name in names {
-        let d = feature_decision(v, lic, catalog, &name);
-        v.features.insert(name, d);
+    // Decided once, shared by every feature that gets the same answer.
+    let shared = match lic {
+        _ if !v.state.is_usable() => Some(Decision::deny(
+            &format!("license_{}", v.state.as_str()),
+            v.reason.clone(),
+        )),
+        None => Some(Decision::deny("license_unlicensed", v.reason.clone())),
+        Some(_) => None,
+    };
+    let included = lic.map(|l| Decision::allow(format!("included in this {} license", l.tier)));
+    // Every feature the catalog or the license names, each decided once (the
+    // map keeps them sorted); no intermediate list is built.
+    let catalog_names = catalog.tiers.iter().flat_map(|t| t.features.iter());
+    let license_names = lic.into_iter().flat_map(|l| l.features.iter());
+    for name in catalog_names.chain(license_names) {
+        if v.features.contains_key(name) {
+            continue;
+        }
+        let d = match (&shared, lic, &included) {
+            (Some(d), _, _) => d.clone(),
+            (None, Some(l), Some(ok)) if l.has_feature(name) => ok.clone(),
+            (None, Some(l), _) => not_in_tier(l, catalog, name),
+            // Unreachable: without a license `shared` is set.
+            (None, None, _) => Decision::deny("license_unlicensed", v.reason.clone()),
+        };
+        v.features.insert(name.clone(), d);
     }
 }
 
-fn feature_decision(
-    v: &Verdict,
-    lic: Option<&License>,
-    catalog: &TierCatalog,
-    name: &str,
-) -> Decision {
-    if !v.state.is_usable() {
-        return Decision::deny(&format!("license_{}", v.state.as_str()), v.reason.clone());
-    }
-    let Some(l) = lic else {
-        return Decision::deny("license_unlicensed", v.reason.clone());
-    };
-    if l.has_feature(name) {
-        return Decision::allow(format!("included in this {} license", l.tier));
-    }
+/// Denial of a feature the license does not include, naming the tier that has it.
+fn not_in_tier(l: &License, catalog: &TierCatalog, name: &str) -> Decision {
     let hint = match catalog.lowest_with_feature(name) {
         Some(t) if catalog.rank(&t.name) > catalog.rank(&l.tier) => {
             format!(

@@ -1,0 +1,385 @@
+//! Connected-mode documents exchanged with a relay: the cluster's signed
+//! [`Heartbeat`] and the relay's signed [`RelayTime`] answer.
+//!
+//! A heartbeat is self-signed like an activation request: the cluster key
+//! travels in the protected header and the cluster id in the claims must be
+//! derived from it. The relay decides whether that key is the one bound at
+//! activation. A relay-time statement is signed by the relay's own key, which
+//! the verifier pins; it feeds the verifier's trusted-time mark.
+//!
+//! A heartbeat with `deactivate` set is the cluster's last one: the relay
+//! accepts it only on `POST /v1/deactivate`, and a plain heartbeat only on
+//! `POST /v1/heartbeat`, so one can never be replayed as the other.
+
+use std::collections::BTreeMap;
+
+use ciborium::value::Value;
+use serde::Serialize;
+
+use crate::cbor::{self, u, Fields, MapBuilder};
+use crate::cluster::{SelfSigned, UpgradeRequest};
+use crate::envelope::{self, DocKind};
+use crate::error::{Error, Result};
+use crate::id::{cluster_id, LicenseId};
+use crate::keys::{PublicKey, SecretKey, TrustedKeys};
+use crate::license::cwt;
+use crate::time::Timestamp;
+
+/// A cluster's periodic report to the relay, signed by the cluster key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Heartbeat {
+    /// The license the cluster runs under.
+    pub license_id: LicenseId,
+    /// The sending cluster (derived from the signing key).
+    pub cluster_id: String,
+    /// Per-cluster sequence number; the relay refuses any not above the last accepted.
+    pub seq: u64,
+    /// `iat`: the cluster's clock when it signed.
+    pub time: Timestamp,
+    /// The verifier's current policy state name (`active`, `suspended`, …).
+    pub state: String,
+    /// Nodes holding a live lease.
+    pub active_nodes: u32,
+    /// Usage per quota metric in the current period (gauges: the last level).
+    pub quotas: BTreeMap<String, u64>,
+    /// Version of the verifier that sent it.
+    pub verifier_version: String,
+    /// Upgrade requests queued on the cluster since the last accepted heartbeat.
+    pub upgrade_requests: Vec<UpgradeRequest>,
+    /// True on the last heartbeat, sent to `POST /v1/deactivate`.
+    pub deactivate: bool,
+}
+
+impl Heartbeat {
+    /// The payload as deterministic CBOR.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let quotas = cbor::sorted_map(
+            self.quotas
+                .iter()
+                .map(|(k, v)| (Value::Text(k.clone()), u(*v)))
+                .collect(),
+        );
+        let requests = self
+            .upgrade_requests
+            .iter()
+            .map(|r| {
+                MapBuilder::new()
+                    .text("tier", r.requested_tier.as_str())
+                    .text("message", r.message.as_str())
+                    .text("time", u(r.time))
+                    .build()
+            })
+            .collect();
+        cbor::to_vec(
+            &MapBuilder::new()
+                .int(cwt::IAT, u(self.time))
+                .text("license", Value::Bytes(self.license_id.0.to_vec()))
+                .text("cluster_id", self.cluster_id.as_str())
+                .text("seq", u(self.seq))
+                .text("state", self.state.as_str())
+                .text("nodes", u(self.active_nodes.into()))
+                .text("quotas", quotas)
+                .text("version", self.verifier_version.as_str())
+                .text("upgrade_requests", Value::Array(requests))
+                // Present only when true, so an ordinary heartbeat has one spelling.
+                .text_opt("deactivate", self.deactivate.then_some(true))
+                .build(),
+        )
+    }
+
+    /// Decodes a payload, refusing unknown claims and non-canonical encodings.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
+        let mut f = Fields::open("heartbeat", cbor::from_slice(bytes)?)?;
+        macro_rules! req {
+            ($take:expr, $name:expr) => {
+                $take.ok_or_else(|| f.missing($name))?
+            };
+        }
+        let time = cbor::time(req!(f.int_key(cwt::IAT), "iat"), "iat")?;
+        let license_id = LicenseId(cbor::bytes_n(
+            req!(f.text_key("license"), "license"),
+            "license",
+        )?);
+        let cluster_id = cbor::text(req!(f.text_key("cluster_id"), "cluster_id"), "cluster_id")?;
+        let seq = cbor::uint(req!(f.text_key("seq"), "seq"), "seq")?;
+        let state = cbor::text(req!(f.text_key("state"), "state"), "state")?;
+        let active_nodes = cbor::uint32(req!(f.text_key("nodes"), "nodes"), "nodes")?;
+        let mut quotas = BTreeMap::new();
+        for (name, v) in cbor::text_map(req!(f.text_key("quotas"), "quotas"), "quota name")? {
+            quotas.insert(name, cbor::uint(v, "quota usage")?);
+        }
+        let verifier_version = cbor::text(req!(f.text_key("version"), "version"), "version")?;
+        let mut upgrade_requests = Vec::new();
+        for v in cbor::array(
+            req!(f.text_key("upgrade_requests"), "upgrade_requests"),
+            "upgrade_requests",
+        )? {
+            upgrade_requests.push(upgrade_request(v)?);
+        }
+        let deactivate = match f.text_key("deactivate") {
+            None => false,
+            Some(Value::Bool(true)) => true,
+            Some(_) => {
+                return Err(Error::Payload(
+                    "deactivate must be true when present".into(),
+                ))
+            }
+        };
+        f.finish()?;
+        let hb = Heartbeat {
+            license_id,
+            cluster_id,
+            seq,
+            time,
+            state,
+            active_nodes,
+            quotas,
+            verifier_version,
+            upgrade_requests,
+            deactivate,
+        };
+        canonical(hb.to_cbor() == bytes, hb)
+    }
+
+    /// Signs with the cluster key (which travels in the protected header).
+    pub fn sign(&self, key: &SecretKey) -> Vec<u8> {
+        envelope::sign(DocKind::Heartbeat, self.to_cbor(), key)
+    }
+}
+
+fn upgrade_request(v: Value) -> Result<UpgradeRequest> {
+    let mut r = Fields::open("upgrade request", v)?;
+    let requested_tier = cbor::text(r.text_key("tier").ok_or_else(|| r.missing("tier"))?, "tier")?;
+    let message = cbor::text(
+        r.text_key("message").ok_or_else(|| r.missing("message"))?,
+        "message",
+    )?;
+    let time = cbor::time(r.text_key("time").ok_or_else(|| r.missing("time"))?, "time")?;
+    r.finish()?;
+    Ok(UpgradeRequest {
+        requested_tier,
+        message,
+        time,
+    })
+}
+
+fn canonical<T>(ok: bool, value: T) -> Result<T> {
+    if ok {
+        Ok(value)
+    } else {
+        Err(Error::Payload(
+            "claims are not in canonical encoding".into(),
+        ))
+    }
+}
+
+/// Verifies a heartbeat in either spelling: its own signature, and that its
+/// cluster id is the signer's. Whether the signer is the key bound at
+/// activation, and whether `seq` and `time` are fresh, is the relay's call.
+pub fn verify_heartbeat(input: &[u8]) -> Result<SelfSigned<Heartbeat>> {
+    let bytes = crate::armor::dearmor(input, Some(DocKind::Heartbeat))?;
+    let opened = envelope::open_self_signed(&bytes, DocKind::Heartbeat)?;
+    let signer = opened
+        .signer
+        .ok_or_else(|| Error::Malformed("no signer key".into()))?;
+    let doc = Heartbeat::from_cbor(&opened.payload)?;
+    if doc.cluster_id != cluster_id(&signer) {
+        return Err(Error::Payload(
+            "cluster id does not match the signing key".into(),
+        ));
+    }
+    Ok(SelfSigned { doc, signer, bytes })
+}
+
+/// The relay's signed answer: its clock and the newest revocation version,
+/// echoing the heartbeat it answers so a response cannot be replayed to
+/// another cluster or for another heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RelayTime {
+    /// `iat`: the relay's clock when it signed.
+    pub time: Timestamp,
+    /// Version of the newest revocation list the relay holds (0: none yet).
+    pub revocation_version: u64,
+    /// The cluster this answers, when it answers one.
+    pub cluster_id: Option<String>,
+    /// The heartbeat sequence number this answers, when it answers one.
+    pub seq: Option<u64>,
+    /// Something the cluster's operators should read (suspension notice, …).
+    pub message: Option<String>,
+}
+
+impl RelayTime {
+    /// The payload as deterministic CBOR.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        cbor::to_vec(
+            &MapBuilder::new()
+                .int(cwt::IAT, u(self.time))
+                .text("revocation_version", u(self.revocation_version))
+                .text_opt("cluster_id", self.cluster_id.as_deref())
+                .text_opt("seq", self.seq.map(u))
+                .text_opt("message", self.message.as_deref())
+                .build(),
+        )
+    }
+
+    /// Decodes a payload, refusing unknown claims and non-canonical encodings.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
+        let mut f = Fields::open("relay time statement", cbor::from_slice(bytes)?)?;
+        let time = cbor::time(f.int_key(cwt::IAT).ok_or_else(|| f.missing("iat"))?, "iat")?;
+        let revocation_version = cbor::uint(
+            f.text_key("revocation_version")
+                .ok_or_else(|| f.missing("revocation_version"))?,
+            "revocation_version",
+        )?;
+        let cluster_id = f
+            .text_key("cluster_id")
+            .map(|v| cbor::text(v, "cluster_id"))
+            .transpose()?;
+        let seq = f.text_key("seq").map(|v| cbor::uint(v, "seq")).transpose()?;
+        let message = f
+            .text_key("message")
+            .map(|v| cbor::text(v, "message"))
+            .transpose()?;
+        f.finish()?;
+        let rt = RelayTime {
+            time,
+            revocation_version,
+            cluster_id,
+            seq,
+            message,
+        };
+        canonical(rt.to_cbor() == bytes, rt)
+    }
+
+    /// Signs with the relay key.
+    pub fn sign(&self, key: &SecretKey) -> Vec<u8> {
+        envelope::sign(DocKind::RelayTime, self.to_cbor(), key)
+    }
+}
+
+/// Verifies a relay time statement in either spelling against the relay's
+/// pinned public key. The caller checks `cluster_id` and `seq` are its own.
+pub fn verify_relay_time(input: &[u8], relay_key: &PublicKey) -> Result<RelayTime> {
+    let bytes = crate::armor::dearmor(input, Some(DocKind::RelayTime))?;
+    let opened = envelope::open(
+        &bytes,
+        DocKind::RelayTime,
+        &TrustedKeys::from(relay_key.clone()),
+    )?;
+    RelayTime::from_cbor(&opened.payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(key: &SecretKey) -> Heartbeat {
+        Heartbeat {
+            license_id: LicenseId([9; 16]),
+            cluster_id: cluster_id(&key.public()),
+            seq: 42,
+            time: 1_795_369_941,
+            state: "active".into(),
+            active_nodes: 3,
+            quotas: BTreeMap::from([("api_calls".into(), 17), ("storage_gb".into(), 4)]),
+            verifier_version: "0.1.0".into(),
+            upgrade_requests: vec![UpgradeRequest {
+                requested_tier: "enterprise".into(),
+                message: "more nodes please".into(),
+                time: 1_795_369_000,
+            }],
+            deactivate: false,
+        }
+    }
+
+    #[test]
+    fn heartbeat_round_trips_through_signature() {
+        let key = SecretKey::from_seed(&[5; 32]);
+        for deactivate in [false, true] {
+            let hb = Heartbeat {
+                deactivate,
+                ..beat(&key)
+            };
+            let bytes = hb.sign(&key);
+            let got = verify_heartbeat(&bytes).expect("verify");
+            assert_eq!(got.doc, hb);
+            assert_eq!(got.signer, key.public());
+            assert_eq!(got.bytes, bytes);
+            let armored = crate::armor::armor(DocKind::Heartbeat, &bytes);
+            assert_eq!(verify_heartbeat(armored.as_bytes()).expect("armored").doc, hb);
+        }
+    }
+
+    #[test]
+    fn heartbeat_signed_by_another_cluster_refused() {
+        let victim = SecretKey::from_seed(&[5; 32]);
+        let attacker = SecretKey::from_seed(&[6; 32]);
+        // The attacker claims the victim's cluster id but can only sign with its own key.
+        let bytes = beat(&victim).sign(&attacker);
+        assert!(matches!(verify_heartbeat(&bytes), Err(Error::Payload(_))));
+    }
+
+    #[test]
+    fn altered_heartbeat_refused() {
+        let key = SecretKey::from_seed(&[5; 32]);
+        let mut bytes = beat(&key).sign(&key);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(verify_heartbeat(&bytes).is_err());
+    }
+
+    #[test]
+    fn relay_time_round_trips_and_wrong_relay_key_refused() {
+        let relay = SecretKey::from_seed(&[7; 32]);
+        let other = SecretKey::from_seed(&[8; 32]);
+        for rt in [
+            RelayTime {
+                time: 1_795_369_941,
+                revocation_version: 3,
+                cluster_id: Some("abcdefghijklmnop".into()),
+                seq: Some(42),
+                message: Some("license suspended".into()),
+            },
+            RelayTime {
+                time: 1,
+                revocation_version: 0,
+                cluster_id: None,
+                seq: None,
+                message: None,
+            },
+        ] {
+            let bytes = rt.sign(&relay);
+            assert_eq!(verify_relay_time(&bytes, &relay.public()).expect("ok"), rt);
+            assert!(matches!(
+                verify_relay_time(&bytes, &other.public()),
+                Err(Error::UnknownKey(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn heartbeat_is_not_a_relay_time_or_activation_request() {
+        let key = SecretKey::from_seed(&[5; 32]);
+        let bytes = beat(&key).sign(&key);
+        assert!(matches!(
+            verify_relay_time(&bytes, &key.public()),
+            Err(Error::WrongKind { .. })
+        ));
+        assert!(crate::cluster::verify_activation_request(&bytes).is_err());
+    }
+
+    #[test]
+    fn unknown_heartbeat_claim_refused() {
+        let key = SecretKey::from_seed(&[5; 32]);
+        let mut v = cbor::from_slice(&beat(&key).to_cbor()).expect("cbor");
+        if let Value::Map(m) = &mut v {
+            m.push((Value::Text("zzz".into()), Value::Bool(true)));
+        }
+        let payload = cbor::to_vec(&cbor::sorted_map(match v {
+            Value::Map(m) => m,
+            _ => Vec::new(),
+        }));
+        let bytes = envelope::sign(DocKind::Heartbeat, payload, &key);
+        assert!(matches!(verify_heartbeat(&bytes), Err(Error::Payload(_))));
+    }
+}

@@ -1,0 +1,114 @@
+//! `key show`, `key export-public`, `key rotate`.
+
+use anyhow::{Context, Result};
+use kaching_core::SecretKey;
+use serde::Serialize;
+
+use super::Ctx;
+use crate::cli::KeyCommand;
+use crate::fsutil::write_atomic;
+use crate::keystore::{seal, Protection};
+use crate::output::{json, line, out};
+use crate::vendor::{VendorDir, KEY_FILE, PUB_FILE, RETIRED_DIR};
+
+#[derive(Serialize)]
+struct KeyInfo {
+    kid: String,
+    algorithm: &'static str,
+    fingerprint_sha256: String,
+    public_key_file: String,
+    private_key_file: String,
+    issuer: String,
+    retired_kids: Vec<String>,
+}
+
+pub(super) fn key(ctx: &Ctx<'_>, k: &KeyCommand) -> Result<u8> {
+    let v = ctx.vendor()?;
+    let key = v.public_key()?;
+    match k {
+        KeyCommand::Show { json: as_json } => {
+            let info = KeyInfo {
+                kid: key.kid().to_hex(),
+                algorithm: "Ed25519",
+                fingerprint_sha256: key.fingerprint(),
+                public_key_file: v.path(PUB_FILE).display().to_string(),
+                private_key_file: v.path(KEY_FILE).display().to_string(),
+                issuer: v.config.issuer.clone(),
+                retired_kids: v.retired_keys()?.iter().map(|k| k.kid().to_hex()).collect(),
+            };
+            if *as_json {
+                json(&info)?;
+            } else {
+                let mut s = format!(
+                    "kid:         {}\nalgorithm:   {} (COSE -19)\nfingerprint: SHA256:{}\npublic key:  {}\nprivate key: {} (age-encrypted)\nissuer:      {}\n",
+                    info.kid,
+                    info.algorithm,
+                    info.fingerprint_sha256,
+                    info.public_key_file,
+                    info.private_key_file,
+                    info.issuer
+                );
+                for r in &info.retired_kids {
+                    s.push_str(&format!(
+                        "retired:     {r} (still trusted for documents it signed)\n"
+                    ));
+                }
+                out(&s)?;
+            }
+        }
+        KeyCommand::ExportPublic { out: path, all } => {
+            let mut pem = key.to_pem();
+            if *all {
+                for r in v.retired_keys()? {
+                    pem.push_str(&r.to_pem());
+                }
+            }
+            match path {
+                None => out(&pem)?,
+                Some(path) => {
+                    write_atomic(path, pem.as_bytes(), false)?;
+                    line(&format!("wrote {}", path.display()))?;
+                }
+            }
+        }
+        KeyCommand::Rotate { recipient } => rotate(ctx, &v, recipient.as_deref())?,
+    }
+    Ok(crate::exit::OK)
+}
+
+/// Retires the current key pair into `retired-keys/` and makes a new one.
+/// The old private key stays encrypted; move it offline once no license
+/// signed by it needs to be touched again.
+fn rotate(ctx: &Ctx<'_>, v: &VendorDir, recipient: Option<&str>) -> Result<()> {
+    // Unlocking proves the caller holds the current key.
+    let old = ctx.unlock(v)?;
+    let protection = match recipient {
+        Some(r) => Protection::recipient(r)?,
+        None => Protection::Passphrase(ctx.passphrase().new_passphrase()?),
+    };
+    let new = SecretKey::generate();
+    let sealed = seal(&new, &protection)?;
+    let kid = old.public().kid();
+    let retired = v.path(RETIRED_DIR);
+    std::fs::create_dir_all(&retired)
+        .with_context(|| format!("cannot create {}", retired.display()))?;
+    // Retired copies first: a crash after this point leaves the old pair intact.
+    write_atomic(
+        &retired.join(format!("{kid}.pub")),
+        old.public().to_pem().as_bytes(),
+        false,
+    )?;
+    write_atomic(
+        &retired.join(format!("{kid}.key")),
+        &crate::fsutil::read(&v.path(KEY_FILE))?,
+        true,
+    )?;
+    write_atomic(&v.path(KEY_FILE), &sealed, true)?;
+    write_atomic(&v.path(PUB_FILE), new.public().to_pem().as_bytes(), false)?;
+    out(&format!(
+        "new vendor key {} in {}\nretired key {kid} to {}\nnext: give every verifier and relay the bundle from `licensegen key export-public --all` BEFORE sending them anything the new key signs\n",
+        new.public().kid(),
+        v.path(KEY_FILE).display(),
+        retired.display()
+    ))
+}

@@ -1,0 +1,266 @@
+//! `inspect`, `verify`, `ledger list|show`, `usage import`.
+
+use anyhow::{Context, Result};
+use kaching_core::time::rfc3339;
+use kaching_core::{TierCatalog, TrustedKeys};
+use serde::Serialize;
+
+use super::Ctx;
+use crate::cli::{InspectArgs, LedgerCommand, UsageCommand, VerifyArgs};
+use crate::ledger::{self, Event, Ledger, LedgerState, LicenseRecord, UsageRecord};
+use crate::output::{date, json, out, table};
+use crate::vendor::{parse_duration, VendorDir, LEDGER_FILE};
+use crate::verify::VerifyContext;
+
+fn pubkeys(path: &std::path::Path) -> Result<TrustedKeys> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    TrustedKeys::from_pem_bundle(&text).map_err(|e| {
+        crate::error::usage(format!(
+            "{} holds no usable public key ({e}): pass a vendor.pub (SPKI PEM)",
+            path.display()
+        ))
+    })
+}
+
+pub(super) fn inspect(ctx: &Ctx<'_>, a: &InspectArgs) -> Result<u8> {
+    let keys = match &a.pubkey {
+        Some(p) => Some(pubkeys(p)?),
+        None => ctx.vendor().ok().and_then(|v| v.trusted_keys().ok()),
+    };
+    let i = crate::inspect::inspect(&a.file, keys.as_ref())?;
+    crate::inspect::print(&i, a.json)?;
+    Ok(crate::exit::OK)
+}
+
+pub(super) fn verify(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<u8> {
+    let vendor = ctx.vendor().ok();
+    let keys = match (&a.pubkey, &vendor) {
+        (Some(p), _) => pubkeys(p)?,
+        (None, Some(v)) => v.trusted_keys()?,
+        (None, None) => {
+            return Err(crate::error::usage(
+                "no vendor key to verify against: pass --pubkey vendor.pub, or run inside a vendor directory (--dir)",
+            ))
+        }
+    };
+    let revocations = match (&a.revocations, &vendor) {
+        (Some(p), _) => Some(
+            kaching_core::verify_revocation_list(&crate::fsutil::read(p)?, &keys)
+                .map_err(|e| anyhow::anyhow!("revocation list {} does not verify ({e}): use the list signed by this vendor", p.display()))?
+                .list,
+        ),
+        // Never fall back to "no revocations" when the vendor's list cannot be read.
+        (None, Some(v)) => crate::revocations::current(v, &Ledger::open(&v.path(LEDGER_FILE))?)?,
+        (None, None) => None,
+    };
+    let at = match &a.at {
+        Some(t) => kaching_core::time::parse_rfc3339(t).ok_or_else(|| {
+            crate::error::usage(format!(
+                "cannot read --at {t:?}: use a date (2027-01-31) or a UTC time (2027-01-31T12:00:00Z)"
+            ))
+        })?,
+        None => crate::fsutil::now(),
+    };
+    let ctx = VerifyContext {
+        keys,
+        revocations,
+        catalog: vendor
+            .as_ref()
+            .and_then(|v| v.catalog().ok())
+            .unwrap_or_else(TierCatalog::builtin),
+        audience: vendor
+            .as_ref()
+            .map_or_else(|| "bzzz".to_string(), |v| v.config.audience.clone()),
+        cluster: a.cluster.clone(),
+        at,
+    };
+    let report = crate::verify::verify(&a.file, &ctx)?;
+    crate::verify::print(&report, a.json)?;
+    Ok(report.exit_code)
+}
+
+#[derive(Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    record: &'a LicenseRecord,
+    state: LedgerState,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    #[serde(flatten)]
+    record: &'a LicenseRecord,
+    state: LedgerState,
+    history: Vec<Event>,
+    usage_reports: Vec<UsageRecord>,
+}
+
+pub(super) fn ledger(ctx: &Ctx<'_>, l: &LedgerCommand) -> Result<u8> {
+    let v = ctx.vendor()?;
+    let ledger = Ledger::open(&v.path(LEDGER_FILE))?;
+    let list = crate::revocations::current(&v, &ledger)?;
+    let now = crate::fsutil::now();
+    match l {
+        LedgerCommand::List {
+            customer,
+            expiring_within,
+            json: as_json,
+        } => {
+            let horizon = expiring_within
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .map(|d| now.saturating_add(d));
+            let needle = customer.as_deref().map(str::to_lowercase);
+            let records = ledger::list_licenses(&ledger.conn)?;
+            let rows: Vec<Row<'_>> = records
+                .iter()
+                .map(|r| Row {
+                    record: r,
+                    state: LedgerState::of(r, list.as_ref(), now),
+                })
+                .filter(|r| match &needle {
+                    Some(n) => {
+                        r.record.customer.to_lowercase().contains(n)
+                            || r.record.customer_id.to_lowercase().contains(n)
+                    }
+                    None => true,
+                })
+                .filter(|r| match horizon {
+                    Some(h) => r.state == LedgerState::Active && r.record.expires_at <= h,
+                    None => true,
+                })
+                .collect();
+            if *as_json {
+                json(&rows)?;
+            } else if rows.is_empty() {
+                out("no licenses match\n")?;
+            } else {
+                let cells: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.record.id.to_string(),
+                            r.record.customer.clone(),
+                            r.record.tier.clone(),
+                            r.record.max_nodes.to_string(),
+                            date(r.record.expires_at),
+                            r.state.to_string(),
+                        ]
+                    })
+                    .collect();
+                out(&table(
+                    &["ID", "CUSTOMER", "TIER", "NODES", "EXPIRES", "STATE"],
+                    &cells,
+                ))?;
+            }
+        }
+        LedgerCommand::Show {
+            license_id,
+            json: as_json,
+        } => {
+            let rec = ledger::find_license(&ledger.conn, license_id)?;
+            let d = Detail {
+                record: &rec,
+                state: LedgerState::of(&rec, list.as_ref(), now),
+                history: ledger::events(&ledger.conn, &rec.id)?,
+                usage_reports: ledger::usage_for(&ledger.conn, &rec.id)?,
+            };
+            if *as_json {
+                json(&d)?;
+            } else {
+                out(&show_text(&v, &d)?)?;
+            }
+        }
+    }
+    Ok(crate::exit::OK)
+}
+
+fn show_text(v: &VendorDir, d: &Detail<'_>) -> Result<String> {
+    let r = d.record;
+    let lic = crate::issue::recorded_license(v, r)?;
+    let mut s = String::new();
+    let mut row = |k: &str, val: String| s.push_str(&format!("{:<13}{val}\n", format!("{k}:")));
+    row("license id", r.id.to_string());
+    row("state", d.state.to_string());
+    row("customer", format!("{} ({})", r.customer, r.customer_id));
+    row("tier", r.tier.clone());
+    row(
+        "features",
+        lic.features.iter().cloned().collect::<Vec<_>>().join(", "),
+    );
+    row(
+        "nodes",
+        format!("{} (+{}% overage)", r.max_nodes, lic.overage),
+    );
+    row("issued", rfc3339(r.issued_at));
+    row("expires", rfc3339(r.expires_at));
+    row(
+        "cluster",
+        r.cluster.clone().unwrap_or_else(|| "not bound".into()),
+    );
+    if let Some(old) = r.supersedes {
+        row("supersedes", old.to_string());
+    }
+    if let Some(new) = r.superseded_by {
+        row("replaced by", new.to_string());
+    }
+    row("file", format!("{} (sha256 {})", r.path, r.file_sha256));
+    s.push_str("history:\n");
+    for e in &d.history {
+        s.push_str(&format!(
+            "  {}  {:<10}  {}\n",
+            rfc3339(e.time),
+            e.action,
+            e.detail
+        ));
+    }
+    if !d.usage_reports.is_empty() {
+        s.push_str("usage reports:\n");
+        for u in &d.usage_reports {
+            s.push_str(&format!(
+                "  {} to {}  cluster {}  peak {} nodes  {}\n",
+                date(u.period_start),
+                date(u.period_end),
+                u.cluster_id,
+                u.peak_nodes,
+                counters_text(&u.counters)
+            ));
+        }
+    }
+    Ok(s)
+}
+
+/// `metric bucket=value, …; metric …` from the stored JSON counters.
+fn counters_text(counters: &serde_json::Value) -> String {
+    let Some(map) = counters.as_object() else {
+        return String::new();
+    };
+    map.iter()
+        .map(|(metric, buckets)| {
+            let b: Vec<String> = buckets
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                .unwrap_or_default();
+            format!("{metric} {}", b.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub(super) fn usage(ctx: &Ctx<'_>, u: &UsageCommand) -> Result<u8> {
+    let UsageCommand::Import { file } = u;
+    let v = ctx.vendor()?;
+    let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
+    let catalog = v.catalog()?;
+    let imported = crate::usage::import(
+        &mut ledger,
+        file,
+        |rec| crate::issue::recorded_license(&v, rec),
+        &catalog,
+        crate::fsutil::now(),
+    )?;
+    out(&crate::usage::describe(&imported))?;
+    Ok(crate::exit::OK)
+}

@@ -1,0 +1,175 @@
+//! `issue`, `upgrade`, `renew`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use kaching_core::time::{human_duration, rfc3339};
+
+use super::Ctx;
+use crate::cli::{IssueArgs, ReissueArgs, Terms};
+use crate::issue::{self, build, read_spec, Built, Issued, LicenseRequest, Mode};
+use crate::ledger::{self, Ledger, LedgerState};
+use crate::output::{note, out};
+use crate::vendor::LEDGER_FILE;
+
+fn request(
+    customer: Option<String>,
+    customer_id: Option<String>,
+    tier: Option<String>,
+    t: &Terms,
+) -> LicenseRequest {
+    LicenseRequest {
+        customer,
+        customer_id,
+        tier,
+        expires: t.expires.clone(),
+        nodes: t.nodes,
+        cores: t.cores,
+        features: t.features.clone(),
+        quotas: t.quotas.clone(),
+        grace: t.grace.clone(),
+        overage: t.overage,
+        cluster: t.cluster.clone(),
+        bind: t.bind.clone(),
+        heartbeat: t.heartbeat.clone(),
+        offline_grace: t.offline_grace.clone(),
+        armor: None,
+        out: None,
+    }
+}
+
+fn refuse_existing_out(out: Option<&PathBuf>) -> Result<()> {
+    match out {
+        Some(p) if p.exists() => Err(crate::error::usage(format!(
+            "{} already exists: choose another --out path or move the old file away",
+            p.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn issue(ctx: &Ctx<'_>, a: &IssueArgs) -> Result<u8> {
+    let v = ctx.vendor()?;
+    let catalog = v.catalog()?;
+    let now = crate::fsutil::now();
+    let requests = match &a.spec {
+        Some(spec) => read_spec(spec)?,
+        None => {
+            let mut r = request(
+                a.customer.clone(),
+                a.customer_id.clone(),
+                a.tier.clone(),
+                &a.terms,
+            );
+            r.out = a.out.clone();
+            vec![r]
+        }
+    };
+    // Build and check every license before the passphrase is asked for.
+    let mut jobs: Vec<(Built, bool, Option<PathBuf>)> = Vec::new();
+    for r in &requests {
+        refuse_existing_out(r.out.as_ref())?;
+        let built = build(r, Mode::New, &catalog, &v.config, now)?;
+        jobs.push((
+            built,
+            r.armor.unwrap_or(a.armor || v.config.armor),
+            r.out.clone(),
+        ));
+    }
+    let key = ctx.unlock(&v)?;
+    let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
+    for (built, armored, out_path) in jobs {
+        let issued = issue::sign_and_record(
+            &v,
+            &mut ledger,
+            &key,
+            built,
+            armored,
+            out_path.as_deref(),
+            now,
+        )?;
+        print_issued(&issued)?;
+    }
+    Ok(crate::exit::OK)
+}
+
+pub(super) fn reissue(ctx: &Ctx<'_>, a: &ReissueArgs, upgrade: bool) -> Result<u8> {
+    let v = ctx.vendor()?;
+    let catalog = v.catalog()?;
+    let now = crate::fsutil::now();
+    if upgrade && a.tier.is_none() {
+        return Err(crate::error::usage(
+            "upgrade needs --tier (the tier to move to); `licensegen renew` keeps the tier",
+        ));
+    }
+    refuse_existing_out(a.out.as_ref())?;
+    let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
+    let rec = ledger::find_license(&ledger.conn, &a.license_id)?;
+    let list = crate::revocations::current(&v, &ledger)?;
+    match LedgerState::of(&rec, list.as_ref(), now) {
+        LedgerState::Revoked => {
+            return Err(crate::error::usage(format!(
+                "license {} is revoked: issue a new license with `licensegen issue` instead",
+                rec.id
+            )))
+        }
+        LedgerState::Superseded => {
+            return Err(crate::error::usage(format!(
+                "license {} was already replaced by {}: {} that one instead",
+                rec.id,
+                rec.superseded_by.map(|s| s.to_string()).unwrap_or_default(),
+                if upgrade { "upgrade" } else { "renew" }
+            )))
+        }
+        LedgerState::Suspended => note(&format!(
+            "note: license {} is suspended; the new license is not (suspend it too if that is intended)",
+            rec.id
+        )),
+        _ => {}
+    }
+    let old = issue::recorded_license(&v, &rec)?;
+    let r = request(None, None, a.tier.clone(), &a.terms);
+    let mode = if upgrade {
+        Mode::Upgrade(&old)
+    } else {
+        Mode::Renew(&old)
+    };
+    let built = build(&r, mode, &catalog, &v.config, now)?;
+    let key = ctx.unlock(&v)?;
+    let armored = a.armor || v.config.armor || rec.path.ends_with(".asc");
+    let issued =
+        issue::sign_and_record(&v, &mut ledger, &key, built, armored, a.out.as_deref(), now)?;
+    print_issued(&issued)?;
+    Ok(crate::exit::OK)
+}
+
+fn print_issued(i: &Issued) -> Result<()> {
+    let l = &i.license;
+    let mut s = format!(
+        "issued license {}\n  customer    {} ({})\n  tier        {}, {} nodes, expires {}\n",
+        l.id,
+        l.customer,
+        l.customer_id,
+        l.tier,
+        l.limits.max_nodes,
+        rfc3339(l.expires_at)
+    );
+    if let Some(c) = &l.cluster {
+        s.push_str(&format!("  cluster     {c}\n"));
+    }
+    if let Some(h) = l.heartbeat {
+        s.push_str(&format!(
+            "  heartbeat   every {}, offline grace {} (connected)\n",
+            human_duration(h.interval),
+            human_duration(h.offline_grace)
+        ));
+    }
+    if let Some(old) = l.supersedes {
+        s.push_str(&format!("  supersedes  {old}\n"));
+    }
+    for n in &i.notes {
+        s.push_str(&format!("  note        {n}\n"));
+    }
+    s.push_str(&format!("  file        {}\n", i.path.display()));
+    out(&s)
+}

@@ -1,0 +1,63 @@
+//! One function per subcommand: gather inputs, call the module that does
+//! the work, print. Each returns the exit code.
+
+mod keys;
+mod ledger_cmds;
+mod licenses;
+mod revoke;
+mod setup;
+
+use anyhow::Result;
+use kaching_core::SecretKey;
+
+use crate::cli::{Cli, Command};
+use crate::keystore::{self, PassphraseSource, Unlock};
+use crate::vendor::{VendorDir, KEY_FILE};
+
+/// Runs a parsed command line.
+pub fn dispatch(cli: Cli) -> Result<u8> {
+    let ctx = Ctx { cli: &cli };
+    match &cli.command {
+        Command::Init(a) => setup::init(&ctx, a),
+        Command::Key(k) => keys::key(&ctx, k),
+        Command::Completions { shell } => setup::completions(*shell),
+        Command::Man { out } => setup::man(out.as_deref()),
+        Command::Issue(a) => licenses::issue(&ctx, a),
+        Command::Upgrade(a) => licenses::reissue(&ctx, a, true),
+        Command::Renew(a) => licenses::reissue(&ctx, a, false),
+        Command::Inspect(a) => ledger_cmds::inspect(&ctx, a),
+        Command::Verify(a) => ledger_cmds::verify(&ctx, a),
+        Command::Suspend(a) => revoke::suspend(&ctx, a),
+        Command::Reinstate(a) => revoke::reinstate(&ctx, a),
+        Command::Revoke(a) => revoke::revoke(&ctx, a),
+        Command::Revocations(r) => revoke::revocations(&ctx, r),
+        Command::Ledger(l) => ledger_cmds::ledger(&ctx, l),
+        Command::Usage(u) => ledger_cmds::usage(&ctx, u),
+    }
+}
+
+/// Global options shared by the subcommands.
+struct Ctx<'a> {
+    cli: &'a Cli,
+}
+
+impl Ctx<'_> {
+    fn vendor(&self) -> Result<VendorDir> {
+        VendorDir::discover(self.cli.dir.as_deref())
+    }
+
+    fn passphrase(&self) -> PassphraseSource {
+        PassphraseSource {
+            file: self.cli.passphrase_file.clone(),
+        }
+    }
+
+    /// Decrypts the vendor key into memory (asks for the passphrase).
+    fn unlock(&self, vendor: &VendorDir) -> Result<SecretKey> {
+        let unlock = Unlock {
+            passphrase: self.passphrase(),
+            identity: self.cli.identity.clone(),
+        };
+        keystore::unseal(&vendor.path(KEY_FILE), &vendor.public_key()?, &unlock)
+    }
+}

@@ -1,0 +1,81 @@
+//! Exit codes, shared by every command and documented in `--help` and
+//! docs/sales-ops.md. `verify` maps each verdict state to its own code so
+//! scripts can tell "renew" from "call the customer".
+//!
+//! The same table is meant for `kaching-verifier check`; it lives here until
+//! it moves into kaching-core.
+
+use kaching_core::State;
+
+/// Success; for `verify`: the license is usable (active, expiring or grace).
+pub const OK: u8 = 0;
+/// Any other error (I/O, wrong passphrase, corrupt ledger, …).
+pub const FAILURE: u8 = 1;
+/// Usage error: bad flags or values (unknown tier, past expiry, …).
+pub const USAGE: u8 = 2;
+/// `verify`: invalid (bad signature, unknown key, wrong audience or cluster,
+/// not a license) or no license at all.
+pub const INVALID: u8 = 10;
+/// `verify`: revoked by the vendor.
+pub const REVOKED: u8 = 11;
+/// `verify`: suspended by the vendor.
+pub const SUSPENDED: u8 = 12;
+/// `verify`: past expiry and grace.
+pub const EXPIRED: u8 = 13;
+/// `verify`: before the license's not-before time.
+pub const NOT_YET_VALID: u8 = 14;
+/// `verify`: the clock is behind time already seen.
+pub const CLOCK_TAMPERED: u8 = 15;
+/// `verify`: a connected license past its offline grace.
+pub const OVERDUE: u8 = 16;
+
+/// The exit code for a verdict state.
+pub fn for_state(state: State) -> u8 {
+    match state {
+        State::Active | State::Expiring | State::Grace => OK,
+        State::Unlicensed | State::Invalid => INVALID,
+        State::Revoked => REVOKED,
+        State::Suspended => SUSPENDED,
+        State::Expired => EXPIRED,
+        State::NotYetValid => NOT_YET_VALID,
+        State::ClockTampered => CLOCK_TAMPERED,
+        State::Overdue => OVERDUE,
+    }
+}
+
+/// The table printed in `--help`.
+pub const TABLE: &str = "\
+Exit codes:
+  0   success; for verify: usable (active, expiring or grace)
+  1   error (I/O, wrong passphrase, corrupt ledger, ...)
+  2   usage error (bad flag or value, unknown tier or feature, past expiry)
+  10  verify: invalid or no license (signature, key, audience, cluster, format)
+  11  verify: revoked
+  12  verify: suspended
+  13  verify: expired (past expiry and grace)
+  14  verify: not yet valid
+  15  verify: clock tampered (clock behind time already seen)
+  16  verify: overdue (connected license past its offline grace)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unusable_state_has_its_own_nonzero_code() {
+        let bad = [
+            State::Invalid,
+            State::Revoked,
+            State::Suspended,
+            State::Expired,
+            State::NotYetValid,
+            State::ClockTampered,
+            State::Overdue,
+        ];
+        let codes: std::collections::BTreeSet<u8> = bad.iter().map(|s| for_state(*s)).collect();
+        assert_eq!(codes.len(), bad.len());
+        assert!(!codes.contains(&OK) && !codes.contains(&FAILURE) && !codes.contains(&USAGE));
+        assert_eq!(for_state(State::Grace), OK);
+        assert_eq!(for_state(State::Unlicensed), INVALID);
+    }
+}

@@ -1,0 +1,336 @@
+//! Rows of the ledger and the queries that read and write them. Functions
+//! take a `&Connection` so callers can run them inside their transaction.
+
+use anyhow::{Context, Result};
+use kaching_core::time::Timestamp;
+use kaching_core::LicenseId;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+/// One issued license.
+#[derive(Debug, Clone, Serialize)]
+pub struct LicenseRecord {
+    /// License id.
+    pub id: LicenseId,
+    /// Customer display name.
+    pub customer: String,
+    /// Customer id (`sub`).
+    pub customer_id: String,
+    /// Tier.
+    pub tier: String,
+    /// Node limit.
+    pub max_nodes: u32,
+    /// `iat`.
+    pub issued_at: Timestamp,
+    /// `exp`.
+    pub expires_at: Timestamp,
+    /// Grace seconds after `exp`.
+    pub grace: u64,
+    /// Bound cluster id.
+    pub cluster: Option<String>,
+    /// License this one replaced.
+    pub supersedes: Option<LicenseId>,
+    /// License that replaced this one.
+    pub superseded_by: Option<LicenseId>,
+    /// Kid of the signing key.
+    pub kid: String,
+    /// SHA-256 of the license file as written.
+    pub file_sha256: String,
+    /// The file as written (binary or armored).
+    #[serde(skip)]
+    pub file: Vec<u8>,
+    /// Where it was written.
+    pub path: String,
+}
+
+/// One entry of a license's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// When.
+    pub time: Timestamp,
+    /// What: issued, superseded, suspended, reinstated, revoked, usage.
+    pub action: String,
+    /// Details for people.
+    pub detail: String,
+}
+
+/// One signed revocation list.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevocationRecord {
+    /// Its version.
+    pub version: u64,
+    /// `iat`.
+    pub issued_at: Timestamp,
+    /// `expires`.
+    pub expires: Timestamp,
+    /// Number of entries.
+    pub entries: u64,
+    /// The binary COSE bytes.
+    #[serde(skip)]
+    pub file: Vec<u8>,
+}
+
+/// One imported usage report.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageRecord {
+    /// License reported on.
+    pub license_id: String,
+    /// Reporting cluster.
+    pub cluster_id: String,
+    /// Period start.
+    pub period_start: Timestamp,
+    /// Period end.
+    pub period_end: Timestamp,
+    /// Peak nodes.
+    pub peak_nodes: u32,
+    /// metric → bucket → value, as JSON.
+    pub counters: serde_json::Value,
+    /// Upgrade requests queued offline, as JSON.
+    pub upgrade_requests: serde_json::Value,
+    /// SHA-256 of the report file.
+    pub file_sha256: String,
+    /// When it was imported.
+    pub imported_at: Timestamp,
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn id_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<LicenseId>> {
+    let s: Option<String> = row.get(idx)?;
+    Ok(s.and_then(|s| s.parse().ok()))
+}
+
+const LICENSE_COLS: &str = "id, customer, customer_id, tier, max_nodes, issued_at, expires_at, grace, cluster, supersedes, superseded_by, kid, file_sha256, file, path";
+
+fn license_row(row: &Row<'_>) -> rusqlite::Result<LicenseRecord> {
+    let id: String = row.get(0)?;
+    Ok(LicenseRecord {
+        id: id.parse().unwrap_or(LicenseId([0; 16])),
+        customer: row.get(1)?,
+        customer_id: row.get(2)?,
+        tier: row.get(3)?,
+        max_nodes: row.get(4)?,
+        issued_at: u(row.get(5)?),
+        expires_at: u(row.get(6)?),
+        grace: u(row.get(7)?),
+        cluster: row.get(8)?,
+        supersedes: id_col(row, 9)?,
+        superseded_by: id_col(row, 10)?,
+        kid: row.get(11)?,
+        file_sha256: row.get(12)?,
+        file: row.get(13)?,
+        path: row.get(14)?,
+    })
+}
+
+/// Records an issued license and its first history event.
+pub fn insert_license(
+    conn: &Connection,
+    rec: &LicenseRecord,
+    now: Timestamp,
+    detail: &str,
+) -> Result<()> {
+    conn.execute(
+        &format!("INSERT INTO licenses ({LICENSE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+        params![
+            rec.id.to_string(),
+            rec.customer,
+            rec.customer_id,
+            rec.tier,
+            rec.max_nodes,
+            i(rec.issued_at),
+            i(rec.expires_at),
+            i(rec.grace),
+            rec.cluster,
+            rec.supersedes.map(|s| s.to_string()),
+            rec.superseded_by.map(|s| s.to_string()),
+            rec.kid,
+            rec.file_sha256,
+            rec.file,
+            rec.path,
+        ],
+    )
+    .context("cannot record the license in the ledger")?;
+    add_event(conn, &rec.id, now, "issued", detail)
+}
+
+/// Marks `old` as replaced by `new`.
+pub fn mark_superseded(
+    conn: &Connection,
+    old: &LicenseId,
+    new: &LicenseId,
+    now: Timestamp,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE licenses SET superseded_by = ?1 WHERE id = ?2",
+        params![new.to_string(), old.to_string()],
+    )?;
+    add_event(conn, old, now, "superseded", &format!("replaced by {new}"))
+}
+
+/// Appends a history event.
+pub fn add_event(
+    conn: &Connection,
+    id: &LicenseId,
+    now: Timestamp,
+    action: &str,
+    detail: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO events (license_id, time, action, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![id.to_string(), i(now), action, detail],
+    )
+    .context("cannot record the event in the ledger")?;
+    Ok(())
+}
+
+/// Finds a license by full id or by a unique prefix of at least 4 hex digits.
+pub fn find_license(conn: &Connection, text: &str) -> Result<LicenseRecord> {
+    let not_found = || {
+        crate::error::usage(format!(
+            "license {text} is not in the ledger: check the id with `licensegen ledger list`"
+        ))
+    };
+    let wanted = text.trim().to_ascii_lowercase();
+    if let Ok(id) = wanted.parse::<LicenseId>() {
+        return conn
+            .query_row(
+                &format!("SELECT {LICENSE_COLS} FROM licenses WHERE id = ?1"),
+                [id.to_string()],
+                license_row,
+            )
+            .optional()?
+            .ok_or_else(not_found);
+    }
+    if wanted.len() < 4 || !wanted.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(not_found());
+    }
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {LICENSE_COLS} FROM licenses WHERE id LIKE ?1 || '%' ORDER BY id LIMIT 3"
+    ))?;
+    let found: Vec<LicenseRecord> = stmt
+        .query_map([&wanted], license_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    match found.len() {
+        0 => Err(not_found()),
+        1 => Ok(found.into_iter().next().ok_or_else(not_found)?),
+        _ => Err(crate::error::usage(format!(
+            "license id prefix {text} matches several licenses: give more of the id"
+        ))),
+    }
+}
+
+/// Every license, oldest first.
+pub fn list_licenses(conn: &Connection) -> Result<Vec<LicenseRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {LICENSE_COLS} FROM licenses ORDER BY issued_at, id"
+    ))?;
+    let rows = stmt
+        .query_map([], license_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// A license's history, oldest first.
+pub fn events(conn: &Connection, id: &LicenseId) -> Result<Vec<Event>> {
+    let mut stmt =
+        conn.prepare("SELECT time, action, detail FROM events WHERE license_id = ?1 ORDER BY seq")?;
+    let rows = stmt
+        .query_map([id.to_string()], |r| {
+            Ok(Event {
+                time: u(r.get(0)?),
+                action: r.get(1)?,
+                detail: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// The newest revocation list recorded.
+pub fn latest_revocation(conn: &Connection) -> Result<Option<RevocationRecord>> {
+    Ok(conn
+        .query_row(
+            "SELECT version, issued_at, expires, entries, file FROM revocation_lists ORDER BY version DESC LIMIT 1",
+            [],
+            |r| {
+                Ok(RevocationRecord {
+                    version: u(r.get(0)?),
+                    issued_at: u(r.get(1)?),
+                    expires: u(r.get(2)?),
+                    entries: u(r.get(3)?),
+                    file: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Records a signed revocation list.
+pub fn insert_revocation(conn: &Connection, rec: &RevocationRecord) -> Result<()> {
+    conn.execute(
+        "INSERT INTO revocation_lists (version, issued_at, expires, entries, file_sha256, file) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            i(rec.version),
+            i(rec.issued_at),
+            i(rec.expires),
+            i(rec.entries),
+            super::sha256_hex(&rec.file),
+            rec.file
+        ],
+    )
+    .context("cannot record the revocation list in the ledger")?;
+    Ok(())
+}
+
+/// Records a usage report; false when the same file was imported before.
+pub fn insert_usage(conn: &Connection, rec: &UsageRecord, file: &[u8]) -> Result<bool> {
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO usage_reports (license_id, cluster_id, period_start, period_end, peak_nodes, counters, upgrade_requests, file_sha256, file, imported_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            rec.license_id,
+            rec.cluster_id,
+            i(rec.period_start),
+            i(rec.period_end),
+            rec.peak_nodes,
+            rec.counters.to_string(),
+            rec.upgrade_requests.to_string(),
+            rec.file_sha256,
+            file,
+            i(rec.imported_at)
+        ],
+    )
+    .context("cannot record the usage report in the ledger")?;
+    Ok(n == 1)
+}
+
+/// Usage reports of a license, oldest period first.
+pub fn usage_for(conn: &Connection, id: &LicenseId) -> Result<Vec<UsageRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT license_id, cluster_id, period_start, period_end, peak_nodes, counters, upgrade_requests, file_sha256, imported_at FROM usage_reports WHERE license_id = ?1 ORDER BY period_end, seq",
+    )?;
+    let rows = stmt
+        .query_map([id.to_string()], |r| {
+            let counters: String = r.get(5)?;
+            let requests: String = r.get(6)?;
+            Ok(UsageRecord {
+                license_id: r.get(0)?,
+                cluster_id: r.get(1)?,
+                period_start: u(r.get(2)?),
+                period_end: u(r.get(3)?),
+                peak_nodes: r.get(4)?,
+                counters: serde_json::from_str(&counters).unwrap_or_default(),
+                upgrade_requests: serde_json::from_str(&requests).unwrap_or_default(),
+                file_sha256: r.get(7)?,
+                imported_at: u(r.get(8)?),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}

@@ -1,0 +1,101 @@
+//! `kaching.toml`: the vendor's settings (issuer, product, defaults).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// The vendor settings read from `kaching.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `iss` of every license and revocation list.
+    pub issuer: String,
+    /// `aud`: the product licenses are for.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// How long a revocation list stays fresh (its `expires`), e.g. `7d`.
+    #[serde(default = "default_validity")]
+    pub revocation_validity: String,
+    /// Write armored (text) license files by default.
+    #[serde(default)]
+    pub armor: bool,
+}
+
+fn default_audience() -> String {
+    "bzzz".into()
+}
+
+fn default_validity() -> String {
+    "7d".into()
+}
+
+impl Config {
+    /// Parses and checks the file's text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let c: Config = toml::from_str(text).context("kaching.toml is not valid")?;
+        c.revocation_validity_secs()?;
+        if c.issuer.trim().is_empty() || c.audience.trim().is_empty() {
+            anyhow::bail!("kaching.toml: issuer and audience must not be empty");
+        }
+        Ok(c)
+    }
+
+    /// `revocation_validity` in seconds.
+    pub fn revocation_validity_secs(&self) -> Result<u64> {
+        parse_duration(&self.revocation_validity)
+            .with_context(|| "kaching.toml: revocation_validity".to_string())
+    }
+
+    /// The file's text, with comments.
+    pub fn to_toml(&self) -> String {
+        format!(
+            "# licensegen vendor settings (see docs/sales-ops.md).\n\
+             # Issuer name written into every license and revocation list.\n\
+             issuer = {}\n\
+             # Product (audience) licenses are issued for; verifiers check it.\n\
+             audience = {}\n\
+             # How long each revocation list stays fresh before it must be re-signed\n\
+             # (connected clusters go overdue after a stale list plus their offline grace).\n\
+             revocation_validity = {}\n\
+             # Write armored (text) license files unless --armor says otherwise.\n\
+             armor = {}\n",
+            quote(&self.issuer),
+            quote(&self.audience),
+            quote(&self.revocation_validity),
+            self.armor
+        )
+    }
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// Parses a duration such as `7d`, `12h`, `1y` (humantime).
+pub fn parse_duration(s: &str) -> Result<u64> {
+    humantime::parse_duration(s.trim())
+        .map(|d: Duration| d.as_secs())
+        .map_err(|e| {
+            crate::error::usage(format!(
+                "cannot read duration {s:?} ({e}): use e.g. 30d, 12h, 1y"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_config_reads_back() {
+        let c = Config {
+            issuer: "Acme \"Software\"".into(),
+            audience: "bzzz".into(),
+            revocation_validity: "7d".into(),
+            armor: true,
+        };
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+        assert_eq!(c.revocation_validity_secs().unwrap(), 7 * 86_400);
+    }
+}

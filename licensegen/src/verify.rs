@@ -1,0 +1,120 @@
+//! `verify`: the verdict a verifier would give a license file, with an exit
+//! code per state (see [`crate::exit`]).
+
+use std::path::Path;
+
+use anyhow::Result;
+use kaching_core::time::{rfc3339, Timestamp};
+use kaching_core::{
+    evaluate, verify_license, LicenseInput, RevocationList, Settings, Snapshot, TierCatalog,
+    TrustedKeys, Verdict,
+};
+use serde::Serialize;
+
+use crate::output::{json, out};
+
+/// What to verify against.
+#[derive(Debug, Clone)]
+pub struct VerifyContext {
+    /// Trusted vendor keys.
+    pub keys: TrustedKeys,
+    /// The current revocation list, if any.
+    pub revocations: Option<RevocationList>,
+    /// Catalog for feature decisions.
+    pub catalog: TierCatalog,
+    /// Product the verifier guards.
+    pub audience: String,
+    /// Cluster the verifier runs on (default: the license's own binding).
+    pub cluster: Option<String>,
+    /// The time to judge at.
+    pub at: Timestamp,
+}
+
+/// The result of `verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The file verified.
+    pub file: String,
+    /// The state name.
+    pub state: String,
+    /// The exit code for that state.
+    pub exit_code: u8,
+    /// The full verdict.
+    pub verdict: Verdict,
+}
+
+/// Verifies and evaluates a license file.
+pub fn verify(path: &Path, ctx: &VerifyContext) -> Result<Report> {
+    let input = crate::fsutil::read(path)?;
+    let checked = verify_license(&input, &ctx.keys);
+    let rejected;
+    let (license_input, bound) = match &checked {
+        Ok(v) => (
+            LicenseInput::Verified(&v.license),
+            v.license.cluster.clone(),
+        ),
+        Err(e) => {
+            rejected = e.to_string();
+            (LicenseInput::Rejected(&rejected), None)
+        }
+    };
+    let settings = Settings {
+        audience: ctx.audience.clone(),
+        cluster_id: ctx.cluster.clone().or(bound),
+        ..Settings::default()
+    };
+    let verdict = evaluate(
+        license_input,
+        ctx.revocations.as_ref(),
+        &Snapshot::default(),
+        &ctx.catalog,
+        &settings,
+        ctx.at,
+    );
+    Ok(Report {
+        file: path.display().to_string(),
+        state: verdict.state.as_str().into(),
+        exit_code: crate::exit::for_state(verdict.state),
+        verdict,
+    })
+}
+
+/// Prints a report as text or JSON.
+pub fn print(r: &Report, as_json: bool) -> Result<()> {
+    if as_json {
+        return json(r);
+    }
+    let v = &r.verdict;
+    let mut s = format!("state:    {}\nreason:   {}\n", r.state, v.reason);
+    if let Some(id) = v.license_id {
+        s.push_str(&format!(
+            "license:  {id} ({}, tier {})\n",
+            v.customer.as_deref().unwrap_or("?"),
+            v.tier.as_deref().unwrap_or("?")
+        ));
+    }
+    if let Some(exp) = v.expires_at {
+        s.push_str(&format!("expires:  {}\n", rfc3339(exp)));
+    }
+    let allowed: Vec<&str> = v
+        .features
+        .iter()
+        .filter(|(_, d)| d.allowed)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if v.license_id.is_some() {
+        s.push_str(&format!(
+            "features: {}\n",
+            if allowed.is_empty() {
+                "none usable".into()
+            } else {
+                allowed.join(", ")
+            }
+        ));
+    }
+    for w in &v.warnings {
+        s.push_str(&format!("warning:  {w}\n"));
+    }
+    s.push_str(&format!("exit:     {}\n", r.exit_code));
+    out(&s)
+}

@@ -1,0 +1,432 @@
+//! The air-gapped round trip on the vendor side: `issue --bind` from a
+//! cluster's activation request, `usage import` of its usage report, and
+//! vendor keys encrypted to an age recipient for automation.
+
+use std::collections::BTreeMap;
+
+use super::common::{bare, parse_issued, stderr, stdout, Env};
+use age::secrecy::ExposeSecret;
+use kaching_core::cluster::{ActivationRequest, UpgradeRequest, UsageReport};
+use kaching_core::{armor, cluster_id, verify_license, DocKind, LicenseId, SecretKey};
+
+fn activation_request(env: &Env, key: &SecretKey, nodes: u32) -> std::path::PathBuf {
+    let req = ActivationRequest {
+        cluster_id: cluster_id(&key.public()),
+        cluster_key: *key.public().as_bytes(),
+        hostname: "bzzz-01.customer.example".into(),
+        nodes,
+        created: 1_795_000_000,
+    };
+    let path = env.tmp.path().join("activation.asc");
+    std::fs::write(
+        &path,
+        armor::armor(DocKind::ActivationRequest, &req.sign(key)),
+    )
+    .unwrap();
+    path
+}
+
+fn usage_report(env: &Env, key: &SecretKey, license: &str, name: &str) -> std::path::PathBuf {
+    let mut counters = BTreeMap::new();
+    counters.insert(
+        "search_requests".to_string(),
+        BTreeMap::from([
+            ("2026-11-21".to_string(), 41_000u64),
+            ("2026-11-22".to_string(), 12_000),
+        ]),
+    );
+    let report = UsageReport {
+        license_id: license.parse::<LicenseId>().unwrap(),
+        cluster_id: cluster_id(&key.public()),
+        period_start: 1_795_000_000,
+        period_end: 1_795_300_000,
+        counters,
+        peak_nodes: 14,
+        upgrade_requests: vec![UpgradeRequest {
+            requested_tier: "enterprise".into(),
+            message: "we need bulk operations".into(),
+            time: 1_795_200_000,
+        }],
+    };
+    let path = env.tmp.path().join(name);
+    std::fs::write(&path, report.sign(key)).unwrap();
+    path
+}
+
+#[test]
+fn issue_bind_binds_the_license_to_the_requesting_cluster() {
+    let env = Env::new();
+    let cluster = SecretKey::generate();
+    let req = activation_request(&env, &cluster, 3);
+    let out = env
+        .cmd()
+        .args([
+            "issue",
+            "--customer",
+            "Acme",
+            "--tier",
+            "standard",
+            "--bind",
+        ])
+        .arg(&req)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let cid = cluster_id(&cluster.public());
+    let s = stdout(&out);
+    assert!(s.contains(&format!("  cluster     {cid}\n")), "{s}");
+    assert!(s.contains(&format!("  note        bound to cluster {cid} (activation request from host bzzz-01.customer.example, 3 nodes, made 2026-11-18T11:06:40Z)\n")), "{s}");
+    let (id, file) = parse_issued(&s);
+    let l = verify_license(&std::fs::read(&file).unwrap(), &env.pubkey())
+        .unwrap()
+        .license;
+    assert_eq!(l.cluster.as_deref(), Some(cid.as_str()));
+    // The bound cluster may run it; any other cluster may not.
+    env.cmd()
+        .arg("verify")
+        .arg(&file)
+        .args(["--cluster", &cid])
+        .assert()
+        .code(0);
+    let out = env
+        .cmd()
+        .arg("verify")
+        .arg(&file)
+        .args(["--cluster", "aaaaaaaaaaaaaaaa"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    assert!(stdout(&out).contains("license is bound to cluster"));
+    let out = env.cmd().args(["ledger", "show", &id]).output().unwrap();
+    assert!(
+        stdout(&out).contains("  note        bound to cluster "),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn attack_forged_activation_request_is_refused() {
+    let env = Env::new();
+    let cluster = SecretKey::generate();
+    let req = activation_request(&env, &cluster, 3);
+    let mut bytes = armor::dearmor(&std::fs::read(&req).unwrap(), None).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1; // flip a signature bit
+    std::fs::write(&req, &bytes).unwrap();
+    let before = env.snapshot();
+    let out = env
+        .cmd()
+        .args([
+            "issue",
+            "--customer",
+            "Acme",
+            "--tier",
+            "standard",
+            "--bind",
+        ])
+        .arg(&req)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = stderr(&out);
+    assert!(
+        e.starts_with(&format!(
+            "error: {} is not a valid activation request (",
+            req.display()
+        )),
+        "{e}"
+    );
+    assert!(
+        e.ends_with("): ask the customer to run `kaching-verifier activation-request` again\n"),
+        "{e}"
+    );
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn usage_import_records_the_report_and_ledger_show_lists_it() {
+    let env = Env::new();
+    let cluster = SecretKey::generate();
+    let req = activation_request(&env, &cluster, 3);
+    let out = env
+        .cmd()
+        .args([
+            "issue",
+            "--customer",
+            "Acme",
+            "--tier",
+            "standard",
+            "--bind",
+        ])
+        .arg(&req)
+        .output()
+        .unwrap();
+    let (id, _) = parse_issued(&stdout(&out));
+    let report = usage_report(&env, &cluster, &id, "usage.cose");
+    let out = env
+        .cmd()
+        .args(["usage", "import"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let cid = cluster_id(&cluster.public());
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "imported usage report for license {id}\n  cluster {cid}, 2026-11-18T11:06:40Z to 2026-11-21T22:26:40Z, peak 14 nodes\n  search_requests: 2026-11-21=41000, 2026-11-22=12000\n  upgrade request (2026-11-20T18:40:00Z): tier enterprise — we need bulk operations\n  warning: peak of 14 nodes is above the license's 10 nodes\n  warning: search_requests reached 41000 of 50000 per day (82%) in 2026-11-21: offer an upgrade\n"
+        )
+    );
+    let out = env
+        .cmd()
+        .args(["usage", "import"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).starts_with(&format!(
+        "usage report for license {id} was already imported; nothing changed\n"
+    )));
+    let out = env
+        .cmd()
+        .args(["ledger", "show", &id, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = v["usage_reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["peak_nodes"], 14);
+    assert_eq!(
+        reports[0]["counters"]["search_requests"]["2026-11-21"],
+        41000
+    );
+    assert_eq!(
+        reports[0]["upgrade_requests"][0]["requested_tier"],
+        "enterprise"
+    );
+    let out = env.cmd().args(["ledger", "show", &id]).output().unwrap();
+    assert!(
+        stdout(&out).contains("usage reports:\n  2026-11-18 to 2026-11-21  cluster "),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn attack_license_sharing_report_from_another_cluster_is_flagged() {
+    let env = Env::new();
+    let cluster = SecretKey::generate();
+    let req = activation_request(&env, &cluster, 3);
+    let out = env
+        .cmd()
+        .args([
+            "issue",
+            "--customer",
+            "Acme",
+            "--tier",
+            "enterprise",
+            "--bind",
+        ])
+        .arg(&req)
+        .output()
+        .unwrap();
+    let (id, _) = parse_issued(&stdout(&out));
+    let stranger = SecretKey::generate();
+    let report = usage_report(&env, &stranger, &id, "stranger.cose");
+    let out = env
+        .cmd()
+        .args(["usage", "import"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains(&format!(
+        "  warning: report comes from cluster {}, but the license is bound to {}: the license may be in use elsewhere\n",
+        cluster_id(&stranger.public()),
+        cluster_id(&cluster.public())
+    )));
+}
+
+#[test]
+fn usage_report_for_unknown_license_is_refused() {
+    let env = Env::new();
+    let cluster = SecretKey::generate();
+    let id = "0b7c1d2e-0000-4000-8000-000000000000";
+    let report = usage_report(&env, &cluster, id, "u.cose");
+    let out = env
+        .cmd()
+        .args(["usage", "import"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out), format!("error: license {id} is not in the ledger: check the id with `licensegen ledger list`\n"));
+}
+
+#[test]
+fn inspect_reads_cluster_documents() {
+    let env = Env::new();
+    let cluster = SecretKey::generate();
+    let req = activation_request(&env, &cluster, 5);
+    let out = env.cmd().args(["inspect"]).arg(&req).output().unwrap();
+    let s = stdout(&out);
+    assert!(
+        s.contains("kind:        activation request (armored)\n"),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!(
+            "signature:   valid: self-signed by cluster key of {}\n",
+            cluster_id(&cluster.public())
+        )),
+        "{s}"
+    );
+    assert!(s.contains("hostname:    bzzz-01.customer.example\n"), "{s}");
+}
+
+#[test]
+fn vendor_key_encrypted_to_an_age_recipient_unlocks_with_the_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let identity = age::x25519::Identity::generate();
+    let id_file = tmp.path().join("ops.agekey");
+    std::fs::write(
+        &id_file,
+        format!("{}\n", identity.to_string().expose_secret()),
+    )
+    .unwrap();
+    let recipient = identity.to_public().to_string();
+    bare(tmp.path())
+        .args(["init", "v", "--recipient", &recipient])
+        .assert()
+        .success();
+    let key = std::fs::read_to_string(tmp.path().join("v/vendor.key")).unwrap();
+    assert!(key.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+    let out = bare(tmp.path())
+        .args([
+            "--dir",
+            "v",
+            "issue",
+            "--customer",
+            "A",
+            "--tier",
+            "standard",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: v/vendor.key is encrypted to an age recipient: pass --identity FILE (or set KACHING_IDENTITY) with the matching age identity\n"
+    );
+    bare(tmp.path())
+        .args([
+            "--dir",
+            "v",
+            "issue",
+            "--customer",
+            "A",
+            "--tier",
+            "standard",
+            "--identity",
+        ])
+        .arg(&id_file)
+        .assert()
+        .success();
+    let other = tmp.path().join("other.agekey");
+    std::fs::write(
+        &other,
+        format!(
+            "{}\n",
+            age::x25519::Identity::generate()
+                .to_string()
+                .expose_secret()
+        ),
+    )
+    .unwrap();
+    let out = bare(tmp.path())
+        .args([
+            "--dir",
+            "v",
+            "issue",
+            "--customer",
+            "B",
+            "--tier",
+            "standard",
+        ])
+        .env("KACHING_IDENTITY", &other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!("error: identity {} does not unlock v/vendor.key: use the identity the key was encrypted to; nothing was changed\n", other.display())
+    );
+    let out = bare(tmp.path())
+        .args(["init", "w", "--recipient", "age1nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with("error: \"age1nope\" is not an age X25519 recipient ("));
+}
+
+#[test]
+fn key_rotation_keeps_old_licenses_manageable_and_verifiable_with_the_bundle() {
+    let env = Env::new();
+    let (old_id, old_file) = env.issue(&["--customer", "Acme", "--tier", "standard"]);
+    let old_kid = env.pubkey().iter().next().unwrap().kid();
+    let out = env.cmd().args(["key", "rotate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("retired key {old_kid} to ")));
+    let new_kid = env.pubkey().iter().next().unwrap().kid();
+    assert_ne!(new_kid, old_kid);
+    assert!(env
+        .dir
+        .join(format!("retired-keys/{old_kid}.key"))
+        .is_file());
+    // The bundle trusts both keys; the new vendor.pub alone does not know the old license.
+    let bundle = env.tmp.path().join("trusted.pem");
+    env.cmd()
+        .args(["key", "export-public", "--all", "--out"])
+        .arg(&bundle)
+        .assert()
+        .success();
+    env.cmd()
+        .arg("verify")
+        .arg(&old_file)
+        .arg("--pubkey")
+        .arg(&bundle)
+        .assert()
+        .code(0);
+    let only_new = env.tmp.path().join("new.pem");
+    env.cmd()
+        .args(["key", "export-public", "--out"])
+        .arg(&only_new)
+        .assert()
+        .success();
+    env.cmd()
+        .arg("verify")
+        .arg(&old_file)
+        .arg("--pubkey")
+        .arg(&only_new)
+        .assert()
+        .code(10);
+    // Old licenses can still be suspended and renewed; new documents carry the new kid.
+    env.cmd().args(["suspend", &old_id]).assert().success();
+    let list = std::fs::read(env.dir.join("revocations.cose")).unwrap();
+    assert_eq!(kaching_core::envelope::peek(&list).unwrap().1, new_kid);
+    env.cmd().args(["reinstate", &old_id]).assert().success();
+    let out = env.cmd().args(["renew", &old_id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (_, new_file) = parse_issued(&stdout(&out));
+    assert_eq!(
+        verify_license(&std::fs::read(new_file).unwrap(), &env.pubkey())
+            .unwrap()
+            .kid,
+        new_kid
+    );
+    let out = env.cmd().args(["key", "show"]).output().unwrap();
+    assert!(stdout(&out).contains(&format!(
+        "retired:     {old_kid} (still trusted for documents it signed)\n"
+    )));
+}
