@@ -1,0 +1,229 @@
+//! Bounded loopback load tool for the verifier's local API (docs/benchmarks.md).
+//!
+//! ```text
+//! load setup DIR                     # vendor key, 20k-node license, DIR/verifier.toml
+//! load get ADDR PATH N C             # N GET requests over C keep-alive connections
+//! load leases ADDR N                 # N node leases (PUT /v1/nodes/node-i)
+//! load reload DIR ADDR K             # K license replacements; time until visible
+//! ```
+//! Speaks HTTP/1.1 over plain keep-alive TCP so the client costs little next
+//! to the server being measured. Loopback only; every run is bounded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool: a panic is a failed run
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kaching_core::license::{Limits, Period, Quota};
+use kaching_core::{License, LicenseId, SecretKey};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn license(id: u8) -> Vec<u8> {
+    let t = now() - 60;
+    let mut quotas = BTreeMap::new();
+    quotas.insert(
+        "api_calls".to_string(),
+        Quota {
+            limit: 1_000_000_000,
+            period: Period::Month,
+        },
+    );
+    License {
+        id: LicenseId([id; 16]),
+        issuer: "bench-vendor".into(),
+        customer_id: "bench".into(),
+        customer: "Bench Inc".into(),
+        audience: "bzzz".into(),
+        issued_at: t,
+        not_before: t,
+        expires_at: t + 365 * 86_400,
+        tier: "standard".into(),
+        features: ["basic-search", "advanced-search", "analytics"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        limits: Limits {
+            max_nodes: 20_000,
+            max_cores: None,
+        },
+        quotas,
+        grace: 7 * 86_400,
+        overage: 0,
+        cluster: None,
+        heartbeat: None,
+        supersedes: None,
+    }
+    .sign(&SecretKey::from_seed(&[42; 32]))
+}
+
+fn setup(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("vendor.pub"),
+        SecretKey::from_seed(&[42; 32]).public().to_pem(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("license.lic"), license(1)).unwrap();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("verifier.toml"),
+        format!(
+            "license = \"{d}/license.lic\"\ntrusted_keys = \"{d}/vendor.pub\"\nrevocations = \"{d}/revocations.krl\"\nstate_dir = \"{d}/state\"\nlisten = \"127.0.0.1:7799\"\n"
+        ),
+    )
+    .unwrap();
+    println!("{d}/verifier.toml");
+}
+
+/// One keep-alive connection: sends a request, reads one response.
+struct Conn {
+    r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> Conn {
+        let s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        Conn {
+            r: BufReader::new(s),
+        }
+    }
+
+    async fn call(&mut self, method: &str, path: &str) -> (u16, Vec<u8>) {
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\n\r\n");
+        self.r.get_mut().write_all(req.as_bytes()).await.unwrap();
+        let mut line = String::new();
+        self.r.read_line(&mut line).await.unwrap();
+        let status: u16 = line.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).await.unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        self.r.read_exact(&mut body).await.unwrap();
+        (status, body)
+    }
+}
+
+fn pct(sorted: &[u32], p: f64) -> u32 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn get(addr: String, path: String, n: usize, c: usize) {
+    let per = n / c;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (addr, path) = (addr.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await;
+            let mut lat = Vec::with_capacity(per);
+            for _ in 0..per {
+                let t = Instant::now();
+                let (s, _) = conn.call("GET", &path).await;
+                assert_eq!(s, 200);
+                lat.push(t.elapsed().as_micros() as u32);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    println!(
+        "GET {path}: {} requests, {c} connections, {:.2} s, {:.0} req/s, p50 {} µs, p99 {} µs, max {} µs",
+        all.len(),
+        secs,
+        all.len() as f64 / secs,
+        pct(&all, 0.50),
+        pct(&all, 0.99),
+        all[all.len() - 1]
+    );
+}
+
+async fn leases(addr: String, n: usize) {
+    let mut conn = Conn::open(&addr).await;
+    let start = Instant::now();
+    for i in 0..n {
+        let (s, b) = conn.call("PUT", &format!("/v1/nodes/node-{i}")).await;
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    println!("{n} leases in {:.2} s", start.elapsed().as_secs_f64());
+}
+
+async fn reload(dir: String, addr: String, k: u8) {
+    let mut conn = Conn::open(&addr).await;
+    let path = Path::new(&dir).join("license.lic");
+    let mut lat = Vec::new();
+    for i in 0..k {
+        let id = 100 + i;
+        let want = LicenseId([id; 16]).to_string();
+        let tmp = path.with_extension("incoming");
+        std::fs::write(&tmp, license(id)).unwrap();
+        let t = Instant::now();
+        std::fs::rename(&tmp, &path).unwrap();
+        loop {
+            let (_, body) = conn.call("GET", "/v1/status").await;
+            if String::from_utf8_lossy(&body).contains(&want) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "reload not seen in 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        lat.push(t.elapsed().as_millis() as u32);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    lat.sort_unstable();
+    println!(
+        "reload: {k} license replacements, write→visible p50 {} ms, max {} ms",
+        pct(&lat, 0.5),
+        lat[lat.len() - 1]
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| a.get(i).cloned().unwrap_or_default();
+    match arg(0).as_str() {
+        "setup" => setup(Path::new(&arg(1))),
+        "get" => {
+            get(
+                arg(1),
+                arg(2),
+                arg(3).parse().unwrap(),
+                arg(4).parse().unwrap(),
+            )
+            .await
+        }
+        "leases" => leases(arg(1), arg(2).parse().unwrap()).await,
+        "reload" => reload(arg(1), arg(2), arg(3).parse().unwrap()).await,
+        _ => eprintln!(
+            "usage: load setup DIR | get ADDR PATH N C | leases ADDR N | reload DIR ADDR K"
+        ),
+    }
+}

@@ -1,0 +1,293 @@
+//! The local HTTP API (DESIGN §5). Reads are served from the published
+//! verdict with no database I/O; writes go to the engine thread and are
+//! acknowledged only after they are committed.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{oneshot, watch};
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::actor::{Command, Handle, ReplyTo};
+use crate::config::Secret;
+use crate::engine::Reply;
+use crate::error::ApiError;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub handle: Handle,
+    /// Bearer token required on every route but `/healthz`, when set.
+    pub token: Option<Arc<Secret>>,
+    /// Flips to true at shutdown, ending event streams so shutdown can finish.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// Builds the router.
+pub fn router(state: AppState, max_body: usize) -> Router {
+    let v1 = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/quotas", get(quotas))
+        .route("/v1/features/{name}", get(feature))
+        .route("/v1/nodes/{node_id}", put(lease).delete(release))
+        .route("/v1/usage", axum::routing::post(usage))
+        .route(
+            "/v1/upgrade-requests",
+            axum::routing::post(upgrade).get(list_upgrades),
+        )
+        .route("/v1/events", get(events))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(v1)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Constant-time comparison: the token must not leak through timing.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same(given.as_bytes(), token.0.as_bytes()) {
+            tracing::warn!(path = %req.uri().path(), "request without a valid bearer token refused");
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send the API token as `Authorization: Bearer <token>`",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn json_bytes(bytes: axum::body::Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Body::from(bytes),
+    )
+        .into_response()
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"ok": true}))
+}
+
+async fn status(State(st): State<AppState>) -> Response {
+    let bytes = st.handle.published.borrow().status_json.clone();
+    metrics::counter!("kaching_api_requests_total", "route" => "status").increment(1);
+    json_bytes(bytes)
+}
+
+async fn quotas(State(st): State<AppState>) -> Response {
+    let bytes = st.handle.published.borrow().quotas_json.clone();
+    json_bytes(bytes)
+}
+
+async fn feature(
+    State(st): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = name?;
+    if name.is_empty() || name.len() > 128 {
+        return Err(ApiError::invalid("feature names are 1 to 128 characters"));
+    }
+    let d = st.handle.published.borrow().verdict.feature(&name);
+    metrics::counter!("kaching_api_requests_total", "route" => "features").increment(1);
+    Ok(
+        Json(json!({"feature": name, "allowed": d.allowed, "code": d.code, "reason": d.reason}))
+            .into_response(),
+    )
+}
+
+fn valid_node(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "node ids are 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+        ))
+    }
+}
+
+/// Sends a command and turns the engine's reply into a response.
+async fn ask(st: &AppState, make: impl FnOnce(ReplyTo) -> Command) -> Result<Response, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    st.handle
+        .tx
+        .send(make(tx))
+        .map_err(|_| ApiError::unavailable("the verifier is shutting down; retry shortly"))?;
+    let reply: Reply = rx
+        .await
+        .map_err(|_| ApiError::unavailable("the verifier is shutting down; retry shortly"))?
+        .map_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), "state write failed");
+            ApiError::unavailable(format!(
+                "could not record this in the state database ({e:#}); nothing was counted — retry"
+            ))
+        })?;
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    let mut resp = (status, Body::from(reply.body)).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if reply.replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+async fn lease(
+    State(st): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    valid_node(&id)?;
+    ask(&st, |r| Command::Lease(id, r)).await
+}
+
+async fn release(
+    State(st): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    valid_node(&id)?;
+    ask(&st, |r| Command::Release(id, r)).await
+}
+
+/// `POST /v1/usage` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageBody {
+    metric: String,
+    amount: u64,
+    idempotency_key: String,
+}
+
+async fn usage(
+    State(st): State<AppState>,
+    body: Result<Json<UsageBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    if b.metric.is_empty() || b.metric.len() > 64 {
+        return Err(ApiError::invalid("metric names are 1 to 64 characters"));
+    }
+    if b.idempotency_key.is_empty() || b.idempotency_key.len() > 200 {
+        return Err(ApiError::invalid(
+            "idempotency_key must be 1 to 200 characters: use a UUID per increment, reused on retry",
+        ));
+    }
+    metrics::counter!("kaching_api_requests_total", "route" => "usage").increment(1);
+    ask(&st, |r| {
+        Command::Spend(b.metric, b.amount, b.idempotency_key, r)
+    })
+    .await
+}
+
+/// `POST /v1/upgrade-requests` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpgradeBody {
+    requested_tier: String,
+    #[serde(default)]
+    message: String,
+}
+
+async fn upgrade(
+    State(st): State<AppState>,
+    body: Result<Json<UpgradeBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    if b.requested_tier.len() > 64 || b.message.len() > 4096 {
+        return Err(ApiError::invalid(
+            "requested_tier is at most 64 characters and message at most 4096",
+        ));
+    }
+    ask(&st, |r| Command::Upgrade(b.requested_tier, b.message, r)).await
+}
+
+async fn list_upgrades(State(st): State<AppState>) -> Result<Response, ApiError> {
+    ask(&st, Command::ListUpgrades).await
+}
+
+async fn events(
+    State(st): State<AppState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    // Subscribe before reading the current status so no change falls between.
+    let rx = st.handle.events.subscribe();
+    let first = SseEvent::default()
+        .event("status")
+        .data(String::from_utf8_lossy(
+            &st.handle.published.borrow().status_json,
+        ));
+    let mut stopping = st.stopping.clone();
+    let stop = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let live = BroadcastStream::new(rx).filter_map(|e| async move {
+        match e {
+            Ok(e) => Some(Ok(SseEvent::default().event(e.kind).data(e.data))),
+            // A slow reader missed events: tell it to re-read the status.
+            Err(_) => Some(Ok(SseEvent::default().event("lagged").data("{}"))),
+        }
+    });
+    let stream = futures_util::stream::once(async move { Ok(first) })
+        .chain(live)
+        .take_until(stop);
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn metrics() -> Response {
+    match crate::metrics::handle() {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => {
+            ApiError::unavailable("metrics recorder unavailable in this process").into_response()
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint: see docs/verifier.md for the API",
+    )
+}

@@ -1,0 +1,362 @@
+//! Configuration: built-in defaults, then a TOML file, then `KACHING_*`
+//! environment variables. `config.example.toml` documents every key and is
+//! what `kaching-verifier default-config` prints; a test keeps it equal to
+//! [`Config::default`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::clock::Clock;
+
+/// The documented example configuration (all defaults).
+pub const EXAMPLE: &str = include_str!("../config.example.toml");
+
+/// A secret string whose `Debug` output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+/// Everything the daemon needs to know; see `config.example.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// License file, or a folder of license files.
+    pub license: PathBuf,
+    /// Vendor public keys (SPKI PEM bundle).
+    pub trusted_keys: PathBuf,
+    /// Vendor revocation list (optional file).
+    pub revocations: PathBuf,
+    /// Folder holding the cluster key and the state database.
+    pub state_dir: PathBuf,
+    /// API listen address (used by the binary and by `status`).
+    pub listen: SocketAddr,
+    /// File with the bearer token; required on a non-loopback address.
+    pub token_file: Option<PathBuf>,
+    /// The token itself, when set programmatically or via `KACHING_TOKEN`.
+    pub token: Option<Secret>,
+    /// Product this verifier guards.
+    pub audience: String,
+    /// Node lease lifetime without a heartbeat.
+    pub lease_ttl: Duration,
+    /// Wall clock may sit this far below the trusted-time mark.
+    pub clock_tolerance: Duration,
+    /// Window before expiry that reads `expiring`.
+    pub expiring_window: Duration,
+    /// Skew allowed against `nbf`.
+    pub nbf_skew: Duration,
+    /// Re-evaluation and file re-check interval.
+    pub tick: Duration,
+    /// File event debounce.
+    pub debounce: Duration,
+    /// How long idempotency keys are remembered.
+    pub idempotency_ttl: Duration,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Tier catalog to use instead of the built-in one.
+    pub tiers: Option<PathBuf>,
+    /// Where "now" comes from. Not configurable from files: tests inject
+    /// offsets here to simulate a clock wound back.
+    pub clock: Clock,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            license: "/etc/kaching/license.lic".into(),
+            trusted_keys: "/etc/kaching/vendor.pub".into(),
+            revocations: "/etc/kaching/revocations.krl".into(),
+            state_dir: "/var/lib/kaching".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7741)),
+            token_file: None,
+            token: None,
+            audience: "bzzz".into(),
+            lease_ttl: Duration::from_secs(300),
+            clock_tolerance: Duration::from_secs(86_400),
+            expiring_window: Duration::from_secs(30 * 86_400),
+            nbf_skew: Duration::from_secs(300),
+            tick: Duration::from_secs(1),
+            debounce: Duration::from_millis(150),
+            idempotency_ttl: Duration::from_secs(7 * 86_400),
+            max_body_bytes: 16 * 1024,
+            tiers: None,
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// The file form: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    license: Option<PathBuf>,
+    trusted_keys: Option<PathBuf>,
+    revocations: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+    audience: Option<String>,
+    lease_ttl: Option<String>,
+    clock_tolerance: Option<String>,
+    expiring_window: Option<String>,
+    nbf_skew: Option<String>,
+    tick: Option<String>,
+    debounce: Option<String>,
+    idempotency_ttl: Option<String>,
+    max_body_bytes: Option<usize>,
+    tiers: Option<PathBuf>,
+}
+
+/// Keys that may be set from the environment as `KACHING_<KEY>`.
+pub const ENV_KEYS: &[&str] = &[
+    "license",
+    "trusted_keys",
+    "revocations",
+    "state_dir",
+    "listen",
+    "token_file",
+    "token",
+    "audience",
+    "lease_ttl",
+    "clock_tolerance",
+    "expiring_window",
+    "nbf_skew",
+    "tick",
+    "debounce",
+    "idempotency_ttl",
+    "max_body_bytes",
+    "tiers",
+];
+
+impl Config {
+    /// A configuration rooted in one folder (for tests and demos):
+    /// `dir/license.lic`, `dir/vendor.pub`, `dir/revocations.krl`,
+    /// `dir/state/`, listening on 127.0.0.1 port 0.
+    pub fn for_dir(dir: &Path) -> Config {
+        Config {
+            license: dir.join("license.lic"),
+            trusted_keys: dir.join("vendor.pub"),
+            revocations: dir.join("revocations.krl"),
+            state_dir: dir.join("state"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Config::default()
+        }
+    }
+
+    /// Defaults, then `file` (when given), then the process environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut cfg = Config::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "cannot read config file {}: check the path, or run without --config to use the defaults",
+                    path.display()
+                )
+            })?;
+            cfg.apply_toml(&text)
+                .with_context(|| format!("in config file {}", path.display()))?;
+        }
+        cfg.apply_env(std::env::vars())?;
+        Ok(cfg)
+    }
+
+    /// Applies a TOML document over the current values.
+    pub fn apply_toml(&mut self, text: &str) -> anyhow::Result<()> {
+        let f: FileConfig = toml::from_str(text).context(
+            "invalid configuration: see `kaching-verifier default-config` for every key",
+        )?;
+        macro_rules! set {
+            ($($k:ident),*) => {$(
+                if let Some(v) = f.$k { self.set(stringify!($k), &v_to_string(v))?; }
+            )*};
+        }
+        set!(
+            license,
+            trusted_keys,
+            revocations,
+            state_dir,
+            listen,
+            token_file,
+            audience,
+            lease_ttl,
+            clock_tolerance,
+            expiring_window,
+            nbf_skew,
+            tick,
+            debounce,
+            idempotency_ttl,
+            max_body_bytes,
+            tiers
+        );
+        Ok(())
+    }
+
+    /// Applies `KACHING_*` variables from an iterator of (name, value).
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<()> {
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix("KACHING_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if ENV_KEYS.contains(&key.as_str()) {
+                self.set(&key, &value)
+                    .with_context(|| format!("in environment variable {name}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets one key from its text form.
+    pub fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        let dur = |v: &str| -> anyhow::Result<Duration> {
+            humantime::parse_duration(v)
+                .with_context(|| format!("{key} = {v:?} is not a duration: write e.g. \"150ms\", \"5m\", \"24h\" or \"30days\""))
+        };
+        match key {
+            "license" => self.license = value.into(),
+            "trusted_keys" => self.trusted_keys = value.into(),
+            "revocations" => self.revocations = value.into(),
+            "state_dir" => self.state_dir = value.into(),
+            "listen" => {
+                self.listen = value.parse().with_context(|| {
+                    format!("listen = {value:?} is not an address: write e.g. \"127.0.0.1:7741\"")
+                })?
+            }
+            "token_file" => self.token_file = (!value.is_empty()).then(|| value.into()),
+            "token" => self.token = (!value.is_empty()).then(|| Secret(value.into())),
+            "audience" => self.audience = value.into(),
+            "lease_ttl" => self.lease_ttl = dur(value)?,
+            "clock_tolerance" => self.clock_tolerance = dur(value)?,
+            "expiring_window" => self.expiring_window = dur(value)?,
+            "nbf_skew" => self.nbf_skew = dur(value)?,
+            "tick" => self.tick = dur(value)?,
+            "debounce" => self.debounce = dur(value)?,
+            "idempotency_ttl" => self.idempotency_ttl = dur(value)?,
+            "max_body_bytes" => {
+                self.max_body_bytes = value.parse().with_context(|| {
+                    format!("max_body_bytes = {value:?} is not a number of bytes")
+                })?
+            }
+            "tiers" => self.tiers = (!value.is_empty()).then(|| value.into()),
+            other => bail!("unknown configuration key {other:?}"),
+        }
+        if self.tick.is_zero() || self.lease_ttl.is_zero() {
+            bail!("tick and lease_ttl must be greater than zero");
+        }
+        Ok(())
+    }
+
+    /// The bearer token clients must present, read from `token`/`token_file`.
+    pub fn read_token(&self) -> anyhow::Result<Option<Arc<Secret>>> {
+        if let Some(t) = &self.token {
+            return Ok(Some(Arc::new(t.clone())));
+        }
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read token file {}: create it with a long random token (e.g. `openssl rand -hex 32 > {}`)",
+                path.display(),
+                path.display()
+            )
+        })?;
+        let token = text.trim().to_string();
+        if token.len() < 16 {
+            bail!(
+                "token in {} is shorter than 16 characters: use a long random token",
+                path.display()
+            );
+        }
+        Ok(Some(Arc::new(Secret(token))))
+    }
+
+    /// Refuses a listen address other than loopback without a token.
+    pub fn check_listen(&self, addr: SocketAddr, token: Option<&Secret>) -> anyhow::Result<()> {
+        if !addr.ip().is_loopback() && token.is_none() {
+            bail!(
+                "refusing to listen on {addr} without a bearer token: the API decides who may run; \
+                 set token_file in the config (or KACHING_TOKEN_FILE), or listen on 127.0.0.1"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn v_to_string<T: ToStringish>(v: T) -> String {
+    v.to_stringish()
+}
+
+/// Lets the `set!` macro turn any file value into the text `set` parses.
+trait ToStringish {
+    fn to_stringish(&self) -> String;
+}
+impl ToStringish for String {
+    fn to_stringish(&self) -> String {
+        self.clone()
+    }
+}
+impl ToStringish for PathBuf {
+    fn to_stringish(&self) -> String {
+        self.to_string_lossy().into_owned()
+    }
+}
+impl ToStringish for usize {
+    fn to_stringish(&self) -> String {
+        self.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn same(a: &Config, b: &Config) -> bool {
+        format!("{a:?}") == format!("{b:?}")
+    }
+
+    #[test]
+    fn example_config_is_the_defaults() {
+        let mut c = Config::default();
+        c.apply_toml(EXAMPLE).unwrap();
+        assert!(same(&c, &Config::default()), "{c:?}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let mut c = Config::default();
+        c.apply_toml("listen = \"127.0.0.1:9000\"\nlease_ttl = \"2s\"")
+            .unwrap();
+        c.apply_env([("KACHING_LISTEN".to_string(), "127.0.0.1:9100".to_string())])
+            .unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.lease_ttl, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let mut c = Config::default();
+        assert!(c.apply_toml("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn token_is_redacted_in_debug() {
+        let c = Config {
+            token: Some(Secret("hunter2-very-secret".into())),
+            ..Config::default()
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,385 @@
+//! The engine: holds the inputs in force (last-known-good), the local state,
+//! and the current [`Verdict`]; recomputes it on every change. It is owned by
+//! one thread (see [`crate::actor`]), so writes are serialized without locks
+//! and every acknowledged write is committed before its reply is built.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::body::Bytes;
+use serde::Serialize;
+
+use kaching_core::status::LicenseStatus;
+use kaching_core::time::{period_key, rfc3339, Timestamp};
+use kaching_core::{
+    evaluate, LicenseInput, Settings, Snapshot, TierCatalog, TrustedKeys, Verdict, VerifiedLicense,
+    VerifiedRevocationList,
+};
+
+use crate::config::Config;
+use crate::identity::{Identity, KEY_FILE};
+use crate::loader;
+use crate::state::{Db, DB_FILE};
+
+/// A file the engine refused, kept in status until that file loads cleanly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// `license`, `revocations` or `trusted_keys`.
+    pub file: &'static str,
+    /// Why, with the next step.
+    pub reason: String,
+    /// When, RFC 3339.
+    pub at: String,
+}
+
+/// `GET /v1/status`: WHOOSH's `LicenseStatus` plus this cluster's details.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusBody {
+    /// The shared WHOOSH shape.
+    #[serde(flatten)]
+    pub status: LicenseStatus,
+    /// This cluster's id (what a license is bound to).
+    pub cluster_id: String,
+    /// When the verdict was computed, RFC 3339.
+    pub evaluated_at: String,
+    /// Files refused since they last loaded cleanly (last-known-good in force).
+    pub rejections: Vec<Rejection>,
+}
+
+/// What the API serves: the verdict plus pre-rendered JSON, swapped whole.
+#[derive(Debug)]
+pub struct Published {
+    /// The verdict in force.
+    pub verdict: Verdict,
+    /// `GET /v1/status` body.
+    pub status: StatusBody,
+    /// `status` as JSON bytes (served without re-serializing).
+    pub status_json: Bytes,
+    /// `GET /v1/quotas` body as JSON bytes.
+    pub quotas_json: Bytes,
+}
+
+/// A server-sent event: its name and JSON data.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `status`, `reload`, `rejected`, `upgrade_request`.
+    pub kind: &'static str,
+    /// JSON text.
+    pub data: String,
+}
+
+/// The result of a write command: HTTP status and JSON body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// JSON body.
+    pub body: String,
+    /// True when the body was replayed for a repeated idempotency key.
+    pub replayed: bool,
+}
+
+impl Reply {
+    pub(crate) fn json(status: u16, body: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            body: body.to_string(),
+            replayed: false,
+        }
+    }
+}
+
+/// The engine's whole world. See the module docs.
+pub struct Engine {
+    pub(crate) cfg: Config,
+    pub(crate) settings: Settings,
+    pub(crate) catalog: TierCatalog,
+    pub(crate) db: Db,
+    /// The cluster key and id.
+    pub identity: Identity,
+    pub(crate) keys: Option<TrustedKeys>,
+    /// License in force (last-known-good).
+    pub(crate) license: Option<VerifiedLicense>,
+    /// Why there is no license in force, when a file was there but refused.
+    pub(crate) license_problem: Option<String>,
+    pub(crate) revocations: Option<VerifiedRevocationList>,
+    pub(crate) rejections: BTreeMap<&'static str, Rejection>,
+    pub(crate) leases: HashMap<String, Timestamp>,
+    pub(crate) counters: HashMap<(String, String), u64>,
+    /// In-memory trusted-time mark; `persisted_mark` is what the DB holds.
+    mark: Timestamp,
+    persisted_mark: Timestamp,
+    pub(crate) fingerprint: Vec<loader::FileStamp>,
+    current: Arc<Published>,
+    pub(crate) events: Vec<Event>,
+    last_prune: Timestamp,
+}
+
+/// The trusted-time mark is written when it moved this far, and at shutdown.
+const MARK_PERSIST_STEP: u64 = 60;
+
+impl Engine {
+    /// Opens the state folder (creating identity and database on a first
+    /// start when `create` is true), loads the files and computes a verdict.
+    pub fn open(cfg: Config, create: bool) -> anyhow::Result<Engine> {
+        let dir = &cfg.state_dir;
+        let key_exists = dir.join(KEY_FILE).exists();
+        let db_exists = dir.join(DB_FILE).exists();
+        if create && !key_exists && !db_exists {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "cannot create state folder {}: create it or fix its permissions",
+                    dir.display()
+                )
+            })?;
+        }
+        if key_exists && !db_exists {
+            // Refuse rather than silently reset quota counters.
+            Db::open(dir, false)?;
+        }
+        if !key_exists && db_exists {
+            anyhow::bail!(
+                "state folder {} holds a database but no {KEY_FILE}: restore the cluster key from a backup \
+                 (licenses bound to this cluster need it)",
+                dir.display()
+            );
+        }
+        let identity = Identity::load_or_create(dir, create)?;
+        let db = Db::open(dir, create)?;
+        let now = cfg.clock.now();
+        if db.time("created_at")?.is_none() {
+            db.set_time("created_at", now)?;
+        }
+        let catalog = match &cfg.tiers {
+            None => TierCatalog::builtin(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read tier catalog {}", p.display()))?;
+                TierCatalog::from_toml(&text)
+                    .map_err(|e| anyhow::anyhow!("tier catalog {}: {e}", p.display()))?
+            }
+        };
+        let secs = |d: std::time::Duration| d.as_secs();
+        let settings = Settings {
+            audience: cfg.audience.clone(),
+            cluster_id: Some(identity.cluster_id.clone()),
+            clock_tolerance: secs(cfg.clock_tolerance),
+            expiring_window: secs(cfg.expiring_window),
+            nbf_skew: secs(cfg.nbf_skew),
+        };
+        let mark = db.trusted_time()?;
+        let leases = db.leases()?;
+        let counters = db.counters()?;
+        let placeholder = placeholder();
+        let mut e = Engine {
+            cfg,
+            settings,
+            catalog,
+            db,
+            identity,
+            keys: None,
+            license: None,
+            license_problem: None,
+            revocations: None,
+            rejections: BTreeMap::new(),
+            leases,
+            counters,
+            mark,
+            persisted_mark: mark,
+            fingerprint: Vec::new(),
+            current: Arc::new(placeholder),
+            events: Vec::new(),
+            last_prune: 0,
+        };
+        e.reload(now);
+        e.persist_mark(true)?;
+        e.events.clear();
+        Ok(e)
+    }
+
+    /// What the API serves now.
+    pub fn current(&self) -> Arc<Published> {
+        Arc::clone(&self.current)
+    }
+
+    /// The license in force, if any.
+    pub fn license(&self) -> Option<&VerifiedLicense> {
+        self.license.as_ref()
+    }
+
+    /// The usage bucket a metric is counted in at time `t`.
+    pub(crate) fn bucket(&self, metric: &str, now: Timestamp) -> Option<String> {
+        let q = self.license.as_ref()?.license.quotas.get(metric)?;
+        Some(period_key(q.period, now.max(self.mark)))
+    }
+
+    pub(crate) fn live_nodes(&self, now: Timestamp) -> u64 {
+        self.leases.values().filter(|&&e| e > now).count() as u64
+    }
+
+    /// Recomputes the verdict and publishes it; queues a `status` event when
+    /// anything a client acts on changed.
+    pub fn recompute(&mut self, now: Timestamp) {
+        let mut usage = BTreeMap::new();
+        if let Some(l) = &self.license {
+            for name in l.license.quotas.keys() {
+                if let Some(b) = self.bucket(name, now) {
+                    let used = self.counters.get(&(name.clone(), b)).copied().unwrap_or(0);
+                    usage.insert(name.clone(), used);
+                }
+            }
+        }
+        let snapshot = Snapshot {
+            trusted_time: self.mark,
+            live_nodes: self.live_nodes(now),
+            quota_usage: usage,
+            last_relay_contact: None,
+        };
+        let input = match (&self.license, &self.license_problem) {
+            (Some(v), _) => LicenseInput::Verified(&v.license),
+            (None, Some(p)) => LicenseInput::Rejected(p),
+            (None, None) => LicenseInput::Missing,
+        };
+        let verdict = evaluate(
+            input,
+            self.revocations.as_ref().map(|r| &r.list),
+            &snapshot,
+            &self.catalog,
+            &self.settings,
+            now,
+        );
+        self.mark = self.mark.max(verdict.trusted_time);
+        let mut status = LicenseStatus::from(&verdict);
+        let rejections: Vec<Rejection> = self.rejections.values().cloned().collect();
+        for r in &rejections {
+            status.warnings.push(format!(
+                "{} file refused at {}: {}{}",
+                r.file,
+                r.at,
+                r.reason,
+                if self.license.is_some() || r.file != "license" {
+                    " (the last good one stays in force)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let body = StatusBody {
+            status,
+            cluster_id: self.identity.cluster_id.clone(),
+            evaluated_at: rfc3339(now),
+            rejections,
+        };
+        let changed = event_key(&body) != event_key(&self.current.status);
+        let status_json = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let quotas_json = Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "license_id": body.status.license_id,
+                "state": body.status.state,
+                "quotas": verdict.quotas,
+            }))
+            .unwrap_or_default(),
+        );
+        if changed {
+            self.events.push(Event {
+                kind: "status",
+                data: String::from_utf8_lossy(&status_json).into_owned(),
+            });
+        }
+        crate::metrics::record_verdict(&verdict);
+        self.current = Arc::new(Published {
+            verdict,
+            status: body,
+            status_json,
+            quotas_json,
+        });
+    }
+
+    /// Writes the trusted-time mark when it moved enough (or `force`).
+    pub fn persist_mark(&mut self, force: bool) -> anyhow::Result<()> {
+        if self.mark > self.persisted_mark
+            && (force || self.mark >= self.persisted_mark + MARK_PERSIST_STEP)
+        {
+            self.db.raise_trusted_time(self.mark)?;
+            self.persisted_mark = self.mark;
+        }
+        Ok(())
+    }
+
+    /// Periodic work: dead leases, old idempotency keys, missed file changes,
+    /// time-driven state changes (expiry, grace), the trusted-time mark.
+    pub fn tick(&mut self, now: Timestamp) {
+        if self.leases.values().any(|&e| e <= now) {
+            self.leases.retain(|_, e| *e > now);
+            if let Err(e) = self.db.cull_leases(now) {
+                tracing::warn!(%e, "cannot remove expired leases from the state database");
+            }
+        }
+        if now >= self.last_prune + 3600 {
+            self.last_prune = now;
+            let before = now.saturating_sub(self.cfg.idempotency_ttl.as_secs());
+            if let Err(e) = self.db.prune_idempotency(before) {
+                tracing::warn!(%e, "cannot prune idempotency keys");
+            }
+        }
+        if !self.reload_if_changed(now) {
+            self.recompute(now);
+        }
+        if let Err(e) = self.persist_mark(false) {
+            tracing::warn!(%e, "cannot persist the trusted-time mark");
+        }
+    }
+
+    /// Clean shutdown: mark written, WAL folded back.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.persist_mark(true)?;
+        self.db.checkpoint()
+    }
+}
+
+/// What changes make a `status` event: not the reason text (which counts
+/// down every second in grace), but anything a client acts on.
+fn event_key(b: &StatusBody) -> impl PartialEq + '_ {
+    let s = &b.status;
+    (
+        (
+            &s.state,
+            &s.license_id,
+            &s.tier,
+            &s.features,
+            s.node_ceiling,
+            s.nodes_in_use,
+        ),
+        (
+            &s.quotas,
+            &s.expires_at,
+            s.upgrade_suggestions.len(),
+            &b.rejections,
+        ),
+    )
+}
+
+/// An empty publication, replaced by the first real verdict in `open`.
+fn placeholder() -> Published {
+    let verdict = evaluate(
+        LicenseInput::Missing,
+        None,
+        &Snapshot::default(),
+        &TierCatalog::builtin(),
+        &Settings::default(),
+        0,
+    );
+    let status = StatusBody {
+        status: LicenseStatus::from(&verdict),
+        cluster_id: String::new(),
+        evaluated_at: String::new(),
+        rejections: Vec::new(),
+    };
+    Published {
+        verdict,
+        status,
+        status_json: Bytes::new(),
+        quotas_json: Bytes::new(),
+    }
+}

@@ -1,0 +1,440 @@
+//! The state database (`state.db` in the state folder): SQLite in WAL mode.
+//!
+//! Durability: `journal_mode=WAL` with `synchronous=FULL`. In WAL mode a commit
+//! is appended to the `-wal` file; with FULL that append is fsync'd before the
+//! commit returns, so every write acknowledged to a client survives not only
+//! kill -9 (which NORMAL would also survive: the bytes are in the kernel's page
+//! cache) but also a power cut or kernel panic (which NORMAL would not). A
+//! usage counter is money, so we pay one fsync per acknowledged write.
+//!
+//! A missing or corrupt database is an error, never a silent reset: quota
+//! counters and the revocation high-water mark must not be lost by deleting a
+//! file. See [`Db::open`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use kaching_core::cluster::UpgradeRequest;
+use kaching_core::time::Timestamp;
+
+/// File name of the database inside the state folder.
+pub const DB_FILE: &str = "state.db";
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (node_id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (
+    metric TEXT NOT NULL, bucket TEXT NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (metric, bucket));
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY, status INTEGER NOT NULL, body TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS upgrade_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, requested_tier TEXT NOT NULL,
+    message TEXT NOT NULL, time INTEGER NOT NULL, reported INTEGER NOT NULL DEFAULT 0);
+";
+
+/// An open state database.
+pub struct Db {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A queued upgrade request with its row id.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueuedUpgrade {
+    /// Row id.
+    pub id: i64,
+    /// The request (its time shown as RFC 3339).
+    #[serde(flatten, serialize_with = "ser_request")]
+    pub request: UpgradeRequest,
+    /// True once it went out in a usage report.
+    pub reported: bool,
+}
+
+fn ser_request<S: serde::Serializer>(r: &UpgradeRequest, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(3))?;
+    m.serialize_entry("requested_tier", &r.requested_tier)?;
+    m.serialize_entry("message", &r.message)?;
+    m.serialize_entry("time", &kaching_core::time::rfc3339(r.time))?;
+    m.end()
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl Db {
+    /// Opens (or, when `create` is true and nothing is there, creates) the
+    /// database in `state_dir`. Refuses a database that fails SQLite's
+    /// integrity check or is not a KACHING state database.
+    pub fn open(state_dir: &Path, create: bool) -> anyhow::Result<Db> {
+        let path = state_dir.join(DB_FILE);
+        if !path.exists() && !create {
+            bail!(
+                "state database {} is missing: quota counters and the revocation mark live there. \
+                 Restore it from a backup; to start afresh on purpose, remove {} too so the cluster starts with a new identity",
+                path.display(),
+                state_dir.join(crate::identity::KEY_FILE).display()
+            );
+        }
+        let conn = Connection::open(&path).with_context(|| {
+            format!(
+                "cannot open state database {}: check the folder's permissions",
+                path.display()
+            )
+        })?;
+        let corrupt = |e: rusqlite::Error| {
+            anyhow::anyhow!(
+                "state database {} is unreadable ({e}): restore it from a backup; it is never reset automatically",
+                path.display()
+            )
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(corrupt)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if check != "ok" {
+            bail!(
+                "state database {} is corrupt ({check}): restore it from a backup; it is never reset automatically",
+                path.display()
+            );
+        }
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            bail!(
+                "state database {} cannot use WAL mode (got {mode})",
+                path.display()
+            );
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL;")
+            .map_err(corrupt)?;
+        let has_meta: bool = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='meta'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(corrupt)?
+            > 0;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if !has_meta && tables > 0 {
+            bail!(
+                "{} is not a KACHING state database: point state_dir at the right folder",
+                path.display()
+            );
+        }
+        conn.execute_batch(SCHEMA).map_err(corrupt)?;
+        let db = Db { conn, path };
+        match db.meta_i64("schema_version")? {
+            None => db.set_meta_i64("schema_version", SCHEMA_VERSION)?,
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => bail!(
+                "state database {} has schema version {v}; this verifier understands {SCHEMA_VERSION}: use a matching kaching-verifier",
+                db.path.display()
+            ),
+        }
+        Ok(db)
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn meta_blob(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_meta_blob(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    fn meta_i64(&self, key: &str) -> anyhow::Result<Option<i64>> {
+        Ok(self
+            .meta_blob(key)?
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok()))
+    }
+
+    fn set_meta_i64(&self, key: &str, v: i64) -> anyhow::Result<()> {
+        self.set_meta_blob(key, v.to_string().as_bytes())
+    }
+
+    /// The persisted trusted-time mark (0 before the first start).
+    pub fn trusted_time(&self) -> anyhow::Result<Timestamp> {
+        Ok(self.meta_i64("trusted_time")?.map(u).unwrap_or(0))
+    }
+
+    /// Raises the trusted-time mark (never lowers it).
+    pub fn raise_trusted_time(&self, t: Timestamp) -> anyhow::Result<()> {
+        if t > self.trusted_time()? {
+            self.set_meta_i64("trusted_time", i(t))?;
+        }
+        Ok(())
+    }
+
+    /// The accepted revocation list: highest version and its exact bytes.
+    pub fn revocations(&self) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        let v = self.meta_i64("revocation_version")?;
+        let b = self.meta_blob("revocation_bytes")?;
+        Ok(v.zip(b).map(|(v, b)| (u(v), b)))
+    }
+
+    /// Records a newly accepted revocation list (one transaction).
+    pub fn store_revocations(&mut self, version: u64, bytes: &[u8]) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('revocation_version', ?1), ('revocation_bytes', ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![i(version).to_string().into_bytes(), bytes],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The last license that verified here (kept when the file later breaks).
+    pub fn last_good_license(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.meta_blob("license_bytes")
+    }
+
+    /// Remembers the license now in force.
+    pub fn store_license(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.set_meta_blob("license_bytes", bytes)
+    }
+
+    /// Generic timestamp in `meta` (e.g. `created_at`, `last_report_at`).
+    pub fn time(&self, key: &str) -> anyhow::Result<Option<Timestamp>> {
+        Ok(self.meta_i64(key)?.map(u))
+    }
+
+    /// Sets a timestamp in `meta`.
+    pub fn set_time(&self, key: &str, t: Timestamp) -> anyhow::Result<()> {
+        self.set_meta_i64(key, i(t))
+    }
+
+    /// Highest number of live leases ever seen.
+    pub fn peak_nodes(&self) -> anyhow::Result<u64> {
+        Ok(self.meta_i64("peak_nodes")?.map(u).unwrap_or(0))
+    }
+
+    /// Live leases as node id → expiry.
+    pub fn leases(&self) -> anyhow::Result<HashMap<String, Timestamp>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT node_id, expires_at FROM leases")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, u(r.get(1)?))))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Upserts a lease and raises the peak (one transaction).
+    pub fn put_lease(&mut self, node: &str, expires: Timestamp, live: u64) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO leases (node_id, expires_at) VALUES (?1, ?2)
+             ON CONFLICT(node_id) DO UPDATE SET expires_at = excluded.expires_at",
+            params![node, i(expires)],
+        )?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('peak_nodes', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value
+             WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+            [i(live).to_string().into_bytes()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes one lease; true if it existed.
+    pub fn delete_lease(&self, node: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM leases WHERE node_id = ?1", [node])?
+            > 0)
+    }
+
+    /// Removes leases that expired at or before `now`.
+    pub fn cull_leases(&self, now: Timestamp) -> anyhow::Result<usize> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM leases WHERE expires_at <= ?1", [i(now)])?)
+    }
+
+    /// Every counter as (metric, bucket) → value.
+    pub fn counters(&self) -> anyhow::Result<HashMap<(String, String), u64>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT metric, bucket, value FROM counters")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                u(r.get(2)?),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A stored reply for an idempotency key: (HTTP status, JSON body).
+    pub fn idempotent_reply(&self, key: &str) -> anyhow::Result<Option<(u16, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT status, body FROM idempotency WHERE key = ?1",
+                [key],
+                |r| Ok((u16::try_from(r.get::<_, i64>(0)?).unwrap_or(200), r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Sets a counter and records the idempotency key with its (200) reply, in one
+    /// transaction: either both are durable or neither.
+    pub fn record_spend(
+        &mut self,
+        metric: &str,
+        bucket: &str,
+        value: u64,
+        key: &str,
+        body: &str,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO counters (metric, bucket, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT(metric, bucket) DO UPDATE SET value = excluded.value",
+            params![metric, bucket, i(value)],
+        )?;
+        tx.execute(
+            "INSERT INTO idempotency (key, status, body, created_at) VALUES (?1, 200, ?2, ?3)",
+            params![key, body, i(now)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets idempotency keys older than `before`.
+    pub fn prune_idempotency(&self, before: Timestamp) -> anyhow::Result<usize> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM idempotency WHERE created_at < ?1", [i(before)])?)
+    }
+
+    /// Queues an upgrade request; returns its id.
+    pub fn queue_upgrade(&self, r: &UpgradeRequest) -> anyhow::Result<i64> {
+        self.conn.execute(
+            "INSERT INTO upgrade_requests (requested_tier, message, time) VALUES (?1, ?2, ?3)",
+            params![r.requested_tier, r.message, i(r.time)],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Every queued upgrade request, oldest first.
+    pub fn upgrades(&self) -> anyhow::Result<Vec<QueuedUpgrade>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, requested_tier, message, time, reported FROM upgrade_requests ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(QueuedUpgrade {
+                id: r.get(0)?,
+                request: UpgradeRequest {
+                    requested_tier: r.get(1)?,
+                    message: r.get(2)?,
+                    time: u(r.get(3)?),
+                },
+                reported: r.get::<_, i64>(4)? != 0,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks requests up to `max_id` as sent in a report, and records the report time.
+    pub fn mark_reported(&mut self, max_id: i64, now: Timestamp) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE upgrade_requests SET reported = 1 WHERE id <= ?1",
+            [max_id],
+        )?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_report_at', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [i(now).to_string().into_bytes()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Folds the WAL back into the main file (on clean shutdown).
+    pub fn checkpoint(&self) -> anyhow::Result<()> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_database_is_refused_without_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Db::open(dir.path(), false).err().unwrap().to_string();
+        assert!(err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_database_is_refused_not_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), vec![0x42u8; 8192]).unwrap();
+        let err = Db::open(dir.path(), true).err().unwrap().to_string();
+        assert!(err.contains("restore it from a backup"), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join(DB_FILE)).unwrap(),
+            vec![0x42u8; 8192]
+        );
+    }
+
+    #[test]
+    fn trusted_time_only_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), true).unwrap();
+        db.raise_trusted_time(100).unwrap();
+        db.raise_trusted_time(50).unwrap();
+        assert_eq!(db.trusted_time().unwrap(), 100);
+    }
+
+    #[test]
+    fn spend_and_key_are_stored_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(dir.path(), true).unwrap();
+        db.record_spend("api_calls", "2026-11", 5, "k1", "{}", 1)
+            .unwrap();
+        assert!(db
+            .record_spend("api_calls", "2026-11", 9, "k1", "{}", 1)
+            .is_err());
+        assert_eq!(
+            db.counters().unwrap()[&("api_calls".into(), "2026-11".into())],
+            5
+        );
+    }
+}

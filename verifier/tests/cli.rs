@@ -1,0 +1,330 @@
+//! The binary: `check` exit codes per state, `default-config`, the
+//! air-gapped documents, and kill -9 during a burst of usage writes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use kaching_core::cluster::{verify_activation_request, verify_usage_report};
+use kaching_core::revocation::RevocationStatus;
+use kaching_verifier::state::Db;
+use kaching_verifier::Config;
+use serde_json::{json, Value};
+
+fn write_config(dir: &Path, cfg: &Config, extra: &str) -> PathBuf {
+    let path = dir.join("verifier.toml");
+    let text = format!(
+        "license = {:?}\ntrusted_keys = {:?}\nrevocations = {:?}\nstate_dir = {:?}\nlisten = \"{}\"\n{extra}",
+        cfg.license, cfg.trusted_keys, cfg.revocations, cfg.state_dir, cfg.listen
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn verifier() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kaching-verifier"));
+    c.env("KACHING_LOG", "warn");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KACHING_") && k != "KACHING_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn check(dir: &Path, cfg: &Config) -> (i32, Value) {
+    let conf = write_config(dir, cfg, "");
+    let out = verifier()
+        .args(["check", "--json", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn check_license(l: Option<Vec<u8>>) -> (i32, Value) {
+    let (dir, cfg) = setup(l.as_deref());
+    check(dir.path(), &cfg)
+}
+
+#[test]
+fn check_exit_codes_follow_the_state() {
+    let v = Vendor::new();
+    assert_eq!(check_license(None).0, 10, "unlicensed");
+    let (code, s) = check_license(Some(v.sign(&v.license(1, "standard"))));
+    assert_eq!((code, s["state"].as_str()), (0, Some("active")));
+    assert_eq!(check_license(Some(b"garbage".to_vec())).0, 10, "invalid");
+    let mut l = v.license(1, "standard");
+    l.expires_at = now() - 30 * DAY;
+    l.issued_at = now() - 400 * DAY;
+    l.not_before = l.issued_at;
+    assert_eq!(check_license(Some(v.sign(&l))).0, 13, "expired");
+    let mut l = v.license(1, "standard");
+    l.expires_at = now() - DAY;
+    l.issued_at = now() - 400 * DAY;
+    l.not_before = l.issued_at;
+    assert_eq!(check_license(Some(v.sign(&l))).0, 0, "grace is usable");
+    let mut l = v.license(1, "standard");
+    l.not_before = now() + 10 * DAY;
+    assert_eq!(check_license(Some(v.sign(&l))).0, 14, "not yet valid");
+
+    for (status, code) in [
+        (RevocationStatus::Revoked, 11),
+        (RevocationStatus::Suspended, 12),
+    ] {
+        let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+        std::fs::write(&cfg.revocations, v.revocations(1, &[(1, status)])).unwrap();
+        assert_eq!(check(dir.path(), &cfg).0, code, "{status:?}");
+    }
+
+    // Clock tampering: a trusted-time mark ten days ahead of the wall clock.
+    let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    assert_eq!(check(dir.path(), &cfg).0, 0);
+    Db::open(&cfg.state_dir, false)
+        .unwrap()
+        .raise_trusted_time(now() + 10 * DAY)
+        .unwrap();
+    assert_eq!(check(dir.path(), &cfg).0, 15, "clock tampered");
+}
+
+#[test]
+fn missing_state_database_is_an_error_not_a_reset() {
+    let v = Vendor::new();
+    let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    assert_eq!(check(dir.path(), &cfg).0, 0);
+    std::fs::remove_file(cfg.state_dir.join("state.db")).unwrap();
+    let conf = write_config(dir.path(), &cfg, "");
+    let out = verifier()
+        .args(["check", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing") && err.contains("Restore it from a backup"),
+        "{err}"
+    );
+}
+
+#[test]
+fn default_config_prints_the_documented_defaults() {
+    let out = verifier().arg("default-config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut c = Config::default();
+    c.apply_toml(&text).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:7741");
+}
+
+#[test]
+fn activation_request_is_signed_by_the_cluster_key() {
+    let (dir, cfg) = setup(None);
+    let conf = write_config(dir.path(), &cfg, "");
+    let out_file = dir.path().join("activation.req");
+    let out = verifier()
+        .args(["activation-request", "--config"])
+        .arg(&conf)
+        .arg("--out")
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let req = verify_activation_request(&std::fs::read(&out_file).unwrap()).unwrap();
+    let (_, s) = check(dir.path(), &cfg);
+    assert_eq!(req.doc.cluster_id, s["cluster_id"].as_str().unwrap());
+    // A license bound to that cluster is in force here; another cluster refuses it.
+    let v = Vendor::new();
+    let mut l = v.license(3, "standard");
+    l.cluster = Some(req.doc.cluster_id.clone());
+    std::fs::write(&cfg.license, v.sign(&l)).unwrap();
+    assert_eq!(check(dir.path(), &cfg).0, 0);
+    let (other, other_cfg) = setup(Some(&v.sign(&l)));
+    let (code, s) = check(other.path(), &other_cfg);
+    assert_eq!(code, 10);
+    assert!(
+        s["reason"].as_str().unwrap().contains("bound to cluster"),
+        "{s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_report_carries_counters_peak_nodes_and_upgrade_requests() {
+    let v = Vendor::new();
+    let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let d = Daemon::start(cfg.clone()).await;
+    assert_eq!(d.spend("api_calls", 7, "a").await.0, 200);
+    assert_eq!(d.put_node("n1").await.0, 200);
+    assert_eq!(d.put_node("n2").await.0, 200);
+    let r = d
+        .http
+        .post(format!("{}/v1/upgrade-requests", d.url))
+        .json(&json!({"requested_tier": "enterprise", "message": "more nodes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    d.stop().await;
+    let conf = write_config(dir.path(), &cfg, "");
+    let out_file = dir.path().join("usage.report");
+    let out = verifier()
+        .args(["usage-report", "--config"])
+        .arg(&conf)
+        .arg("--out")
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep = verify_usage_report(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(
+        rep.doc.license_id.to_string(),
+        "01010101-0101-0101-0101-010101010101"
+    );
+    let api: u64 = rep.doc.counters["api_calls"].values().sum();
+    assert_eq!(api, 7);
+    assert_eq!(rep.doc.peak_nodes, 2);
+    assert_eq!(rep.doc.upgrade_requests.len(), 1);
+    assert_eq!(rep.doc.upgrade_requests[0].requested_tier, "enterprise");
+}
+
+/// kill -9 in the middle of a burst of usage writes: every increment that
+/// was acknowledged is still counted after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_usage_burst_loses_no_acknowledged_increment() {
+    let v = Vendor::new();
+    let mut l = v.license(1, "standard");
+    l.quotas.get_mut("api_calls").unwrap().limit = 1_000_000;
+    let (dir, mut cfg) = setup(Some(&v.sign(&l)));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    cfg.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let conf = write_config(dir.path(), &cfg, "");
+    let spawn = || {
+        verifier()
+            .args(["run", "--config"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let up = |http: reqwest::Client, url: String| async move {
+        wait_for("daemon up", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.get(format!("{url}/healthz"))
+                    .send()
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        })
+        .await
+    };
+    let mut child = spawn();
+    up(http.clone(), url.clone()).await;
+
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (http, url, acked) = (http.clone(), url.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..500u64 {
+                let key = format!("w{w}-{i}");
+                let amount = 1 + (i % 5);
+                let body = json!({"metric": "api_calls", "amount": amount, "idempotency_key": key});
+                match http
+                    .post(format!("{url}/v1/usage"))
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => acked.lock().unwrap().push((key, amount)),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    wait_for("some writes acknowledged", || {
+        let n = acked.lock().unwrap().len();
+        async move { (n >= 100).then_some(()) }
+    })
+    .await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    let acked_sum: u64 = acked.iter().map(|(_, a)| a).sum();
+
+    let mut child = spawn();
+    up(http.clone(), url.clone()).await;
+    let s: Value = http
+        .get(format!("{url}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let used = s["quotas"]["api_calls"]["used"].as_u64().unwrap();
+    // In flight at the kill: at most one unacknowledged write per writer may also have landed.
+    assert!(used >= acked_sum, "used {used} < acknowledged {acked_sum}");
+    assert!(
+        used <= acked_sum + 4 * 5,
+        "used {used} far above acknowledged {acked_sum}"
+    );
+    // Replaying acknowledged keys counts nothing twice.
+    for (key, amount) in acked.iter().take(20) {
+        let body = json!({"metric": "api_calls", "amount": amount, "idempotency_key": key});
+        let r = http
+            .post(format!("{url}/v1/usage"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers()
+                .get("idempotent-replayed")
+                .map(|v| v.to_str().unwrap()),
+            Some("true")
+        );
+    }
+    let s: Value = http
+        .get(format!("{url}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["quotas"]["api_calls"]["used"].as_u64(), Some(used));
+    // SIGTERM: a clean stop.
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean shutdown on SIGTERM: {status:?}");
+}

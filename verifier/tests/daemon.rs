@@ -1,0 +1,464 @@
+//! The daemon through its HTTP API: a real server on 127.0.0.1 port 0 over
+//! temporary folders, driven the way BZZZ and WHOOSH drive it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kaching_core::revocation::RevocationStatus;
+use kaching_verifier::{Clock, Config};
+use serde_json::{json, Value};
+
+fn state(v: &Value) -> &str {
+    v["state"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_closed_without_a_license() {
+    let (_dir, cfg) = setup(None);
+    let d = Daemon::start(cfg).await;
+    let s = d.status().await;
+    assert_eq!(state(&s), "unlicensed");
+    assert!(s["reason"]
+        .as_str()
+        .unwrap()
+        .contains("copy the license file"));
+    let (code, f) = d.get("/v1/features/basic-search").await;
+    assert_eq!(code, 200);
+    assert_eq!(f["allowed"], false);
+    assert_eq!(f["code"], "license_unlicensed");
+    assert_eq!(d.put_node("n1").await.0, 403);
+    let (code, body) = d.spend("api_calls", 1, "k1").await;
+    assert_eq!(code, 403);
+    assert_eq!(body["allowed"], false);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn license_dropped_in_later_and_upgrade_are_picked_up_live() {
+    let (_dir, cfg) = setup(None);
+    let path = cfg.license.clone();
+    let d = Daemon::start(cfg).await;
+    let v = Vendor::new();
+    replace(&path, &v.sign(&v.license(1, "evaluation")));
+    d.wait_status("evaluation license in force", |s| state(s) == "active")
+        .await;
+    let (_, f) = d.get("/v1/features/analytics").await;
+    assert_eq!(f["allowed"], false);
+    assert_eq!(f["code"], "not_in_tier");
+    replace(&path, &v.sign(&v.license(2, "standard")));
+    d.wait_status("standard license in force", |s| s["tier"] == "standard")
+        .await;
+    let (_, f) = d.get("/v1/features/analytics").await;
+    assert_eq!(f["allowed"], true);
+    d.stop().await;
+}
+
+async fn assert_last_known_good_kept(bad: Vec<u8>, expect_in_reason: &str) {
+    let v = Vendor::new();
+    let good = v.sign(&v.license(1, "standard"));
+    let (_dir, mut cfg) = setup(Some(&good));
+    cfg.tick = Duration::from_millis(100);
+    let path = cfg.license.clone();
+    let d = Daemon::start(cfg.clone()).await;
+    assert_eq!(state(&d.status().await), "active");
+    replace(&path, &bad);
+    let s = d
+        .wait_status("rejection recorded", |s| {
+            s["rejections"].as_array().is_some_and(|r| !r.is_empty())
+        })
+        .await;
+    assert_eq!(state(&s), "active", "{s}");
+    assert_eq!(s["license_id"], LICENSE_1);
+    let why = s["rejections"][0]["reason"].as_str().unwrap();
+    assert!(why.contains(expect_in_reason), "{why}");
+    assert!(s["warnings"].to_string().contains("stays in force"));
+    assert_eq!(d.get("/v1/features/analytics").await.1["allowed"], true);
+    // Regression: re-checks of the unchanged bad file must not re-reject it
+    // (reading a file is itself a file event; that once looped every tick).
+    let at = s["rejections"][0]["at"].clone();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(d.status().await["rejections"][0]["at"], at);
+    // The last good license survives a restart with the bad file still there.
+    d.stop().await;
+    let d = Daemon::start(cfg).await;
+    let s = d.status().await;
+    assert_eq!((state(&s), &s["license_id"]), ("active", &json!(LICENSE_1)));
+    d.stop().await;
+}
+
+const LICENSE_1: &str = "01010101-0101-0101-0101-010101010101";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_forged_license_keeps_last_known_good() {
+    let other = Vendor::other();
+    let mut l = Vendor::new().license(9, "enterprise");
+    l.limits.max_nodes = 1000;
+    assert_last_known_good_kept(other.sign(&l), "unknown key").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_license_file_keeps_last_known_good() {
+    assert_last_known_good_kept(b"this is not a license".to_vec(), "license.lic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_license_for_another_cluster_keeps_last_known_good() {
+    let v = Vendor::new();
+    let mut l = v.license(5, "enterprise");
+    l.cluster = Some("aaaaaaaaaaaaaaaa".into());
+    assert_last_known_good_kept(v.sign(&l), "bound to cluster aaaaaaaaaaaaaaaa").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_revocation_rollback_and_forgery_refused() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let rev = cfg.revocations.clone();
+    let d = Daemon::start(cfg.clone()).await;
+    replace(&rev, &v.revocations(2, &[(1, RevocationStatus::Suspended)]));
+    d.wait_status("suspension in force", |s| state(s) == "suspended")
+        .await;
+    assert_eq!(d.get("/v1/features/basic-search").await.1["allowed"], false);
+    // An older list without the entry would lift the suspension: refused.
+    replace(&rev, &v.revocations(1, &[]));
+    let s = d
+        .wait_status("rollback refused", |s| {
+            s["rejections"].to_string().contains("rollback")
+        })
+        .await;
+    assert_eq!(state(&s), "suspended");
+    // A newer list from someone else's key: refused.
+    replace(&rev, &Vendor::other().revocations(3, &[]));
+    let s = d
+        .wait_status("forgery refused", |s| {
+            s["rejections"].to_string().contains("unknown key")
+        })
+        .await;
+    assert_eq!(state(&s), "suspended");
+    // Deleting the file lifts nothing, even across a restart.
+    std::fs::remove_file(&rev).unwrap();
+    d.stop().await;
+    let d = Daemon::start(cfg).await;
+    assert_eq!(state(&d.status().await), "suspended");
+    // The vendor's newer list without the entry lifts it.
+    replace(&rev, &v.revocations(3, &[]));
+    d.wait_status("suspension lifted", |s| state(s) == "active")
+        .await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_limit_refuses_extra_node_and_expired_leases_free_slots() {
+    let v = Vendor::new();
+    let (_dir, mut cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    cfg.lease_ttl = Duration::from_secs(2);
+    cfg.tick = Duration::from_millis(200);
+    let d = Daemon::start(cfg).await;
+    for n in ["n1", "n2", "n3"] {
+        let (code, body) = d.put_node(n).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, body) = d.put_node("n4").await;
+    assert_eq!(code, 403);
+    assert_eq!(body["code"], "node_limit");
+    assert_eq!(body["error"]["code"], "node_limit");
+    // A heartbeat from a node that holds a lease is always accepted.
+    let (code, body) = d.put_node("n1").await;
+    assert_eq!((code, &body["renewed"]), (200, &json!(true)));
+    // Giving a lease back frees its slot at once.
+    let r = d
+        .http
+        .delete(format!("{}/v1/nodes/n2", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(d.put_node("n4").await.0, 200);
+    // Without heartbeats every lease dies and is culled.
+    d.wait_status("leases expired", |s| s["nodes_in_use"] == 0)
+        .await;
+    for n in ["n5", "n6", "n7"] {
+        assert_eq!(d.put_node(n).await.0, 200);
+    }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_spend_is_idempotent_and_refused_past_the_limit() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let d = Daemon::start(cfg).await;
+    let (code, a) = d.spend("search_requests", 60, "key-a").await;
+    assert_eq!(code, 200, "{a}");
+    assert_eq!(
+        (a["used"].as_u64(), a["limit"].as_u64()),
+        (Some(60), Some(100))
+    );
+    // A retry with the same key changes nothing and answers the same.
+    let (code, again) = d.spend("search_requests", 60, "key-a").await;
+    assert_eq!((code, &again), (200, &a));
+    let (code, refused) = d.spend("search_requests", 50, "key-b").await;
+    assert_eq!(code, 403);
+    assert_eq!(refused["code"], "quota_exceeded");
+    assert_eq!(refused["used"], 60);
+    let (code, c) = d.spend("search_requests", 40, "key-c").await;
+    assert_eq!((code, c["used"].as_u64()), (200, Some(100)));
+    let s = d.status().await;
+    assert_eq!(
+        s["quotas"]["search_requests"],
+        json!({"used": 100, "limit": 100})
+    );
+    assert!(s["upgrade_suggestions"]
+        .as_array()
+        .is_some_and(|u| !u.is_empty()));
+    let (_, q) = d.get("/v1/quotas").await;
+    assert_eq!(q["quotas"]["search_requests"]["used"], 100);
+    let (code, unknown) = d.spend("gpu_hours", 1, "key-d").await;
+    assert_eq!(
+        (code, unknown["code"].as_str()),
+        (403, Some("unknown_quota"))
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_clock_wound_back_gives_clock_tampered() {
+    let v = Vendor::new();
+    let (_dir, mut cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    // First run with the clock ten days ahead: the trusted-time mark follows.
+    cfg.clock = Clock::with_offset(10 * 86_400);
+    let d = Daemon::start(cfg.clone()).await;
+    assert_eq!(state(&d.status().await), "active");
+    d.stop().await;
+    // Back to "now": ten days behind the mark, beyond the 24 h tolerance.
+    cfg.clock = Clock::system();
+    let d = Daemon::start(cfg).await;
+    let s = d.status().await;
+    assert_eq!(state(&s), "clock_tampered", "{s}");
+    assert!(s["reason"].as_str().unwrap().contains("fix the clock"));
+    assert_eq!(d.get("/v1/features/basic-search").await.1["allowed"], false);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_reports_a_reload() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "evaluation"))));
+    let path = cfg.license.clone();
+    let d = Daemon::start(cfg).await;
+    let resp = d
+        .http
+        .get(format!("{}/v1/events", d.url))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut stream = resp;
+    let mut seen = String::new();
+    // The first event is the current status.
+    while !seen.contains("event: status") {
+        seen.push_str(&String::from_utf8_lossy(
+            &stream.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    replace(&path, &v.sign(&v.license(2, "standard")));
+    while !(seen.contains("event: reload") && seen.contains("\"tier\":\"standard\"")) {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.chunk())
+            .await
+            .expect("no event within 20 s")
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // Shutdown does not wait forever for an open event stream.
+    tokio::time::timeout(Duration::from_secs(20), d.stop())
+        .await
+        .expect("shutdown with an open event stream finished");
+    drop(stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_non_loopback_listen_without_token_is_refused() {
+    let (_dir, cfg) = setup(None);
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let err = kaching_verifier::run(listener, cfg.clone(), async {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("without a bearer token"), "{err}");
+    // The binary refuses the configured address before binding it.
+    let c = Config {
+        listen: "0.0.0.0:7741".parse().unwrap(),
+        ..cfg
+    };
+    assert!(c.check_listen(c.listen, None).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_requests_without_the_token_are_refused() {
+    let (dir, mut cfg) = setup(None);
+    let token_file = dir.path().join("api.token");
+    std::fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").unwrap();
+    cfg.token_file = Some(token_file);
+    let d = Daemon::start(cfg).await;
+    assert_eq!(d.get("/v1/status").await.0, 401);
+    let (code, body) = d.get("/v1/features/x").await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let ok = d
+        .http
+        .get(format!("{}/v1/status", d.url))
+        .bearer_auth("0123456789abcdef0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_bodies_get_json_4xx() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let d = Daemon::start(cfg).await;
+    let post = |body: Vec<u8>, ct: &'static str| {
+        let req = d
+            .http
+            .post(format!("{}/v1/usage", d.url))
+            .header("content-type", ct)
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let big = format!(
+        "{{\"metric\":\"api_calls\",\"amount\":1,\"idempotency_key\":\"{}\"}}",
+        "x".repeat(200_000)
+    );
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"not json".to_vec(), "application/json"),
+        (vec![0xff, 0xfe, 0x00, 0x7b], "application/json"),
+        (b"{\"metric\":\"api_calls\"}".to_vec(), "application/json"),
+        (
+            b"{\"metric\":\"api_calls\",\"amount\":-5,\"idempotency_key\":\"k\"}".to_vec(),
+            "application/json",
+        ),
+        (
+            b"{\"metric\":\"\",\"amount\":1,\"idempotency_key\":\"k\"}".to_vec(),
+            "application/json",
+        ),
+        (
+            b"{\"metric\":\"api_calls\",\"amount\":1,\"idempotency_key\":\"k\"}".to_vec(),
+            "text/plain",
+        ),
+        (big.into_bytes(), "application/json"),
+        (
+            b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[".to_vec(),
+            "application/json",
+        ),
+    ];
+    for (body, ct) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        let (code, v) = post(body, ct).await;
+        assert!((400..500).contains(&code), "{shown}: {code}");
+        assert!(v["error"]["code"].is_string(), "{shown}: {v}");
+    }
+    let (code, v) = d.get("/v1/nope").await;
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (code, _) = d.put_node("bad%20node%2Fid").await;
+    assert_eq!(code, 422);
+    let r = d
+        .http
+        .post(format!("{}/v1/upgrade-requests", d.url))
+        .json(&json!({"requested_tier": "enterprize"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("enterprise"));
+    // The daemon is unharmed.
+    assert_eq!(state(&d.status().await), "active");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_requests_are_queued_locally() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let d = Daemon::start(cfg).await;
+    let r = d
+        .http
+        .post(format!("{}/v1/upgrade-requests", d.url))
+        .json(&json!({"requested_tier": "enterprise", "message": "need bulk-operations"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let (code, list) = d.get("/v1/upgrade-requests").await;
+    assert_eq!(code, 200);
+    assert_eq!(list["upgrade_requests"][0]["requested_tier"], "enterprise");
+    let metrics = d
+        .http
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status().as_u16(), 200);
+    assert!(metrics
+        .text()
+        .await
+        .unwrap()
+        .contains("kaching_license_state"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_removed_vendor_key_withdraws_its_licenses() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let keys = cfg.trusted_keys.clone();
+    let d = Daemon::start(cfg).await;
+    assert_eq!(state(&d.status().await), "active");
+    // Key rotation after a compromise: only the new key is trusted now.
+    replace(&keys, Vendor::other().public_pem().as_bytes());
+    let s = d
+        .wait_status("license withdrawn", |s| state(s) == "invalid")
+        .await;
+    assert!(s["reason"].as_str().unwrap().contains("unknown key"), "{s}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn license_folder_uses_the_newest_valid_license() {
+    let v = Vendor::new();
+    let (dir, mut cfg) = setup(None);
+    let folder = dir.path().join("licenses");
+    std::fs::create_dir(&folder).unwrap();
+    cfg.license = folder.clone();
+    let mut old = v.license(1, "evaluation");
+    old.issued_at -= 3600;
+    std::fs::write(folder.join("old.lic"), v.sign(&old)).unwrap();
+    std::fs::write(folder.join("junk.lic"), b"not a license").unwrap();
+    let d = Daemon::start(cfg).await;
+    assert_eq!(d.status().await["tier"], "evaluation");
+    replace(&folder.join("new.lic"), &v.sign(&v.license(2, "standard")));
+    d.wait_status("newer license in force", |s| s["tier"] == "standard")
+        .await;
+    d.stop().await;
+}
