@@ -235,7 +235,10 @@ impl RelayTime {
             .text_key("cluster_id")
             .map(|v| cbor::text(v, "cluster_id"))
             .transpose()?;
-        let seq = f.text_key("seq").map(|v| cbor::uint(v, "seq")).transpose()?;
+        let seq = f
+            .text_key("seq")
+            .map(|v| cbor::uint(v, "seq"))
+            .transpose()?;
         let message = f
             .text_key("message")
             .map(|v| cbor::text(v, "message"))
@@ -306,7 +309,10 @@ mod tests {
             assert_eq!(got.signer, key.public());
             assert_eq!(got.bytes, bytes);
             let armored = crate::armor::armor(DocKind::Heartbeat, &bytes);
-            assert_eq!(verify_heartbeat(armored.as_bytes()).expect("armored").doc, hb);
+            assert_eq!(
+                verify_heartbeat(armored.as_bytes()).expect("armored").doc,
+                hb
+            );
         }
     }
 

@@ -1,0 +1,141 @@
+//! Append-only, hash-chained audit log of every state-changing request.
+//!
+//! Row `n` stores `hash_n = SHA-256(hash_{n-1} || canonical(row_n))` with
+//! `hash_0` = 32 zero bytes, and `audit_head` holds the last id and hash. An
+//! edited row breaks its own hash, a deleted row breaks the chain or the id
+//! sequence, a truncated tail disagrees with the head. Someone able to rewrite
+//! the whole file can rebuild the chain; `audit verify` prints the head hash
+//! so operators can record it elsewhere and compare later.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use kaching_core::keys::hex;
+
+/// The fields that are hashed, in a fixed order.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    id: i64,
+    time: u64,
+    actor: &'a str,
+    action: &'a str,
+    subject: &'a str,
+    detail: &'a str,
+}
+
+fn chain(prev_hex: &str, row: &Canonical<'_>) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hex.as_bytes());
+    // Serializing a struct of strings and integers cannot fail.
+    h.update(serde_json::to_vec(row).unwrap_or_default());
+    hex(&h.finalize())
+}
+
+fn genesis() -> String {
+    hex(&[0u8; 32])
+}
+
+/// Appends one row inside the caller's transaction.
+pub fn append(
+    conn: &Connection,
+    time: u64,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &serde_json::Value,
+) -> rusqlite::Result<()> {
+    let head: Option<(i64, String)> = conn
+        .prepare_cached("SELECT id, hash FROM audit_head WHERE one = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (prev_id, prev_hash) = head.unwrap_or((0, genesis()));
+    let id = prev_id + 1;
+    let detail = detail.to_string();
+    let hash = chain(
+        &prev_hash,
+        &Canonical {
+            id,
+            time,
+            actor,
+            action,
+            subject,
+            detail: &detail,
+        },
+    );
+    conn.prepare_cached(
+        "INSERT INTO audit (id, time, actor, action, subject, detail, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![id, time, actor, action, subject, detail, hash])?;
+    conn.prepare_cached(
+        "INSERT INTO audit_head (one, id, hash) VALUES (1, ?1, ?2)
+         ON CONFLICT(one) DO UPDATE SET id = excluded.id, hash = excluded.hash",
+    )?
+    .execute(params![id, hash])?;
+    Ok(())
+}
+
+/// What `audit verify` found when the chain holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Number of rows.
+    pub rows: i64,
+    /// Hash of the last row (record it to detect a rebuilt chain later).
+    pub head: String,
+}
+
+/// Walks the chain from the first row; the error names the first bad row.
+pub fn verify(conn: &Connection) -> anyhow::Result<Verified> {
+    let mut stmt = conn
+        .prepare("SELECT id, time, actor, action, subject, detail, hash FROM audit ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    let mut expected_id = 1i64;
+    let mut prev = genesis();
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let time: u64 = r.get(1)?;
+        let actor: String = r.get(2)?;
+        let action: String = r.get(3)?;
+        let subject: String = r.get(4)?;
+        let detail: String = r.get(5)?;
+        let stored: String = r.get(6)?;
+        if id != expected_id {
+            anyhow::bail!(
+                "audit log broken: row {expected_id} is missing (next row is {id}); rows were deleted"
+            );
+        }
+        let computed = chain(
+            &prev,
+            &Canonical {
+                id,
+                time,
+                actor: &actor,
+                action: &action,
+                subject: &subject,
+                detail: &detail,
+            },
+        );
+        if computed != stored {
+            anyhow::bail!(
+                "audit log broken at row {id} ({action} {subject}): its hash does not match its content or the row before it; the row was edited"
+            );
+        }
+        prev = stored;
+        expected_id += 1;
+    }
+    let rows = expected_id - 1;
+    let head: Option<(i64, String)> = conn
+        .query_row("SELECT id, hash FROM audit_head WHERE one = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    match head {
+        None if rows == 0 => {}
+        Some((id, hash)) if id == rows && hash == prev => {}
+        Some((id, _)) => anyhow::bail!(
+            "audit log broken: the head records {id} rows but {rows} chain correctly; rows at the end were deleted or the head was edited"
+        ),
+        None => anyhow::bail!("audit log broken: rows exist but the head record is missing"),
+    }
+    Ok(Verified { rows, head: prev })
+}

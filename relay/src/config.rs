@@ -1,0 +1,276 @@
+//! Configuration: built-in defaults, then a TOML file, then `KACHING_RELAY_*`
+//! environment variables. The commented default file is embedded and printed
+//! by `kaching-relay default-config`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use kaching_core::TrustedKeys;
+use serde::Deserialize;
+
+/// The documented default configuration, as printed by `default-config`.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
+
+/// Sections whose keys an environment variable may name (`RATE_LIMIT_BURST`).
+const SECTIONS: [&str; 2] = ["rate_limit", "commit"];
+
+/// Everything the relay needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the binary listens on (the library takes a bound listener).
+    pub listen: String,
+    /// Directory of the database and the relay's signing key.
+    pub data_dir: PathBuf,
+    /// Inline PEM bundle of trusted vendor public keys.
+    pub vendor_keys: Option<String>,
+    /// File holding a PEM bundle of trusted vendor public keys.
+    pub vendor_keys_file: Option<PathBuf>,
+    /// Largest distance between a cluster's signed time and the relay clock.
+    #[serde(with = "human")]
+    pub clock_window: Duration,
+    /// How long a cluster holds a license without a heartbeat policy after its last contact.
+    #[serde(with = "human")]
+    pub default_offline_grace: Duration,
+    /// Longest long-poll wait granted.
+    #[serde(with = "human")]
+    pub long_poll_max: Duration,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Age after which heartbeat history rows are pruned.
+    #[serde(with = "human")]
+    pub heartbeat_retention: Duration,
+    /// Per-client-IP rate limit.
+    pub rate_limit: RateLimit,
+    /// Group commit settings.
+    pub commit: Commit,
+}
+
+/// Token bucket per client IP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimit {
+    /// Average requests per second; 0 disables limiting.
+    pub per_second: f64,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+/// Group commit settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Commit {
+    /// Most writes committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7878".into(),
+            data_dir: PathBuf::from("/var/lib/kaching-relay"),
+            vendor_keys: None,
+            vendor_keys_file: None,
+            clock_window: Duration::from_secs(300),
+            default_offline_grace: Duration::from_secs(86_400),
+            long_poll_max: Duration::from_secs(60),
+            max_body_bytes: 256 * 1024,
+            heartbeat_retention: Duration::from_secs(30 * 86_400),
+            rate_limit: RateLimit::default(),
+            commit: Commit::default(),
+        }
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: 20.0,
+            burst: 100,
+        }
+    }
+}
+
+impl Default for Commit {
+    fn default() -> Self {
+        Commit { max_batch: 512 }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let text = match file {
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config file {}", p.display()))?,
+            None => String::new(),
+        };
+        let vars = std::env::vars().filter(|(k, _)| k.starts_with("KACHING_RELAY_"));
+        Self::from_parts(&text, vars)
+            .with_context(|| match file {
+                Some(p) => format!("invalid configuration in {} or KACHING_RELAY_* variables: see `kaching-relay default-config`", p.display()),
+                None => "invalid KACHING_RELAY_* variables: see `kaching-relay default-config`".into(),
+            })
+    }
+
+    /// Parses TOML text and applies `KACHING_RELAY_*` overrides (testable without a process environment).
+    pub fn from_parts(
+        toml_text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut table: toml::Table = toml::from_str(toml_text)?;
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("KACHING_RELAY_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if key == "config" {
+                continue;
+            }
+            let parsed = parse_env_value(&value);
+            match SECTIONS
+                .iter()
+                .find_map(|s| key.strip_prefix(&format!("{s}_")).map(|k| (*s, k)))
+            {
+                Some((section, field)) => {
+                    let entry = table
+                        .entry(section.to_string())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    let toml::Value::Table(t) = entry else {
+                        bail!("[{section}] must be a table");
+                    };
+                    t.insert(field.to_string(), parsed);
+                }
+                None => {
+                    table.insert(key, parsed);
+                }
+            }
+        }
+        let config: Config = toml::Value::Table(table).try_into()?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.rate_limit.per_second < 0.0 || !self.rate_limit.per_second.is_finite() {
+            bail!("rate_limit.per_second must be 0 (off) or a positive number");
+        }
+        if self.commit.max_batch == 0 {
+            bail!("commit.max_batch must be at least 1");
+        }
+        if self.max_body_bytes < kaching_core::MAX_DOCUMENT_SIZE {
+            bail!(
+                "max_body_bytes must be at least {} (one document)",
+                kaching_core::MAX_DOCUMENT_SIZE
+            );
+        }
+        Ok(())
+    }
+
+    /// The trusted vendor keys from `vendor_keys` and `vendor_keys_file`.
+    pub fn trusted_keys(&self) -> anyhow::Result<TrustedKeys> {
+        let mut keys = TrustedKeys::new();
+        if let Some(pem) = &self.vendor_keys {
+            for k in TrustedKeys::from_pem_bundle(pem)
+                .context("vendor_keys in the config is not a PEM bundle of public keys")?
+                .iter()
+            {
+                keys.insert(k.clone());
+            }
+        }
+        if let Some(path) = &self.vendor_keys_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read vendor_keys_file {}", path.display()))?;
+            for k in TrustedKeys::from_pem_bundle(&text)
+                .with_context(|| format!("{} is not a PEM bundle of public keys", path.display()))?
+                .iter()
+            {
+                keys.insert(k.clone());
+            }
+        }
+        if keys.is_empty() {
+            bail!("no trusted vendor keys: set vendor_keys_file (or vendor_keys) to the vendor's public key PEM");
+        }
+        Ok(keys)
+    }
+
+    /// Path of the SQLite database.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("relay.db")
+    }
+
+    /// Path of the relay's signing key.
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir.join("relay-key.pem")
+    }
+}
+
+/// Environment values are TOML when they parse as a TOML value (numbers,
+/// booleans), otherwise plain strings, so `5m` and `/var/lib/x` need no quotes.
+fn parse_env_value(v: &str) -> toml::Value {
+    let wrapped = format!("v = {v}");
+    match toml::from_str::<toml::Table>(&wrapped) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(v.into())),
+        Err(_) => toml::Value::String(v.into()),
+    }
+}
+
+/// Durations written the way people write them (`30s`, `5m`, `24h`, `30d`).
+mod human {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration like 30s, 5m or 24h ({e})"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_config_matches_defaults() {
+        let c = Config::from_parts(DEFAULT_CONFIG, []).expect("default config parses");
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.clock_window, d.clock_window);
+        assert_eq!(c.default_offline_grace, d.default_offline_grace);
+        assert_eq!(c.long_poll_max, d.long_poll_max);
+        assert_eq!(c.max_body_bytes, d.max_body_bytes);
+        assert_eq!(c.heartbeat_retention, d.heartbeat_retention);
+        assert_eq!(c.rate_limit.burst, d.rate_limit.burst);
+        assert_eq!(c.commit.max_batch, d.commit.max_batch);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let c = Config::from_parts(
+            "listen = \"127.0.0.1:1\"\n[rate_limit]\nburst = 3\n",
+            [
+                ("KACHING_RELAY_LISTEN".to_string(), "0.0.0.0:9".to_string()),
+                ("KACHING_RELAY_RATE_LIMIT_PER_SECOND".into(), "0".into()),
+                ("KACHING_RELAY_CLOCK_WINDOW".into(), "10s".into()),
+                ("KACHING_RELAY_DATA_DIR".into(), "/tmp/x".into()),
+            ],
+        )
+        .expect("config");
+        assert_eq!(c.listen, "0.0.0.0:9");
+        assert_eq!(c.rate_limit.per_second, 0.0);
+        assert_eq!(c.rate_limit.burst, 3);
+        assert_eq!(c.clock_window, Duration::from_secs(10));
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_key_refused() {
+        assert!(Config::from_parts("lisen = \"x\"", []).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! The SQLite database: schema, connection settings and a small pool of
+//! read connections. All writes go through [`crate::writer`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use rusqlite::Connection;
+
+use crate::error::ApiError;
+
+/// Schema, created idempotently at every start.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS licenses (
+    license_id   TEXT PRIMARY KEY,
+    bytes        BLOB NOT NULL,
+    customer     TEXT NOT NULL,
+    tier         TEXT NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    first_seen   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clusters (
+    cluster_id      TEXT PRIMARY KEY,
+    license_id      TEXT NOT NULL,
+    cluster_key     BLOB NOT NULL,
+    hostname        TEXT NOT NULL,
+    status          TEXT NOT NULL,          -- active | deactivated | displaced
+    activated_at    INTEGER NOT NULL,
+    ended_at        INTEGER,
+    last_seen       INTEGER NOT NULL,       -- relay time of the last accepted contact
+    last_seq        INTEGER NOT NULL DEFAULT 0,
+    heartbeat_time  INTEGER,                -- cluster's signed time of the last heartbeat
+    state           TEXT,
+    active_nodes    INTEGER NOT NULL DEFAULT 0,
+    quotas          TEXT NOT NULL DEFAULT '{}',
+    verifier_version TEXT,
+    heartbeats      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS clusters_by_license ON clusters(license_id, status);
+-- History, append-only: rows go to the end of the table (no per-cluster
+-- index to scatter writes); (cluster_id, seq) is unique because the writer
+-- only accepts a seq above the cluster's last_seq.
+CREATE TABLE IF NOT EXISTS heartbeats (
+    id           INTEGER PRIMARY KEY,
+    cluster_id   TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    time         INTEGER NOT NULL,
+    received_at  INTEGER NOT NULL,
+    state        TEXT NOT NULL,
+    active_nodes INTEGER NOT NULL,
+    quotas       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS heartbeats_by_age ON heartbeats(received_at);
+CREATE TABLE IF NOT EXISTS revocation_lists (
+    version      INTEGER PRIMARY KEY,
+    bytes        BLOB NOT NULL,
+    kid          TEXT NOT NULL,
+    received_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS upgrade_requests (
+    id             INTEGER PRIMARY KEY,
+    license_id     TEXT NOT NULL,
+    cluster_id     TEXT NOT NULL,           -- '' when filed through WHOOSH
+    requested_tier TEXT NOT NULL,
+    message        TEXT NOT NULL,
+    time           INTEGER NOT NULL,
+    received_at    INTEGER NOT NULL,
+    source         TEXT NOT NULL,
+    UNIQUE (license_id, cluster_id, requested_tier, message, time)
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash        TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    scope       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id       INTEGER PRIMARY KEY,
+    time     INTEGER NOT NULL,
+    actor    TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    detail   TEXT NOT NULL,
+    hash     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_head (
+    one   INTEGER PRIMARY KEY CHECK (one = 1),
+    id    INTEGER NOT NULL,
+    hash  TEXT NOT NULL
+);
+";
+
+/// Opens a connection with the relay's settings: WAL, full sync at commit
+/// (a 2xx means the write reached the disk, not just the OS), a busy timeout
+/// so the CLI and the server can share the file.
+pub fn open(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path)
+        .with_context(|| format!("cannot open database {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Up to 64 MiB of page cache (the default is 2 MiB): the clusters table of
+    // a large relay stays in memory, so a heartbeat costs no random read.
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    Ok(conn)
+}
+
+/// Opens the database, creating its directory and schema when missing.
+pub fn open_and_migrate(path: &Path) -> anyhow::Result<Connection> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    let conn = open(path)?;
+    conn.execute_batch(SCHEMA)
+        .with_context(|| format!("cannot create the schema in {}", path.display()))?;
+    Ok(conn)
+}
+
+/// A few read connections shared by request handlers (WAL readers never block the writer).
+#[derive(Clone)]
+pub struct Readers {
+    path: PathBuf,
+    idle: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl Readers {
+    /// A pool over the database at `path`.
+    pub fn new(path: PathBuf) -> Self {
+        Readers {
+            path,
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Runs `f` on a read connection in the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
+    {
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match pool.idle.lock().ok().and_then(|mut v| v.pop()) {
+                Some(c) => c,
+                None => open(&pool.path).map_err(ApiError::internal)?,
+            };
+            let out = f(&conn);
+            if let Ok(mut idle) = pool.idle.lock() {
+                if idle.len() < 8 {
+                    idle.push(conn);
+                }
+            }
+            out
+        })
+        .await
+        .map_err(ApiError::internal)?
+    }
+}
+
+/// Seconds since the Unix epoch from the system clock (the relay is the one
+/// component whose clock is the reference; it signs what it reads).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

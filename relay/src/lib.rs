@@ -1,0 +1,137 @@
+//! kaching-relay: the optional server connected clusters talk to.
+//!
+//! It binds each license to one live cluster, records signed heartbeats,
+//! answers with relay-signed time, distributes vendor-signed revocation lists
+//! (long-poll), and shows the vendor what its connected customers use. It
+//! stores and forwards; it cannot forge a license or a revocation list.
+//!
+//! [`run`] takes a bound listener, the configuration and a shutdown future, so
+//! tests bind port 0 and stop the server cleanly.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kaching_core::revocation::verify_revocation_list;
+use kaching_core::TierCatalog;
+use rusqlite::OptionalExtension;
+use tokio::sync::watch;
+
+pub mod audit;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod ratelimit;
+pub mod routes;
+pub mod state;
+pub mod store;
+pub mod tokens;
+pub mod writer;
+
+pub use config::Config;
+
+use state::{AppState, CurrentList};
+use store::Write;
+use writer::Writer;
+
+/// How often old heartbeat history is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Serves the relay on `listener` until `shutdown` completes, then finishes
+/// in-flight requests, commits queued writes and returns.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let vendor_keys = config.trusted_keys()?;
+    let relay_key = state::load_or_create_key(&config.key_path())?;
+    let conn = db::open_and_migrate(&config.db_path())?;
+    let current = load_current_list(&conn, &vendor_keys)?;
+    let (writer, writer_thread) = Writer::start(conn, config.commit.max_batch)
+        .context("cannot start the database writer thread")?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (revocations, _) = watch::channel(current);
+    let state = Arc::new(AppState {
+        readers: db::Readers::new(config.db_path()),
+        config,
+        vendor_keys,
+        relay_key,
+        writer: writer.clone(),
+        revocations,
+        shutdown: stop_rx.clone(),
+        catalog: TierCatalog::builtin(),
+    });
+    let pruner = tokio::spawn(prune_loop(
+        writer,
+        state.config.heartbeat_retention,
+        stop_rx,
+    ));
+    let app = routes::router(state.clone());
+    tracing::info!(addr = %listener.local_addr()?, relay_kid = %state.relay_key.public().kid(), "relay serving");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        // Long-polls watch this and return at once.
+        let _ = stop_tx.send(true);
+    })
+    .await
+    .context("the HTTP server failed")?;
+    let _ = pruner.await;
+    // The writer thread ends when the last handle is gone, after its last commit.
+    drop(state);
+    tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .context("waiting for the database writer")?
+        .map_err(|_| anyhow::anyhow!("the database writer thread panicked"))?;
+    Ok(())
+}
+
+fn load_current_list(
+    conn: &rusqlite::Connection,
+    keys: &kaching_core::TrustedKeys,
+) -> anyhow::Result<Option<Arc<CurrentList>>> {
+    let bytes: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT bytes FROM revocation_lists ORDER BY version DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(match bytes {
+        None => None,
+        Some(b) => match verify_revocation_list(&b, keys) {
+            Ok(v) => Some(CurrentList::new(v)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the stored revocation list no longer verifies with the configured vendor keys; not serving it until a new one is published");
+                None
+            }
+        },
+    })
+}
+
+async fn prune_loop(writer: Writer, retention: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        let before = db::now().saturating_sub(retention.as_secs());
+        match writer.submit(Write::Prune { before }).await {
+            Ok(store::Outcome::Pruned(n)) if n > 0 => {
+                tracing::info!(rows = n, "pruned old heartbeat history")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e.message, "heartbeat pruning failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

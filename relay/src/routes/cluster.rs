@@ -1,0 +1,221 @@
+//! Cluster endpoints: activate, heartbeat, deactivate. Bodies are signed by
+//! the cluster key; answers are relay-signed `RelayTime` statements.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use kaching_core::cluster::verify_activation_request;
+use kaching_core::heartbeat::{verify_heartbeat, RelayTime};
+use kaching_core::revocation::RevocationStatus;
+use kaching_core::{verify_license, DocKind, LicenseId};
+
+use crate::db::now;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{json, RawBody};
+use crate::state::AppState;
+use crate::store::{Activation, Outcome, Write};
+
+/// `POST /v1/activate` body: both documents in their armored spelling.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivateBody {
+    license: String,
+    activation_request: String,
+}
+
+/// Refuses signed times too far from the relay clock.
+fn check_window(st: &AppState, signed: u64, now: u64, what: &str) -> ApiResult<()> {
+    let window = st.config.clock_window.as_secs();
+    if signed.abs_diff(now) > window {
+        return Err(ApiError::bad_request(format!(
+            "{what} was signed at {signed}, {} s from the relay's clock ({now}); the window is {window} s: fix the cluster's clock (NTP) and sign a fresh one",
+            signed.abs_diff(now)
+        ))
+        .with_code("clock_skew"));
+    }
+    Ok(())
+}
+
+impl ApiError {
+    fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+}
+
+fn relay_time(st: &AppState, rt: &RelayTime) -> Response {
+    (
+        [(header::CONTENT_TYPE, DocKind::RelayTime.content_type())],
+        rt.sign(&st.relay_key),
+    )
+        .into_response()
+}
+
+/// What the cluster's operators should know about the license now.
+fn notice(st: &AppState, id: &LicenseId) -> Option<String> {
+    let cur = st.revocations.borrow();
+    let list = &cur.as_ref()?.verified.list;
+    let e = list.entry(id)?;
+    Some(format!(
+        "license {id} is {} in revocation list version {} ({}): fetch GET /v1/revocations",
+        e.status.as_str(),
+        list.version,
+        e.reason
+    ))
+}
+
+/// `POST /v1/activate`: binds a license to the requesting cluster.
+pub async fn activate(
+    State(st): State<Arc<AppState>>,
+    RawBody(body): RawBody,
+) -> ApiResult<Response> {
+    let t = now();
+    let req: ActivateBody = json(&body)?;
+    let lic = verify_license(req.license.as_bytes(), &st.vendor_keys)
+        .map_err(|e| ApiError::invalid_document("license", e))?;
+    let ar = verify_activation_request(req.activation_request.as_bytes())
+        .map_err(|e| ApiError::invalid_document("activation request", e))?;
+    check_window(&st, ar.doc.created, t, "activation request")?;
+    let l = &lic.license;
+    if let Some(bound) = &l.cluster {
+        if bound != &ar.doc.cluster_id {
+            return Err(ApiError::forbidden(
+                "bound_to_another_cluster",
+                format!(
+                    "license {} is bound to cluster {bound}, not {}: ask the vendor for a license bound to this cluster",
+                    l.id, ar.doc.cluster_id
+                ),
+            ));
+        }
+    }
+    if t >= l.expires_at.saturating_add(l.grace) {
+        return Err(ApiError::forbidden(
+            "license_expired",
+            format!(
+                "license {} has expired (and its grace ended): renew it",
+                l.id
+            ),
+        ));
+    }
+    let revoked = st.revocations.borrow().as_ref().and_then(|c| {
+        c.verified
+            .list
+            .entry(&l.id)
+            .filter(|e| e.status == RevocationStatus::Revoked)
+            .map(|e| e.reason.clone())
+    });
+    if let Some(reason) = revoked {
+        return Err(ApiError::forbidden(
+            "license_revoked",
+            format!("license {} is revoked ({reason}): contact the vendor", l.id),
+        ));
+    }
+    let stale_after = l
+        .heartbeat
+        .map(|h| h.offline_grace)
+        .unwrap_or(st.config.default_offline_grace.as_secs());
+    let outcome = st
+        .writer
+        .submit(Write::Activate(Box::new(Activation {
+            license_id: l.id.to_string(),
+            license_bytes: lic.bytes.clone(),
+            customer: l.customer.clone(),
+            tier: l.tier.clone(),
+            expires_at: l.expires_at.min(i64::MAX as u64),
+            cluster_id: ar.doc.cluster_id.clone(),
+            cluster_key: ar.doc.cluster_key,
+            hostname: ar.doc.hostname.clone(),
+            nodes: ar.doc.nodes,
+            stale_after,
+            now: t,
+        })))
+        .await?;
+    let Outcome::Activated {
+        last_seq,
+        displaced,
+    } = outcome
+    else {
+        return Err(ApiError::internal("activation returned another outcome"));
+    };
+    tracing::info!(license = %l.id, cluster = %ar.doc.cluster_id, ?displaced, "activated");
+    let message = if displaced.is_empty() {
+        notice(&st, &l.id)
+    } else {
+        Some(format!(
+            "activated; stale cluster(s) {} no longer hold this license",
+            displaced.join(", ")
+        ))
+    };
+    Ok(relay_time(
+        &st,
+        &RelayTime {
+            time: t,
+            revocation_version: st.revocation_version(),
+            cluster_id: Some(ar.doc.cluster_id),
+            seq: Some(last_seq),
+            message,
+        },
+    ))
+}
+
+/// `POST /v1/heartbeat`.
+pub async fn heartbeat(
+    State(st): State<Arc<AppState>>,
+    RawBody(body): RawBody,
+) -> ApiResult<Response> {
+    beat(st, &body, false).await
+}
+
+/// `POST /v1/deactivate`: the cluster's last heartbeat, releasing its license.
+pub async fn deactivate(
+    State(st): State<Arc<AppState>>,
+    RawBody(body): RawBody,
+) -> ApiResult<Response> {
+    beat(st, &body, true).await
+}
+
+async fn beat(st: Arc<AppState>, body: &[u8], deactivate: bool) -> ApiResult<Response> {
+    let t = now();
+    let v = verify_heartbeat(body).map_err(|e| ApiError::invalid_document("heartbeat", e))?;
+    if v.doc.deactivate != deactivate {
+        return Err(ApiError::bad_request(if deactivate {
+            "POST /v1/deactivate takes a heartbeat with deactivate = true"
+        } else {
+            "a heartbeat with deactivate = true goes to POST /v1/deactivate"
+        })
+        .with_code("wrong_endpoint"));
+    }
+    check_window(&st, v.doc.time, t, "heartbeat")?;
+    // The database stores integers as i64; larger values are refused here as bad input.
+    let too_big = |n: u64| n > i64::MAX as u64;
+    if too_big(v.doc.seq) || v.doc.upgrade_requests.iter().any(|r| too_big(r.time)) {
+        return Err(ApiError::bad_request(
+            "seq and upgrade request times must fit in a signed 64-bit integer",
+        ));
+    }
+    let (cluster_id, seq, license_id) = (v.doc.cluster_id.clone(), v.doc.seq, v.doc.license_id);
+    st.writer
+        .submit(Write::Beat {
+            beat: Box::new(v.doc),
+            key: *v.signer.as_bytes(),
+            now: t,
+        })
+        .await?;
+    if deactivate {
+        tracing::info!(license = %license_id, cluster = %cluster_id, "deactivated");
+    }
+    Ok(relay_time(
+        &st,
+        &RelayTime {
+            time: t,
+            revocation_version: st.revocation_version(),
+            cluster_id: Some(cluster_id),
+            seq: Some(seq),
+            message: notice(&st, &license_id),
+        },
+    ))
+}

@@ -1,0 +1,51 @@
+//! The HTTP routes, one file per audience: clusters, revocations, vendor.
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+
+use crate::error::ApiError;
+use crate::ratelimit::{self, Limiter};
+use crate::state::AppState;
+
+pub mod cluster;
+pub mod revocations;
+pub mod vendor;
+
+/// Builds the router: every route, the body limit and the rate limiter.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limiter = Limiter::new(&state.config.rate_limit);
+    Router::new()
+        .route("/v1/activate", post(cluster::activate))
+        .route("/v1/heartbeat", post(cluster::heartbeat))
+        .route("/v1/deactivate", post(cluster::deactivate))
+        .route(
+            "/v1/revocations",
+            get(revocations::get).put(revocations::put),
+        )
+        .route("/v1/licenses/{id}/status", get(vendor::license_status))
+        .route("/v1/licenses/{id}/quotas", get(vendor::license_quotas))
+        .route("/v1/clusters", get(vendor::clusters))
+        .route(
+            "/v1/upgrade-requests",
+            get(vendor::list_upgrades).post(vendor::file_upgrade),
+        )
+        .route("/v1/relay-key", get(vendor::relay_key))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint: see docs/relay.md for the API")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method: see docs/relay.md",
+            )
+        })
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(limiter, ratelimit::limit))
+        .with_state(state)
+}

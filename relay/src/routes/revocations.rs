@@ -1,0 +1,170 @@
+//! `GET /v1/revocations` (ETag, long-poll) and `PUT /v1/revocations` (publish).
+//!
+//! The relay only stores and forwards: a list is accepted when a trusted
+//! vendor key signed it and its version is higher than the current one, and
+//! it is served byte for byte as the vendor signed it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use kaching_core::revocation::{verify_revocation_list, Acceptance};
+use kaching_core::DocKind;
+
+use crate::db::now;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, RawBody};
+use crate::state::{AppState, CurrentList};
+use crate::store::{Outcome, Write};
+use crate::tokens::Scope;
+
+/// Query of `GET /v1/revocations`.
+#[derive(Deserialize)]
+pub struct Params {
+    /// The version the client holds: answer only with a newer one.
+    after: Option<u64>,
+    /// How long to wait for a newer one (`30s`), capped by `long_poll_max`.
+    wait: Option<String>,
+}
+
+fn serve(cur: &CurrentList) -> Response {
+    let mut resp = (
+        [
+            (header::CONTENT_TYPE, DocKind::RevocationList.content_type()),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        cur.verified.bytes.clone(),
+    )
+        .into_response();
+    insert_tags(resp.headers_mut(), cur);
+    resp
+}
+
+fn insert_tags(h: &mut HeaderMap, cur: &CurrentList) {
+    if let Ok(v) = HeaderValue::from_str(&cur.etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        "x-kaching-revocation-version",
+        HeaderValue::from(cur.version()),
+    );
+}
+
+fn not_modified(cur: Option<&CurrentList>) -> Response {
+    let mut resp = StatusCode::NOT_MODIFIED.into_response();
+    if let Some(c) = cur {
+        insert_tags(resp.headers_mut(), c);
+    }
+    resp
+}
+
+/// `GET /v1/revocations[?after=N][&wait=30s]`.
+pub async fn get(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(p) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "bad query: {e}; use ?after=<version>&wait=<duration like 30s>"
+        ))
+    })?;
+    let wait = match &p.wait {
+        None => Duration::ZERO,
+        Some(w) => humantime::parse_duration(w)
+            .map_err(|e| {
+                ApiError::bad_request(format!("wait={w:?} is not a duration like 30s ({e})"))
+            })?
+            .min(st.config.long_poll_max),
+    };
+    // If-None-Match with the current ETag means "I hold that version".
+    let inm = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut rx = st.revocations.subscribe();
+    let mut shutdown = st.shutdown.clone();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let cur = rx.borrow_and_update().clone();
+        let held = p.after.or_else(|| {
+            let c = cur.as_ref()?;
+            (inm.as_deref() == Some(c.etag.as_str())).then(|| c.version())
+        });
+        if let Some(c) = &cur {
+            if held.is_none_or(|h| c.version() > h) {
+                return Ok(serve(c));
+            }
+        }
+        if wait.is_zero() || *shutdown.borrow() {
+            return match (cur, held) {
+                (None, None) => Err(ApiError::not_found(
+                    "no revocation list has been published to this relay yet",
+                )),
+                (c, _) => Ok(not_modified(c.as_deref())),
+            };
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return Err(ApiError::unavailable()) },
+            _ = tokio::time::sleep_until(deadline) => {
+                let cur = rx.borrow().clone();
+                return match cur {
+                    Some(c) if held.is_none_or(|h| c.version() > h) => Ok(serve(&c)),
+                    Some(c) => Ok(not_modified(Some(&c))),
+                    None if held.is_some() => Ok(not_modified(None)),
+                    None => Err(ApiError::not_found("no revocation list has been published to this relay yet")),
+                };
+            }
+            _ = shutdown.changed() => return Ok(not_modified(rx.borrow().as_deref())),
+        }
+    }
+}
+
+/// `PUT /v1/revocations` (publish scope): body is the list, binary or armored.
+pub async fn put(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    RawBody(body): RawBody,
+) -> ApiResult<Response> {
+    caller.require(&[Scope::Publish])?;
+    let verified = verify_revocation_list(&body, &st.vendor_keys)
+        .map_err(|e| ApiError::invalid_document("revocation list", e))?;
+    let version = verified.list.version;
+    let outcome = st
+        .writer
+        .submit(Write::Publish {
+            list: Box::new(verified.clone()),
+            actor: caller.name.clone(),
+            now: now(),
+        })
+        .await?;
+    match outcome {
+        Outcome::Published(Acceptance::Newer) => {
+            let cur = CurrentList::new(verified);
+            st.revocations.send_if_modified(|slot| {
+                if slot.as_ref().is_none_or(|s| s.version() < version) {
+                    *slot = Some(cur);
+                    true
+                } else {
+                    false
+                }
+            });
+            tracing::info!(version, token = %caller.name, "revocation list published");
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(json!({"version": version, "accepted": true})),
+            )
+                .into_response())
+        }
+        Outcome::Published(Acceptance::Same) => Ok(axum::Json(
+            json!({"version": version, "accepted": false, "message": "this list is already the current one"}),
+        )
+        .into_response()),
+        _ => Err(ApiError::internal("publish returned another outcome")),
+    }
+}

@@ -1,0 +1,313 @@
+//! Vendor-side endpoints: license status and quotas (WHOOSH), clusters,
+//! upgrade requests, and the relay's public key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use kaching_core::cluster::UpgradeRequest;
+use kaching_core::policy::{evaluate, LicenseInput, Settings, Snapshot};
+use kaching_core::status::LicenseStatus;
+use kaching_core::time::rfc3339;
+use kaching_core::{verify_license, LicenseId};
+
+use crate::db::now;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{json, Caller, RawBody};
+use crate::state::AppState;
+use crate::store::{Outcome, Write};
+use crate::tokens::Scope;
+
+/// `GET /v1/relay-key`: the SPKI PEM clusters pin to check relay-time statements.
+pub async fn relay_key(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        st.relay_key.public().to_pem(),
+    )
+        .into_response()
+}
+
+fn parse_id(id: &str) -> ApiResult<LicenseId> {
+    id.parse::<LicenseId>().map_err(ApiError::bad_request)
+}
+
+/// The latest picture of one license: its bytes and its cluster's last heartbeat.
+struct View {
+    bytes: Vec<u8>,
+    cluster: Option<(String, u64, u64, String)>,
+}
+
+async fn view(st: &AppState, id: LicenseId) -> ApiResult<View> {
+    let key = id.to_string();
+    let found = st
+        .readers
+        .read(move |c| {
+            let bytes: Option<Vec<u8>> = c
+                .query_row("SELECT bytes FROM licenses WHERE license_id = ?1", [&key], |r| r.get(0))
+                .optional()?;
+            let cluster = c
+                .query_row(
+                    "SELECT cluster_id, last_seen, active_nodes, quotas FROM clusters WHERE license_id = ?1
+                     ORDER BY status = 'active' DESC, last_seen DESC LIMIT 1",
+                    [&key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            Ok(bytes.map(|bytes| View { bytes, cluster }))
+        })
+        .await?;
+    found.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "license {id} has never been activated on this relay: it shows up after its cluster's first activation"
+        ))
+    })
+}
+
+/// Evaluates the license as the relay sees it now, from its latest heartbeat.
+async fn status(st: &AppState, id: LicenseId) -> ApiResult<LicenseStatus> {
+    let v = view(st, id).await?;
+    let verified = verify_license(&v.bytes, &st.vendor_keys);
+    let rejected;
+    let input = match &verified {
+        Ok(l) => LicenseInput::Verified(&l.license),
+        Err(e) => {
+            rejected = e.to_string();
+            LicenseInput::Rejected(&rejected)
+        }
+    };
+    let (cluster_id, last_seen, nodes, quotas) = match v.cluster {
+        Some((c, seen, n, q)) => (Some(c), Some(seen), n, q),
+        None => (None, None, 0, "{}".to_string()),
+    };
+    let quota_usage: BTreeMap<String, u64> = serde_json::from_str(&quotas).unwrap_or_default();
+    let settings = Settings {
+        audience: verified
+            .as_ref()
+            .map(|l| l.license.audience.clone())
+            .unwrap_or_else(|_| "bzzz".into()),
+        cluster_id,
+        ..Settings::default()
+    };
+    let snapshot = Snapshot {
+        trusted_time: 0,
+        live_nodes: nodes,
+        quota_usage,
+        last_relay_contact: last_seen,
+    };
+    let list = st.revocations.borrow().clone();
+    let verdict = evaluate(
+        input,
+        list.as_ref().map(|c| &c.verified.list),
+        &snapshot,
+        &st.catalog,
+        &settings,
+        now(),
+    );
+    Ok(LicenseStatus::from(&verdict))
+}
+
+/// `GET /v1/licenses/{id}/status` (whoosh or admin).
+pub async fn license_status(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<LicenseStatus>> {
+    caller.require(&[Scope::Whoosh])?;
+    Ok(Json(status(&st, parse_id(&id)?).await?))
+}
+
+/// `GET /v1/licenses/{id}/quotas` (whoosh or admin).
+pub async fn license_quotas(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Scope::Whoosh])?;
+    let s = status(&st, parse_id(&id)?).await?;
+    Ok(Json(
+        json!({"license_id": s.license_id, "quotas": s.quotas}),
+    ))
+}
+
+/// Query of `GET /v1/clusters`.
+#[derive(Deserialize)]
+pub struct ClusterQuery {
+    license: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// One row of `GET /v1/clusters`.
+#[derive(Serialize)]
+struct ClusterRow {
+    cluster_id: String,
+    license_id: String,
+    hostname: String,
+    status: String,
+    activated_at: String,
+    last_seen: String,
+    last_seq: u64,
+    heartbeats: u64,
+    state: Option<String>,
+    active_nodes: u64,
+    quotas: Value,
+    verifier_version: Option<String>,
+}
+
+/// `GET /v1/clusters[?license=ID][&after=CLUSTER][&limit=N]` (admin), ordered by cluster id.
+pub async fn clusters(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<ClusterQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[])?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
+    if let Some(l) = &q.license {
+        parse_id(l)?;
+    }
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let rows = st
+        .readers
+        .read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT cluster_id, license_id, hostname, status, activated_at, last_seen, last_seq,
+                        heartbeats, state, active_nodes, quotas, verifier_version
+                 FROM clusters WHERE (?1 IS NULL OR license_id = ?1) AND cluster_id > ?2
+                 ORDER BY cluster_id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![q.license, q.after.unwrap_or_default(), limit],
+                |r| {
+                    let quotas: String = r.get(10)?;
+                    Ok(ClusterRow {
+                        cluster_id: r.get(0)?,
+                        license_id: r.get(1)?,
+                        hostname: r.get(2)?,
+                        status: r.get(3)?,
+                        activated_at: rfc3339(r.get(4)?),
+                        last_seen: rfc3339(r.get(5)?),
+                        last_seq: r.get(6)?,
+                        heartbeats: r.get(7)?,
+                        state: r.get(8)?,
+                        active_nodes: r.get(9)?,
+                        quotas: serde_json::from_str(&quotas).unwrap_or(Value::Null),
+                        verifier_version: r.get(11)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    let next = if rows.len() == limit as usize {
+        rows.last().map(|r| r.cluster_id.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({"clusters": rows, "next_after": next})))
+}
+
+/// `POST /v1/upgrade-requests` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBody {
+    license_id: String,
+    requested_tier: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// `POST /v1/upgrade-requests` (whoosh or admin).
+pub async fn file_upgrade(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    RawBody(body): RawBody,
+) -> ApiResult<Response> {
+    caller.require(&[Scope::Whoosh])?;
+    let b: FileBody = json(&body)?;
+    let id = parse_id(&b.license_id)?;
+    if st.catalog.get(&b.requested_tier).is_none() {
+        let hint = kaching_core::tiers::closest(&b.requested_tier, st.catalog.names())
+            .map(|c| format!(" (did you mean {c:?}?)"))
+            .unwrap_or_default();
+        return Err(ApiError::bad_request(format!(
+            "unknown tier {:?}{hint}: use one of {}",
+            b.requested_tier,
+            st.catalog.names().join(", ")
+        )));
+    }
+    view(&st, id).await?;
+    let t = now();
+    let outcome = st
+        .writer
+        .submit(Write::FileUpgrade {
+            license_id: id.to_string(),
+            request: UpgradeRequest {
+                requested_tier: b.requested_tier,
+                message: b.message,
+                time: t,
+            },
+            actor: caller.name,
+            now: t,
+        })
+        .await?;
+    let created = matches!(outcome, Outcome::Filed(true));
+    Ok((
+        if created {
+            axum::http::StatusCode::CREATED
+        } else {
+            axum::http::StatusCode::OK
+        },
+        Json(json!({"license_id": id.to_string(), "filed": created})),
+    )
+        .into_response())
+}
+
+/// Query of `GET /v1/upgrade-requests`.
+#[derive(Deserialize)]
+pub struct UpgradeQuery {
+    license: Option<String>,
+}
+
+/// `GET /v1/upgrade-requests[?license=ID]` (admin), newest first, at most 1000.
+pub async fn list_upgrades(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<UpgradeQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[])?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
+    if let Some(l) = &q.license {
+        parse_id(l)?;
+    }
+    let rows = st
+        .readers
+        .read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT license_id, cluster_id, requested_tier, message, time, received_at, source
+                 FROM upgrade_requests WHERE (?1 IS NULL OR license_id = ?1)
+                 ORDER BY id DESC LIMIT 1000",
+            )?;
+            let rows = stmt.query_map(params![q.license], |r| {
+                let cluster: String = r.get(1)?;
+                Ok(json!({
+                    "license_id": r.get::<_, String>(0)?,
+                    "cluster_id": if cluster.is_empty() { Value::Null } else { Value::String(cluster) },
+                    "requested_tier": r.get::<_, String>(2)?,
+                    "message": r.get::<_, String>(3)?,
+                    "time": rfc3339(r.get(4)?),
+                    "received_at": rfc3339(r.get(5)?),
+                    "source": r.get::<_, String>(6)?,
+                }))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    Ok(Json(json!({"upgrade_requests": rows})))
+}

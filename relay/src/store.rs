@@ -1,0 +1,405 @@
+//! The state changes themselves, each run by the writer inside its own
+//! savepoint: checks first, then writes, then one audit row.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::json;
+
+use kaching_core::cluster::UpgradeRequest;
+use kaching_core::heartbeat::Heartbeat;
+use kaching_core::revocation::{accept_revocation_list, Acceptance, VerifiedRevocationList};
+use kaching_core::time::rfc3339;
+
+use crate::error::ApiError;
+
+/// A license being bound to a cluster (both documents already verified).
+#[derive(Debug)]
+pub struct Activation {
+    /// License id (UUID text).
+    pub license_id: String,
+    /// The license's binary bytes.
+    pub license_bytes: Vec<u8>,
+    /// Customer display name.
+    pub customer: String,
+    /// Tier name.
+    pub tier: String,
+    /// License `exp`.
+    pub expires_at: u64,
+    /// The activating cluster.
+    pub cluster_id: String,
+    /// Its public key.
+    pub cluster_key: [u8; 32],
+    /// Its host name.
+    pub hostname: String,
+    /// Its node count.
+    pub nodes: u32,
+    /// Seconds after its last contact that another cluster's hold on this license lapses.
+    pub stale_after: u64,
+    /// Relay time.
+    pub now: u64,
+}
+
+/// Every kind of write.
+#[derive(Debug)]
+pub enum Write {
+    /// `POST /v1/activate`.
+    Activate(Box<Activation>),
+    /// `POST /v1/heartbeat` or, when `beat.deactivate`, `POST /v1/deactivate`.
+    Beat {
+        /// The verified heartbeat.
+        beat: Box<Heartbeat>,
+        /// The key that signed it.
+        key: [u8; 32],
+        /// Relay time.
+        now: u64,
+    },
+    /// `PUT /v1/revocations`.
+    Publish {
+        /// The verified list.
+        list: Box<VerifiedRevocationList>,
+        /// Token name of the publisher.
+        actor: String,
+        /// Relay time.
+        now: u64,
+    },
+    /// `POST /v1/upgrade-requests`.
+    FileUpgrade {
+        /// License id (UUID text).
+        license_id: String,
+        /// The request.
+        request: UpgradeRequest,
+        /// Token name of the caller.
+        actor: String,
+        /// Relay time.
+        now: u64,
+    },
+    /// Heartbeat history older than `before` is deleted (maintenance, not audited).
+    Prune {
+        /// Relay time cut-off.
+        before: u64,
+    },
+}
+
+/// What a write did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Activated: the cluster's last accepted sequence number, and clusters displaced as stale.
+    Activated {
+        /// Last accepted heartbeat sequence number (0 for a new cluster).
+        last_seq: u64,
+        /// Stale clusters that lost the license.
+        displaced: Vec<String>,
+    },
+    /// Heartbeat (or deactivation) recorded.
+    Beat,
+    /// Revocation list accepted (`Newer`) or already current (`Same`).
+    Published(Acceptance),
+    /// Upgrade request stored (`false`: it was a duplicate).
+    Filed(bool),
+    /// Rows pruned.
+    Pruned(usize),
+}
+
+/// Runs one write; on error nothing it did is kept.
+pub fn apply(conn: &Connection, write: Write) -> Result<Outcome, ApiError> {
+    match write {
+        Write::Activate(a) => activate(conn, &a),
+        Write::Beat { beat, key, now } => heartbeat(conn, &beat, &key, now),
+        Write::Publish { list, actor, now } => publish(conn, &list, &actor, now),
+        Write::FileUpgrade {
+            license_id,
+            request,
+            actor,
+            now,
+        } => {
+            let new = insert_upgrade(conn, &license_id, "", &request, now, "whoosh")?;
+            if new {
+                crate::audit::append(
+                    conn,
+                    now,
+                    &format!("token:{actor}"),
+                    "upgrade_request",
+                    &license_id,
+                    &json!({"tier": request.requested_tier, "time": request.time}),
+                )?;
+            }
+            Ok(Outcome::Filed(new))
+        }
+        Write::Prune { before } => {
+            let n = conn.execute("DELETE FROM heartbeats WHERE received_at < ?1", [before])?;
+            Ok(Outcome::Pruned(n))
+        }
+    }
+}
+
+fn activate(conn: &Connection, a: &Activation) -> Result<Outcome, ApiError> {
+    let mut displaced = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT cluster_id, last_seen FROM clusters
+             WHERE license_id = ?1 AND status = 'active' AND cluster_id != ?2",
+        )?;
+        let mut rows = stmt.query(params![a.license_id, a.cluster_id])?;
+        while let Some(r) = rows.next()? {
+            let other: String = r.get(0)?;
+            let last_seen: u64 = r.get(1)?;
+            let free_at = last_seen.saturating_add(a.stale_after);
+            if free_at > a.now {
+                return Err(ApiError::conflict(
+                    "license_in_use",
+                    format!(
+                        "license {} is in use by cluster {other} (last seen {}): deactivate it there (a clean shutdown of its verifier does), or wait until {} when it counts as stale",
+                        a.license_id,
+                        rfc3339(last_seen),
+                        rfc3339(free_at)
+                    ),
+                ));
+            }
+            displaced.push(other);
+        }
+    }
+    for other in &displaced {
+        conn.prepare_cached(
+            "UPDATE clusters SET status = 'displaced', ended_at = ?1 WHERE cluster_id = ?2",
+        )?
+        .execute(params![a.now, other])?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO licenses (license_id, bytes, customer, tier, expires_at, first_seen)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(license_id) DO UPDATE SET bytes = excluded.bytes, customer = excluded.customer,
+             tier = excluded.tier, expires_at = excluded.expires_at",
+    )?
+    .execute(params![
+        a.license_id,
+        a.license_bytes,
+        a.customer,
+        a.tier,
+        a.expires_at,
+        a.now
+    ])?;
+    let last_seq: Option<u64> = conn
+        .prepare_cached("SELECT last_seq FROM clusters WHERE cluster_id = ?1")?
+        .query_row([&a.cluster_id], |r| r.get(0))
+        .optional()?;
+    match last_seq {
+        Some(_) => conn
+            .prepare_cached(
+                "UPDATE clusters SET license_id = ?2, cluster_key = ?3, hostname = ?4, status = 'active',
+                     activated_at = ?5, ended_at = NULL, last_seen = ?5, active_nodes = ?6
+                 WHERE cluster_id = ?1",
+            )?
+            .execute(params![
+                a.cluster_id,
+                a.license_id,
+                a.cluster_key.as_slice(),
+                a.hostname,
+                a.now,
+                a.nodes
+            ])?,
+        None => conn
+            .prepare_cached(
+                "INSERT INTO clusters (cluster_id, license_id, cluster_key, hostname, status,
+                     activated_at, last_seen, active_nodes)
+                 VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?5, ?6)",
+            )?
+            .execute(params![
+                a.cluster_id,
+                a.license_id,
+                a.cluster_key.as_slice(),
+                a.hostname,
+                a.now,
+                a.nodes
+            ])?,
+    };
+    crate::audit::append(
+        conn,
+        a.now,
+        &format!("cluster:{}", a.cluster_id),
+        "activate",
+        &a.license_id,
+        &json!({"hostname": a.hostname, "nodes": a.nodes, "displaced": displaced}),
+    )?;
+    Ok(Outcome::Activated {
+        last_seq: last_seq.unwrap_or(0),
+        displaced,
+    })
+}
+
+fn heartbeat(
+    conn: &Connection,
+    hb: &Heartbeat,
+    key: &[u8; 32],
+    now: u64,
+) -> Result<Outcome, ApiError> {
+    let license_id = hb.license_id.to_string();
+    let row: Option<(String, Vec<u8>, String, u64)> = conn
+        .prepare_cached(
+            "SELECT license_id, cluster_key, status, last_seq FROM clusters WHERE cluster_id = ?1",
+        )?
+        .query_row([&hb.cluster_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let Some((bound, bound_key, status, last_seq)) = row else {
+        return Err(ApiError::forbidden(
+            "not_activated",
+            format!(
+                "cluster {} is not activated on this relay: POST /v1/activate first",
+                hb.cluster_id
+            ),
+        ));
+    };
+    if status != "active" {
+        return Err(ApiError::forbidden(
+            "not_activated",
+            format!(
+                "cluster {} is {status} on this relay: activate it again before sending heartbeats",
+                hb.cluster_id
+            ),
+        ));
+    }
+    if bound != license_id {
+        return Err(ApiError::forbidden(
+            "wrong_license",
+            format!(
+                "cluster {} is bound to license {bound}, not {license_id}: activate with the license you run",
+                hb.cluster_id
+            ),
+        ));
+    }
+    if bound_key.as_slice() != key.as_slice() {
+        return Err(ApiError::forbidden(
+            "wrong_key",
+            "heartbeat is not signed by the key bound at activation",
+        ));
+    }
+    if hb.seq <= last_seq {
+        return Err(ApiError::conflict(
+            "replayed_heartbeat",
+            format!(
+                "sequence number {} is not above {last_seq}, the last accepted for this cluster: replay refused; sign a new heartbeat with a higher sequence number",
+                hb.seq
+            ),
+        ));
+    }
+    let quotas = serde_json::to_string(&hb.quotas).unwrap_or_else(|_| "{}".into());
+    conn.prepare_cached(
+        "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,
+             active_nodes = ?6, quotas = ?7, verifier_version = ?8, heartbeats = heartbeats + 1
+         WHERE cluster_id = ?1",
+    )?
+    .execute(params![
+        hb.cluster_id,
+        hb.seq,
+        now,
+        hb.time,
+        hb.state,
+        hb.active_nodes,
+        quotas,
+        hb.verifier_version
+    ])?;
+    if hb.deactivate {
+        conn.prepare_cached(
+            "UPDATE clusters SET status = 'deactivated', ended_at = ?2 WHERE cluster_id = ?1",
+        )?
+        .execute(params![hb.cluster_id, now])?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO heartbeats (cluster_id, seq, time, received_at, state, active_nodes, quotas)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        hb.cluster_id,
+        hb.seq,
+        hb.time,
+        now,
+        hb.state,
+        hb.active_nodes,
+        quotas
+    ])?;
+    for r in &hb.upgrade_requests {
+        insert_upgrade(conn, &license_id, &hb.cluster_id, r, now, "heartbeat")?;
+    }
+    crate::audit::append(
+        conn,
+        now,
+        &format!("cluster:{}", hb.cluster_id),
+        if hb.deactivate {
+            "deactivate"
+        } else {
+            "heartbeat"
+        },
+        &license_id,
+        &json!({"seq": hb.seq, "state": hb.state, "nodes": hb.active_nodes,
+                "upgrade_requests": hb.upgrade_requests.len()}),
+    )?;
+    Ok(Outcome::Beat)
+}
+
+fn insert_upgrade(
+    conn: &Connection,
+    license_id: &str,
+    cluster_id: &str,
+    r: &UpgradeRequest,
+    now: u64,
+    source: &str,
+) -> Result<bool, ApiError> {
+    let n = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO upgrade_requests
+                 (license_id, cluster_id, requested_tier, message, time, received_at, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            license_id,
+            cluster_id,
+            r.requested_tier,
+            r.message,
+            r.time,
+            now,
+            source
+        ])?;
+    Ok(n > 0)
+}
+
+fn publish(
+    conn: &Connection,
+    list: &VerifiedRevocationList,
+    actor: &str,
+    now: u64,
+) -> Result<Outcome, ApiError> {
+    let current: Option<(u64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT version, bytes FROM revocation_lists ORDER BY version DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let acceptance = accept_revocation_list(
+        list,
+        current.as_ref().map(|c| c.0),
+        current.as_ref().map(|c| c.1.as_slice()),
+    )
+    .map_err(|e| {
+        ApiError::conflict(
+            "rollback_refused",
+            format!("{e}; sign a list with a higher version"),
+        )
+    })?;
+    if acceptance == Acceptance::Newer {
+        conn.execute(
+            "INSERT INTO revocation_lists (version, bytes, kid, received_at) VALUES (?1, ?2, ?3, ?4)",
+            params![list.list.version, list.bytes, list.kid.to_hex(), now],
+        )?;
+        crate::audit::append(
+            conn,
+            now,
+            &format!("token:{actor}"),
+            "publish_revocations",
+            &format!("v{}", list.list.version),
+            &json!({"kid": list.kid.to_hex(), "entries": list.list.entries.len(),
+                    "expires": list.list.expires}),
+        )?;
+    }
+    Ok(Outcome::Published(acceptance))
+}

@@ -1,0 +1,299 @@
+//! Test harness: a real relay on 127.0.0.1:0 with a temporary data directory,
+//! and in-process signing of licenses, activation requests and heartbeats.
+
+// Helpers shared by test targets: each target uses a subset, and a panic is
+// the failure report (clippy.toml allows these only inside #[test] functions).
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kaching_core::cluster::ActivationRequest;
+use kaching_core::heartbeat::Heartbeat;
+use kaching_core::license::{HeartbeatPolicy, License, Limits, Period, Quota};
+use kaching_core::revocation::{RevocationEntry, RevocationList, RevocationStatus};
+use kaching_core::{armor, cluster_id, DocKind, LicenseId, SecretKey};
+use kaching_relay::tokens::{self, Scope};
+use kaching_relay::{db, Config};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::oneshot;
+
+pub const VENDOR_SEED: [u8; 32] = [1; 32];
+
+pub fn vendor() -> SecretKey {
+    SecretKey::from_seed(&VENDOR_SEED)
+}
+
+pub fn now() -> u64 {
+    db::now()
+}
+
+/// A connected license with id `[n; 16]`.
+pub fn license(n: u8, offline_grace: u64) -> License {
+    let t = now();
+    License {
+        id: LicenseId([n; 16]),
+        issuer: "vendor".into(),
+        customer_id: format!("cust-{n}"),
+        customer: format!("Customer {n}"),
+        audience: "bzzz".into(),
+        issued_at: t - 60,
+        not_before: t - 60,
+        expires_at: t + 365 * 86_400,
+        tier: "standard".into(),
+        features: BTreeSet::from(["basic-search".to_string()]),
+        limits: Limits {
+            max_nodes: 10,
+            max_cores: None,
+        },
+        quotas: BTreeMap::from([(
+            "api_calls".to_string(),
+            Quota {
+                limit: 1000,
+                period: Period::Month,
+            },
+        )]),
+        grace: 86_400,
+        overage: 0,
+        cluster: None,
+        heartbeat: Some(HeartbeatPolicy {
+            interval: 60,
+            offline_grace,
+        }),
+        supersedes: None,
+    }
+}
+
+pub fn armored_license(l: &License, key: &SecretKey) -> String {
+    armor::armor(DocKind::License, &l.sign(key))
+}
+
+pub fn cluster_key(n: u8) -> SecretKey {
+    SecretKey::from_seed(&[100 + n; 32])
+}
+
+pub fn activation_body(l: &License, cluster: &SecretKey) -> serde_json::Value {
+    let req = ActivationRequest {
+        cluster_id: cluster_id(&cluster.public()),
+        cluster_key: *cluster.public().as_bytes(),
+        hostname: "node-a".into(),
+        nodes: 3,
+        created: now(),
+    };
+    serde_json::json!({
+        "license": armored_license(l, &vendor()),
+        "activation_request": armor::armor(DocKind::ActivationRequest, &req.sign(cluster)),
+    })
+}
+
+pub fn beat(l: &License, cluster: &SecretKey, seq: u64) -> Heartbeat {
+    Heartbeat {
+        license_id: l.id,
+        cluster_id: cluster_id(&cluster.public()),
+        seq,
+        time: now(),
+        state: "active".into(),
+        active_nodes: 4,
+        quotas: BTreeMap::from([("api_calls".to_string(), 123)]),
+        verifier_version: "0.1.0-test".into(),
+        upgrade_requests: Vec::new(),
+        deactivate: false,
+    }
+}
+
+pub fn revocation_list(version: u64, suspended: &[LicenseId], key: &SecretKey) -> Vec<u8> {
+    RevocationList {
+        issuer: "vendor".into(),
+        version,
+        issued_at: now(),
+        expires: now() + 7 * 86_400,
+        entries: suspended
+            .iter()
+            .map(|id| RevocationEntry {
+                id: *id,
+                status: RevocationStatus::Suspended,
+                reason: "unpaid invoice".into(),
+                time: now(),
+            })
+            .collect(),
+    }
+    .sign(key)
+}
+
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub http: reqwest::Client,
+}
+
+pub fn config(dir: &std::path::Path) -> Config {
+    let mut c = Config {
+        data_dir: dir.to_path_buf(),
+        vendor_keys: Some(vendor().public().to_pem()),
+        long_poll_max: Duration::from_secs(20),
+        ..Config::default()
+    };
+    c.rate_limit.per_second = 0.0;
+    c
+}
+
+impl Relay {
+    pub async fn start() -> Relay {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = config(dir.path());
+        Self::start_with(dir, c).await
+    }
+
+    pub async fn start_with(dir: tempfile::TempDir, config: Config) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let cfg = config.clone();
+        let task = tokio::spawn(async move {
+            kaching_relay::run(listener, cfg, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let relay = Relay {
+            addr,
+            dir,
+            config,
+            stop: Some(stop),
+            task: Some(task),
+            http,
+        };
+        // Wait until it answers (bounded).
+        for _ in 0..100 {
+            if relay.http.get(relay.url("/healthz")).send().await.is_ok() {
+                return relay;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("relay did not start");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn token(&self, scope: Scope, name: &str) -> String {
+        let mut conn = db::open_and_migrate(&self.config.db_path()).expect("db");
+        tokens::create(&mut conn, scope, name, now()).expect("token")
+    }
+
+    pub async fn activate(&self, l: &License, cluster: &SecretKey) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/activate"))
+            .json(&activation_body(l, cluster))
+            .send()
+            .await
+            .expect("activate")
+    }
+
+    pub async fn post_beat(
+        &self,
+        path: &str,
+        hb: &Heartbeat,
+        key: &SecretKey,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header("content-type", DocKind::Heartbeat.content_type())
+            .body(hb.sign(key))
+            .send()
+            .await
+            .expect("heartbeat")
+    }
+
+    pub async fn get_json(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn publish(&self, token: &str, list: Vec<u8>) -> reqwest::Response {
+        self.http
+            .put(self.url("/v1/revocations"))
+            .bearer_auth(token)
+            .body(list)
+            .send()
+            .await
+            .expect("publish")
+    }
+
+    /// Stops the server and returns its data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("relay stops in time")
+                .expect("join")
+                .expect("run returned an error");
+        }
+        self.dir
+    }
+}
+
+pub async fn error_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    (
+        status,
+        v["error"]["code"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// Starts the relay binary with `serve --config`; returns it and the address it printed.
+pub async fn spawn_relay(config: &std::path::Path) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaching-relay"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn relay");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("relay prints its address in time")
+        .expect("read")
+        .expect("a line");
+    let addr = line
+        .strip_prefix("listening on ")
+        .expect("address line")
+        .to_string();
+    (child, addr)
+}
+
+/// Runs the relay binary with a data directory from the environment.
+pub fn relay_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kaching-relay"))
+        .args(args)
+        .env("KACHING_RELAY_DATA_DIR", dir)
+        .env_remove("KACHING_RELAY_CONFIG")
+        .output()
+        .unwrap()
+}
