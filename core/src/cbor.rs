@@ -11,7 +11,11 @@ use crate::error::{Error, Result};
 use crate::time::Timestamp;
 
 mod codec;
+mod read;
+mod write;
 pub(crate) use codec::{head, head_bytes};
+pub(crate) use read::{Key, Reader};
+pub(crate) use write::{for_each_in_key_order, Writer};
 
 /// Nesting deeper than this is refused before it can exhaust the stack.
 const RECURSION_LIMIT: usize = 16;

@@ -417,9 +417,11 @@ fn decide_state(
             ),
         );
     }
+    // The common answer, built without the formatting machinery: it is
+    // computed on every verification (docs/benchmarks.md, `verify`).
     (
         State::Active,
-        format!("license valid until {}", rfc3339(l.expires_at)),
+        ["license valid until ", &rfc3339(l.expires_at)].concat(),
     )
 }
 
@@ -616,7 +618,8 @@ fn decide_features(v: &mut Verdict, lic: Option<&License>, catalog: &TierCatalog
         None => Some(Decision::deny("license_unlicensed", v.reason.clone())),
         Some(_) => None,
     };
-    let included = lic.map(|l| Decision::allow(format!("included in this {} license", l.tier)));
+    let included =
+        lic.map(|l| Decision::allow(["included in this ", &l.tier, " license"].concat()));
     // Every feature the catalog or the license names, each decided once (the
     // map keeps them sorted); no intermediate list is built.
     let catalog_names = catalog.tiers.iter().flat_map(|t| t.features.iter());
@@ -638,23 +641,38 @@ fn decide_features(v: &mut Verdict, lic: Option<&License>, catalog: &TierCatalog
 
 /// Denial of a feature the license does not include, naming the tier that has it.
 fn not_in_tier(l: &License, catalog: &TierCatalog, name: &str) -> Decision {
-    let hint = match catalog.lowest_with_feature(name) {
-        Some(t) if catalog.rank(&t.name) > catalog.rank(&l.tier) => {
-            format!(
-                "; it is included from the {} tier up — ask your vendor to upgrade",
-                t.name
-            )
-        }
-        Some(_) => "; ask your vendor to add it to your license".to_string(),
-        None => String::new(),
+    // One allocation per denial, no formatting machinery: every
+    // verification decides each catalog feature the license lacks.
+    let (name, tier) = (name, l.tier.as_str());
+    let reason = match catalog.lowest_with_feature(name) {
+        Some(t) if catalog.rank(&t.name) > catalog.rank(tier) => [
+            "feature ",
+            name,
+            " is not included in this ",
+            tier,
+            " license; it is included from the ",
+            &t.name,
+            " tier up — ask your vendor to upgrade",
+        ]
+        .concat(),
+        Some(_) => [
+            "feature ",
+            name,
+            " is not included in this ",
+            tier,
+            " license; ask your vendor to add it to your license",
+        ]
+        .concat(),
+        None => [
+            "feature ",
+            name,
+            " is not included in this ",
+            tier,
+            " license",
+        ]
+        .concat(),
     };
-    Decision::deny(
-        "not_in_tier",
-        format!(
-            "feature {name} is not included in this {} license{hint}",
-            l.tier
-        ),
-    )
+    Decision::deny("not_in_tier", reason)
 }
 
 impl Verdict {

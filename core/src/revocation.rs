@@ -1,10 +1,9 @@
 //! Revocation lists: the vendor's signed, versioned statement of which
 //! licenses are revoked or suspended, and the rules for accepting a new one.
 
-use ciborium::value::Value;
 use serde::Serialize;
 
-use crate::cbor::{self, u, Fields, MapBuilder};
+use crate::cbor::{Key, Reader, Writer};
 use crate::envelope::{self, DocKind};
 use crate::error::{Error, Result};
 use crate::id::LicenseId;
@@ -66,96 +65,65 @@ impl RevocationList {
         self.entries.iter().find(|e| &e.id == id)
     }
 
-    /// The payload as deterministic CBOR.
+    /// The payload as deterministic CBOR, written directly (no `Value` tree).
     pub fn to_cbor(&self) -> Vec<u8> {
-        let mut entries = self.entries.clone();
-        entries.sort_by_key(|e| e.id);
-        let entries = entries
-            .into_iter()
-            .map(|e| {
-                MapBuilder::new()
-                    .text("id", Value::Bytes(e.id.0.to_vec()))
-                    .text("status", e.status.as_str())
-                    .text("reason", e.reason)
-                    .text("time", u(e.time))
-                    .build()
-            })
-            .collect();
-        let v = MapBuilder::new()
-            .int(cwt::ISS, self.issuer.as_str())
-            .int(cwt::IAT, u(self.issued_at))
-            .text("version", u(self.version))
-            .text("expires", u(self.expires))
-            .text("entries", Value::Array(entries))
-            .build();
-        cbor::to_vec(&v)
+        let mut w = Writer::with_capacity(64 + 64 * self.entries.len());
+        self.encode(&mut w);
+        w.into_vec()
+    }
+
+    /// Keys in deterministic order: `iss`, `iat`, then the text keys (all
+    /// seven letters long) bytewise; entries sorted by license id.
+    fn encode(&self, w: &mut Writer) {
+        w.map(5);
+        w.int(cwt::ISS).text(&self.issuer);
+        w.int(cwt::IAT).uint(self.issued_at);
+        w.text("entries").array(self.entries.len());
+        let mut sorted: Vec<&RevocationEntry> = self.entries.iter().collect();
+        if !sorted.windows(2).all(|p| p[0].id <= p[1].id) {
+            // Stable, like the sort the first encoder used.
+            sorted.sort_by_key(|e| e.id);
+        }
+        for e in sorted {
+            w.map(4);
+            w.text("id").bytes(&e.id.0);
+            w.text("time").uint(e.time);
+            w.text("reason").text(&e.reason);
+            w.text("status").text(e.status.as_str());
+        }
+        w.text("expires").uint(self.expires);
+        w.text("version").uint(self.version);
     }
 
     /// Decodes a payload, refusing unknown claims and non-canonical encodings.
     pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
-        let mut f = Fields::open("revocation list", cbor::from_slice(bytes)?)?;
-        let issuer = cbor::text(f.int_key(cwt::ISS).ok_or_else(|| f.missing("iss"))?, "iss")?;
-        let issued_at = cbor::time(f.int_key(cwt::IAT).ok_or_else(|| f.missing("iat"))?, "iat")?;
-        let version = cbor::uint(
-            f.text_key("version").ok_or_else(|| f.missing("version"))?,
-            "version",
-        )?;
-        let expires = cbor::time(
-            f.text_key("expires").ok_or_else(|| f.missing("expires"))?,
-            "expires",
-        )?;
-        let raw = cbor::array(
-            f.text_key("entries").ok_or_else(|| f.missing("entries"))?,
-            "entries",
-        )?;
-        f.finish()?;
-        let mut entries = Vec::with_capacity(raw.len());
-        for v in raw {
-            let mut e = Fields::open("revocation entry", v)?;
-            let id = LicenseId(cbor::bytes_n(
-                e.text_key("id").ok_or_else(|| e.missing("id"))?,
-                "id",
-            )?);
-            let status = match cbor::text(
-                e.text_key("status").ok_or_else(|| e.missing("status"))?,
-                "status",
-            )?
-            .as_str()
-            {
-                "revoked" => RevocationStatus::Revoked,
-                "suspended" => RevocationStatus::Suspended,
-                other => {
-                    return Err(Error::Payload(format!(
-                        "unknown revocation status {other:?}"
-                    )))
-                }
-            };
-            let reason = cbor::text(
-                e.text_key("reason").ok_or_else(|| e.missing("reason"))?,
-                "reason",
-            )?;
-            let time = cbor::time(e.text_key("time").ok_or_else(|| e.missing("time"))?, "time")?;
-            e.finish()?;
-            entries.push(RevocationEntry {
-                id,
-                status,
-                reason,
-                time,
-            });
+        let mut r = Reader::new(bytes);
+        let mut m = r.map("revocation list")?;
+        let (mut issuer, mut issued_at, mut entries, mut expires, mut version) =
+            (None, None, None, None, None);
+        while let Some(key) = r.key(&mut m)? {
+            match key {
+                Key::Int(cwt::ISS) => issuer = Some(r.text("iss")?.to_owned()),
+                Key::Int(cwt::IAT) => issued_at = Some(r.uint("iat")?),
+                Key::Text(b"entries") => entries = Some(read_entries(&mut r)?),
+                Key::Text(b"expires") => expires = Some(r.uint("expires")?),
+                Key::Text(b"version") => version = Some(r.uint("version")?),
+                other => return Err(m.unknown(other)),
+            }
         }
-        if entries.windows(2).any(|w| w[0].id >= w[1].id) {
-            return Err(Error::Payload(
-                "revocation entries must be sorted by id, without duplicates".into(),
-            ));
-        }
+        r.end()?;
         let list = RevocationList {
-            issuer,
-            version,
-            issued_at,
-            expires,
-            entries,
+            issuer: issuer.ok_or_else(|| m.missing("iss"))?,
+            version: version.ok_or_else(|| m.missing("version"))?,
+            issued_at: issued_at.ok_or_else(|| m.missing("iat"))?,
+            expires: expires.ok_or_else(|| m.missing("expires"))?,
+            entries: entries.ok_or_else(|| m.missing("entries"))?,
         };
-        if list.to_cbor() != bytes {
+        // As for licenses: the reader refuses what it can see, and the
+        // re-encoding keeps decode→encode byte identity a guarantee.
+        let mut w = Writer::with_capacity(bytes.len());
+        list.encode(&mut w);
+        if w.into_vec() != bytes {
             return Err(Error::Payload(
                 "revocation list is not in canonical encoding".into(),
             ));
@@ -172,6 +140,49 @@ impl RevocationList {
     pub fn is_stale(&self, now: Timestamp) -> bool {
         now >= self.expires
     }
+}
+
+/// Reads the entries array: each entry's claims, then their order by id.
+fn read_entries(r: &mut Reader<'_>) -> Result<Vec<RevocationEntry>> {
+    let n = r.array_len("entries")?;
+    // `n` is bounded by the bytes left, not by what they can hold: cap the guess.
+    let mut entries: Vec<RevocationEntry> = Vec::with_capacity(n.min(256));
+    for _ in 0..n {
+        let mut m = r.map("revocation entry")?;
+        let (mut id, mut time, mut reason, mut status) = (None, None, None, None);
+        while let Some(key) = r.key(&mut m)? {
+            match key {
+                Key::Text(b"id") => id = Some(LicenseId(r.bytes_n("id")?)),
+                Key::Text(b"time") => time = Some(r.uint("time")?),
+                Key::Text(b"reason") => reason = Some(r.text("reason")?.to_owned()),
+                Key::Text(b"status") => {
+                    status = Some(match r.text("status")? {
+                        "revoked" => RevocationStatus::Revoked,
+                        "suspended" => RevocationStatus::Suspended,
+                        other => {
+                            return Err(Error::Payload(format!(
+                                "unknown revocation status {other:?}"
+                            )))
+                        }
+                    })
+                }
+                other => return Err(m.unknown(other)),
+            }
+        }
+        let entry = RevocationEntry {
+            id: id.ok_or_else(|| m.missing("id"))?,
+            status: status.ok_or_else(|| m.missing("status"))?,
+            reason: reason.ok_or_else(|| m.missing("reason"))?,
+            time: time.ok_or_else(|| m.missing("time"))?,
+        };
+        if entries.last().is_some_and(|prev| prev.id >= entry.id) {
+            return Err(Error::Payload(
+                "revocation entries must be sorted by id, without duplicates".into(),
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
 }
 
 /// A revocation list that passed signature verification.
