@@ -53,6 +53,9 @@ pub enum Command {
     /// Show or re-sign the revocation list
     #[command(subcommand)]
     Revocations(RevocationsCommand),
+    /// Upload the current revocation list to a relay (PUT /v1/revocations)
+    #[command(after_long_help = crate::exit::TABLE)]
+    Publish(PublishArgs),
     /// What was issued, to whom, and its state and history
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -249,6 +252,21 @@ pub struct RevokeArgs {
     /// Freshness deadline of the new list: date or duration [default: revocation_validity]
     #[arg(long, value_name = "DATE|DURATION")]
     pub expires: Option<String>,
+}
+
+/// `publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Relay base URL [else KACHING_RELAY_URL, else `[relay] url` in kaching.toml]
+    #[arg(long, env = "KACHING_RELAY_URL", value_name = "URL")]
+    pub relay: Option<String>,
+    /// File holding a publish-scope relay token (`kaching-relay token create --scope publish`)
+    /// [else KACHING_RELAY_TOKEN_FILE, else `[relay] token_file` in kaching.toml]
+    #[arg(long, env = "KACHING_RELAY_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Seconds to wait for the relay
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    pub timeout: u64,
 }
 
 /// `revocations …`.

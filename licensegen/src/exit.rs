@@ -29,6 +29,14 @@ pub const CLOCK_TAMPERED: u8 = 15;
 /// `verify`: a connected license past its offline grace.
 pub const OVERDUE: u8 = 16;
 
+/// `publish`: the relay could not be reached (network, timeout, 5xx, 429).
+pub const RELAY_UNREACHABLE: u8 = 20;
+/// `publish`: the relay refused the token (missing, unknown, revoked, wrong scope).
+pub const RELAY_TOKEN: u8 = 21;
+/// `publish`: the relay refused the list (older or conflicting version, or
+/// signed by a key it does not trust).
+pub const RELAY_REFUSED: u8 = 22;
+
 /// The exit code for a verdict state.
 pub fn for_state(state: State) -> u8 {
     match state {
@@ -55,7 +63,10 @@ Exit codes:
   13  verify: expired (past expiry and grace)
   14  verify: not yet valid
   15  verify: clock tampered (clock behind time already seen)
-  16  verify: overdue (connected license past its offline grace)";
+  16  verify: overdue (connected license past its offline grace)
+  20  publish: relay unreachable (network, timeout, 5xx, rate limited)
+  21  publish: relay refused the token (missing, unknown, revoked, wrong scope)
+  22  publish: relay refused the list (older version, or a vendor key it does not trust)";
 
 #[cfg(test)]
 mod tests {

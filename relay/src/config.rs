@@ -15,6 +15,24 @@ pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
 /// Sections whose keys an environment variable may name (`RATE_LIMIT_BURST`).
 const SECTIONS: [&str; 2] = ["rate_limit", "commit"];
 
+/// The `KACHING_RELAY_*` names the relay reads (lower-cased, without the
+/// prefix). Others are left alone: the verifier's `[relay]` overrides share
+/// the prefix (`KACHING_RELAY_URL`, …) and may sit in the same environment.
+const ENV_KEYS: [&str; 12] = [
+    "listen",
+    "data_dir",
+    "vendor_keys",
+    "vendor_keys_file",
+    "clock_window",
+    "default_offline_grace",
+    "long_poll_max",
+    "max_body_bytes",
+    "heartbeat_retention",
+    "rate_limit_per_second",
+    "rate_limit_burst",
+    "commit_max_batch",
+];
+
 /// Everything the relay needs to start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -125,7 +143,7 @@ impl Config {
                 continue;
             };
             let key = key.to_ascii_lowercase();
-            if key == "config" {
+            if !ENV_KEYS.contains(&key.as_str()) {
                 continue;
             }
             let parsed = parse_env_value(&value);
@@ -267,6 +285,17 @@ mod tests {
         assert_eq!(c.rate_limit.burst, 3);
         assert_eq!(c.clock_window, Duration::from_secs(10));
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn verifier_relay_variables_in_the_same_environment_are_ignored() {
+        let env = [
+            ("KACHING_RELAY_URL".to_string(), "http://127.0.0.1:1".to_string()),
+            ("KACHING_RELAY_PUBLIC_KEY".into(), "/etc/kaching/relay.pub".into()),
+            ("KACHING_RELAY_LISTEN".into(), "127.0.0.1:9".into()),
+        ];
+        let c = Config::from_parts("", env).expect("verifier variables must not break the relay");
+        assert_eq!(c.listen, "127.0.0.1:9");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum Command {
     Upgrade(String, String, ReplyTo),
     /// List queued upgrade requests.
     ListUpgrades(ReplyTo),
+    /// Connected mode: work for or from the relay worker.
+    Relay(crate::relay::Request),
     /// Flush and stop.
     Shutdown,
 }
@@ -74,6 +76,10 @@ pub fn spawn(
                     Command::Spend(m, a, k, r) => (Some(engine.spend(&m, a, &k, now)), Some(r)),
                     Command::Upgrade(t, m, r) => (Some(engine.queue_upgrade(&t, &m, now)), Some(r)),
                     Command::ListUpgrades(r) => (Some(engine.list_upgrades()), Some(r)),
+                    Command::Relay(req) => {
+                        engine.relay_request(req, now);
+                        (None, None)
+                    }
                 };
                 // Publish before replying: a client that got its answer sees
                 // the new state on its next read.

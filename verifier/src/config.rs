@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::clock::Clock;
+pub use crate::relay::RelayConfig;
 
 /// The documented example configuration (all defaults).
 pub const EXAMPLE: &str = include_str!("../config.example.toml");
@@ -64,6 +65,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Tier catalog to use instead of the built-in one.
     pub tiers: Option<PathBuf>,
+    /// Connected mode: the `[relay]` section (off while `relay.url` is unset).
+    pub relay: RelayConfig,
     /// Where "now" comes from. Not configurable from files: tests inject
     /// offsets here to simulate a clock wound back.
     pub clock: Clock,
@@ -89,6 +92,7 @@ impl Default for Config {
             idempotency_ttl: Duration::from_secs(7 * 86_400),
             max_body_bytes: 16 * 1024,
             tiers: None,
+            relay: RelayConfig::default(),
             clock: Clock::system(),
         }
     }
@@ -114,6 +118,19 @@ struct FileConfig {
     idempotency_ttl: Option<String>,
     max_body_bytes: Option<usize>,
     tiers: Option<PathBuf>,
+    relay: Option<FileRelay>,
+}
+
+/// The file form of `[relay]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRelay {
+    url: Option<String>,
+    public_key: Option<PathBuf>,
+    heartbeat_interval: Option<String>,
+    timeout: Option<String>,
+    long_poll: Option<String>,
+    max_backoff: Option<String>,
 }
 
 /// Keys that may be set from the environment as `KACHING_<KEY>`.
@@ -135,6 +152,12 @@ pub const ENV_KEYS: &[&str] = &[
     "idempotency_ttl",
     "max_body_bytes",
     "tiers",
+    "relay_url",
+    "relay_public_key",
+    "relay_heartbeat_interval",
+    "relay_timeout",
+    "relay_long_poll",
+    "relay_max_backoff",
 ];
 
 impl Config {
@@ -197,6 +220,21 @@ impl Config {
             max_body_bytes,
             tiers
         );
+        if let Some(r) = f.relay {
+            macro_rules! set_relay {
+                ($($k:ident),*) => {$(
+                    if let Some(v) = r.$k { self.set(concat!("relay_", stringify!($k)), &v_to_string(v))?; }
+                )*};
+            }
+            set_relay!(
+                url,
+                public_key,
+                heartbeat_interval,
+                timeout,
+                long_poll,
+                max_backoff
+            );
+        }
         Ok(())
     }
 
@@ -250,10 +288,31 @@ impl Config {
                 })?
             }
             "tiers" => self.tiers = (!value.is_empty()).then(|| value.into()),
+            "relay_url" => {
+                self.relay.url =
+                    (!value.is_empty()).then(|| value.trim_end_matches('/').to_string())
+            }
+            "relay_public_key" => self.relay.public_key = (!value.is_empty()).then(|| value.into()),
+            "relay_heartbeat_interval" => {
+                self.relay.heartbeat_interval = if value.is_empty() {
+                    None
+                } else {
+                    Some(dur(value)?)
+                }
+            }
+            "relay_timeout" => self.relay.timeout = dur(value)?,
+            "relay_long_poll" => self.relay.long_poll = dur(value)?,
+            "relay_max_backoff" => self.relay.max_backoff = dur(value)?,
             other => bail!("unknown configuration key {other:?}"),
         }
         if self.tick.is_zero() || self.lease_ttl.is_zero() {
             bail!("tick and lease_ttl must be greater than zero");
+        }
+        if self.relay.timeout.is_zero()
+            || self.relay.max_backoff.is_zero()
+            || self.relay.heartbeat_interval.is_some_and(|d| d.is_zero())
+        {
+            bail!("relay timeout, max_backoff and heartbeat_interval must be greater than zero");
         }
         Ok(())
     }
@@ -343,6 +402,24 @@ mod tests {
             .unwrap();
         assert_eq!(c.listen.port(), 9100);
         assert_eq!(c.lease_ttl, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn relay_section_and_its_environment_overrides() {
+        let mut c = Config::default();
+        c.apply_toml(
+            "[relay]\nurl = \"https://relay.example.com/\"\npublic_key = \"/etc/kaching/relay.pub\"\nheartbeat_interval = \"30s\"",
+        )
+        .unwrap();
+        assert_eq!(c.relay.url.as_deref(), Some("https://relay.example.com"));
+        assert_eq!(c.relay.heartbeat_interval, Some(Duration::from_secs(30)));
+        c.apply_env([(
+            "KACHING_RELAY_URL".to_string(),
+            "http://127.0.0.1:9".to_string(),
+        )])
+        .unwrap();
+        assert_eq!(c.relay.url.as_deref(), Some("http://127.0.0.1:9"));
+        assert!(c.apply_toml("[relay]\nurll = \"x\"").is_err());
     }
 
     #[test]

@@ -45,6 +45,11 @@ pub struct StatusBody {
     pub evaluated_at: String,
     /// Files refused since they last loaded cleanly (last-known-good in force).
     pub rejections: Vec<Rejection>,
+    /// The trusted-time mark (the latest time this verifier has seen), RFC 3339.
+    pub trusted_time: String,
+    /// Connected mode: the relay conversation; absent when no relay is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<crate::relay::RelayStatus>,
 }
 
 /// What the API serves: the verdict plus pre-rendered JSON, swapped whole.
@@ -114,6 +119,8 @@ pub struct Engine {
     current: Arc<Published>,
     pub(crate) events: Vec<Event>,
     last_prune: Timestamp,
+    /// Connected mode: what the relay worker reported (see [`crate::relay`]).
+    pub(crate) relay: crate::relay::RelayState,
 }
 
 /// The trusted-time mark is written when it moved this far, and at shutdown.
@@ -172,6 +179,7 @@ impl Engine {
         let leases = db.leases()?;
         let counters = db.counters()?;
         let placeholder = placeholder();
+        let relay = crate::relay::RelayState::load(&cfg.relay, &db)?;
         let mut e = Engine {
             cfg,
             settings,
@@ -191,6 +199,7 @@ impl Engine {
             current: Arc::new(placeholder),
             events: Vec::new(),
             last_prune: 0,
+            relay,
         };
         e.reload(now);
         e.persist_mark(true)?;
@@ -234,7 +243,7 @@ impl Engine {
             trusted_time: self.mark,
             live_nodes: self.live_nodes(now),
             quota_usage: usage,
-            last_relay_contact: None,
+            last_relay_contact: self.relay.last_contact,
         };
         let input = match (&self.license, &self.license_problem) {
             (Some(v), _) => LicenseInput::Verified(&v.license),
@@ -270,6 +279,8 @@ impl Engine {
             cluster_id: self.identity.cluster_id.clone(),
             evaluated_at: rfc3339(now),
             rejections,
+            trusted_time: rfc3339(self.mark),
+            relay: self.relay.status(),
         };
         let changed = event_key(&body) != event_key(&self.current.status);
         let status_json = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
@@ -294,6 +305,11 @@ impl Engine {
             status_json,
             quotas_json,
         });
+    }
+
+    /// Raises the trusted-time mark to `t` (relay-signed time); never lowers it.
+    pub(crate) fn raise_mark(&mut self, t: Timestamp) {
+        self.mark = self.mark.max(t);
     }
 
     /// Writes the trusted-time mark when it moved enough (or `force`).
@@ -375,6 +391,8 @@ fn placeholder() -> Published {
         cluster_id: String::new(),
         evaluated_at: String::new(),
         rejections: Vec::new(),
+        trusted_time: String::new(),
+        relay: None,
     };
     Published {
         verdict,

@@ -7,7 +7,7 @@
 //! Modules: [`config`] (TOML + env), [`state`] (SQLite), [`identity`] (cluster
 //! key), [`loader`] (file verification), [`watcher`] (file events),
 //! [`reload`] (last-known-good), [`engine`] and [`ops`] (verdict and writes), [`actor`] (the engine thread), [`api`] (axum
-//! routes), [`report`] (air-gapped documents), [`exit`] (check exit codes).
+//! routes), [`report`] (air-gapped documents), [`relay`] (connected mode), [`exit`] (check exit codes).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -23,6 +23,7 @@ pub mod identity;
 pub mod loader;
 pub mod metrics;
 pub mod ops;
+pub mod relay;
 pub mod reload;
 pub mod report;
 pub mod state;
@@ -56,6 +57,8 @@ pub async fn run(
     let tick = config.tick;
     let max_body = config.max_body_bytes;
     let watch_cfg = config.clone();
+    let relay_cfg = config.relay.clone();
+    let relay_key = relay::load_relay_key(&relay_cfg)?;
     let engine = tokio::task::spawn_blocking(move || Engine::open(config, true))
         .await
         .context("engine start panicked")??;
@@ -76,6 +79,31 @@ pub async fn run(
             }
         })
     };
+    let (relay_stop, relay_stop_rx) = tokio::sync::watch::channel(false);
+    let client = match (&relay_cfg.url, relay_key) {
+        (Some(url), Some(key)) => {
+            relay::client::Client::new(url, key, cluster_id.clone(), relay_cfg.timeout).map(Some)
+        }
+        _ => Ok(None),
+    };
+    let relay_tasks = match client {
+        Ok(Some(client)) => {
+            tracing::info!(relay = ?relay_cfg.url, "connected mode: talking to the relay");
+            relay::spawn(
+                client,
+                relay_cfg.long_poll,
+                relay_cfg.max_backoff,
+                handle.tx.clone(),
+                relay_stop_rx,
+            )
+        }
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            ticker.abort();
+            let _ = handle.tx.send(actor::Command::Shutdown);
+            return Err(e.context("cannot set up the HTTP client for the relay"));
+        }
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = api::router(
         api::AppState {
@@ -93,6 +121,14 @@ pub async fn run(
             let _ = stop_tx.send(true);
         })
         .await;
+    // Stop the relay tasks first: the last heartbeat (deactivation) needs the engine.
+    let _ = relay_stop.send(true);
+    let bound = relay_cfg.timeout + std::time::Duration::from_secs(1);
+    for t in relay_tasks {
+        if tokio::time::timeout(bound, t).await.is_err() {
+            tracing::warn!("the relay worker did not stop in time; leaving it");
+        }
+    }
     ticker.abort();
     let _ = handle.tx.send(actor::Command::Shutdown);
     let flushed = tokio::task::spawn_blocking(move || engine_thread.join())

@@ -89,6 +89,27 @@ pub fn render(b: &Value) -> String {
             .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
             .unwrap_or_default(),
     );
+    if b["relay"].is_object() {
+        let r = &b["relay"];
+        row(
+            "relay",
+            format!(
+                "{} — last contact {}{}",
+                s(&r["url"]),
+                s(&r["last_contact"]),
+                match &r["activated_license"] {
+                    serde_json::Value::String(id) => format!(", holds license {id}"),
+                    _ => String::new(),
+                }
+            ),
+        );
+        if r["last_error"].is_string() {
+            row("relay err", s(&r["last_error"]));
+        }
+        if r["message"].is_string() {
+            row("relay msg", s(&r["message"]));
+        }
+    }
     if let Some(q) = b["quotas"].as_object() {
         out.push_str("quotas\n");
         for (name, v) in q {
@@ -124,4 +145,31 @@ pub fn render(b: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_contact_and_error_are_shown() {
+        let body = serde_json::json!({
+            "state": "active",
+            "relay": {
+                "url": "https://relay.example.com",
+                "last_contact": "2026-11-22T18:42:54Z",
+                "last_error": "2026-11-22T18:43:00Z: relay unreachable",
+                "activated_license": "9c77fe2a",
+                "message": null
+            }
+        });
+        let text = render(&body);
+        assert!(text.contains("relay      https://relay.example.com — last contact 2026-11-22T18:42:54Z, holds license 9c77fe2a\n"), "{text}");
+        assert!(
+            text.contains("relay err  2026-11-22T18:43:00Z: relay unreachable\n"),
+            "{text}"
+        );
+        assert!(!text.contains("relay msg"), "{text}");
+        assert!(!render(&serde_json::json!({"state": "active"})).contains("relay"));
+    }
 }

@@ -4,6 +4,7 @@
 mod keys;
 mod ledger_cmds;
 mod licenses;
+mod publish;
 mod revoke;
 mod setup;
 
@@ -31,6 +32,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Reinstate(a) => revoke::reinstate(&ctx, a),
         Command::Revoke(a) => revoke::revoke(&ctx, a),
         Command::Revocations(r) => revoke::revocations(&ctx, r),
+        Command::Publish(a) => publish::publish(&ctx, a),
         Command::Ledger(l) => ledger_cmds::ledger(&ctx, l),
         Command::Usage(u) => ledger_cmds::usage(&ctx, u),
     }

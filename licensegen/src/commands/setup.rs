@@ -16,6 +16,7 @@ pub(super) fn init(ctx: &Ctx<'_>, a: &InitArgs) -> Result<u8> {
         audience: a.audience.clone(),
         revocation_validity: a.revocation_validity.clone(),
         armor: a.armor,
+        relay: None,
     };
     // Check everything cheap before asking for a passphrase.
     config.revocation_validity_secs()?;

@@ -295,6 +295,7 @@ mod tests {
             audience: "bzzz".into(),
             revocation_validity: "7d".into(),
             armor: false,
+            relay: None,
         }
     }
 

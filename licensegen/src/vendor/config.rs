@@ -20,6 +20,19 @@ pub struct Config {
     /// Write armored (text) license files by default.
     #[serde(default)]
     pub armor: bool,
+    /// Where `licensegen publish` uploads revocation lists (optional `[relay]` table).
+    #[serde(default)]
+    pub relay: Option<RelaySettings>,
+}
+
+/// `[relay]` in kaching.toml: defaults for `licensegen publish`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Relay base URL, e.g. `https://relay.example.com`.
+    pub url: Option<String>,
+    /// File holding a publish-scope token (relative paths: from the vendor directory).
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 fn default_audience() -> String {
@@ -94,6 +107,7 @@ mod tests {
             audience: "bzzz".into(),
             revocation_validity: "7d".into(),
             armor: true,
+            relay: None,
         };
         assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
         assert_eq!(c.revocation_validity_secs().unwrap(), 7 * 86_400);

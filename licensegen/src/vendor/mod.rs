@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use kaching_core::{PublicKey, TierCatalog, TrustedKeys};
 
-pub use config::{parse_duration, Config};
+pub use config::{parse_duration, Config, RelaySettings};
 pub use init::{init, InitOptions};
 
 /// Settings file; its presence (with `vendor.key`) marks a vendor directory.

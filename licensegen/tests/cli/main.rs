@@ -12,5 +12,6 @@ mod airgap;
 mod fixtures;
 mod inspect_verify;
 mod issue;
+mod publish;
 mod revocations;
 mod setup;

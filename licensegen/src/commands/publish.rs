@@ -1,0 +1,147 @@
+//! `publish`: upload the vendor directory's current revocation list to a
+//! relay (`PUT /v1/revocations`, publish-scope token). The relay keeps only
+//! a list signed by a vendor key it trusts with a higher version, and wakes
+//! every connected verifier's long-poll the moment it commits one.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kaching_core::{verify_revocation_list, DocKind};
+
+use super::Ctx;
+use crate::cli::PublishArgs;
+use crate::error::usage;
+use crate::exit;
+use crate::output::{note, out};
+use crate::vendor::REVOCATIONS_FILE;
+
+pub(super) fn publish(ctx: &Ctx<'_>, a: &PublishArgs) -> Result<u8> {
+    let v = ctx.vendor()?;
+    let settings = v.config.relay.clone().unwrap_or_default();
+    let url = a
+        .relay
+        .clone()
+        .or(settings.url)
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| {
+            usage("no relay to publish to: pass --relay URL, set KACHING_RELAY_URL, or add `[relay] url = \"…\"` to kaching.toml")
+        })?;
+    let token_file = a
+        .token_file
+        .clone()
+        .or_else(|| settings.token_file.map(|f| v.root.join(f)))
+        .ok_or_else(|| {
+            usage("no relay token: pass --token-file FILE (a publish-scope token from `kaching-relay token create --scope publish`), set KACHING_RELAY_TOKEN_FILE, or add `[relay] token_file` to kaching.toml")
+        })?;
+    let token = read_token(&token_file)?;
+    let path = v.path(REVOCATIONS_FILE);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read {}: sign a revocation list first (suspend, revoke or `revocations refresh`)",
+            path.display()
+        )
+    })?;
+    // Never upload something the relay (or any verifier) would refuse anyway.
+    let list = verify_revocation_list(&bytes, &v.trusted_keys()?).with_context(|| {
+        format!(
+            "{} does not verify with this vendor directory's keys: re-sign it with `licensegen revocations refresh`",
+            path.display()
+        )
+    })?;
+    let version = list.list.version;
+    let endpoint = format!("{}/v1/revocations", url.trim_end_matches('/'));
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(a.timeout.max(1)))
+        .user_agent(concat!("licensegen/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot set up the HTTP client")?;
+    let resp = match client
+        .put(&endpoint)
+        .bearer_auth(token.trim())
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            DocKind::RevocationList.content_type(),
+        )
+        .body(bytes)
+        .send()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            note(&format!(
+                "error: cannot reach the relay at {url} ({e}): check the URL and that the relay is running, then publish again"
+            ));
+            return Ok(exit::RELAY_UNREACHABLE);
+        }
+    };
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().unwrap_or_default();
+    let message = body["error"]["message"]
+        .as_str()
+        .or_else(|| body["message"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let code = match status.as_u16() {
+        200..=299 => {
+            if body["accepted"].as_bool() == Some(false) {
+                out(&format!(
+                    "relay {url} already holds revocation list version {version}\n"
+                ))?;
+            } else {
+                out(&format!(
+                    "published revocation list version {version} to {url}; connected verifiers pick it up within seconds\n"
+                ))?;
+            }
+            return Ok(exit::OK);
+        }
+        401 | 403 => {
+            note(&format!(
+                "error: the relay refused the token in {} ({status}: {message}): use a live publish-scope token (`kaching-relay token create --scope publish`)",
+                token_file.display()
+            ));
+            exit::RELAY_TOKEN
+        }
+        409 => {
+            note(&format!(
+                "error: the relay refused version {version} ({message}): it already holds a newer or different list. Sign a newer one (`licensegen revocations refresh`) and publish again"
+            ));
+            exit::RELAY_REFUSED
+        }
+        422 => {
+            note(&format!(
+                "error: the relay refused the list ({message}): add this vendor's public key (`licensegen key export-public`) to the relay's vendor_keys"
+            ));
+            exit::RELAY_REFUSED
+        }
+        429 | 500..=599 => {
+            note(&format!(
+                "error: the relay at {url} is busy or failing ({status}: {message}): publish again shortly"
+            ));
+            exit::RELAY_UNREACHABLE
+        }
+        _ => {
+            note(&format!(
+                "error: the relay answered {status} ({message}): check --relay points at a kaching-relay"
+            ));
+            exit::FAILURE
+        }
+    };
+    Ok(code)
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        usage(format!(
+            "cannot read relay token file {} ({e}): put a publish-scope token there (`kaching-relay token create --scope publish`)",
+            path.display()
+        ))
+    })?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(usage(format!(
+            "relay token file {} is empty: put a publish-scope token there",
+            path.display()
+        )));
+    }
+    Ok(token)
+}

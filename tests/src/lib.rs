@@ -1,0 +1,444 @@
+//! kaching-e2e: the three programs together on loopback. A small harness
+//! runs `licensegen` in-process ([`Vendor`]), a real relay ([`Relay`],
+//! `kaching_relay::run`) and real verifiers ([`Verifier`],
+//! `kaching_verifier::run`) on 127.0.0.1 port 0 over temporary folders, so
+//! the end-to-end tests in `tests/e2e/` and the latency measurement in
+//! `examples/suspension_latency.rs` read like the operator's steps.
+//!
+//! Waits are bounded polls ([`WAIT`]); nothing asserts on elapsed time.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+// Test harness: a panic (with the state it saw) is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The vendor key passphrase used by every test vendor.
+pub const PASS: &str = "correct horse battery staple";
+
+/// Upper bound of every wait: generous, so a loaded machine only makes a
+/// test slower, never red.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+static ENV: Once = Once::new();
+
+/// Test-only scrypt work factor for licensegen's vendor keys (set once, before
+/// any thread reads it).
+fn fast_scrypt() {
+    ENV.call_once(|| std::env::set_var("KACHING_TEST_SCRYPT_LOG_N", "4"));
+}
+
+/// A license file written by `licensegen issue`.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// License id.
+    pub id: String,
+    /// The file.
+    pub path: PathBuf,
+}
+
+/// A vendor directory driven through `licensegen::run_code`.
+pub struct Vendor {
+    _tmp: tempfile::TempDir,
+    /// Folder holding the vendor directory, the passphrase file and issued licenses.
+    pub root: PathBuf,
+    /// The vendor directory.
+    pub dir: PathBuf,
+    pass: PathBuf,
+}
+
+impl Vendor {
+    /// `licensegen init` in a fresh temporary folder.
+    pub async fn new() -> Vendor {
+        fast_scrypt();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let pass = root.join("passphrase");
+        std::fs::write(&pass, format!("{PASS}\n")).unwrap();
+        let dir = root.join("vendor");
+        let v = Vendor {
+            _tmp: tmp,
+            root,
+            dir,
+            pass,
+        };
+        let code = v
+            .licensegen(&[
+                "init",
+                v.dir.to_str().unwrap(),
+                "--issuer",
+                "Example Software",
+            ])
+            .await;
+        assert_eq!(code, 0, "licensegen init failed");
+        v
+    }
+
+    /// Runs `licensegen --dir … --passphrase-file … ARGS` on a blocking
+    /// thread (it may unlock the key and do blocking HTTP); returns its exit code.
+    pub async fn licensegen(&self, args: &[&str]) -> u8 {
+        let mut argv: Vec<String> = vec![
+            "licensegen".into(),
+            "--passphrase-file".into(),
+            self.pass.to_string_lossy().into_owned(),
+        ];
+        if args.first() != Some(&"init") {
+            argv.push("--dir".into());
+            argv.push(self.dir.to_string_lossy().into_owned());
+        }
+        argv.extend(args.iter().map(|s| s.to_string()));
+        tokio::task::spawn_blocking(move || licensegen::run_code(argv))
+            .await
+            .unwrap()
+    }
+
+    /// `licensegen issue --customer NAME --tier standard ARGS --out …`.
+    pub async fn issue(&self, name: &str, args: &[&str]) -> Issued {
+        let path = self.root.join(format!("{name}.license"));
+        let mut all = vec![
+            "issue",
+            "--customer",
+            name,
+            "--tier",
+            "standard",
+            "--out",
+            path.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        assert_eq!(self.licensegen(&all).await, 0, "licensegen issue failed");
+        let bytes = std::fs::read(&path).unwrap();
+        let keys = kaching_core::TrustedKeys::from_pem_bundle(&self.public_pem()).unwrap();
+        let id = kaching_core::verify_license(&bytes, &keys)
+            .unwrap()
+            .license
+            .id
+            .to_string();
+        Issued { id, path }
+    }
+
+    /// A connected license: heartbeat every second, `grace` of offline grace.
+    pub async fn issue_connected(&self, name: &str, grace: &str) -> Issued {
+        self.issue(name, &["--heartbeat", "1s", "--offline-grace", grace])
+            .await
+    }
+
+    /// `licensegen publish --relay URL --token-file F`.
+    pub async fn publish(&self, relay: &Relay) -> u8 {
+        self.licensegen(&[
+            "publish",
+            "--relay",
+            &relay.url,
+            "--token-file",
+            relay.token_file.to_str().unwrap(),
+        ])
+        .await
+    }
+
+    /// The vendor public key, PEM.
+    pub fn public_pem(&self) -> String {
+        std::fs::read_to_string(self.dir.join("vendor.pub")).unwrap()
+    }
+
+    /// The current signed revocation list file.
+    pub fn revocations_file(&self) -> PathBuf {
+        self.dir.join("revocations.cose")
+    }
+}
+
+/// A relay served by `kaching_relay::run` on 127.0.0.1 port 0.
+pub struct Relay {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The relay's public key (PEM file) for verifiers to pin.
+    pub key_file: PathBuf,
+    /// A publish-scope token (file).
+    pub token_file: PathBuf,
+    /// An admin-scope token (the vendor's read side).
+    pub admin_token: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Relay {
+    /// Starts a relay keeping its data in `root/relay`, trusting `vendor_pem`.
+    pub async fn start(root: &Path, vendor_pem: &str) -> Relay {
+        let config = kaching_relay::Config {
+            data_dir: root.join("relay"),
+            vendor_keys: Some(vendor_pem.to_string()),
+            // Tests burst; the limiter has its own tests in relay/.
+            rate_limit: kaching_relay::config::RateLimit {
+                per_second: 0.0,
+                burst: 1000,
+            },
+            ..kaching_relay::Config::default()
+        };
+        let key = kaching_relay::state::load_or_create_key(&config.key_path()).unwrap();
+        let key_file = root.join("relay.pub");
+        std::fs::write(&key_file, key.public().to_pem()).unwrap();
+        let mut conn = kaching_relay::db::open_and_migrate(&config.db_path()).unwrap();
+        let token = kaching_relay::tokens::create(
+            &mut conn,
+            kaching_relay::tokens::Scope::Publish,
+            "e2e-publisher",
+            now(),
+        )
+        .unwrap();
+        let admin_token = kaching_relay::tokens::create(
+            &mut conn,
+            kaching_relay::tokens::Scope::Admin,
+            "e2e-admin",
+            now(),
+        )
+        .unwrap();
+        drop(conn);
+        let token_file = root.join("relay-publish.token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(kaching_relay::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        Relay {
+            url: format!("http://{addr}"),
+            key_file,
+            token_file,
+            admin_token,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// GET a vendor-side path with the admin token; JSON body.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the relay (graceful) and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(WAIT, t)
+                .await
+                .expect("relay did not stop")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+/// A verifier served by `kaching_verifier::run` on 127.0.0.1 port 0.
+pub struct Verifier {
+    /// Its folder (license, keys, revocations, state).
+    pub dir: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A verifier configuration rooted in `dir`, fast ticks, talking to `relay`.
+pub fn verifier_config(dir: &Path, relay: Option<&Relay>) -> kaching_verifier::Config {
+    let mut c = kaching_verifier::Config::for_dir(dir);
+    c.tick = Duration::from_millis(100);
+    c.debounce = Duration::from_millis(50);
+    if let Some(r) = relay {
+        c.relay.url = Some(r.url.clone());
+        c.relay.public_key = Some(r.key_file.clone());
+        c.relay.timeout = Duration::from_secs(5);
+        c.relay.max_backoff = Duration::from_secs(1);
+    }
+    c
+}
+
+/// Puts the vendor key and a license where a verifier rooted in `dir` reads them.
+pub fn install(dir: &Path, vendor: &Vendor, license: &Issued) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("vendor.pub"), vendor.public_pem()).unwrap();
+    std::fs::copy(&license.path, dir.join("license.lic")).unwrap();
+}
+
+impl Verifier {
+    /// Starts a verifier with `config`.
+    pub async fn start(config: kaching_verifier::Config) -> Verifier {
+        let dir = config.state_dir.parent().unwrap().to_path_buf();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(kaching_verifier::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        Verifier {
+            dir,
+            url: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// GET a path; status code and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap_or_default())
+    }
+
+    /// POST JSON to a path; status code and JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap_or_default())
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Value {
+        self.get("/v1/status").await.1
+    }
+
+    /// Polls `/v1/status` until `ok` holds; panics with the last status after [`WAIT`].
+    pub async fn wait_status(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let s = self.status().await;
+            if ok(&s) {
+                return s;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("gave up waiting for {what}; last status:\n{s:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the relay answered this verifier at least once.
+    pub async fn wait_relay_contact(&self) -> Value {
+        self.wait_status("a relay contact", |s| {
+            s["relay"]["last_contact"].is_string()
+        })
+        .await
+    }
+
+    /// `GET /v1/features/{name}` → allowed?
+    pub async fn feature_allowed(&self, name: &str) -> bool {
+        let (_, v) = self.get(&format!("/v1/features/{name}")).await;
+        v["allowed"].as_bool().unwrap()
+    }
+
+    /// Subscribes to `GET /v1/events`.
+    pub async fn events(&self) -> Events {
+        let resp = self
+            .http
+            .get(format!("{}/v1/events", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        Events {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// Stops the verifier cleanly and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(WAIT, t)
+                .await
+                .expect("verifier did not stop")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+/// A server-sent event stream.
+pub struct Events {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    /// The next event (name, JSON data), or `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let mut kind = String::from("message");
+                let mut data = String::new();
+                for line in frame.lines() {
+                    if let Some(k) = line.strip_prefix("event:") {
+                        kind = k.trim().to_string();
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // keep-alive comment
+                }
+                return Some((kind, serde_json::from_str(&data).unwrap_or(Value::Null)));
+            }
+            let chunk = self.resp.chunk().await.ok()??;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Reads events until one named `kind` satisfies `ok`; panics after [`WAIT`].
+    pub async fn wait_for(&mut self, kind: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some((k, v)) = self.next().await {
+                if k == kind && ok(&v) {
+                    return Some(v);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(v)) => v,
+            Ok(None) => panic!("event stream ended before a matching {kind} event"),
+            Err(_) => panic!("no matching {kind} event within {WAIT:?}"),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! One license, one live cluster: activation, refusal, migration.
+
+use kaching_e2e::{install, verifier_config, Relay, Vendor, Verifier};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_cluster_refused_for_same_license() {
+    let vendor = Vendor::new().await;
+    let lic = vendor.issue_connected("acme", "1h").await;
+    let mut relay = Relay::start(&vendor.root, &vendor.public_pem()).await;
+    let (a_dir, b_dir) = (vendor.root.join("cluster-a"), vendor.root.join("cluster-b"));
+    install(&a_dir, &vendor, &lic);
+    install(&b_dir, &vendor, &lic);
+    let mut a = Verifier::start(verifier_config(&a_dir, Some(&relay))).await;
+    a.wait_status("cluster a activated", |s| {
+        s["relay"]["activated_license"] == lic.id.as_str()
+    })
+    .await;
+    let mut b = Verifier::start(verifier_config(&b_dir, Some(&relay))).await;
+    let s = b
+        .wait_status("cluster b refused", |s| {
+            s["relay"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("license_in_use"))
+        })
+        .await;
+    assert!(s["relay"]["activated_license"].is_null(), "{s:#}");
+    assert_ne!(s["cluster_id"], a.status().await["cluster_id"]);
+    b.stop().await;
+    a.stop().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_shutdown_deactivates_so_cluster_can_migrate() {
+    let vendor = Vendor::new().await;
+    let lic = vendor.issue_connected("acme", "1h").await;
+    let mut relay = Relay::start(&vendor.root, &vendor.public_pem()).await;
+    let (a_dir, b_dir) = (vendor.root.join("cluster-a"), vendor.root.join("cluster-b"));
+    install(&a_dir, &vendor, &lic);
+    install(&b_dir, &vendor, &lic);
+    let mut a = Verifier::start(verifier_config(&a_dir, Some(&relay))).await;
+    a.wait_status("cluster a activated", |s| {
+        s["relay"]["activated_license"] == lic.id.as_str()
+    })
+    .await;
+    a.stop().await;
+    let mut b = Verifier::start(verifier_config(&b_dir, Some(&relay))).await;
+    let s = b
+        .wait_status("cluster b activated", |s| {
+            s["relay"]["activated_license"] == lic.id.as_str()
+        })
+        .await;
+    assert!(s["relay"]["last_error"].is_null(), "{s:#}");
+    assert_eq!(s["state"], "active");
+    b.stop().await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_request_reaches_the_relay_once_through_heartbeats() {
+    let vendor = Vendor::new().await;
+    let lic = vendor.issue_connected("acme", "1h").await;
+    let mut relay = Relay::start(&vendor.root, &vendor.public_pem()).await;
+    let dir = vendor.root.join("cluster-a");
+    install(&dir, &vendor, &lic);
+    let mut v = Verifier::start(verifier_config(&dir, Some(&relay))).await;
+    v.wait_relay_contact().await;
+    let (code, _) = v
+        .post(
+            "/v1/upgrade-requests",
+            serde_json::json!({"requested_tier": "enterprise", "message": "more nodes"}),
+        )
+        .await;
+    assert!(code == 200 || code == 201 || code == 202, "{code}");
+    let deadline = tokio::time::Instant::now() + kaching_e2e::WAIT;
+    let rows = loop {
+        let r = relay.admin_get("/v1/upgrade-requests").await;
+        let rows = r["upgrade_requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !rows.is_empty() {
+            break rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached the relay: {r:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(rows[0]["requested_tier"], "enterprise", "{rows:#?}");
+    // Later heartbeats do not send it again.
+    let seen = v.status().await["relay"]["last_contact"].clone();
+    v.wait_status("a later heartbeat", |s| s["relay"]["last_contact"] != seen)
+        .await;
+    let again = v.status().await["relay"]["last_contact"].clone();
+    v.wait_status("yet another heartbeat", |s| {
+        s["relay"]["last_contact"] != again
+    })
+    .await;
+    let r = relay.admin_get("/v1/upgrade-requests").await;
+    assert_eq!(r["upgrade_requests"].as_array().unwrap().len(), 1, "{r:#}");
+    v.stop().await;
+    relay.stop().await;
+}

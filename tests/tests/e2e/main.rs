@@ -1,0 +1,10 @@
+//! End-to-end: licensegen, kaching-relay and kaching-verifier together, on
+//! loopback with temporary folders (harness: `kaching_e2e`). One test
+//! target; each test is named after what an operator relies on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns: a panic is the failure report
+
+mod airgap;
+mod clusters;
+mod offline;
+mod revocations;

@@ -1,0 +1,202 @@
+//! HTTP to the relay, and checking its answers: every `RelayTime` must be
+//! signed by the pinned relay key and name this cluster (and, for a
+//! heartbeat, echo its sequence number), so a recorded answer cannot be
+//! replayed to us.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use kaching_core::heartbeat::{verify_relay_time, RelayTime};
+use kaching_core::{DocKind, PublicKey};
+
+use super::{Activation, Beat};
+
+/// Why an exchange failed, sorted by what the worker does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Network error, 429, 5xx: retry with backoff (`Retry-After` when given).
+    Transient(String, Option<Duration>),
+    /// `403 not_activated`, `403 wrong_license`, `409 replayed_heartbeat`: activate again.
+    Reactivate(String),
+    /// Anything else (license in use, bound elsewhere, bad answer…): report, retry slowly.
+    Refused(String),
+}
+
+impl Failure {
+    /// The message for status and logs.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Transient(m, _) | Failure::Reactivate(m) | Failure::Refused(m) => m,
+        }
+    }
+}
+
+/// A relay endpoint with its pinned key.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: PublicKey,
+    cluster_id: String,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client for `base` (no trailing slash) answering as `cluster_id`.
+    pub fn new(
+        base: &str,
+        key: PublicKey,
+        cluster_id: String,
+        timeout: Duration,
+    ) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .user_agent(concat!("kaching-verifier/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            key,
+            cluster_id,
+            timeout,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /v1/activate`.
+    pub async fn activate(&self, a: &Activation) -> Result<RelayTime, Failure> {
+        let body = serde_json::json!({"license": a.license, "activation_request": a.request});
+        let resp = self
+            .http
+            .post(self.url("/v1/activate"))
+            .json(&body)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        let rt = self.answer(resp, "activation").await?;
+        self.check(rt, None)
+    }
+
+    /// `POST /v1/heartbeat`, or `/v1/deactivate` for the last one.
+    pub async fn beat(&self, b: &Beat, deactivate: bool) -> Result<RelayTime, Failure> {
+        let path = if deactivate {
+            "/v1/deactivate"
+        } else {
+            "/v1/heartbeat"
+        };
+        let resp = self
+            .http
+            .post(self.url(path))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                DocKind::Heartbeat.content_type(),
+            )
+            .body(b.bytes.clone())
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        let what = if deactivate {
+            "deactivation"
+        } else {
+            "heartbeat"
+        };
+        let rt = self.answer(resp, what).await?;
+        self.check(rt, Some(b.seq))
+    }
+
+    /// `GET /v1/revocations?after=held&wait=…`: `Some(bytes)` for a newer
+    /// list, `None` when nothing newer arrived in time.
+    pub async fn poll_revocations(
+        &self,
+        held: u64,
+        wait: Duration,
+    ) -> Result<Option<Vec<u8>>, Failure> {
+        let resp = self
+            .http
+            .get(self.url("/v1/revocations"))
+            .query(&[
+                ("after", held.to_string()),
+                ("wait", format!("{}s", wait.as_secs().max(1))),
+            ])
+            .timeout(wait + self.timeout)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        match resp.status() {
+            StatusCode::OK => resp
+                .bytes()
+                .await
+                .map(|b| Some(b.to_vec()))
+                .map_err(|e| unreachable(&self.base, &e)),
+            StatusCode::NOT_MODIFIED | StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(refusal(resp, "revocation poll").await),
+        }
+    }
+
+    async fn answer(&self, resp: reqwest::Response, what: &str) -> Result<RelayTime, Failure> {
+        if !resp.status().is_success() {
+            return Err(refusal(resp, what).await);
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        verify_relay_time(&bytes, &self.key).map_err(|e| {
+            Failure::Refused(format!(
+                "the relay's answer to the {what} is not signed by the pinned relay key ({e}): \
+                 check relay.public_key against `kaching-relay relay-key`"
+            ))
+        })
+    }
+
+    fn check(&self, rt: RelayTime, seq: Option<u64>) -> Result<RelayTime, Failure> {
+        if rt.cluster_id.as_deref() != Some(self.cluster_id.as_str()) {
+            return Err(Failure::Refused(format!(
+                "the relay answered for cluster {:?}, this is {}: answer ignored",
+                rt.cluster_id, self.cluster_id
+            )));
+        }
+        if seq.is_some() && rt.seq != seq {
+            return Err(Failure::Refused(format!(
+                "the relay answered heartbeat {:?}, this one was {seq:?}: answer ignored (replayed?)",
+                rt.seq
+            )));
+        }
+        Ok(rt)
+    }
+}
+
+fn unreachable(base: &str, e: &reqwest::Error) -> Failure {
+    Failure::Transient(
+        format!("relay {base} unreachable ({e}); retrying with backoff: check relay.url and the network"),
+        None,
+    )
+}
+
+/// Turns an error answer (`{"error": {"code", "message"}}`) into a [`Failure`].
+async fn refusal(resp: reqwest::Response, what: &str) -> Failure {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+    let message = body["error"]["message"].as_str().unwrap_or("").to_string();
+    let text = format!("relay refused the {what}: {status} {code}: {message}");
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return Failure::Transient(text, retry_after);
+    }
+    match code.as_str() {
+        "not_activated" | "replayed_heartbeat" | "wrong_license" => Failure::Reactivate(text),
+        _ => Failure::Refused(text),
+    }
+}

@@ -1,0 +1,208 @@
+//! Connected mode against what a relay (or an attacker in its place) may
+//! send: revocation lists go through the same acceptance rules as files,
+//! and relay answers count only when signed by the pinned key for this
+//! cluster. The real relay is exercised end to end in `tests/` (kaching-e2e).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use axum::routing::post;
+use axum::Router;
+use common::{now, setup, Daemon, Vendor};
+use kaching_core::heartbeat::RelayTime;
+use kaching_core::license::HeartbeatPolicy;
+use kaching_core::revocation::RevocationStatus;
+use kaching_core::SecretKey;
+use kaching_verifier::relay::Request;
+use kaching_verifier::Engine;
+
+fn offer(engine: &mut Engine, bytes: Vec<u8>) -> Result<bool, String> {
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    engine.relay_request(Request::Revocations(bytes, tx), now());
+    rx.try_recv().unwrap()
+}
+
+#[test]
+fn relay_list_signed_by_unknown_key_is_refused_and_list_in_force_kept() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let mut e = Engine::open(cfg, true).unwrap();
+    assert!(offer(
+        &mut e,
+        v.revocations(2, &[(1, RevocationStatus::Suspended)])
+    )
+    .unwrap());
+    assert_eq!(e.current().status.status.state, "suspended");
+    // A forger lifts the suspension with a higher version under its own key.
+    let err = offer(&mut e, Vendor::other().revocations(9, &[])).unwrap_err();
+    assert!(err.contains("refused"), "{err}");
+    assert_eq!(e.current().status.status.state, "suspended");
+}
+
+#[test]
+fn relay_list_rolled_back_is_refused() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let mut e = Engine::open(cfg, true).unwrap();
+    assert!(offer(
+        &mut e,
+        v.revocations(5, &[(1, RevocationStatus::Suspended)])
+    )
+    .unwrap());
+    let err = offer(&mut e, v.revocations(4, &[])).unwrap_err();
+    assert!(err.contains("refused"), "{err}");
+    // Same version, different content: also refused.
+    assert!(offer(&mut e, v.revocations(5, &[])).is_err());
+    assert_eq!(e.current().status.status.state, "suspended");
+}
+
+#[test]
+fn relay_list_accepted_survives_restart_and_is_mirrored_to_the_file() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let list = v.revocations(3, &[(1, RevocationStatus::Revoked)]);
+    let mut e = Engine::open(cfg.clone(), true).unwrap();
+    assert!(offer(&mut e, list.clone()).unwrap());
+    e.flush().unwrap();
+    drop(e);
+    assert_eq!(std::fs::read(&cfg.revocations).unwrap(), list);
+    // Even with the mirror file gone, the database keeps the revocation.
+    std::fs::remove_file(&cfg.revocations).unwrap();
+    let e = Engine::open(cfg, false).unwrap();
+    assert_eq!(e.current().status.status.state, "revoked");
+}
+
+/// A stand-in relay answering `/v1/activate` and `/v1/heartbeat` with a
+/// relay-time statement signed by `key`, naming `cluster` and a time an hour ahead.
+async fn fake_relay(key: SecretKey, cluster: Option<String>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let key = std::sync::Arc::new(key);
+    let answer = move || {
+        let rt = RelayTime {
+            time: now() + 3600,
+            revocation_version: 0,
+            cluster_id: cluster.clone(),
+            seq: Some(0),
+            message: None,
+        };
+        rt.sign(&key)
+    };
+    let a = answer.clone();
+    let app = Router::new()
+        .route("/v1/activate", post(move || async move { a() }))
+        .route("/v1/heartbeat", post(move || async move { answer() }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn connected_daemon(relay_url: &str, pinned: &SecretKey) -> (tempfile::TempDir, Daemon) {
+    let v = Vendor::new();
+    let mut l = v.license(1, "standard");
+    l.heartbeat = Some(HeartbeatPolicy {
+        interval: 1,
+        offline_grace: 3600,
+    });
+    let (dir, mut cfg) = setup(Some(&v.sign(&l)));
+    let pem = dir.path().join("relay.pub");
+    std::fs::write(&pem, pinned.public().to_pem()).unwrap();
+    cfg.relay.url = Some(relay_url.to_string());
+    cfg.relay.public_key = Some(pem);
+    cfg.relay.max_backoff = Duration::from_millis(500);
+    cfg.tick = Duration::from_millis(100);
+    (dir, Daemon::start(cfg).await)
+}
+
+#[tokio::test]
+async fn relay_answer_signed_by_another_key_is_refused() {
+    let pinned = SecretKey::from_seed(&[21; 32]);
+    let impostor = SecretKey::from_seed(&[22; 32]);
+    // The impostor even names no cluster; the signature check comes first.
+    let url = fake_relay(impostor, None).await;
+    let (_dir, d) = connected_daemon(&url, &pinned).await;
+    let s = d
+        .wait_status("the impostor refused", |s| {
+            s["relay"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("pinned relay key"))
+        })
+        .await;
+    // Its time (an hour ahead) neither counted as contact nor moved the mark.
+    assert!(s["relay"]["last_contact"].is_null(), "{s:#}");
+    assert!(
+        s["trusted_time"].as_str().unwrap() < kaching_core::time::rfc3339(now() + 600).as_str()
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn relay_answer_for_another_cluster_is_refused() {
+    let relay = SecretKey::from_seed(&[21; 32]);
+    let pinned = SecretKey::from_seed(&[21; 32]);
+    // Genuinely signed, but recorded for another cluster: a replay.
+    let url = fake_relay(relay, Some("someothercluster".into())).await;
+    let (_dir, d) = connected_daemon(&url, &pinned).await;
+    let s = d
+        .wait_status("the replayed answer refused", |s| {
+            s["relay"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("answered for cluster"))
+        })
+        .await;
+    assert!(s["relay"]["last_contact"].is_null(), "{s:#}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn relay_without_pinned_key_refuses_to_start() {
+    let (_dir, mut cfg) = setup(None);
+    cfg.relay.url = Some("http://127.0.0.1:9".into());
+    let err = Daemon::try_start(cfg).await.err().unwrap().to_string();
+    assert!(err.contains("relay.public_key"), "{err}");
+}
+
+#[test]
+fn relay_contact_survives_restart_and_raises_the_mark() {
+    let v = Vendor::new();
+    let mut l = v.license(1, "standard");
+    l.heartbeat = Some(HeartbeatPolicy {
+        interval: 60,
+        offline_grace: 3600,
+    });
+    let (_dir, mut cfg) = setup(Some(&v.sign(&l)));
+    cfg.relay.url = Some("http://127.0.0.1:9".into());
+    let mut e = Engine::open(cfg.clone(), true).unwrap();
+    let relay_time = now() + 120;
+    e.relay_request(
+        Request::Contact {
+            time: RelayTime {
+                time: relay_time,
+                revocation_version: 0,
+                cluster_id: Some(e.identity.cluster_id.clone()),
+                seq: Some(0),
+                message: Some("hello operators".into()),
+            },
+            activation: Some(l.id.to_string()),
+            upgrades_up_to: None,
+            deactivated: false,
+        },
+        now(),
+    );
+    let s = e.current().status.clone();
+    let relay = s.relay.unwrap();
+    assert_eq!(relay.message.as_deref(), Some("hello operators"));
+    assert_eq!(s.trusted_time, kaching_core::time::rfc3339(relay_time));
+    e.flush().unwrap();
+    drop(e);
+    let e = Engine::open(cfg, false).unwrap();
+    let s = e.current().status.clone();
+    assert_eq!(
+        s.relay.unwrap().last_contact,
+        Some(kaching_core::time::rfc3339(relay_time))
+    );
+    assert!(s.trusted_time >= kaching_core::time::rfc3339(relay_time));
+}
