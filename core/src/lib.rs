@@ -20,6 +20,7 @@ mod cbor;
 pub mod cluster;
 pub mod envelope;
 pub mod error;
+pub mod exit;
 pub mod heartbeat;
 pub mod id;
 pub mod keys;

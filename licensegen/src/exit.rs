@@ -2,8 +2,8 @@
 //! docs/sales-ops.md. `verify` maps each verdict state to its own code so
 //! scripts can tell "renew" from "call the customer".
 //!
-//! The same table is meant for `kaching-verifier check`; it lives here until
-//! it moves into kaching-core.
+//! The per-state codes (10–16) come from `kaching_core::exit`, the table
+//! `kaching-verifier check` uses too; this module adds the CLI's own codes.
 
 use kaching_core::State;
 
@@ -37,18 +37,9 @@ pub const RELAY_TOKEN: u8 = 21;
 /// signed by a key it does not trust).
 pub const RELAY_REFUSED: u8 = 22;
 
-/// The exit code for a verdict state.
+/// The exit code for a verdict state (the table in `kaching_core::exit`).
 pub fn for_state(state: State) -> u8 {
-    match state {
-        State::Active | State::Expiring | State::Grace => OK,
-        State::Unlicensed | State::Invalid => INVALID,
-        State::Revoked => REVOKED,
-        State::Suspended => SUSPENDED,
-        State::Expired => EXPIRED,
-        State::NotYetValid => NOT_YET_VALID,
-        State::ClockTampered => CLOCK_TAMPERED,
-        State::Overdue => OVERDUE,
-    }
+    kaching_core::exit::for_state(state)
 }
 
 /// The table printed in `--help`.
@@ -73,20 +64,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_unusable_state_has_its_own_nonzero_code() {
-        let bad = [
-            State::Invalid,
-            State::Revoked,
-            State::Suspended,
-            State::Expired,
-            State::NotYetValid,
-            State::ClockTampered,
-            State::Overdue,
-        ];
-        let codes: std::collections::BTreeSet<u8> = bad.iter().map(|s| for_state(*s)).collect();
-        assert_eq!(codes.len(), bad.len());
-        assert!(!codes.contains(&OK) && !codes.contains(&FAILURE) && !codes.contains(&USAGE));
-        assert_eq!(for_state(State::Grace), OK);
-        assert_eq!(for_state(State::Unlicensed), INVALID);
+    fn state_codes_match_the_named_constants() {
+        assert_eq!(for_state(State::Active), OK);
+        assert_eq!(for_state(State::Invalid), INVALID);
+        assert_eq!(for_state(State::Revoked), REVOKED);
+        assert_eq!(for_state(State::Suspended), SUSPENDED);
+        assert_eq!(for_state(State::Expired), EXPIRED);
+        assert_eq!(for_state(State::NotYetValid), NOT_YET_VALID);
+        assert_eq!(for_state(State::ClockTampered), CLOCK_TAMPERED);
+        assert_eq!(for_state(State::Overdue), OVERDUE);
     }
 }

@@ -290,8 +290,14 @@ mod tests {
     #[test]
     fn verifier_relay_variables_in_the_same_environment_are_ignored() {
         let env = [
-            ("KACHING_RELAY_URL".to_string(), "http://127.0.0.1:1".to_string()),
-            ("KACHING_RELAY_PUBLIC_KEY".into(), "/etc/kaching/relay.pub".into()),
+            (
+                "KACHING_RELAY_URL".to_string(),
+                "http://127.0.0.1:1".to_string(),
+            ),
+            (
+                "KACHING_RELAY_PUBLIC_KEY".into(),
+                "/etc/kaching/relay.pub".into(),
+            ),
             ("KACHING_RELAY_LISTEN".into(), "127.0.0.1:9".into()),
         ];
         let c = Config::from_parts("", env).expect("verifier variables must not break the relay");
