@@ -8,15 +8,14 @@
 use std::fmt;
 
 use coset::{
-    iana, AsCborValue, ContentType, CoseSign1, CoseSign1Builder, HeaderBuilder, Label,
-    TaggedCborSerializable,
+    iana, AsCborValue, ContentType, CoseSign1Builder, HeaderBuilder, Label, TaggedCborSerializable,
 };
 
 use crate::error::{Error, Result};
 use crate::keys::{Kid, PublicKey, SecretKey, TrustedKeys};
 
 mod wire;
-use wire::{canonical_framing, decode_sign1, sig_structure};
+use wire::{canonical_parts, decode_sign1, read_exact, sig_structure, Parts};
 
 /// Protected-header label carrying the raw public key of a self-signed
 /// document (activation requests, usage reports, heartbeats).
@@ -143,21 +142,64 @@ pub struct Opened {
     pub signer: Option<PublicKey>,
 }
 
-/// Parsed envelope before the signature check.
-struct Parsed {
-    sign1: CoseSign1,
+/// Parsed envelope before the signature check; the parts borrow the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Parsed<'a> {
+    parts: Parts<'a>,
     kind: DocKind,
     kid: Kid,
     signer: Option<PublicKey>,
 }
 
-fn parse(bytes: &[u8], expected: DocKind) -> Result<Parsed> {
+fn parse(bytes: &[u8], expected: DocKind) -> Result<Parsed<'_>> {
     if bytes.len() > crate::MAX_DOCUMENT_SIZE {
         return Err(Error::TooLarge {
             size: bytes.len(),
             limit: crate::MAX_DOCUMENT_SIZE,
         });
     }
+    // Every document `sign` writes has one exact shape, checked by comparing
+    // bytes: about a thirtieth of the cost of decoding (docs/benchmarks.md,
+    // `verify`). Anything else, including every malformed envelope, takes the
+    // general path, which refuses with the precise error.
+    if let Some(parsed) = parse_exact(bytes, expected) {
+        debug_assert_eq!(
+            parse_general(bytes, expected).as_ref().ok(),
+            Some(&parsed),
+            "the exact-shape reader accepted what the general checks would not"
+        );
+        return Ok(parsed);
+    }
+    parse_general(bytes, expected)
+}
+
+/// The envelope when it is exactly in the shape `sign` writes (see
+/// [`wire::read_exact`]) and its signer key, if any, is a valid key that
+/// matches the kid; `None` otherwise.
+fn parse_exact(bytes: &[u8], expected: DocKind) -> Option<Parsed<'_>> {
+    let exact = read_exact(bytes, expected)?;
+    let kid = Kid(exact.kid);
+    let signer = match exact.signer {
+        Some(raw) => {
+            let key = PublicKey::from_bytes(raw).ok()?;
+            if key.kid() != kid {
+                return None;
+            }
+            Some(key)
+        }
+        None => None,
+    };
+    Some(Parsed {
+        parts: exact.parts,
+        kind: expected,
+        kid,
+        signer,
+    })
+}
+
+/// Decodes the envelope whatever its spelling and runs each check in order,
+/// refusing with the first that fails.
+fn parse_general(bytes: &[u8], expected: DocKind) -> Result<Parsed<'_>> {
     let sign1 = decode_sign1(bytes)?;
     let h = &sign1.protected.header;
     match &h.alg {
@@ -193,6 +235,13 @@ fn parse(bytes: &[u8], expected: DocKind) -> Result<Parsed> {
             "critical header parameters are not supported".into(),
         ));
     }
+    if !h.iv.is_empty() || !h.partial_iv.is_empty() || !h.counter_signatures.is_empty() {
+        // Signed or not, a parameter KACHING never writes is refused rather
+        // than ignored: a verifier must not accept what it cannot interpret.
+        return Err(Error::Malformed(
+            "unknown protected header parameter".into(),
+        ));
+    }
     if !sign1.unprotected.is_empty() {
         return Err(Error::Malformed("unprotected header must be empty".into()));
     }
@@ -225,21 +274,21 @@ fn parse(bytes: &[u8], expected: DocKind) -> Result<Parsed> {
         .to_cbor_value()
         .ok()
         .map(|v| crate::cbor::to_vec(&v));
-    let framed = match (protected, sign1.payload.as_deref()) {
-        (Some(p), Some(payload)) => canonical_framing(bytes, p, payload, &sign1.signature),
-        _ => false,
+    let parts = match (protected, sign1.payload.as_deref()) {
+        (Some(p), Some(payload)) => canonical_parts(bytes, p, payload, &sign1.signature),
+        _ => None,
     };
-    if canonical_header.as_deref() != protected || !framed {
-        return Err(Error::Malformed(
+    match parts {
+        Some(parts) if canonical_header.as_deref() == protected => Ok(Parsed {
+            parts,
+            kind,
+            kid,
+            signer,
+        }),
+        _ => Err(Error::Malformed(
             "not in canonical (deterministic) encoding".into(),
-        ));
+        )),
     }
-    Ok(Parsed {
-        sign1,
-        kind,
-        kid,
-        signer,
-    })
 }
 
 fn signer_key(h: &coset::Header, kind: DocKind) -> Result<Option<PublicKey>> {
@@ -270,24 +319,24 @@ fn signer_key(h: &coset::Header, kind: DocKind) -> Result<Option<PublicKey>> {
     }
 }
 
-fn check(parsed: Parsed, key: &PublicKey) -> Result<Opened> {
+/// Checks the signature over the parts as received, then hands out the payload.
+fn check(parsed: Parsed<'_>, key: &PublicKey) -> Result<Opened> {
     let Parsed {
-        sign1,
+        parts,
         kind,
         kid,
         signer,
     } = parsed;
-    // parse() made sure both parts are present and canonically framed.
-    let payload = sign1.payload.unwrap_or_default();
-    let tbs = sig_structure(
-        sign1.protected.original_data.as_deref().unwrap_or_default(),
-        &payload,
-    );
-    key.verify_strict(&tbs, &sign1.signature)?;
+    let mut tbs = sig_structure(parts.protected, parts.payload);
+    key.verify_strict(&tbs, parts.signature)?;
+    // The Sig_structure ends with the payload: dropping what precedes it
+    // hands out the payload without a second allocation and copy.
+    tbs.drain(..tbs.len() - parts.payload.len());
+    debug_assert_eq!(tbs, parts.payload);
     Ok(Opened {
         kind,
         kid,
-        payload,
+        payload: tbs,
         signer,
     })
 }
@@ -295,11 +344,8 @@ fn check(parsed: Parsed, key: &PublicKey) -> Result<Opened> {
 /// Opens a vendor-signed document of the expected kind with a trusted key.
 pub fn open(bytes: &[u8], expected: DocKind, keys: &TrustedKeys) -> Result<Opened> {
     let parsed = parse(bytes, expected)?;
-    let key = keys
-        .get(&parsed.kid)
-        .ok_or(Error::UnknownKey(parsed.kid))?
-        .clone();
-    check(parsed, &key)
+    let key = keys.get(&parsed.kid).ok_or(Error::UnknownKey(parsed.kid))?;
+    check(parsed, key)
 }
 
 /// Opens a self-signed document (activation request, usage report, heartbeat)
@@ -331,4 +377,38 @@ pub fn peek(bytes: &[u8]) -> Result<(DocKind, Kid)> {
         .try_into()
         .map_err(|_| Error::Malformed("kid must be 8 bytes".into()))?);
     Ok((kind, kid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Signs `payload` as a license with an extra protected IV parameter,
+    /// exactly as a vendor key would: the signature is valid.
+    fn signed_with_iv(key: &SecretKey) -> Vec<u8> {
+        let header = HeaderBuilder::new()
+            .algorithm(iana::Algorithm::Ed25519)
+            .content_type(DocKind::License.content_type().to_string())
+            .key_id(key.public().kid().0.to_vec())
+            .iv(vec![0; 12])
+            .build();
+        CoseSign1Builder::new()
+            .protected(header)
+            .payload(b"\xa0".to_vec())
+            .create_signature(b"", |tbs| key.sign(tbs).to_vec())
+            .build()
+            .to_tagged_vec()
+            .expect("encode")
+    }
+
+    #[test]
+    fn attack_validly_signed_unknown_protected_parameter_refused() {
+        let key = SecretKey::from_seed(&[4; 32]);
+        let keys = TrustedKeys::from(key.public());
+        let err = open(&signed_with_iv(&key), DocKind::License, &keys).expect_err("must refuse");
+        assert_eq!(
+            err,
+            Error::Malformed("unknown protected header parameter".into())
+        );
+    }
 }

@@ -9,14 +9,14 @@
 //! - expired:  `t ≥ exp + grace`
 //! - not_yet_valid: `t + nbf_skew < nbf`
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use crate::id::LicenseId;
 use crate::license::{License, Limits, Period};
 use crate::revocation::{RevocationList, RevocationStatus};
-use crate::tiers::TierCatalog;
+use crate::tiers::{Tier, TierCatalog};
 use crate::time::{human_duration, rfc3339, Timestamp, DAY};
 
 /// The license's state, in precedence order (first wins).
@@ -587,7 +587,7 @@ fn urgency(ratio: f64) -> Urgency {
     }
 }
 
-fn benefits(l: &License, next: &crate::tiers::Tier) -> Vec<String> {
+fn benefits(l: &License, next: &Tier) -> Vec<String> {
     let mut out: Vec<String> = next
         .features
         .iter()
@@ -609,68 +609,95 @@ fn benefits(l: &License, next: &crate::tiers::Tier) -> Vec<String> {
 }
 
 fn decide_features(v: &mut Verdict, lic: Option<&License>, catalog: &TierCatalog) {
-    // Decided once, shared by every feature that gets the same answer.
-    let shared = match lic {
-        _ if !v.state.is_usable() => Some(Decision::deny(
-            &format!("license_{}", v.state.as_str()),
-            v.reason.clone(),
-        )),
-        None => Some(Decision::deny("license_unlicensed", v.reason.clone())),
-        Some(_) => None,
-    };
-    let included =
-        lic.map(|l| Decision::allow(["included in this ", &l.tier, " license"].concat()));
-    // Every feature the catalog or the license names, each decided once (the
-    // map keeps them sorted); no intermediate list is built.
-    let catalog_names = catalog.tiers.iter().flat_map(|t| t.features.iter());
-    let license_names = lic.into_iter().flat_map(|l| l.features.iter());
-    for name in catalog_names.chain(license_names) {
-        if v.features.contains_key(name) {
-            continue;
+    // Every feature the catalog or the license names, once, with what decides
+    // it: the license includes it, or else the lowest tier that names it
+    // (tiers are in upgrade order, so the first tier naming it is the one
+    // `TierCatalog::lowest_with_feature` finds). Names mostly differ in
+    // length, so this scan compares far less than map lookups would; the map
+    // keeps them sorted.
+    let licensed = lic.map(|l| &l.features);
+    let catalog_count: usize = catalog.tiers.iter().map(|t| t.features.len()).sum();
+    let mut names: Vec<(&str, Option<&Tier>)> =
+        Vec::with_capacity(catalog_count + licensed.map_or(0, BTreeSet::len));
+    names.extend(licensed.into_iter().flatten().map(|f| (f.as_str(), None)));
+    for tier in &catalog.tiers {
+        for f in &tier.features {
+            if !names.iter().any(|(seen, _)| seen == f) {
+                names.push((f, Some(tier)));
+            }
         }
-        let d = match (&shared, lic, &included) {
-            (Some(d), _, _) => d.clone(),
-            (None, Some(l), Some(ok)) if l.has_feature(name) => ok.clone(),
-            (None, Some(l), _) => not_in_tier(l, catalog, name),
-            // Unreachable: without a license `shared` is set.
-            (None, None, _) => Decision::deny("license_unlicensed", v.reason.clone()),
-        };
-        v.features.insert(name.clone(), d);
+    }
+    let l = match lic {
+        Some(l) if v.state.is_usable() => l,
+        // One decision for every feature when the product may not run.
+        _ => {
+            let code = if v.state.is_usable() {
+                "license_unlicensed".to_string()
+            } else {
+                ["license_", v.state.as_str()].concat()
+            };
+            let shared = Decision {
+                allowed: false,
+                code,
+                reason: v.reason.clone(),
+            };
+            for (name, _) in names {
+                v.features.insert(name.to_string(), shared.clone());
+            }
+            return;
+        }
+    };
+    // The license's own features come first in `names`, all with the same
+    // decision: copies for all but the last, which takes the original.
+    let (own, others) = names.split_at(l.features.len());
+    if let Some(((last, _), rest)) = own.split_last() {
+        let included = Decision::allow(["included in this ", &l.tier, " license"].concat());
+        for (name, _) in rest {
+            v.features.insert((*name).to_string(), included.clone());
+        }
+        v.features.insert((*last).to_string(), included);
+    }
+    let license_rank = catalog.rank(&l.tier);
+    for (name, lowest) in others {
+        if let Some(lowest) = lowest {
+            let d = not_in_tier(l, catalog, name, lowest, license_rank);
+            v.features.insert((*name).to_string(), d);
+        }
     }
 }
 
-/// Denial of a feature the license does not include, naming the tier that has it.
-fn not_in_tier(l: &License, catalog: &TierCatalog, name: &str) -> Decision {
+/// Denial of a feature the license does not include, naming `lowest`, the
+/// lowest tier that has it, when that is an upgrade from the license's tier.
+fn not_in_tier(
+    l: &License,
+    catalog: &TierCatalog,
+    name: &str,
+    lowest: &Tier,
+    license_rank: Option<usize>,
+) -> Decision {
     // One allocation per denial, no formatting machinery: every
     // verification decides each catalog feature the license lacks.
-    let (name, tier) = (name, l.tier.as_str());
-    let reason = match catalog.lowest_with_feature(name) {
-        Some(t) if catalog.rank(&t.name) > catalog.rank(tier) => [
+    let tier = l.tier.as_str();
+    let reason = if catalog.rank(&lowest.name) > license_rank {
+        [
             "feature ",
             name,
             " is not included in this ",
             tier,
             " license; it is included from the ",
-            &t.name,
+            &lowest.name,
             " tier up — ask your vendor to upgrade",
         ]
-        .concat(),
-        Some(_) => [
+        .concat()
+    } else {
+        [
             "feature ",
             name,
             " is not included in this ",
             tier,
             " license; ask your vendor to add it to your license",
         ]
-        .concat(),
-        None => [
-            "feature ",
-            name,
-            " is not included in this ",
-            tier,
-            " license",
-        ]
-        .concat(),
+        .concat()
     };
     Decision::deny("not_in_tier", reason)
 }

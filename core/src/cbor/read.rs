@@ -155,7 +155,9 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a text string, borrowed from the input.
-    #[inline]
+    // Always inlined, like `key`: a license has a dozen texts and 36 keys,
+    // and the calls cost more than their bodies (docs/benchmarks.md, `verify`).
+    #[inline(always)]
     pub(crate) fn text(&mut self, name: &str) -> Result<&'a str> {
         match self.head()? {
             (3, n) => {
@@ -205,7 +207,7 @@ impl<'a> Reader<'a> {
 
     /// The next key of `map`, or `None` after the last entry. A key that does
     /// not sort after the previous one is refused.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn key(&mut self, map: &mut MapCursor<'a>) -> Result<Option<Key<'a>>> {
         if map.left == 0 {
             return Ok(None);
