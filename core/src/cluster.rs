@@ -135,17 +135,6 @@ impl UsageReport {
                 })
                 .collect(),
         );
-        let requests = self
-            .upgrade_requests
-            .iter()
-            .map(|r| {
-                MapBuilder::new()
-                    .text("tier", r.requested_tier.as_str())
-                    .text("message", r.message.as_str())
-                    .text("time", u(r.time))
-                    .build()
-            })
-            .collect();
         cbor::to_vec(
             &MapBuilder::new()
                 .int(cwt::IAT, u(self.period_end))
@@ -154,7 +143,10 @@ impl UsageReport {
                 .text("period_start", u(self.period_start))
                 .text("counters", counters)
                 .text("peak_nodes", u(self.peak_nodes.into()))
-                .text("upgrade_requests", Value::Array(requests))
+                .text(
+                    "upgrade_requests",
+                    upgrade_requests_value(&self.upgrade_requests),
+                )
                 .build(),
         )
     }
@@ -194,27 +186,10 @@ impl UsageReport {
                 .ok_or_else(|| f.missing("peak_nodes"))?,
             "peak_nodes",
         )?;
-        let mut upgrade_requests = Vec::new();
-        for v in cbor::array(
+        let upgrade_requests = upgrade_requests_from(
             f.text_key("upgrade_requests")
                 .ok_or_else(|| f.missing("upgrade_requests"))?,
-            "upgrade_requests",
-        )? {
-            let mut r = Fields::open("upgrade request", v)?;
-            let requested_tier =
-                cbor::text(r.text_key("tier").ok_or_else(|| r.missing("tier"))?, "tier")?;
-            let message = cbor::text(
-                r.text_key("message").ok_or_else(|| r.missing("message"))?,
-                "message",
-            )?;
-            let time = cbor::time(r.text_key("time").ok_or_else(|| r.missing("time"))?, "time")?;
-            r.finish()?;
-            upgrade_requests.push(UpgradeRequest {
-                requested_tier,
-                message,
-                time,
-            });
-        }
+        )?;
         f.finish()?;
         let report = UsageReport {
             license_id,
@@ -234,7 +209,8 @@ impl UsageReport {
     }
 }
 
-fn canonical<T>(ok: bool, value: T) -> Result<T> {
+/// Passes `value` through when its re-encoding matched the received bytes.
+pub(crate) fn canonical<T>(ok: bool, value: T) -> Result<T> {
     if ok {
         Ok(value)
     } else {
@@ -242,6 +218,45 @@ fn canonical<T>(ok: bool, value: T) -> Result<T> {
             "claims are not in canonical encoding".into(),
         ))
     }
+}
+
+/// Upgrade requests as carried by usage reports and heartbeats.
+pub(crate) fn upgrade_requests_value(requests: &[UpgradeRequest]) -> Value {
+    Value::Array(
+        requests
+            .iter()
+            .map(|r| {
+                MapBuilder::new()
+                    .text("tier", r.requested_tier.as_str())
+                    .text("message", r.message.as_str())
+                    .text("time", u(r.time))
+                    .build()
+            })
+            .collect(),
+    )
+}
+
+/// Reads the array written by [`upgrade_requests_value`].
+pub(crate) fn upgrade_requests_from(v: Value) -> Result<Vec<UpgradeRequest>> {
+    cbor::array(v, "upgrade_requests")?
+        .into_iter()
+        .map(|v| {
+            let mut r = Fields::open("upgrade request", v)?;
+            let requested_tier =
+                cbor::text(r.text_key("tier").ok_or_else(|| r.missing("tier"))?, "tier")?;
+            let message = cbor::text(
+                r.text_key("message").ok_or_else(|| r.missing("message"))?,
+                "message",
+            )?;
+            let time = cbor::time(r.text_key("time").ok_or_else(|| r.missing("time"))?, "time")?;
+            r.finish()?;
+            Ok(UpgradeRequest {
+                requested_tier,
+                message,
+                time,
+            })
+        })
+        .collect()
 }
 
 /// A cluster-signed document after its signature and signer were checked.

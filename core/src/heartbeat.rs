@@ -17,7 +17,9 @@ use ciborium::value::Value;
 use serde::Serialize;
 
 use crate::cbor::{self, u, Fields, MapBuilder};
-use crate::cluster::{SelfSigned, UpgradeRequest};
+use crate::cluster::{
+    canonical, upgrade_requests_from, upgrade_requests_value, SelfSigned, UpgradeRequest,
+};
 use crate::envelope::{self, DocKind};
 use crate::error::{Error, Result};
 use crate::id::{cluster_id, LicenseId};
@@ -59,17 +61,6 @@ impl Heartbeat {
                 .map(|(k, v)| (Value::Text(k.clone()), u(*v)))
                 .collect(),
         );
-        let requests = self
-            .upgrade_requests
-            .iter()
-            .map(|r| {
-                MapBuilder::new()
-                    .text("tier", r.requested_tier.as_str())
-                    .text("message", r.message.as_str())
-                    .text("time", u(r.time))
-                    .build()
-            })
-            .collect();
         cbor::to_vec(
             &MapBuilder::new()
                 .int(cwt::IAT, u(self.time))
@@ -80,7 +71,10 @@ impl Heartbeat {
                 .text("nodes", u(self.active_nodes.into()))
                 .text("quotas", quotas)
                 .text("version", self.verifier_version.as_str())
-                .text("upgrade_requests", Value::Array(requests))
+                .text(
+                    "upgrade_requests",
+                    upgrade_requests_value(&self.upgrade_requests),
+                )
                 // Present only when true, so an ordinary heartbeat has one spelling.
                 .text_opt("deactivate", self.deactivate.then_some(true))
                 .build(),
@@ -109,13 +103,8 @@ impl Heartbeat {
             quotas.insert(name, cbor::uint(v, "quota usage")?);
         }
         let verifier_version = cbor::text(req!(f.text_key("version"), "version"), "version")?;
-        let mut upgrade_requests = Vec::new();
-        for v in cbor::array(
-            req!(f.text_key("upgrade_requests"), "upgrade_requests"),
-            "upgrade_requests",
-        )? {
-            upgrade_requests.push(upgrade_request(v)?);
-        }
+        let upgrade_requests =
+            upgrade_requests_from(req!(f.text_key("upgrade_requests"), "upgrade_requests"))?;
         let deactivate = match f.text_key("deactivate") {
             None => false,
             Some(Value::Bool(true)) => true,
@@ -144,32 +133,6 @@ impl Heartbeat {
     /// Signs with the cluster key (which travels in the protected header).
     pub fn sign(&self, key: &SecretKey) -> Vec<u8> {
         envelope::sign(DocKind::Heartbeat, self.to_cbor(), key)
-    }
-}
-
-fn upgrade_request(v: Value) -> Result<UpgradeRequest> {
-    let mut r = Fields::open("upgrade request", v)?;
-    let requested_tier = cbor::text(r.text_key("tier").ok_or_else(|| r.missing("tier"))?, "tier")?;
-    let message = cbor::text(
-        r.text_key("message").ok_or_else(|| r.missing("message"))?,
-        "message",
-    )?;
-    let time = cbor::time(r.text_key("time").ok_or_else(|| r.missing("time"))?, "time")?;
-    r.finish()?;
-    Ok(UpgradeRequest {
-        requested_tier,
-        message,
-        time,
-    })
-}
-
-fn canonical<T>(ok: bool, value: T) -> Result<T> {
-    if ok {
-        Ok(value)
-    } else {
-        Err(Error::Payload(
-            "claims are not in canonical encoding".into(),
-        ))
     }
 }
 
