@@ -73,6 +73,16 @@ fn check_exit_codes_follow_the_state() {
     let mut l = v.license(1, "standard");
     l.not_before = now() + 10 * DAY;
     assert_eq!(check_license(Some(v.sign(&l))).0, 14, "not yet valid");
+    // A connected license that has never reached a relay, issued two days ago
+    // with one day of offline grace: overdue.
+    let mut l = v.license(1, "standard");
+    l.issued_at = now() - 2 * DAY;
+    l.not_before = l.issued_at;
+    l.heartbeat = Some(kaching_core::license::HeartbeatPolicy {
+        interval: 60,
+        offline_grace: DAY,
+    });
+    assert_eq!(check_license(Some(v.sign(&l))).0, 16, "overdue");
 
     for (status, code) in [
         (RevocationStatus::Revoked, 11),
