@@ -181,36 +181,25 @@ fn activate(conn: &Connection, a: &Activation) -> Result<Outcome, ApiError> {
         .prepare_cached("SELECT last_seq FROM clusters WHERE cluster_id = ?1")?
         .query_row([&a.cluster_id], |r| r.get(0))
         .optional()?;
-    match last_seq {
-        Some(_) => conn
-            .prepare_cached(
-                "UPDATE clusters SET license_id = ?2, cluster_key = ?3, hostname = ?4, status = 'active',
-                     activated_at = ?5, ended_at = NULL, last_seen = ?5, active_nodes = ?6
-                 WHERE cluster_id = ?1",
-            )?
-            .execute(params![
-                a.cluster_id,
-                a.license_id,
-                a.cluster_key.as_slice(),
-                a.hostname,
-                a.now,
-                a.nodes
-            ])?,
-        None => conn
-            .prepare_cached(
-                "INSERT INTO clusters (cluster_id, license_id, cluster_key, hostname, status,
-                     activated_at, last_seen, active_nodes)
-                 VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?5, ?6)",
-            )?
-            .execute(params![
-                a.cluster_id,
-                a.license_id,
-                a.cluster_key.as_slice(),
-                a.hostname,
-                a.now,
-                a.nodes
-            ])?,
-    };
+    // A returning cluster keeps its sequence number and heartbeat history;
+    // everything about the binding itself is replaced.
+    conn.prepare_cached(
+        "INSERT INTO clusters (cluster_id, license_id, cluster_key, hostname, status,
+             activated_at, last_seen, active_nodes)
+         VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?5, ?6)
+         ON CONFLICT(cluster_id) DO UPDATE SET license_id = excluded.license_id,
+             cluster_key = excluded.cluster_key, hostname = excluded.hostname,
+             status = 'active', activated_at = excluded.activated_at, ended_at = NULL,
+             last_seen = excluded.last_seen, active_nodes = excluded.active_nodes",
+    )?
+    .execute(params![
+        a.cluster_id,
+        a.license_id,
+        a.cluster_key.as_slice(),
+        a.hostname,
+        a.now,
+        a.nodes
+    ])?;
     crate::audit::append(
         conn,
         a.now,
