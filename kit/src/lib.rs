@@ -1,0 +1,18 @@
+//! kaching-kit: the I/O pieces that `licensegen`, `kaching-verifier` and
+//! `kaching-relay` share. Decisions live in `kaching-core`; this crate only
+//! touches the world: sockets, files, the process.
+//!
+//! - [`serve`]: an HTTP/1 server loop with a connection cap, header-read and
+//!   idle timeouts, eviction of idle connections under pressure, half-close
+//!   support and a bounded graceful shutdown;
+//! - [`secret`]: one rule for reading private keys and tokens from files;
+//! - [`stdout`]: output that treats a closed pipe as a normal end;
+//! - [`rlimit`]: raising the open-file limit and sizing the connection cap.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod rlimit;
+pub mod secret;
+pub mod serve;
+pub mod stdout;

@@ -1,0 +1,151 @@
+//! The HTTP/1 server loop both daemons use, built so that no client can
+//! starve the others of connections:
+//!
+//! - at most `max_connections` are open; when all are taken, connections with
+//!   no request in flight are closed to make room (newest requests win over
+//!   idle sockets), and further clients wait in the kernel's backlog, which
+//!   costs this process no file descriptor;
+//! - a request head must arrive within `header_read_timeout` of its first
+//!   byte (slowloris), and a connection with no request in flight is closed
+//!   after `idle_timeout` without a byte (idle keep-alive, or never spoke);
+//! - a client that half-closes its socket after sending a request still gets
+//!   its answer;
+//! - on shutdown no new connection is accepted, idle ones close, requests in
+//!   flight get `drain_timeout` to finish.
+//!
+//! Per-request deadlines are the router's business ([`request_timeout`]),
+//! because the long-poll and event-stream routes bound their own lifetimes.
+
+mod conn;
+mod track;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::Response;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Bounds on connections. See docs/verifier.md and docs/relay.md.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections at most (already reduced with [`crate::rlimit::connection_cap`]).
+    pub max_connections: usize,
+    /// From the first byte of a request to its complete head.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no byte received for this long is closed.
+    pub idle_timeout: Duration,
+    /// At shutdown, requests still running after this long are cut off.
+    pub drain_timeout: Duration,
+}
+
+/// How long a connection must have been idle before pressure may close it:
+/// long enough for the last response to leave hyper's buffers and for a new
+/// client to send its first request line.
+const EVICT_MIN_IDLE: Duration = Duration::from_millis(100);
+
+/// How often a full server re-asks idle connections to leave while it waits.
+const PRESSURE_EVERY: Duration = Duration::from_millis(50);
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains.
+///
+/// Every request carries `axum::extract::ConnectInfo<SocketAddr>` of its peer.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (pressure_tx, pressure_rx) = watch::channel(0u64);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    'accept: loop {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => loop {
+                // Full: ask idle connections to leave, then wait for a slot.
+                pressure_tx.send_modify(|g| *g = g.wrapping_add(1));
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => break p,
+                        Err(_) => break 'accept,
+                    },
+                    () = tokio::time::sleep(PRESSURE_EVERY) => {}
+                    () = &mut shutdown => break 'accept,
+                }
+            },
+        };
+        while conns.try_join_next().is_some() {}
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let task = conn::Conn {
+                        app: app.clone(),
+                        peer,
+                        limits,
+                        pressure: pressure_rx.clone(),
+                        stop: stop_rx.clone(),
+                        _permit: permit,
+                    };
+                    conns.spawn(task.run(stream));
+                }
+                Err(e) if is_per_connection(&e) => {}
+                Err(e) => {
+                    // Out of descriptors (EMFILE/ENFILE) or memory: shed idle
+                    // connections and retry shortly instead of spinning.
+                    tracing::warn!(%e, "accept failed; closing idle connections and retrying");
+                    pressure_tx.send_modify(|g| *g = g.wrapping_add(1));
+                    tokio::time::sleep(PRESSURE_EVERY).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(limits.drain_timeout, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = conns.len(),
+            "requests still running after the drain timeout; cutting them off"
+        );
+        conns.abort_all();
+    }
+    Ok(())
+}
+
+/// Accept errors that concern one connection only (the peer gave up).
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+    )
+}
+
+/// Wraps every route of `router` in a per-request deadline; a request still
+/// running after `timeout` gets `on_timeout(timeout)` (a JSON error body).
+/// Apply it to the short routes only, before merging the long-poll and SSE
+/// routes, which bound their own lifetimes.
+pub fn request_timeout(
+    router: Router,
+    timeout: Duration,
+    on_timeout: fn(Duration) -> Response,
+) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(timeout, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) => on_timeout(timeout),
+            }
+        },
+    ))
+}
