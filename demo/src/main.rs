@@ -75,6 +75,12 @@ async fn demo() -> Result<()> {
     };
     std::fs::create_dir_all(&f.site)?;
     std::fs::write(&f.passphrase, "correct horse battery staple\n")?;
+    // The passphrase unlocks the vendor key: licensegen refuses it readable by others.
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        &f.passphrase,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
     println!(
         "KACHING demo — everything happens under {}",
         f.site

@@ -71,6 +71,8 @@ impl Vendor {
         let root = tmp.path().to_path_buf();
         let pass = root.join("passphrase");
         std::fs::write(&pass, format!("{PASS}\n")).unwrap();
+        std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let dir = root.join("vendor");
         let v = Vendor {
             _tmp: tmp,

@@ -65,7 +65,30 @@ impl PassphraseSource {
     }
 }
 
+/// The passphrase unlocks the vendor key, so its file follows the private
+/// key rule: no access for group or others. A pipe (`<(pass show vendor)`)
+/// is fine: it exists only for this process.
+fn check_passphrase_file(path: &Path) -> Result<()> {
+    let is_pipe = std::fs::metadata(path).is_ok_and(|m| {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type())
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = m;
+            false
+        }
+    });
+    if is_pipe {
+        return Ok(());
+    }
+    kaching_kit::secret::check_private(path, "passphrase file")
+        .map_err(|e| crate::error::usage(e.to_string()))
+}
+
 fn read_passphrase_file(path: &Path) -> Result<SecretString> {
+    check_passphrase_file(path)?;
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .with_context(|| format!("cannot read passphrase file {}", path.display()))?,

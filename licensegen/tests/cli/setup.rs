@@ -89,6 +89,7 @@ fn passphrase_file_works_for_init_and_issue() {
     let tmp = tempfile::tempdir().unwrap();
     let pf = tmp.path().join("pass.txt");
     std::fs::write(&pf, format!("{PASS}\n")).unwrap();
+    set_mode(&pf, 0o600);
     bare(tmp.path())
         .args(["init", "v", "--passphrase-file"])
         .arg(&pf)
@@ -265,4 +266,33 @@ fn in_process_run_behaves_like_the_binary() {
     );
     assert_eq!(licensegen::run_code(["licensegen", "--no-such-flag"]), 2);
     assert_eq!(licensegen::run_code(["licensegen", "--version"]), 0);
+}
+
+fn set_mode(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn attack_group_readable_passphrase_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pf = tmp.path().join("pass.txt");
+    std::fs::write(&pf, format!("{PASS}\n")).unwrap();
+    set_mode(&pf, 0o640);
+    let out = bare(tmp.path())
+        .args(["init", "v", "--passphrase-file"])
+        .arg(&pf)
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err,
+        format!(
+            "error: passphrase file {0} is readable by other users (mode 640): run `chmod 600 {0}`\n",
+            pf.display()
+        )
+    );
+    assert!(!tmp.path().join("v").exists(), "nothing may be created");
 }
