@@ -1,5 +1,6 @@
 //! The signed envelope every document travels in: a tagged COSE_Sign1 (RFC 9052)
-//! with Ed25519, the kid and the content type in the protected header.
+//! with Ed25519 (alg −8 by default, −19 on request: [`Alg`]), the kid and the
+//! content type in the protected header.
 //!
 //! Verification order is part of the security argument (docs/threat-model.md):
 //! size limit, envelope shape, algorithm, kind, canonical form, key lookup,
@@ -14,7 +15,9 @@ use coset::{
 use crate::error::{Error, Result};
 use crate::keys::{Kid, PublicKey, SecretKey, TrustedKeys};
 
+mod alg;
 mod wire;
+pub use alg::Alg;
 use wire::{canonical_parts, decode_sign1, read_exact, sig_structure, Parts};
 
 /// Protected-header label carrying the raw public key of a self-signed
@@ -106,12 +109,18 @@ impl fmt::Display for DocKind {
     }
 }
 
-/// Signs a payload as a document of `kind`. Self-signed kinds also carry the
-/// signer's public key in the protected header.
+/// Signs a payload as a document of `kind` with the default alg, EdDSA (−8).
+/// Self-signed kinds also carry the signer's public key in the protected header.
 pub fn sign(kind: DocKind, payload: Vec<u8>, key: &SecretKey) -> Vec<u8> {
+    sign_with(kind, payload, key, Alg::default())
+}
+
+/// Signs a payload as a document of `kind`, naming `alg` in the protected
+/// header. Deterministic: the same inputs give the same bytes.
+pub fn sign_with(kind: DocKind, payload: Vec<u8>, key: &SecretKey, alg: Alg) -> Vec<u8> {
     let public = key.public();
     let mut header = HeaderBuilder::new()
-        .algorithm(iana::Algorithm::Ed25519)
+        .algorithm(alg.iana())
         .content_type(kind.content_type().to_string())
         .key_id(public.kid().0.to_vec());
     if kind.is_self_signed() {
@@ -399,6 +408,47 @@ mod tests {
             .build()
             .to_tagged_vec()
             .expect("encode")
+    }
+
+    /// The alg value in a document's protected header.
+    fn alg_of(bytes: &[u8]) -> Option<coset::Algorithm> {
+        coset::CoseSign1::from_tagged_slice(bytes)
+            .ok()?
+            .protected
+            .header
+            .alg
+    }
+
+    #[test]
+    fn sign_names_eddsa_by_default_and_ed25519_on_request() {
+        let key = SecretKey::from_seed(&[5; 32]);
+        let keys = TrustedKeys::from(key.public());
+        let eddsa = coset::Algorithm::Assigned(iana::Algorithm::EdDSA);
+        for kind in DocKind::ALL {
+            let bytes = sign(kind, b"\xa0".to_vec(), &key);
+            assert_eq!(alg_of(&bytes), Some(eddsa.clone()), "{kind}");
+        }
+        let payload = b"\xa1\x61x\x01".to_vec();
+        let default = sign(DocKind::License, payload.clone(), &key);
+        let ed25519 = sign_with(DocKind::License, payload.clone(), &key, Alg::Ed25519);
+        assert_eq!(
+            alg_of(&ed25519),
+            Some(coset::Algorithm::Assigned(iana::Algorithm::Ed25519))
+        );
+        // Same inputs, same bytes, for either choice.
+        assert_eq!(
+            default,
+            sign_with(DocKind::License, payload.clone(), &key, Alg::EdDSA)
+        );
+        assert_eq!(
+            ed25519,
+            sign_with(DocKind::License, payload.clone(), &key, Alg::Ed25519)
+        );
+        assert_ne!(default, ed25519, "the alg is signed, so the bytes differ");
+        for bytes in [&default, &ed25519] {
+            let opened = open(bytes, DocKind::License, &keys).expect("accepted on input");
+            assert_eq!(opened.payload, payload);
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub enum Error {
     #[error("not a KACHING document: {0}")]
     Malformed(String),
     /// The protected header names an algorithm other than Ed25519.
-    #[error("unsupported signature algorithm {0}: only Ed25519 (-19, or -8 EdDSA) is accepted")]
+    #[error("unsupported signature algorithm {0}: only EdDSA (-8) and Ed25519 (-19) are accepted")]
     Algorithm(String),
     /// The document is of another kind than the one expected.
     #[error("this is a {found}, not a {expected}")]

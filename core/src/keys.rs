@@ -1,4 +1,4 @@
-//! Vendor and cluster keys: Ed25519, SPKI PEM public keys, PKCS#8 PEM private keys.
+//! Vendor and cluster keys: Ed25519, SPKI PEM public keys, PKCS#8 v1 PEM private keys.
 //!
 //! A private key leaves this module only as a [`Zeroizing`] PEM string handed to
 //! whoever encrypts it (licensegen wraps it in age). There is deliberately no
@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -163,19 +163,23 @@ impl SecretKey {
         }
     }
 
-    /// Parses PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), e.g. after age decryption.
+    /// Parses PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), e.g. after age
+    /// decryption: v1 (what [`SecretKey::to_pkcs8_pem`] writes) or v2 with the
+    /// public key (what earlier versions wrote), whose public key must match.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self> {
         let key = SigningKey::from_pkcs8_pem(pem.trim())
             .map_err(|e| Error::Key(format!("not an Ed25519 PKCS#8 PEM private key ({e})")))?;
         Ok(SecretKey { key })
     }
 
-    /// PKCS#8 PEM of the secret, wiped from memory on drop. Encrypt it before it
-    /// goes anywhere near a disk.
+    /// PKCS#8 v1 PEM of the secret (RFC 5208 `PrivateKeyInfo`, RFC 8410),
+    /// wiped from memory on drop. Encrypt it before it goes anywhere near a disk.
+    ///
+    /// v1, not the v2 `OneAsymmetricKey` that ed25519-dalek writes: OpenSSL
+    /// 3.0, Node and pyca/cryptography refuse v2 Ed25519 keys, and a vendor
+    /// must be able to take the key to another tool or an HSM.
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>> {
-        self.key
-            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-            .map_err(|e| Error::Key(format!("cannot encode private key: {e}")))
+        pkcs8_v1_pem(self.key.as_bytes())
     }
 
     /// The matching public key.
@@ -191,6 +195,42 @@ impl SecretKey {
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
+}
+
+/// The fixed start of an Ed25519 PKCS#8 v1 `PrivateKeyInfo` (RFC 8410 §7):
+/// SEQUENCE (46 bytes) { INTEGER 0 (v1), SEQUENCE { OID 1.3.101.112 }
+/// (id-Ed25519, no parameters), OCTET STRING (34) { OCTET STRING (32) <seed> } }.
+const PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The 48-byte PKCS#8 v1 DER of an Ed25519 seed, wiped on drop.
+fn pkcs8_v1_der(seed: &[u8; 32]) -> Zeroizing<[u8; 48]> {
+    let mut der = Zeroizing::new([0u8; 48]);
+    der[..16].copy_from_slice(&PKCS8_V1_PREFIX);
+    der[16..].copy_from_slice(seed);
+    der
+}
+
+/// PEM (RFC 7468) of the PKCS#8 v1 DER. Every buffer the secret passes
+/// through is wiped on drop; 48 bytes are exactly one 64-column base64 line.
+fn pkcs8_v1_pem(seed: &[u8; 32]) -> Result<Zeroizing<String>> {
+    use base64::Engine;
+    const BEGIN: &str = "-----BEGIN PRIVATE KEY-----\n";
+    const END: &str = "-----END PRIVATE KEY-----\n";
+    let der = pkcs8_v1_der(seed);
+    let mut line = Zeroizing::new([0u8; 64]);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(der.as_slice(), line.as_mut_slice())
+        .map_err(|e| Error::Key(format!("cannot encode private key: {e}")))?;
+    let mut pem = Zeroizing::new(String::with_capacity(BEGIN.len() + 65 + END.len()));
+    pem.push_str(BEGIN);
+    // Base64 output is ASCII, so every byte is a char; the capacity above
+    // means no reallocation leaves a copy behind.
+    pem.extend(line[..written].iter().map(|&b| char::from(b)));
+    pem.push('\n');
+    pem.push_str(END);
+    Ok(pem)
 }
 
 /// The set of vendor public keys a verifier trusts, looked up by kid.
@@ -276,6 +316,84 @@ mod tests {
         let pem = sk.to_pkcs8_pem().expect("pem");
         let sk2 = SecretKey::from_pkcs8_pem(&pem).expect("parse secret");
         assert_eq!(sk2.public().kid(), pk.kid());
+    }
+
+    /// Base64 of a PEM body, decoded (the test reads what was written).
+    fn pem_der(pem: &str) -> Vec<u8> {
+        use base64::Engine;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .expect("base64")
+    }
+
+    #[test]
+    fn private_key_pem_is_pkcs8_v1_and_reads_back() {
+        let seed = [0x5a; 32];
+        let sk = SecretKey::from_seed(&seed);
+        let pem = sk.to_pkcs8_pem().expect("pem");
+        let lines: Vec<&str> = pem.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", pem.as_str());
+        assert_eq!(lines[0], "-----BEGIN PRIVATE KEY-----");
+        assert_eq!(lines[1].len(), 64);
+        assert_eq!(lines[2], "-----END PRIVATE KEY-----");
+        assert!(pem.ends_with("-----\n"));
+        let mut expected = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        expected.extend_from_slice(&seed);
+        assert_eq!(pem_der(&pem), expected, "PrivateKeyInfo v1, no public key");
+        let again = SecretKey::from_pkcs8_pem(&pem).expect("reads back");
+        assert_eq!(again.public(), sk.public());
+        assert_eq!(again.sign(b"m"), sk.sign(b"m"));
+        // The pkcs8 crate reads it as v1 with no public key: a second,
+        // independent parser agrees on the structure.
+        let der = pem_der(&pem);
+        let info = ed25519_dalek::pkcs8::PrivateKeyInfo::try_from(der.as_slice()).expect("DER");
+        assert!(info.public_key.is_none());
+    }
+
+    /// The fixture vendor key as KACHING wrote keys before it switched to v1:
+    /// PKCS#8 v2 (`OneAsymmetricKey` with the public key). Existing vendor.key files
+    /// and verifier state folders hold this form and must keep working.
+    const V2_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MFECAQEwBQYDK2VwBCIEIEtBQ0hJTkcgVEVTVC1PTkxZIHZlbmRvciBrZXkgMDAx
+gSEADZjYHSnOmxx2+Qa175+eJ3VQW1RbipaEXQ3F0pJZAPU=
+-----END PRIVATE KEY-----
+";
+
+    #[test]
+    fn pkcs8_v2_private_key_with_public_key_still_reads() {
+        assert_eq!(pem_der(V2_PEM)[..5], [0x30, 0x51, 0x02, 0x01, 0x01], "v2");
+        let sk = SecretKey::from_pkcs8_pem(V2_PEM).expect("v2 reads");
+        let seed = b"KACHING TEST-ONLY vendor key 001";
+        assert_eq!(sk.public(), SecretKey::from_seed(seed).public());
+        assert_eq!(sk.public().kid().to_hex(), "86bdf61e30cf28eb");
+        // Written back, it is v1.
+        assert_eq!(
+            pem_der(&sk.to_pkcs8_pem().expect("pem"))[..5],
+            [0x30, 0x2e, 0x02, 0x01, 0x00]
+        );
+    }
+
+    #[test]
+    fn pkcs8_v2_with_a_public_key_of_another_seed_is_refused() {
+        // The seed of V2_PEM with another key's public key: a corrupted or
+        // spliced file, refused rather than signing under a surprise kid.
+        let mut der = pem_der(V2_PEM);
+        let other = SecretKey::from_seed(&[9; 32]).public();
+        let at = der.len() - 32;
+        der[at..].copy_from_slice(other.as_bytes());
+        use base64::Engine;
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        );
+        assert!(matches!(
+            SecretKey::from_pkcs8_pem(&pem),
+            Err(Error::Key(_))
+        ));
     }
 
     #[test]

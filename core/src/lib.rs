@@ -9,6 +9,7 @@
 //! - [`keys`]: SPKI / PKCS#8 PEM keys and kids.
 //! - [`policy`]: (license, revocations, state, now) → [`policy::Verdict`].
 //! - [`tiers`]: the tier catalog.
+//! - [`binding`]: when a cluster's hold on a license lapses at the relay.
 //!
 //! docs/format.md is the normative byte-level specification.
 
@@ -16,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod armor;
+pub mod binding;
 mod cbor;
 pub mod cluster;
 pub mod envelope;
@@ -31,7 +33,7 @@ pub mod status;
 pub mod tiers;
 pub mod time;
 
-pub use envelope::DocKind;
+pub use envelope::{Alg, DocKind};
 pub use error::{Error, Result};
 pub use id::{cluster_id, LicenseId};
 pub use keys::{Kid, PublicKey, SecretKey, TrustedKeys};

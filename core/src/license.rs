@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use crate::cbor::Writer;
-use crate::envelope::{self, DocKind};
+use crate::envelope::{self, Alg, DocKind};
 use crate::error::Result;
 use crate::id::LicenseId;
 use crate::keys::{Kid, SecretKey, TrustedKeys};
@@ -173,9 +173,15 @@ impl License {
         Ok(license)
     }
 
-    /// Signs the license with the vendor key: binary COSE_Sign1 bytes.
+    /// Signs the license with the vendor key and the default alg (EdDSA, −8):
+    /// binary COSE_Sign1 bytes.
     pub fn sign(&self, key: &SecretKey) -> Vec<u8> {
-        envelope::sign(DocKind::License, self.to_cbor(), key)
+        self.sign_with(key, Alg::default())
+    }
+
+    /// Signs the license with the vendor key, naming `alg` in the header.
+    pub fn sign_with(&self, key: &SecretKey, alg: Alg) -> Vec<u8> {
+        envelope::sign_with(DocKind::License, self.to_cbor(), key, alg)
     }
 
     /// True for licenses that expect a relay (they carry a heartbeat policy).

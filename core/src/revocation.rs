@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::cbor::{Key, Reader, Writer};
-use crate::envelope::{self, DocKind};
+use crate::envelope::{self, Alg, DocKind};
 use crate::error::{Error, Result};
 use crate::id::LicenseId;
 use crate::keys::{Kid, SecretKey, TrustedKeys};
@@ -131,9 +131,14 @@ impl RevocationList {
         Ok(list)
     }
 
-    /// Signs the list with the vendor key.
+    /// Signs the list with the vendor key and the default alg (EdDSA, −8).
     pub fn sign(&self, key: &SecretKey) -> Vec<u8> {
-        envelope::sign(DocKind::RevocationList, self.to_cbor(), key)
+        self.sign_with(key, Alg::default())
+    }
+
+    /// Signs the list with the vendor key, naming `alg` in the header.
+    pub fn sign_with(&self, key: &SecretKey, alg: Alg) -> Vec<u8> {
+        envelope::sign_with(DocKind::RevocationList, self.to_cbor(), key, alg)
     }
 
     /// True once `now` is past the next-update deadline.

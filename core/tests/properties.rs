@@ -300,7 +300,7 @@ fn other_documents() -> Vec<(&'static str, Verifies)> {
         ("licenses/enterprise.cbor", license),
         ("licenses/bound.cbor", license),
         ("licenses/connected.cbor", license),
-        ("licenses/alg-eddsa.cbor", license),
+        ("licenses/alg-ed25519.cbor", license),
         ("revocations/v1.cbor", list),
         ("revocations/v2.cbor", list),
         ("revocations/v3.cbor", list),

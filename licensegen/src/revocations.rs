@@ -182,7 +182,7 @@ pub fn publish(
 
 /// Signs `list`, checks the signature, writes both spellings; returns the binary bytes.
 pub fn write_list(vendor: &VendorDir, list: &RevocationList, key: &SecretKey) -> Result<Vec<u8>> {
-    let bytes = list.sign(key);
+    let bytes = list.sign_with(key, vendor.config.alg);
     verify_revocation_list(&bytes, &TrustedKeys::from(key.public()))
         .context("self-check of the new revocation list failed")?;
     write_atomic(&vendor.path(REVOCATIONS_FILE), &bytes, false)?;

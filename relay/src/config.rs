@@ -12,13 +12,16 @@ use serde::Deserialize;
 /// The documented default configuration, as printed by `default-config`.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
 
+/// Largest `long_poll_max` accepted.
+const LONG_POLL_CEILING: Duration = Duration::from_secs(3600);
+
 /// Sections whose keys an environment variable may name (`RATE_LIMIT_BURST`).
 const SECTIONS: [&str; 2] = ["rate_limit", "commit"];
 
 /// The `KACHING_RELAY_*` names the relay reads (lower-cased, without the
 /// prefix). Others are left alone: the verifier's `[relay]` overrides share
 /// the prefix (`KACHING_RELAY_URL`, …) and may sit in the same environment.
-const ENV_KEYS: [&str; 12] = [
+const ENV_KEYS: [&str; 17] = [
     "listen",
     "data_dir",
     "vendor_keys",
@@ -28,6 +31,11 @@ const ENV_KEYS: [&str; 12] = [
     "long_poll_max",
     "max_body_bytes",
     "heartbeat_retention",
+    "max_connections",
+    "header_read_timeout",
+    "idle_timeout",
+    "request_timeout",
+    "shutdown_timeout",
     "rate_limit_per_second",
     "rate_limit_burst",
     "commit_max_batch",
@@ -59,6 +67,20 @@ pub struct Config {
     /// Age after which heartbeat history rows are pruned.
     #[serde(with = "human")]
     pub heartbeat_retention: Duration,
+    /// Open connections at most; lowered at start to stay below the open-file limit.
+    pub max_connections: usize,
+    /// From a request's first byte to its complete head (slowloris).
+    #[serde(with = "human")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long without a byte.
+    #[serde(with = "human")]
+    pub idle_timeout: Duration,
+    /// Deadline of every request except the revocation long-poll (bounded by `long_poll_max`).
+    #[serde(with = "human")]
+    pub request_timeout: Duration,
+    /// At shutdown, requests still running after this long are cut off.
+    #[serde(with = "human")]
+    pub shutdown_timeout: Duration,
     /// Per-client-IP rate limit.
     pub rate_limit: RateLimit,
     /// Group commit settings.
@@ -95,6 +117,12 @@ impl Default for Config {
             long_poll_max: Duration::from_secs(60),
             max_body_bytes: 256 * 1024,
             heartbeat_retention: Duration::from_secs(30 * 86_400),
+            // The relay holds one long-poll per connected cluster.
+            max_connections: 16_384,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
             rate_limit: RateLimit::default(),
             commit: Commit::default(),
         }
@@ -177,6 +205,26 @@ impl Config {
         if self.commit.max_batch == 0 {
             bail!("commit.max_batch must be at least 1");
         }
+        if self.max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
+        for (name, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("request_timeout", self.request_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("{name} must be longer than 0s");
+            }
+        }
+        // The long-poll is exempt from request_timeout, so this is its only bound.
+        if self.long_poll_max > LONG_POLL_CEILING {
+            bail!(
+                "long_poll_max must be at most {}: a long-poll holds a connection and is re-sent by the client anyway",
+                humantime::format_duration(LONG_POLL_CEILING)
+            );
+        }
         if self.max_body_bytes < kaching_core::MAX_DOCUMENT_SIZE {
             bail!(
                 "max_body_bytes must be at least {} (one document)",
@@ -211,6 +259,17 @@ impl Config {
             bail!("no trusted vendor keys: set vendor_keys_file (or vendor_keys) to the vendor's public key PEM");
         }
         Ok(keys)
+    }
+
+    /// Connection bounds for the server loop, with the connection cap
+    /// lowered below the open-file limit `nofile` (see `kaching_kit::rlimit`).
+    pub fn limits(&self, nofile: Option<u64>) -> kaching_kit::serve::Limits {
+        kaching_kit::serve::Limits {
+            max_connections: kaching_kit::rlimit::connection_cap(self.max_connections, nofile),
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            drain_timeout: self.shutdown_timeout,
+        }
     }
 
     /// Path of the SQLite database.
@@ -266,6 +325,39 @@ mod tests {
         assert_eq!(c.heartbeat_retention, d.heartbeat_retention);
         assert_eq!(c.rate_limit.burst, d.rate_limit.burst);
         assert_eq!(c.commit.max_batch, d.commit.max_batch);
+        assert_eq!(c.max_connections, d.max_connections);
+        assert_eq!(c.header_read_timeout, d.header_read_timeout);
+        assert_eq!(c.idle_timeout, d.idle_timeout);
+        assert_eq!(c.request_timeout, d.request_timeout);
+        assert_eq!(c.shutdown_timeout, d.shutdown_timeout);
+    }
+
+    #[test]
+    fn connection_settings_from_environment_and_checked() {
+        let c = Config::from_parts(
+            "",
+            [
+                (
+                    "KACHING_RELAY_MAX_CONNECTIONS".to_string(),
+                    "900".to_string(),
+                ),
+                ("KACHING_RELAY_IDLE_TIMEOUT".into(), "5s".into()),
+                ("KACHING_RELAY_HEADER_READ_TIMEOUT".into(), "2s".into()),
+                ("KACHING_RELAY_REQUEST_TIMEOUT".into(), "3s".into()),
+                ("KACHING_RELAY_SHUTDOWN_TIMEOUT".into(), "4s".into()),
+            ],
+        )
+        .expect("config");
+        assert_eq!(c.max_connections, 900);
+        let l = c.limits(Some(1024));
+        assert_eq!(l.max_connections, 896, "kept below the fd limit");
+        assert_eq!(l.idle_timeout, Duration::from_secs(5));
+        assert_eq!(l.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(l.drain_timeout, Duration::from_secs(4));
+        assert_eq!(c.request_timeout, Duration::from_secs(3));
+        assert!(Config::from_parts("max_connections = 0", []).is_err());
+        assert!(Config::from_parts("idle_timeout = \"0s\"", []).is_err());
+        assert!(Config::from_parts("long_poll_max = \"2h\"", []).is_err());
     }
 
     #[test]

@@ -85,6 +85,15 @@ CREATE TABLE IF NOT EXISTS audit (
     detail   TEXT NOT NULL,
     hash     TEXT NOT NULL
 );
+-- Relay-wide facts. `serving_since`: when the relay last started serving.
+-- A binding's silence is counted from no earlier than this, so an outage of
+-- the relay never counts against the cluster holding a license. It lives
+-- here, not in process memory, so the check runs inside the activation's
+-- transaction (a shared database can hold it for several replicas).
+CREATE TABLE IF NOT EXISTS meta (
+    key    TEXT PRIMARY KEY,
+    value  INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit_head (
     one   INTEGER PRIMARY KEY CHECK (one = 1),
     id    INTEGER NOT NULL,
@@ -118,6 +127,30 @@ pub fn open_and_migrate(path: &Path) -> anyhow::Result<Connection> {
     conn.execute_batch(SCHEMA)
         .with_context(|| format!("cannot create the schema in {}", path.display()))?;
     Ok(conn)
+}
+
+/// Records that the relay starts serving at `now` (see `meta` in the schema).
+/// Set at every start, never raised or kept from an earlier run: a relay
+/// that was down must not count its downtime as anyone's silence.
+pub fn mark_serving(conn: &Connection, now: u64) -> anyhow::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('serving_since', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [now],
+    )
+    .context("cannot record the relay's start in the database")?;
+    Ok(())
+}
+
+/// When the relay last started serving; 0 when no relay has served from
+/// this database yet (then silence counts from the last contact alone).
+pub fn serving_since(conn: &Connection) -> rusqlite::Result<u64> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'serving_since'")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 /// A few read connections shared by request handlers (WAL readers never block the writer).

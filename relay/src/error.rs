@@ -78,6 +78,21 @@ impl ApiError {
     }
 }
 
+/// The answer to a request that ran past `request_timeout` (a plain `fn`
+/// because the server loop's timeout layer takes one).
+pub fn request_timed_out(limit: std::time::Duration) -> Response {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "request_timeout",
+        format!(
+            "the relay did not finish this request within {} (request_timeout); a write may still have taken effect: retry",
+            humantime::format_duration(limit)
+        ),
+    );
+    e.retry_after = Some(1);
+    e.into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});

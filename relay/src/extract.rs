@@ -70,6 +70,16 @@ fn unauthorized() -> ApiError {
     )
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is
+/// case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` work too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(token.trim()).filter(|t| !t.is_empty())
+}
+
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
@@ -84,9 +94,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .and_then(bearer_token)
             .ok_or_else(|| {
                 tracing::warn!(path = %parts.uri.path(), "malformed Authorization header");
                 unauthorized()
@@ -106,6 +114,26 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 tracing::warn!(path = %parts.uri.path(), "unknown bearer token");
                 Err(unauthorized())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in [
+            "Bearer kr_1",
+            "bearer kr_1",
+            "BEARER kr_1",
+            "BeArEr   kr_1 ",
+        ] {
+            assert_eq!(bearer_token(v), Some("kr_1"), "{v:?}");
+        }
+        for v in ["Basic kr_1", "Bearer", "Bearer ", "Bearerkr_1", "kr_1", ""] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
         }
     }
 }

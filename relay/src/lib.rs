@@ -12,7 +12,6 @@
 #![deny(missing_docs)]
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +52,12 @@ pub async fn run(
     let vendor_keys = config.trusted_keys()?;
     let relay_key = state::load_or_create_key(&config.key_path())?;
     let conn = db::open_and_migrate(&config.db_path())?;
+    // Every binding gets a full grace window from now: the time this relay
+    // was down is nobody's silence (docs/relay.md, "Binding across an outage").
+    let serving_since = db::now();
+    db::mark_serving(&conn, serving_since)?;
+    let nofile = kaching_kit::rlimit::raise_nofile();
+    let limits = config.limits(nofile);
     let current = load_current_list(&conn, &vendor_keys)?;
     let (writer, writer_thread) = Writer::start(conn, config.commit.max_batch)
         .context("cannot start the database writer thread")?;
@@ -74,12 +79,15 @@ pub async fn run(
         stop_rx,
     ));
     let app = routes::router(state.clone());
-    tracing::info!(addr = %listener.local_addr()?, relay_kid = %state.relay_key.public().kid(), "relay serving");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        relay_kid = %state.relay_key.public().kid(),
+        max_connections = limits.max_connections,
+        open_file_limit = ?nofile,
+        serving_since = %kaching_core::time::rfc3339(serving_since),
+        "relay serving"
+    );
+    kaching_kit::serve::serve(listener, app, limits, async move {
         shutdown.await;
         // Long-polls watch this and return at once.
         let _ = stop_tx.send(true);

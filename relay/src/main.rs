@@ -1,11 +1,13 @@
 //! The `kaching-relay` command: serve, tokens, audit, configuration.
 
-use std::io::Write as _;
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kaching_kit::stdout;
 
 use kaching_relay::tokens::{self, Scope};
 use kaching_relay::{audit, db, state, Config};
@@ -71,6 +73,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => code,
+        // The reader of our output went away (`| head`): not a failure.
+        Err(e) if e.chain().any(stdout::is_broken_pipe) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -83,7 +87,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let load = || Config::load(config.as_deref());
     match command {
         Command::DefaultConfig => {
-            print!("{}", kaching_relay::config::DEFAULT_CONFIG);
+            stdout::print(kaching_relay::config::DEFAULT_CONFIG)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve => serve(load()?),
@@ -96,16 +100,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     let name = name.unwrap_or_else(|| format!("{scope}-{now}"));
                     let token = tokens::create(&mut conn, scope, &name, now)?;
                     eprintln!("created {scope} token {name:?}; it is shown only this once:");
-                    println!("{token}");
+                    stdout::println(&token)?;
                 }
                 TokenCommand::List => {
                     let all = tokens::list(&conn)?;
-                    let mut out = std::io::stdout().lock();
-                    writeln!(
-                        out,
-                        "{:<24} {:<8} {:<21} revoked",
-                        "name", "scope", "created"
-                    )?;
+                    let mut out =
+                        format!("{:<24} {:<8} {:<21} revoked\n", "name", "scope", "created");
                     for t in all {
                         writeln!(
                             out,
@@ -118,6 +118,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                                 .unwrap_or_else(|| "-".into())
                         )?;
                     }
+                    stdout::print(&out)?;
                 }
                 TokenCommand::Revoke { name } => {
                     tokens::revoke(&mut conn, &name, now)?;
@@ -135,12 +136,15 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let conn = db::open(&path)?;
             let v = audit::verify(&conn)?;
-            println!("audit log intact: {} rows, head {}", v.rows, v.head);
+            stdout::println(&format!(
+                "audit log intact: {} rows, head {}",
+                v.rows, v.head
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::RelayKey => {
             let key = state::load_or_create_key(&load()?.key_path())?;
-            print!("{}", key.public().to_pem());
+            stdout::print(&key.public().to_pem())?;
             eprintln!("kid {}", key.public().kid());
             Ok(ExitCode::SUCCESS)
         }
@@ -154,6 +158,8 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Escape codes belong on a terminal, not in log files or journald.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     // Refuse a config without vendor keys before taking the port.
     config.trusted_keys()?;
@@ -168,8 +174,11 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
                 )
             })?;
         // Scripts and tests read the bound address (port 0 picks one).
-        println!("listening on {}", listener.local_addr()?);
-        let _ = std::io::stdout().flush();
+        let addr = listener.local_addr()?;
+        // Nobody reading it is no reason to stop serving.
+        if let Err(e) = stdout::println(&format!("listening on {addr}")) {
+            tracing::debug!(%e, "cannot print the listening address");
+        }
         kaching_relay::run(listener, config, shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)

@@ -65,12 +65,18 @@ impl AppState {
     }
 }
 
+/// What the relay key is called in messages (and in `kaching_kit::secret`'s).
+const WHAT: &str = "relay key";
+
 /// Loads the relay key from `path`, creating it (mode 0600, written
-/// atomically) on first start.
+/// atomically) on first start. A key file that group or others may read is
+/// refused: whoever reads it can sign relay time for every cluster.
 pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
-    if path.exists() {
+    // symlink_metadata: a dangling link is "there" too, and must not be replaced.
+    if path.symlink_metadata().is_ok() {
+        kaching_kit::secret::check_private(path, WHAT)?;
         let pem = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read relay key {}", path.display()))?;
+            .with_context(|| format!("cannot read {WHAT} {}", path.display()))?;
         return SecretKey::from_pkcs8_pem(&pem).with_context(|| {
             format!(
                 "{} is not an Ed25519 PKCS#8 PEM key: restore it from backup (clusters pin its public key)",
@@ -84,9 +90,17 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
     let key = SecretKey::generate();
     let pem = key.to_pkcs8_pem()?;
     let tmp = path.with_extension("pem.tmp");
+    // A leftover from a crash may carry looser permissions; opening it again
+    // would keep them, so start from a new file.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove stale {}", tmp.display()));
+        }
+        _ => {}
+    }
     {
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -94,12 +108,20 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
         }
         let mut f = opts
             .open(&tmp)
-            .with_context(|| format!("cannot write relay key {}", tmp.display()))?;
+            .with_context(|| format!("cannot write {WHAT} {}", tmp.display()))?;
         f.write_all(pem.as_bytes())?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move relay key into place at {}", path.display()))?;
+        .with_context(|| format!("cannot move {WHAT} into place at {}", path.display()))?;
+    // Make the rename itself durable: a key lost in a crash would be
+    // replaced by another one, and every cluster pinned the old one.
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync data directory {}", dir.display()))?;
+    // What we just made must pass the rule we hold others to.
+    kaching_kit::secret::check_private(path, WHAT)?;
     tracing::info!(kid = %key.public().kid(), path = %path.display(), "created relay signing key");
     Ok(key)
 }

@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 
+use kaching_core::binding::Hold;
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::heartbeat::Heartbeat;
 use kaching_core::revocation::{accept_revocation_list, Acceptance, VerifiedRevocationList};
@@ -32,8 +33,8 @@ pub struct Activation {
     pub hostname: String,
     /// Its node count.
     pub nodes: u32,
-    /// Seconds after its last contact that another cluster's hold on this license lapses.
-    pub stale_after: u64,
+    /// Seconds of silence (counted while the relay serves) after which another cluster's hold lapses.
+    pub offline_grace: u64,
     /// Relay time.
     pub now: u64,
 }
@@ -134,6 +135,8 @@ pub fn apply(conn: &Connection, write: Write) -> Result<Outcome, ApiError> {
 fn activate(conn: &Connection, a: &Activation) -> Result<Outcome, ApiError> {
     let mut displaced = Vec::new();
     {
+        // Read in this transaction, like the bindings it judges.
+        let serving_since = crate::db::serving_since(conn)?;
         let mut stmt = conn.prepare_cached(
             "SELECT cluster_id, last_seen FROM clusters
              WHERE license_id = ?1 AND status = 'active' AND cluster_id != ?2",
@@ -141,18 +144,12 @@ fn activate(conn: &Connection, a: &Activation) -> Result<Outcome, ApiError> {
         let mut rows = stmt.query(params![a.license_id, a.cluster_id])?;
         while let Some(r) = rows.next()? {
             let other: String = r.get(0)?;
-            let last_seen: u64 = r.get(1)?;
-            let free_at = last_seen.saturating_add(a.stale_after);
-            if free_at > a.now {
-                return Err(ApiError::conflict(
-                    "license_in_use",
-                    format!(
-                        "license {} is in use by cluster {other} (last seen {}): deactivate it there (a clean shutdown of its verifier does), or wait until {} when it counts as stale",
-                        a.license_id,
-                        rfc3339(last_seen),
-                        rfc3339(free_at)
-                    ),
-                ));
+            let hold = Hold {
+                last_seen: r.get(1)?,
+                offline_grace: a.offline_grace,
+            };
+            if !hold.is_stale(serving_since, a.now) {
+                return Err(in_use(&a.license_id, &other, hold, serving_since));
             }
             displaced.push(other);
         }
@@ -212,6 +209,26 @@ fn activate(conn: &Connection, a: &Activation) -> Result<Outcome, ApiError> {
         last_seq: last_seq.unwrap_or(0),
         displaced,
     })
+}
+
+/// 409 for a license another cluster still holds, saying when it frees.
+fn in_use(license_id: &str, holder: &str, hold: Hold, serving_since: u64) -> ApiError {
+    let restarted = if serving_since > hold.last_seen {
+        format!(
+            "; the relay restarted at {}, which gave the holder a full grace window",
+            rfc3339(serving_since)
+        )
+    } else {
+        String::new()
+    };
+    ApiError::conflict(
+        "license_in_use",
+        format!(
+            "license {license_id} is in use by cluster {holder} (last seen {}): deactivate it there (a clean shutdown of its verifier does), or wait until {} when it counts as stale if it stays silent{restarted}",
+            rfc3339(hold.last_seen),
+            rfc3339(hold.frees_at(serving_since)),
+        ),
+    )
 }
 
 fn heartbeat(

@@ -235,8 +235,8 @@ fn value_note(what: &str, head: Option<(u8, u64, usize)>, key: &Key) -> String {
     match (what, head) {
         ("time", Some((0, t, _))) => rfc3339(t),
         ("seconds", Some((0, s, _))) => kaching_core::time::human_duration(s),
-        ("algorithm", Some((1, 18, _))) => "-19 = Ed25519".into(),
-        ("algorithm", Some((1, 7, _))) => "-8 = EdDSA (accepted on input)".into(),
+        ("algorithm", Some((1, 7, _))) => "-8 = EdDSA".into(),
+        ("algorithm", Some((1, 18, _))) => "-19 = Ed25519 (vendor setting)".into(),
         ("license id", _) => "license id (16 bytes, shown as a UUID)".into(),
         _ if matches!(key, Key::Other) => String::new(),
         _ => what.to_string(),

@@ -176,7 +176,7 @@ pub fn cases() -> Result<Vec<Case>, String> {
         expect: err("license", "UnknownKey"),
     });
 
-    let header = craft::vendor_header(DocKind::License, Some(craft::ALG_ED25519), &vendor_kid);
+    let header = craft::vendor_header(DocKind::License, Some(craft::ALG_EDDSA), &vendor_kid);
     cases.push(Case {
         name: "key_substitution",
         attack: "the vendor's kid in the header, but signed by the attacker's key",
@@ -277,7 +277,7 @@ pub fn cases() -> Result<Vec<Case>, String> {
         expect: err("license", "Payload"),
     });
 
-    let mut header = craft::vendor_header(DocKind::License, Some(craft::ALG_ED25519), &vendor_kid);
+    let mut header = craft::vendor_header(DocKind::License, Some(craft::ALG_EDDSA), &vendor_kid);
     header.reverse();
     cases.push(Case {
         name: "noncanonical_header",
@@ -326,7 +326,7 @@ pub fn cases() -> Result<Vec<Case>, String> {
     });
 
     let protected = craft::encode(&Value::Map(vec![
-        (int(craft::ALG), int(craft::ALG_ED25519)),
+        (int(craft::ALG), int(craft::ALG_EDDSA)),
         (
             int(craft::CONTENT_TYPE),
             Value::Text(DocKind::License.content_type().into()),
@@ -478,7 +478,7 @@ fn weak_signer_activation() -> Result<Vec<u8>, String> {
     let mut req = super::activation_request();
     req.cluster_key = identity;
     let header = vec![
-        (int(craft::ALG), int(craft::ALG_ED25519)),
+        (int(craft::ALG), int(craft::ALG_EDDSA)),
         (
             int(craft::CONTENT_TYPE),
             Value::Text(DocKind::ActivationRequest.content_type().into()),

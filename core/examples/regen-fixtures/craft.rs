@@ -16,10 +16,10 @@ pub const ALG: i64 = 1;
 pub const CONTENT_TYPE: i64 = 3;
 /// Key id.
 pub const KID: i64 = 4;
-/// Ed25519 (RFC 9864).
-pub const ALG_ED25519: i64 = -19;
-/// EdDSA (RFC 9053), accepted on input.
+/// EdDSA (RFC 9053): what KACHING writes by default.
 pub const ALG_EDDSA: i64 = -8;
+/// Ed25519 (RFC 9864): written when a vendor sets `alg = "Ed25519"`.
+pub const ALG_ED25519: i64 = -19;
 /// ECDSA P-256 with SHA-256: what an algorithm-confusion attacker names.
 pub const ALG_ES256: i64 = -7;
 

@@ -276,18 +276,21 @@ pub fn generate() -> Result<Files, String> {
         DocKind::License,
         connected_license()?.sign(&vendor),
     );
-    // alg -8 (EdDSA) must be accepted on input as well as -19.
-    let eddsa = tier_license("standard", "alg-eddsa")?;
+    // Every other fixture names alg -8 (EdDSA, the default); -19 (Ed25519),
+    // written when a vendor sets `alg = "Ed25519"`, must be accepted too.
+    // Built by hand from the spec: `crafted_envelope_matches_core_signer`
+    // checks it equals what core's signer writes with `Alg::Ed25519`.
+    let ed25519 = tier_license("standard", "alg-ed25519")?;
     let header = craft::vendor_header(
         DocKind::License,
-        Some(craft::ALG_EDDSA),
+        Some(craft::ALG_ED25519),
         &vendor.public().kid().0,
     );
     add_both(
         &mut files,
-        "licenses/alg-eddsa",
+        "licenses/alg-ed25519",
         DocKind::License,
-        craft::sign_with_header(header, &eddsa.to_cbor(), &vendor),
+        craft::sign_with_header(header, &ed25519.to_cbor(), &vendor),
     );
     for v in 1..=3 {
         add_both(

@@ -130,8 +130,8 @@ pub(super) struct Exact<'a> {
 
 /// Reads an envelope that is byte for byte what [`super::sign`] writes for a
 /// document of `kind`: tag 18 and an array of four; a protected header
-/// `{1: alg, 3: content type, 4: kid}` in that order, with alg Ed25519 (−19)
-/// or EdDSA (−8), the content type of `kind`, an 8-byte kid and, for
+/// `{1: alg, 3: content type, 4: kid}` in that order, with alg EdDSA (−8)
+/// or Ed25519 (−19), the content type of `kind`, an 8-byte kid and, for
 /// self-signed kinds only, `"kaching-signer": <32 bytes>` last; an empty
 /// unprotected map; the payload; a 64-byte signature; every head in shortest
 /// form and nothing after. Nothing is decoded into a tree: each byte is
@@ -198,10 +198,10 @@ fn exact_header(header: &[u8], kind: DocKind) -> Option<([u8; 8], Option<&[u8; 3
     let self_signed = kind.is_self_signed();
     // A map of 3 entries (4 with the signer key), then label 1 (alg).
     let h = header.strip_prefix(&[if self_signed { 0xa4 } else { 0xa3 }, 0x01])?;
-    // −19 (Ed25519) is 0x32, −8 (EdDSA) is 0x27.
+    // −8 (EdDSA, what `sign` writes by default) is 0x27, −19 (Ed25519) 0x32.
     let h = h
-        .strip_prefix(&[0x32])
-        .or_else(|| h.strip_prefix(&[0x27]))?;
+        .strip_prefix(&[0x27])
+        .or_else(|| h.strip_prefix(&[0x32]))?;
     let content_type = kind.content_type().as_bytes();
     let (head, len) = crate::cbor::head_bytes(3, content_type.len() as u64);
     let h = h
@@ -238,7 +238,9 @@ pub(super) fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{open, parse_exact, parse_general, sign, DocKind, SIGNER_KEY_LABEL};
+    use crate::envelope::{
+        open, parse_exact, parse_general, sign, sign_with, Alg, DocKind, SIGNER_KEY_LABEL,
+    };
     use crate::keys::{SecretKey, TrustedKeys};
     use coset::TaggedCborSerializable;
 
@@ -316,20 +318,20 @@ mod tests {
     /// Documents of every kind and both alg spellings, as `sign` writes them.
     fn signed_documents() -> Vec<(DocKind, Vec<u8>)> {
         let key = SecretKey::from_seed(&[3; 32]);
-        let mut docs: Vec<(DocKind, Vec<u8>)> = DocKind::ALL
-            .into_iter()
-            .map(|kind| (kind, sign(kind, vec![0xa1, 0x61, 0x78, 0x01], &key)))
-            .collect();
-        // The same license with alg EdDSA (−8), the other accepted spelling.
-        let license = sign(DocKind::License, vec![0x41; 300], &key);
-        let mut eddsa = license.clone();
-        let at = eddsa
-            .windows(2)
-            .position(|w| w == [0x01, 0x32])
-            .expect("alg entry");
-        eddsa[at + 1] = 0x27;
-        docs.push((DocKind::License, license));
-        docs.push((DocKind::License, eddsa));
+        let payload = vec![0xa1, 0x61, 0x78, 0x01];
+        let mut docs: Vec<(DocKind, Vec<u8>)> = Vec::new();
+        for alg in Alg::ALL {
+            for kind in DocKind::ALL {
+                docs.push((kind, sign_with(kind, payload.clone(), &key, alg)));
+            }
+            // A longer payload: a two-byte bstr head.
+            let license = sign_with(DocKind::License, vec![0x41; 300], &key, alg);
+            docs.push((DocKind::License, license));
+        }
+        // Both spellings are really there: the alg is byte 6 (after d2 84 58
+        // <len> a3|a4 01); −8 is 0x27, −19 is 0x32.
+        let algs: std::collections::BTreeSet<u8> = docs.iter().map(|(_, d)| d[6]).collect();
+        assert_eq!(algs, [0x27, 0x32].into());
         docs
     }
 

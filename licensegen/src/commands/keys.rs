@@ -15,6 +15,8 @@ use crate::vendor::{VendorDir, KEY_FILE, PUB_FILE, RETIRED_DIR};
 struct KeyInfo {
     kid: String,
     algorithm: &'static str,
+    /// The COSE alg documents name (kaching.toml `alg`): -8 or -19.
+    cose_alg: i64,
     fingerprint_sha256: String,
     public_key_file: String,
     private_key_file: String,
@@ -30,6 +32,7 @@ pub(super) fn key(ctx: &Ctx<'_>, k: &KeyCommand) -> Result<u8> {
             let info = KeyInfo {
                 kid: key.kid().to_hex(),
                 algorithm: "Ed25519",
+                cose_alg: v.config.alg.cose_value(),
                 fingerprint_sha256: key.fingerprint(),
                 public_key_file: v.path(PUB_FILE).display().to_string(),
                 private_key_file: v.path(KEY_FILE).display().to_string(),
@@ -40,9 +43,10 @@ pub(super) fn key(ctx: &Ctx<'_>, k: &KeyCommand) -> Result<u8> {
                 json(&info)?;
             } else {
                 let mut s = format!(
-                    "kid:         {}\nalgorithm:   {} (COSE -19)\nfingerprint: SHA256:{}\npublic key:  {}\nprivate key: {} (age-encrypted)\nissuer:      {}\n",
+                    "kid:         {}\nalgorithm:   {}, signed as {}\nfingerprint: SHA256:{}\npublic key:  {}\nprivate key: {} (age-encrypted)\nissuer:      {}\n",
                     info.kid,
                     info.algorithm,
+                    v.config.alg,
                     info.fingerprint_sha256,
                     info.public_key_file,
                     info.private_key_file,

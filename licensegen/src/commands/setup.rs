@@ -17,6 +17,8 @@ pub(super) fn init(ctx: &Ctx<'_>, a: &InitArgs) -> Result<u8> {
         revocation_validity: a.revocation_validity.clone(),
         armor: a.armor,
         relay: None,
+        // The default; a vendor who needs -19 sets `alg` in kaching.toml.
+        alg: kaching_core::Alg::default(),
     };
     // Check everything cheap before asking for a passphrase.
     config.revocation_validity_secs()?;

@@ -296,6 +296,7 @@ mod tests {
             revocation_validity: "7d".into(),
             armor: false,
             relay: None,
+            alg: kaching_core::Alg::default(),
         }
     }
 

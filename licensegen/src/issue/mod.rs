@@ -40,7 +40,7 @@ pub fn sign_and_record(
     now: Timestamp,
 ) -> Result<Issued> {
     let license = built.license;
-    let bytes = license.sign(key);
+    let bytes = license.sign_with(key, vendor.config.alg);
     verify_license(&bytes, &TrustedKeys::from(key.public()))
         .context("self-check of the new license failed")?;
     let file = if armored {

@@ -178,6 +178,13 @@ mod tests {
         let pass_file = dir.path().join("pass");
         let unlock = |p: &str| {
             std::fs::write(&pass_file, p).unwrap();
+            // A passphrase file others can read is refused (passphrase.rs).
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&pass_file, std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+            }
             Unlock {
                 passphrase: PassphraseSource {
                     file: Some(pass_file.clone()),

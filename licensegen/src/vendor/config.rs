@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use kaching_core::Alg;
+use serde::{Deserialize, Deserializer};
 
 /// The vendor settings read from `kaching.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -20,6 +21,10 @@ pub struct Config {
     /// Write armored (text) license files by default.
     #[serde(default)]
     pub armor: bool,
+    /// COSE alg named in every license and revocation list the vendor key
+    /// signs: `"EdDSA"` (−8, the default) or `"Ed25519"` (−19).
+    #[serde(default, deserialize_with = "alg_by_name")]
+    pub alg: Alg,
     /// Where `licensegen publish` uploads revocation lists (optional `[relay]` table).
     #[serde(default)]
     pub relay: Option<RelaySettings>,
@@ -33,6 +38,16 @@ pub struct RelaySettings {
     pub url: Option<String>,
     /// File holding a publish-scope token (relative paths: from the vendor directory).
     pub token_file: Option<std::path::PathBuf>,
+}
+
+/// Reads `alg = "…"` by its IANA name, refusing any algorithm KACHING does not write.
+fn alg_by_name<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Alg, D::Error> {
+    let name = String::deserialize(d)?;
+    Alg::from_name(&name).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "alg = {name:?} is not one KACHING signs with: use \"EdDSA\" (COSE -8, the default, which stock COSE libraries verify) or \"Ed25519\" (COSE -19)"
+        ))
+    })
 }
 
 fn default_audience() -> String {
@@ -72,11 +87,16 @@ impl Config {
              # (connected clusters go overdue after a stale list plus their offline grace).\n\
              revocation_validity = {}\n\
              # Write armored (text) license files unless --armor says otherwise.\n\
-             armor = {}\n",
+             armor = {}\n\
+             # COSE algorithm named in licenses and revocation lists: \"EdDSA\" (-8), which\n\
+             # stock COSE libraries verify, or \"Ed25519\" (-19, RFC 9864). KACHING verifiers\n\
+             # accept both; the signature is Ed25519 either way (docs/format.md 3.1).\n\
+             alg = {}\n",
             quote(&self.issuer),
             quote(&self.audience),
             quote(&self.revocation_validity),
-            self.armor
+            self.armor,
+            quote(self.alg.name())
         )
     }
 }
@@ -102,14 +122,37 @@ mod tests {
 
     #[test]
     fn written_config_reads_back() {
-        let c = Config {
-            issuer: "Acme \"Software\"".into(),
-            audience: "bzzz".into(),
-            revocation_validity: "7d".into(),
-            armor: true,
-            relay: None,
-        };
-        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
-        assert_eq!(c.revocation_validity_secs().unwrap(), 7 * 86_400);
+        for alg in Alg::ALL {
+            let c = Config {
+                issuer: "Acme \"Software\"".into(),
+                audience: "bzzz".into(),
+                revocation_validity: "7d".into(),
+                armor: true,
+                relay: None,
+                alg,
+            };
+            assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+            assert_eq!(c.revocation_validity_secs().unwrap(), 7 * 86_400);
+        }
+    }
+
+    #[test]
+    fn alg_defaults_to_eddsa_and_names_are_checked() {
+        let c = Config::from_toml("issuer = \"V\"\n").unwrap();
+        assert_eq!(
+            c.alg,
+            Alg::EdDSA,
+            "files written before the setting existed"
+        );
+        let c = Config::from_toml("issuer = \"V\"\nalg = \"Ed25519\"\n").unwrap();
+        assert_eq!(c.alg, Alg::Ed25519);
+        let c = Config::from_toml("issuer = \"V\"\nalg = \"eddsa\"\n").unwrap();
+        assert_eq!(c.alg, Alg::EdDSA);
+        let err = Config::from_toml("issuer = \"V\"\nalg = \"ES256\"\n").unwrap_err();
+        let chain = format!("{err:#}");
+        assert!(
+            chain.contains("alg = \"ES256\" is not one KACHING signs with: use \"EdDSA\""),
+            "{chain}"
+        );
     }
 }

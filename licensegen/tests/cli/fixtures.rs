@@ -65,7 +65,7 @@ fn verify_fixture(license: &str, revocations: Option<&str>) -> Option<i32> {
 #[test]
 fn verify_gives_the_states_the_fixtures_expect() {
     assert_eq!(verify_fixture("licenses/standard.cbor", None), Some(0));
-    assert_eq!(verify_fixture("licenses/alg-eddsa.asc", None), Some(0));
+    assert_eq!(verify_fixture("licenses/alg-ed25519.asc", None), Some(0));
     assert_eq!(verify_fixture("licenses/bound.asc", None), Some(0));
     assert_eq!(
         verify_fixture("licenses/standard.cbor", Some("revocations/v2.cbor")),

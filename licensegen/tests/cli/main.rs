@@ -11,6 +11,7 @@ mod common;
 mod airgap;
 mod fixtures;
 mod inspect_verify;
+mod interop;
 mod issue;
 mod publish;
 mod revocations;

@@ -141,7 +141,7 @@ fn vendor_directory_is_found_from_a_subfolder_like_git() {
     let sub = env.dir.join("licenses");
     let out = bare(&sub).args(["key", "show"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("algorithm:   Ed25519 (COSE -19)"));
+    assert!(stdout(&out).contains("algorithm:   Ed25519, signed as EdDSA (COSE -8)"));
 }
 
 #[test]
@@ -153,6 +153,7 @@ fn key_show_and_export_public_match_vendor_pub() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["kid"], key.kid().to_hex());
     assert_eq!(v["algorithm"], "Ed25519");
+    assert_eq!(v["cose_alg"], -8);
     assert_eq!(v["fingerprint_sha256"], key.fingerprint());
     let out = env.cmd().args(["key", "export-public"]).output().unwrap();
     assert_eq!(

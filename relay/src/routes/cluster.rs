@@ -114,7 +114,7 @@ pub async fn activate(
             format!("license {} is revoked ({reason}): contact the vendor", l.id),
         ));
     }
-    let stale_after = l
+    let offline_grace = l
         .heartbeat
         .map(|h| h.offline_grace)
         .unwrap_or(st.config.default_offline_grace.as_secs());
@@ -130,7 +130,7 @@ pub async fn activate(
             cluster_key: ar.doc.cluster_key,
             hostname: ar.doc.hostname.clone(),
             nodes: ar.doc.nodes,
-            stale_after,
+            offline_grace,
             now: t,
         })))
         .await?;

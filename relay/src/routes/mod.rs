@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{middleware, Router};
+use kaching_kit::serve::request_timeout;
 
-use crate::error::ApiError;
+use crate::error::{request_timed_out, ApiError};
 use crate::ratelimit::{self, Limiter};
 use crate::state::AppState;
 
@@ -15,17 +16,15 @@ pub mod cluster;
 pub mod revocations;
 pub mod vendor;
 
-/// Builds the router: every route, the body limit and the rate limiter.
+/// Builds the router: every route, the request deadline, the body limit and
+/// the rate limiter.
 pub fn router(state: Arc<AppState>) -> Router {
     let limiter = Limiter::new(&state.config.rate_limit);
-    Router::new()
+    let short = Router::new()
         .route("/v1/activate", post(cluster::activate))
         .route("/v1/heartbeat", post(cluster::heartbeat))
         .route("/v1/deactivate", post(cluster::deactivate))
-        .route(
-            "/v1/revocations",
-            get(revocations::get).put(revocations::put),
-        )
+        .route("/v1/revocations", put(revocations::put))
         .route("/v1/licenses/{id}/status", get(vendor::license_status))
         .route("/v1/licenses/{id}/quotas", get(vendor::license_quotas))
         .route("/v1/clusters", get(vendor::clusters))
@@ -35,6 +34,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/relay-key", get(vendor::relay_key))
         .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state.clone());
+    let short = request_timeout(short, state.config.request_timeout, request_timed_out);
+    // The long-poll bounds its own lifetime (long_poll_max, and it ends at
+    // shutdown), so the request deadline would only cut it short.
+    let long = Router::new()
+        .route("/v1/revocations", get(revocations::get))
+        .with_state(state.clone());
+    short
+        .merge(long)
         .fallback(|| async {
             ApiError::not_found("no such endpoint: see docs/relay.md for the API")
         })
@@ -47,5 +55,4 @@ pub fn router(state: Arc<AppState>) -> Router {
         })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(limiter, ratelimit::limit))
-        .with_state(state)
 }

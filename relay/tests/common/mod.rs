@@ -265,12 +265,19 @@ pub async fn error_code(r: reqwest::Response) -> (u16, String) {
 
 /// Starts the relay binary with `serve --config`; returns it and the address it printed.
 pub async fn spawn_relay(config: &std::path::Path) -> (tokio::process::Child, String) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaching-relay"))
-        .args(["serve", "--config"])
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaching-relay"));
+    cmd.args(["serve", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null());
+    spawn_serving(cmd).await
+}
+
+/// Spawns `cmd` (which ends up running `kaching-relay serve`) with stdout
+/// piped; returns it and the address it printed.
+pub async fn spawn_serving(mut cmd: tokio::process::Command) -> (tokio::process::Child, String) {
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn relay");
@@ -286,6 +293,22 @@ pub async fn spawn_relay(config: &std::path::Path) -> (tokio::process::Child, St
         .expect("address line")
         .to_string();
     (child, addr)
+}
+
+/// Writes a relay config for the binary (port 0, data in `dir/data`, the
+/// test vendor key, no rate limit) with `extra` top-level TOML lines.
+pub fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("relay.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{extra}\nvendor_keys = \"\"\"\n{}\"\"\"\n[rate_limit]\nper_second = 0\n",
+            dir.join("data"),
+            vendor().public().to_pem()
+        ),
+    )
+    .unwrap();
+    path
 }
 
 /// Runs the relay binary with a data directory from the environment.
