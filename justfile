@@ -32,3 +32,7 @@ fuzz target="license_decode" secs="60":
 # Everything CI does.
 ci:
     bash .ci/run
+
+# .deb packages for the three binaries (cargo-deb; docs/install.md).
+package:
+    bash packaging/build-debs.sh

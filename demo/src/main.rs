@@ -187,8 +187,8 @@ fn write_verifier_config(f: &Folders) -> Result<PathBuf> {
     let line = |key: &str, p: &Path| format!("{key} = {:?}\n", p.to_string_lossy());
     let text = format!(
         "# kaching-verifier configuration written by kaching-demo.\n\
-         # `kaching-verifier config` prints every key with its default.\n\
-         {}{}{}{}listen = \"127.0.0.1:7878\"\n",
+         # `kaching-verifier default-config` prints every key with its default.\n\
+         {}{}{}{}listen = \"127.0.0.1:7741\"\n",
         line("license", &f.site.join("license.lic")),
         line("trusted_keys", &f.site.join("vendor.pub")),
         line("revocations", &f.site.join("revocations.krl")),
@@ -241,7 +241,7 @@ async fn demo(cli: Cli) -> Result<()> {
 
     step("3. The customer starts kaching-verifier with that license")?;
     let config_path = write_verifier_config(&f)?;
-    out!("$ kaching-verifier serve --config \"$SITE/verifier.toml\"   (here: in-process, on a free loopback port)");
+    out!("$ kaching-verifier run --config \"$SITE/verifier.toml\"   (here: in-process, on a free loopback port)");
     let config = kaching_verifier::Config::load(Some(&config_path))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

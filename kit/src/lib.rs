@@ -7,12 +7,24 @@
 //!   support and a bounded graceful shutdown;
 //! - [`secret`]: one rule for reading private keys and tokens from files;
 //! - [`stdout`]: output that treats a closed pipe as a normal end;
-//! - [`rlimit`]: raising the open-file limit and sizing the connection cap.
+//! - [`rlimit`]: raising the open-file limit and sizing the connection cap;
+//! - [`fs`]: atomic file writes (private files 0600 from the first byte);
+//! - [`clock`]: the wall clock, read in one place;
+//! - [`shutdown`]: SIGTERM/Ctrl-C, a stop flag every task sees, and waiting
+//!   for them all;
+//! - [`config`]: defaults, then a TOML file, then `KACHING_*` variables, into
+//!   any serde type, with errors that name the file or the variable;
+//! - [`exit`]: exit codes and the error chain printed once.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod clock;
+pub mod config;
+pub mod exit;
+pub mod fs;
 pub mod rlimit;
 pub mod secret;
 pub mod serve;
+pub mod shutdown;
 pub mod stdout;

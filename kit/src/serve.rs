@@ -122,6 +122,18 @@ pub async fn serve(
     Ok(())
 }
 
+/// Prints `listening on ADDR` on stdout and returns the bound address:
+/// scripts and tests read the line to learn the port (port 0 picks one).
+/// A closed stdout is logged, not returned: nobody reading is no reason to
+/// stop serving.
+pub fn announce(listener: &TcpListener) -> std::io::Result<std::net::SocketAddr> {
+    let addr = listener.local_addr()?;
+    if let Err(e) = crate::stdout::println(&format!("listening on {addr}")) {
+        tracing::debug!(%e, "cannot print the listening address");
+    }
+    Ok(addr)
+}
+
 /// Accept errors that concern one connection only (the peer gave up).
 fn is_per_connection(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use kaching_core::TrustedKeys;
+use kaching_kit::config::{ConfigError, EnvValues, Layers};
 use serde::Deserialize;
 
 /// The documented default configuration, as printed by `default-config`.
@@ -41,6 +42,17 @@ const ENV_KEYS: [&str; 17] = [
     "commit_max_batch",
 ];
 
+/// How defaults, file and environment combine (see `kaching_kit::config`).
+/// The embedded file is the defaults layer; a test keeps it equal to
+/// [`Config::default`], which fills what it leaves out (`vendor_keys`).
+const LAYERS: Layers<'static> = Layers {
+    defaults: DEFAULT_CONFIG,
+    env_prefix: "KACHING_RELAY_",
+    env_keys: &ENV_KEYS,
+    sections: &SECTIONS,
+    env_values: EnvValues::Typed,
+};
+
 /// Everything the relay needs to start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -54,32 +66,32 @@ pub struct Config {
     /// File holding a PEM bundle of trusted vendor public keys.
     pub vendor_keys_file: Option<PathBuf>,
     /// Largest distance between a cluster's signed time and the relay clock.
-    #[serde(with = "human")]
+    #[serde(deserialize_with = "kaching_kit::config::duration")]
     pub clock_window: Duration,
     /// How long a cluster holds a license without a heartbeat policy after its last contact.
-    #[serde(with = "human")]
+    #[serde(deserialize_with = "kaching_kit::config::duration")]
     pub default_offline_grace: Duration,
     /// Longest long-poll wait granted.
-    #[serde(with = "human")]
+    #[serde(deserialize_with = "kaching_kit::config::duration")]
     pub long_poll_max: Duration,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// Age after which heartbeat history rows are pruned.
-    #[serde(with = "human")]
+    #[serde(deserialize_with = "kaching_kit::config::duration")]
     pub heartbeat_retention: Duration,
     /// Open connections at most; lowered at start to stay below the open-file limit.
     pub max_connections: usize,
     /// From a request's first byte to its complete head (slowloris).
-    #[serde(with = "human")]
+    #[serde(deserialize_with = "kaching_kit::config::duration")]
     pub header_read_timeout: Duration,
     /// A connection with no request in flight is closed after this long without a byte.
-    #[serde(with = "human")]
+    #[serde(deserialize_with = "kaching_kit::config::duration")]
     pub idle_timeout: Duration,
     /// Deadline of every request except the revocation long-poll (bounded by `long_poll_max`).
-    #[serde(with = "human")]
+    #[serde(deserialize_with = "kaching_kit::config::duration")]
     pub request_timeout: Duration,
     /// At shutdown, requests still running after this long are cut off.
-    #[serde(with = "human")]
+    #[serde(deserialize_with = "kaching_kit::config::duration")]
     pub shutdown_timeout: Duration,
     /// Per-client-IP rate limit.
     pub rate_limit: RateLimit,
@@ -147,17 +159,13 @@ impl Default for Commit {
 impl Config {
     /// Loads defaults, then `file` (when given), then the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        let text = match file {
-            Some(p) => std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read config file {}", p.display()))?,
-            None => String::new(),
-        };
-        let vars = std::env::vars().filter(|(k, _)| k.starts_with("KACHING_RELAY_"));
-        Self::from_parts(&text, vars)
-            .with_context(|| match file {
-                Some(p) => format!("invalid configuration in {} or KACHING_RELAY_* variables: see `kaching-relay default-config`", p.display()),
-                None => "invalid KACHING_RELAY_* variables: see `kaching-relay default-config`".into(),
-            })
+        let config: Config = LAYERS.load(file).map_err(|e| match e {
+            // Already says which file and what the OS said.
+            e @ ConfigError::Read { .. } => anyhow::Error::new(e),
+            e => anyhow::Error::new(e).context(invalid(file)),
+        })?;
+        config.check().context(invalid(file))?;
+        Ok(config)
     }
 
     /// Parses TOML text and applies `KACHING_RELAY_*` overrides (testable without a process environment).
@@ -165,35 +173,7 @@ impl Config {
         toml_text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Config> {
-        let mut table: toml::Table = toml::from_str(toml_text)?;
-        for (name, value) in env {
-            let Some(key) = name.strip_prefix("KACHING_RELAY_") else {
-                continue;
-            };
-            let key = key.to_ascii_lowercase();
-            if !ENV_KEYS.contains(&key.as_str()) {
-                continue;
-            }
-            let parsed = parse_env_value(&value);
-            match SECTIONS
-                .iter()
-                .find_map(|s| key.strip_prefix(&format!("{s}_")).map(|k| (*s, k)))
-            {
-                Some((section, field)) => {
-                    let entry = table
-                        .entry(section.to_string())
-                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                    let toml::Value::Table(t) = entry else {
-                        bail!("[{section}] must be a table");
-                    };
-                    t.insert(field.to_string(), parsed);
-                }
-                None => {
-                    table.insert(key, parsed);
-                }
-            }
-        }
-        let config: Config = toml::Value::Table(table).try_into()?;
+        let config: Config = LAYERS.parse(toml_text, None, env)?;
         config.check()?;
         Ok(config)
     }
@@ -283,29 +263,11 @@ impl Config {
     }
 }
 
-/// Environment values are TOML when they parse as a TOML value (numbers,
-/// booleans), otherwise plain strings, so `5m` and `/var/lib/x` need no quotes.
-fn parse_env_value(v: &str) -> toml::Value {
-    let wrapped = format!("v = {v}");
-    match toml::from_str::<toml::Table>(&wrapped) {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(v.into())),
-        Err(_) => toml::Value::String(v.into()),
-    }
-}
-
-/// Durations written the way people write them (`30s`, `5m`, `24h`, `30d`).
-mod human {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!("{s:?} is not a duration like 30s, 5m or 24h ({e})"))
-        })
+/// What a configuration error is wrapped in: where to look, and what to read.
+fn invalid(file: Option<&Path>) -> String {
+    match file {
+        Some(p) => format!("invalid configuration in {} or KACHING_RELAY_* variables: see `kaching-relay default-config`", p.display()),
+        None => "invalid KACHING_RELAY_* variables: see `kaching-relay default-config`".into(),
     }
 }
 

@@ -194,11 +194,6 @@ impl Readers {
     }
 }
 
-/// Seconds since the Unix epoch from the system clock (the relay is the one
-/// component whose clock is the reference; it signs what it reads).
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+// Seconds since the Unix epoch from the system clock (the relay is the one
+// component whose clock is the reference; it signs what it reads).
+pub use kaching_kit::clock::now;

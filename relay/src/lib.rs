@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use kaching_core::revocation::verify_revocation_list;
 use kaching_core::TierCatalog;
+use kaching_kit::shutdown::{Listener, Shutdown};
 use rusqlite::OptionalExtension;
 use tokio::sync::watch;
 
@@ -61,7 +62,7 @@ pub async fn run(
     let current = load_current_list(&conn, &vendor_keys)?;
     let (writer, writer_thread) = Writer::start(conn, config.commit.max_batch)
         .context("cannot start the database writer thread")?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = Shutdown::new();
     let (revocations, _) = watch::channel(current);
     let state = Arc::new(AppState {
         readers: db::Readers::new(config.db_path()),
@@ -70,13 +71,13 @@ pub async fn run(
         relay_key,
         writer: writer.clone(),
         revocations,
-        shutdown: stop_rx.clone(),
+        shutdown: stop.listener(),
         catalog: TierCatalog::builtin(),
     });
     let pruner = tokio::spawn(prune_loop(
         writer,
         state.config.heartbeat_retention,
-        stop_rx,
+        stop.listener(),
     ));
     let app = routes::router(state.clone());
     tracing::info!(
@@ -87,16 +88,20 @@ pub async fn run(
         serving_since = %kaching_core::time::rfc3339(serving_since),
         "relay serving"
     );
+    let trigger = stop.trigger();
     kaching_kit::serve::serve(listener, app, limits, async move {
         shutdown.await;
-        // Long-polls watch this and return at once.
-        let _ = stop_tx.send(true);
+        // Long-polls and the pruner listen and return at once.
+        trigger.fire();
     })
     .await
     .context("the HTTP server failed")?;
     let _ = pruner.await;
-    // The writer thread ends when the last handle is gone, after its last commit.
     drop(state);
+    // Every task that could still submit a write (a request cut off by the
+    // drain, the pruner) has let go of its listener once this returns.
+    stop.completed().await;
+    // The writer thread ends when the last handle is gone, after its last commit.
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await
         .context("waiting for the database writer")?
@@ -127,7 +132,7 @@ fn load_current_list(
     })
 }
 
-async fn prune_loop(writer: Writer, retention: Duration, mut stop: watch::Receiver<bool>) {
+async fn prune_loop(writer: Writer, retention: Duration, mut stop: Listener) {
     loop {
         let before = db::now().saturating_sub(retention.as_secs());
         match writer.submit(Write::Prune { before }).await {
@@ -139,7 +144,7 @@ async fn prune_loop(writer: Writer, retention: Duration, mut stop: watch::Receiv
         }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
-            _ = stop.changed() => return,
+            () = stop.recv() => return,
         }
     }
 }

@@ -1,6 +1,5 @@
 //! What every handler shares, and the relay's own signing key.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -49,8 +48,8 @@ pub struct AppState {
     pub readers: Readers,
     /// The newest accepted revocation list; long-polls wait on it.
     pub revocations: watch::Sender<Option<Arc<CurrentList>>>,
-    /// Flips to true at shutdown so long-polls return at once.
-    pub shutdown: watch::Receiver<bool>,
+    /// Shutdown as long-polls see it: they return at once when it starts.
+    pub shutdown: kaching_kit::shutdown::Listener,
     /// Tier catalog for status and upgrade suggestions.
     pub catalog: TierCatalog,
 }
@@ -84,42 +83,17 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
             )
         });
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
+    let dir = kaching_kit::fs::parent_of(path);
+    std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let key = SecretKey::generate();
     let pem = key.to_pkcs8_pem()?;
-    let tmp = path.with_extension("pem.tmp");
-    // A leftover from a crash may carry looser permissions; opening it again
-    // would keep them, so start from a new file.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("cannot remove stale {}", tmp.display()));
-        }
-        _ => {}
-    }
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts
-            .open(&tmp)
-            .with_context(|| format!("cannot write {WHAT} {}", tmp.display()))?;
-        f.write_all(pem.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {WHAT} into place at {}", path.display()))?;
-    // Make the rename itself durable: a key lost in a crash would be
-    // replaced by another one, and every cluster pinned the old one.
-    #[cfg(unix)]
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync data directory {}", dir.display()))?;
+    // 0600 from the first byte, and the folder synced after the link: a key
+    // lost in a crash would be replaced by another one, and every cluster
+    // pinned the old one. write_new, because a key another process created
+    // meanwhile must not be replaced either.
+    kaching_kit::fs::write_new(path, pem.as_bytes(), true)
+        .with_context(|| format!("cannot write {WHAT} {}", path.display()))?;
     // What we just made must pass the rule we hold others to.
     kaching_kit::secret::check_private(path, WHAT)?;
     tracing::info!(kid = %key.public().kid(), path = %path.display(), "created relay signing key");

@@ -1,14 +1,22 @@
 //! The engine's thread. It owns the [`Engine`] (and so the SQLite connection)
 //! and applies commands one at a time; the API talks to it through a channel
 //! and reads the published verdict through a `tokio::sync::watch`, so reads
-//! never wait for writes.
+//! never wait for writes. It never reads the watched files itself: it asks
+//! the reader thread ([`crate::reader`]), whose passes come back as
+//! [`Command::Files`], so a stuck read cannot hold up a verdict.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::engine::{Engine, Event, Published, Reply};
+use crate::loader::{FileSet, Watched};
+use crate::reader::Reader;
+
+/// A read stuck this long on one file is reported in status.
+pub const READ_STALL: Duration = Duration::from_secs(5);
 
 /// Where a reply goes.
 pub type ReplyTo = oneshot::Sender<anyhow::Result<Reply>>;
@@ -16,8 +24,10 @@ pub type ReplyTo = oneshot::Sender<anyhow::Result<Reply>>;
 /// Work for the engine thread.
 #[derive(Debug)]
 pub enum Command {
-    /// Files changed: re-read them.
+    /// Files changed: ask the reader thread for a pass.
     Reload,
+    /// A pass of the reader thread: the bytes read, to verify and apply.
+    Files(Box<FileSet>),
     /// Time passed: re-evaluate, cull leases.
     Tick,
     /// Take or renew a node lease.
@@ -53,6 +63,14 @@ pub fn spawn(
     clock: Clock,
 ) -> anyhow::Result<(Handle, std::thread::JoinHandle<anyhow::Result<()>>)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Command>();
+    // The reader holds a weak sender: it must not keep the engine alive.
+    let to_engine = tx.downgrade();
+    let watched = Watched::of(&engine.cfg);
+    let reader = Reader::spawn(watched.clone(), engine.fingerprint.clone(), move |set| {
+        to_engine
+            .upgrade()
+            .is_some_and(|tx| tx.send(Command::Files(Box::new(set))).is_ok())
+    })?;
     let (pub_tx, pub_rx) = watch::channel(engine.current());
     let (ev_tx, _) = broadcast::channel(1024);
     let events = ev_tx.clone();
@@ -64,11 +82,24 @@ pub fn spawn(
                 let (result, reply) = match cmd {
                     Command::Shutdown => break,
                     Command::Reload => {
-                        engine.reload_if_changed(now);
+                        reader.request();
+                        (None, None)
+                    }
+                    Command::Files(set) => {
+                        engine.apply_files(*set, now);
                         (None, None)
                     }
                     Command::Tick => {
                         engine.tick(now);
+                        // Re-check the files every tick too (missed events).
+                        reader.request();
+                        if let Some(path) = reader.stuck(READ_STALL) {
+                            engine.read_stalled(watched.kind_of(&path), &path, READ_STALL, now);
+                        } else if reader.stuck(Duration::ZERO).is_none()
+                            && engine.read_unstalled(now)
+                        {
+                            reader.request_fresh();
+                        }
                         (None, None)
                     }
                     Command::Lease(node, r) => (Some(engine.lease(&node, now)), Some(r)),
@@ -81,6 +112,9 @@ pub fn spawn(
                         (None, None)
                     }
                 };
+                if std::mem::take(&mut engine.files_written) {
+                    engine.files_stale_before = reader.request_fresh();
+                }
                 // Publish before replying: a client that got its answer sees
                 // the new state on its next read.
                 let current = engine.current();
@@ -94,6 +128,7 @@ pub fn spawn(
                     let _ = r.send(result);
                 }
             }
+            drop(reader);
             engine.flush()
         })?;
     Ok((

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection};
@@ -14,16 +15,17 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
+use kaching_kit::serve::request_timeout;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::actor::{Command, Handle, ReplyTo};
 use crate::config::Secret;
 use crate::engine::Reply;
-use crate::error::ApiError;
+use crate::error::{request_timed_out, ApiError};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -34,10 +36,33 @@ pub struct AppState {
     pub token: Option<Arc<Secret>>,
     /// Flips to true at shutdown, ending event streams so shutdown can finish.
     pub stopping: watch::Receiver<bool>,
+    /// Slots for `GET /v1/events` streams (see [`Limits::max_event_streams`]).
+    pub event_streams: Arc<Semaphore>,
+}
+
+/// What the router bounds by itself (the connection-level bounds are the
+/// server loop's: [`kaching_kit::serve::Limits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body in bytes.
+    pub max_body: usize,
+    /// Deadline of every request except the event stream.
+    pub request_timeout: Duration,
+}
+
+/// An event stream ends after this long (and at shutdown); clients reconnect
+/// (EventSource does so by itself) and get the full status as the first event.
+pub const EVENTS_MAX_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Event streams hold their connection for long: at most this share of the
+/// connection cap may be event streams, so they cannot crowd out the API.
+pub fn max_event_streams(max_connections: usize) -> usize {
+    (max_connections / 4).max(1)
 }
 
 /// Builds the router.
-pub fn router(state: AppState, max_body: usize) -> Router {
+pub fn router(state: AppState, limits: Limits) -> Router {
+    let auth = middleware::from_fn_with_state(state.clone(), auth);
     let v1 = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/quotas", get(quotas))
@@ -48,20 +73,38 @@ pub fn router(state: AppState, max_body: usize) -> Router {
             "/v1/upgrade-requests",
             axum::routing::post(upgrade).get(list_upgrades),
         )
-        .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
-    Router::new()
+        .route_layer(auth.clone());
+    let short = Router::new()
         .route("/healthz", get(healthz))
         .merge(v1)
+        .with_state(state.clone());
+    let short = request_timeout(short, limits.request_timeout, request_timed_out);
+    // The event stream bounds its own lifetime (EVENTS_MAX_LIFETIME, shutdown).
+    let long = Router::new()
+        .route("/v1/events", get(events))
+        .route_layer(auth)
+        .with_state(state);
+    short
+        .merge(long)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.max_body))
 }
 
 /// Constant-time comparison: the token must not leak through timing.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is
+/// case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` work too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(token.trim()).filter(|t| !t.is_empty())
 }
 
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
@@ -70,7 +113,7 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .unwrap_or("");
         if !same(given.as_bytes(), token.0.as_bytes()) {
             tracing::warn!(path = %req.uri().path(), "request without a valid bearer token refused");
@@ -244,9 +287,13 @@ async fn list_upgrades(State(st): State<AppState>) -> Result<Response, ApiError>
     ask(&st, Command::ListUpgrades).await
 }
 
-async fn events(
-    State(st): State<AppState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+async fn events(State(st): State<AppState>) -> Response {
+    let Ok(slot) = Arc::clone(&st.event_streams).try_acquire_owned() else {
+        return ApiError::unavailable(
+            "too many open event streams: close one, or poll GET /v1/status instead",
+        )
+        .into_response();
+    };
     // Subscribe before reading the current status so no change falls between.
     let rx = st.handle.events.subscribe();
     let first = SseEvent::default()
@@ -256,19 +303,31 @@ async fn events(
         ));
     let mut stopping = st.stopping.clone();
     let stop = async move {
-        let _ = stopping.wait_for(|s| *s).await;
+        tokio::select! {
+            _ = stopping.wait_for(|s| *s) => {}
+            () = tokio::time::sleep(EVENTS_MAX_LIFETIME) => {}
+        }
     };
     let live = BroadcastStream::new(rx).filter_map(|e| async move {
         match e {
-            Ok(e) => Some(Ok(SseEvent::default().event(e.kind).data(e.data))),
+            Ok(e) => Some(Ok::<_, Infallible>(
+                SseEvent::default().event(e.kind).data(e.data),
+            )),
             // A slow reader missed events: tell it to re-read the status.
             Err(_) => Some(Ok(SseEvent::default().event("lagged").data("{}"))),
         }
     });
     let stream = futures_util::stream::once(async move { Ok(first) })
         .chain(live)
-        .take_until(stop);
-    Sse::new(stream).keep_alive(KeepAlive::default())
+        .take_until(stop)
+        // The slot is given back when the stream ends or the client leaves.
+        .map(move |e| {
+            let _held = &slot;
+            e
+        });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn metrics() -> Response {
@@ -282,6 +341,14 @@ async fn metrics() -> Response {
             ApiError::unavailable("metrics recorder unavailable in this process").into_response()
         }
     }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method: see docs/verifier.md for the API",
+    )
 }
 
 async fn not_found() -> ApiError {

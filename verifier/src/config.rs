@@ -63,6 +63,16 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// Open API connections at most (kept below the open-file limit).
+    pub max_connections: usize,
+    /// From a request's first byte to its complete head.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// Deadline of every API request except the `/v1/events` stream.
+    pub request_timeout: Duration,
+    /// From SIGTERM to the end of the process, whatever is still running.
+    pub shutdown_timeout: Duration,
     /// Tier catalog to use instead of the built-in one.
     pub tiers: Option<PathBuf>,
     /// Connected mode: the `[relay]` section (off while `relay.url` is unset).
@@ -91,6 +101,11 @@ impl Default for Config {
             debounce: Duration::from_millis(150),
             idempotency_ttl: Duration::from_secs(7 * 86_400),
             max_body_bytes: 16 * 1024,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
             tiers: None,
             relay: RelayConfig::default(),
             clock: Clock::system(),
@@ -117,6 +132,11 @@ struct FileConfig {
     debounce: Option<String>,
     idempotency_ttl: Option<String>,
     max_body_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    request_timeout: Option<String>,
+    shutdown_timeout: Option<String>,
     tiers: Option<PathBuf>,
     relay: Option<FileRelay>,
 }
@@ -151,6 +171,11 @@ pub const ENV_KEYS: &[&str] = &[
     "debounce",
     "idempotency_ttl",
     "max_body_bytes",
+    "max_connections",
+    "header_read_timeout",
+    "idle_timeout",
+    "request_timeout",
+    "shutdown_timeout",
     "tiers",
     "relay_url",
     "relay_public_key",
@@ -218,6 +243,11 @@ impl Config {
             debounce,
             idempotency_ttl,
             max_body_bytes,
+            max_connections,
+            header_read_timeout,
+            idle_timeout,
+            request_timeout,
+            shutdown_timeout,
             tiers
         );
         if let Some(r) = f.relay {
@@ -287,6 +317,15 @@ impl Config {
                     format!("max_body_bytes = {value:?} is not a number of bytes")
                 })?
             }
+            "max_connections" => {
+                self.max_connections = value.parse().with_context(|| {
+                    format!("max_connections = {value:?} is not a number of connections")
+                })?
+            }
+            "header_read_timeout" => self.header_read_timeout = dur(value)?,
+            "idle_timeout" => self.idle_timeout = dur(value)?,
+            "request_timeout" => self.request_timeout = dur(value)?,
+            "shutdown_timeout" => self.shutdown_timeout = dur(value)?,
             "tiers" => self.tiers = (!value.is_empty()).then(|| value.into()),
             "relay_url" => {
                 self.relay.url =
@@ -308,6 +347,19 @@ impl Config {
         if self.tick.is_zero() || self.lease_ttl.is_zero() {
             bail!("tick and lease_ttl must be greater than zero");
         }
+        if self.max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
+        for (name, d) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("request_timeout", self.request_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ] {
+            if d.is_zero() {
+                bail!("{name} must be greater than zero");
+            }
+        }
         if self.relay.timeout.is_zero()
             || self.relay.max_backoff.is_zero()
             || self.relay.heartbeat_interval.is_some_and(|d| d.is_zero())
@@ -318,6 +370,8 @@ impl Config {
     }
 
     /// The bearer token clients must present, read from `token`/`token_file`.
+    /// The file must be a regular file; one readable by every user is used
+    /// but warned about loudly (the same rule as the relay's token files).
     pub fn read_token(&self) -> anyhow::Result<Option<Arc<Secret>>> {
         if let Some(t) = &self.token {
             return Ok(Some(Arc::new(t.clone())));
@@ -325,13 +379,33 @@ impl Config {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path).with_context(|| {
+        let hint = || {
             format!(
-                "cannot read token file {}: create it with a long random token (e.g. `openssl rand -hex 32 > {}`)",
-                path.display(),
+                "create it with a long random token (e.g. `openssl rand -hex 32 > {}`)",
                 path.display()
             )
-        })?;
+        };
+        match kaching_kit::secret::check_token(path, "API token file") {
+            Ok(None) => {}
+            Ok(Some(warning)) => tracing::warn!("{warning}"),
+            Err(e @ kaching_kit::secret::SecretError::Unreadable { .. }) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot read token file {}: {}",
+                    path.display(),
+                    hint()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let bytes = match crate::loader::read_regular(path, 4096, "a file holding the token") {
+            crate::loader::Loaded::Good(b) => b,
+            crate::loader::Loaded::Missing => {
+                bail!("cannot read token file {}: {}", path.display(), hint())
+            }
+            crate::loader::Loaded::Rejected(why) => bail!("token file: {why}"),
+        };
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("token file {} is not text", path.display()))?;
         let token = text.trim().to_string();
         if token.len() < 16 {
             bail!(
@@ -340,6 +414,19 @@ impl Config {
             );
         }
         Ok(Some(Arc::new(Secret(token))))
+    }
+
+    /// The server loop's limits, with `max_connections` kept below the
+    /// open-file limit `nofile` (see [`kaching_kit::rlimit::connection_cap`]).
+    /// Requests in flight at shutdown get three quarters of
+    /// `shutdown_timeout`; the rest is for the relay's goodbye and the flush.
+    pub fn limits(&self, nofile: Option<u64>) -> kaching_kit::serve::Limits {
+        kaching_kit::serve::Limits {
+            max_connections: kaching_kit::rlimit::connection_cap(self.max_connections, nofile),
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            drain_timeout: self.shutdown_timeout.mul_f64(0.75),
+        }
     }
 
     /// Refuses a listen address other than loopback without a token.

@@ -3,7 +3,7 @@
 //! one thread (see [`crate::actor`]), so writes are serialized without locks
 //! and every acknowledged write is committed before its reply is built.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -115,7 +115,15 @@ pub struct Engine {
     /// In-memory trusted-time mark; `persisted_mark` is what the DB holds.
     mark: Timestamp,
     persisted_mark: Timestamp,
+    /// Stamps of the files the last applied read saw (the reader's baseline).
     pub(crate) fingerprint: Vec<loader::FileStamp>,
+    /// Files whose rejection says a read is stuck (cleared by the next pass).
+    pub(crate) stalled: BTreeSet<&'static str>,
+    /// Reader passes numbered below this began before the engine wrote a
+    /// watched file (the relay's revocation mirror) and are ignored.
+    pub(crate) files_stale_before: u64,
+    /// Set when the engine wrote a watched file: the actor asks for a fresh read.
+    pub(crate) files_written: bool,
     current: Arc<Published>,
     pub(crate) events: Vec<Event>,
     last_prune: Timestamp,
@@ -126,9 +134,16 @@ pub struct Engine {
 /// The trusted-time mark is written when it moved this far, and at shutdown.
 const MARK_PERSIST_STEP: u64 = 60;
 
+/// How long [`Engine::open`] waits for the first read of the watched files.
+/// Special files never make it wait (they are refused at once); only a file
+/// system that hangs does, and then the engine starts without the files
+/// (every check denied, saying why) and takes them when the read returns.
+pub const OPEN_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Engine {
     /// Opens the state folder (creating identity and database on a first
-    /// start when `create` is true), loads the files and computes a verdict.
+    /// start when `create` is true), loads the files (waiting at most
+    /// [`OPEN_READ_WAIT`] for them) and computes a verdict.
     pub fn open(cfg: Config, create: bool) -> anyhow::Result<Engine> {
         let dir = &cfg.state_dir;
         let key_exists = dir.join(KEY_FILE).exists();
@@ -161,8 +176,15 @@ impl Engine {
         let catalog = match &cfg.tiers {
             None => TierCatalog::builtin(),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read tier catalog {}", p.display()))?;
+                let text = match loader::read_regular(p, 1 << 20, "the tier catalog (TOML)") {
+                    loader::Loaded::Good(b) => String::from_utf8(b).map_err(|_| {
+                        anyhow::anyhow!("tier catalog {} is not UTF-8 text", p.display())
+                    })?,
+                    loader::Loaded::Missing => {
+                        anyhow::bail!("cannot read tier catalog {}: no such file", p.display())
+                    }
+                    loader::Loaded::Rejected(why) => anyhow::bail!("tier catalog: {why}"),
+                };
                 TierCatalog::from_toml(&text)
                     .map_err(|e| anyhow::anyhow!("tier catalog {}: {e}", p.display()))?
             }
@@ -196,12 +218,31 @@ impl Engine {
             mark,
             persisted_mark: mark,
             fingerprint: Vec::new(),
+            stalled: BTreeSet::new(),
+            files_stale_before: 0,
+            files_written: false,
             current: Arc::new(placeholder),
             events: Vec::new(),
             last_prune: 0,
             relay,
         };
-        e.reload(now);
+        let watched = loader::Watched::of(&e.cfg);
+        match crate::reader::read_within(&watched, OPEN_READ_WAIT) {
+            Some(set) => e.apply_files(set, now),
+            None => {
+                let why = format!(
+                    "the license files ({}, {}, {}) could not be read within {}s (a hung network file system?): \
+                     every check is denied until they are read",
+                    watched.license.display(),
+                    watched.trusted_keys.display(),
+                    watched.revocations.display(),
+                    OPEN_READ_WAIT.as_secs()
+                );
+                tracing::warn!("{why}");
+                e.license_problem = Some(why);
+                e.recompute(now);
+            }
+        }
         e.persist_mark(true)?;
         e.events.clear();
         Ok(e)
@@ -267,7 +308,11 @@ impl Engine {
                 r.file,
                 r.at,
                 r.reason,
-                if self.license.is_some() || r.file != "license" {
+                if match r.file {
+                    "license" => self.license.is_some(),
+                    "trusted_keys" => self.keys.is_some(),
+                    _ => self.revocations.is_some(),
+                } {
                     " (the last good one stays in force)"
                 } else {
                     ""
@@ -323,8 +368,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Periodic work: dead leases, old idempotency keys, missed file changes,
-    /// time-driven state changes (expiry, grace), the trusted-time mark.
+    /// Periodic work: dead leases, old idempotency keys, time-driven state
+    /// changes (expiry, grace, overdue, clock checks), the trusted-time mark.
+    /// No file is read here (the actor asks the reader thread for that), so a
+    /// stuck read never delays it.
     pub fn tick(&mut self, now: Timestamp) {
         if self.leases.values().any(|&e| e <= now) {
             self.leases.retain(|_, e| *e > now);
@@ -339,9 +386,7 @@ impl Engine {
                 tracing::warn!(%e, "cannot prune idempotency keys");
             }
         }
-        if !self.reload_if_changed(now) {
-            self.recompute(now);
-        }
+        self.recompute(now);
         if let Err(e) = self.persist_mark(false) {
             tracing::warn!(%e, "cannot persist the trusted-time mark");
         }

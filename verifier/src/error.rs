@@ -38,6 +38,25 @@ impl ApiError {
     }
 }
 
+/// The answer to a request that ran past `request_timeout` (a plain `fn`
+/// because the server loop's timeout layer takes one).
+pub fn request_timed_out(limit: std::time::Duration) -> Response {
+    let mut resp = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "request_timeout",
+        format!(
+            "the verifier did not finish this request within {} (request_timeout); a write may still have taken effect: retry with the same idempotency key",
+            humantime::format_duration(limit)
+        ),
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    resp
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});

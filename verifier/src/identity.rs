@@ -26,8 +26,13 @@ impl Identity {
         let path = state_dir.join(KEY_FILE);
         let key = if path.exists() {
             check_mode(&path)?;
-            let pem = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read cluster key {}", path.display()))?;
+            let pem = match crate::loader::read_regular(&path, 64 * 1024, "the cluster key file") {
+                crate::loader::Loaded::Good(b) => String::from_utf8(b).unwrap_or_default(),
+                crate::loader::Loaded::Missing => {
+                    bail!("cannot read cluster key {}: it disappeared", path.display())
+                }
+                crate::loader::Loaded::Rejected(why) => bail!("cluster key: {why}"),
+            };
             SecretKey::from_pkcs8_pem(&pem).with_context(|| {
                 format!(
                     "cluster key {} is damaged: restore it from a backup (a new key means a new cluster id and a new activation)",
@@ -50,23 +55,10 @@ impl Identity {
     }
 }
 
-#[cfg(unix)]
+/// The one rule for private keys (kaching_kit::secret): a regular file
+/// that neither group nor others may read.
 fn check_mode(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        bail!(
-            "cluster key {} is readable by other users (mode {:o}): run `chmod 600 {}`",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_mode(_: &Path) -> anyhow::Result<()> {
+    kaching_kit::secret::check_private(path, "cluster key")?;
     Ok(())
 }
 

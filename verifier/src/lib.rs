@@ -5,7 +5,8 @@
 //! and answers BZZZ and WHOOSH through a local HTTP API. Start it with [`run`].
 //!
 //! Modules: [`config`] (TOML + env), [`state`] (SQLite), [`identity`] (cluster
-//! key), [`loader`] (file verification), [`watcher`] (file events),
+//! key), [`loader`] (reading and verifying files), [`reader`] (the thread that
+//! reads them), [`watcher`] (file events),
 //! [`reload`] (last-known-good), [`engine`] and [`ops`] (verdict and writes), [`actor`] (the engine thread), [`api`] (axum
 //! routes), [`report`] (air-gapped documents), [`relay`] (connected mode), [`exit`] (check exit codes).
 
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod loader;
 pub mod metrics;
 pub mod ops;
+pub mod reader;
 pub mod relay;
 pub mod reload;
 pub mod report;
@@ -30,6 +32,8 @@ pub mod state;
 pub mod watcher;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -39,7 +43,10 @@ pub use config::Config;
 pub use engine::Engine;
 
 /// Runs the daemon on `listener` until `shutdown` completes, then finishes
-/// in-flight requests, flushes state and returns.
+/// in-flight requests, flushes state and returns — within
+/// `config.shutdown_timeout` of `shutdown` completing, whatever is stuck
+/// (an error then says what did not finish; acknowledged writes are
+/// committed already).
 ///
 /// Refuses to start on a non-loopback address without a bearer token, and
 /// on a missing or corrupt state database (see [`state::Db::open`]). Starts
@@ -53,9 +60,15 @@ pub async fn run(
     let addr = listener.local_addr()?;
     config.check_listen(addr, token.as_deref())?;
     let _ = metrics::handle();
+    let nofile = kaching_kit::rlimit::raise_nofile();
+    let limits = config.limits(nofile);
+    let api_limits = api::Limits {
+        max_body: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+    };
+    let shutdown_timeout = config.shutdown_timeout;
     let clock = config.clock;
     let tick = config.tick;
-    let max_body = config.max_body_bytes;
     let watch_cfg = config.clone();
     let relay_cfg = config.relay.clone();
     let relay_key = relay::load_relay_key(&relay_cfg)?;
@@ -110,29 +123,54 @@ pub async fn run(
             handle: handle.clone(),
             token,
             stopping: stop_rx,
+            event_streams: Arc::new(tokio::sync::Semaphore::new(api::max_event_streams(
+                limits.max_connections,
+            ))),
         },
-        max_body,
+        api_limits,
     );
-    tracing::info!(%addr, cluster_id, "kaching-verifier listening");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    tracing::info!(
+        %addr,
+        cluster_id,
+        max_connections = limits.max_connections,
+        open_file_limit = ?nofile,
+        "kaching-verifier listening"
+    );
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let served = kaching_kit::serve::serve(listener, app, limits, async move {
+        shutdown.await;
+        let _ = signalled_tx.send(Instant::now());
+        tracing::info!("shutting down: finishing in-flight requests");
+        // Event streams watch this and end at once.
+        let _ = stop_tx.send(true);
+    })
+    .await;
+    // Everything below shares one deadline: shutdown_timeout from the signal.
+    let deadline = signalled_rx.await.unwrap_or_else(|_| Instant::now()) + shutdown_timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
     // Stop the relay tasks first: the last heartbeat (deactivation) needs the engine.
     let _ = relay_stop.send(true);
-    let bound = relay_cfg.timeout + std::time::Duration::from_secs(1);
+    let bound = relay_cfg.timeout + Duration::from_secs(1);
     for t in relay_tasks {
-        if tokio::time::timeout(bound, t).await.is_err() {
+        if tokio::time::timeout(bound.min(left()), t).await.is_err() {
             tracing::warn!("the relay worker did not stop in time; leaving it");
         }
     }
     ticker.abort();
     let _ = handle.tx.send(actor::Command::Shutdown);
-    let flushed = tokio::task::spawn_blocking(move || engine_thread.join())
-        .await
+    let joined = tokio::time::timeout(
+        left(),
+        tokio::task::spawn_blocking(move || engine_thread.join()),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "the engine did not finish within shutdown_timeout ({}): stopping without the final flush \
+             (every acknowledged write is already committed)",
+            humantime::format_duration(shutdown_timeout)
+        )
+    })?;
+    let flushed = joined
         .context("engine thread join failed")?
         .map_err(|_| anyhow::anyhow!("engine thread panicked"))?;
     served.context("HTTP server failed")?;

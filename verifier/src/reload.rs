@@ -1,31 +1,39 @@
 //! Reloading the vendor's files under the last-known-good rules: a file
-//! that is broken, forged, rolled back or meant for another cluster never
-//! replaces one that works; the refusal is recorded for status, logs and
-//! events. See docs/verifier.md "Reload and last-known-good".
+//! that is broken, forged, rolled back, special (a FIFO, socket, device or
+//! folder) or meant for another cluster never replaces one that works; the
+//! refusal is recorded for status, logs and events. The bytes come from the
+//! reader thread ([`crate::reader`]); nothing here touches the files. See
+//! docs/verifier.md "Reload and last-known-good".
+
+use std::path::Path;
 
 use kaching_core::revocation::{accept_revocation_list, Acceptance};
 use kaching_core::time::{rfc3339, Timestamp};
 use kaching_core::{verify_license, verify_revocation_list, VerifiedLicense};
 
 use crate::engine::{Engine, Event, Rejection};
-use crate::loader::{self, Loaded};
+use crate::loader::{self, FileSet, LicenseBytes, Loaded};
 
 impl Engine {
-    /// Reloads when a watched file's identity, size or mtime changed; returns
-    /// whether it did. The watcher's events go through here because reading a
-    /// file is itself an event (inotify reports opens): without this check
-    /// each reload would trigger the next.
-    pub fn reload_if_changed(&mut self, now: Timestamp) -> bool {
-        let fp = loader::fingerprint(&[
-            &self.cfg.license,
-            &self.cfg.trusted_keys,
-            &self.cfg.revocations,
-        ]);
-        if fp == self.fingerprint {
-            return false;
-        }
-        self.reload(now);
-        true
+    /// Records that a read of the watched file `path` has been stuck for a
+    /// while (a hung network file system): shown as that file's rejection
+    /// until a pass completes; what is in force stays.
+    pub fn read_stalled(
+        &mut self,
+        file: &'static str,
+        path: &Path,
+        stall: std::time::Duration,
+        now: Timestamp,
+    ) {
+        let reason = format!(
+            "reading {} has not finished after {}s (a hung network file system?); \
+             the last good file stays in force and decisions go on without it",
+            path.display(),
+            stall.as_secs()
+        );
+        self.stalled.insert(file);
+        self.reject(file, reason, now);
+        self.recompute(now);
     }
 
     fn reject(&mut self, file: &'static str, reason: String, now: Timestamp) {
@@ -57,20 +65,40 @@ impl Engine {
                 .is_none_or(|c| Some(c) == self.settings.cluster_id.as_ref())
     }
 
-    /// Re-reads every watched file and applies the last-known-good rules.
-    pub fn reload(&mut self, now: Timestamp) {
+    /// The reader is idle again: drops the "read is stuck" rejections.
+    /// Returns true when there were any: the caller then asks for a fresh
+    /// read, which brings back whatever else is wrong with those files.
+    pub fn read_unstalled(&mut self, now: Timestamp) -> bool {
+        if self.stalled.is_empty() {
+            return false;
+        }
+        for file in std::mem::take(&mut self.stalled) {
+            self.rejections.remove(file);
+        }
+        self.recompute(now);
+        true
+    }
+
+    /// Applies one pass of the reader thread: verifies what was read and
+    /// puts it in force under the last-known-good rules. A pass that began
+    /// before the engine itself wrote a watched file is stale and ignored
+    /// (a fresh one was requested).
+    pub fn apply_files(&mut self, set: FileSet, now: Timestamp) {
+        if set.seq < self.files_stale_before {
+            return;
+        }
+        // A pass came back: reads are no longer stuck.
+        for file in std::mem::take(&mut self.stalled) {
+            self.rejections.remove(file);
+        }
         let before = (
             self.license.as_ref().map(|l| l.bytes.clone()),
             self.revocations.as_ref().map(|r| r.list.version),
         );
-        self.fingerprint = loader::fingerprint(&[
-            &self.cfg.license,
-            &self.cfg.trusted_keys,
-            &self.cfg.revocations,
-        ]);
-        self.reload_keys(now);
-        self.reload_revocations(now);
-        self.reload_license(now);
+        self.fingerprint = set.fingerprint;
+        self.reload_keys(set.keys, now);
+        self.reload_revocations(set.revocations, now);
+        self.reload_license(&set.license, now);
         let after = (
             self.license.as_ref().map(|l| l.bytes.clone()),
             self.revocations.as_ref().map(|r| r.list.version),
@@ -88,8 +116,8 @@ impl Engine {
         self.recompute(now);
     }
 
-    fn reload_keys(&mut self, now: Timestamp) {
-        match loader::load_keys(&self.cfg.trusted_keys) {
+    fn reload_keys(&mut self, read: Loaded<Vec<u8>>, now: Timestamp) {
+        match loader::keys_from(&self.cfg.trusted_keys, read) {
             Loaded::Good(k) => {
                 self.keys = Some(k);
                 self.rejections.remove("trusted_keys");
@@ -107,7 +135,7 @@ impl Engine {
         }
     }
 
-    fn reload_revocations(&mut self, now: Timestamp) {
+    fn reload_revocations(&mut self, read: Loaded<Vec<u8>>, now: Timestamp) {
         let Some(keys) = self.keys.clone() else {
             return;
         };
@@ -122,7 +150,7 @@ impl Engine {
                 }
             }
         }
-        match loader::load_revocations(&self.cfg.revocations, &keys) {
+        match loader::revocations_from(&self.cfg.revocations, read, &keys) {
             Loaded::Missing => {}
             Loaded::Rejected(why) => self.reject("revocations", why, now),
             Loaded::Good(v) => {
@@ -164,13 +192,16 @@ impl Engine {
         }
     }
 
-    fn reload_license(&mut self, now: Timestamp) {
+    fn reload_license(&mut self, read: &LicenseBytes, now: Timestamp) {
         let Some(keys) = self.keys.clone() else {
             self.license = None;
-            self.license_problem = Some(format!(
-                "no trusted vendor keys at {}: copy the vendor's public key there",
-                self.cfg.trusted_keys.display()
-            ));
+            self.license_problem = Some(match self.rejections.get("trusted_keys") {
+                Some(r) => format!("no usable trusted vendor keys: {}", r.reason),
+                None => format!(
+                    "no trusted vendor keys at {}: copy the vendor's public key there",
+                    self.cfg.trusted_keys.display()
+                ),
+            });
             return;
         };
         // The last good license must still verify under the keys now trusted:
@@ -182,7 +213,7 @@ impl Engine {
             .or_else(|| self.db.last_good_license().ok().flatten())
             .and_then(|b| verify_license(&b, &keys).ok())
             .filter(|v| self.fits(v));
-        match loader::load_license(&self.cfg.license, &keys, |v| self.fits(v)) {
+        match loader::license_from(&self.cfg.license, read, &keys, |v| self.fits(v)) {
             Loaded::Good(v) if self.fits(&v) => {
                 if self.license.as_ref().map(|l| &l.bytes) != Some(&v.bytes) {
                     if let Err(e) = self.db.store_license(&v.bytes) {

@@ -29,9 +29,9 @@ pub fn show(cfg: &Config, url: Option<String>, json: bool) -> anyhow::Result<()>
         Ok::<_, anyhow::Error>(v)
     })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        kaching_kit::stdout::println(&serde_json::to_string_pretty(&body)?)?;
     } else {
-        print!("{}", render(&body));
+        kaching_kit::stdout::print(&render(&body))?;
     }
     Ok(())
 }

@@ -101,7 +101,7 @@ pub async fn get(
                 return Ok(serve(c));
             }
         }
-        if wait.is_zero() || *shutdown.borrow() {
+        if wait.is_zero() || shutdown.is_shutdown() {
             return match (cur, held) {
                 (None, None) => Err(ApiError::not_found(
                     "no revocation list has been published to this relay yet",
@@ -120,7 +120,7 @@ pub async fn get(
                     None => Err(ApiError::not_found("no revocation list has been published to this relay yet")),
                 };
             }
-            _ = shutdown.changed() => return Ok(not_modified(rx.borrow().as_deref())),
+            () = shutdown.recv() => return Ok(not_modified(rx.borrow().as_deref())),
         }
     }
 }

@@ -13,7 +13,6 @@ use kaching_core::{verify_revocation_list, DocKind};
 use super::{Activation, Beat, Request, LAST_CONTACT, SEQ, UPGRADES_SENT};
 use crate::engine::{Engine, Event};
 use crate::identity::write_atomic;
-use crate::loader;
 
 impl Engine {
     /// Applies one request from the relay worker; replies on its channel.
@@ -182,11 +181,8 @@ impl Engine {
                 // list in force there too; the database copy is what counts.
                 match write_atomic(&self.cfg.revocations, &v.bytes) {
                     Ok(()) => {
-                        self.fingerprint = loader::fingerprint(&[
-                            &self.cfg.license,
-                            &self.cfg.trusted_keys,
-                            &self.cfg.revocations,
-                        ]);
+                        // A read that began before this write is stale.
+                        self.files_written = true;
                         self.rejections.remove("revocations");
                     }
                     Err(e) => tracing::warn!(%e, path = %self.cfg.revocations.display(),

@@ -80,12 +80,15 @@ pub fn load_relay_key(cfg: &RelayConfig) -> anyhow::Result<Option<PublicKey>> {
 }
 
 fn read_key(path: &Path) -> anyhow::Result<PublicKey> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
+    let bytes = match crate::loader::read_regular(path, 64 * 1024, "the relay's public key file") {
+        crate::loader::Loaded::Good(b) => b,
+        crate::loader::Loaded::Missing => anyhow::bail!(
             "cannot read the relay's public key {}: copy the output of `kaching-relay relay-key` there",
             path.display()
-        )
-    })?;
+        ),
+        crate::loader::Loaded::Rejected(why) => anyhow::bail!("relay public key: {why}"),
+    };
+    let text = String::from_utf8(bytes).unwrap_or_default();
     PublicKey::from_pem(&text).with_context(|| {
         format!(
             "{} is not the relay's public key (one PUBLIC KEY PEM block, from `kaching-relay relay-key`)",

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds target/debian/*.deb for kaching-verifier, kaching-relay and
+# licensegen: stripped release binaries, hardened systemd units, default
+# configs printed by the binaries themselves (so they never drift), man
+# pages and shell completions. Needs cargo-deb (installed if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
+cargo build --release --locked -p kaching-verifier -p kaching-relay -p licensegen
+target="${CARGO_TARGET_DIR:-target}"
+bin="$target/release"
+out="$target/release/package"  # inside target/release/ so cargo-deb resolves it against the target dir
+rm -rf "$out"
+mkdir -p "$out/verifier" "$out/relay" "$out/licensegen/man"
+"$bin/kaching-verifier" default-config > "$out/verifier/verifier.toml"
+"$bin/kaching-relay" default-config > "$out/relay/relay.toml"
+"$bin/licensegen" man --out "$out/licensegen/man"
+"$bin/licensegen" completions bash > "$out/licensegen/licensegen.bash"
+"$bin/licensegen" completions zsh > "$out/licensegen/_licensegen"
+"$bin/licensegen" completions fish > "$out/licensegen/licensegen.fish"
+for pkg in kaching-verifier kaching-relay licensegen; do
+    cargo deb --no-build --locked -p "$pkg"
+done
+ls -l "$target"/debian/*.deb

@@ -1,0 +1,65 @@
+//! The command line: every subcommand and flag of `kaching-relay`.
+//!
+//! Doc comments here are the `--help` text; what clap shows is the contract.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use kaching_relay::tokens::Scope;
+
+/// KACHING relay: cluster binding, heartbeats, revocation distribution.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Configuration file (TOML); see `kaching-relay default-config`.
+    #[arg(long, global = true, env = "KACHING_RELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the relay.
+    Serve,
+    /// Print the documented default configuration.
+    DefaultConfig,
+    /// Create, list or revoke bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Check the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Print the relay's public key (SPKI PEM) for clusters to pin; creates the key if missing.
+    RelayKey,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and stored only as a hash.
+    Create {
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        scope: Scope,
+        /// A name to list and revoke it by (default: <scope>-<time>).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by name; it stops working at once.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain; fails if any row was edited or deleted.
+    Verify,
+}
