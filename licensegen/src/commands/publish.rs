@@ -136,6 +136,14 @@ fn read_token(path: &Path) -> Result<String> {
             path.display()
         ))
     })?;
+    // Same rule as the daemons' token files: readable by every user is
+    // worth a loud warning, not a refusal. A pipe (`<(pass show relay)`)
+    // has no mode to check.
+    if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        if let Ok(Some(warning)) = kaching_kit::secret::check_token(path, "relay token file") {
+            eprintln!("warning: {warning}");
+        }
+    }
     let token = text.lines().next().unwrap_or("").trim().to_string();
     if token.is_empty() {
         return Err(usage(format!(

@@ -46,6 +46,7 @@ fn publish_to_an_unreachable_relay_exits_20() {
     text.push_str("\n[relay]\nurl = \"http://127.0.0.1:9\"\ntoken_file = \"relay.token\"\n");
     std::fs::write(&toml, text).unwrap();
     std::fs::write(env.dir.join("relay.token"), "sometoken\n").unwrap();
+    private(&env.dir.join("relay.token"));
     let out = env
         .cmd()
         .env_remove("KACHING_RELAY_URL")
@@ -59,4 +60,34 @@ fn publish_to_an_unreachable_relay_exits_20() {
         "{}",
         stderr(&out)
     );
+}
+
+fn private(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn attack_world_readable_relay_token_file_warns() {
+    let env = Env::new();
+    let token = env.dir.join("relay.token");
+    std::fs::write(&token, "sometoken\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = env
+        .cmd()
+        .args(["publish", "--relay", "http://127.0.0.1:9", "--token-file"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "warning: relay token file {} is readable by every user (mode 644)",
+            token.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("chmod 640"), "{err}");
+    // A warning, not a refusal: publish went on to try the relay.
+    assert_eq!(out.status.code(), Some(20), "{err}");
 }
