@@ -35,4 +35,4 @@ ci:
 
 # .deb packages for the three binaries (cargo-deb; docs/install.md).
 package:
-    bash packaging/build-debs.sh
+    bash deploy/build-debs.sh

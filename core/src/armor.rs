@@ -4,9 +4,8 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use crate::envelope::DocKind;
+use crate::doc_kind::{DocKind, MAX_DOCUMENT_SIZE};
 use crate::error::{Error, Result};
-use crate::MAX_DOCUMENT_SIZE;
 
 /// Width of base64 lines in armored output.
 const LINE: usize = 64;

@@ -6,14 +6,14 @@
 //! size limit, envelope shape, algorithm, kind, canonical form, key lookup,
 //! `verify_strict` over the received bytes, and only then the payload.
 
-use std::fmt;
-
 use coset::{
     iana, AsCborValue, ContentType, CoseSign1Builder, HeaderBuilder, Label, TaggedCborSerializable,
 };
 
 use crate::error::{Error, Result};
 use crate::keys::{Kid, PublicKey, SecretKey, TrustedKeys};
+
+pub use crate::doc_kind::DocKind;
 
 mod alg;
 mod wire;
@@ -23,91 +23,6 @@ use wire::{canonical_parts, decode_sign1, read_exact, sig_structure, Parts};
 /// Protected-header label carrying the raw public key of a self-signed
 /// document (activation requests, usage reports, heartbeats).
 pub const SIGNER_KEY_LABEL: &str = "kaching-signer";
-
-/// The kinds of KACHING document; each has its own content type and armor label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DocKind {
-    /// A license, signed by the vendor.
-    License,
-    /// A revocation list, signed by the vendor.
-    RevocationList,
-    /// An activation request, signed by a cluster key.
-    ActivationRequest,
-    /// A usage report, signed by a cluster key.
-    UsageReport,
-    /// A heartbeat, signed by a cluster key.
-    Heartbeat,
-    /// A relay's signed statement of its time and the latest revocation version.
-    RelayTime,
-}
-
-impl DocKind {
-    /// Every kind, in a stable order.
-    pub const ALL: [DocKind; 6] = [
-        DocKind::License,
-        DocKind::RevocationList,
-        DocKind::ActivationRequest,
-        DocKind::UsageReport,
-        DocKind::Heartbeat,
-        DocKind::RelayTime,
-    ];
-
-    /// The COSE content type (header label 3) naming this kind.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            DocKind::License => "application/vnd.kaching.license+cbor",
-            DocKind::RevocationList => "application/vnd.kaching.revocations+cbor",
-            DocKind::ActivationRequest => "application/vnd.kaching.activation+cbor",
-            DocKind::UsageReport => "application/vnd.kaching.usage+cbor",
-            DocKind::Heartbeat => "application/vnd.kaching.heartbeat+cbor",
-            DocKind::RelayTime => "application/vnd.kaching.relay-time+cbor",
-        }
-    }
-
-    /// The label between `-----BEGIN ` and `-----`.
-    pub fn armor_label(self) -> &'static str {
-        match self {
-            DocKind::License => "KACHING LICENSE",
-            DocKind::RevocationList => "KACHING REVOCATION LIST",
-            DocKind::ActivationRequest => "KACHING ACTIVATION REQUEST",
-            DocKind::UsageReport => "KACHING USAGE REPORT",
-            DocKind::Heartbeat => "KACHING HEARTBEAT",
-            DocKind::RelayTime => "KACHING RELAY TIME",
-        }
-    }
-
-    /// The kind with this content type.
-    pub fn from_content_type(ct: &str) -> Option<DocKind> {
-        DocKind::ALL.into_iter().find(|k| k.content_type() == ct)
-    }
-
-    /// The kind with this armor label.
-    pub fn from_armor_label(label: &str) -> Option<DocKind> {
-        DocKind::ALL.into_iter().find(|k| k.armor_label() == label)
-    }
-
-    /// True for kinds signed by a cluster's own key rather than the vendor's.
-    pub fn is_self_signed(self) -> bool {
-        matches!(
-            self,
-            DocKind::ActivationRequest | DocKind::UsageReport | DocKind::Heartbeat
-        )
-    }
-}
-
-impl fmt::Display for DocKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DocKind::License => "license",
-            DocKind::RevocationList => "revocation list",
-            DocKind::ActivationRequest => "activation request",
-            DocKind::UsageReport => "usage report",
-            DocKind::Heartbeat => "heartbeat",
-            DocKind::RelayTime => "relay time statement",
-        })
-    }
-}
 
 /// Signs a payload as a document of `kind` with the default alg, EdDSA (−8).
 /// Self-signed kinds also carry the signer's public key in the protected header.
@@ -161,10 +76,10 @@ struct Parsed<'a> {
 }
 
 fn parse(bytes: &[u8], expected: DocKind) -> Result<Parsed<'_>> {
-    if bytes.len() > crate::MAX_DOCUMENT_SIZE {
+    if bytes.len() > crate::doc_kind::MAX_DOCUMENT_SIZE {
         return Err(Error::TooLarge {
             size: bytes.len(),
-            limit: crate::MAX_DOCUMENT_SIZE,
+            limit: crate::doc_kind::MAX_DOCUMENT_SIZE,
         });
     }
     // Every document `sign` writes has one exact shape, checked by comparing

@@ -3,8 +3,8 @@
 //! Cryptographic failures stay terse on purpose: they say what was wrong with
 //! the input, never anything about key material.
 
-use crate::envelope::DocKind;
-use crate::keys::Kid;
+use crate::doc_kind::DocKind;
+use crate::kid::Kid;
 
 /// Everything that can go wrong turning bytes into a trusted document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

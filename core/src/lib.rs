@@ -9,7 +9,8 @@
 //! - [`keys`]: SPKI / PKCS#8 PEM keys and kids.
 //! - [`policy`]: (license, revocations, state, now) → [`policy::Verdict`].
 //! - [`tiers`]: the tier catalog.
-//! - [`binding`]: when a cluster's hold on a license lapses at the relay.
+//! - [`binding`]: whether the relay may bind a license to a cluster, and when
+//!   a cluster's hold on it lapses.
 //!
 //! docs/format.md is the normative byte-level specification.
 
@@ -20,12 +21,14 @@ pub mod armor;
 pub mod binding;
 mod cbor;
 pub mod cluster;
+mod doc_kind;
 pub mod envelope;
 pub mod error;
 pub mod exit;
 pub mod heartbeat;
 pub mod id;
 pub mod keys;
+mod kid;
 pub mod license;
 pub mod policy;
 pub mod revocation;
@@ -33,6 +36,7 @@ pub mod status;
 pub mod tiers;
 pub mod time;
 
+pub use doc_kind::MAX_DOCUMENT_SIZE;
 pub use envelope::{Alg, DocKind};
 pub use error::{Error, Result};
 pub use id::{cluster_id, LicenseId};
@@ -41,6 +45,3 @@ pub use license::{verify_license, License, VerifiedLicense};
 pub use policy::{evaluate, LicenseInput, Settings, Snapshot, State, Verdict};
 pub use revocation::{verify_revocation_list, RevocationList, VerifiedRevocationList};
 pub use tiers::TierCatalog;
-
-/// Largest document accepted, in either spelling, checked before any parsing.
-pub const MAX_DOCUMENT_SIZE: usize = 64 * 1024;

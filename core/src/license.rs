@@ -1,8 +1,6 @@
 //! The license document: who may run what, on how many nodes, until when.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::str::FromStr;
 
 use serde::Serialize;
 
@@ -12,6 +10,8 @@ use crate::error::Result;
 use crate::id::LicenseId;
 use crate::keys::{Kid, SecretKey, TrustedKeys};
 use crate::time::Timestamp;
+
+pub use crate::time::Period;
 
 mod claims;
 
@@ -27,60 +27,6 @@ pub(crate) mod cwt {
     pub const NBF: i64 = 5;
     pub const IAT: i64 = 6;
     pub const CTI: i64 = 7;
-}
-
-/// How a quota's counter is bucketed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Period {
-    /// Resets at 00:00 UTC every day.
-    Day,
-    /// Resets on the first of every month (UTC).
-    Month,
-    /// Never resets.
-    Total,
-    /// Not a counter: the last reported level (e.g. storage in use).
-    Gauge,
-}
-
-impl Period {
-    /// The spelling used in files and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Period::Day => "day",
-            Period::Month => "month",
-            Period::Total => "total",
-            Period::Gauge => "gauge",
-        }
-    }
-}
-
-impl fmt::Display for Period {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Period {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "day" => Ok(Period::Day),
-            "month" => Ok(Period::Month),
-            "total" => Ok(Period::Total),
-            "gauge" => Ok(Period::Gauge),
-            _ => Err(format!(
-                "unknown quota period {s:?}: use day, month, total or gauge"
-            )),
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Period {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 /// A quota: how much of a metric may be used per period.
@@ -223,4 +169,30 @@ pub fn verify_license(input: &[u8], keys: &TrustedKeys) -> Result<VerifiedLicens
         kid: opened.kid,
         bytes,
     })
+}
+
+/// A small license for unit tests anywhere in the crate.
+#[cfg(test)]
+pub(crate) fn sample() -> License {
+    let mut l = License {
+        id: LicenseId([7; 16]),
+        issuer: "vendor".into(),
+        customer_id: "c".into(),
+        customer: "C".into(),
+        audience: "bzzz".into(),
+        issued_at: 100,
+        not_before: 100,
+        expires_at: 200,
+        tier: "standard".into(),
+        features: ["analytics", "basic-search"].map(String::from).into(),
+        limits: Limits::default(),
+        quotas: BTreeMap::new(),
+        grace: 0,
+        overage: 0,
+        cluster: None,
+        heartbeat: None,
+        supersedes: None,
+    };
+    l.limits.max_nodes = 3;
+    l
 }

@@ -31,6 +31,38 @@ impl RevocationStatus {
     }
 }
 
+/// A change to one license's entry that the rules refuse: revocation is
+/// permanent, and a change must change something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransitionError {
+    /// The license is revoked; no later list may suspend, reinstate or
+    /// revoke it again (a returning customer gets a new license).
+    #[error("the license is revoked, and revocation is permanent")]
+    Permanent,
+    /// The license already has the status asked for.
+    #[error("the license is already {}", .0.as_str())]
+    Unchanged(RevocationStatus),
+    /// There is nothing to lift: the license has no entry.
+    #[error("the license is not suspended")]
+    NotListed,
+}
+
+/// Whether one license's entry may go from `from` to `to` in the next list
+/// (`None`: no entry). A suspension may be lifted or turned into a
+/// revocation; a revocation is permanent.
+pub fn check_transition(
+    from: Option<RevocationStatus>,
+    to: Option<RevocationStatus>,
+) -> std::result::Result<(), TransitionError> {
+    match (from, to) {
+        (Some(RevocationStatus::Revoked), _) => Err(TransitionError::Permanent),
+        (None, None) => Err(TransitionError::NotListed),
+        (Some(now), Some(next)) if now == next => Err(TransitionError::Unchanged(now)),
+        _ => Ok(()),
+    }
+}
+
 /// One revoked or suspended license.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RevocationEntry {
@@ -258,5 +290,42 @@ pub fn accept_revocation_list(
             Some(cur) if cur == offered.bytes.as_slice() => Ok(Acceptance::Same),
             _ => Err(RollbackError::Conflicting(v)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RevocationStatus::{Revoked, Suspended};
+    use super::*;
+
+    #[test]
+    fn revocation_is_permanent_and_a_suspension_can_go_either_way() {
+        let table = [
+            // (from, to, outcome)
+            (None, Some(Suspended), Ok(())),
+            (None, Some(Revoked), Ok(())),
+            (None, None, Err(TransitionError::NotListed)),
+            (Some(Suspended), None, Ok(())),
+            (Some(Suspended), Some(Revoked), Ok(())),
+            (
+                Some(Suspended),
+                Some(Suspended),
+                Err(TransitionError::Unchanged(Suspended)),
+            ),
+            (Some(Revoked), None, Err(TransitionError::Permanent)),
+            (
+                Some(Revoked),
+                Some(Suspended),
+                Err(TransitionError::Permanent),
+            ),
+            (
+                Some(Revoked),
+                Some(Revoked),
+                Err(TransitionError::Permanent),
+            ),
+        ];
+        for (from, to, outcome) in table {
+            assert_eq!(check_transition(from, to), outcome, "{from:?} -> {to:?}");
+        }
     }
 }

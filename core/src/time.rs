@@ -1,6 +1,12 @@
-//! Time as KACHING documents carry it: whole seconds since the Unix epoch (UTC).
+//! Time as KACHING documents carry it: whole seconds since the Unix epoch (UTC),
+//! and the calendar [`Period`]s that quota counters are bucketed by.
 //!
 //! Nothing in this crate reads the clock; callers pass `now` in.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
 
 /// Seconds since 1970-01-01T00:00:00Z.
 pub type Timestamp = u64;
@@ -125,10 +131,63 @@ pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
     Some(midnight + h * 3600 + m * 60 + sec)
 }
 
+/// How a quota's counter is bucketed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    /// Resets at 00:00 UTC every day.
+    Day,
+    /// Resets on the first of every month (UTC).
+    Month,
+    /// Never resets.
+    Total,
+    /// Not a counter: the last reported level (e.g. storage in use).
+    Gauge,
+}
+
+impl Period {
+    /// The spelling used in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Month => "month",
+            Period::Total => "total",
+            Period::Gauge => "gauge",
+        }
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Period {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "day" => Ok(Period::Day),
+            "month" => Ok(Period::Month),
+            "total" => Ok(Period::Total),
+            "gauge" => Ok(Period::Gauge),
+            _ => Err(format!(
+                "unknown quota period {s:?}: use day, month, total or gauge"
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Period {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The calendar bucket a timestamp falls into for a quota period:
 /// `2026-11-22` (day), `2026-11` (month) or `total`.
-pub fn period_key(period: crate::license::Period, t: Timestamp) -> String {
-    use crate::license::Period;
+pub fn period_key(period: Period, t: Timestamp) -> String {
     let (d, _) = to_civil(t);
     match period {
         Period::Day => format!("{:04}-{:02}-{:02}", d.year, d.month, d.day),
@@ -210,7 +269,6 @@ mod tests {
 
     #[test]
     fn period_keys_bucket_by_utc_calendar() {
-        use crate::license::Period;
         let t = parse_rfc3339("2026-01-31T23:59:59Z").unwrap_or_default();
         assert_eq!(period_key(Period::Day, t), "2026-01-31");
         assert_eq!(period_key(Period::Day, t + 1), "2026-02-01");

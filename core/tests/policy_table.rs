@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use kaching_core::license::{HeartbeatPolicy, Limits, Period, Quota};
-use kaching_core::policy::{evaluate, LicenseInput, Settings, Snapshot, State, Urgency, Verdict};
+use kaching_core::policy::{
+    evaluate, fit, warning_ratio, LicenseInput, Settings, Snapshot, State, Urgency, Verdict,
+};
 use kaching_core::revocation::{RevocationEntry, RevocationList, RevocationStatus};
 use kaching_core::time::DAY;
 use kaching_core::{License, LicenseId, TierCatalog};
@@ -211,9 +213,20 @@ fn wrong_audience_and_foreign_cluster_are_invalid() {
         ("unbound", standard(), None, State::Active),
     ];
     for (name, lic, here, want) in rows {
-        let mut case = Case::new(lic);
+        let mut case = Case::new(lic.clone());
         case.settings.cluster_id = here.map(String::from);
-        assert_eq!(state_at(&case, IAT + DAY), want, "{name}");
+        let v = case.at(IAT + DAY);
+        assert_eq!(v.state, want, "{name}");
+        // `fit` is the rule behind these rows, for callers that only ask
+        // whether a verified license belongs here; its words are the reason.
+        match fit(&lic, &case.settings) {
+            Ok(()) => assert_ne!(want, State::Invalid, "{name}"),
+            Err(misfit) => assert_eq!(
+                (want, misfit.to_string()),
+                (State::Invalid, v.reason.clone()),
+                "{name}"
+            ),
+        }
     }
 }
 
@@ -796,6 +809,10 @@ fn quota_thresholds_warn_and_suggest_the_next_tier() {
         assert_eq!(v.quotas[metric].used, used, "{name}");
         let warned = v.warnings.iter().any(|w| w.starts_with(metric));
         assert_eq!(warned, want.is_some(), "{name}: warnings {:?}", v.warnings);
+        // The same rule licensegen applies to an imported usage report.
+        let limit = v.quotas[metric].limit;
+        let shared = warning_ratio(&catalog(), metric, used, limit);
+        assert_eq!(shared.is_some(), warned, "{name}");
         let suggestion = v
             .upgrade_suggestions
             .iter()
@@ -848,7 +865,9 @@ fn node_pressure_suggests_a_bigger_tier() {
     let mut case = Case::new(standard());
     case.snapshot.live_nodes = 7;
     assert!(case.at(IAT + DAY).upgrade_suggestions.is_empty());
+    assert_eq!(warning_ratio(&catalog(), "nodes", 7, 10), None);
     case.snapshot.live_nodes = 8; // 80 % of 10
+    assert_eq!(warning_ratio(&catalog(), "nodes", 8, 10), Some(0.8));
     let v = case.at(IAT + DAY);
     assert_eq!(v.nodes_in_use, 8);
     let s = &v.upgrade_suggestions[0];

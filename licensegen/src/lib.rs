@@ -2,7 +2,7 @@
 //!
 //! [`run`] is the whole program (the binary's `main` only calls it), so a
 //! demo or test can drive licensegen in-process. The modules underneath are
-//! public for programs that prefer calls to argv: [`vendor::init`],
+//! public for programs that prefer calls to argv: [`vendor_dir::init`],
 //! [`issue::build`] + [`issue::sign_and_record`], [`revocations::publish`].
 
 #![forbid(unsafe_code)]
@@ -20,7 +20,7 @@ pub mod ledger;
 pub mod output;
 pub mod revocations;
 pub mod usage;
-pub mod vendor;
+pub mod vendor_dir;
 pub mod verify;
 
 use std::ffi::OsString;

@@ -7,7 +7,9 @@
 
 use anyhow::{Context, Result};
 use kaching_core::armor;
-use kaching_core::revocation::{RevocationEntry, RevocationList, RevocationStatus};
+use kaching_core::revocation::{
+    check_transition, RevocationEntry, RevocationList, RevocationStatus, TransitionError,
+};
 use kaching_core::time::{rfc3339, Timestamp};
 use kaching_core::{verify_revocation_list, DocKind, LicenseId, SecretKey, TrustedKeys};
 use rusqlite::TransactionBehavior;
@@ -15,7 +17,7 @@ use rusqlite::TransactionBehavior;
 use crate::error::usage;
 use crate::fsutil::write_atomic;
 use crate::ledger::{self, Ledger, RevocationRecord};
-use crate::vendor::{VendorDir, REVOCATIONS_ARMORED_FILE, REVOCATIONS_FILE};
+use crate::vendor_dir::{VendorDir, REVOCATIONS_ARMORED_FILE, REVOCATIONS_FILE};
 
 /// What the next list changes.
 #[derive(Debug, Clone)]
@@ -39,48 +41,54 @@ pub enum Change {
 }
 
 impl Change {
-    /// Checks the change against the current entries and applies it.
+    /// Checks the change against the current entries (core's transition
+    /// rule: revocation is permanent) and applies it.
     pub fn apply(&self, entries: &mut Vec<RevocationEntry>, now: Timestamp) -> Result<()> {
-        match self {
-            Change::Set { id, status, reason } => {
-                if let Some(e) = entries.iter().find(|e| e.id == *id) {
-                    if e.status == RevocationStatus::Revoked {
-                        return Err(usage(format!(
-                            "license {id} is already revoked (revocation is permanent): issue a new license if the customer returns"
-                        )));
-                    }
-                    if e.status == *status {
-                        return Err(usage(format!(
-                            "license {id} is already suspended: `licensegen reinstate {id}` lifts it"
-                        )));
-                    }
-                }
-                entries.retain(|e| e.id != *id);
-                entries.push(RevocationEntry {
-                    id: *id,
-                    status: *status,
-                    reason: reason.clone(),
-                    time: now,
-                });
-            }
-            Change::Lift { id } => match entries.iter().find(|e| e.id == *id) {
-                None => {
-                    return Err(usage(format!(
-                        "license {id} is not suspended: nothing to reinstate"
-                    )))
-                }
-                Some(e) if e.status == RevocationStatus::Revoked => {
-                    return Err(usage(format!(
-                        "license {id} is revoked, and revocation is permanent: issue a new license instead"
-                    )))
-                }
-                Some(_) => entries.retain(|e| e.id != *id),
-            },
-            Change::Refresh => {}
+        if let Some((id, to)) = self.target() {
+            let from = entries.iter().find(|e| e.id == *id).map(|e| e.status);
+            check_transition(from, to).map_err(|e| refused(id, e, to.is_none()))?;
+            entries.retain(|e| e.id != *id);
+        }
+        if let Change::Set { id, status, reason } = self {
+            entries.push(RevocationEntry {
+                id: *id,
+                status: *status,
+                reason: reason.clone(),
+                time: now,
+            });
         }
         entries.sort_by_key(|e| e.id);
         Ok(())
     }
+
+    /// The license this change is about and the status it asks for
+    /// (`None`: no entry).
+    fn target(&self) -> Option<(&LicenseId, Option<RevocationStatus>)> {
+        match self {
+            Change::Set { id, status, .. } => Some((id, Some(*status))),
+            Change::Lift { id } => Some((id, None)),
+            Change::Refresh => None,
+        }
+    }
+}
+
+/// A refused change in words that name the command to use instead.
+fn refused(id: &LicenseId, e: TransitionError, lifting: bool) -> anyhow::Error {
+    usage(match e {
+        TransitionError::Permanent if lifting => format!(
+            "license {id} is revoked, and revocation is permanent: issue a new license instead"
+        ),
+        TransitionError::Permanent => format!(
+            "license {id} is already revoked (revocation is permanent): issue a new license if the customer returns"
+        ),
+        TransitionError::Unchanged(_) => format!(
+            "license {id} is already suspended: `licensegen reinstate {id}` lifts it"
+        ),
+        TransitionError::NotListed => {
+            format!("license {id} is not suspended: nothing to reinstate")
+        }
+        other => format!("license {id}: {other}"),
+    })
 }
 
 /// The current list: the newer of the ledger's newest and the file on disk.

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use kaching_core::cluster::{verify_usage_report, UsageReport};
+use kaching_core::policy::warning_ratio;
 use kaching_core::time::{rfc3339, Timestamp};
 use rusqlite::TransactionBehavior;
 
@@ -49,13 +50,16 @@ pub fn import(
         )),
         _ => {}
     }
-    if report.peak_nodes > rec.max_nodes {
+    let license = license_of(&rec)?;
+    // Inside the allowed overage is within the license, as the verifier's
+    // node admission sees it.
+    if u64::from(report.peak_nodes) > license.node_ceiling() {
         warnings.push(format!(
             "peak of {} nodes is above the license's {} nodes",
-            report.peak_nodes, rec.max_nodes
+            report.peak_nodes, license.limits.max_nodes
         ));
     }
-    quota_warnings(&report, &license_of(&rec)?, catalog, &mut warnings);
+    quota_warnings(&report, &license, catalog, &mut warnings);
     let sha = ledger::sha256_hex(&checked.bytes);
     let record = UsageRecord {
         license_id: report.license_id.to_string(),
@@ -97,7 +101,8 @@ pub fn import(
     })
 }
 
-/// Flags buckets at or over the catalog's suggestion threshold of a quota.
+/// Flags buckets at or over the catalog's suggestion threshold of a quota:
+/// the verifier's own rule, [`warning_ratio`].
 fn quota_warnings(
     report: &UsageReport,
     license: &License,
@@ -108,12 +113,8 @@ fn quota_warnings(
         let Some(q) = license.quotas.get(metric) else {
             continue;
         };
-        if q.limit == 0 {
-            continue;
-        }
         for (bucket, used) in buckets {
-            let share = *used as f64 / q.limit as f64;
-            if share >= catalog.threshold(metric) {
+            if let Some(share) = warning_ratio(catalog, metric, *used, q.limit) {
                 warnings.push(format!(
                     "{metric} reached {used} of {} per {} ({:.0}%) in {bucket}: offer an upgrade",
                     q.limit,

@@ -22,7 +22,7 @@ const SECTIONS: [&str; 2] = ["rate_limit", "commit"];
 /// The `KACHING_RELAY_*` names the relay reads (lower-cased, without the
 /// prefix). Others are left alone: the verifier's `[relay]` overrides share
 /// the prefix (`KACHING_RELAY_URL`, …) and may sit in the same environment.
-const ENV_KEYS: [&str; 17] = [
+const ENV_KEYS: [&str; 18] = [
     "listen",
     "data_dir",
     "vendor_keys",
@@ -37,6 +37,7 @@ const ENV_KEYS: [&str; 17] = [
     "idle_timeout",
     "request_timeout",
     "shutdown_timeout",
+    "public_metrics",
     "rate_limit_per_second",
     "rate_limit_burst",
     "commit_max_batch",
@@ -93,6 +94,8 @@ pub struct Config {
     /// At shutdown, requests still running after this long are cut off.
     #[serde(deserialize_with = "kaching_kit::config::duration")]
     pub shutdown_timeout: Duration,
+    /// Serve `GET /metrics` without a token (default: a `whoosh` or `admin` token is needed).
+    pub public_metrics: bool,
     /// Per-client-IP rate limit.
     pub rate_limit: RateLimit,
     /// Group commit settings.
@@ -135,6 +138,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
+            public_metrics: false,
             rate_limit: RateLimit::default(),
             commit: Commit::default(),
         }
@@ -292,6 +296,7 @@ mod tests {
         assert_eq!(c.idle_timeout, d.idle_timeout);
         assert_eq!(c.request_timeout, d.request_timeout);
         assert_eq!(c.shutdown_timeout, d.shutdown_timeout);
+        assert_eq!(c.public_metrics, d.public_metrics);
     }
 
     #[test]
@@ -331,9 +336,11 @@ mod tests {
                 ("KACHING_RELAY_RATE_LIMIT_PER_SECOND".into(), "0".into()),
                 ("KACHING_RELAY_CLOCK_WINDOW".into(), "10s".into()),
                 ("KACHING_RELAY_DATA_DIR".into(), "/tmp/x".into()),
+                ("KACHING_RELAY_PUBLIC_METRICS".into(), "true".into()),
             ],
         )
         .expect("config");
+        assert!(c.public_metrics);
         assert_eq!(c.listen, "0.0.0.0:9");
         assert_eq!(c.rate_limit.per_second, 0.0);
         assert_eq!(c.rate_limit.burst, 3);

@@ -27,6 +27,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
@@ -73,6 +74,7 @@ pub async fn run(
         revocations,
         shutdown: stop.listener(),
         catalog: TierCatalog::builtin(),
+        metrics: Arc::new(metrics::Metrics::new()),
     });
     let pruner = tokio::spawn(prune_loop(
         writer,

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::db::Readers;
+use crate::metrics::Metrics;
 use crate::writer::Writer;
 
 /// The revocation list being served.
@@ -52,6 +53,8 @@ pub struct AppState {
     pub shutdown: kaching_kit::shutdown::Listener,
     /// Tier catalog for status and upgrade suggestions.
     pub catalog: TierCatalog,
+    /// This relay's metrics (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {

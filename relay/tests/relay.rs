@@ -634,6 +634,35 @@ fn default_config_is_printed_and_valid() {
 }
 
 #[test]
+fn completions_and_man_pages_come_from_the_clap_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = relay_cli(dir.path(), &["completions", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        script.contains("kaching-relay") && script.contains("serve"),
+        "{script}"
+    );
+    let out = relay_cli(dir.path(), &["man"]);
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH kaching-relay 1"), "{page}");
+    let man = dir.path().join("man");
+    let out = relay_cli(dir.path(), &["man", "--out", man.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    for page in [
+        "kaching-relay.1",
+        "kaching-relay-serve.1",
+        "kaching-relay-token-create.1",
+        "kaching-relay-audit-verify.1",
+    ] {
+        assert!(man.join(page).is_file(), "{page} missing");
+    }
+    // Neither command reads a configuration or touches the data directory.
+    assert!(!dir.path().join("relay.db").exists());
+}
+
+#[test]
 fn serve_without_vendor_keys_says_what_to_set() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kaching-relay"))

@@ -12,29 +12,17 @@
 // Test harness: a panic (with the state it saw) is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
+use kaching_testkit::{wait_for_value, Json, Served};
 use serde_json::Value;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+pub use kaching_testkit::{now, Events, WAIT};
 
 /// The vendor key passphrase used by every test vendor.
 pub const PASS: &str = "correct horse battery staple";
-
-/// Upper bound of every wait: generous, so a loaded machine only makes a
-/// test slower, never red.
-pub const WAIT: Duration = Duration::from_secs(60);
-
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 static ENV: Once = Once::new();
 
@@ -173,8 +161,8 @@ pub struct Relay {
     pub token_file: PathBuf,
     /// An admin-scope token (the vendor's read side).
     pub admin_token: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The relay served in this process.
+    served: Served,
 }
 
 impl Relay {
@@ -211,47 +199,34 @@ impl Relay {
         drop(conn);
         let token_file = root.join("relay-publish.token");
         std::fs::write(&token_file, format!("{token}\n")).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(kaching_relay::run(listener, config, async move {
-            let _ = rx.await;
-        }));
+        let served =
+            Served::start(|listener, shutdown| kaching_relay::run(listener, config, shutdown))
+                .await
+                .unwrap();
         Relay {
-            url: format!("http://{addr}"),
+            url: served.url().to_string(),
             key_file,
             token_file,
             admin_token,
-            stop: Some(tx),
-            task: Some(task),
+            served,
         }
     }
 
     /// GET a vendor-side path with the admin token; JSON body.
     pub async fn admin_get(&self, path: &str) -> serde_json::Value {
-        reqwest::Client::new()
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.admin_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        let (code, body) = self
+            .served
+            .json
+            .with_token(&self.admin_token)
+            .get(path)
+            .await;
+        assert_eq!(code, 200, "GET {path}: {body}");
+        body
     }
 
     /// Stops the relay (graceful) and waits for it.
     pub async fn stop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(WAIT, t)
-                .await
-                .expect("relay did not stop")
-                .unwrap()
-                .unwrap();
-        }
+        self.served.stop().await;
     }
 }
 
@@ -261,9 +236,8 @@ pub struct Verifier {
     pub dir: PathBuf,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The verifier served in this process.
+    served: Served,
 }
 
 /// A verifier configuration rooted in `dir`, fast ticks, talking to `relay`.
@@ -291,44 +265,30 @@ impl Verifier {
     /// Starts a verifier with `config`.
     pub async fn start(config: kaching_verifier::Config) -> Verifier {
         let dir = config.state_dir.parent().unwrap().to_path_buf();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(kaching_verifier::run(listener, config, async move {
-            let _ = rx.await;
-        }));
+        let served =
+            Served::start(|listener, shutdown| kaching_verifier::run(listener, config, shutdown))
+                .await
+                .unwrap();
         Verifier {
             dir,
-            url: format!("http://{addr}"),
-            http: reqwest::Client::new(),
-            stop: Some(tx),
-            task: Some(task),
+            url: served.url().to_string(),
+            served,
         }
+    }
+
+    /// The JSON client for this verifier.
+    pub fn json(&self) -> &Json {
+        &self.served.json
     }
 
     /// GET a path; status code and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        let code = resp.status().as_u16();
-        (code, resp.json().await.unwrap_or_default())
+        self.served.json.get(path).await
     }
 
     /// POST JSON to a path; status code and JSON body.
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let code = resp.status().as_u16();
-        (code, resp.json().await.unwrap_or_default())
+        self.served.json.post(path, &body).await
     }
 
     /// `GET /v1/status`.
@@ -338,17 +298,7 @@ impl Verifier {
 
     /// Polls `/v1/status` until `ok` holds; panics with the last status after [`WAIT`].
     pub async fn wait_status(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let s = self.status().await;
-            if ok(&s) {
-                return s;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("gave up waiting for {what}; last status:\n{s:#}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_value(what, || self.status(), ok).await
     }
 
     /// Waits until the relay answered this verifier at least once.
@@ -367,80 +317,11 @@ impl Verifier {
 
     /// Subscribes to `GET /v1/events`.
     pub async fn events(&self) -> Events {
-        let resp = self
-            .http
-            .get(format!("{}/v1/events", self.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        Events {
-            resp,
-            buf: String::new(),
-        }
+        Events::open(&self.served.json, "/v1/events").await
     }
 
     /// Stops the verifier cleanly and waits for it.
     pub async fn stop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(WAIT, t)
-                .await
-                .expect("verifier did not stop")
-                .unwrap()
-                .unwrap();
-        }
-    }
-}
-
-/// A server-sent event stream.
-pub struct Events {
-    resp: reqwest::Response,
-    buf: String,
-}
-
-impl Events {
-    /// The next event (name, JSON data), or `None` when the stream ended.
-    pub async fn next(&mut self) -> Option<(String, Value)> {
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let frame: String = self.buf.drain(..end + 2).collect();
-                let mut kind = String::from("message");
-                let mut data = String::new();
-                for line in frame.lines() {
-                    if let Some(k) = line.strip_prefix("event:") {
-                        kind = k.trim().to_string();
-                    } else if let Some(d) = line.strip_prefix("data:") {
-                        data.push_str(d.trim_start());
-                    }
-                }
-                if data.is_empty() {
-                    continue; // keep-alive comment
-                }
-                return Some((kind, serde_json::from_str(&data).unwrap_or(Value::Null)));
-            }
-            let chunk = self.resp.chunk().await.ok()??;
-            self.buf.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-
-    /// Reads events until one named `kind` satisfies `ok`; panics after [`WAIT`].
-    pub async fn wait_for(&mut self, kind: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let found = tokio::time::timeout(WAIT, async {
-            while let Some((k, v)) = self.next().await {
-                if k == kind && ok(&v) {
-                    return Some(v);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(v)) => v,
-            Ok(None) => panic!("event stream ended before a matching {kind} event"),
-            Err(_) => panic!("no matching {kind} event within {WAIT:?}"),
-        }
+        self.served.stop().await;
     }
 }

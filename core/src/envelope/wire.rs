@@ -6,7 +6,7 @@
 use ciborium::value::Value;
 use coset::{AsCborValue, CoseSign1, Header, ProtectedHeader};
 
-use super::DocKind;
+use crate::doc_kind::DocKind;
 use crate::error::{Error, Result};
 
 /// Reads a tagged COSE_Sign1 into coset's structure, exactly as coset's

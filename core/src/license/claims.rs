@@ -211,7 +211,7 @@ fn read_heartbeat(r: &mut Reader<'_>) -> Result<HeartbeatPolicy> {
 mod tests {
     use super::*;
     use crate::cbor::{self, u, MapBuilder};
-    use crate::license::Period;
+    use crate::license::{sample, Period};
     use ciborium::value::Value;
     use proptest::prelude::*;
 
@@ -352,30 +352,6 @@ mod tests {
         fn strict_decoding_round_trips_every_encoding(l in license()) {
             prop_assert_eq!(decode(&l.to_cbor()).expect("decodes"), l);
         }
-    }
-
-    fn sample() -> License {
-        let mut l = License {
-            id: LicenseId([7; 16]),
-            issuer: "vendor".into(),
-            customer_id: "c".into(),
-            customer: "C".into(),
-            audience: "bzzz".into(),
-            issued_at: 100,
-            not_before: 100,
-            expires_at: 200,
-            tier: "standard".into(),
-            features: ["analytics", "basic-search"].map(String::from).into(),
-            limits: Limits::default(),
-            quotas: BTreeMap::new(),
-            grace: 0,
-            overage: 0,
-            cluster: None,
-            heartbeat: None,
-            supersedes: None,
-        };
-        l.limits.max_nodes = 3;
-        l
     }
 
     #[test]

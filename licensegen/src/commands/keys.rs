@@ -9,7 +9,7 @@ use crate::cli::KeyCommand;
 use crate::fsutil::write_atomic;
 use crate::keystore::{seal, Protection};
 use crate::output::{json, line, out};
-use crate::vendor::{VendorDir, KEY_FILE, PUB_FILE, RETIRED_DIR};
+use crate::vendor_dir::{VendorDir, KEY_FILE, PUB_FILE, RETIRED_DIR};
 
 #[derive(Serialize)]
 struct KeyInfo {

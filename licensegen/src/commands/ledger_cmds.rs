@@ -9,7 +9,7 @@ use super::Ctx;
 use crate::cli::{InspectArgs, LedgerCommand, UsageCommand, VerifyArgs};
 use crate::ledger::{self, Event, Ledger, LedgerState, LicenseRecord, UsageRecord};
 use crate::output::{date, json, out, table};
-use crate::vendor::{parse_duration, VendorDir, LEDGER_FILE};
+use crate::vendor_dir::{parse_duration, VendorDir, LEDGER_FILE};
 use crate::verify::VerifyContext;
 
 fn pubkeys(path: &std::path::Path) -> Result<TrustedKeys> {

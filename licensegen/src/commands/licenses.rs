@@ -10,7 +10,7 @@ use crate::cli::{IssueArgs, ReissueArgs, Terms};
 use crate::issue::{self, build, read_spec, Built, Issued, LicenseRequest, Mode};
 use crate::ledger::{self, Ledger, LedgerState};
 use crate::output::{note, out};
-use crate::vendor::LEDGER_FILE;
+use crate::vendor_dir::LEDGER_FILE;
 
 fn request(
     customer: Option<String>,

@@ -13,7 +13,7 @@ use kaching_core::SecretKey;
 
 use crate::cli::{Cli, Command};
 use crate::keystore::{self, PassphraseSource, Unlock};
-use crate::vendor::{VendorDir, KEY_FILE};
+use crate::vendor_dir::{VendorDir, KEY_FILE};
 
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> Result<u8> {

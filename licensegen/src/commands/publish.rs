@@ -14,7 +14,7 @@ use crate::cli::PublishArgs;
 use crate::error::usage;
 use crate::exit;
 use crate::output::{note, out};
-use crate::vendor::REVOCATIONS_FILE;
+use crate::vendor_dir::REVOCATIONS_FILE;
 
 pub(super) fn publish(ctx: &Ctx<'_>, a: &PublishArgs) -> Result<u8> {
     let v = ctx.vendor()?;

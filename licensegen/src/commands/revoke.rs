@@ -10,7 +10,7 @@ use crate::issue::parse_expiry;
 use crate::ledger::{self, Ledger};
 use crate::output::{json, out};
 use crate::revocations::{self, Change};
-use crate::vendor::{VendorDir, LEDGER_FILE, REVOCATIONS_ARMORED_FILE, REVOCATIONS_FILE};
+use crate::vendor_dir::{VendorDir, LEDGER_FILE, REVOCATIONS_ARMORED_FILE, REVOCATIONS_FILE};
 
 pub(super) fn suspend(ctx: &Ctx<'_>, a: &RevokeArgs) -> Result<u8> {
     change(ctx, a, Some(RevocationStatus::Suspended))

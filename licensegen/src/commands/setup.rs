@@ -8,7 +8,7 @@ use super::Ctx;
 use crate::cli::InitArgs;
 use crate::keystore::Protection;
 use crate::output::{line, out};
-use crate::vendor::{self, Config, InitOptions, KEY_FILE, PUB_FILE};
+use crate::vendor_dir::{self, Config, InitOptions, KEY_FILE, PUB_FILE};
 
 pub(super) fn init(ctx: &Ctx<'_>, a: &InitArgs) -> Result<u8> {
     let config = Config {
@@ -22,7 +22,7 @@ pub(super) fn init(ctx: &Ctx<'_>, a: &InitArgs) -> Result<u8> {
     };
     // Check everything cheap before asking for a passphrase.
     config.revocation_validity_secs()?;
-    if let Some(f) = [vendor::CONFIG_FILE, KEY_FILE, vendor::LEDGER_FILE]
+    if let Some(f) = [vendor_dir::CONFIG_FILE, KEY_FILE, vendor_dir::LEDGER_FILE]
         .iter()
         .find(|f| a.dir.join(f).exists())
     {
@@ -35,7 +35,7 @@ pub(super) fn init(ctx: &Ctx<'_>, a: &InitArgs) -> Result<u8> {
         Some(r) => Protection::recipient(r)?,
         None => Protection::Passphrase(ctx.passphrase().new_passphrase()?),
     };
-    let v = vendor::init(
+    let v = vendor_dir::init(
         &InitOptions {
             dir: a.dir.clone(),
             config,
@@ -51,10 +51,10 @@ pub(super) fn init(ctx: &Ctx<'_>, a: &InitArgs) -> Result<u8> {
         key.kid(),
         if a.recipient.is_some() { "encrypted to the age recipient" } else { "encrypted with your passphrase" },
         v.path(PUB_FILE).display(),
-        v.path(vendor::LEDGER_FILE).display(),
-        v.path(vendor::REVOCATIONS_FILE).display(),
-        v.path(vendor::TIERS_FILE).display(),
-        v.path(vendor::CONFIG_FILE).display(),
+        v.path(vendor_dir::LEDGER_FILE).display(),
+        v.path(vendor_dir::REVOCATIONS_FILE).display(),
+        v.path(vendor_dir::TIERS_FILE).display(),
+        v.path(vendor_dir::CONFIG_FILE).display(),
         v.config.issuer,
         v.config.audience,
         v.path(KEY_FILE).display(),

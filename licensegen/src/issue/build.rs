@@ -12,7 +12,7 @@ use kaching_core::{License, LicenseId, TierCatalog};
 
 use super::request::LicenseRequest;
 use crate::error::usage;
-use crate::vendor::{parse_duration, Config};
+use crate::vendor_dir::{parse_duration, Config};
 
 /// How the new license relates to an earlier one.
 #[derive(Debug, Clone, Copy)]

@@ -15,7 +15,7 @@ pub use build::{build, find_tier, parse_expiry, slug, Built, Mode};
 pub use request::{read_spec, LicenseRequest};
 
 use crate::ledger::{self, Ledger, LicenseRecord};
-use crate::vendor::{VendorDir, LICENSES_DIR};
+use crate::vendor_dir::{VendorDir, LICENSES_DIR};
 
 /// A license that was signed, written and recorded.
 #[derive(Debug, Clone)]

@@ -27,6 +27,16 @@ fn activation_request(env: &Env, key: &SecretKey, nodes: u32) -> std::path::Path
 }
 
 fn usage_report(env: &Env, key: &SecretKey, license: &str, name: &str) -> std::path::PathBuf {
+    usage_report_with_peak(env, key, license, name, 14)
+}
+
+fn usage_report_with_peak(
+    env: &Env,
+    key: &SecretKey,
+    license: &str,
+    name: &str,
+    peak_nodes: u32,
+) -> std::path::PathBuf {
     let mut counters = BTreeMap::new();
     counters.insert(
         "search_requests".to_string(),
@@ -41,7 +51,7 @@ fn usage_report(env: &Env, key: &SecretKey, license: &str, name: &str) -> std::p
         period_start: 1_795_000_000,
         period_end: 1_795_300_000,
         counters,
-        peak_nodes: 14,
+        peak_nodes,
         upgrade_requests: vec![UpgradeRequest {
             requested_tier: "enterprise".into(),
             message: "we need bulk operations".into(),
@@ -51,6 +61,24 @@ fn usage_report(env: &Env, key: &SecretKey, license: &str, name: &str) -> std::p
     let path = env.tmp.path().join(name);
     std::fs::write(&path, report.sign(key)).unwrap();
     path
+}
+
+/// Issues a license of `tier` bound to `cluster` through its activation
+/// request; returns the license id.
+fn issue_bound(env: &Env, cluster: &SecretKey, tier: &str) -> String {
+    let req = activation_request(env, cluster, 3);
+    let req = req.to_str().unwrap();
+    let (id, _) = env.issue(&["--customer", "Acme", "--tier", tier, "--bind", req]);
+    id
+}
+
+/// `licensegen usage import REPORT`.
+fn import(env: &Env, report: &std::path::Path) -> std::process::Output {
+    env.cmd()
+        .args(["usage", "import"])
+        .arg(report)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -148,28 +176,9 @@ fn attack_forged_activation_request_is_refused() {
 fn usage_import_records_the_report_and_ledger_show_lists_it() {
     let env = Env::new();
     let cluster = SecretKey::generate();
-    let req = activation_request(&env, &cluster, 3);
-    let out = env
-        .cmd()
-        .args([
-            "issue",
-            "--customer",
-            "Acme",
-            "--tier",
-            "standard",
-            "--bind",
-        ])
-        .arg(&req)
-        .output()
-        .unwrap();
-    let (id, _) = parse_issued(&stdout(&out));
+    let id = issue_bound(&env, &cluster, "standard");
     let report = usage_report(&env, &cluster, &id, "usage.cose");
-    let out = env
-        .cmd()
-        .args(["usage", "import"])
-        .arg(&report)
-        .output()
-        .unwrap();
+    let out = import(&env, &report);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let cid = cluster_id(&cluster.public());
     assert_eq!(
@@ -178,12 +187,7 @@ fn usage_import_records_the_report_and_ledger_show_lists_it() {
             "imported usage report for license {id}\n  cluster {cid}, 2026-11-18T11:06:40Z to 2026-11-21T22:26:40Z, peak 14 nodes\n  search_requests: 2026-11-21=41000, 2026-11-22=12000\n  upgrade request (2026-11-20T18:40:00Z): tier enterprise — we need bulk operations\n  warning: peak of 14 nodes is above the license's 10 nodes\n  warning: search_requests reached 41000 of 50000 per day (82%) in 2026-11-21: offer an upgrade\n"
         )
     );
-    let out = env
-        .cmd()
-        .args(["usage", "import"])
-        .arg(&report)
-        .output()
-        .unwrap();
+    let out = import(&env, &report);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with(&format!(
         "usage report for license {id} was already imported; nothing changed\n"
@@ -213,33 +217,34 @@ fn usage_import_records_the_report_and_ledger_show_lists_it() {
     );
 }
 
+/// Regression: `usage import` compared the peak with `max_nodes`, so a
+/// customer inside the allowed overage got a false warning. The standard
+/// tier allows 10 nodes + 10 % overage: 11 is within the license, 12 is not.
+#[test]
+fn usage_import_warns_only_above_the_overage_ceiling() {
+    let env = Env::new();
+    let cluster = SecretKey::generate();
+    let id = issue_bound(&env, &cluster, "standard");
+    for (peak, warned) in [(10, false), (11, false), (12, true)] {
+        let name = format!("usage-{peak}.cose");
+        let report = usage_report_with_peak(&env, &cluster, &id, &name, peak);
+        let out = import(&env, &report);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let s = stdout(&out);
+        let line = format!("  warning: peak of {peak} nodes is above the license's 10 nodes\n");
+        assert_eq!(s.contains(&line), warned, "peak {peak}: {s}");
+        assert_eq!(s.contains("nodes is above"), warned, "peak {peak}: {s}");
+    }
+}
+
 #[test]
 fn attack_license_sharing_report_from_another_cluster_is_flagged() {
     let env = Env::new();
     let cluster = SecretKey::generate();
-    let req = activation_request(&env, &cluster, 3);
-    let out = env
-        .cmd()
-        .args([
-            "issue",
-            "--customer",
-            "Acme",
-            "--tier",
-            "enterprise",
-            "--bind",
-        ])
-        .arg(&req)
-        .output()
-        .unwrap();
-    let (id, _) = parse_issued(&stdout(&out));
+    let id = issue_bound(&env, &cluster, "enterprise");
     let stranger = SecretKey::generate();
     let report = usage_report(&env, &stranger, &id, "stranger.cose");
-    let out = env
-        .cmd()
-        .args(["usage", "import"])
-        .arg(&report)
-        .output()
-        .unwrap();
+    let out = import(&env, &report);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains(&format!(
         "  warning: report comes from cluster {}, but the license is bound to {}: the license may be in use elsewhere\n",
@@ -254,12 +259,7 @@ fn usage_report_for_unknown_license_is_refused() {
     let cluster = SecretKey::generate();
     let id = "0b7c1d2e-0000-4000-8000-000000000000";
     let report = usage_report(&env, &cluster, id, "u.cose");
-    let out = env
-        .cmd()
-        .args(["usage", "import"])
-        .arg(&report)
-        .output()
-        .unwrap();
+    let out = import(&env, &report);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr(&out), format!("error: license {id} is not in the ledger: check the id with `licensegen ledger list`\n"));
 }

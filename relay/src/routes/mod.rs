@@ -13,16 +13,22 @@ use crate::ratelimit::{self, Limiter};
 use crate::state::AppState;
 
 pub mod cluster;
+pub mod metrics;
 pub mod revocations;
 pub mod vendor;
 
-/// Builds the router: every route, the request deadline, the body limit and
-/// the rate limiter.
+pub mod paths;
+
+pub use paths::{ACTIVATE, HEARTBEAT};
+
+/// Builds the router: every route, the request deadline, the body limit, the
+/// rate limiter and, outermost, the request metrics (so that a rate-limited
+/// request is counted too).
 pub fn router(state: Arc<AppState>) -> Router {
     let limiter = Limiter::new(&state.config.rate_limit);
     let short = Router::new()
-        .route("/v1/activate", post(cluster::activate))
-        .route("/v1/heartbeat", post(cluster::heartbeat))
+        .route(ACTIVATE, post(cluster::activate))
+        .route(HEARTBEAT, post(cluster::heartbeat))
         .route("/v1/deactivate", post(cluster::deactivate))
         .route("/v1/revocations", put(revocations::put))
         .route("/v1/licenses/{id}/status", get(vendor::license_status))
@@ -34,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/relay-key", get(vendor::relay_key))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::scrape))
         .with_state(state.clone());
     let short = request_timeout(short, state.config.request_timeout, request_timed_out);
     // The long-poll bounds its own lifetime (long_poll_max, and it ends at
@@ -55,4 +62,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(limiter, ratelimit::limit))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
+        ))
 }

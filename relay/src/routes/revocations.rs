@@ -90,6 +90,9 @@ pub async fn get(
     let mut rx = st.revocations.subscribe();
     let mut shutdown = st.shutdown.clone();
     let deadline = tokio::time::Instant::now() + wait;
+    // Counted in kaching_relay_long_polls_waiting from the first park until
+    // this request ends (answered, its wait over, or cut off at shutdown).
+    let mut parked = None;
     loop {
         let cur = rx.borrow_and_update().clone();
         let held = p.after.or_else(|| {
@@ -109,6 +112,7 @@ pub async fn get(
                 (c, _) => Ok(not_modified(c.as_deref())),
             };
         }
+        parked.get_or_insert_with(|| st.metrics.long_poll_parked());
         tokio::select! {
             r = rx.changed() => if r.is_err() { return Err(ApiError::unavailable()) },
             _ = tokio::time::sleep_until(deadline) => {

@@ -148,6 +148,14 @@ impl Relay {
         Self::start_with(dir, c).await
     }
 
+    /// A relay with the test configuration changed by `change`.
+    pub async fn start_changed(change: impl FnOnce(&mut Config)) -> Relay {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = config(dir.path());
+        change(&mut c);
+        Self::start_with(dir, c).await
+    }
+
     pub async fn start_with(dir: tempfile::TempDir, config: Config) -> Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

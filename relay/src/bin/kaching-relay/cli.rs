@@ -1,6 +1,8 @@
 //! The command line: every subcommand and flag of `kaching-relay`.
 //!
 //! Doc comments here are the `--help` text; what clap shows is the contract.
+//! Shell completions and man pages are generated from this same definition
+//! (`kaching-relay completions`, `kaching-relay man`).
 
 use std::path::PathBuf;
 
@@ -9,7 +11,7 @@ use kaching_relay::tokens::Scope;
 
 /// KACHING relay: cluster binding, heartbeats, revocation distribution.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "kaching-relay", version, about)]
 pub struct Cli {
     /// Configuration file (TOML); see `kaching-relay default-config`.
     #[arg(long, global = true, env = "KACHING_RELAY_CONFIG")]
@@ -36,6 +38,17 @@ pub enum Command {
     },
     /// Print the relay's public key (SPKI PEM) for clusters to pin; creates the key if missing.
     RelayKey,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per command into a folder.
+    Man {
+        /// Folder to write kaching-relay.1, kaching-relay-serve.1, … into.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -62,4 +75,9 @@ pub enum TokenCommand {
 pub enum AuditCommand {
     /// Walk the hash chain; fails if any row was edited or deleted.
     Verify,
+}
+
+/// The clap command, for completions and man pages.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }

@@ -24,6 +24,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             command: AuditCommand::Verify,
         } => audit_verify(&load()?.db_path()),
         Command::RelayKey => relay_key(&load()?.key_path()),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { out } => man(out.as_deref()),
     }
 }
 
@@ -114,5 +116,36 @@ fn relay_key(key_path: &Path) -> anyhow::Result<()> {
     let key = state::load_or_create_key(key_path)?;
     stdout::print(&key.public().to_pem())?;
     eprintln!("kid {}", key.public().kid());
+    Ok(())
+}
+
+/// `completions <shell>`: the script for `shell`, from the clap definition.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut cmd = crate::cli::command();
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "kaching-relay", &mut buf);
+    stdout::print(&String::from_utf8_lossy(&buf))?;
+    Ok(())
+}
+
+/// `man [--out DIR]`: the top page on stdout, or every page into `DIR`.
+fn man(dir: Option<&Path>) -> anyhow::Result<()> {
+    let cmd = crate::cli::command();
+    match dir {
+        None => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut buf)
+                .context("cannot render the man page")?;
+            stdout::print(&String::from_utf8_lossy(&buf))?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+            eprintln!("wrote man pages into {}", dir.display());
+        }
+    }
     Ok(())
 }

@@ -1,14 +1,5 @@
-//! When a cluster's hold on a license lapses.
-//!
-//! The relay binds a license to one live cluster. A holder that goes silent
-//! loses its hold after the license's offline grace, so a replacement
-//! cluster can take over. Silence is counted only while the relay was
-//! serving: an outage of the relay is not the holder's silence. The relay
-//! does not record how long it was down; instead every hold gets a full
-//! grace window from the moment the relay (re)started serving, like a
-//! failover heartbeat TTL. So a relay outage can delay a takeover by at
-//! most one grace period per restart, and never hands a license to whoever
-//! reconnects first.
+//! A cluster's hold on a license, and the moment it lapses: silence counted
+//! only while the relay was serving.
 
 use crate::time::Timestamp;
 
@@ -43,12 +34,12 @@ impl Hold {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const GRACE: u64 = 3_600;
+    pub(in crate::binding) const GRACE: u64 = 3_600;
 
-    fn hold(last_seen: u64) -> Hold {
+    pub(in crate::binding) fn hold(last_seen: u64) -> Hold {
         Hold {
             last_seen,
             offline_grace: GRACE,

@@ -11,9 +11,13 @@ target="${CARGO_TARGET_DIR:-target}"
 bin="$target/release"
 out="$target/release/package"  # inside target/release/ so cargo-deb resolves it against the target dir
 rm -rf "$out"
-mkdir -p "$out/verifier" "$out/relay" "$out/licensegen/man"
+mkdir -p "$out/verifier" "$out/relay/man" "$out/licensegen/man"
 "$bin/kaching-verifier" default-config > "$out/verifier/verifier.toml"
 "$bin/kaching-relay" default-config > "$out/relay/relay.toml"
+"$bin/kaching-relay" man --out "$out/relay/man"
+for shell in bash zsh fish; do
+    "$bin/kaching-relay" completions "$shell" > "$out/relay/completions.$shell"
+done
 "$bin/licensegen" man --out "$out/licensegen/man"
 "$bin/licensegen" completions bash > "$out/licensegen/licensegen.bash"
 "$bin/licensegen" completions zsh > "$out/licensegen/_licensegen"

@@ -1,0 +1,183 @@
+//! The license's state: which of the eleven, in precedence order, and the
+//! reason a person reads, with its next step. Time boundaries are in the
+//! module documentation of [`crate::policy`].
+
+use super::fit::fit;
+use super::inputs::{LicenseInput, Settings, Snapshot};
+use super::verdict::{State, Verdict};
+use crate::license::License;
+use crate::revocation::{RevocationList, RevocationStatus};
+use crate::time::{human_duration, rfc3339, Timestamp};
+
+pub(super) fn decide_state(
+    license: LicenseInput<'_>,
+    revocations: Option<&RevocationList>,
+    snapshot: &Snapshot,
+    settings: &Settings,
+    now: Timestamp,
+    mark: Timestamp,
+    t: Timestamp,
+) -> (State, String) {
+    let l = match license {
+        LicenseInput::Missing => {
+            return (
+                State::Unlicensed,
+                "no license installed: copy the license file from your vendor to the configured license path".into(),
+            )
+        }
+        LicenseInput::Rejected(why) => {
+            return (State::Invalid, format!("license file rejected: {why}"));
+        }
+        LicenseInput::Verified(l) => l,
+    };
+    if let Err(misfit) = fit(l, settings) {
+        return (State::Invalid, misfit.to_string());
+    }
+    if let Some(e) = revocations.and_then(|r| r.entry(&l.id)) {
+        let (state, verb) = match e.status {
+            RevocationStatus::Revoked => (State::Revoked, "revoked"),
+            RevocationStatus::Suspended => (State::Suspended, "suspended"),
+        };
+        return (
+            state,
+            format!(
+                "license {verb} by the vendor on {}: {} — contact your vendor",
+                rfc3339(e.time),
+                e.reason
+            ),
+        );
+    }
+    if now.saturating_add(settings.clock_tolerance) < mark {
+        return (
+            State::ClockTampered,
+            format!(
+                "system clock reads {} but time {} was already seen: fix the clock (NTP); licensing resumes once it is correct",
+                rfc3339(now),
+                rfc3339(mark)
+            ),
+        );
+    }
+    if t.saturating_add(settings.nbf_skew) < l.not_before {
+        return (
+            State::NotYetValid,
+            format!("license becomes valid on {}", rfc3339(l.not_before)),
+        );
+    }
+    let grace_end = l.expires_at.saturating_add(l.grace);
+    if t >= grace_end {
+        return (
+            State::Expired,
+            format!(
+                "license expired on {}: install a renewed license",
+                rfc3339(l.expires_at)
+            ),
+        );
+    }
+    if t >= l.expires_at {
+        return (
+            State::Grace,
+            format!(
+                "license expired on {}; grace period ends {} ({} left): install a renewed license",
+                rfc3339(l.expires_at),
+                rfc3339(grace_end),
+                human_duration(grace_end - t)
+            ),
+        );
+    }
+    if let Some((deadline, cause)) = overdue_since(l, revocations, snapshot) {
+        if t >= deadline {
+            let reason = match cause {
+                Overdue::NoContact { since } => format!(
+                    "no contact with the relay since {}: offline grace ended {}; restore the connection to the relay",
+                    rfc3339(since),
+                    rfc3339(deadline)
+                ),
+                Overdue::Frozen { version, expires } => format!(
+                    "revocation list version {version} passed its update deadline {} and no newer list arrived: offline grace ended {}; check that the relay is reachable and serves current revocation lists",
+                    rfc3339(expires),
+                    rfc3339(deadline)
+                ),
+            };
+            return (State::Overdue, reason);
+        }
+    }
+    if t.saturating_add(settings.expiring_window) >= l.expires_at {
+        return (
+            State::Expiring,
+            format!(
+                "license expires on {} ({} left): renew it",
+                rfc3339(l.expires_at),
+                human_duration(l.expires_at - t)
+            ),
+        );
+    }
+    // The common answer, built without the formatting machinery: it is
+    // computed on every verification (docs/benchmarks.md, `verify`).
+    (
+        State::Active,
+        ["license valid until ", &rfc3339(l.expires_at)].concat(),
+    )
+}
+
+/// Why a connected license is (or will be) overdue.
+enum Overdue {
+    /// No relay contact since `since`.
+    NoContact { since: Timestamp },
+    /// The revocation list passed its deadline (a freeze), whatever the contact.
+    Frozen { version: u64, expires: Timestamp },
+}
+
+/// For a connected license, the moment it becomes overdue and why: offline
+/// grace after the last relay contact (or issuance, before any contact), and —
+/// when the revocation list is past its deadline (a freeze) — offline grace
+/// after that deadline, whichever comes first. Air-gapped licenses never
+/// become overdue.
+fn overdue_since(
+    l: &License,
+    revocations: Option<&RevocationList>,
+    snapshot: &Snapshot,
+) -> Option<(Timestamp, Overdue)> {
+    let hb = l.heartbeat?;
+    let contact = snapshot
+        .last_relay_contact
+        .unwrap_or(l.issued_at)
+        .max(l.issued_at);
+    let by_contact = (
+        contact.saturating_add(hb.offline_grace),
+        Overdue::NoContact { since: contact },
+    );
+    let by_freeze = revocations.map(|r| {
+        (
+            r.expires.saturating_add(hb.offline_grace),
+            Overdue::Frozen {
+                version: r.version,
+                expires: r.expires,
+            },
+        )
+    });
+    Some(match by_freeze {
+        Some(f) if f.0 < by_contact.0 => f,
+        _ => by_contact,
+    })
+}
+
+pub(super) fn add_time_warnings(
+    v: &mut Verdict,
+    l: &License,
+    revocations: Option<&RevocationList>,
+    t: Timestamp,
+) {
+    match v.state {
+        State::Grace | State::Expiring => v.warnings.push(v.reason.clone()),
+        _ => {}
+    }
+    if l.is_connected() {
+        if let Some(r) = revocations.filter(|r| r.is_stale(t)) {
+            v.warnings.push(format!(
+                "revocation list version {} passed its update deadline {}: the relay may be unreachable or frozen",
+                r.version,
+                rfc3339(r.expires)
+            ));
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! `GET /metrics`: the route. The counters themselves live in
+//! [`crate::metrics`], which knows nothing of the app state.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use crate::db::now;
+use crate::error::ApiResult;
+use crate::extract::Caller;
+use crate::state::AppState;
+use crate::tokens::Scope;
+
+/// `GET /metrics`: the Prometheus text exposition. Needs a `whoosh` or
+/// `admin` token unless `public_metrics = true` (docs/relay.md, "Metrics":
+/// the figures tell an outsider how many customers are connected).
+pub async fn scrape(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
+    if !st.config.public_metrics {
+        let (mut parts, _) = req.into_parts();
+        Caller::from_request_parts(&mut parts, &st)
+            .await?
+            .require(&[Scope::Whoosh])?;
+    }
+    let bound = st
+        .readers
+        .read(|c| {
+            Ok(
+                c.prepare_cached("SELECT count(*) FROM clusters WHERE status = 'active'")?
+                    .query_row([], |r| r.get::<_, u64>(0))?,
+            )
+        })
+        .await?;
+    let list = st
+        .revocations
+        .borrow()
+        .as_ref()
+        .map(|c| (c.version(), c.verified.list.expires));
+    let text = st.metrics.render(bound, list, now());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

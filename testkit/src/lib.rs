@@ -1,0 +1,34 @@
+//! kaching-testkit: what every KACHING test suite needs to drive a daemon.
+//!
+//! The verifier and the relay both expose `run(listener, config, shutdown)`
+//! and their binaries both print `listening on ADDR`, so one harness serves
+//! either: [`Served`] runs a daemon's `run` in this process on 127.0.0.1
+//! port 0, [`Spawned`] runs the real binary, [`Json`] talks to either,
+//! [`Events`] reads `/v1/events`, and [`wait_until`] is the one bounded poll.
+//!
+//! Waits are generous bounds ([`WAIT`]); nothing asserts on elapsed time.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+// Test harness: a panic (with the state it saw) is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod events;
+mod json;
+mod served;
+mod spawned;
+mod wait;
+
+pub use events::Events;
+pub use json::Json;
+pub use served::Served;
+pub use spawned::Spawned;
+pub use wait::{wait_for_value, wait_until, wait_within, WAIT};
+
+/// Seconds since the Unix epoch, by the system clock.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
