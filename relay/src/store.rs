@@ -8,7 +8,6 @@ use kaching_core::binding::Hold;
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::heartbeat::Heartbeat;
 use kaching_core::revocation::{accept_revocation_list, Acceptance, VerifiedRevocationList};
-use kaching_core::time::rfc3339;
 
 use crate::error::ApiError;
 
@@ -133,27 +132,30 @@ pub fn apply(conn: &Connection, write: Write) -> Result<Outcome, ApiError> {
 }
 
 fn activate(conn: &Connection, a: &Activation) -> Result<Outcome, ApiError> {
-    let mut displaced = Vec::new();
-    {
+    let displaced: Vec<String> = {
         // Read in this transaction, like the bindings it judges.
         let serving_since = crate::db::serving_since(conn)?;
         let mut stmt = conn.prepare_cached(
             "SELECT cluster_id, last_seen FROM clusters
              WHERE license_id = ?1 AND status = 'active' AND cluster_id != ?2",
         )?;
-        let mut rows = stmt.query(params![a.license_id, a.cluster_id])?;
-        while let Some(r) = rows.next()? {
-            let other: String = r.get(0)?;
-            let hold = Hold {
-                last_seen: r.get(1)?,
-                offline_grace: a.offline_grace,
-            };
-            if !hold.is_stale(serving_since, a.now) {
-                return Err(in_use(&a.license_id, &other, hold, serving_since));
-            }
-            displaced.push(other);
-        }
-    }
+        let holders = stmt
+            .query_map(params![a.license_id, a.cluster_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Hold {
+                        last_seen: r.get(1)?,
+                        offline_grace: a.offline_grace,
+                    },
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        kaching_core::binding::take_over(&holders, serving_since, a.now)
+            .map_err(|r| ApiError::conflict(r.code(), r.message(&a.license_id)))?
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
     for other in &displaced {
         conn.prepare_cached(
             "UPDATE clusters SET status = 'displaced', ended_at = ?1 WHERE cluster_id = ?2",
@@ -209,26 +211,6 @@ fn activate(conn: &Connection, a: &Activation) -> Result<Outcome, ApiError> {
         last_seq: last_seq.unwrap_or(0),
         displaced,
     })
-}
-
-/// 409 for a license another cluster still holds, saying when it frees.
-fn in_use(license_id: &str, holder: &str, hold: Hold, serving_since: u64) -> ApiError {
-    let restarted = if serving_since > hold.last_seen {
-        format!(
-            "; the relay restarted at {}, which gave the holder a full grace window",
-            rfc3339(serving_since)
-        )
-    } else {
-        String::new()
-    };
-    ApiError::conflict(
-        "license_in_use",
-        format!(
-            "license {license_id} is in use by cluster {holder} (last seen {}): deactivate it there (a clean shutdown of its verifier does), or wait until {} when it counts as stale if it stays silent{restarted}",
-            rfc3339(hold.last_seen),
-            rfc3339(hold.frees_at(serving_since)),
-        ),
-    )
 }
 
 fn heartbeat(

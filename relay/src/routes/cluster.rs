@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use kaching_core::cluster::verify_activation_request;
 use kaching_core::heartbeat::{verify_heartbeat, RelayTime};
-use kaching_core::revocation::RevocationStatus;
 use kaching_core::{verify_license, DocKind, LicenseId};
 
 use crate::db::now;
@@ -81,43 +80,17 @@ pub async fn activate(
         .map_err(|e| ApiError::invalid_document("activation request", e))?;
     check_window(&st, ar.doc.created, t, "activation request")?;
     let l = &lic.license;
-    if let Some(bound) = &l.cluster {
-        if bound != &ar.doc.cluster_id {
-            return Err(ApiError::forbidden(
-                "bound_to_another_cluster",
-                format!(
-                    "license {} is bound to cluster {bound}, not {}: ask the vendor for a license bound to this cluster",
-                    l.id, ar.doc.cluster_id
-                ),
-            ));
-        }
-    }
-    if t >= l.expires_at.saturating_add(l.grace) {
-        return Err(ApiError::forbidden(
-            "license_expired",
-            format!(
-                "license {} has expired (and its grace ended): renew it",
-                l.id
-            ),
-        ));
-    }
-    let revoked = st.revocations.borrow().as_ref().and_then(|c| {
-        c.verified
-            .list
-            .entry(&l.id)
-            .filter(|e| e.status == RevocationStatus::Revoked)
-            .map(|e| e.reason.clone())
-    });
-    if let Some(reason) = revoked {
-        return Err(ApiError::forbidden(
-            "license_revoked",
-            format!("license {} is revoked ({reason}): contact the vendor", l.id),
-        ));
-    }
-    let offline_grace = l
-        .heartbeat
-        .map(|h| h.offline_grace)
-        .unwrap_or(st.config.default_offline_grace.as_secs());
+    // The decision is core's; the relay only maps it to a status code.
+    let list = st.revocations.borrow().clone();
+    kaching_core::binding::admit(
+        l,
+        &ar.doc.cluster_id,
+        list.as_ref().map(|c| &c.verified.list),
+        t,
+    )
+    .map_err(|r| ApiError::forbidden(r.code(), r.message(l.id)))?;
+    let offline_grace =
+        kaching_core::binding::hold_grace(l, st.config.default_offline_grace.as_secs());
     let outcome = st
         .writer
         .submit(Write::Activate(Box::new(Activation {
