@@ -11,8 +11,12 @@ target="${CARGO_TARGET_DIR:-target}"
 bin="$target/release"
 out="$target/release/package"  # inside target/release/ so cargo-deb resolves it against the target dir
 rm -rf "$out"
-mkdir -p "$out/verifier" "$out/relay/man" "$out/licensegen/man"
+mkdir -p "$out/verifier/man" "$out/relay/man" "$out/licensegen/man"
 "$bin/kaching-verifier" default-config > "$out/verifier/verifier.toml"
+"$bin/kaching-verifier" man --out "$out/verifier/man"
+for shell in bash zsh fish; do
+    "$bin/kaching-verifier" completions "$shell" > "$out/verifier/completions.$shell"
+done
 "$bin/kaching-relay" default-config > "$out/relay/relay.toml"
 "$bin/kaching-relay" man --out "$out/relay/man"
 for shell in bash zsh fish; do

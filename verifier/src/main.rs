@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use kaching_kit::stdout;
 use kaching_verifier::{exit, identity::write_atomic, report, Config, Engine};
 
@@ -77,6 +77,17 @@ enum Command {
     },
     /// Print the default configuration, with every key documented.
     DefaultConfig,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per command into a folder.
+    Man {
+        /// Folder to write kaching-verifier.1, kaching-verifier-run.1, … into.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -212,7 +223,39 @@ fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             stdout::print(kaching_verifier::config::EXAMPLE)?;
             Ok(0)
         }
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kaching-verifier", &mut buf);
+            stdout::print(&String::from_utf8_lossy(&buf))?;
+            Ok(0)
+        }
+        Command::Man { out } => {
+            man(out.as_deref())?;
+            Ok(0)
+        }
     }
+}
+
+/// `man [--out DIR]`: the top page on stdout, or every page into `DIR`.
+fn man(dir: Option<&Path>) -> anyhow::Result<()> {
+    let cmd = Cli::command();
+    match dir {
+        None => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut buf)
+                .context("cannot render the man page")?;
+            stdout::print(&String::from_utf8_lossy(&buf))?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+            eprintln!("wrote man pages into {}", dir.display());
+        }
+    }
+    Ok(())
 }
 
 fn run_daemon(cfg: Config) -> anyhow::Result<()> {

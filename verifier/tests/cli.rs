@@ -338,3 +338,31 @@ async fn kill_9_during_usage_burst_loses_no_acknowledged_increment() {
     let status = child.wait().unwrap();
     assert!(status.success(), "clean shutdown on SIGTERM: {status:?}");
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_clap_definition() {
+    let out = verifier().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(script.contains("kaching-verifier") && script.contains("activation-request"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = verifier()
+        .args(["man", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "kaching-verifier.1",
+        "kaching-verifier-run.1",
+        "kaching-verifier-check.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}");
+    }
+}
