@@ -33,6 +33,15 @@ pub fn record_verdict(v: &Verdict) {
         let on = if v.state.as_str() == s { 1.0 } else { 0.0 };
         metrics::gauge!("kaching_license_state", "state" => s).set(on);
     }
+    // Seconds left, negative once passed: what "expiring within 30 days"
+    // and "grace ends soon" alerts compare against (deploy/prometheus).
+    let left = |at: Option<u64>| at.map(|t| t as f64 - v.evaluated_at as f64);
+    if let Some(s) = left(v.expires_at) {
+        metrics::gauge!("kaching_license_expiry_seconds").set(s);
+    }
+    if let Some(s) = left(v.grace_ends_at) {
+        metrics::gauge!("kaching_license_grace_end_seconds").set(s);
+    }
     metrics::gauge!("kaching_nodes_in_use").set(v.nodes_in_use as f64);
     metrics::gauge!("kaching_node_ceiling").set(v.node_ceiling as f64);
     for (name, q) in &v.quotas {

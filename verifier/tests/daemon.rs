@@ -420,11 +420,14 @@ async fn upgrade_requests_are_queued_locally() {
         .await
         .unwrap();
     assert_eq!(metrics.status().as_u16(), 200);
-    assert!(metrics
-        .text()
-        .await
-        .unwrap()
-        .contains("kaching_license_state"));
+    let text = metrics.text().await.unwrap();
+    for name in [
+        "kaching_license_state",
+        "kaching_license_expiry_seconds",
+        "kaching_license_grace_end_seconds",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+    }
     d.stop().await;
 }
 
