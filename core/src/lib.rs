@@ -9,6 +9,7 @@
 //! - [`keys`]: SPKI / PKCS#8 PEM keys and kids.
 //! - [`policy`]: (license, revocations, state, now) → [`policy::Verdict`].
 //! - [`tiers`]: the tier catalog.
+//! - [`wire`]: the JSON that crosses a process boundary (API answers, errors).
 //! - [`binding`]: whether the relay may bind a license to a cluster, and when
 //!   a cluster's hold on it lapses.
 //!
@@ -35,6 +36,7 @@ pub mod revocation;
 pub mod status;
 pub mod tiers;
 pub mod time;
+pub mod wire;
 
 pub use doc_kind::MAX_DOCUMENT_SIZE;
 pub use envelope::{Alg, DocKind};

@@ -18,7 +18,7 @@ pub struct QuotaJson {
 }
 
 /// WHOOSH's `LicenseStatus`, plus `state`, `reason`, grace and warnings.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LicenseStatus {
     /// License id as a UUID, or null without a license.
     pub license_id: Option<String>,

@@ -14,7 +14,9 @@
 //!   for them all;
 //! - [`config`]: defaults, then a TOML file, then `KACHING_*` variables, into
 //!   any serde type, with errors that name the file or the variable;
-//! - [`exit`]: exit codes and the error chain printed once.
+//! - [`exit`]: exit codes and the error chain printed once;
+//! - [`http`]: JSON answers, and the one place the error body is written;
+//! - [`manual`]: shell completions and man pages from a clap definition.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -23,6 +25,8 @@ pub mod clock;
 pub mod config;
 pub mod exit;
 pub mod fs;
+pub mod http;
+pub mod manual;
 pub mod rlimit;
 pub mod secret;
 pub mod serve;

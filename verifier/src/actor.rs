@@ -11,15 +11,15 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::clock::Clock;
-use crate::engine::{Engine, Event, Published, Reply};
-use crate::loader::{FileSet, Watched};
+use crate::engine::{Engine, Event, Outcome, Published};
+use crate::loader::FileSet;
 use crate::reader::Reader;
 
 /// A read stuck this long on one file is reported in status.
 pub const READ_STALL: Duration = Duration::from_secs(5);
 
 /// Where a reply goes.
-pub type ReplyTo = oneshot::Sender<anyhow::Result<Reply>>;
+pub type ReplyTo = oneshot::Sender<anyhow::Result<Outcome>>;
 
 /// Work for the engine thread.
 #[derive(Debug)]
@@ -41,7 +41,7 @@ pub enum Command {
     /// List queued upgrade requests.
     ListUpgrades(ReplyTo),
     /// Connected mode: work for or from the relay worker.
-    Relay(crate::relay::Request),
+    Relay(crate::engine::relay::Request),
     /// Flush and stop.
     Shutdown,
 }
@@ -65,7 +65,7 @@ pub fn spawn(
     let (tx, mut rx) = mpsc::unbounded_channel::<Command>();
     // The reader holds a weak sender: it must not keep the engine alive.
     let to_engine = tx.downgrade();
-    let watched = Watched::of(&engine.cfg);
+    let watched = engine.cfg.watched();
     let reader = Reader::spawn(watched.clone(), engine.fingerprint.clone(), move |set| {
         to_engine
             .upgrade()

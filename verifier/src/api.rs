@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -16,15 +15,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use kaching_core::wire::verifier::{FeatureAnswer, Health, UpgradeBody, UsageRequest};
+use kaching_kit::http::{json as json_answer, json_bytes};
 use kaching_kit::serve::request_timeout;
-use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::actor::{Command, Handle, ReplyTo};
 use crate::config::Secret;
-use crate::engine::Reply;
+use crate::engine::Outcome;
 use crate::error::{request_timed_out, ApiError};
 
 /// Shared by every handler.
@@ -128,30 +127,19 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
     next.run(req).await
 }
 
-fn json_bytes(bytes: axum::body::Bytes) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        Body::from(bytes),
-    )
-        .into_response()
-}
-
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"ok": true}))
+async fn healthz() -> Json<Health> {
+    Json(Health { ok: true })
 }
 
 async fn status(State(st): State<AppState>) -> Response {
     let bytes = st.handle.published.borrow().status_json.clone();
     metrics::counter!("kaching_api_requests_total", "route" => "status").increment(1);
-    json_bytes(bytes)
+    json_bytes(StatusCode::OK, bytes)
 }
 
 async fn quotas(State(st): State<AppState>) -> Response {
     let bytes = st.handle.published.borrow().quotas_json.clone();
-    json_bytes(bytes)
+    json_bytes(StatusCode::OK, bytes)
 }
 
 async fn feature(
@@ -162,12 +150,13 @@ async fn feature(
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::invalid("feature names are 1 to 128 characters"));
     }
-    let d = st.handle.published.borrow().verdict.feature(&name);
+    let decision = st.handle.published.borrow().verdict.feature(&name);
     metrics::counter!("kaching_api_requests_total", "route" => "features").increment(1);
-    Ok(
-        Json(json!({"feature": name, "allowed": d.allowed, "code": d.code, "reason": d.reason}))
-            .into_response(),
-    )
+    Ok(Json(FeatureAnswer {
+        feature: name,
+        decision,
+    })
+    .into_response())
 }
 
 fn valid_node(id: &str) -> Result<(), ApiError> {
@@ -192,7 +181,7 @@ async fn ask(st: &AppState, make: impl FnOnce(ReplyTo) -> Command) -> Result<Res
         .tx
         .send(make(tx))
         .map_err(|_| ApiError::unavailable("the verifier is shutting down; retry shortly"))?;
-    let reply: Reply = rx
+    let outcome = rx
         .await
         .map_err(|_| ApiError::unavailable("the verifier is shutting down; retry shortly"))?
         .map_err(|e| {
@@ -201,17 +190,28 @@ async fn ask(st: &AppState, make: impl FnOnce(ReplyTo) -> Command) -> Result<Res
                 "could not record this in the state database ({e:#}); nothing was counted — retry"
             ))
         })?;
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
-    let mut resp = (status, Body::from(reply.body)).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if reply.replayed {
-        resp.headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(respond(outcome))
+}
+
+/// The one place a write's outcome becomes an HTTP status.
+fn respond(outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Leased(a) => json_answer(StatusCode::OK, &a),
+        Outcome::LeaseRefused(r) => json_answer(StatusCode::FORBIDDEN, &r),
+        Outcome::Released(a) => json_answer(StatusCode::OK, &a),
+        Outcome::Counted { json, replayed } => {
+            let mut resp = json_bytes(StatusCode::OK, json);
+            if replayed {
+                resp.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            resp
+        }
+        Outcome::UsageRefused(r) => json_answer(StatusCode::FORBIDDEN, &r),
+        Outcome::UpgradeQueued(q) => json_answer(StatusCode::ACCEPTED, &q),
+        Outcome::UnknownTier(e) => json_answer(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        Outcome::Upgrades(list) => json_answer(StatusCode::OK, &list),
     }
-    Ok(resp)
 }
 
 async fn lease(
@@ -232,18 +232,9 @@ async fn release(
     ask(&st, |r| Command::Release(id, r)).await
 }
 
-/// `POST /v1/usage` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UsageBody {
-    metric: String,
-    amount: u64,
-    idempotency_key: String,
-}
-
 async fn usage(
     State(st): State<AppState>,
-    body: Result<Json<UsageBody>, JsonRejection>,
+    body: Result<Json<UsageRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
     if b.metric.is_empty() || b.metric.len() > 64 {
@@ -259,15 +250,6 @@ async fn usage(
         Command::Spend(b.metric, b.amount, b.idempotency_key, r)
     })
     .await
-}
-
-/// `POST /v1/upgrade-requests` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpgradeBody {
-    requested_tier: String,
-    #[serde(default)]
-    message: String,
 }
 
 async fn upgrade(

@@ -13,7 +13,6 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::clock::Clock;
-pub use crate::relay::RelayConfig;
 
 /// The documented example configuration (all defaults).
 pub const EXAMPLE: &str = include_str!("../config.example.toml");
@@ -25,6 +24,38 @@ pub struct Secret(pub String);
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(redacted)")
+    }
+}
+
+/// The `[relay]` section: where the relay is and how to talk to it. See
+/// docs/verifier.md "Connected mode" and docs/connected.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Base URL of the relay (`https://relay.example.com`); unset: air-gapped only.
+    pub url: Option<String>,
+    /// The relay's public key (SPKI PEM file), pinned: every relay answer
+    /// must be signed by it. Required when `url` is set.
+    pub public_key: Option<PathBuf>,
+    /// Heartbeat interval instead of the license's `heartbeat.interval`.
+    pub heartbeat_interval: Option<Duration>,
+    /// Connect and answer timeout of one request (long-polls add `long_poll`).
+    pub timeout: Duration,
+    /// How long one revocation long-poll waits on the relay.
+    pub long_poll: Duration,
+    /// Longest pause between retries after failures (exponential backoff with jitter).
+    pub max_backoff: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            url: None,
+            public_key: None,
+            heartbeat_interval: None,
+            timeout: Duration::from_secs(10),
+            long_poll: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(300),
+        }
     }
 }
 
@@ -186,6 +217,15 @@ pub const ENV_KEYS: &[&str] = &[
 ];
 
 impl Config {
+    /// The three files the daemon watches.
+    pub fn watched(&self) -> crate::loader::Watched {
+        crate::loader::Watched {
+            license: self.license.clone(),
+            trusted_keys: self.trusted_keys.clone(),
+            revocations: self.revocations.clone(),
+        }
+    }
+
     /// A configuration rooted in one folder (for tests and demos):
     /// `dir/license.lic`, `dir/vendor.pub`, `dir/revocations.krl`,
     /// `dir/state/`, listening on 127.0.0.1 port 0.

@@ -4,7 +4,6 @@
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// An error answered to an API client.
 #[derive(Debug)]
@@ -59,8 +58,7 @@ pub fn request_timed_out(limit: std::time::Duration) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, axum::Json(body)).into_response()
+        kaching_kit::http::error(self.status, self.code, &self.message)
     }
 }
 

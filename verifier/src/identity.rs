@@ -2,7 +2,6 @@
 //! kept in the state folder (PKCS#8 PEM, mode 0600). The cluster id is derived
 //! from its public key, so it never changes while the key file stays.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -41,7 +40,9 @@ impl Identity {
             })?
         } else if create {
             let key = SecretKey::generate();
-            write_private(&path, key.to_pkcs8_pem()?.as_bytes())?;
+            // Never replaces a key that appeared meanwhile; 0600 from the first byte.
+            kaching_kit::fs::write_new(&path, key.to_pkcs8_pem()?.as_bytes(), true)
+                .context("cannot create the cluster key: check the state folder's permissions")?;
             tracing::info!(path = %path.display(), "generated a new cluster key");
             key
         } else {
@@ -62,42 +63,16 @@ fn check_mode(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a private file atomically: created 0600 under a temporary name,
-/// fsync'd, then renamed over the target.
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).with_context(|| {
-        format!(
-            "cannot create {}: check the state folder's permissions",
-            tmp.display()
-        )
-    })?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-/// Writes a file atomically (temporary file + fsync + rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+/// This machine's host name (for activation requests and usage reports),
+/// `unknown` when it cannot be found.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 #[cfg(test)]

@@ -4,11 +4,14 @@
 //! local state (node leases, quota counters, the trusted-time mark) in SQLite,
 //! and answers BZZZ and WHOOSH through a local HTTP API. Start it with [`run`].
 //!
-//! Modules: [`config`] (TOML + env), [`state`] (SQLite), [`identity`] (cluster
-//! key), [`loader`] (reading and verifying files), [`reader`] (the thread that
-//! reads them), [`watcher`] (file events),
-//! [`reload`] (last-known-good), [`engine`] and [`ops`] (verdict and writes), [`actor`] (the engine thread), [`api`] (axum
-//! routes), [`report`] (air-gapped documents), [`relay`] (connected mode), [`exit`] (check exit codes).
+//! Modules, lowest first (none imports one above it): [`clock`], [`config`]
+//! (TOML + env), [`state`] (SQLite), [`identity`] (cluster key), [`loader`]
+//! (reading and verifying files), [`reader`] (the thread that reads them),
+//! [`engine`] (state, verdicts, writes, last-known-good, the engine's half of
+//! connected mode), [`actor`] (the engine's thread), [`watcher`] (file
+//! events), [`report`] (air-gapped documents), [`relay`] (the relay client
+//! and its loops), [`api`] (axum routes; the only place HTTP status codes are
+//! chosen), [`status`] (`kaching-verifier status`), [`exit`] (check exit codes).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -23,12 +26,11 @@ pub mod exit;
 pub mod identity;
 pub mod loader;
 pub mod metrics;
-pub mod ops;
 pub mod reader;
 pub mod relay;
-pub mod reload;
 pub mod report;
 pub mod state;
+pub mod status;
 pub mod watcher;
 
 use std::future::Future;

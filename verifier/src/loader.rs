@@ -134,15 +134,6 @@ pub struct Watched {
 }
 
 impl Watched {
-    /// The watched paths of a configuration.
-    pub fn of(cfg: &crate::Config) -> Watched {
-        Watched {
-            license: cfg.license.clone(),
-            trusted_keys: cfg.trusted_keys.clone(),
-            revocations: cfg.revocations.clone(),
-        }
-    }
-
     /// Which watched file `path` is (`license`, `revocations`, `trusted_keys`).
     pub fn kind_of(&self, path: &Path) -> &'static str {
         if path == self.trusted_keys {

@@ -11,22 +11,12 @@ use kaching_core::DocKind;
 
 use crate::engine::Engine;
 
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// An armored activation request for this cluster.
 pub fn activation_request(engine: &Engine, now: Timestamp) -> String {
     let req = ActivationRequest {
         cluster_id: engine.identity.cluster_id.clone(),
         cluster_key: *engine.identity.key.public().as_bytes(),
-        hostname: hostname(),
+        hostname: crate::identity::hostname(),
         nodes: u32::try_from(engine.live_nodes(now)).unwrap_or(u32::MAX),
         created: now,
     };

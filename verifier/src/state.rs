@@ -44,24 +44,14 @@ pub struct Db {
 }
 
 /// A queued upgrade request with its row id.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct QueuedUpgrade {
     /// Row id.
     pub id: i64,
-    /// The request (its time shown as RFC 3339).
-    #[serde(flatten, serialize_with = "ser_request")]
+    /// The request.
     pub request: UpgradeRequest,
     /// True once it went out in a usage report.
     pub reported: bool,
-}
-
-fn ser_request<S: serde::Serializer>(r: &UpgradeRequest, s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(3))?;
-    m.serialize_entry("requested_tier", &r.requested_tier)?;
-    m.serialize_entry("message", &r.message)?;
-    m.serialize_entry("time", &kaching_core::time::rfc3339(r.time))?;
-    m.end()
 }
 
 fn i(v: u64) -> i64 {
@@ -296,14 +286,13 @@ impl Db {
     }
 
     /// A stored reply for an idempotency key: (HTTP status, JSON body).
-    pub fn idempotent_reply(&self, key: &str) -> anyhow::Result<Option<(u16, String)>> {
+    pub fn idempotent_reply(&self, key: &str) -> anyhow::Result<Option<String>> {
+        // Only counted spends are recorded (their `status` column is 200).
         Ok(self
             .conn
-            .query_row(
-                "SELECT status, body FROM idempotency WHERE key = ?1",
-                [key],
-                |r| Ok((u16::try_from(r.get::<_, i64>(0)?).unwrap_or(200), r.get(1)?)),
-            )
+            .query_row("SELECT body FROM idempotency WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 

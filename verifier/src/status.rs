@@ -1,8 +1,10 @@
 //! `kaching-verifier status`: asks the running daemon and prints a table.
 
 use anyhow::Context;
-use kaching_verifier::Config;
-use serde_json::Value;
+use kaching_core::wire::verifier::VerifierStatus;
+use kaching_core::wire::ErrorBody;
+
+use crate::config::Config;
 
 /// Fetches `/v1/status` and prints it (as a table, or raw JSON).
 pub fn show(cfg: &Config, url: Option<String>, json: bool) -> anyhow::Result<()> {
@@ -11,7 +13,7 @@ pub fn show(cfg: &Config, url: Option<String>, json: bool) -> anyhow::Result<()>
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let body: Value = rt.block_on(async {
+    let text: String = rt.block_on(async {
         let mut req = reqwest::Client::new()
             .get(format!("{}/v1/status", base.trim_end_matches('/')))
             .timeout(std::time::Duration::from_secs(10));
@@ -22,26 +24,25 @@ pub fn show(cfg: &Config, url: Option<String>, json: bool) -> anyhow::Result<()>
             format!("cannot reach the verifier at {base}: is `kaching-verifier run` running? (check `listen` in the config)")
         })?;
         let status = resp.status();
-        let v: Value = resp.json().await.context("the verifier answered with something that is not JSON")?;
+        let text = resp.text().await.context("the verifier's answer was cut off")?;
         if !status.is_success() {
-            anyhow::bail!("the verifier answered {status}: {}", v["error"]["message"]);
+            let why = serde_json::from_str::<ErrorBody>(&text)
+                .map(|e| e.to_string())
+                .unwrap_or(text);
+            anyhow::bail!("the verifier answered {status}: {why}");
         }
-        Ok::<_, anyhow::Error>(v)
+        Ok::<_, anyhow::Error>(text)
     })?;
+    let not_status =
+        || format!("{base} did not answer with a verifier status: is it a kaching-verifier?");
     if json {
-        kaching_kit::stdout::println(&serde_json::to_string_pretty(&body)?)?;
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(not_status)?;
+        kaching_kit::stdout::println(&serde_json::to_string_pretty(&v)?)?;
     } else {
+        let body: VerifierStatus = serde_json::from_str(&text).with_context(not_status)?;
         kaching_kit::stdout::print(&render(&body))?;
     }
     Ok(())
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
 }
 
 fn bar(used: u64, limit: u64) -> String {
@@ -59,88 +60,78 @@ fn bar(used: u64, limit: u64) -> String {
     )
 }
 
-/// The readable table.
-pub fn render(b: &Value) -> String {
+/// The readable table of a `GET /v1/status` answer.
+pub fn render(b: &VerifierStatus) -> String {
+    let st = &b.status;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let mut out = String::new();
     let mut row = |k: &str, v: String| out.push_str(&format!("{k:<10} {v}\n"));
-    row("cluster", s(&b["cluster_id"]));
+    row("cluster", b.cluster_id.clone());
     row(
         "license",
-        format!("{} ({})", s(&b["license_id"]), s(&b["customer"])),
+        format!("{} ({})", opt(&st.license_id), opt(&st.customer)),
     );
-    row("tier", s(&b["tier"]));
-    row("state", format!("{} — {}", s(&b["state"]), s(&b["reason"])));
-    row("expires", s(&b["expires_at"]));
-    row("grace", format!("until {}", s(&b["grace_ends_at"])));
-    let used = b["nodes_in_use"].as_u64().unwrap_or(0);
-    let ceiling = b["node_ceiling"].as_u64().unwrap_or(0);
+    row("tier", opt(&st.tier));
+    row("state", format!("{} — {}", st.state, st.reason));
+    row("expires", opt(&st.expires_at));
+    row("grace", format!("until {}", opt(&st.grace_ends_at)));
     row(
         "nodes",
         format!(
-            "{used} of {} (ceiling {ceiling} with overage) {}",
-            s(&b["max_nodes"]),
-            bar(used, ceiling)
+            "{} of {} (ceiling {} with overage) {}",
+            st.nodes_in_use,
+            st.max_nodes,
+            st.node_ceiling,
+            bar(st.nodes_in_use, st.node_ceiling)
         ),
     );
-    row(
-        "features",
-        b["features"]
-            .as_array()
-            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default(),
-    );
-    if b["relay"].is_object() {
-        let r = &b["relay"];
+    row("features", st.features.join(", "));
+    if let Some(r) = &b.relay {
         row(
             "relay",
             format!(
                 "{} — last contact {}{}",
-                s(&r["url"]),
-                s(&r["last_contact"]),
-                match &r["activated_license"] {
-                    serde_json::Value::String(id) => format!(", holds license {id}"),
-                    _ => String::new(),
-                }
+                r.url,
+                opt(&r.last_contact),
+                r.activated_license
+                    .as_ref()
+                    .map(|id| format!(", holds license {id}"))
+                    .unwrap_or_default()
             ),
         );
-        if r["last_error"].is_string() {
-            row("relay err", s(&r["last_error"]));
+        if let Some(e) = &r.last_error {
+            row("relay err", e.clone());
         }
-        if r["message"].is_string() {
-            row("relay msg", s(&r["message"]));
+        if let Some(m) = &r.message {
+            row("relay msg", m.clone());
         }
     }
-    if let Some(q) = b["quotas"].as_object() {
+    if !st.quotas.is_empty() {
         out.push_str("quotas\n");
-        for (name, v) in q {
-            let u = v["used"].as_u64().unwrap_or(0);
-            let l = v["limit"].as_u64().unwrap_or(0);
+        for (name, q) in &st.quotas {
             out.push_str(&format!(
                 "  {name:<18} {:>22} {}\n",
-                format!("{u} / {l}"),
-                bar(u, l)
+                format!("{} / {}", q.used, q.limit),
+                bar(q.used, q.limit)
             ));
         }
     }
-    for key in ["warnings"] {
-        if let Some(w) = b[key].as_array().filter(|a| !a.is_empty()) {
-            out.push_str("warnings\n");
-            for x in w {
-                out.push_str(&format!("  ! {}\n", s(x)));
-            }
+    if !st.warnings.is_empty() {
+        out.push_str("warnings\n");
+        for w in &st.warnings {
+            out.push_str(&format!("  ! {w}\n"));
         }
     }
-    if let Some(u) = b["upgrade_suggestions"]
-        .as_array()
-        .filter(|a| !a.is_empty())
-    {
+    if !st.upgrade_suggestions.is_empty() {
         out.push_str("upgrades\n");
-        for x in u {
+        for x in &st.upgrade_suggestions {
+            let urgency = serde_json::to_value(x.urgency)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "  → {} ({}): {}\n",
-                s(&x["suggested_tier"]),
-                s(&x["urgency"]),
-                s(&x["reason"])
+                "  → {} ({urgency}): {}\n",
+                x.suggested_tier, x.reason
             ));
         }
     }
@@ -150,19 +141,37 @@ pub fn render(b: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kaching_core::wire::verifier::RelayStatus;
+
+    fn status(relay: Option<RelayStatus>) -> VerifierStatus {
+        let verdict = kaching_core::evaluate(
+            kaching_core::LicenseInput::Missing,
+            None,
+            &kaching_core::Snapshot::default(),
+            &kaching_core::TierCatalog::builtin(),
+            &kaching_core::Settings::default(),
+            0,
+        );
+        VerifierStatus {
+            status: kaching_core::wire::LicenseStatus::from(&verdict),
+            cluster_id: "aaaaaaaaaaaaaaaa".into(),
+            evaluated_at: String::new(),
+            rejections: Vec::new(),
+            trusted_time: String::new(),
+            relay,
+        }
+    }
 
     #[test]
     fn relay_contact_and_error_are_shown() {
-        let body = serde_json::json!({
-            "state": "active",
-            "relay": {
-                "url": "https://relay.example.com",
-                "last_contact": "2026-11-22T18:42:54Z",
-                "last_error": "2026-11-22T18:43:00Z: relay unreachable",
-                "activated_license": "9c77fe2a",
-                "message": null
-            }
-        });
+        let body = status(Some(RelayStatus {
+            url: "https://relay.example.com".into(),
+            last_contact: Some("2026-11-22T18:42:54Z".into()),
+            last_error: Some("2026-11-22T18:43:00Z: relay unreachable".into()),
+            activated_license: Some("9c77fe2a".into()),
+            message: None,
+            relay_revocation_version: None,
+        }));
         let text = render(&body);
         assert!(text.contains("relay      https://relay.example.com — last contact 2026-11-22T18:42:54Z, holds license 9c77fe2a\n"), "{text}");
         assert!(
@@ -170,6 +179,6 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("relay msg"), "{text}");
-        assert!(!render(&serde_json::json!({"state": "active"})).contains("relay"));
+        assert!(!render(&status(None)).contains("relay"));
     }
 }

@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::id::LicenseId;
 use crate::license::{Limits, Period};
 use crate::time::Timestamp;
 
 /// The license's state, in precedence order (first wins).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// No license is installed.
@@ -69,7 +69,7 @@ impl std::fmt::Display for State {
 }
 
 /// Allowed or denied, and why, in words a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     /// Whether the action may go ahead.
     pub allowed: bool,
@@ -98,7 +98,7 @@ impl Decision {
 }
 
 /// Usage of one quota in the current period.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuotaUsage {
     /// Used so far (gauges: current level).
     pub used: u64,
@@ -111,7 +111,7 @@ pub struct QuotaUsage {
 }
 
 /// How pressing an upgrade suggestion is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Urgency {
     /// At or past the threshold.
@@ -123,7 +123,7 @@ pub enum Urgency {
 }
 
 /// An upgrade suggestion in the shape WHOOSH expects.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpgradeSuggestion {
     /// Why, e.g. "search_requests at 85% of the daily limit".
     pub reason: String,

@@ -2,18 +2,25 @@
 //! and the current [`Verdict`]; recomputes it on every change. It is owned by
 //! one thread (see [`crate::actor`]), so writes are serialized without locks
 //! and every acknowledged write is committed before its reply is built.
+//!
+//! It decides nothing itself (`kaching_core::evaluate` and the policy
+//! functions do) and chooses no HTTP status (the API does, from the typed
+//! [`Outcome`]s of its writes). Files: [`files`] (reading passes under the
+//! last-known-good rules), [`revocations`] (the one path a revocation list
+//! takes into force), [`writes`] (leases, usage, upgrade requests),
+//! [`relay`] (the engine's half of connected mode), [`published`] (what
+//! readers and event streams get).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::body::Bytes;
-use serde::Serialize;
 
-use kaching_core::status::LicenseStatus;
 use kaching_core::time::{period_key, rfc3339, Timestamp};
+use kaching_core::wire::verifier::{Rejection, VerifierStatus};
+use kaching_core::wire::LicenseStatus;
 use kaching_core::{
-    evaluate, LicenseInput, Settings, Snapshot, TierCatalog, TrustedKeys, Verdict, VerifiedLicense,
+    evaluate, LicenseInput, Settings, Snapshot, TierCatalog, TrustedKeys, VerifiedLicense,
     VerifiedRevocationList,
 };
 
@@ -22,98 +29,49 @@ use crate::identity::{Identity, KEY_FILE};
 use crate::loader;
 use crate::state::{Db, DB_FILE};
 
-/// A file the engine refused, kept in status until that file loads cleanly.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Rejection {
-    /// `license`, `revocations` or `trusted_keys`.
-    pub file: &'static str,
-    /// Why, with the next step.
-    pub reason: String,
-    /// When, RFC 3339.
-    pub at: String,
-}
+pub mod files;
+pub mod published;
+pub mod relay;
+mod revocations;
+pub mod writes;
 
-/// `GET /v1/status`: WHOOSH's `LicenseStatus` plus this cluster's details.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusBody {
-    /// The shared WHOOSH shape.
-    #[serde(flatten)]
-    pub status: LicenseStatus,
-    /// This cluster's id (what a license is bound to).
-    pub cluster_id: String,
-    /// When the verdict was computed, RFC 3339.
-    pub evaluated_at: String,
-    /// Files refused since they last loaded cleanly (last-known-good in force).
-    pub rejections: Vec<Rejection>,
-    /// The trusted-time mark (the latest time this verifier has seen), RFC 3339.
-    pub trusted_time: String,
-    /// Connected mode: the relay conversation; absent when no relay is configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub relay: Option<crate::relay::RelayStatus>,
-}
-
-/// What the API serves: the verdict plus pre-rendered JSON, swapped whole.
-#[derive(Debug)]
-pub struct Published {
-    /// The verdict in force.
-    pub verdict: Verdict,
-    /// `GET /v1/status` body.
-    pub status: StatusBody,
-    /// `status` as JSON bytes (served without re-serializing).
-    pub status_json: Bytes,
-    /// `GET /v1/quotas` body as JSON bytes.
-    pub quotas_json: Bytes,
-}
-
-/// A server-sent event: its name and JSON data.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// `status`, `reload`, `rejected`, `upgrade_request`.
-    pub kind: &'static str,
-    /// JSON text.
-    pub data: String,
-}
-
-/// The result of a write command: HTTP status and JSON body.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    /// HTTP status code.
-    pub status: u16,
-    /// JSON body.
-    pub body: String,
-    /// True when the body was replayed for a repeated idempotency key.
-    pub replayed: bool,
-}
-
-impl Reply {
-    pub(crate) fn json(status: u16, body: serde_json::Value) -> Reply {
-        Reply {
-            status,
-            body: body.to_string(),
-            replayed: false,
-        }
-    }
-}
+pub use published::{Event, Published};
+pub use writes::Outcome;
 
 /// The engine's whole world. See the module docs.
 pub struct Engine {
+    /// The configuration it was opened with: file paths, lease TTL,
+    /// idempotency TTL, the `[relay]` section.
     pub(crate) cfg: Config,
+    /// What `evaluate` needs from the configuration and the identity
+    /// (audience, this cluster's id, tolerances), built once.
     pub(crate) settings: Settings,
+    /// The tier catalog: upgrade suggestions and the upgrade-request tier check.
     pub(crate) catalog: TierCatalog,
+    /// The state database; the only place anything acknowledged is kept.
     pub(crate) db: Db,
     /// The cluster key and id.
     pub identity: Identity,
+    /// Vendor keys in force (last-known-good); `None` until a keys file loads.
     pub(crate) keys: Option<TrustedKeys>,
     /// License in force (last-known-good).
     pub(crate) license: Option<VerifiedLicense>,
     /// Why there is no license in force, when a file was there but refused.
     pub(crate) license_problem: Option<String>,
+    /// Revocation list in force; the database holds the same list and its
+    /// high-water version, which is what survives a deleted file.
     pub(crate) revocations: Option<VerifiedRevocationList>,
+    /// Refused files by kind (`license`, `revocations`, `trusted_keys`),
+    /// shown in status until that file loads cleanly.
     pub(crate) rejections: BTreeMap<&'static str, Rejection>,
+    /// Node id → lease expiry: the live-node count without a query.
     pub(crate) leases: HashMap<String, Timestamp>,
+    /// (quota, period bucket) → used: quota checks without a query; every
+    /// change is committed to `db` before it lands here.
     pub(crate) counters: HashMap<(String, String), u64>,
-    /// In-memory trusted-time mark; `persisted_mark` is what the DB holds.
+    /// Trusted-time mark: the latest time seen (clock, relay); never lowered.
     mark: Timestamp,
+    /// The mark as last written to `db` (written every `MARK_PERSIST_STEP`).
     persisted_mark: Timestamp,
     /// Stamps of the files the last applied read saw (the reader's baseline).
     pub(crate) fingerprint: Vec<loader::FileStamp>,
@@ -124,11 +82,14 @@ pub struct Engine {
     pub(crate) files_stale_before: u64,
     /// Set when the engine wrote a watched file: the actor asks for a fresh read.
     pub(crate) files_written: bool,
+    /// The verdict and JSON readers get; swapped whole by `recompute`.
     current: Arc<Published>,
+    /// Events raised by the last command, drained by the actor to streams.
     pub(crate) events: Vec<Event>,
+    /// When idempotency keys were last pruned (hourly).
     last_prune: Timestamp,
-    /// Connected mode: what the relay worker reported (see [`crate::relay`]).
-    pub(crate) relay: crate::relay::RelayState,
+    /// Connected mode: what the relay worker reported (see [`relay`]).
+    pub(crate) relay: relay::RelayState,
 }
 
 /// The trusted-time mark is written when it moved this far, and at shutdown.
@@ -200,8 +161,8 @@ impl Engine {
         let mark = db.trusted_time()?;
         let leases = db.leases()?;
         let counters = db.counters()?;
-        let placeholder = placeholder();
-        let relay = crate::relay::RelayState::load(&cfg.relay, &db)?;
+        let placeholder = Published::placeholder();
+        let relay = relay::RelayState::load(&cfg.relay, &db)?;
         let mut e = Engine {
             cfg,
             settings,
@@ -226,7 +187,7 @@ impl Engine {
             last_prune: 0,
             relay,
         };
-        let watched = loader::Watched::of(&e.cfg);
+        let watched = e.cfg.watched();
         match crate::reader::read_within(&watched, OPEN_READ_WAIT) {
             Some(set) => e.apply_files(set, now),
             None => {
@@ -308,7 +269,7 @@ impl Engine {
                 r.file,
                 r.at,
                 r.reason,
-                if match r.file {
+                if match r.file.as_str() {
                     "license" => self.license.is_some(),
                     "trusted_keys" => self.keys.is_some(),
                     _ => self.revocations.is_some(),
@@ -319,7 +280,7 @@ impl Engine {
                 }
             ));
         }
-        let body = StatusBody {
+        let body = VerifierStatus {
             status,
             cluster_id: self.identity.cluster_id.clone(),
             evaluated_at: rfc3339(now),
@@ -327,29 +288,16 @@ impl Engine {
             trusted_time: rfc3339(self.mark),
             relay: self.relay.status(),
         };
-        let changed = event_key(&body) != event_key(&self.current.status);
-        let status_json = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        let quotas_json = Bytes::from(
-            serde_json::to_vec(&serde_json::json!({
-                "license_id": body.status.license_id,
-                "state": body.status.state,
-                "quotas": verdict.quotas,
-            }))
-            .unwrap_or_default(),
-        );
+        let changed = published::event_key(&body) != published::event_key(&self.current.status);
+        crate::metrics::record_verdict(&verdict);
+        let next = Published::new(verdict, body);
         if changed {
             self.events.push(Event {
                 kind: "status",
-                data: String::from_utf8_lossy(&status_json).into_owned(),
+                data: String::from_utf8_lossy(&next.status_json).into_owned(),
             });
         }
-        crate::metrics::record_verdict(&verdict);
-        self.current = Arc::new(Published {
-            verdict,
-            status: body,
-            status_json,
-            quotas_json,
-        });
+        self.current = Arc::new(next);
     }
 
     /// Raises the trusted-time mark to `t` (relay-signed time); never lowers it.
@@ -396,53 +344,5 @@ impl Engine {
     pub fn flush(&mut self) -> anyhow::Result<()> {
         self.persist_mark(true)?;
         self.db.checkpoint()
-    }
-}
-
-/// What changes make a `status` event: not the reason text (which counts
-/// down every second in grace), but anything a client acts on.
-fn event_key(b: &StatusBody) -> impl PartialEq + '_ {
-    let s = &b.status;
-    (
-        (
-            &s.state,
-            &s.license_id,
-            &s.tier,
-            &s.features,
-            s.node_ceiling,
-            s.nodes_in_use,
-        ),
-        (
-            &s.quotas,
-            &s.expires_at,
-            s.upgrade_suggestions.len(),
-            &b.rejections,
-        ),
-    )
-}
-
-/// An empty publication, replaced by the first real verdict in `open`.
-fn placeholder() -> Published {
-    let verdict = evaluate(
-        LicenseInput::Missing,
-        None,
-        &Snapshot::default(),
-        &TierCatalog::builtin(),
-        &Settings::default(),
-        0,
-    );
-    let status = StatusBody {
-        status: LicenseStatus::from(&verdict),
-        cluster_id: String::new(),
-        evaluated_at: String::new(),
-        rejections: Vec::new(),
-        trusted_time: String::new(),
-        relay: None,
-    };
-    Published {
-        verdict,
-        status,
-        status_json: Bytes::new(),
-        quotas_json: Bytes::new(),
     }
 }

@@ -1,18 +1,132 @@
-//! The engine's half of connected mode: it signs what goes to the relay and
-//! applies what comes back, on the engine thread like every other write.
+//! The engine's half of connected mode: what the relay worker
+//! ([`crate::relay`]) may ask of it, and what it does with each request —
+//! it signs what goes to the relay and applies what comes back, on the
+//! engine thread like every other write. A revocation list from the relay
+//! takes the same path as one from a file ([`Engine::accept_revocations`]).
 
 use std::time::Duration;
 
+use tokio::sync::oneshot;
+
 use kaching_core::armor::armor;
 use kaching_core::cluster::ActivationRequest;
-use kaching_core::heartbeat::Heartbeat;
-use kaching_core::revocation::{accept_revocation_list, Acceptance};
-use kaching_core::time::Timestamp;
+use kaching_core::heartbeat::{Heartbeat, RelayTime};
+use kaching_core::time::{rfc3339, Timestamp};
+use kaching_core::wire::verifier::RelayStatus;
 use kaching_core::{verify_revocation_list, DocKind};
 
-use super::{Activation, Beat, Request, LAST_CONTACT, SEQ, UPGRADES_SENT};
-use crate::engine::{Engine, Event};
-use crate::identity::write_atomic;
+use super::published::Event;
+use super::revocations::Source;
+use super::Engine;
+use crate::config::RelayConfig;
+use crate::state::Db;
+
+/// `meta` keys of the relay's persisted state.
+/// Last relay-signed answer.
+pub(crate) const LAST_CONTACT: &str = "relay_last_contact";
+/// Last heartbeat sequence number used.
+pub(crate) const SEQ: &str = "relay_seq";
+/// Row id of the last upgrade request a heartbeat carried.
+pub(crate) const UPGRADES_SENT: &str = "relay_upgrades_sent";
+
+/// What the engine knows about the relay conversation.
+#[derive(Debug, Clone, Default)]
+pub struct RelayState {
+    /// The relay URL, when configured.
+    pub url: Option<String>,
+    /// Last relay-signed answer (persisted): feeds `Snapshot::last_relay_contact`.
+    pub last_contact: Option<Timestamp>,
+    /// Last failure, with its time; cleared by the next success.
+    pub last_error: Option<(Timestamp, String)>,
+    /// License id the relay last activated for this cluster.
+    pub activated: Option<String>,
+    /// Last message the relay sent for this cluster's operators.
+    pub message: Option<String>,
+    /// Newest revocation version the relay announced.
+    pub relay_revocation_version: Option<u64>,
+}
+
+impl RelayState {
+    /// Loads the persisted part.
+    pub fn load(cfg: &RelayConfig, db: &Db) -> anyhow::Result<RelayState> {
+        Ok(RelayState {
+            url: cfg.url.clone(),
+            last_contact: db.time(LAST_CONTACT)?,
+            ..RelayState::default()
+        })
+    }
+
+    /// The `relay` object of `GET /v1/status`.
+    pub fn status(&self) -> Option<RelayStatus> {
+        let url = self.url.clone()?;
+        Some(RelayStatus {
+            url,
+            last_contact: self.last_contact.map(rfc3339),
+            last_error: self
+                .last_error
+                .as_ref()
+                .map(|(t, e)| format!("{}: {e}", rfc3339(*t))),
+            activated_license: self.activated.clone(),
+            message: self.message.clone(),
+            relay_revocation_version: self.relay_revocation_version,
+        })
+    }
+}
+
+/// What the relay worker needs to activate.
+#[derive(Debug, Clone)]
+pub struct Activation {
+    /// License id.
+    pub license_id: String,
+    /// The license, armored.
+    pub license: String,
+    /// A fresh activation request, armored, signed by the cluster key.
+    pub request: String,
+    /// Heartbeat interval (config override, else the license's).
+    pub interval: Duration,
+}
+
+/// A signed heartbeat ready to post.
+#[derive(Debug, Clone)]
+pub struct Beat {
+    /// The COSE_Sign1 bytes.
+    pub bytes: Vec<u8>,
+    /// Its sequence number (the answer must echo it).
+    pub seq: u64,
+    /// Row id of the last upgrade request it carries.
+    pub upgrades_up_to: Option<i64>,
+}
+
+/// Work the relay worker asks of the engine thread.
+#[derive(Debug)]
+pub enum Request {
+    /// Documents to activate with; `None` when no connected license is in force.
+    Activation(oneshot::Sender<Option<Activation>>),
+    /// Build and sign the next heartbeat (`deactivate`: the last one).
+    Beat {
+        /// True for the deactivation heartbeat.
+        deactivate: bool,
+        /// The signed heartbeat; `None` without a connected license.
+        reply: oneshot::Sender<anyhow::Result<Option<Beat>>>,
+    },
+    /// A verified relay answer: raise the mark, record the contact.
+    Contact {
+        /// The relay-signed statement.
+        time: RelayTime,
+        /// True when it answers an activation (its `seq` is the last the relay accepted).
+        activation: Option<String>,
+        /// Upgrade requests up to this row id reached the relay.
+        upgrades_up_to: Option<i64>,
+        /// True when it answers the deactivation.
+        deactivated: bool,
+    },
+    /// A failed exchange, for status and logs.
+    Failed(String),
+    /// A revocation list from the relay: accept it like a file (Ok(true): newer, in force).
+    Revocations(Vec<u8>, oneshot::Sender<Result<bool, String>>),
+    /// The revocation version held.
+    Held(oneshot::Sender<u64>),
+}
 
 impl Engine {
     /// Applies one request from the relay worker; replies on its channel.
@@ -49,7 +163,7 @@ impl Engine {
         let req = ActivationRequest {
             cluster_id: self.identity.cluster_id.clone(),
             cluster_key: *self.identity.key.public().as_bytes(),
-            hostname: crate::report::hostname(),
+            hostname: crate::identity::hostname(),
             nodes: u32::try_from(self.live_nodes(now)).unwrap_or(u32::MAX),
             created: now,
         };
@@ -110,7 +224,7 @@ impl Engine {
 
     fn relay_contact(
         &mut self,
-        rt: &kaching_core::heartbeat::RelayTime,
+        rt: &RelayTime,
         activation: Option<String>,
         upgrades_up_to: Option<i64>,
         deactivated: bool,
@@ -155,53 +269,29 @@ impl Engine {
         self.recompute(now);
     }
 
-    /// The same acceptance path as a revocation file: trusted vendor keys,
-    /// rollback rules against the stored high-water mark, then recorded in
-    /// the database and mirrored to the configured revocations file.
+    /// A list from the relay: verified under the trusted keys, then the
+    /// one acceptance path every list takes ([`Engine::accept_revocations`]).
     fn relay_revocations(&mut self, bytes: &[u8], now: Timestamp) -> Result<bool, String> {
         let Some(keys) = self.keys.clone() else {
             return Err(
                 "no trusted vendor keys loaded: cannot check the relay's revocation list".into(),
             );
         };
-        let v = verify_revocation_list(bytes, &keys)
-            .map_err(|e| format!("revocation list from the relay refused: {e}"))?;
-        let stored = self.db.revocations().map_err(|e| format!("{e:#}"))?;
-        let highest = stored.as_ref().map(|(h, _)| *h);
-        let cur = stored.as_ref().map(|(_, b)| b.as_slice());
-        match accept_revocation_list(&v, highest, cur) {
-            Ok(Acceptance::Same) => Ok(false),
-            Ok(Acceptance::Newer) => {
-                self.db
-                    .store_revocations(v.list.version, &v.bytes)
-                    .map_err(|e| format!("cannot record the revocation list: {e:#}"))?;
-                let version = v.list.version;
-                tracing::info!(version, "revocation list from the relay accepted");
-                // Mirror it to the file so a restart (or an operator) sees the
-                // list in force there too; the database copy is what counts.
-                match write_atomic(&self.cfg.revocations, &v.bytes) {
-                    Ok(()) => {
-                        // A read that began before this write is stale.
-                        self.files_written = true;
-                        self.rejections.remove("revocations");
-                    }
-                    Err(e) => tracing::warn!(%e, path = %self.cfg.revocations.display(),
-                        "cannot mirror the relay's revocation list to the revocations file; it is in force from the state database"),
-                }
-                self.revocations = Some(v);
-                self.events.push(Event {
-                    kind: "reload",
-                    data: serde_json::json!({
-                        "license_id": self.license.as_ref().map(|l| l.license.id.to_string()),
-                        "revocation_version": version,
-                        "source": "relay",
-                    })
-                    .to_string(),
-                });
-                self.recompute(now);
-                Ok(true)
-            }
-            Err(e) => Err(format!("revocation list from the relay refused: {e}")),
+        let refused = |e: String| format!("revocation list from the relay refused: {e}");
+        let v = verify_revocation_list(bytes, &keys).map_err(|e| refused(e.to_string()))?;
+        let version = v.list.version;
+        if !self
+            .accept_revocations(v, Source::Relay, now)
+            .map_err(refused)?
+        {
+            return Ok(false);
         }
+        self.events.push(Event::reload(
+            self.license.as_ref(),
+            Some(version),
+            Some("relay"),
+        ));
+        self.recompute(now);
+        Ok(true)
     }
 }

@@ -7,11 +7,13 @@
 
 use std::path::Path;
 
-use kaching_core::revocation::{accept_revocation_list, Acceptance};
+use kaching_core::policy::fit;
 use kaching_core::time::{rfc3339, Timestamp};
-use kaching_core::{verify_license, verify_revocation_list, VerifiedLicense};
+use kaching_core::wire::verifier::Rejection;
+use kaching_core::{verify_license, VerifiedLicense};
 
-use crate::engine::{Engine, Event, Rejection};
+use super::revocations::Source;
+use super::{Engine, Event};
 use crate::loader::{self, FileSet, LicenseBytes, Loaded};
 
 impl Engine {
@@ -39,7 +41,7 @@ impl Engine {
     fn reject(&mut self, file: &'static str, reason: String, now: Timestamp) {
         tracing::warn!(file, %reason, "file refused");
         let r = Rejection {
-            file,
+            file: file.to_string(),
             reason,
             at: rfc3339(now),
         };
@@ -49,20 +51,14 @@ impl Engine {
             .get(file)
             .is_some_and(|old| old.reason == r.reason);
         if !seen {
-            self.events.push(Event {
-                kind: "rejected",
-                data: serde_json::to_string(&r).unwrap_or_default(),
-            });
+            self.events.push(Event::new("rejected", &r));
             self.rejections.insert(file, r);
         }
     }
 
+    /// Whether a verified license belongs here (core's `policy::fit`).
     fn fits(&self, v: &VerifiedLicense) -> bool {
-        v.license.audience == self.settings.audience
-            && v.license
-                .cluster
-                .as_ref()
-                .is_none_or(|c| Some(c) == self.settings.cluster_id.as_ref())
+        fit(&v.license, &self.settings).is_ok()
     }
 
     /// The reader is idle again: drops the "read is stuck" rejections.
@@ -104,14 +100,8 @@ impl Engine {
             self.revocations.as_ref().map(|r| r.list.version),
         );
         if before != after {
-            self.events.push(Event {
-                kind: "reload",
-                data: serde_json::json!({
-                    "license_id": self.license.as_ref().map(|l| l.license.id.to_string()),
-                    "revocation_version": after.1,
-                })
-                .to_string(),
-            });
+            self.events
+                .push(Event::reload(self.license.as_ref(), after.1, None));
         }
         self.recompute(now);
     }
@@ -141,52 +131,14 @@ impl Engine {
         };
         // The accepted list lives in the database: deleting or rolling back
         // the file never lifts a revocation.
-        let stored = self.db.revocations().ok().flatten();
-        if self.revocations.is_none() {
-            if let Some((_, bytes)) = &stored {
-                match verify_revocation_list(bytes, &keys) {
-                    Ok(v) => self.revocations = Some(v),
-                    Err(e) => tracing::warn!(%e, "stored revocation list no longer verifies"),
-                }
-            }
-        }
+        self.restore_revocations(&keys);
         match loader::revocations_from(&self.cfg.revocations, read, &keys) {
             Loaded::Missing => {}
             Loaded::Rejected(why) => self.reject("revocations", why, now),
             Loaded::Good(v) => {
-                let highest = stored.as_ref().map(|(h, _)| *h);
-                let cur = stored.as_ref().map(|(_, b)| b.as_slice());
-                match accept_revocation_list(&v, highest, cur) {
-                    Ok(Acceptance::Same) => {
-                        self.rejections.remove("revocations");
-                        if self.revocations.is_none() {
-                            self.revocations = Some(v);
-                        }
-                    }
-                    Ok(Acceptance::Newer) => {
-                        match self.db.store_revocations(v.list.version, &v.bytes) {
-                            Ok(()) => {
-                                tracing::info!(
-                                    version = v.list.version,
-                                    "revocation list accepted"
-                                );
-                                self.rejections.remove("revocations");
-                                self.revocations = Some(v);
-                            }
-                            Err(e) => self.reject(
-                                "revocations",
-                                format!(
-                                    "cannot record revocation list in the state database: {e:#}"
-                                ),
-                                now,
-                            ),
-                        }
-                    }
-                    Err(e) => self.reject(
-                        "revocations",
-                        format!("{}: {e}", self.cfg.revocations.display()),
-                        now,
-                    ),
+                if let Err(e) = self.accept_revocations(v, Source::File, now) {
+                    let why = format!("{}: {e}", self.cfg.revocations.display());
+                    self.reject("revocations", why, now);
                 }
             }
         }
@@ -226,15 +178,9 @@ impl Engine {
                 self.license_problem = None;
             }
             Loaded::Good(v) => {
-                let why = match &v.license.cluster {
-                    Some(c) if Some(c) != self.settings.cluster_id.as_ref() => format!(
-                        "license {} is bound to cluster {c}, this is cluster {}: send this cluster's activation request to your vendor",
-                        v.license.id, self.identity.cluster_id
-                    ),
-                    _ => format!(
-                        "license {} is for product {:?}, this verifier guards {:?}",
-                        v.license.id, v.license.audience, self.settings.audience
-                    ),
+                let why = match fit(&v.license, &self.settings) {
+                    Err(misfit) => format!("{misfit} (license {})", v.license.id),
+                    Ok(()) => format!("license {} does not fit this verifier", v.license.id),
                 };
                 self.keep_or_fail(last_good, why, now);
             }

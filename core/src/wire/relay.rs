@@ -1,0 +1,128 @@
+//! The relay's JSON (docs/connected.md, docs/whoosh.md): the activation
+//! body, publish answers, WHOOSH's license views and the vendor's fleet
+//! listings. Heartbeats and relay-time answers are signed CBOR documents
+//! ([`crate::heartbeat`]), not JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::QuotaJson;
+
+/// `POST /v1/activate` body: both documents in their armored spelling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateBody {
+    /// The license, armored.
+    pub license: String,
+    /// The cluster's signed activation request, armored.
+    pub activation_request: String,
+}
+
+/// `POST /v1/revocations` answer: 201 when the list is now in force, 200
+/// when it already was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishAnswer {
+    /// The list's version.
+    pub version: u64,
+    /// True when this publish put it in force.
+    pub accepted: bool,
+    /// Why nothing changed, when `accepted` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `GET /v1/licenses/{id}/quotas`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenseQuotas {
+    /// The license.
+    pub license_id: Option<String>,
+    /// Quota name → used (last heartbeat) and limit.
+    pub quotas: BTreeMap<String, QuotaJson>,
+}
+
+/// One cluster of `GET /v1/clusters`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRow {
+    /// The cluster.
+    pub cluster_id: String,
+    /// The license it activated.
+    pub license_id: String,
+    /// Its hostname, from the activation request.
+    pub hostname: String,
+    /// `active`, `deactivated` or `replaced`.
+    pub status: String,
+    /// First activation, RFC 3339.
+    pub activated_at: String,
+    /// Last heartbeat or activation, RFC 3339.
+    pub last_seen: String,
+    /// Last heartbeat sequence number accepted.
+    pub last_seq: u64,
+    /// Heartbeats accepted.
+    pub heartbeats: u64,
+    /// The state the verifier reported last.
+    pub state: Option<String>,
+    /// Live nodes it reported last.
+    pub active_nodes: u64,
+    /// Quota name → used, as last reported.
+    pub quotas: BTreeMap<String, u64>,
+    /// The verifier's version.
+    pub verifier_version: Option<String>,
+}
+
+/// `GET /v1/clusters`: one page, ordered by cluster id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterPage {
+    /// The clusters.
+    pub clusters: Vec<ClusterRow>,
+    /// Pass as `after` for the next page; null on the last one.
+    pub next_after: Option<String>,
+}
+
+/// `POST /v1/upgrade-requests` body (WHOOSH on the vendor side).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpgrade {
+    /// The license.
+    pub license_id: String,
+    /// A tier from the vendor's catalog.
+    pub requested_tier: String,
+    /// Free text.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `POST /v1/upgrade-requests` answer: 201 filed, 200 already filed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeFiled {
+    /// The license.
+    pub license_id: String,
+    /// False when the same request was filed before.
+    pub filed: bool,
+}
+
+/// One entry of the relay's `GET /v1/upgrade-requests`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeRow {
+    /// The license.
+    pub license_id: String,
+    /// The cluster that asked (null when filed through the API).
+    pub cluster_id: Option<String>,
+    /// The tier asked for.
+    pub requested_tier: String,
+    /// The message.
+    pub message: String,
+    /// When it was made, RFC 3339.
+    pub time: String,
+    /// When the relay received it, RFC 3339.
+    pub received_at: String,
+    /// `heartbeat` or `api`.
+    pub source: String,
+}
+
+/// The relay's `GET /v1/upgrade-requests`, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeRows {
+    /// At most 1000.
+    pub upgrade_requests: Vec<UpgradeRow>,
+}

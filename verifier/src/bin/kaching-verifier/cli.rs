@@ -1,0 +1,82 @@
+//! What the `kaching-verifier` command line is: every subcommand, flag and
+//! help text (completions and man pages are generated from it).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// KACHING's enforcement daemon: verifies the license and answers BZZZ and
+/// WHOOSH on a local API.
+#[derive(Debug, Parser)]
+#[command(name = "kaching-verifier", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (until SIGTERM or SIGINT).
+    Run {
+        /// Config file (TOML) [default: /etc/kaching/verifier.toml when it
+        /// exists, else the built-in defaults].
+        #[arg(long, short, env = "KACHING_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Evaluate the license once and exit with its state's code
+    /// (0 usable, 10 invalid/unlicensed, 11 revoked, 12 suspended, 13 expired,
+    /// 14 not yet valid, 15 clock tampered, 16 overdue, 1 error).
+    Check {
+        /// Config file (TOML) [default: /etc/kaching/verifier.toml].
+        #[arg(long, short, env = "KACHING_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the status JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon for its status and print it.
+    Status {
+        /// Config file (TOML): gives the address and token [default:
+        /// /etc/kaching/verifier.toml when it exists, else the built-in defaults].
+        #[arg(long, short, env = "KACHING_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        /// Daemon URL (default: from the config's listen address).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Write a signed activation request for this cluster (send it to your vendor).
+    ActivationRequest {
+        /// Config file (TOML) [default: /etc/kaching/verifier.toml].
+        #[arg(long, short, env = "KACHING_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a signed usage report (counters, peak nodes, upgrade requests).
+    UsageReport {
+        /// Config file (TOML) [default: /etc/kaching/verifier.toml].
+        #[arg(long, short, env = "KACHING_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the default configuration, with every key documented.
+    DefaultConfig,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per command into a folder.
+    Man {
+        /// Folder to write kaching-verifier.1, kaching-verifier-run.1, … into.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,169 @@
+//! What each `kaching-verifier` subcommand does.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::CommandFactory;
+use kaching_kit::stdout;
+use kaching_verifier::{exit, report, Config, Engine};
+
+use crate::cli::{Cli, Command};
+
+/// Where the configuration is looked for when neither `--config` nor
+/// `KACHING_CONFIG` names one (the .deb installs it there).
+const DEFAULT_CONFIG: &str = "/etc/kaching/verifier.toml";
+
+/// Whether a command may fall back to the built-in defaults when no
+/// configuration file is found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fallback {
+    /// `run`, `status`: the defaults are a working setup.
+    Defaults,
+    /// `check`, `activation-request`, `usage-report`: these would create the
+    /// default state folder and a new cluster identity as a side effect.
+    Refuse,
+}
+
+/// The configuration: `--config`/`KACHING_CONFIG`, else
+/// /etc/kaching/verifier.toml when it exists, else the defaults (when
+/// `fallback` allows, or `KACHING_STATE_DIR` names the state folder).
+fn load_config(
+    given: Option<PathBuf>,
+    fallback: Fallback,
+    command: &str,
+) -> anyhow::Result<Config> {
+    let default = Path::new(DEFAULT_CONFIG);
+    let file = given.or_else(|| default.is_file().then(|| default.to_path_buf()));
+    if file.is_none()
+        && fallback == Fallback::Refuse
+        && std::env::var_os("KACHING_STATE_DIR").is_none()
+    {
+        anyhow::bail!(
+            "no configuration: looked for --config, the KACHING_CONFIG environment variable and {DEFAULT_CONFIG}. \
+             `{command}` does not create the default state folder ({}) and a new cluster key on its own. \
+             Write the configuration first (`kaching-verifier default-config > {DEFAULT_CONFIG}`, then edit it) \
+             or pass --config FILE",
+            Config::default().state_dir.display()
+        );
+    }
+    Config::load(file.as_deref())
+}
+
+/// Runs one subcommand; the number is the exit code.
+pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
+    match cmd {
+        Command::Run { config } => {
+            let cfg = load_config(config, Fallback::Defaults, "run")?;
+            run_daemon(cfg)?;
+            Ok(0)
+        }
+        Command::Check { config, json } => {
+            let cfg = load_config(config, Fallback::Refuse, "check")?;
+            let engine = Engine::open(cfg, true)?;
+            let published = engine.current();
+            let text = if json {
+                serde_json::to_string_pretty(&published.status)?
+            } else {
+                let v = &published.verdict;
+                format!("{}: {}", v.state, v.reason)
+            };
+            // The exit code is the answer; a reader that left early changes nothing.
+            if let Err(e) = stdout::println(&text) {
+                if !stdout::is_broken_pipe(&e) {
+                    return Err(e.into());
+                }
+            }
+            Ok(exit::for_state(published.verdict.state))
+        }
+        Command::Status { config, json, url } => {
+            let cfg = load_config(config, Fallback::Defaults, "status")?;
+            kaching_verifier::status::show(&cfg, url, json)?;
+            Ok(0)
+        }
+        Command::ActivationRequest { config, out } => {
+            let cfg = load_config(config, Fallback::Refuse, "activation-request")?;
+            let now = cfg.clock.now();
+            let engine = Engine::open(cfg, true)?;
+            let text = report::activation_request(&engine, now);
+            kaching_kit::fs::write_atomic(&out, text.as_bytes(), false)?;
+            eprintln!(
+                "wrote activation request for cluster {} to {}: send it to your vendor (licensegen issue --bind {})",
+                engine.identity.cluster_id,
+                out.display(),
+                out.display()
+            );
+            Ok(0)
+        }
+        Command::UsageReport { config, out } => {
+            let cfg = load_config(config, Fallback::Refuse, "usage-report")?;
+            let now = cfg.clock.now();
+            let mut engine = Engine::open(cfg, false)?;
+            let (text, r) = report::usage_report(&mut engine, now)?;
+            kaching_kit::fs::write_atomic(&out, text.as_bytes(), false)?;
+            eprintln!(
+                "wrote usage report for license {} ({} metrics, peak {} nodes, {} upgrade requests) to {}: send it to your vendor (licensegen usage import {})",
+                r.license_id,
+                r.counters.len(),
+                r.peak_nodes,
+                r.upgrade_requests.len(),
+                out.display(),
+                out.display()
+            );
+            Ok(0)
+        }
+        Command::DefaultConfig => {
+            stdout::print(kaching_verifier::config::EXAMPLE)?;
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            kaching_kit::manual::completions(Cli::command(), shell)?;
+            Ok(0)
+        }
+        Command::Man { out } => {
+            kaching_kit::manual::man(Cli::command(), out.as_deref())?;
+            Ok(0)
+        }
+    }
+}
+
+fn run_daemon(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let shutdown_timeout = cfg.shutdown_timeout;
+    let result = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| {
+                format!(
+                "cannot listen on {}: is another verifier running? change `listen` in the config",
+                cfg.listen
+            )
+            })?;
+        // Scripts and tests read the bound address (port 0 picks one).
+        kaching_kit::serve::announce(&listener)?;
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            kaching_kit::shutdown::signal().await;
+            let _ = signalled_tx.send(());
+        };
+        // `run` bounds its own shutdown by shutdown_timeout; this is the
+        // backstop should anything in it not keep that promise.
+        let backstop = async move {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(shutdown_timeout + Duration::from_millis(500)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = kaching_verifier::run(listener, cfg, shutdown) => r,
+            () = backstop => Err(anyhow::anyhow!(
+                "did not stop within shutdown_timeout ({}); exiting anyway (acknowledged writes are committed)",
+                humantime::format_duration(shutdown_timeout)
+            )),
+        }
+    });
+    // Threads stuck in the kernel (a hung file system) must not hold the exit.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result
+}

@@ -1,0 +1,37 @@
+//! The `kaching-verifier` command: the daemon and its helper commands.
+//!
+//! `cli` says what the command line is, `commands` does each subcommand,
+//! `error` turns the outcome into an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kaching_verifier::exit;
+
+mod cli;
+mod commands;
+mod error;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
+        }
+    };
+    // The daemon logs what it does; one-shot commands only what went wrong.
+    let default_level = match cli.command {
+        cli::Command::Run { .. } => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KACHING_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    error::exit_code(commands::dispatch(cli.command))
+}

@@ -1,0 +1,211 @@
+//! The engine's write operations behind the API: node leases, quota spends
+//! and upgrade requests. Each commits to the database before it returns the
+//! [`Outcome`] that will be acknowledged to the client; which HTTP status an
+//! outcome gets is the API's choice ([`crate::api`]), not the engine's.
+
+use kaching_core::cluster::UpgradeRequest;
+use kaching_core::time::{rfc3339, Timestamp};
+use kaching_core::wire::verifier::{
+    LeaseAnswer, LeaseRefused, QueuedUpgrade, Refused, ReleaseAnswer, UpgradeList, UpgradeQueued,
+    UsageAnswer, UsageRefused,
+};
+use kaching_core::wire::ErrorBody;
+
+use super::{Engine, Event};
+
+/// What a write did, typed; the API maps each to a status code.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A lease was taken or renewed.
+    Leased(LeaseAnswer),
+    /// No lease: the cluster is at its node ceiling (or the license is unusable).
+    LeaseRefused(LeaseRefused),
+    /// A lease was given back (or there was none).
+    Released(ReleaseAnswer),
+    /// Usage was counted, or a repeated idempotency key was answered again:
+    /// the JSON is the exact bytes of the first answer.
+    Counted {
+        /// The [`UsageAnswer`] as first sent.
+        json: String,
+        /// True when this answers a repeated idempotency key.
+        replayed: bool,
+    },
+    /// Usage was not counted: over the limit, unusable license, or no such quota.
+    UsageRefused(UsageRefused),
+    /// An upgrade request was queued for the vendor.
+    UpgradeQueued(UpgradeQueued),
+    /// The requested tier is not in the catalog.
+    UnknownTier(ErrorBody),
+    /// The queued upgrade requests.
+    Upgrades(UpgradeList),
+}
+
+impl Engine {
+    /// `PUT /v1/nodes/{id}`: takes or renews a lease, refused past the ceiling.
+    pub fn lease(&mut self, node: &str, now: Timestamp) -> anyhow::Result<Outcome> {
+        let published = self.current();
+        let verdict = &published.verdict;
+        let renewing = self.leases.get(node).is_some_and(|&e| e > now);
+        let live = self.live_nodes(now);
+        let d = verdict.admit_node(live, renewing);
+        if !d.allowed {
+            return Ok(Outcome::LeaseRefused(LeaseRefused {
+                refused: Refused::from_decision(&d),
+                node_id: node.to_string(),
+                nodes_in_use: live,
+                node_ceiling: verdict.node_ceiling,
+            }));
+        }
+        let expires = now.saturating_add(self.cfg.lease_ttl.as_secs().max(1));
+        let after = live + u64::from(!renewing);
+        self.db.put_lease(node, expires, after)?;
+        self.leases.insert(node.to_string(), expires);
+        if !renewing {
+            self.recompute(now);
+        }
+        Ok(Outcome::Leased(LeaseAnswer {
+            allowed: true,
+            code: d.code,
+            reason: d.reason,
+            node_id: node.to_string(),
+            renewed: renewing,
+            expires_at: rfc3339(expires),
+            nodes_in_use: after,
+            node_ceiling: verdict.node_ceiling,
+        }))
+    }
+
+    /// `DELETE /v1/nodes/{id}`: gives a lease back.
+    pub fn release(&mut self, node: &str, now: Timestamp) -> anyhow::Result<Outcome> {
+        let removed = self.db.delete_lease(node)?;
+        let was_live = self.leases.remove(node).is_some_and(|e| e > now);
+        if was_live {
+            self.recompute(now);
+        }
+        Ok(Outcome::Released(ReleaseAnswer {
+            node_id: node.to_string(),
+            removed,
+            nodes_in_use: self.live_nodes(now),
+        }))
+    }
+
+    /// `POST /v1/usage`: spends `amount` of `metric` (for gauges: sets the
+    /// level), once per idempotency key. The counter and the key are committed
+    /// together before the answer exists.
+    pub fn spend(
+        &mut self,
+        metric: &str,
+        amount: u64,
+        key: &str,
+        now: Timestamp,
+    ) -> anyhow::Result<Outcome> {
+        if let Some(json) = self.db.idempotent_reply(key)? {
+            return Ok(Outcome::Counted {
+                json,
+                replayed: true,
+            });
+        }
+        let published = self.current();
+        let verdict = &published.verdict;
+        let bucket = self.bucket(metric, now);
+        let used = bucket
+            .as_ref()
+            .and_then(|b| self.counters.get(&(metric.to_string(), b.clone())))
+            .copied()
+            .unwrap_or(0);
+        let limit = verdict.quotas.get(metric).map(|q| q.limit);
+        let refused = |refused: Refused| {
+            Ok(Outcome::UsageRefused(UsageRefused {
+                refused,
+                metric: metric.to_string(),
+                used,
+                limit,
+            }))
+        };
+        let (new, bucket) = match (verdict.spend(metric, used, amount), bucket) {
+            (Ok(new), Some(bucket)) => (new, bucket),
+            (Ok(_), None) => {
+                return refused(Refused::new(
+                    "unknown_quota",
+                    format!("this license has no quota named {metric}"),
+                ))
+            }
+            (Err(d), _) => return refused(Refused::from_decision(&d)),
+        };
+        let answer = UsageAnswer {
+            allowed: true,
+            metric: metric.to_string(),
+            amount,
+            used: new,
+            limit,
+            period: bucket.clone(),
+            idempotency_key: key.to_string(),
+        };
+        let json = serde_json::to_string(&answer)?;
+        self.db
+            .record_spend(metric, &bucket, new, key, &json, now)?;
+        self.counters.insert((metric.to_string(), bucket), new);
+        self.recompute(now);
+        Ok(Outcome::Counted {
+            json,
+            replayed: false,
+        })
+    }
+
+    /// `POST /v1/upgrade-requests`: queued locally (carried out in the next
+    /// usage report, or by the relay when one is configured).
+    pub fn queue_upgrade(
+        &mut self,
+        requested_tier: &str,
+        message: &str,
+        now: Timestamp,
+    ) -> anyhow::Result<Outcome> {
+        if self.catalog.get(requested_tier).is_none() {
+            let names = self.catalog.names();
+            let hint = kaching_core::tiers::closest(requested_tier, names.iter().copied())
+                .map(|c| format!(" — did you mean {c:?}?"))
+                .unwrap_or_default();
+            return Ok(Outcome::UnknownTier(ErrorBody::new(
+                "unknown_tier",
+                format!(
+                    "no tier named {requested_tier:?}{hint} Known tiers: {}",
+                    names.join(", ")
+                ),
+            )));
+        }
+        let req = UpgradeRequest {
+            requested_tier: requested_tier.to_string(),
+            message: message.to_string(),
+            time: now,
+        };
+        let id = self.db.queue_upgrade(&req)?;
+        let queued = UpgradeQueued {
+            queued: true,
+            id,
+            requested_tier: req.requested_tier,
+            message: req.message,
+            time: rfc3339(now),
+            current_tier: self.current().verdict.tier.clone(),
+            cluster_id: self.identity.cluster_id.clone(),
+        };
+        self.events.push(Event::new("upgrade_request", &queued));
+        Ok(Outcome::UpgradeQueued(queued))
+    }
+
+    /// `GET /v1/upgrade-requests`: everything queued, oldest first.
+    pub fn list_upgrades(&self) -> anyhow::Result<Outcome> {
+        let upgrade_requests = self
+            .db
+            .upgrades()?
+            .into_iter()
+            .map(|q| QueuedUpgrade {
+                id: q.id,
+                requested_tier: q.request.requested_tier,
+                message: q.request.message,
+                time: rfc3339(q.request.time),
+                reported: q.reported,
+            })
+            .collect();
+        Ok(Outcome::Upgrades(UpgradeList { upgrade_requests }))
+    }
+}
