@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -86,9 +86,19 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .with_state(state);
     short
         .merge(long)
+        .route_layer(middleware::from_fn(count))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body))
+}
+
+/// Counts every answered request by route template and status
+/// (`kaching_api_requests_total`), refusals and timeouts included.
+async fn count(route: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    let route = route.map_or_else(|| "unmatched".to_string(), |r| r.as_str().to_string());
+    let resp = next.run(req).await;
+    crate::metrics::api_request(&route, resp.status().as_u16());
+    resp
 }
 
 /// Constant-time comparison: the token must not leak through timing.
@@ -133,7 +143,6 @@ async fn healthz() -> Json<Health> {
 
 async fn status(State(st): State<AppState>) -> Response {
     let bytes = st.handle.published.borrow().status_json.clone();
-    metrics::counter!("kaching_api_requests_total", "route" => "status").increment(1);
     json_bytes(StatusCode::OK, bytes)
 }
 
@@ -151,7 +160,6 @@ async fn feature(
         return Err(ApiError::invalid("feature names are 1 to 128 characters"));
     }
     let decision = st.handle.published.borrow().verdict.feature(&name);
-    metrics::counter!("kaching_api_requests_total", "route" => "features").increment(1);
     Ok(Json(FeatureAnswer {
         feature: name,
         decision,
@@ -245,7 +253,6 @@ async fn usage(
             "idempotency_key must be 1 to 200 characters: use a UUID per increment, reused on retry",
         ));
     }
-    metrics::counter!("kaching_api_requests_total", "route" => "usage").increment(1);
     ask(&st, |r| {
         Command::Spend(b.metric, b.amount, b.idempotency_key, r)
     })
@@ -326,6 +333,7 @@ async fn metrics() -> Response {
 }
 
 async fn method_not_allowed() -> ApiError {
+    crate::metrics::api_request("unmatched", 405);
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -334,6 +342,7 @@ async fn method_not_allowed() -> ApiError {
 }
 
 async fn not_found() -> ApiError {
+    crate::metrics::api_request("unmatched", 404);
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",

@@ -1,10 +1,26 @@
 //! Prometheus metrics (`GET /metrics`). One recorder per process: tests run
-//! several daemons in one process and share it.
+//! several daemons in one process and share it. [`NAMES`] is every series
+//! exported; deploy/ alert rules and the dashboard use them.
 
 use std::sync::OnceLock;
 
 use kaching_core::Verdict;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Every metric the verifier exports.
+pub const NAMES: [&str; 11] = [
+    "kaching_license_state",
+    "kaching_nodes_in_use",
+    "kaching_node_ceiling",
+    "kaching_quota_used",
+    "kaching_quota_limit",
+    "kaching_api_requests_total",
+    "kaching_license_expiry_seconds",
+    "kaching_license_grace_end_seconds",
+    "kaching_relay_last_contact_age_seconds",
+    "kaching_license_offline_grace_seconds",
+    "kaching_relay_heartbeats_sent_total",
+];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -48,4 +64,33 @@ pub fn record_verdict(v: &Verdict) {
         metrics::gauge!("kaching_quota_used", "metric" => name.clone()).set(q.used as f64);
         metrics::gauge!("kaching_quota_limit", "metric" => name.clone()).set(q.limit as f64);
     }
+}
+
+/// Connected mode: seconds since the last relay-signed answer, and the
+/// license's offline grace (how long it may go without one). The "relay
+/// unreachable past half the offline grace" alert compares the two.
+pub fn record_relay(last_contact: Option<u64>, offline_grace: Option<u64>, now: u64) {
+    if let Some(t) = last_contact {
+        metrics::gauge!("kaching_relay_last_contact_age_seconds").set(now.saturating_sub(t) as f64);
+    }
+    if let Some(g) = offline_grace {
+        metrics::gauge!("kaching_license_offline_grace_seconds").set(g as f64);
+    }
+}
+
+/// One heartbeat sent to the relay: answered and accepted (`ok`) or not.
+pub fn heartbeat_sent(ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    metrics::counter!("kaching_relay_heartbeats_sent_total", "result" => result).increment(1);
+}
+
+/// One API request answered: by route template (`/v1/nodes/{node_id}`) and
+/// status code.
+pub fn api_request(route: &str, status: u16) {
+    metrics::counter!(
+        "kaching_api_requests_total",
+        "route" => route.to_string(),
+        "status" => status.to_string()
+    )
+    .increment(1);
 }

@@ -428,6 +428,13 @@ async fn upgrade_requests_are_queued_locally() {
     ] {
         assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
     }
+    // Every route is counted by its template and status, refusals included.
+    for series in [
+        r#"kaching_api_requests_total{route="/v1/upgrade-requests",status="202"}"#,
+        r#"kaching_api_requests_total{route="/v1/upgrade-requests",status="200"}"#,
+    ] {
+        assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
+    }
     d.stop().await;
 }
 

@@ -100,6 +100,75 @@ async fn fake_relay(key: SecretKey, cluster: Option<String>) -> String {
     url
 }
 
+/// A stand-in relay that answers honestly: relay time for the cluster that
+/// signed the request, echoing the heartbeat's sequence number.
+async fn honest_relay(key: SecretKey) -> String {
+    use kaching_core::wire::relay::ActivateBody;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let key = std::sync::Arc::new(key);
+    let sign = move |cluster: String, seq: u64| {
+        RelayTime {
+            time: now(),
+            revocation_version: 0,
+            cluster_id: Some(cluster),
+            seq: Some(seq),
+            message: None,
+        }
+        .sign(&key)
+    };
+    let a = sign.clone();
+    let app = Router::new()
+        .route(
+            "/v1/activate",
+            post(move |body: axum::Json<ActivateBody>| async move {
+                let bytes =
+                    kaching_core::armor::dearmor(body.activation_request.as_bytes(), None).unwrap();
+                let req = kaching_core::cluster::verify_activation_request(&bytes).unwrap();
+                a(req.doc.cluster_id, 0)
+            }),
+        )
+        .route(
+            "/v1/heartbeat",
+            post(move |body: axum::body::Bytes| async move {
+                let hb = kaching_core::heartbeat::verify_heartbeat(&body).unwrap();
+                sign(hb.doc.cluster_id, hb.doc.seq)
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn connected_mode_metrics_answer_the_operators_questions() {
+    let relay = SecretKey::from_seed(&[23; 32]);
+    let url = honest_relay(SecretKey::from_seed(&[23; 32])).await;
+    let (_dir, d) = connected_daemon(&url, &relay).await;
+    d.wait_status("a heartbeat answered", |s| {
+        s["relay"]["last_contact"].is_string() && s["relay"]["last_error"].is_null()
+    })
+    .await;
+    let text = d
+        .http
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // What the "relay unreachable past half the offline grace" and
+    // "heartbeat failure rate" alerts (deploy/prometheus) read.
+    for series in [
+        "kaching_relay_last_contact_age_seconds ",
+        "kaching_license_offline_grace_seconds 3600",
+        r#"kaching_relay_heartbeats_sent_total{result="ok"}"#,
+    ] {
+        assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
+    }
+    d.stop().await;
+}
+
 async fn connected_daemon(relay_url: &str, pinned: &SecretKey) -> (tempfile::TempDir, Daemon) {
     let v = Vendor::new();
     let mut l = v.license(1, "standard");

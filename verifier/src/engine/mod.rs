@@ -290,6 +290,14 @@ impl Engine {
         };
         let changed = published::event_key(&body) != published::event_key(&self.current.status);
         crate::metrics::record_verdict(&verdict);
+        crate::metrics::record_relay(
+            self.relay.last_contact,
+            self.license
+                .as_ref()
+                .and_then(|l| l.license.heartbeat)
+                .map(|h| h.offline_grace),
+            now,
+        );
         let next = Published::new(verdict, body);
         if changed {
             self.events.push(Event {

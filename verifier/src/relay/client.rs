@@ -8,6 +8,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use kaching_core::heartbeat::{verify_relay_time, RelayTime};
+use kaching_core::wire::relay::ActivateBody;
+use kaching_core::wire::ErrorBody;
 use kaching_core::{DocKind, PublicKey};
 
 use super::{Activation, Beat};
@@ -69,7 +71,10 @@ impl Client {
 
     /// `POST /v1/activate`.
     pub async fn activate(&self, a: &Activation) -> Result<RelayTime, Failure> {
-        let body = serde_json::json!({"license": a.license, "activation_request": a.request});
+        let body = ActivateBody {
+            license: a.license.clone(),
+            activation_request: a.request.clone(),
+        };
         let resp = self
             .http
             .post(self.url("/v1/activate"))
@@ -188,9 +193,12 @@ async fn refusal(resp: reqwest::Response, what: &str) -> Failure {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    let code = body["error"]["code"].as_str().unwrap_or("").to_string();
-    let message = body["error"]["message"].as_str().unwrap_or("").to_string();
+    // A proxy in between may answer with anything: then the status says it.
+    let body = resp
+        .json::<ErrorBody>()
+        .await
+        .unwrap_or_else(|_| ErrorBody::new("", ""));
+    let (code, message) = (body.error.code, body.error.message);
     let text = format!("relay refused the {what}: {status} {code}: {message}");
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         return Failure::Transient(text, retry_after);

@@ -177,9 +177,10 @@ impl Worker {
                 )))
             }
         };
-        let rt = self.client.beat(&beat, false).await?;
+        let sent = self.client.beat(&beat, false).await;
+        crate::metrics::heartbeat_sent(sent.is_ok());
         self.tell(Request::Contact {
-            time: rt,
+            time: sent?,
             activation: None,
             upgrades_up_to: beat.upgrades_up_to,
             deactivated: false,
