@@ -692,7 +692,7 @@ fn admit_node_up_to_the_ceiling() {
 fn quota_spend_refused_past_the_limit_only() {
     let v = Case::new(standard()).at(IAT + DAY);
     // standard: search_requests 50 000 / day, storage_gb 500 (gauge).
-    let ok = |m: &str, used, amount| v.spend(m, used, amount).ok();
+    let ok = |m: &str, used, amount| v.spend(m, used, amount).ok().map(|s| s.used);
     assert_eq!(ok("search_requests", 49_999, 1), Some(50_000));
     assert_eq!(ok("search_requests", 0, 50_000), Some(50_000));
     assert_eq!(ok("search_requests", 50_000, 0), Some(50_000));
@@ -707,9 +707,16 @@ fn quota_spend_refused_past_the_limit_only() {
     // A gauge takes the new level, whatever was reported before.
     assert_eq!(ok("storage_gb", 400, 500), Some(500));
     assert_eq!(ok("storage_gb", 499, 3), Some(3));
-    assert_eq!(
-        v.spend("storage_gb", 0, 501).unwrap_err().code,
-        "quota_exceeded"
+    assert_eq!(v.spend("storage_gb", 0, 500).unwrap().over_limit, None);
+    // Above its limit a gauge is still recorded (it is a fact), and flagged.
+    let over = v.spend("storage_gb", 0, 501).unwrap();
+    assert_eq!(over.used, 501);
+    let flag = over.over_limit.expect("flagged");
+    assert_eq!(flag.code, "gauge_over_limit");
+    assert!(
+        flag.reason.contains("501") && flag.reason.contains("500"),
+        "{}",
+        flag.reason
     );
     assert_eq!(
         v.spend("gpu_hours", 0, 1).unwrap_err().code,
@@ -891,6 +898,22 @@ fn features_allowed_in_tier_denied_with_the_tier_that_has_them() {
     assert_eq!(
         (unknown.allowed, unknown.code.as_str()),
         (false, "unknown_feature")
+    );
+    assert!(
+        !unknown.reason.contains("did you mean"),
+        "{}",
+        unknown.reason
+    );
+    // Names are exact; a near miss names the real one.
+    let cased = v.feature("Analytics");
+    assert_eq!(
+        (cased.allowed, cased.code.as_str()),
+        (false, "unknown_feature")
+    );
+    assert!(
+        cased.reason.contains("did you mean analytics?"),
+        "{}",
+        cased.reason
     );
 
     let eval = Case::new(license_of("evaluation")).at(IAT + DAY);

@@ -34,6 +34,8 @@ pub enum Command {
     Lease(String, ReplyTo),
     /// Give a node lease back.
     Release(String, ReplyTo),
+    /// List the live node leases.
+    ListNodes(ReplyTo),
     /// Spend quota: metric, amount, idempotency key.
     Spend(String, u64, String, ReplyTo),
     /// Queue an upgrade request: tier, message.
@@ -104,6 +106,7 @@ pub fn spawn(
                     }
                     Command::Lease(node, r) => (Some(engine.lease(&node, now)), Some(r)),
                     Command::Release(node, r) => (Some(engine.release(&node, now)), Some(r)),
+                    Command::ListNodes(r) => (Some(Ok(engine.list_nodes(now))), Some(r)),
                     Command::Spend(m, a, k, r) => (Some(engine.spend(&m, a, &k, now)), Some(r)),
                     Command::Upgrade(t, m, r) => (Some(engine.queue_upgrade(&t, &m, now)), Some(r)),
                     Command::ListUpgrades(r) => (Some(engine.list_upgrades()), Some(r)),

@@ -66,6 +66,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/quotas", get(quotas))
         .route("/v1/features/{name}", get(feature))
+        .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{node_id}", put(lease).delete(release))
         .route("/v1/usage", axum::routing::post(usage))
         .route(
@@ -217,9 +218,14 @@ fn respond(outcome: Outcome) -> Response {
         }
         Outcome::UsageRefused(r) => json_answer(StatusCode::FORBIDDEN, &r),
         Outcome::UpgradeQueued(q) => json_answer(StatusCode::ACCEPTED, &q),
-        Outcome::UnknownTier(e) => json_answer(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        Outcome::UpgradeRefused(e) => json_answer(StatusCode::UNPROCESSABLE_ENTITY, &e),
         Outcome::Upgrades(list) => json_answer(StatusCode::OK, &list),
+        Outcome::Nodes(list) => json_answer(StatusCode::OK, &list),
     }
+}
+
+async fn list_nodes(State(st): State<AppState>) -> Result<Response, ApiError> {
+    ask(&st, Command::ListNodes).await
 }
 
 async fn lease(

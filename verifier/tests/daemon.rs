@@ -178,6 +178,14 @@ async fn node_limit_refuses_extra_node_and_expired_leases_free_slots() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(d.put_node("n4").await.0, 200);
+    // The leases are listed, by node id, with when each lapses.
+    let (code, list) = d.get("/v1/nodes").await;
+    assert_eq!(code, 200, "{list}");
+    let list: kaching_core::wire::verifier::NodeList = serde_json::from_value(list).unwrap();
+    let ids: Vec<&str> = list.nodes.iter().map(|n| n.node_id.as_str()).collect();
+    assert_eq!(ids, ["n1", "n3", "n4"]);
+    assert_eq!(list.nodes_in_use, 3);
+    assert!(list.nodes.iter().all(|n| n.expires_at.ends_with('Z')));
     // Without heartbeats every lease dies and is culled.
     d.wait_status("leases expired", |s| s["nodes_in_use"] == 0)
         .await;
@@ -221,6 +229,38 @@ async fn quota_spend_is_idempotent_and_refused_past_the_limit() {
     assert_eq!(
         (code, unknown["code"].as_str()),
         (403, Some("unknown_quota"))
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gauge_above_its_limit_is_recorded_and_flagged() {
+    let v = Vendor::new();
+    let mut l = v.license(1, "standard");
+    l.quotas.insert(
+        "storage_gb".into(),
+        kaching_core::license::Quota {
+            limit: 500,
+            period: kaching_core::license::Period::Gauge,
+        },
+    );
+    let (_dir, cfg) = setup(Some(&v.sign(&l)));
+    let d = Daemon::start(cfg).await;
+    let (code, within) = d.spend("storage_gb", 400, "g-1").await;
+    assert_eq!(code, 200, "{within}");
+    assert_eq!(within["allowed"], true);
+    assert_eq!(within["period"], "gauge");
+    assert!(within.get("over_limit").is_none(), "{within}");
+    // The cluster really holds 620 GB: refusing the report would hide it.
+    let (code, over) = d.spend("storage_gb", 620, "g-2").await;
+    assert_eq!(code, 200, "{over}");
+    assert_eq!(over["allowed"], false);
+    assert_eq!(over["used"], 620);
+    assert_eq!(over["over_limit"]["code"], "gauge_over_limit");
+    let s = d.status().await;
+    assert_eq!(
+        s["quotas"]["storage_gb"],
+        json!({"used": 620, "limit": 500})
     );
     d.stop().await;
 }
@@ -410,9 +450,31 @@ async fn upgrade_requests_are_queued_locally() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
+    // The tier in force, or a lower one, is not an upgrade: refused with why.
+    for (tier, says) in [
+        ("standard", "already on the standard tier"),
+        ("evaluation", "below the standard tier"),
+    ] {
+        let r = d
+            .http
+            .post(format!("{}/v1/upgrade-requests", d.url))
+            .json(&json!({"requested_tier": tier}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 422);
+        let body: kaching_core::wire::ErrorBody = r.json().await.unwrap();
+        assert_eq!(body.error.code, "not_an_upgrade");
+        assert!(body.error.message.contains(says), "{body}");
+    }
     let (code, list) = d.get("/v1/upgrade-requests").await;
     assert_eq!(code, 200);
     assert_eq!(list["upgrade_requests"][0]["requested_tier"], "enterprise");
+    assert_eq!(
+        list["upgrade_requests"].as_array().unwrap().len(),
+        1,
+        "{list}"
+    );
     let metrics = d
         .http
         .get(format!("{}/metrics", d.url))

@@ -107,10 +107,18 @@ impl Verdict {
         match self.features.get(name) {
             Some(d) => d.clone(),
             None if !self.is_usable() => self.unusable(),
-            None => Decision::deny(
-                "unknown_feature",
-                format!("feature {name} is not known to this license or the tier catalog"),
-            ),
+            None => {
+                // Names are exact (`analytics`, not `Analytics`): point at the near one.
+                let hint = crate::tiers::closest(name, self.features.keys().map(String::as_str))
+                    .map(|c| format!(" — did you mean {c}?"))
+                    .unwrap_or_default();
+                Decision::deny(
+                    "unknown_feature",
+                    format!(
+                        "feature {name} is not known to this license or the tier catalog{hint}"
+                    ),
+                )
+            }
         }
     }
 }

@@ -33,7 +33,8 @@ mod verdict;
 
 pub use fit::{fit, Misfit};
 pub use inputs::{LicenseInput, Settings, Snapshot};
-pub use quotas::{reaches_threshold, usage_ratio, warning_ratio};
+pub use quotas::{reaches_threshold, usage_ratio, warning_ratio, Spent};
+pub use suggestions::check_upgrade_request;
 pub use verdict::{Decision, QuotaUsage, State, UpgradeSuggestion, Urgency, Verdict};
 
 /// Computes the verdict. Pure: every input is an argument.

@@ -84,10 +84,22 @@ pub(super) fn add_quotas(v: &mut Verdict, l: &License, snapshot: &Snapshot, cata
     }
 }
 
+/// A spend the license allows, or a gauge level recorded above its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spent {
+    /// Usage after the spend (for a gauge: the level reported).
+    pub used: u64,
+    /// Set when a gauge was reported above its limit: the level is a fact
+    /// and is recorded (refusing it would lose the real level), but the
+    /// caller learns it is over, with the next step.
+    pub over_limit: Option<Decision>,
+}
+
 impl Verdict {
     /// May `amount` of `metric` be spent when `used` is already spent this
-    /// period? For gauges `amount` is the new level. Returns the new usage.
-    pub fn spend(&self, metric: &str, used: u64, amount: u64) -> Result<u64, Decision> {
+    /// period? For gauges `amount` is the new level, always taken; a level
+    /// above the limit comes back flagged in [`Spent::over_limit`].
+    pub fn spend(&self, metric: &str, used: u64, amount: u64) -> Result<Spent, Decision> {
         if !self.is_usable() {
             return Err(self.unusable());
         }
@@ -97,11 +109,22 @@ impl Verdict {
                 format!("this license has no quota named {metric}"),
             ));
         };
-        let new = if q.period == Period::Gauge {
-            amount
-        } else {
-            used.saturating_add(amount)
-        };
+        if q.period == Period::Gauge {
+            let over_limit = (amount > q.limit).then(|| {
+                Decision::deny(
+                    "gauge_over_limit",
+                    format!(
+                        "{metric} is at {amount}, above the licensed {}: the level is recorded; reduce it or upgrade",
+                        q.limit
+                    ),
+                )
+            });
+            return Ok(Spent {
+                used: amount,
+                over_limit,
+            });
+        }
+        let new = used.saturating_add(amount);
         if new > q.limit {
             return Err(Decision::deny(
                 "quota_exceeded",
@@ -111,7 +134,10 @@ impl Verdict {
                 ),
             ));
         }
-        Ok(new)
+        Ok(Spent {
+            used: new,
+            over_limit: None,
+        })
     }
 }
 

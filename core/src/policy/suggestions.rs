@@ -1,9 +1,61 @@
 //! Upgrade suggestions: the nearest tier that lifts a limit being approached,
 //! what it adds, and how pressing it is.
 
-use super::verdict::{UpgradeSuggestion, Urgency};
+use super::verdict::{Decision, UpgradeSuggestion, Urgency};
 use crate::license::License;
-use crate::tiers::Tier;
+use crate::tiers::{closest, Tier, TierCatalog};
+
+/// May a cluster on `current` (none: unlicensed) ask for `requested`? Only
+/// a tier in the catalog, and only one above the current tier: asking for
+/// the tier in force or a lower one is refused with the reason, so sales
+/// ops never receive a request nobody meant.
+pub fn check_upgrade_request(
+    catalog: &TierCatalog,
+    current: Option<&str>,
+    requested: &str,
+) -> Result<(), Decision> {
+    let names = catalog.names();
+    let Some(wanted) = catalog.rank(requested) else {
+        let hint = closest(requested, names.iter().copied())
+            .map(|c| format!(" — did you mean {c:?}?"))
+            .unwrap_or_default();
+        return Err(Decision::deny(
+            "unknown_tier",
+            format!(
+                "no tier named {requested:?}{hint} Known tiers: {}",
+                names.join(", ")
+            ),
+        ));
+    };
+    match current.and_then(|c| catalog.rank(c).map(|r| (c, r))) {
+        Some((c, have)) if wanted == have => Err(Decision::deny(
+            "not_an_upgrade",
+            format!("this cluster is already on the {c} tier: ask for a higher one ({})", above(catalog, c)),
+        )),
+        Some((c, have)) if wanted < have => Err(Decision::deny(
+            "not_an_upgrade",
+            format!(
+                "{requested} is below the {c} tier in force: to move down, talk to your vendor at renewal; \
+                 an upgrade request asks for a higher tier ({})",
+                above(catalog, c)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn above(catalog: &TierCatalog, tier: &str) -> String {
+    let names: Vec<&str> = catalog
+        .above(tier)
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    if names.is_empty() {
+        "none: this is the highest tier".into()
+    } else {
+        names.join(", ")
+    }
+}
 
 /// A suggestion to move from the license's tier to `next`, for `reason`, at
 /// `ratio` of the limit.
@@ -53,4 +105,37 @@ fn benefits(l: &License, next: &Tier) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod upgrade_request_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_known_higher_tier_may_be_requested() {
+        let c = TierCatalog::builtin();
+        assert!(check_upgrade_request(&c, Some("standard"), "enterprise").is_ok());
+        assert!(check_upgrade_request(&c, None, "evaluation").is_ok());
+        let same = check_upgrade_request(&c, Some("standard"), "standard").unwrap_err();
+        assert_eq!(same.code, "not_an_upgrade");
+        assert!(
+            same.reason.contains("already on the standard tier"),
+            "{}",
+            same.reason
+        );
+        let lower = check_upgrade_request(&c, Some("enterprise"), "evaluation").unwrap_err();
+        assert_eq!(lower.code, "not_an_upgrade");
+        assert!(
+            lower.reason.contains("none: this is the highest tier"),
+            "{}",
+            lower.reason
+        );
+        let typo = check_upgrade_request(&c, Some("standard"), "enterprize").unwrap_err();
+        assert_eq!(typo.code, "unknown_tier");
+        assert!(
+            typo.reason.contains("did you mean \"enterprise\"?"),
+            "{}",
+            typo.reason
+        );
+    }
 }

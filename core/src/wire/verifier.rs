@@ -156,6 +156,28 @@ pub struct LeaseRefused {
     pub node_ceiling: u64,
 }
 
+/// One live lease of `GET /v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLease {
+    /// The node.
+    pub node_id: String,
+    /// When the lease lapses unless renewed, RFC 3339.
+    pub expires_at: String,
+}
+
+/// `GET /v1/nodes`: the live leases, by node id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeList {
+    /// Live leases, ordered by node id.
+    pub nodes: Vec<NodeLease>,
+    /// How many (the count node admission uses).
+    pub nodes_in_use: u64,
+    /// Nodes licensed, before overage.
+    pub max_nodes: u32,
+    /// Node limit including overage.
+    pub node_ceiling: u64,
+}
+
 /// `DELETE /v1/nodes/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseAnswer {
@@ -179,10 +201,12 @@ pub struct UsageRequest {
     pub idempotency_key: String,
 }
 
-/// `POST /v1/usage` when counted (or replayed for a repeated key).
+/// `POST /v1/usage` when counted (or replayed for a repeated key). A gauge
+/// reported above its limit is recorded too: then `allowed` is false and
+/// `over_limit` says so, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageAnswer {
-    /// Always true.
+    /// True when the usage is within the license (false: a gauge over its limit).
     pub allowed: bool,
     /// The quota.
     pub metric: String,
@@ -192,10 +216,14 @@ pub struct UsageAnswer {
     pub used: u64,
     /// The limit (null when the license has none for it).
     pub limit: Option<u64>,
-    /// The period bucket counted in (`2026-12-05`, `2026-12`, `total`).
+    /// The period bucket counted in (`2026-12-05`, `2026-12`, `total`), or
+    /// `gauge` for a level.
     pub period: String,
     /// The key the caller sent.
     pub idempotency_key: String,
+    /// A gauge above its limit: `gauge_over_limit` and what to do (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_limit: Option<ErrorDetail>,
 }
 
 /// `POST /v1/usage` refused (403): over the limit, not usable, or no such quota.

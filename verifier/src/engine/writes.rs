@@ -4,12 +4,14 @@
 //! outcome gets is the API's choice ([`crate::api`]), not the engine's.
 
 use kaching_core::cluster::UpgradeRequest;
+use kaching_core::license::Period;
+use kaching_core::policy::check_upgrade_request;
 use kaching_core::time::{rfc3339, Timestamp};
 use kaching_core::wire::verifier::{
-    LeaseAnswer, LeaseRefused, QueuedUpgrade, Refused, ReleaseAnswer, UpgradeList, UpgradeQueued,
-    UsageAnswer, UsageRefused,
+    LeaseAnswer, LeaseRefused, NodeLease, NodeList, QueuedUpgrade, Refused, ReleaseAnswer,
+    UpgradeList, UpgradeQueued, UsageAnswer, UsageRefused,
 };
-use kaching_core::wire::ErrorBody;
+use kaching_core::wire::{ErrorBody, ErrorDetail};
 
 use super::{Engine, Event};
 
@@ -34,10 +36,12 @@ pub enum Outcome {
     UsageRefused(UsageRefused),
     /// An upgrade request was queued for the vendor.
     UpgradeQueued(UpgradeQueued),
-    /// The requested tier is not in the catalog.
-    UnknownTier(ErrorBody),
+    /// The requested tier is not in the catalog, or not above the tier in force.
+    UpgradeRefused(ErrorBody),
     /// The queued upgrade requests.
     Upgrades(UpgradeList),
+    /// The live node leases.
+    Nodes(NodeList),
 }
 
 impl Engine {
@@ -73,6 +77,27 @@ impl Engine {
             nodes_in_use: after,
             node_ceiling: verdict.node_ceiling,
         }))
+    }
+
+    /// `GET /v1/nodes`: the live leases, by node id.
+    pub fn list_nodes(&self, now: Timestamp) -> Outcome {
+        let mut nodes: Vec<NodeLease> = self
+            .leases
+            .iter()
+            .filter(|(_, &e)| e > now)
+            .map(|(n, &e)| NodeLease {
+                node_id: n.clone(),
+                expires_at: rfc3339(e),
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        let published = self.current();
+        Outcome::Nodes(NodeList {
+            nodes_in_use: nodes.len() as u64,
+            nodes,
+            max_nodes: published.verdict.limits.max_nodes,
+            node_ceiling: published.verdict.node_ceiling,
+        })
     }
 
     /// `DELETE /v1/nodes/{id}`: gives a lease back.
@@ -122,8 +147,8 @@ impl Engine {
                 limit,
             }))
         };
-        let (new, bucket) = match (verdict.spend(metric, used, amount), bucket) {
-            (Ok(new), Some(bucket)) => (new, bucket),
+        let (spent, bucket) = match (verdict.spend(metric, used, amount), bucket) {
+            (Ok(spent), Some(bucket)) => (spent, bucket),
             (Ok(_), None) => {
                 return refused(Refused::new(
                     "unknown_quota",
@@ -132,14 +157,27 @@ impl Engine {
             }
             (Err(d), _) => return refused(Refused::from_decision(&d)),
         };
+        let new = spent.used;
+        let gauge = verdict
+            .quotas
+            .get(metric)
+            .is_some_and(|q| q.period == Period::Gauge);
         let answer = UsageAnswer {
-            allowed: true,
+            allowed: spent.over_limit.is_none(),
             metric: metric.to_string(),
             amount,
             used: new,
             limit,
-            period: bucket.clone(),
+            period: if gauge {
+                "gauge".into()
+            } else {
+                bucket.clone()
+            },
             idempotency_key: key.to_string(),
+            over_limit: spent.over_limit.map(|d| ErrorDetail {
+                code: d.code,
+                message: d.reason,
+            }),
         };
         let json = serde_json::to_string(&answer)?;
         self.db
@@ -160,18 +198,13 @@ impl Engine {
         message: &str,
         now: Timestamp,
     ) -> anyhow::Result<Outcome> {
-        if self.catalog.get(requested_tier).is_none() {
-            let names = self.catalog.names();
-            let hint = kaching_core::tiers::closest(requested_tier, names.iter().copied())
-                .map(|c| format!(" — did you mean {c:?}?"))
-                .unwrap_or_default();
-            return Ok(Outcome::UnknownTier(ErrorBody::new(
-                "unknown_tier",
-                format!(
-                    "no tier named {requested_tier:?}{hint} Known tiers: {}",
-                    names.join(", ")
-                ),
-            )));
+        let current = self.current();
+        if let Err(d) = check_upgrade_request(
+            &self.catalog,
+            current.verdict.tier.as_deref(),
+            requested_tier,
+        ) {
+            return Ok(Outcome::UpgradeRefused(ErrorBody::new(d.code, d.reason)));
         }
         let req = UpgradeRequest {
             requested_tier: requested_tier.to_string(),
@@ -185,7 +218,7 @@ impl Engine {
             requested_tier: req.requested_tier,
             message: req.message,
             time: rfc3339(now),
-            current_tier: self.current().verdict.tier.clone(),
+            current_tier: current.verdict.tier.clone(),
             cluster_id: self.identity.cluster_id.clone(),
         };
         self.events.push(Event::new("upgrade_request", &queued));
