@@ -16,6 +16,7 @@
 //!   any serde type, with errors that name the file or the variable;
 //! - [`exit`]: exit codes and the error chain printed once;
 //! - [`http`]: JSON answers, and the one place the error body is written;
+//! - [`log`]: one log variable (`KACHING_LOG`) for every binary;
 //! - [`manual`]: shell completions and man pages from a clap definition.
 
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod config;
 pub mod exit;
 pub mod fs;
 pub mod http;
+pub mod log;
 pub mod manual;
 pub mod rlimit;
 pub mod secret;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use kaching_core::TrustedKeys;
+use kaching_core::{TierCatalog, TrustedKeys};
 use kaching_kit::config::{ConfigError, EnvValues, Layers};
 use serde::Deserialize;
 
@@ -22,7 +22,7 @@ const SECTIONS: [&str; 2] = ["rate_limit", "commit"];
 /// The `KACHING_RELAY_*` names the relay reads (lower-cased, without the
 /// prefix). Others are left alone: the verifier's `[relay]` overrides share
 /// the prefix (`KACHING_RELAY_URL`, …) and may sit in the same environment.
-const ENV_KEYS: [&str; 18] = [
+const ENV_KEYS: [&str; 19] = [
     "listen",
     "data_dir",
     "vendor_keys",
@@ -41,7 +41,11 @@ const ENV_KEYS: [&str; 18] = [
     "rate_limit_per_second",
     "rate_limit_burst",
     "commit_max_batch",
+    "tiers",
 ];
+
+/// Largest tier catalog file read (the built-in one is a few KiB).
+const MAX_CATALOG_BYTES: u64 = 1 << 20;
 
 /// How defaults, file and environment combine (see `kaching_kit::config`).
 /// The embedded file is the defaults layer; a test keeps it equal to
@@ -96,6 +100,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Serve `GET /metrics` without a token (default: a `whoosh` or `admin` token is needed).
     pub public_metrics: bool,
+    /// The vendor's tier catalog (TOML, the verifier's `tiers` format) for
+    /// upgrade suggestions and the upgrade-request tier check; unset or
+    /// empty: the built-in catalog.
+    pub tiers: Option<PathBuf>,
     /// Per-client-IP rate limit.
     pub rate_limit: RateLimit,
     /// Group commit settings.
@@ -139,6 +147,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             public_metrics: false,
+            tiers: None,
             rate_limit: RateLimit::default(),
             commit: Commit::default(),
         }
@@ -245,6 +254,32 @@ impl Config {
         Ok(keys)
     }
 
+    /// The tier catalog: the `tiers` file when set, else the built-in one.
+    /// A missing, unreadable or invalid file is an error naming it.
+    pub fn tier_catalog(&self) -> anyhow::Result<TierCatalog> {
+        let Some(path) = self.tiers.as_ref().filter(|p| !p.as_os_str().is_empty()) else {
+            return Ok(TierCatalog::builtin());
+        };
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("cannot read tier catalog {} (tiers)", path.display()))?;
+        if !meta.is_file() {
+            bail!(
+                "tier catalog {} (tiers) is not a regular file",
+                path.display()
+            );
+        }
+        if meta.len() > MAX_CATALOG_BYTES {
+            bail!(
+                "tier catalog {} (tiers) is larger than {MAX_CATALOG_BYTES} bytes",
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read tier catalog {} (tiers)", path.display()))?;
+        TierCatalog::from_toml(&text)
+            .map_err(|e| anyhow::anyhow!("tier catalog {} (tiers): {e}", path.display()))
+    }
+
     /// Connection bounds for the server loop, with the connection cap
     /// lowered below the open-file limit `nofile` (see `kaching_kit::rlimit`).
     pub fn limits(&self, nofile: Option<u64>) -> kaching_kit::serve::Limits {
@@ -297,6 +332,50 @@ mod tests {
         assert_eq!(c.request_timeout, d.request_timeout);
         assert_eq!(c.shutdown_timeout, d.shutdown_timeout);
         assert_eq!(c.public_metrics, d.public_metrics);
+        assert_eq!(c.tiers, d.tiers);
+    }
+
+    #[test]
+    fn tier_catalog_from_file_builtin_when_unset_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unset = Config::from_parts("", []).expect("config");
+        assert_eq!(
+            unset.tier_catalog().expect("builtin"),
+            TierCatalog::builtin()
+        );
+        let empty = Config::from_parts("", [("KACHING_RELAY_TIERS".to_string(), String::new())])
+            .expect("config");
+        assert_eq!(
+            empty.tier_catalog().expect("builtin"),
+            TierCatalog::builtin()
+        );
+
+        let good = dir.path().join("tiers.toml");
+        std::fs::write(
+            &good,
+            "[[tier]]\nname = \"bronze\"\ndisplay_name = \"Bronze\"\nfeatures = []\nmax_nodes = 1\nduration_days = 30\n",
+        )
+        .expect("write");
+        let c = Config::from_parts(
+            "",
+            [(
+                "KACHING_RELAY_TIERS".to_string(),
+                good.display().to_string(),
+            )],
+        )
+        .expect("config");
+        assert_eq!(c.tiers.as_deref(), Some(good.as_path()));
+        assert_eq!(c.tier_catalog().expect("catalog").names(), vec!["bronze"]);
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[[tier]]\nname = 3\n").expect("write");
+        let missing = dir.path().join("missing.toml");
+        for path in [&bad, &missing, &dir.path().to_path_buf()] {
+            let c = Config::from_parts(&format!("tiers = {:?}", path.display().to_string()), [])
+                .expect("config");
+            let e = format!("{:#}", c.tier_catalog().expect_err("refused"));
+            assert!(e.contains(&path.display().to_string()), "{e}");
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The one HTTP error type: a status, a stable machine code and a message a
-//! person can act on, rendered as `{"error": {"code", "message"}}`.
+//! person can act on. Its body is written by [`kaching_kit::http::error`]
+//! (`kaching_core::wire::ErrorBody`); this module only maps errors to a
+//! status, a code and the `Retry-After` header.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// The JSON error code of an error answer, kept in the response's
 /// extensions for the metrics middleware (`kaching_relay_refusals_total`).
@@ -100,8 +101,7 @@ pub fn request_timed_out(limit: std::time::Duration) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        let mut resp = (self.status, axum::Json(body)).into_response();
+        let mut resp = kaching_kit::http::error(self.status, self.code, &self.message);
         resp.extensions_mut().insert(ErrorCode(self.code));
         if let Some(secs) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

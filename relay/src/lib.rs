@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kaching_core::revocation::verify_revocation_list;
-use kaching_core::TierCatalog;
 use kaching_kit::shutdown::{Listener, Shutdown};
 use rusqlite::OptionalExtension;
 use tokio::sync::watch;
@@ -52,6 +51,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let vendor_keys = config.trusted_keys()?;
+    let catalog = config.tier_catalog()?;
     let relay_key = state::load_or_create_key(&config.key_path())?;
     let conn = db::open_and_migrate(&config.db_path())?;
     // Every binding gets a full grace window from now: the time this relay
@@ -73,7 +73,7 @@ pub async fn run(
         writer: writer.clone(),
         revocations,
         shutdown: stop.listener(),
-        catalog: TierCatalog::builtin(),
+        catalog,
         metrics: Arc::new(metrics::Metrics::new()),
     });
     let pruner = tokio::spawn(prune_loop(

@@ -41,11 +41,10 @@ async fn attack_outage_takeover_refused() {
 
     // A copy of the license reconnecting first does not get it...
     let r = relay.activate(&l, &impostor).await;
-    let status = r.status().as_u16();
-    let v: serde_json::Value = r.json().await.unwrap();
+    let (status, v) = error_body(r).await;
     assert_eq!(status, 409, "{v}");
-    assert_eq!(v["error"]["code"], "license_in_use", "{v}");
-    let message = v["error"]["message"].as_str().unwrap();
+    assert_eq!(v.error.code, "license_in_use", "{v}");
+    let message = &v.error.message;
     let frees_at = rfc3339(serving_since + GRACE);
     assert!(
         message.contains(&frees_at),
@@ -410,9 +409,8 @@ async fn attack_wrong_method_and_path_get_json_errors() {
                 .starts_with("application/json"),
             "{method} {path}"
         );
-        let v: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(v["error"]["code"], code, "{method} {path}: {v}");
-        assert!(v["error"]["message"].is_string(), "{method} {path}: {v}");
+        let (_, v) = error_body(r).await;
+        assert_eq!(v.error.code, code, "{method} {path}: {v}");
     }
     relay.stop().await;
 }

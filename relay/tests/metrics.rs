@@ -251,7 +251,10 @@ async fn heartbeats_activations_and_refusals_counted_with_their_labels() {
     assert_eq!((status, code.as_str()), (400, "clock_skew"));
     // The route label is the template, never the raw path with its id.
     let (status, _) = relay
-        .get_json(&format!("/v1/licenses/{}/status", l.id), &prom)
+        .get_as::<kaching_core::wire::LicenseStatus>(
+            &format!("/v1/licenses/{}/status", l.id),
+            &prom,
+        )
         .await;
     assert_eq!(status, 200);
     // Unknown paths share one label; a GET on the heartbeat route is no heartbeat.

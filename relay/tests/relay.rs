@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use common::*;
 use kaching_core::heartbeat::verify_relay_time;
+use kaching_core::wire::relay::{ClusterPage, FileUpgrade, LicenseQuotas, UpgradeRows};
+use kaching_core::wire::{ErrorBody, LicenseStatus};
 use kaching_core::{LicenseId, PublicKey, SecretKey};
 use kaching_relay::tokens::Scope;
 
@@ -61,16 +63,11 @@ async fn stale_cluster_loses_license_after_offline_grace() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(relay.activate(&l, &cluster_key(2)).await.status(), 200);
     let admin = relay.token(Scope::Admin, "admin");
-    let (_, v) = relay.get_json("/v1/clusters", &admin).await;
-    let statuses: Vec<&str> = v["clusters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["status"].as_str().unwrap())
-        .collect();
+    let (_, v) = relay.get_as::<ClusterPage>("/v1/clusters", &admin).await;
+    let statuses: Vec<&str> = v.clusters.iter().map(|c| c.status.as_str()).collect();
     assert!(
         statuses.contains(&"displaced") && statuses.contains(&"active"),
-        "{v}"
+        "{v:?}"
     );
     relay.stop().await;
 }
@@ -106,28 +103,30 @@ async fn heartbeat_visible_in_clusters_and_license_status() {
     assert!(rt.time.abs_diff(now()) < 60);
 
     let admin = relay.token(Scope::Admin, "admin");
-    let (status, v) = relay.get_json("/v1/clusters", &admin).await;
+    let (status, v) = relay.get_as::<ClusterPage>("/v1/clusters", &admin).await;
     assert_eq!(status, 200);
-    let row = &v["clusters"][0];
-    assert_eq!(row["last_seq"], 7);
-    assert_eq!(row["active_nodes"], 4);
-    assert_eq!(row["state"], "active");
-    assert_eq!(row["verifier_version"], "0.1.0-test");
+    let row = &v.clusters[0];
+    assert_eq!(row.last_seq, 7);
+    assert_eq!(row.active_nodes, 4);
+    assert_eq!(row.state.as_deref(), Some("active"));
+    assert_eq!(row.verifier_version.as_deref(), Some("0.1.0-test"));
+    assert_eq!(row.quotas.get("api_calls"), Some(&123));
 
     let whoosh = relay.token(Scope::Whoosh, "whoosh");
     let (status, s) = relay
-        .get_json(&format!("/v1/licenses/{}/status", l.id), &whoosh)
+        .get_as::<LicenseStatus>(&format!("/v1/licenses/{}/status", l.id), &whoosh)
         .await;
-    assert_eq!(status, 200, "{s}");
-    assert_eq!(s["status"], "active");
-    assert_eq!(s["nodes_in_use"], 4);
-    assert_eq!(s["quotas"]["api_calls"]["used"], 123);
-    assert_eq!(s["quotas"]["api_calls"]["limit"], 1000);
+    assert_eq!(status, 200, "{s:?}");
+    assert_eq!(s.status, "active");
+    assert_eq!(s.nodes_in_use, 4);
+    assert_eq!(s.quotas["api_calls"].used, 123);
+    assert_eq!(s.quotas["api_calls"].limit, 1000);
     let (status, q) = relay
-        .get_json(&format!("/v1/licenses/{}/quotas", l.id), &whoosh)
+        .get_as::<LicenseQuotas>(&format!("/v1/licenses/{}/quotas", l.id), &whoosh)
         .await;
     assert_eq!(status, 200);
-    assert_eq!(q["quotas"]["api_calls"]["used"], 123);
+    assert_eq!(q.license_id, Some(l.id.to_string()));
+    assert_eq!(q.quotas["api_calls"].used, 123);
     relay.stop().await;
 }
 
@@ -367,11 +366,26 @@ async fn token_scopes_enforced() {
     assert_eq!(relay.publish("kr_nope", list.clone()).await.status(), 401);
     // WHOOSH cannot publish; publish cannot read clusters; whoosh cannot list upgrade requests.
     assert_eq!(relay.publish(&whoosh, list.clone()).await.status(), 403);
-    assert_eq!(relay.get_json("/v1/clusters", &publish).await.0, 403);
-    assert_eq!(relay.get_json("/v1/clusters", &whoosh).await.0, 403);
-    assert_eq!(relay.get_json("/v1/upgrade-requests", &whoosh).await.0, 403);
+    assert_eq!(
+        relay.get_as::<ErrorBody>("/v1/clusters", &publish).await.0,
+        403
+    );
+    assert_eq!(
+        relay.get_as::<ErrorBody>("/v1/clusters", &whoosh).await.0,
+        403
+    );
+    assert_eq!(
+        relay
+            .get_as::<ErrorBody>("/v1/upgrade-requests", &whoosh)
+            .await
+            .0,
+        403
+    );
     assert_eq!(relay.publish(&publish, list).await.status(), 201);
-    assert_eq!(relay.get_json("/v1/clusters", &admin).await.0, 200);
+    assert_eq!(
+        relay.get_as::<ClusterPage>("/v1/clusters", &admin).await.0,
+        200
+    );
     // WHOOSH files an upgrade request; admin reads it.
     let l = license(8, 3600);
     relay.activate(&l, &cluster_key(1)).await;
@@ -379,17 +393,26 @@ async fn token_scopes_enforced() {
         .http
         .post(relay.url("/v1/upgrade-requests"))
         .bearer_auth(&whoosh)
-        .json(&serde_json::json!({"license_id": l.id.to_string(), "requested_tier": "enterprise", "message": "more"}))
+        .json(&FileUpgrade {
+            license_id: l.id.to_string(),
+            requested_tier: "enterprise".into(),
+            message: "more".into(),
+        })
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let (_, v) = relay.get_json("/v1/upgrade-requests", &admin).await;
-    assert_eq!(v["upgrade_requests"][0]["requested_tier"], "enterprise");
+    let (_, v) = relay
+        .get_as::<UpgradeRows>("/v1/upgrade-requests", &admin)
+        .await;
+    assert_eq!(v.upgrade_requests[0].requested_tier, "enterprise");
     // A revoked token stops working at once.
     let mut conn = kaching_relay::db::open(&relay.config.db_path()).unwrap();
     kaching_relay::tokens::revoke(&mut conn, "a", now()).unwrap();
-    assert_eq!(relay.get_json("/v1/clusters", &admin).await.0, 401);
+    assert_eq!(
+        relay.get_as::<ErrorBody>("/v1/clusters", &admin).await.0,
+        401
+    );
     relay.stop().await;
 }
 
@@ -454,8 +477,8 @@ async fn bad_input_is_4xx_never_500() {
             .unwrap();
         let status = r.status().as_u16();
         assert!((400..500).contains(&status), "{path}: {status}");
-        let v: serde_json::Value = r.json().await.unwrap();
-        assert!(v["error"]["message"].is_string());
+        // The error body, typed: a code and a message.
+        error_body(r).await;
     }
     let big = vec![b'x'; 2 * 1024 * 1024];
     let r = relay
@@ -472,14 +495,14 @@ async fn bad_input_is_4xx_never_500() {
     );
     assert_eq!(
         relay
-            .get_json("/v1/licenses/not-a-uuid/status", &admin)
+            .get_as::<ErrorBody>("/v1/licenses/not-a-uuid/status", &admin)
             .await
             .0,
         400
     );
     assert_eq!(
         relay
-            .get_json(
+            .get_as::<ErrorBody>(
                 &format!("/v1/licenses/{}/status", LicenseId([3; 16])),
                 &admin
             )
@@ -488,7 +511,10 @@ async fn bad_input_is_4xx_never_500() {
         404
     );
     assert_eq!(
-        relay.get_json("/v1/clusters?limit=abc", &admin).await.0,
+        relay
+            .get_as::<ErrorBody>("/v1/clusters?limit=abc", &admin)
+            .await
+            .0,
         400
     );
     assert_eq!(
@@ -736,11 +762,151 @@ async fn upgrade_requests_in_heartbeats_reach_the_vendor_once() {
     }
     let admin = relay.token(Scope::Admin, "admin");
     let (_, v) = relay
-        .get_json(&format!("/v1/upgrade-requests?license={}", l.id), &admin)
+        .get_as::<UpgradeRows>(&format!("/v1/upgrade-requests?license={}", l.id), &admin)
         .await;
-    let rows = v["upgrade_requests"].as_array().unwrap();
-    assert_eq!(rows.len(), 1, "{v}");
-    assert_eq!(rows[0]["source"], "heartbeat");
-    assert_eq!(rows[0]["message"], "queued offline");
+    let rows = &v.upgrade_requests;
+    assert_eq!(rows.len(), 1, "{v:?}");
+    assert_eq!(rows[0].source, "heartbeat");
+    assert_eq!(rows[0].message, "queued offline");
+    assert_eq!(
+        rows[0].cluster_id.as_deref(),
+        Some(kaching_core::cluster_id(&c.public()).as_str())
+    );
     relay.stop().await;
+}
+
+/// A vendor catalog where `standard` sits below a `platinum` tier and node
+/// pressure counts from 30 %.
+const CUSTOM_TIERS: &str = r#"
+[upgrade_thresholds]
+nodes = 0.30
+
+[[tier]]
+name = "standard"
+display_name = "Standard"
+features = ["basic-search"]
+max_nodes = 10
+duration_days = 365
+
+[[tier]]
+name = "platinum"
+display_name = "Platinum"
+features = ["basic-search", "analytics"]
+max_nodes = 50
+duration_days = 365
+"#;
+
+#[tokio::test]
+async fn vendor_tier_catalog_drives_upgrade_checks_and_suggestions() {
+    let catalog_dir = tempfile::tempdir().unwrap();
+    let tiers = catalog_dir.path().join("tiers.toml");
+    std::fs::write(&tiers, CUSTOM_TIERS).unwrap();
+    let relay = Relay::start_changed(|c| c.tiers = Some(tiers.clone())).await;
+    let whoosh = relay.token(Scope::Whoosh, "whoosh");
+    let l = license(14, 3600);
+    let c = cluster_key(1);
+    assert_eq!(relay.activate(&l, &c).await.status(), 200);
+    // 4 of 10 nodes: past this catalog's 30 % node threshold (not the built-in 80 %).
+    assert_eq!(
+        relay
+            .post_beat("/v1/heartbeat", &beat(&l, &c, 1), &c)
+            .await
+            .status(),
+        200
+    );
+
+    // The vendor's tier is accepted, the built-in-only one refused with the known names.
+    assert_eq!(
+        relay.file_upgrade(&whoosh, &l, "platinum").await.status(),
+        201
+    );
+    let (status, e) = error_body(relay.file_upgrade(&whoosh, &l, "enterprise").await).await;
+    assert_eq!((status, e.error.code.as_str()), (400, "bad_request"), "{e}");
+    assert!(e.error.message.contains("standard, platinum"), "{e}");
+
+    // Suggestions name the vendor's next tier.
+    let (status, s) = relay
+        .get_as::<LicenseStatus>(&format!("/v1/licenses/{}/status", l.id), &whoosh)
+        .await;
+    assert_eq!(status, 200, "{s:?}");
+    let suggested: Vec<&str> = s
+        .upgrade_suggestions
+        .iter()
+        .map(|u| u.suggested_tier.as_str())
+        .collect();
+    assert_eq!(suggested, ["platinum"], "{s:?}");
+    relay.stop().await;
+
+    // The same relay with the built-in catalog: no such tier, no suggestion at 40 %.
+    let relay = Relay::start().await;
+    let whoosh = relay.token(Scope::Whoosh, "whoosh");
+    assert_eq!(relay.activate(&l, &c).await.status(), 200);
+    assert_eq!(
+        relay
+            .post_beat("/v1/heartbeat", &beat(&l, &c, 1), &c)
+            .await
+            .status(),
+        200
+    );
+    let (status, code) = error_code(relay.file_upgrade(&whoosh, &l, "platinum").await).await;
+    assert_eq!((status, code.as_str()), (400, "bad_request"));
+    assert_eq!(
+        relay.file_upgrade(&whoosh, &l, "enterprise").await.status(),
+        201
+    );
+    let (_, s) = relay
+        .get_as::<LicenseStatus>(&format!("/v1/licenses/{}/status", l.id), &whoosh)
+        .await;
+    assert!(s.upgrade_suggestions.is_empty(), "{s:?}");
+    relay.stop().await;
+}
+
+#[test]
+fn serve_with_a_bad_tier_catalog_refuses_to_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("vendor-tiers.toml");
+    std::fs::write(&bad, "[[tier]]\nname = \"gold\"\n").unwrap();
+    let missing = dir.path().join("no-such-tiers.toml");
+    for path in [&bad, &missing] {
+        let config = write_config(
+            dir.path(),
+            &format!("tiers = {:?}", path.display().to_string()),
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kaching-relay"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("KACHING_RELAY_TIERS")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{}", path.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+        // It refused before serving: it never printed an address.
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn relay_and_verifier_read_the_same_log_variable() {
+    // The systemd units set KACHING_LOG for both daemons; the relay used to
+    // read only RUST_LOG and ignore it.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-tiers.toml");
+    let config = write_config(
+        dir.path(),
+        &format!("tiers = {:?}", missing.display().to_string()),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kaching-relay"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KACHING_LOG", "debug,[")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("KACHING_LOG=\"debug,[\" is not a log filter"), "{stderr}");
 }

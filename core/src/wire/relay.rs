@@ -116,7 +116,7 @@ pub struct UpgradeRow {
     pub time: String,
     /// When the relay received it, RFC 3339.
     pub received_at: String,
-    /// `heartbeat` or `api`.
+    /// `heartbeat` (carried by a cluster) or `whoosh` (filed through the API).
     pub source: String,
 }
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
 use kaching_core::cluster::verify_activation_request;
 use kaching_core::heartbeat::{verify_heartbeat, RelayTime};
+use kaching_core::wire::relay::ActivateBody;
 use kaching_core::{verify_license, DocKind, LicenseId};
 
 use crate::db::now;
@@ -17,14 +17,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{json, RawBody};
 use crate::state::AppState;
 use crate::store::{Activation, Outcome, Write};
-
-/// `POST /v1/activate` body: both documents in their armored spelling.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ActivateBody {
-    license: String,
-    activation_request: String,
-}
 
 /// Refuses signed times too far from the relay clock.
 fn check_window(st: &AppState, signed: u64, now: u64, what: &str) -> ApiResult<()> {

@@ -11,9 +11,9 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 
 use kaching_core::revocation::{verify_revocation_list, Acceptance};
+use kaching_core::wire::relay::PublishAnswer;
 use kaching_core::DocKind;
 
 use crate::db::now;
@@ -159,16 +159,23 @@ pub async fn put(
                 }
             });
             tracing::info!(version, token = %caller.name, "revocation list published");
-            Ok((
+            Ok(kaching_kit::http::json(
                 StatusCode::CREATED,
-                axum::Json(json!({"version": version, "accepted": true})),
-            )
-                .into_response())
+                &PublishAnswer {
+                    version,
+                    accepted: true,
+                    message: None,
+                },
+            ))
         }
-        Outcome::Published(Acceptance::Same) => Ok(axum::Json(
-            json!({"version": version, "accepted": false, "message": "this list is already the current one"}),
-        )
-        .into_response()),
+        Outcome::Published(Acceptance::Same) => Ok(kaching_kit::http::json(
+            StatusCode::OK,
+            &PublishAnswer {
+                version,
+                accepted: false,
+                message: Some("this list is already the current one".into()),
+            },
+        )),
         _ => Err(ApiError::internal("publish returned another outcome")),
     }
 }

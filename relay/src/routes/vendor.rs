@@ -5,17 +5,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use kaching_kit::http::json as answer;
 use rusqlite::{params, OptionalExtension};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Deserialize;
 
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::policy::{evaluate, LicenseInput, Settings, Snapshot};
-use kaching_core::status::LicenseStatus;
 use kaching_core::time::rfc3339;
+use kaching_core::wire::relay::{
+    ClusterPage, ClusterRow, FileUpgrade, LicenseQuotas, UpgradeFiled, UpgradeRow, UpgradeRows,
+};
+use kaching_core::wire::LicenseStatus;
 use kaching_core::{verify_license, LicenseId};
 
 use crate::db::now;
@@ -70,6 +72,12 @@ async fn view(st: &AppState, id: LicenseId) -> ApiResult<View> {
     })
 }
 
+/// A cluster's stored quota usage (JSON text written from its last
+/// heartbeat); text that does not parse reads as no usage.
+fn parse_quotas(text: &str) -> BTreeMap<String, u64> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
 /// Evaluates the license as the relay sees it now, from its latest heartbeat.
 async fn status(st: &AppState, id: LicenseId) -> ApiResult<LicenseStatus> {
     let v = view(st, id).await?;
@@ -86,7 +94,7 @@ async fn status(st: &AppState, id: LicenseId) -> ApiResult<LicenseStatus> {
         Some((c, seen, n, q)) => (Some(c), Some(seen), n, q),
         None => (None, None, 0, "{}".to_string()),
     };
-    let quota_usage: BTreeMap<String, u64> = serde_json::from_str(&quotas).unwrap_or_default();
+    let quota_usage = parse_quotas(&quotas);
     let settings = Settings {
         audience: verified
             .as_ref()
@@ -118,9 +126,9 @@ pub async fn license_status(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<LicenseStatus>> {
+) -> ApiResult<Response> {
     caller.require(&[Scope::Whoosh])?;
-    Ok(Json(status(&st, parse_id(&id)?).await?))
+    Ok(answer(StatusCode::OK, &status(&st, parse_id(&id)?).await?))
 }
 
 /// `GET /v1/licenses/{id}/quotas` (whoosh or admin).
@@ -128,11 +136,15 @@ pub async fn license_quotas(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     caller.require(&[Scope::Whoosh])?;
     let s = status(&st, parse_id(&id)?).await?;
-    Ok(Json(
-        json!({"license_id": s.license_id, "quotas": s.quotas}),
+    Ok(answer(
+        StatusCode::OK,
+        &LicenseQuotas {
+            license_id: s.license_id,
+            quotas: s.quotas,
+        },
     ))
 }
 
@@ -144,29 +156,12 @@ pub struct ClusterQuery {
     limit: Option<u32>,
 }
 
-/// One row of `GET /v1/clusters`.
-#[derive(Serialize)]
-struct ClusterRow {
-    cluster_id: String,
-    license_id: String,
-    hostname: String,
-    status: String,
-    activated_at: String,
-    last_seen: String,
-    last_seq: u64,
-    heartbeats: u64,
-    state: Option<String>,
-    active_nodes: u64,
-    quotas: Value,
-    verifier_version: Option<String>,
-}
-
 /// `GET /v1/clusters[?license=ID][&after=CLUSTER][&limit=N]` (admin), ordered by cluster id.
 pub async fn clusters(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     query: Result<Query<ClusterQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     caller.require(&[])?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
     if let Some(l) = &q.license {
@@ -197,7 +192,7 @@ pub async fn clusters(
                         heartbeats: r.get(7)?,
                         state: r.get(8)?,
                         active_nodes: r.get(9)?,
-                        quotas: serde_json::from_str(&quotas).unwrap_or(Value::Null),
+                        quotas: parse_quotas(&quotas),
                         verifier_version: r.get(11)?,
                     })
                 },
@@ -210,17 +205,13 @@ pub async fn clusters(
     } else {
         None
     };
-    Ok(Json(json!({"clusters": rows, "next_after": next})))
-}
-
-/// `POST /v1/upgrade-requests` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileBody {
-    license_id: String,
-    requested_tier: String,
-    #[serde(default)]
-    message: String,
+    Ok(answer(
+        StatusCode::OK,
+        &ClusterPage {
+            clusters: rows,
+            next_after: next,
+        },
+    ))
 }
 
 /// `POST /v1/upgrade-requests` (whoosh or admin).
@@ -230,7 +221,7 @@ pub async fn file_upgrade(
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     caller.require(&[Scope::Whoosh])?;
-    let b: FileBody = json(&body)?;
+    let b: FileUpgrade = json(&body)?;
     let id = parse_id(&b.license_id)?;
     if st.catalog.get(&b.requested_tier).is_none() {
         let hint = kaching_core::tiers::closest(&b.requested_tier, st.catalog.names())
@@ -258,15 +249,17 @@ pub async fn file_upgrade(
         })
         .await?;
     let created = matches!(outcome, Outcome::Filed(true));
-    Ok((
+    Ok(answer(
         if created {
-            axum::http::StatusCode::CREATED
+            StatusCode::CREATED
         } else {
-            axum::http::StatusCode::OK
+            StatusCode::OK
         },
-        Json(json!({"license_id": id.to_string(), "filed": created})),
-    )
-        .into_response())
+        &UpgradeFiled {
+            license_id: id.to_string(),
+            filed: created,
+        },
+    ))
 }
 
 /// Query of `GET /v1/upgrade-requests`.
@@ -280,7 +273,7 @@ pub async fn list_upgrades(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     query: Result<Query<UpgradeQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     caller.require(&[])?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
     if let Some(l) = &q.license {
@@ -296,18 +289,24 @@ pub async fn list_upgrades(
             )?;
             let rows = stmt.query_map(params![q.license], |r| {
                 let cluster: String = r.get(1)?;
-                Ok(json!({
-                    "license_id": r.get::<_, String>(0)?,
-                    "cluster_id": if cluster.is_empty() { Value::Null } else { Value::String(cluster) },
-                    "requested_tier": r.get::<_, String>(2)?,
-                    "message": r.get::<_, String>(3)?,
-                    "time": rfc3339(r.get(4)?),
-                    "received_at": rfc3339(r.get(5)?),
-                    "source": r.get::<_, String>(6)?,
-                }))
+                Ok(UpgradeRow {
+                    license_id: r.get(0)?,
+                    // Filed through the API: stored as '', answered as null.
+                    cluster_id: (!cluster.is_empty()).then_some(cluster),
+                    requested_tier: r.get(2)?,
+                    message: r.get(3)?,
+                    time: rfc3339(r.get(4)?),
+                    received_at: rfc3339(r.get(5)?),
+                    source: r.get(6)?,
+                })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await?;
-    Ok(Json(json!({"upgrade_requests": rows})))
+    Ok(answer(
+        StatusCode::OK,
+        &UpgradeRows {
+            upgrade_requests: rows,
+        },
+    ))
 }

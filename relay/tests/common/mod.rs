@@ -13,6 +13,8 @@ use kaching_core::cluster::ActivationRequest;
 use kaching_core::heartbeat::Heartbeat;
 use kaching_core::license::{HeartbeatPolicy, License, Limits, Period, Quota};
 use kaching_core::revocation::{RevocationEntry, RevocationList, RevocationStatus};
+use kaching_core::wire::relay::ActivateBody;
+use kaching_core::wire::ErrorBody;
 use kaching_core::{armor, cluster_id, DocKind, LicenseId, SecretKey};
 use kaching_relay::tokens::{self, Scope};
 use kaching_relay::{db, Config};
@@ -73,7 +75,7 @@ pub fn cluster_key(n: u8) -> SecretKey {
     SecretKey::from_seed(&[100 + n; 32])
 }
 
-pub fn activation_body(l: &License, cluster: &SecretKey) -> serde_json::Value {
+pub fn activation_body(l: &License, cluster: &SecretKey) -> ActivateBody {
     let req = ActivationRequest {
         cluster_id: cluster_id(&cluster.public()),
         cluster_key: *cluster.public().as_bytes(),
@@ -81,10 +83,10 @@ pub fn activation_body(l: &License, cluster: &SecretKey) -> serde_json::Value {
         nodes: 3,
         created: now(),
     };
-    serde_json::json!({
-        "license": armored_license(l, &vendor()),
-        "activation_request": armor::armor(DocKind::ActivationRequest, &req.sign(cluster)),
-    })
+    ActivateBody {
+        license: armored_license(l, &vendor()),
+        activation_request: armor::armor(DocKind::ActivationRequest, &req.sign(cluster)),
+    }
 }
 
 pub fn beat(l: &License, cluster: &SecretKey, seq: u64) -> Heartbeat {
@@ -224,7 +226,13 @@ impl Relay {
             .expect("heartbeat")
     }
 
-    pub async fn get_json(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
+    /// `GET path` with `token`: the status and the body read as `T` (a body
+    /// that is not a `T` fails the test, showing the body).
+    pub async fn get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> (u16, T) {
         let r = self
             .http
             .get(self.url(path))
@@ -233,7 +241,29 @@ impl Relay {
             .await
             .expect("get");
         let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        let text = r.text().await.expect("body");
+        match serde_json::from_str(&text) {
+            Ok(v) => (status, v),
+            Err(e) => panic!(
+                "GET {path} ({status}): body is not a {}: {e}: {text}",
+                std::any::type_name::<T>()
+            ),
+        }
+    }
+
+    /// `POST /v1/upgrade-requests` for `l` and `tier` with `token`.
+    pub async fn file_upgrade(&self, token: &str, l: &License, tier: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/upgrade-requests"))
+            .bearer_auth(token)
+            .json(&kaching_core::wire::relay::FileUpgrade {
+                license_id: l.id.to_string(),
+                requested_tier: tier.into(),
+                message: String::new(),
+            })
+            .send()
+            .await
+            .expect("file upgrade")
     }
 
     pub async fn publish(&self, token: &str, list: Vec<u8>) -> reqwest::Response {
@@ -264,11 +294,22 @@ impl Relay {
 
 pub async fn error_code(r: reqwest::Response) -> (u16, String) {
     let status = r.status().as_u16();
-    let v: serde_json::Value = r.json().await.unwrap_or_default();
-    (
-        status,
-        v["error"]["code"].as_str().unwrap_or("").to_string(),
-    )
+    let code = r
+        .json::<ErrorBody>()
+        .await
+        .map(|b| b.error.code)
+        .unwrap_or_default();
+    (status, code)
+}
+
+/// The status and error body of an answer that must be an error.
+pub async fn error_body(r: reqwest::Response) -> (u16, ErrorBody) {
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    match serde_json::from_str(&text) {
+        Ok(b) => (status, b),
+        Err(e) => panic!("{status}: not an error body: {e}: {text}"),
+    }
 }
 
 /// Starts the relay binary with `serve --config`; returns it and the address it printed.

@@ -3,7 +3,6 @@
 //! person at the terminal go to stderr.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal as _;
 use std::path::Path;
 
 use anyhow::Context;
@@ -24,24 +23,24 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             command: AuditCommand::Verify,
         } => audit_verify(&load()?.db_path()),
         Command::RelayKey => relay_key(&load()?.key_path()),
-        Command::Completions { shell } => completions(shell),
-        Command::Man { out } => man(out.as_deref()),
+        Command::Completions { shell } => Ok(kaching_kit::manual::completions(
+            crate::cli::command(),
+            shell,
+        )?),
+        Command::Man { out } => Ok(kaching_kit::manual::man(
+            crate::cli::command(),
+            out.as_deref(),
+        )?),
     }
 }
 
 /// `serve`: logs to stderr, prints the bound address, serves until SIGTERM or Ctrl-C.
 fn serve(config: Config) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Escape codes belong on a terminal, not in log files or journald.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    // Refuse a config without vendor keys before taking the port.
+    kaching_kit::log::init("info");
+    // Refuse a config without vendor keys, or with a tier catalog that does
+    // not load, before taking the port.
     config.trusted_keys()?;
+    config.tier_catalog()?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -116,36 +115,5 @@ fn relay_key(key_path: &Path) -> anyhow::Result<()> {
     let key = state::load_or_create_key(key_path)?;
     stdout::print(&key.public().to_pem())?;
     eprintln!("kid {}", key.public().kid());
-    Ok(())
-}
-
-/// `completions <shell>`: the script for `shell`, from the clap definition.
-fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
-    let mut cmd = crate::cli::command();
-    let mut buf = Vec::new();
-    clap_complete::generate(shell, &mut cmd, "kaching-relay", &mut buf);
-    stdout::print(&String::from_utf8_lossy(&buf))?;
-    Ok(())
-}
-
-/// `man [--out DIR]`: the top page on stdout, or every page into `DIR`.
-fn man(dir: Option<&Path>) -> anyhow::Result<()> {
-    let cmd = crate::cli::command();
-    match dir {
-        None => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut buf)
-                .context("cannot render the man page")?;
-            stdout::print(&String::from_utf8_lossy(&buf))?;
-        }
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            clap_mangen::generate_to(cmd, dir)
-                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
-            eprintln!("wrote man pages into {}", dir.display());
-        }
-    }
     Ok(())
 }

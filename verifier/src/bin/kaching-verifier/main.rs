@@ -25,13 +25,6 @@ fn main() -> ExitCode {
         cli::Command::Run { .. } => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KACHING_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    kaching_kit::log::init(default_level);
     error::exit_code(commands::dispatch(cli.command))
 }
