@@ -718,6 +718,48 @@ fn attack_status_into_closed_pipe() {
 }
 
 #[test]
+fn status_url_takes_a_token_file() {
+    let (dir, cfg) = setup(Some(&standard_license()));
+    let token = dir.path().join("api.token");
+    std::fs::write(&token, "s3cret-token-for-status\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let conf = write_config(
+        dir.path(),
+        &cfg,
+        &format!("token_file = {:?}", token.display().to_string()),
+    );
+    let d = Proc::start(dir.path(), &conf);
+    let url = format!("http://{}", d.addr);
+    // Another operator's machine: a config that names no token.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, "").unwrap();
+    let bare = verifier()
+        .args(["status", "--url", &url])
+        .env("KACHING_CONFIG", &other)
+        .env_remove("KACHING_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bare.stderr);
+    assert_ne!(bare.status.code(), Some(0), "{err}");
+    assert!(err.contains("401") && err.contains("Bearer"), "{err}");
+    let with = verifier()
+        .args(["status", "--url", &url, "--token-file"])
+        .arg(&token)
+        .env("KACHING_CONFIG", &other)
+        .env_remove("KACHING_TOKEN")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&with.stdout);
+    assert_eq!(
+        with.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert!(out.contains("state      active"), "{out}");
+}
+
+#[test]
 fn attack_check_without_config_creates_nothing() {
     if Path::new("/etc/kaching/verifier.toml").exists() {
         eprintln!("skipped: /etc/kaching/verifier.toml exists on this machine");

@@ -47,6 +47,10 @@ pub enum Command {
         /// Daemon URL (default: from the config's listen address).
         #[arg(long)]
         url: Option<String>,
+        /// File holding the daemon's API token (instead of the config's
+        /// `token_file`), e.g. for a verifier on another address.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
     },
     /// Write a signed activation request for this cluster (send it to your vendor).
     ActivationRequest {

@@ -76,8 +76,17 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             }
             Ok(exit::for_state(published.verdict.state))
         }
-        Command::Status { config, json, url } => {
-            let cfg = load_config(config, Fallback::Defaults, "status")?;
+        Command::Status {
+            config,
+            json,
+            url,
+            token_file,
+        } => {
+            let mut cfg = load_config(config, Fallback::Defaults, "status")?;
+            if let Some(file) = token_file {
+                cfg.token = None;
+                cfg.token_file = Some(file);
+            }
             kaching_verifier::status::show(&cfg, url, json)?;
             Ok(0)
         }
