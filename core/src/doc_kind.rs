@@ -24,17 +24,20 @@ pub enum DocKind {
     Heartbeat,
     /// A relay's signed statement of its time and the latest revocation version.
     RelayTime,
+    /// The vendor's root of trust: keys, roles, thresholds (a COSE_Sign).
+    Root,
 }
 
 impl DocKind {
     /// Every kind, in a stable order.
-    pub const ALL: [DocKind; 6] = [
+    pub const ALL: [DocKind; 7] = [
         DocKind::License,
         DocKind::RevocationList,
         DocKind::ActivationRequest,
         DocKind::UsageReport,
         DocKind::Heartbeat,
         DocKind::RelayTime,
+        DocKind::Root,
     ];
 
     /// The COSE content type (header label 3) naming this kind.
@@ -46,6 +49,7 @@ impl DocKind {
             DocKind::UsageReport => "application/vnd.kaching.usage+cbor",
             DocKind::Heartbeat => "application/vnd.kaching.heartbeat+cbor",
             DocKind::RelayTime => "application/vnd.kaching.relay-time+cbor",
+            DocKind::Root => "application/vnd.kaching.root+cbor",
         }
     }
 
@@ -58,6 +62,7 @@ impl DocKind {
             DocKind::UsageReport => "KACHING USAGE REPORT",
             DocKind::Heartbeat => "KACHING HEARTBEAT",
             DocKind::RelayTime => "KACHING RELAY TIME",
+            DocKind::Root => "KACHING ROOT",
         }
     }
 
@@ -89,6 +94,7 @@ impl fmt::Display for DocKind {
             DocKind::UsageReport => "usage report",
             DocKind::Heartbeat => "heartbeat",
             DocKind::RelayTime => "relay time statement",
+            DocKind::Root => "root of trust",
         })
     }
 }

@@ -55,6 +55,9 @@ pub enum Error {
     /// A key could not be read or is unfit for use.
     #[error("key error: {0}")]
     Key(String),
+    /// A root that does not follow from the trusted one (threshold, version, expiry).
+    #[error("root refused: {0}")]
+    Root(String),
 }
 
 /// Result type of this crate.

@@ -7,6 +7,7 @@
 //! - [`envelope`]: COSE_Sign1 + Ed25519 signing and verification.
 //! - [`license`], [`revocation`], [`cluster`]: the documents.
 //! - [`keys`]: SPKI / PKCS#8 PEM keys and kids.
+//! - [`root`]: the root of trust: keys, roles, thresholds, chained rotation.
 //! - [`policy`]: (license, revocations, state, now) → [`policy::Verdict`].
 //! - [`tiers`]: the tier catalog.
 //! - [`wire`]: the JSON that crosses a process boundary (API answers, errors).
@@ -33,6 +34,7 @@ mod kid;
 pub mod license;
 pub mod policy;
 pub mod revocation;
+pub mod root;
 pub mod status;
 pub mod tiers;
 pub mod time;
