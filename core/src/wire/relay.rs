@@ -126,3 +126,24 @@ pub struct UpgradeRows {
     /// At most 1000.
     pub upgrade_requests: Vec<UpgradeRow>,
 }
+
+/// `GET /v1/roots?after=N`: the vendor's roots newer than version `N`, in
+/// version order, each armored (`-----BEGIN KACHING ROOT-----`). A verifier
+/// takes them one version at a time from the root it trusts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootsAnswer {
+    /// Armored root documents, ascending by version.
+    pub roots: Vec<String>,
+    /// The newest version the relay holds (0: none).
+    pub latest: u64,
+}
+
+/// `PUT /v1/roots` answer: 201 when the root is now the relay's newest,
+/// 200 when it already was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootPublished {
+    /// The root's version.
+    pub version: u64,
+    /// True when this publish moved the relay to it.
+    pub accepted: bool,
+}
