@@ -607,7 +607,8 @@ pub fn inspect_root(bytes: &[u8]) -> Result<(Root, Vec<Kid>)> {
 /// other means and moves one version at a time.
 #[derive(Debug, Clone)]
 pub struct TrustChain {
-    current: VerifiedRoot,
+    /// Every root taken, oldest first; the last is in force. Never empty.
+    walked: Vec<VerifiedRoot>,
 }
 
 /// What [`TrustChain::update`] did.
@@ -625,12 +626,29 @@ pub struct Advanced {
 impl TrustChain {
     /// A chain starting at `root`.
     pub fn new(root: VerifiedRoot) -> TrustChain {
-        TrustChain { current: root }
+        TrustChain { walked: vec![root] }
     }
 
     /// The root in force.
     pub fn current(&self) -> &VerifiedRoot {
-        &self.current
+        // `walked` starts with one root and only grows.
+        &self.walked[self.walked.len() - 1]
+    }
+
+    /// Every root taken, oldest first (the first is the one trusted by
+    /// other means); the last is [`TrustChain::current`].
+    pub fn walked(&self) -> &[VerifiedRoot] {
+        &self.walked
+    }
+
+    /// The roles `kid` played in the newest root that had it, and that
+    /// root's version: why a key that signs nothing now once did.
+    pub fn former_roles(&self, kid: &Kid) -> Option<(u64, Vec<Role>)> {
+        self.walked
+            .iter()
+            .rev()
+            .map(|v| (v.root.version, v.root.roles_of(kid)))
+            .find(|(_, roles)| !roles.is_empty())
     }
 
     /// Takes whatever newer roots `candidates` hold (files in a trust
@@ -646,7 +664,7 @@ impl TrustChain {
         let mut out = Advanced::default();
         for c in candidates {
             match inspect_root(c) {
-                Ok((r, _)) if r.version > self.current.root.version => {
+                Ok((r, _)) if r.version > self.current().root.version => {
                     by_version.entry(r.version).or_default().push(c)
                 }
                 Ok(_) => {}
@@ -654,19 +672,19 @@ impl TrustChain {
             }
         }
         loop {
-            let next = self.current.root.version.saturating_add(1);
+            let next = self.current().root.version.saturating_add(1);
             let Some(found) = by_version.remove(&next) else {
                 break;
             };
             let mut took = false;
             for bytes in found {
-                match verify_next_root(&self.current.root, bytes, now) {
+                match verify_next_root(&self.current().root, bytes, now) {
                     Ok(v) => {
                         if v.root.revocation_floor.is_some() {
                             out.revocation_floor = v.root.revocation_floor;
                         }
                         out.versions.push(v.root.version);
-                        self.current = v;
+                        self.walked.push(v);
                         took = true;
                         break;
                     }
@@ -678,10 +696,10 @@ impl TrustChain {
             }
         }
         for (v, _) in by_version {
-            if v > self.current.root.version {
+            let at = self.current().root.version;
+            if v > at {
                 out.refused.push(format!(
-                    "root v{v}: not reachable from the trusted root v{} (a version in between is missing or refused)",
-                    self.current.root.version
+                    "root v{v}: not reachable from the trusted root v{at} (a version in between is missing or refused)"
                 ));
             }
         }

@@ -65,6 +65,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     let v1 = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/quotas", get(quotas))
+        .route("/v1/license", get(license))
         .route("/v1/features/{name}", get(feature))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{node_id}", put(lease).delete(release))
@@ -144,6 +145,11 @@ async fn healthz() -> Json<Health> {
 
 async fn status(State(st): State<AppState>) -> Response {
     let bytes = st.handle.published.borrow().status_json.clone();
+    json_bytes(StatusCode::OK, bytes)
+}
+
+async fn license(State(st): State<AppState>) -> Response {
+    let bytes = st.handle.published.borrow().license_json.clone();
     json_bytes(StatusCode::OK, bytes)
 }
 

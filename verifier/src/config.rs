@@ -111,6 +111,11 @@ pub struct Config {
     /// Where "now" comes from. Not configurable from files: tests inject
     /// offsets here to simulate a clock wound back.
     pub clock: Clock,
+    /// A root of trust pinned by the program that embeds the verifier (not
+    /// settable from TOML or the environment: an editable file is exactly
+    /// what pinning avoids). `None`: the root built into the binary, if any
+    /// (`KACHING_PINNED_ROOT` at build time), else development trust.
+    pub pinned_root: Option<std::sync::Arc<[u8]>>,
 }
 
 impl Default for Config {
@@ -139,6 +144,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             tiers: None,
             relay: RelayConfig::default(),
+            pinned_root: None,
             clock: Clock::system(),
         }
     }
@@ -223,6 +229,7 @@ impl Config {
             license: self.license.clone(),
             trusted_keys: self.trusted_keys.clone(),
             revocations: self.revocations.clone(),
+            roots: crate::loader::roots_folder(&self.trusted_keys),
         }
     }
 

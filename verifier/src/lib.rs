@@ -5,7 +5,8 @@
 //! and answers BZZZ and WHOOSH through a local HTTP API. Start it with [`run`].
 //!
 //! Modules, lowest first (none imports one above it): [`clock`], [`config`]
-//! (TOML + env), [`state`] (SQLite), [`identity`] (cluster key), [`loader`]
+//! (TOML + env), [`state`] (SQLite), [`identity`] (cluster key), [`trust`]
+//! (pinned or development trust, the root chain), [`loader`]
 //! (reading and verifying files), [`reader`] (the thread that reads them),
 //! [`engine`] (state, verdicts, writes, last-known-good, the engine's half of
 //! connected mode), [`actor`] (the engine's thread), [`watcher`] (file
@@ -31,6 +32,7 @@ pub mod relay;
 pub mod report;
 pub mod state;
 pub mod status;
+pub mod trust;
 pub mod watcher;
 
 use std::future::Future;
@@ -78,6 +80,13 @@ pub async fn run(
         .await
         .context("engine start panicked")??;
     let cluster_id = engine.identity.cluster_id.clone();
+    if engine.trust_mode() == trust::Mode::Development {
+        tracing::warn!(
+            trusted_keys = %watch_cfg.trusted_keys.display(),
+            "development build: no root of trust is built in, so trust comes from the trusted-keys file, \
+             which anyone who can edit it controls; ship a pinned build (docs/verifier.md)"
+        );
+    }
     let (handle, engine_thread) = actor::spawn(engine, clock)?;
     let _watcher = watcher::spawn(&watch_cfg, handle.tx.clone())
         .context("cannot watch the license folders")?;

@@ -14,6 +14,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::trust::Trust;
+use kaching_core::root::Role;
 use kaching_core::{
     verify_license, verify_revocation_list, TrustedKeys, VerifiedLicense, VerifiedRevocationList,
     MAX_DOCUMENT_SIZE,
@@ -131,6 +133,9 @@ pub struct Watched {
     pub trusted_keys: PathBuf,
     /// Revocation list.
     pub revocations: PathBuf,
+    /// Folder of newer roots of trust (`roots/` beside the trusted keys):
+    /// each file in it is offered to the chain.
+    pub roots: PathBuf,
 }
 
 impl Watched {
@@ -148,7 +153,12 @@ impl Watched {
     /// Stamps of every watched file (see [`fingerprint`]).
     pub fn fingerprint(&self, progress: &mut dyn FnMut(&Path)) -> Vec<FileStamp> {
         fingerprint_with(
-            &[&self.license, &self.trusted_keys, &self.revocations],
+            &[
+                &self.license,
+                &self.trusted_keys,
+                &self.revocations,
+                &self.roots,
+            ],
             progress,
         )
     }
@@ -176,7 +186,17 @@ pub struct FileSet {
     pub revocations: Loaded<Vec<u8>>,
     /// The license.
     pub license: LicenseBytes,
+    /// Each file of the roots folder (empty when there is none).
+    pub roots: Vec<(PathBuf, Loaded<Vec<u8>>)>,
 }
+
+/// The folder newer roots are dropped into: `roots/` beside the trusted keys.
+pub fn roots_folder(trusted_keys: &Path) -> PathBuf {
+    kaching_kit::fs::parent_of(trusted_keys).join("roots")
+}
+
+/// At most this many files of the roots folder are read in one pass.
+pub const MAX_ROOT_FILES: usize = 64;
 
 const SIGNED_FILE: &str = "the signed file from your vendor";
 const KEYS_FILE: &str = "the vendor's public key file";
@@ -209,12 +229,26 @@ pub fn read_files(
     } else {
         LicenseBytes::File(read_regular(&w.license, MAX_FILE_BYTES, SIGNED_FILE))
     };
+    let roots = if w.roots.is_dir() {
+        folder_files(&w.roots)
+            .into_iter()
+            .take(MAX_ROOT_FILES)
+            .map(|f| {
+                progress(&w.roots);
+                let r = read_regular(&f, MAX_FILE_BYTES, "a root of trust from your vendor");
+                (f, r)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     FileSet {
         seq,
         fingerprint,
         keys,
         revocations,
         license,
+        roots,
     }
 }
 
@@ -240,9 +274,22 @@ pub fn keys_from(path: &Path, read: Loaded<Vec<u8>>) -> Loaded<TrustedKeys> {
 pub fn verify_license_bytes(
     path: &Path,
     bytes: &[u8],
-    keys: &TrustedKeys,
+    trust: &Trust,
 ) -> Result<VerifiedLicense, String> {
-    verify_license(bytes, keys).map_err(|e| format!("{}: {e}", path.display()))
+    verify_license(bytes, &trust.issuers)
+        .map_err(|e| format!("{}: {}", path.display(), explained(&e, trust, Role::Issuer)))
+}
+
+/// The verification error, with why its key does not count when the root
+/// chain knows that key (rotated out, or a key of another role).
+fn explained(e: &kaching_core::Error, trust: &Trust, role: Role) -> String {
+    match e {
+        kaching_core::Error::UnknownKey(kid) => match trust.explain(kid, role) {
+            Some(why) => format!("signed by key {kid}, which does not count here: {why}"),
+            None => e.to_string(),
+        },
+        _ => e.to_string(),
+    }
 }
 
 /// Verifies the license read from `path`. In a folder every file is tried;
@@ -250,14 +297,14 @@ pub fn verify_license_bytes(
 pub fn license_from(
     path: &Path,
     read: &LicenseBytes,
-    keys: &TrustedKeys,
+    trust: &Trust,
     fits: impl Fn(&VerifiedLicense) -> bool,
 ) -> Loaded<VerifiedLicense> {
     let files = match read {
         LicenseBytes::File(Loaded::Missing) => return Loaded::Missing,
         LicenseBytes::File(Loaded::Rejected(e)) => return Loaded::Rejected(e.clone()),
         LicenseBytes::File(Loaded::Good(bytes)) => {
-            return match verify_license_bytes(path, bytes, keys) {
+            return match verify_license_bytes(path, bytes, trust) {
                 Ok(v) => Loaded::Good(v),
                 Err(e) => Loaded::Rejected(e),
             }
@@ -268,7 +315,7 @@ pub fn license_from(
     let mut errors = Vec::new();
     for (file, read) in files {
         match read {
-            Loaded::Good(bytes) => match verify_license_bytes(file, bytes, keys) {
+            Loaded::Good(bytes) => match verify_license_bytes(file, bytes, trust) {
                 Ok(v) => good.push(v),
                 Err(e) => errors.push(e),
             },
@@ -289,14 +336,18 @@ pub fn license_from(
 pub fn revocations_from(
     path: &Path,
     read: Loaded<Vec<u8>>,
-    keys: &TrustedKeys,
+    trust: &Trust,
 ) -> Loaded<VerifiedRevocationList> {
     match read {
         Loaded::Missing => Loaded::Missing,
         Loaded::Rejected(e) => Loaded::Rejected(e),
-        Loaded::Good(bytes) => match verify_revocation_list(&bytes, keys) {
+        Loaded::Good(bytes) => match verify_revocation_list(&bytes, &trust.revokers) {
             Ok(v) => Loaded::Good(v),
-            Err(e) => Loaded::Rejected(format!("{}: {e}", path.display())),
+            Err(e) => Loaded::Rejected(format!(
+                "{}: {}",
+                path.display(),
+                explained(&e, trust, Role::Revoker)
+            )),
         },
     }
 }

@@ -167,6 +167,7 @@ mod tests {
             license: dir.join("license.lic"),
             trusted_keys: dir.join("vendor.pub"),
             revocations: dir.join("revocations.krl"),
+            roots: dir.join("roots"),
         }
     }
 

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (metric, bucket));
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY, status INTEGER NOT NULL, body TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (version INTEGER PRIMARY KEY, bytes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS upgrade_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, requested_tier TEXT NOT NULL,
     message TEXT NOT NULL, time INTEGER NOT NULL, reported INTEGER NOT NULL DEFAULT 0);
@@ -202,6 +203,59 @@ impl Db {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Roots taken through the chain, ascending by version: a restart (or
+    /// a deleted roots folder) never goes back to an older root.
+    pub fn roots(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT bytes FROM roots ORDER BY version")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<Vec<Vec<u8>>, _>>()?)
+    }
+
+    /// The newest root version recorded (`None`: none yet).
+    pub fn latest_root_version(&self) -> anyhow::Result<Option<u64>> {
+        let v: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(version) FROM roots", [], |r| r.get(0))?;
+        Ok(v.map(u))
+    }
+
+    /// Records a root taken through the chain; with `revocation_floor`, the
+    /// revocation high-water mark is reset to it in the same transaction
+    /// (the list recorded with it is dropped: the rotation withdrew the key
+    /// that may have signed it).
+    pub fn store_root(
+        &mut self,
+        version: u64,
+        bytes: &[u8],
+        revocation_floor: Option<u64>,
+    ) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO roots (version, bytes) VALUES (?1, ?2)",
+            params![i(version), bytes],
+        )?;
+        if let Some(floor) = revocation_floor {
+            tx.execute(
+                "DELETE FROM meta WHERE key IN ('revocation_version', 'revocation_bytes')",
+                [],
+            )?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('revocation_floor', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![i(floor).to_string().into_bytes()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The revocation-version floor a root rotation set (lists must be above it).
+    pub fn revocation_floor(&self) -> anyhow::Result<Option<u64>> {
+        Ok(self.meta_i64("revocation_floor")?.map(u))
     }
 
     /// The last license that verified here (kept when the file later breaks).

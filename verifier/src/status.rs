@@ -67,6 +67,14 @@ pub fn render(b: &VerifierStatus) -> String {
     let mut out = String::new();
     let mut row = |k: &str, v: String| out.push_str(&format!("{k:<10} {v}\n"));
     row("cluster", b.cluster_id.clone());
+    if b.trust == "development" {
+        row(
+            "trust",
+            "development build: trust comes from an editable file (see docs/verifier.md)".into(),
+        );
+    } else if let Some(v) = b.root_version {
+        row("trust", format!("{} root v{v}", b.trust));
+    }
     row(
         "license",
         format!("{} ({})", opt(&st.license_id), opt(&st.customer)),
@@ -158,6 +166,8 @@ mod tests {
             evaluated_at: String::new(),
             rejections: Vec::new(),
             trusted_time: String::new(),
+            trust: "development".into(),
+            root_version: None,
             relay,
         }
     }

@@ -577,7 +577,7 @@ fn attack_world_readable_cluster_key_refused() {
     let (dir, cfg) = setup(Some(&standard_license()));
     let conf = write_config(dir.path(), &cfg, "");
     let out = verifier()
-        .args(["check", "--config"])
+        .args(["check", "--allow-development-trust", "--config"])
         .arg(&conf)
         .output()
         .unwrap();
@@ -799,7 +799,7 @@ fn attack_check_without_config_creates_nothing() {
     let (dir, cfg) = setup(Some(&standard_license()));
     let conf = write_config(dir.path(), &cfg, "");
     let out = verifier()
-        .args(["check", "--config"])
+        .args(["check", "--allow-development-trust", "--config"])
         .arg(&conf)
         .env("HOME", home.path())
         .output()

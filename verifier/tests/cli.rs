@@ -40,7 +40,7 @@ fn verifier() -> Command {
 fn check(dir: &Path, cfg: &Config) -> (i32, Value) {
     let conf = write_config(dir, cfg, "");
     let out = verifier()
-        .args(["check", "--json", "--config"])
+        .args(["check", "--allow-development-trust", "--json", "--config"])
         .arg(&conf)
         .output()
         .unwrap();
@@ -111,7 +111,7 @@ fn missing_state_database_is_an_error_not_a_reset() {
     std::fs::remove_file(cfg.state_dir.join("state.db")).unwrap();
     let conf = write_config(dir.path(), &cfg, "");
     let out = verifier()
-        .args(["check", "--config"])
+        .args(["check", "--allow-development-trust", "--config"])
         .arg(&conf)
         .output()
         .unwrap();
@@ -365,4 +365,23 @@ fn completions_and_man_pages_come_from_the_clap_definition() {
         let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
         assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}");
     }
+}
+
+#[test]
+fn check_refuses_a_development_build_unless_allowed() {
+    let v = Vendor::new();
+    let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let conf = write_config(dir.path(), &cfg, "");
+    let out = verifier()
+        .args(["check", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("development build") && err.contains("--allow-development-trust"),
+        "{err}"
+    );
+    assert_eq!(check(dir.path(), &cfg).0, 0);
 }

@@ -60,9 +60,32 @@ pub struct VerifierStatus {
     pub rejections: Vec<Rejection>,
     /// The trusted-time mark (the latest time this verifier has seen), RFC 3339.
     pub trusted_time: String,
+    /// `pinned` (the vendor's root is built into this verifier) or
+    /// `development` (trust comes from an editable file: anyone who can edit
+    /// it can mint licenses); empty from a verifier older than roots.
+    #[serde(default)]
+    pub trust: String,
+    /// The version of the root of trust in force (absent: no root, a
+    /// development key bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_version: Option<u64>,
     /// Connected mode: the relay conversation; absent when no relay is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayStatus>,
+}
+
+/// `GET /v1/license`: the license in force, as the vendor signed it, so a
+/// runtime that links kaching-core with the same pinned root can verify it
+/// itself rather than believe an answer (a fake daemon can say anything).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenseAnswer {
+    /// The license in force, armored (`-----BEGIN KACHING LICENSE-----`);
+    /// null when none is.
+    pub license: Option<String>,
+    /// `pinned` or `development` (see [`VerifierStatus::trust`]).
+    pub trust: String,
+    /// The root of trust in force, armored; null for a development key bundle.
+    pub root: Option<String>,
 }
 
 /// `GET /v1/quotas`.

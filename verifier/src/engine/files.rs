@@ -15,6 +15,7 @@ use kaching_core::{verify_license, VerifiedLicense};
 use super::revocations::Source;
 use super::{Engine, Event};
 use crate::loader::{self, FileSet, LicenseBytes, Loaded};
+use crate::trust::{self, Mode, Trust};
 
 impl Engine {
     /// Records that a read of the watched file `path` has been stuck for a
@@ -92,7 +93,10 @@ impl Engine {
             self.revocations.as_ref().map(|r| r.list.version),
         );
         self.fingerprint = set.fingerprint;
-        self.reload_keys(set.keys, now);
+        self.reload_trust(set.keys, set.roots, now);
+        // Re-verified under the keys now in force (restore_revocations):
+        // a rotation that removed a revoker withdraws what it signed.
+        self.revocations = None;
         self.reload_revocations(set.revocations, now);
         self.reload_license(&set.license, now);
         let after = (
@@ -106,33 +110,134 @@ impl Engine {
         self.recompute(now);
     }
 
-    fn reload_keys(&mut self, read: Loaded<Vec<u8>>, now: Timestamp) {
-        match loader::keys_from(&self.cfg.trusted_keys, read) {
-            Loaded::Good(k) => {
-                self.keys = Some(k);
-                self.rejections.remove("trusted_keys");
+    /// Establishes what is trusted from this pass: the pinned root (or, in
+    /// a development build, the trusted-keys file: a root or a PEM bundle),
+    /// then every newer root from the state database and the roots folder,
+    /// one version at a time. Roots taken are recorded, so a restart or a
+    /// deleted file never goes back to an older root.
+    fn reload_trust(
+        &mut self,
+        read: Loaded<Vec<u8>>,
+        roots: Vec<(std::path::PathBuf, Loaded<Vec<u8>>)>,
+        now: Timestamp,
+    ) {
+        let path = self.cfg.trusted_keys.clone();
+        let mut candidates: Vec<Vec<u8>> = match self.db.roots() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the recorded roots");
+                Vec::new()
             }
-            Loaded::Missing => {
-                if self.keys.is_some() {
-                    let why = format!(
-                        "trusted keys file {} disappeared; the keys loaded earlier stay in force",
-                        self.cfg.trusted_keys.display()
-                    );
-                    self.reject("trusted_keys", why, now);
-                }
+        };
+        let mut folder_problems = Vec::new();
+        for (_, r) in roots {
+            match r {
+                Loaded::Good(b) => candidates.push(b),
+                Loaded::Rejected(why) => folder_problems.push(why),
+                Loaded::Missing => {}
             }
-            Loaded::Rejected(why) => self.reject("trusted_keys", why, now),
         }
+        let start = match (self.pinned.clone(), read) {
+            (Some(pinned), read) => {
+                match read {
+                    Loaded::Good(b) if trust::is_root(&b) => {
+                        candidates.push(b);
+                        self.rejections.remove("trusted_keys");
+                    }
+                    Loaded::Good(_) => self.reject(
+                        "trusted_keys",
+                        format!(
+                            "{} holds vendor keys, which this build ignores: its trust comes from the root \
+                             built in, and keys count only through it (newer roots go in {})",
+                            path.display(),
+                            self.cfg.watched().roots.display()
+                        ),
+                        now,
+                    ),
+                    Loaded::Rejected(why) => self.reject("trusted_keys", why, now),
+                    Loaded::Missing => {
+                        self.rejections.remove("trusted_keys");
+                    }
+                }
+                (Mode::Pinned, pinned)
+            }
+            (None, Loaded::Good(b)) if trust::is_root(&b) => match trust::verify_pinned(&b) {
+                Ok(v) => {
+                    self.rejections.remove("trusted_keys");
+                    (Mode::Development, v)
+                }
+                Err(e) => {
+                    self.reject("trusted_keys", format!("{}: {e:#}", path.display()), now);
+                    return;
+                }
+            },
+            (None, read) => {
+                match loader::keys_from(&path, read) {
+                    Loaded::Good(k) => {
+                        self.trust = Some(Trust::from_keys(k));
+                        self.rejections.remove("trusted_keys");
+                    }
+                    Loaded::Missing => {
+                        if self.trust.is_some() {
+                            let why = format!(
+                                "trusted keys file {} disappeared; the keys loaded earlier stay in force",
+                                path.display()
+                            );
+                            self.reject("trusted_keys", why, now);
+                        }
+                    }
+                    Loaded::Rejected(why) => self.reject("trusted_keys", why, now),
+                }
+                return;
+            }
+        };
+        let (mode, start) = start;
+        let recorded = match self.db.latest_root_version() {
+            Ok(v) => v.unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the recorded roots");
+                u64::MAX
+            }
+        };
+        let before = self.trust.as_ref().and_then(Trust::root_version);
+        let (chain, advanced) = trust::walk(start, candidates.iter().map(Vec::as_slice), now);
+        // Record each root the first time it is taken (the floor reset, too,
+        // happens once: when the rotation that carries it is first taken).
+        for v in chain.walked().iter().skip(1) {
+            if v.root.version <= recorded {
+                continue;
+            }
+            match self
+                .db
+                .store_root(v.root.version, &v.bytes, v.root.revocation_floor)
+            {
+                Ok(()) if v.root.revocation_floor.is_some() => self.revocations = None,
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot record a root"),
+            }
+        }
+        folder_problems.extend(advanced.refused);
+        if folder_problems.is_empty() {
+            self.rejections.remove("roots");
+        } else {
+            self.reject("roots", folder_problems.join("; "), now);
+        }
+        let t = Trust::from_chain(mode, chain);
+        let after = t.root_version();
+        if before != after {
+            tracing::info!(root = ?after, trust = mode.as_str(), "root of trust in force");
+        }
+        self.trust = Some(t);
     }
 
     fn reload_revocations(&mut self, read: Loaded<Vec<u8>>, now: Timestamp) {
-        let Some(keys) = self.keys.clone() else {
+        let Some(trust) = self.trust.clone() else {
             return;
         };
         // The accepted list lives in the database: deleting or rolling back
         // the file never lifts a revocation.
-        self.restore_revocations(&keys);
-        match loader::revocations_from(&self.cfg.revocations, read, &keys) {
+        self.restore_revocations(&trust.revokers);
+        match loader::revocations_from(&self.cfg.revocations, read, &trust) {
             Loaded::Missing => {}
             Loaded::Rejected(why) => self.reject("revocations", why, now),
             Loaded::Good(v) => {
@@ -145,7 +250,7 @@ impl Engine {
     }
 
     fn reload_license(&mut self, read: &LicenseBytes, now: Timestamp) {
-        let Some(keys) = self.keys.clone() else {
+        let Some(trust) = self.trust.clone() else {
             self.license = None;
             self.license_problem = Some(match self.rejections.get("trusted_keys") {
                 Some(r) => format!("no usable trusted vendor keys: {}", r.reason),
@@ -163,9 +268,9 @@ impl Engine {
             .as_ref()
             .map(|l| l.bytes.clone())
             .or_else(|| self.db.last_good_license().ok().flatten())
-            .and_then(|b| verify_license(&b, &keys).ok())
+            .and_then(|b| verify_license(&b, &trust.issuers).ok())
             .filter(|v| self.fits(v));
-        match loader::license_from(&self.cfg.license, read, &keys, |v| self.fits(v)) {
+        match loader::license_from(&self.cfg.license, read, &trust, |v| self.fits(v)) {
             Loaded::Good(v) if self.fits(&v) => {
                 if self.license.as_ref().map(|l| &l.bytes) != Some(&v.bytes) {
                     if let Err(e) = self.db.store_license(&v.bytes) {

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use kaching_core::time::{period_key, rfc3339, Timestamp};
-use kaching_core::wire::verifier::{Rejection, VerifierStatus};
+use kaching_core::wire::verifier::{LicenseAnswer, Rejection, VerifierStatus};
 use kaching_core::wire::LicenseStatus;
 use kaching_core::{
-    evaluate, LicenseInput, Settings, Snapshot, TierCatalog, TrustedKeys, VerifiedLicense,
+    evaluate, LicenseInput, Settings, Snapshot, TierCatalog, VerifiedLicense,
     VerifiedRevocationList,
 };
 
@@ -28,6 +28,8 @@ use crate::config::Config;
 use crate::identity::{Identity, KEY_FILE};
 use crate::loader;
 use crate::state::{Db, DB_FILE};
+use crate::trust::Trust;
+use kaching_core::root::VerifiedRoot;
 
 pub mod files;
 pub mod published;
@@ -52,8 +54,12 @@ pub struct Engine {
     pub(crate) db: Db,
     /// The cluster key and id.
     pub identity: Identity,
-    /// Vendor keys in force (last-known-good); `None` until a keys file loads.
-    pub(crate) keys: Option<TrustedKeys>,
+    /// The root pinned in the build (or by an embedding program), verified
+    /// at open; `None`: development trust from the trusted-keys file.
+    pub(crate) pinned: Option<VerifiedRoot>,
+    /// Issuer and revoker keys in force (last-known-good), and the root
+    /// chain they come from; `None` until trust is established.
+    pub(crate) trust: Option<Trust>,
     /// License in force (last-known-good).
     pub(crate) license: Option<VerifiedLicense>,
     /// Why there is no license in force, when a file was there but refused.
@@ -128,6 +134,14 @@ impl Engine {
                 dir.display()
             );
         }
+        let pinned_bytes: Option<Vec<u8>> = match &cfg.pinned_root {
+            Some(b) => Some(b.to_vec()),
+            None => crate::trust::built_in_root().map(<[u8]>::to_vec),
+        };
+        let pinned = match pinned_bytes {
+            Some(bytes) => Some(crate::trust::verify_pinned(&bytes)?),
+            None => None,
+        };
         let identity = Identity::load_or_create(dir, create)?;
         let db = Db::open(dir, create)?;
         let now = cfg.clock.now();
@@ -169,7 +183,8 @@ impl Engine {
             catalog,
             db,
             identity,
-            keys: None,
+            pinned,
+            trust: None,
             license: None,
             license_problem: None,
             revocations: None,
@@ -212,6 +227,15 @@ impl Engine {
     /// What the API serves now.
     pub fn current(&self) -> Arc<Published> {
         Arc::clone(&self.current)
+    }
+
+    /// Pinned (a root built in or handed in) or development trust.
+    pub fn trust_mode(&self) -> crate::trust::Mode {
+        if self.pinned.is_some() {
+            crate::trust::Mode::Pinned
+        } else {
+            crate::trust::Mode::Development
+        }
     }
 
     /// The license in force, if any.
@@ -271,7 +295,7 @@ impl Engine {
                 r.reason,
                 if match r.file.as_str() {
                     "license" => self.license.is_some(),
-                    "trusted_keys" => self.keys.is_some(),
+                    "trusted_keys" | "roots" => self.trust.is_some(),
                     _ => self.revocations.is_some(),
                 } {
                     " (the last good one stays in force)"
@@ -286,6 +310,8 @@ impl Engine {
             evaluated_at: rfc3339(now),
             rejections,
             trusted_time: rfc3339(self.mark),
+            trust: self.trust_mode().as_str().into(),
+            root_version: self.trust.as_ref().and_then(Trust::root_version),
             relay: self.relay.status(),
         };
         let changed = published::event_key(&body) != published::event_key(&self.current.status);
@@ -298,7 +324,17 @@ impl Engine {
                 .map(|h| h.offline_grace),
             now,
         );
-        let next = Published::new(verdict, body);
+        let license = LicenseAnswer {
+            license: self
+                .license
+                .as_ref()
+                .map(|l| kaching_core::armor::armor(kaching_core::DocKind::License, &l.bytes)),
+            trust: self.trust_mode().as_str().into(),
+            root: self.trust.as_ref().and_then(|t| t.chain.as_ref()).map(|c| {
+                kaching_core::armor::armor(kaching_core::DocKind::Root, &c.current().bytes)
+            }),
+        };
+        let next = Published::new(verdict, body, &license);
         if changed {
             self.events.push(Event {
                 kind: "status",

@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use serde::Serialize;
 
-use kaching_core::wire::verifier::{QuotasAnswer, ReloadEvent, VerifierStatus};
+use kaching_core::wire::verifier::{LicenseAnswer, QuotasAnswer, ReloadEvent, VerifierStatus};
 use kaching_core::wire::LicenseStatus;
 use kaching_core::{
     evaluate, LicenseInput, Settings, Snapshot, TierCatalog, Verdict, VerifiedLicense,
@@ -22,11 +22,17 @@ pub struct Published {
     pub status_json: Bytes,
     /// `GET /v1/quotas` body as JSON bytes.
     pub quotas_json: Bytes,
+    /// `GET /v1/license` body as JSON bytes.
+    pub license_json: Bytes,
 }
 
 impl Published {
     /// Renders `status` and the quotas view once, for every reader.
-    pub(crate) fn new(verdict: Verdict, status: VerifierStatus) -> Published {
+    pub(crate) fn new(
+        verdict: Verdict,
+        status: VerifierStatus,
+        license: &LicenseAnswer,
+    ) -> Published {
         let status_json = Bytes::from(serde_json::to_vec(&status).unwrap_or_default());
         let quotas = QuotasAnswer {
             license_id: status.status.license_id.clone(),
@@ -34,11 +40,13 @@ impl Published {
             quotas: verdict.quotas.clone(),
         };
         let quotas_json = Bytes::from(serde_json::to_vec(&quotas).unwrap_or_default());
+        let license_json = Bytes::from(serde_json::to_vec(license).unwrap_or_default());
         Published {
             verdict,
             status,
             status_json,
             quotas_json,
+            license_json,
         }
     }
 
@@ -59,6 +67,8 @@ impl Published {
             evaluated_at: String::new(),
             rejections: Vec::new(),
             trusted_time: String::new(),
+            trust: String::new(),
+            root_version: None,
             relay: None,
         };
         Published {
@@ -66,6 +76,7 @@ impl Published {
             status,
             status_json: Bytes::new(),
             quotas_json: Bytes::new(),
+            license_json: Bytes::new(),
         }
     }
 }

@@ -272,7 +272,7 @@ impl Engine {
     /// A list from the relay: verified under the trusted keys, then the
     /// one acceptance path every list takes ([`Engine::accept_revocations`]).
     fn relay_revocations(&mut self, bytes: &[u8], now: Timestamp) -> Result<bool, String> {
-        let Some(keys) = self.keys.clone() else {
+        let Some(keys) = self.trust.as_ref().map(|t| t.revokers.clone()) else {
             return Err(
                 "no trusted vendor keys loaded: cannot check the relay's revocation list".into(),
             );

@@ -53,7 +53,12 @@ impl Engine {
             .db
             .revocations()
             .map_err(|e| format!("cannot read the recorded revocation list: {e:#}"))?;
-        let highest = stored.as_ref().map(|(h, _)| *h);
+        // After a root rotation reset it, the floor stands in for the mark.
+        let floor = self
+            .db
+            .revocation_floor()
+            .map_err(|e| format!("cannot read the revocation floor: {e:#}"))?;
+        let highest = stored.as_ref().map(|(h, _)| *h).or(floor);
         let current = stored.as_ref().map(|(_, b)| b.as_slice());
         match accept_revocation_list(&v, highest, current).map_err(|e| e.to_string())? {
             Acceptance::Same => {

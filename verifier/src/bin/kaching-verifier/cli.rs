@@ -34,6 +34,11 @@ pub enum Command {
         /// Print the status JSON instead of a summary.
         #[arg(long)]
         json: bool,
+        /// Accept a development build (no root of trust built in: trust
+        /// comes from the editable trusted-keys file). Without it, such a
+        /// build exits 1 whatever the license says.
+        #[arg(long)]
+        allow_development_trust: bool,
     },
     /// Ask the running daemon for its status and print it.
     Status {

@@ -58,9 +58,25 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             run_daemon(cfg)?;
             Ok(0)
         }
-        Command::Check { config, json } => {
+        Command::Check {
+            config,
+            json,
+            allow_development_trust,
+        } => {
             let cfg = load_config(config, Fallback::Refuse, "check")?;
+            let trusted_keys = cfg.trusted_keys.clone();
             let engine = Engine::open(cfg, true)?;
+            if engine.trust_mode() == kaching_verifier::trust::Mode::Development
+                && !allow_development_trust
+            {
+                anyhow::bail!(
+                    "this is a development build: no root of trust is built in, so trust comes from {}, \
+                     which anyone who can edit it controls. Use a verifier built with the vendor's root \
+                     (KACHING_PINNED_ROOT, docs/verifier.md \"Pinned and development builds\"), or pass \
+                     --allow-development-trust to check anyway",
+                    trusted_keys.display()
+                );
+            }
             let published = engine.current();
             let text = if json {
                 serde_json::to_string_pretty(&published.status)?
