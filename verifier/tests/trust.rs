@@ -285,3 +285,34 @@ async fn a_runtime_can_verify_the_license_it_is_told_about() {
     assert!(served_root.starts_with("-----BEGIN KACHING ROOT-----"));
     d.stop().await;
 }
+
+#[test]
+fn roots_from_the_relay_take_the_same_chain() {
+    let (_dir, mut cfg) = setup(None);
+    pinned(&mut cfg, &root(1, 10, 20, None));
+    std::fs::write(&cfg.license, license_by(10, 1)).unwrap();
+    let mut e = Engine::open(cfg.clone(), true).unwrap();
+    let offer = |e: &mut Engine, roots: Vec<Vec<u8>>| {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        e.relay_request(kaching_verifier::relay::Request::Roots(roots, tx), now());
+        rx.try_recv().unwrap()
+    };
+    // A skip is refused; the chain in order is taken, and withdraws key 10.
+    let err = offer(&mut e, vec![signed(&root(3, 11, 20, None))]).unwrap_err();
+    assert!(err.contains("not reachable"), "{err}");
+    let taken = offer(
+        &mut e,
+        vec![
+            signed(&root(3, 12, 20, None)),
+            signed(&root(2, 11, 20, None)),
+        ],
+    )
+    .unwrap();
+    assert_eq!(taken, vec![2, 3]);
+    assert_eq!(e.current().status.root_version, Some(3));
+    assert_eq!(state(&e), "invalid", "{}", reason(&e));
+    drop(e);
+    // Recorded: a restart stays at v3.
+    let e = Engine::open(cfg, true).unwrap();
+    assert_eq!(e.current().status.root_version, Some(3));
+}

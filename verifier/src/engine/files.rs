@@ -192,17 +192,33 @@ impl Engine {
             }
         };
         let (mode, start) = start;
+        let (chain, advanced) = trust::walk(start, candidates.iter().map(Vec::as_slice), now);
+        self.record_roots(&chain);
+        folder_problems.extend(advanced.refused);
+        if folder_problems.is_empty() {
+            self.rejections.remove("roots");
+        } else {
+            self.reject("roots", folder_problems.join("; "), now);
+        }
+        let before = self.trust.as_ref().and_then(Trust::root_version);
+        let t = Trust::from_chain(mode, chain);
+        let after = t.root_version();
+        if before != after {
+            tracing::info!(root = ?after, trust = mode.as_str(), "root of trust in force");
+        }
+        self.trust = Some(t);
+    }
+
+    /// Records each root of `chain` the first time it is taken (the floor
+    /// reset, too, happens once: when the rotation carrying it is taken).
+    fn record_roots(&mut self, chain: &kaching_core::root::TrustChain) {
         let recorded = match self.db.latest_root_version() {
             Ok(v) => v.unwrap_or(0),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cannot read the recorded roots");
-                u64::MAX
+                return;
             }
         };
-        let before = self.trust.as_ref().and_then(Trust::root_version);
-        let (chain, advanced) = trust::walk(start, candidates.iter().map(Vec::as_slice), now);
-        // Record each root the first time it is taken (the floor reset, too,
-        // happens once: when the rotation that carries it is first taken).
         for v in chain.walked().iter().skip(1) {
             if v.root.version <= recorded {
                 continue;
@@ -216,18 +232,53 @@ impl Engine {
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot record a root"),
             }
         }
-        folder_problems.extend(advanced.refused);
-        if folder_problems.is_empty() {
-            self.rejections.remove("roots");
-        } else {
-            self.reject("roots", folder_problems.join("; "), now);
+    }
+
+    /// Newer roots from the relay: taken through the chain from the root in
+    /// force, recorded like files, and put in force at once. Returns the
+    /// versions taken.
+    pub(crate) fn extend_roots(
+        &mut self,
+        roots: &[Vec<u8>],
+        now: Timestamp,
+    ) -> Result<Vec<u64>, String> {
+        let Some(t) = self.trust.as_ref() else {
+            return Err("no root of trust in force to extend".into());
+        };
+        let Some(mut chain) = t.chain.clone() else {
+            return Err("trust comes from a key bundle, not a root: roots cannot extend it".into());
+        };
+        let mode = t.mode;
+        let advanced = chain.update(roots.iter().map(Vec::as_slice), now);
+        if advanced.versions.is_empty() {
+            return if advanced.refused.is_empty() {
+                Ok(Vec::new())
+            } else {
+                Err(advanced.refused.join("; "))
+            };
         }
-        let t = Trust::from_chain(mode, chain);
-        let after = t.root_version();
-        if before != after {
-            tracing::info!(root = ?after, trust = mode.as_str(), "root of trust in force");
+        self.record_roots(&chain);
+        self.trust = Some(Trust::from_chain(mode, chain));
+        // Re-verify what is in force under the new keys.
+        if let Some(trust) = self.trust.clone() {
+            self.revocations = None;
+            self.restore_revocations(&trust.revokers);
+            if let Some(l) = &self.license {
+                if kaching_core::verify_license(&l.bytes, &trust.issuers).is_err() {
+                    let why = format!(
+                        "license {} is no longer signed by an issuer key of root v{}",
+                        l.license.id,
+                        trust.root_version().unwrap_or(0)
+                    );
+                    self.reject("license", why.clone(), now);
+                    self.license = None;
+                    self.license_problem = Some(why);
+                }
+            }
         }
-        self.trust = Some(t);
+        tracing::info!(versions = ?advanced.versions, "roots from the relay taken");
+        self.recompute(now);
+        Ok(advanced.versions)
     }
 
     fn reload_revocations(&mut self, read: Loaded<Vec<u8>>, now: Timestamp) {

@@ -20,6 +20,7 @@ use super::revocations::Source;
 use super::Engine;
 use crate::config::RelayConfig;
 use crate::state::Db;
+use crate::trust::Trust;
 
 /// `meta` keys of the relay's persisted state.
 /// Last relay-signed answer.
@@ -126,6 +127,11 @@ pub enum Request {
     Revocations(Vec<u8>, oneshot::Sender<Result<bool, String>>),
     /// The revocation version held.
     Held(oneshot::Sender<u64>),
+    /// The version of the root in force (`None`: no root chain to extend).
+    RootVersion(oneshot::Sender<Option<u64>>),
+    /// Roots from the relay: taken through the chain like files (Ok: the
+    /// versions taken, maybe none).
+    Roots(Vec<Vec<u8>>, oneshot::Sender<Result<Vec<u64>, String>>),
 }
 
 impl Engine {
@@ -150,6 +156,12 @@ impl Engine {
             }
             Request::Revocations(bytes, reply) => {
                 let _ = reply.send(self.relay_revocations(&bytes, now));
+            }
+            Request::RootVersion(reply) => {
+                let _ = reply.send(self.trust.as_ref().and_then(Trust::root_version));
+            }
+            Request::Roots(roots, reply) => {
+                let _ = reply.send(self.extend_roots(&roots, now));
             }
             Request::Held(reply) => {
                 let _ = reply.send(self.revocations.as_ref().map_or(0, |r| r.list.version));

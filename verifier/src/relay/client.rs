@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use kaching_core::heartbeat::{verify_relay_time, RelayTime};
-use kaching_core::wire::relay::ActivateBody;
+use kaching_core::wire::relay::{ActivateBody, RootsAnswer};
 use kaching_core::wire::ErrorBody;
 use kaching_core::{DocKind, PublicKey};
 
@@ -142,6 +142,32 @@ impl Client {
             StatusCode::NOT_MODIFIED | StatusCode::NOT_FOUND => Ok(None),
             _ => Err(refusal(resp, "revocation poll").await),
         }
+    }
+
+    /// `GET /v1/roots?after=N`: the relay's roots newer than `after`, binary.
+    pub async fn roots(&self, after: u64) -> Result<Vec<Vec<u8>>, Failure> {
+        let resp = self
+            .http
+            .get(self.url("/v1/roots"))
+            .query(&[("after", after.to_string())])
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp, "roots request").await);
+        }
+        let answer: RootsAnswer = resp.json().await.map_err(|e| {
+            Failure::Refused(format!("the relay's roots answer is not a roots list: {e}"))
+        })?;
+        answer
+            .roots
+            .iter()
+            .map(|a| {
+                kaching_core::armor::dearmor(a.as_bytes(), Some(DocKind::Root))
+                    .map_err(|e| Failure::Refused(format!("a root from the relay: {e}")))
+            })
+            .collect()
     }
 
     async fn answer(&self, resp: reqwest::Response, what: &str) -> Result<RelayTime, Failure> {

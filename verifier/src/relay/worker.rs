@@ -216,11 +216,34 @@ impl Worker {
         }
     }
 
+    /// Takes the relay's newer roots, if the engine trusts a root chain.
+    /// A relay without roots (or an older one) answers nothing useful; the
+    /// revocation poll reports the relay's health, so failures here are quiet.
+    async fn sync_roots(&self) {
+        let Some(Some(at)) = self.ask(Request::RootVersion).await else {
+            return;
+        };
+        match self.client.roots(at).await {
+            Ok(roots) if !roots.is_empty() => {
+                match self.ask(|reply| Request::Roots(roots, reply)).await {
+                    Some(Ok(taken)) if !taken.is_empty() => {
+                        tracing::info!(?taken, "root of trust rotated through the relay");
+                    }
+                    Some(Err(why)) => tracing::warn!(%why, "roots from the relay refused"),
+                    _ => {}
+                }
+            }
+            Ok(_) => {}
+            Err(f) => tracing::debug!(error = f.message(), "no roots from the relay"),
+        }
+    }
+
     async fn revocations(mut self, wait: Duration) {
         loop {
             if *self.stop.borrow() {
                 break;
             }
+            self.sync_roots().await;
             let Some(held) = self.ask(Request::Held).await else {
                 break;
             };
