@@ -44,12 +44,29 @@ pub struct LicenseStatus {
     pub expires_at: Option<String>,
     /// `exp + grace`, RFC 3339.
     pub grace_ends_at: Option<String>,
-    /// Quota name → used and limit.
+    /// Quota name → used and limit: the license's quotas plus every quota
+    /// name of the tier catalog (limit 0 when the license has none of it),
+    /// so a dashboard always has the same bars; never `{}` with a catalog.
     pub quotas: BTreeMap<String, QuotaJson>,
     /// Tier upgrades worth offering.
     pub upgrade_suggestions: Vec<UpgradeSuggestion>,
     /// Things a person should know now.
     pub warnings: Vec<String>,
+}
+
+impl LicenseStatus {
+    /// The status of `verdict`, with every quota name of `catalog` present
+    /// (limit 0 and used 0 where the license has no such quota, or no
+    /// license is in force).
+    pub fn of(verdict: &Verdict, catalog: &crate::tiers::TierCatalog) -> LicenseStatus {
+        let mut s = LicenseStatus::from(verdict);
+        for name in catalog.quota_names() {
+            s.quotas
+                .entry(name)
+                .or_insert(QuotaJson { used: 0, limit: 0 });
+        }
+        s
+    }
 }
 
 impl From<&Verdict> for LicenseStatus {
@@ -88,5 +105,35 @@ impl From<&Verdict> for LicenseStatus {
             upgrade_suggestions: v.upgrade_suggestions.clone(),
             warnings: v.warnings.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{evaluate, LicenseInput, Settings, Snapshot};
+    use crate::tiers::TierCatalog;
+
+    #[test]
+    fn unlicensed_status_lists_every_catalog_quota_at_zero() {
+        let catalog = TierCatalog::builtin();
+        let v = evaluate(
+            LicenseInput::Missing,
+            None,
+            &Snapshot::default(),
+            &catalog,
+            &Settings::default(),
+            1_790_000_000,
+        );
+        let s = LicenseStatus::of(&v, &catalog);
+        assert!(!s.quotas.is_empty());
+        assert_eq!(
+            s.quotas.keys().cloned().collect::<Vec<_>>(),
+            catalog.quota_names()
+        );
+        assert!(s.quotas.values().all(|q| q.used == 0 && q.limit == 0));
+        // WHOOSH's nullable fields are null without a license, not "".
+        assert_eq!((s.license_id, s.tier, s.expires_at), (None, None, None));
+        assert_eq!(s.status, "unlicensed");
     }
 }

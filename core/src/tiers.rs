@@ -113,6 +113,18 @@ impl TierCatalog {
         all
     }
 
+    /// Every quota name any tier has, sorted.
+    pub fn quota_names(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .tiers
+            .iter()
+            .flat_map(|t| t.quotas.keys().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// The smallest tier that includes a feature.
     pub fn lowest_with_feature(&self, feature: &str) -> Option<&Tier> {
         self.tiers

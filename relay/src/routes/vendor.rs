@@ -118,7 +118,7 @@ async fn status(st: &AppState, id: LicenseId) -> ApiResult<LicenseStatus> {
         &settings,
         now(),
     );
-    Ok(LicenseStatus::from(&verdict))
+    Ok(LicenseStatus::of(&verdict, &st.catalog))
 }
 
 /// `GET /v1/licenses/{id}/status` (whoosh or admin).

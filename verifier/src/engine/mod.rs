@@ -285,7 +285,7 @@ impl Engine {
             now,
         );
         self.mark = self.mark.max(verdict.trusted_time);
-        let mut status = LicenseStatus::from(&verdict);
+        let mut status = LicenseStatus::of(&verdict, &self.catalog);
         let rejections: Vec<Rejection> = self.rejections.values().cloned().collect();
         for r in &rejections {
             status.warnings.push(format!(
