@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use kaching_core::{TierCatalog, TrustedKeys};
+use kaching_core::armor::dearmor;
+use kaching_core::root::{verify_initial_root, VerifiedRoot};
+use kaching_core::{DocKind, TierCatalog, TrustedKeys};
 use kaching_kit::config::{ConfigError, EnvValues, Layers};
 use serde::Deserialize;
 
@@ -22,11 +24,12 @@ const SECTIONS: [&str; 2] = ["rate_limit", "commit"];
 /// The `KACHING_RELAY_*` names the relay reads (lower-cased, without the
 /// prefix). Others are left alone: the verifier's `[relay]` overrides share
 /// the prefix (`KACHING_RELAY_URL`, …) and may sit in the same environment.
-const ENV_KEYS: [&str; 19] = [
+const ENV_KEYS: [&str; 20] = [
     "listen",
     "data_dir",
     "vendor_keys",
     "vendor_keys_file",
+    "root",
     "clock_window",
     "default_offline_grace",
     "long_poll_max",
@@ -70,6 +73,10 @@ pub struct Config {
     pub vendor_keys: Option<String>,
     /// File holding a PEM bundle of trusted vendor public keys.
     pub vendor_keys_file: Option<PathBuf>,
+    /// The vendor's initial root of trust (armored or binary). When set,
+    /// the root decides which keys sign licenses and revocation lists, and
+    /// the relay serves and extends the root chain (`/v1/roots`).
+    pub root: Option<PathBuf>,
     /// Largest distance between a cluster's signed time and the relay clock.
     #[serde(deserialize_with = "kaching_kit::config::duration")]
     pub clock_window: Duration,
@@ -135,6 +142,7 @@ impl Default for Config {
             data_dir: PathBuf::from("/var/lib/kaching-relay"),
             vendor_keys: None,
             vendor_keys_file: None,
+            root: None,
             clock_window: Duration::from_secs(300),
             default_offline_grace: Duration::from_secs(86_400),
             long_poll_max: Duration::from_secs(60),
@@ -248,10 +256,48 @@ impl Config {
                 keys.insert(k.clone());
             }
         }
-        if keys.is_empty() {
+        if keys.is_empty() && self.root_path().is_none() {
             bail!("no trusted vendor keys: set vendor_keys_file (or vendor_keys) to the vendor's public key PEM");
         }
         Ok(keys)
+    }
+
+    /// The `root` file, when set and not empty.
+    pub fn root_path(&self) -> Option<&Path> {
+        self.root.as_deref().filter(|p| !p.as_os_str().is_empty())
+    }
+
+    /// The vendor's initial root from the `root` file (armored or binary),
+    /// verified with its own root keys; `None` when `root` is unset. A file
+    /// that is missing, too large or does not verify is an error naming it.
+    pub fn initial_root(&self) -> anyhow::Result<Option<VerifiedRoot>> {
+        let Some(path) = self.root_path() else {
+            return Ok(None);
+        };
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("cannot read root {} (root)", path.display()))?;
+        if !meta.is_file() {
+            bail!("root {} (root) is not a regular file", path.display());
+        }
+        // Armor adds a third and some lines to the binary limit.
+        let limit = 2 * kaching_core::MAX_DOCUMENT_SIZE as u64;
+        if meta.len() > limit {
+            bail!(
+                "root {} (root) is larger than {limit} bytes: it is not a KACHING root",
+                path.display()
+            );
+        }
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read root {} (root)", path.display()))?;
+        let root = dearmor(&bytes, Some(DocKind::Root))
+            .and_then(|b| verify_initial_root(&b))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "root {} (root) does not verify: {e}; set `root` to the vendor's initial root file (KACHING ROOT)",
+                    path.display()
+                )
+            })?;
+        Ok(Some(root))
     }
 
     /// The tier catalog: the `tiers` file when set, else the built-in one.
@@ -333,6 +379,38 @@ mod tests {
         assert_eq!(c.shutdown_timeout, d.shutdown_timeout);
         assert_eq!(c.public_metrics, d.public_metrics);
         assert_eq!(c.tiers, d.tiers);
+        assert_eq!(c.root, d.root);
+    }
+
+    #[test]
+    fn root_from_environment_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("root.kaching");
+        let c = Config::from_parts(
+            "",
+            [("KACHING_RELAY_ROOT".to_string(), path.display().to_string())],
+        )
+        .expect("config");
+        assert_eq!(c.root_path(), Some(path.as_path()));
+        // Without vendor keys: a root is enough.
+        c.trusted_keys().expect("a root stands in for vendor keys");
+        let e = format!("{:#}", c.initial_root().expect_err("missing"));
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        std::fs::write(
+            &path,
+            "-----BEGIN KACHING ROOT-----\nAAAA\n-----END KACHING ROOT-----\n",
+        )
+        .expect("write");
+        let e = format!("{:#}", c.initial_root().expect_err("not a root"));
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("does not verify"),
+            "{e}"
+        );
+        // Unset or empty: no root, and vendor keys are needed again.
+        let empty = Config::from_parts("", [("KACHING_RELAY_ROOT".to_string(), String::new())])
+            .expect("config");
+        assert!(empty.initial_root().expect("no root").is_none());
+        assert!(empty.trusted_keys().is_err());
     }
 
     #[test]

@@ -58,6 +58,14 @@ CREATE TABLE IF NOT EXISTS revocation_lists (
     kid          TEXT NOT NULL,
     received_at  INTEGER NOT NULL
 );
+-- The vendor's roots of trust (docs/format.md §7.7), each stored as
+-- received; the chain served is walked from the configured `root` one
+-- version at a time (a row that does not follow is ignored).
+CREATE TABLE IF NOT EXISTS roots (
+    version      INTEGER PRIMARY KEY,
+    bytes        BLOB NOT NULL,
+    received_at  INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS upgrade_requests (
     id             INTEGER PRIMARY KEY,
     license_id     TEXT NOT NULL,

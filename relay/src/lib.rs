@@ -28,6 +28,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod ratelimit;
+pub mod roots;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -51,6 +52,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let vendor_keys = config.trusted_keys()?;
+    // Refuses to start, naming the file, when the configured root does not verify.
+    let initial_root = config.initial_root()?;
     let catalog = config.tier_catalog()?;
     let relay_key = state::load_or_create_key(&config.key_path())?;
     let conn = db::open_and_migrate(&config.db_path())?;
@@ -60,7 +63,36 @@ pub async fn run(
     db::mark_serving(&conn, serving_since)?;
     let nofile = kaching_kit::rlimit::raise_nofile();
     let limits = config.limits(nofile);
-    let current = load_current_list(&conn, &vendor_keys)?;
+    let roots = match initial_root {
+        Some(initial) => {
+            if !vendor_keys.is_empty() {
+                tracing::warn!("vendor_keys is ignored while `root` is set: the root's issuer and revoker keys decide");
+            }
+            Some(roots::load_chain(&conn, initial, serving_since)?)
+        }
+        None => None,
+    };
+    if let Some(r) = &roots {
+        let current = r.current();
+        let kid = relay_key.public().kid();
+        if current
+            .root
+            .roles
+            .get(&kaching_core::root::Role::Relay)
+            .is_some_and(|role| !role.kids.contains(&kid))
+        {
+            tracing::warn!(
+                relay_kid = %kid,
+                root_version = current.root.version,
+                "this relay's key is not in the relay role of the root in force: verifiers that check the root refuse its time statements"
+            );
+        }
+    }
+    let list_keys = match &roots {
+        Some(r) => r.keys_for(kaching_core::root::Role::Revoker),
+        None => vendor_keys.clone(),
+    };
+    let current = load_current_list(&conn, &list_keys)?;
     let (writer, writer_thread) = Writer::start(conn, config.commit.max_batch)
         .context("cannot start the database writer thread")?;
     let stop = Shutdown::new();
@@ -69,6 +101,7 @@ pub async fn run(
         readers: db::Readers::new(config.db_path()),
         config,
         vendor_keys,
+        roots,
         relay_key,
         writer: writer.clone(),
         revocations,
@@ -111,7 +144,8 @@ pub async fn run(
     Ok(())
 }
 
-fn load_current_list(
+/// The newest stored revocation list, when it verifies with `keys`.
+pub(crate) fn load_current_list(
     conn: &rusqlite::Connection,
     keys: &kaching_core::TrustedKeys,
 ) -> anyhow::Result<Option<Arc<CurrentList>>> {
@@ -127,7 +161,7 @@ fn load_current_list(
         Some(b) => match verify_revocation_list(&b, keys) {
             Ok(v) => Some(CurrentList::new(v)),
             Err(e) => {
-                tracing::warn!(error = %e, "the stored revocation list no longer verifies with the configured vendor keys; not serving it until a new one is published");
+                tracing::warn!(error = %e, "the stored revocation list no longer verifies with the configured vendor keys (or the root's revoker keys); not serving it until a new one is published");
                 None
             }
         },

@@ -11,7 +11,9 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::db::Readers;
 use crate::metrics::Metrics;
+use crate::roots::Roots;
 use crate::writer::Writer;
+use kaching_core::root::Role;
 
 /// The revocation list being served.
 #[derive(Debug)]
@@ -39,8 +41,11 @@ impl CurrentList {
 pub struct AppState {
     /// The configuration the relay started with.
     pub config: Config,
-    /// Vendor keys licenses and revocation lists must be signed with.
+    /// Vendor keys licenses and revocation lists must be signed with when
+    /// no root of trust is configured (see [`AppState::license_keys`]).
     pub vendor_keys: TrustedKeys,
+    /// The root chain, when `root` is configured: it then decides the keys.
+    pub roots: Option<Roots>,
     /// The relay's key: signs relay-time statements.
     pub relay_key: SecretKey,
     /// The one writer (group commit).
@@ -58,6 +63,24 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Keys a license must be signed with: the `issuer` keys of the root in
+    /// force, or the configured vendor keys when there is no root.
+    pub fn license_keys(&self) -> TrustedKeys {
+        match &self.roots {
+            Some(r) => r.keys_for(Role::Issuer),
+            None => self.vendor_keys.clone(),
+        }
+    }
+
+    /// Keys a revocation list must be signed with: the `revoker` keys of the
+    /// root in force, or the configured vendor keys when there is no root.
+    pub fn revocation_keys(&self) -> TrustedKeys {
+        match &self.roots {
+            Some(r) => r.keys_for(Role::Revoker),
+            None => self.vendor_keys.clone(),
+        }
+    }
+
     /// Version of the list being served (0 when none).
     pub fn revocation_version(&self) -> u64 {
         self.revocations

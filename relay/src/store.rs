@@ -8,6 +8,7 @@ use kaching_core::binding::Hold;
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::heartbeat::Heartbeat;
 use kaching_core::revocation::{accept_revocation_list, Acceptance, VerifiedRevocationList};
+use kaching_core::root::VerifiedRoot;
 
 use crate::error::ApiError;
 
@@ -61,6 +62,15 @@ pub enum Write {
         /// Relay time.
         now: u64,
     },
+    /// `PUT /v1/roots`: a root verified against the one in force.
+    PublishRoot {
+        /// The verified root.
+        root: Box<VerifiedRoot>,
+        /// Token name of the publisher.
+        actor: String,
+        /// Relay time.
+        now: u64,
+    },
     /// `POST /v1/upgrade-requests`.
     FileUpgrade {
         /// License id (UUID text).
@@ -93,6 +103,11 @@ pub enum Outcome {
     Beat,
     /// Revocation list accepted (`Newer`) or already current (`Same`).
     Published(Acceptance),
+    /// Root stored; revocation lists above its `revocation_floor` that were dropped.
+    RootPublished {
+        /// Versions of the dropped lists, ascending.
+        dropped_lists: Vec<u64>,
+    },
     /// Upgrade request stored (`false`: it was a duplicate).
     Filed(bool),
     /// Rows pruned.
@@ -105,6 +120,7 @@ pub fn apply(conn: &Connection, write: Write) -> Result<Outcome, ApiError> {
         Write::Activate(a) => activate(conn, &a),
         Write::Beat { beat, key, now } => heartbeat(conn, &beat, &key, now),
         Write::Publish { list, actor, now } => publish(conn, &list, &actor, now),
+        Write::PublishRoot { root, actor, now } => publish_root(conn, &root, &actor, now),
         Write::FileUpgrade {
             license_id,
             request,
@@ -390,4 +406,45 @@ fn publish(
         )?;
     }
     Ok(Outcome::Published(acceptance))
+}
+
+/// Stores a root the handler verified against the one in force (the
+/// handler holds [`crate::roots::Roots::publish`], so nothing moved since).
+/// A row of the same version that the chain ignored is replaced. A root with
+/// a `revocation_floor` drops the stored lists above it: they are the
+/// fast-forwarded ones it recovers from, and the next list above the floor
+/// becomes the current one.
+fn publish_root(
+    conn: &Connection,
+    v: &VerifiedRoot,
+    actor: &str,
+    now: u64,
+) -> Result<Outcome, ApiError> {
+    let version = v.root.version;
+    conn.execute(
+        "INSERT INTO roots (version, bytes, received_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(version) DO UPDATE SET bytes = excluded.bytes, received_at = excluded.received_at",
+        params![version, v.bytes, now],
+    )?;
+    let mut dropped_lists = Vec::new();
+    if let Some(floor) = v.root.revocation_floor {
+        dropped_lists = conn
+            .prepare("SELECT version FROM revocation_lists WHERE version > ?1 ORDER BY version")?
+            .query_map([floor], |r| r.get::<_, u64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        conn.execute("DELETE FROM revocation_lists WHERE version > ?1", [floor])?;
+    }
+    let mut detail = crate::roots::describe(v);
+    if let Some(m) = detail.as_object_mut() {
+        m.insert("dropped_revocation_lists".into(), json!(dropped_lists));
+    }
+    crate::audit::append(
+        conn,
+        now,
+        &format!("token:{actor}"),
+        "publish_root",
+        &format!("v{version}"),
+        &detail,
+    )?;
+    Ok(Outcome::RootPublished { dropped_lists })
 }

@@ -16,7 +16,7 @@ use kaching_core::keys::hex;
 pub enum Scope {
     /// Every vendor-side endpoint.
     Admin,
-    /// `PUT /v1/revocations`.
+    /// `PUT /v1/revocations` and `PUT /v1/roots`.
     Publish,
     /// License status and quotas, filing upgrade requests.
     Whoosh,

@@ -908,5 +908,8 @@ fn relay_and_verifier_read_the_same_log_variable() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("KACHING_LOG=\"debug,[\" is not a log filter"), "{stderr}");
+    assert!(
+        stderr.contains("KACHING_LOG=\"debug,[\" is not a log filter"),
+        "{stderr}"
+    );
 }

@@ -66,7 +66,7 @@ pub async fn activate(
 ) -> ApiResult<Response> {
     let t = now();
     let req: ActivateBody = json(&body)?;
-    let lic = verify_license(req.license.as_bytes(), &st.vendor_keys)
+    let lic = verify_license(req.license.as_bytes(), &st.license_keys())
         .map_err(|e| ApiError::invalid_document("license", e))?;
     let ar = verify_activation_request(req.activation_request.as_bytes())
         .map_err(|e| ApiError::invalid_document("activation request", e))?;

@@ -15,6 +15,7 @@ use crate::state::AppState;
 pub mod cluster;
 pub mod metrics;
 pub mod revocations;
+pub mod roots;
 pub mod vendor;
 
 pub mod paths;
@@ -31,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(HEARTBEAT, post(cluster::heartbeat))
         .route("/v1/deactivate", post(cluster::deactivate))
         .route("/v1/revocations", put(revocations::put))
+        .route("/v1/roots", get(roots::get).put(roots::put))
         .route("/v1/licenses/{id}/status", get(vendor::license_status))
         .route("/v1/licenses/{id}/quotas", get(vendor::license_quotas))
         .route("/v1/clusters", get(vendor::clusters))

@@ -136,8 +136,22 @@ pub async fn put(
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     caller.require(&[Scope::Publish])?;
-    let verified = verify_revocation_list(&body, &st.vendor_keys)
-        .map_err(|e| ApiError::invalid_document("revocation list", e))?;
+    // With a root, the list is judged by the root in force, which must not
+    // change (a new revoker, a revocation floor) before the list is committed.
+    let _serial = match &st.roots {
+        Some(r) => Some(r.publish.lock().await),
+        None => None,
+    };
+    let verified = verify_revocation_list(&body, &st.revocation_keys()).map_err(|e| {
+        ApiError::invalid_document(
+            if st.roots.is_some() {
+                "revocation list (checked against the revoker keys of the relay's current root)"
+            } else {
+                "revocation list"
+            },
+            e,
+        )
+    })?;
     let version = verified.list.version;
     let outcome = st
         .writer

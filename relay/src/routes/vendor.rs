@@ -81,7 +81,7 @@ fn parse_quotas(text: &str) -> BTreeMap<String, u64> {
 /// Evaluates the license as the relay sees it now, from its latest heartbeat.
 async fn status(st: &AppState, id: LicenseId) -> ApiResult<LicenseStatus> {
     let v = view(st, id).await?;
-    let verified = verify_license(&v.bytes, &st.vendor_keys);
+    let verified = verify_license(&v.bytes, &st.license_keys());
     let rejected;
     let input = match &verified {
         Ok(l) => LicenseInput::Verified(&l.license),

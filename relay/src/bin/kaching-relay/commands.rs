@@ -37,9 +37,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
 /// `serve`: logs to stderr, prints the bound address, serves until SIGTERM or Ctrl-C.
 fn serve(config: Config) -> anyhow::Result<()> {
     kaching_kit::log::init("info");
-    // Refuse a config without vendor keys, or with a tier catalog that does
-    // not load, before taking the port.
+    // Refuse a config without vendor keys (or root), with a root that does
+    // not verify, or with a tier catalog that does not load, before taking the port.
     config.trusted_keys()?;
+    config.initial_root()?;
     config.tier_catalog()?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
