@@ -36,8 +36,13 @@ pub enum Command {
     /// Issue a license (tier defaults, flags override) and record it in the ledger
     Issue(IssueArgs),
     /// Reissue a license on another tier; the new one supersedes the old
+    #[command(mut_arg("tier", |a| a.help("Tier to move to (required); the license gets its defaults")))]
     Upgrade(ReissueArgs),
     /// Reissue a license for another term (default: one tier duration after the old expiry)
+    #[command(mut_arg("tier", |a| a.help(
+        "Tier name for the renewed license [default: its current tier]; the terms stay the old \
+         license's: use `upgrade` to move to another tier's defaults"
+    )))]
     Renew(ReissueArgs),
     /// Show what a KACHING file holds and whether its signature is valid
     Inspect(InspectArgs),
@@ -138,16 +143,19 @@ pub struct Terms {
     /// Add a feature to the tier's (repeatable)
     #[arg(long = "feature", value_name = "F")]
     pub features: Vec<String>,
-    /// Set a quota, e.g. search_requests=100000/day (repeatable)
+    /// Set a quota from the tier catalog, e.g. search_requests=100000/day (repeatable)
     #[arg(long = "quota", value_name = "NAME=LIMIT[/PERIOD]")]
     pub quotas: Vec<String>,
+    /// Set a quota the tier catalog does not name, e.g. exports=500/day (repeatable)
+    #[arg(long = "custom-quota", value_name = "NAME=LIMIT[/PERIOD]")]
+    pub custom_quotas: Vec<String>,
     /// Grace after expiry, e.g. 14d
     #[arg(long, value_name = "DURATION")]
     pub grace: Option<String>,
     /// Percent of the node limit allowed over it
     #[arg(long, value_name = "PCT")]
     pub overage: Option<u32>,
-    /// Bind to a cluster id
+    /// Bind to a cluster id (16 characters, from `kaching-verifier activation-request`)
     #[arg(long, value_name = "ID", conflicts_with = "bind")]
     pub cluster: Option<String>,
     /// Bind to the cluster of a signed activation request file
@@ -190,9 +198,9 @@ pub struct IssueArgs {
 /// `upgrade` and `renew`.
 #[derive(Debug, Args)]
 pub struct ReissueArgs {
-    /// License id (or a unique prefix of it)
+    /// License id (or a unique prefix of it, at least 4 characters)
     pub license_id: String,
-    /// Tier for the new license (upgrade: required)
+    /// Tier for the new license
     #[arg(long)]
     pub tier: Option<String>,
     /// Overrides.
@@ -244,14 +252,16 @@ pub struct VerifyArgs {
 /// `suspend`, `reinstate`, `revoke`.
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
-    /// License id (or a unique prefix of it)
+    /// License id (or a unique prefix of it, at least 4 characters)
     pub license_id: String,
     /// Why (shown to the customer by the verifier)
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-    /// Freshness deadline of the new list: date or duration [default: revocation_validity]
-    #[arg(long, value_name = "DATE|DURATION")]
-    pub expires: Option<String>,
+    /// How long the signed revocation list stays fresh before verifiers need a newer one:
+    /// duration or date [default: revocation_validity in kaching.toml]. Not how long the
+    /// suspension or revocation lasts
+    #[arg(long, alias = "expires", value_name = "DURATION|DATE")]
+    pub list_valid_for: Option<String>,
 }
 
 /// `publish`.
@@ -280,9 +290,10 @@ pub enum RevocationsCommand {
     },
     /// Re-sign the same entries as a new version with a new deadline
     Refresh {
-        /// Freshness deadline: date or duration [default: revocation_validity]
-        #[arg(long, value_name = "DATE|DURATION")]
-        expires: Option<String>,
+        /// How long the re-signed list stays fresh before verifiers need a newer one:
+        /// duration or date [default: revocation_validity in kaching.toml]
+        #[arg(long, alias = "expires", value_name = "DURATION|DATE")]
+        list_valid_for: Option<String>,
     },
 }
 
@@ -294,7 +305,7 @@ pub enum LedgerCommand {
         /// Only customers whose name or id contains this text
         #[arg(long)]
         customer: Option<String>,
-        /// Only licenses in force that expire within DURATION (e.g. 30d)
+        /// Only licenses in force that expire within DURATION (e.g. 30d), soonest first
         #[arg(long, value_name = "DURATION")]
         expiring_within: Option<String>,
         /// Print JSON
@@ -303,7 +314,7 @@ pub enum LedgerCommand {
     },
     /// One license: terms, state, history and usage reports
     Show {
-        /// License id (or a unique prefix of it)
+        /// License id (or a unique prefix of it, at least 4 characters)
         license_id: String,
         /// Print JSON
         #[arg(long)]

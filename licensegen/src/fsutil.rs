@@ -63,6 +63,7 @@ pub fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
     if path.exists() {
         return Err(exists());
     }
+    check_new_file(path)?;
     let dir = parent_of(path);
     let staged = dir.join(format!(
         ".{}.new-{}-{}",
@@ -85,6 +86,39 @@ pub fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
     let _ = fs::remove_file(&staged);
     sync_dir(&dir);
     result
+}
+
+/// Checks that a new file can go to `path` (an `--out` value) before any
+/// work is done: not an existing file or folder, in a folder that exists.
+pub fn check_new_file(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(crate::error::usage(format!(
+            "--out {} is a folder: give a file name in it, e.g. --out {}",
+            path.display(),
+            path.join("customer.license").display()
+        )));
+    }
+    if path.exists() {
+        return Err(crate::error::usage(format!(
+            "{} already exists: choose another --out path or move the old file away",
+            path.display()
+        )));
+    }
+    let dir = parent_of(path);
+    match fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(crate::error::usage(format!(
+            "cannot write {}: {} is not a folder: choose another --out path",
+            path.display(),
+            dir.display()
+        ))),
+        Err(_) => Err(crate::error::usage(format!(
+            "cannot write {}: folder {} does not exist: create it first (mkdir -p {}) or choose another --out path",
+            path.display(),
+            dir.display(),
+            dir.display()
+        ))),
+    }
 }
 
 /// The folder holding `path` (`.` for a bare file name).
@@ -134,5 +168,24 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(write_new(&p, b"three", false).is_err());
         assert_eq!(fs::read(&p).unwrap(), b"two");
+    }
+
+    #[test]
+    fn new_file_destination_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope").join("x.license");
+        let e = check_new_file(&missing).unwrap_err().to_string();
+        assert!(e.contains("does not exist: create it first"), "{e}");
+        let e = check_new_file(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("is a folder: give a file name in it"), "{e}");
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        let e = check_new_file(&file.join("x.license"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a folder"), "{e}");
+        assert!(check_new_file(&dir.path().join("new.license")).is_ok());
+        assert!(write_new(&missing, b"x", false).is_err());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -114,7 +114,7 @@ pub(super) fn ledger(ctx: &Ctx<'_>, l: &LedgerCommand) -> Result<u8> {
                 .map(|d| now.saturating_add(d));
             let needle = customer.as_deref().map(str::to_lowercase);
             let records = ledger::list_licenses(&ledger.conn)?;
-            let rows: Vec<Row<'_>> = records
+            let mut rows: Vec<Row<'_>> = records
                 .iter()
                 .map(|r| Row {
                     record: r,
@@ -132,6 +132,10 @@ pub(super) fn ledger(ctx: &Ctx<'_>, l: &LedgerCommand) -> Result<u8> {
                     None => true,
                 })
                 .collect();
+            if horizon.is_some() {
+                // "What runs out next": soonest expiry first.
+                rows.sort_by_key(|r| r.record.expires_at);
+            }
             if *as_json {
                 json(&rows)?;
             } else if rows.is_empty() {

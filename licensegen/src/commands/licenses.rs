@@ -27,6 +27,7 @@ fn request(
         cores: t.cores,
         features: t.features.clone(),
         quotas: t.quotas.clone(),
+        custom_quotas: t.custom_quotas.clone(),
         grace: t.grace.clone(),
         overage: t.overage,
         cluster: t.cluster.clone(),
@@ -38,13 +39,12 @@ fn request(
     }
 }
 
-fn refuse_existing_out(out: Option<&PathBuf>) -> Result<()> {
+/// Checks `--out` before the passphrase is asked for: a new file in a folder
+/// that exists.
+fn check_out(out: Option<&PathBuf>) -> Result<()> {
     match out {
-        Some(p) if p.exists() => Err(crate::error::usage(format!(
-            "{} already exists: choose another --out path or move the old file away",
-            p.display()
-        ))),
-        _ => Ok(()),
+        Some(p) => crate::fsutil::check_new_file(p),
+        None => Ok(()),
     }
 }
 
@@ -68,7 +68,7 @@ pub(super) fn issue(ctx: &Ctx<'_>, a: &IssueArgs) -> Result<u8> {
     // Build and check every license before the passphrase is asked for.
     let mut jobs: Vec<(Built, bool, Option<PathBuf>)> = Vec::new();
     for r in &requests {
-        refuse_existing_out(r.out.as_ref())?;
+        check_out(r.out.as_ref())?;
         let built = build(r, Mode::New, &catalog, &v.config, now)?;
         jobs.push((
             built,
@@ -102,7 +102,7 @@ pub(super) fn reissue(ctx: &Ctx<'_>, a: &ReissueArgs, upgrade: bool) -> Result<u
             "upgrade needs --tier (the tier to move to); `licensegen renew` keeps the tier",
         ));
     }
-    refuse_existing_out(a.out.as_ref())?;
+    check_out(a.out.as_ref())?;
     let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
     let rec = ledger::find_license(&ledger.conn, &a.license_id)?;
     let list = crate::revocations::current(&v, &ledger)?;

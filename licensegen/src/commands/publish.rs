@@ -27,6 +27,7 @@ pub(super) fn publish(ctx: &Ctx<'_>, a: &PublishArgs) -> Result<u8> {
         .ok_or_else(|| {
             usage("no relay to publish to: pass --relay URL, set KACHING_RELAY_URL, or add `[relay] url = \"…\"` to kaching.toml")
         })?;
+    let url = relay_url(&url)?;
     let token_file = a
         .token_file
         .clone()
@@ -129,6 +130,34 @@ pub(super) fn publish(ctx: &Ctx<'_>, a: &PublishArgs) -> Result<u8> {
     Ok(code)
 }
 
+/// Checks the relay base URL: http:// or https:// and a host, so that a
+/// bare `host:port` gets a fix instead of the HTTP client's "builder error".
+fn relay_url(text: &str) -> Result<String> {
+    let url = text.trim();
+    let lower = url.to_ascii_lowercase();
+    let fix = |why: String| {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        usage(format!(
+            "relay URL {url:?} {why}: a relay URL starts with http:// or https://: use http://{rest} (or https://{rest} when the relay has TLS)"
+        ))
+    };
+    let Some(rest) = ["http://", "https://"]
+        .iter()
+        .find_map(|s| lower.starts_with(s).then(|| &url[s.len()..]))
+    else {
+        return Err(match url.split_once("://") {
+            Some((scheme, _)) => fix(format!("uses {scheme}://")),
+            None => fix("has no scheme".into()),
+        });
+    };
+    if rest.is_empty() || rest.starts_with('/') || reqwest::Url::parse(url).is_err() {
+        return Err(usage(format!(
+            "relay URL {url:?} is not a valid URL: give the relay's address, e.g. https://relay.example.com or http://127.0.0.1:7879"
+        )));
+    }
+    Ok(url.to_string())
+}
+
 fn read_token(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         usage(format!(
@@ -152,4 +181,33 @@ fn read_token(path: &Path) -> Result<String> {
         )));
     }
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_url_needs_http_or_https() {
+        assert_eq!(
+            relay_url(" https://relay.example.com/ ").unwrap(),
+            "https://relay.example.com/"
+        );
+        assert_eq!(
+            relay_url("HTTP://127.0.0.1:7879").unwrap(),
+            "HTTP://127.0.0.1:7879"
+        );
+        assert_eq!(
+            relay_url("127.0.0.1:7879").unwrap_err().to_string(),
+            "relay URL \"127.0.0.1:7879\" has no scheme: a relay URL starts with http:// or https://: use http://127.0.0.1:7879 (or https://127.0.0.1:7879 when the relay has TLS)"
+        );
+        assert!(relay_url("ftp://relay.example.com")
+            .unwrap_err()
+            .to_string()
+            .starts_with("relay URL \"ftp://relay.example.com\" uses ftp://: a relay URL starts with http:// or https://: use http://relay.example.com"));
+        assert!(relay_url("http://")
+            .unwrap_err()
+            .to_string()
+            .contains("is not a valid URL"));
+    }
 }

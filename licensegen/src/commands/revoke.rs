@@ -29,7 +29,7 @@ fn deadline(text: Option<&str>, now: Timestamp) -> Result<Option<Timestamp>> {
     let t = parse_expiry(text, now)?;
     if t <= now {
         return Err(crate::error::usage(format!(
-            "revocation list deadline {} is in the past: pass a later date or a duration such as 7d",
+            "revocation list freshness deadline {} (--list-valid-for) is in the past: pass a later date or a duration such as 7d",
             rfc3339(t)
         )));
     }
@@ -39,7 +39,7 @@ fn deadline(text: Option<&str>, now: Timestamp) -> Result<Option<Timestamp>> {
 fn change(ctx: &Ctx<'_>, a: &RevokeArgs, status: Option<RevocationStatus>) -> Result<u8> {
     let v = ctx.vendor()?;
     let now = crate::fsutil::now();
-    let expires = deadline(a.expires.as_deref(), now)?;
+    let expires = deadline(a.list_valid_for.as_deref(), now)?;
     let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
     let rec = ledger::find_license(&ledger.conn, &a.license_id)?;
     let change = match status {
@@ -95,9 +95,9 @@ pub(super) fn revocations(ctx: &Ctx<'_>, r: &RevocationsCommand) -> Result<u8> {
             }
             Ok(crate::exit::OK)
         }
-        RevocationsCommand::Refresh { expires } => {
+        RevocationsCommand::Refresh { list_valid_for } => {
             let now = crate::fsutil::now();
-            let expires = deadline(expires.as_deref(), now)?;
+            let expires = deadline(list_valid_for.as_deref(), now)?;
             let key = ctx.unlock(&v)?;
             let list = revocations::publish(&v, &mut ledger, &key, &Change::Refresh, expires, now)?;
             print_published(&v, &list)

@@ -158,7 +158,28 @@ fn apply_overrides(
         }
         lic.features.insert(f.clone());
     }
+    let catalog_quotas = quota_names(catalog);
     for q in &req.quotas {
+        let (name, quota) = parse_quota(q, tier)?;
+        if !catalog_quotas.contains(name.as_str()) {
+            let hint = match closest(&name, catalog_quotas.iter().copied()) {
+                Some(c) => format!("did you mean {c:?}?"),
+                None => format!(
+                    "the tier catalog's quotas are {}",
+                    catalog_quotas
+                        .iter()
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            return Err(usage(format!(
+                "unknown quota {name:?}: {hint} (for a quota outside the tier catalog, use --custom-quota {q})"
+            )));
+        }
+        lic.quotas.insert(name, quota);
+    }
+    for q in &req.custom_quotas {
         let (name, quota) = parse_quota(q, tier)?;
         lic.quotas.insert(name, quota);
     }
@@ -169,7 +190,7 @@ fn apply_overrides(
         lic.overage = o;
     }
     if let Some(c) = &req.cluster {
-        lic.cluster = Some(c.trim().to_string());
+        lic.cluster = Some(parse_cluster_id(c)?);
     }
     if let Some(path) = &req.bind {
         let bytes = crate::fsutil::read(path)?;
@@ -229,6 +250,33 @@ pub fn find_tier<'a>(catalog: &'a TierCatalog, name: &str) -> Result<&'a Tier> {
             "unknown tier {name:?}: {hint} (tiers.toml lists them)"
         ))
     })
+}
+
+/// Every quota name any tier of the catalog sets.
+fn quota_names(catalog: &TierCatalog) -> BTreeSet<&str> {
+    catalog
+        .tiers
+        .iter()
+        .flat_map(|t| t.quotas.keys().map(String::as_str))
+        .collect()
+}
+
+/// Length of a cluster id: base32 of 10 bytes (`kaching_core::cluster_id`).
+const CLUSTER_ID_LEN: usize = 16;
+
+/// Checks `--cluster`: the form `kaching_core::cluster_id` gives (16 characters
+/// of lower-case base32: a-z and 2-7). Upper case is folded, space trimmed.
+pub fn parse_cluster_id(text: &str) -> Result<String> {
+    let id = text.trim().to_ascii_lowercase();
+    let base32 = |c: char| c.is_ascii_lowercase() || ('2'..='7').contains(&c);
+    if id.chars().count() == CLUSTER_ID_LEN && id.chars().all(base32) {
+        return Ok(id);
+    }
+    Err(usage(format!(
+        "{text:?} is not a cluster id: a cluster id is {CLUSTER_ID_LEN} characters of a-z and 2-7, \
+         like xdr73xb67d6me5jq. The customer's `kaching-verifier activation-request` prints it and \
+         writes a request file you can pass as --bind FILE instead"
+    )))
 }
 
 /// Parses `--expires`: a date or date-time (UTC) or a duration from now.
@@ -316,7 +364,8 @@ mod tests {
         let mut r = req("Acme Corp.", "standard");
         r.nodes = Some(25);
         r.features = vec!["bulk-operations".into()];
-        r.quotas = vec!["api_calls=5".into(), "exports=9/day".into()];
+        r.quotas = vec!["api_calls=5".into()];
+        r.custom_quotas = vec!["exports=9/day".into()];
         let b = build(&r, Mode::New, &cat, &config(), NOW).unwrap().license;
         assert_eq!(b.customer_id, "acme-corp");
         assert_eq!(b.limits.max_nodes, 25);
@@ -342,6 +391,45 @@ mod tests {
             e.to_string(),
             "unknown feature \"analytic\": did you mean \"analytics\"?"
         );
+    }
+
+    #[test]
+    fn quotas_outside_the_catalog_need_custom_quota() {
+        let cat = TierCatalog::builtin();
+        let mut r = req("A", "standard");
+        r.quotas = vec!["search_request=100000/day".into()];
+        let e = build(&r, Mode::New, &cat, &config(), NOW).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown quota \"search_request\": did you mean \"search_requests\"? (for a quota outside the tier catalog, use --custom-quota search_request=100000/day)"
+        );
+        r.quotas = vec!["foo=10".into()];
+        let e = build(&r, Mode::New, &cat, &config(), NOW).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("unknown quota \"foo\": the tier catalog's quotas are api_calls, search_requests, storage_gb"));
+        r.quotas = vec![];
+        r.custom_quotas = vec!["foo=10".into()];
+        let l = build(&r, Mode::New, &cat, &config(), NOW).unwrap().license;
+        assert_eq!(l.quotas["foo"].limit, 10);
+        assert_eq!(l.quotas["foo"].period, Period::Total);
+    }
+
+    #[test]
+    fn cluster_ids_are_checked() {
+        assert_eq!(
+            parse_cluster_id(" XDR73XB67D6ME5JQ ").unwrap(),
+            "xdr73xb67d6me5jq"
+        );
+        for bad in [
+            "not-a-cluster",
+            "xdr73xb67d6me5j",
+            "xdr73xb67d6me5jq1",
+            "xdr73xb67d6me5j0",
+        ] {
+            let e = parse_cluster_id(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a cluster id"), "{bad}: {e}");
+        }
     }
 
     #[test]

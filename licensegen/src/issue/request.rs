@@ -26,9 +26,12 @@ pub struct LicenseRequest {
     /// Features added to the tier's.
     #[serde(default)]
     pub features: Vec<String>,
-    /// `NAME=LIMIT[/day|month|total|gauge]`.
+    /// `NAME=LIMIT[/day|month|total|gauge]`; NAME must be a quota of the tier catalog.
     #[serde(default)]
     pub quotas: Vec<String>,
+    /// Like `quotas`, for names outside the tier catalog (`--custom-quota`).
+    #[serde(default)]
+    pub custom_quotas: Vec<String>,
     /// Grace after expiry (`14d`).
     pub grace: Option<String>,
     /// Percent over the node limit allowed.

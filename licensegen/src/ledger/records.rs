@@ -190,6 +190,9 @@ pub fn add_event(
     Ok(())
 }
 
+/// Shortest id prefix [`find_license`] accepts.
+const MIN_PREFIX: usize = 4;
+
 /// Finds a license by full id or by a unique prefix of at least 4 hex digits.
 pub fn find_license(conn: &Connection, text: &str) -> Result<LicenseRecord> {
     let not_found = || {
@@ -208,8 +211,14 @@ pub fn find_license(conn: &Connection, text: &str) -> Result<LicenseRecord> {
             .optional()?
             .ok_or_else(not_found);
     }
-    if wanted.len() < 4 || !wanted.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+    if !wanted.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return Err(not_found());
+    }
+    if wanted.chars().filter(char::is_ascii_hexdigit).count() < MIN_PREFIX {
+        return Err(crate::error::usage(format!(
+            "id prefix '{}' is too short: give at least {MIN_PREFIX} characters of the license id (see `licensegen ledger list`)",
+            text.trim()
+        )));
     }
     let mut stmt = conn.prepare(&format!(
         "SELECT {LICENSE_COLS} FROM licenses WHERE id LIKE ?1 || '%' ORDER BY id LIMIT 3"

@@ -213,3 +213,64 @@ fn ledger_filters_and_show() {
         "{s}"
     );
 }
+
+#[test]
+fn ledger_list_expiring_within_shows_the_soonest_expiry_first() {
+    let env = Env::new();
+    // Issued latest-expiry first, so the ledger's own order (issue order) is
+    // the opposite of the one wanted.
+    let (late, _) = env.issue(&[
+        "--customer",
+        "Late",
+        "--tier",
+        "standard",
+        "--expires",
+        "25d",
+    ]);
+    let (mid, _) = env.issue(&[
+        "--customer",
+        "Mid",
+        "--tier",
+        "standard",
+        "--expires",
+        "15d",
+    ]);
+    let (soon, _) = env.issue(&[
+        "--customer",
+        "Soon",
+        "--tier",
+        "standard",
+        "--expires",
+        "5d",
+    ]);
+    env.issue(&["--customer", "Later", "--tier", "standard"]);
+    let out = env
+        .cmd()
+        .args(["ledger", "list", "--expiring-within", "30d"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ids: Vec<String> = stdout(&out)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(ids, [soon.clone(), mid.clone(), late.clone()]);
+    let out = env
+        .cmd()
+        .args(["ledger", "list", "--expiring-within", "30d", "--json"])
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [soon.as_str(), mid.as_str(), late.as_str()]);
+    // Without the filter every license is listed, the one without a
+    // near expiry too.
+    let out = env.cmd().args(["ledger", "list"]).output().unwrap();
+    assert_eq!(stdout(&out).lines().skip(1).count(), 4, "{}", stdout(&out));
+}

@@ -23,6 +23,86 @@ fn license_id_not_in_the_ledger() {
 }
 
 #[test]
+fn license_id_prefix_too_short_says_why() {
+    let env = Env::new();
+    let (id, _) = env.issue(&["--customer", "Acme", "--tier", "standard"]);
+    for cmd in [&["suspend"][..], &["ledger", "show"], &["renew"]] {
+        let out = env.cmd().args(cmd).arg(&id[..2]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}");
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "error: id prefix '{}' is too short: give at least 4 characters of the license id (see `licensegen ledger list`)\n",
+                &id[..2]
+            ),
+            "{cmd:?}"
+        );
+    }
+    // Four characters are enough.
+    let out = env
+        .cmd()
+        .args(["ledger", "show", &id[..4]])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn list_valid_for_sets_the_lists_freshness_and_expires_still_works() {
+    let env = Env::new();
+    let (id, _) = env.issue(&["--customer", "Acme", "--tier", "standard"]);
+    let fresh_until = |env: &Env| {
+        let out = env
+            .cmd()
+            .args(["revocations", "show", "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["expires"].as_u64().unwrap(),
+            v["issued_at"].as_u64().unwrap(),
+        )
+    };
+    env.cmd()
+        .args(["suspend", &id, "--list-valid-for", "30d"])
+        .assert()
+        .success();
+    let (exp, iat) = fresh_until(&env);
+    assert_eq!(exp - iat, 30 * 86_400);
+    // The old spelling stays as a hidden alias, for scripts.
+    env.cmd()
+        .args(["reinstate", &id, "--expires", "2d"])
+        .assert()
+        .success();
+    let (exp, iat) = fresh_until(&env);
+    assert_eq!(exp - iat, 2 * 86_400);
+    env.cmd()
+        .args(["revocations", "refresh", "--list-valid-for", "3d"])
+        .assert()
+        .success();
+    let (exp, iat) = fresh_until(&env);
+    assert_eq!(exp - iat, 3 * 86_400);
+    let out = env
+        .cmd()
+        .args(["revoke", &id, "--list-valid-for", "2020-01-01"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: revocation list freshness deadline 2020-01-01T00:00:00Z (--list-valid-for) is in the past: pass a later date or a duration such as 7d\n"
+    );
+    let out = env
+        .cmd()
+        .args(["revocations", "refresh", "--help"])
+        .output()
+        .unwrap();
+    let help = stdout(&out);
+    assert!(help.contains("--list-valid-for <DURATION|DATE>"), "{help}");
+    assert!(!help.contains("--expires"), "{help}");
+}
+
+#[test]
 fn suspended_then_reinstated_license_is_active_again() {
     let env = Env::new();
     let (id, file) = env.issue(&["--customer", "Acme", "--tier", "standard"]);
