@@ -33,6 +33,9 @@ pub enum Command {
     /// Show or export the vendor key
     #[command(subcommand)]
     Key(KeyCommand),
+    /// The root of trust: which keys sign licenses, lists and new roots (pinned into verifiers)
+    #[command(subcommand)]
+    Root(RootCommand),
     /// Issue a license (tier defaults, flags override) and record it in the ledger
     Issue(IssueArgs),
     /// Reissue a license on another tier; the new one supersedes the old
@@ -125,6 +128,29 @@ pub enum KeyCommand {
         /// Encrypt the new key to this age recipient instead of a passphrase
         #[arg(long, value_name = "AGE_RECIPIENT")]
         recipient: Option<String>,
+    },
+}
+
+/// `root …`.
+#[derive(Debug, Subcommand)]
+pub enum RootCommand {
+    /// Make root v1 from the vendor key: it becomes the root, issuer and
+    /// revoker key (the one-command migration of an existing vendor directory)
+    Init {
+        /// How long the root may be taken as a new root (a later rotation
+        /// must come before this; verifiers keep the root in force after it)
+        #[arg(long, value_name = "DURATION", default_value = "10y")]
+        expires: String,
+    },
+    /// The current root: version, roles and their keys; --out writes it
+    /// armored for KACHING_PINNED_ROOT, a relay's `root` or a customer's roots/ folder
+    Show {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// Write the current root (armored) to FILE
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 

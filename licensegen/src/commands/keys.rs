@@ -91,6 +91,9 @@ fn rotate(ctx: &Ctx<'_>, v: &VendorDir, recipient: Option<&str>) -> Result<()> {
         None => Protection::Passphrase(ctx.passphrase().new_passphrase()?),
     };
     let new = SecretKey::generate();
+    // With a root, the rotation is also root v(N+1); check it can be made
+    // before anything is replaced.
+    super::root::check_rotatable(v, &old)?;
     let sealed = seal(&new, &protection)?;
     let kid = old.public().kid();
     let retired = v.path(RETIRED_DIR);
@@ -109,6 +112,15 @@ fn rotate(ctx: &Ctx<'_>, v: &VendorDir, recipient: Option<&str>) -> Result<()> {
     )?;
     write_atomic(&v.path(KEY_FILE), &sealed, true)?;
     write_atomic(&v.path(PUB_FILE), new.public().to_pem().as_bytes(), false)?;
+    if let Some(path) = super::root::rotate_key(v, &old, &new)? {
+        out(&format!(
+            "new root {} names key {} in every role, signed by the old and the new key: \
+             give it to verifiers (their roots/ folder, or `PUT /v1/roots` on the relay) \
+             before anything the new key signs\n",
+            path.display(),
+            new.public().kid()
+        ))?;
+    }
     out(&format!(
         "new vendor key {} in {}\nretired key {kid} to {}\nnext: give every verifier and relay the bundle from `licensegen key export-public --all` BEFORE sending them anything the new key signs\n",
         new.public().kid(),

@@ -6,6 +6,7 @@ mod ledger_cmds;
 mod licenses;
 mod publish;
 mod revoke;
+pub(crate) mod root;
 mod setup;
 
 use anyhow::Result;
@@ -21,6 +22,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
     match &cli.command {
         Command::Init(a) => setup::init(&ctx, a),
         Command::Key(k) => keys::key(&ctx, k),
+        Command::Root(r) => root::root(&ctx, r),
         Command::Completions { shell } => setup::completions(*shell),
         Command::Man { out } => setup::man(out.as_deref()),
         Command::Issue(a) => licenses::issue(&ctx, a),

@@ -8,3 +8,4 @@ mod airgap;
 mod clusters;
 mod offline;
 mod revocations;
+mod roots;
