@@ -7,6 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use kaching_core::wire::relay::PublishAnswer;
+use kaching_core::wire::ErrorBody;
 use kaching_core::{verify_revocation_list, DocKind};
 
 use super::Ctx;
@@ -76,15 +78,18 @@ pub(super) fn publish(ctx: &Ctx<'_>, a: &PublishArgs) -> Result<u8> {
         }
     };
     let status = resp.status();
-    let body: serde_json::Value = resp.json().unwrap_or_default();
-    let message = body["error"]["message"]
-        .as_str()
-        .or_else(|| body["message"].as_str())
-        .unwrap_or("")
-        .to_string();
+    let text = resp.text().unwrap_or_default();
+    // A success is a PublishAnswer, a failure an ErrorBody (a proxy in
+    // between may answer with anything: then the status says it).
+    let answer = serde_json::from_str::<PublishAnswer>(&text).ok();
+    let message = serde_json::from_str::<ErrorBody>(&text)
+        .map(|e| e.error.message)
+        .ok()
+        .or_else(|| answer.as_ref().and_then(|a| a.message.clone()))
+        .unwrap_or_default();
     let code = match status.as_u16() {
         200..=299 => {
-            if body["accepted"].as_bool() == Some(false) {
+            if answer.as_ref().is_some_and(|a| !a.accepted) {
                 out(&format!(
                     "relay {url} already holds revocation list version {version}\n"
                 ))?;
