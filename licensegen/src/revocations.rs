@@ -102,7 +102,8 @@ fn current_in(
     conn: &rusqlite::Connection,
     keys: &TrustedKeys,
 ) -> Result<Option<RevocationList>> {
-    let from_ledger = match ledger::latest_revocation(conn)? {
+    let latest = ledger::latest_revocation(conn)?;
+    let from_ledger = match &latest {
         Some(rec) => Some(
             verify_revocation_list(&rec.file, keys)
                 .map_err(|e| anyhow::anyhow!("the ledger's revocation list version {} does not verify ({e}): restore the ledger from backup", rec.version))?
@@ -112,6 +113,8 @@ fn current_in(
     };
     let path = vendor.path(REVOCATIONS_FILE);
     let from_file = match std::fs::read(&path) {
+        // The usual case: the file is the ledger's newest list, verified above.
+        Ok(bytes) if latest.as_ref().is_some_and(|r| r.file == bytes) => None,
         Ok(bytes) => Some(
             verify_revocation_list(&bytes, keys)
                 .map_err(|e| {
