@@ -1,7 +1,9 @@
 //! A reader for server-sent events (`GET /v1/events`).
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::json::decode_value;
 use crate::{Json, WAIT};
 
 /// An open server-sent event stream.
@@ -59,6 +61,20 @@ impl Events {
             Ok(None) => panic!("event stream ended before a matching {kind} event"),
             Err(_) => panic!("no matching {kind} event within {WAIT:?}"),
         }
+    }
+
+    /// [`Events::wait_for`] with every `kind` event read as `T` (the wire
+    /// type of that event); panics showing the data when one is not a `T`.
+    pub async fn wait_for_as<T: DeserializeOwned>(
+        &mut self,
+        kind: &str,
+        ok: impl Fn(&T) -> bool,
+    ) -> T {
+        let what = format!("a {kind} event");
+        let v = self
+            .wait_for(kind, |v| ok(&decode_value::<T>(&what, v)))
+            .await;
+        decode_value(&what, &v)
     }
 }
 

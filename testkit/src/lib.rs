@@ -3,7 +3,9 @@
 //! The verifier and the relay both expose `run(listener, config, shutdown)`
 //! and their binaries both print `listening on ADDR`, so one harness serves
 //! either: [`Served`] runs a daemon's `run` in this process on 127.0.0.1
-//! port 0, [`Spawned`] runs the real binary, [`Json`] talks to either,
+//! port 0, [`Spawned`] runs the real binary, [`Json`] talks to either
+//! (as `Value`s, or with the `*_as` helpers as the shared wire types that
+//! [`decode`] reads, panicking with the body when it does not fit),
 //! [`Events`] reads `/v1/events`, and [`wait_until`] is the one bounded poll.
 //!
 //! Waits are generous bounds ([`WAIT`]); nothing asserts on elapsed time.
@@ -20,7 +22,7 @@ mod spawned;
 mod wait;
 
 pub use events::Events;
-pub use json::Json;
+pub use json::{decode, decode_value, Json};
 pub use served::Served;
 pub use spawned::Spawned;
 pub use wait::{wait_for_value, wait_until, wait_within, WAIT};

@@ -17,7 +17,8 @@
 
 use std::time::{Duration, Instant};
 
-use kaching_e2e::{install, verifier_config, Relay, Vendor, Verifier};
+use kaching_core::wire::verifier::VerifierStatus;
+use kaching_e2e::{decode_value, install, verifier_config, Relay, Vendor, Verifier};
 use tokio::sync::mpsc;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +44,8 @@ async fn main() {
     tokio::spawn(async move {
         while let Some((kind, data)) = events.next().await {
             if kind == "status" {
-                let state = data["state"].as_str().unwrap_or("").to_string();
+                let s: VerifierStatus = decode_value("a status event", &data);
+                let state = s.status.state;
                 if tx.send((Instant::now(), state)).is_err() {
                     break;
                 }

@@ -16,10 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
+use kaching_core::wire::verifier::{FeatureAnswer, VerifierStatus};
 use kaching_testkit::{wait_for_value, Json, Served};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
-pub use kaching_testkit::{now, Events, WAIT};
+pub use kaching_testkit::{decode, decode_value, now, Events, WAIT};
 
 /// The vendor key passphrase used by every test vendor.
 pub const PASS: &str = "correct horse battery staple";
@@ -212,16 +215,18 @@ impl Relay {
         }
     }
 
-    /// GET a vendor-side path with the admin token; JSON body.
-    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+    /// GET a vendor-side path with the admin token, the answer read as the
+    /// relay wire type `T` (`ClusterPage`, `UpgradeRows`, `LicenseStatus`, …);
+    /// panics with the body unless it is a 200 holding a `T`.
+    pub async fn admin_get<T: DeserializeOwned>(&self, path: &str) -> T {
         let (code, body) = self
             .served
             .json
             .with_token(&self.admin_token)
-            .get(path)
+            .get_as::<Value>(path)
             .await;
         assert_eq!(code, 200, "GET {path}: {body}");
-        body
+        decode_value(&format!("GET {path}"), &body)
     }
 
     /// Stops the relay (graceful) and waits for it.
@@ -291,28 +296,51 @@ impl Verifier {
         self.served.json.post(path, &body).await
     }
 
-    /// `GET /v1/status`.
-    pub async fn status(&self) -> Value {
-        self.get("/v1/status").await.1
+    /// GET a path, the answer read as the wire type `T`; panics with the
+    /// body when it is not one.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> (u16, T) {
+        self.served.json.get_as(path).await
+    }
+
+    /// POST `body` to a path, the answer read as the wire type `T`; panics
+    /// with the body when it is not one.
+    pub async fn post_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> (u16, T) {
+        self.served.json.post_as(path, body).await
+    }
+
+    /// `GET /v1/status`; panics with the code and body unless it is a
+    /// [`VerifierStatus`].
+    pub async fn status(&self) -> VerifierStatus {
+        self.get_as("/v1/status").await.1
     }
 
     /// Polls `/v1/status` until `ok` holds; panics with the last status after [`WAIT`].
-    pub async fn wait_status(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        ok: impl Fn(&VerifierStatus) -> bool,
+    ) -> VerifierStatus {
         wait_for_value(what, || self.status(), ok).await
     }
 
     /// Waits until the relay answered this verifier at least once.
-    pub async fn wait_relay_contact(&self) -> Value {
+    pub async fn wait_relay_contact(&self) -> VerifierStatus {
         self.wait_status("a relay contact", |s| {
-            s["relay"]["last_contact"].is_string()
+            s.relay.as_ref().is_some_and(|r| r.last_contact.is_some())
         })
         .await
     }
 
     /// `GET /v1/features/{name}` → allowed?
     pub async fn feature_allowed(&self, name: &str) -> bool {
-        let (_, v) = self.get(&format!("/v1/features/{name}")).await;
-        v["allowed"].as_bool().unwrap()
+        let (_, f) = self
+            .get_as::<FeatureAnswer>(&format!("/v1/features/{name}"))
+            .await;
+        f.decision.allowed
     }
 
     /// Subscribes to `GET /v1/events`.

@@ -1,6 +1,7 @@
 //! The air-gapped loop, with files carried by hand: activation request →
 //! bound license → usage report → ledger.
 
+use kaching_core::wire::verifier::{UsageAnswer, UsageRequest};
 use kaching_e2e::{install, now, verifier_config, Issued, Vendor, Verifier};
 use kaching_verifier::{report, Engine};
 
@@ -27,23 +28,27 @@ async fn air_gapped_round_trip() {
 
     let mut a = Verifier::start(verifier_config(&a_dir, None)).await;
     let s = a
-        .wait_status("active on A", |s| s["state"] == "active")
+        .wait_status("active on A", |s| s.status.state == "active")
         .await;
-    assert_eq!(s["cluster_id"], a_id.as_str());
+    assert_eq!(s.cluster_id, a_id);
     let (code, _) = a
-        .post(
+        .post_as::<UsageAnswer>(
             "/v1/usage",
-            serde_json::json!({"metric": "search_requests", "amount": 7, "idempotency_key": "r1"}),
+            &UsageRequest {
+                metric: "search_requests".into(),
+                amount: 7,
+                idempotency_key: "r1".into(),
+            },
         )
         .await;
     assert_eq!(code, 200);
 
     let mut b = Verifier::start(verifier_config(&b_dir, None)).await;
     let s = b
-        .wait_status("refused on B", |s| s["state"] != "unlicensed")
+        .wait_status("refused on B", |s| s.status.state != "unlicensed")
         .await;
-    assert_eq!(s["state"], "invalid", "{s:#}");
-    assert!(s["reason"].as_str().unwrap().contains(&a_id), "{s:#}");
+    assert_eq!(s.status.state, "invalid", "{s:#?}");
+    assert!(s.status.reason.contains(&a_id), "{s:#?}");
     assert!(!b.feature_allowed("basic-search").await);
     b.stop().await;
     a.stop().await;

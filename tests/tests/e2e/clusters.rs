@@ -1,6 +1,25 @@
 //! One license, one live cluster: activation, refusal, migration.
 
+use kaching_core::wire::relay::UpgradeRows;
+use kaching_core::wire::verifier::{UpgradeBody, UpgradeQueued, VerifierStatus};
 use kaching_e2e::{install, verifier_config, Relay, Vendor, Verifier};
+
+/// `relay.activated_license`: the license the relay holds for this cluster.
+fn activated(s: &VerifierStatus) -> Option<&str> {
+    s.relay
+        .as_ref()
+        .and_then(|r| r.activated_license.as_deref())
+}
+
+/// `relay.last_error`.
+fn relay_error(s: &VerifierStatus) -> Option<&str> {
+    s.relay.as_ref().and_then(|r| r.last_error.as_deref())
+}
+
+/// `relay.last_contact`.
+fn last_contact(s: &VerifierStatus) -> Option<String> {
+    s.relay.as_ref().and_then(|r| r.last_contact.clone())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_cluster_refused_for_same_license() {
@@ -12,19 +31,17 @@ async fn second_cluster_refused_for_same_license() {
     install(&b_dir, &vendor, &lic);
     let mut a = Verifier::start(verifier_config(&a_dir, Some(&relay))).await;
     a.wait_status("cluster a activated", |s| {
-        s["relay"]["activated_license"] == lic.id.as_str()
+        activated(s) == Some(lic.id.as_str())
     })
     .await;
     let mut b = Verifier::start(verifier_config(&b_dir, Some(&relay))).await;
     let s = b
         .wait_status("cluster b refused", |s| {
-            s["relay"]["last_error"]
-                .as_str()
-                .is_some_and(|e| e.contains("license_in_use"))
+            relay_error(s).is_some_and(|e| e.contains("license_in_use"))
         })
         .await;
-    assert!(s["relay"]["activated_license"].is_null(), "{s:#}");
-    assert_ne!(s["cluster_id"], a.status().await["cluster_id"]);
+    assert!(activated(&s).is_none(), "{s:#?}");
+    assert_ne!(s.cluster_id, a.status().await.cluster_id);
     b.stop().await;
     a.stop().await;
     relay.stop().await;
@@ -40,18 +57,18 @@ async fn clean_shutdown_deactivates_so_cluster_can_migrate() {
     install(&b_dir, &vendor, &lic);
     let mut a = Verifier::start(verifier_config(&a_dir, Some(&relay))).await;
     a.wait_status("cluster a activated", |s| {
-        s["relay"]["activated_license"] == lic.id.as_str()
+        activated(s) == Some(lic.id.as_str())
     })
     .await;
     a.stop().await;
     let mut b = Verifier::start(verifier_config(&b_dir, Some(&relay))).await;
     let s = b
         .wait_status("cluster b activated", |s| {
-            s["relay"]["activated_license"] == lic.id.as_str()
+            activated(s) == Some(lic.id.as_str())
         })
         .await;
-    assert!(s["relay"]["last_error"].is_null(), "{s:#}");
-    assert_eq!(s["state"], "active");
+    assert!(relay_error(&s).is_none(), "{s:#?}");
+    assert_eq!(s.status.state, "active");
     b.stop().await;
     relay.stop().await;
 }
@@ -66,40 +83,37 @@ async fn upgrade_request_reaches_the_relay_once_through_heartbeats() {
     let mut v = Verifier::start(verifier_config(&dir, Some(&relay))).await;
     v.wait_relay_contact().await;
     let (code, _) = v
-        .post(
+        .post_as::<UpgradeQueued>(
             "/v1/upgrade-requests",
-            serde_json::json!({"requested_tier": "enterprise", "message": "more nodes"}),
+            &UpgradeBody {
+                requested_tier: "enterprise".into(),
+                message: "more nodes".into(),
+            },
         )
         .await;
     assert!(code == 200 || code == 201 || code == 202, "{code}");
     let deadline = tokio::time::Instant::now() + kaching_e2e::WAIT;
     let rows = loop {
-        let r = relay.admin_get("/v1/upgrade-requests").await;
-        let rows = r["upgrade_requests"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if !rows.is_empty() {
-            break rows;
+        let r: UpgradeRows = relay.admin_get("/v1/upgrade-requests").await;
+        if !r.upgrade_requests.is_empty() {
+            break r.upgrade_requests;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "never reached the relay: {r:#}"
+            "never reached the relay: {r:#?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    assert_eq!(rows[0]["requested_tier"], "enterprise", "{rows:#?}");
+    assert_eq!(rows[0].requested_tier, "enterprise", "{rows:#?}");
     // Later heartbeats do not send it again.
-    let seen = v.status().await["relay"]["last_contact"].clone();
-    v.wait_status("a later heartbeat", |s| s["relay"]["last_contact"] != seen)
+    let seen = last_contact(&v.status().await);
+    v.wait_status("a later heartbeat", |s| last_contact(s) != seen)
         .await;
-    let again = v.status().await["relay"]["last_contact"].clone();
-    v.wait_status("yet another heartbeat", |s| {
-        s["relay"]["last_contact"] != again
-    })
-    .await;
-    let r = relay.admin_get("/v1/upgrade-requests").await;
-    assert_eq!(r["upgrade_requests"].as_array().unwrap().len(), 1, "{r:#}");
+    let again = last_contact(&v.status().await);
+    v.wait_status("yet another heartbeat", |s| last_contact(s) != again)
+        .await;
+    let r: UpgradeRows = relay.admin_get("/v1/upgrade-requests").await;
+    assert_eq!(r.upgrade_requests.len(), 1, "{r:#?}");
     v.stop().await;
     relay.stop().await;
 }

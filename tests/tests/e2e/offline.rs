@@ -1,10 +1,17 @@
 //! Losing the relay, and the relay's clock.
 
 use kaching_core::time::parse_rfc3339;
+use kaching_core::wire::verifier::{UsageAnswer, UsageRequest, VerifierStatus};
 use kaching_e2e::{install, now, verifier_config, Relay, Vendor, Verifier};
 
-fn time(v: &serde_json::Value) -> u64 {
-    parse_rfc3339(v.as_str().unwrap()).unwrap()
+fn time(t: &str) -> u64 {
+    parse_rfc3339(t).unwrap()
+}
+
+/// `relay.last_contact`, which must be set.
+fn last_contact(s: &VerifierStatus) -> u64 {
+    let t = s.relay.as_ref().and_then(|r| r.last_contact.as_deref());
+    time(t.unwrap_or_else(|| panic!("no relay.last_contact: {s:#?}")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,20 +22,33 @@ async fn relay_down_air_gapped_license_keeps_working() {
     let dir = vendor.root.join("cluster-a");
     install(&dir, &vendor, &lic);
     let mut v = Verifier::start(verifier_config(&dir, Some(&relay))).await;
-    v.wait_status("active", |s| s["state"] == "active").await;
+    v.wait_status("active", |s| s.status.state == "active")
+        .await;
     relay.stop().await;
     // The revocation long-poll notices the relay is gone...
     let s = v
-        .wait_status("a relay error", |s| s["relay"]["last_error"].is_string())
+        .wait_status("a relay error", |s| {
+            s.relay.as_ref().is_some_and(|r| r.last_error.is_some())
+        })
         .await;
     // ...and the air-gapped license does not care.
-    assert_eq!(s["state"], "active", "{s:#}");
-    assert!(s["relay"]["activated_license"].is_null(), "{s:#}");
+    assert_eq!(s.status.state, "active", "{s:#?}");
+    assert!(
+        s.relay
+            .as_ref()
+            .and_then(|r| r.activated_license.as_ref())
+            .is_none(),
+        "{s:#?}"
+    );
     assert!(v.feature_allowed("analytics").await);
     let (code, _) = v
-        .post(
+        .post_as::<UsageAnswer>(
             "/v1/usage",
-            serde_json::json!({"metric": "search_requests", "amount": 1, "idempotency_key": "k1"}),
+            &UsageRequest {
+                metric: "search_requests".into(),
+                amount: 1,
+                idempotency_key: "k1".into(),
+            },
         )
         .await;
     assert_eq!(code, 200);
@@ -44,15 +64,14 @@ async fn relay_down_connected_license_goes_overdue_after_offline_grace() {
     install(&dir, &vendor, &lic);
     let mut v = Verifier::start(verifier_config(&dir, Some(&relay))).await;
     let s = v.wait_relay_contact().await;
-    assert_eq!(s["state"], "active", "{s:#}");
+    assert_eq!(s.status.state, "active", "{s:#?}");
     relay.stop().await;
-    let s = v.wait_status("overdue", |s| s["state"] == "overdue").await;
-    assert!(s["reason"].as_str().unwrap().contains("relay"), "{s:#}");
+    let s = v
+        .wait_status("overdue", |s| s.status.state == "overdue")
+        .await;
+    assert!(s.status.reason.contains("relay"), "{s:#?}");
     // It became overdue only once the offline grace after the last contact ran out.
-    assert!(
-        time(&s["evaluated_at"]) >= time(&s["relay"]["last_contact"]) + 3,
-        "{s:#}"
-    );
+    assert!(time(&s.evaluated_at) >= last_contact(&s) + 3, "{s:#?}");
     assert!(!v.feature_allowed("analytics").await);
     v.stop().await;
 }
@@ -75,16 +94,16 @@ async fn relay_signed_time_raises_trusted_time_mark() {
     cfg.clock = kaching_verifier::Clock::with_offset(-100);
     let mut v = Verifier::start(cfg).await;
     let s = v.wait_relay_contact().await;
-    let mark = time(&s["trusted_time"]);
-    let contact = time(&s["relay"]["last_contact"]);
-    assert!(contact > issued, "{s:#}");
+    let mark = time(&s.trusted_time);
+    let contact = last_contact(&s);
+    assert!(contact > issued, "{s:#?}");
     assert!(
         mark >= contact,
-        "the relay's time must raise the mark: {s:#}"
+        "the relay's time must raise the mark: {s:#?}"
     );
     assert!(
-        mark > time(&s["evaluated_at"]) + 50,
-        "mark is above the slow local clock: {s:#}"
+        mark > time(&s.evaluated_at) + 50,
+        "mark is above the slow local clock: {s:#?}"
     );
     v.stop().await;
     // The raised mark is persisted.

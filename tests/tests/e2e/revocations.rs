@@ -1,5 +1,6 @@
 //! Revocation lists from the vendor's desk to a connected verifier.
 
+use kaching_core::wire::verifier::{FeatureAnswer, VerifierStatus};
 use kaching_e2e::{install, verifier_config, Relay, Vendor, Verifier};
 
 /// Vendor, relay and a connected verifier running one license; the verifier
@@ -12,7 +13,7 @@ async fn connected() -> (Vendor, Relay, Verifier, String) {
     install(&dir, &vendor, &lic);
     let v = Verifier::start(verifier_config(&dir, Some(&relay))).await;
     let s = v.wait_relay_contact().await;
-    assert_eq!(s["state"], "active", "{s:#}");
+    assert_eq!(s.status.state, "active", "{s:#?}");
     assert!(v.feature_allowed("analytics").await);
     (vendor, relay, v, lic.id)
 }
@@ -29,15 +30,12 @@ async fn suspension_published_reaches_verifier_events_and_denies_features() {
     );
     assert_eq!(vendor.publish(&relay).await, 0);
     let ev = events
-        .wait_for("status", |s| s["state"] == "suspended")
+        .wait_for_as::<VerifierStatus>("status", |s| s.status.state == "suspended")
         .await;
-    assert!(
-        ev["reason"].as_str().unwrap().contains("unpaid invoice"),
-        "{ev:#}"
-    );
+    assert!(ev.status.reason.contains("unpaid invoice"), "{ev:#?}");
     assert!(!v.feature_allowed("analytics").await);
-    let (_, d) = v.get("/v1/features/analytics").await;
-    assert_eq!(d["code"], "license_suspended", "{d:#}");
+    let (_, d) = v.get_as::<FeatureAnswer>("/v1/features/analytics").await;
+    assert_eq!(d.decision.code, "license_suspended", "{d:#?}");
     v.stop().await;
     relay.stop().await;
 }
@@ -47,12 +45,14 @@ async fn reinstatement_restores_features() {
     let (vendor, mut relay, mut v, id) = connected().await;
     assert_eq!(vendor.licensegen(&["suspend", &id]).await, 0);
     assert_eq!(vendor.publish(&relay).await, 0);
-    v.wait_status("suspended", |s| s["state"] == "suspended")
+    v.wait_status("suspended", |s| s.status.state == "suspended")
         .await;
     let mut events = v.events().await;
     assert_eq!(vendor.licensegen(&["reinstate", &id]).await, 0);
     assert_eq!(vendor.publish(&relay).await, 0);
-    events.wait_for("status", |s| s["state"] == "active").await;
+    events
+        .wait_for_as::<VerifierStatus>("status", |s| s.status.state == "active")
+        .await;
     assert!(v.feature_allowed("analytics").await);
     v.stop().await;
     relay.stop().await;
@@ -65,7 +65,7 @@ async fn relay_rejects_forged_and_rolled_back_lists_and_verifier_keeps_its_list(
     let old = std::fs::read(vendor.revocations_file()).unwrap();
     assert_eq!(vendor.licensegen(&["suspend", &id]).await, 0);
     assert_eq!(vendor.publish(&relay).await, 0);
-    v.wait_status("suspended", |s| s["state"] == "suspended")
+    v.wait_status("suspended", |s| s.status.state == "suspended")
         .await;
     let current = std::fs::read(vendor.revocations_file()).unwrap();
 
@@ -104,7 +104,7 @@ async fn relay_rejects_forged_and_rolled_back_lists_and_verifier_keeps_its_list(
 
     // The verifier still enforces the newest genuine list.
     let s = v.status().await;
-    assert_eq!(s["state"], "suspended", "{s:#}");
+    assert_eq!(s.status.state, "suspended", "{s:#?}");
     assert_eq!(
         std::fs::read(v.dir.join("revocations.krl")).unwrap(),
         current
