@@ -87,10 +87,48 @@ pub fn heartbeat_sent(ok: bool) {
 /// One API request answered: by route template (`/v1/nodes/{node_id}`) and
 /// status code.
 pub fn api_request(route: &str, status: u16) {
-    metrics::counter!(
-        "kaching_api_requests_total",
-        "route" => route.to_string(),
-        "status" => status.to_string()
-    )
-    .increment(1);
+    // Labels from a fixed set are static strings: no allocation per request
+    // on the hot read paths.
+    let route: metrics::SharedString = match ROUTES.iter().find(|r| **r == route) {
+        Some(r) => metrics::SharedString::const_str(r),
+        None => route.to_string().into(),
+    };
+    let status: metrics::SharedString = match STATUSES.iter().find(|(c, _)| *c == status) {
+        Some((_, s)) => metrics::SharedString::const_str(s),
+        None => status.to_string().into(),
+    };
+    metrics::counter!("kaching_api_requests_total", "route" => route, "status" => status)
+        .increment(1);
 }
+
+/// The API's route templates (anything else is counted with an owned label).
+const ROUTES: [&str; 12] = [
+    "unmatched",
+    "/v1/features/{name}",
+    "/v1/status",
+    "/v1/quotas",
+    "/v1/license",
+    "/v1/nodes",
+    "/v1/nodes/{node_id}",
+    "/v1/usage",
+    "/v1/upgrade-requests",
+    "/v1/events",
+    "/healthz",
+    "/metrics",
+];
+
+/// The status codes the API answers with.
+const STATUSES: [(u16, &str); 12] = [
+    (200, "200"),
+    (202, "202"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (405, "405"),
+    (413, "413"),
+    (415, "415"),
+    (422, "422"),
+    (500, "500"),
+    (503, "503"),
+];
