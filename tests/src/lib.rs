@@ -171,9 +171,19 @@ pub struct Relay {
 impl Relay {
     /// Starts a relay keeping its data in `root/relay`, trusting `vendor_pem`.
     pub async fn start(root: &Path, vendor_pem: &str) -> Relay {
+        Relay::start_with(root, Some(vendor_pem), None).await
+    }
+
+    /// Starts a relay whose trust is the root of trust in `root_file`.
+    pub async fn start_with_root(root: &Path, root_file: &Path) -> Relay {
+        Relay::start_with(root, None, Some(root_file)).await
+    }
+
+    async fn start_with(root: &Path, vendor_pem: Option<&str>, root_file: Option<&Path>) -> Relay {
         let config = kaching_relay::Config {
             data_dir: root.join("relay"),
-            vendor_keys: Some(vendor_pem.to_string()),
+            vendor_keys: vendor_pem.map(str::to_string),
+            root: root_file.map(Path::to_path_buf),
             // Tests burst; the limiter has its own tests in relay/.
             rate_limit: kaching_relay::config::RateLimit {
                 per_second: 0.0,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use kaching_core::wire::relay::PublishAnswer;
+use kaching_core::wire::relay::{PublishAnswer, RootPublished, RootsAnswer};
 use kaching_core::wire::ErrorBody;
 use kaching_core::{verify_revocation_list, DocKind};
 
@@ -59,6 +59,12 @@ pub(super) fn publish(ctx: &Ctx<'_>, a: &PublishArgs) -> Result<u8> {
         .user_agent(concat!("licensegen/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("cannot set up the HTTP client")?;
+    // Roots first: with a root configured the relay judges the list by the
+    // current root's revoker keys, so a rotation must arrive before a list
+    // the new key signed.
+    if let Some(code) = publish_roots(&client, &url, token.trim(), &v)? {
+        return Ok(code);
+    }
     let resp = match client
         .put(&endpoint)
         .bearer_auth(token.trim())
@@ -186,6 +192,82 @@ fn read_token(path: &Path) -> Result<String> {
         )));
     }
     Ok(token)
+}
+
+/// Uploads the vendor's roots the relay does not hold yet, oldest first
+/// (`PUT /v1/roots`). `Some(code)` ends the publish with that exit code.
+fn publish_roots(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    token: &str,
+    v: &crate::vendor_dir::VendorDir,
+) -> Result<Option<u8>> {
+    let Some(chain) = super::root::chain(v)? else {
+        return Ok(None);
+    };
+    let base = url.trim_end_matches('/');
+    let held = match client
+        .get(format!("{base}/v1/roots"))
+        .query(&[("after", "0")])
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json::<RootsAnswer>())
+    {
+        Ok(a) => a.latest,
+        // An older relay without roots: say so, and publish the list alone.
+        Err(e) => {
+            note(&format!(
+                "warning: the relay at {url} does not serve roots ({e}); publishing the revocation list only"
+            ));
+            return Ok(None);
+        }
+    };
+    for root in chain.walked().iter().filter(|r| r.root.version > held) {
+        let version = root.root.version;
+        let resp = match client
+            .put(format!("{base}/v1/roots"))
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, DocKind::Root.content_type())
+            .body(root.bytes.clone())
+            .send()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                note(&format!(
+                    "error: cannot reach the relay at {url} ({e}): check the URL and that the relay is running, then publish again"
+                ));
+                return Ok(Some(exit::RELAY_UNREACHABLE));
+            }
+        };
+        let status = resp.status();
+        let text = resp.text().unwrap_or_default();
+        if status.is_success() {
+            let accepted = serde_json::from_str::<RootPublished>(&text).is_ok_and(|a| a.accepted);
+            if accepted {
+                out(&format!("published root v{version} to {url}\n"))?;
+            }
+            continue;
+        }
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|e| e.to_string())
+            .unwrap_or(text);
+        if status.as_u16() == 409 {
+            note(&format!(
+                "warning: the relay at {url} has no root of trust configured ({message}); \
+                 set `root` in its config to root v1 (`licensegen root show --out FILE`) so it can serve rotations"
+            ));
+            return Ok(None);
+        }
+        note(&format!(
+            "error: the relay refused root v{version} ({status}: {message})"
+        ));
+        return Ok(Some(if matches!(status.as_u16(), 401 | 403) {
+            exit::RELAY_TOKEN
+        } else {
+            exit::RELAY_REFUSED
+        }));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -86,3 +86,55 @@ async fn key_rotation_through_the_root_chain_in_a_pinned_verifier() {
     );
     v.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_published_to_the_relay_reaches_a_connected_pinned_verifier() {
+    let vendor = Vendor::new().await;
+    assert_eq!(vendor.licensegen(&["root", "init"]).await, 0);
+    let root1 = vendor.root.join("root-v1.root");
+    assert_eq!(
+        vendor
+            .licensegen(&["root", "show", "--out", root1.to_str().unwrap()])
+            .await,
+        0
+    );
+    let relay = kaching_e2e::Relay::start_with_root(&vendor.root, &root1).await;
+    let lic = vendor.issue("acme", &[]).await;
+    let dir = vendor.root.join("cluster");
+    install(&dir, &vendor, &lic);
+    let mut cfg = verifier_config(&dir, Some(&relay));
+    cfg.relay.long_poll = std::time::Duration::from_secs(1);
+    cfg.pinned_root = Some(Arc::from(std::fs::read(&root1).unwrap().into_boxed_slice()));
+    let mut v = Verifier::start(cfg).await;
+    v.wait_status("active under root v1", |s| s.status.state == "active")
+        .await;
+
+    // Rotate and publish: the relay takes root v2 through its chain, then
+    // the list signed by the new key; the verifier pulls both.
+    assert_eq!(vendor.licensegen(&["key", "rotate"]).await, 0);
+    assert_eq!(
+        vendor
+            .licensegen(&["suspend", &lic.id, "--reason", "unpaid"])
+            .await,
+        0
+    );
+    assert_eq!(vendor.publish(&relay).await, 0);
+    let s = v
+        .wait_status("root v2 from the relay", |s| s.root_version == Some(2))
+        .await;
+    assert_eq!(s.trust, "pinned");
+    // The license signed by the rotated-out key stops counting, and says
+    // why; the list the new key signed was accepted (no refusal).
+    let s = v
+        .wait_status("the old key's license withdrawn", |s| {
+            s.status.state == "invalid"
+        })
+        .await;
+    assert!(
+        s.status.reason.contains("holds none in root v2"),
+        "{}",
+        s.status.reason
+    );
+    assert!(!rejected(&s, "revocations"), "{:#?}", s.rejections);
+    v.stop().await;
+}
