@@ -1,91 +1,36 @@
-//! Atomic file writes (temp file in the same folder, fsync, rename, fsync the
-//! folder) and the clock: the only two places licensegen touches the outside
-//! world besides SQLite and the terminal.
+//! licensegen's file writes and clock, on top of the kit's (`kaching_kit::fs`,
+//! `kaching_kit::clock`): the same atomic write the daemons use, plus the
+//! `--out` checks and messages sales ops see.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use kaching_core::time::Timestamp;
 
-/// Seconds since the Unix epoch, now.
+/// Seconds since the Unix epoch, now (the kit's clock, read in one place).
 pub fn now() -> Timestamp {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    kaching_kit::clock::now()
 }
 
 /// Writes `bytes` to `path` so that a reader sees either the old file or the
-/// new one, never a mix, even across a crash. `private` makes the file 0600.
+/// new one, never a mix, even across a crash. `private` makes the file 0600
+/// from its first byte. The kit's one atomic write.
 pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
-    let dir = parent_of(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), nonce()));
-    let result = (|| -> Result<()> {
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(if private { 0o600 } else { 0o644 });
-        }
-        let mut f = opts
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-        sync_dir(&dir);
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    Ok(kaching_kit::fs::write_atomic(path, bytes, private)?)
 }
 
-/// Like [`write_atomic`], but never replaces an existing file: the finished
-/// temp file is hard-linked into place, which fails if the name is taken
-/// (where the file system has no hard links, e.g. FAT, it checks, then renames).
+/// Like [`write_atomic`], but never replaces an existing file (an `--out`
+/// that appeared meanwhile is refused, not overwritten).
 pub fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
-    let exists = || {
-        crate::error::usage(format!(
+    check_new_file(path)?;
+    match kaching_kit::fs::write_new(path, bytes, private) {
+        Err(kaching_kit::fs::WriteError::Exists { .. }) => Err(crate::error::usage(format!(
             "{} already exists: choose another --out path or move the old file away",
             path.display()
-        ))
-    };
-    if path.exists() {
-        return Err(exists());
+        ))),
+        other => Ok(other?),
     }
-    check_new_file(path)?;
-    let dir = parent_of(path);
-    let staged = dir.join(format!(
-        ".{}.new-{}-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id(),
-        nonce()
-    ));
-    write_atomic(&staged, bytes, private)?;
-    let linked = fs::hard_link(&staged, path);
-    let result = match linked {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
-        Err(_) if path.exists() => Err(exists()),
-        Err(_) => {
-            fs::rename(&staged, path).with_context(|| format!("cannot write {}", path.display()))
-        }
-    };
-    let _ = fs::remove_file(&staged);
-    sync_dir(&dir);
-    result
 }
 
 /// Checks that a new file can go to `path` (an `--out` value) before any
@@ -123,35 +68,18 @@ pub fn check_new_file(path: &Path) -> Result<()> {
 
 /// The folder holding `path` (`.` for a bare file name).
 pub fn parent_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+    kaching_kit::fs::parent_of(path)
 }
 
-/// Flushes a folder's entry list so a rename survives power loss (best effort:
-/// not every platform can open a folder).
+/// Flushes a folder's entry list so a rename survives power loss (best
+/// effort: not every platform can open a folder).
 pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    let _ = kaching_kit::fs::sync_dir(dir);
 }
 
 /// Reads a file with a helpful error.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-fn nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 #[cfg(test)]
