@@ -445,6 +445,65 @@ pub fn cases() -> Result<Vec<Case>, String> {
         },
     });
 
+    // Roots of trust (docs/format.md §7.7): a root counts only with a
+    // threshold of distinct root-role keys; the attacker cannot make one.
+    let root_of = |root_kids: Vec<kaching_core::Kid>, threshold: u32| {
+        let mut keys = vec![vendor.public(), attacker().public()];
+        keys.sort_by_key(|k| k.kid());
+        let one = |k: &kaching_core::SecretKey| kaching_core::root::RoleKeys {
+            kids: vec![k.public().kid()],
+            threshold: 1,
+        };
+        let mut kids = root_kids;
+        kids.sort();
+        kaching_core::root::Root {
+            issuer: super::ISSUER.into(),
+            version: 1,
+            issued_at: super::ISSUED,
+            expires: super::ISSUED + 3650 * kaching_core::time::DAY,
+            keys,
+            roles: std::collections::BTreeMap::from([
+                (
+                    kaching_core::root::Role::Root,
+                    kaching_core::root::RoleKeys { kids, threshold },
+                ),
+                (kaching_core::root::Role::Issuer, one(&vendor)),
+                (kaching_core::root::Role::Revoker, one(&vendor)),
+            ]),
+            revocation_floor: None,
+        }
+    };
+    let two_of_two = root_of(vec![vendor.public().kid(), attacker().public().kid()], 2);
+    cases.push(Case {
+        name: "root_threshold_not_met",
+        attack: "a root whose root role needs 2 of 2 keys, signed by one",
+        test: "attack_root_fixture_threshold_not_met",
+        file: Some(("cbor", two_of_two.sign(&[&vendor]))),
+        expect: err("root", "Root"),
+    });
+    cases.push(Case {
+        name: "root_one_key_signing_twice",
+        attack: "the same 2-of-2 root signed twice by one key, to count it twice",
+        test: "attack_root_fixture_one_key_signing_twice",
+        file: Some(("cbor", two_of_two.sign(&[&vendor, &vendor]))),
+        expect: err("root", "Root"),
+    });
+    let vendor_only = root_of(vec![vendor.public().kid()], 1);
+    cases.push(Case {
+        name: "root_signed_by_another_key",
+        attack: "a root naming the vendor's root key but signed by the attacker's key",
+        test: "attack_root_fixture_signed_by_another_key",
+        file: Some(("cbor", vendor_only.sign(&[&attacker()]))),
+        expect: err("root", "Root"),
+    });
+    cases.push(Case {
+        name: "license_as_root",
+        attack: "type confusion: a genuine license presented as a root of trust",
+        test: "attack_root_fixture_license_as_root",
+        file: Some(("cbor", good.clone())),
+        expect: err("root", "WrongKind"),
+    });
+
     Ok(cases)
 }
 
