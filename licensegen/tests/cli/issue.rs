@@ -373,3 +373,40 @@ fn issue_from_spec_file_with_several_licenses() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr(&out), "error: unknown tier \"gold\": the tiers are evaluation, standard, enterprise (tiers.toml lists them)\n");
 }
+
+#[test]
+fn custom_quota_is_explicit_and_upgrade_checks_quota_names_too() {
+    let env = Env::new();
+    let (id, file) = env.issue(&[
+        "--customer",
+        "Acme",
+        "--tier",
+        "standard",
+        "--custom-quota",
+        "exports=500/day",
+    ]);
+    let l = verify_license(&std::fs::read(&file).unwrap(), &env.pubkey())
+        .unwrap()
+        .license;
+    assert_eq!(l.quotas["exports"].limit, 500);
+    for cmd in ["upgrade", "renew"] {
+        let out = env
+            .cmd()
+            .args([
+                cmd,
+                &id,
+                "--tier",
+                "enterprise",
+                "--quota",
+                "search_request=9/day",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        assert_eq!(
+            stderr(&out),
+            "error: unknown quota \"search_request\": did you mean \"search_requests\"? (for a quota outside the tier catalog, use --custom-quota search_request=9/day)\n",
+            "{cmd}"
+        );
+    }
+}
