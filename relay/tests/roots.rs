@@ -62,8 +62,10 @@ fn root(version: u64, root_keys: &[u8], revoker: u8) -> Root {
     Root {
         issuer: "vendor".into(),
         version,
-        issued_at: now() - 60,
-        expires: now() + YEAR,
+        // Whole hours: the same root built twice in one test has the same
+        // bytes even when the clock's second ticks over in between.
+        issued_at: now() / 3600 * 3600 - 3600,
+        expires: now() / 3600 * 3600 + YEAR,
         keys,
         roles,
         revocation_floor: None,
