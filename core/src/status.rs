@@ -60,10 +60,12 @@ impl LicenseStatus {
     /// license is in force).
     pub fn of(verdict: &Verdict, catalog: &crate::tiers::TierCatalog) -> LicenseStatus {
         let mut s = LicenseStatus::from(verdict);
-        for name in catalog.quota_names() {
-            s.quotas
-                .entry(name)
-                .or_insert(QuotaJson { used: 0, limit: 0 });
+        // Runs on every verdict: allocate only for the names that are missing.
+        for name in catalog.tiers.iter().flat_map(|t| t.quotas.keys()) {
+            if !s.quotas.contains_key(name) {
+                s.quotas
+                    .insert(name.clone(), QuotaJson { used: 0, limit: 0 });
+            }
         }
         s
     }

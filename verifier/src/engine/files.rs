@@ -150,7 +150,7 @@ impl Engine {
                             "{} holds vendor keys, which this build ignores: its trust comes from the root \
                              built in, and keys count only through it (newer roots go in {})",
                             path.display(),
-                            self.cfg.watched().roots.display()
+                            loader::roots_folder(&self.cfg.trusted_keys).display()
                         ),
                         now,
                     ),

@@ -15,9 +15,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::body::Bytes;
 
 use kaching_core::time::{period_key, rfc3339, Timestamp};
-use kaching_core::wire::verifier::{LicenseAnswer, Rejection, VerifierStatus};
+use kaching_core::wire::verifier::{Rejection, VerifierStatus};
 use kaching_core::wire::LicenseStatus;
 use kaching_core::{
     evaluate, LicenseInput, Settings, Snapshot, TierCatalog, VerifiedLicense,
@@ -90,6 +91,9 @@ pub struct Engine {
     pub(crate) files_written: bool,
     /// The verdict and JSON readers get; swapped whole by `recompute`.
     current: Arc<Published>,
+    /// `GET /v1/license` as last rendered, with the license bytes and root
+    /// version it was rendered for (see `license_json`).
+    license_answer: Option<(Option<Vec<u8>>, Option<u64>, Bytes)>,
     /// Events raised by the last command, drained by the actor to streams.
     pub(crate) events: Vec<Event>,
     /// When idempotency keys were last pruned (hourly).
@@ -198,6 +202,7 @@ impl Engine {
             files_stale_before: 0,
             files_written: false,
             current: Arc::new(placeholder),
+            license_answer: None,
             events: Vec::new(),
             last_prune: 0,
             relay,
@@ -324,17 +329,8 @@ impl Engine {
                 .map(|h| h.offline_grace),
             now,
         );
-        let license = LicenseAnswer {
-            license: self
-                .license
-                .as_ref()
-                .map(|l| kaching_core::armor::armor(kaching_core::DocKind::License, &l.bytes)),
-            trust: self.trust_mode().as_str().into(),
-            root: self.trust.as_ref().and_then(|t| t.chain.as_ref()).map(|c| {
-                kaching_core::armor::armor(kaching_core::DocKind::Root, &c.current().bytes)
-            }),
-        };
-        let next = Published::new(verdict, body, &license);
+        let license_json = self.license_json();
+        let next = Published::new(verdict, body, license_json);
         if changed {
             self.events.push(Event {
                 kind: "status",
@@ -342,6 +338,26 @@ impl Engine {
             });
         }
         self.current = Arc::new(next);
+    }
+
+    /// `GET /v1/license`, re-rendered only when the license bytes or the
+    /// root in force changed (recompute runs on every write).
+    fn license_json(&mut self) -> Bytes {
+        let license = self.license.as_ref().map(|l| l.bytes.as_slice());
+        let root_version = self.trust.as_ref().and_then(Trust::root_version);
+        if let Some((bytes, version, json)) = &self.license_answer {
+            if bytes.as_deref() == license && *version == root_version {
+                return json.clone();
+            }
+        }
+        let root = self
+            .trust
+            .as_ref()
+            .and_then(|t| t.chain.as_ref())
+            .map(|c| c.current().bytes.as_slice());
+        let json = published::license_json(self.license.as_ref(), self.trust_mode().as_str(), root);
+        self.license_answer = Some((license.map(<[u8]>::to_vec), root_version, json.clone()));
+        json
     }
 
     /// Raises the trusted-time mark to `t` (relay-signed time); never lowers it.

@@ -5,8 +5,10 @@
 use axum::body::Bytes;
 use serde::Serialize;
 
+use kaching_core::armor::armor;
 use kaching_core::wire::verifier::{LicenseAnswer, QuotasAnswer, ReloadEvent, VerifierStatus};
 use kaching_core::wire::LicenseStatus;
+use kaching_core::DocKind;
 use kaching_core::{
     evaluate, LicenseInput, Settings, Snapshot, TierCatalog, Verdict, VerifiedLicense,
 };
@@ -28,11 +30,7 @@ pub struct Published {
 
 impl Published {
     /// Renders `status` and the quotas view once, for every reader.
-    pub(crate) fn new(
-        verdict: Verdict,
-        status: VerifierStatus,
-        license: &LicenseAnswer,
-    ) -> Published {
+    pub(crate) fn new(verdict: Verdict, status: VerifierStatus, license_json: Bytes) -> Published {
         let status_json = Bytes::from(serde_json::to_vec(&status).unwrap_or_default());
         let quotas = QuotasAnswer {
             license_id: status.status.license_id.clone(),
@@ -40,7 +38,6 @@ impl Published {
             quotas: verdict.quotas.clone(),
         };
         let quotas_json = Bytes::from(serde_json::to_vec(&quotas).unwrap_or_default());
-        let license_json = Bytes::from(serde_json::to_vec(license).unwrap_or_default());
         Published {
             verdict,
             status,
@@ -79,6 +76,20 @@ impl Published {
             license_json: Bytes::new(),
         }
     }
+}
+
+/// `GET /v1/license` for the license and root in force.
+pub(crate) fn license_json(
+    license: Option<&VerifiedLicense>,
+    trust: &str,
+    root: Option<&[u8]>,
+) -> Bytes {
+    let answer = LicenseAnswer {
+        license: license.map(|l| armor(DocKind::License, &l.bytes)),
+        trust: trust.into(),
+        root: root.map(|r| armor(DocKind::Root, r)),
+    };
+    Bytes::from(serde_json::to_vec(&answer).unwrap_or_default())
 }
 
 /// A server-sent event: its name and JSON data.
