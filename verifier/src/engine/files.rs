@@ -263,16 +263,12 @@ impl Engine {
         if let Some(trust) = self.trust.clone() {
             self.revocations = None;
             self.restore_revocations(&trust.revokers);
+            // The license in force is checked as a file pass checks it, so
+            // the reason is the same whichever way the root arrived.
             if let Some(l) = &self.license {
-                if kaching_core::verify_license(&l.bytes, &trust.issuers).is_err() {
-                    let why = format!(
-                        "license {} is no longer signed by an issuer key of root v{}",
-                        l.license.id,
-                        trust.root_version().unwrap_or(0)
-                    );
-                    self.reject("license", why.clone(), now);
-                    self.license = None;
-                    self.license_problem = Some(why);
+                if let Err(why) = loader::verify_license_bytes(&self.cfg.license, &l.bytes, &trust)
+                {
+                    self.keep_or_fail(None, why, now);
                 }
             }
         }
