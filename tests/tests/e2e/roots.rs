@@ -3,6 +3,7 @@
 //! dropping root v2 into `roots/`: licenses from the new key count, those
 //! from the rotated-out key stop counting.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kaching_core::wire::verifier::VerifierStatus;
@@ -16,24 +17,31 @@ fn rejected(s: &VerifierStatus, text: &str) -> bool {
         .any(|r| r.file.contains(text) || r.reason.contains(text))
 }
 
+/// `licensegen root init`, then root v1 written out for the verifier build.
+async fn root_v1(vendor: &Vendor) -> PathBuf {
+    assert_eq!(vendor.licensegen(&["root", "init"]).await, 0);
+    let root1 = vendor.root.join("root-v1.root");
+    let out = root1.to_str().unwrap();
+    assert_eq!(vendor.licensegen(&["root", "show", "--out", out]).await, 0);
+    root1
+}
+
+/// A verifier pinned to the root in `file`, as the vendor's build would be.
+fn pin(cfg: &mut kaching_verifier::Config, file: &Path) {
+    cfg.pinned_root = Some(Arc::from(std::fs::read(file).unwrap().into_boxed_slice()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_through_the_root_chain_in_a_pinned_verifier() {
     let vendor = Vendor::new().await;
-    assert_eq!(vendor.licensegen(&["root", "init"]).await, 0);
-    let root1 = vendor.root.join("root-v1.root");
-    assert_eq!(
-        vendor
-            .licensegen(&["root", "show", "--out", root1.to_str().unwrap()])
-            .await,
-        0
-    );
+    let root1 = root_v1(&vendor).await;
     let before = vendor.issue("before", &[]).await;
 
     // The vendor's verifier build, pinned to root v1.
     let dir = vendor.root.join("cluster");
     install(&dir, &vendor, &before);
     let mut cfg = verifier_config(&dir, None);
-    cfg.pinned_root = Some(Arc::from(std::fs::read(&root1).unwrap().into_boxed_slice()));
+    pin(&mut cfg, &root1);
     let mut v = Verifier::start(cfg.clone()).await;
     let s = v
         .wait_status("active under root v1", |s| s.status.state == "active")
@@ -90,21 +98,14 @@ async fn key_rotation_through_the_root_chain_in_a_pinned_verifier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_published_to_the_relay_reaches_a_connected_pinned_verifier() {
     let vendor = Vendor::new().await;
-    assert_eq!(vendor.licensegen(&["root", "init"]).await, 0);
-    let root1 = vendor.root.join("root-v1.root");
-    assert_eq!(
-        vendor
-            .licensegen(&["root", "show", "--out", root1.to_str().unwrap()])
-            .await,
-        0
-    );
+    let root1 = root_v1(&vendor).await;
     let relay = kaching_e2e::Relay::start_with_root(&vendor.root, &root1).await;
     let lic = vendor.issue("acme", &[]).await;
     let dir = vendor.root.join("cluster");
     install(&dir, &vendor, &lic);
     let mut cfg = verifier_config(&dir, Some(&relay));
     cfg.relay.long_poll = std::time::Duration::from_secs(1);
-    cfg.pinned_root = Some(Arc::from(std::fs::read(&root1).unwrap().into_boxed_slice()));
+    pin(&mut cfg, &root1);
     let mut v = Verifier::start(cfg).await;
     v.wait_status("active under root v1", |s| s.status.state == "active")
         .await;
