@@ -590,6 +590,17 @@ pub fn add_signature(bytes: &[u8], key: &SecretKey) -> Result<Vec<u8>> {
         .map_err(|e| Error::Malformed(e.to_string()))
 }
 
+/// Which keys may sign a relay's time answers: the relay role of the root
+/// in force when it names one (a key configured beside the verifier is then
+/// ignored: the customer can edit that file), else the configured key;
+/// `None` when neither exists.
+pub fn relay_signers(root: Option<&Root>, configured: Option<&PublicKey>) -> Option<TrustedKeys> {
+    match root {
+        Some(r) if r.roles.contains_key(&Role::Relay) => Some(r.keys_for(Role::Relay)),
+        _ => configured.map(|k| TrustedKeys::from(k.clone())),
+    }
+}
+
 /// The signatures a root under signature carries from the keys of one
 /// root role, against that role's threshold.
 #[derive(Debug, Clone, PartialEq, Eq)]

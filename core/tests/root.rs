@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use kaching_core::id::LicenseId;
 use kaching_core::license::{License, Limits};
 use kaching_core::root::{
-    add_signature, inspect_root, tally_root, verify_initial_root, verify_next_root, Role, RoleKeys,
-    Root, TrustChain, VerifiedRoot, MAX_SIGNATURES,
+    add_signature, inspect_root, relay_signers, tally_root, verify_initial_root, verify_next_root,
+    Role, RoleKeys, Root, TrustChain, VerifiedRoot, MAX_SIGNATURES,
 };
 use kaching_core::{verify_license, Error, SecretKey};
 
@@ -448,4 +448,21 @@ fn a_root_must_name_its_required_roles_with_reachable_thresholds() {
     let mut r = v1();
     r.roles.get_mut(&Role::Issuer).unwrap().kids = vec![key(99).public().kid()];
     assert!(r.check().unwrap_err().to_string().contains("does not list"));
+}
+
+#[test]
+fn attack_edited_relay_key_ignored_when_the_root_names_a_relay() {
+    // v1 names key 30 as the relay; the customer configures key 66 (a fake
+    // relay of their own feeding time): only 30 counts.
+    let fake = key(66).public();
+    let keys = relay_signers(Some(&v1()), Some(&fake)).unwrap();
+    assert!(keys.get(&key(30).public().kid()).is_some());
+    assert!(keys.get(&fake.kid()).is_none());
+    // Without a relay role in the root the configured key is all there is.
+    let mut no_relay = v1();
+    no_relay.roles.remove(&Role::Relay);
+    let keys = relay_signers(Some(&no_relay), Some(&fake)).unwrap();
+    assert!(keys.get(&fake.kid()).is_some());
+    assert!(relay_signers(Some(&no_relay), None).is_none());
+    assert!(relay_signers(None, Some(&fake)).is_some());
 }

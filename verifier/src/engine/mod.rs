@@ -330,7 +330,8 @@ impl Engine {
             now,
         );
         let license_json = self.license_json();
-        let next = Published::new(verdict, body, license_json);
+        let relay_signers = self.relay_signers();
+        let next = Published::new(verdict, body, license_json, relay_signers);
         if changed {
             self.events.push(Event {
                 kind: "status",
