@@ -1016,3 +1016,113 @@ fn state_names_and_usability() {
         assert_eq!(state.is_usable(), usable, "{name}");
     }
 }
+
+#[test]
+fn evaluation_nearing_its_end_suggests_the_next_tier() {
+    let eval = license_of("evaluation");
+    let case = Case::new(eval);
+    // (now, state, urgency of the standard suggestion, or none)
+    let rows = [
+        (IAT + DAY, State::Active, None),
+        (EXP - WINDOW, State::Expiring, Some(Urgency::Medium)),
+        (EXP - 7 * DAY - 1, State::Expiring, Some(Urgency::Medium)),
+        (EXP - 7 * DAY, State::Expiring, Some(Urgency::High)),
+        (EXP, State::Grace, Some(Urgency::High)),
+        (EXP + GRACE, State::Expired, None),
+    ];
+    for (now, state, want) in rows {
+        let v = case.at(now);
+        assert_eq!(v.state, state, "at {now}");
+        let s = v
+            .upgrade_suggestions
+            .iter()
+            .find(|s| s.reason.starts_with("the Evaluation license"));
+        match want {
+            Some(u) => {
+                let s = s.unwrap_or_else(|| panic!("{state}: no suggestion: {v:#?}"));
+                assert_eq!((s.suggested_tier.as_str(), s.urgency), ("standard", u));
+                assert!(s.benefits.iter().any(|b| b == "feature analytics"), "{s:?}");
+            }
+            None => assert!(s.is_none(), "{state}: {s:?}"),
+        }
+    }
+    // A paid tier's renewal is not an upgrade.
+    let v = Case::new(standard()).at(EXP - DAY);
+    assert_eq!(v.state, State::Expiring);
+    assert!(
+        v.upgrade_suggestions.is_empty(),
+        "{:?}",
+        v.upgrade_suggestions
+    );
+}
+
+#[test]
+fn no_upgrade_suggestions_while_the_license_is_not_usable() {
+    let mut case =
+        Case::new(standard()).list(list(vec![entry(RevocationStatus::Suspended)], IAT, EXP));
+    case.snapshot.quota_usage = BTreeMap::from([("search_requests".to_string(), 50_000)]);
+    let v = case.at(IAT + DAY);
+    assert_eq!(v.state, State::Suspended);
+    assert!(v.warnings.iter().any(|w| w.starts_with("search_requests")));
+    assert!(
+        v.upgrade_suggestions.is_empty(),
+        "{:?}",
+        v.upgrade_suggestions
+    );
+}
+
+#[test]
+fn one_suggestion_per_tier_most_urgent_first() {
+    // Two limits pointing at enterprise make one card; nodes (low) and
+    // search (high) join their reasons and take the higher urgency.
+    let mut case = Case::new(standard());
+    case.snapshot.live_nodes = 8;
+    case.snapshot.quota_usage = BTreeMap::from([("search_requests".to_string(), 50_000)]);
+    let v = case.at(IAT + DAY);
+    assert_eq!(
+        v.upgrade_suggestions.len(),
+        1,
+        "{:?}",
+        v.upgrade_suggestions
+    );
+    let s = &v.upgrade_suggestions[0];
+    assert_eq!(
+        (s.suggested_tier.as_str(), s.urgency),
+        ("enterprise", Urgency::High)
+    );
+    assert!(
+        s.reason.contains("search_requests") && s.reason.contains("nodes"),
+        "{}",
+        s.reason
+    );
+    let mut once = s.benefits.clone();
+    once.dedup();
+    assert_eq!(once, s.benefits);
+
+    // Two tiers: search at 80 % (standard, low) is checked before storage
+    // at its limit (enterprise: the only tier above 600 GB, high), yet the
+    // high one comes first.
+    let mut eval = license_of("evaluation");
+    eval.quotas.insert(
+        "storage_gb".into(),
+        Quota {
+            limit: 600,
+            period: Period::Gauge,
+        },
+    );
+    let mut case = Case::new(eval);
+    case.snapshot.quota_usage = BTreeMap::from([
+        ("search_requests".to_string(), 800),
+        ("storage_gb".to_string(), 600),
+    ]);
+    let v = case.at(IAT + DAY);
+    let order: Vec<_> = v
+        .upgrade_suggestions
+        .iter()
+        .map(|s| (s.suggested_tier.as_str(), s.urgency))
+        .collect();
+    assert_eq!(
+        order,
+        [("enterprise", Urgency::High), ("standard", Urgency::Low)]
+    );
+}

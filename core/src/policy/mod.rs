@@ -91,7 +91,9 @@ pub fn evaluate(
         states::add_time_warnings(&mut v, l, revocations, t);
         quotas::add_quotas(&mut v, l, snapshot, catalog);
         nodes::add_node_pressure(&mut v, l, snapshot, catalog);
+        suggestions::add_entry_tier_upsell(&mut v, l, catalog, t);
     }
+    suggestions::finish(&mut v);
     features::decide_features(&mut v, lic, catalog);
     v
 }
