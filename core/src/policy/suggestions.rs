@@ -156,7 +156,7 @@ pub(super) fn finish(v: &mut Verdict) {
         }
     }
     // Stable: equal urgency keeps the order the limits were checked in.
-    merged.sort_by(|a, b| b.urgency.cmp(&a.urgency));
+    merged.sort_by_key(|s| std::cmp::Reverse(s.urgency));
     v.upgrade_suggestions = merged;
 }
 
