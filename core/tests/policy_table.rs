@@ -6,11 +6,14 @@
 //! Every case is a row: inputs on the left, the expected outcome on the right.
 //! Times are whole seconds around fixed instants, so no test reads a clock.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
 use std::collections::BTreeMap;
 
 use kaching_core::license::{HeartbeatPolicy, Limits, Period, Quota};
 use kaching_core::policy::{
-    evaluate, fit, warning_ratio, LicenseInput, Settings, Snapshot, State, Urgency, Verdict,
+    evaluate, explain, fit, warning_ratio, Explanation, LicenseInput, MarkFrom, Settings, Snapshot,
+    State, Urgency, Verdict,
 };
 use kaching_core::revocation::{RevocationEntry, RevocationList, RevocationStatus};
 use kaching_core::time::DAY;
@@ -133,13 +136,35 @@ impl Case {
         self
     }
 
-    fn at(&self, now: u64) -> Verdict {
-        let input = match &self.license {
+    fn input(&self) -> LicenseInput<'_> {
+        match &self.license {
             Some(l) => LicenseInput::Verified(l),
             None => LicenseInput::Missing,
-        };
-        evaluate(
-            input,
+        }
+    }
+
+    /// The verdict; every row also checks that `explain` reaches the very
+    /// same verdict and that its last step is the one deciding the state.
+    fn at(&self, now: u64) -> Verdict {
+        let v = evaluate(
+            self.input(),
+            self.list.as_ref(),
+            &self.snapshot,
+            &catalog(),
+            &self.settings,
+            now,
+        );
+        let e = self.explain(now);
+        assert_eq!(e.verdict, v, "explain and evaluate differ at {now}");
+        let last = e.steps.last().expect("at least one rule");
+        assert!(last.decided && last.note == v.reason, "{:?}", e.steps);
+        assert!(e.steps[..e.steps.len() - 1].iter().all(|s| !s.decided));
+        v
+    }
+
+    fn explain(&self, now: u64) -> Explanation {
+        explain(
+            self.input(),
             self.list.as_ref(),
             &self.snapshot,
             &catalog(),
@@ -1125,4 +1150,129 @@ fn one_suggestion_per_tier_most_urgent_first() {
         order,
         [("enterprise", Urgency::High), ("standard", Urgency::Low)]
     );
+}
+
+#[test]
+fn explain_names_the_rule_that_decides_each_state() {
+    let suspended = list(vec![entry(RevocationStatus::Suspended)], IAT, EXP);
+    let revoked = list(vec![entry(RevocationStatus::Revoked)], IAT, EXP);
+    let foreign = License {
+        cluster: Some("someotherclustr1".into()),
+        ..standard()
+    };
+    let later = License {
+        not_before: IAT + 10 * DAY,
+        ..standard()
+    };
+    let rows: Vec<(Case, u64, State, &str)> = vec![
+        (
+            Case {
+                license: None,
+                ..Case::new(standard())
+            },
+            IAT,
+            State::Unlicensed,
+            "license",
+        ),
+        (Case::new(foreign), IAT + DAY, State::Invalid, "fit"),
+        (
+            Case::new(standard()).list(revoked),
+            IAT + DAY,
+            State::Revoked,
+            "revocation",
+        ),
+        (
+            Case::new(standard()).list(suspended),
+            IAT + DAY,
+            State::Suspended,
+            "revocation",
+        ),
+        (
+            Case::new(standard()).mark(IAT + 5 * DAY),
+            IAT + DAY,
+            State::ClockTampered,
+            "clock",
+        ),
+        (
+            Case::new(later),
+            IAT + DAY,
+            State::NotYetValid,
+            "not_before",
+        ),
+        (Case::new(standard()), EXP + GRACE, State::Expired, "expiry"),
+        (Case::new(standard()), EXP, State::Grace, "expiry"),
+        (
+            Case::new(connected()),
+            IAT + OFFLINE,
+            State::Overdue,
+            "connected",
+        ),
+        (
+            Case::new(standard()),
+            EXP - DAY,
+            State::Expiring,
+            "expiring",
+        ),
+        (Case::new(standard()), IAT + DAY, State::Active, "active"),
+    ];
+    for (case, now, state, rule) in rows {
+        let e = case.explain(now);
+        assert_eq!(e.verdict.state, state);
+        let last = e.steps.last().unwrap();
+        assert_eq!(
+            (last.rule, last.decided),
+            (rule, true),
+            "{state}: {:?}",
+            e.steps
+        );
+        let text = e.render(None);
+        assert!(
+            text.contains(&format!("=> {rule:<11} {}", e.verdict.reason)),
+            "{text}"
+        );
+        assert!(text.contains(&format!("state          {state}")), "{text}");
+    }
+    // Active passed every rule before it, each saying what it found.
+    let e = Case::new(connected()).explain(IAT + DAY);
+    let rules: Vec<&str> = e.steps.iter().map(|s| s.rule).collect();
+    assert_eq!(
+        rules,
+        [
+            "license",
+            "fit",
+            "revocation",
+            "clock",
+            "not_before",
+            "expiry",
+            "connected",
+            "expiring",
+            "active"
+        ]
+    );
+    assert!(
+        e.steps[6]
+            .note
+            .starts_with("connected license: overdue from"),
+        "{:?}",
+        e.steps[6]
+    );
+    // The mark and where it came from; a clock behind it within tolerance.
+    let e = Case::new(standard())
+        .mark(IAT + 2 * DAY)
+        .explain(IAT + 2 * DAY - 3600);
+    assert_eq!(
+        (e.mark, e.mark_from, e.effective_time),
+        (IAT + 2 * DAY, MarkFrom::TrustedTime, IAT + 2 * DAY)
+    );
+    assert!(
+        e.render(None)
+            .contains("the clock is 1h behind the trusted time"),
+        "{}",
+        e.render(None)
+    );
+    // One feature's decision on request.
+    let text = Case::new(standard())
+        .explain(IAT + DAY)
+        .render(Some("bulk-operations"));
+    assert!(text.contains("feature bulk-operations: denied:"), "{text}");
 }

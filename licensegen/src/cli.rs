@@ -55,6 +55,10 @@ pub enum Command {
     /// Give the verdict a verifier would give a license; exit code per state
     #[command(after_long_help = crate::exit::TABLE)]
     Verify(VerifyArgs),
+    /// What a verifier would decide for a license at a date, with nodes and
+    /// usage you choose, rule by rule: "what will this customer see on that day?"
+    #[command(after_long_help = crate::exit::TABLE)]
+    Simulate(SimulateArgs),
     /// Suspend a license (lifted by `reinstate`): signs the next revocation list
     Suspend(RevokeArgs),
     /// Lift a suspension: signs the next revocation list without the entry
@@ -376,6 +380,37 @@ pub struct VerifyArgs {
     /// Judge as this cluster [default: the cluster the license is bound to]
     #[arg(long, value_name = "ID")]
     pub cluster: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// License file (binary or armored)
+    pub file: PathBuf,
+    /// Trusted vendor public key(s), PEM [default: the vendor directory's]
+    #[arg(long, value_name = "PEM_FILE")]
+    pub pubkey: Option<PathBuf>,
+    /// Revocation list to apply [default: the vendor directory's, when there is one]
+    #[arg(long, value_name = "FILE")]
+    pub revocations: Option<PathBuf>,
+    /// The date to simulate (2027-01-31 or 2027-01-31T12:00:00Z) [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Judge as this cluster [default: the cluster the license is bound to]
+    #[arg(long, value_name = "ID")]
+    pub cluster: Option<String>,
+    /// Nodes holding leases
+    #[arg(long, value_name = "N", default_value = "0")]
+    pub nodes: u64,
+    /// Usage this period of a quota, e.g. search_requests=45000 (repeatable)
+    #[arg(long = "usage", value_name = "NAME=AMOUNT")]
+    pub usage: Vec<String>,
+    /// Also show the decision for this feature
+    #[arg(long, value_name = "NAME")]
+    pub feature: Option<String>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,

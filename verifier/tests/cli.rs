@@ -385,3 +385,67 @@ fn check_refuses_a_development_build_unless_allowed() {
     );
     assert_eq!(check(dir.path(), &cfg).0, 0);
 }
+
+fn explain(dir: &Path, cfg: &Config, args: &[&str]) -> (i32, String) {
+    let conf = write_config(dir, cfg, "");
+    let out = verifier()
+        .arg("explain")
+        .args(args)
+        .arg("--config")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn explain_names_the_deciding_rule_for_the_license_in_force() {
+    let v = Vendor::new();
+    // No license at all.
+    let (dir, cfg) = setup(None);
+    let (code, text) = explain(dir.path(), &cfg, &[]);
+    assert_eq!(code, 10);
+    assert!(
+        text.contains("=> license     no license installed"),
+        "{text}"
+    );
+
+    // Not valid for ten more days: every earlier rule passes, not_before decides.
+    let mut l = v.license(1, "standard");
+    l.not_before = now() + 10 * DAY;
+    let (dir, cfg) = setup(Some(&v.sign(&l)));
+    let (code, text) = explain(dir.path(), &cfg, &["--feature", "analytics"]);
+    assert_eq!(code, 14, "{text}");
+    let rules: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ok ").or_else(|| l.strip_prefix("  => ")))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        ["license", "fit", "revocation", "clock", "not_before"]
+    );
+    assert!(text.contains("feature analytics: denied:"), "{text}");
+    assert!(text.contains("development build"), "{text}");
+
+    // The same license asked about a date after it starts, before expiry.
+    let at = kaching_core::time::rfc3339(now() + 20 * DAY);
+    let (code, text) = explain(dir.path(), &cfg, &["--at", &at, "--json"]);
+    assert_eq!(code, 0, "{text}");
+    let e: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(e["verdict"]["state"], "active");
+    assert_eq!(
+        e["steps"].as_array().unwrap().last().unwrap()["rule"],
+        "active"
+    );
+
+    // A time before the mark: what the daemon would say with that clock.
+    let (code, text) = explain(dir.path(), &cfg, &["--at", "2020-01-01"]);
+    assert_eq!(code, 15, "{text}");
+    assert!(text.contains("=> clock"), "{text}");
+    let (code, _) = explain(dir.path(), &cfg, &["--at", "next tuesday"]);
+    assert_eq!(code, 1);
+}

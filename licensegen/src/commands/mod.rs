@@ -34,6 +34,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Renew(a) => licenses::reissue(&ctx, a, false),
         Command::Inspect(a) => ledger_cmds::inspect(&ctx, a),
         Command::Verify(a) => ledger_cmds::verify(&ctx, a),
+        Command::Simulate(a) => ledger_cmds::simulate(&ctx, a),
         Command::Suspend(a) => revoke::suspend(&ctx, a),
         Command::Reinstate(a) => revoke::reinstate(&ctx, a),
         Command::Revoke(a) => revoke::revoke(&ctx, a),

@@ -254,13 +254,8 @@ impl Engine {
         Some(period_key(q.period, now.max(self.mark)))
     }
 
-    pub(crate) fn live_nodes(&self, now: Timestamp) -> u64 {
-        self.leases.values().filter(|&&e| e > now).count() as u64
-    }
-
-    /// Recomputes the verdict and publishes it; queues a `status` event when
-    /// anything a client acts on changed.
-    pub fn recompute(&mut self, now: Timestamp) {
+    /// What this cluster knows at `now`, as the policy reads it.
+    fn snapshot(&self, now: Timestamp) -> Snapshot {
         let mut usage = BTreeMap::new();
         if let Some(l) = &self.license {
             for name in l.license.quotas.keys() {
@@ -270,19 +265,45 @@ impl Engine {
                 }
             }
         }
-        let snapshot = Snapshot {
+        Snapshot {
             trusted_time: self.mark,
             live_nodes: self.live_nodes(now),
             quota_usage: usage,
             last_relay_contact: self.relay.last_contact,
-        };
-        let input = match (&self.license, &self.license_problem) {
+        }
+    }
+
+    fn license_input(&self) -> LicenseInput<'_> {
+        match (&self.license, &self.license_problem) {
             (Some(v), _) => LicenseInput::Verified(&v.license),
             (None, Some(p)) => LicenseInput::Rejected(p),
             (None, None) => LicenseInput::Missing,
-        };
+        }
+    }
+
+    /// How the verdict is reached with the clock at `now`, rule by rule
+    /// (`kaching-verifier explain`): the same inputs as the verdict in force.
+    pub fn explain(&self, now: Timestamp) -> kaching_core::policy::Explanation {
+        kaching_core::policy::explain(
+            self.license_input(),
+            self.revocations.as_ref().map(|r| &r.list),
+            &self.snapshot(now),
+            &self.catalog,
+            &self.settings,
+            now,
+        )
+    }
+
+    pub(crate) fn live_nodes(&self, now: Timestamp) -> u64 {
+        self.leases.values().filter(|&&e| e > now).count() as u64
+    }
+
+    /// Recomputes the verdict and publishes it; queues a `status` event when
+    /// anything a client acts on changed.
+    pub fn recompute(&mut self, now: Timestamp) {
+        let snapshot = self.snapshot(now);
         let verdict = evaluate(
-            input,
+            self.license_input(),
             self.revocations.as_ref().map(|r| &r.list),
             &snapshot,
             &self.catalog,
