@@ -128,8 +128,7 @@ fn default_config_prints_the_documented_defaults() {
     let out = verifier().arg("default-config").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut c = Config::default();
-    c.apply_toml(&text).unwrap();
+    let c = Config::parse(&text, None, []).unwrap();
     assert_eq!(c.listen.to_string(), "127.0.0.1:7741");
 }
 
