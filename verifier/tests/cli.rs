@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -16,25 +16,8 @@ use kaching_verifier::state::Db;
 use kaching_verifier::Config;
 use serde_json::{json, Value};
 
-fn write_config(dir: &Path, cfg: &Config, extra: &str) -> PathBuf {
-    let path = dir.join("verifier.toml");
-    let text = format!(
-        "license = {:?}\ntrusted_keys = {:?}\nrevocations = {:?}\nstate_dir = {:?}\nlisten = \"{}\"\n{extra}",
-        cfg.license, cfg.trusted_keys, cfg.revocations, cfg.state_dir, cfg.listen
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn verifier() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kaching-verifier"));
-    c.env("KACHING_LOG", "warn");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KACHING_") && k != "KACHING_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c
+    verifier_cmd("warn")
 }
 
 fn check(dir: &Path, cfg: &Config) -> (i32, Value) {

@@ -131,6 +131,30 @@ pub fn setup(license: Option<&[u8]>) -> (tempfile::TempDir, Config) {
     (dir, cfg)
 }
 
+/// The `kaching-verifier` binary, logging at `log`, with none of the
+/// test's own `KACHING_*` variables.
+pub fn verifier_cmd(log: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kaching-verifier"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KACHING_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("KACHING_LOG", log);
+    c
+}
+
+/// Writes `dir/verifier.toml` naming `cfg`'s files and address, plus `extra`.
+pub fn write_config(dir: &Path, cfg: &Config, extra: &str) -> PathBuf {
+    let path = dir.join("verifier.toml");
+    let text = format!(
+        "license = {:?}\ntrusted_keys = {:?}\nrevocations = {:?}\nstate_dir = {:?}\nlisten = \"{}\"\n{extra}",
+        cfg.license, cfg.trusted_keys, cfg.revocations, cfg.state_dir, cfg.listen
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// A daemon running in this process (see [`kaching_testkit::Served`]).
 pub struct Daemon {
     /// `http://127.0.0.1:PORT`.
