@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::*;
 use kaching_core::cluster::{verify_activation_request, verify_usage_report};
 use kaching_core::revocation::RevocationStatus;
+use kaching_testkit::wait_until;
 use kaching_verifier::state::Db;
 use kaching_verifier::Config;
 use serde_json::{json, Value};
@@ -223,7 +224,7 @@ async fn kill_9_during_usage_burst_loses_no_acknowledged_increment() {
         .build()
         .unwrap();
     let up = |http: reqwest::Client, url: String| async move {
-        wait_for("daemon up", || {
+        wait_until("daemon up", || {
             let (http, url) = (http.clone(), url.clone());
             async move {
                 http.get(format!("{url}/healthz"))
@@ -259,7 +260,7 @@ async fn kill_9_during_usage_burst_loses_no_acknowledged_increment() {
             }
         }));
     }
-    wait_for("some writes acknowledged", || {
+    wait_until("some writes acknowledged", || {
         let n = acked.lock().unwrap().len();
         async move { (n >= 100).then_some(()) }
     })

@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use kaching_core::license::{Limits, Period, Quota};
 use kaching_core::revocation::{RevocationEntry, RevocationStatus};
 use kaching_core::{License, LicenseId, RevocationList, SecretKey};
-use kaching_testkit::{Json, Served};
+use kaching_testkit::{wait_for_value, Json, Served};
 use kaching_verifier::Config;
 use serde_json::Value;
 
 pub const DAY: u64 = 86_400;
 
-pub use kaching_testkit::{now, wait_until as wait_for};
+pub use kaching_testkit::now;
 
 /// The vendor: a fixed test key.
 pub struct Vendor {
@@ -205,12 +205,10 @@ impl Daemon {
         self.json.post("/v1/usage", &body).await
     }
 
-    /// Polls the status until `pred` holds (generous bound; no timing asserted).
+    /// Polls the status until `pred` holds (generous bound; no timing
+    /// asserted); a timeout shows the last status seen.
     pub async fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        wait_for(what, || async {
-            Some(self.status().await).filter(|v| pred(v))
-        })
-        .await
+        wait_for_value(what, || self.status(), pred).await
     }
 }
 
