@@ -5,36 +5,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use kaching_core::cluster::{verify_activation_request, verify_usage_report};
 use kaching_core::revocation::RevocationStatus;
+use kaching_testkit::wait_until;
 use kaching_verifier::state::Db;
 use kaching_verifier::Config;
 use serde_json::{json, Value};
 
-fn write_config(dir: &Path, cfg: &Config, extra: &str) -> PathBuf {
-    let path = dir.join("verifier.toml");
-    let text = format!(
-        "license = {:?}\ntrusted_keys = {:?}\nrevocations = {:?}\nstate_dir = {:?}\nlisten = \"{}\"\n{extra}",
-        cfg.license, cfg.trusted_keys, cfg.revocations, cfg.state_dir, cfg.listen
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn verifier() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kaching-verifier"));
-    c.env("KACHING_LOG", "warn");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KACHING_") && k != "KACHING_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c
+    verifier_cmd("warn")
 }
 
 fn check(dir: &Path, cfg: &Config) -> (i32, Value) {
@@ -128,8 +112,7 @@ fn default_config_prints_the_documented_defaults() {
     let out = verifier().arg("default-config").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut c = Config::default();
-    c.apply_toml(&text).unwrap();
+    let c = Config::parse(&text, None, []).unwrap();
     assert_eq!(c.listen.to_string(), "127.0.0.1:7741");
 }
 
@@ -241,7 +224,7 @@ async fn kill_9_during_usage_burst_loses_no_acknowledged_increment() {
         .build()
         .unwrap();
     let up = |http: reqwest::Client, url: String| async move {
-        wait_for("daemon up", || {
+        wait_until("daemon up", || {
             let (http, url) = (http.clone(), url.clone());
             async move {
                 http.get(format!("{url}/healthz"))
@@ -277,7 +260,7 @@ async fn kill_9_during_usage_burst_loses_no_acknowledged_increment() {
             }
         }));
     }
-    wait_for("some writes acknowledged", || {
+    wait_until("some writes acknowledged", || {
         let n = acked.lock().unwrap().len();
         async move { (n >= 100).then_some(()) }
     })

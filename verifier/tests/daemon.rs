@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use kaching_core::revocation::RevocationStatus;
+use kaching_testkit::Events;
 use kaching_verifier::{Clock, Config};
 use serde_json::{json, Value};
 
@@ -290,36 +291,24 @@ async fn events_stream_reports_a_reload() {
     let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "evaluation"))));
     let path = cfg.license.clone();
     let d = Daemon::start(cfg).await;
-    let resp = d
-        .http
-        .get(format!("{}/v1/events", d.url))
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let mut stream = resp;
-    let mut seen = String::new();
+    let mut events = Events::open(&d.json, "/v1/events").await;
     // The first event is the current status.
-    while !seen.contains("event: status") {
-        seen.push_str(&String::from_utf8_lossy(
-            &stream.chunk().await.unwrap().unwrap(),
-        ));
-    }
+    events.wait_for("status", |_| true).await;
     replace(&path, &v.sign(&v.license(2, "standard")));
-    while !(seen.contains("event: reload") && seen.contains("\"tier\":\"standard\"")) {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.chunk())
+    let (mut reload, mut standard) = (false, false);
+    while !(reload && standard) {
+        let (kind, data) = tokio::time::timeout(Duration::from_secs(20), events.next())
             .await
             .expect("no event within 20 s")
-            .unwrap()
-            .unwrap();
-        seen.push_str(&String::from_utf8_lossy(&chunk));
+            .expect("the stream stays open");
+        reload |= kind == "reload";
+        standard |= data.to_string().contains("\"tier\":\"standard\"");
     }
     // Shutdown does not wait forever for an open event stream.
     tokio::time::timeout(Duration::from_secs(20), d.stop())
         .await
         .expect("shutdown with an open event stream finished");
-    drop(stream);
+    drop(events);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
