@@ -1276,3 +1276,70 @@ fn explain_names_the_rule_that_decides_each_state() {
         .render(Some("bulk-operations"));
     assert!(text.contains("feature bulk-operations: denied:"), "{text}");
 }
+
+#[test]
+fn license_change_names_what_moved_and_flags_any_loss_as_a_downgrade() {
+    use kaching_core::policy::license_change;
+    let old = standard();
+    // The same license reissued: no change, no downgrade.
+    let same = license_change(&old, &old);
+    assert!(!same.downgrade && same.changed.is_empty() && same.features_lost.is_empty());
+    assert_eq!(same.summary(), "same terms");
+
+    // An upgrade: enterprise defaults, renewed for a year.
+    let mut up = license_of("enterprise");
+    up.expires_at = EXP + 365 * DAY;
+    let c = license_change(&old, &up);
+    assert!(!c.downgrade, "{c:?}");
+    assert_eq!(c.tier, Some(("standard".into(), "enterprise".into())));
+    assert_eq!(c.features_gained, ["bulk-operations", "enterprise-support"]);
+    assert!(c.changed.iter().any(|x| x.name == "max_nodes" && !x.lower));
+
+    // Each loss on its own is a downgrade, and says which.
+    let lose = |f: &dyn Fn(&mut License)| {
+        let mut l = standard();
+        f(&mut l);
+        license_change(&old, &l)
+    };
+    let rows: Vec<(&str, LicenseChangeCase)> = vec![
+        (
+            "a feature dropped",
+            Box::new(|l: &mut License| {
+                l.features.remove("analytics");
+            }),
+        ),
+        (
+            "fewer nodes",
+            Box::new(|l: &mut License| l.limits.max_nodes = 5),
+        ),
+        (
+            "a core cap where there was none",
+            Box::new(|l: &mut License| l.limits.max_cores = Some(64)),
+        ),
+        ("less overage", Box::new(|l: &mut License| l.overage = 0)),
+        ("shorter grace", Box::new(|l: &mut License| l.grace = DAY)),
+        (
+            "a lower quota",
+            Box::new(|l: &mut License| {
+                l.quotas.get_mut("search_requests").unwrap().limit = 10;
+            }),
+        ),
+        (
+            "an earlier expiry",
+            Box::new(|l: &mut License| l.expires_at = EXP - DAY),
+        ),
+    ];
+    for (what, f) in rows {
+        let c = lose(&*f);
+        assert!(c.downgrade, "{what}: {c:?}");
+        assert!(!c.summary().is_empty(), "{what}");
+    }
+    // Lifting a quota altogether is not a loss.
+    let c = lose(&|l: &mut License| {
+        l.quotas.remove("api_calls");
+    });
+    assert!(!c.downgrade, "{c:?}");
+    assert_eq!(c.changed[0].name, "quota:api_calls");
+}
+
+type LicenseChangeCase = Box<dyn Fn(&mut License)>;

@@ -107,6 +107,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Tier catalog to use instead of the built-in one.
     pub tiers: Option<PathBuf>,
+    /// A license that takes anything away waits for `accept-downgrade`.
+    pub hold_downgrades: bool,
     /// Connected mode: the `[relay]` section (off while `relay.url` is unset).
     pub relay: RelayConfig,
     /// Where "now" comes from. Not configurable from files: tests inject
@@ -144,6 +146,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             tiers: None,
+            hold_downgrades: false,
             relay: RelayConfig::default(),
             pinned_root: None,
             clock: Clock::system(),
@@ -205,6 +208,8 @@ struct Raw {
     #[serde(deserialize_with = "duration")]
     shutdown_timeout: Option<Duration>,
     tiers: Option<String>,
+    #[serde(deserialize_with = "flag")]
+    hold_downgrades: Option<bool>,
     relay: RawRelay,
 }
 
@@ -252,6 +257,26 @@ fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     kaching_kit::config::number(d).map(Some)
 }
 
+/// true or false, as a TOML boolean or as text (a variable).
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Text(String),
+    }
+    match Flag::deserialize(d)? {
+        Flag::Bool(b) => Ok(Some(b)),
+        Flag::Text(t) => match t.trim() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            other => Err(serde::de::Error::custom(format!(
+                "{other:?} is not true or false"
+            ))),
+        },
+    }
+}
+
 /// Empty text is unset.
 fn non_empty(text: Option<String>) -> Option<String> {
     text.filter(|t| !t.is_empty())
@@ -297,6 +322,7 @@ impl TryFrom<Raw> for Checked {
             request_timeout: raw.request_timeout.unwrap_or(d.request_timeout),
             shutdown_timeout: raw.shutdown_timeout.unwrap_or(d.shutdown_timeout),
             tiers: non_empty(raw.tiers).map(PathBuf::from),
+            hold_downgrades: raw.hold_downgrades.unwrap_or(d.hold_downgrades),
             relay: RelayConfig {
                 url: non_empty(r.url).map(|u| u.trim_end_matches('/').to_string()),
                 public_key: non_empty(r.public_key).map(PathBuf::from),
@@ -336,6 +362,7 @@ pub const ENV_KEYS: &[&str] = &[
     "request_timeout",
     "shutdown_timeout",
     "tiers",
+    "hold_downgrades",
     "relay_url",
     "relay_public_key",
     "relay_heartbeat_interval",

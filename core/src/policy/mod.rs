@@ -22,6 +22,7 @@ use crate::revocation::RevocationList;
 use crate::tiers::TierCatalog;
 use crate::time::Timestamp;
 
+mod change;
 mod explain;
 mod features;
 mod fit;
@@ -32,6 +33,7 @@ mod states;
 mod suggestions;
 mod verdict;
 
+pub use change::{license_change, Changed, LicenseChange};
 pub use explain::{Explanation, MarkFrom, Step};
 pub use fit::{fit, Misfit};
 pub use inputs::{LicenseInput, Settings, Snapshot};

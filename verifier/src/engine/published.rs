@@ -77,6 +77,8 @@ impl Published {
             trust: String::new(),
             root_version: None,
             relay: None,
+            license_change: None,
+            pending_downgrade: None,
         };
         Published {
             verdict,

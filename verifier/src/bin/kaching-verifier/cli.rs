@@ -76,6 +76,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Accept the downgrade the daemon is holding (`hold_downgrades = true`):
+    /// the new license, which takes something away, goes into force at the
+    /// daemon's next file check.
+    AcceptDowngrade {
+        /// Config file (TOML) [default: /etc/kaching/verifier.toml].
+        #[arg(long, short, env = "KACHING_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Write a signed activation request for this cluster (send it to your vendor).
     ActivationRequest {
         /// Config file (TOML) [default: /etc/kaching/verifier.toml].

@@ -131,6 +131,23 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             }
             Ok(exit::for_state(e.verdict.state))
         }
+        Command::AcceptDowngrade { config } => {
+            let cfg = load_config(config, Fallback::Refuse, "accept-downgrade")?;
+            let db = kaching_verifier::state::Db::open(&cfg.state_dir, false)?;
+            let Some((bytes, summary)) = db.pending_downgrade()? else {
+                anyhow::bail!(
+                    "no downgrade is waiting in {}: nothing to accept (status lists one when \
+                     hold_downgrades = true and a new license takes something away)",
+                    cfg.state_dir.display()
+                );
+            };
+            db.accept_downgrade(&bytes)?;
+            stdout::println(&format!(
+                "accepted: {summary}\nthe verifier puts the new license in force at its next file check (within tick = {})",
+                humantime::format_duration(cfg.tick)
+            ))?;
+            Ok(0)
+        }
         Command::Status {
             config,
             json,
