@@ -91,7 +91,17 @@ impl Reader {
                         shared.lock().busy = None;
                         continue;
                     }
-                    let set = loader::read_files(&watched, seq, stamps, &mut progress);
+                    let mut set = loader::read_files(&watched, seq, stamps, &mut progress);
+                    // A file that changed while it was read may be half
+                    // written: read again until the stamps hold still
+                    // (bounded; whatever is read is verified anyway).
+                    for _ in 0..3 {
+                        let after = watched.fingerprint(&mut progress);
+                        if after == set.fingerprint {
+                            break;
+                        }
+                        set = loader::read_files(&watched, seq, after, &mut progress);
+                    }
                     shared.lock().busy = None;
                     last.clone_from(&set.fingerprint);
                     if !deliver(set) {

@@ -1,15 +1,24 @@
 //! Watches the folders holding the license, revocation list and trusted keys.
 //!
 //! The parent folder is watched, not the file: editors and `cp` replace files
-//! (a new inode), which a watch on the old file would miss. Events are
-//! debounced so a burst of writes becomes one reload.
+//! (a new inode), which a watch on the old file would miss.
+//!
+//! A change is *complete* when a file was renamed into place, created, removed
+//! or closed after writing: the reload is asked for at once (a few
+//! milliseconds from the rename to the new verdict). A write in place that is
+//! not followed by a close (a writer keeping the file open) is only taken
+//! once the file has been quiet for `debounce`, so a half-written file is not
+//! read on its account. Either way the reader verifies what it reads, and a
+//! file that does not verify never replaces the one in force.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::actor::Command;
@@ -17,7 +26,55 @@ use crate::config::Config;
 
 /// Keeps the watch alive; dropping it stops watching.
 pub struct Watcher {
-    _debouncer: Debouncer<RecommendedWatcher>,
+    _watcher: RecommendedWatcher,
+}
+
+/// What one file event means for the files we read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// The file is complete: reload now.
+    Now,
+    /// Written in place and maybe still being written: reload once quiet.
+    Quiet,
+}
+
+fn signal_of(kind: &EventKind) -> Option<Signal> {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+        | EventKind::Create(_)
+        | EventKind::Remove(_)
+        | EventKind::Modify(ModifyKind::Name(_)) => Some(Signal::Now),
+        EventKind::Modify(_) | EventKind::Any | EventKind::Other => Some(Signal::Quiet),
+        // Reads (our own included) change nothing.
+        EventKind::Access(_) => None,
+    }
+}
+
+/// Turns signals into reloads: `Now` at once, `Quiet` after `settle` without
+/// another event. Ends when the watcher (the sender) is dropped.
+fn settle(rx: mpsc::Receiver<Signal>, settle: Duration, tx: UnboundedSender<Command>) {
+    let mut due: Option<Instant> = None;
+    loop {
+        let got = match due {
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        let reload = match got {
+            Ok(Signal::Now) => true,
+            Ok(Signal::Quiet) => {
+                due = Some(Instant::now() + settle);
+                false
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => true,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if reload {
+            due = None;
+            if tx.send(Command::Reload).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 fn parent(p: &Path) -> PathBuf {
@@ -56,38 +113,41 @@ pub fn spawn(cfg: &Config, tx: UnboundedSender<Command>) -> anyhow::Result<Watch
     if roots.is_dir() {
         dirs.insert(roots);
     }
-    let mut debouncer = new_debouncer(cfg.debounce, move |res: DebounceEventResult| {
-        let Ok(events) = res else {
+    let (sig_tx, sig_rx) = mpsc::channel();
+    let quiet = cfg.debounce;
+    std::thread::Builder::new()
+        .name("kaching-watch".into())
+        .spawn(move || settle(sig_rx, quiet, tx))?;
+    let in_dir = |path: &Path, d: &Option<PathBuf>| {
+        d.as_ref().is_some_and(|d| {
+            path.parent()
+                .and_then(|p| std::fs::canonicalize(p).ok())
+                .as_ref()
+                == Some(d)
+        })
+    };
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let signal = match res {
             // On a watcher error reload anyway: better a spare reload than a missed one.
-            let _ = tx.send(Command::Reload);
-            return;
+            Err(_) => Some(Signal::Now),
+            Ok(event) => signal_of(&event.kind).filter(|_| {
+                event.paths.iter().any(|p| {
+                    p.file_name().is_some_and(|n| names.contains(n))
+                        || in_dir(p, &license_dir)
+                        || in_dir(p, &roots_dir)
+                })
+            }),
         };
-        let in_dir = |e: &notify_debouncer_mini::DebouncedEvent, d: &Option<PathBuf>| {
-            d.as_ref().is_some_and(|d| {
-                e.path
-                    .parent()
-                    .and_then(|p| std::fs::canonicalize(p).ok())
-                    .as_ref()
-                    == Some(d)
-            })
-        };
-        let relevant = events.iter().any(|e| {
-            e.path.file_name().is_some_and(|n| names.contains(n))
-                || in_dir(e, &license_dir)
-                || in_dir(e, &roots_dir)
-        });
-        if relevant {
-            let _ = tx.send(Command::Reload);
+        if let Some(s) = signal {
+            let _ = sig_tx.send(s);
         }
     })?;
     for d in &dirs {
         if d.is_dir() {
-            debouncer.watcher().watch(d, RecursiveMode::NonRecursive)?;
+            watcher.watch(d, RecursiveMode::NonRecursive)?;
         } else {
             tracing::warn!(folder = %d.display(), "folder does not exist; not watched (re-checked every tick)");
         }
     }
-    Ok(Watcher {
-        _debouncer: debouncer,
-    })
+    Ok(Watcher { _watcher: watcher })
 }

@@ -651,3 +651,40 @@ async fn a_held_downgrade_waits_for_accept_downgrade() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no downgrade is waiting"));
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_license_written_in_place_is_read_when_the_writer_closes_it_not_half_written() {
+    use std::io::Write;
+    let v = Vendor::new();
+    let (_dir, mut cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    // Only the watch can trigger a read here: no periodic pass, and a long
+    // quiet period for writes left open.
+    cfg.tick = Duration::from_secs(3600);
+    cfg.debounce = Duration::from_secs(5);
+    let d = Daemon::start(cfg.clone()).await;
+    d.wait_status("license 1", |s| s["state"] == "active").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = v.sign(&v.license(2, "standard"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&cfg.license)
+        .unwrap();
+    f.write_all(&new[..new.len() / 2]).unwrap();
+    f.flush().unwrap();
+    // Half written and still open: nothing is read, nothing is refused.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = d.status().await;
+    assert!(s["rejections"].as_array().unwrap().is_empty(), "{s:#}");
+    assert!(s["license_id"].as_str().unwrap().starts_with("01010101"), "{s:#}");
+    // The writer finishes and closes: in force without waiting for the quiet period.
+    f.write_all(&new[new.len() / 2..]).unwrap();
+    drop(f);
+    let s = d
+        .wait_status("license 2 after the close", |s| {
+            s["license_id"].as_str().is_some_and(|id| id.starts_with("02020202"))
+        })
+        .await;
+    assert!(s["rejections"].as_array().unwrap().is_empty(), "{s:#}");
+    d.stop().await;
+}
