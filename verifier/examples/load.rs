@@ -172,17 +172,26 @@ async fn leases(addr: String, n: usize) {
     println!("{n} leases in {:.2} s", start.elapsed().as_secs_f64());
 }
 
-async fn reload(dir: String, addr: String, k: u8) {
+/// `in_place`: the license file is rewritten where it is (truncate, write,
+/// close, as `cp` over an existing file does) instead of renamed over.
+async fn reload(dir: String, addr: String, k: u8, in_place: bool) {
     let mut conn = Conn::open(&addr).await;
     let path = Path::new(&dir).join("license.lic");
     let mut lat = Vec::new();
     for i in 0..k {
         let id = 100 + i;
         let want = LicenseId([id; 16]).to_string();
-        let tmp = path.with_extension("incoming");
-        std::fs::write(&tmp, license(id)).unwrap();
-        let t = Instant::now();
-        std::fs::rename(&tmp, &path).unwrap();
+        let bytes = license(id);
+        let t;
+        if in_place {
+            t = Instant::now();
+            std::fs::write(&path, &bytes).unwrap();
+        } else {
+            let tmp = path.with_extension("incoming");
+            std::fs::write(&tmp, &bytes).unwrap();
+            t = Instant::now();
+            std::fs::rename(&tmp, &path).unwrap();
+        }
         loop {
             let (_, body) = conn.call("GET", "/v1/status").await;
             if String::from_utf8_lossy(&body).contains(&want) {
@@ -199,7 +208,8 @@ async fn reload(dir: String, addr: String, k: u8) {
     }
     lat.sort_unstable();
     println!(
-        "reload: {k} license replacements, write→visible p50 {} ms, max {} ms",
+        "reload{}: {k} license replacements, write→visible p50 {} ms, max {} ms",
+        if in_place { " (in place)" } else { "" },
         pct(&lat, 0.5),
         lat[lat.len() - 1]
     );
@@ -221,9 +231,10 @@ async fn main() {
             .await
         }
         "leases" => leases(arg(1), arg(2).parse().unwrap()).await,
-        "reload" => reload(arg(1), arg(2), arg(3).parse().unwrap()).await,
+        "reload" => reload(arg(1), arg(2), arg(3).parse().unwrap(), false).await,
+        "reload-in-place" => reload(arg(1), arg(2), arg(3).parse().unwrap(), true).await,
         _ => eprintln!(
-            "usage: load setup DIR | get ADDR PATH N C | leases ADDR N | reload DIR ADDR K"
+            "usage: load setup DIR | get ADDR PATH N C | leases ADDR N | reload DIR ADDR K | reload-in-place DIR ADDR K"
         ),
     }
 }

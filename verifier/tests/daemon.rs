@@ -676,13 +676,18 @@ async fn a_license_written_in_place_is_read_when_the_writer_closes_it_not_half_w
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = d.status().await;
     assert!(s["rejections"].as_array().unwrap().is_empty(), "{s:#}");
-    assert!(s["license_id"].as_str().unwrap().starts_with("01010101"), "{s:#}");
+    assert!(
+        s["license_id"].as_str().unwrap().starts_with("01010101"),
+        "{s:#}"
+    );
     // The writer finishes and closes: in force without waiting for the quiet period.
     f.write_all(&new[new.len() / 2..]).unwrap();
     drop(f);
     let s = d
         .wait_status("license 2 after the close", |s| {
-            s["license_id"].as_str().is_some_and(|id| id.starts_with("02020202"))
+            s["license_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("02020202"))
         })
         .await;
     assert!(s["rejections"].as_array().unwrap().is_empty(), "{s:#}");
