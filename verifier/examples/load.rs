@@ -99,7 +99,14 @@ impl Conn {
     }
 
     async fn call(&mut self, method: &str, path: &str) -> (u16, Vec<u8>) {
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\n\r\n");
+        self.call_with(method, path, "").await
+    }
+
+    async fn call_with(&mut self, method: &str, path: &str, body: &str) -> (u16, Vec<u8>) {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         self.r.get_mut().write_all(req.as_bytes()).await.unwrap();
         let mut line = String::new();
         self.r.read_line(&mut line).await.unwrap();
@@ -153,6 +160,52 @@ async fn get(addr: String, path: String, n: usize, c: usize) {
     all.sort_unstable();
     println!(
         "GET {path}: {} requests, {c} connections, {:.2} s, {:.0} req/s, p50 {} µs, p99 {} µs, max {} µs",
+        all.len(),
+        secs,
+        all.len() as f64 / secs,
+        pct(&all, 0.50),
+        pct(&all, 0.99),
+        all[all.len() - 1]
+    );
+}
+
+/// Writes at `c` connections, `n` in all: `usage` posts one api_calls
+/// spend each (a fresh idempotency key every time); `renew` renews the lease
+/// of one node per connection again and again.
+async fn writes(kind: String, addr: String, n: usize, c: usize) {
+    let per = n / c;
+    let run = std::process::id();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for conn_no in 0..c {
+        let (addr, kind) = (addr.clone(), kind.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await;
+            let mut lat = Vec::with_capacity(per);
+            for i in 0..per {
+                let t = Instant::now();
+                let (s, b) = if kind == "usage" {
+                    let body = format!(
+                        r#"{{"metric":"api_calls","amount":1,"idempotency_key":"{run}-{conn_no}-{i}"}}"#
+                    );
+                    conn.call_with("POST", "/v1/usage", &body).await
+                } else {
+                    conn.call("PUT", &format!("/v1/nodes/bench-{conn_no}")).await
+                };
+                assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+                lat.push(t.elapsed().as_micros() as u32);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    println!(
+        "{kind}: {} writes, {c} connections, {:.2} s, {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs",
         all.len(),
         secs,
         all.len() as f64 / secs,
@@ -231,10 +284,19 @@ async fn main() {
             .await
         }
         "leases" => leases(arg(1), arg(2).parse().unwrap()).await,
+        "usage" | "renew" => {
+            writes(
+                arg(0),
+                arg(1),
+                arg(2).parse().unwrap(),
+                arg(3).parse().unwrap(),
+            )
+            .await
+        }
         "reload" => reload(arg(1), arg(2), arg(3).parse().unwrap(), false).await,
         "reload-in-place" => reload(arg(1), arg(2), arg(3).parse().unwrap(), true).await,
         _ => eprintln!(
-            "usage: load setup DIR | get ADDR PATH N C | leases ADDR N | reload DIR ADDR K | reload-in-place DIR ADDR K"
+            "usage: load setup DIR | get ADDR PATH N C | leases ADDR N | usage ADDR N C | renew ADDR N C | reload DIR ADDR K | reload-in-place DIR ADDR K"
         ),
     }
 }

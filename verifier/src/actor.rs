@@ -59,6 +59,53 @@ pub struct Handle {
     pub events: broadcast::Sender<Event>,
 }
 
+/// At most this many writes share one commit.
+const MAX_GROUP: usize = 256;
+
+/// Writes that may share one commit (each is acknowledged after it).
+fn is_write(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Lease(..) | Command::Release(..) | Command::Spend(..) | Command::Upgrade(..)
+    )
+}
+
+/// Applies one write; its reply waits for the caller.
+fn write(engine: &mut Engine, cmd: Command, now: u64) -> (anyhow::Result<Outcome>, ReplyTo) {
+    match cmd {
+        Command::Lease(node, r) => (engine.lease(&node, now), r),
+        Command::Release(node, r) => (engine.release(&node, now), r),
+        Command::Spend(m, a, k, r) => (engine.spend(&m, a, &k, now), r),
+        Command::Upgrade(t, m, r) => (engine.queue_upgrade(&t, &m, now), r),
+        // `is_write` admits only the four above.
+        other => {
+            let (tx, _) = oneshot::channel();
+            (Err(anyhow::anyhow!("not a write: {other:?}")), tx)
+        }
+    }
+}
+
+/// After a command or a group: the reader is told about files the engine
+/// wrote, then the verdict and events are published, before any reply, so
+/// a client that got its answer sees the new state on its next read.
+fn publish(
+    engine: &mut Engine,
+    reader: &Reader,
+    pub_tx: &watch::Sender<Arc<Published>>,
+    ev_tx: &broadcast::Sender<Event>,
+) {
+    if std::mem::take(&mut engine.files_written) {
+        engine.files_stale_before = reader.request_fresh();
+    }
+    let current = engine.current();
+    if !Arc::ptr_eq(&current, &pub_tx.borrow()) {
+        pub_tx.send_replace(current);
+    }
+    for e in engine.events.drain(..) {
+        let _ = ev_tx.send(e);
+    }
+}
+
 /// Starts the engine thread; the join handle yields the flush result.
 pub fn spawn(
     mut engine: Engine,
@@ -79,8 +126,57 @@ pub fn spawn(
     let join = std::thread::Builder::new()
         .name("kaching-engine".into())
         .spawn(move || {
-            while let Some(cmd) = rx.blocking_recv() {
+            // A command taken from the channel while gathering a group that
+            // cannot join it; handled next.
+            let mut held: Option<Command> = None;
+            loop {
+                let cmd = match held.take() {
+                    Some(c) => c,
+                    None => match rx.blocking_recv() {
+                        Some(c) => c,
+                        None => break,
+                    },
+                };
                 let now = clock.now();
+                if is_write(&cmd) {
+                    // Group commit: every write already queued joins this one
+                    // and they become durable with one sync; all are answered
+                    // after it. A command that is not a write ends the group.
+                    let mut group = vec![cmd];
+                    while group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(c) if is_write(&c) => group.push(c),
+                            Ok(c) => {
+                                held = Some(c);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let grouped = group.len() > 1 && engine.begin_group().is_ok();
+                    let mut replies = Vec::with_capacity(group.len());
+                    for c in group {
+                        replies.push(write(&mut engine, c, now));
+                    }
+                    if grouped {
+                        if let Err(e) = engine.commit_group(now) {
+                            tracing::error!(%e, "cannot commit a group of writes to the state database");
+                            let why = format!("{e:#}");
+                            for (result, _) in &mut replies {
+                                if result.is_ok() {
+                                    *result = Err(anyhow::anyhow!(
+                                        "the state database could not commit this write: {why}"
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    publish(&mut engine, &reader, &pub_tx, &ev_tx);
+                    for (result, r) in replies {
+                        let _ = r.send(result);
+                    }
+                    continue;
+                }
                 let (result, reply) = match cmd {
                     Command::Shutdown => break,
                     Command::Reload => {
@@ -104,29 +200,21 @@ pub fn spawn(
                         }
                         (None, None)
                     }
-                    Command::Lease(node, r) => (Some(engine.lease(&node, now)), Some(r)),
-                    Command::Release(node, r) => (Some(engine.release(&node, now)), Some(r)),
                     Command::ListNodes(r) => (Some(Ok(engine.list_nodes(now))), Some(r)),
-                    Command::Spend(m, a, k, r) => (Some(engine.spend(&m, a, &k, now)), Some(r)),
-                    Command::Upgrade(t, m, r) => (Some(engine.queue_upgrade(&t, &m, now)), Some(r)),
                     Command::ListUpgrades(r) => (Some(engine.list_upgrades()), Some(r)),
                     Command::Relay(req) => {
                         engine.relay_request(req, now);
                         (None, None)
                     }
+                    c @ (Command::Lease(..)
+                    | Command::Release(..)
+                    | Command::Spend(..)
+                    | Command::Upgrade(..)) => {
+                        let (result, r) = write(&mut engine, c, now);
+                        (Some(result), Some(r))
+                    }
                 };
-                if std::mem::take(&mut engine.files_written) {
-                    engine.files_stale_before = reader.request_fresh();
-                }
-                // Publish before replying: a client that got its answer sees
-                // the new state on its next read.
-                let current = engine.current();
-                if !Arc::ptr_eq(&current, &pub_tx.borrow()) {
-                    pub_tx.send_replace(current);
-                }
-                for e in engine.events.drain(..) {
-                    let _ = ev_tx.send(e);
-                }
+                publish(&mut engine, &reader, &pub_tx, &ev_tx);
                 if let (Some(result), Some(r)) = (result, reply) {
                     let _ = r.send(result);
                 }

@@ -195,7 +195,7 @@ impl Db {
 
     /// Records a newly accepted revocation list (one transaction).
     pub fn store_revocations(&mut self, version: u64, bytes: &[u8]) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('revocation_version', ?1), ('revocation_bytes', ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -233,7 +233,7 @@ impl Db {
         bytes: &[u8],
         revocation_floor: Option<u64>,
     ) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute(
             "INSERT OR REPLACE INTO roots (version, bytes) VALUES (?1, ?2)",
             params![i(version), bytes],
@@ -322,6 +322,23 @@ impl Db {
         Ok(self.meta_i64("peak_nodes")?.map(u).unwrap_or(0))
     }
 
+    /// Opens a group: the writes that follow (each in its own savepoint)
+    /// become durable together at [`Db::commit_group`], with one sync.
+    pub fn begin_group(&self) -> anyhow::Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Commits the group (one fsync for all of it). On failure nothing of
+    /// the group is kept: it is rolled back.
+    pub fn commit_group(&self) -> anyhow::Result<()> {
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// Live leases as node id → expiry.
     pub fn leases(&self) -> anyhow::Result<HashMap<String, Timestamp>> {
         let mut st = self
@@ -333,18 +350,18 @@ impl Db {
 
     /// Upserts a lease and raises the peak (one transaction).
     pub fn put_lease(&mut self, node: &str, expires: Timestamp, live: u64) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
+        let tx = self.conn.savepoint()?;
+        tx.prepare_cached(
             "INSERT INTO leases (node_id, expires_at) VALUES (?1, ?2)
              ON CONFLICT(node_id) DO UPDATE SET expires_at = excluded.expires_at",
-            params![node, i(expires)],
-        )?;
-        tx.execute(
+        )?
+        .execute(params![node, i(expires)])?;
+        tx.prepare_cached(
             "INSERT INTO meta (key, value) VALUES ('peak_nodes', ?1)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value
              WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
-            [i(live).to_string().into_bytes()],
-        )?;
+        )?
+        .execute([i(live).to_string().into_bytes()])?;
         tx.commit()?;
         Ok(())
     }
@@ -383,9 +400,8 @@ impl Db {
         // Only counted spends are recorded (their `status` column is 200).
         Ok(self
             .conn
-            .query_row("SELECT body FROM idempotency WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT body FROM idempotency WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
             .optional()?)
     }
 
@@ -400,16 +416,16 @@ impl Db {
         body: &str,
         now: Timestamp,
     ) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
+        let tx = self.conn.savepoint()?;
+        tx.prepare_cached(
             "INSERT INTO counters (metric, bucket, value) VALUES (?1, ?2, ?3)
              ON CONFLICT(metric, bucket) DO UPDATE SET value = excluded.value",
-            params![metric, bucket, i(value)],
-        )?;
-        tx.execute(
+        )?
+        .execute(params![metric, bucket, i(value)])?;
+        tx.prepare_cached(
             "INSERT INTO idempotency (key, status, body, created_at) VALUES (?1, 200, ?2, ?3)",
-            params![key, body, i(now)],
-        )?;
+        )?
+        .execute(params![key, body, i(now)])?;
         tx.commit()?;
         Ok(())
     }
@@ -451,7 +467,7 @@ impl Db {
 
     /// Marks requests up to `max_id` as sent in a report, and records the report time.
     pub fn mark_reported(&mut self, max_id: i64, now: Timestamp) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute(
             "UPDATE upgrade_requests SET reported = 1 WHERE id <= ?1",
             [max_id],

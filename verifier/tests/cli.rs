@@ -241,10 +241,11 @@ async fn kill_9_during_usage_burst_loses_no_acknowledged_increment() {
 
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
     let mut writers = Vec::new();
-    for w in 0..4 {
+    // Sixteen writers at once: their writes share commits (group commit).
+    for w in 0..16 {
         let (http, url, acked) = (http.clone(), url.clone(), acked.clone());
         writers.push(tokio::spawn(async move {
-            for i in 0..500u64 {
+            for i in 0..200u64 {
                 let key = format!("w{w}-{i}");
                 let amount = 1 + (i % 5);
                 let body = json!({"metric": "api_calls", "amount": amount, "idempotency_key": key});

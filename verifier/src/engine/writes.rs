@@ -15,6 +15,36 @@ use kaching_core::wire::{ErrorBody, ErrorDetail};
 
 use super::{Engine, Event};
 
+impl Engine {
+    /// Opens a group of writes (group commit): each write below still runs
+    /// in its own savepoint, and the group becomes durable at
+    /// [`Engine::commit_group`] with one sync. Replies wait for that.
+    pub fn begin_group(&mut self) -> anyhow::Result<()> {
+        self.db.begin_group()
+    }
+
+    /// Makes the group durable. On failure nothing of it is kept, and what
+    /// the engine holds in memory is read back from the database, so it
+    /// matches what is durable; the caller answers every write of the group
+    /// with the error.
+    pub fn commit_group(&mut self, now: Timestamp) -> anyhow::Result<()> {
+        let result = self.db.commit_group();
+        if result.is_err() {
+            match (self.db.counters(), self.db.leases()) {
+                (Ok(c), Ok(l)) => {
+                    self.counters = c;
+                    self.leases = l;
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(%e, "cannot read the state back after a failed group commit")
+                }
+            }
+            self.recompute(now);
+        }
+        result
+    }
+}
+
 /// What a write did, typed; the API maps each to a status code.
 #[derive(Debug, Clone)]
 pub enum Outcome {
