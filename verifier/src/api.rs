@@ -15,13 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-#[allow(unused_imports)] // the response types are named by the OpenAPI attributes
 use kaching_core::wire::verifier::{
     FeatureAnswer, Health, LeaseAnswer, LeaseRefused, LicenseAnswer, NodeList, QuotasAnswer,
     ReleaseAnswer, UpgradeBody, UpgradeList, UpgradeQueued, UsageAnswer, UsageRefused,
     UsageRequest, VerifierStatus,
 };
-#[allow(unused_imports)] // named by the OpenAPI attributes
 use kaching_core::wire::ErrorBody;
 use kaching_kit::http::{json as json_answer, json_bytes};
 use kaching_kit::serve::request_timeout;
@@ -32,7 +30,6 @@ use crate::actor::{Command, Handle, ReplyTo};
 use crate::config::Secret;
 use crate::engine::Outcome;
 use crate::error::{request_timed_out, ApiError};
-#[allow(unused_imports)] // named by the OpenAPI attributes
 use crate::openapi::{Busy, JsonBody, PathParam, Unauthorized};
 
 /// Shared by every handler.
@@ -220,7 +217,7 @@ pub(crate) async fn quotas(State(st): State<AppState>) -> Response {
     get,
     path = "/v1/features/{name}",
     tag = "license",
-    params(("name" = String, Path, description = "Feature name, 1 to 128 characters")),
+    params(("name" = String, Path, min_length = 1, max_length = 128, description = "Feature name")),
     responses(
         (status = 200, description = "Allowed or denied, and why (a denial is still a 200)", body = FeatureAnswer),
         PathParam,
@@ -323,7 +320,7 @@ pub(crate) async fn list_nodes(State(st): State<AppState>) -> Result<Response, A
     put,
     path = "/v1/nodes/{node_id}",
     tag = "metering",
-    params(("node_id" = String, Path, description = "1 to 128 characters of A-Z a-z 0-9 . _ : -")),
+    params(("node_id" = String, Path, pattern = r"^[A-Za-z0-9._:-]{1,128}$", description = "1 to 128 characters of A-Z a-z 0-9 . _ : -")),
     responses(
         (status = 200, description = "Granted or renewed (`code` is `node_overage` within the overage)", body = LeaseAnswer),
         (status = 403, description = "Refused: `node_limit`, or `license_<state>` when the license is not usable", body = LeaseRefused),
@@ -348,7 +345,7 @@ pub(crate) async fn lease(
     delete,
     path = "/v1/nodes/{node_id}",
     tag = "metering",
-    params(("node_id" = String, Path, description = "1 to 128 characters of A-Z a-z 0-9 . _ : -")),
+    params(("node_id" = String, Path, pattern = r"^[A-Za-z0-9._:-]{1,128}$", description = "1 to 128 characters of A-Z a-z 0-9 . _ : -")),
     responses(
         (status = 200, description = "Released (`removed` is false when it held none)", body = ReleaseAnswer),
         PathParam,

@@ -94,6 +94,7 @@ pub struct ClusterPage {
 #[serde(deny_unknown_fields)]
 pub struct FileUpgrade {
     /// The license.
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub license_id: String,
     /// A tier from the vendor's catalog.
     pub requested_tier: String,

@@ -240,10 +240,12 @@ pub struct ReleaseAnswer {
 #[serde(deny_unknown_fields)]
 pub struct UsageRequest {
     /// Quota name from the license.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub metric: String,
     /// How much to spend (gauges: the level now).
     pub amount: u64,
     /// One per increment, reused on retry: a repeat is answered, not counted.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub idempotency_key: String,
 }
 
@@ -296,9 +298,11 @@ pub struct UsageRefused {
 #[serde(deny_unknown_fields)]
 pub struct UpgradeBody {
     /// A tier from the catalog.
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub requested_tier: String,
     /// Free text for the vendor.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
     pub message: String,
 }
 

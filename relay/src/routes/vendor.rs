@@ -146,7 +146,7 @@ fn path_id(id: Result<Path<String>, PathRejection>) -> ApiResult<LicenseId> {
     get,
     path = "/v1/licenses/{id}/status",
     tag = "vendor",
-    params(("id" = String, Path, description = "The license id (UUID)")),
+    params(("id" = String, Path, format = "uuid", description = "The license id")),
     responses(
         (status = 200, description = "WHOOSH's `LicenseStatus`, evaluated from the license and its cluster's last heartbeat", body = LicenseStatus),
         (status = 400, description = "`bad_request`: not a license id", body = ErrorBody),
@@ -172,7 +172,7 @@ pub async fn license_status(
     get,
     path = "/v1/licenses/{id}/quotas",
     tag = "vendor",
-    params(("id" = String, Path, description = "The license id (UUID)")),
+    params(("id" = String, Path, format = "uuid", description = "The license id")),
     responses(
         (status = 200, description = "Quota name to used (last heartbeat) and limit", body = LicenseQuotas),
         (status = 400, description = "`bad_request`: not a license id", body = ErrorBody),
@@ -214,7 +214,7 @@ pub struct ClusterQuery {
     path = "/v1/clusters",
     tag = "vendor",
     params(
-        ("license" = Option<String>, Query, description = "Only the clusters of this license id"),
+        ("license" = Option<String>, Query, format = "uuid", description = "Only the clusters of this license id"),
         ("after" = Option<String>, Query, description = "Start after this cluster id (`next_after` of the previous page)"),
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 10000 (default 1000; values outside are clamped)"),
     ),
@@ -362,7 +362,7 @@ pub struct UpgradeQuery {
     get,
     path = "/v1/upgrade-requests",
     tag = "vendor",
-    params(("license" = Option<String>, Query, description = "Only this license id's requests")),
+    params(("license" = Option<String>, Query, format = "uuid", description = "Only this license id's requests")),
     responses(
         (status = 200, description = "Upgrade requests, newest first, at most 1000", body = UpgradeRows),
         (status = 400, description = "`bad_request`: a malformed query or license id", body = ErrorBody),
