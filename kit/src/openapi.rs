@@ -11,6 +11,15 @@ use utoipa::openapi::OpenApi;
 /// The name of the bearer-token security scheme in both documents.
 pub const BEARER: &str = "bearer";
 
+/// A daemon's document as served: `doc` from its `#[derive(OpenApi)]`,
+/// stamped with the daemon's `version` and the `bearer` scheme described by
+/// `bearer` (where its tokens come from).
+pub fn finish(mut doc: OpenApi, version: &str, bearer: &str) -> OpenApi {
+    doc.info.version = version.to_string();
+    add_bearer(&mut doc, bearer);
+    doc
+}
+
 /// Adds the `bearer` security scheme (`Authorization: Bearer <token>`),
 /// described by `description` (where tokens come from).
 pub fn add_bearer(doc: &mut OpenApi, description: &str) {

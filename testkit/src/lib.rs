@@ -28,7 +28,9 @@ mod wait;
 
 pub use events::Events;
 pub use json::{decode, decode_value, Json};
-pub use openapi::{assert_refs_resolve, documented_operations, routes_in_source};
+pub use openapi::{
+    assert_document_matches_router, assert_refs_resolve, documented_operations, routes_in_source,
+};
 pub use served::Served;
 pub use spawned::Spawned;
 pub use venv::{pip_venv, skip, target_dir, venv_bin};

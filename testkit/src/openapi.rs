@@ -71,6 +71,21 @@ pub fn routes_in_source(source: &str, consts: &[(&str, &str)]) -> BTreeSet<(Stri
     routes
 }
 
+/// Panics unless `doc` is an OpenAPI 3.1 document whose `$ref`s all
+/// resolve and whose operations are exactly the routes that the
+/// router-building `source` declares (see [`routes_in_source`]).
+pub fn assert_document_matches_router(doc: &Value, source: &str, consts: &[(&str, &str)]) {
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_refs_resolve(doc);
+    let routed = routes_in_source(source, consts);
+    assert!(!routed.is_empty(), "no .route( calls in the source");
+    assert_eq!(
+        routed,
+        documented_operations(doc),
+        "router (left) vs document (right)"
+    );
+}
+
 /// Panics unless every `$ref` in the document names a schema, response or
 /// security scheme it defines.
 pub fn assert_refs_resolve(doc: &Value) {

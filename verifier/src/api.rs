@@ -30,7 +30,7 @@ use crate::actor::{Command, Handle, ReplyTo};
 use crate::config::Secret;
 use crate::engine::Outcome;
 use crate::error::{request_timed_out, ApiError};
-use crate::openapi::{Busy, JsonBody, PathParam, Unauthorized};
+use crate::openapi::{Busy, JsonBody, NodeId, PathParam, Unauthorized};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -325,7 +325,7 @@ pub(crate) async fn list_nodes(State(st): State<AppState>) -> Result<Response, A
         (status = 200, description = "Granted or renewed (`code` is `node_overage` within the overage)", body = LeaseAnswer),
         (status = 403, description = "Refused: `node_limit`, or `license_<state>` when the license is not usable", body = LeaseRefused),
         PathParam,
-        (status = 422, description = "`invalid_request`: not a valid node id", body = ErrorBody),
+        NodeId,
         Unauthorized,
         Busy,
     ),
@@ -349,7 +349,7 @@ pub(crate) async fn lease(
     responses(
         (status = 200, description = "Released (`removed` is false when it held none)", body = ReleaseAnswer),
         PathParam,
-        (status = 422, description = "`invalid_request`: not a valid node id", body = ErrorBody),
+        NodeId,
         Unauthorized,
         Busy,
     ),
@@ -538,7 +538,7 @@ pub(crate) async fn metrics() -> Response {
     security(())
 )]
 pub(crate) async fn openapi_json() -> Response {
-    crate::openapi::answer()
+    kaching_kit::openapi::answer(crate::openapi::document())
 }
 
 async fn method_not_allowed() -> ApiError {

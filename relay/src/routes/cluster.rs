@@ -16,7 +16,7 @@ use kaching_core::{verify_license, DocKind, LicenseId};
 use crate::db::now;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json, RawBody};
-use crate::openapi::{Busy, Internal, RateLimited, SignedDocument, TooLarge};
+use crate::openapi::{BeatRefused, Busy, Internal, RateLimited, SignedDocument, TooLarge};
 use crate::state::AppState;
 use crate::store::{Activation, Outcome, Write};
 
@@ -158,10 +158,7 @@ pub async fn activate(
     )),
     responses(
         (status = 200, description = "Recorded: a relay-signed time statement (COSE_Sign1)", body = SignedDocument, content_type = "application/vnd.kaching.relay-time+cbor"),
-        (status = 400, description = "`wrong_endpoint` (a deactivation sent here), `clock_skew`, or `bad_request` (unreadable body, numbers beyond a signed 64-bit integer)", body = ErrorBody),
-        (status = 403, description = "`not_activated`, `wrong_license` or `wrong_key`", body = ErrorBody),
-        (status = 409, description = "`replayed_heartbeat`: the sequence number is not above the last accepted", body = ErrorBody),
-        (status = 422, description = "`invalid_document`: not a heartbeat, or its signature does not verify", body = ErrorBody),
+        BeatRefused,
         TooLarge,
         RateLimited,
         Internal,
@@ -187,10 +184,7 @@ pub async fn heartbeat(
     )),
     responses(
         (status = 200, description = "Released: a relay-signed time statement (COSE_Sign1)", body = SignedDocument, content_type = "application/vnd.kaching.relay-time+cbor"),
-        (status = 400, description = "`wrong_endpoint` (a plain heartbeat sent here), `clock_skew`, or `bad_request`", body = ErrorBody),
-        (status = 403, description = "`not_activated`, `wrong_license` or `wrong_key`", body = ErrorBody),
-        (status = 409, description = "`replayed_heartbeat`", body = ErrorBody),
-        (status = 422, description = "`invalid_document`: not a heartbeat, or its signature does not verify", body = ErrorBody),
+        BeatRefused,
         TooLarge,
         RateLimited,
         Internal,

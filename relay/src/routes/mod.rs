@@ -102,5 +102,5 @@ pub async fn healthz() -> &'static str {
     security(())
 )]
 pub async fn openapi_json() -> axum::response::Response {
-    crate::openapi::answer()
+    kaching_kit::openapi::answer(crate::openapi::document())
 }

@@ -25,7 +25,7 @@ use kaching_core::{verify_license, LicenseId};
 use crate::db::now;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json, Caller, RawBody};
-use crate::openapi::{Busy, Internal, RateLimited, Token, TooLarge};
+use crate::openapi::{Busy, Internal, LicenseLookup, RateLimited, Token, TooLarge};
 use crate::state::AppState;
 use crate::store::{Outcome, Write};
 use crate::tokens::Scope;
@@ -149,8 +149,7 @@ fn path_id(id: Result<Path<String>, PathRejection>) -> ApiResult<LicenseId> {
     params(("id" = String, Path, format = "uuid", description = "The license id")),
     responses(
         (status = 200, description = "WHOOSH's `LicenseStatus`, evaluated from the license and its cluster's last heartbeat", body = LicenseStatus),
-        (status = 400, description = "`bad_request`: not a license id", body = ErrorBody),
-        (status = 404, description = "`not_found`: the license was never activated on this relay", body = ErrorBody),
+        LicenseLookup,
         Token,
         RateLimited,
         Internal,
@@ -175,8 +174,7 @@ pub async fn license_status(
     params(("id" = String, Path, format = "uuid", description = "The license id")),
     responses(
         (status = 200, description = "Quota name to used (last heartbeat) and limit", body = LicenseQuotas),
-        (status = 400, description = "`bad_request`: not a license id", body = ErrorBody),
-        (status = 404, description = "`not_found`: the license was never activated on this relay", body = ErrorBody),
+        LicenseLookup,
         Token,
         RateLimited,
         Internal,
