@@ -40,7 +40,7 @@ expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "41
 const TOKEN: &str = "contract-test-token-0123456789abcdef";
 
 /// One schemathesis run may take this long before it is killed.
-const RUN_BOUND: Duration = Duration::from_secs(150);
+const RUN_BOUND: Duration = Duration::from_secs(60);
 
 /// Runs `schemathesis run` against `base/openapi.json` with `token`,
 /// skipping `excluded` paths; panics with its report unless it passes.
