@@ -17,7 +17,31 @@ pub const BEARER: &str = "bearer";
 pub fn finish(mut doc: OpenApi, version: &str, bearer: &str) -> OpenApi {
     doc.info.version = version.to_string();
     add_bearer(&mut doc, bearer);
-    doc
+    unsigned_formats(doc)
+}
+
+/// utoipa spells the formats of unsigned integers `u-int32`, `u-int64`;
+/// the documents say `uint32`, `uint64`, as OpenAPI tools read them.
+fn unsigned_formats(doc: OpenApi) -> OpenApi {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(f)) = map.get_mut("format") {
+                    if let Some(bits) = f.strip_prefix("u-int") {
+                        *f = format!("uint{bits}");
+                    }
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&doc) else {
+        return doc;
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or(doc)
 }
 
 /// Adds the `bearer` security scheme (`Authorization: Bearer <token>`),
@@ -39,4 +63,34 @@ pub fn add_bearer(doc: &mut OpenApi, description: &str) {
 /// impossible case that it does not serialize).
 pub fn answer(doc: &OpenApi) -> Response {
     crate::http::json(StatusCode::OK, doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsigned_integers_are_uint_formats_and_the_bearer_scheme_is_there() {
+        let doc = utoipa::openapi::OpenApiBuilder::new()
+            .components(Some(
+                utoipa::openapi::ComponentsBuilder::new()
+                    .schema(
+                        "N",
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::schema::Type::Integer)
+                            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                                utoipa::openapi::KnownFormat::UInt64,
+                            ))),
+                    )
+                    .build(),
+            ))
+            .build();
+        let doc = serde_json::to_value(finish(doc, "9.9.9", "a token")).unwrap();
+        assert_eq!(doc["components"]["schemas"]["N"]["format"], "uint64");
+        assert_eq!(doc["info"]["version"], "9.9.9");
+        assert_eq!(
+            doc["components"]["securitySchemes"][BEARER]["scheme"],
+            "bearer"
+        );
+    }
 }
