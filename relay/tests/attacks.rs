@@ -406,6 +406,24 @@ async fn attack_license_path_that_is_not_utf8_gets_a_json_400() {
 }
 
 #[tokio::test]
+async fn openapi_document_is_served_without_a_token() {
+    let relay = Relay::start().await;
+    let r = relay
+        .http
+        .get(relay.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        doc,
+        serde_json::to_value(kaching_relay::openapi::document()).unwrap()
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn attack_wrong_method_and_path_get_json_errors() {
     let relay = Relay::start().await;
     for (method, path, status, code) in [
