@@ -226,12 +226,14 @@ impl RelayTime {
 /// Verifies a relay time statement in either spelling against the relay's
 /// pinned public key. The caller checks `cluster_id` and `seq` are its own.
 pub fn verify_relay_time(input: &[u8], relay_key: &PublicKey) -> Result<RelayTime> {
+    verify_relay_time_by(input, &TrustedKeys::from(relay_key.clone()))
+}
+
+/// [`verify_relay_time`] against any of `keys` (the relay role of a root,
+/// see [`crate::root::relay_signers`]).
+pub fn verify_relay_time_by(input: &[u8], keys: &TrustedKeys) -> Result<RelayTime> {
     let bytes = crate::armor::dearmor(input, Some(DocKind::RelayTime))?;
-    let opened = envelope::open(
-        &bytes,
-        DocKind::RelayTime,
-        &TrustedKeys::from(relay_key.clone()),
-    )?;
+    let opened = envelope::open(&bytes, DocKind::RelayTime, keys)?;
     RelayTime::from_cbor(&opened.payload)
 }
 

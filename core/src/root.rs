@@ -590,6 +590,106 @@ pub fn add_signature(bytes: &[u8], key: &SecretKey) -> Result<Vec<u8>> {
         .map_err(|e| Error::Malformed(e.to_string()))
 }
 
+/// Which keys may sign a relay's time answers: the relay role of the root
+/// in force when it names one (a key configured beside the verifier is then
+/// ignored: the customer can edit that file), else the configured key;
+/// `None` when neither exists.
+pub fn relay_signers(root: Option<&Root>, configured: Option<&PublicKey>) -> Option<TrustedKeys> {
+    match root {
+        Some(r) if r.roles.contains_key(&Role::Relay) => Some(r.keys_for(Role::Relay)),
+        _ => configured.map(|k| TrustedKeys::from(k.clone())),
+    }
+}
+
+/// The signatures a root under signature carries from the keys of one
+/// root role, against that role's threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Root keys of the role whose signatures verify, each once.
+    pub signed: Vec<Kid>,
+    /// Root keys of the role that have not signed (or whose signature fails).
+    pub missing: Vec<Kid>,
+    /// How many must sign.
+    pub threshold: u32,
+}
+
+impl Tally {
+    /// Whether the threshold is met.
+    pub fn met(&self) -> bool {
+        self.signed.len() >= self.threshold as usize
+    }
+}
+
+/// Where a root under signature stands: the claims it makes (not to be
+/// trusted until both tallies are met) and the valid signatures so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signing {
+    /// The payload, unverified.
+    pub root: Root,
+    /// By the previous root's root keys (`None`: no previous root given,
+    /// i.e. a first root).
+    pub by_previous: Option<Tally>,
+    /// By its own root keys.
+    pub by_own: Tally,
+    /// Signatures from keys that count toward neither tally.
+    pub stray: Vec<Kid>,
+}
+
+impl Signing {
+    /// Whether both thresholds are met (the time and version rules of
+    /// [`verify_next_root`] still apply).
+    pub fn complete(&self) -> bool {
+        self.by_own.met() && self.by_previous.as_ref().is_none_or(Tally::met)
+    }
+}
+
+/// Counts the valid signatures of a root that is being signed by several
+/// holders, one run each: for showing the next holder what is still needed.
+/// Each signature is verified; a key that signed twice counts once.
+pub fn tally_root(bytes: &[u8], previous: Option<&Root>) -> Result<Signing> {
+    let sign = open(bytes)?;
+    let root = payload(&sign)?;
+    root.check()?;
+    let tally = |by: &Root| {
+        let signed = signers(&sign, by, Role::Root);
+        let role = by.roles.get(&Role::Root);
+        Tally {
+            missing: role
+                .map(|r| {
+                    r.kids
+                        .iter()
+                        .filter(|k| !signed.contains(k))
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            threshold: role.map_or(1, |r| r.threshold),
+            signed: signed.into_iter().collect(),
+        }
+    };
+    let by_own = tally(&root);
+    let by_previous = previous.map(tally);
+    let counted: BTreeSet<Kid> = by_own
+        .signed
+        .iter()
+        .chain(by_previous.iter().flat_map(|t| t.signed.iter()))
+        .copied()
+        .collect();
+    let stray = sign
+        .signatures
+        .iter()
+        .filter_map(|s| <[u8; 8]>::try_from(s.protected.header.key_id.as_slice()).ok())
+        .map(Kid)
+        .filter(|k| !counted.contains(k))
+        .collect();
+    Ok(Signing {
+        root,
+        by_previous,
+        by_own,
+        stray,
+    })
+}
+
 /// The payload of a root document without checking any signature: for
 /// showing a partially signed root to the next key holder. Never trust it.
 pub fn inspect_root(bytes: &[u8]) -> Result<(Root, Vec<Kid>)> {

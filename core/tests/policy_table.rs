@@ -6,11 +6,14 @@
 //! Every case is a row: inputs on the left, the expected outcome on the right.
 //! Times are whole seconds around fixed instants, so no test reads a clock.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
+
 use std::collections::BTreeMap;
 
 use kaching_core::license::{HeartbeatPolicy, Limits, Period, Quota};
 use kaching_core::policy::{
-    evaluate, fit, warning_ratio, LicenseInput, Settings, Snapshot, State, Urgency, Verdict,
+    evaluate, explain, fit, warning_ratio, Explanation, LicenseInput, MarkFrom, Settings, Snapshot,
+    State, Urgency, Verdict,
 };
 use kaching_core::revocation::{RevocationEntry, RevocationList, RevocationStatus};
 use kaching_core::time::DAY;
@@ -133,13 +136,35 @@ impl Case {
         self
     }
 
-    fn at(&self, now: u64) -> Verdict {
-        let input = match &self.license {
+    fn input(&self) -> LicenseInput<'_> {
+        match &self.license {
             Some(l) => LicenseInput::Verified(l),
             None => LicenseInput::Missing,
-        };
-        evaluate(
-            input,
+        }
+    }
+
+    /// The verdict; every row also checks that `explain` reaches the very
+    /// same verdict and that its last step is the one deciding the state.
+    fn at(&self, now: u64) -> Verdict {
+        let v = evaluate(
+            self.input(),
+            self.list.as_ref(),
+            &self.snapshot,
+            &catalog(),
+            &self.settings,
+            now,
+        );
+        let e = self.explain(now);
+        assert_eq!(e.verdict, v, "explain and evaluate differ at {now}");
+        let last = e.steps.last().expect("at least one rule");
+        assert!(last.decided && last.note == v.reason, "{:?}", e.steps);
+        assert!(e.steps[..e.steps.len() - 1].iter().all(|s| !s.decided));
+        v
+    }
+
+    fn explain(&self, now: u64) -> Explanation {
+        explain(
+            self.input(),
             self.list.as_ref(),
             &self.snapshot,
             &catalog(),
@@ -1016,3 +1041,305 @@ fn state_names_and_usability() {
         assert_eq!(state.is_usable(), usable, "{name}");
     }
 }
+
+#[test]
+fn evaluation_nearing_its_end_suggests_the_next_tier() {
+    let eval = license_of("evaluation");
+    let case = Case::new(eval);
+    // (now, state, urgency of the standard suggestion, or none)
+    let rows = [
+        (IAT + DAY, State::Active, None),
+        (EXP - WINDOW, State::Expiring, Some(Urgency::Medium)),
+        (EXP - 7 * DAY - 1, State::Expiring, Some(Urgency::Medium)),
+        (EXP - 7 * DAY, State::Expiring, Some(Urgency::High)),
+        (EXP, State::Grace, Some(Urgency::High)),
+        (EXP + GRACE, State::Expired, None),
+    ];
+    for (now, state, want) in rows {
+        let v = case.at(now);
+        assert_eq!(v.state, state, "at {now}");
+        let s = v
+            .upgrade_suggestions
+            .iter()
+            .find(|s| s.reason.starts_with("the Evaluation license"));
+        match want {
+            Some(u) => {
+                let s = s.unwrap_or_else(|| panic!("{state}: no suggestion: {v:#?}"));
+                assert_eq!((s.suggested_tier.as_str(), s.urgency), ("standard", u));
+                assert!(s.benefits.iter().any(|b| b == "feature analytics"), "{s:?}");
+            }
+            None => assert!(s.is_none(), "{state}: {s:?}"),
+        }
+    }
+    // A paid tier's renewal is not an upgrade.
+    let v = Case::new(standard()).at(EXP - DAY);
+    assert_eq!(v.state, State::Expiring);
+    assert!(
+        v.upgrade_suggestions.is_empty(),
+        "{:?}",
+        v.upgrade_suggestions
+    );
+}
+
+#[test]
+fn no_upgrade_suggestions_while_the_license_is_not_usable() {
+    let mut case =
+        Case::new(standard()).list(list(vec![entry(RevocationStatus::Suspended)], IAT, EXP));
+    case.snapshot.quota_usage = BTreeMap::from([("search_requests".to_string(), 50_000)]);
+    let v = case.at(IAT + DAY);
+    assert_eq!(v.state, State::Suspended);
+    assert!(v.warnings.iter().any(|w| w.starts_with("search_requests")));
+    assert!(
+        v.upgrade_suggestions.is_empty(),
+        "{:?}",
+        v.upgrade_suggestions
+    );
+}
+
+#[test]
+fn one_suggestion_per_tier_most_urgent_first() {
+    // Two limits pointing at enterprise make one card; nodes (low) and
+    // search (high) join their reasons and take the higher urgency.
+    let mut case = Case::new(standard());
+    case.snapshot.live_nodes = 8;
+    case.snapshot.quota_usage = BTreeMap::from([("search_requests".to_string(), 50_000)]);
+    let v = case.at(IAT + DAY);
+    assert_eq!(
+        v.upgrade_suggestions.len(),
+        1,
+        "{:?}",
+        v.upgrade_suggestions
+    );
+    let s = &v.upgrade_suggestions[0];
+    assert_eq!(
+        (s.suggested_tier.as_str(), s.urgency),
+        ("enterprise", Urgency::High)
+    );
+    assert!(
+        s.reason.contains("search_requests") && s.reason.contains("nodes"),
+        "{}",
+        s.reason
+    );
+    let mut once = s.benefits.clone();
+    once.dedup();
+    assert_eq!(once, s.benefits);
+
+    // Two tiers: search at 80 % (standard, low) is checked before storage
+    // at its limit (enterprise: the only tier above 600 GB, high), yet the
+    // high one comes first.
+    let mut eval = license_of("evaluation");
+    eval.quotas.insert(
+        "storage_gb".into(),
+        Quota {
+            limit: 600,
+            period: Period::Gauge,
+        },
+    );
+    let mut case = Case::new(eval);
+    case.snapshot.quota_usage = BTreeMap::from([
+        ("search_requests".to_string(), 800),
+        ("storage_gb".to_string(), 600),
+    ]);
+    let v = case.at(IAT + DAY);
+    let order: Vec<_> = v
+        .upgrade_suggestions
+        .iter()
+        .map(|s| (s.suggested_tier.as_str(), s.urgency))
+        .collect();
+    assert_eq!(
+        order,
+        [("enterprise", Urgency::High), ("standard", Urgency::Low)]
+    );
+}
+
+#[test]
+fn explain_names_the_rule_that_decides_each_state() {
+    let suspended = list(vec![entry(RevocationStatus::Suspended)], IAT, EXP);
+    let revoked = list(vec![entry(RevocationStatus::Revoked)], IAT, EXP);
+    let foreign = License {
+        cluster: Some("someotherclustr1".into()),
+        ..standard()
+    };
+    let later = License {
+        not_before: IAT + 10 * DAY,
+        ..standard()
+    };
+    let rows: Vec<(Case, u64, State, &str)> = vec![
+        (
+            Case {
+                license: None,
+                ..Case::new(standard())
+            },
+            IAT,
+            State::Unlicensed,
+            "license",
+        ),
+        (Case::new(foreign), IAT + DAY, State::Invalid, "fit"),
+        (
+            Case::new(standard()).list(revoked),
+            IAT + DAY,
+            State::Revoked,
+            "revocation",
+        ),
+        (
+            Case::new(standard()).list(suspended),
+            IAT + DAY,
+            State::Suspended,
+            "revocation",
+        ),
+        (
+            Case::new(standard()).mark(IAT + 5 * DAY),
+            IAT + DAY,
+            State::ClockTampered,
+            "clock",
+        ),
+        (
+            Case::new(later),
+            IAT + DAY,
+            State::NotYetValid,
+            "not_before",
+        ),
+        (Case::new(standard()), EXP + GRACE, State::Expired, "expiry"),
+        (Case::new(standard()), EXP, State::Grace, "expiry"),
+        (
+            Case::new(connected()),
+            IAT + OFFLINE,
+            State::Overdue,
+            "connected",
+        ),
+        (
+            Case::new(standard()),
+            EXP - DAY,
+            State::Expiring,
+            "expiring",
+        ),
+        (Case::new(standard()), IAT + DAY, State::Active, "active"),
+    ];
+    for (case, now, state, rule) in rows {
+        let e = case.explain(now);
+        assert_eq!(e.verdict.state, state);
+        let last = e.steps.last().unwrap();
+        assert_eq!(
+            (last.rule, last.decided),
+            (rule, true),
+            "{state}: {:?}",
+            e.steps
+        );
+        let text = e.render(None);
+        assert!(
+            text.contains(&format!("=> {rule:<11} {}", e.verdict.reason)),
+            "{text}"
+        );
+        assert!(text.contains(&format!("state          {state}")), "{text}");
+    }
+    // Active passed every rule before it, each saying what it found.
+    let e = Case::new(connected()).explain(IAT + DAY);
+    let rules: Vec<&str> = e.steps.iter().map(|s| s.rule).collect();
+    assert_eq!(
+        rules,
+        [
+            "license",
+            "fit",
+            "revocation",
+            "clock",
+            "not_before",
+            "expiry",
+            "connected",
+            "expiring",
+            "active"
+        ]
+    );
+    assert!(
+        e.steps[6]
+            .note
+            .starts_with("connected license: overdue from"),
+        "{:?}",
+        e.steps[6]
+    );
+    // The mark and where it came from; a clock behind it within tolerance.
+    let e = Case::new(standard())
+        .mark(IAT + 2 * DAY)
+        .explain(IAT + 2 * DAY - 3600);
+    assert_eq!(
+        (e.mark, e.mark_from, e.effective_time),
+        (IAT + 2 * DAY, MarkFrom::TrustedTime, IAT + 2 * DAY)
+    );
+    assert!(
+        e.render(None)
+            .contains("the clock is 1h behind the trusted time"),
+        "{}",
+        e.render(None)
+    );
+    // One feature's decision on request.
+    let text = Case::new(standard())
+        .explain(IAT + DAY)
+        .render(Some("bulk-operations"));
+    assert!(text.contains("feature bulk-operations: denied:"), "{text}");
+}
+
+#[test]
+fn license_change_names_what_moved_and_flags_any_loss_as_a_downgrade() {
+    use kaching_core::policy::license_change;
+    let old = standard();
+    // The same license reissued: no change, no downgrade.
+    let same = license_change(&old, &old);
+    assert!(!same.downgrade && same.changed.is_empty() && same.features_lost.is_empty());
+    assert_eq!(same.summary(), "same terms");
+
+    // An upgrade: enterprise defaults, renewed for a year.
+    let mut up = license_of("enterprise");
+    up.expires_at = EXP + 365 * DAY;
+    let c = license_change(&old, &up);
+    assert!(!c.downgrade, "{c:?}");
+    assert_eq!(c.tier, Some(("standard".into(), "enterprise".into())));
+    assert_eq!(c.features_gained, ["bulk-operations", "enterprise-support"]);
+    assert!(c.changed.iter().any(|x| x.name == "max_nodes" && !x.lower));
+
+    // Each loss on its own is a downgrade, and says which.
+    let lose = |f: &dyn Fn(&mut License)| {
+        let mut l = standard();
+        f(&mut l);
+        license_change(&old, &l)
+    };
+    let rows: Vec<(&str, LicenseChangeCase)> = vec![
+        (
+            "a feature dropped",
+            Box::new(|l: &mut License| {
+                l.features.remove("analytics");
+            }),
+        ),
+        (
+            "fewer nodes",
+            Box::new(|l: &mut License| l.limits.max_nodes = 5),
+        ),
+        (
+            "a core cap where there was none",
+            Box::new(|l: &mut License| l.limits.max_cores = Some(64)),
+        ),
+        ("less overage", Box::new(|l: &mut License| l.overage = 0)),
+        ("shorter grace", Box::new(|l: &mut License| l.grace = DAY)),
+        (
+            "a lower quota",
+            Box::new(|l: &mut License| {
+                l.quotas.get_mut("search_requests").unwrap().limit = 10;
+            }),
+        ),
+        (
+            "an earlier expiry",
+            Box::new(|l: &mut License| l.expires_at = EXP - DAY),
+        ),
+    ];
+    for (what, f) in rows {
+        let c = lose(&*f);
+        assert!(c.downgrade, "{what}: {c:?}");
+        assert!(!c.summary().is_empty(), "{what}");
+    }
+    // Lifting a quota altogether is not a loss.
+    let c = lose(&|l: &mut License| {
+        l.quotas.remove("api_calls");
+    });
+    assert!(!c.downgrade, "{c:?}");
+    assert_eq!(c.changed[0].name, "quota:api_calls");
+}
+
+type LicenseChangeCase = Box<dyn Fn(&mut License)>;

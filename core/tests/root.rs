@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use kaching_core::id::LicenseId;
 use kaching_core::license::{License, Limits};
 use kaching_core::root::{
-    add_signature, inspect_root, verify_initial_root, verify_next_root, Role, RoleKeys, Root,
-    TrustChain, VerifiedRoot, MAX_SIGNATURES,
+    add_signature, inspect_root, relay_signers, tally_root, verify_initial_root, verify_next_root,
+    Role, RoleKeys, Root, TrustChain, VerifiedRoot, MAX_SIGNATURES,
 };
 use kaching_core::{verify_license, Error, SecretKey};
 
@@ -377,6 +377,59 @@ fn signatures_collected_on_separate_runs_reach_the_threshold() {
 }
 
 #[test]
+fn tally_shows_the_next_holder_what_is_still_needed() {
+    // v2 replaces root key 3 with 4; old needs 2 of {1,2,3}, new 2 of {1,2,4}.
+    let v2 = root(
+        2,
+        &[
+            (Role::Root, &[1, 2, 4], 2),
+            (Role::Issuer, &[10], 1),
+            (Role::Revoker, &[20], 1),
+        ],
+    );
+    let draft = v2.sign(&[]);
+    let t = tally_root(&draft, Some(&v1())).unwrap();
+    assert!(!t.complete());
+    assert_eq!(t.by_own.missing.len(), 3);
+    // Key 3 counts for the old root only; key 10 (an issuer) for nothing.
+    let after = add_signature(&add_signature(&draft, &key(3)).unwrap(), &key(10)).unwrap();
+    let t = tally_root(&after, Some(&v1())).unwrap();
+    let prev = t.by_previous.clone().unwrap();
+    assert_eq!(prev.signed, vec![key(3).public().kid()]);
+    assert!(t.by_own.signed.is_empty());
+    assert_eq!(t.stray, vec![key(10).public().kid()]);
+    // Key 1 is in both roots: one signature serves both tallies.
+    let done = add_signature(&after, &key(1)).unwrap();
+    let t = tally_root(&done, Some(&v1())).unwrap();
+    assert!(t.by_previous.as_ref().unwrap().met());
+    assert!(!t.by_own.met(), "only key 1 of the new root keys signed");
+    let done = add_signature(&done, &key(4)).unwrap();
+    assert!(tally_root(&done, Some(&v1())).unwrap().complete());
+    assert!(verify_next_root(&v1(), &done, NOW).is_ok());
+}
+
+#[test]
+fn attack_root_forged_signature_does_not_count_in_the_tally() {
+    // A signature block naming key 2's kid but made by another key.
+    let mut v2 = v1();
+    v2.version = 2;
+    let forged = add_signature(&v2.sign(&[&key(1)]), &key(99)).unwrap();
+    let mut bytes = forged.clone();
+    // Swap the kid of the last signature for key 2's: same length, so the
+    // envelope still parses; the signature no longer verifies for that kid.
+    let (kid99, kid2) = (key(99).public().kid().0, key(2).public().kid().0);
+    let at = bytes
+        .windows(8)
+        .rposition(|w| w == kid99)
+        .expect("kid in the document");
+    bytes[at..at + 8].copy_from_slice(&kid2);
+    let t = tally_root(&bytes, Some(&v1())).unwrap();
+    assert_eq!(t.by_own.signed, vec![key(1).public().kid()]);
+    assert!(!t.complete());
+    assert!(verify_next_root(&v1(), &bytes, NOW).is_err());
+}
+
+#[test]
 fn a_root_must_name_its_required_roles_with_reachable_thresholds() {
     let mut r = v1();
     r.roles.remove(&Role::Revoker);
@@ -395,4 +448,21 @@ fn a_root_must_name_its_required_roles_with_reachable_thresholds() {
     let mut r = v1();
     r.roles.get_mut(&Role::Issuer).unwrap().kids = vec![key(99).public().kid()];
     assert!(r.check().unwrap_err().to_string().contains("does not list"));
+}
+
+#[test]
+fn attack_edited_relay_key_ignored_when_the_root_names_a_relay() {
+    // v1 names key 30 as the relay; the customer configures key 66 (a fake
+    // relay of their own feeding time): only 30 counts.
+    let fake = key(66).public();
+    let keys = relay_signers(Some(&v1()), Some(&fake)).unwrap();
+    assert!(keys.get(&key(30).public().kid()).is_some());
+    assert!(keys.get(&fake.kid()).is_none());
+    // Without a relay role in the root the configured key is all there is.
+    let mut no_relay = v1();
+    no_relay.roles.remove(&Role::Relay);
+    let keys = relay_signers(Some(&no_relay), Some(&fake)).unwrap();
+    assert!(keys.get(&fake.kid()).is_some());
+    assert!(relay_signers(Some(&no_relay), None).is_none());
+    assert!(relay_signers(None, Some(&fake)).is_some());
 }

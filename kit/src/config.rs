@@ -27,6 +27,10 @@ pub struct Layers<'a> {
     pub env_keys: &'a [&'a str],
     /// Sections whose keys variables may set.
     pub sections: &'a [&'a str],
+    /// Keys of `env_keys` that only a variable may set, never the file or
+    /// the defaults (a secret that has a file of its own, say): a file
+    /// that sets one is refused, naming the variable to use.
+    pub env_only: &'a [&'a str],
     /// How a variable's text becomes a value.
     pub env_values: EnvValues,
 }
@@ -87,6 +91,16 @@ pub enum ConfigError {
         /// Where and why, as the TOML parser says.
         source: toml::de::Error,
     },
+    /// The file sets a key that only a variable may set.
+    #[error("{origin} sets `{key}`, which only environment variable {var} may set")]
+    EnvOnly {
+        /// The file.
+        origin: Origin,
+        /// The key, as the file names it (`section.key` in a section).
+        key: String,
+        /// The variable that may set it.
+        var: String,
+    },
     /// A variable sets a key in a section that an earlier layer made a plain value.
     #[error("[{section}] must be a table (environment variable {var} sets a key in it)")]
     NotATable {
@@ -112,7 +126,7 @@ pub enum ConfigError {
     },
 }
 
-impl Layers<'_> {
+impl<'a> Layers<'a> {
     /// Builds a `T` from the defaults, `file` (when given) and the process
     /// environment.
     pub fn load<T: DeserializeOwned>(&self, file: Option<&Path>) -> Result<T, ConfigError> {
@@ -163,7 +177,10 @@ impl Layers<'_> {
     ) -> Result<T, ConfigError> {
         let file_origin = || Origin::File(path.map(Path::to_path_buf));
         let mut table = parse_table(self.defaults, Origin::Defaults)?;
-        merge(&mut table, parse_table(text, file_origin())?);
+        self.refuse_env_only(&table, Origin::Defaults)?;
+        let file = parse_table(text, file_origin())?;
+        self.refuse_env_only(&file, file_origin())?;
+        merge(&mut table, file);
         let vars = self.env_layer(env);
         let base = table.clone();
         for var in &vars {
@@ -190,6 +207,41 @@ impl Layers<'_> {
         })
     }
 
+    /// Splits a variable's key into its section (one of `sections`) and
+    /// the key within it.
+    fn section_key<'k>(&self, key: &'k str) -> (Option<&'a str>, &'k str) {
+        self.sections
+            .iter()
+            .find_map(|s| {
+                key.strip_prefix(s)
+                    .and_then(|k| k.strip_prefix('_'))
+                    .map(|k| (Some(*s), k))
+            })
+            .unwrap_or((None, key))
+    }
+
+    /// An error when a layer other than the variables sets an `env_only` key.
+    fn refuse_env_only(&self, table: &toml::Table, origin: Origin) -> Result<(), ConfigError> {
+        for key in self.env_only {
+            let (section, k) = self.section_key(key);
+            let set = match section {
+                Some(s) => table
+                    .get(s)
+                    .and_then(toml::Value::as_table)
+                    .is_some_and(|t| t.contains_key(k)),
+                None => table.contains_key(k),
+            };
+            if set {
+                return Err(ConfigError::EnvOnly {
+                    origin,
+                    key: section.map_or_else(|| k.to_string(), |s| format!("{s}.{k}")),
+                    var: format!("{}{}", self.env_prefix, key.to_ascii_uppercase()),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The variables this program reads, in the order given.
     fn env_layer(&self, env: impl IntoIterator<Item = (String, String)>) -> Vec<EnvVar> {
         let mut vars = Vec::new();
@@ -197,13 +249,9 @@ impl Layers<'_> {
             let Some(key) = self.env_key(&name) else {
                 continue;
             };
-            let section = self
-                .sections
-                .iter()
-                .find_map(|s| key.strip_prefix(&format!("{s}_")).map(|k| (*s, k)));
-            let (section, key) = match section {
-                Some((s, k)) => (Some(s.to_string()), k.to_string()),
-                None => (None, key),
+            let (section, key) = match self.section_key(&key) {
+                (Some(s), k) => (Some(s.to_string()), k.to_string()),
+                (None, _) => (None, key),
             };
             let value = match self.env_values {
                 EnvValues::Typed => typed_value(&text),
@@ -301,6 +349,39 @@ pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!("{s:?} is not a duration like 30s, 5m or 24h ({e})"))
     })
+}
+
+/// Reads a whole number written either as a TOML integer (`1024`) or as
+/// text (`"1024"`, what [`EnvValues::Text`] makes of a variable): use as
+/// `#[serde(deserialize_with = "kaching_kit::config::number")]`.
+pub fn number<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    struct Number<T>(std::marker::PhantomData<T>);
+    impl<T> serde::de::Visitor<'_> for Number<T>
+    where
+        T: std::str::FromStr,
+        T::Err: fmt::Display,
+    {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number, like 1024")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            v.parse()
+                .map_err(|e| E::custom(format!("{v:?} is not a whole number like 1024 ({e})")))
+        }
+    }
+    d.deserialize_any(Number(std::marker::PhantomData))
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub enum Command {
     /// The root of trust: which keys sign licenses, lists and new roots (pinned into verifiers)
     #[command(subcommand)]
     Root(RootCommand),
+    /// Give a key the issuer, revoker or relay role, or take it away (drafts the next root)
+    #[command(subcommand)]
+    Role(RoleCommand),
     /// Issue a license (tier defaults, flags override) and record it in the ledger
     Issue(IssueArgs),
     /// Reissue a license on another tier; the new one supersedes the old
@@ -52,6 +55,10 @@ pub enum Command {
     /// Give the verdict a verifier would give a license; exit code per state
     #[command(after_long_help = crate::exit::TABLE)]
     Verify(VerifyArgs),
+    /// What a verifier would decide for a license at a date, with nodes and
+    /// usage you choose, rule by rule: "what will this customer see on that day?"
+    #[command(after_long_help = crate::exit::TABLE)]
+    Simulate(SimulateArgs),
     /// Suspend a license (lifted by `reinstate`): signs the next revocation list
     Suspend(RevokeArgs),
     /// Lift a suspension: signs the next revocation list without the entry
@@ -123,6 +130,16 @@ pub enum KeyCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Make a key pair for another role (a revoker key for an online box, a
+    /// relay key): FILE gets the age-encrypted private key, FILE with .pub the public key
+    New {
+        /// Private key file to create, e.g. revoker.key (the public key goes to revoker.pub)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Encrypt the new key to this age recipient instead of a passphrase
+        #[arg(long, value_name = "AGE_RECIPIENT")]
+        recipient: Option<String>,
+    },
     /// Replace the vendor key with a new one; the old one moves to retired-keys/
     Rotate {
         /// Encrypt the new key to this age recipient instead of a passphrase
@@ -134,13 +151,28 @@ pub enum KeyCommand {
 /// `root …`.
 #[derive(Debug, Subcommand)]
 pub enum RootCommand {
-    /// Make root v1 from the vendor key: it becomes the root, issuer and
-    /// revoker key (the one-command migration of an existing vendor directory)
+    /// Make root v1. Alone: the vendor key becomes its root, issuer and
+    /// revoker key (the one-command migration of an existing vendor
+    /// directory). With --key-count N: N new root keys, one per key holder,
+    /// K of which must sign every later root; the vendor key issues and revokes
     Init {
         /// How long the root may be taken as a new root (a later rotation
         /// must come before this; verifiers keep the root in force after it)
         #[arg(long, value_name = "DURATION", default_value = "10y")]
         expires: String,
+        /// Make this many root keys, one per holder (default: one per --holder-recipient)
+        #[arg(long, value_name = "N")]
+        key_count: Option<usize>,
+        /// How many root key holders must sign each new root [default: a majority]
+        #[arg(long, value_name = "K")]
+        threshold: Option<u32>,
+        /// Encrypt the root keys to these age recipients, one per holder, in
+        /// order (repeatable) [default: a passphrase per key]
+        #[arg(long = "holder-recipient", value_name = "AGE_RECIPIENT")]
+        holder_recipients: Vec<String>,
+        /// Folder for the root key files [default: root-keys/ in the vendor directory]
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
     /// The current root: version, roles and their keys; --out writes it
     /// armored for KACHING_PINNED_ROOT, a relay's `root` or a customer's roots/ folder
@@ -152,6 +184,84 @@ pub enum RootCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Draft the next root with other root keys or thresholds; root key
+    /// holders then sign it with `root sign`
+    Rotate {
+        /// Add this public key (PEM, e.g. from `key new`) as a root key (repeatable)
+        #[arg(long = "add-root-key", value_name = "PUB_FILE")]
+        add: Vec<PathBuf>,
+        /// Remove this root key, by kid (repeatable)
+        #[arg(long = "remove-root-key", value_name = "KID")]
+        remove: Vec<String>,
+        /// How many root keys must sign each later root
+        #[arg(long, value_name = "K")]
+        threshold: Option<u32>,
+        /// New expiry of the root, from now
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        /// Let verifiers take revocation lists from this version on again
+        /// (recovery after a leaked revoker key published a huge version)
+        #[arg(long, value_name = "VERSION")]
+        revocation_floor: Option<u64>,
+    },
+    /// Add one key holder's signature to a root under signature; installs it
+    /// once the old and the new root keys' thresholds are met
+    Sign {
+        /// The draft [default: the vendor directory's pending roots/root-vN.draft]
+        draft: Option<PathBuf>,
+        /// The signing key file [default: the vendor key]
+        #[arg(long, value_name = "KEY_FILE")]
+        key: Option<PathBuf>,
+        /// The root the draft follows, to count its signatures away from the
+        /// vendor directory [default: the vendor directory's current root]
+        #[arg(long, value_name = "ROOT_FILE")]
+        previous: Option<PathBuf>,
+    },
+    /// Take a fully signed root (e.g. signed on other machines) into the chain
+    Install {
+        /// The signed root [default: the pending draft]
+        file: Option<PathBuf>,
+    },
+    /// Throw away the pending draft
+    Discard,
+}
+
+/// `role …`.
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Draft the next root with KEY in ROLE (root key holders sign it with `root sign`)
+    Add {
+        /// issuer, revoker or relay
+        #[arg(value_parser = parse_role)]
+        role: kaching_core::root::Role,
+        /// The key's public key file (PEM, e.g. revoker.pub from `key new`)
+        key: PathBuf,
+        /// How many of the role's keys must sign [default: unchanged]
+        #[arg(long, value_name = "K")]
+        threshold: Option<u32>,
+    },
+    /// Draft the next root without KID in ROLE
+    Remove {
+        /// issuer, revoker or relay
+        #[arg(value_parser = parse_role)]
+        role: kaching_core::root::Role,
+        /// The key's kid (see `root show`)
+        kid: String,
+        /// How many of the role's keys must sign [default: unchanged, or all that are left]
+        #[arg(long, value_name = "K")]
+        threshold: Option<u32>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<kaching_core::root::Role, String> {
+    use kaching_core::root::Role;
+    match s.parse::<Role>() {
+        Ok(Role::Root) => {
+            Err("root keys change with `root rotate --add-root-key/--remove-root-key`".into())
+        }
+        Ok(r) => Ok(r),
+        Err(_) => Err(format!("{s:?} is not a role: use issuer, revoker or relay")),
+    }
 }
 
 /// License terms that override tier defaults.
@@ -275,6 +385,37 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
+/// `simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// License file (binary or armored)
+    pub file: PathBuf,
+    /// Trusted vendor public key(s), PEM [default: the vendor directory's]
+    #[arg(long, value_name = "PEM_FILE")]
+    pub pubkey: Option<PathBuf>,
+    /// Revocation list to apply [default: the vendor directory's, when there is one]
+    #[arg(long, value_name = "FILE")]
+    pub revocations: Option<PathBuf>,
+    /// The date to simulate (2027-01-31 or 2027-01-31T12:00:00Z) [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Judge as this cluster [default: the cluster the license is bound to]
+    #[arg(long, value_name = "ID")]
+    pub cluster: Option<String>,
+    /// Nodes holding leases
+    #[arg(long, value_name = "N", default_value = "0")]
+    pub nodes: u64,
+    /// Usage this period of a quota, e.g. search_requests=45000 (repeatable)
+    #[arg(long = "usage", value_name = "NAME=AMOUNT")]
+    pub usage: Vec<String>,
+    /// Also show the decision for this feature
+    #[arg(long, value_name = "NAME")]
+    pub feature: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `suspend`, `reinstate`, `revoke`.
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
@@ -288,6 +429,10 @@ pub struct RevokeArgs {
     /// suspension or revocation lasts
     #[arg(long, alias = "expires", value_name = "DURATION|DATE")]
     pub list_valid_for: Option<String>,
+    /// Sign with this key of the root's revoker role instead of the vendor
+    /// key (made by `key new`, given the role by `role add revoker`)
+    #[arg(long, env = "KACHING_REVOKER_KEY", value_name = "KEY_FILE")]
+    pub revoker_key: Option<PathBuf>,
 }
 
 /// `publish`.
@@ -320,6 +465,10 @@ pub enum RevocationsCommand {
         /// duration or date [default: revocation_validity in kaching.toml]
         #[arg(long, alias = "expires", value_name = "DURATION|DATE")]
         list_valid_for: Option<String>,
+        /// Sign with this key of the root's revoker role instead of the vendor
+        /// key (made by `key new`, given the role by `role add revoker`)
+        #[arg(long, env = "KACHING_REVOKER_KEY", value_name = "KEY_FILE")]
+        revoker_key: Option<PathBuf>,
     },
 }
 

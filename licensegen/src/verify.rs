@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use anyhow::Result;
+use kaching_core::policy::{explain, Explanation};
 use kaching_core::time::{rfc3339, Timestamp};
 use kaching_core::{
-    evaluate, verify_license, LicenseInput, RevocationList, Settings, Snapshot, TierCatalog,
-    TrustedKeys, Verdict,
+    verify_license, LicenseInput, RevocationList, Settings, Snapshot, TierCatalog, TrustedKeys,
+    Verdict,
 };
 use serde::Serialize;
 
@@ -43,8 +44,21 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
-/// Verifies and evaluates a license file.
+/// Verifies and evaluates a license file as a fresh verifier would (no
+/// nodes, no usage).
 pub fn verify(path: &Path, ctx: &VerifyContext) -> Result<Report> {
+    let verdict = simulate(path, ctx, &Snapshot::default())?.verdict;
+    Ok(Report {
+        file: path.display().to_string(),
+        state: verdict.state.as_str().into(),
+        exit_code: crate::exit::for_state(verdict.state),
+        verdict,
+    })
+}
+
+/// Verifies a license file and explains, rule by rule, the verdict a
+/// verifier would reach with `snapshot` (nodes, usage) at `ctx.at`.
+pub fn simulate(path: &Path, ctx: &VerifyContext, snapshot: &Snapshot) -> Result<Explanation> {
     let input = crate::fsutil::read(path)?;
     let checked = verify_license(&input, &ctx.keys);
     let rejected;
@@ -63,20 +77,14 @@ pub fn verify(path: &Path, ctx: &VerifyContext) -> Result<Report> {
         cluster_id: ctx.cluster.clone().or(bound),
         ..Settings::default()
     };
-    let verdict = evaluate(
+    Ok(explain(
         license_input,
         ctx.revocations.as_ref(),
-        &Snapshot::default(),
+        snapshot,
         &ctx.catalog,
         &settings,
         ctx.at,
-    );
-    Ok(Report {
-        file: path.display().to_string(),
-        state: verdict.state.as_str().into(),
-        exit_code: crate::exit::for_state(verdict.state),
-        verdict,
-    })
+    ))
 }
 
 /// Prints a report as text or JSON.

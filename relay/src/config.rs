@@ -58,6 +58,7 @@ const LAYERS: Layers<'static> = Layers {
     env_prefix: "KACHING_RELAY_",
     env_keys: &ENV_KEYS,
     sections: &SECTIONS,
+    env_only: &[],
     env_values: EnvValues::Typed,
 };
 

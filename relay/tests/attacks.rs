@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::*;
 use kaching_core::time::rfc3339;
 use kaching_relay::tokens::Scope;
+use kaching_testkit::Spawned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -101,7 +102,9 @@ async fn attack_idle_connection_flood_under_low_fd_limit() {
         .arg(&cfg)
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::null());
-    let (mut child, addr) = spawn_serving(cmd).await;
+    let Spawned {
+        mut child, addr, ..
+    } = Spawned::start(cmd).await;
 
     // 1,100 connections that never send a byte, held open by the test.
     // One at a time: a burst would overflow the accept queue and leave
@@ -464,7 +467,9 @@ async fn logs_written_to_a_file_carry_no_colour_codes() {
         .arg(&cfg)
         .env("RUST_LOG", "info")
         .stderr(std::fs::File::create(&log).unwrap());
-    let (mut child, addr) = spawn_serving(cmd).await;
+    let Spawned {
+        mut child, addr, ..
+    } = Spawned::start(cmd).await;
     // Once it answers, its start-up lines are in the file.
     let r = reqwest::get(format!("http://{addr}/healthz"))
         .await

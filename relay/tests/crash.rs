@@ -16,17 +16,9 @@ const KILL_AFTER: usize = 400;
 #[tokio::test]
 async fn acknowledged_heartbeats_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg_path = dir.path().join("relay.toml");
-    std::fs::write(
-        &cfg_path,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nvendor_keys = \"\"\"\n{}\"\"\"\n[rate_limit]\nper_second = 0\n",
-            dir.path().join("data"),
-            vendor().public().to_pem()
-        ),
-    )
-    .unwrap();
-    let (mut child, addr) = spawn_relay(&cfg_path).await;
+    let cfg_path = write_config(dir.path(), "");
+    let relay = spawn_relay(&cfg_path).await;
+    let (mut child, addr) = (relay.child, relay.addr);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -79,7 +71,7 @@ async fn acknowledged_heartbeats_survive_kill_9() {
     );
 
     // Restart on the same data directory; then every acknowledged heartbeat is there.
-    let (mut child, _addr) = spawn_relay(&cfg_path).await;
+    let mut child = spawn_relay(&cfg_path).await.child;
     let conn = kaching_relay::db::open(&dir.path().join("data/relay.db")).unwrap();
     let mut stmt = conn
         .prepare("SELECT 1 FROM heartbeats WHERE cluster_id = ?1 AND seq = ?2")

@@ -41,6 +41,12 @@ impl Json {
         }
     }
 
+    /// The HTTP client itself (shared, not copied, by clones), for requests
+    /// built by hand.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// The absolute URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

@@ -11,6 +11,8 @@ use crate::{wait_until, Json, WAIT};
 pub struct Served {
     /// A client for it (`json.base` is `http://127.0.0.1:PORT`).
     pub json: Json,
+    /// The address it listens on, for tests that speak raw TCP to it.
+    pub addr: std::net::SocketAddr,
     /// Fires the shutdown future handed to `run`.
     stop: Option<oneshot::Sender<()>>,
     /// The `run` task: its result is the daemon's exit.
@@ -29,7 +31,8 @@ impl Served {
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let json = Json::new(format!("http://{}", listener.local_addr()?));
+        let addr = listener.local_addr()?;
+        let json = Json::new(format!("http://{addr}"));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(run(
             listener,
@@ -46,6 +49,7 @@ impl Served {
             if json.answers().await {
                 return Ok(Served {
                     json,
+                    addr,
                     stop: Some(tx),
                     task: Some(task),
                 });

@@ -13,6 +13,8 @@ pub struct Spawned {
     pub child: Child,
     /// A client for it.
     pub json: Json,
+    /// The address as it announced it (`127.0.0.1:PORT`), for raw TCP.
+    pub addr: String,
 }
 
 impl Spawned {
@@ -41,13 +43,14 @@ impl Spawned {
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let base = if addr.starts_with("http") {
-            addr
+            addr.clone()
         } else {
             format!("http://{addr}")
         };
         Spawned {
             child,
             json: Json::new(base),
+            addr,
         }
     }
 }
@@ -65,6 +68,7 @@ mod tests {
         ]);
         let mut d = Spawned::start(cmd).await;
         assert_eq!(d.json.base, "http://127.0.0.1:7741");
+        assert_eq!(d.addr, "127.0.0.1:7741");
         d.child.kill().await.unwrap();
     }
 

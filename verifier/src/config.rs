@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
+use kaching_kit::config::{ConfigError, EnvValues, Layers};
+use serde::{Deserialize, Deserializer};
 
 use crate::clock::Clock;
 
@@ -106,6 +107,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Tier catalog to use instead of the built-in one.
     pub tiers: Option<PathBuf>,
+    /// A license that takes anything away waits for `accept-downgrade`.
+    pub hold_downgrades: bool,
     /// Connected mode: the `[relay]` section (off while `relay.url` is unset).
     pub relay: RelayConfig,
     /// Where "now" comes from. Not configurable from files: tests inject
@@ -143,6 +146,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             tiers: None,
+            hold_downgrades: false,
             relay: RelayConfig::default(),
             pinned_root: None,
             clock: Clock::system(),
@@ -150,44 +154,188 @@ impl Default for Config {
     }
 }
 
-/// The file form: every key optional.
+/// How defaults, file and environment combine (see `kaching_kit::config`).
+/// The defaults are [`Config::default`] (a test keeps [`EXAMPLE`] equal to
+/// them). Variables are text: numbers accept text, and `token` comes only
+/// from the environment (`token_file` is its file form).
+const LAYERS: Layers<'static> = Layers {
+    defaults: "",
+    env_prefix: "KACHING_",
+    env_keys: ENV_KEYS,
+    sections: &["relay"],
+    env_only: &["token"],
+    env_values: EnvValues::Text,
+};
+
+/// The configuration as the layers spell it: every key optional (unset:
+/// the default), the same names as the file. Converted and checked once,
+/// whole, by `TryFrom` (so an error still names the layer to fix).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
+#[serde(default, deny_unknown_fields)]
+struct Raw {
     license: Option<PathBuf>,
     trusted_keys: Option<PathBuf>,
     revocations: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     listen: Option<String>,
-    token_file: Option<PathBuf>,
+    token_file: Option<String>,
+    token: Option<String>,
     audience: Option<String>,
-    lease_ttl: Option<String>,
-    clock_tolerance: Option<String>,
-    expiring_window: Option<String>,
-    nbf_skew: Option<String>,
-    tick: Option<String>,
-    debounce: Option<String>,
-    idempotency_ttl: Option<String>,
+    #[serde(deserialize_with = "duration")]
+    lease_ttl: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    clock_tolerance: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    expiring_window: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    nbf_skew: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    tick: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    debounce: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    idempotency_ttl: Option<Duration>,
+    #[serde(deserialize_with = "number")]
     max_body_bytes: Option<usize>,
+    #[serde(deserialize_with = "number")]
     max_connections: Option<usize>,
-    header_read_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    request_timeout: Option<String>,
-    shutdown_timeout: Option<String>,
-    tiers: Option<PathBuf>,
-    relay: Option<FileRelay>,
+    #[serde(deserialize_with = "duration")]
+    header_read_timeout: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    idle_timeout: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    request_timeout: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    shutdown_timeout: Option<Duration>,
+    tiers: Option<String>,
+    #[serde(deserialize_with = "flag")]
+    hold_downgrades: Option<bool>,
+    relay: RawRelay,
 }
 
-/// The file form of `[relay]`.
+/// `[relay]` as the layers spell it.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRelay {
+#[serde(default, deny_unknown_fields)]
+struct RawRelay {
     url: Option<String>,
-    public_key: Option<PathBuf>,
-    heartbeat_interval: Option<String>,
-    timeout: Option<String>,
-    long_poll: Option<String>,
-    max_backoff: Option<String>,
+    public_key: Option<String>,
+    /// Empty: unset, like the other optional keys.
+    #[serde(deserialize_with = "duration_or_unset")]
+    heartbeat_interval: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    timeout: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    long_poll: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    max_backoff: Option<Duration>,
+}
+
+/// A duration the way people write it.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    parse_duration(&String::deserialize(d)?).map(Some)
+}
+
+/// A duration, or empty text for unset.
+fn duration_or_unset<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse_duration(&text).map(Some)
+}
+
+fn parse_duration<E: serde::de::Error>(text: &str) -> Result<Duration, E> {
+    humantime::parse_duration(text).map_err(|_| {
+        E::custom(format!(
+            "{text:?} is not a duration: write e.g. \"150ms\", \"5m\", \"24h\" or \"30days\""
+        ))
+    })
+}
+
+/// A whole number, as a TOML integer or as text.
+fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    kaching_kit::config::number(d).map(Some)
+}
+
+/// true or false, as a TOML boolean or as text (a variable).
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Text(String),
+    }
+    match Flag::deserialize(d)? {
+        Flag::Bool(b) => Ok(Some(b)),
+        Flag::Text(t) => match t.trim() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            other => Err(serde::de::Error::custom(format!(
+                "{other:?} is not true or false"
+            ))),
+        },
+    }
+}
+
+/// Empty text is unset.
+fn non_empty(text: Option<String>) -> Option<String> {
+    text.filter(|t| !t.is_empty())
+}
+
+/// [`Config`] read through [`LAYERS`]: deserializing it checks the whole.
+#[derive(Deserialize)]
+#[serde(try_from = "Raw")]
+struct Checked(Config);
+
+impl TryFrom<Raw> for Checked {
+    type Error = anyhow::Error;
+
+    fn try_from(raw: Raw) -> anyhow::Result<Checked> {
+        let d = Config::default();
+        let listen = match raw.listen {
+            Some(text) => text.parse().with_context(|| {
+                format!("listen = {text:?} is not an address: write e.g. \"127.0.0.1:7741\"")
+            })?,
+            None => d.listen,
+        };
+        let r = raw.relay;
+        let c = Config {
+            license: raw.license.unwrap_or(d.license),
+            trusted_keys: raw.trusted_keys.unwrap_or(d.trusted_keys),
+            revocations: raw.revocations.unwrap_or(d.revocations),
+            state_dir: raw.state_dir.unwrap_or(d.state_dir),
+            listen,
+            token_file: non_empty(raw.token_file).map(PathBuf::from),
+            token: non_empty(raw.token).map(Secret),
+            audience: raw.audience.unwrap_or(d.audience),
+            lease_ttl: raw.lease_ttl.unwrap_or(d.lease_ttl),
+            clock_tolerance: raw.clock_tolerance.unwrap_or(d.clock_tolerance),
+            expiring_window: raw.expiring_window.unwrap_or(d.expiring_window),
+            nbf_skew: raw.nbf_skew.unwrap_or(d.nbf_skew),
+            tick: raw.tick.unwrap_or(d.tick),
+            debounce: raw.debounce.unwrap_or(d.debounce),
+            idempotency_ttl: raw.idempotency_ttl.unwrap_or(d.idempotency_ttl),
+            max_body_bytes: raw.max_body_bytes.unwrap_or(d.max_body_bytes),
+            max_connections: raw.max_connections.unwrap_or(d.max_connections),
+            header_read_timeout: raw.header_read_timeout.unwrap_or(d.header_read_timeout),
+            idle_timeout: raw.idle_timeout.unwrap_or(d.idle_timeout),
+            request_timeout: raw.request_timeout.unwrap_or(d.request_timeout),
+            shutdown_timeout: raw.shutdown_timeout.unwrap_or(d.shutdown_timeout),
+            tiers: non_empty(raw.tiers).map(PathBuf::from),
+            hold_downgrades: raw.hold_downgrades.unwrap_or(d.hold_downgrades),
+            relay: RelayConfig {
+                url: non_empty(r.url).map(|u| u.trim_end_matches('/').to_string()),
+                public_key: non_empty(r.public_key).map(PathBuf::from),
+                heartbeat_interval: r.heartbeat_interval,
+                timeout: r.timeout.unwrap_or(d.relay.timeout),
+                long_poll: r.long_poll.unwrap_or(d.relay.long_poll),
+                max_backoff: r.max_backoff.unwrap_or(d.relay.max_backoff),
+            },
+            ..d
+        };
+        c.check()?;
+        Ok(Checked(c))
+    }
 }
 
 /// Keys that may be set from the environment as `KACHING_<KEY>`.
@@ -214,6 +362,7 @@ pub const ENV_KEYS: &[&str] = &[
     "request_timeout",
     "shutdown_timeout",
     "tiers",
+    "hold_downgrades",
     "relay_url",
     "relay_public_key",
     "relay_heartbeat_interval",
@@ -249,148 +398,34 @@ impl Config {
 
     /// Defaults, then `file` (when given), then the process environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        let mut cfg = Config::default();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!(
+        LAYERS
+            .load::<Checked>(file)
+            .map(|c| c.0)
+            .map_err(|e| match e {
+                ConfigError::Read { path, source } => anyhow::Error::new(source).context(format!(
                     "cannot read config file {}: check the path, or run without --config to use the defaults",
                     path.display()
-                )
-            })?;
-            cfg.apply_toml(&text)
-                .with_context(|| format!("in config file {}", path.display()))?;
-        }
-        cfg.apply_env(std::env::vars())?;
-        Ok(cfg)
+                )),
+                e => invalid(e),
+            })
     }
 
-    /// Applies a TOML document over the current values.
-    pub fn apply_toml(&mut self, text: &str) -> anyhow::Result<()> {
-        let f: FileConfig = toml::from_str(text).context(
-            "invalid configuration: see `kaching-verifier default-config` for every key",
-        )?;
-        macro_rules! set {
-            ($($k:ident),*) => {$(
-                if let Some(v) = f.$k { self.set(stringify!($k), &v_to_string(v))?; }
-            )*};
-        }
-        set!(
-            license,
-            trusted_keys,
-            revocations,
-            state_dir,
-            listen,
-            token_file,
-            audience,
-            lease_ttl,
-            clock_tolerance,
-            expiring_window,
-            nbf_skew,
-            tick,
-            debounce,
-            idempotency_ttl,
-            max_body_bytes,
-            max_connections,
-            header_read_timeout,
-            idle_timeout,
-            request_timeout,
-            shutdown_timeout,
-            tiers
-        );
-        if let Some(r) = f.relay {
-            macro_rules! set_relay {
-                ($($k:ident),*) => {$(
-                    if let Some(v) = r.$k { self.set(concat!("relay_", stringify!($k)), &v_to_string(v))?; }
-                )*};
-            }
-            set_relay!(
-                url,
-                public_key,
-                heartbeat_interval,
-                timeout,
-                long_poll,
-                max_backoff
-            );
-        }
-        Ok(())
+    /// Defaults, then the config file's `text` (`path` names it in errors),
+    /// then `env` (name, value) pairs instead of the process environment:
+    /// [`Config::load`] without reading anything, for tests.
+    pub fn parse(
+        text: &str,
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        LAYERS
+            .parse::<Checked>(text, path, env)
+            .map(|c| c.0)
+            .map_err(invalid)
     }
 
-    /// Applies `KACHING_*` variables from an iterator of (name, value).
-    pub fn apply_env(
-        &mut self,
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> anyhow::Result<()> {
-        for (name, value) in vars {
-            let Some(key) = name.strip_prefix("KACHING_") else {
-                continue;
-            };
-            let key = key.to_ascii_lowercase();
-            if ENV_KEYS.contains(&key.as_str()) {
-                self.set(&key, &value)
-                    .with_context(|| format!("in environment variable {name}"))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sets one key from its text form.
-    pub fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
-        let dur = |v: &str| -> anyhow::Result<Duration> {
-            humantime::parse_duration(v)
-                .with_context(|| format!("{key} = {v:?} is not a duration: write e.g. \"150ms\", \"5m\", \"24h\" or \"30days\""))
-        };
-        match key {
-            "license" => self.license = value.into(),
-            "trusted_keys" => self.trusted_keys = value.into(),
-            "revocations" => self.revocations = value.into(),
-            "state_dir" => self.state_dir = value.into(),
-            "listen" => {
-                self.listen = value.parse().with_context(|| {
-                    format!("listen = {value:?} is not an address: write e.g. \"127.0.0.1:7741\"")
-                })?
-            }
-            "token_file" => self.token_file = (!value.is_empty()).then(|| value.into()),
-            "token" => self.token = (!value.is_empty()).then(|| Secret(value.into())),
-            "audience" => self.audience = value.into(),
-            "lease_ttl" => self.lease_ttl = dur(value)?,
-            "clock_tolerance" => self.clock_tolerance = dur(value)?,
-            "expiring_window" => self.expiring_window = dur(value)?,
-            "nbf_skew" => self.nbf_skew = dur(value)?,
-            "tick" => self.tick = dur(value)?,
-            "debounce" => self.debounce = dur(value)?,
-            "idempotency_ttl" => self.idempotency_ttl = dur(value)?,
-            "max_body_bytes" => {
-                self.max_body_bytes = value.parse().with_context(|| {
-                    format!("max_body_bytes = {value:?} is not a number of bytes")
-                })?
-            }
-            "max_connections" => {
-                self.max_connections = value.parse().with_context(|| {
-                    format!("max_connections = {value:?} is not a number of connections")
-                })?
-            }
-            "header_read_timeout" => self.header_read_timeout = dur(value)?,
-            "idle_timeout" => self.idle_timeout = dur(value)?,
-            "request_timeout" => self.request_timeout = dur(value)?,
-            "shutdown_timeout" => self.shutdown_timeout = dur(value)?,
-            "tiers" => self.tiers = (!value.is_empty()).then(|| value.into()),
-            "relay_url" => {
-                self.relay.url =
-                    (!value.is_empty()).then(|| value.trim_end_matches('/').to_string())
-            }
-            "relay_public_key" => self.relay.public_key = (!value.is_empty()).then(|| value.into()),
-            "relay_heartbeat_interval" => {
-                self.relay.heartbeat_interval = if value.is_empty() {
-                    None
-                } else {
-                    Some(dur(value)?)
-                }
-            }
-            "relay_timeout" => self.relay.timeout = dur(value)?,
-            "relay_long_poll" => self.relay.long_poll = dur(value)?,
-            "relay_max_backoff" => self.relay.max_backoff = dur(value)?,
-            other => bail!("unknown configuration key {other:?}"),
-        }
+    /// The rules no single key can check, on the effective configuration.
+    fn check(&self) -> anyhow::Result<()> {
         if self.tick.is_zero() || self.lease_ttl.is_zero() {
             bail!("tick and lease_ttl must be greater than zero");
         }
@@ -488,86 +523,26 @@ impl Config {
     }
 }
 
-fn v_to_string<T: ToStringish>(v: T) -> String {
-    v.to_stringish()
-}
-
-/// Lets the `set!` macro turn any file value into the text `set` parses.
-trait ToStringish {
-    fn to_stringish(&self) -> String;
-}
-impl ToStringish for String {
-    fn to_stringish(&self) -> String {
-        self.clone()
-    }
-}
-impl ToStringish for PathBuf {
-    fn to_stringish(&self) -> String {
-        self.to_string_lossy().into_owned()
-    }
-}
-impl ToStringish for usize {
-    fn to_stringish(&self) -> String {
-        self.to_string()
-    }
+/// A configuration error on one line (in config file F, key `tick`: …,
+/// where TOML writes the key on a line of its own), with where to read
+/// about every key.
+fn invalid(e: ConfigError) -> anyhow::Error {
+    let e = match e {
+        ConfigError::Invalid { origin, source } => {
+            let message = source.message();
+            let text = source.to_string();
+            match text
+                .strip_prefix(message)
+                .and_then(|rest| rest.trim().strip_prefix("in "))
+            {
+                Some(key) => anyhow::anyhow!("in {origin}, key {key}: {message}"),
+                None => anyhow::anyhow!("in {origin}: {}", text.trim_end()),
+            }
+        }
+        e => anyhow::Error::new(e),
+    };
+    e.context("invalid configuration (see `kaching-verifier default-config` for every key)")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn same(a: &Config, b: &Config) -> bool {
-        format!("{a:?}") == format!("{b:?}")
-    }
-
-    #[test]
-    fn example_config_is_the_defaults() {
-        let mut c = Config::default();
-        c.apply_toml(EXAMPLE).unwrap();
-        assert!(same(&c, &Config::default()), "{c:?}");
-    }
-
-    #[test]
-    fn environment_overrides_file() {
-        let mut c = Config::default();
-        c.apply_toml("listen = \"127.0.0.1:9000\"\nlease_ttl = \"2s\"")
-            .unwrap();
-        c.apply_env([("KACHING_LISTEN".to_string(), "127.0.0.1:9100".to_string())])
-            .unwrap();
-        assert_eq!(c.listen.port(), 9100);
-        assert_eq!(c.lease_ttl, Duration::from_secs(2));
-    }
-
-    #[test]
-    fn relay_section_and_its_environment_overrides() {
-        let mut c = Config::default();
-        c.apply_toml(
-            "[relay]\nurl = \"https://relay.example.com/\"\npublic_key = \"/etc/kaching/relay.pub\"\nheartbeat_interval = \"30s\"",
-        )
-        .unwrap();
-        assert_eq!(c.relay.url.as_deref(), Some("https://relay.example.com"));
-        assert_eq!(c.relay.heartbeat_interval, Some(Duration::from_secs(30)));
-        c.apply_env([(
-            "KACHING_RELAY_URL".to_string(),
-            "http://127.0.0.1:9".to_string(),
-        )])
-        .unwrap();
-        assert_eq!(c.relay.url.as_deref(), Some("http://127.0.0.1:9"));
-        assert!(c.apply_toml("[relay]\nurll = \"x\"").is_err());
-    }
-
-    #[test]
-    fn unknown_key_is_an_error() {
-        let mut c = Config::default();
-        assert!(c.apply_toml("lisen = \"x\"").is_err());
-    }
-
-    #[test]
-    fn token_is_redacted_in_debug() {
-        let c = Config {
-            token: Some(Secret("hunter2-very-secret".into())),
-            ..Config::default()
-        };
-        assert!(!format!("{c:?}").contains("hunter2"));
-    }
-}
+mod tests;

@@ -76,11 +76,11 @@ pub async fn run(
     let tick = config.tick;
     let watch_cfg = config.clone();
     let relay_cfg = config.relay.clone();
-    let relay_key = relay::load_relay_key(&relay_cfg)?;
     let engine = tokio::task::spawn_blocking(move || Engine::open(config, true))
         .await
         .context("engine start panicked")??;
     let cluster_id = engine.identity.cluster_id.clone();
+    relay::check_relay_keys(&relay_cfg, engine.current().relay_signers.is_some())?;
     if engine.trust_mode() == trust::Mode::Development {
         tracing::warn!(
             trusted_keys = %watch_cfg.trusted_keys.display(),
@@ -105,10 +105,14 @@ pub async fn run(
         })
     };
     let (relay_stop, relay_stop_rx) = tokio::sync::watch::channel(false);
-    let client = match (&relay_cfg.url, relay_key) {
-        (Some(url), Some(key)) => {
-            relay::client::Client::new(url, key, cluster_id.clone(), relay_cfg.timeout).map(Some)
-        }
+    let client = match &relay_cfg.url {
+        Some(url) => relay::client::Client::new(
+            url,
+            handle.published.clone(),
+            cluster_id.clone(),
+            relay_cfg.timeout,
+        )
+        .map(Some),
         _ => Ok(None),
     };
     let relay_tasks = match client {

@@ -270,6 +270,25 @@ pub fn keys_from(path: &Path, read: Loaded<Vec<u8>>) -> Loaded<TrustedKeys> {
     }
 }
 
+/// Reads the relay's public key (one PEM block) from `path`.
+pub fn relay_public_key(path: &Path) -> anyhow::Result<kaching_core::PublicKey> {
+    let bytes = match read_regular(path, 64 * 1024, "the relay's public key file") {
+        Loaded::Good(b) => b,
+        Loaded::Missing => anyhow::bail!(
+            "cannot read the relay's public key {}: copy the output of `kaching-relay relay-key` there",
+            path.display()
+        ),
+        Loaded::Rejected(why) => anyhow::bail!("relay public key: {why}"),
+    };
+    let text = String::from_utf8(bytes).unwrap_or_default();
+    kaching_core::PublicKey::from_pem(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not the relay's public key (one PUBLIC KEY PEM block, from `kaching-relay relay-key`): {e}",
+            path.display()
+        )
+    })
+}
+
 /// Verifies license bytes, naming the file in the error.
 pub fn verify_license_bytes(
     path: &Path,

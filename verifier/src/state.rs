@@ -268,6 +268,45 @@ impl Db {
         self.set_meta_blob("license_bytes", bytes)
     }
 
+    /// A downgrade held by `hold_downgrades`: the license bytes and the
+    /// change in one line, for `accept-downgrade` to show.
+    pub fn pending_downgrade(&self) -> anyhow::Result<Option<(Vec<u8>, String)>> {
+        let Some(bytes) = self.meta_blob("pending_downgrade")? else {
+            return Ok(None);
+        };
+        let summary = self
+            .meta_blob("pending_downgrade_summary")?
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        Ok(Some((bytes, summary)))
+    }
+
+    /// Records the downgrade being held (replacing any earlier one).
+    pub fn set_pending_downgrade(&self, bytes: &[u8], summary: &str) -> anyhow::Result<()> {
+        self.set_meta_blob("pending_downgrade", bytes)?;
+        self.set_meta_blob("pending_downgrade_summary", summary.as_bytes())
+    }
+
+    /// Nothing is held any more.
+    pub fn clear_pending_downgrade(&self) -> anyhow::Result<()> {
+        self.conn.execute(
+            "DELETE FROM meta WHERE key IN ('pending_downgrade', 'pending_downgrade_summary')",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// The license an operator accepted as a downgrade (`accept-downgrade`).
+    pub fn accepted_downgrade(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.meta_blob("accepted_downgrade")
+    }
+
+    /// Accepts `bytes` as a downgrade: the daemon puts it in force at its
+    /// next file check.
+    pub fn accept_downgrade(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.set_meta_blob("accepted_downgrade", bytes)
+    }
+
     /// Generic timestamp in `meta` (e.g. `created_at`, `last_report_at`).
     pub fn time(&self, key: &str) -> anyhow::Result<Option<Timestamp>> {
         Ok(self.meta_i64(key)?.map(u))

@@ -169,6 +169,8 @@ mod tests {
             trust: "development".into(),
             root_version: None,
             relay,
+            license_change: None,
+            pending_downgrade: None,
         }
     }
 

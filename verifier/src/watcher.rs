@@ -47,21 +47,34 @@ pub fn spawn(cfg: &Config, tx: UnboundedSender<Command>) -> anyhow::Result<Watch
     }
     dirs.insert(parent(&cfg.trusted_keys));
     dirs.insert(parent(&cfg.revocations));
+    // Newer roots dropped into the roots/ folder beside the trusted keys.
+    let roots = cfg.watched().roots;
+    if let Some(n) = roots.file_name() {
+        names.insert(n.to_os_string());
+    }
+    let roots_dir = std::fs::canonicalize(&roots).ok();
+    if roots.is_dir() {
+        dirs.insert(roots);
+    }
     let mut debouncer = new_debouncer(cfg.debounce, move |res: DebounceEventResult| {
         let Ok(events) = res else {
             // On a watcher error reload anyway: better a spare reload than a missed one.
             let _ = tx.send(Command::Reload);
             return;
         };
+        let in_dir = |e: &notify_debouncer_mini::DebouncedEvent, d: &Option<PathBuf>| {
+            d.as_ref().is_some_and(|d| {
+                e.path
+                    .parent()
+                    .and_then(|p| std::fs::canonicalize(p).ok())
+                    .as_ref()
+                    == Some(d)
+            })
+        };
         let relevant = events.iter().any(|e| {
             e.path.file_name().is_some_and(|n| names.contains(n))
-                || license_dir.as_ref().is_some_and(|d| {
-                    e.path
-                        .parent()
-                        .and_then(|p| std::fs::canonicalize(p).ok())
-                        .as_ref()
-                        == Some(d)
-                })
+                || in_dir(e, &license_dir)
+                || in_dir(e, &roots_dir)
         });
         if relevant {
             let _ = tx.send(Command::Reload);

@@ -23,26 +23,13 @@ const BOUND: Duration = Duration::from_secs(10);
 const LICENSE_1: &str = "01010101-0101-0101-0101-010101010101";
 
 fn verifier() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kaching-verifier"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KACHING_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("KACHING_LOG", "info");
-    c
+    common::verifier_cmd("info")
 }
 
 /// Writes `dir/verifier.toml` for `cfg` (port 0, fast tick) plus `extra`.
 fn write_config(dir: &Path, cfg: &Config, extra: &str) -> PathBuf {
-    let path = dir.join("verifier.toml");
-    let text = format!(
-        "license = {:?}\ntrusted_keys = {:?}\nrevocations = {:?}\nstate_dir = {:?}\n\
-         listen = \"127.0.0.1:0\"\ntick = \"200ms\"\ndebounce = \"50ms\"\n{extra}",
-        cfg.license, cfg.trusted_keys, cfg.revocations, cfg.state_dir
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    let fast = format!("tick = \"200ms\"\ndebounce = \"50ms\"\n{extra}");
+    common::write_config(dir, cfg, &fast)
 }
 
 /// A daemon process; killed when dropped.

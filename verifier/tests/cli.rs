@@ -5,36 +5,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use kaching_core::cluster::{verify_activation_request, verify_usage_report};
 use kaching_core::revocation::RevocationStatus;
+use kaching_testkit::wait_until;
 use kaching_verifier::state::Db;
 use kaching_verifier::Config;
 use serde_json::{json, Value};
 
-fn write_config(dir: &Path, cfg: &Config, extra: &str) -> PathBuf {
-    let path = dir.join("verifier.toml");
-    let text = format!(
-        "license = {:?}\ntrusted_keys = {:?}\nrevocations = {:?}\nstate_dir = {:?}\nlisten = \"{}\"\n{extra}",
-        cfg.license, cfg.trusted_keys, cfg.revocations, cfg.state_dir, cfg.listen
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn verifier() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kaching-verifier"));
-    c.env("KACHING_LOG", "warn");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KACHING_") && k != "KACHING_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c
+    verifier_cmd("warn")
 }
 
 fn check(dir: &Path, cfg: &Config) -> (i32, Value) {
@@ -128,8 +112,7 @@ fn default_config_prints_the_documented_defaults() {
     let out = verifier().arg("default-config").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut c = Config::default();
-    c.apply_toml(&text).unwrap();
+    let c = Config::parse(&text, None, []).unwrap();
     assert_eq!(c.listen.to_string(), "127.0.0.1:7741");
 }
 
@@ -241,7 +224,7 @@ async fn kill_9_during_usage_burst_loses_no_acknowledged_increment() {
         .build()
         .unwrap();
     let up = |http: reqwest::Client, url: String| async move {
-        wait_for("daemon up", || {
+        wait_until("daemon up", || {
             let (http, url) = (http.clone(), url.clone());
             async move {
                 http.get(format!("{url}/healthz"))
@@ -277,7 +260,7 @@ async fn kill_9_during_usage_burst_loses_no_acknowledged_increment() {
             }
         }));
     }
-    wait_for("some writes acknowledged", || {
+    wait_until("some writes acknowledged", || {
         let n = acked.lock().unwrap().len();
         async move { (n >= 100).then_some(()) }
     })
@@ -384,4 +367,68 @@ fn check_refuses_a_development_build_unless_allowed() {
         "{err}"
     );
     assert_eq!(check(dir.path(), &cfg).0, 0);
+}
+
+fn explain(dir: &Path, cfg: &Config, args: &[&str]) -> (i32, String) {
+    let conf = write_config(dir, cfg, "");
+    let out = verifier()
+        .arg("explain")
+        .args(args)
+        .arg("--config")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn explain_names_the_deciding_rule_for_the_license_in_force() {
+    let v = Vendor::new();
+    // No license at all.
+    let (dir, cfg) = setup(None);
+    let (code, text) = explain(dir.path(), &cfg, &[]);
+    assert_eq!(code, 10);
+    assert!(
+        text.contains("=> license     no license installed"),
+        "{text}"
+    );
+
+    // Not valid for ten more days: every earlier rule passes, not_before decides.
+    let mut l = v.license(1, "standard");
+    l.not_before = now() + 10 * DAY;
+    let (dir, cfg) = setup(Some(&v.sign(&l)));
+    let (code, text) = explain(dir.path(), &cfg, &["--feature", "analytics"]);
+    assert_eq!(code, 14, "{text}");
+    let rules: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ok ").or_else(|| l.strip_prefix("  => ")))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        ["license", "fit", "revocation", "clock", "not_before"]
+    );
+    assert!(text.contains("feature analytics: denied:"), "{text}");
+    assert!(text.contains("development build"), "{text}");
+
+    // The same license asked about a date after it starts, before expiry.
+    let at = kaching_core::time::rfc3339(now() + 20 * DAY);
+    let (code, text) = explain(dir.path(), &cfg, &["--at", &at, "--json"]);
+    assert_eq!(code, 0, "{text}");
+    let e: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(e["verdict"]["state"], "active");
+    assert_eq!(
+        e["steps"].as_array().unwrap().last().unwrap()["rule"],
+        "active"
+    );
+
+    // A time before the mark: what the daemon would say with that clock.
+    let (code, text) = explain(dir.path(), &cfg, &["--at", "2020-01-01"]);
+    assert_eq!(code, 15, "{text}");
+    assert!(text.contains("=> clock"), "{text}");
+    let (code, _) = explain(dir.path(), &cfg, &["--at", "next tuesday"]);
+    assert_eq!(code, 1);
 }

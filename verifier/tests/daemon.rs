@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use kaching_core::revocation::RevocationStatus;
+use kaching_testkit::Events;
 use kaching_verifier::{Clock, Config};
 use serde_json::{json, Value};
 
@@ -290,36 +291,24 @@ async fn events_stream_reports_a_reload() {
     let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "evaluation"))));
     let path = cfg.license.clone();
     let d = Daemon::start(cfg).await;
-    let resp = d
-        .http
-        .get(format!("{}/v1/events", d.url))
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let mut stream = resp;
-    let mut seen = String::new();
+    let mut events = Events::open(&d.json, "/v1/events").await;
     // The first event is the current status.
-    while !seen.contains("event: status") {
-        seen.push_str(&String::from_utf8_lossy(
-            &stream.chunk().await.unwrap().unwrap(),
-        ));
-    }
+    events.wait_for("status", |_| true).await;
     replace(&path, &v.sign(&v.license(2, "standard")));
-    while !(seen.contains("event: reload") && seen.contains("\"tier\":\"standard\"")) {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.chunk())
+    let (mut reload, mut standard) = (false, false);
+    while !(reload && standard) {
+        let (kind, data) = tokio::time::timeout(Duration::from_secs(20), events.next())
             .await
             .expect("no event within 20 s")
-            .unwrap()
-            .unwrap();
-        seen.push_str(&String::from_utf8_lossy(&chunk));
+            .expect("the stream stays open");
+        reload |= kind == "reload";
+        standard |= data.to_string().contains("\"tier\":\"standard\"");
     }
     // Shutdown does not wait forever for an open event stream.
     tokio::time::timeout(Duration::from_secs(20), d.stop())
         .await
         .expect("shutdown with an open event stream finished");
-    drop(stream);
+    drop(events);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -562,5 +551,116 @@ async fn license_folder_uses_the_newest_valid_license() {
     replace(&folder.join("new.lic"), &v.sign(&v.license(2, "standard")));
     d.wait_status("newer license in force", |s| s["tier"] == "standard")
         .await;
+    d.stop().await;
+}
+
+/// The standard test license without its `analytics` feature: a downgrade.
+fn without_analytics(v: &Vendor) -> Vec<u8> {
+    let mut l = v.license(2, "standard");
+    l.features.remove("analytics");
+    v.sign(&l)
+}
+
+#[tokio::test]
+async fn a_downgrade_takes_effect_with_a_warning_and_says_what_was_lost() {
+    let v = Vendor::new();
+    let (_dir, mut cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    cfg.tick = Duration::from_millis(100);
+    let d = Daemon::start(cfg.clone()).await;
+    d.wait_status("license 1", |s| s["state"] == "active").await;
+    replace(&cfg.license, &without_analytics(&v));
+    let s = d
+        .wait_status("license 2 in force", |s| {
+            s["license_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("02020202"))
+        })
+        .await;
+    assert_eq!(
+        s["license_change"]["features_lost"],
+        json!(["analytics"]),
+        "{s:#}"
+    );
+    assert_eq!(s["license_change"]["downgrade"], true);
+    assert!(s["pending_downgrade"].is_null(), "{s:#}");
+    assert!(
+        s["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("takes something away: features lost: analytics")),
+        "{s:#}"
+    );
+    let (_, f) = d.get("/v1/features/analytics").await;
+    assert_eq!(f["allowed"], false, "{f:#}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_held_downgrade_waits_for_accept_downgrade() {
+    let v = Vendor::new();
+    let (dir, mut cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    cfg.tick = Duration::from_millis(100);
+    cfg.hold_downgrades = true;
+    let d = Daemon::start(cfg.clone()).await;
+    d.wait_status("license 1", |s| s["state"] == "active").await;
+    replace(&cfg.license, &without_analytics(&v));
+    let s = d
+        .wait_status("the downgrade held", |s| !s["pending_downgrade"].is_null())
+        .await;
+    assert!(
+        s["license_id"].as_str().unwrap().starts_with("01010101"),
+        "{s:#}"
+    );
+    assert_eq!(
+        s["pending_downgrade"]["features_lost"],
+        json!(["analytics"])
+    );
+    assert!(
+        s["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("kaching-verifier accept-downgrade")),
+        "{s:#}"
+    );
+    let (_, f) = d.get("/v1/features/analytics").await;
+    assert_eq!(
+        f["allowed"], true,
+        "the license before it stays in force: {f:#}"
+    );
+
+    // The operator accepts it from the command line.
+    let conf = write_config(dir.path(), &cfg, "hold_downgrades = true\n");
+    let out = verifier_cmd("warn")
+        .args(["accept-downgrade", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("accepted: features lost: analytics"),
+        "{text}"
+    );
+    let s = d
+        .wait_status("license 2 in force", |s| {
+            s["license_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("02020202"))
+        })
+        .await;
+    assert!(s["pending_downgrade"].is_null(), "{s:#}");
+    assert_eq!(s["license_change"]["features_lost"], json!(["analytics"]));
+    // Nothing waits now: a second accept says so.
+    let out = verifier_cmd("warn")
+        .args(["accept-downgrade", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no downgrade is waiting"));
     d.stop().await;
 }

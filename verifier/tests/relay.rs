@@ -197,7 +197,7 @@ async fn relay_answer_signed_by_another_key_is_refused() {
         .wait_status("the impostor refused", |s| {
             s["relay"]["last_error"]
                 .as_str()
-                .is_some_and(|e| e.contains("pinned relay key"))
+                .is_some_and(|e| e.contains("not signed by a relay key"))
         })
         .await;
     // Its time (an hour ahead) neither counted as contact nor moved the mark.
@@ -274,4 +274,99 @@ fn relay_contact_survives_restart_and_raises_the_mark() {
         Some(kaching_core::time::rfc3339(relay_time))
     );
     assert!(s.trusted_time >= kaching_core::time::rfc3339(relay_time));
+}
+
+/// A pinned root naming the common vendor key as issuer and revoker and
+/// `relay` as its relay key; root keys seeds 1 and 2.
+fn root_with_relay(relay: &SecretKey) -> std::sync::Arc<[u8]> {
+    use kaching_core::root::{Role, RoleKeys, Root};
+    let vendor = Vendor::new().key.public();
+    let (r1, r2) = (
+        SecretKey::from_seed(&[1; 32]),
+        SecretKey::from_seed(&[2; 32]),
+    );
+    let mut keys = vec![r1.public(), r2.public(), vendor.clone(), relay.public()];
+    keys.sort_by_key(|k| k.kid());
+    let one = |k: &kaching_core::PublicKey| RoleKeys {
+        kids: vec![k.kid()],
+        threshold: 1,
+    };
+    let mut root_kids = vec![r1.public().kid(), r2.public().kid()];
+    root_kids.sort();
+    let root = Root {
+        issuer: "vendor".into(),
+        version: 1,
+        issued_at: now() - 60,
+        expires: now() + 86_400,
+        keys,
+        roles: std::collections::BTreeMap::from([
+            (
+                Role::Root,
+                RoleKeys {
+                    kids: root_kids,
+                    threshold: 2,
+                },
+            ),
+            (Role::Issuer, one(&vendor)),
+            (Role::Revoker, one(&vendor)),
+            (Role::Relay, one(&relay.public())),
+        ]),
+        revocation_floor: None,
+    };
+    std::sync::Arc::from(root.sign(&[&r1, &r2]).into_boxed_slice())
+}
+
+#[tokio::test]
+async fn attack_edited_relay_key_ignored_when_the_pinned_root_names_the_relay() {
+    // The customer runs their own "relay" (to feed the time they like) and
+    // points relay.public_key at its key: the root's relay role decides.
+    let genuine = SecretKey::from_seed(&[30; 32]);
+    let fake = SecretKey::from_seed(&[31; 32]);
+    let url = fake_relay(SecretKey::from_seed(&[31; 32]), None).await;
+    let v = Vendor::new();
+    let mut l = v.license(1, "standard");
+    l.heartbeat = Some(HeartbeatPolicy {
+        interval: 1,
+        offline_grace: 3600,
+    });
+    let (dir, mut cfg) = setup(Some(&v.sign(&l)));
+    let pem = dir.path().join("relay.pub");
+    std::fs::write(&pem, fake.public().to_pem()).unwrap();
+    cfg.relay.url = Some(url);
+    cfg.relay.public_key = Some(pem);
+    cfg.relay.max_backoff = Duration::from_millis(500);
+    cfg.pinned_root = Some(root_with_relay(&genuine));
+    let d = Daemon::start(cfg).await;
+    let s = d
+        .wait_status("the configured fake relay refused", |s| {
+            s["relay"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not signed by a relay key"))
+        })
+        .await;
+    assert!(s["relay"]["last_contact"].is_null(), "{s:#}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_relay_named_in_the_pinned_root_needs_no_configured_key() {
+    let relay = SecretKey::from_seed(&[30; 32]);
+    let url = honest_relay(SecretKey::from_seed(&[30; 32])).await;
+    let v = Vendor::new();
+    let mut l = v.license(1, "standard");
+    l.heartbeat = Some(HeartbeatPolicy {
+        interval: 1,
+        offline_grace: 3600,
+    });
+    let (_dir, mut cfg) = setup(Some(&v.sign(&l)));
+    cfg.relay.url = Some(url);
+    cfg.relay.public_key = None;
+    cfg.relay.max_backoff = Duration::from_millis(500);
+    cfg.pinned_root = Some(root_with_relay(&relay));
+    let d = Daemon::start(cfg).await;
+    d.wait_status("a heartbeat answered by the root's relay", |s| {
+        s["relay"]["last_contact"].is_string() && s["relay"]["last_error"].is_null()
+    })
+    .await;
+    d.stop().await;
 }

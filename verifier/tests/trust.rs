@@ -316,3 +316,27 @@ fn roots_from_the_relay_take_the_same_chain() {
     let e = Engine::open(cfg, true).unwrap();
     assert_eq!(e.current().status.root_version, Some(3));
 }
+
+#[tokio::test]
+async fn a_root_dropped_into_the_roots_folder_takes_effect_without_waiting_for_a_tick() {
+    let (dir, mut cfg) = setup(None);
+    pinned(&mut cfg, &root(1, 10, 20, None));
+    std::fs::write(&cfg.license, license_by(10, 1)).unwrap();
+    let roots = dir.path().join("roots");
+    std::fs::create_dir_all(&roots).unwrap();
+    // No periodic pass within the test: only the folder watch can see it.
+    cfg.tick = std::time::Duration::from_secs(3600);
+    let d = common::Daemon::start(cfg).await;
+    d.wait_status("active under root v1", |s| s["state"] == "active")
+        .await;
+    // Let the start-up file passes finish, so only the watch can see v2.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let tmp = roots.join(".root-v2.tmp");
+    std::fs::write(&tmp, armor(DocKind::Root, &signed(&root(2, 11, 20, None)))).unwrap();
+    std::fs::rename(&tmp, roots.join("root-v2.root")).unwrap();
+    let s = d
+        .wait_status("root v2 in force", |s| s["root_version"] == 2)
+        .await;
+    assert_eq!(s["state"], "invalid", "issuer 10 left the root: {s:#}");
+    d.stop().await;
+}

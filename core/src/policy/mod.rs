@@ -22,6 +22,8 @@ use crate::revocation::RevocationList;
 use crate::tiers::TierCatalog;
 use crate::time::Timestamp;
 
+mod change;
+mod explain;
 mod features;
 mod fit;
 mod inputs;
@@ -31,6 +33,8 @@ mod states;
 mod suggestions;
 mod verdict;
 
+pub use change::{license_change, Changed, LicenseChange};
+pub use explain::{Explanation, MarkFrom, Step};
 pub use fit::{fit, Misfit};
 pub use inputs::{LicenseInput, Settings, Snapshot};
 pub use quotas::{reaches_threshold, usage_ratio, warning_ratio, Spent};
@@ -50,19 +54,76 @@ pub fn evaluate(
     settings: &Settings,
     now: Timestamp,
 ) -> Verdict {
+    evaluate_traced(
+        license,
+        revocations,
+        snapshot,
+        catalog,
+        settings,
+        now,
+        &mut None,
+    )
+    .0
+}
+
+/// [`evaluate`], with the account of how it decided: every state rule in
+/// precedence order up to the one that decided, and which time was used.
+pub fn explain(
+    license: LicenseInput<'_>,
+    revocations: Option<&RevocationList>,
+    snapshot: &Snapshot,
+    catalog: &TierCatalog,
+    settings: &Settings,
+    now: Timestamp,
+) -> Explanation {
+    let mut steps = Vec::with_capacity(10);
+    let (verdict, mark, mark_from) = evaluate_traced(
+        license,
+        revocations,
+        snapshot,
+        catalog,
+        settings,
+        now,
+        &mut Some(&mut steps),
+    );
+    Explanation {
+        now,
+        mark,
+        mark_from,
+        effective_time: now.max(mark),
+        steps,
+        verdict,
+    }
+}
+
+fn evaluate_traced(
+    license: LicenseInput<'_>,
+    revocations: Option<&RevocationList>,
+    snapshot: &Snapshot,
+    catalog: &TierCatalog,
+    settings: &Settings,
+    now: Timestamp,
+    trace: &mut states::Trace<'_>,
+) -> (Verdict, Timestamp, MarkFrom) {
     let lic = match license {
         LicenseInput::Verified(l) => Some(l),
         _ => None,
     };
-    let mark = [
-        Some(snapshot.trusted_time),
-        lic.map(|l| l.issued_at),
-        revocations.map(|r| r.issued_at),
+    let (mark, mark_from) = [
+        Some((snapshot.trusted_time, MarkFrom::TrustedTime)),
+        lic.map(|l| (l.issued_at, MarkFrom::LicenseIssued)),
+        revocations.map(|r| (r.issued_at, MarkFrom::ListIssued)),
     ]
     .into_iter()
     .flatten()
-    .max()
-    .unwrap_or(0);
+    // The first of equal times wins: the recorded mark before the documents.
+    .fold((0, MarkFrom::TrustedTime), |best, c| {
+        if c.0 > best.0 {
+            c
+        } else {
+            best
+        }
+    });
     let t = now.max(mark);
     let mut v = Verdict {
         state: State::Active,
@@ -83,15 +144,25 @@ pub fn evaluate(
         trusted_time: mark.max(now),
         evaluated_at: now,
     };
-    let (state, reason) =
-        states::decide_state(license, revocations, snapshot, settings, now, mark, t);
+    let (state, reason) = states::decide_state(
+        license,
+        revocations,
+        snapshot,
+        settings,
+        now,
+        mark,
+        t,
+        trace,
+    );
     v.state = state;
     v.reason = reason;
     if let Some(l) = lic {
         states::add_time_warnings(&mut v, l, revocations, t);
         quotas::add_quotas(&mut v, l, snapshot, catalog);
         nodes::add_node_pressure(&mut v, l, snapshot, catalog);
+        suggestions::add_entry_tier_upsell(&mut v, l, catalog, t);
     }
+    suggestions::finish(&mut v);
     features::decide_features(&mut v, lic, catalog);
-    v
+    (v, mark, mark_from)
 }

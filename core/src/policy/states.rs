@@ -2,6 +2,7 @@
 //! reason a person reads, with its next step. Time boundaries are in the
 //! module documentation of [`crate::policy`].
 
+use super::explain::Step;
 use super::fit::fit;
 use super::inputs::{LicenseInput, Settings, Snapshot};
 use super::verdict::{State, Verdict};
@@ -9,6 +10,37 @@ use crate::license::License;
 use crate::revocation::{RevocationList, RevocationStatus};
 use crate::time::{human_duration, rfc3339, Timestamp};
 
+/// Where [`decide_state`] records each rule it passes and the one that
+/// decides (`None` on the hot path: no note is ever formatted).
+pub(super) type Trace<'t> = Option<&'t mut Vec<Step>>;
+
+fn pass(trace: &mut Trace<'_>, rule: &'static str, note: impl FnOnce() -> String) {
+    if let Some(steps) = trace {
+        steps.push(Step {
+            rule,
+            decided: false,
+            note: note(),
+        });
+    }
+}
+
+fn decide(
+    trace: &mut Trace<'_>,
+    rule: &'static str,
+    state: State,
+    reason: String,
+) -> (State, String) {
+    if let Some(steps) = trace {
+        steps.push(Step {
+            rule,
+            decided: true,
+            note: reason.clone(),
+        });
+    }
+    (state, reason)
+}
+
+#[allow(clippy::too_many_arguments)] // the inputs of `evaluate`, plus the trace
 pub(super) fn decide_state(
     license: LicenseInput<'_>,
     revocations: Option<&RevocationList>,
@@ -17,28 +49,54 @@ pub(super) fn decide_state(
     now: Timestamp,
     mark: Timestamp,
     t: Timestamp,
+    trace: &mut Trace<'_>,
 ) -> (State, String) {
     let l = match license {
         LicenseInput::Missing => {
-            return (
+            return decide(
+                trace,
+                "license",
                 State::Unlicensed,
                 "no license installed: copy the license file from your vendor to the configured license path".into(),
             )
         }
         LicenseInput::Rejected(why) => {
-            return (State::Invalid, format!("license file rejected: {why}"));
+            return decide(
+                trace,
+                "license",
+                State::Invalid,
+                format!("license file rejected: {why}"),
+            );
         }
         LicenseInput::Verified(l) => l,
     };
+    pass(trace, "license", || {
+        format!(
+            "license {} for {}, tier {}: signature verified",
+            l.id, l.customer, l.tier
+        )
+    });
     if let Err(misfit) = fit(l, settings) {
-        return (State::Invalid, misfit.to_string());
+        return decide(trace, "fit", State::Invalid, misfit.to_string());
     }
+    pass(trace, "fit", || {
+        format!(
+            "made for product {:?}; {}",
+            l.audience,
+            match &l.cluster {
+                Some(c) => format!("bound to this cluster ({c})"),
+                None => "not bound to a cluster".into(),
+            }
+        )
+    });
     if let Some(e) = revocations.and_then(|r| r.entry(&l.id)) {
         let (state, verb) = match e.status {
             RevocationStatus::Revoked => (State::Revoked, "revoked"),
             RevocationStatus::Suspended => (State::Suspended, "suspended"),
         };
-        return (
+        return decide(
+            trace,
+            "revocation",
             state,
             format!(
                 "license {verb} by the vendor on {}: {} — contact your vendor",
@@ -47,8 +105,18 @@ pub(super) fn decide_state(
             ),
         );
     }
+    pass(trace, "revocation", || match revocations {
+        Some(r) => format!(
+            "not in revocation list version {} ({} entries)",
+            r.version,
+            r.entries.len()
+        ),
+        None => "no revocation list installed".into(),
+    });
     if now.saturating_add(settings.clock_tolerance) < mark {
-        return (
+        return decide(
+            trace,
+            "clock",
             State::ClockTampered,
             format!(
                 "system clock reads {} but time {} was already seen: fix the clock (NTP); licensing resumes once it is correct",
@@ -57,15 +125,38 @@ pub(super) fn decide_state(
             ),
         );
     }
+    pass(trace, "clock", || {
+        if now >= mark {
+            format!(
+                "clock {} is at or past every time already seen",
+                rfc3339(now)
+            )
+        } else {
+            format!(
+                "clock {} is behind the time already seen ({}) by less than the tolerance ({}): judged at {}",
+                rfc3339(now),
+                rfc3339(mark),
+                human_duration(settings.clock_tolerance),
+                rfc3339(t)
+            )
+        }
+    });
     if t.saturating_add(settings.nbf_skew) < l.not_before {
-        return (
+        return decide(
+            trace,
+            "not_before",
             State::NotYetValid,
             format!("license becomes valid on {}", rfc3339(l.not_before)),
         );
     }
+    pass(trace, "not_before", || {
+        format!("valid since {}", rfc3339(l.not_before))
+    });
     let grace_end = l.expires_at.saturating_add(l.grace);
     if t >= grace_end {
-        return (
+        return decide(
+            trace,
+            "expiry",
             State::Expired,
             format!(
                 "license expired on {}: install a renewed license",
@@ -74,7 +165,9 @@ pub(super) fn decide_state(
         );
     }
     if t >= l.expires_at {
-        return (
+        return decide(
+            trace,
+            "expiry",
             State::Grace,
             format!(
                 "license expired on {}; grace period ends {} ({} left): install a renewed license",
@@ -84,8 +177,16 @@ pub(super) fn decide_state(
             ),
         );
     }
-    if let Some((deadline, cause)) = overdue_since(l, revocations, snapshot) {
-        if t >= deadline {
+    pass(trace, "expiry", || {
+        format!(
+            "expires {}, then {} of grace (until {})",
+            rfc3339(l.expires_at),
+            human_duration(l.grace),
+            rfc3339(grace_end)
+        )
+    });
+    match overdue_since(l, revocations, snapshot) {
+        Some((deadline, cause)) if t >= deadline => {
             let reason = match cause {
                 Overdue::NoContact { since } => format!(
                     "no contact with the relay since {}: offline grace ended {}; restore the connection to the relay",
@@ -98,11 +199,32 @@ pub(super) fn decide_state(
                     rfc3339(deadline)
                 ),
             };
-            return (State::Overdue, reason);
+            return decide(trace, "connected", State::Overdue, reason);
         }
+        Some((deadline, cause)) => pass(trace, "connected", || {
+            format!(
+                "connected license: overdue from {} ({})",
+                rfc3339(deadline),
+                match cause {
+                    Overdue::NoContact { since } => format!(
+                        "offline grace after the last relay contact, {}",
+                        rfc3339(since)
+                    ),
+                    Overdue::Frozen { version, expires } => format!(
+                        "offline grace after revocation list version {version}'s deadline, {}",
+                        rfc3339(expires)
+                    ),
+                }
+            )
+        }),
+        None => pass(trace, "connected", || {
+            "air-gapped license: never overdue".into()
+        }),
     }
     if t.saturating_add(settings.expiring_window) >= l.expires_at {
-        return (
+        return decide(
+            trace,
+            "expiring",
             State::Expiring,
             format!(
                 "license expires on {} ({} left): renew it",
@@ -111,9 +233,18 @@ pub(super) fn decide_state(
             ),
         );
     }
+    pass(trace, "expiring", || {
+        format!(
+            "more than {} before expiry (expiring from {})",
+            human_duration(settings.expiring_window),
+            rfc3339(l.expires_at.saturating_sub(settings.expiring_window))
+        )
+    });
     // The common answer, built without the formatting machinery: it is
     // computed on every verification (docs/benchmarks.md, `verify`).
-    (
+    decide(
+        trace,
+        "active",
         State::Active,
         ["license valid until ", &rfc3339(l.expires_at)].concat(),
     )

@@ -1,9 +1,10 @@
 //! Upgrade suggestions: the nearest tier that lifts a limit being approached,
 //! what it adds, and how pressing it is.
 
-use super::verdict::{Decision, UpgradeSuggestion, Urgency};
+use super::verdict::{Decision, State, UpgradeSuggestion, Urgency, Verdict};
 use crate::license::License;
 use crate::tiers::{closest, Tier, TierCatalog};
+use crate::time::{rfc3339, Timestamp, DAY};
 
 /// May a cluster on `current` (none: unlicensed) ask for `requested`? Only
 /// a tier in the catalog, and only one above the current tier: asking for
@@ -74,6 +75,89 @@ pub(super) fn suggest(
         roi_estimate,
         urgency: urgency(ratio),
     }
+}
+
+/// The entry tier's license (the catalog's lowest: an evaluation) nearing its
+/// end, or in grace: the tier above, so the customer keeps working. A paid
+/// tier's renewal is the vendor's conversation, not an upgrade.
+pub(super) fn add_entry_tier_upsell(
+    v: &mut Verdict,
+    l: &License,
+    catalog: &TierCatalog,
+    t: Timestamp,
+) {
+    if catalog.rank(&l.tier) != Some(0) {
+        return;
+    }
+    let Some(next) = catalog.above(&l.tier).first() else {
+        return;
+    };
+    let display = catalog
+        .get(&l.tier)
+        .map_or(l.tier.as_str(), |t| t.display_name.as_str());
+    let (reason, urgency) = match v.state {
+        State::Expiring => {
+            let days = l.expires_at.saturating_sub(t).div_ceil(DAY);
+            (
+                format!(
+                    "the {display} license ends at {} ({days} day(s) left)",
+                    rfc3339(l.expires_at)
+                ),
+                if days <= 7 {
+                    Urgency::High
+                } else {
+                    Urgency::Medium
+                },
+            )
+        }
+        State::Grace => (
+            format!(
+                "the {display} license ended at {}; its grace ends at {}",
+                rfc3339(l.expires_at),
+                rfc3339(l.expires_at.saturating_add(l.grace))
+            ),
+            Urgency::High,
+        ),
+        _ => return,
+    };
+    v.upgrade_suggestions.push(UpgradeSuggestion {
+        reason,
+        current_tier: l.tier.clone(),
+        suggested_tier: next.name.clone(),
+        benefits: benefits(l, next),
+        roi_estimate: None,
+        urgency,
+    });
+}
+
+/// The suggestions as WHOOSH shows them: none while the license is not
+/// usable (its reason says what to do instead), one card per tier (reasons
+/// joined, the highest urgency, benefits once), most pressing first.
+pub(super) fn finish(v: &mut Verdict) {
+    if !v.is_usable() {
+        v.upgrade_suggestions.clear();
+        return;
+    }
+    let mut merged: Vec<UpgradeSuggestion> = Vec::with_capacity(v.upgrade_suggestions.len());
+    for s in v.upgrade_suggestions.drain(..) {
+        match merged
+            .iter_mut()
+            .find(|m| m.suggested_tier == s.suggested_tier)
+        {
+            Some(m) => {
+                m.reason.push_str("; ");
+                m.reason.push_str(&s.reason);
+                m.urgency = m.urgency.max(s.urgency);
+                if m.roi_estimate.is_none() {
+                    m.roi_estimate = s.roi_estimate;
+                }
+            }
+            None => merged.push(s),
+        }
+    }
+    // Stable: equal urgency keeps the order the limits were checked in.
+    merged.sort_by_key(|s| std::cmp::Reverse(s.urgency));
+    v.upgrade_suggestions = merged;
 }
 
 fn urgency(ratio: f64) -> Urgency {

@@ -82,6 +82,14 @@ pub struct VerifierStatus {
     /// Connected mode: the relay conversation; absent when no relay is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayStatus>,
+    /// What changed when the license in force last replaced another
+    /// (features, limits, quotas, expiry); absent until one has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_change: Option<crate::policy::LicenseChange>,
+    /// A downgrade waiting for `kaching-verifier accept-downgrade`
+    /// (`hold_downgrades = true`); the license before it stays in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_downgrade: Option<crate::policy::LicenseChange>,
 }
 
 /// `GET /v1/license`: the license in force, as the vendor signed it, so a

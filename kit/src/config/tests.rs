@@ -47,6 +47,7 @@ const LAYERS: Layers<'static> = Layers {
     env_prefix: "APP_",
     env_keys: &["listen", "max", "idle", "limit_per_second", "limit_burst"],
     sections: &["limit"],
+    env_only: &[],
     env_values: EnvValues::Typed,
 };
 
@@ -120,6 +121,7 @@ fn typed_values_fall_back_to_text_and_text_mode_keeps_text() {
         env_prefix: "APP_",
         env_keys: &["name"],
         sections: &[],
+        env_only: &[],
         env_values: EnvValues::Text,
     };
     let n: Named = text.parse("", None, env(&[("APP_NAME", "123")])).unwrap();
@@ -184,4 +186,85 @@ fn load_names_an_unreadable_file() {
     let file = dir.path().join("app.toml");
     std::fs::write(&file, "max = 8\n").unwrap();
     assert_eq!(LAYERS.load::<Conf>(Some(&file)).unwrap().max, 8);
+}
+
+#[test]
+fn an_env_only_key_is_taken_from_a_variable_and_refused_in_the_file() {
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Secretive {
+        token: Option<String>,
+        limit: Limit,
+    }
+    let layers = Layers {
+        defaults: "",
+        env_prefix: "APP_",
+        env_keys: &["token", "limit_burst"],
+        sections: &["limit"],
+        env_only: &["token", "limit_burst"],
+        env_values: EnvValues::Typed,
+    };
+    let path = Some(Path::new("/etc/app.toml"));
+    let s: Secretive = layers
+        .parse(
+            "",
+            path,
+            env(&[("APP_TOKEN", "t0k3n"), ("APP_LIMIT_BURST", "9")]),
+        )
+        .unwrap();
+    assert_eq!(s.token.as_deref(), Some("t0k3n"));
+    assert_eq!(s.limit.burst, 9);
+    let e = layers
+        .parse::<Secretive>("token = \"t0k3n\"", path, env(&[("APP_TOKEN", "x")]))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config file /etc/app.toml sets `token`, which only environment variable APP_TOKEN may set"
+    );
+    let e = layers
+        .parse::<Secretive>("[limit]\nburst = 3", path, Vec::new())
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config file /etc/app.toml sets `limit.burst`, which only environment variable APP_LIMIT_BURST may set"
+    );
+    // The same key name in another section, or a section's own key, is not it.
+    let s: Secretive = layers
+        .parse("[limit]\nper_second = 2.0", path, Vec::new())
+        .unwrap();
+    assert_eq!(s.limit.per_second, 2.0);
+}
+
+#[test]
+fn a_number_may_be_an_integer_or_its_text_and_nothing_else() {
+    #[derive(Debug, Deserialize)]
+    struct Counted {
+        #[serde(deserialize_with = "number")]
+        n: usize,
+    }
+    let layers = Layers {
+        defaults: "",
+        env_prefix: "APP_",
+        env_keys: &["n"],
+        sections: &[],
+        env_only: &[],
+        env_values: EnvValues::Text,
+    };
+    let n = |text: &str, vars: &[(&str, &str)]| layers.parse::<Counted>(text, None, env(vars));
+    assert_eq!(n("n = 12", &[]).unwrap().n, 12);
+    assert_eq!(n("n = \"12\"", &[]).unwrap().n, 12);
+    assert_eq!(n("n = 1", &[("APP_N", "40")]).unwrap().n, 40);
+    for (text, why) in [
+        ("n = -1", "\"-1\" is not a whole number like 1024"),
+        ("n = \"many\"", "\"many\" is not a whole number like 1024"),
+        ("n = 1.5", "expected a whole number, like 1024"),
+        ("n = true", "expected a whole number, like 1024"),
+    ] {
+        let e = n(text, &[]).unwrap_err();
+        let cause = std::error::Error::source(&e).unwrap().to_string();
+        assert!(
+            cause.contains(why) && cause.contains("in `n`"),
+            "{text}: {cause}"
+        );
+    }
 }

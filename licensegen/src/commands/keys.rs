@@ -4,10 +4,11 @@ use anyhow::{Context, Result};
 use kaching_core::SecretKey;
 use serde::Serialize;
 
+use super::root::Rotated;
 use super::Ctx;
 use crate::cli::KeyCommand;
-use crate::fsutil::write_atomic;
-use crate::keystore::{seal, Protection};
+use crate::fsutil::{write_atomic, write_new};
+use crate::keystore::{pub_file_of, seal, Protection};
 use crate::output::{json, line, out};
 use crate::vendor_dir::{VendorDir, KEY_FILE, PUB_FILE, RETIRED_DIR};
 
@@ -25,6 +26,13 @@ struct KeyInfo {
 }
 
 pub(super) fn key(ctx: &Ctx<'_>, k: &KeyCommand) -> Result<u8> {
+    if let KeyCommand::New {
+        out: path,
+        recipient,
+    } = k
+    {
+        return new_key(ctx, path, recipient.as_deref());
+    }
     let v = ctx.vendor()?;
     let key = v.public_key()?;
     match k {
@@ -76,7 +84,38 @@ pub(super) fn key(ctx: &Ctx<'_>, k: &KeyCommand) -> Result<u8> {
             }
         }
         KeyCommand::Rotate { recipient } => rotate(ctx, &v, recipient.as_deref())?,
+        KeyCommand::New { .. } => {}
     }
+    Ok(crate::exit::OK)
+}
+
+/// A key pair for another role: `path` gets the sealed private key, the
+/// `.pub` beside it the public key. Needs no vendor directory (a revoker key
+/// can be made on the machine that will keep it).
+fn new_key(ctx: &Ctx<'_>, path: &std::path::Path, recipient: Option<&str>) -> Result<u8> {
+    let pub_path = pub_file_of(path);
+    if pub_path == path {
+        return Err(crate::error::usage(format!(
+            "{} would be both the private and the public key file: name it e.g. revoker.key",
+            path.display()
+        )));
+    }
+    crate::fsutil::check_new_file(path)?;
+    crate::fsutil::check_new_file(&pub_path)?;
+    let protection = match recipient {
+        Some(r) => Protection::recipient(r)?,
+        None => Protection::Passphrase(ctx.passphrase().new_passphrase_for("the new key")?),
+    };
+    let key = SecretKey::generate();
+    write_new(path, &seal(&key, &protection)?, true)?;
+    write_new(&pub_path, key.public().to_pem().as_bytes(), false)?;
+    out(&format!(
+        "new key {} in {} (public key: {})\nnext: give it a role in the next root, e.g. `licensegen role add revoker {}`\n",
+        key.public().kid(),
+        path.display(),
+        pub_path.display(),
+        pub_path.display()
+    ))?;
     Ok(crate::exit::OK)
 }
 
@@ -93,7 +132,7 @@ fn rotate(ctx: &Ctx<'_>, v: &VendorDir, recipient: Option<&str>) -> Result<()> {
     let new = SecretKey::generate();
     // With a root, the rotation is also root v(N+1); check it can be made
     // before anything is replaced.
-    super::root::check_rotatable(v, &old)?;
+    super::root::check_rotatable(v)?;
     let sealed = seal(&new, &protection)?;
     let kid = old.public().kid();
     let retired = v.path(RETIRED_DIR);
@@ -112,14 +151,22 @@ fn rotate(ctx: &Ctx<'_>, v: &VendorDir, recipient: Option<&str>) -> Result<()> {
     )?;
     write_atomic(&v.path(KEY_FILE), &sealed, true)?;
     write_atomic(&v.path(PUB_FILE), new.public().to_pem().as_bytes(), false)?;
-    if let Some(path) = super::root::rotate_key(v, &old, &new)? {
-        out(&format!(
-            "new root {} names key {} in every role, signed by the old and the new key: \
-             give it to verifiers (their roots/ folder, or `PUT /v1/roots` on the relay) \
+    match super::root::rotate_key(v, &old, &new)? {
+        Rotated::NoRoot => {}
+        Rotated::Installed(path) => out(&format!(
+            "new root {} names key {} in the old key's roles, signed by the old and the new key: \
+             give it to verifiers (their roots/ folder, or `licensegen publish` to the relay) \
              before anything the new key signs\n",
             path.display(),
             new.public().kid()
-        ))?;
+        ))?,
+        Rotated::Drafted(path) => out(&format!(
+            "root draft {} names key {} in the old key's roles; the new key signs nothing verifiers \
+             take until the root key holders sign it: `licensegen root sign {} --key THEIR_KEY`\n",
+            path.display(),
+            new.public().kid(),
+            path.display()
+        ))?,
     }
     out(&format!(
         "new vendor key {} in {}\nretired key {kid} to {}\nnext: give every verifier and relay the bundle from `licensegen key export-public --all` BEFORE sending them anything the new key signs\n",

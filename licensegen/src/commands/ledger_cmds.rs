@@ -1,4 +1,4 @@
-//! `inspect`, `verify`, `ledger list|show`, `usage import`.
+//! `inspect`, `verify`, `simulate`, `ledger list|show`, `usage import`.
 
 use anyhow::{Context, Result};
 use kaching_core::time::rfc3339;
@@ -6,7 +6,7 @@ use kaching_core::{TierCatalog, TrustedKeys};
 use serde::Serialize;
 
 use super::Ctx;
-use crate::cli::{InspectArgs, LedgerCommand, UsageCommand, VerifyArgs};
+use crate::cli::{InspectArgs, LedgerCommand, SimulateArgs, UsageCommand, VerifyArgs};
 use crate::ledger::{self, Event, Ledger, LedgerState, LicenseRecord, UsageRecord};
 use crate::output::{date, json, out, table};
 use crate::vendor_dir::{parse_duration, VendorDir, LEDGER_FILE};
@@ -33,9 +33,17 @@ pub(super) fn inspect(ctx: &Ctx<'_>, a: &InspectArgs) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
-pub(super) fn verify(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<u8> {
+/// What `verify` and `simulate` judge against: the keys and list given, else
+/// the vendor directory's.
+fn verify_context(
+    ctx: &Ctx<'_>,
+    pubkey: Option<&std::path::Path>,
+    revocations: Option<&std::path::Path>,
+    at: Option<&str>,
+    cluster: Option<&String>,
+) -> Result<VerifyContext> {
     let vendor = ctx.vendor().ok();
-    let keys = match (&a.pubkey, &vendor) {
+    let keys = match (pubkey, &vendor) {
         (Some(p), _) => pubkeys(p)?,
         (None, Some(v)) => v.trusted_keys()?,
         (None, None) => {
@@ -44,7 +52,7 @@ pub(super) fn verify(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<u8> {
             ))
         }
     };
-    let revocations = match (&a.revocations, &vendor) {
+    let revocations = match (revocations, &vendor) {
         (Some(p), _) => Some(
             kaching_core::verify_revocation_list(&crate::fsutil::read(p)?, &keys)
                 .map_err(|e| anyhow::anyhow!("revocation list {} does not verify ({e}): use the list signed by this vendor", p.display()))?
@@ -54,7 +62,7 @@ pub(super) fn verify(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<u8> {
         (None, Some(v)) => crate::revocations::current(v, &Ledger::open(&v.path(LEDGER_FILE))?)?,
         (None, None) => None,
     };
-    let at = match &a.at {
+    let at = match at {
         Some(t) => kaching_core::time::parse_rfc3339(t).ok_or_else(|| {
             crate::error::usage(format!(
                 "cannot read --at {t:?}: use a date (2027-01-31) or a UTC time (2027-01-31T12:00:00Z)"
@@ -62,7 +70,7 @@ pub(super) fn verify(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<u8> {
         })?,
         None => crate::fsutil::now(),
     };
-    let ctx = VerifyContext {
+    Ok(VerifyContext {
         keys,
         revocations,
         catalog: vendor
@@ -72,12 +80,72 @@ pub(super) fn verify(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<u8> {
         audience: vendor
             .as_ref()
             .map_or_else(|| "bzzz".to_string(), |v| v.config.audience.clone()),
-        cluster: a.cluster.clone(),
+        cluster: cluster.cloned(),
         at,
-    };
-    let report = crate::verify::verify(&a.file, &ctx)?;
+    })
+}
+
+pub(super) fn verify(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<u8> {
+    let vc = verify_context(
+        ctx,
+        a.pubkey.as_deref(),
+        a.revocations.as_deref(),
+        a.at.as_deref(),
+        a.cluster.as_ref(),
+    )?;
+    let report = crate::verify::verify(&a.file, &vc)?;
     crate::verify::print(&report, a.json)?;
     Ok(report.exit_code)
+}
+
+pub(super) fn simulate(ctx: &Ctx<'_>, a: &SimulateArgs) -> Result<u8> {
+    let vc = verify_context(
+        ctx,
+        a.pubkey.as_deref(),
+        a.revocations.as_deref(),
+        a.at.as_deref(),
+        a.cluster.as_ref(),
+    )?;
+    let mut quota_usage = std::collections::BTreeMap::new();
+    for u in &a.usage {
+        let (name, amount) = u
+            .split_once('=')
+            .and_then(|(n, a)| Some((n.trim(), a.trim().parse::<u64>().ok()?)))
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| {
+                crate::error::usage(format!(
+                    "--usage {u:?}: write NAME=AMOUNT, e.g. search_requests=45000"
+                ))
+            })?;
+        quota_usage.insert(name.to_string(), amount);
+    }
+    let snapshot = kaching_core::Snapshot {
+        live_nodes: a.nodes,
+        quota_usage,
+        ..kaching_core::Snapshot::default()
+    };
+    let e = crate::verify::simulate(&a.file, &vc, &snapshot)?;
+    if let Some(license) = e.verdict.license_id {
+        // A usage name the license has no quota for would silently count for nothing.
+        let v = &e.verdict;
+        for name in snapshot.quota_usage.keys() {
+            if !v.quotas.contains_key(name) {
+                let hint = kaching_core::tiers::closest(name, v.quotas.keys().map(String::as_str))
+                    .map(|c| format!("did you mean {c:?}? "))
+                    .unwrap_or_default();
+                return Err(crate::error::usage(format!(
+                    "license {license} has no quota {name:?}: {hint}(its quotas: {})",
+                    v.quotas.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    if a.json {
+        json(&e)?;
+    } else {
+        out(&e.render(a.feature.as_deref()))?;
+    }
+    Ok(crate::exit::for_state(e.verdict.state))
 }
 
 #[derive(Serialize)]

@@ -76,7 +76,7 @@ pub(super) fn issue(ctx: &Ctx<'_>, a: &IssueArgs) -> Result<u8> {
             r.out.clone(),
         ));
     }
-    let key = ctx.unlock(&v)?;
+    let key = ctx.issuer(&v)?;
     let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
     for (built, armored, out_path) in jobs {
         let issued = issue::sign_and_record(
@@ -135,7 +135,7 @@ pub(super) fn reissue(ctx: &Ctx<'_>, a: &ReissueArgs, upgrade: bool) -> Result<u
         Mode::Renew(&old)
     };
     let built = build(&r, mode, &catalog, &v.config, now)?;
-    let key = ctx.unlock(&v)?;
+    let key = ctx.issuer(&v)?;
     let armored = a.armor || v.config.armor || rec.path.ends_with(".asc");
     let issued =
         issue::sign_and_record(&v, &mut ledger, &key, built, armored, a.out.as_deref(), now)?;

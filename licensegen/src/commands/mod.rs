@@ -9,7 +9,10 @@ mod revoke;
 pub(crate) mod root;
 mod setup;
 
+use std::path::Path;
+
 use anyhow::Result;
+use kaching_core::root::Role;
 use kaching_core::SecretKey;
 
 use crate::cli::{Cli, Command};
@@ -23,6 +26,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Init(a) => setup::init(&ctx, a),
         Command::Key(k) => keys::key(&ctx, k),
         Command::Root(r) => root::root(&ctx, r),
+        Command::Role(r) => root::role(&ctx, r),
         Command::Completions { shell } => setup::completions(*shell),
         Command::Man { out } => setup::man(out.as_deref()),
         Command::Issue(a) => licenses::issue(&ctx, a),
@@ -30,6 +34,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Renew(a) => licenses::reissue(&ctx, a, false),
         Command::Inspect(a) => ledger_cmds::inspect(&ctx, a),
         Command::Verify(a) => ledger_cmds::verify(&ctx, a),
+        Command::Simulate(a) => ledger_cmds::simulate(&ctx, a),
         Command::Suspend(a) => revoke::suspend(&ctx, a),
         Command::Reinstate(a) => revoke::reinstate(&ctx, a),
         Command::Revoke(a) => revoke::revoke(&ctx, a),
@@ -62,6 +67,39 @@ impl Ctx<'_> {
             passphrase: self.passphrase(),
             identity: self.cli.identity.clone(),
         };
-        keystore::unseal(&vendor.path(KEY_FILE), &vendor.public_key()?, &unlock)
+        let path = vendor.path(KEY_FILE);
+        if !path.exists() {
+            return Err(crate::error::usage(format!(
+                "{} is not in this vendor directory (a copy without the private key, e.g. on a revoker box): \
+                 run this on the machine that keeps the vendor key; suspend, reinstate, revoke and \
+                 `revocations refresh` can sign with --revoker-key instead",
+                path.display()
+            )));
+        }
+        keystore::unseal(&path, &vendor.public_key()?, &unlock)
+    }
+
+    /// The vendor key, refused unless the current root names it an issuer.
+    fn issuer(&self, vendor: &VendorDir) -> Result<SecretKey> {
+        let key = self.unlock(vendor)?;
+        root::check_role(vendor, &key, Role::Issuer)?;
+        Ok(key)
+    }
+
+    /// The key that signs revocation lists: `--revoker-key` when given, else
+    /// the vendor key; refused unless the current root names it a revoker.
+    fn revoker(&self, vendor: &VendorDir, revoker_key: Option<&Path>) -> Result<SecretKey> {
+        let key = match revoker_key {
+            Some(path) => keystore::unseal_file(
+                path,
+                &Unlock {
+                    passphrase: self.passphrase(),
+                    identity: self.cli.identity.clone(),
+                },
+            )?,
+            None => self.unlock(vendor)?,
+        };
+        root::check_role(vendor, &key, Role::Revoker)?;
+        Ok(key)
     }
 }

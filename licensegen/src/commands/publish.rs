@@ -202,7 +202,7 @@ fn publish_roots(
     token: &str,
     v: &crate::vendor_dir::VendorDir,
 ) -> Result<Option<u8>> {
-    let Some(chain) = super::root::chain(v)? else {
+    let Some(chain) = v.root_chain()? else {
         return Ok(None);
     };
     let base = url.trim_end_matches('/');

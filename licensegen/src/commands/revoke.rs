@@ -58,7 +58,7 @@ fn change(ctx: &Ctx<'_>, a: &RevokeArgs, status: Option<RevocationStatus>) -> Re
         .map(|l| l.entries)
         .unwrap_or_default();
     change.apply(&mut entries, now)?;
-    let key = ctx.unlock(&v)?;
+    let key = ctx.revoker(&v, a.revoker_key.as_deref())?;
     let list = revocations::publish(&v, &mut ledger, &key, &change, expires, now)?;
     let verb = match status {
         Some(s) => s.as_str(),
@@ -95,10 +95,13 @@ pub(super) fn revocations(ctx: &Ctx<'_>, r: &RevocationsCommand) -> Result<u8> {
             }
             Ok(crate::exit::OK)
         }
-        RevocationsCommand::Refresh { list_valid_for } => {
+        RevocationsCommand::Refresh {
+            list_valid_for,
+            revoker_key,
+        } => {
             let now = crate::fsutil::now();
             let expires = deadline(list_valid_for.as_deref(), now)?;
-            let key = ctx.unlock(&v)?;
+            let key = ctx.revoker(&v, revoker_key.as_deref())?;
             let list = revocations::publish(&v, &mut ledger, &key, &Change::Refresh, expires, now)?;
             print_published(&v, &list)
         }

@@ -91,16 +91,60 @@ fn test_work_factor() -> Option<u8> {
 
 /// Decrypts `vendor.key` into memory and checks it matches `vendor.pub`.
 pub fn unseal(key_path: &Path, expected: &PublicKey, unlock: &Unlock) -> Result<SecretKey> {
+    let key = open(key_path, unlock)?;
+    if key.public().kid() != expected.kid() {
+        anyhow::bail!(
+            "{} does not match vendor.pub (kid {} vs {}): restore the matching pair from backup",
+            key_path.display(),
+            key.public().kid(),
+            expected.kid()
+        );
+    }
+    Ok(key)
+}
+
+/// The public key file written beside a key file: `X.key` → `X.pub`.
+pub fn pub_file_of(key_path: &Path) -> PathBuf {
+    key_path.with_extension("pub")
+}
+
+/// Decrypts a key file that is not the vendor key (a root key holder's, a
+/// revoker's) into memory; when the `.pub` written beside it is there, the
+/// key must match it.
+pub fn unseal_file(key_path: &Path, unlock: &Unlock) -> Result<SecretKey> {
+    let key = open(key_path, unlock)?;
+    let pub_path = pub_file_of(key_path);
+    if let Ok(text) = std::fs::read_to_string(&pub_path) {
+        let expected = PublicKey::from_pem(&text).with_context(|| {
+            format!(
+                "{} is not a public key: restore it from backup",
+                pub_path.display()
+            )
+        })?;
+        if expected.kid() != key.public().kid() {
+            anyhow::bail!(
+                "{} does not match {} (kid {} vs {}): restore the matching pair from backup",
+                key_path.display(),
+                pub_path.display(),
+                key.public().kid(),
+                expected.kid()
+            );
+        }
+    }
+    Ok(key)
+}
+
+fn open(key_path: &Path, unlock: &Unlock) -> Result<SecretKey> {
     let file = crate::fsutil::read(key_path)?;
     let not_age = || {
         anyhow::anyhow!(
-            "{} is not an age-encrypted vendor key: restore it from backup",
+            "{} is not an age-encrypted key file: restore it from backup",
             key_path.display()
         )
     };
     let decryptor = age::Decryptor::new(ArmoredReader::new(&file[..])).map_err(|_| not_age())?;
     let reader = if decryptor.is_scrypt() {
-        let pass = unlock.passphrase.existing_passphrase()?;
+        let pass = unlock.passphrase.existing_passphrase(key_path)?;
         let mut id = age::scrypt::Identity::new(pass);
         id.set_max_work_factor(MAX_SCRYPT_LOG_N);
         decryptor
@@ -144,16 +188,7 @@ pub fn unseal(key_path: &Path, expected: &PublicKey, unlock: &Unlock) -> Result<
         .read_to_end(&mut plain)
         .map_err(|_| not_age())?;
     let pem = std::str::from_utf8(&plain).map_err(|_| not_age())?;
-    let key = SecretKey::from_pkcs8_pem(pem).map_err(|_| not_age())?;
-    if key.public().kid() != expected.kid() {
-        anyhow::bail!(
-            "{} does not match vendor.pub (kid {} vs {}): restore the matching pair from backup",
-            key_path.display(),
-            key.public().kid(),
-            expected.kid()
-        );
-    }
-    Ok(key)
+    SecretKey::from_pkcs8_pem(pem).map_err(|_| not_age())
 }
 
 #[cfg(test)]

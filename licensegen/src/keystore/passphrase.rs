@@ -22,10 +22,15 @@ pub struct PassphraseSource {
 impl PassphraseSource {
     /// A passphrase to create a key with (prompted twice on a terminal).
     pub fn new_passphrase(&self) -> Result<SecretString> {
+        self.new_passphrase_for("the new vendor key")
+    }
+
+    /// A passphrase to create `what` with, e.g. "root key 2 of 3".
+    pub fn new_passphrase_for(&self, what: &str) -> Result<SecretString> {
         if let Some(p) = self.non_interactive()? {
             return Ok(p);
         }
-        let first = prompt("Passphrase for the new vendor key: ")?;
+        let first = prompt(&format!("Passphrase for {what}: "))?;
         if first.expose_secret().chars().count() < 8 {
             return Err(crate::error::usage(
                 "passphrase too short: use at least 8 characters (a few random words is best)",
@@ -40,12 +45,22 @@ impl PassphraseSource {
         Ok(first)
     }
 
-    /// The passphrase of an existing key.
-    pub fn existing_passphrase(&self) -> Result<SecretString> {
+    /// The passphrase of an existing key file.
+    pub fn existing_passphrase(&self, key_file: &Path) -> Result<SecretString> {
         if let Some(p) = self.non_interactive()? {
             return Ok(p);
         }
-        prompt("Passphrase for vendor.key: ")
+        let name = key_file.file_name().map_or_else(
+            || key_file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        prompt(&format!("Passphrase for {name}: "))
+    }
+
+    /// Whether the passphrase comes from a file or the environment (one
+    /// passphrase for every key made in this run) rather than prompts.
+    pub fn is_non_interactive(&self) -> bool {
+        self.file.is_some() || std::env::var_os(PASSPHRASE_ENV).is_some()
     }
 
     fn non_interactive(&self) -> Result<Option<SecretString>> {

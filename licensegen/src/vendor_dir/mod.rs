@@ -2,6 +2,7 @@
 
 mod config;
 mod init;
+mod roots;
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ use kaching_core::{PublicKey, TierCatalog, TrustedKeys};
 
 pub use config::{parse_duration, Config, RelaySettings};
 pub use init::{init, InitOptions};
+pub use roots::{read_root_file, ROOTS_DIR};
 
 /// Settings file; its presence (with `vendor.key`) marks a vendor directory.
 pub const CONFIG_FILE: &str = "kaching.toml";
@@ -102,13 +104,15 @@ impl VendorDir {
         })
     }
 
-    /// The current vendor key plus every retired one (for verifying our own
-    /// documents, including those signed before a rotation).
+    /// The current vendor key plus every retired one and every issuer and
+    /// revoker key of the root chain (for verifying our own documents,
+    /// including those signed before a rotation or by a separate revoker key).
     pub fn trusted_keys(&self) -> Result<TrustedKeys> {
         let mut keys = TrustedKeys::from(self.public_key()?);
         for key in self.retired_keys()? {
             keys.insert(key);
         }
+        self.add_root_signers(&mut keys)?;
         Ok(keys)
     }
 
@@ -149,7 +153,9 @@ impl VendorDir {
     }
 }
 
-/// True when `dir` holds a vendor directory.
+/// True when `dir` holds a vendor directory: settings and the vendor key
+/// pair, or its public half alone (a copy on an online revoker box).
 pub fn is_vendor_dir(dir: &Path) -> bool {
-    dir.join(CONFIG_FILE).is_file() && dir.join(KEY_FILE).is_file()
+    dir.join(CONFIG_FILE).is_file()
+        && (dir.join(KEY_FILE).is_file() || dir.join(PUB_FILE).is_file())
 }

@@ -9,6 +9,7 @@
 mod common;
 
 mod airgap;
+mod ceremony;
 mod fixtures;
 mod inspect_verify;
 mod interop;

@@ -1,5 +1,6 @@
-//! Test harness: a real relay on 127.0.0.1:0 with a temporary data directory,
-//! and in-process signing of licenses, activation requests and heartbeats.
+//! Test harness: a real relay on 127.0.0.1:0 with a temporary data directory
+//! (served or spawned by `kaching-testkit`), and in-process signing of
+//! licenses, activation requests and heartbeats.
 
 // Helpers shared by test targets: each target uses a subset, and a panic is
 // the failure report (clippy.toml allows these only inside #[test] functions).
@@ -18,8 +19,7 @@ use kaching_core::wire::ErrorBody;
 use kaching_core::{armor, cluster_id, DocKind, LicenseId, SecretKey};
 use kaching_relay::tokens::{self, Scope};
 use kaching_relay::{db, Config};
-use tokio::io::AsyncBufReadExt;
-use tokio::sync::oneshot;
+use kaching_testkit::{decode, Json, Served, Spawned};
 
 pub const VENDOR_SEED: [u8; 32] = [1; 32];
 
@@ -27,9 +27,7 @@ pub fn vendor() -> SecretKey {
     SecretKey::from_seed(&VENDOR_SEED)
 }
 
-pub fn now() -> u64 {
-    db::now()
-}
+pub use kaching_testkit::now;
 
 /// A connected license with id `[n; 16]`.
 pub fn license(n: u8, offline_grace: u64) -> License {
@@ -123,13 +121,17 @@ pub fn revocation_list(version: u64, suspended: &[LicenseId], key: &SecretKey) -
     .sign(key)
 }
 
+/// A relay served in this process (see [`kaching_testkit::Served`]) over
+/// a temporary data directory.
 pub struct Relay {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config: Config,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The client of [`Relay::json`], for requests built by hand.
     pub http: reqwest::Client,
+    /// A JSON client for it, without a token.
+    pub json: Json,
+    served: Served,
 }
 
 pub fn config(dir: &std::path::Path) -> Config {
@@ -159,38 +161,19 @@ impl Relay {
     }
 
     pub async fn start_with(dir: tempfile::TempDir, config: Config) -> Relay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = oneshot::channel::<()>();
         let cfg = config.clone();
-        let task = tokio::spawn(async move {
-            kaching_relay::run(listener, cfg, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
-        let relay = Relay {
-            addr,
+        let served =
+            Served::start(|listener, shutdown| kaching_relay::run(listener, cfg, shutdown))
+                .await
+                .expect("relay starts");
+        Relay {
+            addr: served.addr,
             dir,
             config,
-            stop: Some(stop),
-            task: Some(task),
-            http,
-        };
-        // Wait until it answers (bounded).
-        for _ in 0..100 {
-            if relay.http.get(relay.url("/healthz")).send().await.is_ok() {
-                return relay;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            http: served.json.client().clone(),
+            json: served.json.clone(),
+            served,
         }
-        panic!("relay did not start");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -233,22 +216,7 @@ impl Relay {
         path: &str,
         token: &str,
     ) -> (u16, T) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("get");
-        let status = r.status().as_u16();
-        let text = r.text().await.expect("body");
-        match serde_json::from_str(&text) {
-            Ok(v) => (status, v),
-            Err(e) => panic!(
-                "GET {path} ({status}): body is not a {}: {e}: {text}",
-                std::any::type_name::<T>()
-            ),
-        }
+        self.json.with_token(token).get_as(path).await
     }
 
     /// `POST /v1/upgrade-requests` for `l` and `tier` with `token`.
@@ -278,16 +246,7 @@ impl Relay {
 
     /// Stops the server and returns its data directory.
     pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), t)
-                .await
-                .expect("relay stops in time")
-                .expect("join")
-                .expect("run returned an error");
-        }
+        self.served.stop().await;
         self.dir
     }
 }
@@ -306,42 +265,17 @@ pub async fn error_code(r: reqwest::Response) -> (u16, String) {
 pub async fn error_body(r: reqwest::Response) -> (u16, ErrorBody) {
     let status = r.status().as_u16();
     let text = r.text().await.expect("body");
-    match serde_json::from_str(&text) {
-        Ok(b) => (status, b),
-        Err(e) => panic!("{status}: not an error body: {e}: {text}"),
-    }
+    (status, decode(&format!("an error ({status})"), &text))
 }
 
-/// Starts the relay binary with `serve --config`; returns it and the address it printed.
-pub async fn spawn_relay(config: &std::path::Path) -> (tokio::process::Child, String) {
+/// Starts the relay binary with `serve --config`, announcing its address.
+pub async fn spawn_relay(config: &std::path::Path) -> Spawned {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaching-relay"));
     cmd.args(["serve", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::null());
-    spawn_serving(cmd).await
-}
-
-/// Spawns `cmd` (which ends up running `kaching-relay serve`) with stdout
-/// piped; returns it and the address it printed.
-pub async fn spawn_serving(mut cmd: tokio::process::Command) -> (tokio::process::Child, String) {
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn relay");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("relay prints its address in time")
-        .expect("read")
-        .expect("a line");
-    let addr = line
-        .strip_prefix("listening on ")
-        .expect("address line")
-        .to_string();
-    (child, addr)
+    Spawned::start(cmd).await
 }
 
 /// Writes a relay config for the binary (port 0, data in `dir/data`, the

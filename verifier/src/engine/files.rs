@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use kaching_core::policy::fit;
+use kaching_core::policy::{fit, license_change, LicenseChange};
 use kaching_core::time::{rfc3339, Timestamp};
 use kaching_core::wire::verifier::Rejection;
 use kaching_core::{verify_license, VerifiedLicense};
@@ -319,15 +319,17 @@ impl Engine {
             .filter(|v| self.fits(v));
         match loader::license_from(&self.cfg.license, read, &trust, |v| self.fits(v)) {
             Loaded::Good(v) if self.fits(&v) => {
-                if self.license.as_ref().map(|l| &l.bytes) != Some(&v.bytes) {
-                    if let Err(e) = self.db.store_license(&v.bytes) {
-                        tracing::warn!(%e, "cannot remember the license as last-known-good");
+                let change = last_good
+                    .as_ref()
+                    .filter(|old| old.bytes != v.bytes)
+                    .map(|old| license_change(&old.license, &v.license));
+                if let Some(c) = change.as_ref().filter(|c| c.downgrade) {
+                    if self.cfg.hold_downgrades && !self.downgrade_accepted(&v.bytes) {
+                        self.hold_downgrade(v, c.clone(), last_good);
+                        return;
                     }
-                    tracing::info!(license = %v.license.id, tier = %v.license.tier, "license in force");
                 }
-                self.rejections.remove("license");
-                self.license = Some(v);
-                self.license_problem = None;
+                self.put_in_force(v, change, now);
             }
             Loaded::Good(v) => {
                 let why = match fit(&v.license, &self.settings) {
@@ -344,6 +346,82 @@ impl Engine {
                 self.license = None;
                 self.license_problem = None;
                 self.rejections.remove("license");
+            }
+        }
+    }
+
+    /// `hold_downgrades`: `v` takes something away and nobody accepted it
+    /// yet. The license before it stays in force; status, events and the
+    /// state database say what waits (`kaching-verifier accept-downgrade`).
+    fn hold_downgrade(
+        &mut self,
+        v: VerifiedLicense,
+        change: LicenseChange,
+        last_good: Option<VerifiedLicense>,
+    ) {
+        let new = self.pending.as_ref().map(|(p, _)| &p.bytes) != Some(&v.bytes);
+        if new {
+            let summary = change.summary();
+            tracing::warn!(license = %v.license.id, %summary, "downgrade held until `kaching-verifier accept-downgrade`");
+            if let Err(e) = self.db.set_pending_downgrade(&v.bytes, &summary) {
+                tracing::warn!(%e, "cannot record the held downgrade");
+            }
+            self.events.push(Event::new("downgrade_held", &change));
+        }
+        self.pending = Some((v, change));
+        self.rejections.remove("license");
+        self.license = last_good;
+        self.license_problem = None;
+    }
+
+    /// Puts a verified license that fits in force; `change` is what it
+    /// changes from the one before (`None`: the same, or none before).
+    fn put_in_force(&mut self, v: VerifiedLicense, change: Option<LicenseChange>, now: Timestamp) {
+        self.release_pending();
+        if self.license.as_ref().map(|l| &l.bytes) != Some(&v.bytes) {
+            if let Err(e) = self.db.store_license(&v.bytes) {
+                tracing::warn!(%e, "cannot remember the license as last-known-good");
+            }
+            tracing::info!(license = %v.license.id, tier = %v.license.tier, "license in force");
+            if let Some(c) = change {
+                if c.downgrade {
+                    tracing::warn!(change = %c.summary(), "the new license is a downgrade");
+                }
+                self.events.push(Event::new("license_changed", &c));
+                self.license_change = Some((c, now));
+            }
+        }
+        self.rejections.remove("license");
+        self.license = Some(v);
+        self.license_problem = None;
+    }
+
+    /// `accept-downgrade` ran (it writes the state database): the held
+    /// license goes into force without waiting for its file to change.
+    pub(crate) fn take_accepted_downgrade(&mut self, now: Timestamp) {
+        let Some((v, _)) = &self.pending else {
+            return;
+        };
+        if !self.downgrade_accepted(&v.bytes) {
+            return;
+        }
+        if let Some((v, c)) = self.pending.clone() {
+            tracing::info!(license = %v.license.id, "held downgrade accepted");
+            // `put_in_force` clears the record of the held downgrade.
+            self.put_in_force(v, Some(c), now);
+        }
+    }
+
+    /// Whether an operator accepted exactly these license bytes.
+    fn downgrade_accepted(&self, bytes: &[u8]) -> bool {
+        matches!(self.db.accepted_downgrade(), Ok(Some(b)) if b == bytes)
+    }
+
+    /// No downgrade waits any more (taken, or the file changed).
+    fn release_pending(&mut self) {
+        if self.pending.take().is_some() {
+            if let Err(e) = self.db.clear_pending_downgrade() {
+                tracing::warn!(%e, "cannot clear the held downgrade");
             }
         }
     }

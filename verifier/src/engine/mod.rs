@@ -41,6 +41,9 @@ pub mod writes;
 pub use published::{Event, Published};
 pub use writes::Outcome;
 
+/// How long status warns that the license in force is a downgrade.
+const DOWNGRADE_WARNING: Timestamp = 7 * 86_400;
+
 /// The engine's whole world. See the module docs.
 pub struct Engine {
     /// The configuration it was opened with: file paths, lease TTL,
@@ -96,6 +99,10 @@ pub struct Engine {
     license_answer: Option<(Option<Vec<u8>>, Option<u64>, Bytes)>,
     /// Events raised by the last command, drained by the actor to streams.
     pub(crate) events: Vec<Event>,
+    /// What changed when the license in force last replaced another, and when.
+    pub(crate) license_change: Option<(kaching_core::policy::LicenseChange, Timestamp)>,
+    /// A downgrade held by `hold_downgrades`, and what it would change.
+    pub(crate) pending: Option<(VerifiedLicense, kaching_core::policy::LicenseChange)>,
     /// When idempotency keys were last pruned (hourly).
     last_prune: Timestamp,
     /// Connected mode: what the relay worker reported (see [`relay`]).
@@ -204,6 +211,8 @@ impl Engine {
             current: Arc::new(placeholder),
             license_answer: None,
             events: Vec::new(),
+            license_change: None,
+            pending: None,
             last_prune: 0,
             relay,
         };
@@ -254,13 +263,8 @@ impl Engine {
         Some(period_key(q.period, now.max(self.mark)))
     }
 
-    pub(crate) fn live_nodes(&self, now: Timestamp) -> u64 {
-        self.leases.values().filter(|&&e| e > now).count() as u64
-    }
-
-    /// Recomputes the verdict and publishes it; queues a `status` event when
-    /// anything a client acts on changed.
-    pub fn recompute(&mut self, now: Timestamp) {
+    /// What this cluster knows at `now`, as the policy reads it.
+    fn snapshot(&self, now: Timestamp) -> Snapshot {
         let mut usage = BTreeMap::new();
         if let Some(l) = &self.license {
             for name in l.license.quotas.keys() {
@@ -270,19 +274,45 @@ impl Engine {
                 }
             }
         }
-        let snapshot = Snapshot {
+        Snapshot {
             trusted_time: self.mark,
             live_nodes: self.live_nodes(now),
             quota_usage: usage,
             last_relay_contact: self.relay.last_contact,
-        };
-        let input = match (&self.license, &self.license_problem) {
+        }
+    }
+
+    fn license_input(&self) -> LicenseInput<'_> {
+        match (&self.license, &self.license_problem) {
             (Some(v), _) => LicenseInput::Verified(&v.license),
             (None, Some(p)) => LicenseInput::Rejected(p),
             (None, None) => LicenseInput::Missing,
-        };
+        }
+    }
+
+    /// How the verdict is reached with the clock at `now`, rule by rule
+    /// (`kaching-verifier explain`): the same inputs as the verdict in force.
+    pub fn explain(&self, now: Timestamp) -> kaching_core::policy::Explanation {
+        kaching_core::policy::explain(
+            self.license_input(),
+            self.revocations.as_ref().map(|r| &r.list),
+            &self.snapshot(now),
+            &self.catalog,
+            &self.settings,
+            now,
+        )
+    }
+
+    pub(crate) fn live_nodes(&self, now: Timestamp) -> u64 {
+        self.leases.values().filter(|&&e| e > now).count() as u64
+    }
+
+    /// Recomputes the verdict and publishes it; queues a `status` event when
+    /// anything a client acts on changed.
+    pub fn recompute(&mut self, now: Timestamp) {
+        let snapshot = self.snapshot(now);
         let verdict = evaluate(
-            input,
+            self.license_input(),
             self.revocations.as_ref().map(|r| &r.list),
             &snapshot,
             &self.catalog,
@@ -309,6 +339,24 @@ impl Engine {
                 }
             ));
         }
+        if let Some((_, c)) = &self.pending {
+            status.warnings.push(format!(
+                "license {} takes something away ({}): it waits for `kaching-verifier accept-downgrade`; license {} stays in force",
+                c.to_license,
+                c.summary(),
+                c.from_license
+            ));
+        }
+        if let Some((c, at)) = self.license_change.as_ref().filter(|(c, _)| c.downgrade) {
+            if now < at.saturating_add(DOWNGRADE_WARNING) {
+                status.warnings.push(format!(
+                    "the license in force replaced {} on {} and takes something away: {}",
+                    c.from_license,
+                    rfc3339(*at),
+                    c.summary()
+                ));
+            }
+        }
         let body = VerifierStatus {
             status,
             cluster_id: self.identity.cluster_id.clone(),
@@ -318,6 +366,8 @@ impl Engine {
             trust: self.trust_mode().as_str().into(),
             root_version: self.trust.as_ref().and_then(Trust::root_version),
             relay: self.relay.status(),
+            license_change: self.license_change.as_ref().map(|(c, _)| c.clone()),
+            pending_downgrade: self.pending.as_ref().map(|(_, c)| c.clone()),
         };
         let changed = published::event_key(&body) != published::event_key(&self.current.status);
         crate::metrics::record_verdict(&verdict);
@@ -330,7 +380,8 @@ impl Engine {
             now,
         );
         let license_json = self.license_json();
-        let next = Published::new(verdict, body, license_json);
+        let relay_signers = self.relay_signers();
+        let next = Published::new(verdict, body, license_json, relay_signers);
         if changed {
             self.events.push(Event {
                 kind: "status",
@@ -394,6 +445,7 @@ impl Engine {
                 tracing::warn!(%e, "cannot prune idempotency keys");
             }
         }
+        self.take_accepted_downgrade(now);
         self.recompute(now);
         if let Err(e) = self.persist_mark(false) {
             tracing::warn!(%e, "cannot persist the trusted-time mark");

@@ -2,6 +2,8 @@
 //! by the API without touching the engine thread) and the events of
 //! `GET /v1/events`.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use serde::Serialize;
 
@@ -10,7 +12,7 @@ use kaching_core::wire::verifier::{LicenseAnswer, QuotasAnswer, ReloadEvent, Ver
 use kaching_core::wire::LicenseStatus;
 use kaching_core::DocKind;
 use kaching_core::{
-    evaluate, LicenseInput, Settings, Snapshot, TierCatalog, Verdict, VerifiedLicense,
+    evaluate, LicenseInput, Settings, Snapshot, TierCatalog, TrustedKeys, Verdict, VerifiedLicense,
 };
 
 /// What the API serves: the verdict plus pre-rendered JSON, swapped whole.
@@ -26,11 +28,18 @@ pub struct Published {
     pub quotas_json: Bytes,
     /// `GET /v1/license` body as JSON bytes.
     pub license_json: Bytes,
+    /// Keys the relay's answers must be signed by (`None`: no relay key).
+    pub relay_signers: Option<Arc<TrustedKeys>>,
 }
 
 impl Published {
     /// Renders `status` and the quotas view once, for every reader.
-    pub(crate) fn new(verdict: Verdict, status: VerifierStatus, license_json: Bytes) -> Published {
+    pub(crate) fn new(
+        verdict: Verdict,
+        status: VerifierStatus,
+        license_json: Bytes,
+        relay_signers: Option<Arc<TrustedKeys>>,
+    ) -> Published {
         let status_json = Bytes::from(serde_json::to_vec(&status).unwrap_or_default());
         let quotas = QuotasAnswer {
             license_id: status.status.license_id.clone(),
@@ -44,6 +53,7 @@ impl Published {
             status_json,
             quotas_json,
             license_json,
+            relay_signers,
         }
     }
 
@@ -67,6 +77,8 @@ impl Published {
             trust: String::new(),
             root_version: None,
             relay: None,
+            license_change: None,
+            pending_downgrade: None,
         };
         Published {
             verdict,
@@ -74,6 +86,7 @@ impl Published {
             status_json: Bytes::new(),
             quotas_json: Bytes::new(),
             license_json: Bytes::new(),
+            relay_signers: None,
         }
     }
 }

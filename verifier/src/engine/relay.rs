@@ -4,6 +4,7 @@
 //! engine thread like every other write. A revocation list from the relay
 //! takes the same path as one from a file ([`Engine::accept_revocations`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -13,7 +14,7 @@ use kaching_core::cluster::ActivationRequest;
 use kaching_core::heartbeat::{Heartbeat, RelayTime};
 use kaching_core::time::{rfc3339, Timestamp};
 use kaching_core::wire::verifier::RelayStatus;
-use kaching_core::{verify_revocation_list, DocKind};
+use kaching_core::{verify_revocation_list, DocKind, TrustedKeys};
 
 use super::published::Event;
 use super::revocations::Source;
@@ -45,14 +46,24 @@ pub struct RelayState {
     pub message: Option<String>,
     /// Newest revocation version the relay announced.
     pub relay_revocation_version: Option<u64>,
+    /// `relay.public_key`, read at start (only with a relay URL).
+    pub configured_key: Option<kaching_core::PublicKey>,
+    /// The keys the relay's answers must be signed by, and the root version
+    /// they were worked out for (they change only with the root).
+    pub signers: Option<(Option<u64>, Option<Arc<TrustedKeys>>)>,
 }
 
 impl RelayState {
     /// Loads the persisted part.
     pub fn load(cfg: &RelayConfig, db: &Db) -> anyhow::Result<RelayState> {
+        let configured_key = match (&cfg.url, &cfg.public_key) {
+            (Some(_), Some(path)) => Some(crate::loader::relay_public_key(path)?),
+            _ => None,
+        };
         Ok(RelayState {
             url: cfg.url.clone(),
             last_contact: db.time(LAST_CONTACT)?,
+            configured_key,
             ..RelayState::default()
         })
     }
@@ -135,6 +146,28 @@ pub enum Request {
 }
 
 impl Engine {
+    /// The keys the relay's answers must be signed by under the root in
+    /// force (core's `relay_signers` rule), worked out again only when the
+    /// root changes.
+    pub(crate) fn relay_signers(&mut self) -> Option<Arc<TrustedKeys>> {
+        let root = self
+            .trust
+            .as_ref()
+            .and_then(|t| t.chain.as_ref())
+            .map(|c| &c.current().root);
+        let version = root.map(|r| r.version);
+        match &self.relay.signers {
+            Some((v, keys)) if *v == version => keys.clone(),
+            _ => {
+                let keys =
+                    kaching_core::root::relay_signers(root, self.relay.configured_key.as_ref())
+                        .map(Arc::new);
+                self.relay.signers = Some((version, keys.clone()));
+                keys
+            }
+        }
+    }
+
     /// Applies one request from the relay worker; replies on its channel.
     pub fn relay_request(&mut self, req: Request, now: Timestamp) {
         match req {

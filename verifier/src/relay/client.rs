@@ -1,18 +1,22 @@
 //! HTTP to the relay, and checking its answers: every `RelayTime` must be
-//! signed by the pinned relay key and name this cluster (and, for a
+//! signed by a relay key (the root's relay role, else `relay.public_key`)
+//! and name this cluster (and, for a
 //! heartbeat, echo its sequence number), so a recorded answer cannot be
 //! replayed to us.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use kaching_core::heartbeat::{verify_relay_time, RelayTime};
+use kaching_core::heartbeat::{verify_relay_time_by, RelayTime};
 use kaching_core::wire::relay::{ActivateBody, RootsAnswer};
 use kaching_core::wire::ErrorBody;
-use kaching_core::{DocKind, PublicKey};
+use kaching_core::DocKind;
+use tokio::sync::watch;
 
 use super::{Activation, Beat};
+use crate::engine::Published;
 
 /// Why an exchange failed, sorted by what the worker does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,12 +38,13 @@ impl Failure {
     }
 }
 
-/// A relay endpoint with its pinned key.
+/// A relay endpoint, and the engine's publication naming the keys its
+/// answers must be signed by (they change when a root names a relay).
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    key: PublicKey,
+    published: watch::Receiver<Arc<Published>>,
     cluster_id: String,
     timeout: Duration,
 }
@@ -48,7 +53,7 @@ impl Client {
     /// A client for `base` (no trailing slash) answering as `cluster_id`.
     pub fn new(
         base: &str,
-        key: PublicKey,
+        published: watch::Receiver<Arc<Published>>,
         cluster_id: String,
         timeout: Duration,
     ) -> anyhow::Result<Client> {
@@ -59,7 +64,7 @@ impl Client {
         Ok(Client {
             http,
             base: base.trim_end_matches('/').to_string(),
-            key,
+            published,
             cluster_id,
             timeout,
         })
@@ -178,10 +183,15 @@ impl Client {
             .bytes()
             .await
             .map_err(|e| unreachable(&self.base, &e))?;
-        verify_relay_time(&bytes, &self.key).map_err(|e| {
+        let Some(keys) = self.published.borrow().relay_signers.clone() else {
+            return Err(Failure::Refused(
+                "no relay key to check the answer with: set relay.public_key".into(),
+            ));
+        };
+        verify_relay_time_by(&bytes, &keys).map_err(|e| {
             Failure::Refused(format!(
-                "the relay's answer to the {what} is not signed by the pinned relay key ({e}): \
-                 check relay.public_key against `kaching-relay relay-key`"
+                "the relay's answer to the {what} is not signed by a relay key ({e}): \
+                 check relay.public_key against `kaching-relay relay-key`, or the relay role of the root"
             ))
         })
     }

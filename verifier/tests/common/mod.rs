@@ -1,28 +1,21 @@
 //! Test harness: a vendor that signs documents in-process, and a real daemon
-//! on 127.0.0.1 port 0 over temporary folders.
+//! on 127.0.0.1 port 0 over temporary folders (served by `kaching-testkit`).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use kaching_core::license::{Limits, Period, Quota};
 use kaching_core::revocation::{RevocationEntry, RevocationStatus};
 use kaching_core::{License, LicenseId, RevocationList, SecretKey};
+use kaching_testkit::{wait_for_value, Json, Served};
 use kaching_verifier::Config;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 pub const DAY: u64 = 86_400;
 
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+pub use kaching_testkit::now;
 
 /// The vendor: a fixed test key.
 pub struct Vendor {
@@ -138,12 +131,39 @@ pub fn setup(license: Option<&[u8]>) -> (tempfile::TempDir, Config) {
     (dir, cfg)
 }
 
-/// A daemon running in this process.
+/// The `kaching-verifier` binary, logging at `log`, with none of the
+/// test's own `KACHING_*` variables.
+pub fn verifier_cmd(log: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kaching-verifier"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KACHING_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("KACHING_LOG", log);
+    c
+}
+
+/// Writes `dir/verifier.toml` naming `cfg`'s files and address, plus `extra`.
+pub fn write_config(dir: &Path, cfg: &Config, extra: &str) -> PathBuf {
+    let path = dir.join("verifier.toml");
+    let text = format!(
+        "license = {:?}\ntrusted_keys = {:?}\nrevocations = {:?}\nstate_dir = {:?}\nlisten = \"{}\"\n{extra}",
+        cfg.license, cfg.trusted_keys, cfg.revocations, cfg.state_dir, cfg.listen
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A daemon running in this process (see [`kaching_testkit::Served`]).
 pub struct Daemon {
+    /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The client of [`Daemon::json`], for requests built by hand.
     pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// A JSON client for it.
+    pub json: Json,
+    served: Served,
 }
 
 impl Daemon {
@@ -151,53 +171,25 @@ impl Daemon {
         Self::try_start(cfg).await.unwrap()
     }
 
+    /// Serves `cfg`; returns once it answers, or the error `run` ended with.
     pub async fn try_start(cfg: Config) -> anyhow::Result<Daemon> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(kaching_verifier::run(listener, cfg, async move {
-            let _ = rx.await;
-        }));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
-        // Wait until it answers (or the task ended with an error).
-        for _ in 0..200 {
-            if task.is_finished() {
-                task.await??;
-                anyhow::bail!("daemon stopped before answering");
-            }
-            if http.get(format!("{url}/healthz")).send().await.is_ok() {
-                return Ok(Daemon {
-                    url,
-                    http,
-                    stop: Some(tx),
-                    task: Some(task),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        anyhow::bail!("daemon did not come up")
+        let served =
+            Served::start(|listener, shutdown| kaching_verifier::run(listener, cfg, shutdown))
+                .await?;
+        Ok(Daemon {
+            url: served.url().to_string(),
+            http: served.json.client().clone(),
+            json: served.json.clone(),
+            served,
+        })
     }
 
     pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap().unwrap();
-        }
+        self.served.stop().await;
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
+        self.json.get(path).await
     }
 
     pub async fn status(&self) -> Value {
@@ -205,50 +197,19 @@ impl Daemon {
     }
 
     pub async fn put_node(&self, id: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .put(format!("{}/v1/nodes/{id}", self.url))
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
+        self.json.put(&format!("/v1/nodes/{id}")).await
     }
 
     pub async fn spend(&self, metric: &str, amount: u64, key: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/v1/usage", self.url))
-            .json(&serde_json::json!({"metric": metric, "amount": amount, "idempotency_key": key}))
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
+        let body = serde_json::json!({"metric": metric, "amount": amount, "idempotency_key": key});
+        self.json.post("/v1/usage", &body).await
     }
 
-    /// Polls the status until `pred` holds (generous bound; no timing asserted).
+    /// Polls the status until `pred` holds (generous bound; no timing
+    /// asserted); a timeout shows the last status seen.
     pub async fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        wait_for(what, || async {
-            Some(self.status().await).filter(|v| pred(v))
-        })
-        .await
+        wait_for_value(what, || self.status(), pred).await
     }
-}
-
-/// Polls `f` every 20 ms until it yields `Some`, failing after 20 s.
-pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    for _ in 0..1000 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 pub fn state_dir(dir: &Path) -> PathBuf {

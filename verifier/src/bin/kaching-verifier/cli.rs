@@ -57,6 +57,33 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
     },
+    /// Show how the verdict is reached, rule by rule: the times used, each
+    /// rule in order of precedence and what it found, and the rule that
+    /// decided. --at asks what the verdict would be with the clock at TIME
+    /// (a time before the trusted-time mark shows clock_tampered, as the
+    /// daemon would). Exit code as for `check`.
+    Explain {
+        /// Config file (TOML) [default: /etc/kaching/verifier.toml].
+        #[arg(long, short, env = "KACHING_CONFIG")]
+        config: Option<PathBuf>,
+        /// Judge with the clock at TIME (2027-01-31 or 2027-01-31T12:00:00Z) instead of now.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Also show the decision for this feature.
+        #[arg(long, value_name = "NAME")]
+        feature: Option<String>,
+        /// Print the explanation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept the downgrade the daemon is holding (`hold_downgrades = true`):
+    /// the new license, which takes something away, goes into force at the
+    /// daemon's next file check.
+    AcceptDowngrade {
+        /// Config file (TOML) [default: /etc/kaching/verifier.toml].
+        #[arg(long, short, env = "KACHING_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Write a signed activation request for this cluster (send it to your vendor).
     ActivationRequest {
         /// Config file (TOML) [default: /etc/kaching/verifier.toml].

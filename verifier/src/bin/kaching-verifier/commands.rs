@@ -92,6 +92,62 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             }
             Ok(exit::for_state(published.verdict.state))
         }
+        Command::Explain {
+            config,
+            at,
+            feature,
+            json,
+        } => {
+            let cfg = load_config(config, Fallback::Refuse, "explain")?;
+            let at = match at.as_deref() {
+                None => None,
+                Some(text) => Some(kaching_core::time::parse_rfc3339(text).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--at {text:?} is not a time: write a date (2027-01-31, midnight UTC) or 2027-01-31T12:00:00Z"
+                    )
+                })?),
+            };
+            let clock = cfg.clock;
+            let engine = Engine::open(cfg, true)?;
+            // After opening: the mark it recorded is not ahead of this reading.
+            let now = at.unwrap_or_else(|| clock.now());
+            let e = engine.explain(now);
+            let text = if json {
+                serde_json::to_string_pretty(&e)?
+            } else {
+                let mode = engine.trust_mode();
+                let mut t = e.render(feature.as_deref());
+                if mode == kaching_verifier::trust::Mode::Development {
+                    t.push_str(
+                        "note           development build: trust comes from the editable trusted-keys file\n",
+                    );
+                }
+                t
+            };
+            if let Err(err) = stdout::print(&text) {
+                if !stdout::is_broken_pipe(&err) {
+                    return Err(err.into());
+                }
+            }
+            Ok(exit::for_state(e.verdict.state))
+        }
+        Command::AcceptDowngrade { config } => {
+            let cfg = load_config(config, Fallback::Refuse, "accept-downgrade")?;
+            let db = kaching_verifier::state::Db::open(&cfg.state_dir, false)?;
+            let Some((bytes, summary)) = db.pending_downgrade()? else {
+                anyhow::bail!(
+                    "no downgrade is waiting in {}: nothing to accept (status lists one when \
+                     hold_downgrades = true and a new license takes something away)",
+                    cfg.state_dir.display()
+                );
+            };
+            db.accept_downgrade(&bytes)?;
+            stdout::println(&format!(
+                "accepted: {summary}\nthe verifier puts the new license in force at its next file check (within tick = {})",
+                humantime::format_duration(cfg.tick)
+            ))?;
+            Ok(0)
+        }
         Command::Status {
             config,
             json,

@@ -1,0 +1,203 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn same(a: &Config, b: &Config) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn parse(text: &str, vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+    Config::parse(
+        text,
+        Some(Path::new("/etc/kaching/verifier.toml")),
+        env(vars),
+    )
+}
+
+/// The whole error chain, as the binary prints it.
+fn refused(text: &str, vars: &[(&str, &str)]) -> String {
+    format!("{:#}", parse(text, vars).unwrap_err())
+}
+
+#[test]
+fn example_config_is_the_defaults() {
+    let c = parse(EXAMPLE, &[]).unwrap();
+    assert!(same(&c, &Config::default()), "{c:?}");
+    assert!(same(&parse("", &[]).unwrap(), &Config::default()));
+}
+
+#[test]
+fn environment_overrides_file() {
+    let c = parse(
+        "listen = \"127.0.0.1:9000\"\nlease_ttl = \"2s\"",
+        &[("KACHING_LISTEN", "127.0.0.1:9100")],
+    )
+    .unwrap();
+    assert_eq!(c.listen.port(), 9100);
+    assert_eq!(c.lease_ttl, Duration::from_secs(2));
+}
+
+#[test]
+fn relay_section_and_its_environment_overrides() {
+    let file = "[relay]\nurl = \"https://relay.example.com/\"\npublic_key = \"/etc/kaching/relay.pub\"\nheartbeat_interval = \"30s\"";
+    let c = parse(file, &[]).unwrap();
+    assert_eq!(c.relay.url.as_deref(), Some("https://relay.example.com"));
+    assert_eq!(c.relay.heartbeat_interval, Some(Duration::from_secs(30)));
+    let c = parse(file, &[("KACHING_RELAY_URL", "http://127.0.0.1:9/")]).unwrap();
+    assert_eq!(c.relay.url.as_deref(), Some("http://127.0.0.1:9"));
+    assert_eq!(c.relay.public_key, Some("/etc/kaching/relay.pub".into()));
+    let c = parse(
+        file,
+        &[
+            ("KACHING_RELAY_URL", ""),
+            ("KACHING_RELAY_HEARTBEAT_INTERVAL", ""),
+            ("KACHING_RELAY_TIMEOUT", "3s"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.relay.url, None, "empty is unset");
+    assert_eq!(c.relay.heartbeat_interval, None);
+    assert_eq!(c.relay.timeout, Duration::from_secs(3));
+    assert!(parse("[relay]\nurll = \"x\"", &[]).is_err());
+}
+
+#[test]
+fn unknown_key_is_an_error() {
+    let e = refused("lisen = \"x\"", &[]);
+    assert!(
+        e.starts_with(
+            "invalid configuration (see `kaching-verifier default-config` for every key): \
+             in config file /etc/kaching/verifier.toml: unknown field `lisen`"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn numbers_from_the_file_or_the_environment() {
+    let c = parse(
+        "max_body_bytes = 2048\nmax_connections = \"7\"",
+        &[("KACHING_MAX_BODY_BYTES", "4096")],
+    )
+    .unwrap();
+    assert_eq!((c.max_body_bytes, c.max_connections), (4096, 7));
+    let e = refused("", &[("KACHING_MAX_CONNECTIONS", "many")]);
+    assert!(
+        e.contains("in environment variable KACHING_MAX_CONNECTIONS, key `max_connections`: \"many\" is not a whole number"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_bad_value_names_the_key_the_layer_and_what_to_write() {
+    let e = refused("lease_ttl = \"soon\"", &[]);
+    assert!(
+        e.ends_with("in config file /etc/kaching/verifier.toml, key `lease_ttl`: \"soon\" is not a duration: write e.g. \"150ms\", \"5m\", \"24h\" or \"30days\""),
+        "{e}"
+    );
+    let e = refused("", &[("KACHING_RELAY_TIMEOUT", "")]);
+    assert!(
+        e.contains("in environment variable KACHING_RELAY_TIMEOUT, key `relay.timeout`: \"\" is not a duration"),
+        "{e}"
+    );
+    let e = refused("", &[("KACHING_LISTEN", "localhost")]);
+    assert!(
+        e.contains("in environment variable KACHING_LISTEN: listen = \"localhost\" is not an address: write e.g. \"127.0.0.1:7741\""),
+        "{e}"
+    );
+    for (text, why) in [
+        (
+            "tick = \"0s\"",
+            "tick and lease_ttl must be greater than zero",
+        ),
+        ("max_connections = 0", "max_connections must be at least 1"),
+        (
+            "idle_timeout = \"0s\"",
+            "idle_timeout must be greater than zero",
+        ),
+        (
+            "[relay]\nheartbeat_interval = \"0s\"",
+            "relay timeout, max_backoff and heartbeat_interval must be greater than zero",
+        ),
+    ] {
+        let e = refused(text, &[]);
+        assert!(
+            e.contains(&format!("in config file /etc/kaching/verifier.toml: {why}")),
+            "{text}: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_effective_configuration_is_what_is_checked() {
+    // Invalid in the file, overridden by a variable: accepted.
+    let c = parse("tick = \"0s\"", &[("KACHING_TICK", "2s")]).unwrap();
+    assert_eq!(c.tick, Duration::from_secs(2));
+    // Valid in the file, made invalid by a variable: that variable is named.
+    let e = refused("tick = \"2s\"", &[("KACHING_TICK", "0s")]);
+    assert!(
+        e.contains(
+            "in environment variable KACHING_TICK: tick and lease_ttl must be greater than zero"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_token_comes_from_the_environment_only() {
+    let c = parse("", &[("KACHING_TOKEN", "0123456789abcdef")]).unwrap();
+    assert_eq!(c.token, Some(Secret("0123456789abcdef".into())));
+    assert_eq!(parse("", &[("KACHING_TOKEN", "")]).unwrap().token, None);
+    let e = refused("token = \"0123456789abcdef\"", &[]);
+    assert!(
+        e.contains("config file /etc/kaching/verifier.toml sets `token`, which only environment variable KACHING_TOKEN may set"),
+        "{e}"
+    );
+    let c = parse("token_file = \"\"\ntiers = \"\"", &[]).unwrap();
+    assert_eq!((c.token_file, c.tiers), (None, None), "empty is unset");
+}
+
+#[test]
+fn other_kaching_variables_are_left_alone() {
+    let c = parse(
+        "",
+        &[
+            ("KACHING_LOG", "debug"),
+            ("KACHING_CONFIG", "/x.toml"),
+            ("KACHING_RELAY_DATA_DIR", "/srv/relay"),
+            ("KACHING_AUDIENCE", "whoosh"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.audience, "whoosh");
+}
+
+#[test]
+fn load_names_an_unreadable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let e = format!("{:#}", Config::load(Some(&missing)).unwrap_err());
+    assert!(
+        e.starts_with(&format!(
+            "cannot read config file {}: check the path, or run without --config to use the defaults: ",
+            missing.display()
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn token_is_redacted_in_debug() {
+    let c = Config {
+        token: Some(Secret("hunter2-very-secret".into())),
+        ..Config::default()
+    };
+    assert!(!format!("{c:?}").contains("hunter2"));
+}
