@@ -10,6 +10,7 @@ use crate::time::rfc3339;
 
 /// Used and limit of one quota.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QuotaJson {
     /// Used in the current period.
     pub used: u64,
@@ -19,18 +20,24 @@ pub struct QuotaJson {
 
 /// WHOOSH's `LicenseStatus`, plus `state`, `reason`, grace and warnings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LicenseStatus {
     /// License id as a UUID, or null without a license.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub license_id: Option<String>,
     /// The state name (`active`, `suspended`, `expired`, …).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::policy::State))]
     pub status: String,
     /// Same as `status`; kept for readers that expect `state`.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::policy::State))]
     pub state: String,
     /// Why, with the next step.
     pub reason: String,
     /// Customer display name.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub customer: Option<String>,
     /// Tier name.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub tier: Option<String>,
     /// Features usable now.
     pub features: Vec<String>,
@@ -41,8 +48,10 @@ pub struct LicenseStatus {
     /// Nodes holding a lease.
     pub nodes_in_use: u64,
     /// `exp`, RFC 3339.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub expires_at: Option<String>,
     /// `exp + grace`, RFC 3339.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub grace_ends_at: Option<String>,
     /// Quota name → used and limit: the license's quotas plus every quota
     /// name of the tier catalog (limit 0 when the license has none of it),

@@ -133,6 +133,7 @@ pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
 
 /// How a quota's counter is bucketed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Period {
     /// Resets at 00:00 UTC every day.

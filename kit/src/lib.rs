@@ -17,7 +17,8 @@
 //! - [`exit`]: exit codes and the error chain printed once;
 //! - [`http`]: JSON answers, and the one place the error body is written;
 //! - [`log`]: one log variable (`KACHING_LOG`) for every binary;
-//! - [`manual`]: shell completions and man pages from a clap definition.
+//! - [`manual`]: shell completions and man pages from a clap definition;
+//! - [`openapi`]: the bearer scheme and `GET /openapi.json` both daemons serve.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -29,6 +30,7 @@ pub mod fs;
 pub mod http;
 pub mod log;
 pub mod manual;
+pub mod openapi;
 pub mod rlimit;
 pub mod secret;
 pub mod serve;

@@ -27,6 +27,7 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
 pub mod roots;
 pub mod routes;

@@ -388,6 +388,45 @@ async fn attack_bearer_scheme_case_insensitive() {
 }
 
 #[tokio::test]
+async fn attack_license_path_that_is_not_utf8_gets_a_json_400() {
+    // Found writing the OpenAPI contract: axum's own rejection was text/plain.
+    let relay = Relay::start().await;
+    let token = relay.token(Scope::Admin, "paths");
+    for path in ["/v1/licenses/%FF/status", "/v1/licenses/%C3%28/quotas"] {
+        let r = relay
+            .http
+            .get(relay.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{path}");
+        let (_, v) = error_body(r).await;
+        assert_eq!(v.error.code, "bad_request", "{path}: {v}");
+    }
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_document_is_served_without_a_token() {
+    let relay = Relay::start().await;
+    let r = relay
+        .http
+        .get(relay.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        doc,
+        serde_json::to_value(kaching_relay::openapi::document()).unwrap()
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn attack_wrong_method_and_path_get_json_errors() {
     let relay = Relay::start().await;
     for (method, path, status, code) in [

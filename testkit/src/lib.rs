@@ -6,7 +6,10 @@
 //! port 0, [`Spawned`] runs the real binary, [`Json`] talks to either
 //! (as `Value`s, or with the `*_as` helpers as the shared wire types that
 //! [`decode`] reads, panicking with the body when it does not fit),
-//! [`Events`] reads `/v1/events`, and [`wait_until`] is the one bounded poll.
+//! [`Events`] reads `/v1/events`, [`wait_until`] is the one bounded poll,
+//! [`routes_in_source`] with [`documented_operations`] hold an OpenAPI
+//! document to the router it describes, and [`pip_venv`] brings a tool
+//! from PyPI for interop and contract checks.
 //!
 //! Waits are generous bounds ([`WAIT`]); nothing asserts on elapsed time.
 
@@ -17,14 +20,20 @@
 
 mod events;
 mod json;
+mod openapi;
 mod served;
 mod spawned;
+mod venv;
 mod wait;
 
 pub use events::Events;
 pub use json::{decode, decode_value, Json};
+pub use openapi::{
+    assert_document_matches_router, assert_refs_resolve, documented_operations, routes_in_source,
+};
 pub use served::Served;
 pub use spawned::Spawned;
+pub use venv::{pip_venv, skip, target_dir, venv_bin};
 pub use wait::{wait_for_value, wait_until, wait_within, WAIT};
 
 /// Seconds since the Unix epoch, by the system clock.

@@ -179,8 +179,26 @@ impl Relay {
         Relay::start_with(root, None, Some(root_file)).await
     }
 
+    /// [`Relay::start`] with `tweak` applied to the test configuration.
+    pub async fn start_tweaked(
+        root: &Path,
+        vendor_pem: &str,
+        tweak: impl FnOnce(&mut kaching_relay::Config),
+    ) -> Relay {
+        Relay::start_configured(root, Some(vendor_pem), None, tweak).await
+    }
+
     async fn start_with(root: &Path, vendor_pem: Option<&str>, root_file: Option<&Path>) -> Relay {
-        let config = kaching_relay::Config {
+        Relay::start_configured(root, vendor_pem, root_file, |_| {}).await
+    }
+
+    async fn start_configured(
+        root: &Path,
+        vendor_pem: Option<&str>,
+        root_file: Option<&Path>,
+        tweak: impl FnOnce(&mut kaching_relay::Config),
+    ) -> Relay {
+        let mut config = kaching_relay::Config {
             data_dir: root.join("relay"),
             vendor_keys: vendor_pem.map(str::to_string),
             root: root_file.map(Path::to_path_buf),
@@ -191,6 +209,7 @@ impl Relay {
             },
             ..kaching_relay::Config::default()
         };
+        tweak(&mut config);
         let key = kaching_relay::state::load_or_create_key(&config.key_path()).unwrap();
         let key_file = root.join("relay.pub");
         std::fs::write(&key_file, key.public().to_pem()).unwrap();

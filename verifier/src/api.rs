@@ -15,7 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use kaching_core::wire::verifier::{FeatureAnswer, Health, UpgradeBody, UsageRequest};
+use kaching_core::wire::verifier::{
+    FeatureAnswer, Health, LeaseAnswer, LeaseRefused, LicenseAnswer, NodeList, QuotasAnswer,
+    ReleaseAnswer, UpgradeBody, UpgradeList, UpgradeQueued, UsageAnswer, UsageRefused,
+    UsageRequest, VerifierStatus,
+};
+use kaching_core::wire::ErrorBody;
 use kaching_kit::http::{json as json_answer, json_bytes};
 use kaching_kit::serve::request_timeout;
 use tokio::sync::{oneshot, watch, Semaphore};
@@ -25,6 +30,7 @@ use crate::actor::{Command, Handle, ReplyTo};
 use crate::config::Secret;
 use crate::engine::Outcome;
 use crate::error::{request_timed_out, ApiError};
+use crate::openapi::{Busy, JsonBody, NodeId, PathParam, Unauthorized};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -78,6 +84,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route_layer(auth.clone());
     let short = Router::new()
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi_json))
         .merge(v1)
         .with_state(state.clone());
     let short = request_timeout(short, limits.request_timeout, request_timed_out);
@@ -139,26 +146,88 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
     next.run(req).await
 }
 
-async fn healthz() -> Json<Health> {
+/// Liveness: `{"ok": true}` while the process answers, whatever the license state.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process answers", body = Health),
+        Busy,
+    ),
+    security(())
+)]
+pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { ok: true })
 }
 
-async fn status(State(st): State<AppState>) -> Response {
+/// WHOOSH's `LicenseStatus` plus this cluster's details (served from memory).
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "license",
+    responses(
+        (status = 200, description = "The verdict in force", body = VerifierStatus),
+        Unauthorized,
+        Busy,
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn status(State(st): State<AppState>) -> Response {
     let bytes = st.handle.published.borrow().status_json.clone();
     json_bytes(StatusCode::OK, bytes)
 }
 
-async fn license(State(st): State<AppState>) -> Response {
+/// The license in force, as the vendor signed it, and the root of trust.
+#[utoipa::path(
+    get,
+    path = "/v1/license",
+    tag = "license",
+    responses(
+        (status = 200, description = "The license and root in force (null when none)", body = LicenseAnswer),
+        Unauthorized,
+        Busy,
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn license(State(st): State<AppState>) -> Response {
     let bytes = st.handle.published.borrow().license_json.clone();
     json_bytes(StatusCode::OK, bytes)
 }
 
-async fn quotas(State(st): State<AppState>) -> Response {
+/// Quota usage in the current period.
+#[utoipa::path(
+    get,
+    path = "/v1/quotas",
+    tag = "license",
+    responses(
+        (status = 200, description = "Quota name to used, limit, period and percent", body = QuotasAnswer),
+        Unauthorized,
+        Busy,
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn quotas(State(st): State<AppState>) -> Response {
     let bytes = st.handle.published.borrow().quotas_json.clone();
     json_bytes(StatusCode::OK, bytes)
 }
 
-async fn feature(
+/// May this feature run now? Names are exact (`Analytics` is not `analytics`).
+#[utoipa::path(
+    get,
+    path = "/v1/features/{name}",
+    tag = "license",
+    params(("name" = String, Path, min_length = 1, max_length = 128, description = "Feature name")),
+    responses(
+        (status = 200, description = "Allowed or denied, and why (a denial is still a 200)", body = FeatureAnswer),
+        PathParam,
+        (status = 422, description = "`invalid_request`: the name is longer than 128 characters", body = ErrorBody),
+        Unauthorized,
+        Busy,
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn feature(
     State(st): State<AppState>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -230,11 +299,39 @@ fn respond(outcome: Outcome) -> Response {
     }
 }
 
-async fn list_nodes(State(st): State<AppState>) -> Result<Response, ApiError> {
+/// The live node leases, by node id.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes",
+    tag = "metering",
+    responses(
+        (status = 200, description = "Live leases and the node ceiling", body = NodeList),
+        Unauthorized,
+        Busy,
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn list_nodes(State(st): State<AppState>) -> Result<Response, ApiError> {
     ask(&st, Command::ListNodes).await
 }
 
-async fn lease(
+/// Takes or renews a node's lease (TTL `lease_ttl`).
+#[utoipa::path(
+    put,
+    path = "/v1/nodes/{node_id}",
+    tag = "metering",
+    params(("node_id" = String, Path, pattern = r"^[A-Za-z0-9._:-]{1,128}$", description = "1 to 128 characters of A-Z a-z 0-9 . _ : -")),
+    responses(
+        (status = 200, description = "Granted or renewed (`code` is `node_overage` within the overage)", body = LeaseAnswer),
+        (status = 403, description = "Refused: `node_limit`, or `license_<state>` when the license is not usable", body = LeaseRefused),
+        PathParam,
+        NodeId,
+        Unauthorized,
+        Busy,
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn lease(
     State(st): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -243,7 +340,22 @@ async fn lease(
     ask(&st, |r| Command::Lease(id, r)).await
 }
 
-async fn release(
+/// Releases a node's lease (releasing twice is fine).
+#[utoipa::path(
+    delete,
+    path = "/v1/nodes/{node_id}",
+    tag = "metering",
+    params(("node_id" = String, Path, pattern = r"^[A-Za-z0-9._:-]{1,128}$", description = "1 to 128 characters of A-Z a-z 0-9 . _ : -")),
+    responses(
+        (status = 200, description = "Released (`removed` is false when it held none)", body = ReleaseAnswer),
+        PathParam,
+        NodeId,
+        Unauthorized,
+        Busy,
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn release(
     State(st): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -252,7 +364,24 @@ async fn release(
     ask(&st, |r| Command::Release(id, r)).await
 }
 
-async fn usage(
+/// Spends quota (counters) or reports a level (gauges); idempotent by key.
+#[utoipa::path(
+    post,
+    path = "/v1/usage",
+    tag = "metering",
+    request_body = UsageRequest,
+    responses(
+        (status = 200, description = "Counted, or the answer to a repeated key (header `Idempotent-Replayed: true`); a gauge over its limit is recorded with `allowed: false`", body = UsageAnswer,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this key was counted before"))),
+        (status = 403, description = "Refused: `quota_exceeded`, `unknown_quota`, or `license_<state>`", body = UsageRefused),
+        JsonBody,
+        (status = 422, description = "`invalid_body` (a field is missing or of the wrong type) or `invalid_request` (metric or key length)", body = ErrorBody),
+        Unauthorized,
+        Busy,
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn usage(
     State(st): State<AppState>,
     body: Result<Json<UsageRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -271,7 +400,22 @@ async fn usage(
     .await
 }
 
-async fn upgrade(
+/// Queues an upgrade request for the vendor.
+#[utoipa::path(
+    post,
+    path = "/v1/upgrade-requests",
+    tag = "metering",
+    request_body = UpgradeBody,
+    responses(
+        (status = 202, description = "Queued; carried in the next usage report or heartbeat", body = UpgradeQueued),
+        JsonBody,
+        (status = 422, description = "`unknown_tier` (with the nearest name), `not_an_upgrade`, `invalid_body` or `invalid_request` (field lengths)", body = ErrorBody),
+        Unauthorized,
+        Busy,
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn upgrade(
     State(st): State<AppState>,
     body: Result<Json<UpgradeBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -284,11 +428,37 @@ async fn upgrade(
     ask(&st, |r| Command::Upgrade(b.requested_tier, b.message, r)).await
 }
 
-async fn list_upgrades(State(st): State<AppState>) -> Result<Response, ApiError> {
+/// The queued upgrade requests, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/upgrade-requests",
+    tag = "metering",
+    responses(
+        (status = 200, description = "Everything queued", body = UpgradeList),
+        Unauthorized,
+        Busy,
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn list_upgrades(State(st): State<AppState>) -> Result<Response, ApiError> {
     ask(&st, Command::ListUpgrades).await
 }
 
-async fn events(State(st): State<AppState>) -> Response {
+/// Server-sent events: the full status first, then one event per change
+/// (`status`, `reload`, `rejected`, `upgrade_request`, `lagged`). Ends after
+/// an hour and at shutdown; reconnect.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "operations",
+    responses(
+        (status = 200, description = "An event stream; each event's data is JSON (`status`: the `/v1/status` body, `reload`: `ReloadEvent`, `rejected`: `Rejection`, `upgrade_request`: `UpgradeQueued`, `lagged`: `{}`)", body = String, content_type = "text/event-stream"),
+        (status = 503, description = "`unavailable`: too many open event streams; poll `GET /v1/status` instead", body = ErrorBody),
+        Unauthorized,
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn events(State(st): State<AppState>) -> Response {
     let Ok(slot) = Arc::clone(&st.event_streams).try_acquire_owned() else {
         return ApiError::unavailable(
             "too many open event streams: close one, or poll GET /v1/status instead",
@@ -331,7 +501,19 @@ async fn events(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn metrics() -> Response {
+/// Prometheus text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus metrics", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 503, description = "`unavailable`: no metrics recorder in this process, or `request_timeout`", body = ErrorBody),
+        Unauthorized,
+    ),
+    security((), ("bearer" = []))
+)]
+pub(crate) async fn metrics() -> Response {
     match crate::metrics::handle() {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -342,6 +524,21 @@ async fn metrics() -> Response {
             ApiError::unavailable("metrics recorder unavailable in this process").into_response()
         }
     }
+}
+
+/// This document (no token needed: it holds nothing secret).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API", body = Object),
+        Busy,
+    ),
+    security(())
+)]
+pub(crate) async fn openapi_json() -> Response {
+    kaching_kit::openapi::answer(crate::openapi::document())
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -27,6 +27,7 @@ pub mod exit;
 pub mod identity;
 pub mod loader;
 pub mod metrics;
+pub mod openapi;
 pub mod reader;
 pub mod relay;
 pub mod report;

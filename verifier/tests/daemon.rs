@@ -349,6 +349,19 @@ async fn attack_requests_without_the_token_are_refused() {
         .await
         .unwrap();
     assert_eq!(ok.status().as_u16(), 200);
+    // The API's contract holds nothing secret: served without the token,
+    // and it is the document the code describes.
+    let (code, doc) = d.get("/openapi.json").await;
+    assert_eq!(code, 200, "{doc}");
+    assert_eq!(
+        doc,
+        serde_json::to_value(kaching_verifier::openapi::document()).unwrap()
+    );
+    assert_eq!(
+        doc["paths"]["/v1/status"]["get"]["responses"]["401"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/ErrorBody"
+    );
     d.stop().await;
 }
 

@@ -10,13 +10,16 @@ use crate::time::rfc3339;
 
 /// One number that changed: a limit, a quota, the expiry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Changed {
     /// `max_nodes`, `max_cores`, `overage_percent`, `grace_days`, `expires_at`
     /// or `quota:<name>`.
     pub name: String,
     /// Before (null: none, or unlimited for `max_cores`).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub from: Option<String>,
     /// After (null: none, or unlimited for `max_cores`).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub to: Option<String>,
     /// True when the customer has less than before.
     pub lower: bool,
@@ -24,12 +27,14 @@ pub struct Changed {
 
 /// The difference between the license in force and the one replacing it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LicenseChange {
     /// The license replaced.
     pub from_license: String,
     /// The license replacing it.
     pub to_license: String,
     /// Tier before and after, when it changed.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub tier: Option<(String, String)>,
     /// Features the new license adds.
     pub features_gained: Vec<String>,

@@ -12,6 +12,7 @@ use crate::time::Timestamp;
 
 /// The license's state, in precedence order (first wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// No license is installed.
@@ -70,6 +71,7 @@ impl std::fmt::Display for State {
 
 /// Allowed or denied, and why, in words a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Decision {
     /// Whether the action may go ahead.
     pub allowed: bool,
@@ -99,6 +101,7 @@ impl Decision {
 
 /// Usage of one quota in the current period.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QuotaUsage {
     /// Used so far (gauges: current level).
     pub used: u64,
@@ -112,6 +115,7 @@ pub struct QuotaUsage {
 
 /// How pressing an upgrade suggestion is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Urgency {
     /// At or past the threshold.
@@ -124,6 +128,7 @@ pub enum Urgency {
 
 /// An upgrade suggestion in the shape WHOOSH expects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpgradeSuggestion {
     /// Why, e.g. "search_requests at 85% of the daily limit".
     pub reason: String,

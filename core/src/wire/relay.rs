@@ -11,6 +11,7 @@ use super::QuotaJson;
 
 /// `POST /v1/activate` body: both documents in their armored spelling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ActivateBody {
     /// The license, armored.
@@ -22,6 +23,7 @@ pub struct ActivateBody {
 /// `POST /v1/revocations` answer: 201 when the list is now in force, 200
 /// when it already was.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishAnswer {
     /// The list's version.
     pub version: u64,
@@ -34,8 +36,10 @@ pub struct PublishAnswer {
 
 /// `GET /v1/licenses/{id}/quotas`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LicenseQuotas {
     /// The license.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub license_id: Option<String>,
     /// Quota name → used (last heartbeat) and limit.
     pub quotas: BTreeMap<String, QuotaJson>,
@@ -43,6 +47,7 @@ pub struct LicenseQuotas {
 
 /// One cluster of `GET /v1/clusters`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterRow {
     /// The cluster.
     pub cluster_id: String,
@@ -61,29 +66,35 @@ pub struct ClusterRow {
     /// Heartbeats accepted.
     pub heartbeats: u64,
     /// The state the verifier reported last.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub state: Option<String>,
     /// Live nodes it reported last.
     pub active_nodes: u64,
     /// Quota name → used, as last reported.
     pub quotas: BTreeMap<String, u64>,
     /// The verifier's version.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub verifier_version: Option<String>,
 }
 
 /// `GET /v1/clusters`: one page, ordered by cluster id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterPage {
     /// The clusters.
     pub clusters: Vec<ClusterRow>,
     /// Pass as `after` for the next page; null on the last one.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub next_after: Option<String>,
 }
 
 /// `POST /v1/upgrade-requests` body (WHOOSH on the vendor side).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileUpgrade {
     /// The license.
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub license_id: String,
     /// A tier from the vendor's catalog.
     pub requested_tier: String,
@@ -94,6 +105,7 @@ pub struct FileUpgrade {
 
 /// `POST /v1/upgrade-requests` answer: 201 filed, 200 already filed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpgradeFiled {
     /// The license.
     pub license_id: String,
@@ -103,10 +115,12 @@ pub struct UpgradeFiled {
 
 /// One entry of the relay's `GET /v1/upgrade-requests`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpgradeRow {
     /// The license.
     pub license_id: String,
     /// The cluster that asked (null when filed through the API).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub cluster_id: Option<String>,
     /// The tier asked for.
     pub requested_tier: String,
@@ -122,6 +136,7 @@ pub struct UpgradeRow {
 
 /// The relay's `GET /v1/upgrade-requests`, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpgradeRows {
     /// At most 1000.
     pub upgrade_requests: Vec<UpgradeRow>,
@@ -131,6 +146,7 @@ pub struct UpgradeRows {
 /// version order, each armored (`-----BEGIN KACHING ROOT-----`). A verifier
 /// takes them one version at a time from the root it trusts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RootsAnswer {
     /// Armored root documents, ascending by version.
     pub roots: Vec<String>,
@@ -141,6 +157,7 @@ pub struct RootsAnswer {
 /// `PUT /v1/roots` answer: 201 when the root is now the relay's newest,
 /// 200 when it already was.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RootPublished {
     /// The root's version.
     pub version: u64,

@@ -13,6 +13,7 @@ use crate::status::LicenseStatus;
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// Always true: the process answers.
     pub ok: bool,
@@ -20,6 +21,7 @@ pub struct Health {
 
 /// A file the verifier refused, shown until that file loads cleanly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rejection {
     /// `license`, `revocations` or `trusted_keys`.
     pub file: String,
@@ -31,23 +33,30 @@ pub struct Rejection {
 
 /// `GET /v1/status` → `relay`: the conversation with the relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RelayStatus {
     /// The relay URL.
     pub url: String,
     /// Last relay-signed answer, RFC 3339 (`null`: never).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_contact: Option<String>,
     /// Last failure with its time, until the next success.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_error: Option<String>,
     /// The license the relay holds for this cluster (connected licenses only).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub activated_license: Option<String>,
     /// The relay's last message for this cluster's operators.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub message: Option<String>,
     /// Newest revocation version the relay announced.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub relay_revocation_version: Option<u64>,
 }
 
 /// `GET /v1/status`: WHOOSH's [`LicenseStatus`] plus this cluster's details.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifierStatus {
     /// The shared WHOOSH shape.
     #[serde(flatten)]
@@ -64,6 +73,7 @@ pub struct VerifierStatus {
     /// `development` (trust comes from an editable file: anyone who can edit
     /// it can mint licenses); empty from a verifier older than roots.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub trust: String,
     /// The version of the root of trust in force (absent: no root, a
     /// development key bundle).
@@ -86,20 +96,25 @@ pub struct VerifierStatus {
 /// runtime that links kaching-core with the same pinned root can verify it
 /// itself rather than believe an answer (a fake daemon can say anything).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LicenseAnswer {
     /// The license in force, armored (`-----BEGIN KACHING LICENSE-----`);
     /// null when none is.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub license: Option<String>,
     /// `pinned` or `development` (see [`VerifierStatus::trust`]).
     pub trust: String,
     /// The root of trust in force, armored; null for a development key bundle.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub root: Option<String>,
 }
 
 /// `GET /v1/quotas`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QuotasAnswer {
     /// License id, or null without a license.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub license_id: Option<String>,
     /// The license state.
     pub state: State,
@@ -109,6 +124,7 @@ pub struct QuotasAnswer {
 
 /// `GET /v1/features/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeatureAnswer {
     /// The feature asked about.
     pub feature: String,
@@ -120,6 +136,7 @@ pub struct FeatureAnswer {
 /// The common part of every 403 from a write: the decision and, for
 /// generic clients, the same code and reason as an error body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Refused {
     /// Always false.
     pub allowed: bool,
@@ -154,6 +171,7 @@ impl Refused {
 
 /// `PUT /v1/nodes/{id}` when the lease is granted or renewed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseAnswer {
     /// Always true.
     pub allowed: bool,
@@ -175,6 +193,7 @@ pub struct LeaseAnswer {
 
 /// `PUT /v1/nodes/{id}` refused (403): the cluster is at its node ceiling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseRefused {
     /// The decision.
     #[serde(flatten)]
@@ -189,6 +208,7 @@ pub struct LeaseRefused {
 
 /// One live lease of `GET /v1/nodes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeLease {
     /// The node.
     pub node_id: String,
@@ -198,6 +218,7 @@ pub struct NodeLease {
 
 /// `GET /v1/nodes`: the live leases, by node id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeList {
     /// Live leases, ordered by node id.
     pub nodes: Vec<NodeLease>,
@@ -211,6 +232,7 @@ pub struct NodeList {
 
 /// `DELETE /v1/nodes/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseAnswer {
     /// The node.
     pub node_id: String,
@@ -222,13 +244,16 @@ pub struct ReleaseAnswer {
 
 /// `POST /v1/usage` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UsageRequest {
     /// Quota name from the license.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub metric: String,
     /// How much to spend (gauges: the level now).
     pub amount: u64,
     /// One per increment, reused on retry: a repeat is answered, not counted.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub idempotency_key: String,
 }
 
@@ -236,6 +261,7 @@ pub struct UsageRequest {
 /// reported above its limit is recorded too: then `allowed` is false and
 /// `over_limit` says so, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageAnswer {
     /// True when the usage is within the license (false: a gauge over its limit).
     pub allowed: bool,
@@ -246,6 +272,7 @@ pub struct UsageAnswer {
     /// Used in the period after this request.
     pub used: u64,
     /// The limit (null when the license has none for it).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub limit: Option<u64>,
     /// The period bucket counted in (`2026-12-05`, `2026-12`, `total`), or
     /// `gauge` for a level.
@@ -259,6 +286,7 @@ pub struct UsageAnswer {
 
 /// `POST /v1/usage` refused (403): over the limit, not usable, or no such quota.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageRefused {
     /// The decision.
     #[serde(flatten)]
@@ -268,22 +296,27 @@ pub struct UsageRefused {
     /// Used in the period now.
     pub used: u64,
     /// The limit (null when the license has no such quota).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub limit: Option<u64>,
 }
 
 /// `POST /v1/upgrade-requests` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpgradeBody {
     /// A tier from the catalog.
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub requested_tier: String,
     /// Free text for the vendor.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
     pub message: String,
 }
 
 /// `POST /v1/upgrade-requests` answer (202: queued for the vendor).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpgradeQueued {
     /// Always true.
     pub queued: bool,
@@ -296,6 +329,7 @@ pub struct UpgradeQueued {
     /// When it was filed, RFC 3339.
     pub time: String,
     /// The tier in force (null without a license).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub current_tier: Option<String>,
     /// This cluster.
     pub cluster_id: String,
@@ -303,6 +337,7 @@ pub struct UpgradeQueued {
 
 /// One entry of `GET /v1/upgrade-requests`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueuedUpgrade {
     /// Its number in the local queue.
     pub id: i64,
@@ -318,6 +353,7 @@ pub struct QueuedUpgrade {
 
 /// `GET /v1/upgrade-requests`, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpgradeList {
     /// Everything queued.
     pub upgrade_requests: Vec<QueuedUpgrade>,
@@ -325,10 +361,13 @@ pub struct UpgradeList {
 
 /// The `reload` event of `GET /v1/events`: what is in force changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReloadEvent {
     /// The license now in force (null: none).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub license_id: Option<String>,
     /// The revocation list version now in force.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub revocation_version: Option<u64>,
     /// `relay` when a list came from the relay; absent for files.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,6 +10,8 @@ use std::process::{Command, Output, Stdio};
 
 use coset::TaggedCborSerializable;
 
+use kaching_testkit::{pip_venv, skip, venv_bin};
+
 use super::common::{stderr, stdout, Env, PASS};
 
 /// The alg value in a document's protected header (either spelling).
@@ -25,16 +27,6 @@ fn alg_of(path: &Path) -> i64 {
         Some(coset::Algorithm::Assigned(a)) => a as i64,
         other => panic!("{}: alg {other:?}", path.display()),
     }
-}
-
-/// Says why an interop check did not run, on the terminal (not captured by
-/// the test harness), or fails when CI=true: there it must run.
-fn skip(line: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{line} (CI=true: this check must run here)"
-    );
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 #[test]
@@ -190,89 +182,10 @@ fn vendor_key_written_as_pkcs8_v2_by_earlier_versions_still_unlocks() {
 /// The pinned pycose: 1.1 decodes nothing with cbor2 6.x.
 const PYCOSE: [&str; 2] = ["pycose==1.1.0", "cbor2<6"];
 
-/// The cargo target folder this test binary lives in (`…/debug/deps/cli-…`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir)
-}
-
-fn venv_python(venv: &Path) -> PathBuf {
-    if cfg!(windows) {
-        venv.join("Scripts").join("python.exe")
-    } else {
-        venv.join("bin").join("python")
-    }
-}
-
-/// Runs a setup command; `Err` says what failed, with its output.
-fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
-    match cmd.output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => {
-            let text = format!("{}{}", stdout(&out), stderr(&out));
-            let last = text.lines().last().unwrap_or_default().to_string();
-            Err(format!("{what} failed: {last}"))
-        }
-        Err(e) => Err(format!("cannot run {what} ({e})")),
-    }
-}
-
 /// The python of a venv with stock pycose from PyPI, made once and cached
 /// in `target/pycose-venv`; `Err` says why it cannot be made.
 fn pycose_python() -> Result<PathBuf, String> {
-    let target = target_dir();
-    let venv = target.join("pycose-venv");
-    let stamp = |dir: &Path| dir.join("kaching-requirements.txt");
-    let wanted = PYCOSE.join("\n");
-    let ready = |dir: &Path| {
-        std::fs::read_to_string(stamp(dir)).ok().as_deref() == Some(wanted.as_str())
-            && venv_python(dir).exists()
-    };
-    if ready(&venv) {
-        return Ok(venv_python(&venv));
-    }
-    // Built aside and renamed into place: test runs sharing the target
-    // folder never see half a venv.
-    let staging = target.join(format!("pycose-venv.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    let made = run(
-        Command::new("python3").args(["-m", "venv"]).arg(&staging),
-        "python3 -m venv",
-    )
-    .and_then(|()| {
-        run(
-            Command::new(venv_python(&staging))
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .args(["--retries", "1", "--timeout", "30"])
-                .args(PYCOSE),
-            "pip install pycose from PyPI",
-        )
-    })
-    .and_then(|()| std::fs::write(stamp(&staging), &wanted).map_err(|e| e.to_string()));
-    if let Err(why) = made {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(why);
-    }
-    if !ready(&venv) {
-        let _ = std::fs::remove_dir_all(&venv); // one with other requirements
-    }
-    if std::fs::rename(&staging, &venv).is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    if ready(&venv) {
-        Ok(venv_python(&venv))
-    } else {
-        Err(format!("could not set up {}", venv.display()))
-    }
+    pip_venv("pycose-venv", &PYCOSE).map(|venv| venv_bin(&venv, "python"))
 }
 
 fn pycose_script() -> PathBuf {

@@ -10,11 +10,13 @@ use axum::response::{IntoResponse, Response};
 use kaching_core::cluster::verify_activation_request;
 use kaching_core::heartbeat::{verify_heartbeat, RelayTime};
 use kaching_core::wire::relay::ActivateBody;
+use kaching_core::wire::ErrorBody;
 use kaching_core::{verify_license, DocKind, LicenseId};
 
 use crate::db::now;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json, RawBody};
+use crate::openapi::{BeatRefused, Busy, Internal, RateLimited, SignedDocument, TooLarge};
 use crate::state::AppState;
 use crate::store::{Activation, Outcome, Write};
 
@@ -60,6 +62,24 @@ fn notice(st: &AppState, id: &LicenseId) -> Option<String> {
 }
 
 /// `POST /v1/activate`: binds a license to the requesting cluster.
+#[utoipa::path(
+    post,
+    path = "/v1/activate",
+    tag = "clusters",
+    request_body(content = ActivateBody, description = "The license and the cluster's signed activation request, both armored (read as JSON whatever the Content-Type)"),
+    responses(
+        (status = 200, description = "Bound: a relay-signed time statement (COSE_Sign1) naming the cluster, its last sequence number and a notice", body = SignedDocument, content_type = "application/vnd.kaching.relay-time+cbor"),
+        (status = 400, description = "`bad_request` (the body is not the expected JSON) or `clock_skew` (the request was signed too far from the relay's clock)", body = ErrorBody),
+        (status = 403, description = "`bound_to_another_cluster`, `license_expired` or `license_revoked`: the license may not be bound here", body = ErrorBody),
+        (status = 409, description = "`license_in_use`: another live cluster holds this license", body = ErrorBody),
+        (status = 422, description = "`invalid_document`: the license or the activation request does not verify", body = ErrorBody),
+        TooLarge,
+        RateLimited,
+        Internal,
+        Busy,
+    ),
+    security(())
+)]
 pub async fn activate(
     State(st): State<Arc<AppState>>,
     RawBody(body): RawBody,
@@ -128,6 +148,24 @@ pub async fn activate(
 }
 
 /// `POST /v1/heartbeat`.
+#[utoipa::path(
+    post,
+    path = "/v1/heartbeat",
+    tag = "clusters",
+    request_body(description = "A heartbeat signed by the cluster key (COSE_Sign1), read whatever the Content-Type", content(
+        (SignedDocument = "application/vnd.kaching.heartbeat+cbor"),
+        (SignedDocument = "application/octet-stream"),
+    )),
+    responses(
+        (status = 200, description = "Recorded: a relay-signed time statement (COSE_Sign1)", body = SignedDocument, content_type = "application/vnd.kaching.relay-time+cbor"),
+        BeatRefused,
+        TooLarge,
+        RateLimited,
+        Internal,
+        Busy,
+    ),
+    security(())
+)]
 pub async fn heartbeat(
     State(st): State<Arc<AppState>>,
     RawBody(body): RawBody,
@@ -136,6 +174,24 @@ pub async fn heartbeat(
 }
 
 /// `POST /v1/deactivate`: the cluster's last heartbeat, releasing its license.
+#[utoipa::path(
+    post,
+    path = "/v1/deactivate",
+    tag = "clusters",
+    request_body(description = "A heartbeat with `deactivate = true`, signed by the cluster key, read whatever the Content-Type", content(
+        (SignedDocument = "application/vnd.kaching.heartbeat+cbor"),
+        (SignedDocument = "application/octet-stream"),
+    )),
+    responses(
+        (status = 200, description = "Released: a relay-signed time statement (COSE_Sign1)", body = SignedDocument, content_type = "application/vnd.kaching.relay-time+cbor"),
+        BeatRefused,
+        TooLarge,
+        RateLimited,
+        Internal,
+        Busy,
+    ),
+    security(())
+)]
 pub async fn deactivate(
     State(st): State<Arc<AppState>>,
     RawBody(body): RawBody,

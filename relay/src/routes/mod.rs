@@ -9,6 +9,7 @@ use axum::{middleware, Router};
 use kaching_kit::serve::request_timeout;
 
 use crate::error::{request_timed_out, ApiError};
+use crate::openapi::{Busy, RateLimited};
 use crate::ratelimit::{self, Limiter};
 use crate::state::AppState;
 
@@ -41,7 +42,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(vendor::list_upgrades).post(vendor::file_upgrade),
         )
         .route("/v1/relay-key", get(vendor::relay_key))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics::scrape))
         .with_state(state.clone());
     let short = request_timeout(short, state.config.request_timeout, request_timed_out);
@@ -68,4 +70,37 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.metrics.clone(),
             crate::metrics::track,
         ))
+}
+
+/// `GET /healthz`: `ok` while the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process answers", body = String, content_type = "text/plain; charset=utf-8", example = "ok\n"),
+        RateLimited,
+        Busy,
+    ),
+    security(())
+)]
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /openapi.json`: this API's OpenAPI 3.1 document (no token: it
+/// holds nothing secret).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API", body = Object),
+        RateLimited,
+        Busy,
+    ),
+    security(())
+)]
+pub async fn openapi_json() -> axum::response::Response {
+    kaching_kit::openapi::answer(crate::openapi::document())
 }

@@ -14,11 +14,13 @@ use serde::Deserialize;
 
 use kaching_core::revocation::{verify_revocation_list, Acceptance};
 use kaching_core::wire::relay::PublishAnswer;
+use kaching_core::wire::ErrorBody;
 use kaching_core::DocKind;
 
 use crate::db::now;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, RawBody};
+use crate::openapi::{Busy, Internal, RateLimited, SignedDocument, Token, TooLarge};
 use crate::state::{AppState, CurrentList};
 use crate::store::{Outcome, Write};
 use crate::tokens::Scope;
@@ -64,6 +66,33 @@ fn not_modified(cur: Option<&CurrentList>) -> Response {
 }
 
 /// `GET /v1/revocations[?after=N][&wait=30s]`.
+#[utoipa::path(
+    get,
+    path = "/v1/revocations",
+    tag = "distribution",
+    params(
+        ("after" = Option<u64>, Query, description = "The version the client holds: answer only with a newer one"),
+        ("wait" = Option<String>, Query, description = "Long-poll: how long to wait for a newer list (`30s`), capped by `long_poll_max`"),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of the list the client holds (like `after`)"),
+    ),
+    responses(
+        (status = 200, description = "The current list, byte for byte as the vendor signed it", body = SignedDocument, content_type = "application/vnd.kaching.revocations+cbor",
+            headers(
+                ("ETag" = String, description = "Names this list"),
+                ("X-Kaching-Revocation-Version" = u64, description = "The list's version"),
+            )),
+        (status = 304, description = "Nothing newer than the client holds (also when the wait ran out, or at shutdown)",
+            headers(
+                ("ETag" = String, description = "The current list's, when there is one"),
+                ("X-Kaching-Revocation-Version" = u64, description = "The current version, when there is one"),
+            )),
+        (status = 400, description = "`bad_request`: `after` is not a version or `wait` not a duration", body = ErrorBody),
+        (status = 404, description = "`not_found`: no list has been published to this relay yet", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the relay is shutting down", body = ErrorBody),
+        RateLimited,
+    ),
+    security(())
+)]
 pub async fn get(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -130,6 +159,28 @@ pub async fn get(
 }
 
 /// `PUT /v1/revocations` (publish scope): body is the list, binary or armored.
+#[utoipa::path(
+    put,
+    path = "/v1/revocations",
+    tag = "distribution",
+    request_body(description = "A revocation list signed by the vendor, binary or armored, read whatever the Content-Type", content(
+        (SignedDocument = "application/vnd.kaching.revocations+cbor"),
+        (SignedDocument = "application/octet-stream"),
+        (String = "text/plain"),
+    )),
+    responses(
+        (status = 201, description = "Published: the list is now in force", body = PublishAnswer),
+        (status = 200, description = "Already the current list: nothing changed", body = PublishAnswer),
+        (status = 409, description = "`rollback_refused`: not newer than the current list (or the same version with other bytes)", body = ErrorBody),
+        (status = 422, description = "`invalid_document`: not a revocation list, or not signed by a trusted vendor (revoker) key", body = ErrorBody),
+        Token,
+        TooLarge,
+        RateLimited,
+        Internal,
+        Busy,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn put(
     State(st): State<Arc<AppState>>,
     caller: Caller,

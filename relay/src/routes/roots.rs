@@ -15,11 +15,13 @@ use serde::Deserialize;
 use kaching_core::armor::{armor, dearmor};
 use kaching_core::root::{verify_next_root, Role};
 use kaching_core::wire::relay::{RootPublished, RootsAnswer};
+use kaching_core::wire::ErrorBody;
 use kaching_core::DocKind;
 
 use crate::db::now;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, RawBody};
+use crate::openapi::{Busy, Internal, RateLimited, SignedDocument, Token, TooLarge};
 use crate::state::AppState;
 use crate::store::{Outcome, Write};
 use crate::tokens::Scope;
@@ -33,6 +35,19 @@ pub struct Params {
 
 /// `GET /v1/roots[?after=N]`: every root above version N, ascending,
 /// armored; no token needed (roots are public, like revocation lists).
+#[utoipa::path(
+    get,
+    path = "/v1/roots",
+    tag = "distribution",
+    params(("after" = Option<u64>, Query, description = "The root version the client trusts (default 0)")),
+    responses(
+        (status = 200, description = "The roots above `after`, ascending, armored (empty without a root)", body = RootsAnswer),
+        (status = 400, description = "`bad_request`: `after` is not a version", body = ErrorBody),
+        RateLimited,
+        Busy,
+    ),
+    security(())
+)]
 pub async fn get(
     State(st): State<Arc<AppState>>,
     query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
@@ -56,6 +71,28 @@ pub async fn get(
 }
 
 /// `PUT /v1/roots` (publish scope): body is one root, binary or armored.
+#[utoipa::path(
+    put,
+    path = "/v1/roots",
+    tag = "distribution",
+    request_body(description = "The next root, signed by a threshold of the current root's and its own root keys, binary or armored, read whatever the Content-Type", content(
+        (SignedDocument = "application/vnd.kaching.root+cbor"),
+        (SignedDocument = "application/octet-stream"),
+        (String = "text/plain"),
+    )),
+    responses(
+        (status = 201, description = "Published: the relay's newest root", body = RootPublished),
+        (status = 200, description = "Already the relay's newest root", body = RootPublished),
+        (status = 409, description = "`no_root`: this relay has no root of trust configured", body = ErrorBody),
+        (status = 422, description = "`invalid_document`: not a root, or not the next version signed by the thresholds", body = ErrorBody),
+        Token,
+        TooLarge,
+        RateLimited,
+        Internal,
+        Busy,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn put(
     State(st): State<Arc<AppState>>,
     caller: Caller,

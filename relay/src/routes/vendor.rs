@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,17 +18,30 @@ use kaching_core::time::rfc3339;
 use kaching_core::wire::relay::{
     ClusterPage, ClusterRow, FileUpgrade, LicenseQuotas, UpgradeFiled, UpgradeRow, UpgradeRows,
 };
+use kaching_core::wire::ErrorBody;
 use kaching_core::wire::LicenseStatus;
 use kaching_core::{verify_license, LicenseId};
 
 use crate::db::now;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json, Caller, RawBody};
+use crate::openapi::{Busy, Internal, LicenseLookup, RateLimited, Token, TooLarge};
 use crate::state::AppState;
 use crate::store::{Outcome, Write};
 use crate::tokens::Scope;
 
 /// `GET /v1/relay-key`: the SPKI PEM clusters pin to check relay-time statements.
+#[utoipa::path(
+    get,
+    path = "/v1/relay-key",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The relay's public key, SPKI PEM", body = String, content_type = "application/x-pem-file"),
+        RateLimited,
+        Busy,
+    ),
+    security(())
+)]
 pub async fn relay_key(State(st): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
@@ -121,24 +135,60 @@ async fn status(st: &AppState, id: LicenseId) -> ApiResult<LicenseStatus> {
     Ok(LicenseStatus::of(&verdict, &st.catalog))
 }
 
+/// The license id of a `{id}` path segment.
+fn path_id(id: Result<Path<String>, PathRejection>) -> ApiResult<LicenseId> {
+    let Path(id) = id.map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+    parse_id(&id)
+}
+
 /// `GET /v1/licenses/{id}/status` (whoosh or admin).
+#[utoipa::path(
+    get,
+    path = "/v1/licenses/{id}/status",
+    tag = "vendor",
+    params(("id" = String, Path, format = "uuid", description = "The license id")),
+    responses(
+        (status = 200, description = "WHOOSH's `LicenseStatus`, evaluated from the license and its cluster's last heartbeat", body = LicenseStatus),
+        LicenseLookup,
+        Token,
+        RateLimited,
+        Internal,
+        Busy,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn license_status(
     State(st): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     caller.require(&[Scope::Whoosh])?;
-    Ok(answer(StatusCode::OK, &status(&st, parse_id(&id)?).await?))
+    Ok(answer(StatusCode::OK, &status(&st, path_id(id)?).await?))
 }
 
 /// `GET /v1/licenses/{id}/quotas` (whoosh or admin).
+#[utoipa::path(
+    get,
+    path = "/v1/licenses/{id}/quotas",
+    tag = "vendor",
+    params(("id" = String, Path, format = "uuid", description = "The license id")),
+    responses(
+        (status = 200, description = "Quota name to used (last heartbeat) and limit", body = LicenseQuotas),
+        LicenseLookup,
+        Token,
+        RateLimited,
+        Internal,
+        Busy,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn license_quotas(
     State(st): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     caller.require(&[Scope::Whoosh])?;
-    let s = status(&st, parse_id(&id)?).await?;
+    let s = status(&st, path_id(id)?).await?;
     Ok(answer(
         StatusCode::OK,
         &LicenseQuotas {
@@ -157,6 +207,25 @@ pub struct ClusterQuery {
 }
 
 /// `GET /v1/clusters[?license=ID][&after=CLUSTER][&limit=N]` (admin), ordered by cluster id.
+#[utoipa::path(
+    get,
+    path = "/v1/clusters",
+    tag = "vendor",
+    params(
+        ("license" = Option<String>, Query, format = "uuid", description = "Only the clusters of this license id"),
+        ("after" = Option<String>, Query, description = "Start after this cluster id (`next_after` of the previous page)"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 10000 (default 1000; values outside are clamped)"),
+    ),
+    responses(
+        (status = 200, description = "One page of clusters, by cluster id", body = ClusterPage),
+        (status = 400, description = "`bad_request`: a malformed query or license id", body = ErrorBody),
+        Token,
+        RateLimited,
+        Internal,
+        Busy,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn clusters(
     State(st): State<Arc<AppState>>,
     caller: Caller,
@@ -215,6 +284,24 @@ pub async fn clusters(
 }
 
 /// `POST /v1/upgrade-requests` (whoosh or admin).
+#[utoipa::path(
+    post,
+    path = "/v1/upgrade-requests",
+    tag = "vendor",
+    request_body(content = FileUpgrade, description = "Read as JSON whatever the Content-Type"),
+    responses(
+        (status = 201, description = "Filed", body = UpgradeFiled),
+        (status = 200, description = "The same request was filed before", body = UpgradeFiled),
+        (status = 400, description = "`bad_request`: not the expected JSON, not a license id, or a tier outside the catalog (with the nearest name)", body = ErrorBody),
+        (status = 404, description = "`not_found`: the license was never activated on this relay", body = ErrorBody),
+        Token,
+        TooLarge,
+        RateLimited,
+        Internal,
+        Busy,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn file_upgrade(
     State(st): State<Arc<AppState>>,
     caller: Caller,
@@ -269,6 +356,21 @@ pub struct UpgradeQuery {
 }
 
 /// `GET /v1/upgrade-requests[?license=ID]` (admin), newest first, at most 1000.
+#[utoipa::path(
+    get,
+    path = "/v1/upgrade-requests",
+    tag = "vendor",
+    params(("license" = Option<String>, Query, format = "uuid", description = "Only this license id's requests")),
+    responses(
+        (status = 200, description = "Upgrade requests, newest first, at most 1000", body = UpgradeRows),
+        (status = 400, description = "`bad_request`: a malformed query or license id", body = ErrorBody),
+        Token,
+        RateLimited,
+        Internal,
+        Busy,
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_upgrades(
     State(st): State<Arc<AppState>>,
     caller: Caller,
