@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kaching_core::cluster::{ActivationRequest, UpgradeRequest, UsageReport};
+use kaching_core::cluster::{ActivationRequest, ReportedUpgrade, UpgradeRequest, UsageReport};
 use kaching_core::{armor, cluster_id, DocKind, SecretKey};
 
 fn main() -> anyhow::Result<()> {
@@ -53,11 +53,15 @@ fn main() -> anyhow::Result<()> {
                     BTreeMap::from([(day, 46_500u64)]),
                 )]),
                 peak_nodes: 9,
-                upgrade_requests: vec![UpgradeRequest {
-                    requested_tier: "enterprise".into(),
-                    message: "bulk operations for the Q3 migration".into(),
-                    time: now.saturating_sub(86_400),
+                upgrade_requests: vec![ReportedUpgrade {
+                    id: None,
+                    request: UpgradeRequest {
+                        requested_tier: "enterprise".into(),
+                        message: "bulk operations for the Q3 migration".into(),
+                        time: now.saturating_sub(86_400),
+                    },
                 }],
+                chain: None,
             };
             ("usage-report.asc", DocKind::UsageReport, report.sign(&key))
         }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kaching_core::armor::armor;
-use kaching_core::cluster::{ActivationRequest, UpgradeRequest, UsageReport};
+use kaching_core::cluster::{ActivationRequest, ReportedUpgrade, UpgradeRequest, UsageReport};
 use kaching_core::license::{HeartbeatPolicy, Limits};
 use kaching_core::revocation::{RevocationEntry, RevocationStatus};
 use kaching_core::time::DAY;
@@ -203,11 +203,15 @@ pub fn usage_report() -> UsageReport {
             ),
         ]),
         peak_nodes: 9,
-        upgrade_requests: vec![UpgradeRequest {
-            requested_tier: "enterprise".into(),
-            message: "we need bulk-operations for the spring migration".into(),
-            time: NOW - DAY,
+        upgrade_requests: vec![ReportedUpgrade {
+            id: None,
+            request: UpgradeRequest {
+                requested_tier: "enterprise".into(),
+                message: "we need bulk-operations for the spring migration".into(),
+                time: NOW - DAY,
+            },
         }],
+        chain: None,
     }
 }
 

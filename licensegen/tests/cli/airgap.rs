@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::common::{bare, parse_issued, stderr, stdout, Env};
 use age::secrecy::ExposeSecret;
-use kaching_core::cluster::{ActivationRequest, UpgradeRequest, UsageReport};
+use kaching_core::cluster::{ActivationRequest, ReportedUpgrade, UpgradeRequest, UsageReport};
 use kaching_core::{armor, cluster_id, verify_license, DocKind, LicenseId, SecretKey};
 
 fn activation_request(env: &Env, key: &SecretKey, nodes: u32) -> std::path::PathBuf {
@@ -52,11 +52,15 @@ fn usage_report_with_peak(
         period_end: 1_795_300_000,
         counters,
         peak_nodes,
-        upgrade_requests: vec![UpgradeRequest {
-            requested_tier: "enterprise".into(),
-            message: "we need bulk operations".into(),
-            time: 1_795_200_000,
+        upgrade_requests: vec![ReportedUpgrade {
+            id: None,
+            request: UpgradeRequest {
+                requested_tier: "enterprise".into(),
+                message: "we need bulk operations".into(),
+                time: 1_795_200_000,
+            },
         }],
+        chain: None,
     };
     let path = env.tmp.path().join(name);
     std::fs::write(&path, report.sign(key)).unwrap();
