@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::UsageReport;
 use crate::time::Timestamp;
@@ -46,7 +46,7 @@ impl Link {
 }
 
 /// Something wrong with the chain, seen when a report is imported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Finding {
     /// Reports between `after` and `before` (exclusive) never reached the
