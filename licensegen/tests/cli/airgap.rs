@@ -177,7 +177,7 @@ fn attack_forged_activation_request_is_refused() {
 }
 
 #[test]
-fn usage_import_records_the_report_and_ledger_show_lists_it() {
+fn usage_import_reads_an_unchained_report_from_an_older_verifier() {
     let env = Env::new();
     let cluster = SecretKey::generate();
     let id = issue_bound(&env, &cluster, "standard");
@@ -188,7 +188,7 @@ fn usage_import_records_the_report_and_ledger_show_lists_it() {
     assert_eq!(
         stdout(&out),
         format!(
-            "imported usage report for license {id}\n  cluster {cid}, 2026-11-18T11:06:40Z to 2026-11-21T22:26:40Z, peak 14 nodes\n  search_requests: 2026-11-21=41000, 2026-11-22=12000\n  upgrade request (2026-11-20T18:40:00Z): tier enterprise — we need bulk operations\n  warning: peak of 14 nodes is above the license's 10 nodes\n  warning: search_requests reached 41000 of 50000 per day (82%) in 2026-11-21: offer an upgrade\n"
+            "imported usage report for license {id}\n  cluster {cid}, 2026-11-18T11:06:40Z to 2026-11-21T22:26:40Z, peak 14 nodes\n  search_requests: 2026-11-21=41000, 2026-11-22=12000\n  upgrade request (2026-11-20T18:40:00Z): tier enterprise — we need bulk operations\n  warning: unchained report from a verifier older than receipts: recorded without chain checks and without a receipt; upgrade the customer's kaching-verifier\n  warning: peak of 14 nodes is above the license's 10 nodes\n  warning: search_requests reached 41000 of 50000 per day (82%) in 2026-11-21: offer an upgrade\n"
         )
     );
     let out = import(&env, &report);
@@ -215,7 +215,7 @@ fn usage_import_records_the_report_and_ledger_show_lists_it() {
     );
     let out = env.cmd().args(["ledger", "show", &id]).output().unwrap();
     assert!(
-        stdout(&out).contains("usage reports:\n  2026-11-18 to 2026-11-21  cluster "),
+        stdout(&out).contains("usage reports:\n  (unchained) 2026-11-18 to 2026-11-21  cluster "),
         "{}",
         stdout(&out)
     );
