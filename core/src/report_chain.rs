@@ -105,12 +105,12 @@ impl fmt::Display for Finding {
         match self {
             Finding::Gap { after, before } if before - after == 2 => write!(
                 f,
-                "gap: report {} never arrived (the cluster wrote it; nothing is lost, but ask for it)",
+                "gap: report {} was written by the cluster but never imported here (overwritten or withheld); later reports carry everything in it, so nothing is lost",
                 after + 1
             ),
             Finding::Gap { after, before } => write!(
                 f,
-                "gap: reports {} to {} never arrived (the cluster wrote them; nothing is lost, but ask for them)",
+                "gap: reports {} to {} were written by the cluster but never imported here (overwritten or withheld); later reports carry everything in them, so nothing is lost",
                 after + 1,
                 before - 1
             ),
@@ -148,7 +148,8 @@ impl fmt::Display for Finding {
 /// already holds (`known`, any order; a report with the new one's hash is
 /// the same report and ignored). Ordered by sequence number, reports must
 /// link by hash, without two at one place, with counters and the
-/// trusted-time mark never going down.
+/// trusted-time mark never going down (at a fork, never below the report
+/// already held at that place).
 pub fn check(known: &[Link], new: &Link) -> Vec<Finding> {
     let mut found = Vec::new();
     let others: Vec<&Link> = known.iter().filter(|k| k.hash != new.hash).collect();
@@ -173,10 +174,11 @@ pub fn check(known: &[Link], new: &Link) -> Vec<Finding> {
         });
     }
     for k in &others {
+        // At the same place (a fork) the report already held is the floor:
+        // a restored database forks with lower counters than it.
         let (earlier, later) = match k.seq.cmp(&new.seq) {
-            std::cmp::Ordering::Less => (*k, new),
+            std::cmp::Ordering::Less | std::cmp::Ordering::Equal => (*k, new),
             std::cmp::Ordering::Greater => (new, *k),
-            std::cmp::Ordering::Equal => continue,
         };
         for (metric, buckets) in &earlier.counters {
             for (bucket, was) in buckets {
@@ -255,6 +257,22 @@ mod tests {
         other_two.hash = [0xee; 32];
         let f = check(&[one.clone(), link(2, Some(1), 20, 6)], &other_two);
         assert_eq!(f, vec![Finding::Fork { seq: 2 }]);
+        // A fork below the report it forks from (a restored database) also
+        // shows the counter that went down.
+        let mut restored_two = link(2, Some(1), 20, 5);
+        restored_two.hash = [0xdd; 32];
+        let f = check(&[one.clone(), link(2, Some(1), 20, 6)], &restored_two);
+        assert!(f.contains(&Finding::Fork { seq: 2 }));
+        assert!(f.iter().any(|x| matches!(
+            x,
+            Finding::CounterDown {
+                earlier: 6,
+                later: 5,
+                earlier_seq: 2,
+                later_seq: 2,
+                ..
+            }
+        )));
         let f = check(std::slice::from_ref(&one), &link(2, Some(1), 5, 4));
         assert!(f.iter().all(Finding::is_rollback));
         assert!(f.iter().any(|x| matches!(

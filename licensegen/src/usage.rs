@@ -141,6 +141,27 @@ pub fn import(
         .filter(|r| r.id.is_none_or(|id| !seen.contains(&id)))
         .count();
     let new = ledger::insert_usage(&tx, &record, &checked.bytes)?;
+    if new {
+        ledger::add_event(
+            &tx,
+            &report.license_id,
+            now,
+            "usage",
+            &format!(
+                "usage report {}from cluster {} for {} to {}: peak {} nodes, {} new upgrade request(s)",
+                report
+                    .chain
+                    .as_ref()
+                    .map(|c| format!("{} ", c.seq))
+                    .unwrap_or_default(),
+                report.cluster_id,
+                rfc3339(report.period_start),
+                rfc3339(report.period_end),
+                report.peak_nodes,
+                new_requests
+            ),
+        )?;
+    }
     let mut findings = Vec::new();
     if let (Some(link), Some(chain)) = (Link::of(&report, hash), &report.chain) {
         let (known, recorded) = ledger::chain_links(&tx, &report.cluster_id, &sha)?;
@@ -166,27 +187,6 @@ pub fn import(
                 }
             }
         }
-    }
-    if new {
-        ledger::add_event(
-            &tx,
-            &report.license_id,
-            now,
-            "usage",
-            &format!(
-                "usage report {}from cluster {} for {} to {}: peak {} nodes, {} new upgrade request(s)",
-                report
-                    .chain
-                    .as_ref()
-                    .map(|c| format!("{} ", c.seq))
-                    .unwrap_or_default(),
-                report.cluster_id,
-                rfc3339(report.period_start),
-                rfc3339(report.period_end),
-                report.peak_nodes,
-                new_requests
-            ),
-        )?;
     }
     let receipt_bytes = match (stored_receipt, key) {
         (Some(bytes), _) => Some(bytes),
@@ -272,11 +272,14 @@ pub fn describe(i: &Imported) -> String {
         r.peak_nodes
     ));
     if let Some(c) = &r.chain {
+        let acked = match c.acked {
+            0 => "no receipt imported yet".to_string(),
+            n => format!("receipts imported up to report {n}"),
+        };
         s.push_str(&format!(
-            "  chain: report {}, trusted time {}, receipts imported by the cluster up to report {}\n",
+            "  chain: report {}, cluster's trusted time {}, {acked}\n",
             c.seq,
-            rfc3339(c.trusted_time),
-            c.acked
+            rfc3339(c.trusted_time)
         ));
         if !c.node_peaks.is_empty() {
             let p: Vec<String> = c

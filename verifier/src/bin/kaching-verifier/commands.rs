@@ -130,7 +130,7 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             })?;
             let seq = r.chain.as_ref().map_or(0, |c| c.seq);
             eprintln!(
-                "wrote usage report {seq} for license {} to {}: {} upgrade request(s), {} metric(s), peak {} nodes, all not yet acknowledged by your vendor\n\
+                "wrote usage report {seq} for license {} to {}: everything your vendor has not acknowledged yet ({} upgrade request(s), {} metric(s), peak {} nodes)\n\
                  send it to your vendor (licensegen usage import {}); their receipt clears what it acknowledges (kaching-verifier receipt import RECEIPT)",
                 r.license_id,
                 out.display(),
