@@ -257,29 +257,11 @@ impl UsageReport {
     pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
         let mut f = Fields::open("usage report", cbor::from_slice(bytes)?)?;
         let period_end = cbor::time(f.int_key(cwt::IAT).ok_or_else(|| f.missing("iat"))?, "iat")?;
-        let license_id = LicenseId(cbor::bytes_n(
-            f.text_key("license").ok_or_else(|| f.missing("license"))?,
-            "license",
-        )?);
-        let cluster_id = cbor::text(
-            f.text_key("cluster_id")
-                .ok_or_else(|| f.missing("cluster_id"))?,
-            "cluster_id",
-        )?;
-        let period_start = cbor::time(
-            f.text_key("period_start")
-                .ok_or_else(|| f.missing("period_start"))?,
-            "period_start",
-        )?;
-        let counters = counters_from(
-            f.text_key("counters")
-                .ok_or_else(|| f.missing("counters"))?,
-        )?;
-        let peak_nodes = cbor::uint32(
-            f.text_key("peak_nodes")
-                .ok_or_else(|| f.missing("peak_nodes"))?,
-            "peak_nodes",
-        )?;
+        let license_id = LicenseId(cbor::bytes_n(f.required("license")?, "license")?);
+        let cluster_id = cbor::text(f.required("cluster_id")?, "cluster_id")?;
+        let period_start = cbor::time(f.required("period_start")?, "period_start")?;
+        let counters = counters_from(f.required("counters")?)?;
+        let peak_nodes = cbor::uint32(f.required("peak_nodes")?, "peak_nodes")?;
         let requests = f
             .text_key("upgrade_requests")
             .ok_or_else(|| f.missing("upgrade_requests"))?;
@@ -296,19 +278,9 @@ impl UsageReport {
                         "seq starts at 1, and every report after the first names the previous one (prev)".into(),
                     ));
                 }
-                let trusted_time = cbor::time(
-                    f.text_key("trusted_time")
-                        .ok_or_else(|| f.missing("trusted_time"))?,
-                    "trusted_time",
-                )?;
-                let acked = cbor::uint(
-                    f.text_key("acked").ok_or_else(|| f.missing("acked"))?,
-                    "acked",
-                )?;
-                let node_peaks = peaks_from(
-                    f.text_key("node_peaks")
-                        .ok_or_else(|| f.missing("node_peaks"))?,
-                )?;
+                let trusted_time = cbor::time(f.required("trusted_time")?, "trusted_time")?;
+                let acked = cbor::uint(f.required("acked")?, "acked")?;
+                let node_peaks = peaks_from(f.required("node_peaks")?)?;
                 Some(ReportChain {
                     seq,
                     prev,

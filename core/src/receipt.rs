@@ -124,46 +124,21 @@ impl Receipt {
     pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
         let mut f = Fields::open("receipt", cbor::from_slice(bytes)?)?;
         let issued = cbor::time(f.int_key(cwt::IAT).ok_or_else(|| f.missing("iat"))?, "iat")?;
-        let cluster_id = cbor::text(
-            f.text_key("cluster_id")
-                .ok_or_else(|| f.missing("cluster_id"))?,
-            "cluster_id",
-        )?;
-        let license_id = LicenseId(cbor::bytes_n(
-            f.text_key("license").ok_or_else(|| f.missing("license"))?,
-            "license",
-        )?);
-        let report_seq = cbor::uint(
-            f.text_key("report_seq")
-                .ok_or_else(|| f.missing("report_seq"))?,
-            "report_seq",
-        )?;
-        let report_hash = cbor::bytes_n(
-            f.text_key("report_hash")
-                .ok_or_else(|| f.missing("report_hash"))?,
-            "report_hash",
-        )?;
-        let upgrade_requests = cbor::array(
-            f.text_key("upgrade_requests")
-                .ok_or_else(|| f.missing("upgrade_requests"))?,
-            "upgrade_requests",
-        )?
-        .into_iter()
-        .map(|v| cbor::uint(v, "upgrade request id"))
-        .collect::<Result<Vec<u64>>>()?;
+        let cluster_id = cbor::text(f.required("cluster_id")?, "cluster_id")?;
+        let license_id = LicenseId(cbor::bytes_n(f.required("license")?, "license")?);
+        let report_seq = cbor::uint(f.required("report_seq")?, "report_seq")?;
+        let report_hash = cbor::bytes_n(f.required("report_hash")?, "report_hash")?;
+        let upgrade_requests = cbor::array(f.required("upgrade_requests")?, "upgrade_requests")?
+            .into_iter()
+            .map(|v| cbor::uint(v, "upgrade request id"))
+            .collect::<Result<Vec<u64>>>()?;
         if upgrade_requests.windows(2).any(|w| w[0] >= w[1]) {
             return Err(Error::Payload(
                 "upgrade request ids must be strictly increasing".into(),
             ));
         }
-        let counters = counters_from(
-            f.text_key("counters")
-                .ok_or_else(|| f.missing("counters"))?,
-        )?;
-        let node_peaks = peaks_from(
-            f.text_key("node_peaks")
-                .ok_or_else(|| f.missing("node_peaks"))?,
-        )?;
+        let counters = counters_from(f.required("counters")?)?;
+        let node_peaks = peaks_from(f.required("node_peaks")?)?;
         f.finish()?;
         let receipt = Receipt {
             cluster_id,

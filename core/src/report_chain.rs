@@ -125,21 +125,17 @@ impl fmt::Display for Finding {
                 earlier,
                 later_seq,
                 later,
-            } if earlier_seq == later_seq => write!(
-                f,
-                "counter went down: {metric} {bucket} is {later} here and was {earlier} in the other report {earlier_seq}: the state database was restored or the cluster cloned"
-            ),
-            Finding::CounterDown {
-                metric,
-                bucket,
-                earlier_seq,
-                earlier,
-                later_seq,
-                later,
-            } => write!(
-                f,
-                "counter went down: {metric} {bucket} was {earlier} in report {earlier_seq} and {later} in report {later_seq}: the state database was restored or the cluster cloned"
-            ),
+            } => {
+                let was = if earlier_seq == later_seq {
+                    format!("is {later} here and was {earlier} in the other report {earlier_seq}")
+                } else {
+                    format!("was {earlier} in report {earlier_seq} and {later} in report {later_seq}")
+                };
+                write!(
+                    f,
+                    "counter went down: {metric} {bucket} {was}: the state database was restored or the cluster cloned"
+                )
+            }
             Finding::TimeBack {
                 earlier_seq,
                 earlier,

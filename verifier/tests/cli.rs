@@ -187,13 +187,16 @@ async fn usage_report_carries_everything_until_a_receipt_clears_it() {
     d.stop().await;
     let conf = write_config(dir.path(), &cfg, "");
     let out_file = dir.path().join("usage.report");
-    let out = verifier()
-        .args(["usage-report", "--config"])
-        .arg(&conf)
-        .arg("--out")
-        .arg(&out_file)
-        .output()
-        .unwrap();
+    let usage_report = || {
+        verifier()
+            .args(["usage-report", "--config"])
+            .arg(&conf)
+            .arg("--out")
+            .arg(&out_file)
+            .output()
+            .unwrap()
+    };
+    let out = usage_report();
     assert!(
         out.status.success(),
         "{}",
@@ -253,13 +256,7 @@ async fn usage_report_carries_everything_until_a_receipt_clears_it() {
         String::from_utf8_lossy(&out.stdout),
         "receipt for usage report 1 was imported before; nothing changed\n"
     );
-    let out = verifier()
-        .args(["usage-report", "--config"])
-        .arg(&conf)
-        .arg("--out")
-        .arg(&out_file)
-        .output()
-        .unwrap();
+    let out = usage_report();
     assert!(out.status.success());
     let next = verify_usage_report(&std::fs::read(&out_file).unwrap()).unwrap();
     assert!(next.doc.upgrade_requests.is_empty());
