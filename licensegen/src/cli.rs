@@ -465,8 +465,7 @@ pub enum LedgerCommand {
 /// `usage …`.
 #[derive(Debug, Subcommand)]
 pub enum UsageCommand {
-    /// Verify and record a usage report from `kaching-verifier usage-report`,
-    /// and write the receipt the customer imports
+    /// Verify and record a usage report, and write the receipt the customer imports
     ///
     /// The report is checked against the cluster's earlier reports: each is
     /// numbered and names the one before it, and counters and the cluster's

@@ -66,8 +66,7 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Write a signed usage report for your vendor: everything not yet
-    /// acknowledged (upgrade requests, counters, peak nodes).
+    /// Write a signed usage report: everything your vendor has not acknowledged yet.
     ///
     /// Nothing is marked as done when the report is written: every report
     /// carries everything your vendor has not acknowledged yet, so writing
@@ -108,8 +107,7 @@ pub enum Command {
 /// `receipt …`.
 #[derive(Debug, Subcommand)]
 pub enum ReceiptCommand {
-    /// Apply a receipt from your vendor: what it acknowledges stops being
-    /// reported.
+    /// Apply your vendor's receipt: what it acknowledges stops being reported.
     ///
     /// The receipt is checked against your vendor's keys (only a key that may
     /// sign licenses may sign receipts), and must be for a report this
