@@ -11,6 +11,7 @@ use kaching_core::report_chain::Finding;
 use kaching_core::{DocKind, LicenseId, SecretKey};
 use kaching_e2e::{install, now, verifier_config, Issued, Vendor};
 use kaching_verifier::{report, Engine};
+use licensegen::exit::{CHAIN_GAP, CHAIN_ROLLBACK};
 
 /// A vendor and one air-gapped cluster running a license bound to it.
 struct Site {
@@ -127,11 +128,7 @@ async fn two_reports_before_a_receipt_lose_nothing() {
         } else {
             (&first, s.import(&first).await)
         };
-        let expected = if import_second {
-            kaching_e2e_exit::GAP
-        } else {
-            0
-        };
+        let expected = if import_second { CHAIN_GAP } else { 0 };
         assert_eq!(
             code, expected,
             "report 1 never arriving is a gap, not a loss"
@@ -150,12 +147,6 @@ async fn two_reports_before_a_receipt_lose_nothing() {
             if import_second { 2 } else { 1 }
         );
     }
-}
-
-/// licensegen's documented exit codes, as the e2e suite checks them.
-mod kaching_e2e_exit {
-    pub const GAP: u8 = licensegen::exit::CHAIN_GAP;
-    pub const ROLLBACK: u8 = licensegen::exit::CHAIN_ROLLBACK;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,7 +267,7 @@ async fn attack_restored_state_db_detected_at_next_import() {
         2,
         "the restored chain reuses 2"
     );
-    assert_eq!(s.import(&restored).await, kaching_e2e_exit::ROLLBACK);
+    assert_eq!(s.import(&restored).await, CHAIN_ROLLBACK);
     assert!(
         s.findings().contains(&Finding::Fork { seq: 2 }),
         "{:?}",
@@ -287,7 +278,7 @@ async fn attack_restored_state_db_detected_at_next_import() {
     // went down shows against report 2 the vendor holds.
     let three = s.file("usage-3.asc");
     write_report(&s.cluster, &three);
-    assert_eq!(s.import(&three).await, kaching_e2e_exit::ROLLBACK);
+    assert_eq!(s.import(&three).await, CHAIN_ROLLBACK);
     assert!(
         s.findings().iter().any(|f| matches!(
             f,
@@ -323,7 +314,7 @@ async fn attack_forked_report_chain_flagged() {
     write_report(&s.cluster, &a);
     write_report(&clone, &b);
     assert_eq!(s.import(&a).await, 0);
-    assert_eq!(s.import(&b).await, kaching_e2e_exit::ROLLBACK);
+    assert_eq!(s.import(&b).await, CHAIN_ROLLBACK);
     assert_eq!(s.findings(), vec![Finding::Fork { seq: 2 }]);
 }
 
@@ -335,7 +326,7 @@ async fn gap_in_report_chain_flagged_and_filled() {
         write_report(&s.cluster, f);
     }
     assert_eq!(s.import(&files[0]).await, 0);
-    assert_eq!(s.import(&files[2]).await, kaching_e2e_exit::GAP);
+    assert_eq!(s.import(&files[2]).await, CHAIN_GAP);
     assert_eq!(
         s.findings(),
         vec![Finding::Gap {
