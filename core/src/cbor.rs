@@ -135,6 +135,11 @@ impl Fields {
         self.take(|k| matches!(k, Value::Text(t) if t == key))
     }
 
+    /// Takes a required text-keyed claim; its absence is an error.
+    pub(crate) fn required(&mut self, key: &str) -> Result<Value> {
+        self.text_key(key).ok_or_else(|| self.missing(key))
+    }
+
     /// Error for a missing required claim.
     pub(crate) fn missing(&self, name: &str) -> Error {
         Error::Payload(format!("{} is missing {name}", self.what))

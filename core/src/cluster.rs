@@ -99,7 +99,49 @@ pub struct UpgradeRequest {
     pub time: Timestamp,
 }
 
-/// Usage of a license over a period, signed by the cluster key.
+/// An upgrade request as a usage report carries it: with the cluster's id for
+/// it in chained reports (a receipt acknowledges requests by that id), without
+/// one in reports from verifiers that predate the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportedUpgrade {
+    /// The cluster's id for the request; `None` in an unchained report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// The request.
+    #[serde(flatten)]
+    pub request: UpgradeRequest,
+}
+
+/// Where a usage report sits in its cluster's chain of reports (absent from
+/// reports written by verifiers that predate the chain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportChain {
+    /// 1 for the cluster's first report, one more for each report after it.
+    pub seq: u64,
+    /// SHA-256 of the previous report's binary bytes; `None` for `seq` 1.
+    #[serde(serialize_with = "ser_hex_opt")]
+    pub prev: Option<[u8; 32]>,
+    /// The verifier's trusted-time mark when it wrote the report.
+    pub trusted_time: Timestamp,
+    /// Sequence number of the newest report whose receipt the cluster has
+    /// imported (0: none yet).
+    pub acked: u64,
+    /// Peak nodes per month (`2026-01`) not yet acknowledged.
+    pub node_peaks: BTreeMap<String, u32>,
+}
+
+fn ser_hex_opt<S: serde::Serializer>(
+    b: &Option<[u8; 32]>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match b {
+        Some(b) => s.serialize_str(&crate::keys::hex(b)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Usage of a license, signed by the cluster key: everything the vendor has
+/// not acknowledged yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageReport {
     /// The license the usage was counted under.
@@ -114,83 +156,143 @@ pub struct UsageReport {
     pub counters: BTreeMap<String, BTreeMap<String, u64>>,
     /// Most nodes holding a lease at once.
     pub peak_nodes: u32,
-    /// Upgrade requests queued while offline.
-    pub upgrade_requests: Vec<UpgradeRequest>,
+    /// Upgrade requests queued while offline and not yet acknowledged.
+    pub upgrade_requests: Vec<ReportedUpgrade>,
+    /// The report's place in the cluster's chain; `None`: an unchained
+    /// report from a verifier that predates the chain (format.md §7.4).
+    pub chain: Option<ReportChain>,
+}
+
+/// SHA-256 of a report's binary bytes: what the next report's `prev` and a
+/// receipt's `report_hash` name.
+pub fn report_hash(binary: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(binary).into()
+}
+
+pub(crate) fn counters_value(counters: &BTreeMap<String, BTreeMap<String, u64>>) -> Value {
+    cbor::sorted_map(
+        counters
+            .iter()
+            .map(|(metric, buckets)| {
+                let inner = cbor::sorted_map(
+                    buckets
+                        .iter()
+                        .map(|(b, v)| (Value::Text(b.clone()), u(*v)))
+                        .collect(),
+                );
+                (Value::Text(metric.clone()), inner)
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn counters_from(v: Value) -> Result<BTreeMap<String, BTreeMap<String, u64>>> {
+    let mut counters = BTreeMap::new();
+    for (metric, v) in cbor::text_map(v, "metric")? {
+        let mut buckets = BTreeMap::new();
+        for (b, n) in cbor::text_map(v, "period bucket")? {
+            buckets.insert(b, cbor::uint(n, "counter")?);
+        }
+        counters.insert(metric, buckets);
+    }
+    Ok(counters)
+}
+
+pub(crate) fn peaks_value(peaks: &BTreeMap<String, u32>) -> Value {
+    cbor::sorted_map(
+        peaks
+            .iter()
+            .map(|(p, n)| (Value::Text(p.clone()), u((*n).into())))
+            .collect(),
+    )
+}
+
+pub(crate) fn peaks_from(v: Value) -> Result<BTreeMap<String, u32>> {
+    cbor::text_map(v, "node_peaks")?
+        .into_iter()
+        .map(|(p, n)| Ok((p, cbor::uint32(n, "peak")?)))
+        .collect()
 }
 
 impl UsageReport {
     /// The payload as deterministic CBOR.
     pub fn to_cbor(&self) -> Vec<u8> {
-        let counters = cbor::sorted_map(
-            self.counters
+        let requests = Value::Array(
+            self.upgrade_requests
                 .iter()
-                .map(|(metric, buckets)| {
-                    let inner = cbor::sorted_map(
-                        buckets
-                            .iter()
-                            .map(|(b, v)| (Value::Text(b.clone()), u(*v)))
-                            .collect(),
-                    );
-                    (Value::Text(metric.clone()), inner)
+                .map(|r| {
+                    let mut m = MapBuilder::new()
+                        .text("tier", r.request.requested_tier.as_str())
+                        .text("message", r.request.message.as_str())
+                        .text("time", u(r.request.time));
+                    if let Some(id) = r.id {
+                        m = m.text("id", u(id));
+                    }
+                    m.build()
                 })
                 .collect(),
         );
-        cbor::to_vec(
-            &MapBuilder::new()
-                .int(cwt::IAT, u(self.period_end))
-                .text("license", Value::Bytes(self.license_id.0.to_vec()))
-                .text("cluster_id", self.cluster_id.as_str())
-                .text("period_start", u(self.period_start))
-                .text("counters", counters)
-                .text("peak_nodes", u(self.peak_nodes.into()))
-                .text(
-                    "upgrade_requests",
-                    upgrade_requests_value(&self.upgrade_requests),
-                )
-                .build(),
-        )
+        let mut m = MapBuilder::new()
+            .int(cwt::IAT, u(self.period_end))
+            .text("license", Value::Bytes(self.license_id.0.to_vec()))
+            .text("cluster_id", self.cluster_id.as_str())
+            .text("period_start", u(self.period_start))
+            .text("counters", counters_value(&self.counters))
+            .text("peak_nodes", u(self.peak_nodes.into()))
+            .text("upgrade_requests", requests);
+        if let Some(c) = &self.chain {
+            m = m
+                .text("seq", u(c.seq))
+                .text_opt("prev", c.prev.map(|p| Value::Bytes(p.to_vec())))
+                .text("trusted_time", u(c.trusted_time))
+                .text("acked", u(c.acked))
+                .text("node_peaks", peaks_value(&c.node_peaks));
+        }
+        cbor::to_vec(&m.build())
     }
 
-    /// Decodes a payload.
+    /// Decodes a payload: a chained report, or an unchained one from a
+    /// verifier that predates the chain.
     pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
         let mut f = Fields::open("usage report", cbor::from_slice(bytes)?)?;
         let period_end = cbor::time(f.int_key(cwt::IAT).ok_or_else(|| f.missing("iat"))?, "iat")?;
-        let license_id = LicenseId(cbor::bytes_n(
-            f.text_key("license").ok_or_else(|| f.missing("license"))?,
-            "license",
-        )?);
-        let cluster_id = cbor::text(
-            f.text_key("cluster_id")
-                .ok_or_else(|| f.missing("cluster_id"))?,
-            "cluster_id",
-        )?;
-        let period_start = cbor::time(
-            f.text_key("period_start")
-                .ok_or_else(|| f.missing("period_start"))?,
-            "period_start",
-        )?;
-        let mut counters = BTreeMap::new();
-        for (metric, v) in cbor::text_map(
-            f.text_key("counters")
-                .ok_or_else(|| f.missing("counters"))?,
-            "metric",
-        )? {
-            let mut buckets = BTreeMap::new();
-            for (b, n) in cbor::text_map(v, "period bucket")? {
-                buckets.insert(b, cbor::uint(n, "counter")?);
+        let license_id = LicenseId(cbor::bytes_n(f.required("license")?, "license")?);
+        let cluster_id = cbor::text(f.required("cluster_id")?, "cluster_id")?;
+        let period_start = cbor::time(f.required("period_start")?, "period_start")?;
+        let counters = counters_from(f.required("counters")?)?;
+        let peak_nodes = cbor::uint32(f.required("peak_nodes")?, "peak_nodes")?;
+        let requests = f
+            .text_key("upgrade_requests")
+            .ok_or_else(|| f.missing("upgrade_requests"))?;
+        let chain = match f.text_key("seq") {
+            None => None,
+            Some(seq) => {
+                let seq = cbor::uint(seq, "seq")?;
+                let prev = f
+                    .text_key("prev")
+                    .map(|p| cbor::bytes_n(p, "prev"))
+                    .transpose()?;
+                if seq == 0 || (seq == 1) != prev.is_none() {
+                    return Err(Error::Payload(
+                        "seq starts at 1, and every report after the first names the previous one (prev)".into(),
+                    ));
+                }
+                let trusted_time = cbor::time(f.required("trusted_time")?, "trusted_time")?;
+                let acked = cbor::uint(f.required("acked")?, "acked")?;
+                let node_peaks = peaks_from(f.required("node_peaks")?)?;
+                Some(ReportChain {
+                    seq,
+                    prev,
+                    trusted_time,
+                    acked,
+                    node_peaks,
+                })
             }
-            counters.insert(metric, buckets);
-        }
-        let peak_nodes = cbor::uint32(
-            f.text_key("peak_nodes")
-                .ok_or_else(|| f.missing("peak_nodes"))?,
-            "peak_nodes",
-        )?;
-        let upgrade_requests = upgrade_requests_from(
-            f.text_key("upgrade_requests")
-                .ok_or_else(|| f.missing("upgrade_requests"))?,
-        )?;
+        };
+        // Fields::finish refuses prev, trusted_time, … without seq.
         f.finish()?;
+        let upgrade_requests = reported_upgrades_from(requests, chain.is_some())?;
         let report = UsageReport {
             license_id,
             cluster_id,
@@ -199,6 +301,7 @@ impl UsageReport {
             counters,
             peak_nodes,
             upgrade_requests,
+            chain,
         };
         canonical(report.to_cbor() == bytes, report)
     }
@@ -207,6 +310,26 @@ impl UsageReport {
     pub fn sign(&self, key: &SecretKey) -> Vec<u8> {
         envelope::sign(DocKind::UsageReport, self.to_cbor(), key)
     }
+}
+
+/// Reads a report's upgrade requests: each with an `id` in a chained report,
+/// none with one in an unchained report.
+fn reported_upgrades_from(v: Value, chained: bool) -> Result<Vec<ReportedUpgrade>> {
+    cbor::array(v, "upgrade_requests")?
+        .into_iter()
+        .map(|v| {
+            let mut r = Fields::open("upgrade request", v)?;
+            let id = r.text_key("id").map(|v| cbor::uint(v, "id")).transpose()?;
+            if id.is_some() != chained {
+                return Err(Error::Payload(
+                    "upgrade requests carry an id in a chained report (seq) and only there".into(),
+                ));
+            }
+            let request = upgrade_request_fields(&mut r)?;
+            r.finish()?;
+            Ok(ReportedUpgrade { id, request })
+        })
+        .collect()
 }
 
 /// Passes `value` through when its re-encoding matched the received bytes.
@@ -242,21 +365,26 @@ pub(crate) fn upgrade_requests_from(v: Value) -> Result<Vec<UpgradeRequest>> {
         .into_iter()
         .map(|v| {
             let mut r = Fields::open("upgrade request", v)?;
-            let requested_tier =
-                cbor::text(r.text_key("tier").ok_or_else(|| r.missing("tier"))?, "tier")?;
-            let message = cbor::text(
-                r.text_key("message").ok_or_else(|| r.missing("message"))?,
-                "message",
-            )?;
-            let time = cbor::time(r.text_key("time").ok_or_else(|| r.missing("time"))?, "time")?;
+            let request = upgrade_request_fields(&mut r)?;
             r.finish()?;
-            Ok(UpgradeRequest {
-                requested_tier,
-                message,
-                time,
-            })
+            Ok(request)
         })
         .collect()
+}
+
+/// Takes the three fields every upgrade request has.
+fn upgrade_request_fields(r: &mut Fields) -> Result<UpgradeRequest> {
+    let requested_tier = cbor::text(r.text_key("tier").ok_or_else(|| r.missing("tier"))?, "tier")?;
+    let message = cbor::text(
+        r.text_key("message").ok_or_else(|| r.missing("message"))?,
+        "message",
+    )?;
+    let time = cbor::time(r.text_key("time").ok_or_else(|| r.missing("time"))?, "time")?;
+    Ok(UpgradeRequest {
+        requested_tier,
+        message,
+        time,
+    })
 }
 
 /// A cluster-signed document after its signature and signer were checked.

@@ -26,11 +26,13 @@ pub enum DocKind {
     RelayTime,
     /// The vendor's root of trust: keys, roles, thresholds (a COSE_Sign).
     Root,
+    /// The vendor's acknowledgment of a usage report, signed by an issuer key.
+    Receipt,
 }
 
 impl DocKind {
     /// Every kind, in a stable order.
-    pub const ALL: [DocKind; 7] = [
+    pub const ALL: [DocKind; 8] = [
         DocKind::License,
         DocKind::RevocationList,
         DocKind::ActivationRequest,
@@ -38,6 +40,7 @@ impl DocKind {
         DocKind::Heartbeat,
         DocKind::RelayTime,
         DocKind::Root,
+        DocKind::Receipt,
     ];
 
     /// The COSE content type (header label 3) naming this kind.
@@ -50,6 +53,7 @@ impl DocKind {
             DocKind::Heartbeat => "application/vnd.kaching.heartbeat+cbor",
             DocKind::RelayTime => "application/vnd.kaching.relay-time+cbor",
             DocKind::Root => "application/vnd.kaching.root+cbor",
+            DocKind::Receipt => "application/vnd.kaching.receipt+cbor",
         }
     }
 
@@ -63,6 +67,7 @@ impl DocKind {
             DocKind::Heartbeat => "KACHING HEARTBEAT",
             DocKind::RelayTime => "KACHING RELAY TIME",
             DocKind::Root => "KACHING ROOT",
+            DocKind::Receipt => "KACHING RECEIPT",
         }
     }
 
@@ -95,6 +100,7 @@ impl fmt::Display for DocKind {
             DocKind::Heartbeat => "heartbeat",
             DocKind::RelayTime => "relay time statement",
             DocKind::Root => "root of trust",
+            DocKind::Receipt => "receipt",
         })
     }
 }

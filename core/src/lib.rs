@@ -5,7 +5,8 @@
 //! at the exact second it changes.
 //!
 //! - [`envelope`]: COSE_Sign1 + Ed25519 signing and verification.
-//! - [`license`], [`revocation`], [`cluster`]: the documents.
+//! - [`license`], [`revocation`], [`cluster`], [`receipt`]: the documents.
+//! - [`report_chain`]: the chain of a cluster's usage reports (gap, fork, rollback).
 //! - [`keys`]: SPKI / PKCS#8 PEM keys and kids.
 //! - [`root`]: the root of trust: keys, roles, thresholds, chained rotation.
 //! - [`policy`]: (license, revocations, state, now) → [`policy::Verdict`].
@@ -33,6 +34,8 @@ pub mod keys;
 mod kid;
 pub mod license;
 pub mod policy;
+pub mod receipt;
+pub mod report_chain;
 pub mod revocation;
 pub mod root;
 pub mod status;

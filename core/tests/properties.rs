@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use kaching_core::cluster::{
-    verify_activation_request, verify_usage_report, ActivationRequest, UpgradeRequest, UsageReport,
+    verify_activation_request, verify_usage_report, ActivationRequest, ReportedUpgrade,
+    UpgradeRequest, UsageReport,
 };
 use kaching_core::license::{HeartbeatPolicy, Limits, Period, Quota};
 use kaching_core::revocation::{RevocationEntry, RevocationStatus};
@@ -176,12 +177,16 @@ fn usage_report() -> impl Strategy<Value = UsageReport> {
                 peak_nodes,
                 upgrade_requests: reqs
                     .into_iter()
-                    .map(|(requested_tier, message, time)| UpgradeRequest {
-                        requested_tier,
-                        message,
-                        time,
+                    .map(|(requested_tier, message, time)| ReportedUpgrade {
+                        id: None,
+                        request: UpgradeRequest {
+                            requested_tier,
+                            message,
+                            time,
+                        },
                     })
                     .collect(),
+                chain: None,
             },
         )
 }
@@ -413,6 +418,7 @@ fn counters_with_many_buckets_round_trip() {
         counters: BTreeMap::from([("search_requests".into(), buckets)]),
         peak_nodes: 1,
         upgrade_requests: vec![],
+        chain: None,
     };
     assert_eq!(UsageReport::from_cbor(&report.to_cbor()), Ok(report));
 }

@@ -96,6 +96,7 @@ fn cluster_documents_verify_with_their_own_key() {
         counters: BTreeMap::from([("api_calls".into(), BTreeMap::from([("2026-09".into(), 42)]))]),
         peak_nodes: 4,
         upgrade_requests: vec![],
+        chain: None,
     };
     let v = verify_usage_report(&report.sign(&ck)).expect("usage verifies");
     assert_eq!(v.doc, report);
@@ -116,4 +117,53 @@ fn activation_request_with_foreign_cluster_id_refused() {
         verify_activation_request(&req.sign(&ck)),
         Err(Error::Payload(_))
     ));
+}
+
+#[test]
+fn chained_usage_report_round_trips_and_unchained_keys_are_refused() {
+    use kaching_core::cluster::{report_hash, ReportChain, ReportedUpgrade, UpgradeRequest};
+    let ck = SecretKey::from_seed(&[5; 32]);
+    let first = UsageReport {
+        license_id: LicenseId([9; 16]),
+        cluster_id: cluster_id(&ck.public()),
+        period_start: 1_790_000_000,
+        period_end: 1_790_100_000,
+        counters: BTreeMap::from([("api_calls".into(), BTreeMap::from([("2026-09".into(), 42)]))]),
+        peak_nodes: 4,
+        upgrade_requests: vec![ReportedUpgrade {
+            id: Some(3),
+            request: UpgradeRequest {
+                requested_tier: "enterprise".into(),
+                message: "more".into(),
+                time: 1_790_050_000,
+            },
+        }],
+        chain: Some(ReportChain {
+            seq: 1,
+            prev: None,
+            trusted_time: 1_790_100_000,
+            acked: 0,
+            node_peaks: BTreeMap::from([("2026-09".into(), 4)]),
+        }),
+    };
+    let bytes = first.sign(&ck);
+    assert_eq!(verify_usage_report(&bytes).expect("verifies").doc, first);
+    let mut second = first.clone();
+    if let Some(c) = second.chain.as_mut() {
+        c.seq = 2;
+        c.prev = Some(report_hash(&bytes));
+    }
+    assert_eq!(
+        UsageReport::from_cbor(&second.to_cbor()).expect("decodes"),
+        second
+    );
+    // seq 2 without prev, or an id in an unchained report, is not a report.
+    let mut broken = second.clone();
+    if let Some(c) = broken.chain.as_mut() {
+        c.prev = None;
+    }
+    assert!(UsageReport::from_cbor(&broken.to_cbor()).is_err());
+    let mut unchained = first.clone();
+    unchained.chain = None;
+    assert!(UsageReport::from_cbor(&unchained.to_cbor()).is_err());
 }

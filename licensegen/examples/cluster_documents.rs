@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kaching_core::cluster::{ActivationRequest, UpgradeRequest, UsageReport};
+use kaching_core::cluster::{
+    ActivationRequest, ReportChain, ReportedUpgrade, UpgradeRequest, UsageReport,
+};
 use kaching_core::{armor, cluster_id, DocKind, SecretKey};
 
 fn main() -> anyhow::Result<()> {
@@ -53,11 +55,25 @@ fn main() -> anyhow::Result<()> {
                     BTreeMap::from([(day, 46_500u64)]),
                 )]),
                 peak_nodes: 9,
-                upgrade_requests: vec![UpgradeRequest {
-                    requested_tier: "enterprise".into(),
-                    message: "bulk operations for the Q3 migration".into(),
-                    time: now.saturating_sub(86_400),
+                upgrade_requests: vec![ReportedUpgrade {
+                    id: Some(1),
+                    request: UpgradeRequest {
+                        requested_tier: "enterprise".into(),
+                        message: "bulk operations for the Q3 migration".into(),
+                        time: now.saturating_sub(86_400),
+                    },
                 }],
+                // The demo cluster's first report, as a verifier writes it.
+                chain: Some(ReportChain {
+                    seq: 1,
+                    prev: None,
+                    trusted_time: now,
+                    acked: 0,
+                    node_peaks: BTreeMap::from([(
+                        kaching_core::time::period_key(kaching_core::license::Period::Month, now),
+                        9,
+                    )]),
+                }),
             };
             ("usage-report.asc", DocKind::UsageReport, report.sign(&key))
         }

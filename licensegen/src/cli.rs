@@ -500,10 +500,30 @@ pub enum LedgerCommand {
 /// `usage …`.
 #[derive(Debug, Subcommand)]
 pub enum UsageCommand {
-    /// Verify and record a usage report from `kaching-verifier usage-report`
+    /// Verify and record a usage report, and write the receipt the customer imports
+    ///
+    /// The report is checked against the cluster's earlier reports: each is
+    /// numbered and names the one before it, and counters and the cluster's
+    /// trusted time only grow. A gap (exit 30) means reports never arrived;
+    /// a fork, or a counter or trusted time going down (exit 31), means the
+    /// cluster's state database was restored or the cluster cloned. Either
+    /// way the report is recorded, flagged in the ledger (`ledger show`).
+    ///
+    /// The receipt is signed with the vendor key (an issuer key of the root):
+    /// give it to the customer, who runs `kaching-verifier receipt import
+    /// FILE`; it clears what this report acknowledged. Importing the same
+    /// report again records nothing and writes the same receipt again.
+    #[command(after_long_help = crate::exit::TABLE, verbatim_doc_comment)]
     Import {
         /// The report file (binary or armored)
         file: PathBuf,
+        /// Where to write the receipt [default: beside the report, NAME.receipt.asc]
+        #[arg(long, value_name = "FILE")]
+        receipt: Option<PathBuf>,
+        /// Record the report without signing a receipt (no passphrase needed);
+        /// import it again later to write the receipt
+        #[arg(long, conflicts_with = "receipt")]
+        no_receipt: bool,
     },
 }
 

@@ -37,6 +37,14 @@ pub const RELAY_TOKEN: u8 = 21;
 /// signed by a key it does not trust).
 pub const RELAY_REFUSED: u8 = 22;
 
+/// `usage import`: recorded, but reports of the cluster's chain never
+/// arrived (a gap). Nothing is lost; ask the customer for the missing ones.
+pub const CHAIN_GAP: u8 = 30;
+/// `usage import`: recorded, but the chain shows a rollback: a fork (two
+/// reports at one place), a counter or the trusted-time mark going down.
+/// The signs of a restored state database or a cloned cluster.
+pub const CHAIN_ROLLBACK: u8 = 31;
+
 /// The exit code for a verdict state (the table in `kaching_core::exit`).
 pub fn for_state(state: State) -> u8 {
     kaching_core::exit::for_state(state)
@@ -57,7 +65,10 @@ Exit codes:
   16  verify: overdue (connected license past its offline grace)
   20  publish: relay unreachable (network, timeout, 5xx, rate limited)
   21  publish: relay refused the token (missing, unknown, revoked, wrong scope)
-  22  publish: relay refused the list (older version, or a vendor key it does not trust)";
+  22  publish: relay refused the list (older version, or a vendor key it does not trust)
+  30  usage import: recorded, but reports are missing from the cluster's chain (gap)
+  31  usage import: recorded, but the chain shows a rollback (fork, counter or trusted
+      time went down): a restored state database or a cloned cluster";
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ use kaching_core::cluster::{
 };
 use kaching_core::envelope::peek;
 use kaching_core::license::License;
+use kaching_core::receipt::{verify_receipt, Receipt};
 use kaching_core::revocation::RevocationList;
 use kaching_core::time::{human_duration, rfc3339};
 use kaching_core::{armor, verify_license, verify_revocation_list, DocKind, TrustedKeys};
@@ -39,6 +40,8 @@ pub enum Content {
     ActivationRequest(ActivationRequest),
     /// A usage report.
     UsageReport(UsageReport),
+    /// A receipt for a usage report.
+    Receipt(Receipt),
     /// A kind licensegen only names.
     Other,
 }
@@ -63,7 +66,7 @@ pub fn inspect(path: &Path, keys: Option<&TrustedKeys>) -> Result<Inspection> {
     let input = crate::fsutil::read(path)?;
     let not_doc = |e: &dyn std::fmt::Display| {
         crate::error::usage(format!(
-            "{} is not a KACHING document ({e}): expected a license, revocation list, activation request or usage report",
+            "{} is not a KACHING document ({e}): expected a license, revocation list, activation request, usage report or receipt",
             path.display()
         ))
     };
@@ -131,6 +134,10 @@ pub fn inspect(path: &Path, keys: Option<&TrustedKeys>) -> Result<Inspection> {
                 Content::UsageReport(UsageReport::from_cbor(&payload).map_err(|e| not_doc(&e))?),
             ),
         },
+        DocKind::Receipt => (
+            vendor_sig(verify_receipt(&bytes, k).map(|_| ())),
+            Content::Receipt(Receipt::from_cbor(&payload).map_err(|e| not_doc(&e))?),
+        ),
         _ => (
             sig("unchecked", "licensegen does not check this kind".into()),
             Content::Other,
@@ -251,6 +258,46 @@ pub fn print(i: &Inspection, as_json: bool) -> Result<()> {
                 row(&format!("  {metric}"), b.join(", "));
             }
             row("upgrades", u.upgrade_requests.len().to_string());
+            match &u.chain {
+                Some(c) => {
+                    row("report", format!("{} in the cluster's chain", c.seq));
+                    row("trusted time", rfc3339(c.trusted_time));
+                    row("acked up to", c.acked.to_string());
+                }
+                None => row(
+                    "report",
+                    "unchained (from a verifier older than receipts)".into(),
+                ),
+            }
+        }
+        Content::Receipt(r) => {
+            row("cluster", r.cluster_id.clone());
+            row("license id", r.license_id.to_string());
+            row(
+                "report",
+                format!(
+                    "{} (sha256 {})",
+                    r.report_seq,
+                    kaching_core::keys::hex(&r.report_hash)
+                ),
+            );
+            row("issued", rfc3339(r.issued));
+            let ids: Vec<String> = r.upgrade_requests.iter().map(u64::to_string).collect();
+            row(
+                "upgrades",
+                if ids.is_empty() {
+                    "none".into()
+                } else {
+                    format!("acknowledged: {}", ids.join(", "))
+                },
+            );
+            for (metric, buckets) in &r.counters {
+                let b: Vec<String> = buckets.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                row(&format!("  {metric}"), b.join(", "));
+            }
+            for (month, peak) in &r.node_peaks {
+                row(&format!("  peak {month}"), peak.to_string());
+            }
         }
         Content::Other => {}
     }

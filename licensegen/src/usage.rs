@@ -1,17 +1,23 @@
 //! `usage import`: record a cluster-signed usage report carried back from a
-//! customer site, and show what it says against the license's limits.
+//! customer site, check it against the cluster's report chain, show what it
+//! says against the license's limits, and write the receipt the cluster
+//! imports to clear what the vendor now has.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use kaching_core::cluster::{verify_usage_report, UsageReport};
+use kaching_core::armor::armor;
+use kaching_core::cluster::{report_hash, verify_usage_report, UsageReport};
 use kaching_core::policy::warning_ratio;
+use kaching_core::receipt::Receipt;
+use kaching_core::report_chain::{self, Finding, Link};
 use kaching_core::time::{rfc3339, Timestamp};
+use kaching_core::{DocKind, SecretKey};
 use rusqlite::TransactionBehavior;
 
 use kaching_core::{License, TierCatalog};
 
-use crate::ledger::{self, Ledger, LicenseRecord, UsageRecord};
+use crate::ledger::{self, ChainRecord, Ledger, LicenseRecord, UsageRecord};
 
 /// The outcome of an import.
 #[derive(Debug, Clone)]
@@ -22,15 +28,54 @@ pub struct Imported {
     pub new: bool,
     /// Things sales ops should look at (over limits, foreign cluster).
     pub warnings: Vec<String>,
+    /// What the chain check found (recorded at the first import).
+    pub findings: Vec<Finding>,
+    /// Ids of the report's upgrade requests no earlier report of the cluster carried.
+    pub new_requests: usize,
+    /// Where the receipt was written, if one was.
+    pub receipt: Option<PathBuf>,
+}
+
+impl Imported {
+    /// The exit code: gap, rollback, or success.
+    pub fn exit_code(&self) -> u8 {
+        if self.findings.iter().any(Finding::is_rollback) {
+            crate::exit::CHAIN_ROLLBACK
+        } else if self.findings.is_empty() {
+            crate::exit::OK
+        } else {
+            crate::exit::CHAIN_GAP
+        }
+    }
+}
+
+/// Where the receipt goes and who signs it.
+pub struct ReceiptOptions<'a> {
+    /// Write the receipt here [default: beside the report, `NAME.receipt.asc`].
+    pub out: Option<&'a Path>,
+    /// `None`: record only, write no receipt.
+    pub key: Option<&'a dyn Fn() -> Result<SecretKey>>,
+}
+
+/// The default receipt path for a report file: `usage.asc` → `usage.receipt.asc`.
+pub fn default_receipt_path(report: &Path) -> PathBuf {
+    let stem = report
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "usage".into());
+    report.with_file_name(format!("{stem}.receipt.asc"))
 }
 
 /// Verifies and records a usage report file; `license_of` reads the recorded
 /// license's claims (for quota warnings) and `catalog` gives the thresholds.
+/// For a chained report, checks the chain and writes a receipt (the same
+/// bytes again when the report was imported before).
 pub fn import(
     ledger: &mut Ledger,
     path: &Path,
     license_of: impl Fn(&LicenseRecord) -> Result<License>,
     catalog: &TierCatalog,
+    receipt_opts: &ReceiptOptions<'_>,
     now: Timestamp,
 ) -> Result<Imported> {
     let input = crate::fsutil::read(path)?;
@@ -50,6 +95,11 @@ pub fn import(
         )),
         _ => {}
     }
+    if report.chain.is_none() {
+        warnings.push(
+            "unchained report from a verifier older than receipts: recorded without chain checks and without a receipt; upgrade the customer's kaching-verifier".into(),
+        );
+    }
     let license = license_of(&rec)?;
     // Inside the allowed overage is within the license, as the verifier's
     // node admission sees it.
@@ -60,7 +110,14 @@ pub fn import(
         ));
     }
     quota_warnings(&report, &license, catalog, &mut warnings);
-    let sha = ledger::sha256_hex(&checked.bytes);
+    let hash = report_hash(&checked.bytes);
+    let sha = kaching_core::keys::hex(&hash);
+    // Unlock the key before taking the ledger lock (it may ask for a passphrase).
+    let stored_receipt = ledger::receipt_for(&ledger.conn, &sha)?;
+    let key = match (&report.chain, &stored_receipt, receipt_opts.key) {
+        (Some(_), None, Some(unlock)) => Some(unlock()?),
+        _ => None,
+    };
     let record = UsageRecord {
         license_id: report.license_id.to_string(),
         cluster_id: report.cluster_id.clone(),
@@ -69,13 +126,20 @@ pub fn import(
         peak_nodes: report.peak_nodes,
         counters: serde_json::to_value(&report.counters)?,
         upgrade_requests: serde_json::to_value(&report.upgrade_requests)?,
-        file_sha256: sha,
+        file_sha256: sha.clone(),
         imported_at: now,
+        chain: None,
     };
     let tx = ledger
         .conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .context("cannot lock the ledger")?;
+    let seen = ledger::reported_upgrade_ids(&tx, &report.cluster_id, &sha)?;
+    let new_requests = report
+        .upgrade_requests
+        .iter()
+        .filter(|r| r.id.is_none_or(|id| !seen.contains(&id)))
+        .count();
     let new = ledger::insert_usage(&tx, &record, &checked.bytes)?;
     if new {
         ledger::add_event(
@@ -84,20 +148,79 @@ pub fn import(
             now,
             "usage",
             &format!(
-                "usage report from cluster {} for {} to {}: peak {} nodes, {} upgrade request(s)",
+                "usage report {}from cluster {} for {} to {}: peak {} nodes, {} new upgrade request(s)",
+                report
+                    .chain
+                    .as_ref()
+                    .map(|c| format!("{} ", c.seq))
+                    .unwrap_or_default(),
                 report.cluster_id,
                 rfc3339(report.period_start),
                 rfc3339(report.period_end),
                 report.peak_nodes,
-                report.upgrade_requests.len()
+                new_requests
             ),
         )?;
     }
+    let mut findings = Vec::new();
+    if let (Some(link), Some(chain)) = (Link::of(&report, hash), &report.chain) {
+        let (known, recorded) = ledger::chain_links(&tx, &report.cluster_id, &sha)?;
+        match recorded {
+            Some(f) => findings = f,
+            None => {
+                findings = report_chain::check(&known, &link);
+                let c = ChainRecord {
+                    seq: chain.seq,
+                    trusted_time: chain.trusted_time,
+                    acked: chain.acked,
+                    findings: findings.clone(),
+                };
+                ledger::insert_chain(&tx, &sha, &report.cluster_id, &link, &c)?;
+                for f in &findings {
+                    ledger::add_event(
+                        &tx,
+                        &report.license_id,
+                        now,
+                        "chain",
+                        &format!("cluster {} report {}: {f}", report.cluster_id, chain.seq),
+                    )?;
+                }
+            }
+        }
+    }
+    let receipt_bytes = match (stored_receipt, key) {
+        (Some(bytes), _) => Some(bytes),
+        (None, Some(key)) => match Receipt::for_report(&report, hash, now) {
+            Some(r) => {
+                let bytes = r.sign(&key);
+                ledger::insert_receipt(&tx, &sha, &r, &bytes)?;
+                Some(bytes)
+            }
+            None => None,
+        },
+        (None, None) => None,
+    };
+    let receipt = match (&receipt_bytes, receipt_opts.key) {
+        (Some(bytes), Some(_)) => {
+            let out = receipt_opts
+                .out
+                .map_or_else(|| default_receipt_path(path), Path::to_path_buf);
+            // Written before the commit: a receipt that cannot be written
+            // leaves the import undone, to be run again.
+            crate::fsutil::write_atomic(&out, armor(DocKind::Receipt, bytes).as_bytes(), false)
+                .with_context(|| format!("cannot write the receipt to {}", out.display()))?;
+            Some(out)
+        }
+        _ => None,
+    };
     tx.commit().context("cannot commit the ledger")?;
     Ok(Imported {
         report,
         new,
         warnings,
+        findings,
+        new_requests,
+        receipt,
     })
 }
 
@@ -129,11 +252,15 @@ fn quota_warnings(
 /// Text summary of an import.
 pub fn describe(i: &Imported) -> String {
     let r = &i.report;
+    let which = match &r.chain {
+        Some(c) => format!("usage report {} ", c.seq),
+        None => "usage report ".into(),
+    };
     let mut s = if i.new {
-        format!("imported usage report for license {}\n", r.license_id)
+        format!("imported {which}for license {}\n", r.license_id)
     } else {
         format!(
-            "usage report for license {} was already imported; nothing changed\n",
+            "{which}for license {} was already imported; nothing changed\n",
             r.license_id
         )
     };
@@ -144,20 +271,59 @@ pub fn describe(i: &Imported) -> String {
         rfc3339(r.period_end),
         r.peak_nodes
     ));
+    if let Some(c) = &r.chain {
+        let acked = match c.acked {
+            0 => "no receipt imported yet".to_string(),
+            n => format!("receipts imported up to report {n}"),
+        };
+        s.push_str(&format!(
+            "  chain: report {}, cluster's trusted time {}, {acked}\n",
+            c.seq,
+            rfc3339(c.trusted_time)
+        ));
+        if !c.node_peaks.is_empty() {
+            let p: Vec<String> = c
+                .node_peaks
+                .iter()
+                .map(|(m, n)| format!("{m}={n}"))
+                .collect();
+            s.push_str(&format!("  peak nodes per month: {}\n", p.join(", ")));
+        }
+    }
     for (metric, buckets) in &r.counters {
         let b: Vec<String> = buckets.iter().map(|(k, v)| format!("{k}={v}")).collect();
         s.push_str(&format!("  {metric}: {}\n", b.join(", ")));
     }
-    for u in &r.upgrade_requests {
+    let again = r.upgrade_requests.len().saturating_sub(i.new_requests);
+    if again > 0 {
         s.push_str(&format!(
-            "  upgrade request ({}): tier {} — {}\n",
-            rfc3339(u.time),
-            u.requested_tier,
-            u.message
+            "  {} upgrade request(s), {again} of them already in an earlier report (not yet acknowledged to the cluster)\n",
+            r.upgrade_requests.len()
+        ));
+    }
+    for u in &r.upgrade_requests {
+        let id = u.id.map(|id| format!(" #{id}")).unwrap_or_default();
+        s.push_str(&format!(
+            "  upgrade request{id} ({}): tier {} — {}\n",
+            rfc3339(u.request.time),
+            u.request.requested_tier,
+            u.request.message
         ));
     }
     for w in &i.warnings {
         s.push_str(&format!("  warning: {w}\n"));
+    }
+    for f in &i.findings {
+        s.push_str(&format!("  FLAGGED {f}\n"));
+    }
+    match &i.receipt {
+        Some(p) => s.push_str(&format!(
+            "receipt written to {}: send it to the customer (kaching-verifier receipt import {})\n",
+            p.display(),
+            p.display()
+        )),
+        None if r.chain.is_some() => s.push_str("no receipt written (--no-receipt)\n"),
+        None => {}
     }
     s
 }

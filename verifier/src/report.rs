@@ -1,13 +1,22 @@
-//! The cluster-signed documents of the air-gapped round trip: activation
-//! requests and usage reports, signed with the cluster key.
+//! The cluster's side of the air-gapped round trip: activation requests,
+//! usage reports (signed with the cluster key, chained by sequence number
+//! and hash) and the vendor's receipts for them.
+//!
+//! Nothing is marked done when a report is written: every report carries
+//! everything no receipt has acknowledged yet, so a report file that is lost
+//! or overwritten loses nothing. The rules (what a report carries, what a
+//! receipt clears) are `kaching_core::receipt`'s; this module reads and
+//! writes the state database around them.
 
-use std::collections::BTreeMap;
-
-use anyhow::bail;
+use anyhow::{anyhow, bail};
 use kaching_core::armor::armor;
-use kaching_core::cluster::{ActivationRequest, UsageReport};
+use kaching_core::cluster::{
+    report_hash, ActivationRequest, ReportChain, ReportedUpgrade, UsageReport,
+};
+use kaching_core::receipt::{self, verify_receipt, Clearing, Receipt};
+use kaching_core::root::Role;
 use kaching_core::time::Timestamp;
-use kaching_core::DocKind;
+use kaching_core::{DocKind, Error};
 
 use crate::engine::Engine;
 
@@ -23,29 +32,38 @@ pub fn activation_request(engine: &Engine, now: Timestamp) -> String {
     armor(DocKind::ActivationRequest, &req.sign(&engine.identity.key))
 }
 
-/// An armored usage report: every counter bucket, the peak node count and the
-/// upgrade requests not yet reported. Marks those requests as reported.
-pub fn usage_report(engine: &mut Engine, now: Timestamp) -> anyhow::Result<(String, UsageReport)> {
+/// Writes the next usage report of the chain: every counter bucket and
+/// monthly node peak not acknowledged at its current value, the all-time
+/// peak, and every upgrade request not acknowledged. `write` gets the
+/// armored text and puts it in place; the report joins the chain only when
+/// it succeeded. Marks nothing as done: that is what receipts do.
+pub fn usage_report(
+    engine: &mut Engine,
+    now: Timestamp,
+    write: impl FnOnce(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<UsageReport> {
     let Some(license) = engine.license() else {
         bail!(
             "no valid license is in force, and usage is reported per license: install the license first (see `kaching-verifier check`)"
         );
     };
     let license_id = license.license.id;
-    let mut counters: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for ((metric, bucket), v) in &engine.counters {
-        counters
-            .entry(metric.clone())
-            .or_default()
-            .insert(bucket.clone(), *v);
-    }
-    let pending: Vec<_> = engine
+    engine.persist_mark(true)?;
+    let pending = engine.db.pending()?;
+    let (counters, node_peaks) = receipt::outstanding(&pending);
+    let upgrade_requests = engine
         .db
         .upgrades()?
         .into_iter()
-        .filter(|u| !u.reported)
+        .filter(|q| !q.reported)
+        .map(|q| ReportedUpgrade {
+            id: u64::try_from(q.id).ok(),
+            request: q.request,
+        })
         .collect();
-    let period_start = match engine.db.time("last_report_at")? {
+    let head = engine.db.report_head()?;
+    let acked = engine.db.acked_seq()?;
+    let period_start = match engine.db.report_time(acked)? {
         Some(t) => t,
         None => engine.db.time("created_at")?.unwrap_or(now),
     };
@@ -56,10 +74,68 @@ pub fn usage_report(engine: &mut Engine, now: Timestamp) -> anyhow::Result<(Stri
         period_end: now.max(period_start),
         counters,
         peak_nodes: u32::try_from(engine.db.peak_nodes()?).unwrap_or(u32::MAX),
-        upgrade_requests: pending.iter().map(|u| u.request.clone()).collect(),
+        upgrade_requests,
+        chain: Some(ReportChain {
+            seq: head.map_or(1, |(seq, _)| seq + 1),
+            prev: head.map(|(_, hash)| hash),
+            trusted_time: engine.trusted_time(),
+            acked,
+            node_peaks,
+        }),
     };
-    let text = armor(DocKind::UsageReport, &report.sign(&engine.identity.key));
-    let max_id = pending.iter().map(|u| u.id).max().unwrap_or(0);
-    engine.db.mark_reported(max_id, now)?;
-    Ok((text, report))
+    let bytes = report.sign(&engine.identity.key);
+    let text = armor(DocKind::UsageReport, &bytes);
+    let seq = report.chain.as_ref().map_or(1, |c| c.seq);
+    engine
+        .db
+        .record_report(seq, &report_hash(&bytes), now, || write(&text))?;
+    Ok(report)
+}
+
+/// What importing a receipt did.
+#[derive(Debug, Clone)]
+pub struct ReceiptImported {
+    /// The receipt.
+    pub receipt: Receipt,
+    /// What it marked as acknowledged (empty for a replay).
+    pub cleared: Clearing,
+    /// True when this receipt had been imported before.
+    pub again: bool,
+}
+
+/// Verifies a receipt against the issuer keys in force and clears exactly
+/// what it acknowledges. Refuses a receipt for another cluster, for a report
+/// this cluster has no record of writing, or signed by a key without the
+/// issuer role; importing one twice changes nothing.
+pub fn import_receipt(
+    engine: &mut Engine,
+    input: &[u8],
+    now: Timestamp,
+) -> anyhow::Result<ReceiptImported> {
+    let Some(trust) = engine.trust.as_ref() else {
+        bail!("no trusted keys are loaded, so no receipt can be checked: see `kaching-verifier check`");
+    };
+    let verified = verify_receipt(input, &trust.issuers).map_err(|e| match &e {
+        Error::UnknownKey(kid) => anyhow!(
+            "receipt refused: {}",
+            trust.explain(kid, Role::Issuer).unwrap_or_else(|| format!(
+                "it is signed by key {kid}, which is not a key of your vendor that may sign receipts (issuer)"
+            ))
+        ),
+        _ => anyhow!("receipt refused: {e}"),
+    })?;
+    let r = &verified.receipt;
+    let written = engine.db.report_hash(r.report_seq)?;
+    let pending = engine.db.pending()?;
+    let cleared = receipt::clearing(r, &engine.identity.cluster_id, written, &pending)
+        .map_err(|e| anyhow!("receipt refused: {e}"))?;
+    let again = engine.db.receipt(r.report_seq)?.is_some();
+    engine
+        .db
+        .apply_receipt(r.report_seq, &verified.bytes, &cleared, now)?;
+    Ok(ReceiptImported {
+        receipt: verified.receipt,
+        cleared,
+        again,
+    })
 }

@@ -11,13 +11,14 @@
 //! counters and the revocation high-water mark must not be lost by deleting a
 //! file. See [`Db::open`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use kaching_core::cluster::UpgradeRequest;
+use kaching_core::receipt::{Clearing, Pending};
 use kaching_core::time::Timestamp;
 
 /// File name of the database inside the state folder.
@@ -36,7 +37,22 @@ CREATE TABLE IF NOT EXISTS roots (version INTEGER PRIMARY KEY, bytes BLOB NOT NU
 CREATE TABLE IF NOT EXISTS upgrade_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, requested_tier TEXT NOT NULL,
     message TEXT NOT NULL, time INTEGER NOT NULL, reported INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS reports (
+    seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS receipts (
+    report_seq INTEGER PRIMARY KEY, bytes BLOB NOT NULL, imported_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS acked_counters (
+    metric TEXT NOT NULL, bucket TEXT NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (metric, bucket));
+CREATE TABLE IF NOT EXISTS node_peaks (month TEXT PRIMARY KEY, peak INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS acked_node_peaks (month TEXT PRIMARY KEY, peak INTEGER NOT NULL);
 ";
+
+/// Set once the `reported` column of `upgrade_requests` means "acknowledged
+/// by a receipt". Before receipts it meant "written into a report file",
+/// which lost requests when the file never reached the vendor; databases
+/// from then have every request reported again, once (docs/air-gapped.md).
+const RECEIPTS_MIGRATED: &str = "receipts_migrated";
 
 /// An open state database.
 pub struct Db {
@@ -51,7 +67,8 @@ pub struct QueuedUpgrade {
     pub id: i64,
     /// The request.
     pub request: UpgradeRequest,
-    /// True once it went out in a usage report.
+    /// True once the vendor acknowledged it (a receipt for a usage report
+    /// that carried it).
     pub reported: bool,
 }
 
@@ -129,7 +146,7 @@ impl Db {
             );
         }
         conn.execute_batch(SCHEMA).map_err(corrupt)?;
-        let db = Db { conn, path };
+        let mut db = Db { conn, path };
         match db.meta_i64("schema_version")? {
             None => db.set_meta_i64("schema_version", SCHEMA_VERSION)?,
             Some(SCHEMA_VERSION) => {}
@@ -137,6 +154,15 @@ impl Db {
                 "state database {} has schema version {v}; this verifier understands {SCHEMA_VERSION}: use a matching kaching-verifier",
                 db.path.display()
             ),
+        }
+        if db.meta_i64(RECEIPTS_MIGRATED)?.is_none() {
+            let tx = db.conn.transaction()?;
+            tx.execute("UPDATE upgrade_requests SET reported = 0", [])?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                params![RECEIPTS_MIGRATED, b"1".as_slice()],
+            )?;
+            tx.commit()?;
         }
         Ok(db)
     }
@@ -348,8 +374,15 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Upserts a lease and raises the peak (one transaction).
-    pub fn put_lease(&mut self, node: &str, expires: Timestamp, live: u64) -> anyhow::Result<()> {
+    /// Upserts a lease and raises the all-time peak and the peak of `month`
+    /// (`2026-01`) (one transaction).
+    pub fn put_lease(
+        &mut self,
+        node: &str,
+        expires: Timestamp,
+        live: u64,
+        month: &str,
+    ) -> anyhow::Result<()> {
         let tx = self.conn.savepoint()?;
         tx.prepare_cached(
             "INSERT INTO leases (node_id, expires_at) VALUES (?1, ?2)
@@ -362,6 +395,12 @@ impl Db {
              WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
         )?
         .execute([i(live).to_string().into_bytes()])?;
+        tx.prepare_cached(
+            "INSERT INTO node_peaks (month, peak) VALUES (?1, ?2)
+             ON CONFLICT(month) DO UPDATE SET peak = excluded.peak
+             WHERE node_peaks.peak < excluded.peak",
+        )?
+        .execute(params![month, i(live)])?;
         tx.commit()?;
         Ok(())
     }
@@ -465,17 +504,165 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Marks requests up to `max_id` as sent in a report, and records the report time.
-    pub fn mark_reported(&mut self, max_id: i64, now: Timestamp) -> anyhow::Result<()> {
+    /// Everything not yet acknowledged by a receipt, and what was.
+    pub fn pending(&self) -> anyhow::Result<Pending> {
+        let mut p = Pending::default();
+        let mut st = self
+            .conn
+            .prepare("SELECT id FROM upgrade_requests WHERE reported = 0")?;
+        for id in st.query_map([], |r| r.get::<_, i64>(0))? {
+            p.upgrade_requests.insert(u(id?));
+        }
+        for ((metric, bucket), v) in self.counters()? {
+            p.counters.entry(metric).or_default().insert(bucket, v);
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT metric, bucket, value FROM acked_counters")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+        })?;
+        for row in rows {
+            let (metric, bucket, v) = row?;
+            p.acked_counters
+                .entry(metric)
+                .or_default()
+                .insert(bucket, u(v));
+        }
+        p.node_peaks = self.peaks("node_peaks")?;
+        p.acked_node_peaks = self.peaks("acked_node_peaks")?;
+        Ok(p)
+    }
+
+    fn peaks(&self, table: &str) -> anyhow::Result<BTreeMap<String, u32>> {
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT month, peak FROM {table}"))?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                u32::try_from(r.get::<_, i64>(1)?).unwrap_or(u32::MAX),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest report written: its sequence number and hash.
+    pub fn report_head(&self) -> anyhow::Result<Option<(u64, [u8; 32])>> {
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT seq, hash FROM reports ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(seq, h)| Some((u(seq), h.try_into().ok()?))))
+    }
+
+    /// The hash of report `seq`, when this cluster wrote one.
+    pub fn report_hash(&self, seq: u64) -> anyhow::Result<Option<[u8; 32]>> {
+        let h: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT hash FROM reports WHERE seq = ?1", [i(seq)], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(h.and_then(|h| h.try_into().ok()))
+    }
+
+    /// When report `seq` was written, if this cluster wrote it.
+    pub fn report_time(&self, seq: u64) -> anyhow::Result<Option<Timestamp>> {
+        let t: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT created_at FROM reports WHERE seq = ?1",
+                [i(seq)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(t.map(u))
+    }
+
+    /// The newest report whose receipt was imported (0: none).
+    pub fn acked_seq(&self) -> anyhow::Result<u64> {
+        let v: Option<i64> =
+            self.conn
+                .query_row("SELECT MAX(report_seq) FROM receipts", [], |r| r.get(0))?;
+        Ok(v.map(u).unwrap_or(0))
+    }
+
+    /// The receipt imported for report `seq`, if any (its binary bytes).
+    pub fn receipt(&self, seq: u64) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT bytes FROM receipts WHERE report_seq = ?1",
+                [i(seq)],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records report `seq` with `hash` as written at `now`, and runs
+    /// `write` (which puts the file in place) before committing: a report
+    /// that could not be written leaves the chain as it was; one that was
+    /// written is in the chain. Nothing is marked as done.
+    pub fn record_report(
+        &mut self,
+        seq: u64,
+        hash: &[u8; 32],
+        now: Timestamp,
+        write: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let tx = self.conn.savepoint()?;
         tx.execute(
-            "UPDATE upgrade_requests SET reported = 1 WHERE id <= ?1",
-            [max_id],
+            "INSERT INTO reports (seq, hash, created_at) VALUES (?1, ?2, ?3)",
+            params![i(seq), hash.as_slice(), i(now)],
         )?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('last_report_at', ?1)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [i(now).to_string().into_bytes()],
+        )?;
+        write()?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Applies a receipt for report `seq` (one transaction): marks what
+    /// `clear` names as acknowledged and keeps the receipt.
+    pub fn apply_receipt(
+        &mut self,
+        seq: u64,
+        bytes: &[u8],
+        clear: &Clearing,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        let tx = self.conn.savepoint()?;
+        for id in &clear.upgrade_requests {
+            tx.execute(
+                "UPDATE upgrade_requests SET reported = 1 WHERE id = ?1",
+                [i(*id)],
+            )?;
+        }
+        for (metric, bucket, value) in &clear.counters {
+            tx.execute(
+                "INSERT INTO acked_counters (metric, bucket, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(metric, bucket) DO UPDATE SET value = excluded.value",
+                params![metric, bucket, i(*value)],
+            )?;
+        }
+        for (month, peak) in &clear.node_peaks {
+            tx.execute(
+                "INSERT INTO acked_node_peaks (month, peak) VALUES (?1, ?2)
+                 ON CONFLICT(month) DO UPDATE SET peak = excluded.peak",
+                params![month, peak],
+            )?;
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO receipts (report_seq, bytes, imported_at) VALUES (?1, ?2, ?3)",
+            params![i(seq), bytes, i(now)],
         )?;
         tx.commit()?;
         Ok(())

@@ -152,7 +152,7 @@ fn activation_request_is_signed_by_the_cluster_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn usage_report_carries_counters_peak_nodes_and_upgrade_requests() {
+async fn usage_report_carries_everything_until_a_receipt_clears_it() {
     let v = Vendor::new();
     let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
     let d = Daemon::start(cfg.clone()).await;
@@ -170,13 +170,16 @@ async fn usage_report_carries_counters_peak_nodes_and_upgrade_requests() {
     d.stop().await;
     let conf = write_config(dir.path(), &cfg, "");
     let out_file = dir.path().join("usage.report");
-    let out = verifier()
-        .args(["usage-report", "--config"])
-        .arg(&conf)
-        .arg("--out")
-        .arg(&out_file)
-        .output()
-        .unwrap();
+    let usage_report = || {
+        verifier()
+            .args(["usage-report", "--config"])
+            .arg(&conf)
+            .arg("--out")
+            .arg(&out_file)
+            .output()
+            .unwrap()
+    };
+    let out = usage_report();
     assert!(
         out.status.success(),
         "{}",
@@ -191,7 +194,57 @@ async fn usage_report_carries_counters_peak_nodes_and_upgrade_requests() {
     assert_eq!(api, 7);
     assert_eq!(rep.doc.peak_nodes, 2);
     assert_eq!(rep.doc.upgrade_requests.len(), 1);
-    assert_eq!(rep.doc.upgrade_requests[0].requested_tier, "enterprise");
+    assert_eq!(
+        rep.doc.upgrade_requests[0].request.requested_tier,
+        "enterprise"
+    );
+
+    // The vendor's receipt, imported with `receipt import`, clears the
+    // request; a second import says so and changes nothing.
+    let receipt = kaching_core::receipt::Receipt::for_report(
+        &rep.doc,
+        kaching_core::cluster::report_hash(&rep.bytes),
+        rep.doc.period_end,
+    )
+    .unwrap();
+    let receipt_file = dir.path().join("usage.receipt.asc");
+    std::fs::write(
+        &receipt_file,
+        kaching_core::armor::armor(kaching_core::DocKind::Receipt, &receipt.sign(&v.key)),
+    )
+    .unwrap();
+    let import = || {
+        verifier()
+            .args(["receipt", "import", "--config"])
+            .arg(&conf)
+            .arg(&receipt_file)
+            .output()
+            .unwrap()
+    };
+    let out = import();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with("receipt for usage report 1 applied: 1 upgrade request(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = import();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "receipt for usage report 1 was imported before; nothing changed\n"
+    );
+    let out = usage_report();
+    assert!(out.status.success());
+    let next = verify_usage_report(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert!(next.doc.upgrade_requests.is_empty());
+    let chain = next.doc.chain.unwrap();
+    assert_eq!((chain.seq, chain.acked), (2, 1));
 }
 
 /// kill -9 in the middle of a burst of usage writes: every increment that

@@ -340,3 +340,42 @@ async fn a_root_dropped_into_the_roots_folder_takes_effect_without_waiting_for_a
     assert_eq!(s["state"], "invalid", "issuer 10 left the root: {s:#}");
     d.stop().await;
 }
+
+#[test]
+fn attack_receipt_signed_by_key_without_issuer_role_refused() {
+    // Receipts lift an obligation of the customer, so only an issuer key may
+    // sign one: the online revoker key (which may only restrict) may not.
+    let (dir, mut cfg) = setup(None);
+    pinned(&mut cfg, &root(1, 10, 20, None));
+    std::fs::write(&cfg.license, license_by(10, 1)).unwrap();
+    let mut e = Engine::open(cfg, true).unwrap();
+    assert_eq!(state(&e), "active", "{}", reason(&e));
+    e.queue_upgrade("enterprise", "more nodes", now()).unwrap();
+    let file = dir.path().join("usage.asc");
+    let report =
+        kaching_verifier::report::usage_report(&mut e, now(), |t| Ok(std::fs::write(&file, t)?))
+            .unwrap();
+    let bin = kaching_core::armor::dearmor(&std::fs::read(&file).unwrap(), None).unwrap();
+    let receipt = kaching_core::receipt::Receipt::for_report(
+        &report,
+        kaching_core::cluster::report_hash(&bin),
+        now(),
+    )
+    .unwrap();
+    let by_revoker = armor(DocKind::Receipt, &receipt.sign(&key(20)));
+    let err = kaching_verifier::report::import_receipt(&mut e, by_revoker.as_bytes(), now())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("revoker role in root v1"), "{err}");
+    assert!(err.contains("only issuer keys"), "{err}");
+    let by_root = armor(DocKind::Receipt, &receipt.sign(&key(1)));
+    let err = kaching_verifier::report::import_receipt(&mut e, by_root.as_bytes(), now())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("receipt refused"), "{err}");
+    // The issuer's receipt is the one that counts.
+    let by_issuer = armor(DocKind::Receipt, &receipt.sign(&key(10)));
+    let done =
+        kaching_verifier::report::import_receipt(&mut e, by_issuer.as_bytes(), now()).unwrap();
+    assert_eq!(done.cleared.upgrade_requests, vec![1]);
+}

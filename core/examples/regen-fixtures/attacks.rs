@@ -496,6 +496,21 @@ pub fn cases() -> Result<Vec<Case>, String> {
         file: Some(("cbor", vendor_only.sign(&[&attacker()]))),
         expect: err("root", "Root"),
     });
+    let receipt = super::receipt(&super::cluster())?;
+    cases.push(Case {
+        name: "receipt_unknown_key",
+        attack: "a receipt for the cluster's genuine report, signed by a key that is not the vendor's (to clear what the vendor never saw)",
+        test: "attack_receipt_fixture_unknown_key",
+        file: Some(("cbor", receipt.sign(&attacker()))),
+        expect: err("receipt", "UnknownKey"),
+    });
+    cases.push(Case {
+        name: "license_as_receipt",
+        attack: "type confusion: a genuine license presented as a receipt",
+        test: "attack_receipt_fixture_license_as_receipt",
+        file: Some(("cbor", good.clone())),
+        expect: err("receipt", "WrongKind"),
+    });
     cases.push(Case {
         name: "license_as_root",
         attack: "type confusion: a genuine license presented as a root of trust",

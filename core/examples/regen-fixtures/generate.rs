@@ -6,8 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kaching_core::armor::armor;
-use kaching_core::cluster::{ActivationRequest, UpgradeRequest, UsageReport};
+use kaching_core::cluster::{
+    ActivationRequest, ReportChain, ReportedUpgrade, UpgradeRequest, UsageReport,
+};
 use kaching_core::license::{HeartbeatPolicy, Limits};
+use kaching_core::receipt::Receipt;
 use kaching_core::revocation::{RevocationEntry, RevocationStatus};
 use kaching_core::time::DAY;
 use kaching_core::{
@@ -203,12 +206,43 @@ pub fn usage_report() -> UsageReport {
             ),
         ]),
         peak_nodes: 9,
-        upgrade_requests: vec![UpgradeRequest {
-            requested_tier: "enterprise".into(),
-            message: "we need bulk-operations for the spring migration".into(),
-            time: NOW - DAY,
+        upgrade_requests: vec![ReportedUpgrade {
+            id: None,
+            request: UpgradeRequest {
+                requested_tier: "enterprise".into(),
+                message: "we need bulk-operations for the spring migration".into(),
+                time: NOW - DAY,
+            },
         }],
+        chain: None,
     }
+}
+
+/// The fixture cluster's first chained usage report (format.md §7.4): the
+/// same usage, numbered 1 in its chain, with request ids, the trusted-time
+/// mark and January's node peak.
+pub fn chained_usage_report() -> UsageReport {
+    let mut r = usage_report();
+    for (i, u) in r.upgrade_requests.iter_mut().enumerate() {
+        u.id = Some(i as u64 + 1);
+    }
+    r.chain = Some(ReportChain {
+        seq: 1,
+        prev: None,
+        trusted_time: NOW,
+        acked: 0,
+        node_peaks: BTreeMap::from([("2026-01".to_string(), 9)]),
+    });
+    r
+}
+
+/// The vendor's receipt for [`chained_usage_report`] signed by `cluster`,
+/// issued a day after it.
+pub fn receipt(cluster: &SecretKey) -> Result<Receipt, String> {
+    let bytes = chained_usage_report().sign(cluster);
+    let hash = kaching_core::cluster::report_hash(&bytes);
+    Receipt::for_report(&chained_usage_report(), hash, NOW + DAY)
+        .ok_or_else(|| "the chained report has no receipt".to_string())
 }
 
 /// PKCS#8 PEM of a test private key, headed so nobody mistakes it for a real one.
@@ -312,6 +346,18 @@ pub fn generate() -> Result<Files, String> {
         "cluster/usage-report",
         DocKind::UsageReport,
         usage_report().sign(&cluster),
+    );
+    add_both(
+        &mut files,
+        "cluster/usage-report-chained",
+        DocKind::UsageReport,
+        chained_usage_report().sign(&cluster),
+    );
+    add_both(
+        &mut files,
+        "cluster/receipt",
+        DocKind::Receipt,
+        receipt(&cluster)?.sign(&vendor),
     );
     attacks::add(&mut files)?;
     Ok(files)

@@ -347,7 +347,8 @@ pub struct QueuedUpgrade {
     pub message: String,
     /// When it was filed, RFC 3339.
     pub time: String,
-    /// True once it went out in a usage report.
+    /// True once the vendor acknowledged it: a receipt for a usage report
+    /// that carried it was imported (`kaching-verifier receipt import`).
     pub reported: bool,
 }
 

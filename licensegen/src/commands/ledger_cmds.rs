@@ -291,14 +291,21 @@ fn show_text(v: &VendorDir, d: &Detail<'_>) -> Result<String> {
     if !d.usage_reports.is_empty() {
         s.push_str("usage reports:\n");
         for u in &d.usage_reports {
+            let seq = u
+                .chain
+                .as_ref()
+                .map_or_else(|| "(unchained)".to_string(), |c| format!("#{}", c.seq));
             s.push_str(&format!(
-                "  {} to {}  cluster {}  peak {} nodes  {}\n",
+                "  {seq} {} to {}  cluster {}  peak {} nodes  {}\n",
                 date(u.period_start),
                 date(u.period_end),
                 u.cluster_id,
                 u.peak_nodes,
                 counters_text(&u.counters)
             ));
+            for f in u.chain.iter().flat_map(|c| &c.findings) {
+                s.push_str(&format!("      FLAGGED {f}\n"));
+            }
         }
     }
     Ok(s)
@@ -322,17 +329,27 @@ fn counters_text(counters: &serde_json::Value) -> String {
 }
 
 pub(super) fn usage(ctx: &Ctx<'_>, u: &UsageCommand) -> Result<u8> {
-    let UsageCommand::Import { file } = u;
+    let UsageCommand::Import {
+        file,
+        receipt,
+        no_receipt,
+    } = u;
     let v = ctx.vendor()?;
     let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
     let catalog = v.catalog()?;
+    let unlock = || ctx.issuer(&v);
+    let opts = crate::usage::ReceiptOptions {
+        out: receipt.as_deref(),
+        key: (!no_receipt).then_some(&unlock as &dyn Fn() -> Result<kaching_core::SecretKey>),
+    };
     let imported = crate::usage::import(
         &mut ledger,
         file,
         |rec| crate::issue::recorded_license(&v, rec),
         &catalog,
+        &opts,
         crate::fsutil::now(),
     )?;
     out(&crate::usage::describe(&imported))?;
-    Ok(crate::exit::OK)
+    Ok(imported.exit_code())
 }

@@ -12,8 +12,9 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use records::{
-    add_event, events, find_license, insert_license, insert_revocation, insert_usage,
-    latest_revocation, list_licenses, mark_superseded, usage_for, Event, LicenseRecord,
+    add_event, chain_links, events, find_license, insert_chain, insert_license, insert_receipt,
+    insert_revocation, insert_usage, latest_revocation, list_licenses, mark_superseded,
+    receipt_for, reported_upgrade_ids, usage_for, ChainRecord, Event, LicenseRecord,
     RevocationRecord, UsageRecord,
 };
 pub use state::LedgerState;
@@ -76,6 +77,30 @@ CREATE TABLE usage_reports (
 CREATE INDEX usage_license ON usage_reports (license_id);
 ";
 
+/// Tables added with receipts and the report chain; created on open when
+/// missing, so a ledger made before them gains them (an older licensegen
+/// ignores them).
+const CHAIN_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS report_chain (
+    file_sha256 TEXT PRIMARY KEY,
+    cluster_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    prev BLOB,
+    trusted_time INTEGER NOT NULL,
+    acked INTEGER NOT NULL,
+    findings TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS report_chain_cluster ON report_chain (cluster_id, seq);
+CREATE TABLE IF NOT EXISTS receipts (
+    report_sha256 TEXT PRIMARY KEY,
+    cluster_id TEXT NOT NULL,
+    report_seq INTEGER NOT NULL,
+    issued_at INTEGER NOT NULL,
+    file BLOB NOT NULL
+);
+";
+
 /// An open ledger.
 pub struct Ledger {
     /// The connection (WAL, busy timeout set).
@@ -97,7 +122,7 @@ impl Ledger {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+            "BEGIN; {SCHEMA} {CHAIN_SCHEMA} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
         ))
         .with_context(|| format!("cannot create ledger {}", path.display()))?;
         Ok(Ledger {
@@ -142,6 +167,8 @@ impl Ledger {
             ),
             None => return Err(corrupt(&"no schema version")),
         }
+        conn.execute_batch(&format!("BEGIN; {CHAIN_SCHEMA} COMMIT;"))
+            .map_err(|e| corrupt(&e))?;
         Ok(Ledger {
             conn,
             path: path.to_path_buf(),

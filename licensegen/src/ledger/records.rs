@@ -2,6 +2,7 @@
 //! take a `&Connection` so callers can run them inside their transaction.
 
 use anyhow::{Context, Result};
+use kaching_core::report_chain::{Finding, Link};
 use kaching_core::time::Timestamp;
 use kaching_core::LicenseId;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -91,6 +92,22 @@ pub struct UsageRecord {
     pub file_sha256: String,
     /// When it was imported.
     pub imported_at: Timestamp,
+    /// Its place in the cluster's report chain; `None` for an unchained
+    /// report from an older verifier.
+    pub chain: Option<ChainRecord>,
+}
+
+/// A chained report's place in its cluster's chain, and what its import flagged.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainRecord {
+    /// Sequence number.
+    pub seq: u64,
+    /// The verifier's trusted-time mark when it wrote the report.
+    pub trusted_time: Timestamp,
+    /// Newest report whose receipt the cluster had imported.
+    pub acked: u64,
+    /// Gap, fork, counter or trusted time going down, found at import.
+    pub findings: Vec<Finding>,
 }
 
 fn i(v: u64) -> i64 {
@@ -322,7 +339,9 @@ pub fn insert_usage(conn: &Connection, rec: &UsageRecord, file: &[u8]) -> Result
 /// Usage reports of a license, oldest period first.
 pub fn usage_for(conn: &Connection, id: &LicenseId) -> Result<Vec<UsageRecord>> {
     let mut stmt = conn.prepare(
-        "SELECT license_id, cluster_id, period_start, period_end, peak_nodes, counters, upgrade_requests, file_sha256, imported_at FROM usage_reports WHERE license_id = ?1 ORDER BY period_end, seq",
+        "SELECT u.license_id, u.cluster_id, u.period_start, u.period_end, u.peak_nodes, u.counters, u.upgrade_requests, u.file_sha256, u.imported_at, c.seq, c.trusted_time, c.acked, c.findings
+         FROM usage_reports u LEFT JOIN report_chain c ON c.file_sha256 = u.file_sha256
+         WHERE u.license_id = ?1 ORDER BY u.period_end, u.seq",
     )?;
     let rows = stmt
         .query_map([id.to_string()], |r| {
@@ -338,8 +357,144 @@ pub fn usage_for(conn: &Connection, id: &LicenseId) -> Result<Vec<UsageRecord>> 
                 upgrade_requests: serde_json::from_str(&requests).unwrap_or_default(),
                 file_sha256: r.get(7)?,
                 imported_at: u(r.get(8)?),
+                chain: match r.get::<_, Option<i64>>(9)? {
+                    None => None,
+                    Some(seq) => Some(ChainRecord {
+                        seq: u(seq),
+                        trusted_time: u(r.get(10)?),
+                        acked: u(r.get(11)?),
+                        findings: serde_json::from_str(&r.get::<_, String>(12)?)
+                            .unwrap_or_default(),
+                    }),
+                },
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
+}
+
+/// Records a chained report's place in the chain and what its import found.
+pub fn insert_chain(
+    conn: &Connection,
+    file_sha256: &str,
+    cluster_id: &str,
+    link: &Link,
+    chain: &ChainRecord,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO report_chain (file_sha256, cluster_id, seq, hash, prev, trusted_time, acked, findings) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            file_sha256,
+            cluster_id,
+            i(link.seq),
+            link.hash.as_slice(),
+            link.prev.as_ref().map(|p| p.as_slice()),
+            i(chain.trusted_time),
+            i(chain.acked),
+            serde_json::to_string(&chain.findings)?,
+        ],
+    )
+    .context("cannot record the report chain in the ledger")?;
+    Ok(())
+}
+
+/// The chain links of every chained report imported from `cluster_id`, and
+/// the findings recorded for the report `file_sha256` if it is one of them.
+pub fn chain_links(
+    conn: &Connection,
+    cluster_id: &str,
+    file_sha256: &str,
+) -> Result<(Vec<Link>, Option<Vec<Finding>>)> {
+    let mut stmt = conn.prepare(
+        "SELECT c.seq, c.hash, c.prev, c.trusted_time, u.counters, c.file_sha256, c.findings
+         FROM report_chain c JOIN usage_reports u ON u.file_sha256 = c.file_sha256
+         WHERE c.cluster_id = ?1",
+    )?;
+    let mut links = Vec::new();
+    let mut mine = None;
+    let rows = stmt.query_map([cluster_id], |r| {
+        Ok((
+            u(r.get(0)?),
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, Option<Vec<u8>>>(2)?,
+            u(r.get(3)?),
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+        ))
+    })?;
+    for row in rows {
+        let (seq, hash, prev, trusted_time, counters, sha, findings) = row?;
+        if sha == file_sha256 {
+            mine = Some(serde_json::from_str(&findings).unwrap_or_default());
+        }
+        let (Ok(hash), Ok(prev)) = (
+            <[u8; 32]>::try_from(hash),
+            prev.map(<[u8; 32]>::try_from).transpose(),
+        ) else {
+            continue;
+        };
+        links.push(Link {
+            seq,
+            hash,
+            prev,
+            trusted_time,
+            counters: serde_json::from_str(&counters).unwrap_or_default(),
+        });
+    }
+    Ok((links, mine))
+}
+
+/// Ids of the upgrade requests carried by reports imported from
+/// `cluster_id` before, other than the report `file_sha256`.
+pub fn reported_upgrade_ids(
+    conn: &Connection,
+    cluster_id: &str,
+    file_sha256: &str,
+) -> Result<std::collections::BTreeSet<u64>> {
+    let mut stmt = conn.prepare(
+        "SELECT upgrade_requests FROM usage_reports WHERE cluster_id = ?1 AND file_sha256 != ?2",
+    )?;
+    let mut ids = std::collections::BTreeSet::new();
+    for json in stmt.query_map([cluster_id, file_sha256], |r| r.get::<_, String>(0))? {
+        let v: serde_json::Value = serde_json::from_str(&json?).unwrap_or_default();
+        for r in v.as_array().into_iter().flatten() {
+            if let Some(id) = r.get("id").and_then(serde_json::Value::as_u64) {
+                ids.insert(id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// The receipt written for the report `report_sha256`, if any.
+pub fn receipt_for(conn: &Connection, report_sha256: &str) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .query_row(
+            "SELECT file FROM receipts WHERE report_sha256 = ?1",
+            [report_sha256],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Records the receipt written for a report.
+pub fn insert_receipt(
+    conn: &Connection,
+    report_sha256: &str,
+    receipt: &kaching_core::receipt::Receipt,
+    file: &[u8],
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO receipts (report_sha256, cluster_id, report_seq, issued_at, file) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            report_sha256,
+            receipt.cluster_id,
+            i(receipt.report_seq),
+            i(receipt.issued),
+            file
+        ],
+    )
+    .context("cannot record the receipt in the ledger")?;
+    Ok(())
 }

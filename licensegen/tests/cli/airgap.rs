@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::common::{bare, parse_issued, stderr, stdout, Env};
 use age::secrecy::ExposeSecret;
-use kaching_core::cluster::{ActivationRequest, UpgradeRequest, UsageReport};
+use kaching_core::cluster::{ActivationRequest, ReportedUpgrade, UpgradeRequest, UsageReport};
 use kaching_core::{armor, cluster_id, verify_license, DocKind, LicenseId, SecretKey};
 
 fn activation_request(env: &Env, key: &SecretKey, nodes: u32) -> std::path::PathBuf {
@@ -52,11 +52,15 @@ fn usage_report_with_peak(
         period_end: 1_795_300_000,
         counters,
         peak_nodes,
-        upgrade_requests: vec![UpgradeRequest {
-            requested_tier: "enterprise".into(),
-            message: "we need bulk operations".into(),
-            time: 1_795_200_000,
+        upgrade_requests: vec![ReportedUpgrade {
+            id: None,
+            request: UpgradeRequest {
+                requested_tier: "enterprise".into(),
+                message: "we need bulk operations".into(),
+                time: 1_795_200_000,
+            },
         }],
+        chain: None,
     };
     let path = env.tmp.path().join(name);
     std::fs::write(&path, report.sign(key)).unwrap();
@@ -173,7 +177,7 @@ fn attack_forged_activation_request_is_refused() {
 }
 
 #[test]
-fn usage_import_records_the_report_and_ledger_show_lists_it() {
+fn usage_import_reads_an_unchained_report_from_an_older_verifier() {
     let env = Env::new();
     let cluster = SecretKey::generate();
     let id = issue_bound(&env, &cluster, "standard");
@@ -184,7 +188,7 @@ fn usage_import_records_the_report_and_ledger_show_lists_it() {
     assert_eq!(
         stdout(&out),
         format!(
-            "imported usage report for license {id}\n  cluster {cid}, 2026-11-18T11:06:40Z to 2026-11-21T22:26:40Z, peak 14 nodes\n  search_requests: 2026-11-21=41000, 2026-11-22=12000\n  upgrade request (2026-11-20T18:40:00Z): tier enterprise — we need bulk operations\n  warning: peak of 14 nodes is above the license's 10 nodes\n  warning: search_requests reached 41000 of 50000 per day (82%) in 2026-11-21: offer an upgrade\n"
+            "imported usage report for license {id}\n  cluster {cid}, 2026-11-18T11:06:40Z to 2026-11-21T22:26:40Z, peak 14 nodes\n  search_requests: 2026-11-21=41000, 2026-11-22=12000\n  upgrade request (2026-11-20T18:40:00Z): tier enterprise — we need bulk operations\n  warning: unchained report from a verifier older than receipts: recorded without chain checks and without a receipt; upgrade the customer's kaching-verifier\n  warning: peak of 14 nodes is above the license's 10 nodes\n  warning: search_requests reached 41000 of 50000 per day (82%) in 2026-11-21: offer an upgrade\n"
         )
     );
     let out = import(&env, &report);
@@ -211,7 +215,7 @@ fn usage_import_records_the_report_and_ledger_show_lists_it() {
     );
     let out = env.cmd().args(["ledger", "show", &id]).output().unwrap();
     assert!(
-        stdout(&out).contains("usage reports:\n  2026-11-18 to 2026-11-21  cluster "),
+        stdout(&out).contains("usage reports:\n  (unchained) 2026-11-18 to 2026-11-21  cluster "),
         "{}",
         stdout(&out)
     );

@@ -55,10 +55,9 @@ async fn air_gapped_round_trip() {
 
     // `kaching-verifier usage-report` on A, carried back and imported.
     let mut engine = Engine::open(verifier_config(&a_dir, None), false).unwrap();
-    let (text, _) = report::usage_report(&mut engine, now()).unwrap();
-    drop(engine);
     let file = vendor.root.join("cluster-a.usage");
-    std::fs::write(&file, text).unwrap();
+    report::usage_report(&mut engine, now(), |text| Ok(std::fs::write(&file, text)?)).unwrap();
+    drop(engine);
     assert_eq!(
         vendor
             .licensegen(&["usage", "import", file.to_str().unwrap()])

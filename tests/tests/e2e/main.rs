@@ -7,5 +7,6 @@
 mod airgap;
 mod clusters;
 mod offline;
+mod receipts;
 mod revocations;
 mod roots;

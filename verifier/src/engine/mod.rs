@@ -411,6 +411,11 @@ impl Engine {
         json
     }
 
+    /// The trusted-time mark in force (what usage reports carry).
+    pub fn trusted_time(&self) -> Timestamp {
+        self.mark
+    }
+
     /// Raises the trusted-time mark to `t` (relay-signed time); never lowers it.
     pub(crate) fn raise_mark(&mut self, t: Timestamp) {
         self.mark = self.mark.max(t);

@@ -92,7 +92,8 @@ impl Engine {
         }
         let expires = now.saturating_add(self.cfg.lease_ttl.as_secs().max(1));
         let after = live + u64::from(!renewing);
-        self.db.put_lease(node, expires, after)?;
+        let month = kaching_core::time::period_key(kaching_core::time::Period::Month, now);
+        self.db.put_lease(node, expires, after, &month)?;
         self.leases.insert(node.to_string(), expires);
         if !renewing {
             self.recompute(now);

@@ -93,15 +93,29 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Write a signed usage report (counters, peak nodes, upgrade requests).
+    /// Write a signed usage report: everything your vendor has not acknowledged yet.
+    ///
+    /// Nothing is marked as done when the report is written: every report
+    /// carries everything your vendor has not acknowledged yet, so writing
+    /// several reports, or losing one, loses nothing. Send the report to your
+    /// vendor; they run `licensegen usage import REPORT` and send back a
+    /// receipt, which `kaching-verifier receipt import RECEIPT` applies.
+    ///
+    /// Reports are numbered and each names the one before it, so your vendor
+    /// can see that none is missing and that this cluster's state was not
+    /// rolled back (see docs/air-gapped.md).
+    #[command(verbatim_doc_comment)]
     UsageReport {
         /// Config file (TOML) [default: /etc/kaching/verifier.toml].
         #[arg(long, short, env = "KACHING_CONFIG")]
         config: Option<PathBuf>,
-        /// Where to write it.
+        /// Where to write it (armored text; replaced atomically).
         #[arg(long)]
         out: PathBuf,
     },
+    /// Your vendor's receipts for usage reports.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
     /// Print the default configuration, with every key documented.
     DefaultConfig,
     /// Print a shell completion script.
@@ -114,5 +128,27 @@ pub enum Command {
         /// Folder to write kaching-verifier.1, kaching-verifier-run.1, … into.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+    },
+}
+
+/// `receipt …`.
+#[derive(Debug, Subcommand)]
+pub enum ReceiptCommand {
+    /// Apply your vendor's receipt: what it acknowledges stops being reported.
+    ///
+    /// The receipt is checked against your vendor's keys (only a key that may
+    /// sign licenses may sign receipts), and must be for a report this
+    /// cluster wrote. It clears exactly the upgrade requests, closed counter
+    /// periods and monthly node peaks it names; anything newer stays in the
+    /// next report. Importing the same receipt again changes nothing.
+    ///
+    /// Exit codes: 0 applied (or already applied), 1 refused or error.
+    #[command(verbatim_doc_comment)]
+    Import {
+        /// Config file (TOML) [default: /etc/kaching/verifier.toml].
+        #[arg(long, short, env = "KACHING_CONFIG")]
+        config: Option<PathBuf>,
+        /// The receipt file (binary or armored), from `licensegen usage import`.
+        file: PathBuf,
     },
 }

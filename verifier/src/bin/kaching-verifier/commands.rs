@@ -8,7 +8,7 @@ use clap::CommandFactory;
 use kaching_kit::stdout;
 use kaching_verifier::{exit, report, Config, Engine};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ReceiptCommand};
 
 /// Where the configuration is looked for when neither `--config` nor
 /// `KACHING_CONFIG` names one (the .deb installs it there).
@@ -180,17 +180,56 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             let cfg = load_config(config, Fallback::Refuse, "usage-report")?;
             let now = cfg.clock.now();
             let mut engine = Engine::open(cfg, false)?;
-            let (text, r) = report::usage_report(&mut engine, now)?;
-            kaching_kit::fs::write_atomic(&out, text.as_bytes(), false)?;
+            let r = report::usage_report(&mut engine, now, |text| {
+                kaching_kit::fs::write_atomic(&out, text.as_bytes(), false)
+                    .with_context(|| format!("cannot write the usage report to {}", out.display()))
+            })?;
+            let seq = r.chain.as_ref().map_or(0, |c| c.seq);
             eprintln!(
-                "wrote usage report for license {} ({} metrics, peak {} nodes, {} upgrade requests) to {}: send it to your vendor (licensegen usage import {})",
+                "wrote usage report {seq} for license {} to {}: everything your vendor has not acknowledged yet ({} upgrade request(s), {} metric(s), peak {} nodes)\n\
+                 send it to your vendor (licensegen usage import {}); their receipt clears what it acknowledges (kaching-verifier receipt import RECEIPT)",
                 r.license_id,
+                out.display(),
+                r.upgrade_requests.len(),
                 r.counters.len(),
                 r.peak_nodes,
-                r.upgrade_requests.len(),
-                out.display(),
                 out.display()
             );
+            Ok(0)
+        }
+        Command::Receipt(ReceiptCommand::Import { config, file }) => {
+            let cfg = load_config(config, Fallback::Refuse, "receipt import")?;
+            let now = cfg.clock.now();
+            let mut engine = Engine::open(cfg, false)?;
+            let limit = kaching_core::MAX_DOCUMENT_SIZE as u64;
+            let input = match kaching_verifier::loader::read_regular(
+                &file,
+                limit,
+                "the receipt file from your vendor",
+            ) {
+                kaching_verifier::loader::Loaded::Good(b) => b,
+                kaching_verifier::loader::Loaded::Missing => {
+                    anyhow::bail!("receipt {} does not exist", file.display())
+                }
+                kaching_verifier::loader::Loaded::Rejected(why) => anyhow::bail!("{why}"),
+            };
+            let done = report::import_receipt(&mut engine, &input, now)?;
+            let r = &done.receipt;
+            let c = &done.cleared;
+            let buckets = c.counters.len() + c.node_peaks.len();
+            let text = if done.again && c.is_empty() {
+                format!(
+                    "receipt for usage report {} was imported before; nothing changed",
+                    r.report_seq
+                )
+            } else {
+                format!(
+                    "receipt for usage report {} applied: {} upgrade request(s) and {buckets} closed period(s) acknowledged by your vendor; they are no longer reported",
+                    r.report_seq,
+                    c.upgrade_requests.len()
+                )
+            };
+            stdout::println(&text)?;
             Ok(0)
         }
         Command::DefaultConfig => {
