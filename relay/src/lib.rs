@@ -29,6 +29,7 @@ pub mod extract;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod responses;
 pub mod roots;
 pub mod routes;
 pub mod state;
@@ -99,6 +100,7 @@ pub async fn run(
     let stop = Shutdown::new();
     let (revocations, _) = watch::channel(current);
     let state = Arc::new(AppState {
+        document: openapi::document,
         readers: db::Readers::new(config.db_path()),
         config,
         vendor_keys,

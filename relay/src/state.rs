@@ -41,6 +41,9 @@ impl CurrentList {
 pub struct AppState {
     /// The configuration the relay started with.
     pub config: Config,
+    /// The OpenAPI document served at `/openapi.json` (handed in, so the
+    /// routes do not import the document built from them).
+    pub document: fn() -> &'static utoipa::openapi::OpenApi,
     /// Vendor keys licenses and revocation lists must be signed with when
     /// no root of trust is configured (see [`AppState::license_keys`]).
     pub vendor_keys: TrustedKeys,

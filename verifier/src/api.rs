@@ -30,7 +30,7 @@ use crate::actor::{Command, Handle, ReplyTo};
 use crate::config::Secret;
 use crate::engine::Outcome;
 use crate::error::{request_timed_out, ApiError};
-use crate::openapi::{Busy, JsonBody, NodeId, PathParam, Unauthorized};
+use crate::responses::{Busy, JsonBody, NodeId, PathParam, Unauthorized};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -43,6 +43,9 @@ pub struct AppState {
     pub stopping: watch::Receiver<bool>,
     /// Slots for `GET /v1/events` streams (see [`Limits::max_event_streams`]).
     pub event_streams: Arc<Semaphore>,
+    /// The OpenAPI document served at `/openapi.json` (handed in, so the API
+    /// does not import the document built from it).
+    pub document: fn() -> &'static utoipa::openapi::OpenApi,
 }
 
 /// What the router bounds by itself (the connection-level bounds are the
@@ -537,8 +540,8 @@ pub(crate) async fn metrics() -> Response {
     ),
     security(())
 )]
-pub(crate) async fn openapi_json() -> Response {
-    kaching_kit::openapi::answer(crate::openapi::document())
+pub(crate) async fn openapi_json(State(s): State<AppState>) -> Response {
+    kaching_kit::openapi::answer((s.document)())
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -31,6 +31,7 @@ pub mod openapi;
 pub mod reader;
 pub mod relay;
 pub mod report;
+pub mod responses;
 pub mod state;
 pub mod status;
 pub mod trust;
@@ -142,6 +143,7 @@ pub async fn run(
             event_streams: Arc::new(tokio::sync::Semaphore::new(api::max_event_streams(
                 limits.max_connections,
             ))),
+            document: openapi::document,
         },
         api_limits,
     );

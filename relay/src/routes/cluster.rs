@@ -16,7 +16,7 @@ use kaching_core::{verify_license, DocKind, LicenseId};
 use crate::db::now;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json, RawBody};
-use crate::openapi::{BeatRefused, Busy, Internal, RateLimited, SignedDocument, TooLarge};
+use crate::responses::{BeatRefused, Busy, Internal, RateLimited, SignedDocument, TooLarge};
 use crate::state::AppState;
 use crate::store::{Activation, Outcome, Write};
 

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use crate::db::now;
 use crate::error::ApiResult;
 use crate::extract::Caller;
-use crate::openapi::{Busy, Internal, RateLimited, Token};
+use crate::responses::{Busy, Internal, RateLimited, Token};
 use crate::state::AppState;
 use crate::tokens::Scope;
 

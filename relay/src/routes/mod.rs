@@ -9,8 +9,8 @@ use axum::{middleware, Router};
 use kaching_kit::serve::request_timeout;
 
 use crate::error::{request_timed_out, ApiError};
-use crate::openapi::{Busy, RateLimited};
 use crate::ratelimit::{self, Limiter};
+use crate::responses::{Busy, RateLimited};
 use crate::state::AppState;
 
 pub mod cluster;
@@ -101,6 +101,8 @@ pub async fn healthz() -> &'static str {
     ),
     security(())
 )]
-pub async fn openapi_json() -> axum::response::Response {
-    kaching_kit::openapi::answer(crate::openapi::document())
+pub async fn openapi_json(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> axum::response::Response {
+    kaching_kit::openapi::answer((state.document)())
 }

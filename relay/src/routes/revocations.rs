@@ -20,7 +20,7 @@ use kaching_core::DocKind;
 use crate::db::now;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, RawBody};
-use crate::openapi::{Busy, Internal, RateLimited, SignedDocument, Token, TooLarge};
+use crate::responses::{Busy, Internal, RateLimited, SignedDocument, Token, TooLarge};
 use crate::state::{AppState, CurrentList};
 use crate::store::{Outcome, Write};
 use crate::tokens::Scope;

@@ -25,7 +25,7 @@ use kaching_core::{verify_license, LicenseId};
 use crate::db::now;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{json, Caller, RawBody};
-use crate::openapi::{Busy, Internal, LicenseLookup, RateLimited, Token, TooLarge};
+use crate::responses::{Busy, Internal, LicenseLookup, RateLimited, Token, TooLarge};
 use crate::state::AppState;
 use crate::store::{Outcome, Write};
 use crate::tokens::Scope;
