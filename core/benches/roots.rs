@@ -79,6 +79,8 @@ fn license() -> License {
         cluster: None,
         heartbeat: None,
         supersedes: None,
+        degrade: Default::default(),
+        report: None,
     }
 }
 

@@ -73,6 +73,8 @@ fn standard_license(catalog: &TierCatalog) -> License {
             offline_grace: 7 * 86_400,
         }),
         supersedes: None,
+        degrade: Default::default(),
+        report: None,
     }
 }
 
@@ -217,6 +219,7 @@ impl Fixture {
                 ("storage_gb".into(), 120),
             ]),
             last_relay_contact: Some(NOW - 600),
+            last_acknowledged_report: None,
         };
         Fixture {
             cose,

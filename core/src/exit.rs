@@ -4,13 +4,13 @@
 
 use crate::policy::State;
 
-/// The product may run: active, expiring or grace.
+/// The product may run: active, expiring, grace or report overdue.
 pub const USABLE: u8 = 0;
 
 /// The exit code for a state: 0 when usable, else 10–16.
 pub fn for_state(state: State) -> u8 {
     match state {
-        State::Active | State::Expiring | State::Grace => USABLE,
+        State::Active | State::Expiring | State::Grace | State::ReportOverdue => USABLE,
         State::Unlicensed | State::Invalid => 10,
         State::Revoked => 11,
         State::Suspended => 12,
@@ -23,7 +23,7 @@ pub fn for_state(state: State) -> u8 {
 
 /// The state rows of the table, as `--help` prints them.
 pub const STATE_TABLE: &str = "\
-  0   usable (active, expiring or grace)
+  0   usable (active, expiring, grace, or report overdue: see the warnings)
   10  invalid or no license (signature, key, audience, cluster, format)
   11  revoked
   12  suspended

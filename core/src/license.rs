@@ -57,6 +57,20 @@ pub struct HeartbeatPolicy {
     pub offline_grace: u64,
 }
 
+/// An air-gapped license's duty to report: a usage report acknowledged by
+/// the vendor (a receipt imported, or relay contact) at least every `every`
+/// seconds; status warns `warn` seconds before the deadline; once it has
+/// passed the license is `report_overdue` and the `deny` features stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportPolicy {
+    /// Seconds between acknowledged reports.
+    pub every: u64,
+    /// Seconds before the deadline that status starts warning.
+    pub warn: u64,
+    /// Features denied while the report is overdue (empty: warn only).
+    pub deny: BTreeSet<String>,
+}
+
 /// A license's claims. Field order here is irrelevant: encoding is deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct License {
@@ -94,6 +108,12 @@ pub struct License {
     pub heartbeat: Option<HeartbeatPolicy>,
     /// `supersedes`: the license this one replaces.
     pub supersedes: Option<LicenseId>,
+    /// `degrade`: features that keep working once the license has expired
+    /// (past its grace): the vendor's basic level, so a missed renewal does
+    /// not take everything down. Empty: nothing does.
+    pub degrade: BTreeSet<String>,
+    /// `report`: the duty to report usage, for air-gapped licenses.
+    pub report: Option<ReportPolicy>,
 }
 
 impl License {
@@ -192,6 +212,8 @@ pub(crate) fn sample() -> License {
         cluster: None,
         heartbeat: None,
         supersedes: None,
+        degrade: Default::default(),
+        report: None,
     };
     l.limits.max_nodes = 3;
     l

@@ -64,6 +64,8 @@ fn license_of(tier: &str) -> License {
         cluster: None,
         heartbeat: None,
         supersedes: None,
+        degrade: Default::default(),
+        report: None,
     }
 }
 
@@ -1029,6 +1031,7 @@ fn state_names_and_usability() {
         (State::Expired, "expired", false),
         (State::Grace, "grace", true),
         (State::Overdue, "overdue", false),
+        (State::ReportOverdue, "report_overdue", true),
         (State::Expiring, "expiring", true),
         (State::Active, "active", true),
     ];
@@ -1245,6 +1248,7 @@ fn explain_names_the_rule_that_decides_each_state() {
             "not_before",
             "expiry",
             "connected",
+            "report",
             "expiring",
             "active"
         ]
@@ -1343,3 +1347,98 @@ fn license_change_names_what_moved_and_flags_any_loss_as_a_downgrade() {
 }
 
 type LicenseChangeCase = Box<dyn Fn(&mut License)>;
+
+/// A standard license that must report every 90 days (warned 14 days
+/// ahead), with analytics off once it is overdue, and basic-search kept
+/// after expiry.
+fn reporting() -> License {
+    License {
+        report: Some(kaching_core::license::ReportPolicy {
+            every: 90 * DAY,
+            warn: 14 * DAY,
+            deny: ["analytics".to_string()].into(),
+        }),
+        degrade: ["basic-search".to_string()].into(),
+        ..standard()
+    }
+}
+
+#[test]
+fn report_duty_warns_then_turns_report_overdue_at_the_exact_second() {
+    let due = IAT + 90 * DAY;
+    let warn_from = due - 14 * DAY;
+    let case = Case::new(reporting());
+    // (now, state, warned, analytics allowed)
+    let rows = [
+        (warn_from - 1, State::Active, false, true),
+        (warn_from, State::Active, true, true),
+        (due - 1, State::Active, true, true),
+        (due, State::ReportOverdue, false, false),
+        (due + 30 * DAY, State::ReportOverdue, false, false),
+    ];
+    for (now, state, warned, analytics) in rows {
+        let v = case.at(now);
+        assert_eq!(v.state, state, "at {now}: {}", v.reason);
+        assert!(v.is_usable(), "report_overdue stays usable");
+        assert_eq!(
+            v.warnings
+                .iter()
+                .any(|w| w.starts_with("usage report due by")),
+            warned,
+            "at {now}: {:?}",
+            v.warnings
+        );
+        let d = v.feature("analytics");
+        assert_eq!(d.allowed, analytics, "at {now}: {d:?}");
+        if !analytics {
+            assert_eq!(d.code, "report_overdue");
+        }
+        assert!(
+            v.feature("basic-search").allowed,
+            "only the named features stop"
+        );
+    }
+    // An acknowledged report restarts the clock; so does relay contact.
+    let mut acked = Case::new(reporting());
+    acked.snapshot.last_acknowledged_report = Some(due - DAY);
+    assert_eq!(acked.at(due).state, State::Active);
+    assert_eq!(acked.at(due - DAY + 90 * DAY).state, State::ReportOverdue);
+    let contact = Case::new(reporting()).contact(due - DAY);
+    assert_eq!(contact.at(due).state, State::Active);
+    // Warn only: the state says so, and nothing is denied.
+    let mut warn_only = reporting();
+    warn_only.report.as_mut().unwrap().deny.clear();
+    let v = Case::new(warn_only).at(due);
+    assert_eq!(v.state, State::ReportOverdue);
+    assert!(v.reason.contains("everything still works"), "{}", v.reason);
+    assert!(v.feature("analytics").allowed);
+    // Higher states win: an expiring license past its report deadline is
+    // still report_overdue, a suspended one suspended.
+    let late = License {
+        expires_at: due + 10 * DAY,
+        ..reporting()
+    };
+    assert_eq!(Case::new(late).at(due).state, State::ReportOverdue);
+}
+
+#[test]
+fn degrade_keeps_the_basic_level_after_expiry_and_nothing_else() {
+    let v = Case::new(reporting()).at(EXP + GRACE);
+    assert_eq!(v.state, State::Expired);
+    assert!(!v.is_usable());
+    assert!(v.degraded);
+    let basic = v.feature("basic-search");
+    assert!(basic.allowed, "{basic:?}");
+    assert!(basic.reason.contains("basic level"), "{}", basic.reason);
+    assert_eq!(v.feature("analytics").code, "license_expired");
+    // Nodes keep running at the basic level; metered usage does not.
+    assert!(v.admit_node(0, false).allowed);
+    assert!(!v
+        .spend("search_requests", 0, 1)
+        .map(|_| true)
+        .unwrap_or(false));
+    // Without degrade, expiry stops everything as before.
+    let plain = Case::new(standard()).at(EXP + GRACE);
+    assert!(!plain.degraded && !plain.feature("basic-search").allowed);
+    assert!(!plain.admit_node(0, false).allowed);
+}

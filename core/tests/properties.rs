@@ -97,6 +97,8 @@ fn license() -> impl Strategy<Value = License> {
                 offline_grace,
             }),
             supersedes: supersedes.map(LicenseId),
+            degrade: Default::default(),
+            report: None,
         },
     )
 }

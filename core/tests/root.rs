@@ -101,6 +101,8 @@ fn license() -> License {
         cluster: None,
         heartbeat: None,
         supersedes: None,
+        degrade: Default::default(),
+        report: None,
     }
 }
 

@@ -40,6 +40,8 @@ fn license() -> License {
             offline_grace: 3600,
         }),
         supersedes: Some(LicenseId([1; 16])),
+        degrade: Default::default(),
+        report: None,
     }
 }
 

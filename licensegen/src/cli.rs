@@ -303,6 +303,21 @@ pub struct Terms {
     /// Connected license: how long the cluster may run without the relay
     #[arg(long, value_name = "DURATION", requires = "heartbeat")]
     pub offline_grace: Option<String>,
+    /// Air-gapped license: a usage report must be acknowledged (receipt
+    /// imported) this often, e.g. 90d; once late the license is report_overdue
+    #[arg(long, value_name = "DURATION")]
+    pub report_every: Option<String>,
+    /// With --report-every: warn this long before a report is due [default: 14d]
+    #[arg(long, value_name = "DURATION", requires = "report_every")]
+    pub report_warn: Option<String>,
+    /// With --report-every: turn this feature off while a report is late
+    /// (repeatable; none: warn only)
+    #[arg(long = "report-deny", value_name = "F", requires = "report_every")]
+    pub report_deny: Vec<String>,
+    /// Keep this feature working after expiry and grace: the basic level
+    /// that never goes dark (repeatable)
+    #[arg(long = "degrade", value_name = "F")]
+    pub degrade: Vec<String>,
 }
 
 /// `issue`.

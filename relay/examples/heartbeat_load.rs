@@ -101,6 +101,8 @@ fn license(i: u32) -> License {
             offline_grace: 86_400,
         }),
         supersedes: None,
+        degrade: Default::default(),
+        report: None,
     }
 }
 

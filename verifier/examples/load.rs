@@ -61,6 +61,8 @@ fn license(id: u8) -> Vec<u8> {
         cluster: None,
         heartbeat: None,
         supersedes: None,
+        degrade: Default::default(),
+        report: None,
     }
     .sign(&SecretKey::from_seed(&[42; 32]))
 }

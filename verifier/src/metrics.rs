@@ -43,6 +43,7 @@ pub fn record_verdict(v: &Verdict) {
         "expired",
         "grace",
         "overdue",
+        "report_overdue",
         "expiring",
         "active",
     ] {

@@ -133,6 +133,9 @@ pub fn import_receipt(
     engine
         .db
         .apply_receipt(r.report_seq, &verified.bytes, &cleared, now)?;
+    // The duty to report (a license's `report` claim) counts from here.
+    engine.refresh_last_ack();
+    engine.recompute(now);
     Ok(ReceiptImported {
         receipt: verified.receipt,
         cleared,

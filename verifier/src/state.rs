@@ -592,6 +592,18 @@ impl Db {
         Ok(v.map(u).unwrap_or(0))
     }
 
+    /// When the newest report the vendor acknowledged (a receipt imported
+    /// for it) was written: the clock of a license's duty to report.
+    pub fn last_acknowledged_report(&self) -> anyhow::Result<Option<Timestamp>> {
+        let t: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT MAX(r.created_at) FROM reports r JOIN receipts c ON c.report_seq = r.seq",
+            )?
+            .query_row([], |r| r.get(0))?;
+        Ok(t.map(u))
+    }
+
     /// The receipt imported for report `seq`, if any (its binary bytes).
     pub fn receipt(&self, seq: u64) -> anyhow::Result<Option<Vec<u8>>> {
         Ok(self

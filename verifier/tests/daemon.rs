@@ -706,3 +706,33 @@ async fn a_license_written_in_place_is_read_when_the_writer_closes_it_not_half_w
     assert!(s["rejections"].as_array().unwrap().is_empty(), "{s:#}");
     d.stop().await;
 }
+
+#[test]
+fn a_lapsed_duty_to_report_is_lifted_by_importing_the_receipt() {
+    use kaching_core::armor::armor;
+    use kaching_core::DocKind;
+    let v = Vendor::new();
+    // Must report every day; issued two days ago; analytics stops when late.
+    let mut l = v.license(1, "standard");
+    l.issued_at = now() - 2 * 86_400;
+    l.not_before = l.issued_at;
+    l.report = Some(kaching_core::license::ReportPolicy {
+        every: 86_400,
+        warn: 3600,
+        deny: ["analytics".to_string()].into(),
+    });
+    let (dir, cfg) = setup(Some(&v.sign(&l)));
+    let mut e = kaching_verifier::Engine::open(cfg, true).unwrap();
+    let st = &e.current().status.status;
+    assert_eq!(st.state, "report_overdue", "{}", st.reason);
+    assert!(!e.current().verdict.feature("analytics").allowed);
+    assert!(e.current().verdict.feature("basic-search").allowed);
+
+    // The customer writes a report; the vendor's receipt comes back.
+    let receipt = report_and_receipt(&mut e, dir.path());
+    let signed = armor(DocKind::Receipt, &receipt.sign(&v.key));
+    kaching_verifier::report::import_receipt(&mut e, signed.as_bytes(), now()).unwrap();
+    let st = &e.current().status.status;
+    assert_eq!(st.state, "active", "{}", st.reason);
+    assert!(e.current().verdict.feature("analytics").allowed);
+}

@@ -351,17 +351,7 @@ fn attack_receipt_signed_by_key_without_issuer_role_refused() {
     let mut e = Engine::open(cfg, true).unwrap();
     assert_eq!(state(&e), "active", "{}", reason(&e));
     e.queue_upgrade("enterprise", "more nodes", now()).unwrap();
-    let file = dir.path().join("usage.asc");
-    let report =
-        kaching_verifier::report::usage_report(&mut e, now(), |t| Ok(std::fs::write(&file, t)?))
-            .unwrap();
-    let bin = kaching_core::armor::dearmor(&std::fs::read(&file).unwrap(), None).unwrap();
-    let receipt = kaching_core::receipt::Receipt::for_report(
-        &report,
-        kaching_core::cluster::report_hash(&bin),
-        now(),
-    )
-    .unwrap();
+    let receipt = common::report_and_receipt(&mut e, dir.path());
     let by_revoker = armor(DocKind::Receipt, &receipt.sign(&key(20)));
     let err = kaching_verifier::report::import_receipt(&mut e, by_revoker.as_bytes(), now())
         .unwrap_err()

@@ -115,6 +115,8 @@ pub fn tier_license(tier: &str, name: &str) -> Result<License, String> {
         cluster: None,
         heartbeat: None,
         supersedes: None,
+        degrade: Default::default(),
+        report: None,
     })
 }
 

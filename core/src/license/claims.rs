@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{cwt, HeartbeatPolicy, License, Limits, Quota};
+use super::{cwt, HeartbeatPolicy, License, Limits, Quota, ReportPolicy};
 use crate::cbor::{for_each_in_key_order, Key, Reader, Writer};
 use crate::error::{Error, Result};
 use crate::id::LicenseId;
@@ -22,6 +22,8 @@ pub(super) fn encode(l: &License, w: &mut Writer) {
         l.cluster.is_some(),
         l.heartbeat.is_some(),
         l.supersedes.is_some(),
+        !l.degrade.is_empty(),
+        l.report.is_some(),
     ];
     w.map(REQUIRED_CLAIMS + optional.iter().filter(|p| **p).count());
     w.int(cwt::ISS).text(&l.issuer);
@@ -45,8 +47,25 @@ pub(super) fn encode(l: &License, w: &mut Writer) {
         w.text("limit").uint(q.limit);
         w.text("period").text(q.period.as_str());
     });
+    if let Some(p) = &l.report {
+        w.text("report").map(2 + usize::from(!p.deny.is_empty()));
+        if !p.deny.is_empty() {
+            w.text("deny").array(p.deny.len());
+            for f in &p.deny {
+                w.text(f);
+            }
+        }
+        w.text("warn").uint(p.warn);
+        w.text("every").uint(p.every);
+    }
     if let Some(cluster) = &l.cluster {
         w.text("cluster").text(cluster);
+    }
+    if !l.degrade.is_empty() {
+        w.text("degrade").array(l.degrade.len());
+        for f in &l.degrade {
+            w.text(f);
+        }
     }
     w.text("overage").uint(l.overage.into());
     w.text("customer").text(&l.customer);
@@ -84,6 +103,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<License> {
     let (mut tier, mut grace, mut limits, mut quotas, mut overage, mut customer, mut features) =
         (None, None, None, None, None, None, None);
     let (mut cluster, mut heartbeat, mut supersedes) = (None, None, None);
+    let (mut degrade, mut report) = (None, None);
     while let Some(key) = r.key(&mut m)? {
         match key {
             Key::Int(cwt::ISS) => iss = Some(r.text("iss")?.to_owned()),
@@ -103,10 +123,25 @@ pub(super) fn decode(bytes: &[u8]) -> Result<License> {
             Key::Text(b"features") => features = Some(read_features(&mut r)?),
             Key::Text(b"heartbeat") => heartbeat = Some(read_heartbeat(&mut r)?),
             Key::Text(b"supersedes") => supersedes = Some(LicenseId(r.bytes_n("supersedes")?)),
+            Key::Text(b"degrade") => degrade = Some(read_nonempty_set(&mut r, "degrade")?),
+            Key::Text(b"report") => report = Some(read_report(&mut r)?),
             other => return Err(m.unknown(other)),
         }
     }
     r.end()?;
+    let features = features.ok_or_else(|| m.missing("features"))?;
+    let degrade = degrade.unwrap_or_default();
+    let report: Option<ReportPolicy> = report;
+    for (claim, names) in [
+        ("degrade", Some(&degrade)),
+        ("report deny", report.as_ref().map(|p| &p.deny)),
+    ] {
+        if let Some(f) = names.and_then(|n| n.iter().find(|f| !features.contains(*f))) {
+            return Err(Error::Payload(format!(
+                "license {claim} names feature {f:?}, which the license does not include"
+            )));
+        }
+    }
     Ok(License {
         id: cti.ok_or_else(|| m.missing("cti"))?,
         issuer: iss.ok_or_else(|| m.missing("iss"))?,
@@ -117,7 +152,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<License> {
         not_before: nbf.ok_or_else(|| m.missing("nbf"))?,
         expires_at: exp.ok_or_else(|| m.missing("exp"))?,
         tier: tier.ok_or_else(|| m.missing("tier"))?,
-        features: features.ok_or_else(|| m.missing("features"))?,
+        features,
         limits: limits.ok_or_else(|| m.missing("limits"))?,
         quotas: quotas.ok_or_else(|| m.missing("quotas"))?,
         grace: grace.ok_or_else(|| m.missing("grace"))?,
@@ -125,6 +160,44 @@ pub(super) fn decode(bytes: &[u8]) -> Result<License> {
         cluster,
         heartbeat,
         supersedes,
+        degrade,
+        report,
+    })
+}
+
+/// A sorted, unique, non-empty list of feature names (an empty one is
+/// written by leaving the claim out, so it cannot round trip).
+fn read_nonempty_set(r: &mut Reader<'_>, what: &str) -> Result<BTreeSet<String>> {
+    let set = read_features(r)?;
+    if set.is_empty() {
+        return Err(Error::Payload(format!(
+            "license is not in canonical encoding: an empty {what} list is written by leaving it out"
+        )));
+    }
+    Ok(set)
+}
+
+fn read_report(r: &mut Reader<'_>) -> Result<ReportPolicy> {
+    let mut m = r.map("report")?;
+    let (mut every, mut warn, mut deny) = (None, None, None);
+    while let Some(key) = r.key(&mut m)? {
+        match key {
+            Key::Text(b"deny") => deny = Some(read_nonempty_set(r, "report deny")?),
+            Key::Text(b"warn") => warn = Some(r.uint("warn")?),
+            Key::Text(b"every") => every = Some(r.uint("every")?),
+            other => return Err(m.unknown(other)),
+        }
+    }
+    let every = every.ok_or_else(|| m.missing("every"))?;
+    if every == 0 {
+        return Err(Error::Payload(
+            "license report every must be above zero".into(),
+        ));
+    }
+    Ok(ReportPolicy {
+        every,
+        warn: warn.ok_or_else(|| m.missing("warn"))?,
+        deny: deny.unwrap_or_default(),
     })
 }
 
@@ -264,6 +337,29 @@ mod tests {
                 "supersedes",
                 l.supersedes.map(|s| Value::Bytes(s.0.to_vec())),
             )
+            .text_opt(
+                "degrade",
+                (!l.degrade.is_empty()).then(|| {
+                    Value::Array(l.degrade.iter().map(|f| Value::Text(f.clone())).collect())
+                }),
+            )
+            .text_opt(
+                "report",
+                l.report.as_ref().map(|p| {
+                    MapBuilder::new()
+                        .text("every", u(p.every))
+                        .text("warn", u(p.warn))
+                        .text_opt(
+                            "deny",
+                            (!p.deny.is_empty()).then(|| {
+                                Value::Array(
+                                    p.deny.iter().map(|f| Value::Text(f.clone())).collect(),
+                                )
+                            }),
+                        )
+                        .build()
+                }),
+            )
             .build();
         cbor::to_vec(&map)
     }
@@ -298,6 +394,10 @@ mod tests {
                 proptest::option::of((any::<u64>(), any::<u64>())),
                 proptest::option::of(any::<[u8; 16]>()),
             ),
+            (
+                0usize..4,
+                proptest::option::of((1..u64::MAX, any::<u64>(), 0usize..4)),
+            ),
         )
             .prop_map(
                 |(
@@ -307,7 +407,15 @@ mod tests {
                     quotas,
                     (max_nodes, max_cores, grace, overage),
                     (cluster, hb, supersedes),
+                    (degrade, report),
                 )| License {
+                    // Subsets of the features, as a decodable license has.
+                    degrade: features.iter().take(degrade).cloned().collect(),
+                    report: report.map(|(every, warn, deny)| ReportPolicy {
+                        every,
+                        warn,
+                        deny: features.iter().rev().take(deny).cloned().collect(),
+                    }),
                     id: LicenseId(id),
                     issuer,
                     customer_id,
@@ -352,6 +460,52 @@ mod tests {
         fn strict_decoding_round_trips_every_encoding(l in license()) {
             prop_assert_eq!(decode(&l.to_cbor()).expect("decodes"), l);
         }
+    }
+
+    /// A license with the duty to report and a degraded level.
+    fn reporting() -> License {
+        let mut l = sample();
+        l.features = ["analytics", "basic-search", "export"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        l.degrade = ["basic-search".to_string()].into();
+        l.report = Some(ReportPolicy {
+            every: 90 * 86_400,
+            warn: 14 * 86_400,
+            deny: ["analytics".to_string(), "export".to_string()].into(),
+        });
+        l
+    }
+
+    #[test]
+    fn degrade_and_report_round_trip_in_canonical_order() {
+        let l = reporting();
+        assert_eq!(l.to_cbor(), reference(&l));
+        assert_eq!(decode(&l.to_cbor()).expect("decodes"), l);
+        // Warn only: no deny list is written.
+        let mut warn_only = reporting();
+        warn_only.report.as_mut().expect("set").deny.clear();
+        assert_eq!(warn_only.to_cbor(), reference(&warn_only));
+        assert_eq!(decode(&warn_only.to_cbor()).expect("decodes"), warn_only);
+    }
+
+    #[test]
+    fn degrade_or_deny_naming_a_feature_the_license_lacks_is_refused() {
+        let mut l = reporting();
+        l.degrade.insert("bulk-operations".into());
+        let e = payload_error(&l.to_cbor());
+        assert!(
+            e.contains("degrade names feature \"bulk-operations\""),
+            "{e}"
+        );
+        let mut l = reporting();
+        l.report.as_mut().expect("set").deny.insert("nope".into());
+        let e = payload_error(&l.to_cbor());
+        assert!(e.contains("report deny names feature \"nope\""), "{e}");
+        let mut l = reporting();
+        l.report.as_mut().expect("set").every = 0;
+        assert!(payload_error(&l.to_cbor()).contains("above zero"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::verdict::{Decision, Verdict};
+use super::verdict::{Decision, State, Verdict};
 use crate::license::License;
 use crate::tiers::{Tier, TierCatalog};
 
@@ -43,6 +43,19 @@ pub(super) fn decide_features(v: &mut Verdict, lic: Option<&License>, catalog: &
             for (name, _) in names {
                 v.features.insert(name.to_string(), shared.clone());
             }
+            // Past expiry and grace, the vendor's basic level keeps working.
+            if let Some(l) = lic.filter(|l| v.state == State::Expired && !l.degrade.is_empty()) {
+                for f in &l.degrade {
+                    v.features.insert(
+                        f.clone(),
+                        Decision::allow(format!(
+                            "{}; {f} keeps working at the basic level this license names (degrade)",
+                            v.reason
+                        )),
+                    );
+                }
+                v.degraded = true;
+            }
             return;
         }
     };
@@ -61,6 +74,19 @@ pub(super) fn decide_features(v: &mut Verdict, lic: Option<&License>, catalog: &
         if let Some(lowest) = lowest {
             let d = not_in_tier(l, catalog, name, lowest, license_rank);
             v.features.insert((*name).to_string(), d);
+        }
+    }
+    // A lapsed duty to report turns off the features the license names.
+    if let Some(p) = l
+        .report
+        .as_ref()
+        .filter(|_| v.state == State::ReportOverdue)
+    {
+        for f in &p.deny {
+            v.features.insert(
+                f.clone(),
+                Decision::deny("report_overdue", v.reason.clone()),
+            );
         }
     }
 }

@@ -45,6 +45,9 @@ pub struct Snapshot {
     pub quota_usage: BTreeMap<String, u64>,
     /// Last successful relay contact, for connected licenses.
     pub last_relay_contact: Option<Timestamp>,
+    /// When the newest usage report the vendor acknowledged (a receipt
+    /// imported) was written: the clock of a license's duty to report.
+    pub last_acknowledged_report: Option<Timestamp>,
 }
 
 /// The license as the caller could load it.

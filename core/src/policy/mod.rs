@@ -143,6 +143,7 @@ fn evaluate_traced(
         // The mark follows the wall clock forward, never back.
         trusted_time: mark.max(now),
         evaluated_at: now,
+        degraded: false,
     };
     let (state, reason) = states::decide_state(
         license,
@@ -157,7 +158,7 @@ fn evaluate_traced(
     v.state = state;
     v.reason = reason;
     if let Some(l) = lic {
-        states::add_time_warnings(&mut v, l, revocations, t);
+        states::add_time_warnings(&mut v, l, revocations, snapshot, t);
         quotas::add_quotas(&mut v, l, snapshot, catalog);
         nodes::add_node_pressure(&mut v, l, snapshot, catalog);
         suggestions::add_entry_tier_upsell(&mut v, l, catalog, t);

@@ -37,7 +37,8 @@ impl Verdict {
     /// May a node take (or renew) a lease? `live` counts live leases now,
     /// `renewing` is true when this node already holds one.
     pub fn admit_node(&self, live: u64, renewing: bool) -> Decision {
-        if !self.is_usable() {
+        // A degraded license keeps its nodes: the basic level still runs.
+        if !self.is_usable() && !self.degraded {
             return self.unusable();
         }
         if renewing || live < self.node_ceiling {

@@ -221,6 +221,38 @@ pub(super) fn decide_state(
             "air-gapped license: never overdue".into()
         }),
     }
+    match report_deadline(l, snapshot) {
+        Some((deadline, since, p)) if t >= deadline => {
+            let off = if p.deny.is_empty() {
+                "everything still works".to_string()
+            } else {
+                format!(
+                    "{} off until a report is acknowledged",
+                    p.deny.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            return decide(
+                trace,
+                "report",
+                State::ReportOverdue,
+                format!(
+                    "no usage report acknowledged since {}: this license asks for one every {} (due {}); {off}: \
+                     send a usage report (`kaching-verifier usage-report`) to your vendor and import the receipt",
+                    rfc3339(since),
+                    human_duration(p.every),
+                    rfc3339(deadline)
+                ),
+            );
+        }
+        Some((deadline, since, _)) => pass(trace, "report", || {
+            format!(
+                "usage report due by {} (last acknowledged {})",
+                rfc3339(deadline),
+                rfc3339(since)
+            )
+        }),
+        None => pass(trace, "report", || "no duty to report".into()),
+    }
     if t.saturating_add(settings.expiring_window) >= l.expires_at {
         return decide(
             trace,
@@ -248,6 +280,26 @@ pub(super) fn decide_state(
         State::Active,
         ["license valid until ", &rfc3339(l.expires_at)].concat(),
     )
+}
+
+/// For a license with a duty to report: the deadline, the acknowledgment it
+/// counts from (the newest acknowledged report, relay contact, or the
+/// license's issue time), and the policy.
+pub(super) fn report_deadline<'l>(
+    l: &'l License,
+    snapshot: &Snapshot,
+) -> Option<(Timestamp, Timestamp, &'l crate::license::ReportPolicy)> {
+    let p = l.report.as_ref()?;
+    let since = [
+        Some(l.issued_at),
+        snapshot.last_acknowledged_report,
+        snapshot.last_relay_contact,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(l.issued_at);
+    Some((since.saturating_add(p.every), since, p))
 }
 
 /// Why a connected license is (or will be) overdue.
@@ -296,11 +348,25 @@ pub(super) fn add_time_warnings(
     v: &mut Verdict,
     l: &License,
     revocations: Option<&RevocationList>,
+    snapshot: &Snapshot,
     t: Timestamp,
 ) {
     match v.state {
-        State::Grace | State::Expiring => v.warnings.push(v.reason.clone()),
+        State::Grace | State::Expiring | State::ReportOverdue => v.warnings.push(v.reason.clone()),
         _ => {}
+    }
+    if let Some((deadline, _, p)) = report_deadline(l, snapshot) {
+        if v.state.is_usable()
+            && v.state != State::ReportOverdue
+            && t < deadline
+            && t.saturating_add(p.warn) >= deadline
+        {
+            v.warnings.push(format!(
+                "usage report due by {} ({} left): send one (`kaching-verifier usage-report`) to your vendor and import the receipt",
+                rfc3339(deadline),
+                human_duration(deadline - t)
+            ));
+        }
     }
     if l.is_connected() {
         if let Some(r) = revocations.filter(|r| r.is_stale(t)) {

@@ -33,6 +33,10 @@ pub enum State {
     Grace,
     /// A connected license that has not reached a relay within its offline grace.
     Overdue,
+    /// An air-gapped license whose duty to report (`report`) has lapsed: no
+    /// usage report acknowledged in time. Usable, except the features the
+    /// license names in `report.deny`.
+    ReportOverdue,
     /// Within the expiring window before `exp`.
     Expiring,
     /// Valid.
@@ -52,14 +56,19 @@ impl State {
             State::Expired => "expired",
             State::Grace => "grace",
             State::Overdue => "overdue",
+            State::ReportOverdue => "report_overdue",
             State::Expiring => "expiring",
             State::Active => "active",
         }
     }
 
-    /// True when the licensed product may run (active, expiring, grace).
+    /// True when the licensed product may run (active, expiring, grace,
+    /// report overdue).
     pub fn is_usable(self) -> bool {
-        matches!(self, State::Active | State::Expiring | State::Grace)
+        matches!(
+            self,
+            State::Active | State::Expiring | State::Grace | State::ReportOverdue
+        )
     }
 }
 
@@ -180,6 +189,10 @@ pub struct Verdict {
     pub trusted_time: Timestamp,
     /// The wall-clock time the verdict was computed for.
     pub evaluated_at: Timestamp,
+    /// Expired, with the license's `degrade` features still allowed (and
+    /// node leases still admitted): the vendor's basic level.
+    #[serde(default)]
+    pub degraded: bool,
 }
 
 impl Verdict {

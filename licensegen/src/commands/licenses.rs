@@ -34,6 +34,10 @@ fn request(
         bind: t.bind.clone(),
         heartbeat: t.heartbeat.clone(),
         offline_grace: t.offline_grace.clone(),
+        report_every: t.report_every.clone(),
+        report_warn: t.report_warn.clone(),
+        report_deny: t.report_deny.clone(),
+        degrade: t.degrade.clone(),
         armor: None,
         out: None,
     }
@@ -162,6 +166,27 @@ fn print_issued(i: &Issued) -> Result<()> {
             "  heartbeat   every {}, offline grace {} (connected)\n",
             human_duration(h.interval),
             human_duration(h.offline_grace)
+        ));
+    }
+    if let Some(p) = &l.report {
+        s.push_str(&format!(
+            "  report      every {} (warned {} ahead){}\n",
+            human_duration(p.every),
+            human_duration(p.warn),
+            if p.deny.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; late: {} off",
+                    p.deny.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            }
+        ));
+    }
+    if !l.degrade.is_empty() {
+        s.push_str(&format!(
+            "  degrade     {} keep working after expiry\n",
+            l.degrade.iter().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
     if let Some(old) = l.supersedes {

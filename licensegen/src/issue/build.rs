@@ -61,6 +61,9 @@ pub fn build(
         lic.customer_id = b.customer_id.clone();
         lic.cluster = b.cluster.clone();
         lic.heartbeat = b.heartbeat;
+        // The duty to report and the degraded level carry over.
+        lic.report = b.report.clone();
+        lic.degrade = b.degrade.clone();
         lic.supersedes = Some(b.id);
         if let Mode::Upgrade(_) = mode {
             // Add-on features bought on top of the old tier stay.
@@ -128,6 +131,8 @@ fn from_tier(tier: &Tier, config: &Config, now: Timestamp) -> License {
         cluster: None,
         heartbeat: None,
         supersedes: None,
+        degrade: Default::default(),
+        report: None,
     }
 }
 
@@ -227,6 +232,41 @@ fn apply_overrides(
             return Err(usage(
                 "--heartbeat and --offline-grace go together (a connected license needs both)",
             ))
+        }
+    }
+    if let Some(every) = &req.report_every {
+        let every = parse_duration(every)?;
+        if every == 0 {
+            return Err(usage("--report-every must be longer than zero, e.g. 90d"));
+        }
+        let warn = match &req.report_warn {
+            Some(w) => parse_duration(w)?,
+            None => 14 * DAY,
+        };
+        lic.report = Some(kaching_core::license::ReportPolicy {
+            every,
+            warn,
+            deny: req.report_deny.iter().cloned().collect(),
+        });
+    } else if req.report_warn.is_some() || !req.report_deny.is_empty() {
+        return Err(usage("--report-warn and --report-deny need --report-every"));
+    }
+    if !req.degrade.is_empty() {
+        lic.degrade = req.degrade.iter().cloned().collect();
+    }
+    // Both lists name features of this license (verifiers refuse otherwise).
+    for (flag, names) in [
+        ("--degrade", lic.degrade.iter().collect::<Vec<_>>()),
+        (
+            "--report-deny",
+            lic.report.iter().flat_map(|p| p.deny.iter()).collect(),
+        ),
+    ] {
+        if let Some(f) = names.into_iter().find(|f| !lic.features.contains(*f)) {
+            return Err(usage(format!(
+                "{flag} {f}: this license does not include {f} (its features: {})",
+                lic.features.iter().cloned().collect::<Vec<_>>().join(", ")
+            )));
         }
     }
     if lic.expires_at <= lic.issued_at {

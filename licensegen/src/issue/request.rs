@@ -44,6 +44,16 @@ pub struct LicenseRequest {
     pub heartbeat: Option<String>,
     /// How long a connected cluster may run without the relay.
     pub offline_grace: Option<String>,
+    /// How often a usage report must be acknowledged (`90d`).
+    pub report_every: Option<String>,
+    /// Warning lead before a report is due (`14d`).
+    pub report_warn: Option<String>,
+    /// Features off while a report is late.
+    #[serde(default)]
+    pub report_deny: Vec<String>,
+    /// Features kept after expiry and grace.
+    #[serde(default)]
+    pub degrade: Vec<String>,
     /// Write the armored spelling.
     pub armor: Option<bool>,
     /// Output file.

@@ -122,6 +122,7 @@ async fn status(st: &AppState, id: LicenseId) -> ApiResult<LicenseStatus> {
         live_nodes: nodes,
         quota_usage,
         last_relay_contact: last_seen,
+        last_acknowledged_report: None,
     };
     let list = st.revocations.borrow().clone();
     let verdict = evaluate(

@@ -62,6 +62,8 @@ pub fn license(n: u8, offline_grace: u64) -> License {
             offline_grace,
         }),
         supersedes: None,
+        degrade: Default::default(),
+        report: None,
     }
 }
 

@@ -99,6 +99,10 @@ pub struct Engine {
     license_answer: Option<(Option<Vec<u8>>, Option<u64>, Bytes)>,
     /// Events raised by the last command, drained by the actor to streams.
     pub(crate) events: Vec<Event>,
+    /// When the newest acknowledged usage report was written (receipts are
+    /// imported by `kaching-verifier receipt import`, another process: read
+    /// again every tick).
+    pub(crate) last_ack: Option<Timestamp>,
     /// What changed when the license in force last replaced another, and when.
     pub(crate) license_change: Option<(kaching_core::policy::LicenseChange, Timestamp)>,
     /// A downgrade held by `hold_downgrades`, and what it would change.
@@ -213,9 +217,11 @@ impl Engine {
             events: Vec::new(),
             license_change: None,
             pending: None,
+            last_ack: None,
             last_prune: 0,
             relay,
         };
+        e.refresh_last_ack();
         let watched = e.cfg.watched();
         match crate::reader::read_within(&watched, OPEN_READ_WAIT) {
             Some(set) => e.apply_files(set, now),
@@ -263,6 +269,14 @@ impl Engine {
         Some(period_key(q.period, now.max(self.mark)))
     }
 
+    /// Reads when the newest acknowledged report was written.
+    pub(crate) fn refresh_last_ack(&mut self) {
+        match self.db.last_acknowledged_report() {
+            Ok(t) => self.last_ack = t,
+            Err(e) => tracing::warn!(%e, "cannot read the acknowledged reports"),
+        }
+    }
+
     /// What this cluster knows at `now`, as the policy reads it.
     fn snapshot(&self, now: Timestamp) -> Snapshot {
         let mut usage = BTreeMap::new();
@@ -279,6 +293,7 @@ impl Engine {
             live_nodes: self.live_nodes(now),
             quota_usage: usage,
             last_relay_contact: self.relay.last_contact,
+            last_acknowledged_report: self.last_ack,
         }
     }
 
@@ -451,6 +466,7 @@ impl Engine {
             }
         }
         self.take_accepted_downgrade(now);
+        self.refresh_last_ack();
         self.recompute(now);
         if let Err(e) = self.persist_mark(false) {
             tracing::warn!(%e, "cannot persist the trusted-time mark");

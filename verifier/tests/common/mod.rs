@@ -85,6 +85,8 @@ impl Vendor {
             cluster: None,
             heartbeat: None,
             supersedes: None,
+            degrade: Default::default(),
+            report: None,
         }
     }
 
@@ -214,4 +216,23 @@ impl Daemon {
 
 pub fn state_dir(dir: &Path) -> PathBuf {
     dir.join("state")
+}
+
+/// Writes a usage report from `engine` into `dir` and returns the vendor's
+/// receipt for it, unsigned (sign it with the key under test).
+pub fn report_and_receipt(
+    engine: &mut kaching_verifier::Engine,
+    dir: &Path,
+) -> kaching_core::receipt::Receipt {
+    let file = dir.join("usage.asc");
+    let report =
+        kaching_verifier::report::usage_report(engine, now(), |t| Ok(std::fs::write(&file, t)?))
+            .unwrap();
+    let bin = kaching_core::armor::dearmor(&std::fs::read(&file).unwrap(), None).unwrap();
+    kaching_core::receipt::Receipt::for_report(
+        &report,
+        kaching_core::cluster::report_hash(&bin),
+        now(),
+    )
+    .unwrap()
 }
