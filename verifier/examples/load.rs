@@ -1,10 +1,13 @@
 //! Bounded loopback load tool for the verifier's local API (docs/benchmarks.md).
 //!
 //! ```text
-//! load setup DIR                     # vendor key, 20k-node license, DIR/verifier.toml
+//! load setup DIR                     # vendor key, 200k-node license, DIR/verifier.toml
 //! load get ADDR PATH N C             # N GET requests over C keep-alive connections
-//! load leases ADDR N                 # N node leases (PUT /v1/nodes/node-i)
-//! load reload DIR ADDR K             # K license replacements; time until visible
+//! load leases ADDR N [C]             # N node leases (PUT /v1/nodes/node-i) over C connections
+//! load usage ADDR N C                # N POST /v1/usage (fresh idempotency keys) over C connections
+//! load renew ADDR N C                # N lease renewals, one node per connection
+//! load reload DIR ADDR K             # K license replacements (rename); time until visible
+//! load reload-in-place DIR ADDR K    # the same, rewriting the file in place
 //! ```
 //! Speaks HTTP/1.1 over plain keep-alive TCP so the client costs little next
 //! to the server being measured. Loopback only; every run is bounded.
@@ -52,7 +55,7 @@ fn license(id: u8) -> Vec<u8> {
             .map(|s| s.to_string())
             .collect::<BTreeSet<_>>(),
         limits: Limits {
-            max_nodes: 20_000,
+            max_nodes: 200_000,
             max_cores: None,
         },
         quotas,
@@ -217,14 +220,27 @@ async fn writes(kind: String, addr: String, n: usize, c: usize) {
     );
 }
 
-async fn leases(addr: String, n: usize) {
-    let mut conn = Conn::open(&addr).await;
+/// `n` distinct nodes take a lease, over `c` connections.
+async fn leases(addr: String, n: usize, c: usize) {
     let start = Instant::now();
-    for i in 0..n {
-        let (s, b) = conn.call("PUT", &format!("/v1/nodes/node-{i}")).await;
-        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let mut tasks = Vec::new();
+    for k in 0..c {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await;
+            for i in (k..n).step_by(c) {
+                let (s, b) = conn.call("PUT", &format!("/v1/nodes/node-{i}")).await;
+                assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+            }
+        }));
     }
-    println!("{n} leases in {:.2} s", start.elapsed().as_secs_f64());
+    for t in tasks {
+        t.await.unwrap();
+    }
+    println!(
+        "{n} leases over {c} connections in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
 }
 
 /// `in_place`: the license file is rewritten where it is (truncate, write,
@@ -285,7 +301,7 @@ async fn main() {
             )
             .await
         }
-        "leases" => leases(arg(1), arg(2).parse().unwrap()).await,
+        "leases" => leases(arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap_or(1)).await,
         "usage" | "renew" => {
             writes(
                 arg(0),
@@ -298,7 +314,7 @@ async fn main() {
         "reload" => reload(arg(1), arg(2), arg(3).parse().unwrap(), false).await,
         "reload-in-place" => reload(arg(1), arg(2), arg(3).parse().unwrap(), true).await,
         _ => eprintln!(
-            "usage: load setup DIR | get ADDR PATH N C | leases ADDR N | usage ADDR N C | renew ADDR N C | reload DIR ADDR K | reload-in-place DIR ADDR K"
+            "usage: load setup DIR | get ADDR PATH N C | leases ADDR N [C] | usage ADDR N C | renew ADDR N C | reload DIR ADDR K | reload-in-place DIR ADDR K"
         ),
     }
 }

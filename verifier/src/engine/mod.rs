@@ -33,6 +33,7 @@ use crate::trust::Trust;
 use kaching_core::root::VerifiedRoot;
 
 pub mod files;
+pub mod leases;
 pub mod published;
 pub mod relay;
 mod revocations;
@@ -75,7 +76,7 @@ pub struct Engine {
     /// shown in status until that file loads cleanly.
     pub(crate) rejections: BTreeMap<&'static str, Rejection>,
     /// Node id → lease expiry: the live-node count without a query.
-    pub(crate) leases: HashMap<String, Timestamp>,
+    pub(crate) leases: leases::Leases,
     /// (quota, period bucket) → used: quota checks without a query; every
     /// change is committed to `db` before it lands here.
     pub(crate) counters: HashMap<(String, String), u64>,
@@ -188,7 +189,7 @@ impl Engine {
             nbf_skew: secs(cfg.nbf_skew),
         };
         let mark = db.trusted_time()?;
-        let leases = db.leases()?;
+        let leases = leases::Leases::from_map(db.leases()?);
         let counters = db.counters()?;
         let placeholder = Published::placeholder();
         let relay = relay::RelayState::load(&cfg.relay, &db)?;
@@ -319,7 +320,7 @@ impl Engine {
     }
 
     pub(crate) fn live_nodes(&self, now: Timestamp) -> u64 {
-        self.leases.values().filter(|&&e| e > now).count() as u64
+        self.leases.live(now)
     }
 
     /// Recomputes the verdict and publishes it; queues a `status` event when
@@ -452,8 +453,8 @@ impl Engine {
     /// No file is read here (the actor asks the reader thread for that), so a
     /// stuck read never delays it.
     pub fn tick(&mut self, now: Timestamp) {
-        if self.leases.values().any(|&e| e <= now) {
-            self.leases.retain(|_, e| *e > now);
+        if self.leases.any_expired(now) {
+            self.leases.cull(now);
             if let Err(e) = self.db.cull_leases(now) {
                 tracing::warn!(%e, "cannot remove expired leases from the state database");
             }

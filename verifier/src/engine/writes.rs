@@ -33,7 +33,7 @@ impl Engine {
             match (self.db.counters(), self.db.leases()) {
                 (Ok(c), Ok(l)) => {
                     self.counters = c;
-                    self.leases = l;
+                    self.leases = super::leases::Leases::from_map(l);
                 }
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::error!(%e, "cannot read the state back after a failed group commit")
@@ -79,7 +79,7 @@ impl Engine {
     pub fn lease(&mut self, node: &str, now: Timestamp) -> anyhow::Result<Outcome> {
         let published = self.current();
         let verdict = &published.verdict;
-        let renewing = self.leases.get(node).is_some_and(|&e| e > now);
+        let renewing = self.leases.get(node).is_some_and(|e| e > now);
         let live = self.live_nodes(now);
         let d = verdict.admit_node(live, renewing);
         if !d.allowed {
@@ -94,7 +94,7 @@ impl Engine {
         let after = live + u64::from(!renewing);
         let month = kaching_core::time::period_key(kaching_core::time::Period::Month, now);
         self.db.put_lease(node, expires, after, &month)?;
-        self.leases.insert(node.to_string(), expires);
+        self.leases.insert(node, expires);
         if !renewing {
             self.recompute(now);
         }

@@ -1,0 +1,103 @@
+//! The node leases held in memory: node id → expiry, plus a count of leases
+//! by expiry, so "how many are live now" and "has any expired" cost a few
+//! map steps, not a pass over every lease (a cluster may hold 100k).
+
+use std::collections::{BTreeMap, HashMap};
+
+use kaching_core::time::Timestamp;
+
+/// Node leases with their expiries, indexed by expiry.
+#[derive(Debug, Default, Clone)]
+pub struct Leases {
+    by_node: HashMap<String, Timestamp>,
+    /// How many leases end at each second.
+    by_expiry: BTreeMap<Timestamp, u32>,
+}
+
+impl Leases {
+    /// The leases read from the state database.
+    pub fn from_map(by_node: HashMap<String, Timestamp>) -> Leases {
+        let mut by_expiry = BTreeMap::new();
+        for &e in by_node.values() {
+            *by_expiry.entry(e).or_insert(0) += 1;
+        }
+        Leases { by_node, by_expiry }
+    }
+
+    /// The expiry of `node`'s lease, live or not yet culled.
+    pub fn get(&self, node: &str) -> Option<Timestamp> {
+        self.by_node.get(node).copied()
+    }
+
+    /// Takes or renews `node`'s lease until `expires`.
+    pub fn insert(&mut self, node: &str, expires: Timestamp) {
+        if let Some(old) = self.by_node.insert(node.to_string(), expires) {
+            self.forget_expiry(old);
+        }
+        *self.by_expiry.entry(expires).or_insert(0) += 1;
+    }
+
+    /// Gives `node`'s lease back; its expiry when it had one.
+    pub fn remove(&mut self, node: &str) -> Option<Timestamp> {
+        let old = self.by_node.remove(node)?;
+        self.forget_expiry(old);
+        Some(old)
+    }
+
+    fn forget_expiry(&mut self, e: Timestamp) {
+        if let Some(n) = self.by_expiry.get_mut(&e) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_expiry.remove(&e);
+            }
+        }
+    }
+
+    /// Leases still live at `now` (expiry after `now`).
+    pub fn live(&self, now: Timestamp) -> u64 {
+        let expired: u64 = self
+            .by_expiry
+            .range(..=now)
+            .map(|(_, &n)| u64::from(n))
+            .sum();
+        self.by_node.len() as u64 - expired
+    }
+
+    /// Whether any lease has expired at `now` (and is not yet culled).
+    pub fn any_expired(&self, now: Timestamp) -> bool {
+        self.by_expiry.keys().next().is_some_and(|&e| e <= now)
+    }
+
+    /// Drops the leases expired at `now`.
+    pub fn cull(&mut self, now: Timestamp) {
+        self.by_node.retain(|_, e| *e > now);
+        self.by_expiry = self.by_expiry.split_off(&now.saturating_add(1));
+    }
+
+    /// Every lease, live or not yet culled.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Timestamp)> {
+        self.by_node.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_count_follows_inserts_renewals_removals_and_expiry() {
+        let mut l = Leases::from_map(HashMap::from([("a".into(), 10), ("b".into(), 20)]));
+        assert_eq!((l.live(5), l.live(10), l.live(20)), (2, 1, 0));
+        l.insert("a", 30); // renewal moves its expiry
+        assert_eq!((l.live(15), l.live(25)), (2, 1));
+        l.insert("c", 30);
+        assert_eq!(l.live(25), 2);
+        assert_eq!(l.remove("c"), Some(30));
+        assert_eq!(l.remove("c"), None);
+        assert!(!l.any_expired(19) && l.any_expired(20));
+        l.cull(20);
+        assert_eq!(l.get("b"), None);
+        assert_eq!((l.live(20), l.live(30)), (1, 0));
+        assert!(!l.any_expired(29));
+    }
+}
