@@ -151,10 +151,12 @@ pub enum KeyCommand {
 /// `root …`.
 #[derive(Debug, Subcommand)]
 pub enum RootCommand {
-    /// Make root v1. Alone: the vendor key becomes its root, issuer and
-    /// revoker key (the one-command migration of an existing vendor
-    /// directory). With --key-count N: N new root keys, one per key holder,
-    /// K of which must sign every later root; the vendor key issues and revokes
+    /// Make root v1: from the vendor key, or with N key holders (--key-count)
+    ///
+    /// Alone, the vendor key becomes its root, issuer and revoker key (the
+    /// one-command migration of an existing vendor directory). With
+    /// --key-count N: N new root keys, one per key holder, K of which must
+    /// sign every later root; the vendor key issues and revokes.
     Init {
         /// How long the root may be taken as a new root (a later rotation
         /// must come before this; verifiers keep the root in force after it)
