@@ -616,10 +616,14 @@ impl Db {
             .optional()?)
     }
 
-    /// Records report `seq` with `hash` as written at `now`, and runs
-    /// `write` (which puts the file in place) before committing: a report
-    /// that could not be written leaves the chain as it was; one that was
-    /// written is in the chain. Nothing is marked as done.
+    /// Records report `seq` with `hash` as written at `now`, then runs
+    /// `write` (which puts the file in place). Recorded first, so a crash
+    /// between the two leaves a number the vendor never receives: a *gap*
+    /// at the next import, which the next report (carrying everything not
+    /// acknowledged) fills in substance. The other order would reuse the
+    /// number after such a crash, and the vendor would see a fork, the sign
+    /// of a restored or cloned cluster. A write that fails takes the record
+    /// back. Nothing is marked as done.
     pub fn record_report(
         &mut self,
         seq: u64,
@@ -627,6 +631,7 @@ impl Db {
         now: Timestamp,
         write: impl FnOnce() -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
+        let before = self.meta_blob("last_report_at")?;
         let tx = self.conn.savepoint()?;
         tx.execute(
             "INSERT INTO reports (seq, hash, created_at) VALUES (?1, ?2, ?3)",
@@ -637,8 +642,27 @@ impl Db {
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [i(now).to_string().into_bytes()],
         )?;
-        write()?;
         tx.commit()?;
+        if let Err(e) = write() {
+            let undo = self
+                .conn
+                .execute("DELETE FROM reports WHERE seq = ?1", [i(seq)]);
+            let undo_meta = match &before {
+                Some(b) => self.set_meta_blob("last_report_at", b),
+                None => self
+                    .conn
+                    .execute("DELETE FROM meta WHERE key = 'last_report_at'", [])
+                    .map(|_| ())
+                    .map_err(Into::into),
+            };
+            if undo.is_err() || undo_meta.is_err() {
+                tracing::warn!(
+                    seq,
+                    "a report that could not be written stays recorded: the vendor will see a gap"
+                );
+            }
+            return Err(e);
+        }
         Ok(())
     }
 

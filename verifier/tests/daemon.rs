@@ -736,3 +736,20 @@ fn a_lapsed_duty_to_report_is_lifted_by_importing_the_receipt() {
     assert_eq!(st.state, "active", "{}", st.reason);
     assert!(e.current().verdict.feature("analytics").allowed);
 }
+
+#[test]
+fn a_usage_report_that_could_not_be_written_takes_its_number_back() {
+    let v = Vendor::new();
+    let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let mut e = kaching_verifier::Engine::open(cfg, true).unwrap();
+    let failed = kaching_verifier::report::usage_report(&mut e, now(), |_| {
+        Err(anyhow::anyhow!("disk full"))
+    });
+    assert!(failed.is_err());
+    // The next report is number 1 again: no gap for the vendor to worry about.
+    let file = dir.path().join("usage.asc");
+    let report =
+        kaching_verifier::report::usage_report(&mut e, now(), |t| Ok(std::fs::write(&file, t)?))
+            .unwrap();
+    assert_eq!(report.chain.map(|c| c.seq), Some(1));
+}
