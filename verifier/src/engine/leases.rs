@@ -60,7 +60,7 @@ impl Leases {
             .range(..=now)
             .map(|(_, &n)| u64::from(n))
             .sum();
-        self.by_node.len() as u64 - expired
+        (self.by_node.len() as u64).saturating_sub(expired)
     }
 
     /// Whether any lease has expired at `now` (and is not yet culled).
