@@ -364,6 +364,16 @@ fn parse_time(flag: &str, t: &str) -> Result<kaching_core::time::Timestamp> {
 }
 
 pub(super) fn true_up(ctx: &Ctx<'_>, a: &TrueUpArgs) -> Result<u8> {
+    // Bad dates are refused before anything is read.
+    let since = a
+        .since
+        .as_deref()
+        .map(|t| parse_time("--since", t))
+        .transpose()?;
+    let now = match a.at.as_deref() {
+        Some(t) => parse_time("--at", t)?,
+        None => crate::fsutil::now(),
+    };
     let v = ctx.vendor()?;
     let ledger = Ledger::open(&v.path(LEDGER_FILE))?;
     let license = a
@@ -374,15 +384,7 @@ pub(super) fn true_up(ctx: &Ctx<'_>, a: &TrueUpArgs) -> Result<u8> {
     let filter = crate::trueup::Filter {
         customer: a.customer.clone(),
         license,
-        since: a
-            .since
-            .as_deref()
-            .map(|t| parse_time("--since", t))
-            .transpose()?,
-    };
-    let now = match a.at.as_deref() {
-        Some(t) => parse_time("--at", t)?,
-        None => crate::fsutil::now(),
+        since,
     };
     let t = crate::trueup::compute(
         &ledger.conn,
