@@ -129,11 +129,20 @@ pub struct MonthLine {
     pub quotas: Vec<QuotaLine>,
 }
 
+/// The highest node peak of a true-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HighestPeak {
+    /// Its month, `2026-01`.
+    pub month: String,
+    /// Nodes.
+    pub nodes: u64,
+}
+
 /// Totals over the months shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Totals {
-    /// The highest node peak, and its month.
-    pub peak_nodes: Option<(String, u64)>,
+    /// The highest node peak, and its month (the first, at a tie).
+    pub peak_nodes: Option<HighestPeak>,
     /// The largest monthly node overage (the "historical maximum" way to bill).
     pub max_node_overage: u64,
     /// Node overage summed over the months (the "per month" way to bill).
@@ -358,8 +367,11 @@ pub fn totals(lines: &[MonthLine]) -> Totals {
     let mut t = Totals::default();
     for l in lines {
         if let Some(p) = l.nodes.peak {
-            if t.peak_nodes.as_ref().is_none_or(|(_, best)| p > *best) {
-                t.peak_nodes = Some((l.month.clone(), p));
+            if t.peak_nodes.as_ref().is_none_or(|best| p > best.nodes) {
+                t.peak_nodes = Some(HighestPeak {
+                    month: l.month.clone(),
+                    nodes: p,
+                });
             }
         }
         t.max_node_overage = t.max_node_overage.max(l.nodes.overage);
@@ -538,7 +550,13 @@ mod tests {
         assert_eq!(q(&lines[4], "search_requests").peak, None);
         assert_eq!(q(&lines[6], "search_requests").limit, 100_000);
         let t = totals(&lines);
-        assert_eq!(t.peak_nodes, Some(("2027-11".into(), 25)));
+        assert_eq!(
+            t.peak_nodes,
+            Some(HighestPeak {
+                month: "2027-11".into(),
+                nodes: 25
+            })
+        );
         assert_eq!(t.max_node_overage, 5);
         assert_eq!(t.node_overage_months, 13);
         assert_eq!(t.months_above_ceiling, ["2027-04", "2027-11"]);

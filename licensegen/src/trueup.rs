@@ -287,9 +287,9 @@ fn rows(months: &[MonthLine]) -> Vec<Vec<String>> {
 fn totals_text(t: &Totals) -> String {
     let mut s = String::new();
     match &t.peak_nodes {
-        Some((month, peak)) => s.push_str(&format!(
-            "  highest peak {peak} nodes ({month}); node overage: {} at most in one month, {} node-months in all\n",
-            t.max_node_overage, t.node_overage_months
+        Some(p) => s.push_str(&format!(
+            "  highest peak {} nodes ({}); node overage: {} at most in one month, {} node-months in all\n",
+            p.nodes, p.month, t.max_node_overage, t.node_overage_months
         )),
         None => s.push_str("  no node peak recorded\n"),
     }

@@ -235,6 +235,7 @@ fn true_up_bills_a_scripted_year_from_imported_reports() {
     assert_eq!(months[1]["nodes"]["above_ceiling"], true);
     assert_eq!(months[1]["quotas"][0]["overage"], 20_000);
     assert_eq!(j["lineages"][0]["totals"]["node_overage_months"], 5);
+    assert_eq!(j["lineages"][0]["totals"]["peak_nodes"]["nodes"], 25);
     assert!(j["sources"]
         .as_str()
         .unwrap()
