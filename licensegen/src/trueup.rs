@@ -80,19 +80,26 @@ pub struct TrueUp {
     pub lineages: Vec<LineageTrueUp>,
 }
 
-/// Groups licenses into lineages (each following `superseded_by` from a
-/// license that replaced none in the ledger), oldest first.
+/// Groups licenses into lineages, oldest first: each follows
+/// `superseded_by` from a license that replaced none in the ledger. A
+/// license no such chain reaches (one of two replacements of the same
+/// license) starts a lineage of its own, so every license is shown once.
 fn lineages(records: &[LicenseRecord]) -> Vec<Vec<&LicenseRecord>> {
     let by_id = |id: &LicenseId| records.iter().find(|r| r.id == *id);
-    let mut out = Vec::new();
-    for root in records
+    let mut seen = std::collections::BTreeSet::new();
+    let roots = records
         .iter()
         .filter(|r| r.supersedes.as_ref().and_then(by_id).is_none())
-    {
+        .chain(records.iter());
+    let mut out = Vec::new();
+    for root in roots {
+        if !seen.insert(root.id) {
+            continue;
+        }
         let mut chain = vec![root];
         let mut cur = root;
         while let Some(next) = cur.superseded_by.as_ref().and_then(by_id) {
-            if chain.iter().any(|c| c.id == next.id) {
+            if !seen.insert(next.id) {
                 break;
             }
             chain.push(next);
@@ -312,4 +319,56 @@ fn totals_text(t: &Totals) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: u8, supersedes: Option<u8>, superseded_by: Option<u8>) -> LicenseRecord {
+        LicenseRecord {
+            id: LicenseId([id; 16]),
+            customer: "C".into(),
+            customer_id: "c".into(),
+            tier: "standard".into(),
+            max_nodes: 10,
+            issued_at: u64::from(id),
+            expires_at: 1_000,
+            grace: 0,
+            cluster: None,
+            supersedes: supersedes.map(|s| LicenseId([s; 16])),
+            superseded_by: superseded_by.map(|s| LicenseId([s; 16])),
+            kid: String::new(),
+            file_sha256: String::new(),
+            file: Vec::new(),
+            path: String::new(),
+        }
+    }
+
+    fn ids(l: &[Vec<&LicenseRecord>]) -> Vec<Vec<u8>> {
+        l.iter()
+            .map(|c| c.iter().map(|r| r.id.0[0]).collect())
+            .collect()
+    }
+
+    #[test]
+    fn every_license_is_in_exactly_one_lineage() {
+        // 1 → 2 → 3; 4 alone; 5 replaces 1 too (a second replacement that
+        // 1's superseded_by does not name); 6 replaces a license not in the ledger.
+        let records = [
+            rec(1, None, Some(2)),
+            rec(2, Some(1), Some(3)),
+            rec(3, Some(2), None),
+            rec(4, None, None),
+            rec(5, Some(1), None),
+            rec(6, Some(9), None),
+        ];
+        assert_eq!(
+            ids(&lineages(&records)),
+            [vec![1, 2, 3], vec![4], vec![6], vec![5]]
+        );
+        // A loop (never written by licensegen) ends instead of spinning.
+        let looped = [rec(1, Some(2), Some(2)), rec(2, Some(1), Some(1))];
+        assert_eq!(ids(&lineages(&looped)), [vec![1, 2]]);
+    }
 }
