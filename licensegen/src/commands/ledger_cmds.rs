@@ -63,11 +63,7 @@ fn verify_context(
         (None, None) => None,
     };
     let at = match at {
-        Some(t) => kaching_core::time::parse_rfc3339(t).ok_or_else(|| {
-            crate::error::usage(format!(
-                "cannot read --at {t:?}: use a date (2027-01-31) or a UTC time (2027-01-31T12:00:00Z)"
-            ))
-        })?,
+        Some(t) => parse_time("--at", t)?,
         None => crate::fsutil::now(),
     };
     Ok(VerifyContext {
@@ -354,7 +350,7 @@ pub(super) fn usage(ctx: &Ctx<'_>, u: &UsageCommand) -> Result<u8> {
     Ok(imported.exit_code())
 }
 
-/// Reads `--since` or `--at`: a date or a UTC time.
+/// Reads a time flag (`--at`, `--since`): a date or a UTC time.
 fn parse_time(flag: &str, t: &str) -> Result<kaching_core::time::Timestamp> {
     kaching_core::time::parse_rfc3339(t).ok_or_else(|| {
         crate::error::usage(format!(
