@@ -7,6 +7,7 @@
 //! - [`envelope`]: COSE_Sign1 + Ed25519 signing and verification.
 //! - [`license`], [`revocation`], [`cluster`], [`receipt`]: the documents.
 //! - [`report_chain`]: the chain of a cluster's usage reports (gap, fork, rollback).
+//! - [`trueup`]: licensed against peak usage per month, and the overage to bill.
 //! - [`keys`]: SPKI / PKCS#8 PEM keys and kids.
 //! - [`root`]: the root of trust: keys, roles, thresholds, chained rotation.
 //! - [`policy`]: (license, revocations, state, now) → [`policy::Verdict`].
@@ -41,6 +42,7 @@ pub mod root;
 pub mod status;
 pub mod tiers;
 pub mod time;
+pub mod trueup;
 pub mod wire;
 
 pub use doc_kind::MAX_DOCUMENT_SIZE;

@@ -77,6 +77,32 @@ pub enum Command {
     /// Usage reports carried back from customer clusters
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Licensed against peak use per month, and the overage to bill
+    ///
+    /// For each license (with the licenses that replaced it, one history per
+    /// customer contract) and each calendar month: the licensed nodes, the
+    /// ceiling the verifier admits (licensed plus the overage percent), the
+    /// most nodes that held a lease at once, and TO BILL: the peak above the
+    /// licensed nodes. Each quota likewise: its limit, the busiest day (day
+    /// quotas, billing the units over the limit summed over the days), the
+    /// month's counter (month quotas) or the highest level reported (total,
+    /// gauge).
+    ///
+    /// The figures come from the usage reports imported with `licensegen usage
+    /// import` (monthly node peaks need reports from a verifier with the report
+    /// chain). Relay heartbeats are not in the ledger: connected clusters count
+    /// only through usage reports.
+    ///
+    /// NOTE says how settled a month is: open (not over yet), partial (over,
+    /// but no report written after its end imported yet: ask for the next
+    /// report before billing), final. In a month where a license was replaced
+    /// (upgrade), the higher limits apply: the peak cannot be placed before or
+    /// after the change. "ABOVE CEILING" means the verifier should have refused
+    /// those nodes: look for a second or cloned cluster.
+    ///
+    /// Example: licensegen true-up --customer acme --since 2027-01-01
+    #[command(name = "true-up", verbatim_doc_comment)]
+    TrueUp(TrueUpArgs),
     /// Print a shell completion script
     Completions {
         /// The shell.
@@ -542,6 +568,28 @@ pub enum UsageCommand {
         #[arg(long, conflicts_with = "receipt")]
         no_receipt: bool,
     },
+}
+
+/// `true-up`.
+#[derive(Debug, Args)]
+pub struct TrueUpArgs {
+    /// Only customers whose name or id contains this text
+    #[arg(long)]
+    pub customer: Option<String>,
+    /// Only this license and the licenses that replaced or preceded it (id or
+    /// a unique prefix of at least 4 characters)
+    #[arg(long, value_name = "ID")]
+    pub license: Option<String>,
+    /// Only months from the one holding DATE (2027-01-01)
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Judge at this time instead of now: months after it are left out, and
+    /// its month is open (2027-12-31 or 2027-12-31T12:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The clap command, for completions and man pages.

@@ -19,6 +19,7 @@ pub mod keystore;
 pub mod ledger;
 pub mod output;
 pub mod revocations;
+pub mod trueup;
 pub mod usage;
 pub mod vendor_dir;
 pub mod verify;

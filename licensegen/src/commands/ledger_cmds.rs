@@ -1,4 +1,4 @@
-//! `inspect`, `verify`, `simulate`, `ledger list|show`, `usage import`.
+//! `inspect`, `verify`, `simulate`, `ledger list|show`, `usage import`, `true-up`.
 
 use anyhow::{Context, Result};
 use kaching_core::time::rfc3339;
@@ -6,7 +6,7 @@ use kaching_core::{TierCatalog, TrustedKeys};
 use serde::Serialize;
 
 use super::Ctx;
-use crate::cli::{InspectArgs, LedgerCommand, SimulateArgs, UsageCommand, VerifyArgs};
+use crate::cli::{InspectArgs, LedgerCommand, SimulateArgs, TrueUpArgs, UsageCommand, VerifyArgs};
 use crate::ledger::{self, Event, Ledger, LedgerState, LicenseRecord, UsageRecord};
 use crate::output::{date, json, out, table};
 use crate::vendor_dir::{parse_duration, VendorDir, LEDGER_FILE};
@@ -63,11 +63,7 @@ fn verify_context(
         (None, None) => None,
     };
     let at = match at {
-        Some(t) => kaching_core::time::parse_rfc3339(t).ok_or_else(|| {
-            crate::error::usage(format!(
-                "cannot read --at {t:?}: use a date (2027-01-31) or a UTC time (2027-01-31T12:00:00Z)"
-            ))
-        })?,
+        Some(t) => parse_time("--at", t)?,
         None => crate::fsutil::now(),
     };
     Ok(VerifyContext {
@@ -352,4 +348,50 @@ pub(super) fn usage(ctx: &Ctx<'_>, u: &UsageCommand) -> Result<u8> {
     )?;
     out(&crate::usage::describe(&imported))?;
     Ok(imported.exit_code())
+}
+
+/// Reads a time flag (`--at`, `--since`): a date or a UTC time.
+fn parse_time(flag: &str, t: &str) -> Result<kaching_core::time::Timestamp> {
+    kaching_core::time::parse_rfc3339(t).ok_or_else(|| {
+        crate::error::usage(format!(
+            "cannot read {flag} {t:?}: use a date (2027-01-31) or a UTC time (2027-01-31T12:00:00Z)"
+        ))
+    })
+}
+
+pub(super) fn true_up(ctx: &Ctx<'_>, a: &TrueUpArgs) -> Result<u8> {
+    // Bad dates are refused before anything is read.
+    let since = a
+        .since
+        .as_deref()
+        .map(|t| parse_time("--since", t))
+        .transpose()?;
+    let now = match a.at.as_deref() {
+        Some(t) => parse_time("--at", t)?,
+        None => crate::fsutil::now(),
+    };
+    let v = ctx.vendor()?;
+    let ledger = Ledger::open(&v.path(LEDGER_FILE))?;
+    let license = a
+        .license
+        .as_deref()
+        .map(|id| ledger::find_license(&ledger.conn, id).map(|r| r.id))
+        .transpose()?;
+    let filter = crate::trueup::Filter {
+        customer: a.customer.clone(),
+        license,
+        since,
+    };
+    let t = crate::trueup::compute(
+        &ledger.conn,
+        &filter,
+        |rec| crate::issue::recorded_license(&v, rec),
+        now,
+    )?;
+    if a.json {
+        json(&t)?;
+    } else {
+        out(&crate::trueup::render(&t))?;
+    }
+    Ok(crate::exit::OK)
 }

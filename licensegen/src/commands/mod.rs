@@ -42,6 +42,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Publish(a) => publish::publish(&ctx, a),
         Command::Ledger(l) => ledger_cmds::ledger(&ctx, l),
         Command::Usage(u) => ledger_cmds::usage(&ctx, u),
+        Command::TrueUp(a) => ledger_cmds::true_up(&ctx, a),
     }
 }
 

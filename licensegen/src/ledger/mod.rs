@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 pub use records::{
     add_event, chain_links, events, find_license, insert_chain, insert_license, insert_receipt,
     insert_revocation, insert_usage, latest_revocation, list_licenses, mark_superseded,
-    receipt_for, reported_upgrade_ids, usage_for, ChainRecord, Event, LicenseRecord,
+    receipt_for, reported_upgrade_ids, usage_files, usage_for, ChainRecord, Event, LicenseRecord,
     RevocationRecord, UsageRecord,
 };
 pub use state::LedgerState;

@@ -498,3 +498,13 @@ pub fn insert_receipt(
     .context("cannot record the receipt in the ledger")?;
     Ok(())
 }
+
+/// The files of the usage reports imported for a license, oldest period first.
+pub fn usage_files(conn: &Connection, id: &LicenseId) -> Result<Vec<Vec<u8>>> {
+    let mut stmt = conn
+        .prepare("SELECT file FROM usage_reports WHERE license_id = ?1 ORDER BY period_end, seq")?;
+    let rows = stmt
+        .query_map([id.to_string()], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}

@@ -17,3 +17,4 @@ mod issue;
 mod publish;
 mod revocations;
 mod setup;
+mod trueup;
