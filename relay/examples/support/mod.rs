@@ -1,0 +1,98 @@
+//! What the relay load tools share: starting the release relay on loopback
+//! with a temporary data directory, reading `/proc`, percentiles.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use kaching_core::SecretKey;
+use tokio::io::AsyncBufReadExt;
+
+/// `kaching-relay` next to the examples directory (`target/release`).
+pub fn default_relay_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.join("kaching-relay")))
+        .unwrap_or_else(|| PathBuf::from("kaching-relay"))
+}
+
+/// A relay process serving on 127.0.0.1, killed when dropped.
+pub struct Relay {
+    /// The process.
+    pub child: tokio::process::Child,
+    /// Its pid, for `/proc`.
+    pub pid: u32,
+    /// `host:port`.
+    pub addr: String,
+    /// Its data directory (the database lives here).
+    pub data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    /// Starts `bin serve` trusting `vendor`, rate limiting off, with `extra`
+    /// top-level settings (TOML lines).
+    pub async fn start(bin: &std::path::Path, vendor: &SecretKey, extra: &str) -> Relay {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let cfg = dir.path().join("relay.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\n{extra}vendor_keys = \"\"\"\n{}\"\"\"\n[rate_limit]\nper_second = 0\n",
+                vendor.public().to_pem()
+            ),
+        )
+        .unwrap();
+        let mut child = tokio::process::Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (build it with cargo build --release -p kaching-relay)",
+                    bin.display()
+                )
+            });
+        let pid = child.id().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next_line().await.unwrap().unwrap();
+        let addr = line.strip_prefix("listening on ").unwrap().to_string();
+        Relay {
+            child,
+            pid,
+            addr,
+            data,
+            _dir: dir,
+        }
+    }
+
+    /// A field of `/proc/<pid>/status` (`VmRSS:`, `Threads:`), or `?`.
+    pub fn status(&self, field: &str) -> String {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(field))
+                    .map(|l| l[field.len()..].trim().to_string())
+            })
+            .unwrap_or_else(|| "?".into())
+    }
+
+    /// Kills the relay and waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// The `p` quantile of sorted microseconds, in milliseconds.
+pub fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[idx]) / 1000.0
+}
