@@ -104,6 +104,17 @@ fn attack_appended_vendor_key_in_pinned_build() {
         "{:?}",
         s.rejections
     );
+    // Status says what is in force instead: the root, not a "last good" file.
+    let w = s
+        .status
+        .warnings
+        .iter()
+        .find(|w| w.starts_with("trusted_keys file refused"))
+        .unwrap();
+    assert!(
+        w.ends_with("(the root built into this verifier stays in force)"),
+        "{w}"
+    );
     drop(e);
     // The vendor's issuer key works.
     std::fs::write(&cfg.license, license_by(10, 1)).unwrap();

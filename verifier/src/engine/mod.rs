@@ -344,14 +344,18 @@ impl Engine {
                 r.file,
                 r.at,
                 r.reason,
-                if match r.file.as_str() {
-                    "license" => self.license.is_some(),
-                    "trusted_keys" | "roots" => self.trust.is_some(),
-                    _ => self.revocations.is_some(),
-                } {
-                    " (the last good one stays in force)"
-                } else {
-                    ""
+                match r.file.as_str() {
+                    // A pinned build never took trust from that file.
+                    "trusted_keys" if self.pinned.is_some() => {
+                        " (the root built into this verifier stays in force)"
+                    }
+                    "license" if self.license.is_some() => " (the last good one stays in force)",
+                    "trusted_keys" | "roots" if self.trust.is_some() => {
+                        " (the last good one stays in force)"
+                    }
+                    "license" | "trusted_keys" | "roots" => "",
+                    _ if self.revocations.is_some() => " (the last good one stays in force)",
+                    _ => "",
                 }
             ));
         }
