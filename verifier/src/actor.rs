@@ -30,22 +30,30 @@ pub enum Command {
     Files(Box<FileSet>),
     /// Time passed: re-evaluate, cull leases.
     Tick,
-    /// Take or renew a node lease.
-    Lease(String, ReplyTo),
-    /// Give a node lease back.
-    Release(String, ReplyTo),
+    /// A write, acknowledged once it is durable (writes queued together
+    /// share one commit).
+    Write(Write, ReplyTo),
     /// List the live node leases.
     ListNodes(ReplyTo),
-    /// Spend quota: metric, amount, idempotency key.
-    Spend(String, u64, String, ReplyTo),
-    /// Queue an upgrade request: tier, message.
-    Upgrade(String, String, ReplyTo),
     /// List queued upgrade requests.
     ListUpgrades(ReplyTo),
     /// Connected mode: work for or from the relay worker.
     Relay(crate::engine::relay::Request),
     /// Flush and stop.
     Shutdown,
+}
+
+/// The writes behind the API.
+#[derive(Debug)]
+pub enum Write {
+    /// Take or renew a node lease.
+    Lease(String),
+    /// Give a node lease back.
+    Release(String),
+    /// Spend quota: metric, amount, idempotency key.
+    Spend(String, u64, String),
+    /// Queue an upgrade request: tier, message.
+    Upgrade(String, String),
 }
 
 /// The API's side of the engine.
@@ -62,26 +70,13 @@ pub struct Handle {
 /// At most this many writes share one commit.
 const MAX_GROUP: usize = 256;
 
-/// Writes that may share one commit (each is acknowledged after it).
-fn is_write(cmd: &Command) -> bool {
-    matches!(
-        cmd,
-        Command::Lease(..) | Command::Release(..) | Command::Spend(..) | Command::Upgrade(..)
-    )
-}
-
 /// Applies one write; its reply waits for the caller.
-fn write(engine: &mut Engine, cmd: Command, now: u64) -> (anyhow::Result<Outcome>, ReplyTo) {
-    match cmd {
-        Command::Lease(node, r) => (engine.lease(&node, now), r),
-        Command::Release(node, r) => (engine.release(&node, now), r),
-        Command::Spend(m, a, k, r) => (engine.spend(&m, a, &k, now), r),
-        Command::Upgrade(t, m, r) => (engine.queue_upgrade(&t, &m, now), r),
-        // `is_write` admits only the four above.
-        other => {
-            let (tx, _) = oneshot::channel();
-            (Err(anyhow::anyhow!("not a write: {other:?}")), tx)
-        }
+fn write(engine: &mut Engine, w: Write, now: u64) -> anyhow::Result<Outcome> {
+    match w {
+        Write::Lease(node) => engine.lease(&node, now),
+        Write::Release(node) => engine.release(&node, now),
+        Write::Spend(m, a, k) => engine.spend(&m, a, &k, now),
+        Write::Upgrade(t, m) => engine.queue_upgrade(&t, &m, now),
     }
 }
 
@@ -138,46 +133,46 @@ pub fn spawn(
                     },
                 };
                 let now = clock.now();
-                if is_write(&cmd) {
-                    // Group commit: every write already queued joins this one
-                    // and they become durable with one sync; all are answered
-                    // after it. A command that is not a write ends the group.
-                    let mut group = vec![cmd];
-                    while group.len() < MAX_GROUP {
-                        match rx.try_recv() {
-                            Ok(c) if is_write(&c) => group.push(c),
-                            Ok(c) => {
-                                held = Some(c);
-                                break;
+                let (result, reply) = match cmd {
+                    Command::Write(w, r) => {
+                        // Group commit: every write already queued joins this one
+                        // and they become durable with one sync; all are answered
+                        // after it. A command that is not a write ends the group.
+                        let mut group = vec![(w, r)];
+                        while group.len() < MAX_GROUP {
+                            match rx.try_recv() {
+                                Ok(Command::Write(w, r)) => group.push((w, r)),
+                                Ok(c) => {
+                                    held = Some(c);
+                                    break;
+                                }
+                                Err(_) => break,
                             }
-                            Err(_) => break,
                         }
-                    }
-                    let grouped = group.len() > 1 && engine.begin_group().is_ok();
-                    let mut replies = Vec::with_capacity(group.len());
-                    for c in group {
-                        replies.push(write(&mut engine, c, now));
-                    }
-                    if grouped {
-                        if let Err(e) = engine.commit_group(now) {
-                            tracing::error!(%e, "cannot commit a group of writes to the state database");
-                            let why = format!("{e:#}");
-                            for (result, _) in &mut replies {
-                                if result.is_ok() {
-                                    *result = Err(anyhow::anyhow!(
-                                        "the state database could not commit this write: {why}"
-                                    ));
+                        let grouped = group.len() > 1 && engine.begin_group().is_ok();
+                        let mut replies = Vec::with_capacity(group.len());
+                        for (w, r) in group {
+                            replies.push((write(&mut engine, w, now), r));
+                        }
+                        if grouped {
+                            if let Err(e) = engine.commit_group(now) {
+                                tracing::error!(%e, "cannot commit a group of writes to the state database");
+                                let why = format!("{e:#}");
+                                for (result, _) in &mut replies {
+                                    if result.is_ok() {
+                                        *result = Err(anyhow::anyhow!(
+                                            "the state database could not commit this write: {why}"
+                                        ));
+                                    }
                                 }
                             }
                         }
+                        publish(&mut engine, &reader, &pub_tx, &ev_tx);
+                        for (result, r) in replies {
+                            let _ = r.send(result);
+                        }
+                        continue;
                     }
-                    publish(&mut engine, &reader, &pub_tx, &ev_tx);
-                    for (result, r) in replies {
-                        let _ = r.send(result);
-                    }
-                    continue;
-                }
-                let (result, reply) = match cmd {
                     Command::Shutdown => break,
                     Command::Reload => {
                         reader.request();
@@ -205,13 +200,6 @@ pub fn spawn(
                     Command::Relay(req) => {
                         engine.relay_request(req, now);
                         (None, None)
-                    }
-                    c @ (Command::Lease(..)
-                    | Command::Release(..)
-                    | Command::Spend(..)
-                    | Command::Upgrade(..)) => {
-                        let (result, r) = write(&mut engine, c, now);
-                        (Some(result), Some(r))
                     }
                 };
                 publish(&mut engine, &reader, &pub_tx, &ev_tx);

@@ -26,7 +26,7 @@ use kaching_kit::serve::request_timeout;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::actor::{Command, Handle, ReplyTo};
+use crate::actor::{Command, Handle, ReplyTo, Write};
 use crate::config::Secret;
 use crate::engine::Outcome;
 use crate::error::{request_timed_out, ApiError};
@@ -340,7 +340,7 @@ pub(crate) async fn lease(
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     valid_node(&id)?;
-    ask(&st, |r| Command::Lease(id, r)).await
+    ask(&st, |r| Command::Write(Write::Lease(id), r)).await
 }
 
 /// Releases a node's lease (releasing twice is fine).
@@ -364,7 +364,7 @@ pub(crate) async fn release(
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     valid_node(&id)?;
-    ask(&st, |r| Command::Release(id, r)).await
+    ask(&st, |r| Command::Write(Write::Release(id), r)).await
 }
 
 /// Spends quota (counters) or reports a level (gauges); idempotent by key.
@@ -398,7 +398,7 @@ pub(crate) async fn usage(
         ));
     }
     ask(&st, |r| {
-        Command::Spend(b.metric, b.amount, b.idempotency_key, r)
+        Command::Write(Write::Spend(b.metric, b.amount, b.idempotency_key), r)
     })
     .await
 }
@@ -428,7 +428,10 @@ pub(crate) async fn upgrade(
             "requested_tier is at most 64 characters and message at most 4096",
         ));
     }
-    ask(&st, |r| Command::Upgrade(b.requested_tier, b.message, r)).await
+    ask(&st, |r| {
+        Command::Write(Write::Upgrade(b.requested_tier, b.message), r)
+    })
+    .await
 }
 
 /// The queued upgrade requests, oldest first.
