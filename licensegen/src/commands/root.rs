@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use kaching_core::armor::armor;
 use kaching_core::root::{
     add_signature, inspect_root, tally_root, verify_initial_root, verify_next_root, Role, RoleKeys,
-    Root, Signing, Tally, TrustChain,
+    Root, Signing, Tally, TrustChain, VerifiedRoot,
 };
 use kaching_core::{DocKind, Kid, PublicKey, SecretKey};
 use serde::Serialize;
@@ -533,12 +533,7 @@ fn write_draft(v: &VendorDir, chain: &TrustChain, mut next: Root) -> Result<u8> 
             "the root would already be expired: pass --expires to `licensegen root rotate`",
         ));
     }
-    let path = v.draft_file(next.version);
-    write_atomic(
-        &path,
-        armor(DocKind::Root, &next.sign(&[])).as_bytes(),
-        false,
-    )?;
+    let path = save_draft(v, &next)?;
     let role_of = |r: &Root| r.roles.get(&Role::Root).cloned();
     let (old, new) = (role_of(cur), role_of(&next));
     let list = |r: &Option<RoleKeys>| {
@@ -714,13 +709,7 @@ fn install(v: &VendorDir, chain: &TrustChain, bytes: &[u8]) -> Result<u8> {
             cur.version
         ))
     })?;
-    let path = v.root_file(next.root.version);
-    write_new(&path, armor(DocKind::Root, bytes).as_bytes(), false)?;
-    let draft = v.draft_file(next.root.version);
-    if draft.exists() {
-        std::fs::remove_file(&draft)
-            .with_context(|| format!("cannot remove {}", draft.display()))?;
-    }
+    let path = store(v, &next)?;
     out(&format!(
         "root v{} installed in {}\nnext: `licensegen publish` sends it to the relay; give air-gapped \
          customers the file for their verifier's roots/ folder, before anything a new key signs\n",
@@ -728,6 +717,30 @@ fn install(v: &VendorDir, chain: &TrustChain, bytes: &[u8]) -> Result<u8> {
         path.display()
     ))?;
     Ok(crate::exit::OK)
+}
+
+/// Writes a root that verified as the next one into the chain, and clears
+/// its draft.
+fn store(v: &VendorDir, next: &VerifiedRoot) -> Result<PathBuf> {
+    let path = v.root_file(next.root.version);
+    write_new(&path, armor(DocKind::Root, &next.bytes).as_bytes(), false)?;
+    let draft = v.draft_file(next.root.version);
+    if draft.exists() {
+        std::fs::remove_file(&draft)
+            .with_context(|| format!("cannot remove {}", draft.display()))?;
+    }
+    Ok(path)
+}
+
+/// Writes `next`, unsigned, as the vendor directory's draft of that version.
+fn save_draft(v: &VendorDir, next: &Root) -> Result<PathBuf> {
+    let path = v.draft_file(next.version);
+    write_atomic(
+        &path,
+        armor(DocKind::Root, &next.sign(&[])).as_bytes(),
+        false,
+    )?;
+    Ok(path)
 }
 
 /// Kids as `root show` prints them, comma-separated.
@@ -822,24 +835,11 @@ pub(crate) fn rotate_key(v: &VendorDir, old: &SecretKey, new: &SecretKey) -> Res
     if alone {
         let bytes = next.sign(&[old, new]);
         // Check it the way every verifier will before writing it.
-        verify_next_root(cur, &bytes, now())
+        let verified = verify_next_root(cur, &bytes, now())
             .context("the rotated root does not follow the current one")?;
-        let path = v.root_file(next.version);
-        write_new(&path, armor(DocKind::Root, &bytes).as_bytes(), false)?;
-        let draft = v.draft_file(next.version);
-        if draft.exists() {
-            std::fs::remove_file(&draft)
-                .with_context(|| format!("cannot remove {}", draft.display()))?;
-        }
-        return Ok(Rotated::Installed(path));
+        return Ok(Rotated::Installed(store(v, &verified)?));
     }
-    let path = v.draft_file(next.version);
-    write_atomic(
-        &path,
-        armor(DocKind::Root, &next.sign(&[])).as_bytes(),
-        false,
-    )?;
-    Ok(Rotated::Drafted(path))
+    Ok(Rotated::Drafted(save_draft(v, &next)?))
 }
 
 /// Refuses to sign with a key that `role` does not list in the current root:
