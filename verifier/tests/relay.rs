@@ -169,7 +169,12 @@ async fn connected_mode_metrics_answer_the_operators_questions() {
     d.stop().await;
 }
 
-async fn connected_daemon(relay_url: &str, pinned: &SecretKey) -> (tempfile::TempDir, Daemon) {
+/// A connected license talking to `relay_url`, with `configured` (when
+/// given) as `relay.public_key`.
+fn connected_config(
+    relay_url: &str,
+    configured: Option<&SecretKey>,
+) -> (tempfile::TempDir, kaching_verifier::Config) {
     let v = Vendor::new();
     let mut l = v.license(1, "standard");
     l.heartbeat = Some(HeartbeatPolicy {
@@ -177,12 +182,19 @@ async fn connected_daemon(relay_url: &str, pinned: &SecretKey) -> (tempfile::Tem
         offline_grace: 3600,
     });
     let (dir, mut cfg) = setup(Some(&v.sign(&l)));
-    let pem = dir.path().join("relay.pub");
-    std::fs::write(&pem, pinned.public().to_pem()).unwrap();
+    if let Some(key) = configured {
+        let pem = dir.path().join("relay.pub");
+        std::fs::write(&pem, key.public().to_pem()).unwrap();
+        cfg.relay.public_key = Some(pem);
+    }
     cfg.relay.url = Some(relay_url.to_string());
-    cfg.relay.public_key = Some(pem);
     cfg.relay.max_backoff = Duration::from_millis(500);
     cfg.tick = Duration::from_millis(100);
+    (dir, cfg)
+}
+
+async fn connected_daemon(relay_url: &str, pinned: &SecretKey) -> (tempfile::TempDir, Daemon) {
+    let (dir, cfg) = connected_config(relay_url, Some(pinned));
     (dir, Daemon::start(cfg).await)
 }
 
@@ -323,18 +335,7 @@ async fn attack_edited_relay_key_ignored_when_the_pinned_root_names_the_relay() 
     let genuine = SecretKey::from_seed(&[30; 32]);
     let fake = SecretKey::from_seed(&[31; 32]);
     let url = fake_relay(SecretKey::from_seed(&[31; 32]), None).await;
-    let v = Vendor::new();
-    let mut l = v.license(1, "standard");
-    l.heartbeat = Some(HeartbeatPolicy {
-        interval: 1,
-        offline_grace: 3600,
-    });
-    let (dir, mut cfg) = setup(Some(&v.sign(&l)));
-    let pem = dir.path().join("relay.pub");
-    std::fs::write(&pem, fake.public().to_pem()).unwrap();
-    cfg.relay.url = Some(url);
-    cfg.relay.public_key = Some(pem);
-    cfg.relay.max_backoff = Duration::from_millis(500);
+    let (_dir, mut cfg) = connected_config(&url, Some(&fake));
     cfg.pinned_root = Some(root_with_relay(&genuine));
     let d = Daemon::start(cfg).await;
     let s = d
@@ -352,16 +353,8 @@ async fn attack_edited_relay_key_ignored_when_the_pinned_root_names_the_relay() 
 async fn a_relay_named_in_the_pinned_root_needs_no_configured_key() {
     let relay = SecretKey::from_seed(&[30; 32]);
     let url = honest_relay(SecretKey::from_seed(&[30; 32])).await;
-    let v = Vendor::new();
-    let mut l = v.license(1, "standard");
-    l.heartbeat = Some(HeartbeatPolicy {
-        interval: 1,
-        offline_grace: 3600,
-    });
-    let (_dir, mut cfg) = setup(Some(&v.sign(&l)));
-    cfg.relay.url = Some(url);
-    cfg.relay.public_key = None;
-    cfg.relay.max_backoff = Duration::from_millis(500);
+    let (_dir, mut cfg) = connected_config(&url, None);
+    assert!(cfg.relay.public_key.is_none());
     cfg.pinned_root = Some(root_with_relay(&relay));
     let d = Daemon::start(cfg).await;
     d.wait_status("a heartbeat answered by the root's relay", |s| {
