@@ -102,7 +102,7 @@ pub struct Engine {
     pub(crate) events: Vec<Event>,
     /// When the newest acknowledged usage report was written (receipts are
     /// imported by `kaching-verifier receipt import`, another process: read
-    /// again every tick).
+    /// again every tick while the license in force has a duty to report).
     pub(crate) last_ack: Option<Timestamp>,
     /// What changed when the license in force last replaced another, and when.
     pub(crate) license_change: Option<(kaching_core::policy::LicenseChange, Timestamp)>,
@@ -471,7 +471,14 @@ impl Engine {
             }
         }
         self.take_accepted_downgrade(now);
-        self.refresh_last_ack();
+        // Only a license with a duty to report reads the receipts.
+        if self
+            .license
+            .as_ref()
+            .is_some_and(|l| l.license.report.is_some())
+        {
+            self.refresh_last_ack();
+        }
         self.recompute(now);
         if let Err(e) = self.persist_mark(false) {
             tracing::warn!(%e, "cannot persist the trusted-time mark");
