@@ -406,9 +406,9 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// `verify`.
+/// What `verify` and `simulate` judge, and against what.
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub struct JudgeArgs {
     /// License file (binary or armored)
     pub file: PathBuf,
     /// Trusted vendor public key(s), PEM [default: the vendor directory's]
@@ -423,6 +423,14 @@ pub struct VerifyArgs {
     /// Judge as this cluster [default: the cluster the license is bound to]
     #[arg(long, value_name = "ID")]
     pub cluster: Option<String>,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The license and what to judge it against.
+    #[command(flatten)]
+    pub judge: JudgeArgs,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -431,20 +439,9 @@ pub struct VerifyArgs {
 /// `simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// License file (binary or armored)
-    pub file: PathBuf,
-    /// Trusted vendor public key(s), PEM [default: the vendor directory's]
-    #[arg(long, value_name = "PEM_FILE")]
-    pub pubkey: Option<PathBuf>,
-    /// Revocation list to apply [default: the vendor directory's, when there is one]
-    #[arg(long, value_name = "FILE")]
-    pub revocations: Option<PathBuf>,
-    /// The date to simulate (2027-01-31 or 2027-01-31T12:00:00Z) [default: now]
-    #[arg(long, value_name = "TIME")]
-    pub at: Option<String>,
-    /// Judge as this cluster [default: the cluster the license is bound to]
-    #[arg(long, value_name = "ID")]
-    pub cluster: Option<String>,
+    /// The license and what to judge it against.
+    #[command(flatten)]
+    pub judge: JudgeArgs,
     /// Nodes holding leases
     #[arg(long, value_name = "N", default_value = "0")]
     pub nodes: u64,

@@ -6,7 +6,9 @@ use kaching_core::{TierCatalog, TrustedKeys};
 use serde::Serialize;
 
 use super::Ctx;
-use crate::cli::{InspectArgs, LedgerCommand, SimulateArgs, TrueUpArgs, UsageCommand, VerifyArgs};
+use crate::cli::{
+    InspectArgs, JudgeArgs, LedgerCommand, SimulateArgs, TrueUpArgs, UsageCommand, VerifyArgs,
+};
 use crate::ledger::{self, Event, Ledger, LedgerState, LicenseRecord, UsageRecord};
 use crate::output::{date, json, out, table};
 use crate::vendor_dir::{parse_duration, VendorDir, LEDGER_FILE};
@@ -35,15 +37,9 @@ pub(super) fn inspect(ctx: &Ctx<'_>, a: &InspectArgs) -> Result<u8> {
 
 /// What `verify` and `simulate` judge against: the keys and list given, else
 /// the vendor directory's.
-fn verify_context(
-    ctx: &Ctx<'_>,
-    pubkey: Option<&std::path::Path>,
-    revocations: Option<&std::path::Path>,
-    at: Option<&str>,
-    cluster: Option<&String>,
-) -> Result<VerifyContext> {
+fn verify_context(ctx: &Ctx<'_>, j: &JudgeArgs) -> Result<VerifyContext> {
     let vendor = ctx.vendor().ok();
-    let keys = match (pubkey, &vendor) {
+    let keys = match (j.pubkey.as_deref(), &vendor) {
         (Some(p), _) => pubkeys(p)?,
         (None, Some(v)) => v.trusted_keys()?,
         (None, None) => {
@@ -52,7 +48,7 @@ fn verify_context(
             ))
         }
     };
-    let revocations = match (revocations, &vendor) {
+    let revocations = match (j.revocations.as_deref(), &vendor) {
         (Some(p), _) => Some(
             kaching_core::verify_revocation_list(&crate::fsutil::read(p)?, &keys)
                 .map_err(|e| anyhow::anyhow!("revocation list {} does not verify ({e}): use the list signed by this vendor", p.display()))?
@@ -62,7 +58,7 @@ fn verify_context(
         (None, Some(v)) => crate::revocations::current(v, &Ledger::open(&v.path(LEDGER_FILE))?)?,
         (None, None) => None,
     };
-    let at = match at {
+    let at = match &j.at {
         Some(t) => parse_time("--at", t)?,
         None => crate::fsutil::now(),
     };
@@ -76,32 +72,20 @@ fn verify_context(
         audience: vendor
             .as_ref()
             .map_or_else(|| "bzzz".to_string(), |v| v.config.audience.clone()),
-        cluster: cluster.cloned(),
+        cluster: j.cluster.clone(),
         at,
     })
 }
 
 pub(super) fn verify(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<u8> {
-    let vc = verify_context(
-        ctx,
-        a.pubkey.as_deref(),
-        a.revocations.as_deref(),
-        a.at.as_deref(),
-        a.cluster.as_ref(),
-    )?;
-    let report = crate::verify::verify(&a.file, &vc)?;
+    let vc = verify_context(ctx, &a.judge)?;
+    let report = crate::verify::verify(&a.judge.file, &vc)?;
     crate::verify::print(&report, a.json)?;
     Ok(report.exit_code)
 }
 
 pub(super) fn simulate(ctx: &Ctx<'_>, a: &SimulateArgs) -> Result<u8> {
-    let vc = verify_context(
-        ctx,
-        a.pubkey.as_deref(),
-        a.revocations.as_deref(),
-        a.at.as_deref(),
-        a.cluster.as_ref(),
-    )?;
+    let vc = verify_context(ctx, &a.judge)?;
     let mut quota_usage = std::collections::BTreeMap::new();
     for u in &a.usage {
         let (name, amount) = u
@@ -120,7 +104,7 @@ pub(super) fn simulate(ctx: &Ctx<'_>, a: &SimulateArgs) -> Result<u8> {
         quota_usage,
         ..kaching_core::Snapshot::default()
     };
-    let e = crate::verify::simulate(&a.file, &vc, &snapshot)?;
+    let e = crate::verify::simulate(&a.judge.file, &vc, &snapshot)?;
     if let Some(license) = e.verdict.license_id {
         // A usage name the license has no quota for would silently count for nothing.
         let v = &e.verdict;
