@@ -139,64 +139,32 @@ fn pct(sorted: &[u32], p: f64) -> u32 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn get(addr: String, path: String, n: usize, c: usize) {
-    let per = n / c;
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..c {
-        let (addr, path) = (addr.clone(), path.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(&addr).await;
-            let mut lat = Vec::with_capacity(per);
-            for _ in 0..per {
-                let t = Instant::now();
-                let (s, _) = conn.call("GET", &path).await;
-                assert_eq!(s, 200);
-                lat.push(t.elapsed().as_micros() as u32);
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::with_capacity(n);
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let secs = start.elapsed().as_secs_f64();
-    all.sort_unstable();
-    println!(
-        "GET {path}: {} requests, {c} connections, {:.2} s, {:.0} req/s, p50 {} µs, p99 {} µs, max {} µs",
-        all.len(),
-        secs,
-        all.len() as f64 / secs,
-        pct(&all, 0.50),
-        pct(&all, 0.99),
-        all[all.len() - 1]
-    );
-}
+/// One request: method, path, body.
+type Req = (&'static str, String, String);
 
-/// Writes at `c` connections, `n` in all: `usage` posts one api_calls
-/// spend each (a fresh idempotency key every time); `renew` renews the lease
-/// of one node per connection again and again.
-async fn writes(kind: String, addr: String, n: usize, c: usize) {
+/// `n` requests over `c` keep-alive connections, each sending its next
+/// request when the previous answer arrived; `req(connection, i)` makes the
+/// i-th request of a connection. Prints throughput and client-side latency.
+async fn drive(
+    label: String,
+    noun: &str,
+    addr: String,
+    n: usize,
+    c: usize,
+    req: impl Fn(usize, usize) -> Req + Send + Sync + Clone + 'static,
+) {
     let per = n / c;
-    let run = std::process::id();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for conn_no in 0..c {
-        let (addr, kind) = (addr.clone(), kind.clone());
+        let (addr, req) = (addr.clone(), req.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&addr).await;
             let mut lat = Vec::with_capacity(per);
             for i in 0..per {
+                let (method, path, body) = req(conn_no, i);
                 let t = Instant::now();
-                let (s, b) = if kind == "usage" {
-                    let body = format!(
-                        r#"{{"metric":"api_calls","amount":1,"idempotency_key":"{run}-{conn_no}-{i}"}}"#
-                    );
-                    conn.call_with("POST", "/v1/usage", &body).await
-                } else {
-                    conn.call("PUT", &format!("/v1/nodes/bench-{conn_no}")).await
-                };
+                let (s, b) = conn.call_with(method, &path, &body).await;
                 assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
                 lat.push(t.elapsed().as_micros() as u32);
             }
@@ -210,7 +178,7 @@ async fn writes(kind: String, addr: String, n: usize, c: usize) {
     let secs = start.elapsed().as_secs_f64();
     all.sort_unstable();
     println!(
-        "{kind}: {} writes, {c} connections, {:.2} s, {:.0} writes/s, p50 {} µs, p99 {} µs, max {} µs",
+        "{label}: {} {noun}, {c} connections, {:.2} s, {:.0} {noun}/s, p50 {} µs, p99 {} µs, max {} µs",
         all.len(),
         secs,
         all.len() as f64 / secs,
@@ -218,6 +186,38 @@ async fn writes(kind: String, addr: String, n: usize, c: usize) {
         pct(&all, 0.99),
         all[all.len() - 1]
     );
+}
+
+async fn get(addr: String, path: String, n: usize, c: usize) {
+    let p = path.clone();
+    drive(
+        format!("GET {path}"),
+        "requests",
+        addr,
+        n,
+        c,
+        move |_, _| ("GET", p.clone(), String::new()),
+    )
+    .await
+}
+
+/// Writes at `c` connections, `n` in all: `usage` posts one api_calls
+/// spend each (a fresh idempotency key every time); `renew` renews the lease
+/// of one node per connection again and again.
+async fn writes(kind: String, addr: String, n: usize, c: usize) {
+    let run = std::process::id();
+    let usage = kind == "usage";
+    drive(kind, "writes", addr, n, c, move |conn_no, i| {
+        if usage {
+            let body = format!(
+                r#"{{"metric":"api_calls","amount":1,"idempotency_key":"{run}-{conn_no}-{i}"}}"#
+            );
+            ("POST", "/v1/usage".to_string(), body)
+        } else {
+            ("PUT", format!("/v1/nodes/bench-{conn_no}"), String::new())
+        }
+    })
+    .await
 }
 
 /// `n` distinct nodes take a lease, over `c` connections.
