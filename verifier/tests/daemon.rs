@@ -554,6 +554,14 @@ async fn license_folder_uses_the_newest_valid_license() {
     d.stop().await;
 }
 
+/// Whether status carries a warning containing `text`.
+fn warned(s: &Value, text: &str) -> bool {
+    s["warnings"].as_array().is_some_and(|w| {
+        w.iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains(text)))
+    })
+}
+
 /// The standard test license without its `analytics` feature: a downgrade.
 fn without_analytics(v: &Vendor) -> Vec<u8> {
     let mut l = v.license(2, "standard");
@@ -584,10 +592,7 @@ async fn a_downgrade_takes_effect_with_a_warning_and_says_what_was_lost() {
     assert_eq!(s["license_change"]["downgrade"], true);
     assert!(s["pending_downgrade"].is_null(), "{s:#}");
     assert!(
-        s["warnings"].as_array().unwrap().iter().any(|w| w
-            .as_str()
-            .unwrap()
-            .contains("takes something away: features lost: analytics")),
+        warned(&s, "takes something away: features lost: analytics"),
         "{s:#}"
     );
     let (_, f) = d.get("/v1/features/analytics").await;
@@ -615,13 +620,7 @@ async fn a_held_downgrade_waits_for_accept_downgrade() {
         s["pending_downgrade"]["features_lost"],
         json!(["analytics"])
     );
-    assert!(
-        s["warnings"].as_array().unwrap().iter().any(|w| w
-            .as_str()
-            .unwrap()
-            .contains("kaching-verifier accept-downgrade")),
-        "{s:#}"
-    );
+    assert!(warned(&s, "kaching-verifier accept-downgrade"), "{s:#}");
     let (_, f) = d.get("/v1/features/analytics").await;
     assert_eq!(
         f["allowed"], true,
