@@ -50,6 +50,65 @@ pub struct Heartbeat {
     pub upgrade_requests: Vec<UpgradeRequest>,
     /// True on the last heartbeat, sent to `POST /v1/deactivate`.
     pub deactivate: bool,
+    /// The head of the cluster's usage-report chain and its trusted-time
+    /// mark, so the relay can flag a restored state database or a cloned
+    /// cluster as the vendor does on report import. Sent only to a relay
+    /// that announced it reads it (older relays refuse unknown claims).
+    pub chain: Option<ChainHead>,
+}
+
+/// Where a cluster's usage-report chain stands, as its heartbeat says
+/// (docs/format.md §7.5): both only ever grow on one cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChainHead {
+    /// Sequence number of the last usage report written (0: none yet).
+    pub report_seq: u64,
+    /// SHA-256 of that report's binary bytes (`None` before the first).
+    #[serde(serialize_with = "ser_hex_opt")]
+    pub report_hash: Option<[u8; 32]>,
+    /// The verifier's trusted-time mark, as persisted when it signed.
+    pub mark: Timestamp,
+}
+
+fn ser_hex_opt<S: serde::Serializer>(
+    b: &Option<[u8; 32]>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match b {
+        Some(b) => s.serialize_some(&crate::keys::hex(b)),
+        None => s.serialize_none(),
+    }
+}
+
+impl ChainHead {
+    fn to_value(self) -> Value {
+        MapBuilder::new()
+            .text("seq", u(self.report_seq))
+            .text_opt("hash", self.report_hash.map(|h| Value::Bytes(h.to_vec())))
+            .text("mark", u(self.mark))
+            .build()
+    }
+
+    fn from_value(v: Value) -> Result<Self> {
+        let mut f = Fields::open("heartbeat chain head", v)?;
+        let report_seq = cbor::uint(f.required("seq")?, "chain seq")?;
+        let report_hash = f
+            .text_key("hash")
+            .map(|v| cbor::bytes_n(v, "chain hash"))
+            .transpose()?;
+        let mark = cbor::time(f.required("mark")?, "chain mark")?;
+        f.finish()?;
+        if (report_seq == 0) != report_hash.is_none() {
+            return Err(Error::Payload(
+                "a chain head names a report hash exactly when its seq is above 0".into(),
+            ));
+        }
+        Ok(ChainHead {
+            report_seq,
+            report_hash,
+            mark,
+        })
+    }
 }
 
 impl Heartbeat {
@@ -77,6 +136,7 @@ impl Heartbeat {
                 )
                 // Present only when true, so an ordinary heartbeat has one spelling.
                 .text_opt("deactivate", self.deactivate.then_some(true))
+                .text_opt("chain", self.chain.map(ChainHead::to_value))
                 .build(),
         )
     }
@@ -114,6 +174,7 @@ impl Heartbeat {
                 ))
             }
         };
+        let chain = f.text_key("chain").map(ChainHead::from_value).transpose()?;
         f.finish()?;
         let hb = Heartbeat {
             license_id,
@@ -126,6 +187,7 @@ impl Heartbeat {
             verifier_version,
             upgrade_requests,
             deactivate,
+            chain,
         };
         canonical(hb.to_cbor() == bytes, hb)
     }
@@ -257,15 +319,34 @@ mod tests {
                 time: 1_795_369_000,
             }],
             deactivate: false,
+            chain: None,
         }
     }
 
     #[test]
     fn heartbeat_round_trips_through_signature() {
         let key = SecretKey::from_seed(&[5; 32]);
-        for deactivate in [false, true] {
+        let heads = [
+            None,
+            Some(ChainHead {
+                report_seq: 0,
+                report_hash: None,
+                mark: 1_795_369_900,
+            }),
+            Some(ChainHead {
+                report_seq: 7,
+                report_hash: Some([3; 32]),
+                mark: 1_795_369_900,
+            }),
+        ];
+        for (deactivate, chain) in [false, true]
+            .into_iter()
+            .zip(heads)
+            .chain([(false, heads[2])])
+        {
             let hb = Heartbeat {
                 deactivate,
+                chain,
                 ..beat(&key)
             };
             let bytes = hb.sign(&key);
@@ -337,6 +418,23 @@ mod tests {
             Err(Error::WrongKind { .. })
         ));
         assert!(crate::cluster::verify_activation_request(&bytes).is_err());
+    }
+
+    #[test]
+    fn chain_head_with_hash_but_no_report_refused() {
+        let key = SecretKey::from_seed(&[5; 32]);
+        for (report_seq, report_hash) in [(0, Some([1; 32])), (2, None)] {
+            let hb = Heartbeat {
+                chain: Some(ChainHead {
+                    report_seq,
+                    report_hash,
+                    mark: 5,
+                }),
+                ..beat(&key)
+            };
+            let bytes = envelope::sign(DocKind::Heartbeat, hb.to_cbor(), &key);
+            assert!(matches!(verify_heartbeat(&bytes), Err(Error::Payload(_))));
+        }
     }
 
     #[test]

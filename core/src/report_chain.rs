@@ -14,6 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::UsageReport;
+use crate::heartbeat::ChainHead;
 use crate::time::Timestamp;
 
 /// What the chain check needs of one report.
@@ -90,13 +91,50 @@ pub enum Finding {
         /// Its mark.
         later: Timestamp,
     },
+    /// A heartbeat says the cluster's last report is older than one an
+    /// earlier heartbeat named: its state database was restored.
+    HeadBack {
+        /// The report an earlier heartbeat named as the last.
+        earlier_seq: u64,
+        /// The report this heartbeat names.
+        later_seq: u64,
+    },
+    /// A heartbeat signed after the last accepted one reuses its sequence
+    /// number or one below it: the cluster's heartbeat counter went back
+    /// (state database restored, or a clone beating with the same key).
+    BeatBack {
+        /// The last sequence number accepted.
+        last_seq: u64,
+        /// The one this heartbeat carries.
+        seq: u64,
+    },
+    /// A cluster that sent its chain head before sends none now: an older
+    /// verifier runs there, or something in between strips the relay's
+    /// announcement that it reads chain heads.
+    HeadWithheld {
+        /// The report the last chain head named.
+        last_seq: u64,
+    },
 }
 
 impl Finding {
+    /// A short name for logs, metrics and the relay's `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Finding::Gap { .. } => "gap",
+            Finding::Fork { .. } => "fork",
+            Finding::CounterDown { .. } => "counter_down",
+            Finding::TimeBack { .. } => "time_back",
+            Finding::HeadBack { .. } => "head_back",
+            Finding::BeatBack { .. } => "beat_back",
+            Finding::HeadWithheld { .. } => "head_withheld",
+        }
+    }
+
     /// True for the signs of a rollback (fork, counter or mark going down);
     /// false for a gap, which also follows from a report that was lost.
     pub fn is_rollback(&self) -> bool {
-        !matches!(self, Finding::Gap { .. })
+        !matches!(self, Finding::Gap { .. } | Finding::HeadWithheld { .. })
     }
 }
 
@@ -147,8 +185,63 @@ impl fmt::Display for Finding {
                 crate::time::rfc3339(*earlier),
                 crate::time::rfc3339(*later)
             ),
+            Finding::HeadBack {
+                earlier_seq,
+                later_seq,
+            } => write!(
+                f,
+                "report chain went back: the cluster had written usage report {earlier_seq} and now says its last is {later_seq}: its state database was restored from a backup or the cluster was cloned"
+            ),
+            Finding::BeatBack { last_seq, seq } => write!(
+                f,
+                "heartbeat counter went back: a heartbeat signed after the last accepted one ({last_seq}) carries sequence number {seq}: the cluster's state database was restored or a clone beats with the same key"
+            ),
+            Finding::HeadWithheld { last_seq } => write!(
+                f,
+                "chain head withheld: the cluster named usage report {last_seq} in earlier heartbeats and names none now: an older verifier runs there, or a proxy strips the relay's `Kaching-Accepts` header"
+            ),
         }
     }
+}
+
+/// Checks the chain head of a heartbeat against the one the relay holds
+/// for the same cluster (connected mode: docs/threat-model.md, "Rollback of
+/// the state database"). Reports do not pass through the relay, so it sees
+/// only heads: one that goes back, two different reports at one place, or a
+/// trusted-time mark that goes back. Gaps are normal here (several reports
+/// may be written between heartbeats).
+pub fn check_head(known: Option<&ChainHead>, new: &ChainHead) -> Vec<Finding> {
+    let Some(k) = known else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    if new.report_seq < k.report_seq {
+        found.push(Finding::HeadBack {
+            earlier_seq: k.report_seq,
+            later_seq: new.report_seq,
+        });
+    } else if new.report_seq == k.report_seq && new.report_hash != k.report_hash {
+        found.push(Finding::Fork {
+            seq: new.report_seq,
+        });
+    }
+    if new.mark < k.mark {
+        found.push(Finding::TimeBack {
+            earlier_seq: k.report_seq,
+            earlier: k.mark,
+            later_seq: new.report_seq,
+            later: new.mark,
+        });
+    }
+    found
+}
+
+/// Whether a heartbeat refused for its sequence number shows the cluster's
+/// counter going back rather than a replay: a recorded heartbeat is signed
+/// no later than the last one accepted, while a restored or cloned cluster
+/// signs a new one, later, with an old number.
+pub fn beat_went_back(last_seq: u64, last_time: Timestamp, seq: u64, time: Timestamp) -> bool {
+    seq <= last_seq && time > last_time
 }
 
 /// Checks a new report against the reports of the same cluster the vendor
@@ -248,6 +341,60 @@ mod tests {
             check(&chain, &chain[1]).is_empty(),
             "a re-import is no fork"
         );
+    }
+
+    fn head(report_seq: u64, hash: u8, mark: Timestamp) -> ChainHead {
+        ChainHead {
+            report_seq,
+            report_hash: (report_seq > 0).then_some([hash; 32]),
+            mark,
+        }
+    }
+
+    #[test]
+    fn heads_that_only_grow_are_clean() {
+        assert!(check_head(None, &head(3, 3, 10)).is_empty());
+        assert!(check_head(Some(&head(0, 0, 10)), &head(0, 0, 10)).is_empty());
+        assert!(check_head(Some(&head(2, 2, 10)), &head(2, 2, 11)).is_empty());
+        // Reports written between two heartbeats: a jump is no gap here.
+        assert!(check_head(Some(&head(2, 2, 10)), &head(9, 9, 20)).is_empty());
+    }
+
+    #[test]
+    fn head_back_fork_and_mark_back_are_each_flagged() {
+        let held = head(5, 5, 100);
+        assert_eq!(
+            check_head(Some(&held), &head(3, 3, 100)),
+            vec![Finding::HeadBack {
+                earlier_seq: 5,
+                later_seq: 3
+            }]
+        );
+        assert_eq!(
+            check_head(Some(&held), &head(5, 0xee, 100)),
+            vec![Finding::Fork { seq: 5 }]
+        );
+        let f = check_head(Some(&held), &head(3, 3, 90));
+        assert!(f.iter().all(Finding::is_rollback));
+        assert!(f.iter().any(|x| matches!(
+            x,
+            Finding::TimeBack {
+                earlier: 100,
+                later: 90,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn a_replayed_heartbeat_is_no_counter_going_back() {
+        // The same heartbeat again, or any recorded one: signed no later.
+        assert!(!beat_went_back(7, 1_000, 7, 1_000));
+        assert!(!beat_went_back(7, 1_000, 5, 900));
+        // A new heartbeat, signed later, with a number already used.
+        assert!(beat_went_back(7, 1_000, 6, 1_030));
+        assert!(beat_went_back(7, 1_000, 7, 1_001));
+        assert!(!beat_went_back(7, 1_000, 8, 1_030));
     }
 
     #[test]

@@ -132,6 +132,7 @@ fn floor_us(key: &SecretKey, relay: &SecretKey) -> (f64, f64) {
         verifier_version: "bench".into(),
         upgrade_requests: Vec::new(),
         deactivate: false,
+        chain: None,
     }
     .sign(key);
     // The fastest of 7 batches: the machine is shared, and the floor is what
@@ -232,6 +233,7 @@ async fn main() {
                     verifier_version: "bench".into(),
                     upgrade_requests: Vec::new(),
                     deactivate: false,
+                    chain: None,
                 }
                 .sign(key)
             })

@@ -102,6 +102,24 @@ CREATE TABLE IF NOT EXISTS meta (
     key    TEXT PRIMARY KEY,
     value  INTEGER NOT NULL
 );
+-- The usage-report chain head each cluster's heartbeats last named
+-- (docs/format.md §7.5), and the signs of rollback seen in them.
+CREATE TABLE IF NOT EXISTS chain_heads (
+    cluster_id  TEXT PRIMARY KEY,
+    report_seq  INTEGER NOT NULL,
+    report_hash BLOB,
+    mark        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS anomalies (
+    id          INTEGER PRIMARY KEY,
+    cluster_id  TEXT NOT NULL,
+    license_id  TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS anomalies_by_cluster ON anomalies(cluster_id, id);
+CREATE INDEX IF NOT EXISTS anomalies_by_license ON anomalies(license_id, id);
 CREATE TABLE IF NOT EXISTS audit_head (
     one   INTEGER PRIMARY KEY CHECK (one = 1),
     id    INTEGER NOT NULL,

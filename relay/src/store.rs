@@ -6,7 +6,8 @@ use serde_json::json;
 
 use kaching_core::binding::Hold;
 use kaching_core::cluster::UpgradeRequest;
-use kaching_core::heartbeat::Heartbeat;
+use kaching_core::heartbeat::{ChainHead, Heartbeat};
+use kaching_core::report_chain::{self, Finding};
 use kaching_core::revocation::{accept_revocation_list, Acceptance, VerifiedRevocationList};
 use kaching_core::root::VerifiedRoot;
 
@@ -101,6 +102,9 @@ pub enum Outcome {
     },
     /// Heartbeat (or deactivation) recorded.
     Beat,
+    /// Refused, with what the refusal showed kept (a sign of rollback is
+    /// recorded even though the heartbeat itself is not).
+    Refused(ApiError),
     /// Revocation list accepted (`Newer`) or already current (`Same`).
     Published(Acceptance),
     /// Root stored; revocation lists above its `revocation_floor` that were dropped.
@@ -229,6 +233,16 @@ fn activate(conn: &Connection, a: &Activation) -> Result<Outcome, ApiError> {
     })
 }
 
+/// A cluster's binding as a heartbeat is checked against it.
+struct Bound {
+    license_id: String,
+    key: Vec<u8>,
+    status: String,
+    last_seq: u64,
+    /// The cluster's signed time of the last heartbeat accepted.
+    last_time: Option<u64>,
+}
+
 fn heartbeat(
     conn: &Connection,
     hb: &Heartbeat,
@@ -236,15 +250,28 @@ fn heartbeat(
     now: u64,
 ) -> Result<Outcome, ApiError> {
     let license_id = hb.license_id.to_string();
-    let row: Option<(String, Vec<u8>, String, u64)> = conn
+    let row = conn
         .prepare_cached(
-            "SELECT license_id, cluster_key, status, last_seq FROM clusters WHERE cluster_id = ?1",
+            "SELECT license_id, cluster_key, status, last_seq, heartbeat_time FROM clusters WHERE cluster_id = ?1",
         )?
         .query_row([&hb.cluster_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok(Bound {
+                license_id: r.get(0)?,
+                key: r.get(1)?,
+                status: r.get(2)?,
+                last_seq: r.get(3)?,
+                last_time: r.get(4)?,
+            })
         })
         .optional()?;
-    let Some((bound, bound_key, status, last_seq)) = row else {
+    let Some(Bound {
+        license_id: bound,
+        key: bound_key,
+        status,
+        last_seq,
+        last_time,
+    }) = row
+    else {
         return Err(ApiError::forbidden(
             "not_activated",
             format!(
@@ -278,14 +305,26 @@ fn heartbeat(
         ));
     }
     if hb.seq <= last_seq {
-        return Err(ApiError::conflict(
+        let refusal = ApiError::conflict(
             "replayed_heartbeat",
             format!(
                 "sequence number {} is not above {last_seq}, the last accepted for this cluster: replay refused; sign a new heartbeat with a higher sequence number",
                 hb.seq
             ),
-        ));
+        );
+        // Signed (and verified as the bound key's) later than the last one
+        // accepted: not a recording but the cluster's own counter going back.
+        if report_chain::beat_went_back(last_seq, last_time.unwrap_or(0), hb.seq, hb.time) {
+            let found = Finding::BeatBack {
+                last_seq,
+                seq: hb.seq,
+            };
+            record_anomalies(conn, &hb.cluster_id, &license_id, &[found], now)?;
+            return Ok(Outcome::Refused(refusal));
+        }
+        return Err(refusal);
     }
+    check_chain_head(conn, hb, &license_id, now)?;
     let quotas = serde_json::to_string(&hb.quotas).unwrap_or_else(|_| "{}".into());
     conn.prepare_cached(
         "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,
@@ -338,6 +377,83 @@ fn heartbeat(
                 "upgrade_requests": hb.upgrade_requests.len()}),
     )?;
     Ok(Outcome::Beat)
+}
+
+/// Compares the heartbeat's report chain head with the one held for the
+/// cluster (core's `check_head`), keeps the new head, and records what the
+/// comparison found. A cluster that named a head before and names none now
+/// is flagged once (its head is then forgotten).
+fn check_chain_head(
+    conn: &Connection,
+    hb: &Heartbeat,
+    license_id: &str,
+    now: u64,
+) -> Result<(), ApiError> {
+    let held: Option<ChainHead> = conn
+        .prepare_cached(
+            "SELECT report_seq, report_hash, mark FROM chain_heads WHERE cluster_id = ?1",
+        )?
+        .query_row([&hb.cluster_id], |r| {
+            let hash: Option<Vec<u8>> = r.get(1)?;
+            Ok(ChainHead {
+                report_seq: r.get(0)?,
+                report_hash: hash.and_then(|h| <[u8; 32]>::try_from(h).ok()),
+                mark: r.get(2)?,
+            })
+        })
+        .optional()?;
+    let Some(head) = &hb.chain else {
+        if let Some(held) = held {
+            conn.prepare_cached("DELETE FROM chain_heads WHERE cluster_id = ?1")?
+                .execute([&hb.cluster_id])?;
+            let found = Finding::HeadWithheld {
+                last_seq: held.report_seq,
+            };
+            record_anomalies(conn, &hb.cluster_id, license_id, &[found], now)?;
+        }
+        return Ok(());
+    };
+    let found = report_chain::check_head(held.as_ref(), head);
+    // The database stores integers as i64: a larger mark or seq is kept at the ceiling.
+    let clamp = |n: u64| n.min(i64::MAX as u64);
+    conn.prepare_cached(
+        "INSERT INTO chain_heads (cluster_id, report_seq, report_hash, mark) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (cluster_id) DO UPDATE SET report_seq = ?2, report_hash = ?3, mark = ?4",
+    )?
+    .execute(params![
+        hb.cluster_id,
+        clamp(head.report_seq),
+        head.report_hash.map(|h| h.to_vec()),
+        clamp(head.mark)
+    ])?;
+    record_anomalies(conn, &hb.cluster_id, license_id, &found, now)
+}
+
+/// One row and one audit entry per sign of rollback.
+fn record_anomalies(
+    conn: &Connection,
+    cluster_id: &str,
+    license_id: &str,
+    found: &[Finding],
+    now: u64,
+) -> Result<(), ApiError> {
+    for f in found {
+        let detail = f.to_string();
+        tracing::warn!(cluster = cluster_id, license = license_id, kind = f.kind(), %detail, "sign of rollback");
+        conn.prepare_cached(
+            "INSERT INTO anomalies (cluster_id, license_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![cluster_id, license_id, now, f.kind(), detail])?;
+        crate::audit::append(
+            conn,
+            now,
+            &format!("cluster:{cluster_id}"),
+            "anomaly",
+            license_id,
+            &json!({"kind": f.kind(), "detail": detail}),
+        )?;
+    }
+    Ok(())
 }
 
 fn insert_upgrade(

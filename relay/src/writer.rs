@@ -178,6 +178,7 @@ mod tests {
                 verifier_version: "test".into(),
                 upgrade_requests: Vec::new(),
                 deactivate: false,
+                chain: None,
             }),
             key: *key.public().as_bytes(),
             now: 1_000,

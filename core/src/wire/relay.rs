@@ -45,6 +45,13 @@ pub struct LicenseQuotas {
     pub quotas: BTreeMap<String, QuotaJson>,
 }
 
+/// The response header by which a relay announces the heartbeat claims it
+/// reads beyond the first format (comma-separated). A verifier sends such a
+/// claim only to a relay that announced it: older relays refuse unknown claims.
+pub const ACCEPTS_HEADER: &str = "kaching-accepts";
+/// In [`ACCEPTS_HEADER`]: the heartbeat's `chain` claim (report chain head).
+pub const ACCEPTS_CHAIN_HEAD: &str = "chain-head";
+
 /// One cluster of `GET /v1/clusters`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -75,6 +82,28 @@ pub struct ClusterRow {
     /// The verifier's version.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub verifier_version: Option<String>,
+    /// The last usage report the cluster's heartbeats named (its report
+    /// chain head); null until a heartbeat carried one.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub report_seq: Option<u64>,
+    /// Signs of a rollback seen in this cluster's heartbeats (restored
+    /// state database, cloned cluster), newest first, at most ten.
+    #[serde(default)]
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// A sign of rollback the relay saw in a cluster's heartbeats
+/// (docs/threat-model.md, "Rollback of the state database").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Anomaly {
+    /// `fork`, `head_back`, `time_back`, `beat_back` or `head_withheld`.
+    pub kind: String,
+    /// When the relay saw it, RFC 3339.
+    pub at: String,
+    /// What it means, in a sentence.
+    pub detail: String,
 }
 
 /// `GET /v1/clusters`: one page, ordered by cluster id.

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use kaching_core::cluster::verify_activation_request;
 use kaching_core::heartbeat::{verify_heartbeat, RelayTime};
-use kaching_core::wire::relay::ActivateBody;
+use kaching_core::wire::relay::{ActivateBody, ACCEPTS_CHAIN_HEAD, ACCEPTS_HEADER};
 use kaching_core::wire::ErrorBody;
 use kaching_core::{verify_license, DocKind, LicenseId};
 
@@ -42,7 +42,13 @@ impl ApiError {
 
 fn relay_time(st: &AppState, rt: &RelayTime) -> Response {
     (
-        [(header::CONTENT_TYPE, DocKind::RelayTime.content_type())],
+        [
+            (header::CONTENT_TYPE, DocKind::RelayTime.content_type()),
+            (
+                header::HeaderName::from_static(ACCEPTS_HEADER),
+                ACCEPTS_CHAIN_HEAD,
+            ),
+        ],
         rt.sign(&st.relay_key),
     )
         .into_response()
@@ -219,13 +225,17 @@ async fn beat(st: Arc<AppState>, body: &[u8], deactivate: bool) -> ApiResult<Res
         ));
     }
     let (cluster_id, seq, license_id) = (v.doc.cluster_id.clone(), v.doc.seq, v.doc.license_id);
-    st.writer
+    let outcome = st
+        .writer
         .submit(Write::Beat {
             beat: Box::new(v.doc),
             key: *v.signer.as_bytes(),
             now: t,
         })
         .await?;
+    if let Outcome::Refused(e) = outcome {
+        return Err(e);
+    }
     if deactivate {
         tracing::info!(license = %license_id, cluster = %cluster_id, "deactivated");
     }

@@ -16,7 +16,8 @@ use kaching_core::cluster::UpgradeRequest;
 use kaching_core::policy::{evaluate, LicenseInput, Settings, Snapshot};
 use kaching_core::time::rfc3339;
 use kaching_core::wire::relay::{
-    ClusterPage, ClusterRow, FileUpgrade, LicenseQuotas, UpgradeFiled, UpgradeRow, UpgradeRows,
+    Anomaly, ClusterPage, ClusterRow, FileUpgrade, LicenseQuotas, UpgradeFiled, UpgradeRow,
+    UpgradeRows,
 };
 use kaching_core::wire::ErrorBody;
 use kaching_core::wire::LicenseStatus;
@@ -58,6 +59,8 @@ fn parse_id(id: &str) -> ApiResult<LicenseId> {
 struct View {
     bytes: Vec<u8>,
     cluster: Option<(String, u64, u64, String)>,
+    /// Signs of rollback seen in any of its clusters' heartbeats, newest first.
+    anomalies: Vec<(String, u64, String)>,
 }
 
 async fn view(st: &AppState, id: LicenseId) -> ApiResult<View> {
@@ -76,7 +79,20 @@ async fn view(st: &AppState, id: LicenseId) -> ApiResult<View> {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
-            Ok(bytes.map(|bytes| View { bytes, cluster }))
+            let anomalies = c
+                .prepare_cached(
+                    "SELECT cluster_id, at, detail FROM anomalies WHERE license_id = ?1
+                     ORDER BY id DESC LIMIT ?2",
+                )?
+                .query_map(params![key, MAX_ANOMALIES], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(bytes.map(|bytes| View {
+                bytes,
+                cluster,
+                anomalies,
+            }))
         })
         .await?;
     found.ok_or_else(|| {
@@ -133,7 +149,13 @@ async fn status(st: &AppState, id: LicenseId) -> ApiResult<LicenseStatus> {
         &settings,
         now(),
     );
-    Ok(LicenseStatus::of(&verdict, &st.catalog))
+    let mut status = LicenseStatus::of(&verdict, &st.catalog);
+    status.warnings.extend(
+        v.anomalies.iter().map(|(cluster, at, detail)| {
+            format!("cluster {cluster} at {}: {detail}", rfc3339(*at))
+        }),
+    );
+    Ok(status)
 }
 
 /// The license id of a `{id}` path segment.
@@ -242,10 +264,11 @@ pub async fn clusters(
         .readers
         .read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT cluster_id, license_id, hostname, status, activated_at, last_seen, last_seq,
-                        heartbeats, state, active_nodes, quotas, verifier_version
-                 FROM clusters WHERE (?1 IS NULL OR license_id = ?1) AND cluster_id > ?2
-                 ORDER BY cluster_id LIMIT ?3",
+                "SELECT c.cluster_id, license_id, hostname, status, activated_at, last_seen, last_seq,
+                        heartbeats, state, active_nodes, quotas, verifier_version, h.report_seq
+                 FROM clusters c LEFT JOIN chain_heads h ON h.cluster_id = c.cluster_id
+                 WHERE (?1 IS NULL OR license_id = ?1) AND c.cluster_id > ?2
+                 ORDER BY c.cluster_id LIMIT ?3",
             )?;
             let rows = stmt.query_map(
                 params![q.license, q.after.unwrap_or_default(), limit],
@@ -264,10 +287,14 @@ pub async fn clusters(
                         active_nodes: r.get(9)?,
                         quotas: parse_quotas(&quotas),
                         verifier_version: r.get(11)?,
+                        report_seq: r.get(12)?,
+                        anomalies: Vec::new(),
                     })
                 },
             )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
+            attach_anomalies(c, &mut rows)?;
+            Ok(rows)
         })
         .await?;
     let next = if rows.len() == limit as usize {
@@ -283,6 +310,39 @@ pub async fn clusters(
         },
     ))
 }
+
+/// Fills in each row's latest signs of rollback (one query for the page).
+fn attach_anomalies(c: &rusqlite::Connection, rows: &mut [ClusterRow]) -> rusqlite::Result<()> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(());
+    };
+    let mut stmt = c.prepare_cached(
+        "SELECT cluster_id, at, kind, detail FROM anomalies
+         WHERE cluster_id >= ?1 AND cluster_id <= ?2 ORDER BY cluster_id, id DESC",
+    )?;
+    let found = stmt.query_map(params![first.cluster_id, last.cluster_id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            Anomaly {
+                at: rfc3339(r.get(1)?),
+                kind: r.get(2)?,
+                detail: r.get(3)?,
+            },
+        ))
+    })?;
+    for f in found {
+        let (cluster, a) = f?;
+        if let Ok(i) = rows.binary_search_by(|r| r.cluster_id.as_str().cmp(&cluster)) {
+            if rows[i].anomalies.len() < MAX_ANOMALIES {
+                rows[i].anomalies.push(a);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Signs of rollback shown per cluster and per license.
+const MAX_ANOMALIES: usize = 10;
 
 /// `POST /v1/upgrade-requests` (whoosh or admin).
 #[utoipa::path(

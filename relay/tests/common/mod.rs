@@ -101,6 +101,7 @@ pub fn beat(l: &License, cluster: &SecretKey, seq: u64) -> Heartbeat {
         verifier_version: "0.1.0-test".into(),
         upgrade_requests: Vec::new(),
         deactivate: false,
+        chain: None,
     }
 }
 

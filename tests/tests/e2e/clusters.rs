@@ -117,3 +117,74 @@ async fn upgrade_request_reaches_the_relay_once_through_heartbeats() {
     v.stop().await;
     relay.stop().await;
 }
+
+/// The relay's view of one cluster (`GET /v1/clusters`).
+async fn relay_row(relay: &Relay, cluster_id: &str) -> kaching_core::wire::relay::ClusterRow {
+    let page: kaching_core::wire::relay::ClusterPage = relay.admin_get("/v1/clusters").await;
+    page.clusters
+        .into_iter()
+        .find(|c| c.cluster_id == cluster_id)
+        .expect("the cluster is listed")
+}
+
+/// Connected mode: the customer restores an older `state.db` (issue 11
+/// item 2). The heartbeats name the usage-report chain head, so the relay
+/// flags the chain going back in `GET /v1/clusters` without any import.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_restored_state_db_flagged_by_the_relay() {
+    let vendor = Vendor::new().await;
+    let lic = vendor.issue_connected("acme", "1h").await;
+    let mut relay = Relay::start(&vendor.root, &vendor.public_pem()).await;
+    let dir = vendor.root.join("cluster-a");
+    install(&dir, &vendor, &lic);
+    let config = verifier_config(&dir, Some(&relay));
+    let state = config.state_dir.clone();
+    let backup = vendor.root.join("backup");
+    let mut v = Verifier::start(config.clone()).await;
+    let cluster = v.wait_relay_contact().await.cluster_id;
+    v.stop().await;
+    super::receipts::copy_state(&state, &backup);
+
+    // A usage report written after the backup, then a heartbeat naming it.
+    let mut engine = kaching_verifier::Engine::open(config.clone(), false).unwrap();
+    let report = vendor.root.join("usage-1.asc");
+    kaching_verifier::report::usage_report(&mut engine, kaching_e2e::now(), |text| {
+        Ok(std::fs::write(&report, text)?)
+    })
+    .unwrap();
+    drop(engine);
+    let mut v = Verifier::start(config.clone()).await;
+    v.wait_relay_contact().await;
+    let deadline = tokio::time::Instant::now() + kaching_e2e::WAIT;
+    while relay_row(&relay, &cluster).await.report_seq != Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "head never reached the relay"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    v.stop().await;
+    assert!(relay_row(&relay, &cluster).await.anomalies.is_empty());
+
+    // The backup comes back: the chain head the next heartbeat names is older.
+    super::receipts::copy_state(&backup, &state);
+    let mut v = Verifier::start(config).await;
+    v.wait_relay_contact().await;
+    let row = loop {
+        let row = relay_row(&relay, &cluster).await;
+        if !row.anomalies.is_empty() {
+            break row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline + kaching_e2e::WAIT,
+            "never flagged: {row:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(row.anomalies[0].kind, "head_back", "{row:#?}");
+    assert!(row.anomalies[0].detail.contains("restored"), "{row:#?}");
+    // The license keeps working: offline, rollback is detected, not prevented.
+    assert_eq!(v.status().await.status.state, "active");
+    v.stop().await;
+    relay.stop().await;
+}

@@ -231,7 +231,7 @@ async fn attack_receipt_signed_by_unknown_key_refused() {
 }
 
 /// Copies the state folder (database, WAL, key) as a backup would.
-fn copy_state(from: &Path, to: &Path) {
+pub(crate) fn copy_state(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use kaching_core::armor::armor;
 use kaching_core::cluster::ActivationRequest;
-use kaching_core::heartbeat::{Heartbeat, RelayTime};
+use kaching_core::heartbeat::{ChainHead, Heartbeat, RelayTime};
 use kaching_core::time::{rfc3339, Timestamp};
 use kaching_core::wire::verifier::RelayStatus;
 use kaching_core::{verify_revocation_list, DocKind, TrustedKeys};
@@ -118,6 +118,8 @@ pub enum Request {
     Beat {
         /// True for the deactivation heartbeat.
         deactivate: bool,
+        /// Carry the report chain head (the relay announced it reads it).
+        chain: bool,
         /// The signed heartbeat; `None` without a connected license.
         reply: oneshot::Sender<anyhow::Result<Option<Beat>>>,
     },
@@ -174,8 +176,12 @@ impl Engine {
             Request::Activation(reply) => {
                 let _ = reply.send(self.relay_activation(now));
             }
-            Request::Beat { deactivate, reply } => {
-                let _ = reply.send(self.relay_beat(deactivate, now));
+            Request::Beat {
+                deactivate,
+                chain,
+                reply,
+            } => {
+                let _ = reply.send(self.relay_beat(deactivate, chain, now));
             }
             Request::Contact {
                 time,
@@ -224,7 +230,12 @@ impl Engine {
         })
     }
 
-    fn relay_beat(&mut self, deactivate: bool, now: Timestamp) -> anyhow::Result<Option<Beat>> {
+    fn relay_beat(
+        &mut self,
+        deactivate: bool,
+        chain: bool,
+        now: Timestamp,
+    ) -> anyhow::Result<Option<Beat>> {
         let Some(v) = &self.license else {
             return Ok(None);
         };
@@ -243,6 +254,18 @@ impl Engine {
         // crash can never make this cluster reuse one.
         let seq = self.db.time(SEQ)?.unwrap_or(0) + 1;
         self.db.set_time(SEQ, seq)?;
+        // The durable mark, not the one in memory: after a crash the mark
+        // read back is never below one a heartbeat already named.
+        let chain = if chain {
+            let head = self.db.report_head()?;
+            Some(ChainHead {
+                report_seq: head.map_or(0, |(seq, _)| seq),
+                report_hash: head.map(|(_, hash)| hash),
+                mark: self.persisted_mark,
+            })
+        } else {
+            None
+        };
         let status = &self.current().status.status;
         let hb = Heartbeat {
             license_id,
@@ -259,6 +282,7 @@ impl Engine {
             verifier_version: env!("CARGO_PKG_VERSION").to_string(),
             upgrade_requests: pending.iter().map(|q| q.request.clone()).collect(),
             deactivate,
+            chain,
         };
         Ok(Some(Beat {
             bytes: hb.sign(&self.identity.key),

@@ -4,13 +4,14 @@
 //! heartbeat, echo its sequence number), so a recorded answer cannot be
 //! replayed to us.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
 use kaching_core::heartbeat::{verify_relay_time_by, RelayTime};
-use kaching_core::wire::relay::{ActivateBody, RootsAnswer};
+use kaching_core::wire::relay::{ActivateBody, RootsAnswer, ACCEPTS_CHAIN_HEAD, ACCEPTS_HEADER};
 use kaching_core::wire::ErrorBody;
 use kaching_core::DocKind;
 use tokio::sync::watch;
@@ -47,6 +48,9 @@ pub struct Client {
     published: watch::Receiver<Arc<Published>>,
     cluster_id: String,
     timeout: Duration,
+    /// The relay announced it reads a heartbeat's report chain head
+    /// (`Kaching-Accepts: chain-head`); an older relay refuses the claim.
+    chain_head: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -67,11 +71,18 @@ impl Client {
             published,
             cluster_id,
             timeout,
+            chain_head: Arc::new(AtomicBool::new(false)),
         })
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Whether the next heartbeat may carry the report chain head: the
+    /// relay's last answer announced it reads it.
+    pub fn sends_chain_head(&self) -> bool {
+        self.chain_head.load(Ordering::Relaxed)
     }
 
     /// `POST /v1/activate`.
@@ -111,6 +122,11 @@ impl Client {
             .send()
             .await
             .map_err(|e| unreachable(&self.base, &e))?;
+        if resp.status() == StatusCode::UNPROCESSABLE_ENTITY {
+            // An older relay behind the same address refuses the claim it
+            // does not know; the next heartbeat goes without it.
+            self.chain_head.store(false, Ordering::Relaxed);
+        }
         let what = if deactivate {
             "deactivation"
         } else {
@@ -179,6 +195,13 @@ impl Client {
         if !resp.status().is_success() {
             return Err(refusal(resp, what).await);
         }
+        let accepts = resp
+            .headers()
+            .get_all(ACCEPTS_HEADER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|f| f.trim() == ACCEPTS_CHAIN_HEAD));
+        self.chain_head.store(accepts, Ordering::Relaxed);
         let bytes = resp
             .bytes()
             .await

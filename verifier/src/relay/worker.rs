@@ -165,6 +165,7 @@ impl Worker {
         let beat = match self
             .ask(|reply| Request::Beat {
                 deactivate: false,
+                chain: self.client.sends_chain_head(),
                 reply,
             })
             .await
@@ -193,6 +194,7 @@ impl Worker {
         let Some(Ok(Some(beat))) = self
             .ask(|reply| Request::Beat {
                 deactivate: true,
+                chain: self.client.sends_chain_head(),
                 reply,
             })
             .await
