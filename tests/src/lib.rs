@@ -280,7 +280,7 @@ pub fn verifier_config(dir: &Path, relay: Option<&Relay>) -> kaching_verifier::C
     c.tick = Duration::from_millis(100);
     c.debounce = Duration::from_millis(50);
     if let Some(r) = relay {
-        c.relay.url = Some(r.url.clone());
+        c.relay.urls = vec![r.url.clone()];
         c.relay.public_key = Some(r.key_file.clone());
         c.relay.timeout = Duration::from_secs(5);
         c.relay.max_backoff = Duration::from_secs(1);

@@ -32,10 +32,11 @@ impl fmt::Debug for Secret {
 /// docs/verifier.md "Connected mode" and docs/connected.md.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayConfig {
-    /// Base URL of the relay (`https://relay.example.com`); unset: air-gapped only.
-    pub url: Option<String>,
+    /// Base URLs of the relay (`https://relay.example.com`): one, or several
+    /// replicas to fail over between, tried in order; empty: air-gapped only.
+    pub urls: Vec<String>,
     /// The relay's public key (SPKI PEM file), pinned: every relay answer
-    /// must be signed by it. Required when `url` is set.
+    /// must be signed by it. Required with a relay URL unless the root names the relay.
     pub public_key: Option<PathBuf>,
     /// Heartbeat interval instead of the license's `heartbeat.interval`.
     pub heartbeat_interval: Option<Duration>,
@@ -50,7 +51,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
-            url: None,
+            urls: Vec::new(),
             public_key: None,
             heartbeat_interval: None,
             timeout: Duration::from_secs(10),
@@ -109,7 +110,7 @@ pub struct Config {
     pub tiers: Option<PathBuf>,
     /// A license that takes anything away waits for `accept-downgrade`.
     pub hold_downgrades: bool,
-    /// Connected mode: the `[relay]` section (off while `relay.url` is unset).
+    /// Connected mode: the `[relay]` section (off without a relay URL).
     pub relay: RelayConfig,
     /// Where "now" comes from. Not configurable from files: tests inject
     /// offsets here to simulate a clock wound back.
@@ -218,6 +219,8 @@ struct Raw {
 #[serde(default, deny_unknown_fields)]
 struct RawRelay {
     url: Option<String>,
+    #[serde(deserialize_with = "url_list")]
+    urls: Option<Vec<String>>,
     public_key: Option<String>,
     /// Empty: unset, like the other optional keys.
     #[serde(deserialize_with = "duration_or_unset")]
@@ -228,6 +231,24 @@ struct RawRelay {
     long_poll: Option<Duration>,
     #[serde(deserialize_with = "duration")]
     max_backoff: Option<Duration>,
+}
+
+/// `relay.urls`: a TOML array, or (from the environment) the URLs in one
+/// text, separated by commas or spaces.
+fn url_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Spelled {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(Some(match Spelled::deserialize(d)? {
+        Spelled::List(l) => l,
+        Spelled::Text(t) => t
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .map(str::to_string)
+            .collect(),
+    }))
 }
 
 /// A duration the way people write it.
@@ -277,6 +298,32 @@ fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     }
 }
 
+/// `relay.url` (one) or `relay.urls` (several), without trailing slashes;
+/// empty entries are dropped, so an empty text or list is unset.
+fn relay_urls(url: Option<String>, urls: Option<Vec<String>>) -> anyhow::Result<Vec<String>> {
+    let clean = |list: Vec<String>| -> Vec<String> {
+        list.iter()
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect()
+    };
+    let one = clean(url.into_iter().collect());
+    let many = clean(urls.unwrap_or_default());
+    if !one.is_empty() && !many.is_empty() {
+        bail!(
+            "both relay.url and relay.urls are set: keep one (relay.urls = [\"https://relay-a\", \"https://relay-b\"] lists every replica)"
+        );
+    }
+    let list = if many.is_empty() { one } else { many };
+    if let Some(bad) = list
+        .iter()
+        .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+    {
+        bail!("relay URL {bad:?} must start with https:// (or http:// on a trusted network)");
+    }
+    Ok(list)
+}
+
 /// Empty text is unset.
 fn non_empty(text: Option<String>) -> Option<String> {
     text.filter(|t| !t.is_empty())
@@ -324,7 +371,7 @@ impl TryFrom<Raw> for Checked {
             tiers: non_empty(raw.tiers).map(PathBuf::from),
             hold_downgrades: raw.hold_downgrades.unwrap_or(d.hold_downgrades),
             relay: RelayConfig {
-                url: non_empty(r.url).map(|u| u.trim_end_matches('/').to_string()),
+                urls: relay_urls(r.url, r.urls)?,
                 public_key: non_empty(r.public_key).map(PathBuf::from),
                 heartbeat_interval: r.heartbeat_interval,
                 timeout: r.timeout.unwrap_or(d.relay.timeout),
@@ -364,6 +411,7 @@ pub const ENV_KEYS: &[&str] = &[
     "tiers",
     "hold_downgrades",
     "relay_url",
+    "relay_urls",
     "relay_public_key",
     "relay_heartbeat_interval",
     "relay_timeout",

@@ -106,19 +106,20 @@ pub async fn run(
         })
     };
     let (relay_stop, relay_stop_rx) = tokio::sync::watch::channel(false);
-    let client = match &relay_cfg.url {
-        Some(url) => relay::client::Client::new(
-            url,
+    let client = if relay_cfg.urls.is_empty() {
+        Ok(None)
+    } else {
+        relay::client::Client::new(
+            &relay_cfg.urls,
             handle.published.clone(),
             cluster_id.clone(),
             relay_cfg.timeout,
         )
-        .map(Some),
-        _ => Ok(None),
+        .map(Some)
     };
     let relay_tasks = match client {
         Ok(Some(client)) => {
-            tracing::info!(relay = ?relay_cfg.url, "connected mode: talking to the relay");
+            tracing::info!(relay = ?relay_cfg.urls, "connected mode: talking to the relay");
             relay::spawn(
                 client,
                 relay_cfg.long_poll,

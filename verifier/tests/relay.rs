@@ -169,6 +169,30 @@ async fn connected_mode_metrics_answer_the_operators_questions() {
     d.stop().await;
 }
 
+#[tokio::test]
+async fn heartbeats_fail_over_to_the_next_relay_url() {
+    let relay = SecretKey::from_seed(&[24; 32]);
+    let up = honest_relay(SecretKey::from_seed(&[24; 32])).await;
+    // The first URL refuses connections (a replica that is down).
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let (_dir, mut cfg) = connected_config(&down, Some(&relay));
+    cfg.relay.urls.push(up.clone());
+    cfg.relay.max_backoff = Duration::from_secs(30);
+    let d = Daemon::start(cfg).await;
+    // Answered by the second URL at once, not after a growing backoff.
+    let s = d
+        .wait_status("a heartbeat answered by the second URL", |s| {
+            s["relay"]["last_contact"].is_string() && s["relay"]["last_error"].is_null()
+        })
+        .await;
+    assert_eq!(s["relay"]["url"], up.as_str(), "{s:#}");
+    assert_eq!(s["state"], "active");
+    d.stop().await;
+}
+
 /// A connected license talking to `relay_url`, with `configured` (when
 /// given) as `relay.public_key`.
 fn connected_config(
@@ -187,7 +211,7 @@ fn connected_config(
         std::fs::write(&pem, key.public().to_pem()).unwrap();
         cfg.relay.public_key = Some(pem);
     }
-    cfg.relay.url = Some(relay_url.to_string());
+    cfg.relay.urls = vec![relay_url.to_string()];
     cfg.relay.max_backoff = Duration::from_millis(500);
     cfg.tick = Duration::from_millis(100);
     (dir, cfg)
@@ -241,7 +265,7 @@ async fn relay_answer_for_another_cluster_is_refused() {
 #[tokio::test]
 async fn relay_without_pinned_key_refuses_to_start() {
     let (_dir, mut cfg) = setup(None);
-    cfg.relay.url = Some("http://127.0.0.1:9".into());
+    cfg.relay.urls = vec!["http://127.0.0.1:9".into()];
     let err = Daemon::try_start(cfg).await.err().unwrap().to_string();
     assert!(err.contains("relay.public_key"), "{err}");
 }
@@ -255,7 +279,7 @@ fn relay_contact_survives_restart_and_raises_the_mark() {
         offline_grace: 3600,
     });
     let (_dir, mut cfg) = setup(Some(&v.sign(&l)));
-    cfg.relay.url = Some("http://127.0.0.1:9".into());
+    cfg.relay.urls = vec!["http://127.0.0.1:9".into()];
     let mut e = Engine::open(cfg.clone(), true).unwrap();
     let relay_time = now() + 120;
     e.relay_request(
@@ -267,6 +291,7 @@ fn relay_contact_survives_restart_and_raises_the_mark() {
                 seq: Some(0),
                 message: Some("hello operators".into()),
             },
+            via: "http://127.0.0.1:9".into(),
             activation: Some(l.id.to_string()),
             upgrades_up_to: None,
             deactivated: false,

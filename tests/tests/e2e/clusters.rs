@@ -188,3 +188,49 @@ async fn attack_restored_state_db_flagged_by_the_relay() {
     v.stop().await;
     relay.stop().await;
 }
+
+/// Issue 13 item 5: `relay.urls` lists two relays sharing one relay key;
+/// when the one in use goes down, the heartbeats carry on through the other
+/// and the connected license never changes state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_license_fails_over_when_its_relay_goes_down() {
+    let vendor = Vendor::new().await;
+    let lic = vendor.issue_connected("acme", "1h").await;
+    let (a_root, b_root) = (vendor.root.join("relay-a"), vendor.root.join("relay-b"));
+    let mut a = Relay::start(&a_root, &vendor.public_pem()).await;
+    // A second replica: its own database here, the same relay key.
+    let key = kaching_relay::Config {
+        data_dir: a_root.join("relay"),
+        ..kaching_relay::Config::default()
+    }
+    .key_path();
+    let b_key = kaching_relay::Config {
+        data_dir: b_root.join("relay"),
+        ..kaching_relay::Config::default()
+    }
+    .key_path();
+    std::fs::create_dir_all(b_key.parent().unwrap()).unwrap();
+    std::fs::copy(&key, &b_key).unwrap();
+    let mut b = Relay::start(&b_root, &vendor.public_pem()).await;
+
+    let dir = vendor.root.join("cluster-a");
+    install(&dir, &vendor, &lic);
+    let mut config = verifier_config(&dir, Some(&a));
+    config.relay.urls.push(b.url.clone());
+    let mut v = Verifier::start(config).await;
+    let s = v.wait_relay_contact().await;
+    assert_eq!(s.relay.as_ref().unwrap().url, a.url);
+
+    a.stop().await;
+    let s = v
+        .wait_status("heartbeats answered by the second relay", |s| {
+            s.relay
+                .as_ref()
+                .is_some_and(|r| r.url == b.url && r.last_error.is_none())
+        })
+        .await;
+    assert_eq!(s.status.state, "active", "{s:#?}");
+    assert_eq!(activated(&s), Some(lic.id.as_str()));
+    v.stop().await;
+    b.stop().await;
+}

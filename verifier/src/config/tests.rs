@@ -48,10 +48,10 @@ fn environment_overrides_file() {
 fn relay_section_and_its_environment_overrides() {
     let file = "[relay]\nurl = \"https://relay.example.com/\"\npublic_key = \"/etc/kaching/relay.pub\"\nheartbeat_interval = \"30s\"";
     let c = parse(file, &[]).unwrap();
-    assert_eq!(c.relay.url.as_deref(), Some("https://relay.example.com"));
+    assert_eq!(c.relay.urls, ["https://relay.example.com"]);
     assert_eq!(c.relay.heartbeat_interval, Some(Duration::from_secs(30)));
     let c = parse(file, &[("KACHING_RELAY_URL", "http://127.0.0.1:9/")]).unwrap();
-    assert_eq!(c.relay.url.as_deref(), Some("http://127.0.0.1:9"));
+    assert_eq!(c.relay.urls, ["http://127.0.0.1:9"]);
     assert_eq!(c.relay.public_key, Some("/etc/kaching/relay.pub".into()));
     let c = parse(
         file,
@@ -62,10 +62,31 @@ fn relay_section_and_its_environment_overrides() {
         ],
     )
     .unwrap();
-    assert_eq!(c.relay.url, None, "empty is unset");
+    assert!(c.relay.urls.is_empty(), "empty is unset");
     assert_eq!(c.relay.heartbeat_interval, None);
     assert_eq!(c.relay.timeout, Duration::from_secs(3));
     assert!(parse("[relay]\nurll = \"x\"", &[]).is_err());
+}
+
+#[test]
+fn several_relay_urls_from_the_file_or_one_variable() {
+    let file =
+        "[relay]\nurls = [\"https://relay-a.example.com/\", \"https://relay-b.example.com\"]";
+    let c = parse(file, &[]).unwrap();
+    assert_eq!(
+        c.relay.urls,
+        ["https://relay-a.example.com", "https://relay-b.example.com"]
+    );
+    let c = parse(
+        "",
+        &[("KACHING_RELAY_URLS", "http://127.0.0.1:9, http://[::1]:9/")],
+    )
+    .unwrap();
+    assert_eq!(c.relay.urls, ["http://127.0.0.1:9", "http://[::1]:9"]);
+    let e = refused("[relay]\nurl = \"https://a\"\nurls = [\"https://b\"]", &[]);
+    assert!(e.contains("both relay.url and relay.urls"), "{e}");
+    let e = refused("[relay]\nurls = [\"relay.example.com\"]", &[]);
+    assert!(e.contains("must start with https://"), "{e}");
 }
 
 #[test]

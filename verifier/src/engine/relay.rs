@@ -34,7 +34,7 @@ pub(crate) const UPGRADES_SENT: &str = "relay_upgrades_sent";
 /// What the engine knows about the relay conversation.
 #[derive(Debug, Clone, Default)]
 pub struct RelayState {
-    /// The relay URL, when configured.
+    /// The relay URL last in contact (the first configured, before any).
     pub url: Option<String>,
     /// Last relay-signed answer (persisted): feeds `Snapshot::last_relay_contact`.
     pub last_contact: Option<Timestamp>,
@@ -56,12 +56,12 @@ pub struct RelayState {
 impl RelayState {
     /// Loads the persisted part.
     pub fn load(cfg: &RelayConfig, db: &Db) -> anyhow::Result<RelayState> {
-        let configured_key = match (&cfg.url, &cfg.public_key) {
-            (Some(_), Some(path)) => Some(crate::loader::relay_public_key(path)?),
+        let configured_key = match (cfg.urls.is_empty(), &cfg.public_key) {
+            (false, Some(path)) => Some(crate::loader::relay_public_key(path)?),
             _ => None,
         };
         Ok(RelayState {
-            url: cfg.url.clone(),
+            url: cfg.urls.first().cloned(),
             last_contact: db.time(LAST_CONTACT)?,
             configured_key,
             ..RelayState::default()
@@ -127,6 +127,8 @@ pub enum Request {
     Contact {
         /// The relay-signed statement.
         time: RelayTime,
+        /// The relay URL that answered.
+        via: String,
         /// True when it answers an activation (its `seq` is the last the relay accepted).
         activation: Option<String>,
         /// Upgrade requests up to this row id reached the relay.
@@ -185,10 +187,14 @@ impl Engine {
             }
             Request::Contact {
                 time,
+                via,
                 activation,
                 upgrades_up_to,
                 deactivated,
-            } => self.relay_contact(&time, activation, upgrades_up_to, deactivated, now),
+            } => {
+                self.relay.url = Some(via);
+                self.relay_contact(&time, activation, upgrades_up_to, deactivated, now);
+            }
             Request::Failed(why) => {
                 self.relay.last_error = Some((now, why));
                 self.recompute(now);

@@ -4,7 +4,7 @@
 //! heartbeat, echo its sequence number), so a recorded answer cannot be
 //! replayed to us.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +44,10 @@ impl Failure {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    /// The relay's URLs (`relay.urls`); requests go to `bases[current]`.
+    bases: Arc<[String]>,
+    /// Which URL is in use: moved on by [`Client::fail_over`].
+    current: Arc<AtomicUsize>,
     published: watch::Receiver<Arc<Published>>,
     cluster_id: String,
     timeout: Duration,
@@ -54,9 +57,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `base` (no trailing slash) answering as `cluster_id`.
+    /// A client for the relay at `bases` (no trailing slashes; the first
+    /// is used until it fails) answering as `cluster_id`.
     pub fn new(
-        base: &str,
+        bases: &[String],
         published: watch::Receiver<Arc<Published>>,
         cluster_id: String,
         timeout: Duration,
@@ -67,7 +71,11 @@ impl Client {
             .build()?;
         Ok(Client {
             http,
-            base: base.trim_end_matches('/').to_string(),
+            bases: bases
+                .iter()
+                .map(|b| b.trim_end_matches('/').to_string())
+                .collect(),
+            current: Arc::new(AtomicUsize::new(0)),
             published,
             cluster_id,
             timeout,
@@ -75,8 +83,38 @@ impl Client {
         })
     }
 
+    /// The relay URL in use.
+    pub fn base(&self) -> &str {
+        let i = self.current.load(Ordering::Relaxed) % self.bases.len().max(1);
+        self.bases.get(i).map_or("", String::as_str)
+    }
+
+    /// How many relay URLs there are to fail over between.
+    pub fn replicas(&self) -> usize {
+        self.bases.len()
+    }
+
+    /// Moves on to the next relay URL (after a transient failure); `None`
+    /// with only one.
+    pub fn fail_over(&self) -> Option<&str> {
+        if self.bases.len() < 2 {
+            return None;
+        }
+        self.current.fetch_add(1, Ordering::Relaxed);
+        Some(self.base())
+    }
+
+    /// The same relay URLs with a position of its own, so one task's
+    /// failover does not move another's.
+    pub fn independent(&self) -> Client {
+        Client {
+            current: Arc::new(AtomicUsize::new(self.current.load(Ordering::Relaxed))),
+            ..self.clone()
+        }
+    }
+
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("{}{path}", self.base())
     }
 
     /// Whether the next heartbeat may carry the report chain head: the
@@ -98,7 +136,7 @@ impl Client {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| unreachable(&self.base, &e))?;
+            .map_err(|e| unreachable(self.base(), &e))?;
         let rt = self.answer(resp, "activation").await?;
         self.check(rt, None)
     }
@@ -121,7 +159,7 @@ impl Client {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| unreachable(&self.base, &e))?;
+            .map_err(|e| unreachable(self.base(), &e))?;
         if resp.status() == StatusCode::UNPROCESSABLE_ENTITY {
             // An older relay behind the same address refuses the claim it
             // does not know; the next heartbeat goes without it.
@@ -153,13 +191,13 @@ impl Client {
             .timeout(wait + self.timeout)
             .send()
             .await
-            .map_err(|e| unreachable(&self.base, &e))?;
+            .map_err(|e| unreachable(self.base(), &e))?;
         match resp.status() {
             StatusCode::OK => resp
                 .bytes()
                 .await
                 .map(|b| Some(b.to_vec()))
-                .map_err(|e| unreachable(&self.base, &e)),
+                .map_err(|e| unreachable(self.base(), &e)),
             StatusCode::NOT_MODIFIED | StatusCode::NOT_FOUND => Ok(None),
             _ => Err(refusal(resp, "revocation poll").await),
         }
@@ -174,7 +212,7 @@ impl Client {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| unreachable(&self.base, &e))?;
+            .map_err(|e| unreachable(self.base(), &e))?;
         if !resp.status().is_success() {
             return Err(refusal(resp, "roots request").await);
         }
@@ -205,7 +243,7 @@ impl Client {
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| unreachable(&self.base, &e))?;
+            .map_err(|e| unreachable(self.base(), &e))?;
         let Some(keys) = self.published.borrow().relay_signers.clone() else {
             return Err(Failure::Refused(
                 "no relay key to check the answer with: set relay.public_key".into(),
@@ -238,7 +276,7 @@ impl Client {
 
 fn unreachable(base: &str, e: &reqwest::Error) -> Failure {
     Failure::Transient(
-        format!("relay {base} unreachable ({e}); retrying with backoff: check relay.url and the network"),
+        format!("relay {base} unreachable ({e}); retrying with backoff: check relay.url / relay.urls and the network"),
         None,
     )
 }

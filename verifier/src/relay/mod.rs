@@ -22,9 +22,9 @@ pub use worker::spawn;
 
 /// Refuses connected mode with no way to check the relay's answers.
 pub fn check_relay_keys(cfg: &RelayConfig, have_signers: bool) -> anyhow::Result<()> {
-    match &cfg.url {
+    match cfg.urls.first() {
         Some(url) if !have_signers => anyhow::bail!(
-            "relay.url is {url} but there is no relay key to check its answers: pin the relay's key \
+            "the relay URL is {url} but there is no relay key to check its answers: pin the relay's key \
              (`kaching-relay relay-key > /etc/kaching/relay.pub` on the relay host, copied here) \
              and set relay.public_key (or KACHING_RELAY_PUBLIC_KEY) to that file, or have the vendor \
              name it in the root (`licensegen role add relay KEY`)"

@@ -32,12 +32,14 @@ pub fn spawn(
         tx: tx.clone(),
         stop: stop.clone(),
         backoff: Backoff::new(max_backoff),
+        tried: 0,
     };
     let polls = Worker {
-        client,
+        client: client.independent(),
         tx,
         stop,
         backoff: Backoff::new(max_backoff),
+        tried: 0,
     };
     vec![
         tokio::spawn(beats.heartbeats()),
@@ -82,6 +84,10 @@ struct Worker {
     tx: mpsc::UnboundedSender<Command>,
     stop: watch::Receiver<bool>,
     backoff: Backoff,
+    /// Relay URLs that failed in a row since the last success: after a
+    /// transient failure the next URL is tried at once, and the backoff
+    /// grows only once every URL has failed.
+    tried: usize,
 }
 
 impl Worker {
@@ -99,10 +105,26 @@ impl Worker {
     fn failed(&mut self, f: &Failure) -> Duration {
         tracing::warn!(error = f.message(), "relay exchange failed");
         self.tell(Request::Failed(f.message().to_string()));
+        if let Failure::Transient(..) = f {
+            self.tried += 1;
+            if let Some(next) = self.client.fail_over() {
+                tracing::info!(relay = next, "failing over to the next relay URL");
+                if self.tried < self.client.replicas() {
+                    return FIRST_BACKOFF;
+                }
+            }
+        }
+        self.tried = 0;
         match f {
             Failure::Transient(_, Some(after)) => *after,
             _ => self.backoff.next(),
         }
+    }
+
+    /// After a success: the next failure starts a fresh round of URLs.
+    fn succeeded(&mut self) {
+        self.backoff.reset();
+        self.tried = 0;
     }
 
     /// Sleeps, or returns false when told to stop.
@@ -124,7 +146,7 @@ impl Worker {
             }
             let wait = match self.beat_once(&mut activated).await {
                 Ok(d) => {
-                    self.backoff.reset();
+                    self.succeeded();
                     d
                 }
                 Err(f) => {
@@ -156,6 +178,7 @@ impl Worker {
             tracing::info!(license = %act.license_id, "activated on the relay");
             self.tell(Request::Contact {
                 time: rt,
+                via: self.client.base().to_string(),
                 activation: Some(act.license_id.clone()),
                 upgrades_up_to: None,
                 deactivated: false,
@@ -182,6 +205,7 @@ impl Worker {
         crate::metrics::heartbeat_sent(sent.is_ok());
         self.tell(Request::Contact {
             time: sent?,
+            via: self.client.base().to_string(),
             activation: None,
             upgrades_up_to: beat.upgrades_up_to,
             deactivated: false,
@@ -206,6 +230,7 @@ impl Worker {
                 tracing::info!("deactivated on the relay: the license is free for another cluster");
                 self.tell(Request::Contact {
                     time: rt,
+                    via: self.client.base().to_string(),
                     activation: None,
                     upgrades_up_to: beat.upgrades_up_to,
                     deactivated: true,
@@ -255,13 +280,13 @@ impl Worker {
             };
             let pause = match polled {
                 Ok(None) => {
-                    self.backoff.reset();
+                    self.succeeded();
                     continue;
                 }
                 Ok(Some(bytes)) => {
                     match self.ask(|reply| Request::Revocations(bytes, reply)).await {
                         Some(Ok(true)) => {
-                            self.backoff.reset();
+                            self.succeeded();
                             continue;
                         }
                         // Nothing new for us after all: do not spin on it.
