@@ -279,8 +279,20 @@ impl Browser {
             .collect()
     }
 
-    /// Saves a PNG of the whole page (the window grown to its height).
+    /// Saves a PNG of the whole page, 1280 pixels wide (the window grown to
+    /// its height).
     pub async fn screenshot(&self, path: &Path) {
+        self.screenshot_at(path, 1280).await;
+    }
+
+    /// [`Browser::screenshot`] at `width` CSS pixels (a phone: 390).
+    pub async fn screenshot_at(&self, path: &Path, width: u64) {
+        self.session_call(
+            "POST",
+            "/window/rect",
+            json!({"width": width, "height": 1800}),
+        )
+        .await;
         let height = self
             .run("return document.documentElement.scrollHeight;", json!([]))
             .await
@@ -290,7 +302,7 @@ impl Browser {
         self.session_call(
             "POST",
             "/window/rect",
-            json!({"width": 1280, "height": height + 140}),
+            json!({"width": width, "height": height + 140}),
         )
         .await;
         let v = self.session_call("GET", "/screenshot", Value::Null).await;

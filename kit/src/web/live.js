@@ -65,7 +65,7 @@
   stream.onerror = function () {
     say("reconnecting…");
   };
-  ["status", "reload", "rejected", "upgrade_request", "lagged"].forEach(function (kind) {
+  ["status", "reload", "rejected", "upgrade_request", "license_changed", "downgrade_held", "lagged"].forEach(function (kind) {
     stream.addEventListener(kind, refresh);
   });
 })();
