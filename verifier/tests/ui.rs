@@ -297,3 +297,220 @@ async fn attack_without_the_token_the_page_asks_for_it_then_keeps_a_strict_cooki
     assert_eq!(r.status().as_u16(), 401);
     d.stop().await;
 }
+
+/// A `multipart/form-data` post of the page's upload form, built by hand.
+async fn upload(d: &Daemon, csrf: &str, file: &[u8]) -> (u16, String) {
+    let boundary = "kachingboundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"license\"; filename=\"new.lic\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = client()
+        .post(format!("{}/ui/license/preview", d.url))
+        .header(header::ORIGIN, &d.url)
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The value of the hidden `license` field of the preview page.
+fn license_field(html: &str) -> String {
+    let at = html
+        .find(r#"name="license" value=""#)
+        .expect("an install form")
+        + 22;
+    let raw = html[at..].split('"').next().unwrap();
+    raw.replace("&#10;", "\n").replace("&amp;", "&")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_license_is_verified_and_compared_before_it_is_installed() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let license_path = cfg.license.clone();
+    let d = Daemon::start(cfg).await;
+    let (_, _, page) = get(&d, "/ui/", None).await;
+    let csrf = csrf_of(&page);
+    let mut up = v.license(2, "enterprise");
+    up.limits.max_nodes = 10;
+    up.features.insert("bulk-operations".into());
+    let bytes = v.sign(&up);
+    // Preview: verified, the difference shown, nothing written yet.
+    let (code, html) = upload(&d, &csrf, &bytes).await;
+    assert_eq!(code, 200, "{html}");
+    assert!(html.contains("The signature verifies."), "{html}");
+    for shown in [
+        "standard",
+        "enterprise",
+        "max_nodes",
+        "bulk-operations",
+        "gained",
+        "Install this license",
+    ] {
+        assert!(html.contains(shown), "{shown} missing: {html}");
+    }
+    let id1 = "01010101-0101-0101-0101-010101010101";
+    assert_eq!(d.status().await["license_id"], id1);
+    // Install: written where the watcher looks, then in force.
+    let armored = license_field(&html);
+    let ours = d.url.clone();
+    let (code, h, body) = post(
+        &d,
+        "/ui/license/install",
+        Some(&ours),
+        None,
+        &[("csrf", &csrf), ("license", &armored)],
+    )
+    .await;
+    assert_eq!(code, 303, "{body}");
+    let id2 = "02020202-0202-0202-0202-020202020202";
+    assert_eq!(
+        h[header::LOCATION],
+        format!("/ui/?installed={id2}").as_str()
+    );
+    d.wait_status("the uploaded license in force", |s| s["license_id"] == id2)
+        .await;
+    assert_eq!(std::fs::read_to_string(&license_path).unwrap(), armored);
+    let (_, _, page) = get(&d, &format!("/ui/?installed={id2}"), None).await;
+    assert!(
+        page.contains("Installed.") && page.contains(r#"id="tier">enterprise<"#),
+        "{page}"
+    );
+    // A made-up id puts no words on the page.
+    let (_, _, page) = get(&d, "/ui/?installed=%3Cb%3Ehi", None).await;
+    assert!(!page.contains("Installed."), "{page}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_forged_license_upload_is_refused_and_nothing_is_written() {
+    let v = Vendor::new();
+    let good = v.sign(&v.license(1, "standard"));
+    let (_dir, cfg) = setup(Some(&good));
+    let license_path = cfg.license.clone();
+    let d = Daemon::start(cfg).await;
+    let (_, _, page) = get(&d, "/ui/", None).await;
+    let csrf = csrf_of(&page);
+    let forged = Vendor::other().sign(&Vendor::other().license(3, "enterprise"));
+    let (code, html) = upload(&d, &csrf, &forged).await;
+    assert_eq!(code, 422, "{html}");
+    assert!(
+        html.contains("not a license this verifier accepts")
+            && !html.contains("Install this license"),
+        "{html}"
+    );
+    // Posting it to the install step directly is refused the same way.
+    let armored = kaching_core::armor::armor(kaching_core::DocKind::License, &forged);
+    let ours = d.url.clone();
+    let (code, _, body) = post(
+        &d,
+        "/ui/license/install",
+        Some(&ours),
+        None,
+        &[("csrf", &csrf), ("license", &armored)],
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("Not installed."), "{body}");
+    assert_eq!(
+        std::fs::read(&license_path).unwrap(),
+        good,
+        "the license file was touched"
+    );
+    // And without the page's token nothing is even looked at.
+    assert_eq!(upload(&d, "0000", &forged).await.0, 403);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_hands_out_an_activation_request_and_the_next_usage_report() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let d = Daemon::start(cfg).await;
+    assert_eq!(d.spend("api_calls", 7, "a").await.0, 200);
+    let (_, _, page) = get(&d, "/ui/", None).await;
+    let csrf = csrf_of(&page);
+    let ours = d.url.clone();
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("requested_tier", "enterprise"),
+        ("message", "from the page"),
+    ];
+    assert_eq!(
+        post(&d, "/ui/upgrade-requests", Some(&ours), None, &form)
+            .await
+            .0,
+        303
+    );
+    let (code, h, text) = post(
+        &d,
+        "/ui/activation-request",
+        Some(&ours),
+        None,
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    assert!(h[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment; filename=\"activation-request-"));
+    let req = kaching_core::cluster::verify_activation_request(text.as_bytes()).unwrap();
+    assert_eq!(
+        req.doc.cluster_id,
+        d.status().await["cluster_id"].as_str().unwrap()
+    );
+    let (code, h, text) = post(
+        &d,
+        "/ui/usage-report",
+        Some(&ours),
+        None,
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(
+        h[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"usage-report-1.asc\""
+    );
+    let rep = kaching_core::cluster::verify_usage_report(text.as_bytes()).unwrap();
+    assert_eq!(rep.doc.counters["api_calls"].values().sum::<u64>(), 7);
+    assert_eq!(rep.doc.upgrade_requests[0].request.message, "from the page");
+    // The next one is the next of the chain.
+    let (_, h, _) = post(
+        &d,
+        "/ui/usage-report",
+        Some(&ours),
+        None,
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(
+        h[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"usage-report-2.asc\""
+    );
+    // Not from another site.
+    let (code, _, _) = post(
+        &d,
+        "/ui/usage-report",
+        Some("http://evil.example"),
+        None,
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(code, 403);
+    d.stop().await;
+}

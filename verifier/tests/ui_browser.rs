@@ -324,6 +324,49 @@ async fn browser_a_suspension_turns_the_open_page_suspended_within_2s_without_re
     d.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_a_license_file_chosen_on_the_page_is_previewed_then_installed() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let v = Vendor::new();
+    let (dir, _cfg, d) = busy_daemon().await;
+    let mut up = v.license(2, "enterprise");
+    up.limits.max_nodes = 10;
+    up.features.insert("bulk-operations".into());
+    let file = dir.path().join("from-the-vendor.lic");
+    std::fs::write(&file, v.sign(&up)).unwrap();
+    b.goto(&format!("{}/ui/", d.url)).await;
+    b.choose_file("#license-file", &file).await;
+    b.click("#admin form[action='/ui/license/preview'] button")
+        .await;
+    let preview = b.text("main").await;
+    assert!(
+        preview.contains("The signature verifies.") && preview.contains("bulk-operations"),
+        "{preview}"
+    );
+    assert_eq!(
+        d.status().await["tier"],
+        "standard",
+        "installed before the confirmation"
+    );
+    screenshot(&b, "verifier-ui-install.png").await;
+    b.click("form[action='/ui/license/install'] button").await;
+    assert!(
+        b.url().await.contains("/ui/?installed=02020202-"),
+        "{}",
+        b.url().await
+    );
+    b.wait_for(
+        "the page to show the new tier",
+        "return document.getElementById('tier').textContent === 'enterprise';",
+        Duration::from_secs(20),
+    )
+    .await;
+    b.quit().await;
+    d.stop().await;
+}
+
 /// Measures (never asserts) first render, each live update and page
 /// weight; docs/benchmarks.md has the figures and this command:
 /// `cargo test -p kaching-verifier --test ui_browser -- --ignored --nocapture measure_`

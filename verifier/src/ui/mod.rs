@@ -15,6 +15,7 @@
 //! OpenAPI document (whose router test reads api.rs), and all stay under
 //! `/ui` (a test here holds that).
 
+pub mod admin;
 pub mod page;
 
 use std::sync::Arc;
@@ -43,7 +44,7 @@ use page::{Notice, View};
 
 /// What the page's handlers share.
 #[derive(Clone)]
-struct Ui {
+pub(crate) struct Ui {
     /// The API's state: engine handle, token, event-stream slots.
     api: AppState,
     /// This process's anti-forgery token, put in every form.
@@ -62,6 +63,10 @@ pub fn router(api: AppState, timeout: Duration) -> Router {
         .route("/ui/live", get(live))
         .route("/ui/upgrade-requests", post(file_upgrade))
         .route("/ui/logout", post(logout))
+        .route("/ui/license/preview", post(admin::preview))
+        .route("/ui/license/install", post(admin::install))
+        .route("/ui/activation-request", post(admin::activation_request))
+        .route("/ui/usage-report", post(admin::usage_report))
         .route_layer(gate.clone())
         .route("/ui", get(|| async { see_other("/ui/") }))
         .route("/ui/login", post(login))
@@ -84,7 +89,7 @@ pub fn router(api: AppState, timeout: Duration) -> Router {
 }
 
 /// A page that says what went wrong and what to do.
-fn problem(status: StatusCode, title: &str, what: &str) -> Response {
+pub(crate) fn problem(status: StatusCode, title: &str, what: &str) -> Response {
     let assets = kaching_kit::web::Assets {
         prefix: page::PREFIX,
         live: None,
@@ -192,18 +197,34 @@ async fn render(ui: &Ui, status: StatusCode, notice: Option<Notice>) -> Response
 #[derive(Deserialize)]
 struct Filed {
     filed: Option<i64>,
+    installed: Option<String>,
 }
 
 async fn index(
     State(ui): State<Ui>,
     q: Result<Query<Filed>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let notice = q.ok().and_then(|Query(f)| f.filed).map(|id| Notice {
+    let q = q.ok().map(|Query(f)| f);
+    let filed = q.as_ref().and_then(|f| f.filed).map(|id| Notice {
         tone: Tone::Good,
+        title: "Filed.",
         text: format!(
             "Upgrade request #{id} is queued; it reaches the vendor with the next usage report or heartbeat."
         ),
     });
+    // Only a license id: the query cannot put other words on the page.
+    let installed = q
+        .and_then(|f| f.installed)
+        .and_then(|id| id.parse::<kaching_core::LicenseId>().ok())
+        .map(|id| Notice {
+        tone: Tone::Good,
+        title: "Installed.",
+        text: format!(
+            "License {id} was written where this verifier looks; it is in force within a second (this page follows by itself), \
+             unless the state above says why not."
+        ),
+    });
+    let notice = filed.or(installed);
     render(&ui, StatusCode::OK, notice).await
 }
 
@@ -234,7 +255,7 @@ struct UpgradeForm {
     message: String,
 }
 
-fn bad_form(e: FormRejection) -> Response {
+pub(crate) fn bad_form(e: FormRejection) -> Response {
     problem(
         StatusCode::BAD_REQUEST,
         "That form could not be read.",
@@ -242,7 +263,7 @@ fn bad_form(e: FormRejection) -> Response {
     )
 }
 
-fn forged() -> Response {
+pub(crate) fn forged() -> Response {
     tracing::warn!("form post without this page's anti-forgery token refused");
     problem(
         StatusCode::FORBIDDEN,
@@ -268,6 +289,7 @@ async fn file_upgrade(
     };
     let refused = |text: String| Notice {
         tone: Tone::Bad,
+        title: "Not filed.",
         text,
     };
     if let Err(e) = crate::api::check_upgrade(&body) {

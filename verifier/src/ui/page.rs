@@ -32,6 +32,8 @@ pub struct View<'a> {
 pub struct Notice {
     /// Good (filed) or bad (refused).
     pub tone: Tone,
+    /// "Filed.", "Not filed.", "Installed.".
+    pub title: &'static str,
     /// What happened, and what to do next.
     pub text: String,
 }
@@ -106,14 +108,22 @@ pub fn full(view: &View<'_>, csrf: &str, signed_in: bool, notice: Option<&Notice
             href: "#trust",
             label: "Trust",
         },
+        Nav {
+            href: "#admin",
+            label: "Admin",
+        },
     ];
     let assets = Assets {
         prefix: PREFIX,
         live: Some(("/ui/events", "/ui/live")),
     };
     let body = html! {
+        @if let Some(n) = notice {
+            (banner(n.tone, n.title, html! { (n.text) }))
+        }
         div id="live" { (live(view)) }
-        (request_form(view, csrf, notice))
+        (request_form(view, csrf))
+        (super::admin::forms(csrf))
         @if signed_in {
             form method="post" action="/ui/logout" {
                 (csrf_field(csrf))
@@ -384,7 +394,7 @@ fn trust(view: &View<'_>) -> Markup {
     )
 }
 
-fn request_form(view: &View<'_>, csrf: &str, notice: Option<&Notice>) -> Markup {
+fn request_form(view: &View<'_>, csrf: &str) -> Markup {
     let mut tiers: Vec<String> = view
         .published
         .verdict
@@ -398,9 +408,6 @@ fn request_form(view: &View<'_>, csrf: &str, notice: Option<&Notice>) -> Markup 
         "request",
         "Request an upgrade",
         html! {
-            @if let Some(n) = notice {
-                (banner(n.tone, if n.tone == Tone::Good { "Filed." } else { "Not filed." }, html! { (n.text) }))
-            }
             p class="muted" {
                 "The request is queued here and reaches the vendor with the next usage report "
                 "(air-gapped) or heartbeat (connected)."
