@@ -50,6 +50,17 @@ fn on_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// One request the browser started (see [`Browser::requests`]).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The URL of the document it was made for.
+    pub document: String,
+    /// The URL requested.
+    pub url: String,
+    /// Why the browser stopped it before it left (`csp`, …), if it did.
+    pub blocked: Option<String>,
+}
+
 /// A headless Chromium session; ends (browser and driver) on drop.
 pub struct Browser {
     /// The chromedriver process.
@@ -260,23 +271,38 @@ impl Browser {
         .await;
     }
 
-    /// Every URL the browser requested since the last call (Chromium's
-    /// performance log: `Network.requestWillBeSent`), for the page and its
-    /// workers alike.
-    pub async fn requested_urls(&self) -> Vec<String> {
+    /// Every request the browser started since the last call, from
+    /// Chromium's performance log (`Network.requestWillBeSent`, with
+    /// `Network.loadingFailed` for the ones it blocked itself).
+    pub async fn requests(&self) -> Vec<Request> {
         let entries = self
             .session_call("POST", "/se/log", json!({"type": "performance"}))
             .await;
-        entries
+        let events: Vec<Value> = entries
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|e| serde_json::from_str::<Value>(e["message"].as_str()?).ok())
-            .filter(|m| m["message"]["method"] == "Network.requestWillBeSent")
-            .filter_map(|m| {
-                m["message"]["params"]["request"]["url"]
-                    .as_str()
-                    .map(str::to_string)
+            .map(|m| m["message"].clone())
+            .collect();
+        let blocked = |id: &Value| {
+            events.iter().find_map(|e| {
+                let p = &e["params"];
+                (e["method"] == "Network.loadingFailed" && &p["requestId"] == id)
+                    .then(|| p["blockedReason"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        };
+        events
+            .iter()
+            .filter(|e| e["method"] == "Network.requestWillBeSent")
+            .filter_map(|e| {
+                let p = &e["params"];
+                Some(Request {
+                    document: p["documentURL"].as_str()?.to_string(),
+                    url: p["request"]["url"].as_str()?.to_string(),
+                    blocked: blocked(&p["requestId"]),
+                })
             })
             .collect()
     }

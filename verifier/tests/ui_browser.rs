@@ -167,6 +167,13 @@ async fn browser_attack_customer_name_with_script_renders_as_text() {
         .await;
     // After a live swap too: the fragment is escaped the same way.
     assert_eq!(d.spend("api_calls", 1, "x").await.0, 200);
+    b.wait_for(
+        "a live update",
+        "return Number(document.body.dataset.updates || 0) >= 2;",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(b.text("#state-h").await, name);
     let ran = b
         .run(
             "return [typeof window.pwned, document.querySelectorAll('#state-h *').length];",
@@ -234,8 +241,6 @@ async fn browser_attack_the_page_makes_no_request_outside_loopback() {
         return;
     };
     let (_dir, _cfg, d) = busy_daemon().await;
-    // Forget what the browser's own start page loaded (chrome:// pages).
-    b.requested_urls().await;
     b.goto(&format!("{}/ui/", d.url)).await;
     b.wait_for("the page to go live", LIVE, Duration::from_secs(20))
         .await;
@@ -250,18 +255,21 @@ async fn browser_attack_the_page_makes_no_request_outside_loopback() {
     b.fill("#requested_tier", "enterprise").await;
     b.click("#request button[type=submit]").await;
     assert!(b.url().await.contains("filed="));
-    let urls = b.requested_urls().await;
+    // Every request made for a document of this daemon (the browser's own
+    // start page is not ours) went to this daemon.
+    let ours = format!("{}/", d.url);
+    let seen: Vec<_> = b
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.document.starts_with(&ours))
+        .collect();
+    let urls: Vec<&str> = seen.iter().map(|r| r.url.as_str()).collect();
     assert!(
         urls.len() >= 4,
         "the performance log saw too little: {urls:?}"
     );
-    let ours = format!("{}/", d.url);
-    // Anything but the browser's own built-in pages must be this daemon.
-    let internal = ["chrome:", "chrome-untrusted:", "about:", "data:"];
-    let outside: Vec<_> = urls
-        .iter()
-        .filter(|u| !u.starts_with(&ours) && !internal.iter().any(|i| u.starts_with(i)))
-        .collect();
+    let outside: Vec<_> = urls.iter().filter(|u| !u.starts_with(&ours)).collect();
     assert!(outside.is_empty(), "requests outside {ours}: {outside:?}");
     for kind in [
         "/ui/assets/kaching.css",
@@ -280,6 +288,41 @@ async fn browser_attack_the_page_makes_no_request_outside_loopback() {
             .iter()
             .any(|m| m.contains("Content Security Policy")),
         "the page broke its own policy: {console:?}"
+    );
+    // Were something injected anyway, the policy stops it from reaching out
+    // (192.0.2.1 is a documentation address: nothing answers there).
+    b.run(
+        "const i = document.createElement('img'); i.src = 'http://192.0.2.1/pixel.png'; \
+         document.body.appendChild(i); fetch('http://192.0.2.1/beacon').catch(() => {});",
+        json!([]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let injected: Vec<_> = b
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.url.contains("192.0.2.1"))
+        .collect();
+    // Chromium logs the attempt, then blocks it before it leaves.
+    assert!(
+        !injected.is_empty(),
+        "the injected loads were not even attempted"
+    );
+    let leaked: Vec<_> = injected
+        .iter()
+        .filter(|r| r.blocked.as_deref() != Some("csp"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "an injected element reached out: {leaked:?}"
+    );
+    let console = b.console().await;
+    assert!(
+        console
+            .iter()
+            .any(|m| m.contains("192.0.2.1") && m.contains("Content Security Policy")),
+        "no policy violation reported: {console:?}"
     );
     b.quit().await;
     d.stop().await;
