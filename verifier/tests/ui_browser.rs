@@ -410,6 +410,40 @@ async fn browser_a_license_file_chosen_on_the_page_is_previewed_then_installed()
     d.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_every_control_is_labelled_and_a_request_can_be_filed_from_the_keyboard() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let (_dir, _cfg, d) = busy_daemon().await;
+    b.goto(&format!("{}/ui/", d.url)).await;
+    let controls = b
+        .run(
+            "const all = Array.from(document.querySelectorAll('input:not([type=hidden]), textarea, select')); \
+             return [all.length, all.filter(e => !e.labels || e.labels.length === 0 \
+                 || !e.labels[0].textContent.trim()).map(e => e.name)];",
+            json!([]),
+        )
+        .await;
+    assert!(controls[0].as_u64() >= Some(3), "{controls}");
+    assert_eq!(controls[1], json!([]), "controls without a label");
+    // Enter in the tier field submits its form (no mouse).
+    b.fill("#requested_tier", "enterprise\u{E007}").await;
+    b.wait_for(
+        "the keyboard-filed request",
+        "return location.search.startsWith('?filed=');",
+        Duration::from_secs(20),
+    )
+    .await;
+    let queued = d.get("/v1/upgrade-requests").await.1;
+    assert_eq!(
+        queued["upgrade_requests"][0]["requested_tier"],
+        "enterprise"
+    );
+    b.quit().await;
+    d.stop().await;
+}
+
 /// Measures (never asserts) first render, each live update and page
 /// weight; docs/benchmarks.md has the figures and this command:
 /// `cargo test -p kaching-verifier --test ui_browser -- --ignored --nocapture measure_`
