@@ -271,6 +271,19 @@ impl Browser {
         .await;
     }
 
+    /// Waits (up to [`WAIT`]) until the page's URL contains `part`: a click
+    /// that submits a form may return before the next page is there.
+    pub async fn wait_for_url(&self, part: &str) {
+        wait_within(&format!("a URL with {part}"), WAIT, || async {
+            self.run("return location.href;", json!([]))
+                .await
+                .as_str()
+                .filter(|u| u.contains(part))
+                .map(str::to_string)
+        })
+        .await;
+    }
+
     /// Every request the browser started since the last call, from
     /// Chromium's performance log (`Network.requestWillBeSent`, with
     /// `Network.loadingFailed` for the ones it blocked itself).

@@ -82,6 +82,11 @@ async fn browser_shows_tier_state_and_quota_bars_from_a_real_daemon() {
         json!([["api_calls", 420, 1000], ["search_requests", 85, 100]])
     );
     assert_eq!(b.text("#nodes-in-use").await, "2");
+    let leases = b.text("#nodes table").await;
+    assert!(
+        leases.contains("Last renewal") && leases.contains("node-a") && leases.contains("node-b"),
+        "{leases}"
+    );
     let cards = b.text("#upgrades").await;
     assert!(
         cards.contains("standard → enterprise") && cards.contains("Request upgrade"),
@@ -109,8 +114,8 @@ async fn browser_upgrade_request_filed_on_the_page_is_in_the_next_usage_report()
     )
     .await;
     b.click("#request button[type=submit]").await;
-    assert!(b.url().await.contains("/ui/?filed="), "{}", b.url().await);
-    assert!(b.text("#request").await.contains("is queued"));
+    b.wait_for_url("/ui/?filed=").await;
+    assert!(b.text("main .banner").await.contains("is queued"));
     let filed = b.text("#upgrades table").await;
     assert!(filed.contains("we need more searches"), "{filed}");
     d.stop().await;
@@ -254,7 +259,7 @@ async fn browser_attack_the_page_makes_no_request_outside_loopback() {
     .await;
     b.fill("#requested_tier", "enterprise").await;
     b.click("#request button[type=submit]").await;
-    assert!(b.url().await.contains("filed="));
+    b.wait_for_url("/ui/?filed=").await;
     // Every request made for a document of this daemon (the browser's own
     // start page is not ours) went to this daemon.
     let ours = format!("{}/", d.url);
@@ -383,6 +388,7 @@ async fn browser_a_license_file_chosen_on_the_page_is_previewed_then_installed()
     b.choose_file("#license-file", &file).await;
     b.click("#admin form[action='/ui/license/preview'] button")
         .await;
+    b.wait_for_url("/ui/license/preview").await;
     let preview = b.text("main").await;
     assert!(
         preview.contains("The signature verifies.") && preview.contains("bulk-operations"),
@@ -395,11 +401,7 @@ async fn browser_a_license_file_chosen_on_the_page_is_previewed_then_installed()
     );
     screenshot(&b, "verifier-ui-install.png").await;
     b.click("form[action='/ui/license/install'] button").await;
-    assert!(
-        b.url().await.contains("/ui/?installed=02020202-"),
-        "{}",
-        b.url().await
-    );
+    b.wait_for_url("/ui/?installed=02020202-").await;
     b.wait_for(
         "the page to show the new tier",
         "return document.getElementById('tier').textContent === 'enterprise';",

@@ -81,7 +81,7 @@ async fn browser_an_upgrade_request_filed_on_the_page_reaches_the_relay() {
     b.fill("#message", "filed on the connected license page")
         .await;
     b.click("#request button[type=submit]").await;
-    assert!(b.url().await.contains("/ui/?filed="), "{}", b.url().await);
+    b.wait_for_url("/ui/?filed=").await;
     let deadline = tokio::time::Instant::now() + kaching_e2e::WAIT;
     let rows = loop {
         let r: UpgradeRows = relay.admin_get("/v1/upgrade-requests").await;

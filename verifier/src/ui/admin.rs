@@ -28,7 +28,7 @@ use crate::engine::preview::LicensePreview;
 use crate::engine::Engine;
 
 /// Runs `f` on the engine thread and waits for what it returns.
-async fn on_engine<T: Send + 'static>(
+pub(super) async fn on_engine<T: Send + 'static>(
     ui: &Ui,
     f: impl FnOnce(&mut Engine, u64) -> T + Send + 'static,
 ) -> Result<T, Response> {

@@ -146,35 +146,37 @@ async fn gate(State(ui): State<Ui>, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// What one rendering needs from the engine: the leases and the requests.
-async fn lists(ui: &Ui) -> Result<(NodeList, UpgradeList), Response> {
-    let unavailable = |e: crate::error::ApiError| {
-        problem(StatusCode::SERVICE_UNAVAILABLE, "Unavailable.", &e.message)
-    };
-    let nodes = match crate::api::command(&ui.api, Command::ListNodes).await {
-        Ok(Outcome::Nodes(n)) => n,
-        Ok(_) => {
-            return Err(unavailable(crate::error::ApiError::unavailable(
-                "unexpected answer",
-            )))
-        }
-        Err(e) => return Err(unavailable(e)),
-    };
-    let upgrades = match crate::api::command(&ui.api, Command::ListUpgrades).await {
-        Ok(Outcome::Upgrades(u)) => u,
-        Ok(_) => {
-            return Err(unavailable(crate::error::ApiError::unavailable(
-                "unexpected answer",
-            )))
-        }
-        Err(e) => return Err(unavailable(e)),
-    };
-    Ok((nodes, upgrades))
+/// What one rendering needs from the engine, in one trip: the leases, the
+/// requests and the lease TTL (a lease's last renewal is its expiry minus it).
+async fn lists(ui: &Ui) -> Result<(NodeList, UpgradeList, u64), Response> {
+    let got = admin::on_engine(ui, |e, now| {
+        let nodes = match e.list_nodes(now) {
+            Outcome::Nodes(n) => Ok(n),
+            _ => Err("the engine did not list the nodes; retry".to_string()),
+        };
+        let upgrades = match e.list_upgrades() {
+            Ok(Outcome::Upgrades(u)) => Ok(u),
+            Ok(_) => Err("the engine did not list the upgrade requests; retry".to_string()),
+            Err(err) => Err(format!(
+                "cannot read the upgrade requests from the state database ({err:#}); retry"
+            )),
+        };
+        (nodes, upgrades, e.cfg.lease_ttl.as_secs())
+    })
+    .await?;
+    match got {
+        (Ok(n), Ok(u), ttl) => Ok((n, u, ttl)),
+        (Err(why), _, _) | (_, Err(why), _) => Err(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable.",
+            &why,
+        )),
+    }
 }
 
 /// Renders the full page (status 200, or 422 after a refused request).
 async fn render(ui: &Ui, status: StatusCode, notice: Option<Notice>) -> Response {
-    let (nodes, upgrades) = match lists(ui).await {
+    let (nodes, upgrades, lease_ttl) = match lists(ui).await {
         Ok(l) => l,
         Err(resp) => return resp,
     };
@@ -184,6 +186,7 @@ async fn render(ui: &Ui, status: StatusCode, notice: Option<Notice>) -> Response
         published: &published,
         nodes: &nodes,
         upgrades: &upgrades,
+        lease_ttl,
     };
     let body = page::full(
         &view,
@@ -229,7 +232,7 @@ async fn index(
 }
 
 async fn live(State(ui): State<Ui>) -> Response {
-    let (nodes, upgrades) = match lists(&ui).await {
+    let (nodes, upgrades, lease_ttl) = match lists(&ui).await {
         Ok(l) => l,
         Err(resp) => return resp,
     };
@@ -239,6 +242,7 @@ async fn live(State(ui): State<Ui>) -> Response {
         published: &published,
         nodes: &nodes,
         upgrades: &upgrades,
+        lease_ttl,
     };
     html(StatusCode::OK, page::live(&view))
 }

@@ -26,6 +26,9 @@ pub struct View<'a> {
     pub upgrades: &'a UpgradeList,
     /// The wall clock now (countdowns).
     pub now: Timestamp,
+    /// How long a lease lasts (seconds): its last renewal is its expiry
+    /// minus this.
+    pub lease_ttl: u64,
 }
 
 /// A message shown above the request form after a post.
@@ -225,11 +228,19 @@ fn nodes(view: &View<'_>) -> Markup {
         .nodes
         .iter()
         .map(|l| {
-            let left = kaching_core::time::parse_rfc3339(&l.expires_at)
+            let expires = kaching_core::time::parse_rfc3339(&l.expires_at);
+            let left = expires
                 .map(|e| human_duration(e.saturating_sub(view.now)))
+                .unwrap_or_default();
+            let renewed = expires
+                .map(|e| {
+                    let t = e.saturating_sub(view.lease_ttl);
+                    format!("{} ago", human_duration(view.now.saturating_sub(t)))
+                })
                 .unwrap_or_default();
             vec![
                 html! { code { (l.node_id) } },
+                html! { (renewed) },
                 html! { (l.expires_at) },
                 html! { (left) },
             ]
@@ -251,7 +262,7 @@ fn nodes(view: &View<'_>) -> Markup {
                 p class="muted" { "No node holds a lease." }
             } @else {
                 (table("Live leases (a node renews its lease with PUT /v1/nodes/{id})",
-                    &["Node", "Lease expires", "Time left"], &rows))
+                    &["Node", "Last renewal", "Lease expires", "Time left"], &rows))
             }
         },
     )
