@@ -18,7 +18,9 @@
 //! - [`http`]: JSON answers, and the one place the error body is written;
 //! - [`log`]: one log variable (`KACHING_LOG`) for every binary;
 //! - [`manual`]: shell completions and man pages from a clap definition;
-//! - [`openapi`]: the bearer scheme and `GET /openapi.json` both daemons serve.
+//! - [`openapi`]: the bearer scheme and `GET /openapi.json` both daemons serve;
+//! - [`web`]: the shared look (layout, components, stylesheet, live script)
+//!   and safety rules (CSP, session cookie, cross-site checks) of web pages.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -36,3 +38,4 @@ pub mod secret;
 pub mod serve;
 pub mod shutdown;
 pub mod stdout;
+pub mod web;

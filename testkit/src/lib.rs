@@ -6,7 +6,7 @@
 //! port 0, [`Spawned`] runs the real binary, [`Json`] talks to either
 //! (as `Value`s, or with the `*_as` helpers as the shared wire types that
 //! [`decode`] reads, panicking with the body when it does not fit),
-//! [`Events`] reads `/v1/events`, [`wait_until`] is the one bounded poll,
+//! [`Events`] reads `/v1/events`, [`Browser`] drives a headless Chromium, [`wait_until`] is the one bounded poll,
 //! [`routes_in_source`] with [`documented_operations`] hold an OpenAPI
 //! document to the router it describes, and [`pip_venv`] brings a tool
 //! from PyPI for interop and contract checks.
@@ -18,6 +18,7 @@
 // Test harness: a panic (with the state it saw) is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod browser;
 mod events;
 mod json;
 mod openapi;
@@ -26,6 +27,7 @@ mod spawned;
 mod venv;
 mod wait;
 
+pub use browser::{Browser, Request, BROWSER_SKIP, CHROMIUM_ARGS};
 pub use events::Events;
 pub use json::{decode, decode_value, Json};
 pub use openapi::{

@@ -35,12 +35,28 @@ pub enum Command {
     Write(Write, ReplyTo),
     /// List the live node leases.
     ListNodes(ReplyTo),
+    /// Run a job against the engine (the license page's admin actions:
+    /// preview an uploaded license, write an activation request or a usage
+    /// report); it sends its own reply.
+    Inspect(Job),
     /// List queued upgrade requests.
     ListUpgrades(ReplyTo),
     /// Connected mode: work for or from the relay worker.
     Relay(crate::engine::relay::Request),
     /// Flush and stop.
     Shutdown,
+}
+
+/// What a [`Job`] runs: the engine and the time.
+pub type JobFn = dyn FnOnce(&mut Engine, u64) + Send;
+
+/// A job for the engine thread: called once with the engine and the time.
+pub struct Job(pub Box<JobFn>);
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job(..)")
+    }
 }
 
 /// The writes behind the API.
@@ -197,6 +213,10 @@ pub fn spawn(
                     }
                     Command::ListNodes(r) => (Some(Ok(engine.list_nodes(now))), Some(r)),
                     Command::ListUpgrades(r) => (Some(engine.list_upgrades()), Some(r)),
+                    Command::Inspect(job) => {
+                        (job.0)(&mut engine, now);
+                        (None, None)
+                    }
                     Command::Relay(req) => {
                         engine.relay_request(req, now);
                         (None, None)

@@ -95,9 +95,13 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     let long = Router::new()
         .route("/v1/events", get(events))
         .route_layer(auth)
-        .with_state(state);
+        .with_state(state.clone());
+    // The license page (`/ui/`): HTML, not part of the OpenAPI document;
+    // its routes are in ui/mod.rs and stay under /ui/.
+    let ui = crate::ui::router(state, limits.request_timeout);
     short
         .merge(long)
+        .merge(ui)
         .route_layer(middleware::from_fn(count))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -263,6 +267,15 @@ fn valid_node(id: &str) -> Result<(), ApiError> {
 
 /// Sends a command and turns the engine's reply into a response.
 async fn ask(st: &AppState, make: impl FnOnce(ReplyTo) -> Command) -> Result<Response, ApiError> {
+    command(st, make).await.map(respond)
+}
+
+/// Sends a command and waits for the engine's outcome (the license page
+/// asks through here too).
+pub(crate) async fn command(
+    st: &AppState,
+    make: impl FnOnce(ReplyTo) -> Command,
+) -> Result<Outcome, ApiError> {
     let (tx, rx) = oneshot::channel();
     st.handle
         .tx
@@ -277,7 +290,7 @@ async fn ask(st: &AppState, make: impl FnOnce(ReplyTo) -> Command) -> Result<Res
                 "could not record this in the state database ({e:#}); nothing was counted — retry"
             ))
         })?;
-    Ok(respond(outcome))
+    Ok(outcome)
 }
 
 /// The one place a write's outcome becomes an HTTP status.
@@ -423,15 +436,21 @@ pub(crate) async fn upgrade(
     body: Result<Json<UpgradeBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
+    check_upgrade(&b)?;
+    ask(&st, |r| {
+        Command::Write(Write::Upgrade(b.requested_tier, b.message), r)
+    })
+    .await
+}
+
+/// The field lengths of an upgrade request (the tier itself is the engine's).
+pub(crate) fn check_upgrade(b: &UpgradeBody) -> Result<(), ApiError> {
     if b.requested_tier.len() > 64 || b.message.len() > 4096 {
         return Err(ApiError::invalid(
             "requested_tier is at most 64 characters and message at most 4096",
         ));
     }
-    ask(&st, |r| {
-        Command::Write(Write::Upgrade(b.requested_tier, b.message), r)
-    })
-    .await
+    Ok(())
 }
 
 /// The queued upgrade requests, oldest first.

@@ -35,6 +35,7 @@ pub mod responses;
 pub mod state;
 pub mod status;
 pub mod trust;
+pub mod ui;
 pub mod watcher;
 
 use std::future::Future;

@@ -10,3 +10,4 @@ mod offline;
 mod receipts;
 mod revocations;
 mod roots;
+mod ui;

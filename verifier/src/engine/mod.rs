@@ -34,6 +34,7 @@ use kaching_core::root::VerifiedRoot;
 
 pub mod files;
 pub mod leases;
+pub mod preview;
 pub mod published;
 pub mod relay;
 mod revocations;
@@ -401,7 +402,17 @@ impl Engine {
         );
         let license_json = self.license_json();
         let relay_signers = self.relay_signers();
-        let next = Published::new(verdict, body, license_json, relay_signers);
+        let mut next = Published::new(verdict, body, license_json, relay_signers);
+        next.freshness = published::Freshness {
+            revocation_version: self.revocations.as_ref().map(|r| r.list.version),
+            revocation_expires: self.revocations.as_ref().map(|r| r.list.expires),
+            last_relay_contact: self.relay.last_contact,
+            offline_grace: self
+                .license
+                .as_ref()
+                .and_then(|l| l.license.heartbeat)
+                .map(|h| h.offline_grace),
+        };
         if changed {
             self.events.push(Event {
                 kind: "status",

@@ -30,6 +30,22 @@ pub struct Published {
     pub license_json: Bytes,
     /// Keys the relay's answers must be signed by (`None`: no relay key).
     pub relay_signers: Option<Arc<TrustedKeys>>,
+    /// What the license page shows under "trust and freshness" beyond the
+    /// status body.
+    pub freshness: Freshness,
+}
+
+/// The revocation list and relay facts the license page shows (`/ui/`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Freshness {
+    /// Version of the revocation list in force.
+    pub revocation_version: Option<u64>,
+    /// When that list expires (past it: a freeze).
+    pub revocation_expires: Option<kaching_core::time::Timestamp>,
+    /// The last relay contact.
+    pub last_relay_contact: Option<kaching_core::time::Timestamp>,
+    /// The license's offline grace, for connected licenses (seconds).
+    pub offline_grace: Option<u64>,
 }
 
 impl Published {
@@ -54,6 +70,7 @@ impl Published {
             quotas_json,
             license_json,
             relay_signers,
+            freshness: Freshness::default(),
         }
     }
 
@@ -87,6 +104,7 @@ impl Published {
             quotas_json: Bytes::new(),
             license_json: Bytes::new(),
             relay_signers: None,
+            freshness: Freshness::default(),
         }
     }
 }

@@ -1,0 +1,138 @@
+//! The shared look and the safety rules of every KACHING web page: the
+//! verifier's license page (`/ui/`), and later the relay's console and the
+//! licensegen desk. One stylesheet and one small script, embedded in the
+//! binary and served by each app under its own prefix; pages are built with
+//! maud (which escapes every interpolated value) from the components in
+//! [`components`] inside the [`layout::page`] frame, and answered by
+//! [`html`], which sets a Content-Security-Policy that allows nothing but
+//! the page's own origin (no inline script or style, no frames, forms only
+//! to itself). [`guard`] holds the session cookie and the cross-site
+//! request checks.
+//!
+//! An app mounts its assets with [`asset`] at `{prefix}assets/kaching.css`
+//! and `{prefix}assets/live.js` (see [`Assets`]).
+
+pub mod components;
+pub mod guard;
+pub mod layout;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::Markup;
+
+pub use layout::{page, Assets, Nav};
+
+/// The stylesheet every page links.
+pub const STYLESHEET: &str = include_str!("kaching.css");
+
+/// The script every live page loads: follows the page's event stream and
+/// swaps its live region (see the file's header).
+pub const LIVE_JS: &str = include_str!("live.js");
+
+/// The policy of every page: only this origin, no inline code, no frames,
+/// forms post only here.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
+frame-ancestors 'none'; base-uri 'none'";
+
+/// Sets the headers every web answer carries (pages and assets alike).
+pub fn secure(resp: &mut Response) {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Not `no-referrer`: with it Chromium sends `Origin: null` on the page's
+    // own form posts, which the cross-site check must refuse.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+}
+
+/// An HTML answer (page or fragment), never cached: it shows live state.
+pub fn html(status: StatusCode, body: Markup) -> Response {
+    let mut resp = (status, body.into_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    secure(&mut resp);
+    resp
+}
+
+/// An embedded asset (`text/css` or `text/javascript`), cacheable for an
+/// hour: it changes only with the binary.
+pub fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
+    secure(&mut resp);
+    resp
+}
+
+/// The stylesheet as an answer.
+pub fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", STYLESHEET)
+}
+
+/// The live script as an answer.
+pub fn live_js() -> Response {
+    asset("text/javascript; charset=utf-8", LIVE_JS)
+}
+
+/// `303 See Other` to `location` (after a form post: reloading the page
+/// does not post again).
+pub fn see_other(location: &str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    secure(&mut resp);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_carry_a_policy_without_inline_code_or_frames() {
+        let resp = html(StatusCode::OK, maud::html! { p { "hi" } });
+        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(resp.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(resp.headers()[header::REFERRER_POLICY], "same-origin");
+        assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn assets_stay_small() {
+        // The page-weight budget is 100 KiB with assets; these two are shared.
+        assert!(STYLESHEET.len() + LIVE_JS.len() < 16 * 1024);
+        assert!(!LIVE_JS.contains("http:") && !STYLESHEET.contains("http"));
+    }
+}
