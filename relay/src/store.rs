@@ -118,7 +118,7 @@ pub enum Outcome {
 pub fn apply(conn: &Connection, write: Write) -> Result<Outcome, ApiError> {
     match write {
         Write::Activate(a) => activate(conn, &a),
-        Write::Beat { beat, key, now } => heartbeat(conn, &beat, &key, now),
+        Write::Beat { beat, key, now } => record_heartbeat(conn, &beat, &key, now),
         Write::Publish { list, actor, now } => publish(conn, &list, &actor, now),
         Write::PublishRoot { root, actor, now } => publish_root(conn, &root, &actor, now),
         Write::FileUpgrade {
@@ -229,7 +229,61 @@ fn activate(conn: &Connection, a: &Activation) -> Result<Outcome, ApiError> {
     })
 }
 
-fn heartbeat(
+/// Refuses a heartbeat that does not fit the cluster's stored binding:
+/// not live, bound to another license or key, or a sequence number not
+/// above `last_seq` (a replay). Shared by both storage backends.
+pub fn check_beat(
+    hb: &Heartbeat,
+    key: &[u8; 32],
+    bound: &str,
+    bound_key: &[u8],
+    status: &str,
+    last_seq: u64,
+) -> Result<(), ApiError> {
+    let license_id = hb.license_id.to_string();
+    if status != "active" {
+        return Err(ApiError::forbidden(
+            "not_activated",
+            format!(
+                "cluster {} is {status} on this relay: activate it again before sending heartbeats",
+                hb.cluster_id
+            ),
+        ));
+    }
+    if bound != license_id {
+        return Err(ApiError::forbidden(
+            "wrong_license",
+            format!(
+                "cluster {} is bound to license {bound}, not {license_id}: activate with the license you run",
+                hb.cluster_id
+            ),
+        ));
+    }
+    if bound_key != key.as_slice() {
+        return Err(ApiError::forbidden(
+            "wrong_key",
+            "heartbeat is not signed by the key bound at activation",
+        ));
+    }
+    if hb.seq <= last_seq {
+        return Err(replayed(hb.seq, last_seq));
+    }
+    Ok(())
+}
+
+/// The refusal of a sequence number not above the last accepted one.
+pub fn replayed(seq: u64, last_seq: u64) -> ApiError {
+    ApiError::conflict(
+        "replayed_heartbeat",
+        format!(
+            "sequence number {seq} is not above {last_seq}, the last accepted for this cluster: replay refused; sign a new heartbeat with a higher sequence number"
+        ),
+    )
+}
+
+/// Records a heartbeat (or deactivation): the cluster's latest state, a
+/// history row, upgrade requests and one audit row.
+fn record_heartbeat(
     conn: &Connection,
     hb: &Heartbeat,
     key: &[u8; 32],
@@ -253,39 +307,7 @@ fn heartbeat(
             ),
         ));
     };
-    if status != "active" {
-        return Err(ApiError::forbidden(
-            "not_activated",
-            format!(
-                "cluster {} is {status} on this relay: activate it again before sending heartbeats",
-                hb.cluster_id
-            ),
-        ));
-    }
-    if bound != license_id {
-        return Err(ApiError::forbidden(
-            "wrong_license",
-            format!(
-                "cluster {} is bound to license {bound}, not {license_id}: activate with the license you run",
-                hb.cluster_id
-            ),
-        ));
-    }
-    if bound_key.as_slice() != key.as_slice() {
-        return Err(ApiError::forbidden(
-            "wrong_key",
-            "heartbeat is not signed by the key bound at activation",
-        ));
-    }
-    if hb.seq <= last_seq {
-        return Err(ApiError::conflict(
-            "replayed_heartbeat",
-            format!(
-                "sequence number {} is not above {last_seq}, the last accepted for this cluster: replay refused; sign a new heartbeat with a higher sequence number",
-                hb.seq
-            ),
-        ));
-    }
+    check_beat(hb, key, &bound, &bound_key, &status, last_seq)?;
     let quotas = serde_json::to_string(&hb.quotas).unwrap_or_else(|_| "{}".into());
     conn.prepare_cached(
         "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,

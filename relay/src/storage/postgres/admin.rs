@@ -1,0 +1,370 @@
+//! What the `kaching-relay` CLI does on PostgreSQL: tokens, `audit verify`,
+//! and `migrate --from sqlite://… --to postgres://…`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use deadpool_postgres::Pool;
+use rusqlite::types::Value;
+
+use super::writes::{execute, int, query, query_opt, uint};
+use crate::audit::{Row, Verified};
+use crate::error::ApiError;
+use crate::tokens::{Scope, TokenInfo};
+
+fn api(e: ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message)
+}
+
+/// Runs `f` in a writing transaction (head lock first), committing on `Ok`.
+async fn in_tx<T>(
+    pool: &Pool,
+    f: impl AsyncFnOnce(&deadpool_postgres::ClientWrapper) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let c = pool.get().await.context("cannot connect to PostgreSQL")?;
+    if let Err(e) = super::begin(&c).await {
+        let _ = c.batch_execute("ROLLBACK").await;
+        return Err(api(e));
+    }
+    match f(&c).await {
+        Ok(v) => {
+            c.batch_execute("COMMIT").await?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// `token create`: stores the hash and audits it; returns the secret.
+pub async fn create_token(
+    pool: &Pool,
+    scope: Scope,
+    name: &str,
+    now: u64,
+) -> anyhow::Result<String> {
+    let token = crate::tokens::generate();
+    in_tx(pool, async |c| {
+        let taken = query_opt(c, "SELECT 1 FROM tokens WHERE name = $1", &[&name])
+            .await
+            .map_err(api)?
+            .is_some();
+        if taken {
+            anyhow::bail!(
+                "a token named {name:?} exists already: pick another --name, or revoke it first"
+            );
+        }
+        execute(
+            c,
+            "INSERT INTO tokens (hash, name, scope, created_at) VALUES ($1, $2, $3, $4)",
+            &[
+                &crate::tokens::hash(&token),
+                &name,
+                &scope.as_str(),
+                &int(now),
+            ],
+        )
+        .await
+        .map_err(api)?;
+        super::writes::audit(
+            c,
+            now,
+            "cli",
+            "token_create",
+            name,
+            &serde_json::json!({"scope": scope.as_str()}),
+        )
+        .await
+        .map_err(api)?;
+        Ok(())
+    })
+    .await?;
+    Ok(token)
+}
+
+/// `token list`.
+pub async fn list_tokens(pool: &Pool) -> anyhow::Result<Vec<TokenInfo>> {
+    let c = pool.get().await.context("cannot connect to PostgreSQL")?;
+    Ok(query(
+        &c,
+        "SELECT name, scope, created_at, revoked_at FROM tokens ORDER BY created_at, name",
+        &[],
+    )
+    .await
+    .map_err(api)?
+    .iter()
+    .map(|r| TokenInfo {
+        name: r.get(0),
+        scope: r.get(1),
+        created_at: uint(r.get(2)),
+        revoked_at: r.get::<_, Option<i64>>(3).map(uint),
+    })
+    .collect())
+}
+
+/// `token revoke`.
+pub async fn revoke_token(pool: &Pool, name: &str, now: u64) -> anyhow::Result<()> {
+    in_tx(pool, async |c| {
+        let n = execute(
+            c,
+            "UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
+            &[&int(now), &name],
+        )
+        .await
+        .map_err(api)?;
+        if n == 0 {
+            anyhow::bail!("no live token named {name:?}: see `kaching-relay token list`");
+        }
+        super::writes::audit(c, now, "cli", "token_revoke", name, &serde_json::json!({}))
+            .await
+            .map_err(api)?;
+        Ok(())
+    })
+    .await
+}
+
+/// `audit verify`: walks the chain (one snapshot, read-only).
+pub async fn verify_audit(pool: &Pool) -> anyhow::Result<Verified> {
+    let mut c = pool.get().await.context("cannot connect to PostgreSQL")?;
+    let tx = c
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let head = tx
+        .query_opt("SELECT id, hash FROM audit_head WHERE one = 1", &[])
+        .await?
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)));
+    let rows = tx
+        .query(
+            "SELECT id, time, actor, action, subject, detail, hash FROM audit ORDER BY id",
+            &[],
+        )
+        .await?;
+    tx.commit().await?;
+    crate::audit::verify_rows(
+        rows.iter().map(|r| {
+            Ok(Row {
+                id: r.get(0),
+                time: uint(r.get(1)),
+                actor: r.get(2),
+                action: r.get(3),
+                subject: r.get(4),
+                detail: r.get(5),
+                hash: r.get(6),
+            })
+        }),
+        head,
+    )
+}
+
+/// What `migrate --from sqlite` copied, table by table.
+pub type Copied = Vec<(&'static str, usize)>;
+
+/// The tables copied, with their columns (the same names on both sides).
+const TABLES: &[(&str, &[&str])] = &[
+    (
+        "licenses",
+        &[
+            "license_id",
+            "bytes",
+            "customer",
+            "tier",
+            "expires_at",
+            "first_seen",
+        ],
+    ),
+    (
+        "clusters",
+        &[
+            "cluster_id",
+            "license_id",
+            "cluster_key",
+            "hostname",
+            "status",
+            "activated_at",
+            "ended_at",
+            "last_seen",
+            "last_seq",
+            "heartbeat_time",
+            "state",
+            "active_nodes",
+            "quotas",
+            "verifier_version",
+            "heartbeats",
+        ],
+    ),
+    (
+        "heartbeats",
+        &[
+            "id",
+            "cluster_id",
+            "seq",
+            "time",
+            "received_at",
+            "state",
+            "active_nodes",
+            "quotas",
+        ],
+    ),
+    (
+        "revocation_lists",
+        &["version", "bytes", "kid", "received_at"],
+    ),
+    ("roots", &["version", "bytes", "received_at"]),
+    (
+        "upgrade_requests",
+        &[
+            "id",
+            "license_id",
+            "cluster_id",
+            "requested_tier",
+            "message",
+            "time",
+            "received_at",
+            "source",
+        ],
+    ),
+    (
+        "tokens",
+        &["hash", "name", "scope", "created_at", "revoked_at"],
+    ),
+    ("meta", &["key", "value"]),
+];
+
+/// A SQLite value as a PostgreSQL parameter.
+enum Param {
+    Null,
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl Param {
+    fn of(v: Value) -> Param {
+        match v {
+            Value::Null => Param::Null,
+            Value::Integer(i) => Param::Int(i),
+            Value::Real(f) => Param::Text(f.to_string()),
+            Value::Text(t) => Param::Text(t),
+            Value::Blob(b) => Param::Bytes(b),
+        }
+    }
+
+    fn sql(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+        match self {
+            Param::Null => &None::<i64>,
+            Param::Int(i) => i,
+            Param::Text(t) => t,
+            Param::Bytes(b) => b,
+        }
+    }
+}
+
+/// Copies a single-node relay's SQLite database at `from` into the
+/// PostgreSQL database behind `pool`, in one transaction: every table,
+/// and the audit chain row for row (its hashes do not depend on the
+/// backend, so it verifies the same). Refused unless the target holds no
+/// state yet. Stop the SQLite relay first: writes after the copy are lost.
+pub async fn copy_from_sqlite(from: &Path, pool: &Pool) -> anyhow::Result<Copied> {
+    if !from.exists() {
+        anyhow::bail!("no SQLite database at {}: check --from", from.display());
+    }
+    let src = crate::db::open(from)?;
+    // One read snapshot of the source for the whole copy.
+    src.execute_batch("BEGIN")?;
+    let audit_ok = crate::audit::verify(&src).with_context(|| {
+        format!(
+            "the audit log of {} does not verify; not copying it",
+            from.display()
+        )
+    })?;
+    let mut copied = Vec::new();
+    let target_rows = in_tx(pool, async |c| {
+        for table in ["licenses", "clusters", "tokens", "audit", "revocation_lists", "roots"] {
+            let n = query_opt(c, &format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .map_err(api)?
+                .map_or(0, |r| r.get::<_, i64>(0));
+            if n > 0 {
+                anyhow::bail!(
+                    "the PostgreSQL database already holds {table} ({n} rows): migrate into an empty database (create a new one, or drop this one if it is a failed earlier copy)"
+                );
+            }
+        }
+        execute(c, "DELETE FROM meta", &[]).await.map_err(api)?;
+        for (table, columns) in TABLES {
+            let mut stmt = src.prepare(&format!("SELECT {} FROM {table}", columns.join(", ")))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    (0..columns.len())
+                        .map(|i| r.get::<_, Value>(i).map(Param::of))
+                        .collect::<Result<Vec<_>, _>>()
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+            let insert = format!(
+                "INSERT INTO {table} ({}) VALUES ({})",
+                columns.join(", "),
+                placeholders.join(", ")
+            );
+            let st = c.prepare_cached(&insert).await?;
+            for row in &rows {
+                let params: Vec<_> = row.iter().map(Param::sql).collect();
+                c.execute(&st, &params).await.with_context(|| format!("copying {table}"))?;
+            }
+            copied.push((*table, rows.len()));
+        }
+        // Serial ids continue after the copied ones.
+        for table in ["heartbeats", "upgrade_requests"] {
+            c.batch_execute(&format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT max(id) FROM {table}), 0) + 1, false)"
+            ))
+            .await?;
+        }
+        let mut stmt = src.prepare(
+            "SELECT id, time, actor, action, subject, detail, hash FROM audit ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO audit (id, time, actor, action, subject, detail, hash, prev_hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .await?;
+        let mut prev = crate::audit::genesis();
+        for (id, time, actor, action, subject, detail, hash) in &rows {
+            c.execute(&st, &[id, time, actor, action, subject, detail, hash, &prev])
+                .await
+                .context("copying audit")?;
+            prev = hash.clone();
+        }
+        execute(
+            c,
+            "UPDATE audit_head SET id = $1, hash = $2 WHERE one = 1",
+            &[&audit_ok.rows, &audit_ok.head],
+        )
+        .await
+        .map_err(api)?;
+        copied.push(("audit", rows.len()));
+        Ok(copied)
+    })
+    .await?;
+    src.execute_batch("COMMIT")?;
+    Ok(target_rows)
+}
