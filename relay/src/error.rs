@@ -120,7 +120,10 @@ impl From<rusqlite::Error> for ApiError {
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
-        ApiError::internal(format!("database: {e}"))
+        match e.as_db_error() {
+            Some(db) => ApiError::internal(format!("database: {db}")),
+            None => ApiError::internal(format!("database: {e}")),
+        }
     }
 }
 

@@ -38,8 +38,10 @@ pub mod admin;
 pub mod schema;
 pub mod writes;
 
-/// Connections in a replica's pool (reads, the writer's batches, pruning).
-const POOL_SIZE: usize = 16;
+/// Connections in a replica's pool (reads, the writer's batches, pruning);
+/// a replica uses one more to LISTEN. Size PostgreSQL's `max_connections`
+/// for replicas × 9 plus what else connects (docs/relay.md).
+const POOL_SIZE: usize = 8;
 
 /// The channel publishing transactions notify.
 pub const CHANNEL: &str = "kaching_published";
@@ -333,7 +335,10 @@ async fn listen_loop(url: String, ticks: watch::Sender<u64>) {
         match listen_once(&url, &ticks).await {
             Ok(()) => backoff = Duration::from_millis(250),
             Err(e) => {
-                tracing::warn!(error = %e, "lost the PostgreSQL LISTEN connection; reconnecting");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "lost the PostgreSQL LISTEN connection; reconnecting"
+                );
             }
         }
         tokio::time::sleep(backoff).await;

@@ -121,6 +121,9 @@ pub async fn migrate(client: &mut Client) -> anyhow::Result<Vec<i32>> {
         .transaction()
         .await
         .context("cannot start the migration transaction")?;
+    // Quiet "already exists, skipping" notices from replicas starting together.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     tx.batch_execute(
