@@ -110,8 +110,7 @@ impl Replicas {
 }
 
 #[tokio::test]
-async fn cluster_activated_on_one_replica_heartbeats_on_another_and_replays_are_refused_across_replicas(
-) {
+async fn attack_heartbeat_replayed_to_another_replica_refused() {
     let Some(r) = Replicas::new().await else {
         return;
     };
@@ -155,7 +154,7 @@ async fn cluster_activated_on_one_replica_heartbeats_on_another_and_replays_are_
 }
 
 #[tokio::test]
-async fn activation_race_across_replicas_has_exactly_one_winner() {
+async fn attack_activation_race_across_replicas_has_exactly_one_winner() {
     let Some(r) = Replicas::new().await else {
         return;
     };
