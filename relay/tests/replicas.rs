@@ -627,3 +627,120 @@ async fn migrate_from_sqlite_preserves_bindings_lists_tokens_and_audit() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Root keys (2 of 3), the issuer, and the revokers before and after a rotation.
+const ROOT_KEYS: [u8; 3] = [41, 42, 43];
+const REVOKER: u8 = 60;
+const NEW_REVOKER: u8 = 61;
+
+fn seed_key(n: u8) -> kaching_core::SecretKey {
+    kaching_core::SecretKey::from_seed(&[n; 32])
+}
+
+/// Root `version` naming `revoker` as the only revoker, signed by two root keys.
+fn signed_root(version: u64, revoker: u8) -> Vec<u8> {
+    use kaching_core::root::{Role, RoleKeys, Root};
+    let roles: [(Role, &[u8], u32); 3] = [
+        (Role::Root, &ROOT_KEYS, 2),
+        (Role::Issuer, &[50], 1),
+        (Role::Revoker, std::slice::from_ref(&revoker), 1),
+    ];
+    let mut keys: Vec<_> = roles
+        .iter()
+        .flat_map(|(_, seeds, _)| seeds.iter().map(|&s| seed_key(s).public()))
+        .collect();
+    keys.sort_by_key(|k| k.kid());
+    keys.dedup_by_key(|k| k.kid());
+    let roles = roles
+        .iter()
+        .map(|(role, seeds, threshold)| {
+            let mut kids: Vec<_> = seeds.iter().map(|&s| seed_key(s).public().kid()).collect();
+            kids.sort();
+            (
+                *role,
+                RoleKeys {
+                    kids,
+                    threshold: *threshold,
+                },
+            )
+        })
+        .collect();
+    let t = now() / 3600 * 3600;
+    let root = Root {
+        issuer: "vendor".into(),
+        version,
+        issued_at: t - 3600,
+        expires: t + 365 * 86_400,
+        keys,
+        roles,
+        revocation_floor: None,
+    };
+    let (a, b) = (seed_key(41), seed_key(42));
+    root.sign(&[&a, &b])
+}
+
+#[tokio::test]
+async fn root_published_on_one_replica_is_served_and_obeyed_by_another() {
+    let Some(db) = postgres::fresh().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root_file = dir.path().join("root.kaching");
+    std::fs::write(
+        &root_file,
+        kaching_core::armor::armor(kaching_core::DocKind::Root, &signed_root(1, REVOKER)),
+    )
+    .unwrap();
+    let r = Replicas {
+        config: write_config(
+            dir.path(),
+            &format!("database = {:?}\nroot = {:?}", db.url, root_file),
+        ),
+        _dir: dir,
+        db,
+        http: reqwest::Client::new(),
+    };
+    let (a, b) = (r.spawn().await, r.spawn().await);
+    let publish = r.token(Scope::Publish, "publisher");
+    let put = |at: &Spawned, path: &str, body: Vec<u8>| {
+        r.http
+            .put(format!("http://{}{path}", at.addr))
+            .bearer_auth(&publish)
+            .body(body)
+            .send()
+    };
+    // A list signed by the revoker-to-be is refused while root v1 is in force.
+    let list = revocation_list(1, &[LicenseId([5; 16])], &seed_key(NEW_REVOKER));
+    assert_eq!(
+        put(&b, "/v1/revocations", list.clone())
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    // Root v2 (new revoker) through A...
+    let published = put(&a, "/v1/roots", signed_root(2, NEW_REVOKER))
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 201);
+    // ...is served by B, which then judges lists by the new revoker.
+    let latest =
+        kaching_testkit::wait_within("B serves root v2", Duration::from_secs(10), || async {
+            let answer: kaching_core::wire::relay::RootsAnswer = r
+                .http
+                .get(format!("http://{}/v1/roots?after=1", b.addr))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (answer.latest == 2).then_some(answer.latest)
+        })
+        .await;
+    assert_eq!(latest, 2);
+    assert_eq!(
+        put(&b, "/v1/revocations", list).await.unwrap().status(),
+        201
+    );
+}
