@@ -16,8 +16,15 @@ use tokio::sync::watch;
 
 use crate::state::AppState;
 
-/// Longest a missed notification goes unnoticed.
+/// Longest a missed notification goes unnoticed; also how often a replica
+/// records that it is alive.
 pub const CATCH_UP: Duration = Duration::from_secs(5);
+
+/// A fleet of replicas none of which recorded being alive for this long
+/// was down: the next replica to start restarts `serving_since`, so the
+/// outage counts against no binding. A replica starting while others serve
+/// leaves it alone (restarting one replica is no outage).
+pub const FLEET_DOWN_AFTER: Duration = Duration::from_secs(30);
 
 /// Follows other replicas' publications until shutdown.
 pub async fn run(st: Arc<AppState>, mut changes: watch::Receiver<u64>, mut stop: Listener) {
@@ -29,6 +36,9 @@ pub async fn run(st: Arc<AppState>, mut changes: watch::Receiver<u64>, mut stop:
         }
         if let Err(e) = catch_up(&st).await {
             tracing::warn!(error = %e, "cannot read what other replicas published; retrying");
+        }
+        if let Err(e) = st.storage.mark_alive(crate::db::now()).await {
+            tracing::warn!(error = %e.message, "cannot record that this replica serves; retrying");
         }
     }
 }

@@ -744,3 +744,41 @@ async fn root_published_on_one_replica_is_served_and_obeyed_by_another() {
         201
     );
 }
+
+#[tokio::test]
+async fn starting_a_replica_while_another_serves_keeps_the_fleets_serving_since() {
+    let Some(r) = Replicas::new().await else {
+        return;
+    };
+    let a = r.spawn().await;
+    let client = r.db.client().await;
+    let serving_since = || async {
+        client
+            .query_one("SELECT value FROM meta WHERE key = 'serving_since'", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let first = serving_since().await;
+    // A later second, so a restarted clock would show.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let b = r.spawn().await;
+    assert_eq!(
+        serving_since().await,
+        first,
+        "B's start is no outage: silence keeps counting from A's"
+    );
+    // After the whole fleet was down longer than FLEET_DOWN_AFTER, the next
+    // start restarts it (simulated: both killed, their last sign of life made old).
+    drop((a, b)); // kill -9
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client
+        .execute(
+            "UPDATE meta SET value = value - 60 WHERE key = 'alive_at'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let _c = r.spawn().await;
+    assert!(serving_since().await > first);
+}

@@ -157,13 +157,22 @@ pub trait Storage: Send + Sync {
     fn newest_list(&self) -> Fut<'_, Option<Vec<u8>>>;
 
     /// At start: records when this relay starts serving (a binding's
-    /// silence counts from no earlier than that).
+    /// silence counts from no earlier than that). On a database other
+    /// replicas serve from, only when none has served within
+    /// `crate::follow::FLEET_DOWN_AFTER`: the relay was not down then.
     fn mark_serving(&self, now: u64) -> Fut<'_, ()>;
     /// At start: stores the configured initial root (audited when new or
     /// changed) and returns the stored roots above it, ascending.
     fn configure_root(&self, initial: VerifiedRoot, now: u64) -> Fut<'_, Vec<StoredRoot>>;
     /// Stored roots above `version`, ascending (replicas catch up with it).
     fn roots_above(&self, version: u64) -> Fut<'_, Vec<StoredRoot>>;
+    /// Records that this relay serves at `now`, every few seconds while it
+    /// runs: with several replicas, a replica starting while another has
+    /// been serving does not restart the fleet's `serving_since` (see
+    /// `crate::follow::FLEET_DOWN_AFTER`). Nothing to do for one relay.
+    fn mark_alive(&self, _now: u64) -> Fut<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
     /// Ticks whenever another replica may have published a list or a root;
     /// `None` for a backend only one relay uses.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>>;

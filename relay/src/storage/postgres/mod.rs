@@ -558,10 +558,27 @@ impl Storage for PgStorage {
     fn mark_serving(&self, now: u64) -> Fut<'_, ()> {
         Box::pin(async move {
             let c = self.client().await?;
+            let down_since = now.saturating_sub(crate::follow::FLEET_DOWN_AFTER.as_secs());
             execute(
                 &c,
                 "INSERT INTO meta (key, value) VALUES ('serving_since', $1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value
+                 WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'alive_at' AND value >= $2)",
+                &[&int(now), &int(down_since)],
+            )
+            .await?;
+            drop(c);
+            self.mark_alive(now).await
+        })
+    }
+
+    fn mark_alive(&self, now: u64) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            execute(
+                &c,
+                "INSERT INTO meta (key, value) VALUES ('alive_at', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, excluded.value)",
                 &[&int(now)],
             )
             .await?;
