@@ -156,41 +156,77 @@ pub fn verify_rows(
     rows: impl Iterator<Item = anyhow::Result<Row>>,
     head: Option<(i64, String)>,
 ) -> anyhow::Result<Verified> {
-    let mut expected_id = 1i64;
-    let mut prev = genesis();
+    let mut walk = Walk::new();
     for r in rows {
-        let Row {
-            id,
-            time,
-            actor,
-            action,
-            subject,
-            detail,
-            hash: stored,
-        } = r?;
-        if id != expected_id {
+        walk.push(&r?)?;
+    }
+    walk.finish(head)
+}
+
+/// The chain walked one row at a time (a large log is read in chunks).
+pub struct Walk {
+    expected_id: i64,
+    prev: String,
+}
+
+impl Default for Walk {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Walk {
+    /// Before the first row.
+    pub fn new() -> Walk {
+        Walk {
+            expected_id: 1,
+            prev: genesis(),
+        }
+    }
+
+    /// Checks the next row; the error names it.
+    pub fn push(&mut self, r: &Row) -> anyhow::Result<()> {
+        let expected_id = self.expected_id;
+        if r.id != expected_id {
             anyhow::bail!(
-                "audit log broken: row {expected_id} is missing (next row is {id}); rows were deleted"
+                "audit log broken: row {expected_id} is missing (next row is {}); rows were deleted",
+                r.id
             );
         }
-        let computed = row_hash(&prev, id, time, &actor, &action, &subject, &detail);
-        if computed != stored {
+        let computed = row_hash(
+            &self.prev, r.id, r.time, &r.actor, &r.action, &r.subject, &r.detail,
+        );
+        if computed != r.hash {
             anyhow::bail!(
-                "audit log broken at row {id} ({action} {subject}): its hash does not match its content or the row before it; the row was edited"
+                "audit log broken at row {} ({} {}): its hash does not match its content or the row before it; the row was edited",
+                r.id,
+                r.action,
+                r.subject
             );
         }
-        prev = stored;
-        expected_id += 1;
+        self.prev.clone_from(&r.hash);
+        self.expected_id += 1;
+        Ok(())
     }
-    let rows = expected_id - 1;
-    match head {
-        None if rows == 0 => {}
-        Some((0, _)) if rows == 0 => {}
-        Some((id, hash)) if id == rows && hash == prev => {}
-        Some((id, _)) => anyhow::bail!(
-            "audit log broken: the head records {id} rows but {rows} chain correctly; rows at the end were deleted or the head was edited"
-        ),
-        None => anyhow::bail!("audit log broken: rows exist but the head record is missing"),
+
+    /// Rows walked so far.
+    pub fn rows(&self) -> i64 {
+        self.expected_id - 1
     }
-    Ok(Verified { rows, head: prev })
+
+    /// Checks the walked chain against the stored `head`.
+    pub fn finish(self, head: Option<(i64, String)>) -> anyhow::Result<Verified> {
+        let rows = self.rows();
+        let prev = self.prev;
+        match head {
+            None if rows == 0 => {}
+            Some((0, _)) if rows == 0 => {}
+            Some((id, hash)) if id == rows && hash == prev => {}
+            Some((id, _)) => anyhow::bail!(
+                "audit log broken: the head records {id} rows but {rows} chain correctly; rows at the end were deleted or the head was edited"
+            ),
+            None => anyhow::bail!("audit log broken: rows exist but the head record is missing"),
+        }
+        Ok(Verified { rows, head: prev })
+    }
 }

@@ -125,7 +125,10 @@ pub async fn revoke_token(pool: &Pool, name: &str, now: u64) -> anyhow::Result<(
     .await
 }
 
-/// `audit verify`: walks the chain (one snapshot, read-only).
+/// Rows read at a time by `audit verify` and `migrate`.
+const CHUNK: i64 = 5_000;
+
+/// `audit verify`: walks the chain in chunks, inside one read-only snapshot.
 pub async fn verify_audit(pool: &Pool) -> anyhow::Result<Verified> {
     let mut c = pool.get().await.context("cannot connect to PostgreSQL")?;
     let tx = c
@@ -138,16 +141,18 @@ pub async fn verify_audit(pool: &Pool) -> anyhow::Result<Verified> {
         .query_opt("SELECT id, hash FROM audit_head WHERE one = 1", &[])
         .await?
         .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)));
-    let rows = tx
-        .query(
-            "SELECT id, time, actor, action, subject, detail, hash FROM audit ORDER BY id",
-            &[],
-        )
-        .await?;
-    tx.commit().await?;
-    crate::audit::verify_rows(
-        rows.iter().map(|r| {
-            Ok(Row {
+    let mut walk = crate::audit::Walk::new();
+    let mut after = 0i64;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT id, time, actor, action, subject, detail, hash FROM audit
+                 WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &CHUNK],
+            )
+            .await?;
+        for r in &rows {
+            walk.push(&Row {
                 id: r.get(0),
                 time: uint(r.get(1)),
                 actor: r.get(2),
@@ -155,10 +160,15 @@ pub async fn verify_audit(pool: &Pool) -> anyhow::Result<Verified> {
                 subject: r.get(4),
                 detail: r.get(5),
                 hash: r.get(6),
-            })
-        }),
-        head,
-    )
+            })?;
+            after = r.get(0);
+        }
+        if (rows.len() as i64) < CHUNK {
+            break;
+        }
+    }
+    tx.commit().await?;
+    walk.finish(head)
 }
 
 /// What `migrate --from sqlite` copied, table by table.
@@ -264,6 +274,57 @@ impl Param {
     }
 }
 
+/// Copies one table, reading the source row by row and inserting
+/// [`CHUNK`] rows per statement (the history table can be large).
+async fn copy_table(
+    src: &rusqlite::Connection,
+    c: &deadpool_postgres::ClientWrapper,
+    table: &str,
+    select: &str,
+    columns: &[&str],
+) -> anyhow::Result<usize> {
+    let per_row = columns.len();
+    // PostgreSQL takes at most 65535 parameters per statement.
+    let chunk = (60_000 / per_row).min(usize::try_from(CHUNK).unwrap_or(1000));
+    let mut stmt = src.prepare(select)?;
+    let mut rows = stmt.query([])?;
+    let mut pending: Vec<Param> = Vec::with_capacity(chunk * per_row);
+    let mut total = 0;
+    loop {
+        let row = rows.next()?;
+        if let Some(r) = row {
+            for i in 0..per_row {
+                pending.push(Param::of(r.get::<_, Value>(i)?));
+            }
+        }
+        let n = pending.len() / per_row;
+        if n == chunk || (row.is_none() && n > 0) {
+            let values: Vec<String> = (0..n)
+                .map(|k| {
+                    let ps: Vec<String> = (1..=per_row)
+                        .map(|i| format!("${}", k * per_row + i))
+                        .collect();
+                    format!("({})", ps.join(", "))
+                })
+                .collect();
+            let insert = format!(
+                "INSERT INTO {table} ({}) VALUES {}",
+                columns.join(", "),
+                values.join(", ")
+            );
+            let params: Vec<_> = pending.iter().map(Param::sql).collect();
+            c.execute(insert.as_str(), &params)
+                .await
+                .with_context(|| format!("copying {table}"))?;
+            total += n;
+            pending.clear();
+        }
+        if row.is_none() {
+            return Ok(total);
+        }
+    }
+}
+
 /// Copies a single-node relay's SQLite database at `from` into the
 /// PostgreSQL database behind `pool`, in one transaction: every table,
 /// and the audit chain row for row (its hashes do not depend on the
@@ -297,26 +358,9 @@ pub async fn copy_from_sqlite(from: &Path, pool: &Pool) -> anyhow::Result<Copied
         }
         execute(c, "DELETE FROM meta", &[]).await.map_err(api)?;
         for (table, columns) in TABLES {
-            let mut stmt = src.prepare(&format!("SELECT {} FROM {table}", columns.join(", ")))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    (0..columns.len())
-                        .map(|i| r.get::<_, Value>(i).map(Param::of))
-                        .collect::<Result<Vec<_>, _>>()
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
-            let insert = format!(
-                "INSERT INTO {table} ({}) VALUES ({})",
-                columns.join(", "),
-                placeholders.join(", ")
-            );
-            let st = c.prepare_cached(&insert).await?;
-            for row in &rows {
-                let params: Vec<_> = row.iter().map(Param::sql).collect();
-                c.execute(&st, &params).await.with_context(|| format!("copying {table}"))?;
-            }
-            copied.push((*table, rows.len()));
+            let select = format!("SELECT {} FROM {table}", columns.join(", "));
+            let n = copy_table(&src, c, table, &select, columns).await?;
+            copied.push((*table, n));
         }
         // Serial ids continue after the copied ones.
         for table in ["heartbeats", "upgrade_requests"] {
@@ -325,35 +369,16 @@ pub async fn copy_from_sqlite(from: &Path, pool: &Pool) -> anyhow::Result<Copied
             ))
             .await?;
         }
-        let mut stmt = src.prepare(
-            "SELECT id, time, actor, action, subject, detail, hash FROM audit ORDER BY id",
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let st = c
-            .prepare_cached(
-                "INSERT INTO audit (id, time, actor, action, subject, detail, hash, prev_hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .await?;
-        let mut prev = crate::audit::genesis();
-        for (id, time, actor, action, subject, detail, hash) in &rows {
-            c.execute(&st, &[id, time, actor, action, subject, detail, hash, &prev])
-                .await
-                .context("copying audit")?;
-            prev = hash.clone();
-        }
+        // Each row with the hash it chains to (the target's fork guard).
+        let select = format!(
+            "SELECT id, time, actor, action, subject, detail, hash,
+                    COALESCE(LAG(hash) OVER (ORDER BY id), '{}') FROM audit ORDER BY id",
+            crate::audit::genesis()
+        );
+        let audit_columns = [
+            "id", "time", "actor", "action", "subject", "detail", "hash", "prev_hash",
+        ];
+        let n = copy_table(&src, c, "audit", &select, &audit_columns).await?;
         execute(
             c,
             "UPDATE audit_head SET id = $1, hash = $2 WHERE one = 1",
@@ -361,7 +386,7 @@ pub async fn copy_from_sqlite(from: &Path, pool: &Pool) -> anyhow::Result<Copied
         )
         .await
         .map_err(api)?;
-        copied.push(("audit", rows.len()));
+        copied.push(("audit", n));
         Ok(copied)
     })
     .await?;

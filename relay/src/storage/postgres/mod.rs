@@ -459,7 +459,7 @@ impl Storage for PgStorage {
                 &c,
                 "SELECT cluster_id, license_id, hostname, status, activated_at, last_seen, last_seq,
                         heartbeats, state, active_nodes, quotas, verifier_version
-                 FROM clusters WHERE ($1::TEXT IS NULL OR license_id = $1) AND cluster_id > $2
+                 FROM clusters WHERE ($1::TEXT IS NULL OR license_id = $1) AND cluster_id > $2 COLLATE \"C\"
                  ORDER BY cluster_id COLLATE \"C\" LIMIT $3",
                 &[&license, &after, &i64::from(limit)],
             )
