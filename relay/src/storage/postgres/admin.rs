@@ -7,7 +7,7 @@ use anyhow::Context;
 use deadpool_postgres::Pool;
 use rusqlite::types::Value;
 
-use super::writes::{execute, int, query, query_opt, uint};
+use super::writes::{execute, int, query, query_opt, uint, Head};
 use crate::audit::{Row, Verified};
 use crate::error::ApiError;
 use crate::tokens::{Scope, TokenInfo};
@@ -19,14 +19,21 @@ fn api(e: ApiError) -> anyhow::Error {
 /// Runs `f` in a writing transaction (head lock first), committing on `Ok`.
 async fn in_tx<T>(
     pool: &Pool,
-    f: impl AsyncFnOnce(&deadpool_postgres::ClientWrapper) -> anyhow::Result<T>,
+    f: impl AsyncFnOnce(&deadpool_postgres::ClientWrapper, &mut Head) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let c = pool.get().await.context("cannot connect to PostgreSQL")?;
-    if let Err(e) = super::begin(&c).await {
-        let _ = c.batch_execute("ROLLBACK").await;
-        return Err(api(e));
-    }
-    match f(&c).await {
+    let mut head = match super::begin(&c).await {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK").await;
+            return Err(api(e));
+        }
+    };
+    let done = match f(&c, &mut head).await {
+        Ok(v) => head.store(&c).await.map(|()| v).map_err(api),
+        Err(e) => Err(e),
+    };
+    match done {
         Ok(v) => {
             c.batch_execute("COMMIT").await?;
             Ok(v)
@@ -46,7 +53,7 @@ pub async fn create_token(
     now: u64,
 ) -> anyhow::Result<String> {
     let token = crate::tokens::generate();
-    in_tx(pool, async |c| {
+    in_tx(pool, async |c, head| {
         let taken = query_opt(c, "SELECT 1 FROM tokens WHERE name = $1", &[&name])
             .await
             .map_err(api)?
@@ -70,6 +77,7 @@ pub async fn create_token(
         .map_err(api)?;
         super::writes::audit(
             c,
+            head,
             now,
             "cli",
             "token_create",
@@ -106,7 +114,7 @@ pub async fn list_tokens(pool: &Pool) -> anyhow::Result<Vec<TokenInfo>> {
 
 /// `token revoke`.
 pub async fn revoke_token(pool: &Pool, name: &str, now: u64) -> anyhow::Result<()> {
-    in_tx(pool, async |c| {
+    in_tx(pool, async |c, head| {
         let n = execute(
             c,
             "UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
@@ -117,9 +125,17 @@ pub async fn revoke_token(pool: &Pool, name: &str, now: u64) -> anyhow::Result<(
         if n == 0 {
             anyhow::bail!("no live token named {name:?}: see `kaching-relay token list`");
         }
-        super::writes::audit(c, now, "cli", "token_revoke", name, &serde_json::json!({}))
-            .await
-            .map_err(api)?;
+        super::writes::audit(
+            c,
+            head,
+            now,
+            "cli",
+            "token_revoke",
+            name,
+            &serde_json::json!({}),
+        )
+        .await
+        .map_err(api)?;
         Ok(())
     })
     .await
@@ -344,7 +360,7 @@ pub async fn copy_from_sqlite(from: &Path, pool: &Pool) -> anyhow::Result<Copied
         )
     })?;
     let mut copied = Vec::new();
-    let target_rows = in_tx(pool, async |c| {
+    let target_rows = in_tx(pool, async |c, head| {
         for table in ["licenses", "clusters", "tokens", "audit", "revocation_lists", "roots"] {
             let n = query_opt(c, &format!("SELECT count(*) FROM {table}"), &[])
                 .await
@@ -379,13 +395,9 @@ pub async fn copy_from_sqlite(from: &Path, pool: &Pool) -> anyhow::Result<Copied
             "id", "time", "actor", "action", "subject", "detail", "hash", "prev_hash",
         ];
         let n = copy_table(&src, c, "audit", &select, &audit_columns).await?;
-        execute(
-            c,
-            "UPDATE audit_head SET id = $1, hash = $2 WHERE one = 1",
-            &[&audit_ok.rows, &audit_ok.head],
-        )
-        .await
-        .map_err(api)?;
+        // The head moves to the copied chain's (stored by in_tx).
+        head.id = audit_ok.rows;
+        head.hash.clone_from(&audit_ok.head);
         copied.push(("audit", n));
         Ok(copied)
     })

@@ -2,8 +2,8 @@
 //! database.
 //!
 //! - Writes are group-committed per replica like SQLite's (a batch of queued
-//!   writes in one transaction, each in a savepoint, answered after the
-//!   commit). Every writing transaction first locks the `audit_head` row, so
+//!   writes in one transaction, answered after the commit; no savepoints, by
+//!   the rule in [`writes`]). Every writing transaction first locks the `audit_head` row, so
 //!   writes from all replicas are serial: each sees what the one before it
 //!   committed (READ COMMITTED takes a fresh snapshot per statement), the
 //!   audit chain cannot fork, and no two transactions deadlock. The schema
@@ -196,13 +196,20 @@ enum Done {
 }
 
 impl Done {
-    fn ok(&self) -> bool {
+    /// The error that must undo the batch: anything but a refusal (4xx).
+    fn server_error(&self) -> Option<ApiError> {
+        fn of<T>(r: &Result<T, ApiError>) -> Option<ApiError> {
+            r.as_ref()
+                .err()
+                .filter(|e| e.status.is_server_error())
+                .cloned()
+        }
         match self {
-            Done::Activate(_, r) => r.is_ok(),
-            Done::Beat(_, r) => r.is_ok(),
-            Done::Publish(_, r) => r.is_ok(),
-            Done::Root(_, r) => r.is_ok(),
-            Done::Upgrade(_, r) => r.is_ok(),
+            Done::Activate(_, r) => of(r),
+            Done::Beat(_, r) => of(r),
+            Done::Publish(_, r) => of(r),
+            Done::Root(_, r) => of(r),
+            Done::Upgrade(_, r) => of(r),
         }
     }
 
@@ -228,26 +235,29 @@ impl Done {
     }
 }
 
-async fn apply(c: &ClientWrapper, job: Job) -> Done {
+async fn apply(c: &ClientWrapper, head: &mut writes::Head, job: Job) -> Done {
     match job {
-        Job::Activate(a, tx) => Done::Activate(tx, writes::activate(c, &a).await),
+        Job::Activate(a, tx) => Done::Activate(tx, writes::activate(c, head, &a).await),
         Job::Beat(b, tx) => {
             let (beat, key, now) = *b;
-            Done::Beat(tx, writes::record_heartbeat(c, &beat, &key, now).await)
+            Done::Beat(
+                tx,
+                writes::record_heartbeat(c, head, &beat, &key, now).await,
+            )
         }
         Job::Publish(p, tx) => {
             let (list, actor, now) = *p;
-            Done::Publish(tx, writes::publish(c, &list, &actor, now).await)
+            Done::Publish(tx, writes::publish(c, head, &list, &actor, now).await)
         }
         Job::Root(p, tx) => {
             let (root, actor, now) = *p;
-            Done::Root(tx, writes::publish_root(c, &root, &actor, now).await)
+            Done::Root(tx, writes::publish_root(c, head, &root, &actor, now).await)
         }
         Job::Upgrade(p, tx) => {
             let (license, request, actor, now) = *p;
             Done::Upgrade(
                 tx,
-                writes::file_upgrade(c, &license, &request, &actor, now).await,
+                writes::file_upgrade(c, head, &license, &request, &actor, now).await,
             )
         }
     }
@@ -267,9 +277,10 @@ fn fail_job(job: Job, e: &ApiError) {
     }
 }
 
-/// One transaction for the batch, one savepoint per write: a refused write
-/// leaves no trace and spares the others; every caller hears back only
-/// after the commit (or the error that undid the batch).
+/// One transaction for the batch, no savepoints: a refused write (4xx)
+/// has written nothing (the rule in [`writes`]), so the others go on; any
+/// other error rolls the whole batch back and every caller hears it. Each
+/// caller hears back only after the commit.
 async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
     let client = match pool.get().await {
         Ok(c) => c,
@@ -279,34 +290,30 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
             return;
         }
     };
-    if let Err(e) = begin(&client).await {
-        let _ = client.batch_execute("ROLLBACK").await;
-        batch.into_iter().for_each(|j| fail_job(j, &e));
-        return;
-    }
+    let mut head = match begin(&client).await {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            batch.into_iter().for_each(|j| fail_job(j, &e));
+            return;
+        }
+    };
     let mut done = Vec::with_capacity(batch.len());
     let mut jobs = batch.into_iter();
     let mut broken = None;
     for job in jobs.by_ref() {
-        if let Err(e) = client.batch_execute("SAVEPOINT one_write").await {
-            broken = Some((ApiError::from(e), Some(job)));
-            break;
-        }
-        let d = apply(&client, job).await;
-        let end = if d.ok() {
-            "RELEASE SAVEPOINT one_write"
-        } else {
-            "ROLLBACK TO SAVEPOINT one_write; RELEASE SAVEPOINT one_write"
-        };
+        let d = apply(&client, &mut head, job).await;
+        broken = d.server_error();
         done.push(d);
-        if let Err(e) = client.batch_execute(end).await {
-            broken = Some((ApiError::from(e), None));
+        if broken.is_some() {
             break;
         }
     }
-    if let Some((e, job)) = broken {
+    if broken.is_none() {
+        broken = head.store(&client).await.err();
+    }
+    if let Some(e) = broken {
         let _ = client.batch_execute("ROLLBACK").await;
-        job.into_iter().for_each(|j| fail_job(j, &e));
         jobs.for_each(|j| fail_job(j, &e));
         done.into_iter().for_each(|d| d.answer(Some(&e)));
         return;
@@ -321,7 +328,7 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
 }
 
 /// Opens a writing transaction: takes the `audit_head` lock first.
-pub async fn begin(c: &ClientWrapper) -> Result<(), ApiError> {
+pub async fn begin(c: &ClientWrapper) -> Result<writes::Head, ApiError> {
     c.batch_execute("BEGIN").await?;
     writes::lock_head(c).await
 }
@@ -589,8 +596,18 @@ impl Storage for PgStorage {
     fn configure_root(&self, initial: VerifiedRoot, now: u64) -> Fut<'_, Vec<StoredRoot>> {
         Box::pin(async move {
             let c = self.client().await?;
-            begin(&c).await?;
-            match writes::store_initial_root(&c, &initial, now).await {
+            let mut head = match begin(&c).await {
+                Ok(h) => h,
+                Err(e) => {
+                    let _ = c.batch_execute("ROLLBACK").await;
+                    return Err(e);
+                }
+            };
+            let stored = match writes::store_initial_root(&c, &mut head, &initial, now).await {
+                Ok(()) => head.store(&c).await,
+                Err(e) => Err(e),
+            };
+            match stored {
                 Ok(()) => c.batch_execute("COMMIT").await?,
                 Err(e) => {
                     let _ = c.batch_execute("ROLLBACK").await;

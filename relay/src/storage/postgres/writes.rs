@@ -1,6 +1,11 @@
 //! The state changes on PostgreSQL, each inside the caller's transaction,
 //! which already holds the `audit_head` row lock (so writes from every
 //! replica are serial, and each sees what the one before it committed).
+//!
+//! The rule that lets a batch run without savepoints: **a write that is
+//! refused (a 4xx error) has written nothing** — every check comes before
+//! the first statement that changes a row. Any other error (5xx, a database
+//! error) aborts the whole batch, and every caller in it hears that error.
 //! The same checks as the SQLite backend (`crate::store`), plus the
 //! database's own guards: the partial unique index on live clusters, the
 //! forward-only `last_seq` trigger and conditional updates.
@@ -55,23 +60,22 @@ pub fn uint(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// Takes the `audit_head` row lock: every writing transaction does this
-/// first, so writes from all replicas are serial and cannot deadlock.
-pub async fn lock_head(c: &ClientWrapper) -> Result<(), ApiError> {
-    query(c, "SELECT id FROM audit_head WHERE one = 1 FOR UPDATE", &[]).await?;
-    Ok(())
+/// The audit head as a writing transaction holds it: locked at the start,
+/// moved in memory by each append, stored once before the commit.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// Id of the last row.
+    pub id: i64,
+    /// Hash of the last row.
+    pub hash: String,
+    /// What was locked (the stored head must still be this when it moves).
+    locked: (i64, String),
 }
 
-/// Appends one audit row (the caller holds the head lock).
-pub async fn audit(
-    c: &ClientWrapper,
-    time: u64,
-    actor: &str,
-    action: &str,
-    subject: &str,
-    detail: &serde_json::Value,
-) -> Result<(), ApiError> {
-    let head = query_opt(
+/// Takes the `audit_head` row lock: every writing transaction does this
+/// first, so writes from all replicas are serial and cannot deadlock.
+pub async fn lock_head(c: &ClientWrapper) -> Result<Head, ApiError> {
+    let row = query_opt(
         c,
         "SELECT id, hash FROM audit_head WHERE one = 1 FOR UPDATE",
         &[],
@@ -80,41 +84,115 @@ pub async fn audit(
     .ok_or_else(|| {
         ApiError::internal("the audit_head row is missing: run kaching-relay migrate")
     })?;
-    let (prev_id, prev_hash): (i64, String) = (head.get(0), head.get(1));
-    let id = prev_id + 1;
-    let detail = detail.to_string();
-    let hash = crate::audit::row_hash(&prev_hash, id, time, actor, action, subject, &detail);
-    execute(
-        c,
-        "INSERT INTO audit (id, time, actor, action, subject, detail, hash, prev_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[
-            &id,
-            &int(time),
-            &actor,
-            &action,
-            &subject,
-            &detail,
-            &hash,
-            &prev_hash,
-        ],
-    )
-    .await?;
-    // Conditional: the head moves only from the row this append chained to.
-    let moved = execute(
-        c,
-        "UPDATE audit_head SET id = $1, hash = $2 WHERE one = 1 AND id = $3 AND hash = $4",
-        &[&id, &hash, &prev_id, &prev_hash],
-    )
-    .await?;
-    if moved != 1 {
-        return Err(ApiError::internal("the audit head moved during an append"));
+    let (id, hash): (i64, String) = (row.get(0), row.get(1));
+    Ok(Head {
+        locked: (id, hash.clone()),
+        id,
+        hash,
+    })
+}
+
+impl Head {
+    /// Stores the moved head, conditional on the one locked (never forks).
+    pub async fn store(&self, c: &ClientWrapper) -> Result<(), ApiError> {
+        if self.id == self.locked.0 {
+            return Ok(());
+        }
+        let moved = execute(
+            c,
+            "UPDATE audit_head SET id = $1, hash = $2 WHERE one = 1 AND id = $3 AND hash = $4",
+            &[&self.id, &self.hash, &self.locked.0, &self.locked.1],
+        )
+        .await?;
+        if moved != 1 {
+            return Err(ApiError::internal("the audit head moved under its lock"));
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// One audit row, hashed and chained after `head` (which moves to it).
+pub struct AuditRow {
+    id: i64,
+    time: i64,
+    actor: String,
+    action: String,
+    subject: String,
+    detail: String,
+    hash: String,
+    prev_hash: String,
+}
+
+impl AuditRow {
+    /// The next row after `head`.
+    pub fn next(
+        head: &mut Head,
+        time: u64,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &serde_json::Value,
+    ) -> AuditRow {
+        let id = head.id + 1;
+        let detail = detail.to_string();
+        let hash = crate::audit::row_hash(&head.hash, id, time, actor, action, subject, &detail);
+        let prev_hash = std::mem::replace(&mut head.hash, hash.clone());
+        head.id = id;
+        AuditRow {
+            id,
+            time: int(time),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            subject: subject.to_string(),
+            detail,
+            hash,
+            prev_hash,
+        }
+    }
+
+    /// Inserts it.
+    pub async fn insert(&self, c: &ClientWrapper) -> Result<u64, ApiError> {
+        execute(
+            c,
+            "INSERT INTO audit (id, time, actor, action, subject, detail, hash, prev_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &self.id,
+                &self.time,
+                &self.actor,
+                &self.action,
+                &self.subject,
+                &self.detail,
+                &self.hash,
+                &self.prev_hash,
+            ],
+        )
+        .await
+    }
+}
+
+/// Appends one audit row after `head`.
+pub async fn audit(
+    c: &ClientWrapper,
+    head: &mut Head,
+    time: u64,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &serde_json::Value,
+) -> Result<(), ApiError> {
+    AuditRow::next(head, time, actor, action, subject, detail)
+        .insert(c)
+        .await
+        .map(drop)
 }
 
 /// `POST /v1/activate` (see `crate::store` for the rules).
-pub async fn activate(c: &ClientWrapper, a: &Activation) -> Result<Activated, ApiError> {
+pub async fn activate(
+    c: &ClientWrapper,
+    head: &mut Head,
+    a: &Activation,
+) -> Result<Activated, ApiError> {
     let serving_since: u64 =
         query_opt(c, "SELECT value FROM meta WHERE key = 'serving_since'", &[])
             .await?
@@ -195,6 +273,7 @@ pub async fn activate(c: &ClientWrapper, a: &Activation) -> Result<Activated, Ap
     .await?;
     audit(
         c,
+        head,
         a.now,
         &format!("cluster:{}", a.cluster_id),
         "activate",
@@ -211,6 +290,7 @@ pub async fn activate(c: &ClientWrapper, a: &Activation) -> Result<Activated, Ap
 /// `POST /v1/heartbeat` and `/v1/deactivate` (see `crate::store`).
 pub async fn record_heartbeat(
     c: &ClientWrapper,
+    head: &mut Head,
     hb: &Heartbeat,
     key: &[u8; 32],
     now: u64,
@@ -236,51 +316,9 @@ pub async fn record_heartbeat(
     crate::store::check_beat(hb, key, &bound, &bound_key, &status, uint(last_seq))?;
     let quotas = serde_json::to_string(&hb.quotas).unwrap_or_else(|_| "{}".into());
     let (seq, now_i) = (int(hb.seq), int(now));
-    // Conditional on the sequence number: a replay that raced past the
-    // check above (it cannot, under the row lock) still changes nothing.
-    let moved = execute(
-        c,
-        "UPDATE clusters SET last_seq = $2, last_seen = $3, heartbeat_time = $4, state = $5,
-             active_nodes = $6, quotas = $7, verifier_version = $8, heartbeats = heartbeats + 1,
-             status = CASE WHEN $9 THEN 'deactivated' ELSE status END,
-             ended_at = CASE WHEN $9 THEN $3 ELSE ended_at END
-         WHERE cluster_id = $1 AND last_seq < $2 AND status = 'active'",
-        &[
-            &hb.cluster_id,
-            &seq,
-            &now_i,
-            &int(hb.time),
-            &hb.state,
-            &i64::from(hb.active_nodes),
-            &quotas,
-            &hb.verifier_version,
-            &hb.deactivate,
-        ],
-    )
-    .await?;
-    if moved != 1 {
-        return Err(crate::store::replayed(hb.seq, uint(last_seq)));
-    }
-    execute(
-        c,
-        "INSERT INTO heartbeats (cluster_id, seq, time, received_at, state, active_nodes, quotas)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &hb.cluster_id,
-            &seq,
-            &int(hb.time),
-            &now_i,
-            &hb.state,
-            &i64::from(hb.active_nodes),
-            &quotas,
-        ],
-    )
-    .await?;
-    for r in &hb.upgrade_requests {
-        insert_upgrade(c, &license_id, &hb.cluster_id, r, now, "heartbeat").await?;
-    }
-    audit(
-        c,
+    let (time, nodes) = (int(hb.time), i64::from(hb.active_nodes));
+    let row = AuditRow::next(
+        head,
         now,
         &format!("cluster:{}", hb.cluster_id),
         if hb.deactivate {
@@ -291,8 +329,59 @@ pub async fn record_heartbeat(
         &license_id,
         &json!({"seq": hb.seq, "state": hb.state, "nodes": hb.active_nodes,
                 "upgrade_requests": hb.upgrade_requests.len()}),
-    )
-    .await
+    );
+    // The checks passed: the three writes go out pipelined (one round trip).
+    // The update is still conditional on the sequence number; should it
+    // change nothing (it cannot, under the row lock), the error is a 500 and
+    // the whole batch rolls back, history and audit rows included.
+    let update: [&(dyn ToSql + Sync); 9] = [
+        &hb.cluster_id,
+        &seq,
+        &now_i,
+        &time,
+        &hb.state,
+        &nodes,
+        &quotas,
+        &hb.verifier_version,
+        &hb.deactivate,
+    ];
+    let history: [&(dyn ToSql + Sync); 7] = [
+        &hb.cluster_id,
+        &seq,
+        &time,
+        &now_i,
+        &hb.state,
+        &nodes,
+        &quotas,
+    ];
+    let (moved, _, _) = tokio::try_join!(
+        execute(
+            c,
+            "UPDATE clusters SET last_seq = $2, last_seen = $3, heartbeat_time = $4, state = $5,
+                 active_nodes = $6, quotas = $7, verifier_version = $8, heartbeats = heartbeats + 1,
+                 status = CASE WHEN $9 THEN 'deactivated' ELSE status END,
+                 ended_at = CASE WHEN $9 THEN $3 ELSE ended_at END
+             WHERE cluster_id = $1 AND last_seq < $2 AND status = 'active'",
+            &update,
+        ),
+        execute(
+            c,
+            "INSERT INTO heartbeats (cluster_id, seq, time, received_at, state, active_nodes, quotas)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &history,
+        ),
+        row.insert(c),
+    )?;
+    if moved != 1 {
+        return Err(ApiError::internal(format!(
+            "heartbeat {} of cluster {} changed no row after its checks passed",
+            hb.seq, hb.cluster_id
+        )));
+    }
+    for r in &hb.upgrade_requests {
+        insert_upgrade(c, &license_id, &hb.cluster_id, r, now, "heartbeat").await?;
+    }
+    Ok(())
 }
 
 /// Stores an upgrade request; `false` when it was filed before.
@@ -326,6 +415,7 @@ pub async fn insert_upgrade(
 /// `POST /v1/upgrade-requests` through WHOOSH.
 pub async fn file_upgrade(
     c: &ClientWrapper,
+    head: &mut Head,
     license_id: &str,
     request: &UpgradeRequest,
     actor: &str,
@@ -335,6 +425,7 @@ pub async fn file_upgrade(
     if new {
         audit(
             c,
+            head,
             now,
             &format!("token:{actor}"),
             "upgrade_request",
@@ -349,6 +440,7 @@ pub async fn file_upgrade(
 /// `PUT /v1/revocations`: stored only when newer than every stored list.
 pub async fn publish(
     c: &ClientWrapper,
+    head: &mut Head,
     list: &VerifiedRevocationList,
     actor: &str,
     now: u64,
@@ -390,6 +482,7 @@ pub async fn publish(
         }
         audit(
             c,
+            head,
             now,
             &format!("token:{actor}"),
             "publish_revocations",
@@ -412,6 +505,7 @@ pub async fn publish(
 /// `PUT /v1/roots` (see `crate::store::publish_root`).
 pub async fn publish_root(
     c: &ClientWrapper,
+    head: &mut Head,
     v: &VerifiedRoot,
     actor: &str,
     now: u64,
@@ -443,6 +537,7 @@ pub async fn publish_root(
     }
     audit(
         c,
+        head,
         now,
         &format!("token:{actor}"),
         "publish_root",
@@ -462,6 +557,7 @@ pub async fn publish_root(
 /// At start: stores the configured root (see `crate::roots::store_initial`).
 pub async fn store_initial_root(
     c: &ClientWrapper,
+    head: &mut Head,
     initial: &VerifiedRoot,
     now: u64,
 ) -> Result<(), ApiError> {
@@ -485,6 +581,7 @@ pub async fn store_initial_root(
         .await?;
         audit(
             c,
+            head,
             now,
             "config:root",
             "configure_root",
