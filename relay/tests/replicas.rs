@@ -782,3 +782,64 @@ async fn starting_a_replica_while_another_serves_keeps_the_fleets_serving_since(
     let _c = r.spawn().await;
     assert!(serving_since().await > first);
 }
+
+#[tokio::test]
+async fn concurrent_heartbeats_with_refusals_mixed_in_keep_only_the_accepted_ones() {
+    let Some(r) = Replicas::new().await else {
+        return;
+    };
+    let a = Arc::new(r.spawn().await);
+    let r = Arc::new(r);
+    const CLUSTERS: u8 = 24;
+    for n in 0..CLUSTERS {
+        assert_eq!(r.activate(&a, &license(150 + n, 3600), n).await, 200);
+    }
+    // Two waves, each sent all at once so they share commit batches: every
+    // cluster's first heartbeat with one from a cluster that never
+    // activated; then a replay of every first heartbeat.
+    let mut firsts = Vec::new();
+    let mut wave = Vec::new();
+    for n in 0..CLUSTERS {
+        let l = license(150 + n, 3600);
+        let (key, stranger) = (cluster_key(n), cluster_key(100 + n));
+        let good = beat(&l, &key, 1).sign(&key);
+        firsts.push(good.clone());
+        wave.push(good);
+        wave.push(beat(&l, &stranger, 1).sign(&stranger));
+    }
+    let mut statuses = BTreeMap::new();
+    for bodies in [wave, firsts] {
+        let sends: Vec<_> = bodies
+            .into_iter()
+            .map(|body| {
+                let (r, a) = (r.clone(), a.clone());
+                tokio::spawn(async move { r.beat_bytes(&a, body).await.status().as_u16() })
+            })
+            .collect();
+        for s in sends {
+            *statuses.entry(s.await.unwrap()).or_insert(0) += 1;
+        }
+    }
+    let n = u32::from(CLUSTERS);
+    assert_eq!(
+        statuses,
+        BTreeMap::from([(200, n), (403, n), (409, n)]),
+        "one accepted, one replay and one stranger per cluster"
+    );
+    let client = r.db.client().await;
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM heartbeats").await,
+        i64::from(CLUSTERS)
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM clusters WHERE last_seq = 1 AND heartbeats = 1").await,
+        i64::from(CLUSTERS)
+    );
+    assert!(r
+        .audit_verify()
+        .contains(&format!("audit log intact: {} rows", 2 * n)));
+}

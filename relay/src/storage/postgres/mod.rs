@@ -35,6 +35,7 @@ use crate::tokens::Scope;
 use writes::{execute, int, query, query_opt, uint};
 
 pub mod admin;
+pub mod beats;
 pub mod schema;
 pub mod writes;
 
@@ -298,23 +299,16 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
             return;
         }
     };
-    let mut done = Vec::with_capacity(batch.len());
-    let mut jobs = batch.into_iter();
-    let mut broken = None;
-    for job in jobs.by_ref() {
-        let d = apply(&client, &mut head, job).await;
-        broken = d.server_error();
-        done.push(d);
-        if broken.is_some() {
-            break;
-        }
-    }
+    let (done, mut broken) = if heartbeats_only(&batch) {
+        batched_heartbeats(&client, &mut head, batch).await
+    } else {
+        one_by_one(&client, &mut head, batch).await
+    };
     if broken.is_none() {
         broken = head.store(&client).await.err();
     }
     if let Some(e) = broken {
         let _ = client.batch_execute("ROLLBACK").await;
-        jobs.for_each(|j| fail_job(j, &e));
         done.into_iter().for_each(|d| d.answer(Some(&e)));
         return;
     }
@@ -325,6 +319,76 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
             done.into_iter().for_each(|d| d.answer(Some(&e)));
         }
     }
+}
+
+/// True for a batch of heartbeats only, one per cluster (the hot path).
+fn heartbeats_only(batch: &[Job]) -> bool {
+    let beats: Vec<&beats::Beat> = batch
+        .iter()
+        .filter_map(|j| match j {
+            Job::Beat(b, _) => Some(&**b),
+            _ => None,
+        })
+        .collect();
+    beats.len() > 1 && beats.len() == batch.len() && beats::distinct_clusters(&beats)
+}
+
+/// Applies each write in turn; stops at the first error that must undo
+/// the batch (the jobs after it are answered with it too).
+async fn one_by_one(
+    c: &ClientWrapper,
+    head: &mut writes::Head,
+    batch: Vec<Job>,
+) -> (Vec<Done>, Option<ApiError>) {
+    let mut done = Vec::with_capacity(batch.len());
+    let mut jobs = batch.into_iter();
+    for job in jobs.by_ref() {
+        let d = apply(c, head, job).await;
+        let broken = d.server_error();
+        done.push(d);
+        if let Some(e) = broken {
+            jobs.for_each(|j| fail_job(j, &e));
+            return (done, Some(e));
+        }
+    }
+    (done, None)
+}
+
+/// Records a batch of heartbeats from distinct clusters at once ([`beats`]).
+async fn batched_heartbeats(
+    c: &ClientWrapper,
+    head: &mut writes::Head,
+    batch: Vec<Job>,
+) -> (Vec<Done>, Option<ApiError>) {
+    let result = {
+        let beats: Vec<&beats::Beat> = batch
+            .iter()
+            .filter_map(|j| match j {
+                Job::Beat(b, _) => Some(&**b),
+                _ => None,
+            })
+            .collect();
+        beats::record(c, head, &beats).await
+    };
+    let (mut outcomes, broken) = match result {
+        Ok(o) => (o, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    outcomes.resize_with(batch.len(), || {
+        Err(ApiError::internal("heartbeat batch undone"))
+    });
+    let done = batch
+        .into_iter()
+        .zip(outcomes)
+        .filter_map(|(job, outcome)| match job {
+            Job::Beat(_, tx) => Some(Done::Beat(tx, outcome)),
+            other => {
+                fail_job(other, &ApiError::internal("not a heartbeat"));
+                None
+            }
+        })
+        .collect();
+    (done, broken)
 }
 
 /// Opens a writing transaction: takes the `audit_head` lock first.

@@ -150,6 +150,20 @@ impl AuditRow {
         }
     }
 
+    /// Its values, in the column order of the insert.
+    pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.id,
+            &self.time,
+            &self.actor,
+            &self.action,
+            &self.subject,
+            &self.detail,
+            &self.hash,
+            &self.prev_hash,
+        ]
+    }
+
     /// Inserts it.
     pub async fn insert(&self, c: &ClientWrapper) -> Result<u64, ApiError> {
         execute(
