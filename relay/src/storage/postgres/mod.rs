@@ -16,10 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod};
-use futures_util::StreamExt;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::NoTls;
 
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::heartbeat::Heartbeat;
@@ -32,10 +31,15 @@ use super::{Activated, Fut, LicenseView, Storage, StoredRoot};
 use crate::error::ApiError;
 use crate::store::Activation;
 use crate::tokens::Scope;
+pub use batch::begin;
+use batch::Job;
 use writes::{execute, int, query, query_opt, uint};
 
 pub mod admin;
+pub mod batch;
 pub mod beats;
+pub mod chain;
+pub mod listen;
 pub mod schema;
 pub mod writes;
 
@@ -46,30 +50,6 @@ const POOL_SIZE: usize = 8;
 
 /// The channel publishing transactions notify.
 pub const CHANNEL: &str = "kaching_published";
-
-/// A write queued for this replica's group commit.
-enum Job {
-    Activate(
-        Box<Activation>,
-        oneshot::Sender<Result<Activated, ApiError>>,
-    ),
-    Beat(
-        Box<(Heartbeat, [u8; 32], u64)>,
-        oneshot::Sender<Result<(), ApiError>>,
-    ),
-    Publish(
-        Box<(VerifiedRevocationList, String, u64)>,
-        oneshot::Sender<Result<Acceptance, ApiError>>,
-    ),
-    Root(
-        Box<(VerifiedRoot, String, u64)>,
-        oneshot::Sender<Result<Vec<u64>, ApiError>>,
-    ),
-    Upgrade(
-        Box<(String, UpgradeRequest, String, u64)>,
-        oneshot::Sender<Result<bool, ApiError>>,
-    ),
-}
 
 /// A replica's view of the shared PostgreSQL database.
 pub struct PgStorage {
@@ -126,9 +106,9 @@ impl PgStorage {
     pub async fn open(url: &str, max_batch: usize) -> anyhow::Result<PgStorage> {
         let pool = connect_and_migrate(url).await?;
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(8).max(64));
-        let writer = tokio::spawn(write_loop(pool.clone(), rx, max_batch.max(1)));
+        let writer = tokio::spawn(batch::write_loop(pool.clone(), rx, max_batch.max(1)));
         let (ticks, changes) = watch::channel(0);
-        let listener = tokio::spawn(listen_loop(url.to_string(), ticks));
+        let listener = tokio::spawn(listen::listen_loop(url.to_string(), ticks));
         Ok(PgStorage {
             pool,
             queue: Mutex::new(Some(tx)),
@@ -159,291 +139,6 @@ impl PgStorage {
     async fn client(&self) -> Result<deadpool_postgres::Client, ApiError> {
         Ok(self.pool.get().await?)
     }
-}
-
-/// Takes what is queued (up to `max_batch`) and commits it as one batch.
-async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        commit_batch(&pool, batch).await;
-    }
-}
-
-/// A job's outcome, held until the commit decides whether it stands.
-enum Done {
-    Activate(
-        oneshot::Sender<Result<Activated, ApiError>>,
-        Result<Activated, ApiError>,
-    ),
-    Beat(oneshot::Sender<Result<(), ApiError>>, Result<(), ApiError>),
-    Publish(
-        oneshot::Sender<Result<Acceptance, ApiError>>,
-        Result<Acceptance, ApiError>,
-    ),
-    Root(
-        oneshot::Sender<Result<Vec<u64>, ApiError>>,
-        Result<Vec<u64>, ApiError>,
-    ),
-    Upgrade(
-        oneshot::Sender<Result<bool, ApiError>>,
-        Result<bool, ApiError>,
-    ),
-}
-
-impl Done {
-    /// The error that must undo the batch: anything but a refusal (4xx).
-    fn server_error(&self) -> Option<ApiError> {
-        fn of<T>(r: &Result<T, ApiError>) -> Option<ApiError> {
-            r.as_ref()
-                .err()
-                .filter(|e| e.status.is_server_error())
-                .cloned()
-        }
-        match self {
-            Done::Activate(_, r) => of(r),
-            Done::Beat(_, r) => of(r),
-            Done::Publish(_, r) => of(r),
-            Done::Root(_, r) => of(r),
-            Done::Upgrade(_, r) => of(r),
-        }
-    }
-
-    /// Answers with the outcome, or with `err` when the batch failed.
-    fn answer(self, err: Option<&ApiError>) {
-        fn send<T>(
-            tx: oneshot::Sender<Result<T, ApiError>>,
-            r: Result<T, ApiError>,
-            err: Option<&ApiError>,
-        ) {
-            let _ = tx.send(match err {
-                Some(e) => Err(e.clone()),
-                None => r,
-            });
-        }
-        match self {
-            Done::Activate(tx, r) => send(tx, r, err),
-            Done::Beat(tx, r) => send(tx, r, err),
-            Done::Publish(tx, r) => send(tx, r, err),
-            Done::Root(tx, r) => send(tx, r, err),
-            Done::Upgrade(tx, r) => send(tx, r, err),
-        }
-    }
-}
-
-async fn apply(c: &ClientWrapper, head: &mut writes::Head, job: Job) -> Done {
-    match job {
-        Job::Activate(a, tx) => Done::Activate(tx, writes::activate(c, head, &a).await),
-        Job::Beat(b, tx) => {
-            let (beat, key, now) = *b;
-            Done::Beat(
-                tx,
-                writes::record_heartbeat(c, head, &beat, &key, now).await,
-            )
-        }
-        Job::Publish(p, tx) => {
-            let (list, actor, now) = *p;
-            Done::Publish(tx, writes::publish(c, head, &list, &actor, now).await)
-        }
-        Job::Root(p, tx) => {
-            let (root, actor, now) = *p;
-            Done::Root(tx, writes::publish_root(c, head, &root, &actor, now).await)
-        }
-        Job::Upgrade(p, tx) => {
-            let (license, request, actor, now) = *p;
-            Done::Upgrade(
-                tx,
-                writes::file_upgrade(c, head, &license, &request, &actor, now).await,
-            )
-        }
-    }
-}
-
-fn fail<T>(tx: oneshot::Sender<Result<T, ApiError>>, e: &ApiError) {
-    let _ = tx.send(Err(e.clone()));
-}
-
-fn fail_job(job: Job, e: &ApiError) {
-    match job {
-        Job::Activate(_, tx) => fail(tx, e),
-        Job::Beat(_, tx) => fail(tx, e),
-        Job::Publish(_, tx) => fail(tx, e),
-        Job::Root(_, tx) => fail(tx, e),
-        Job::Upgrade(_, tx) => fail(tx, e),
-    }
-}
-
-/// One transaction for the batch, no savepoints: a refused write (4xx)
-/// has written nothing (the rule in [`writes`]), so the others go on; any
-/// other error rolls the whole batch back and every caller hears it. Each
-/// caller hears back only after the commit.
-async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
-    let client = match pool.get().await {
-        Ok(c) => c,
-        Err(e) => {
-            let e = ApiError::from(e);
-            batch.into_iter().for_each(|j| fail_job(j, &e));
-            return;
-        }
-    };
-    let mut head = match begin(&client).await {
-        Ok(h) => h,
-        Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            batch.into_iter().for_each(|j| fail_job(j, &e));
-            return;
-        }
-    };
-    let (done, mut broken) = if heartbeats_only(&batch) {
-        batched_heartbeats(&client, &mut head, batch).await
-    } else {
-        one_by_one(&client, &mut head, batch).await
-    };
-    if broken.is_none() {
-        broken = head.store(&client).await.err();
-    }
-    if let Some(e) = broken {
-        let _ = client.batch_execute("ROLLBACK").await;
-        done.into_iter().for_each(|d| d.answer(Some(&e)));
-        return;
-    }
-    match client.batch_execute("COMMIT").await {
-        Ok(()) => done.into_iter().for_each(|d| d.answer(None)),
-        Err(e) => {
-            let e = ApiError::from(e);
-            done.into_iter().for_each(|d| d.answer(Some(&e)));
-        }
-    }
-}
-
-/// True for a batch of heartbeats only, one per cluster (the hot path).
-fn heartbeats_only(batch: &[Job]) -> bool {
-    let beats: Vec<&beats::Beat> = batch
-        .iter()
-        .filter_map(|j| match j {
-            Job::Beat(b, _) => Some(&**b),
-            _ => None,
-        })
-        .collect();
-    beats.len() > 1 && beats.len() == batch.len() && beats::distinct_clusters(&beats)
-}
-
-/// Applies each write in turn; stops at the first error that must undo
-/// the batch (the jobs after it are answered with it too).
-async fn one_by_one(
-    c: &ClientWrapper,
-    head: &mut writes::Head,
-    batch: Vec<Job>,
-) -> (Vec<Done>, Option<ApiError>) {
-    let mut done = Vec::with_capacity(batch.len());
-    let mut jobs = batch.into_iter();
-    for job in jobs.by_ref() {
-        let d = apply(c, head, job).await;
-        let broken = d.server_error();
-        done.push(d);
-        if let Some(e) = broken {
-            jobs.for_each(|j| fail_job(j, &e));
-            return (done, Some(e));
-        }
-    }
-    (done, None)
-}
-
-/// Records a batch of heartbeats from distinct clusters at once ([`beats`]).
-async fn batched_heartbeats(
-    c: &ClientWrapper,
-    head: &mut writes::Head,
-    batch: Vec<Job>,
-) -> (Vec<Done>, Option<ApiError>) {
-    let result = {
-        let beats: Vec<&beats::Beat> = batch
-            .iter()
-            .filter_map(|j| match j {
-                Job::Beat(b, _) => Some(&**b),
-                _ => None,
-            })
-            .collect();
-        beats::record(c, head, &beats).await
-    };
-    let (mut outcomes, broken) = match result {
-        Ok(o) => (o, None),
-        Err(e) => (Vec::new(), Some(e)),
-    };
-    outcomes.resize_with(batch.len(), || {
-        Err(ApiError::internal("heartbeat batch undone"))
-    });
-    let done = batch
-        .into_iter()
-        .zip(outcomes)
-        .filter_map(|(job, outcome)| match job {
-            Job::Beat(_, tx) => Some(Done::Beat(tx, outcome)),
-            other => {
-                fail_job(other, &ApiError::internal("not a heartbeat"));
-                None
-            }
-        })
-        .collect();
-    (done, broken)
-}
-
-/// Opens a writing transaction: takes the `audit_head` lock first.
-pub async fn begin(c: &ClientWrapper) -> Result<writes::Head, ApiError> {
-    c.batch_execute("BEGIN").await?;
-    writes::lock_head(c).await
-}
-
-/// Keeps a `LISTEN` connection open, reconnecting after a loss; ticks
-/// `ticks` on each notification and on each (re)connection (anything
-/// published while it was away is then read from the tables).
-async fn listen_loop(url: String, ticks: watch::Sender<u64>) {
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        match listen_once(&url, &ticks).await {
-            Ok(()) => backoff = Duration::from_millis(250),
-            Err(e) => {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "lost the PostgreSQL LISTEN connection; reconnecting"
-                );
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-async fn listen_once(url: &str, ticks: &watch::Sender<u64>) -> anyhow::Result<()> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
-    let (note_tx, mut notes) = mpsc::unbounded_channel::<()>();
-    let driver = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(m) = messages.next().await {
-            match m {
-                Ok(AsyncMessage::Notification(_)) => {
-                    if note_tx.send(()).is_err() {
-                        return Ok(());
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    // Listening from here on: whatever came before is read from the tables.
-    ticks.send_modify(|n| *n = n.wrapping_add(1));
-    while notes.recv().await.is_some() {
-        ticks.send_modify(|n| *n = n.wrapping_add(1));
-    }
-    drop(client);
-    driver.await??;
-    anyhow::bail!("the LISTEN connection closed")
 }
 
 impl Storage for PgStorage {
