@@ -9,6 +9,11 @@
 //! target/release/examples/heartbeat_load --clusters 10000 --beats 10 --concurrency 64
 //! ```
 //!
+//! With `--postgres postgres://user:pw@host/db` it creates a fresh database
+//! on that server, runs `--replicas N` relays on it (default 1) and spreads
+//! the heartbeats over them round-robin; CPU is then the sum over the
+//! replicas, and the database size is PostgreSQL's (`pg_database_size`).
+//!
 //! It starts `kaching-relay serve` (next to this example's directory, or
 //! `--relay-bin`) on 127.0.0.1:0 with a temporary data directory, signs every
 //! license, activation request and heartbeat in-process with test keys, and
@@ -36,6 +41,8 @@ struct Args {
     beats: u64,
     concurrency: usize,
     relay_bin: PathBuf,
+    postgres: Option<String>,
+    replicas: usize,
 }
 
 fn args() -> Args {
@@ -44,6 +51,8 @@ fn args() -> Args {
         beats: 10,
         concurrency: 64,
         relay_bin: support::default_relay_bin(),
+        postgres: None,
+        replicas: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,7 +62,11 @@ fn args() -> Args {
             "--beats" => a.beats = v.parse().expect("--beats N"),
             "--concurrency" => a.concurrency = v.parse().expect("--concurrency N"),
             "--relay-bin" => a.relay_bin = PathBuf::from(v),
-            _ => panic!("unknown flag {flag}: use --clusters --beats --concurrency --relay-bin"),
+            "--postgres" => a.postgres = Some(v),
+            "--replicas" => a.replicas = v.parse().expect("--replicas N"),
+            _ => panic!(
+                "unknown flag {flag}: use --clusters --beats --concurrency --relay-bin --postgres --replicas"
+            ),
         }
     }
     a
@@ -168,8 +181,21 @@ fn floor_us(key: &SecretKey, relay: &SecretKey) -> (f64, f64) {
 async fn main() {
     let a = args();
     let vendor = SecretKey::from_seed(&[0xbe; 32]);
-    let relay = support::Relay::start(&a.relay_bin, &vendor, "").await;
-    let (pid, addr) = (relay.pid, relay.addr.clone());
+    let pg = match &a.postgres {
+        Some(server) => Some(support::PgBench::create(server).await),
+        None => None,
+    };
+    let extra = pg
+        .as_ref()
+        .map(|p| format!("database = {:?}\n", p.url))
+        .unwrap_or_default();
+    let mut relays = Vec::new();
+    for _ in 0..a.replicas.max(1) {
+        relays.push(support::Relay::start(&a.relay_bin, &vendor, &extra).await);
+    }
+    let pids: Vec<u32> = relays.iter().map(|r| r.pid).collect();
+    let addrs: Vec<String> = relays.iter().map(|r| r.addr.clone()).collect();
+    let addr = addrs[0].clone();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(a.concurrency)
         .timeout(Duration::from_secs(60))
@@ -212,12 +238,16 @@ async fn main() {
     let act_secs = t0.elapsed().as_secs_f64();
     assert_eq!(failures, 0, "activations failed");
 
-    // Heartbeat rounds.
-    let hb_url = format!("http://{addr}/v1/heartbeat");
+    // Heartbeat rounds, spread over the replicas.
+    let hb_urls: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("http://{a}/v1/heartbeat"))
+        .collect();
     let mut lat: Vec<u32> = Vec::with_capacity((a.clusters as u64 * a.beats) as usize);
     let mut busy = Duration::ZERO;
     let mut errors = 0usize;
-    let cpu0 = cpu_secs(pid);
+    let cpu_all = || pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+    let cpu0 = cpu_all();
     for seq in 1..=a.beats {
         let bodies: Vec<Vec<u8>> = (0..a.clusters)
             .map(|i| {
@@ -239,9 +269,9 @@ async fn main() {
             })
             .collect();
         let start = Instant::now();
-        let results: Vec<(bool, u32)> = stream::iter(bodies)
-            .map(|body| {
-                let (http, url) = (http.clone(), hb_url.clone());
+        let results: Vec<(bool, u32)> = stream::iter(bodies.into_iter().enumerate())
+            .map(|(i, body)| {
+                let (http, url) = (http.clone(), hb_urls[i % hb_urls.len()].clone());
                 async move {
                     let t = Instant::now();
                     let ok = matches!(http.post(url).body(body).send().await, Ok(r) if r.status() == 200);
@@ -260,24 +290,35 @@ async fn main() {
             }
         }
     }
-    let cpu = cpu_secs(pid) - cpu0;
+    let cpu = cpu_all() - cpu0;
     lat.sort_unstable();
     let total = lat.len();
     let (verify, sign) = floor_us(&keys[0], &SecretKey::from_seed(&[0x5e; 32]));
     let floor = verify + sign;
     let per_beat = cpu * 1e6 / total.max(1) as f64;
-    let rss = relay.status("VmRSS:");
-    let hwm = relay.status("VmHWM:");
-    let data = relay.data.clone();
+    let rss = relays[0].status("VmRSS:");
+    let hwm = relays[0].status("VmHWM:");
+    let data = relays[0].data.clone();
     let size = |f: &str| {
         std::fs::metadata(data.join(f))
             .map(|m| m.len())
             .unwrap_or(0)
     };
-    let db_mib = (size("relay.db") + size("relay.db-wal")) as f64 / (1024.0 * 1024.0);
-    relay.stop().await;
+    let db_bytes = match &pg {
+        Some(p) => p.size().await,
+        None => size("relay.db") + size("relay.db-wal"),
+    };
+    let db_mib = db_bytes as f64 / (1024.0 * 1024.0);
+    for r in relays {
+        r.stop().await;
+    }
+    if let Some(p) = pg {
+        p.drop_database().await;
+    }
     println!(
-        "clusters={} beats={} concurrency={} | activations/s={:.0} | heartbeats ok={} errors={} | heartbeats/s={:.0} | p50={:.2}ms p99={:.2}ms max={:.2}ms | relay CPU/heartbeat={:.0}us floor(open+verify {:.0}us + sign {:.0}us)={:.0}us ratio={:.2} | relay RSS={} peak={} | db={:.1} MiB",
+        "backend={} replicas={} clusters={} beats={} concurrency={} | activations/s={:.0} | heartbeats ok={} errors={} | heartbeats/s={:.0} | p50={:.2}ms p99={:.2}ms max={:.2}ms | relay CPU/heartbeat={:.0}us floor(open+verify {:.0}us + sign {:.0}us)={:.0}us ratio={:.2} | relay RSS={} peak={} | db={:.1} MiB",
+        if a.postgres.is_some() { "postgres" } else { "sqlite" },
+        a.replicas.max(1),
         a.clusters,
         a.beats,
         a.concurrency,

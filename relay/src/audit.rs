@@ -32,8 +32,51 @@ fn chain(prev_hex: &str, row: &Canonical<'_>) -> String {
     hex(&h.finalize())
 }
 
-fn genesis() -> String {
+/// The hash before the first row: 32 zero bytes, in hex.
+pub fn genesis() -> String {
     hex(&[0u8; 32])
+}
+
+/// One audit row as stored (every backend hashes it the same way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Position in the chain, from 1.
+    pub id: i64,
+    /// Relay time.
+    pub time: u64,
+    /// Who: `cluster:<id>`, `token:<name>`, `cli`, `config:root`.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// To what.
+    pub subject: String,
+    /// JSON details.
+    pub detail: String,
+    /// Its chained hash.
+    pub hash: String,
+}
+
+/// The hash of row `id` chained after `prev_hex`.
+pub fn row_hash(
+    prev_hex: &str,
+    id: i64,
+    time: u64,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &str,
+) -> String {
+    chain(
+        prev_hex,
+        &Canonical {
+            id,
+            time,
+            actor,
+            action,
+            subject,
+            detail,
+        },
+    )
 }
 
 /// Appends one row inside the caller's transaction.
@@ -88,54 +131,102 @@ pub struct Verified {
 pub fn verify(conn: &Connection) -> anyhow::Result<Verified> {
     let mut stmt = conn
         .prepare("SELECT id, time, actor, action, subject, detail, hash FROM audit ORDER BY id")?;
-    let mut rows = stmt.query([])?;
-    let mut expected_id = 1i64;
-    let mut prev = genesis();
-    while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
-        let time: u64 = r.get(1)?;
-        let actor: String = r.get(2)?;
-        let action: String = r.get(3)?;
-        let subject: String = r.get(4)?;
-        let detail: String = r.get(5)?;
-        let stored: String = r.get(6)?;
-        if id != expected_id {
-            anyhow::bail!(
-                "audit log broken: row {expected_id} is missing (next row is {id}); rows were deleted"
-            );
-        }
-        let computed = chain(
-            &prev,
-            &Canonical {
-                id,
-                time,
-                actor: &actor,
-                action: &action,
-                subject: &subject,
-                detail: &detail,
-            },
-        );
-        if computed != stored {
-            anyhow::bail!(
-                "audit log broken at row {id} ({action} {subject}): its hash does not match its content or the row before it; the row was edited"
-            );
-        }
-        prev = stored;
-        expected_id += 1;
-    }
-    let rows = expected_id - 1;
+    let rows = stmt.query_map([], |r| {
+        Ok(Row {
+            id: r.get(0)?,
+            time: r.get(1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            subject: r.get(4)?,
+            detail: r.get(5)?,
+            hash: r.get(6)?,
+        })
+    })?;
     let head: Option<(i64, String)> = conn
         .query_row("SELECT id, hash FROM audit_head WHERE one = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
-    match head {
-        None if rows == 0 => {}
-        Some((id, hash)) if id == rows && hash == prev => {}
-        Some((id, _)) => anyhow::bail!(
-            "audit log broken: the head records {id} rows but {rows} chain correctly; rows at the end were deleted or the head was edited"
-        ),
-        None => anyhow::bail!("audit log broken: rows exist but the head record is missing"),
+    verify_rows(rows.map(|r| r.map_err(anyhow::Error::from)), head)
+}
+
+/// Checks `rows` (ascending by id) against each other and `head` (the
+/// stored last id and hash; `(0, genesis)` or none for an empty log).
+pub fn verify_rows(
+    rows: impl Iterator<Item = anyhow::Result<Row>>,
+    head: Option<(i64, String)>,
+) -> anyhow::Result<Verified> {
+    let mut walk = Walk::new();
+    for r in rows {
+        walk.push(&r?)?;
     }
-    Ok(Verified { rows, head: prev })
+    walk.finish(head)
+}
+
+/// The chain walked one row at a time (a large log is read in chunks).
+pub struct Walk {
+    expected_id: i64,
+    prev: String,
+}
+
+impl Default for Walk {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Walk {
+    /// Before the first row.
+    pub fn new() -> Walk {
+        Walk {
+            expected_id: 1,
+            prev: genesis(),
+        }
+    }
+
+    /// Checks the next row; the error names it.
+    pub fn push(&mut self, r: &Row) -> anyhow::Result<()> {
+        let expected_id = self.expected_id;
+        if r.id != expected_id {
+            anyhow::bail!(
+                "audit log broken: row {expected_id} is missing (next row is {}); rows were deleted",
+                r.id
+            );
+        }
+        let computed = row_hash(
+            &self.prev, r.id, r.time, &r.actor, &r.action, &r.subject, &r.detail,
+        );
+        if computed != r.hash {
+            anyhow::bail!(
+                "audit log broken at row {} ({} {}): its hash does not match its content or the row before it; the row was edited",
+                r.id,
+                r.action,
+                r.subject
+            );
+        }
+        self.prev.clone_from(&r.hash);
+        self.expected_id += 1;
+        Ok(())
+    }
+
+    /// Rows walked so far.
+    pub fn rows(&self) -> i64 {
+        self.expected_id - 1
+    }
+
+    /// Checks the walked chain against the stored `head`.
+    pub fn finish(self, head: Option<(i64, String)>) -> anyhow::Result<Verified> {
+        let rows = self.rows();
+        let prev = self.prev;
+        match head {
+            None if rows == 0 => {}
+            Some((0, _)) if rows == 0 => {}
+            Some((id, hash)) if id == rows && hash == prev => {}
+            Some((id, _)) => anyhow::bail!(
+                "audit log broken: the head records {id} rows but {rows} chain correctly; rows at the end were deleted or the head was edited"
+            ),
+            None => anyhow::bail!("audit log broken: rows exist but the head record is missing"),
+        }
+        Ok(Verified { rows, head: prev })
+    }
 }

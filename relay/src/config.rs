@@ -24,9 +24,10 @@ const SECTIONS: [&str; 2] = ["rate_limit", "commit"];
 /// The `KACHING_RELAY_*` names the relay reads (lower-cased, without the
 /// prefix). Others are left alone: the verifier's `[relay]` overrides share
 /// the prefix (`KACHING_RELAY_URL`, …) and may sit in the same environment.
-const ENV_KEYS: [&str; 20] = [
+const ENV_KEYS: [&str; 21] = [
     "listen",
     "data_dir",
+    "database",
     "vendor_keys",
     "vendor_keys_file",
     "root",
@@ -70,6 +71,10 @@ pub struct Config {
     pub listen: String,
     /// Directory of the database and the relay's signing key.
     pub data_dir: PathBuf,
+    /// Where the state lives: `sqlite:///path/relay.db` (default:
+    /// `data_dir/relay.db`) or `postgres://user:password@host:5432/db`
+    /// for several replicas. Its password is redacted in `Debug`.
+    pub database: Option<DatabaseUrl>,
     /// Inline PEM bundle of trusted vendor public keys.
     pub vendor_keys: Option<String>,
     /// File holding a PEM bundle of trusted vendor public keys.
@@ -118,6 +123,17 @@ pub struct Config {
     pub commit: Commit,
 }
 
+/// The `database` URL; `Debug` hides its password.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::storage::redact(&self.0))
+    }
+}
+
 /// Token bucket per client IP.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -141,6 +157,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:7878".into(),
             data_dir: PathBuf::from("/var/lib/kaching-relay"),
+            database: None,
             vendor_keys: None,
             vendor_keys_file: None,
             root: None,
@@ -338,9 +355,21 @@ impl Config {
         }
     }
 
-    /// Path of the SQLite database.
+    /// Path of the SQLite database when `database` is unset.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("relay.db")
+    }
+
+    /// The database `database` names, or SQLite at [`Config::db_path`].
+    pub fn database(&self) -> anyhow::Result<crate::storage::Database> {
+        match &self.database {
+            None => Ok(crate::storage::Database::Sqlite(self.db_path())),
+            Some(DatabaseUrl(url)) if url.is_empty() => {
+                Ok(crate::storage::Database::Sqlite(self.db_path()))
+            }
+            Some(DatabaseUrl(url)) => crate::storage::Database::parse(url)
+                .context("the `database` setting (KACHING_RELAY_DATABASE)"),
+        }
     }
 
     /// Path of the relay's signing key.

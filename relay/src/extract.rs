@@ -10,7 +10,7 @@ use axum::http::{header, StatusCode};
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::tokens::{self, Scope};
+use crate::tokens::Scope;
 
 /// The raw request body, size-limited by the router's body limit.
 pub struct RawBody(pub Bytes);
@@ -100,10 +100,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 unauthorized()
             })?
             .to_string();
-        let found = state
-            .readers
-            .read(move |conn| Ok(tokens::lookup(conn, &token)?))
-            .await?;
+        let found = state.storage.lookup_token(token).await?;
         match found {
             Some((name, scope, false)) => Ok(Caller { name, scope }),
             Some((name, _, true)) => {

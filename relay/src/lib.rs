@@ -18,7 +18,6 @@ use std::time::Duration;
 use anyhow::Context;
 use kaching_core::revocation::verify_revocation_list;
 use kaching_kit::shutdown::{Listener, Shutdown};
-use rusqlite::OptionalExtension;
 use tokio::sync::watch;
 
 pub mod audit;
@@ -26,6 +25,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod follow;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
@@ -33,6 +33,7 @@ pub mod responses;
 pub mod roots;
 pub mod routes;
 pub mod state;
+pub mod storage;
 pub mod store;
 pub mod tokens;
 pub mod writer;
@@ -40,8 +41,7 @@ pub mod writer;
 pub use config::Config;
 
 use state::{AppState, CurrentList};
-use store::Write;
-use writer::Writer;
+use storage::Storage;
 
 /// How often old heartbeat history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -58,11 +58,17 @@ pub async fn run(
     let initial_root = config.initial_root()?;
     let catalog = config.tier_catalog()?;
     let relay_key = state::load_or_create_key(&config.key_path())?;
-    let conn = db::open_and_migrate(&config.db_path())?;
+    let database = config.database()?;
+    let storage = storage::open(&database, config.commit.max_batch)
+        .await
+        .with_context(|| format!("cannot open the database {database:?}"))?;
     // Every binding gets a full grace window from now: the time this relay
     // was down is nobody's silence (docs/relay.md, "Binding across an outage").
     let serving_since = db::now();
-    db::mark_serving(&conn, serving_since)?;
+    storage
+        .mark_serving(serving_since)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot record the relay's start: {}", e.message))?;
     let nofile = kaching_kit::rlimit::raise_nofile();
     let limits = config.limits(nofile);
     let roots = match initial_root {
@@ -70,7 +76,11 @@ pub async fn run(
             if !vendor_keys.is_empty() {
                 tracing::warn!("vendor_keys is ignored while `root` is set: the root's issuer and revoker keys decide");
             }
-            Some(roots::load_chain(&conn, initial, serving_since)?)
+            let stored = storage
+                .configure_root(initial.clone(), serving_since)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot store the configured root: {}", e.message))?;
+            Some(roots::load_chain(initial, stored))
         }
         None => None,
     };
@@ -94,26 +104,26 @@ pub async fn run(
         Some(r) => r.keys_for(kaching_core::root::Role::Revoker),
         None => vendor_keys.clone(),
     };
-    let current = load_current_list(&conn, &list_keys)?;
-    let (writer, writer_thread) = Writer::start(conn, config.commit.max_batch)
-        .context("cannot start the database writer thread")?;
+    let current = load_current_list(storage.as_ref(), &list_keys).await?;
     let stop = Shutdown::new();
     let (revocations, _) = watch::channel(current);
     let state = Arc::new(AppState {
         document: openapi::document,
-        readers: db::Readers::new(config.db_path()),
+        storage: storage.clone(),
         config,
         vendor_keys,
         roots,
         relay_key,
-        writer: writer.clone(),
         revocations,
         shutdown: stop.listener(),
         catalog,
         metrics: Arc::new(metrics::Metrics::new()),
     });
+    let follower = storage
+        .changes()
+        .map(|changes| tokio::spawn(follow::run(state.clone(), changes, stop.listener())));
     let pruner = tokio::spawn(prune_loop(
-        writer,
+        storage.clone(),
         state.config.heartbeat_retention,
         stop.listener(),
     ));
@@ -135,30 +145,30 @@ pub async fn run(
     .await
     .context("the HTTP server failed")?;
     let _ = pruner.await;
+    if let Some(f) = follower {
+        let _ = f.await;
+    }
     drop(state);
     // Every task that could still submit a write (a request cut off by the
     // drain, the pruner) has let go of its listener once this returns.
     stop.completed().await;
-    // The writer thread ends when the last handle is gone, after its last commit.
-    tokio::task::spawn_blocking(move || writer_thread.join())
+    // Queued writes are committed before the database is let go.
+    storage
+        .close()
         .await
-        .context("waiting for the database writer")?
-        .map_err(|_| anyhow::anyhow!("the database writer thread panicked"))?;
+        .map_err(|e| anyhow::anyhow!("closing the database: {}", e.message))?;
     Ok(())
 }
 
 /// The newest stored revocation list, when it verifies with `keys`.
-pub(crate) fn load_current_list(
-    conn: &rusqlite::Connection,
+pub(crate) async fn load_current_list(
+    storage: &dyn Storage,
     keys: &kaching_core::TrustedKeys,
 ) -> anyhow::Result<Option<Arc<CurrentList>>> {
-    let bytes: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT bytes FROM revocation_lists ORDER BY version DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let bytes = storage
+        .newest_list()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the stored revocation list: {}", e.message))?;
     Ok(match bytes {
         None => None,
         Some(b) => match verify_revocation_list(&b, keys) {
@@ -171,11 +181,11 @@ pub(crate) fn load_current_list(
     })
 }
 
-async fn prune_loop(writer: Writer, retention: Duration, mut stop: Listener) {
+async fn prune_loop(storage: Arc<dyn Storage>, retention: Duration, mut stop: Listener) {
     loop {
         let before = db::now().saturating_sub(retention.as_secs());
-        match writer.submit(Write::Prune { before }).await {
-            Ok(store::Outcome::Pruned(n)) if n > 0 => {
+        match storage.prune_heartbeats(before).await {
+            Ok(n) if n > 0 => {
                 tracing::info!(rows = n, "pruned old heartbeat history")
             }
             Ok(_) => {}

@@ -11,6 +11,8 @@ use kaching_core::TrustedKeys;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 
+use crate::storage::StoredRoot;
+
 /// The chain being served; never empty.
 pub struct Roots {
     walked: RwLock<Vec<VerifiedRoot>>,
@@ -83,13 +85,9 @@ impl Roots {
     }
 }
 
-/// Builds the chain at start: stores the configured `initial` root under its
-/// version (replacing other bytes there: the configuration is the anchor),
-/// then walks the stored roots above it with [`verify_next_root`], each
-/// judged at the time it was received. A stored root that does not follow
-/// is logged and ignored, and so is everything above it; publishing that
-/// version again replaces it.
-pub fn load_chain(conn: &Connection, initial: VerifiedRoot, now: u64) -> anyhow::Result<Roots> {
+/// Stores the configured `initial` root under its version (replacing other
+/// bytes there: the configuration is the anchor), audited when it changes.
+pub fn store_initial(conn: &Connection, initial: &VerifiedRoot, now: u64) -> anyhow::Result<()> {
     let v = initial.root.version;
     let tx = conn
         .unchecked_transaction()
@@ -117,43 +115,22 @@ pub fn load_chain(conn: &Connection, initial: VerifiedRoot, now: u64) -> anyhow:
             "config:root",
             "configure_root",
             &format!("v{v}"),
-            &describe(&initial),
+            &describe(initial),
         )?;
     }
     tx.commit().context("cannot store the configured root")?;
+    Ok(())
+}
 
+/// Builds the chain at start: the configured `initial` root (stored by
+/// [`crate::storage::Storage::configure_root`], which returns the `stored`
+/// roots above it), then each stored root that follows, checked with
+/// [`verify_next_root`] at the time it was received. A stored root that does
+/// not follow is logged and ignored, and so is everything above it;
+/// publishing that version again replaces it.
+pub fn load_chain(initial: VerifiedRoot, stored: Vec<StoredRoot>) -> Roots {
     let roots = Roots::new(initial);
-    let mut stmt = conn.prepare(
-        "SELECT version, bytes, received_at FROM roots WHERE version > ?1 ORDER BY version",
-    )?;
-    let rows = stmt
-        .query_map([v], |r| {
-            Ok((
-                r.get::<_, u64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, u64>(2)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut broken = false;
-    for (version, bytes, received_at) in rows {
-        let current = roots.current();
-        if broken {
-            tracing::warn!(
-                version,
-                at = current.root.version,
-                "stored root ignored: not reachable from the root in force"
-            );
-            continue;
-        }
-        match verify_next_root(&current.root, &bytes, received_at) {
-            Ok(next) => roots.push(next),
-            Err(e) => {
-                broken = true;
-                tracing::warn!(version, at = current.root.version, error = %e, "stored root ignored: it does not follow the root in force");
-            }
-        }
-    }
+    roots.extend(stored);
     let current = roots.current();
     tracing::info!(
         version = current.root.version,
@@ -161,7 +138,43 @@ pub fn load_chain(conn: &Connection, initial: VerifiedRoot, now: u64) -> anyhow:
         roots = roots.len(),
         "root of trust loaded"
     );
-    Ok(roots)
+    roots
+}
+
+impl Roots {
+    /// Walks `stored` (ascending, above some version) onto the chain: each
+    /// root that follows the one in force is pushed; the first that does not
+    /// stops the walk. Returns how many were pushed. Replicas call it with
+    /// the roots another replica published.
+    pub fn extend(&self, stored: Vec<StoredRoot>) -> usize {
+        let mut pushed = 0;
+        let mut broken = false;
+        for (version, bytes, received_at) in stored {
+            let current = self.current();
+            if version <= current.root.version {
+                continue;
+            }
+            if broken {
+                tracing::warn!(
+                    version,
+                    at = current.root.version,
+                    "stored root ignored: not reachable from the root in force"
+                );
+                continue;
+            }
+            match verify_next_root(&current.root, &bytes, received_at) {
+                Ok(next) => {
+                    self.push(next);
+                    pushed += 1;
+                }
+                Err(e) => {
+                    broken = true;
+                    tracing::warn!(version, at = current.root.version, error = %e, "stored root ignored: it does not follow the root in force");
+                }
+            }
+        }
+        pushed
+    }
 }
 
 /// What the audit log records of a root: its keys and roles.

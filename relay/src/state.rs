@@ -9,10 +9,9 @@ use kaching_core::{SecretKey, TierCatalog, TrustedKeys};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::db::Readers;
 use crate::metrics::Metrics;
 use crate::roots::Roots;
-use crate::writer::Writer;
+use crate::storage::Storage;
 use kaching_core::root::Role;
 
 /// The revocation list being served.
@@ -51,10 +50,8 @@ pub struct AppState {
     pub roots: Option<Roots>,
     /// The relay's key: signs relay-time statements.
     pub relay_key: SecretKey,
-    /// The one writer (group commit).
-    pub writer: Writer,
-    /// Read connections.
-    pub readers: Readers,
+    /// The database (SQLite or PostgreSQL).
+    pub storage: Arc<dyn Storage>,
     /// The newest accepted revocation list; long-polls wait on it.
     pub revocations: watch::Sender<Option<Arc<CurrentList>>>,
     /// Shutdown as long-polls see it: they return at once when it starts.

@@ -122,7 +122,7 @@ pub enum Outcome {
 pub fn apply(conn: &Connection, write: Write) -> Result<Outcome, ApiError> {
     match write {
         Write::Activate(a) => activate(conn, &a),
-        Write::Beat { beat, key, now } => heartbeat(conn, &beat, &key, now),
+        Write::Beat { beat, key, now } => record_heartbeat(conn, &beat, &key, now),
         Write::Publish { list, actor, now } => publish(conn, &list, &actor, now),
         Write::PublishRoot { root, actor, now } => publish_root(conn, &root, &actor, now),
         Write::FileUpgrade {
@@ -233,53 +233,18 @@ fn activate(conn: &Connection, a: &Activation) -> Result<Outcome, ApiError> {
     })
 }
 
-/// A cluster's binding as a heartbeat is checked against it.
-struct Bound {
-    license_id: String,
-    key: Vec<u8>,
-    status: String,
-    last_seq: u64,
-    /// The cluster's signed time of the last heartbeat accepted.
-    last_time: Option<u64>,
-}
-
-fn heartbeat(
-    conn: &Connection,
+/// Refuses a heartbeat that does not fit the cluster's stored binding:
+/// not live, bound to another license or key, or a sequence number not
+/// above `last_seq` (a replay). Shared by both storage backends.
+pub fn check_beat(
     hb: &Heartbeat,
     key: &[u8; 32],
-    now: u64,
-) -> Result<Outcome, ApiError> {
+    bound: &str,
+    bound_key: &[u8],
+    status: &str,
+    last_seq: u64,
+) -> Result<(), ApiError> {
     let license_id = hb.license_id.to_string();
-    let row = conn
-        .prepare_cached(
-            "SELECT license_id, cluster_key, status, last_seq, heartbeat_time FROM clusters WHERE cluster_id = ?1",
-        )?
-        .query_row([&hb.cluster_id], |r| {
-            Ok(Bound {
-                license_id: r.get(0)?,
-                key: r.get(1)?,
-                status: r.get(2)?,
-                last_seq: r.get(3)?,
-                last_time: r.get(4)?,
-            })
-        })
-        .optional()?;
-    let Some(Bound {
-        license_id: bound,
-        key: bound_key,
-        status,
-        last_seq,
-        last_time,
-    }) = row
-    else {
-        return Err(ApiError::forbidden(
-            "not_activated",
-            format!(
-                "cluster {} is not activated on this relay: POST /v1/activate first",
-                hb.cluster_id
-            ),
-        ));
-    };
     if status != "active" {
         return Err(ApiError::forbidden(
             "not_activated",
@@ -298,33 +263,194 @@ fn heartbeat(
             ),
         ));
     }
-    if bound_key.as_slice() != key.as_slice() {
+    if bound_key != key.as_slice() {
         return Err(ApiError::forbidden(
             "wrong_key",
             "heartbeat is not signed by the key bound at activation",
         ));
     }
     if hb.seq <= last_seq {
-        let refusal = ApiError::conflict(
-            "replayed_heartbeat",
-            format!(
-                "sequence number {} is not above {last_seq}, the last accepted for this cluster: replay refused; sign a new heartbeat with a higher sequence number",
-                hb.seq
-            ),
-        );
-        // Signed (and verified as the bound key's) later than the last one
-        // accepted: not a recording but the cluster's own counter going back.
-        if report_chain::beat_went_back(last_seq, last_time.unwrap_or(0), hb.seq, hb.time) {
-            let found = Finding::BeatBack {
-                last_seq,
-                seq: hb.seq,
-            };
-            record_anomalies(conn, &hb.cluster_id, &license_id, &[found], now)?;
-            return Ok(Outcome::Refused(refusal));
-        }
-        return Err(refusal);
+        return Err(replayed(hb.seq, last_seq));
     }
-    check_chain_head(conn, hb, &license_id, now)?;
+    Ok(())
+}
+
+/// The sign of rollback in a refused heartbeat, if any: refused as a
+/// replay (so signed by the bound key, for the bound license), yet signed
+/// after the last one accepted (core's `beat_went_back`).
+pub fn beat_back(
+    refusal: &ApiError,
+    hb: &Heartbeat,
+    last_seq: u64,
+    last_time: Option<u64>,
+) -> Option<Finding> {
+    (refusal.code == "replayed_heartbeat"
+        && report_chain::beat_went_back(last_seq, last_time.unwrap_or(0), hb.seq, hb.time))
+    .then_some(Finding::BeatBack {
+        last_seq,
+        seq: hb.seq,
+    })
+}
+
+/// What to do with a cluster's stored report chain head.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadWrite {
+    /// Nothing to store.
+    Keep,
+    /// Store this head.
+    Put(ChainHead),
+    /// Forget the stored head (the cluster stopped naming one).
+    Forget,
+}
+
+/// Compares the heartbeat's report chain head with the one held for the
+/// cluster (core's `check_head`): the signs of rollback, and what to store.
+/// A cluster that named a head before and names none now is flagged once.
+pub fn chain_head(held: Option<ChainHead>, new: Option<ChainHead>) -> (Vec<Finding>, HeadWrite) {
+    match (held, new) {
+        (held, Some(new)) => {
+            let write = if held == Some(new) {
+                HeadWrite::Keep
+            } else {
+                HeadWrite::Put(new)
+            };
+            (report_chain::check_head(held.as_ref(), &new), write)
+        }
+        (Some(held), None) => (
+            vec![Finding::HeadWithheld {
+                last_seq: held.report_seq,
+            }],
+            HeadWrite::Forget,
+        ),
+        (None, None) => (Vec::new(), HeadWrite::Keep),
+    }
+}
+
+/// A chain head as a database row holds it.
+pub fn stored_head(report_seq: u64, hash: Option<Vec<u8>>, mark: u64) -> ChainHead {
+    ChainHead {
+        report_seq,
+        report_hash: hash.and_then(|h| <[u8; 32]>::try_from(h).ok()),
+        mark,
+    }
+}
+
+/// The database stores integers as i64: a larger value is kept at the ceiling.
+pub fn clamp(n: u64) -> u64 {
+    n.min(i64::MAX as u64)
+}
+
+/// One row and one audit entry per sign of rollback.
+fn record_anomalies(
+    conn: &Connection,
+    cluster_id: &str,
+    license_id: &str,
+    found: &[Finding],
+    now: u64,
+) -> Result<(), ApiError> {
+    for f in found {
+        let detail = f.to_string();
+        tracing::warn!(cluster = cluster_id, license = license_id, kind = f.kind(), %detail, "sign of rollback");
+        conn.prepare_cached(
+            "INSERT INTO anomalies (cluster_id, license_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![cluster_id, license_id, now, f.kind(), detail])?;
+        crate::audit::append(
+            conn,
+            now,
+            &format!("cluster:{cluster_id}"),
+            "anomaly",
+            license_id,
+            &anomaly_detail(f, &detail),
+        )?;
+    }
+    Ok(())
+}
+
+/// The audit detail of a sign of rollback (both backends).
+pub fn anomaly_detail(f: &Finding, detail: &str) -> serde_json::Value {
+    json!({"kind": f.kind(), "detail": detail})
+}
+
+/// The refusal of a sequence number not above the last accepted one.
+pub fn replayed(seq: u64, last_seq: u64) -> ApiError {
+    ApiError::conflict(
+        "replayed_heartbeat",
+        format!(
+            "sequence number {seq} is not above {last_seq}, the last accepted for this cluster: replay refused; sign a new heartbeat with a higher sequence number"
+        ),
+    )
+}
+
+/// Records a heartbeat (or deactivation): the cluster's latest state, a
+/// history row, upgrade requests and one audit row.
+/// A cluster's binding as a heartbeat is checked against it: license,
+/// key, status, last sequence number, and the signed time of that heartbeat.
+type BindingRow = (String, Vec<u8>, String, u64, Option<u64>);
+
+fn record_heartbeat(
+    conn: &Connection,
+    hb: &Heartbeat,
+    key: &[u8; 32],
+    now: u64,
+) -> Result<Outcome, ApiError> {
+    let license_id = hb.license_id.to_string();
+    let row: Option<BindingRow> = conn
+        .prepare_cached(
+            "SELECT license_id, cluster_key, status, last_seq, heartbeat_time FROM clusters WHERE cluster_id = ?1",
+        )?
+        .query_row([&hb.cluster_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((bound, bound_key, status, last_seq, last_time)) = row else {
+        return Err(ApiError::forbidden(
+            "not_activated",
+            format!(
+                "cluster {} is not activated on this relay: POST /v1/activate first",
+                hb.cluster_id
+            ),
+        ));
+    };
+    if let Err(refusal) = check_beat(hb, key, &bound, &bound_key, &status, last_seq) {
+        // Kept although the heartbeat is refused (the writer commits an Ok).
+        return match beat_back(&refusal, hb, last_seq, last_time) {
+            Some(found) => {
+                record_anomalies(conn, &hb.cluster_id, &license_id, &[found], now)?;
+                Ok(Outcome::Refused(refusal))
+            }
+            None => Err(refusal),
+        };
+    }
+    let held = conn
+        .prepare_cached(
+            "SELECT report_seq, report_hash, mark FROM chain_heads WHERE cluster_id = ?1",
+        )?
+        .query_row([&hb.cluster_id], |r| {
+            Ok(stored_head(r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let (found, write) = chain_head(held, hb.chain);
+    match write {
+        HeadWrite::Keep => {}
+        HeadWrite::Put(h) => {
+            conn.prepare_cached(
+                "INSERT INTO chain_heads (cluster_id, report_seq, report_hash, mark) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (cluster_id) DO UPDATE SET report_seq = ?2, report_hash = ?3, mark = ?4",
+            )?
+            .execute(params![
+                hb.cluster_id,
+                clamp(h.report_seq),
+                h.report_hash.map(|h| h.to_vec()),
+                clamp(h.mark)
+            ])?;
+        }
+        HeadWrite::Forget => {
+            conn.prepare_cached("DELETE FROM chain_heads WHERE cluster_id = ?1")?
+                .execute([&hb.cluster_id])?;
+        }
+    }
+    record_anomalies(conn, &hb.cluster_id, &license_id, &found, now)?;
     let quotas = serde_json::to_string(&hb.quotas).unwrap_or_else(|_| "{}".into());
     conn.prepare_cached(
         "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,
@@ -377,83 +503,6 @@ fn heartbeat(
                 "upgrade_requests": hb.upgrade_requests.len()}),
     )?;
     Ok(Outcome::Beat)
-}
-
-/// Compares the heartbeat's report chain head with the one held for the
-/// cluster (core's `check_head`), keeps the new head, and records what the
-/// comparison found. A cluster that named a head before and names none now
-/// is flagged once (its head is then forgotten).
-fn check_chain_head(
-    conn: &Connection,
-    hb: &Heartbeat,
-    license_id: &str,
-    now: u64,
-) -> Result<(), ApiError> {
-    let held: Option<ChainHead> = conn
-        .prepare_cached(
-            "SELECT report_seq, report_hash, mark FROM chain_heads WHERE cluster_id = ?1",
-        )?
-        .query_row([&hb.cluster_id], |r| {
-            let hash: Option<Vec<u8>> = r.get(1)?;
-            Ok(ChainHead {
-                report_seq: r.get(0)?,
-                report_hash: hash.and_then(|h| <[u8; 32]>::try_from(h).ok()),
-                mark: r.get(2)?,
-            })
-        })
-        .optional()?;
-    let Some(head) = &hb.chain else {
-        if let Some(held) = held {
-            conn.prepare_cached("DELETE FROM chain_heads WHERE cluster_id = ?1")?
-                .execute([&hb.cluster_id])?;
-            let found = Finding::HeadWithheld {
-                last_seq: held.report_seq,
-            };
-            record_anomalies(conn, &hb.cluster_id, license_id, &[found], now)?;
-        }
-        return Ok(());
-    };
-    let found = report_chain::check_head(held.as_ref(), head);
-    // The database stores integers as i64: a larger mark or seq is kept at the ceiling.
-    let clamp = |n: u64| n.min(i64::MAX as u64);
-    conn.prepare_cached(
-        "INSERT INTO chain_heads (cluster_id, report_seq, report_hash, mark) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (cluster_id) DO UPDATE SET report_seq = ?2, report_hash = ?3, mark = ?4",
-    )?
-    .execute(params![
-        hb.cluster_id,
-        clamp(head.report_seq),
-        head.report_hash.map(|h| h.to_vec()),
-        clamp(head.mark)
-    ])?;
-    record_anomalies(conn, &hb.cluster_id, license_id, &found, now)
-}
-
-/// One row and one audit entry per sign of rollback.
-fn record_anomalies(
-    conn: &Connection,
-    cluster_id: &str,
-    license_id: &str,
-    found: &[Finding],
-    now: u64,
-) -> Result<(), ApiError> {
-    for f in found {
-        let detail = f.to_string();
-        tracing::warn!(cluster = cluster_id, license = license_id, kind = f.kind(), %detail, "sign of rollback");
-        conn.prepare_cached(
-            "INSERT INTO anomalies (cluster_id, license_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![cluster_id, license_id, now, f.kind(), detail])?;
-        crate::audit::append(
-            conn,
-            now,
-            &format!("cluster:{cluster_id}"),
-            "anomaly",
-            license_id,
-            &json!({"kind": f.kind(), "detail": detail}),
-        )?;
-    }
-    Ok(())
 }
 
 fn insert_upgrade(

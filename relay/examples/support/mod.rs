@@ -96,3 +96,68 @@ pub fn percentile(sorted: &[u32], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     f64::from(sorted[idx]) / 1000.0
 }
+
+/// A database made for one benchmark run on a PostgreSQL server
+/// (heartbeat_load's `--postgres`; the other tools do not use it).
+#[allow(dead_code)]
+pub struct PgBench {
+    /// The database's URL (for the relays' `database`).
+    pub url: String,
+    server: String,
+    name: String,
+}
+
+#[allow(dead_code)]
+impl PgBench {
+    /// Creates `bench_<pid>_<time>` on `server` (the role needs CREATEDB).
+    pub async fn create(server: &str) -> PgBench {
+        let name = format!("bench_{}_{}", std::process::id(), kaching_relay::db::now());
+        let (client, conn) = tokio_postgres::connect(server, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to --postgres: {e}"));
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let mut parts = server.splitn(4, '/');
+        let (scheme, empty, host) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        PgBench {
+            url: format!("{scheme}/{empty}/{host}/{name}"),
+            server: server.to_string(),
+            name,
+        }
+    }
+
+    /// `pg_database_size` of the database, in bytes.
+    pub async fn size(&self) -> u64 {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let n: i64 = client
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .await
+            .unwrap()
+            .get(0);
+        u64::try_from(n).unwrap_or(0)
+    }
+
+    /// Drops the database.
+    pub async fn drop_database(self) {
+        let (client, conn) = tokio_postgres::connect(&self.server, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let _ = client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+}

@@ -18,7 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{json, RawBody};
 use crate::responses::{BeatRefused, Busy, Internal, RateLimited, SignedDocument, TooLarge};
 use crate::state::AppState;
-use crate::store::{Activation, Outcome, Write};
+use crate::store::Activation;
 
 /// Refuses signed times too far from the relay clock.
 fn check_window(st: &AppState, signed: u64, now: u64, what: &str) -> ApiResult<()> {
@@ -40,6 +40,8 @@ impl ApiError {
     }
 }
 
+/// A relay-signed answer, announcing the heartbeat claims this relay reads
+/// (`Kaching-Accepts`: a verifier sends a claim only to a relay that reads it).
 fn relay_time(st: &AppState, rt: &RelayTime) -> Response {
     (
         [
@@ -109,9 +111,12 @@ pub async fn activate(
     .map_err(|r| ApiError::forbidden(r.code(), r.message(l.id)))?;
     let offline_grace =
         kaching_core::binding::hold_grace(l, st.config.default_offline_grace.as_secs());
-    let outcome = st
-        .writer
-        .submit(Write::Activate(Box::new(Activation {
+    let crate::storage::Activated {
+        last_seq,
+        displaced,
+    } = st
+        .storage
+        .activate(Activation {
             license_id: l.id.to_string(),
             license_bytes: lic.bytes.clone(),
             customer: l.customer.clone(),
@@ -123,15 +128,8 @@ pub async fn activate(
             nodes: ar.doc.nodes,
             offline_grace,
             now: t,
-        })))
+        })
         .await?;
-    let Outcome::Activated {
-        last_seq,
-        displaced,
-    } = outcome
-    else {
-        return Err(ApiError::internal("activation returned another outcome"));
-    };
     tracing::info!(license = %l.id, cluster = %ar.doc.cluster_id, ?displaced, "activated");
     let message = if displaced.is_empty() {
         notice(&st, &l.id)
@@ -225,17 +223,9 @@ async fn beat(st: Arc<AppState>, body: &[u8], deactivate: bool) -> ApiResult<Res
         ));
     }
     let (cluster_id, seq, license_id) = (v.doc.cluster_id.clone(), v.doc.seq, v.doc.license_id);
-    let outcome = st
-        .writer
-        .submit(Write::Beat {
-            beat: Box::new(v.doc),
-            key: *v.signer.as_bytes(),
-            now: t,
-        })
+    st.storage
+        .record_heartbeat(v.doc, *v.signer.as_bytes(), t)
         .await?;
-    if let Outcome::Refused(e) = outcome {
-        return Err(e);
-    }
     if deactivate {
         tracing::info!(license = %license_id, cluster = %cluster_id, "deactivated");
     }

@@ -37,15 +37,7 @@ pub async fn scrape(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<
             .await?
             .require(&[Scope::Whoosh])?;
     }
-    let bound = st
-        .readers
-        .read(|c| {
-            Ok(
-                c.prepare_cached("SELECT count(*) FROM clusters WHERE status = 'active'")?
-                    .query_row([], |r| r.get::<_, u64>(0))?,
-            )
-        })
-        .await?;
+    let bound = st.storage.active_clusters().await?;
     let list = st
         .revocations
         .borrow()

@@ -22,7 +22,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, RawBody};
 use crate::responses::{Busy, Internal, RateLimited, SignedDocument, Token, TooLarge};
 use crate::state::{AppState, CurrentList};
-use crate::store::{Outcome, Write};
 use crate::tokens::Scope;
 
 /// Query of `GET /v1/revocations`.
@@ -204,16 +203,12 @@ pub async fn put(
         )
     })?;
     let version = verified.list.version;
-    let outcome = st
-        .writer
-        .submit(Write::Publish {
-            list: Box::new(verified.clone()),
-            actor: caller.name.clone(),
-            now: now(),
-        })
+    let acceptance = st
+        .storage
+        .publish_list(verified.clone(), caller.name.clone(), now())
         .await?;
-    match outcome {
-        Outcome::Published(Acceptance::Newer) => {
+    match acceptance {
+        Acceptance::Newer => {
             let cur = CurrentList::new(verified);
             st.revocations.send_if_modified(|slot| {
                 if slot.as_ref().is_none_or(|s| s.version() < version) {
@@ -233,7 +228,7 @@ pub async fn put(
                 },
             ))
         }
-        Outcome::Published(Acceptance::Same) => Ok(kaching_kit::http::json(
+        Acceptance::Same => Ok(kaching_kit::http::json(
             StatusCode::OK,
             &PublishAnswer {
                 version,
@@ -241,6 +236,5 @@ pub async fn put(
                 message: Some("this list is already the current one".into()),
             },
         )),
-        _ => Err(ApiError::internal("publish returned another outcome")),
     }
 }

@@ -23,7 +23,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, RawBody};
 use crate::responses::{Busy, Internal, RateLimited, SignedDocument, Token, TooLarge};
 use crate::state::AppState;
-use crate::store::{Outcome, Write};
 use crate::tokens::Scope;
 
 /// Query of `GET /v1/roots`.
@@ -124,26 +123,18 @@ pub async fn put(
     let verified = verify_next_root(&current.root, &bytes, t)
         .map_err(|e| ApiError::invalid_document("root", e))?;
     let version = verified.root.version;
-    let outcome = st
-        .writer
-        .submit(Write::PublishRoot {
-            root: Box::new(verified.clone()),
-            actor: caller.name.clone(),
-            now: t,
-        })
+    let dropped_lists = st
+        .storage
+        .publish_root(verified.clone(), caller.name.clone(), t)
         .await?;
-    let Outcome::RootPublished { dropped_lists } = outcome else {
-        return Err(ApiError::internal("root publish returned another outcome"));
-    };
     roots.push(verified);
     if !dropped_lists.is_empty() {
         // Serve the newest list at or below the floor that the new revoker
         // keys sign, or none until the vendor publishes one above the floor.
         let keys = roots.keys_for(Role::Revoker);
-        let list = st
-            .readers
-            .read(move |conn| crate::load_current_list(conn, &keys).map_err(ApiError::internal))
-            .await?;
+        let list = crate::load_current_list(st.storage.as_ref(), &keys)
+            .await
+            .map_err(ApiError::internal)?;
         st.revocations.send_replace(list);
         tracing::warn!(
             version,

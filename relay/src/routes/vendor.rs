@@ -1,7 +1,6 @@
 //! Vendor-side endpoints: license status and quotas (WHOOSH), clusters,
 //! upgrade requests, and the relay's public key.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
@@ -9,15 +8,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kaching_kit::http::json as answer;
-use rusqlite::{params, OptionalExtension};
 use serde::Deserialize;
 
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::policy::{evaluate, LicenseInput, Settings, Snapshot};
-use kaching_core::time::rfc3339;
 use kaching_core::wire::relay::{
-    Anomaly, ClusterPage, ClusterRow, FileUpgrade, LicenseQuotas, UpgradeFiled, UpgradeRow,
-    UpgradeRows,
+    ClusterPage, FileUpgrade, LicenseQuotas, UpgradeFiled, UpgradeRows,
 };
 use kaching_core::wire::ErrorBody;
 use kaching_core::wire::LicenseStatus;
@@ -28,7 +24,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{json, Caller, RawBody};
 use crate::responses::{Busy, Internal, LicenseLookup, RateLimited, Token, TooLarge};
 use crate::state::AppState;
-use crate::store::{Outcome, Write};
+use crate::storage::{parse_quotas, LicenseView};
 use crate::tokens::Scope;
 
 /// `GET /v1/relay-key`: the SPKI PEM clusters pin to check relay-time statements.
@@ -55,57 +51,13 @@ fn parse_id(id: &str) -> ApiResult<LicenseId> {
     id.parse::<LicenseId>().map_err(ApiError::bad_request)
 }
 
-/// The latest picture of one license: its bytes and its cluster's last heartbeat.
-struct View {
-    bytes: Vec<u8>,
-    cluster: Option<(String, u64, u64, String)>,
-    /// Signs of rollback seen in any of its clusters' heartbeats, newest first.
-    anomalies: Vec<(String, u64, String)>,
-}
-
-async fn view(st: &AppState, id: LicenseId) -> ApiResult<View> {
-    let key = id.to_string();
-    let found = st
-        .readers
-        .read(move |c| {
-            let bytes: Option<Vec<u8>> = c
-                .query_row("SELECT bytes FROM licenses WHERE license_id = ?1", [&key], |r| r.get(0))
-                .optional()?;
-            let cluster = c
-                .query_row(
-                    "SELECT cluster_id, last_seen, active_nodes, quotas FROM clusters WHERE license_id = ?1
-                     ORDER BY status = 'active' DESC, last_seen DESC LIMIT 1",
-                    [&key],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?;
-            let anomalies = c
-                .prepare_cached(
-                    "SELECT cluster_id, at, detail FROM anomalies WHERE license_id = ?1
-                     ORDER BY id DESC LIMIT ?2",
-                )?
-                .query_map(params![key, MAX_ANOMALIES], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(bytes.map(|bytes| View {
-                bytes,
-                cluster,
-                anomalies,
-            }))
-        })
-        .await?;
+async fn view(st: &AppState, id: LicenseId) -> ApiResult<LicenseView> {
+    let found = st.storage.license_view(id.to_string()).await?;
     found.ok_or_else(|| {
         ApiError::not_found(format!(
             "license {id} has never been activated on this relay: it shows up after its cluster's first activation"
         ))
     })
-}
-
-/// A cluster's stored quota usage (JSON text written from its last
-/// heartbeat); text that does not parse reads as no usage.
-fn parse_quotas(text: &str) -> BTreeMap<String, u64> {
-    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// Evaluates the license as the relay sees it now, from its latest heartbeat.
@@ -150,11 +102,14 @@ async fn status(st: &AppState, id: LicenseId) -> ApiResult<LicenseStatus> {
         now(),
     );
     let mut status = LicenseStatus::of(&verdict, &st.catalog);
-    status.warnings.extend(
-        v.anomalies.iter().map(|(cluster, at, detail)| {
-            format!("cluster {cluster} at {}: {detail}", rfc3339(*at))
-        }),
-    );
+    status
+        .warnings
+        .extend(v.anomalies.iter().map(|(cluster, at, detail)| {
+            format!(
+                "cluster {cluster} at {}: {detail}",
+                kaching_core::time::rfc3339(*at)
+            )
+        }));
     Ok(status)
 }
 
@@ -261,41 +216,8 @@ pub async fn clusters(
     }
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let rows = st
-        .readers
-        .read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT c.cluster_id, license_id, hostname, status, activated_at, last_seen, last_seq,
-                        heartbeats, state, active_nodes, quotas, verifier_version, h.report_seq
-                 FROM clusters c LEFT JOIN chain_heads h ON h.cluster_id = c.cluster_id
-                 WHERE (?1 IS NULL OR license_id = ?1) AND c.cluster_id > ?2
-                 ORDER BY c.cluster_id LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(
-                params![q.license, q.after.unwrap_or_default(), limit],
-                |r| {
-                    let quotas: String = r.get(10)?;
-                    Ok(ClusterRow {
-                        cluster_id: r.get(0)?,
-                        license_id: r.get(1)?,
-                        hostname: r.get(2)?,
-                        status: r.get(3)?,
-                        activated_at: rfc3339(r.get(4)?),
-                        last_seen: rfc3339(r.get(5)?),
-                        last_seq: r.get(6)?,
-                        heartbeats: r.get(7)?,
-                        state: r.get(8)?,
-                        active_nodes: r.get(9)?,
-                        quotas: parse_quotas(&quotas),
-                        verifier_version: r.get(11)?,
-                        report_seq: r.get(12)?,
-                        anomalies: Vec::new(),
-                    })
-                },
-            )?;
-            let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
-            attach_anomalies(c, &mut rows)?;
-            Ok(rows)
-        })
+        .storage
+        .clusters(q.license, q.after.unwrap_or_default(), limit)
         .await?;
     let next = if rows.len() == limit as usize {
         rows.last().map(|r| r.cluster_id.clone())
@@ -310,39 +232,6 @@ pub async fn clusters(
         },
     ))
 }
-
-/// Fills in each row's latest signs of rollback (one query for the page).
-fn attach_anomalies(c: &rusqlite::Connection, rows: &mut [ClusterRow]) -> rusqlite::Result<()> {
-    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-        return Ok(());
-    };
-    let mut stmt = c.prepare_cached(
-        "SELECT cluster_id, at, kind, detail FROM anomalies
-         WHERE cluster_id >= ?1 AND cluster_id <= ?2 ORDER BY cluster_id, id DESC",
-    )?;
-    let found = stmt.query_map(params![first.cluster_id, last.cluster_id], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            Anomaly {
-                at: rfc3339(r.get(1)?),
-                kind: r.get(2)?,
-                detail: r.get(3)?,
-            },
-        ))
-    })?;
-    for f in found {
-        let (cluster, a) = f?;
-        if let Ok(i) = rows.binary_search_by(|r| r.cluster_id.as_str().cmp(&cluster)) {
-            if rows[i].anomalies.len() < MAX_ANOMALIES {
-                rows[i].anomalies.push(a);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Signs of rollback shown per cluster and per license.
-const MAX_ANOMALIES: usize = 10;
 
 /// `POST /v1/upgrade-requests` (whoosh or admin).
 #[utoipa::path(
@@ -383,20 +272,19 @@ pub async fn file_upgrade(
     }
     view(&st, id).await?;
     let t = now();
-    let outcome = st
-        .writer
-        .submit(Write::FileUpgrade {
-            license_id: id.to_string(),
-            request: UpgradeRequest {
+    let created = st
+        .storage
+        .file_upgrade(
+            id.to_string(),
+            UpgradeRequest {
                 requested_tier: b.requested_tier,
                 message: b.message,
                 time: t,
             },
-            actor: caller.name,
-            now: t,
-        })
+            caller.name,
+            t,
+        )
         .await?;
-    let created = matches!(outcome, Outcome::Filed(true));
     Ok(answer(
         if created {
             StatusCode::CREATED
@@ -442,30 +330,7 @@ pub async fn list_upgrades(
     if let Some(l) = &q.license {
         parse_id(l)?;
     }
-    let rows = st
-        .readers
-        .read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT license_id, cluster_id, requested_tier, message, time, received_at, source
-                 FROM upgrade_requests WHERE (?1 IS NULL OR license_id = ?1)
-                 ORDER BY id DESC LIMIT 1000",
-            )?;
-            let rows = stmt.query_map(params![q.license], |r| {
-                let cluster: String = r.get(1)?;
-                Ok(UpgradeRow {
-                    license_id: r.get(0)?,
-                    // Filed through the API: stored as '', answered as null.
-                    cluster_id: (!cluster.is_empty()).then_some(cluster),
-                    requested_tier: r.get(2)?,
-                    message: r.get(3)?,
-                    time: rfc3339(r.get(4)?),
-                    received_at: rfc3339(r.get(5)?),
-                    source: r.get(6)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await?;
+    let rows = st.storage.upgrade_requests(q.license).await?;
     Ok(answer(
         StatusCode::OK,
         &UpgradeRows {

@@ -17,9 +17,12 @@ use kaching_core::revocation::{RevocationEntry, RevocationList, RevocationStatus
 use kaching_core::wire::relay::ActivateBody;
 use kaching_core::wire::ErrorBody;
 use kaching_core::{armor, cluster_id, DocKind, LicenseId, SecretKey};
+use kaching_relay::storage::Database;
 use kaching_relay::tokens::{self, Scope};
 use kaching_relay::{db, Config};
 use kaching_testkit::{decode, Json, Served, Spawned};
+
+pub mod postgres;
 
 pub const VENDOR_SEED: [u8; 32] = [1; 32];
 
@@ -135,6 +138,8 @@ pub struct Relay {
     /// A JSON client for it, without a token.
     pub json: Json,
     served: Served,
+    /// The PostgreSQL database it runs on, when it does (dropped after it).
+    pub pg: Option<postgres::PgDb>,
 }
 
 pub fn config(dir: &std::path::Path) -> Config {
@@ -163,7 +168,29 @@ impl Relay {
         Self::start_with(dir, c).await
     }
 
-    pub async fn start_with(dir: tempfile::TempDir, config: Config) -> Relay {
+    /// Starts the relay in this process. With `KACHING_TEST_RELAY_BACKEND=postgres`
+    /// (and `KACHING_TEST_POSTGRES`), a config without a `database` runs on a
+    /// fresh PostgreSQL database: the SQLite suites then test that backend.
+    pub async fn start_with(dir: tempfile::TempDir, mut config: Config) -> Relay {
+        let mut pg = None;
+        if config.database.is_none()
+            && std::env::var("KACHING_TEST_RELAY_BACKEND").as_deref() == Ok("postgres")
+        {
+            let db = postgres::fresh()
+                .await
+                .expect("KACHING_TEST_RELAY_BACKEND=postgres needs KACHING_TEST_POSTGRES");
+            config.database = Some(kaching_relay::config::DatabaseUrl(db.url.clone()));
+            pg = Some(db);
+        }
+        Self::start_on(dir, config, pg).await
+    }
+
+    /// Starts the relay on `config`, keeping `pg` (its database) until it is dropped.
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        config: Config,
+        pg: Option<postgres::PgDb>,
+    ) -> Relay {
         let cfg = config.clone();
         let served =
             Served::start(|listener, shutdown| kaching_relay::run(listener, cfg, shutdown))
@@ -176,6 +203,7 @@ impl Relay {
             http: served.json.client().clone(),
             json: served.json.clone(),
             served,
+            pg,
         }
     }
 
@@ -184,8 +212,13 @@ impl Relay {
     }
 
     pub fn token(&self, scope: Scope, name: &str) -> String {
-        let mut conn = db::open_and_migrate(&self.config.db_path()).expect("db");
-        tokens::create(&mut conn, scope, name, now()).expect("token")
+        match self.config.database().expect("database") {
+            Database::Sqlite(path) => {
+                let mut conn = db::open_and_migrate(&path).expect("db");
+                tokens::create(&mut conn, scope, name, now()).expect("token")
+            }
+            Database::Postgres(url) => pg_token(&url, scope, name),
+        }
     }
 
     pub async fn activate(&self, l: &License, cluster: &SecretKey) -> reqwest::Response {
@@ -305,4 +338,26 @@ pub fn relay_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .env_remove("KACHING_RELAY_CONFIG")
         .output()
         .unwrap()
+}
+
+/// Creates a token in the PostgreSQL database at `url` (from sync code
+/// running inside a runtime: on a thread with a runtime of its own).
+pub fn pg_token(url: &str, scope: Scope, name: &str) -> String {
+    let (url, name) = (url.to_string(), name.to_string());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let pool = kaching_relay::storage::postgres::connect_and_migrate(&url)
+                    .await
+                    .unwrap();
+                kaching_relay::storage::postgres::admin::create_token(&pool, scope, &name, now())
+                    .await
+                    .unwrap()
+            })
+    })
+    .join()
+    .unwrap()
 }

@@ -38,6 +38,23 @@ pub enum Command {
     },
     /// Print the relay's public key (SPKI PEM) for clusters to pin; creates the key if missing.
     RelayKey,
+    /// Bring the database schema up to date and exit (`serve` does it too),
+    /// or copy a single-node relay into PostgreSQL.
+    ///
+    /// Without flags: applies the pending schema migrations to the configured
+    /// `database` (SQLite or PostgreSQL). With --from and --to: copies every
+    /// binding, heartbeat, revocation list, root, upgrade request, token and
+    /// the audit chain from a SQLite relay database into an empty PostgreSQL
+    /// database, in one transaction. Stop the SQLite relay first; then point
+    /// every replica's `database` at the PostgreSQL URL (docs/relay.md).
+    Migrate {
+        /// The SQLite database to copy, e.g. sqlite:///var/lib/kaching-relay/relay.db.
+        #[arg(long, value_name = "URL", requires = "to")]
+        from: Option<String>,
+        /// The PostgreSQL database to copy into, e.g. postgres://kaching:secret@db:5432/kaching_relay.
+        #[arg(long, value_name = "URL", requires = "from")]
+        to: Option<String>,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.

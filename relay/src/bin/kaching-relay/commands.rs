@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use kaching_kit::stdout;
+use kaching_relay::storage::{postgres, Database};
 use kaching_relay::{audit, db, state, tokens, Config};
 
 use crate::cli::{AuditCommand, Cli, Command, TokenCommand};
@@ -18,10 +19,23 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::DefaultConfig => Ok(stdout::print(kaching_relay::config::DEFAULT_CONFIG)?),
         Command::Serve => serve(load()?),
-        Command::Token { command } => token(&load()?.db_path(), command),
+        Command::Token { command } => match load()?.database()? {
+            Database::Sqlite(path) => token(&path, command),
+            Database::Postgres(url) => block_on(pg_token(&url, command)),
+        },
         Command::Audit {
             command: AuditCommand::Verify,
-        } => audit_verify(&load()?.db_path()),
+        } => match load()?.database()? {
+            Database::Sqlite(path) => audit_verify(&path),
+            Database::Postgres(url) => block_on(async move {
+                let pool = postgres::pool(&url)?;
+                print_verified(&postgres::admin::verify_audit(&pool).await?)
+            }),
+        },
+        Command::Migrate { from, to } => match (from, to) {
+            (Some(from), Some(to)) => migrate_copy(&from, &to),
+            _ => migrate(&load()?.database()?),
+        },
         Command::RelayKey => relay_key(&load()?.key_path()),
         Command::Completions { shell } => Ok(kaching_kit::manual::completions(
             crate::cli::command(),
@@ -72,23 +86,7 @@ fn token(db_path: &Path, command: TokenCommand) -> anyhow::Result<()> {
             eprintln!("created {scope} token {name:?}; it is shown only this once:");
             stdout::println(&token)?;
         }
-        TokenCommand::List => {
-            let all = tokens::list(&conn)?;
-            let mut out = format!("{:<24} {:<8} {:<21} revoked\n", "name", "scope", "created");
-            for t in all {
-                writeln!(
-                    out,
-                    "{:<24} {:<8} {:<21} {}",
-                    t.name,
-                    t.scope,
-                    kaching_core::time::rfc3339(t.created_at),
-                    t.revoked_at
-                        .map(kaching_core::time::rfc3339)
-                        .unwrap_or_else(|| "-".into())
-                )?;
-            }
-            stdout::print(&out)?;
-        }
+        TokenCommand::List => print_tokens(tokens::list(&conn)?)?,
         TokenCommand::Revoke { name } => {
             tokens::revoke(&mut conn, &name, now)?;
             eprintln!("revoked token {name:?}");
@@ -97,18 +95,116 @@ fn token(db_path: &Path, command: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_tokens(all: Vec<tokens::TokenInfo>) -> anyhow::Result<()> {
+    let mut out = format!("{:<24} {:<8} {:<21} revoked\n", "name", "scope", "created");
+    for t in all {
+        writeln!(
+            out,
+            "{:<24} {:<8} {:<21} {}",
+            t.name,
+            t.scope,
+            kaching_core::time::rfc3339(t.created_at),
+            t.revoked_at
+                .map(kaching_core::time::rfc3339)
+                .unwrap_or_else(|| "-".into())
+        )?;
+    }
+    stdout::print(&out)?;
+    Ok(())
+}
+
 /// `audit verify`: walks the hash chain of an existing database (never creates one).
 fn audit_verify(db_path: &Path) -> anyhow::Result<()> {
     if !db_path.exists() {
-        anyhow::bail!("no database at {}: check data_dir", db_path.display());
+        anyhow::bail!(
+            "no database at {}: check data_dir (or `database`)",
+            db_path.display()
+        );
     }
     let conn = db::open(db_path)?;
-    let v = audit::verify(&conn)?;
+    print_verified(&audit::verify(&conn)?)
+}
+
+fn print_verified(v: &audit::Verified) -> anyhow::Result<()> {
     stdout::println(&format!(
         "audit log intact: {} rows, head {}",
         v.rows, v.head
     ))?;
     Ok(())
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+}
+
+/// `token create|list|revoke` on PostgreSQL.
+async fn pg_token(url: &str, command: TokenCommand) -> anyhow::Result<()> {
+    let pool = postgres::connect_and_migrate(url).await?;
+    let now = db::now();
+    match command {
+        TokenCommand::Create { scope, name } => {
+            let name = name.unwrap_or_else(|| format!("{scope}-{now}"));
+            let token = postgres::admin::create_token(&pool, scope, &name, now).await?;
+            eprintln!("created {scope} token {name:?}; it is shown only this once:");
+            stdout::println(&token)?;
+        }
+        TokenCommand::List => print_tokens(postgres::admin::list_tokens(&pool).await?)?,
+        TokenCommand::Revoke { name } => {
+            postgres::admin::revoke_token(&pool, &name, now).await?;
+            eprintln!("revoked token {name:?}");
+        }
+    }
+    Ok(())
+}
+
+/// `migrate`: the configured database's schema, brought up to date.
+fn migrate(database: &Database) -> anyhow::Result<()> {
+    match database {
+        Database::Sqlite(path) => {
+            db::open_and_migrate(path)?;
+            eprintln!("schema of {} is up to date", path.display());
+        }
+        Database::Postgres(url) => block_on(async {
+            postgres::connect_and_migrate(url).await?;
+            eprintln!("schema of {database:?} is up to date");
+            Ok(())
+        })?,
+    }
+    Ok(())
+}
+
+/// `migrate --from sqlite://… --to postgres://…`.
+fn migrate_copy(from: &str, to: &str) -> anyhow::Result<()> {
+    let Database::Sqlite(path) = Database::parse(from).context("--from")? else {
+        anyhow::bail!("--from must be a SQLite database: sqlite:///var/lib/kaching-relay/relay.db");
+    };
+    let Database::Postgres(url) = Database::parse(to).context("--to")? else {
+        anyhow::bail!(
+            "--to must be a PostgreSQL database: postgres://user:password@host:5432/dbname"
+        );
+    };
+    block_on(async move {
+        let pool = postgres::connect_and_migrate(&url).await?;
+        let copied = postgres::admin::copy_from_sqlite(&path, &pool).await?;
+        let mut out = String::new();
+        for (table, n) in copied {
+            writeln!(out, "{table:<18} {n} rows")?;
+        }
+        stdout::print(&out)?;
+        let v = postgres::admin::verify_audit(&pool).await?;
+        eprintln!(
+            "copied {} into {}; audit log intact there: {} rows, head {}",
+            path.display(),
+            kaching_relay::storage::redact(&url),
+            v.rows,
+            v.head
+        );
+        Ok(())
+    })
 }
 
 /// `relay-key`: prints the public key clusters pin, creating the key pair on first use.

@@ -1,0 +1,218 @@
+//! Where the relay keeps its state: one [`Storage`] trait, two backends.
+//!
+//! - [`sqlite`]: the embedded default for a single relay. One writer thread
+//!   owns the file and group-commits (see [`crate::writer`]).
+//! - [`postgres`]: any number of stateless relay replicas on one
+//!   PostgreSQL database. Every invariant the single SQLite writer keeps
+//!   (one live cluster per license, forward-only heartbeat sequence numbers
+//!   and list versions, an unforked audit chain) is enforced by the database:
+//!   constraints, row locks and conditional updates, never process memory.
+//!
+//! The `database` URL in the configuration chooses ([`Database`]).
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use kaching_core::cluster::UpgradeRequest;
+use kaching_core::heartbeat::Heartbeat;
+use kaching_core::revocation::{Acceptance, VerifiedRevocationList};
+use kaching_core::root::VerifiedRoot;
+use kaching_core::wire::relay::{Anomaly, ClusterRow, UpgradeRow};
+
+use crate::error::ApiError;
+use crate::store::Activation;
+use crate::tokens::Scope;
+
+pub mod postgres;
+pub mod sqlite;
+
+/// A boxed storage future (the trait is used as `dyn Storage`).
+pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;
+
+/// Which database the `database` setting names.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// `sqlite:///path/relay.db` (or no `database` at all: `data_dir/relay.db`).
+    Sqlite(PathBuf),
+    /// `postgres://user:password@host:port/dbname` (or `postgresql://`).
+    Postgres(String),
+}
+
+impl Database {
+    /// Parses a `database` URL.
+    pub fn parse(url: &str) -> anyhow::Result<Database> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                anyhow::bail!("database {url:?} names no file: write sqlite:///var/lib/kaching-relay/relay.db");
+            }
+            return Ok(Database::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url.parse::<tokio_postgres::Config>().map_err(|e| {
+                anyhow::anyhow!("database URL is not a PostgreSQL connection URL ({e}): write postgres://user:password@host:5432/dbname")
+            })?;
+            return Ok(Database::Postgres(url.to_string()));
+        }
+        anyhow::bail!(
+            "database {:?} is neither sqlite:///path/relay.db nor postgres://user:password@host:5432/dbname",
+            redact(url)
+        )
+    }
+}
+
+/// A URL with any password replaced by `***` (for logs and errors).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{scheme}://{name}:***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            Database::Postgres(u) => f.write_str(&redact(u)),
+        }
+    }
+}
+
+/// What an activation did.
+#[derive(Debug)]
+pub struct Activated {
+    /// Last accepted heartbeat sequence number (0 for a new cluster).
+    pub last_seq: u64,
+    /// Stale clusters that lost the license.
+    pub displaced: Vec<String>,
+}
+
+/// The latest picture of one license: its bytes and its cluster's last
+/// contact (cluster id, last seen, active nodes, quotas as JSON text).
+pub struct LicenseView {
+    /// The license as last activated.
+    pub bytes: Vec<u8>,
+    /// The live (or else most recently seen) cluster.
+    pub cluster: Option<(String, u64, u64, String)>,
+    /// Signs of rollback seen in its clusters' heartbeats, newest first, at
+    /// most [`MAX_ANOMALIES`]: (cluster id, relay time, sentence).
+    pub anomalies: Vec<(String, u64, String)>,
+}
+
+/// Signs of rollback listed per cluster and per license.
+pub const MAX_ANOMALIES: usize = 10;
+
+/// Fills in each row's latest signs of rollback from `found` (cluster id,
+/// relay time, kind, sentence; ordered by cluster, newest first); `rows`
+/// are ordered by cluster id.
+pub fn attach_anomalies(rows: &mut [ClusterRow], found: Vec<(String, u64, String, String)>) {
+    for (cluster, at, kind, detail) in found {
+        if let Ok(i) = rows.binary_search_by(|r| r.cluster_id.as_str().cmp(&cluster)) {
+            if rows[i].anomalies.len() < MAX_ANOMALIES {
+                rows[i].anomalies.push(Anomaly {
+                    kind,
+                    at: kaching_core::time::rfc3339(at),
+                    detail,
+                });
+            }
+        }
+    }
+}
+
+/// A stored root: version, bytes, relay time received.
+pub type StoredRoot = (u64, Vec<u8>, u64);
+
+/// The relay's state, whichever database holds it. Every write is atomic:
+/// on error nothing it did is kept, and an `Ok` means it is durable.
+pub trait Storage: Send + Sync {
+    /// `POST /v1/activate`: binds the license to the cluster (displacing
+    /// stale holders, refusing when another live cluster holds it).
+    fn activate(&self, a: Activation) -> Fut<'_, Activated>;
+    /// `POST /v1/heartbeat` and `/v1/deactivate`: checks the binding, the
+    /// key and that `beat.seq` is above the last accepted one, then records
+    /// the heartbeat (latest per cluster, history row, audit).
+    fn record_heartbeat(&self, beat: Heartbeat, key: [u8; 32], now: u64) -> Fut<'_, ()>;
+    /// `PUT /v1/revocations`: stores the list when newer than the stored one.
+    fn publish_list(
+        &self,
+        list: VerifiedRevocationList,
+        actor: String,
+        now: u64,
+    ) -> Fut<'_, Acceptance>;
+    /// `PUT /v1/roots`: stores a verified root; returns the list versions
+    /// dropped by its `revocation_floor`.
+    fn publish_root(&self, root: VerifiedRoot, actor: String, now: u64) -> Fut<'_, Vec<u64>>;
+    /// `POST /v1/upgrade-requests`: `false` when it was filed before.
+    fn file_upgrade(
+        &self,
+        license_id: String,
+        request: UpgradeRequest,
+        actor: String,
+        now: u64,
+    ) -> Fut<'_, bool>;
+    /// Deletes heartbeat history received before `before`.
+    fn prune_heartbeats(&self, before: u64) -> Fut<'_, usize>;
+
+    /// The license `id` and its cluster's last contact, if ever activated.
+    fn license_view(&self, id: String) -> Fut<'_, Option<LicenseView>>;
+    /// One page of clusters by cluster id.
+    fn clusters(
+        &self,
+        license: Option<String>,
+        after: String,
+        limit: u32,
+    ) -> Fut<'_, Vec<ClusterRow>>;
+    /// Upgrade requests, newest first, at most 1000.
+    fn upgrade_requests(&self, license: Option<String>) -> Fut<'_, Vec<UpgradeRow>>;
+    /// A presented bearer token: `(name, scope, revoked)`.
+    fn lookup_token(&self, token: String) -> Fut<'_, Option<(String, Scope, bool)>>;
+    /// Number of live bindings.
+    fn active_clusters(&self) -> Fut<'_, u64>;
+    /// The newest stored revocation list (bytes as published).
+    fn newest_list(&self) -> Fut<'_, Option<Vec<u8>>>;
+
+    /// At start: records when this relay starts serving (a binding's
+    /// silence counts from no earlier than that). On a database other
+    /// replicas serve from, only when none has served within
+    /// `crate::follow::FLEET_DOWN_AFTER`: the relay was not down then.
+    fn mark_serving(&self, now: u64) -> Fut<'_, ()>;
+    /// At start: stores the configured initial root (audited when new or
+    /// changed) and returns the stored roots above it, ascending.
+    fn configure_root(&self, initial: VerifiedRoot, now: u64) -> Fut<'_, Vec<StoredRoot>>;
+    /// Stored roots above `version`, ascending (replicas catch up with it).
+    fn roots_above(&self, version: u64) -> Fut<'_, Vec<StoredRoot>>;
+    /// Records that this relay serves at `now`, every few seconds while it
+    /// runs: with several replicas, a replica starting while another has
+    /// been serving does not restart the fleet's `serving_since` (see
+    /// `crate::follow::FLEET_DOWN_AFTER`). Nothing to do for one relay.
+    fn mark_alive(&self, _now: u64) -> Fut<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Ticks whenever another replica may have published a list or a root;
+    /// `None` for a backend only one relay uses.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
+    /// Finishes queued writes and lets go of the database.
+    fn close(self: Arc<Self>) -> Fut<'static, ()>;
+}
+
+/// Opens `db` (creating or migrating its schema) for a serving relay.
+pub async fn open(db: &Database, max_batch: usize) -> anyhow::Result<Arc<dyn Storage>> {
+    Ok(match db {
+        Database::Sqlite(path) => Arc::new(sqlite::SqliteStorage::open(path, max_batch)?),
+        Database::Postgres(url) => Arc::new(postgres::PgStorage::open(url, max_batch).await?),
+    })
+}
+
+/// A cluster's stored quota usage (JSON text written from its last
+/// heartbeat); text that does not parse reads as no usage.
+pub fn parse_quotas(text: &str) -> std::collections::BTreeMap<String, u64> {
+    serde_json::from_str(text).unwrap_or_default()
+}

@@ -1,0 +1,280 @@
+//! A replica's group commit on PostgreSQL: the queue of writes, and one
+//! transaction per batch that takes the `audit_head` lock first.
+
+use deadpool_postgres::{ClientWrapper, Pool};
+use tokio::sync::{mpsc, oneshot};
+
+use kaching_core::cluster::UpgradeRequest;
+use kaching_core::heartbeat::Heartbeat;
+use kaching_core::revocation::{Acceptance, VerifiedRevocationList};
+use kaching_core::root::VerifiedRoot;
+
+use super::{beats, writes};
+use crate::error::ApiError;
+use crate::storage::Activated;
+use crate::store::Activation;
+
+/// A write queued for this replica's group commit.
+pub enum Job {
+    /// `POST /v1/activate`.
+    Activate(
+        Box<Activation>,
+        oneshot::Sender<Result<Activated, ApiError>>,
+    ),
+    /// `POST /v1/heartbeat` or `/v1/deactivate`.
+    Beat(
+        Box<(Heartbeat, [u8; 32], u64)>,
+        oneshot::Sender<Result<(), ApiError>>,
+    ),
+    /// `PUT /v1/revocations`.
+    Publish(
+        Box<(VerifiedRevocationList, String, u64)>,
+        oneshot::Sender<Result<Acceptance, ApiError>>,
+    ),
+    /// `PUT /v1/roots`.
+    Root(
+        Box<(VerifiedRoot, String, u64)>,
+        oneshot::Sender<Result<Vec<u64>, ApiError>>,
+    ),
+    /// `POST /v1/upgrade-requests`.
+    Upgrade(
+        Box<(String, UpgradeRequest, String, u64)>,
+        oneshot::Sender<Result<bool, ApiError>>,
+    ),
+}
+
+/// Takes what is queued (up to `max_batch`) and commits it as one batch.
+pub async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&pool, batch).await;
+    }
+}
+
+/// A job's outcome, held until the commit decides whether it stands.
+enum Done {
+    Activate(
+        oneshot::Sender<Result<Activated, ApiError>>,
+        Result<Activated, ApiError>,
+    ),
+    Beat(oneshot::Sender<Result<(), ApiError>>, Result<(), ApiError>),
+    Publish(
+        oneshot::Sender<Result<Acceptance, ApiError>>,
+        Result<Acceptance, ApiError>,
+    ),
+    Root(
+        oneshot::Sender<Result<Vec<u64>, ApiError>>,
+        Result<Vec<u64>, ApiError>,
+    ),
+    Upgrade(
+        oneshot::Sender<Result<bool, ApiError>>,
+        Result<bool, ApiError>,
+    ),
+}
+
+impl Done {
+    /// The error that must undo the batch: anything but a refusal (4xx).
+    fn server_error(&self) -> Option<ApiError> {
+        fn of<T>(r: &Result<T, ApiError>) -> Option<ApiError> {
+            r.as_ref()
+                .err()
+                .filter(|e| e.status.is_server_error())
+                .cloned()
+        }
+        match self {
+            Done::Activate(_, r) => of(r),
+            Done::Beat(_, r) => of(r),
+            Done::Publish(_, r) => of(r),
+            Done::Root(_, r) => of(r),
+            Done::Upgrade(_, r) => of(r),
+        }
+    }
+
+    /// Answers with the outcome, or with `err` when the batch failed.
+    fn answer(self, err: Option<&ApiError>) {
+        fn send<T>(
+            tx: oneshot::Sender<Result<T, ApiError>>,
+            r: Result<T, ApiError>,
+            err: Option<&ApiError>,
+        ) {
+            let _ = tx.send(match err {
+                Some(e) => Err(e.clone()),
+                None => r,
+            });
+        }
+        match self {
+            Done::Activate(tx, r) => send(tx, r, err),
+            Done::Beat(tx, r) => send(tx, r, err),
+            Done::Publish(tx, r) => send(tx, r, err),
+            Done::Root(tx, r) => send(tx, r, err),
+            Done::Upgrade(tx, r) => send(tx, r, err),
+        }
+    }
+}
+
+async fn apply(c: &ClientWrapper, head: &mut writes::Head, job: Job) -> Done {
+    match job {
+        Job::Activate(a, tx) => Done::Activate(tx, writes::activate(c, head, &a).await),
+        Job::Beat(b, tx) => {
+            let (beat, key, now) = *b;
+            Done::Beat(
+                tx,
+                writes::record_heartbeat(c, head, &beat, &key, now).await,
+            )
+        }
+        Job::Publish(p, tx) => {
+            let (list, actor, now) = *p;
+            Done::Publish(tx, writes::publish(c, head, &list, &actor, now).await)
+        }
+        Job::Root(p, tx) => {
+            let (root, actor, now) = *p;
+            Done::Root(tx, writes::publish_root(c, head, &root, &actor, now).await)
+        }
+        Job::Upgrade(p, tx) => {
+            let (license, request, actor, now) = *p;
+            Done::Upgrade(
+                tx,
+                writes::file_upgrade(c, head, &license, &request, &actor, now).await,
+            )
+        }
+    }
+}
+
+fn fail<T>(tx: oneshot::Sender<Result<T, ApiError>>, e: &ApiError) {
+    let _ = tx.send(Err(e.clone()));
+}
+
+fn fail_job(job: Job, e: &ApiError) {
+    match job {
+        Job::Activate(_, tx) => fail(tx, e),
+        Job::Beat(_, tx) => fail(tx, e),
+        Job::Publish(_, tx) => fail(tx, e),
+        Job::Root(_, tx) => fail(tx, e),
+        Job::Upgrade(_, tx) => fail(tx, e),
+    }
+}
+
+/// One transaction for the batch, no savepoints: a refused write (4xx)
+/// has written nothing (the rule in [`writes`]), so the others go on; any
+/// other error rolls the whole batch back and every caller hears it. Each
+/// caller hears back only after the commit.
+async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
+    let client = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            let e = ApiError::from(e);
+            batch.into_iter().for_each(|j| fail_job(j, &e));
+            return;
+        }
+    };
+    let mut head = match begin(&client).await {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            batch.into_iter().for_each(|j| fail_job(j, &e));
+            return;
+        }
+    };
+    let (done, mut broken) = if heartbeats_only(&batch) {
+        batched_heartbeats(&client, &mut head, batch).await
+    } else {
+        one_by_one(&client, &mut head, batch).await
+    };
+    if broken.is_none() {
+        broken = head.store(&client).await.err();
+    }
+    if let Some(e) = broken {
+        let _ = client.batch_execute("ROLLBACK").await;
+        done.into_iter().for_each(|d| d.answer(Some(&e)));
+        return;
+    }
+    match client.batch_execute("COMMIT").await {
+        Ok(()) => done.into_iter().for_each(|d| d.answer(None)),
+        Err(e) => {
+            let e = ApiError::from(e);
+            done.into_iter().for_each(|d| d.answer(Some(&e)));
+        }
+    }
+}
+
+/// True for a batch of heartbeats only, one per cluster (the hot path).
+fn heartbeats_only(batch: &[Job]) -> bool {
+    let beats: Vec<&beats::Beat> = batch
+        .iter()
+        .filter_map(|j| match j {
+            Job::Beat(b, _) => Some(&**b),
+            _ => None,
+        })
+        .collect();
+    beats.len() > 1 && beats.len() == batch.len() && beats::distinct_clusters(&beats)
+}
+
+/// Applies each write in turn; stops at the first error that must undo
+/// the batch (the jobs after it are answered with it too).
+async fn one_by_one(
+    c: &ClientWrapper,
+    head: &mut writes::Head,
+    batch: Vec<Job>,
+) -> (Vec<Done>, Option<ApiError>) {
+    let mut done = Vec::with_capacity(batch.len());
+    let mut jobs = batch.into_iter();
+    for job in jobs.by_ref() {
+        let d = apply(c, head, job).await;
+        let broken = d.server_error();
+        done.push(d);
+        if let Some(e) = broken {
+            jobs.for_each(|j| fail_job(j, &e));
+            return (done, Some(e));
+        }
+    }
+    (done, None)
+}
+
+/// Records a batch of heartbeats from distinct clusters at once ([`beats`]).
+async fn batched_heartbeats(
+    c: &ClientWrapper,
+    head: &mut writes::Head,
+    batch: Vec<Job>,
+) -> (Vec<Done>, Option<ApiError>) {
+    let result = {
+        let beats: Vec<&beats::Beat> = batch
+            .iter()
+            .filter_map(|j| match j {
+                Job::Beat(b, _) => Some(&**b),
+                _ => None,
+            })
+            .collect();
+        beats::record(c, head, &beats).await
+    };
+    let (mut outcomes, broken) = match result {
+        Ok(o) => (o, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    outcomes.resize_with(batch.len(), || {
+        Err(ApiError::internal("heartbeat batch undone"))
+    });
+    let done = batch
+        .into_iter()
+        .zip(outcomes)
+        .filter_map(|(job, outcome)| match job {
+            Job::Beat(_, tx) => Some(Done::Beat(tx, outcome)),
+            other => {
+                fail_job(other, &ApiError::internal("not a heartbeat"));
+                None
+            }
+        })
+        .collect();
+    (done, broken)
+}
+
+/// Opens a writing transaction: takes the `audit_head` lock first.
+pub async fn begin(c: &ClientWrapper) -> Result<writes::Head, ApiError> {
+    c.batch_execute("BEGIN").await?;
+    writes::lock_head(c).await
+}

@@ -1,0 +1,345 @@
+//! The SQLite backend: one relay, one file. Writes go to the single writer
+//! thread ([`crate::writer`], group commit); reads use a small pool of WAL
+//! read connections ([`crate::db::Readers`]).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, OptionalExtension};
+
+use kaching_core::cluster::UpgradeRequest;
+use kaching_core::heartbeat::Heartbeat;
+use kaching_core::revocation::{Acceptance, VerifiedRevocationList};
+use kaching_core::root::VerifiedRoot;
+use kaching_core::time::rfc3339;
+use kaching_core::wire::relay::{ClusterRow, UpgradeRow};
+
+use super::{Activated, Fut, LicenseView, Storage, StoredRoot};
+use crate::db::{self, Readers};
+use crate::error::ApiError;
+use crate::store::{Activation, Outcome, Write};
+use crate::tokens::{self, Scope};
+use crate::writer::Writer;
+
+/// A relay's SQLite database.
+pub struct SqliteStorage {
+    /// The one writer; dropped at close so the thread commits and ends.
+    writer: Mutex<Option<Writer>>,
+    /// The writer thread, joined at close.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Read connections.
+    readers: Readers,
+}
+
+impl SqliteStorage {
+    /// Opens (creating and migrating) the database at `path` and starts its writer.
+    pub fn open(path: &Path, max_batch: usize) -> anyhow::Result<SqliteStorage> {
+        let conn = db::open_and_migrate(path)?;
+        let (writer, thread) = Writer::start(conn, max_batch)
+            .map_err(|e| anyhow::anyhow!("cannot start the database writer thread: {e}"))?;
+        Ok(SqliteStorage {
+            writer: Mutex::new(Some(writer)),
+            thread: Mutex::new(Some(thread)),
+            readers: Readers::new(path.to_path_buf()),
+        })
+    }
+
+    async fn submit(&self, write: Write) -> Result<Outcome, ApiError> {
+        let writer = self
+            .writer
+            .lock()
+            .ok()
+            .and_then(|w| w.clone())
+            .ok_or_else(ApiError::unavailable)?;
+        writer.submit(write).await
+    }
+}
+
+fn other(what: &str) -> ApiError {
+    ApiError::internal(format!("{what} returned another outcome"))
+}
+
+impl Storage for SqliteStorage {
+    fn activate(&self, a: Activation) -> Fut<'_, Activated> {
+        Box::pin(async move {
+            match self.submit(Write::Activate(Box::new(a))).await? {
+                Outcome::Activated {
+                    last_seq,
+                    displaced,
+                } => Ok(Activated {
+                    last_seq,
+                    displaced,
+                }),
+                _ => Err(other("activation")),
+            }
+        })
+    }
+
+    fn record_heartbeat(&self, beat: Heartbeat, key: [u8; 32], now: u64) -> Fut<'_, ()> {
+        Box::pin(async move {
+            match self
+                .submit(Write::Beat {
+                    beat: Box::new(beat),
+                    key,
+                    now,
+                })
+                .await?
+            {
+                Outcome::Refused(e) => Err(e),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn publish_list(
+        &self,
+        list: VerifiedRevocationList,
+        actor: String,
+        now: u64,
+    ) -> Fut<'_, Acceptance> {
+        Box::pin(async move {
+            match self
+                .submit(Write::Publish {
+                    list: Box::new(list),
+                    actor,
+                    now,
+                })
+                .await?
+            {
+                Outcome::Published(a) => Ok(a),
+                _ => Err(other("publish")),
+            }
+        })
+    }
+
+    fn publish_root(&self, root: VerifiedRoot, actor: String, now: u64) -> Fut<'_, Vec<u64>> {
+        Box::pin(async move {
+            match self
+                .submit(Write::PublishRoot {
+                    root: Box::new(root),
+                    actor,
+                    now,
+                })
+                .await?
+            {
+                Outcome::RootPublished { dropped_lists } => Ok(dropped_lists),
+                _ => Err(other("root publish")),
+            }
+        })
+    }
+
+    fn file_upgrade(
+        &self,
+        license_id: String,
+        request: UpgradeRequest,
+        actor: String,
+        now: u64,
+    ) -> Fut<'_, bool> {
+        Box::pin(async move {
+            match self
+                .submit(Write::FileUpgrade {
+                    license_id,
+                    request,
+                    actor,
+                    now,
+                })
+                .await?
+            {
+                Outcome::Filed(new) => Ok(new),
+                _ => Err(other("upgrade request")),
+            }
+        })
+    }
+
+    fn prune_heartbeats(&self, before: u64) -> Fut<'_, usize> {
+        Box::pin(async move {
+            match self.submit(Write::Prune { before }).await? {
+                Outcome::Pruned(n) => Ok(n),
+                _ => Err(other("prune")),
+            }
+        })
+    }
+
+    fn license_view(&self, id: String) -> Fut<'_, Option<LicenseView>> {
+        Box::pin(self.readers.read(move |c| {
+            let bytes: Option<Vec<u8>> = c
+                .query_row(
+                    "SELECT bytes FROM licenses WHERE license_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let cluster = c
+                .query_row(
+                    "SELECT cluster_id, last_seen, active_nodes, quotas FROM clusters WHERE license_id = ?1
+                     ORDER BY status = 'active' DESC, last_seen DESC LIMIT 1",
+                    [&id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let anomalies = c
+                .prepare_cached(
+                    "SELECT cluster_id, at, detail FROM anomalies WHERE license_id = ?1
+                     ORDER BY id DESC LIMIT ?2",
+                )?
+                .query_map(params![id, super::MAX_ANOMALIES], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(bytes.map(|bytes| LicenseView {
+                bytes,
+                cluster,
+                anomalies,
+            }))
+        }))
+    }
+
+    fn clusters(
+        &self,
+        license: Option<String>,
+        after: String,
+        limit: u32,
+    ) -> Fut<'_, Vec<ClusterRow>> {
+        Box::pin(self.readers.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT c.cluster_id, license_id, hostname, status, activated_at, last_seen, last_seq,
+                        heartbeats, state, active_nodes, quotas, verifier_version, h.report_seq
+                 FROM clusters c LEFT JOIN chain_heads h ON h.cluster_id = c.cluster_id
+                 WHERE (?1 IS NULL OR license_id = ?1) AND c.cluster_id > ?2
+                 ORDER BY c.cluster_id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![license, after, limit], |r| {
+                let quotas: String = r.get(10)?;
+                Ok(ClusterRow {
+                    cluster_id: r.get(0)?,
+                    license_id: r.get(1)?,
+                    hostname: r.get(2)?,
+                    status: r.get(3)?,
+                    activated_at: rfc3339(r.get(4)?),
+                    last_seen: rfc3339(r.get(5)?),
+                    last_seq: r.get(6)?,
+                    heartbeats: r.get(7)?,
+                    state: r.get(8)?,
+                    active_nodes: r.get(9)?,
+                    quotas: super::parse_quotas(&quotas),
+                    verifier_version: r.get(11)?,
+                    report_seq: r.get(12)?,
+                    anomalies: Vec::new(),
+                })
+            })?;
+            let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
+            let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+                return Ok(rows);
+            };
+            let found = c
+                .prepare_cached(
+                    "SELECT cluster_id, at, kind, detail FROM anomalies
+                     WHERE cluster_id >= ?1 AND cluster_id <= ?2 ORDER BY cluster_id, id DESC",
+                )?
+                .query_map(params![first.cluster_id, last.cluster_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            super::attach_anomalies(&mut rows, found);
+            Ok(rows)
+        }))
+    }
+
+    fn upgrade_requests(&self, license: Option<String>) -> Fut<'_, Vec<UpgradeRow>> {
+        Box::pin(self.readers.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT license_id, cluster_id, requested_tier, message, time, received_at, source
+                 FROM upgrade_requests WHERE (?1 IS NULL OR license_id = ?1)
+                 ORDER BY id DESC LIMIT 1000",
+            )?;
+            let rows = stmt.query_map(params![license], |r| {
+                let cluster: String = r.get(1)?;
+                Ok(UpgradeRow {
+                    license_id: r.get(0)?,
+                    // Filed through the API: stored as '', answered as null.
+                    cluster_id: (!cluster.is_empty()).then_some(cluster),
+                    requested_tier: r.get(2)?,
+                    message: r.get(3)?,
+                    time: rfc3339(r.get(4)?),
+                    received_at: rfc3339(r.get(5)?),
+                    source: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn lookup_token(&self, token: String) -> Fut<'_, Option<(String, Scope, bool)>> {
+        Box::pin(
+            self.readers
+                .read(move |conn| Ok(tokens::lookup(conn, &token)?)),
+        )
+    }
+
+    fn active_clusters(&self) -> Fut<'_, u64> {
+        Box::pin(self.readers.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT count(*) FROM clusters WHERE status = 'active'")?
+                    .query_row([], |r| r.get::<_, u64>(0))?,
+            )
+        }))
+    }
+
+    fn newest_list(&self) -> Fut<'_, Option<Vec<u8>>> {
+        Box::pin(self.readers.read(|c| {
+            Ok(c.query_row(
+                "SELECT bytes FROM revocation_lists ORDER BY version DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+        }))
+    }
+
+    fn mark_serving(&self, now: u64) -> Fut<'_, ()> {
+        Box::pin(
+            self.readers
+                .read(move |c| db::mark_serving(c, now).map_err(ApiError::internal)),
+        )
+    }
+
+    fn configure_root(&self, initial: VerifiedRoot, now: u64) -> Fut<'_, Vec<StoredRoot>> {
+        Box::pin(self.readers.read(move |c| {
+            crate::roots::store_initial(c, &initial, now).map_err(ApiError::internal)?;
+            roots_above(c, initial.root.version)
+        }))
+    }
+
+    fn roots_above(&self, version: u64) -> Fut<'_, Vec<StoredRoot>> {
+        Box::pin(self.readers.read(move |c| roots_above(c, version)))
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    fn close(self: Arc<Self>) -> Fut<'static, ()> {
+        Box::pin(async move {
+            // The writer thread ends when the last handle is gone, after its last commit.
+            drop(self.writer.lock().ok().and_then(|mut w| w.take()));
+            let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+            if let Some(t) = thread {
+                tokio::task::spawn_blocking(move || t.join())
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(|_| ApiError::internal("the database writer thread panicked"))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn roots_above(c: &rusqlite::Connection, version: u64) -> Result<Vec<StoredRoot>, ApiError> {
+    let mut stmt = c.prepare(
+        "SELECT version, bytes, received_at FROM roots WHERE version > ?1 ORDER BY version",
+    )?;
+    let rows = stmt
+        .query_map([version], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
