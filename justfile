@@ -36,3 +36,11 @@ ci:
 # .deb packages for the three binaries (cargo-deb; docs/install.md).
 package:
     bash deploy/build-debs.sh
+
+# Every issue-12 measurement with a tool in the repo (verifier writes,
+# reload, leases and memory; relay heartbeats, memory and fan-out; CLI
+# start-up against minisign), each against a same-run baseline, as one
+# table of ratios. Loopback, bounded; ~3 min after the release build.
+# BENCH_QUICK=1 for a smoke run.
+bench-all:
+    bash scripts/bench-all

@@ -6,9 +6,89 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::license::Quota;
+use crate::time::Period;
 
 /// The catalog shipped with KACHING, embedded at build time.
 pub const BUILTIN_CATALOG: &str = include_str!("../../fixtures/tiers.toml");
+
+/// One tier of [`BUILTIN_CATALOG`], as constant data.
+struct BuiltinTier {
+    name: &'static str,
+    display_name: &'static str,
+    features: &'static [&'static str],
+    max_nodes: u32,
+    overage: u32,
+    duration_days: u64,
+    grace_days: u64,
+    max_search_results: i64,
+    quotas: &'static [(&'static str, u64, Period)],
+}
+
+/// `[upgrade_thresholds]` of [`BUILTIN_CATALOG`].
+const BUILTIN_THRESHOLDS: &[(&str, f64)] = &[
+    ("default", 0.80),
+    ("nodes", 0.80),
+    ("search_requests", 0.80),
+    ("api_calls", 0.85),
+    ("storage_gb", 0.90),
+];
+
+/// The `[[tier]]`s of [`BUILTIN_CATALOG`], smallest first. Keep in step with
+/// fixtures/tiers.toml: `builtin_catalog_as_rust_data_equals_the_toml_file`
+/// fails when they differ.
+const BUILTIN_TIERS: &[BuiltinTier] = &[
+    BuiltinTier {
+        name: "evaluation",
+        display_name: "Evaluation",
+        features: &["basic-search"],
+        max_nodes: 3,
+        overage: 0,
+        duration_days: 30,
+        grace_days: 3,
+        max_search_results: 50,
+        quotas: &[
+            ("search_requests", 1000, Period::Day),
+            ("api_calls", 10_000, Period::Month),
+            ("storage_gb", 10, Period::Gauge),
+        ],
+    },
+    BuiltinTier {
+        name: "standard",
+        display_name: "Standard",
+        features: &["basic-search", "advanced-search", "analytics"],
+        max_nodes: 10,
+        overage: 10,
+        duration_days: 365,
+        grace_days: 14,
+        max_search_results: 1000,
+        quotas: &[
+            ("search_requests", 50_000, Period::Day),
+            ("api_calls", 1_000_000, Period::Month),
+            ("storage_gb", 500, Period::Gauge),
+        ],
+    },
+    BuiltinTier {
+        name: "enterprise",
+        display_name: "Enterprise",
+        features: &[
+            "basic-search",
+            "advanced-search",
+            "analytics",
+            "bulk-operations",
+            "enterprise-support",
+        ],
+        max_nodes: 100,
+        overage: 20,
+        duration_days: 365,
+        grace_days: 30,
+        max_search_results: -1,
+        quotas: &[
+            ("search_requests", 1_000_000, Period::Day),
+            ("api_calls", 50_000_000, Period::Month),
+            ("storage_gb", 10_000, Period::Gauge),
+        ],
+    },
+];
 
 /// One tier's defaults.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -73,14 +153,45 @@ impl TierCatalog {
         Ok(cat)
     }
 
-    /// The catalog embedded in the binary.
+    /// The catalog embedded in the binary: [`BUILTIN_CATALOG`] as Rust data,
+    /// so a process that only needs the built-in catalog (`licensegen
+    /// verify`, a verifier's `check`) does not parse TOML at start-up. A
+    /// unit test checks that it equals the parsed file.
     pub fn builtin() -> Self {
-        // The embedded catalog is checked by a unit test; an empty catalog is
-        // the fail-safe fallback (it only weakens suggestions, never grants).
-        Self::from_toml(BUILTIN_CATALOG).unwrap_or(TierCatalog {
-            tiers: Vec::new(),
-            upgrade_thresholds: BTreeMap::new(),
-        })
+        let tiers = BUILTIN_TIERS
+            .iter()
+            .map(|t| Tier {
+                name: t.name.to_string(),
+                display_name: t.display_name.to_string(),
+                features: t.features.iter().map(|f| (*f).to_string()).collect(),
+                max_nodes: t.max_nodes,
+                overage: t.overage,
+                duration_days: t.duration_days,
+                grace_days: t.grace_days,
+                max_search_results: t.max_search_results,
+                quotas: t
+                    .quotas
+                    .iter()
+                    .map(|(n, limit, period)| {
+                        (
+                            (*n).to_string(),
+                            Quota {
+                                limit: *limit,
+                                period: *period,
+                            },
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        let upgrade_thresholds = BUILTIN_THRESHOLDS
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), *v))
+            .collect();
+        TierCatalog {
+            tiers,
+            upgrade_thresholds,
+        }
     }
 
     /// A tier by name.
@@ -176,6 +287,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
     use crate::license::Period;
+
+    #[test]
+    fn builtin_catalog_as_rust_data_equals_the_toml_file() {
+        let parsed = TierCatalog::from_toml(BUILTIN_CATALOG).expect("builtin catalog parses");
+        assert_eq!(TierCatalog::builtin(), parsed);
+    }
 
     #[test]
     fn builtin_catalog_has_the_three_seed_tiers_in_order() {

@@ -10,6 +10,18 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "licensegen", version, after_long_help = crate::exit::TABLE)]
 pub struct Cli {
+    /// The options every subcommand takes.
+    #[command(flatten)]
+    pub global: Globals,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The options every subcommand takes (`--dir`, `--passphrase-file`,
+/// `--identity`).
+#[derive(Debug, Args)]
+pub struct Globals {
     /// Vendor directory [default: the current folder or the nearest parent holding kaching.toml]
     #[arg(long, global = true, env = "KACHING_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -20,9 +32,40 @@ pub struct Cli {
     /// age identity file unlocking a vendor key made with `init --recipient`
     #[arg(long, global = true, env = "KACHING_IDENTITY", value_name = "FILE")]
     pub identity: Option<PathBuf>,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
+}
+
+/// The subcommands [`parse_quick`] parses by building only themselves.
+pub const QUICK: &[&str] = &["verify", "simulate", "inspect"];
+
+/// The command line, when its first argument names one of [`QUICK`] (the
+/// short read-only commands scripts run often) and it parses: only that
+/// subcommand and the global options are built, not the whole tree, which
+/// was about a third of `licensegen verify`'s start-up (docs/benchmarks.md).
+/// `None` for anything else, including `--help`, `--version`, every usage
+/// error and an option before the subcommand: the caller then parses with
+/// [`command`]'s whole tree, so help, versions and error messages are
+/// exactly the same as without this path.
+pub fn parse_quick(args: &[std::ffi::OsString]) -> Option<Cli> {
+    use clap::FromArgMatches;
+    let sub = quick_command(args.get(1)?.to_str()?)?;
+    let matches = sub.try_get_matches_from(args).ok()?;
+    Cli::from_arg_matches(&matches).ok()
+}
+
+/// `licensegen` with the global options and only the subcommand `name`, one
+/// of [`QUICK`].
+pub fn quick_command(name: &str) -> Option<clap::Command> {
+    let sub = match name {
+        "verify" => VerifyArgs::augment_args(clap::Command::new("verify")),
+        "simulate" => SimulateArgs::augment_args(clap::Command::new("simulate")),
+        "inspect" => InspectArgs::augment_args(clap::Command::new("inspect")),
+        _ => return None,
+    };
+    Some(
+        Globals::augment_args(clap::Command::new("licensegen"))
+            .subcommand(sub)
+            .subcommand_required(true),
+    )
 }
 
 /// The subcommands.
@@ -592,4 +635,89 @@ pub struct TrueUpArgs {
 /// The clap command, for completions and man pages.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn argv(line: &str) -> Vec<OsString> {
+        std::iter::once("licensegen")
+            .chain(line.split_whitespace())
+            .map(OsString::from)
+            .collect()
+    }
+
+    /// The quick path may decline anything, but what it accepts must be
+    /// exactly what the whole tree makes of the same argv.
+    #[test]
+    fn quick_parse_agrees_with_the_whole_tree() {
+        let accepted = [
+            "verify lic.asc",
+            "verify lic.asc --pubkey v/vendor.pub",
+            "verify lic.asc --pubkey=v.pub --json --at 2027-01-31 --cluster abcd --revocations r.krl",
+            "verify --dir vend lic.asc --passphrase-file p --identity id",
+            "verify -- --odd-file-name",
+            "simulate lic.asc --nodes 12 --usage a=1 --usage b=2 --feature analytics --json",
+            "simulate lic.asc --at 2027-01-31T12:00:00Z",
+            "inspect lic.asc",
+            "inspect lic.asc --pubkey v.pub --json --dir d",
+        ];
+        for line in accepted {
+            let quick = parse_quick(&argv(line));
+            let whole = Cli::try_parse_from(argv(line)).expect(line);
+            assert_eq!(
+                format!("{quick:?}"),
+                format!("{:?}", Some(whole)),
+                "argv {line:?}"
+            );
+        }
+        // Help, versions, errors and every other subcommand go to the whole
+        // tree, which prints them as it always did.
+        let declined = [
+            "",
+            "--help",
+            "--version",
+            "verify",
+            "verify --help",
+            "verify -h",
+            "verify --version",
+            "verify lic.asc --bogus",
+            "verify lic.asc --json --json",
+            "verify lic.asc extra",
+            "simulate lic.asc --nodes many",
+            "inspect",
+            "--dir d verify lic.asc",
+            "issue --customer a --tier standard",
+            "ledger list",
+            "verif lic.asc",
+        ];
+        for line in declined {
+            assert!(parse_quick(&argv(line)).is_none(), "argv {line:?}");
+        }
+    }
+
+    /// Each quick subcommand defines the same arguments, with the same
+    /// settings (names, values, env, global, conflicts), as the whole tree:
+    /// an argument added to the tree cannot be missed by the quick path.
+    #[test]
+    fn quick_subcommands_define_the_same_arguments_as_the_whole_tree() {
+        let mut whole = command();
+        whole.build();
+        for name in QUICK {
+            let mut quick = quick_command(name).expect(name);
+            quick.build();
+            let args = |c: &clap::Command| {
+                let sub = c.find_subcommand(name).expect(name);
+                // `--help` (its text depends on the long help) never
+                // reaches the quick path: it is an error to clap.
+                sub.get_arguments()
+                    .filter(|a| a.get_id() != "help")
+                    .map(|a| format!("{a:?}"))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(args(&quick), args(&whole), "subcommand {name}");
+        }
+    }
 }

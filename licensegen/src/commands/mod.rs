@@ -53,12 +53,12 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn vendor(&self) -> Result<VendorDir> {
-        VendorDir::discover(self.cli.dir.as_deref())
+        VendorDir::discover(self.cli.global.dir.as_deref())
     }
 
     fn passphrase(&self) -> PassphraseSource {
         PassphraseSource {
-            file: self.cli.passphrase_file.clone(),
+            file: self.cli.global.passphrase_file.clone(),
         }
     }
 
@@ -66,7 +66,7 @@ impl Ctx<'_> {
     fn unlock(&self, vendor: &VendorDir) -> Result<SecretKey> {
         let unlock = Unlock {
             passphrase: self.passphrase(),
-            identity: self.cli.identity.clone(),
+            identity: self.cli.global.identity.clone(),
         };
         let path = vendor.path(KEY_FILE);
         if !path.exists() {
@@ -95,7 +95,7 @@ impl Ctx<'_> {
                 path,
                 &Unlock {
                     passphrase: self.passphrase(),
-                    identity: self.cli.identity.clone(),
+                    identity: self.cli.global.identity.clone(),
                 },
             )?,
             None => self.unlock(vendor)?,

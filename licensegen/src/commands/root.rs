@@ -617,7 +617,7 @@ fn sign(
     };
     let unlock = Unlock {
         passphrase: ctx.passphrase(),
-        identity: ctx.cli.identity.clone(),
+        identity: ctx.cli.global.identity.clone(),
     };
     let key = unseal_file(&key_path, &unlock)?;
     let kid = key.public().kid();

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// KACHING's enforcement daemon: verifies the license and answers BZZZ and
 /// WHOOSH on a local API.
@@ -27,19 +27,7 @@ pub enum Command {
     /// Evaluate the license once and exit with its state's code
     /// (0 usable, 10 invalid/unlicensed, 11 revoked, 12 suspended, 13 expired,
     /// 14 not yet valid, 15 clock tampered, 16 overdue, 1 error).
-    Check {
-        /// Config file (TOML) [default: /etc/kaching/verifier.toml].
-        #[arg(long, short, env = "KACHING_CONFIG")]
-        config: Option<PathBuf>,
-        /// Print the status JSON instead of a summary.
-        #[arg(long)]
-        json: bool,
-        /// Accept a development build (no root of trust built in: trust
-        /// comes from the editable trusted-keys file). Without it, such a
-        /// build exits 1 whatever the license says.
-        #[arg(long)]
-        allow_development_trust: bool,
-    },
+    Check(CheckArgs),
     /// Ask the running daemon for its status and print it.
     Status {
         /// Config file (TOML): gives the address and token [default:
@@ -131,6 +119,44 @@ pub enum Command {
     },
 }
 
+// `check`'s options. (A plain comment: a doc comment here would become
+// the subcommand's description in place of the variant's.)
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Config file (TOML) [default: /etc/kaching/verifier.toml].
+    #[arg(long, short, env = "KACHING_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the status JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Accept a development build (no root of trust built in: trust
+    /// comes from the editable trusted-keys file). Without it, such a
+    /// build exits 1 whatever the license says.
+    #[arg(long)]
+    pub allow_development_trust: bool,
+}
+
+/// The command line, when it is `check` and parses: only `check` is built,
+/// not every subcommand (most of a one-shot check's start-up). `None` for
+/// anything else, including `--help` and every usage error: the caller then
+/// parses with the whole tree, so help and error messages stay exactly
+/// the same.
+pub fn parse_quick(args: &[std::ffi::OsString]) -> Option<Cli> {
+    use clap::FromArgMatches;
+    if args.get(1)?.to_str()? != "check" {
+        return None;
+    }
+    let matches = quick_command().try_get_matches_from(args).ok()?;
+    Cli::from_arg_matches(&matches).ok()
+}
+
+/// `kaching-verifier` with only the `check` subcommand.
+pub fn quick_command() -> clap::Command {
+    clap::Command::new("kaching-verifier")
+        .subcommand(CheckArgs::augment_args(clap::Command::new("check")))
+        .subcommand_required(true)
+}
+
 /// `receipt …`.
 #[derive(Debug, Subcommand)]
 pub enum ReceiptCommand {
@@ -151,4 +177,69 @@ pub enum ReceiptCommand {
         /// The receipt file (binary or armored), from `licensegen usage import`.
         file: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use clap::CommandFactory;
+    use std::ffi::OsString;
+
+    fn argv(line: &str) -> Vec<OsString> {
+        std::iter::once("kaching-verifier")
+            .chain(line.split_whitespace())
+            .map(OsString::from)
+            .collect()
+    }
+
+    /// What the quick path accepts, the whole tree parses the same way;
+    /// help and errors are left to the whole tree.
+    #[test]
+    fn quick_check_parse_agrees_with_the_whole_tree() {
+        for line in [
+            "check",
+            "check --config v.toml",
+            "check -c v.toml --json --allow-development-trust",
+            "check --config=v.toml --json",
+        ] {
+            let quick = parse_quick(&argv(line));
+            let whole = Cli::try_parse_from(argv(line)).expect(line);
+            assert_eq!(
+                format!("{quick:?}"),
+                format!("{:?}", Some(whole)),
+                "argv {line:?}"
+            );
+        }
+        for line in [
+            "",
+            "--help",
+            "--version",
+            "check --help",
+            "check -h",
+            "check --bogus",
+            "check -c",
+            "check extra",
+            "run --config v.toml",
+            "status",
+        ] {
+            assert!(parse_quick(&argv(line)).is_none(), "argv {line:?}");
+        }
+    }
+
+    /// `check` alone defines the same arguments as in the whole tree.
+    #[test]
+    fn quick_check_defines_the_same_arguments_as_the_whole_tree() {
+        let args = |mut c: clap::Command| {
+            c.build();
+            c.find_subcommand("check")
+                .expect("check")
+                .get_arguments()
+                .filter(|a| a.get_id() != "help")
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(args(quick_command()), args(Cli::command()));
+    }
 }

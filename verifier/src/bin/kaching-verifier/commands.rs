@@ -8,7 +8,7 @@ use clap::CommandFactory;
 use kaching_kit::stdout;
 use kaching_verifier::{exit, report, Config, Engine};
 
-use crate::cli::{Cli, Command, ReceiptCommand};
+use crate::cli::{CheckArgs, Cli, Command, ReceiptCommand};
 
 /// Where the configuration is looked for when neither `--config` nor
 /// `KACHING_CONFIG` names one (the .deb installs it there).
@@ -58,11 +58,11 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             run_daemon(cfg)?;
             Ok(0)
         }
-        Command::Check {
+        Command::Check(CheckArgs {
             config,
             json,
             allow_development_trust,
-        } => {
+        }) => {
             let cfg = load_config(config, Fallback::Refuse, "check")?;
             let trusted_keys = cfg.trusted_keys.clone();
             let engine = Engine::open(cfg, true)?;
