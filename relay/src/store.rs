@@ -372,6 +372,35 @@ pub fn anomaly_detail(f: &Finding, detail: &str) -> serde_json::Value {
     json!({"kind": f.kind(), "detail": detail})
 }
 
+/// The audit action of an accepted heartbeat (both backends).
+pub fn beat_action(hb: &Heartbeat) -> &'static str {
+    if hb.deactivate {
+        "deactivate"
+    } else {
+        "heartbeat"
+    }
+}
+
+/// The audit detail of an accepted heartbeat (both backends).
+pub fn beat_audit_detail(hb: &Heartbeat) -> serde_json::Value {
+    json!({"seq": hb.seq, "state": hb.state, "nodes": hb.active_nodes,
+           "upgrade_requests": hb.upgrade_requests.len()})
+}
+
+/// Accepts a verified list against the newest stored one (version and
+/// bytes), or refuses a rollback (both backends).
+pub fn accept_list(
+    list: &VerifiedRevocationList,
+    current: Option<(u64, &[u8])>,
+) -> Result<Acceptance, ApiError> {
+    accept_revocation_list(list, current.map(|c| c.0), current.map(|c| c.1)).map_err(|e| {
+        ApiError::conflict(
+            "rollback_refused",
+            format!("{e}; sign a list with a higher version"),
+        )
+    })
+}
+
 /// The refusal of a sequence number not above the last accepted one.
 pub fn replayed(seq: u64, last_seq: u64) -> ApiError {
     ApiError::conflict(
@@ -493,14 +522,9 @@ fn record_heartbeat(
         conn,
         now,
         &format!("cluster:{}", hb.cluster_id),
-        if hb.deactivate {
-            "deactivate"
-        } else {
-            "heartbeat"
-        },
+        beat_action(hb),
         &license_id,
-        &json!({"seq": hb.seq, "state": hb.state, "nodes": hb.active_nodes,
-                "upgrade_requests": hb.upgrade_requests.len()}),
+        &beat_audit_detail(hb),
     )?;
     Ok(Outcome::Beat)
 }
@@ -544,17 +568,7 @@ fn publish(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let acceptance = accept_revocation_list(
-        list,
-        current.as_ref().map(|c| c.0),
-        current.as_ref().map(|c| c.1.as_slice()),
-    )
-    .map_err(|e| {
-        ApiError::conflict(
-            "rollback_refused",
-            format!("{e}; sign a list with a higher version"),
-        )
-    })?;
+    let acceptance = accept_list(list, current.as_ref().map(|c| (c.0, c.1.as_slice())))?;
     if acceptance == Acceptance::Newer {
         conn.execute(
             "INSERT INTO revocation_lists (version, bytes, kid, received_at) VALUES (?1, ?2, ?3, ?4)",

@@ -9,7 +9,6 @@ use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::ClientWrapper;
 use futures_util::future::try_join_all;
-use serde_json::json;
 use tokio_postgres::types::ToSql;
 
 use kaching_core::heartbeat::Heartbeat;
@@ -18,6 +17,7 @@ use super::writes::{
     chain_head, held_head, insert_upgrade, int, query, record_anomalies, uint, AuditRow, Head,
 };
 use crate::error::ApiError;
+use crate::store::{beat_action, beat_audit_detail};
 
 /// A heartbeat as queued: the document, the key that signed it, relay time.
 pub type Beat = (Heartbeat, [u8; 32], u64);
@@ -132,14 +132,9 @@ pub async fn record(
                 head,
                 now,
                 &format!("cluster:{}", hb.cluster_id),
-                if hb.deactivate {
-                    "deactivate"
-                } else {
-                    "heartbeat"
-                },
+                beat_action(hb),
                 &license_id,
-                &json!({"seq": hb.seq, "state": hb.state, "nodes": hb.active_nodes,
-                        "upgrade_requests": hb.upgrade_requests.len()}),
+                &beat_audit_detail(hb),
             );
             accepted.push(Accepted {
                 cluster_id: hb.cluster_id.clone(),

@@ -20,12 +20,13 @@ use tokio_postgres::Row;
 use kaching_core::binding::Hold;
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::heartbeat::Heartbeat;
-use kaching_core::revocation::{accept_revocation_list, Acceptance, VerifiedRevocationList};
+use kaching_core::revocation::{Acceptance, VerifiedRevocationList};
 use kaching_core::root::VerifiedRoot;
 
 use crate::error::ApiError;
 use crate::storage::Activated;
 use crate::store::Activation;
+use crate::store::{beat_action, beat_audit_detail};
 
 /// Parameters of a statement.
 pub type Params<'a> = [&'a (dyn ToSql + Sync)];
@@ -208,14 +209,9 @@ pub async fn record_heartbeat(
         head,
         now,
         &format!("cluster:{}", hb.cluster_id),
-        if hb.deactivate {
-            "deactivate"
-        } else {
-            "heartbeat"
-        },
+        beat_action(hb),
         &license_id,
-        &json!({"seq": hb.seq, "state": hb.state, "nodes": hb.active_nodes,
-                "upgrade_requests": hb.upgrade_requests.len()}),
+        &beat_audit_detail(hb),
     );
     // The checks passed: the three writes go out pipelined (one round trip).
     // The update is still conditional on the sequence number; should it
@@ -425,17 +421,8 @@ pub async fn publish(
     )
     .await?
     .map(|r| (uint(r.get(0)), r.get::<_, Vec<u8>>(1)));
-    let acceptance = accept_revocation_list(
-        list,
-        current.as_ref().map(|c| c.0),
-        current.as_ref().map(|c| c.1.as_slice()),
-    )
-    .map_err(|e| {
-        ApiError::conflict(
-            "rollback_refused",
-            format!("{e}; sign a list with a higher version"),
-        )
-    })?;
+    let acceptance =
+        crate::store::accept_list(list, current.as_ref().map(|c| (c.0, c.1.as_slice())))?;
     if acceptance == Acceptance::Newer {
         let version = int(list.list.version);
         // Conditional: never below or beside a stored version.
