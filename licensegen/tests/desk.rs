@@ -196,9 +196,23 @@ fn desk_issue_previews_the_claims_then_signs_a_license_that_verifies() {
         .snapshot()
         .keys()
         .all(|p| !p.starts_with(env.dir.join("licenses"))));
-    // Signing needs the key.
+    let at = body.find(r#"name="previewed" value=""#).unwrap() + 24;
+    let previewed = body[at..].split('"').next().unwrap().to_string();
+    // Signing needs the key, and signs only what was previewed.
     form.retain(|(k, _)| *k != "step");
     form.push(("step", "sign"));
+    let mut changed = form.clone();
+    changed.push(("previewed", &previewed));
+    changed.retain(|(k, v)| !(*k == "nodes" && *v == "7"));
+    changed.push(("nodes", "70"));
+    let (s, _, body) = d.post("/desk/issue", &cookie, &changed);
+    assert_eq!(s, 200);
+    assert!(
+        body.contains("The form changed since the preview"),
+        "{body}"
+    );
+    assert!(body.contains("&quot;max_nodes&quot;: 70"), "{body}");
+    form.push(("previewed", &previewed));
     let (s, _, body) = d.post("/desk/issue", &cookie, &form);
     assert_eq!(s, 422);
     assert!(body.contains("the vendor key is locked"), "{body}");

@@ -384,6 +384,33 @@ fn list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// What the fields said when previewed (a hash, carried in the form).
+fn fingerprint(f: &IssueFields) -> String {
+    use sha2::{Digest, Sha256};
+    let fields = [
+        &f.customer,
+        &f.customer_id,
+        &f.tier,
+        &f.expires,
+        &f.nodes,
+        &f.cores,
+        &f.features,
+        &f.quotas,
+        &f.grace,
+        &f.overage,
+        &f.cluster,
+        &f.heartbeat,
+        &f.offline_grace,
+        &f.armor,
+    ];
+    let mut h = Sha256::new();
+    for x in fields {
+        h.update(x.trim().as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The form as the request `licensegen issue` builds from its flags.
 fn request_of(f: &IssueFields) -> Result<LicenseRequest> {
     Ok(LicenseRequest {
@@ -443,12 +470,22 @@ pub(super) async fn issue(
         Ok(b) => b,
         Err(e) => return refused(&e),
     };
-    if f.step != "sign" {
+    let seen = fingerprint(&f);
+    if f.step != "sign" || f.previewed != seen {
+        // Sign only what was previewed: a form changed since shows its preview again.
+        let notice = (f.step == "sign").then(|| Notice {
+            tone: Tone::Warn,
+            title: "Not signed yet.".into(),
+            text: "The form changed since the preview: check the new preview below, then sign."
+                .into(),
+        });
+        let mut shown = f.clone();
+        shown.previewed = seen;
         return pages::issue(
             StatusCode::OK,
-            &chrome(&desk, "/desk/issue", None),
+            &chrome(&desk, "/desk/issue", notice),
             &catalog,
-            &f,
+            &shown,
             Some(&built.license),
         );
     }

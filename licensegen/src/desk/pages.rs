@@ -323,6 +323,8 @@ pub struct IssueFields {
     pub offline_grace: String,
     /// `on` for the armored spelling.
     pub armor: String,
+    /// The fingerprint of the fields the preview showed.
+    pub previewed: String,
 }
 
 /// The issue form, with an error or a preview of the claims.
@@ -378,6 +380,7 @@ pub fn issue(
         (section("issue", "Issue a license", markup! {
             form method="post" action="/desk/issue" {
                 (csrf_field(c.csrf))
+                input type="hidden" name="previewed" value=(f.previewed);
                 div class="field" {
                     label for="customer" { "Customer name" }
                     input type="text" id="customer" name="customer" value=(f.customer) required;
