@@ -426,3 +426,116 @@ fn desk_pages_stay_under_100_kib_with_assets() {
     }
     let _ = PASS;
 }
+
+/// A chained usage report (the first of its chain) signed by `cluster`.
+fn chained_report(
+    env: &Env,
+    cluster: &kaching_core::SecretKey,
+    license: &str,
+) -> std::path::PathBuf {
+    use kaching_core::cluster::{ReportChain, UsageReport};
+    use std::collections::BTreeMap;
+    let report = UsageReport {
+        license_id: license.parse().unwrap(),
+        cluster_id: kaching_core::cluster_id(&cluster.public()),
+        period_start: 1_795_000_000,
+        period_end: 1_795_300_000,
+        counters: BTreeMap::from([(
+            "search_requests".to_string(),
+            BTreeMap::from([("2026-11-21".to_string(), 41_000u64)]),
+        )]),
+        peak_nodes: 4,
+        upgrade_requests: Vec::new(),
+        chain: Some(ReportChain {
+            seq: 1,
+            prev: None,
+            trusted_time: 1_795_300_000,
+            acked: 0,
+            node_peaks: BTreeMap::new(),
+        }),
+    };
+    let path = env.tmp.path().join("usage.cose");
+    std::fs::write(&path, report.sign(cluster)).unwrap();
+    path
+}
+
+fn upload(d: &Desk, cookie: &str, csrf: &str, bytes: Vec<u8>) -> (u16, String) {
+    // multipart/form-data as a browser sends a file input.
+    let b = "kachingboundary7f3a";
+    let mut body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"report\"; filename=\"usage.cose\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    let r = d
+        .http
+        .post(format!("{}/desk/usage", d.base))
+        .header("cookie", cookie)
+        .header("origin", &d.base)
+        .header("content-type", format!("multipart/form-data; boundary={b}"))
+        .body(body)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+#[test]
+fn desk_imports_a_usage_report_as_the_cli_does_and_offers_the_receipt() {
+    let env = Env::new();
+    let (id, _) = env.issue(&["--customer", "ACME", "--tier", "standard"]);
+    let cluster = kaching_core::SecretKey::generate();
+    let report = chained_report(&env, &cluster, &id);
+    let d = Desk::start(&env, false);
+    let cookie = d.sign_in();
+    let csrf = d.csrf(&cookie);
+    let bytes = std::fs::read(&report).unwrap();
+    // The receipt is signed: a locked desk says how to unlock.
+    let (s, body) = upload(&d, &cookie, &csrf, bytes.clone());
+    assert_eq!(s, 422);
+    assert!(body.contains("the vendor key is locked"), "{body}");
+    d.unlock(&cookie);
+    let (s, body) = upload(&d, &cookie, &csrf, bytes.clone());
+    assert_eq!(s, 200, "{body}");
+    // What `usage import` prints, warnings included (82 % of a day quota).
+    assert!(body.contains("Imported, with warnings."), "{body}");
+    assert!(
+        body.contains("reached 41000 of 50000 per day (82%)"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("imported usage report 1 for license {id}")),
+        "{body}"
+    );
+    let at = body.find(r#"href="/desk/usage/"#).expect("a receipt link") + 6;
+    let link = body[at..].split('"').next().unwrap().to_string();
+    let (s, receipt) = d.bytes(&link, &cookie);
+    assert_eq!(s, 200);
+    assert!(
+        kaching_core::armor::is_armored(&receipt),
+        "not an armored receipt"
+    );
+    // The ledger has it, as `usage import` would have recorded it.
+    let out = env
+        .cmd()
+        .args(["ledger", "show", &id, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["usage_reports"].as_array().unwrap().len(), 1);
+    // The same file again changes nothing.
+    let (s, body) = upload(&d, &cookie, &csrf, bytes);
+    assert_eq!(s, 200);
+    assert!(
+        body.contains("was already imported; nothing changed"),
+        "{body}"
+    );
+    // A file that is not a signed report is refused with the CLI's words.
+    let (s, body) = upload(&d, &cookie, &csrf, b"not a report".to_vec());
+    assert_eq!(s, 422);
+    assert!(body.contains("is not a valid usage report"), "{body}");
+    // Receipts are served by plain names only.
+    assert_eq!(d.get("/desk/usage/..%2Fkaching.toml", &cookie).0, 404);
+}

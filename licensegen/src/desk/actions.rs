@@ -45,7 +45,7 @@ pub(super) fn unseal(
     }
 }
 
-fn chrome<'a>(desk: &'a Desk, back: &'a str, notice: Option<Notice>) -> Chrome<'a> {
+pub(super) fn chrome<'a>(desk: &'a Desk, back: &'a str, notice: Option<Notice>) -> Chrome<'a> {
     Chrome {
         csrf: desk.csrf.token(),
         unlocked: desk.unlocked(),
@@ -54,7 +54,7 @@ fn chrome<'a>(desk: &'a Desk, back: &'a str, notice: Option<Notice>) -> Chrome<'
     }
 }
 
-fn failed(e: &anyhow::Error) -> Response {
+pub(super) fn failed(e: &anyhow::Error) -> Response {
     pages::problem(
         StatusCode::UNPROCESSABLE_ENTITY,
         "Not done.",
@@ -70,7 +70,7 @@ fn bad_form(e: FormRejection) -> Response {
     )
 }
 
-fn forged() -> Response {
+pub(super) fn forged() -> Response {
     tracing::warn!("desk form post without the page's anti-forgery token refused");
     pages::problem(
         StatusCode::FORBIDDEN,
@@ -81,7 +81,7 @@ fn forged() -> Response {
 
 /// Runs `f` with the unlocked key, refused unless the current root gives
 /// it `role`; a locked desk says how to unlock.
-fn with_key<T>(
+pub(super) fn with_key<T>(
     desk: &Desk,
     vendor: &VendorDir,
     role: Role,

@@ -16,13 +16,15 @@
 //!   kept only in this process's memory; "Lock" and exit drop it, and the
 //!   key type wipes its bytes on drop.
 //! - No decision is made here: issuing, upgrades, renewals, suspensions and
-//!   the ledger's filter are the functions the CLI commands call.
+//!   the ledger's filter and usage-report import are the functions the CLI
+//!   commands call.
 //!
 //! These are HTML pages for a person, not an API: none is in an OpenAPI
 //! document, and all stay under `/desk/`.
 
 mod actions;
 mod pages;
+mod usage;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -206,6 +208,8 @@ pub(crate) fn router(desk: Desk) -> Router {
         .route("/desk/license/{id}/download/{form}", get(actions::download))
         .route("/desk/license/{id}/change", post(actions::change))
         .route("/desk/issue", get(actions::issue_form).post(actions::issue))
+        .route("/desk/usage", post(usage::import))
+        .route("/desk/usage/{file}", get(usage::receipt))
         .route("/desk/unlock", post(actions::unlock))
         .route("/desk/lock", post(actions::lock))
         .route(

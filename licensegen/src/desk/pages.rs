@@ -161,6 +161,17 @@ pub fn ledger(
             }
             p class="muted" id="count" { (rows.len()) " of " (total) " licenses" }
         }))
+        (section("usage", "Import a usage report", markup! {
+            form class="actions" method="post" action="/desk/usage" enctype="multipart/form-data" {
+                (csrf_field(c.csrf))
+                div class="field" {
+                    label for="report" { "Usage report file (from kaching-verifier usage-report)" }
+                    input type="file" id="report" name="report" required;
+                }
+                button type="submit" id="do-import" { "Import" }
+            }
+            p class="muted" { "As `licensegen usage import`: verified, checked against the cluster's report chain, recorded; the receipt for the customer is signed with the vendor key." }
+        }))
         @if rows.is_empty() {
             (banner(Tone::Info, "No licenses match.", markup! { "Clear the filter, or issue one." }))
         } @else {
@@ -169,6 +180,34 @@ pub fn ledger(
         }
     };
     frame(StatusCode::OK, c, "Ledger", main)
+}
+
+/// What an imported usage report said.
+pub fn imported(c: &Chrome<'_>, i: &crate::usage::Imported, receipt: Option<&str>) -> Response {
+    let (tone, title) = if !i.findings.is_empty() {
+        (Tone::Bad, "Imported, with chain findings.")
+    } else if !i.warnings.is_empty() {
+        (Tone::Warn, "Imported, with warnings.")
+    } else if i.new {
+        (Tone::Good, "Imported.")
+    } else {
+        (Tone::Info, "Already imported.")
+    };
+    let id = i.report.license_id.to_string();
+    let main = markup! {
+        (section("imported", "Usage report", markup! {
+            (banner(tone, title, markup! {
+                "Report of cluster " (i.report.cluster_id) " for license "
+                a href={ "/desk/license/" (id) } { (id) } "."
+            }))
+            @for f in &i.findings { p class="finding" { (badge(Tone::Bad, "flagged", None)) " " (f) } }
+            pre id="import-said" { (crate::usage::describe(i)) }
+            @if let Some(r) = receipt {
+                p { a id="download-receipt" href={ "/desk/usage/" (r) } download { "Download the receipt (" (r) ")" } " and send it to the customer: " code { "kaching-verifier receipt import" } }
+            }
+        }))
+    };
+    frame(StatusCode::OK, c, "Usage report", main)
 }
 
 /// One license: claims, actions, downloads, history, usage reports.
