@@ -539,3 +539,36 @@ fn desk_imports_a_usage_report_as_the_cli_does_and_offers_the_receipt() {
     // Receipts are served by plain names only.
     assert_eq!(d.get("/desk/usage/..%2Fkaching.toml", &cookie).0, 404);
 }
+
+#[test]
+fn desk_forgets_the_key_on_lock_and_on_ctrl_c() {
+    let env = Env::new();
+    let (id, _) = env.issue(&["--customer", "ACME", "--tier", "standard"]);
+    let d = Desk::start(&env, false);
+    let cookie = d.sign_in();
+    d.unlock(&cookie);
+    let csrf = d.csrf(&cookie);
+    assert!(d.get("/desk/", &cookie).1.contains("key unlocked"));
+    let (s, loc, _) = d.post("/desk/lock", &cookie, &[("csrf", &csrf)]);
+    assert_eq!((s, loc.as_str()), (303, "/desk/?done=locked"));
+    assert!(d.get("/desk/", &cookie).1.contains("key locked"));
+    let (s, _, body) = d.post(
+        &format!("/desk/license/{id}/change"),
+        &cookie,
+        &[("csrf", &csrf), ("action", "suspend")],
+    );
+    assert_eq!(s, 422);
+    assert!(body.contains("the vendor key is locked"), "{body}");
+    // A wrong passphrase leaves it locked, and says so.
+    let (s, _, body) = d.post(
+        "/desk/unlock",
+        &cookie,
+        &[("csrf", &csrf), ("passphrase", "wrong"), ("back", "/desk/")],
+    );
+    assert_eq!(s, 401);
+    assert!(body.contains("wrong passphrase"), "{body}");
+    d.unlock(&cookie);
+    let (code, said) = d.interrupt();
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("the vendor key is forgotten"), "{said}");
+}

@@ -36,7 +36,7 @@ impl Desk {
             .env_remove("KACHING_IDENTITY")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         if env_passphrase {
             c.env("KACHING_PASSPHRASE", PASS);
         }
@@ -152,6 +152,31 @@ impl Desk {
             &[("csrf", &csrf), ("passphrase", PASS), ("back", "/desk/")],
         );
         assert_eq!((s, loc.as_str()), (303, "/desk/"), "{body}");
+    }
+}
+
+impl Desk {
+    /// Sends Ctrl-C (SIGINT) and waits: exit code and what it said on stderr.
+    pub fn interrupt(mut self) -> (Option<i32>, String) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the desk did not stop on Ctrl-C"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        (status.code(), err)
     }
 }
 
