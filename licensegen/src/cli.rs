@@ -151,7 +151,8 @@ pub enum Command {
     /// Ledger (search, filter by customer, state, expiring within N days; a
     /// license's history), an issue form with the tier defaults and a preview
     /// of the claims before signing, upgrade / renew / suspend / reinstate /
-    /// revoke buttons, and downloads of any license, armored or binary. Every
+    /// revoke buttons, usage-report import (what it said, the receipt to
+    /// download), and downloads of any license, armored or binary. Every
     /// check is the command line's own.
     ///
     /// It prints a link with a one-time token (open it in your browser; the

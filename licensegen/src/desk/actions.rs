@@ -553,7 +553,14 @@ pub(super) async fn unlock(
                 "no passphrase entered: type the vendor key's passphrase",
             ));
         }
-        let given = (!pass.is_empty()).then(|| SecretString::from(pass.to_string()));
+        // An empty field with only an age identity: the identity unlocks a
+        // recipient-encrypted key, and a passphrase key is refused rather
+        // than asked for at the terminal.
+        let given = if !pass.is_empty() || !desk.unlock.passphrase.is_non_interactive() {
+            Some(SecretString::from(pass.to_string()))
+        } else {
+            None
+        };
         unseal(&desk, &v, given)
     });
     match got {

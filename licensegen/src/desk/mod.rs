@@ -258,8 +258,15 @@ async fn gate(State(desk): State<Desk>, req: Request, next: Next) -> Response {
             );
         }
         *slot = None;
-        // Back to the same page without the token in the address.
-        let mut resp = see_other(req.uri().path());
+        // Back to the same page without the token in the address (a desk
+        // path only: never a `//host` redirect).
+        let path = req.uri().path();
+        let to = if path.starts_with(PREFIX) && !path.contains("//") {
+            path
+        } else {
+            PREFIX
+        };
+        let mut resp = see_other(to);
         if let Some(c) = guard::session_cookie(&desk.session_secret, PREFIX) {
             resp.headers_mut().insert(header::SET_COOKIE, c);
         }
