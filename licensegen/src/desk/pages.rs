@@ -175,7 +175,7 @@ pub fn ledger(
         @if rows.is_empty() {
             (banner(Tone::Info, "No licenses match.", markup! { "Clear the filter, or issue one." }))
         } @else {
-            (table("Licenses (newest first; soonest expiry first when filtered by expiry)",
+            (table("Licenses in the order issued (soonest expiry first when filtered by expiry)",
                 &["License", "Customer", "Tier", "Nodes", "Expires", "State"], &cells))
         }
     };
