@@ -146,6 +146,24 @@ pub enum Command {
     /// Example: licensegen true-up --customer acme --since 2027-01-01
     #[command(name = "true-up", verbatim_doc_comment)]
     TrueUp(TrueUpArgs),
+    /// The sales-ops desk: a local web app over the vendor directory (loopback only)
+    ///
+    /// Ledger (search, filter by customer, state, expiring within N days; a
+    /// license's history), an issue form with the tier defaults and a preview
+    /// of the claims before signing, upgrade / renew / suspend / reinstate /
+    /// revoke buttons, usage-report import (what it said, the receipt to
+    /// download), and downloads of any license, armored or binary. Every
+    /// check is the command line's own.
+    ///
+    /// It prints a link with a one-time token (open it in your browser; the
+    /// token becomes a session cookie and leaves the address bar). Unlock the
+    /// vendor key once on the page with its passphrase, or start the desk
+    /// with KACHING_PASSPHRASE / --passphrase-file / --identity; the key stays
+    /// in this process's memory only and is forgotten on Lock and on Ctrl-C.
+    ///
+    /// Example: licensegen ui --listen 8080 --no-open
+    #[command(verbatim_doc_comment)]
+    Ui(UiArgs),
     /// Print a shell completion script
     Completions {
         /// The shell.
@@ -608,6 +626,18 @@ pub enum UsageCommand {
         #[arg(long, conflicts_with = "receipt")]
         no_receipt: bool,
     },
+}
+
+/// `ui`.
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Where to listen: a port (8080) or a loopback address with a port;
+    /// 0 picks a free port. Other addresses are refused
+    #[arg(long, value_name = "ADDR|PORT", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Do not start a browser; just print the link
+    #[arg(long)]
+    pub no_open: bool,
 }
 
 /// `true-up`.

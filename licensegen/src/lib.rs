@@ -10,6 +10,7 @@
 
 pub mod cli;
 mod commands;
+pub mod desk;
 pub mod error;
 pub mod exit;
 pub mod fsutil;

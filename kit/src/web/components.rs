@@ -149,6 +149,41 @@ pub fn secret_field(label: &str, name: &str) -> Markup {
     }
 }
 
+/// A labelled single-line input that may be left empty: `kind` is the
+/// input type (`text`, `number`, `search`), `hint` is shown under it and
+/// tied to it for screen readers.
+pub fn optional_field(label: &str, name: &str, kind: &str, value: &str, hint: &str) -> Markup {
+    let hint_id = format!("{name}-hint");
+    html! {
+        div class="field" {
+            label for=(name) { (label) }
+            input type=(kind) id=(name) name=(name) value=(value)
+                aria-describedby=[(!hint.is_empty()).then_some(hint_id.as_str())];
+            @if !hint.is_empty() { span class="caption" id=(hint_id) { (hint) } }
+        }
+    }
+}
+
+/// A labelled choice among `options` (value, text); `selected` is the value
+/// chosen.
+pub fn select_field(
+    label: &str,
+    name: &str,
+    options: &[(String, String)],
+    selected: &str,
+) -> Markup {
+    html! {
+        div class="field" {
+            label for=(name) { (label) }
+            select id=(name) name=(name) {
+                @for (v, t) in options {
+                    option value=(v) selected[v == selected] { (t) }
+                }
+            }
+        }
+    }
+}
+
 /// The hidden anti-forgery field every form carries (see [`super::guard`]).
 pub fn csrf_field(token: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(token); }
@@ -168,6 +203,8 @@ mod tests {
             facts(&[(evil, html! { (evil) })]),
             table(evil, &[evil], &[vec![html! { (evil) }]]),
             text_field(evil, "f", evil, &[evil.to_string()]),
+            optional_field(evil, "g", "text", evil, evil),
+            select_field(evil, "h", &[(evil.to_string(), evil.to_string())], evil),
         ]
         .map(|m| m.into_string())
         .concat();

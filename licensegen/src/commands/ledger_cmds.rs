@@ -160,30 +160,12 @@ pub(super) fn ledger(ctx: &Ctx<'_>, l: &LedgerCommand) -> Result<u8> {
                 .map(parse_duration)
                 .transpose()?
                 .map(|d| now.saturating_add(d));
-            let needle = customer.as_deref().map(str::to_lowercase);
             let records = ledger::list_licenses(&ledger.conn)?;
-            let mut rows: Vec<Row<'_>> = records
-                .iter()
-                .map(|r| Row {
-                    record: r,
-                    state: LedgerState::of(r, list.as_ref(), now),
-                })
-                .filter(|r| match &needle {
-                    Some(n) => {
-                        r.record.customer.to_lowercase().contains(n)
-                            || r.record.customer_id.to_lowercase().contains(n)
-                    }
-                    None => true,
-                })
-                .filter(|r| match horizon {
-                    Some(h) => r.state == LedgerState::Active && r.record.expires_at <= h,
-                    None => true,
-                })
-                .collect();
-            if horizon.is_some() {
-                // "What runs out next": soonest expiry first.
-                rows.sort_by_key(|r| r.record.expires_at);
-            }
+            let rows: Vec<Row<'_>> =
+                ledger::select(&records, list.as_ref(), now, customer.as_deref(), horizon)
+                    .into_iter()
+                    .map(|(record, state)| Row { record, state })
+                    .collect();
             if *as_json {
                 json(&rows)?;
             } else if rows.is_empty() {

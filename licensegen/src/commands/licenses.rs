@@ -3,14 +3,15 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use kaching_core::time::{human_duration, rfc3339};
+use kaching_core::time::{human_duration, rfc3339, Timestamp};
+use kaching_core::TierCatalog;
 
 use super::Ctx;
 use crate::cli::{IssueArgs, ReissueArgs, Terms};
 use crate::issue::{self, build, read_spec, Built, Issued, LicenseRequest, Mode};
 use crate::ledger::{self, Ledger, LedgerState};
 use crate::output::{note, out};
-use crate::vendor_dir::LEDGER_FILE;
+use crate::vendor_dir::{VendorDir, LEDGER_FILE};
 
 fn request(
     customer: Option<String>,
@@ -108,8 +109,51 @@ pub(super) fn reissue(ctx: &Ctx<'_>, a: &ReissueArgs, upgrade: bool) -> Result<u
     }
     check_out(a.out.as_ref())?;
     let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
-    let rec = ledger::find_license(&ledger.conn, &a.license_id)?;
-    let list = crate::revocations::current(&v, &ledger)?;
+    let r = request(None, None, a.tier.clone(), &a.terms);
+    let plan = plan_reissue(&v, &ledger, &catalog, &a.license_id, &r, upgrade, now)?;
+    for n in &plan.notes {
+        note(n);
+    }
+    let key = ctx.issuer(&v)?;
+    let armored = a.armor || v.config.armor || plan.was_armored;
+    let issued = issue::sign_and_record(
+        &v,
+        &mut ledger,
+        &key,
+        plan.built,
+        armored,
+        a.out.as_deref(),
+        now,
+    )?;
+    print_issued(&issued)?;
+    Ok(crate::exit::OK)
+}
+
+/// An upgrade or renewal ready to sign (what `upgrade`/`renew` and the desk
+/// do before the key is needed).
+pub(crate) struct Reissue {
+    /// The new claims.
+    pub built: Built,
+    /// The old license's file was armored (the new one follows).
+    pub was_armored: bool,
+    /// Warnings for the user (`note: …`).
+    pub notes: Vec<String>,
+}
+
+/// Checks that license `license_id` may be upgraded (`upgrade`) or renewed
+/// and builds the new claims from `r` (tier and terms; customer ignored).
+pub(crate) fn plan_reissue(
+    v: &VendorDir,
+    ledger: &Ledger,
+    catalog: &TierCatalog,
+    license_id: &str,
+    r: &LicenseRequest,
+    upgrade: bool,
+    now: Timestamp,
+) -> Result<Reissue> {
+    let rec = ledger::find_license(&ledger.conn, license_id)?;
+    let list = crate::revocations::current(v, ledger)?;
+    let mut notes = Vec::new();
     match LedgerState::of(&rec, list.as_ref(), now) {
         LedgerState::Revoked => {
             return Err(crate::error::usage(format!(
@@ -125,26 +169,24 @@ pub(super) fn reissue(ctx: &Ctx<'_>, a: &ReissueArgs, upgrade: bool) -> Result<u
                 if upgrade { "upgrade" } else { "renew" }
             )))
         }
-        LedgerState::Suspended => note(&format!(
+        LedgerState::Suspended => notes.push(format!(
             "note: license {} is suspended; the new license is not (suspend it too if that is intended)",
             rec.id
         )),
         _ => {}
     }
-    let old = issue::recorded_license(&v, &rec)?;
-    let r = request(None, None, a.tier.clone(), &a.terms);
+    let old = issue::recorded_license(v, &rec)?;
     let mode = if upgrade {
         Mode::Upgrade(&old)
     } else {
         Mode::Renew(&old)
     };
-    let built = build(&r, mode, &catalog, &v.config, now)?;
-    let key = ctx.issuer(&v)?;
-    let armored = a.armor || v.config.armor || rec.path.ends_with(".asc");
-    let issued =
-        issue::sign_and_record(&v, &mut ledger, &key, built, armored, a.out.as_deref(), now)?;
-    print_issued(&issued)?;
-    Ok(crate::exit::OK)
+    let built = build(r, mode, catalog, &v.config, now)?;
+    Ok(Reissue {
+        built,
+        was_armored: rec.path.ends_with(".asc"),
+        notes,
+    })
 }
 
 fn print_issued(i: &Issued) -> Result<()> {

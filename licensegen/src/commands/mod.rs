@@ -3,9 +3,9 @@
 
 mod keys;
 mod ledger_cmds;
-mod licenses;
+pub(crate) mod licenses;
 mod publish;
-mod revoke;
+pub(crate) mod revoke;
 pub(crate) mod root;
 mod setup;
 
@@ -43,6 +43,18 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Ledger(l) => ledger_cmds::ledger(&ctx, l),
         Command::Usage(u) => ledger_cmds::usage(&ctx, u),
         Command::TrueUp(a) => ledger_cmds::true_up(&ctx, a),
+        Command::Ui(a) => {
+            let v = ctx.vendor()?;
+            crate::desk::serve(&crate::desk::Options {
+                vendor: v.root.clone(),
+                listen: a.listen.clone(),
+                no_open: a.no_open,
+                unlock: Unlock {
+                    passphrase: ctx.passphrase(),
+                    identity: cli.global.identity.clone(),
+                },
+            })
+        }
     }
 }
 

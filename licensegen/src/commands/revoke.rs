@@ -7,7 +7,7 @@ use kaching_core::time::{rfc3339, Timestamp};
 use super::Ctx;
 use crate::cli::{RevocationsCommand, RevokeArgs};
 use crate::issue::parse_expiry;
-use crate::ledger::{self, Ledger};
+use crate::ledger::{self, Ledger, LicenseRecord};
 use crate::output::{json, out};
 use crate::revocations::{self, Change};
 use crate::vendor_dir::{VendorDir, LEDGER_FILE, REVOCATIONS_ARMORED_FILE, REVOCATIONS_FILE};
@@ -41,23 +41,7 @@ fn change(ctx: &Ctx<'_>, a: &RevokeArgs, status: Option<RevocationStatus>) -> Re
     let now = crate::fsutil::now();
     let expires = deadline(a.list_valid_for.as_deref(), now)?;
     let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
-    let rec = ledger::find_license(&ledger.conn, &a.license_id)?;
-    let change = match status {
-        Some(status) => Change::Set {
-            id: rec.id,
-            status,
-            reason: a
-                .reason
-                .clone()
-                .unwrap_or_else(|| format!("{} by the vendor", status.as_str())),
-        },
-        None => Change::Lift { id: rec.id },
-    };
-    // Refuse impossible changes before asking for the passphrase.
-    let mut entries = revocations::current(&v, &ledger)?
-        .map(|l| l.entries)
-        .unwrap_or_default();
-    change.apply(&mut entries, now)?;
+    let (rec, change) = plan_change(&v, &ledger, &a.license_id, status, a.reason.clone(), now)?;
     let key = ctx.revoker(&v, a.revoker_key.as_deref())?;
     let list = revocations::publish(&v, &mut ledger, &key, &change, expires, now)?;
     let verb = match status {
@@ -66,6 +50,35 @@ fn change(ctx: &Ctx<'_>, a: &RevokeArgs, status: Option<RevocationStatus>) -> Re
     };
     out(&format!("{verb} license {} ({})\n", rec.id, rec.customer))?;
     print_published(&v, &list)
+}
+
+/// The revocation-list change that suspends (`Some(Suspended)`), revokes
+/// or reinstates (`None`) license `license_id`, refused when impossible
+/// (checked before any key is unlocked; `suspend`/`revoke`/`reinstate` and
+/// the desk).
+pub(crate) fn plan_change(
+    v: &VendorDir,
+    ledger: &Ledger,
+    license_id: &str,
+    status: Option<RevocationStatus>,
+    reason: Option<String>,
+    now: Timestamp,
+) -> Result<(LicenseRecord, Change)> {
+    let rec = ledger::find_license(&ledger.conn, license_id)?;
+    let change = match status {
+        Some(status) => Change::Set {
+            id: rec.id,
+            status,
+            reason: reason.unwrap_or_else(|| format!("{} by the vendor", status.as_str())),
+        },
+        None => Change::Lift { id: rec.id },
+    };
+    // Refuse impossible changes before asking for the passphrase.
+    let mut entries = revocations::current(v, ledger)?
+        .map(|l| l.entries)
+        .unwrap_or_default();
+    change.apply(&mut entries, now)?;
+    Ok((rec, change))
 }
 
 fn print_published(v: &VendorDir, list: &kaching_core::RevocationList) -> Result<u8> {

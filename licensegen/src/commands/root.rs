@@ -844,7 +844,7 @@ pub(crate) fn rotate_key(v: &VendorDir, old: &SecretKey, new: &SecretKey) -> Res
 
 /// Refuses to sign with a key that `role` does not list in the current root:
 /// every verifier would refuse what it signs.
-pub(super) fn check_role(v: &VendorDir, key: &SecretKey, role: Role) -> Result<()> {
+pub(crate) fn check_role(v: &VendorDir, key: &SecretKey, role: Role) -> Result<()> {
     let Some(chain) = v.root_chain()? else {
         return Ok(());
     };

@@ -91,7 +91,24 @@ fn test_work_factor() -> Option<u8> {
 
 /// Decrypts `vendor.key` into memory and checks it matches `vendor.pub`.
 pub fn unseal(key_path: &Path, expected: &PublicKey, unlock: &Unlock) -> Result<SecretKey> {
-    let key = open(key_path, unlock)?;
+    let key = open(key_path, unlock, None)?;
+    matches_pub(key_path, key, expected)
+}
+
+/// [`unseal`] with a passphrase already in hand (the desk's unlock form)
+/// instead of the command line's sources; an identity-encrypted key still
+/// needs `unlock.identity`.
+pub fn unseal_with(
+    key_path: &Path,
+    expected: &PublicKey,
+    unlock: &Unlock,
+    passphrase: SecretString,
+) -> Result<SecretKey> {
+    let key = open(key_path, unlock, Some(passphrase))?;
+    matches_pub(key_path, key, expected)
+}
+
+fn matches_pub(key_path: &Path, key: SecretKey, expected: &PublicKey) -> Result<SecretKey> {
     if key.public().kid() != expected.kid() {
         anyhow::bail!(
             "{} does not match vendor.pub (kid {} vs {}): restore the matching pair from backup",
@@ -112,7 +129,7 @@ pub fn pub_file_of(key_path: &Path) -> PathBuf {
 /// revoker's) into memory; when the `.pub` written beside it is there, the
 /// key must match it.
 pub fn unseal_file(key_path: &Path, unlock: &Unlock) -> Result<SecretKey> {
-    let key = open(key_path, unlock)?;
+    let key = open(key_path, unlock, None)?;
     let pub_path = pub_file_of(key_path);
     if let Ok(text) = std::fs::read_to_string(&pub_path) {
         let expected = PublicKey::from_pem(&text).with_context(|| {
@@ -134,7 +151,7 @@ pub fn unseal_file(key_path: &Path, unlock: &Unlock) -> Result<SecretKey> {
     Ok(key)
 }
 
-fn open(key_path: &Path, unlock: &Unlock) -> Result<SecretKey> {
+fn open(key_path: &Path, unlock: &Unlock, given: Option<SecretString>) -> Result<SecretKey> {
     let file = crate::fsutil::read(key_path)?;
     let not_age = || {
         anyhow::anyhow!(
@@ -144,7 +161,10 @@ fn open(key_path: &Path, unlock: &Unlock) -> Result<SecretKey> {
     };
     let decryptor = age::Decryptor::new(ArmoredReader::new(&file[..])).map_err(|_| not_age())?;
     let reader = if decryptor.is_scrypt() {
-        let pass = unlock.passphrase.existing_passphrase(key_path)?;
+        let pass = match given {
+            Some(p) => p,
+            None => unlock.passphrase.existing_passphrase(key_path)?,
+        };
         let mut id = age::scrypt::Identity::new(pass);
         id.set_max_work_factor(MAX_SCRYPT_LOG_N);
         decryptor

@@ -17,7 +17,7 @@ pub use records::{
     receipt_for, reported_upgrade_ids, usage_files, usage_for, ChainRecord, Event, LicenseRecord,
     RevocationRecord, UsageRecord,
 };
-pub use state::LedgerState;
+pub use state::{select, LedgerState};
 
 /// Schema version written at creation; a ledger with another version is refused.
 const SCHEMA_VERSION: &str = "1";

@@ -55,6 +55,38 @@ impl LedgerState {
     }
 }
 
+/// The rows `ledger list` (and the desk's ledger page) shows: each record
+/// with its state, kept when its customer name or id contains `customer`
+/// (any case) and, with a `horizon`, only active licenses expiring by then,
+/// soonest first ("what runs out next").
+pub fn select<'a>(
+    records: &'a [LicenseRecord],
+    list: Option<&RevocationList>,
+    now: Timestamp,
+    customer: Option<&str>,
+    horizon: Option<Timestamp>,
+) -> Vec<(&'a LicenseRecord, LedgerState)> {
+    let needle = customer.map(str::to_lowercase);
+    let mut rows: Vec<_> = records
+        .iter()
+        .map(|r| (r, LedgerState::of(r, list, now)))
+        .filter(|(r, _)| match &needle {
+            Some(n) => {
+                r.customer.to_lowercase().contains(n) || r.customer_id.to_lowercase().contains(n)
+            }
+            None => true,
+        })
+        .filter(|(r, state)| match horizon {
+            Some(h) => *state == LedgerState::Active && r.expires_at <= h,
+            None => true,
+        })
+        .collect();
+    if horizon.is_some() {
+        rows.sort_by_key(|(r, _)| r.expires_at);
+    }
+    rows
+}
+
 impl fmt::Display for LedgerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

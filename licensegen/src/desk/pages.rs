@@ -1,0 +1,454 @@
+//! The desk's HTML: ledger, license, issue form, built from the shared
+//! components of `kaching_kit::web` (maud escapes every value).
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use kaching_core::time::rfc3339;
+use kaching_core::{License, TierCatalog};
+use kaching_kit::web::components::{
+    badge, banner, csrf_field, facts, optional_field, section, select_field, table, Tone,
+};
+use kaching_kit::web::{html, page, Assets, Nav};
+use maud::{html as markup, Markup};
+
+use super::PREFIX;
+use crate::ledger::{Event, LedgerState, LicenseRecord, UsageRecord};
+
+const APP: &str = "Sales-ops desk";
+
+const NAV: &[Nav<'static>] = &[
+    Nav {
+        href: "/desk/",
+        label: "Ledger",
+    },
+    Nav {
+        href: "/desk/issue",
+        label: "Issue",
+    },
+];
+
+fn assets() -> Assets<'static> {
+    Assets {
+        prefix: PREFIX,
+        live: None,
+    }
+}
+
+/// A message shown at the top of a page.
+pub struct Notice {
+    /// Colour.
+    pub tone: Tone,
+    /// Bold first words.
+    pub title: String,
+    /// What happened and what to do.
+    pub text: String,
+}
+
+/// What every page shows around its content: the key's state and the
+/// unlock / lock form.
+pub struct Chrome<'a> {
+    /// The anti-forgery token.
+    pub csrf: &'a str,
+    /// Whether the vendor key is in memory.
+    pub unlocked: bool,
+    /// Where to come back after unlocking.
+    pub back: &'a str,
+    /// The notice, if any.
+    pub notice: Option<Notice>,
+}
+
+/// A page that says what went wrong and what to do.
+pub fn problem(status: StatusCode, title: &str, what: &str) -> Response {
+    html(
+        status,
+        page(
+            APP,
+            title,
+            assets(),
+            &[],
+            banner(Tone::Bad, title, markup! { (what) }),
+        ),
+    )
+}
+
+fn frame(status: StatusCode, c: &Chrome<'_>, title: &str, main: Markup) -> Response {
+    let key = if c.unlocked {
+        markup! {
+            form class="actions" method="post" action="/desk/lock" {
+                (csrf_field(c.csrf))
+                p id="key-state" { (badge(Tone::Good, "key unlocked", None)) " signing works; the key is in this process's memory only." }
+                button class="quiet" type="submit" { "Lock (forget the key)" }
+            }
+        }
+    } else {
+        markup! {
+            form class="actions" method="post" action="/desk/unlock" {
+                (csrf_field(c.csrf))
+                input type="hidden" name="back" value=(c.back);
+                p id="key-state" { (badge(Tone::Warn, "key locked", None)) " reading works; to sign, unlock the vendor key." }
+                div class="field" {
+                    label for="passphrase" { "Vendor key passphrase" }
+                    input type="password" id="passphrase" name="passphrase" autocomplete="current-password";
+                }
+                button type="submit" { "Unlock" }
+            }
+        }
+    };
+    let body = markup! {
+        @if let Some(n) = &c.notice {
+            (banner(n.tone, &n.title, markup! { (n.text) }))
+        }
+        (key)
+        (main)
+    };
+    html(status, page(APP, title, assets(), NAV, body))
+}
+
+fn state_badge(s: LedgerState) -> Markup {
+    let tone = match s {
+        LedgerState::Active => Tone::Good,
+        LedgerState::Suspended => Tone::Warn,
+        LedgerState::Revoked | LedgerState::Expired => Tone::Bad,
+        LedgerState::Superseded => Tone::Info,
+    };
+    badge(tone, s.as_str(), None)
+}
+
+/// The ledger's filter as the form shows it.
+pub struct Filter<'a> {
+    /// Customer name or id contains.
+    pub q: &'a str,
+    /// One state, or empty for all.
+    pub state: &'a str,
+    /// Active and expiring within this many days, or empty.
+    pub expiring: &'a str,
+}
+
+/// The ledger: filter form and the matching licenses.
+pub fn ledger(
+    c: &Chrome<'_>,
+    f: &Filter<'_>,
+    rows: &[(&LicenseRecord, LedgerState)],
+    total: usize,
+) -> Response {
+    let states: Vec<(String, String)> = std::iter::once(("".to_string(), "any".to_string()))
+        .chain(
+            ["active", "suspended", "revoked", "superseded", "expired"]
+                .iter()
+                .map(|s| (s.to_string(), s.to_string())),
+        )
+        .collect();
+    let cells: Vec<Vec<Markup>> = rows
+        .iter()
+        .map(|(r, s)| {
+            vec![
+                markup! { a href={ "/desk/license/" (r.id) } { code { (crate::issue::short_id(&r.id)) } } },
+                markup! { (r.customer) br; span class="muted" { (r.customer_id) } },
+                markup! { (r.tier) },
+                markup! { (r.max_nodes) },
+                markup! { (crate::output::date(r.expires_at)) },
+                state_badge(*s),
+            ]
+        })
+        .collect();
+    let main = markup! {
+        (section("filter", "Ledger", markup! {
+            form class="actions" method="get" action="/desk/" role="search" {
+                (optional_field("Customer", "q", "search", f.q, "name or id contains"))
+                (select_field("State", "state", &states, f.state))
+                (optional_field("Expiring within (days)", "expiring", "number", f.expiring, "active licenses only"))
+                button type="submit" { "Filter" }
+            }
+            p class="muted" id="count" { (rows.len()) " of " (total) " licenses" }
+        }))
+        (section("usage", "Import a usage report", markup! {
+            form class="actions" method="post" action="/desk/usage" enctype="multipart/form-data" {
+                (csrf_field(c.csrf))
+                div class="field" {
+                    label for="report" { "Usage report file (from kaching-verifier usage-report)" }
+                    input type="file" id="report" name="report" required;
+                }
+                button type="submit" id="do-import" { "Import" }
+            }
+            p class="muted" { "As `licensegen usage import`: verified, checked against the cluster's report chain, recorded; the receipt for the customer is signed with the vendor key." }
+        }))
+        @if rows.is_empty() {
+            (banner(Tone::Info, "No licenses match.", markup! { "Clear the filter, or issue one." }))
+        } @else {
+            (table("Licenses in the order issued (soonest expiry first when filtered by expiry)",
+                &["License", "Customer", "Tier", "Nodes", "Expires", "State"], &cells))
+        }
+    };
+    frame(StatusCode::OK, c, "Ledger", main)
+}
+
+/// What an imported usage report said.
+pub fn imported(c: &Chrome<'_>, i: &crate::usage::Imported, receipt: Option<&str>) -> Response {
+    let (tone, title) = if !i.findings.is_empty() {
+        (Tone::Bad, "Imported, with chain findings.")
+    } else if !i.warnings.is_empty() {
+        (Tone::Warn, "Imported, with warnings.")
+    } else if i.new {
+        (Tone::Good, "Imported.")
+    } else {
+        (Tone::Info, "Already imported.")
+    };
+    let id = i.report.license_id.to_string();
+    let main = markup! {
+        (section("imported", "Usage report", markup! {
+            (banner(tone, title, markup! {
+                "Report of cluster " (i.report.cluster_id) " for license "
+                a href={ "/desk/license/" (id) } { (id) } "."
+            }))
+            @for f in &i.findings { p class="finding" { (badge(Tone::Bad, "flagged", None)) " " (f) } }
+            pre id="import-said" { (crate::usage::describe(i)) }
+            @if let Some(r) = receipt {
+                p { a id="download-receipt" href={ "/desk/usage/" (r) } download { "Download the receipt (" (r) ")" } " and send it to the customer: " code { "kaching-verifier receipt import" } }
+            }
+        }))
+    };
+    frame(StatusCode::OK, c, "Usage report", main)
+}
+
+/// One license: claims, actions, downloads, history, usage reports.
+pub struct LicenseView<'a> {
+    /// The ledger's record.
+    pub rec: &'a LicenseRecord,
+    /// Its state now.
+    pub state: LedgerState,
+    /// Its claims (from the signed file).
+    pub license: &'a License,
+    /// Its history.
+    pub history: &'a [Event],
+    /// Usage reports imported for it.
+    pub usage: &'a [UsageRecord],
+    /// Tier names for the upgrade form.
+    pub tiers: Vec<(String, String)>,
+}
+
+/// The license page.
+pub fn license(c: &Chrome<'_>, v: &LicenseView<'_>) -> Response {
+    let r = v.rec;
+    let id = r.id.to_string();
+    let events: Vec<Vec<Markup>> = v
+        .history
+        .iter()
+        .map(|e| {
+            vec![
+                markup! { (rfc3339(e.time)) },
+                markup! { (e.action) },
+                markup! { (e.detail) },
+            ]
+        })
+        .collect();
+    let reports: Vec<Vec<Markup>> = v
+        .usage
+        .iter()
+        .map(|u| {
+            vec![
+                markup! { (crate::output::date(u.period_start)) " to " (crate::output::date(u.period_end)) },
+                markup! { (u.cluster_id) },
+                markup! { (u.peak_nodes) },
+                markup! {
+                    @for f in u.chain.iter().flat_map(|c| &c.findings) { (badge(Tone::Bad, "flagged", None)) " " (f) br; }
+                },
+            ]
+        })
+        .collect();
+    let open = !matches!(v.state, LedgerState::Revoked | LedgerState::Superseded);
+    let action = |name: &str, label: &str, fields: Markup| {
+        markup! {
+            form class="actions" method="post" action={ "/desk/license/" (id) "/change" } {
+                (csrf_field(c.csrf))
+                input type="hidden" name="action" value=(name);
+                (fields)
+                button type="submit" id={ "do-" (name) } { (label) }
+            }
+        }
+    };
+    let main = markup! {
+        (section("license", &r.customer, markup! {
+            p { (state_badge(v.state)) " " code id="license-id" { (id) } }
+            (facts(&[
+                ("Customer id", markup! { (r.customer_id) }),
+                ("Tier", markup! { span id="tier" { (r.tier) } }),
+                ("Nodes", markup! { (r.max_nodes) " (+" (v.license.overage) " % overage)" }),
+                ("Issued", markup! { (rfc3339(r.issued_at)) }),
+                ("Expires", markup! { (rfc3339(r.expires_at)) }),
+                ("Cluster", markup! { (r.cluster.clone().unwrap_or_else(|| "not bound".into())) }),
+                ("Features", markup! { (v.license.features.iter().cloned().collect::<Vec<_>>().join(", ")) }),
+                ("Quotas", markup! { (quotas_text(v.license)) }),
+                ("Replaces", markup! { @if let Some(o) = r.supersedes { a href={ "/desk/license/" (o) } { (o) } } @else { "—" } }),
+                ("Replaced by", markup! { @if let Some(n) = r.superseded_by { a href={ "/desk/license/" (n) } { (n) } } @else { "—" } }),
+                ("File", markup! { (r.path) }),
+            ]))
+            p class="actions" {
+                a id="download-armored" href={ "/desk/license/" (id) "/download/armored" } download { "Download armored (.license.asc)" }
+                a id="download-binary" href={ "/desk/license/" (id) "/download/binary" } download { "Download binary (.license)" }
+            }
+        }))
+        (section("actions", "Change", markup! {
+            @if open {
+                (action("upgrade", "Upgrade (sign a new license)", markup! {
+                    (select_field("To tier", "tier", &v.tiers, &r.tier))
+                }))
+                (action("renew", "Renew (sign a new license)", markup! {
+                    (optional_field("New expiry", "expires", "text", "", "date (2028-01-31) or duration (365d); empty: one tier term after the old expiry"))
+                }))
+                @if v.state == LedgerState::Suspended {
+                    (action("reinstate", "Reinstate", markup! {}))
+                } @else {
+                    (action("suspend", "Suspend", markup! {
+                        (optional_field("Reason (the customer sees it)", "reason", "text", "", ""))
+                    }))
+                }
+                (action("revoke", "Revoke for good", markup! {
+                    (optional_field("Reason (the customer sees it) ", "revoke-reason", "text", "", ""))
+                }))
+                p class="muted" { "Suspend, reinstate and revoke sign the next revocation list (revocations.cose) as `licensegen suspend` does; send it to the customer or `licensegen publish` it." }
+            } @else {
+                p { "This license is " (v.state) ": nothing more to change. Issue a new license instead." }
+            }
+        }))
+        (section("history", "History", table("What happened to this license", &["When", "What", "Detail"], &events)))
+        @if !reports.is_empty() {
+            (section("usage", "Usage reports", table("Imported with `licensegen usage import`", &["Period", "Cluster", "Peak nodes", "Chain"], &reports)))
+        }
+    };
+    frame(StatusCode::OK, c, &r.customer, main)
+}
+
+fn quotas_text(l: &License) -> String {
+    l.quotas
+        .iter()
+        .map(|(n, q)| format!("{n} {} per {:?}", q.limit, q.period).to_lowercase())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The issue form's values (all text, as typed).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(default)]
+pub struct IssueFields {
+    /// Anti-forgery token.
+    pub csrf: String,
+    /// `preview` or `sign`.
+    pub step: String,
+    /// Customer display name.
+    pub customer: String,
+    /// Customer id.
+    pub customer_id: String,
+    /// Tier.
+    pub tier: String,
+    /// Expiry.
+    pub expires: String,
+    /// Node limit.
+    pub nodes: String,
+    /// Core limit.
+    pub cores: String,
+    /// Features added, comma-separated.
+    pub features: String,
+    /// Quotas, comma-separated `NAME=LIMIT[/PERIOD]`.
+    pub quotas: String,
+    /// Grace.
+    pub grace: String,
+    /// Overage percent.
+    pub overage: String,
+    /// Cluster id.
+    pub cluster: String,
+    /// Heartbeat interval.
+    pub heartbeat: String,
+    /// Offline grace.
+    pub offline_grace: String,
+    /// `on` for the armored spelling.
+    pub armor: String,
+    /// The fingerprint of the fields the preview showed.
+    pub previewed: String,
+}
+
+/// The issue form, with an error or a preview of the claims.
+pub fn issue(
+    status: StatusCode,
+    c: &Chrome<'_>,
+    catalog: &TierCatalog,
+    f: &IssueFields,
+    preview: Option<&License>,
+) -> Response {
+    let tiers: Vec<(String, String)> = catalog
+        .tiers
+        .iter()
+        .map(|t| (t.name.clone(), format!("{} ({})", t.display_name, t.name)))
+        .collect();
+    let defaults: Vec<Vec<Markup>> = catalog
+        .tiers
+        .iter()
+        .map(|t| {
+            vec![
+                markup! { (t.name) },
+                markup! { (t.max_nodes) " (+" (t.overage) " %)" },
+                markup! { (t.duration_days) " d, grace " (t.grace_days) " d" },
+                markup! { (t.features.join(", ")) },
+                markup! { (t.quotas.iter().map(|(n, q)| format!("{n}={}/{:?}", q.limit, q.period).to_lowercase()).collect::<Vec<_>>().join(", ")) },
+            ]
+        })
+        .collect();
+    let tier = if f.tier.is_empty() {
+        catalog.tiers.first().map(|t| t.name.as_str()).unwrap_or("")
+    } else {
+        f.tier.as_str()
+    };
+    let main = markup! {
+        @if let Some(l) = preview {
+            (section("preview", "Preview: the claims that will be signed", markup! {
+                (facts(&[
+                    ("Customer", markup! { span id="preview-customer" { (l.customer) } " (" (l.customer_id) ")" }),
+                    ("Tier", markup! { span id="preview-tier" { (l.tier) } }),
+                    ("Nodes", markup! { (l.limits.max_nodes) " (+" (l.overage) " % overage)" }),
+                    ("Expires", markup! { (rfc3339(l.expires_at)) }),
+                    ("Features", markup! { span id="preview-features" { (l.features.iter().cloned().collect::<Vec<_>>().join(", ")) } }),
+                    ("Quotas", markup! { (quotas_text(l)) }),
+                    ("Cluster", markup! { (l.cluster.clone().unwrap_or_else(|| "not bound".into())) }),
+                ]))
+                details {
+                    summary { "All claims (JSON)" }
+                    pre { (serde_json::to_string_pretty(l).unwrap_or_default()) }
+                }
+                p class="muted" { "The license id and issue time are drawn again when you sign." }
+            }))
+        }
+        (section("issue", "Issue a license", markup! {
+            form method="post" action="/desk/issue" {
+                (csrf_field(c.csrf))
+                input type="hidden" name="previewed" value=(f.previewed);
+                div class="field" {
+                    label for="customer" { "Customer name" }
+                    input type="text" id="customer" name="customer" value=(f.customer) required;
+                }
+                (optional_field("Customer id", "customer_id", "text", &f.customer_id, "empty: made from the name"))
+                (select_field("Tier", "tier", &tiers, tier))
+                (optional_field("Expires", "expires", "text", &f.expires, "date (2027-12-31) or duration (365d, 1y); empty: the tier's term"))
+                (optional_field("Nodes", "nodes", "number", &f.nodes, "empty: the tier's"))
+                (optional_field("Cores", "cores", "number", &f.cores, "empty: no core limit"))
+                (optional_field("Extra features", "features", "text", &f.features, "comma-separated, added to the tier's"))
+                (optional_field("Quotas", "quotas", "text", &f.quotas, "comma-separated NAME=LIMIT[/day|month|total|gauge]"))
+                (optional_field("Grace", "grace", "text", &f.grace, "after expiry, e.g. 14d; empty: the tier's"))
+                (optional_field("Overage %", "overage", "number", &f.overage, "empty: the tier's"))
+                (optional_field("Cluster id", "cluster", "text", &f.cluster, "bind to one cluster; empty: not bound"))
+                (optional_field("Heartbeat", "heartbeat", "text", &f.heartbeat, "connected licenses: interval, e.g. 1h"))
+                (optional_field("Offline grace", "offline_grace", "text", &f.offline_grace, "connected licenses, e.g. 7d"))
+                div class="field" {
+                    label { input type="checkbox" name="armor" value="on" checked[f.armor == "on"]; " Armored file (.license.asc, text)" }
+                }
+                p class="actions" {
+                    button type="submit" name="step" value="preview" id="do-preview" { "Preview" }
+                    @if preview.is_some() {
+                        button type="submit" name="step" value="sign" id="do-sign" { "Sign and write" }
+                    }
+                }
+            }
+        }))
+        (section("tiers", "Tier defaults (from the catalog)", table("What each tier gives when a field is left empty",
+            &["Tier", "Nodes", "Term", "Features", "Quotas"], &defaults)))
+    };
+    frame(status, c, "Issue", main)
+}

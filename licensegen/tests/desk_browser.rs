@@ -1,0 +1,281 @@
+//! The sales-ops desk (`licensegen ui`) in a real, headless Chromium
+//! (Debian's `chromium` and `chromium-driver`; `scripts/ci-browser` installs
+//! them). Without them each test prints one line and passes; under
+//! `CI=true` that is a failure.
+//!
+//! Screenshots go to `target/ui-screenshots/`; with
+//! `KACHING_SCREENSHOTS=docs` they also replace the ones in `docs/img/`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod common;
+#[path = "common/desk.rs"]
+mod desk_support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{Env, PASS};
+use desk_support::Desk;
+use kaching_testkit::Browser;
+use serde_json::json;
+
+/// Saves a screenshot of the page `b` shows as `name`.
+async fn screenshot(b: &Browser, name: &str) {
+    let mut dirs = vec![kaching_testkit::target_dir().join("ui-screenshots")];
+    if std::env::var("KACHING_SCREENSHOTS").as_deref() == Ok("docs") {
+        dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/img"));
+    }
+    for d in dirs {
+        b.screenshot_at(&d.join(name), 1280).await;
+    }
+}
+
+/// Runs `f` on a runtime of its own: the desk and the CLI are blocking
+/// processes, the browser is async.
+fn run<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f);
+}
+
+/// Opens the one-time link and unlocks the key through the page.
+async fn sign_in_and_unlock(b: &Browser, d: &Desk) {
+    b.goto(&d.link).await;
+    b.wait_for_url("/desk/").await;
+    assert!(
+        !b.url().await.contains("token="),
+        "the token stayed in the address"
+    );
+    b.fill("#passphrase", PASS).await;
+    b.click("form[action='/desk/unlock'] button").await;
+    b.wait_for(
+        "the key to unlock",
+        "return document.getElementById('key-state').textContent.includes('key unlocked');",
+        Duration::from_secs(20),
+    )
+    .await;
+}
+
+async fn choose_tier(b: &Browser, tier: &str) {
+    b.run(
+        "document.getElementById('tier').value = arguments[0];",
+        json!([tier]),
+    )
+    .await;
+}
+
+#[test]
+fn browser_license_issued_from_the_desk_verifies_with_licensegen_verify() {
+    let env = Env::new();
+    env.issue(&[
+        "--customer",
+        "ACME Corp",
+        "--tier",
+        "standard",
+        "--expires",
+        "25d",
+    ]);
+    let old = env
+        .issue(&["--customer", "Initech", "--tier", "evaluation"])
+        .0;
+    env.cmd().args(["suspend", &old]).assert().success();
+    let d = Desk::start(&env, false);
+    run(async {
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        sign_in_and_unlock(&b, &d).await;
+        b.goto(&format!("{}/desk/issue", d.base)).await;
+        b.fill("#customer", "Globex Corporation").await;
+        choose_tier(&b, "standard").await;
+        b.fill("#nodes", "12").await;
+        b.fill("#features", "bulk-operations").await;
+        b.click("#do-preview").await;
+        b.wait_for(
+            "the preview",
+            "return !!document.getElementById('preview-customer');",
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(b.text("#preview-customer").await, "Globex Corporation");
+        assert!(b
+            .text("#preview-features")
+            .await
+            .contains("bulk-operations"));
+        screenshot(&b, "desk-issue.png").await;
+        b.click("#do-sign").await;
+        b.wait_for_url("?done=issued").await;
+        let id = b.text("#license-id").await;
+        assert!(b.text("main .banner").await.contains("Issued."));
+        b.goto(&format!("{}/desk/", d.base)).await;
+        assert!(b.text("main table").await.contains("Globex Corporation"));
+        screenshot(&b, "desk-ledger.png").await;
+        b.quit().await;
+        let out = env
+            .cmd()
+            .args(["ledger", "show", &id, "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let file = v["path"].as_str().unwrap();
+        let verdict = env.cmd().args(["verify", file]).output().unwrap();
+        let said = common::stdout(&verdict);
+        assert!(verdict.status.success(), "{said}");
+        assert!(said.contains("Globex Corporation"), "{said}");
+    });
+}
+
+#[test]
+fn browser_unknown_feature_is_refused_with_the_nearest_name() {
+    let env = Env::new();
+    let d = Desk::start(&env, false);
+    run(async {
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        sign_in_and_unlock(&b, &d).await;
+        b.goto(&format!("{}/desk/issue", d.base)).await;
+        b.fill("#customer", "Globex").await;
+        choose_tier(&b, "standard").await;
+        b.fill("#features", "bulk-operation").await;
+        b.click("#do-preview").await;
+        b.wait_for(
+            "the refusal",
+            "return !!document.querySelector('main .banner.bad');",
+            Duration::from_secs(20),
+        )
+        .await;
+        let said = b.text("main .banner.bad").await;
+        assert!(
+            said.contains(r#"did you mean "bulk-operations"?"#),
+            "{said}"
+        );
+        // What was typed is still there to fix.
+        let kept = b
+            .run(
+                "return document.getElementById('features').value;",
+                json!([]),
+            )
+            .await;
+        assert_eq!(kept, json!("bulk-operation"));
+        assert!(
+            b.run("return !document.getElementById('do-sign');", json!([]))
+                .await
+                == json!(true)
+        );
+        b.quit().await;
+    });
+    assert!(
+        !env.dir.join("licenses").exists()
+            || std::fs::read_dir(env.dir.join("licenses"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
+
+#[test]
+fn browser_attack_cross_site_form_post_to_the_desk_is_refused() {
+    let env = Env::new();
+    let (id, _) = env.issue(&["--customer", "ACME", "--tier", "standard"]);
+    let d = Desk::start(&env, true);
+    let before = env.revocation_version();
+    run(async {
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        b.goto(&d.link).await;
+        b.wait_for_url("/desk/").await;
+        // Another page on 127.0.0.1 (another port: same site, so the
+        // SameSite cookie IS sent; only the Origin check stands) that posts a
+        // suspension to the desk as soon as it loads.
+        let target = format!("{}/desk/license/{id}/change", d.base);
+        let evil = format!(
+            "<!doctype html><form id=f method=post action='{target}'>\
+             <input name=csrf value=guess><input name=action value=suspend></form>\
+             <script>document.getElementById('f').submit()</script>"
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let site = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || {
+                let evil = evil.clone();
+                async move { axum::response::Html(evil) }
+            }),
+        );
+        let server = tokio::spawn(async move { axum::serve(listener, site).await });
+        b.goto(&format!("http://127.0.0.1:{port}/")).await;
+        b.wait_for(
+            "the forged post's answer",
+            "return location.pathname.endsWith('/change') && document.readyState === 'complete';",
+            Duration::from_secs(20),
+        )
+        .await;
+        let said = b.text("main").await;
+        assert!(
+            said.contains("Refused.") && said.contains("another site"),
+            "{said}"
+        );
+        server.abort();
+        b.quit().await;
+    });
+    assert_eq!(
+        env.revocation_version(),
+        before,
+        "the forged post signed a list"
+    );
+}
+
+#[test]
+fn browser_attack_the_desk_makes_no_request_outside_loopback() {
+    let env = Env::new();
+    let (id, _) = env.issue(&["--customer", "ACME", "--tier", "standard"]);
+    let d = Desk::start(&env, false);
+    run(async {
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        sign_in_and_unlock(&b, &d).await;
+        b.goto(&format!("{}/desk/license/{id}", d.base)).await;
+        b.fill("#reason", "audit").await;
+        b.click("#do-suspend").await;
+        b.wait_for_url("?done=suspended").await;
+        b.goto(&format!("{}/desk/issue", d.base)).await;
+        b.fill("#customer", "Globex").await;
+        b.click("#do-preview").await;
+        b.wait_for(
+            "the preview",
+            "return !!document.getElementById('preview-customer');",
+            Duration::from_secs(20),
+        )
+        .await;
+        let ours = format!("{}/", d.base);
+        let urls: Vec<String> = b
+            .requests()
+            .await
+            .into_iter()
+            .filter(|r| r.document.starts_with(&ours))
+            .map(|r| r.url)
+            .collect();
+        assert!(
+            urls.len() >= 6,
+            "the performance log saw too little: {urls:?}"
+        );
+        let outside: Vec<_> = urls.iter().filter(|u| !u.starts_with(&ours)).collect();
+        assert!(outside.is_empty(), "requests outside {ours}: {outside:?}");
+        assert!(urls.iter().any(|u| u.ends_with("/desk/assets/kaching.css")));
+        let console = b.console().await;
+        assert!(
+            !console
+                .iter()
+                .any(|m| m.contains("Content Security Policy")),
+            "the desk broke its own policy: {console:?}"
+        );
+        b.quit().await;
+    });
+}
