@@ -318,6 +318,20 @@ async fn console_pages_show_fleet_licenses_lists_inbox_and_audit() {
 }
 
 #[tokio::test]
+async fn console_attack_script_in_customer_or_hostname_renders_as_text() {
+    let r = Relay::start().await;
+    let cookie = scenario(&r).await;
+    for path in ["/console/", "/console/licenses", "/console/inbox"] {
+        let (_, body) = get(&r, path, Some(&cookie)).await;
+        assert!(!body.contains(EVIL), "{path}: {body}");
+        assert!(!body.to_lowercase().contains("<script"), "{path}: {body}");
+    }
+    let (_, fleet) = get(&r, "/console/?q=%3Cscript%3E", Some(&cookie)).await;
+    assert!(fleet.contains("1 of 2 cluster(s) match."), "{fleet}");
+    assert!(fleet.contains(r#"value="&lt;script&gt;""#), "the search echoed raw: {fleet}");
+}
+
+#[tokio::test]
 async fn console_pages_read_the_same_from_postgres() {
     let Some(db) = postgres::fresh().await else {
         return;
@@ -352,6 +366,7 @@ async fn console_pages_stay_under_100_kib_with_assets() {
     for path in ["/console/", "/console/licenses", "/console/audit"] {
         let (_, body) = get(&r, path, Some(&cookie)).await;
         let weight = body.len() + css.len();
+        eprintln!("page weight {path}: {weight} bytes with the stylesheet");
         assert!(weight < 100 * 1024, "{path}: {weight} bytes");
     }
 }
