@@ -328,7 +328,10 @@ async fn console_attack_script_in_customer_or_hostname_renders_as_text() {
     }
     let (_, fleet) = get(&r, "/console/?q=%3Cscript%3E", Some(&cookie)).await;
     assert!(fleet.contains("1 of 2 cluster(s) match."), "{fleet}");
-    assert!(fleet.contains(r#"value="&lt;script&gt;""#), "the search echoed raw: {fleet}");
+    assert!(
+        fleet.contains(r#"value="&lt;script&gt;""#),
+        "the search echoed raw: {fleet}"
+    );
 }
 
 #[tokio::test]
