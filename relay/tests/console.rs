@@ -98,6 +98,8 @@ async fn every_console_page_requires_an_admin_sign_in() {
         "/console/revocations",
         "/console/inbox",
         "/console/audit",
+        "/console/live",
+        "/console/events",
     ] {
         let (status, body) = get(&r, path, None).await;
         assert_eq!(status, 401, "{path}");
@@ -324,7 +326,12 @@ async fn console_attack_script_in_customer_or_hostname_renders_as_text() {
     for path in ["/console/", "/console/licenses", "/console/inbox"] {
         let (_, body) = get(&r, path, Some(&cookie)).await;
         assert!(!body.contains(EVIL), "{path}: {body}");
-        assert!(!body.to_lowercase().contains("<script"), "{path}: {body}");
+        // The only script is the console's own live script.
+        let rest = body.replace(
+            r#"<script src="/console/assets/live.js" defer></script>"#,
+            "",
+        );
+        assert!(!rest.to_lowercase().contains("<script"), "{path}: {body}");
     }
     let (_, fleet) = get(&r, "/console/?q=%3Cscript%3E", Some(&cookie)).await;
     assert!(fleet.contains("1 of 2 cluster(s) match."), "{fleet}");
@@ -366,10 +373,47 @@ async fn console_pages_stay_under_100_kib_with_assets() {
     let r = Relay::start().await;
     let cookie = scenario(&r).await;
     let (_, css) = get(&r, "/console/assets/kaching.css", None).await;
+    let (_, js) = get(&r, "/console/assets/live.js", None).await;
     for path in ["/console/", "/console/licenses", "/console/audit"] {
         let (_, body) = get(&r, path, Some(&cookie)).await;
-        let weight = body.len() + css.len();
-        eprintln!("page weight {path}: {weight} bytes with the stylesheet");
+        let weight = body.len() + css.len() + js.len();
+        eprintln!("page weight {path}: {weight} bytes with the stylesheet and script");
         assert!(weight < 100 * 1024, "{path}: {weight} bytes");
     }
+}
+
+#[tokio::test]
+async fn the_fleet_stream_says_status_when_a_heartbeat_lands() {
+    let r = Relay::start().await;
+    let cookie = scenario(&r).await;
+    let mut stream = client()
+        .get(r.url("/console/events"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let l = license(1, 3600);
+    let k = cluster_key(1);
+    let mut hb = beat(&l, &k, 50);
+    hb.active_nodes = 9;
+    assert_eq!(r.post_beat("/v1/heartbeat", &hb, &k).await.status(), 200);
+    let mut seen = String::new();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("event: status") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "no event within 10 s: {seen:?}");
+    assert!(seen.contains("data: heartbeats"), "{seen:?}");
+    // The live region it points at shows the new count.
+    let (status, region) = get(&r, "/console/live?q=corp", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(region.contains("1 of 2 cluster(s) match."), "{region}");
+    assert!(region.contains("<td>9</td>"), "{region}");
 }

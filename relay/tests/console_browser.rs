@@ -119,7 +119,7 @@ async fn browser_console_lists_the_fleet_of_a_real_relay() {
     screenshot(&b, "console-fleet.png").await;
     // Search through the form: the server filters.
     b.fill("#q", "umbrella").await;
-    b.click("#clusters form button[type=submit]").await;
+    b.click("#filter button[type=submit]").await;
     b.wait_for_url("q=umbrella").await;
     assert_eq!(b.text("#matched").await, "1 of 3 cluster(s) match.");
     // The other pages, for the guide.
@@ -276,6 +276,50 @@ async fn browser_attack_the_console_makes_no_request_outside_loopback() {
             .any(|m| m.contains("Content Security Policy")),
         "the console's own page broke its policy: {console:?}"
     );
+    b.quit().await;
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_console_fleet_follows_a_new_cluster_without_reload() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let (r, admin, _) = fleet().await;
+    sign_in(&b, &r, &admin).await;
+    b.wait_for(
+        "the page to go live",
+        "return document.getElementById('live-state').textContent === 'live';",
+        Duration::from_secs(20),
+    )
+    .await;
+    b.run("window.kept = 'same page';", serde_json::json!([]))
+        .await;
+    let l = license(4, 3600);
+    let k = cluster_key(4);
+    let resp = r
+        .http
+        .post(r.url("/v1/activate"))
+        .json(&activation(&l, &k, "edge-4.hooli"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        r.post_beat("/v1/heartbeat", &beat(&l, &k, 1), &k)
+            .await
+            .status(),
+        200
+    );
+    b.wait_for(
+        "the new cluster on the open page",
+        "return document.getElementById('matched').textContent === '4 of 4 cluster(s) match.';",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(b.text("#clusters table").await.contains("edge-4.hooli"));
+    let kept = b.run("return window.kept;", serde_json::json!([])).await;
+    assert_eq!(kept, serde_json::json!("same page"), "the page reloaded");
     b.quit().await;
     r.stop().await;
 }

@@ -30,6 +30,9 @@ pub enum Ask {
     },
     /// Token names and scopes (never their secrets or hashes).
     Tokens,
+    /// A cheap fingerprint of the fleet: it changes when a heartbeat,
+    /// activation or deactivation lands (on any replica).
+    Pulse,
 }
 
 /// A license as the relay stored it at activation.
@@ -85,6 +88,8 @@ pub enum Answer {
     Audit(Result<(i64, String), String>, Vec<Row>),
     /// See [`Ask::Tokens`].
     Tokens(Vec<TokenInfo>),
+    /// See [`Ask::Pulse`]: clusters, heartbeats ever, latest contact.
+    Pulse(u64, u64, u64),
 }
 
 const LICENSES: &str =
@@ -95,6 +100,9 @@ const HISTORY_SQLITE: &str = "SELECT c.license_id, h.received_at, h.active_nodes
 const HISTORY_PG: &str = "SELECT c.license_id, h.received_at, h.active_nodes, h.quotas
      FROM heartbeats h JOIN clusters c ON c.cluster_id = h.cluster_id
      WHERE h.received_at >= $1 ORDER BY h.id DESC LIMIT $2";
+const PULSE_SQLITE: &str =
+    "SELECT count(*), COALESCE(sum(heartbeats), 0), COALESCE(max(last_seen), 0) FROM clusters";
+const PULSE_PG: &str = "SELECT count(*)::BIGINT, COALESCE(sum(heartbeats), 0)::BIGINT, COALESCE(max(last_seen), 0)::BIGINT FROM clusters";
 const LISTS: &str =
     "SELECT version, kid, received_at FROM revocation_lists ORDER BY version DESC LIMIT 1000";
 const AUDIT_SQLITE: &str =
@@ -164,6 +172,9 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
         Ask::Tokens => Answer::Tokens(
             crate::tokens::list(c).map_err(|e| ApiError::internal(format!("{e:#}")))?,
         ),
+        Ask::Pulse => c
+            .prepare_cached(PULSE_SQLITE)?
+            .query_row([], |r| Ok(Answer::Pulse(r.get(0)?, r.get(1)?, r.get(2)?)))?,
     })
 }
 
@@ -237,6 +248,10 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
                 })
                 .collect(),
         ),
+        Ask::Pulse => {
+            let r = pool.get().await?.query_one(PULSE_PG, &[]).await?;
+            Answer::Pulse(uint(r.get(0)), uint(r.get(1)), uint(r.get(2)))
+        }
         Ask::Lists => Answer::Lists(
             pool.get()
                 .await?

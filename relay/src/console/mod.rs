@@ -16,13 +16,16 @@
 //!   sign-out: it reads, and it never signs anything (the relay holds no
 //!   license or list key).
 //! - Pages are server-rendered maud (every value escaped) under the shared
-//!   strict Content-Security-Policy; sparklines are inline SVG.
+//!   strict Content-Security-Policy; sparklines are inline SVG. The fleet
+//!   page is live: the shared script follows `/console/events` ([`live`])
+//!   and swaps in `/console/live`.
 //!
 //! These routes are HTML for people, not the JSON API: they stay out of
 //! the OpenAPI document (whose router test reads `routes/mod.rs`) and all
 //! stay under `/console` (a test here holds that).
 
 pub mod data;
+pub mod live;
 pub mod pages;
 pub mod view;
 
@@ -113,16 +116,27 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/console/revocations", get(pages::revocations))
         .route("/console/inbox", get(pages::inbox))
         .route("/console/audit", get(pages::audit))
+        .route("/console/live", get(pages::fleet_live))
         .route("/console/logout", post(logout))
-        .route_layer(gate)
+        .route_layer(gate.clone())
         .route("/console", get(|| async { see_other(PREFIX) }))
         .route("/console/login", post(login))
         .route(
             "/console/assets/kaching.css",
             get(|| async { kaching_kit::web::stylesheet() }),
         )
+        .route(
+            "/console/assets/live.js",
+            get(|| async { kaching_kit::web::live_js() }),
+        )
+        .with_state(console.clone());
+    let pages = request_timeout(pages, timeout, request_timed_out);
+    // The stream bounds its own lifetime (live::STREAM_FOR, and shutdown).
+    let stream = Router::new()
+        .route("/console/events", get(live::events))
+        .route_layer(gate)
         .with_state(console);
-    request_timeout(pages, timeout, request_timed_out)
+    pages.merge(stream)
 }
 
 /// Which admin token a request's session stands for, if it still is one.

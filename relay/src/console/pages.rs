@@ -57,6 +57,10 @@ fn assets() -> Assets<'static> {
 }
 
 fn frame(c: &Console, title: &str, main: Markup) -> Response {
+    frame_with(c, title, assets(), main)
+}
+
+fn frame_with(c: &Console, title: &str, assets: Assets<'_>, main: Markup) -> Response {
     let body = markup! {
         (main)
         form method="post" action="/console/logout" {
@@ -64,7 +68,7 @@ fn frame(c: &Console, title: &str, main: Markup) -> Response {
             button class="quiet" type="submit" { "Sign out" }
         }
     };
-    html(StatusCode::OK, page(APP, title, assets(), NAV, body))
+    html(StatusCode::OK, page(APP, title, assets, NAV, body))
 }
 
 /// A page that says what went wrong and what to do.
@@ -167,43 +171,53 @@ fn state_tone(state: &str) -> Tone {
     }
 }
 
-/// `GET /console/`: the fleet.
-pub(crate) async fn fleet(
-    State(c): State<Console>,
-    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let f = q.map(|Query(f)| f).unwrap_or_default();
-    let clusters = match all_clusters(&c).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let customers: BTreeMap<String, String> = match licenses_of(&c).await {
-        Ok(l) => l.into_iter().map(|l| (l.license_id, l.customer)).collect(),
-        Err(resp) => return resp,
-    };
+/// What the fleet page shows for one filter.
+struct Fleet {
+    clusters: Vec<ClusterRow>,
+    customers: BTreeMap<String, String>,
+}
+
+async fn fleet_data(c: &Console) -> Result<Fleet, Response> {
+    let clusters = all_clusters(c).await?;
+    let customers = licenses_of(c)
+        .await?
+        .into_iter()
+        .map(|l| (l.license_id, l.customer))
+        .collect();
+    Ok(Fleet {
+        clusters,
+        customers,
+    })
+}
+
+/// The query string of `f` at `page`.
+fn query_of(f: &Filter, page: usize) -> String {
+    let mut q = vec![("page", page.to_string())];
+    if !f.status.is_empty() {
+        q.push(("status", f.status.clone()));
+    }
+    if !f.q.is_empty() {
+        q.push(("q", f.q.clone()));
+    }
+    if f.anomalies.is_some() {
+        q.push(("anomalies", "1".into()));
+    }
+    q.iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The part of the fleet page the live script replaces.
+fn fleet_region(d: &Fleet, f: &Filter) -> Markup {
+    let clusters = &d.clusters;
+    let customers = &d.customers;
     let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in &clusters {
+    for r in clusters {
         *by_status.entry(r.status.as_str()).or_default() += 1;
     }
     let flagged = clusters.iter().filter(|r| !r.anomalies.is_empty()).count();
-    let (rows, total) = view::select(&clusters, &customers, &f);
-    let link = |page: usize| {
-        let mut q = vec![("page".to_string(), page.to_string())];
-        if !f.status.is_empty() {
-            q.push(("status".into(), f.status.clone()));
-        }
-        if !f.q.is_empty() {
-            q.push(("q".into(), f.q.clone()));
-        }
-        if f.anomalies.is_some() {
-            q.push(("anomalies".into(), "1".into()));
-        }
-        let q: Vec<String> = q
-            .iter()
-            .map(|(k, v)| format!("{k}={}", urlencode(v)))
-            .collect();
-        format!("/console/?{}", q.join("&"))
-    };
+    let (rows, total) = view::select(clusters, customers, f);
     let table_rows: Vec<Vec<Markup>> = rows
         .iter()
         .map(|r| {
@@ -224,8 +238,7 @@ pub(crate) async fn fleet(
             ]
         })
         .collect();
-    let main = markup! {
-        h1 { "Fleet" }
+    markup! {
         @if flagged > 0 {
             (ui::banner(Tone::Bad, "Signs of rollback.", markup! {
                 (flagged) " cluster(s) sent heartbeats that contradict their own history \
@@ -235,34 +248,71 @@ pub(crate) async fn fleet(
         }
         (ui::section("summary", "Clusters by status", ui::facts(&by_status.iter().map(|(k, v)| (*k, markup! { (v) })).collect::<Vec<_>>())))
         (ui::section("clusters", "Clusters", markup! {
-            form class="filters" method="get" action="/console/" {
-                div class="field" {
-                    label for="q" { "Search" }
-                    input type="search" id="q" name="q" value=(f.q) placeholder="cluster, license, hostname, customer";
-                }
-                div class="field" {
-                    label for="status" { "Status" }
-                    select id="status" name="status" {
-                        @for s in ["", "active", "deactivated", "displaced"] {
-                            option value=(s) selected[f.status == s] { @if s.is_empty() { "any" } @else { (s) } }
-                        }
-                    }
-                }
-                div class="field" {
-                    label for="anomalies" { "Only with signs of rollback" }
-                    input type="checkbox" id="anomalies" name="anomalies" value="1" checked[f.anomalies.is_some()];
-                }
-                button type="submit" { "Filter" }
-            }
             p class="muted" id="matched" { (total) " of " (clusters.len()) " cluster(s) match." }
             (ui::table("Clusters, signs of rollback first", &["Cluster", "Customer / license", "Hostname", "Binding", "State", "Last seen", "Nodes", "Verifier"], &table_rows))
             nav class="pager" aria-label="Pages" {
-                @if f.page > 0 { a href=(link(f.page - 1)) rel="prev" { "← Previous" } }
-                @if (f.page + 1) * PAGE < total { a href=(link(f.page + 1)) rel="next" { "Next →" } }
+                @if f.page > 0 { a href={ "/console/?" (query_of(f, f.page - 1)) } rel="prev" { "← Previous" } }
+                @if (f.page + 1) * PAGE < total { a href={ "/console/?" (query_of(f, f.page + 1)) } rel="next" { "Next →" } }
             }
         }))
+    }
+}
+
+fn filter_of(q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>) -> Filter {
+    q.map(|Query(f)| f).unwrap_or_default()
+}
+
+/// `GET /console/`: the fleet, live.
+pub(crate) async fn fleet(
+    State(c): State<Console>,
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let f = filter_of(q);
+    let d = match fleet_data(&c).await {
+        Ok(d) => d,
+        Err(resp) => return resp,
     };
-    frame(&c, "Fleet", main)
+    let live_url = format!("/console/live?{}", query_of(&f, f.page));
+    let main = markup! {
+        h1 { "Fleet" }
+        form class="filters" id="filter" method="get" action="/console/" {
+            div class="field" {
+                label for="q" { "Search" }
+                input type="search" id="q" name="q" value=(f.q) placeholder="cluster, license, hostname, customer";
+            }
+            div class="field" {
+                label for="status" { "Status" }
+                select id="status" name="status" {
+                    @for s in ["", "active", "deactivated", "displaced"] {
+                        option value=(s) selected[f.status == s] { @if s.is_empty() { "any" } @else { (s) } }
+                    }
+                }
+            }
+            div class="field" {
+                label for="anomalies" { "Only with signs of rollback" }
+                input type="checkbox" id="anomalies" name="anomalies" value="1" checked[f.anomalies.is_some()];
+            }
+            button type="submit" { "Filter" }
+        }
+        div id="live" { (fleet_region(&d, &f)) }
+    };
+    let assets = Assets {
+        prefix: PREFIX,
+        live: Some(("/console/events", &live_url)),
+    };
+    frame_with(&c, "Fleet", assets, main)
+}
+
+/// `GET /console/live`: the fleet page's live region.
+pub(crate) async fn fleet_live(
+    State(c): State<Console>,
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let f = filter_of(q);
+    match fleet_data(&c).await {
+        Ok(d) => html(StatusCode::OK, fleet_region(&d, &f)),
+        Err(resp) => resp,
+    }
 }
 
 fn urlencode(s: &str) -> String {
