@@ -76,6 +76,7 @@ pub struct Trend {
 /// Buckets `beats` per license (see [`Trend`]).
 pub fn trends(beats: &[Beat], now: u64, window: u64, n: usize) -> BTreeMap<String, Trend> {
     let mut out: BTreeMap<String, Trend> = BTreeMap::new();
+    let n = n.max(1);
     let start = now.saturating_sub(window);
     let width = (window / n.max(1) as u64).max(1);
     for b in beats {
