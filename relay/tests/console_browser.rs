@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use kaching_core::cluster::{ActivationRequest, UpgradeRequest};
+use kaching_core::heartbeat::{ChainHead, Heartbeat};
 use kaching_core::license::License;
 use kaching_core::wire::relay::ActivateBody;
 use kaching_core::{armor, cluster_id, DocKind, SecretKey};
@@ -72,6 +73,20 @@ async fn fleet() -> (Relay, String, Vec<License>) {
             assert_eq!(r.post_beat("/v1/heartbeat", &hb, &k).await.status(), 200);
         }
     }
+    // Umbrella's state database is restored from a backup: its report
+    // chain head goes back (signs of rollback).
+    let k = cluster_key(3);
+    for (seq, report, mark) in [(20, 5, now() - 10), (21, 3, now() - 30)] {
+        let hb = Heartbeat {
+            chain: Some(ChainHead {
+                report_seq: report,
+                report_hash: Some([report as u8; 32]),
+                mark,
+            }),
+            ..beat(&ls[2], &k, seq)
+        };
+        assert_eq!(r.post_beat("/v1/heartbeat", &hb, &k).await.status(), 200);
+    }
     let publish = r.token(Scope::Publish, "publisher");
     let list = revocation_list(3, &[ls[2].id], &vendor());
     assert_eq!(r.publish(&publish, list).await.status(), 201);
@@ -99,6 +114,17 @@ async fn browser_console_lists_the_fleet_of_a_real_relay() {
     let (r, admin, _) = fleet().await;
     sign_in(&b, &r, &admin).await;
     assert_eq!(b.text("#matched").await, "3 of 3 cluster(s) match.");
+    // Signs of rollback: a banner, and that cluster listed first.
+    assert!(b.text("#live .banner").await.contains("Signs of rollback."));
+    let first = b.text("#clusters tbody tr").await;
+    assert!(
+        first.contains("Umbrella") && first.contains("head_back"),
+        "{first}"
+    );
+    b.click("#live .banner a").await;
+    b.wait_for_url("anomalies=1").await;
+    assert_eq!(b.text("#matched").await, "1 of 3 cluster(s) match.");
+    b.goto(&r.url("/console/")).await;
     let table = b.text("#clusters table").await;
     for want in [
         "<script>alert(1)</script> Initech",
