@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 pub mod audit;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod error;
 pub mod extract;

@@ -54,6 +54,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state.clone());
     short
         .merge(long)
+        // The fleet console: HTML for people, outside the API document.
+        .merge(crate::console::router(state.clone()))
         .fallback(|| async {
             ApiError::not_found("no such endpoint: see docs/relay.md for the API")
         })

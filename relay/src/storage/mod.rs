@@ -199,6 +199,9 @@ pub trait Storage: Send + Sync {
     /// Ticks whenever another replica may have published a list or a root;
     /// `None` for a backend only one relay uses.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
+    /// The fleet console's own reads (see `crate::console::data`), kept
+    /// apart from the API's queries.
+    fn console(&self, ask: crate::console::data::Ask) -> Fut<'_, crate::console::data::Answer>;
     /// Finishes queued writes and lets go of the database.
     fn close(self: Arc<Self>) -> Fut<'static, ()>;
 }

@@ -318,6 +318,13 @@ impl Storage for SqliteStorage {
         None
     }
 
+    fn console(&self, ask: crate::console::data::Ask) -> Fut<'_, crate::console::data::Answer> {
+        Box::pin(
+            self.readers
+                .read(move |c| crate::console::data::sqlite(c, ask)),
+        )
+    }
+
     fn close(self: Arc<Self>) -> Fut<'static, ()> {
         Box::pin(async move {
             // The writer thread ends when the last handle is gone, after its last commit.

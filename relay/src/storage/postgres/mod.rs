@@ -430,6 +430,10 @@ impl Storage for PgStorage {
         Some(self.changes.clone())
     }
 
+    fn console(&self, ask: crate::console::data::Ask) -> Fut<'_, crate::console::data::Answer> {
+        Box::pin(crate::console::data::postgres(&self.pool, ask))
+    }
+
     fn close(self: Arc<Self>) -> Fut<'static, ()> {
         Box::pin(async move {
             drop(self.queue.lock().ok().and_then(|mut q| q.take()));

@@ -1,0 +1,593 @@
+//! The console's pages: each handler reads, shapes ([`super::view`]) and
+//! renders with the shared components; every value is escaped by maud.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use kaching_core::time::rfc3339;
+use kaching_core::wire::relay::{ClusterRow, UpgradeRow};
+use kaching_kit::web::components::{self as ui, Tone};
+use kaching_kit::web::{html, page, Assets, Nav};
+use maud::{html as markup, Markup};
+use serde::Deserialize;
+
+use super::data::{Answer, Ask, LicenseRow};
+use super::view::{self, Filter, PAGE};
+use super::{Console, PREFIX};
+use crate::db::now;
+use crate::error::ApiError;
+
+const APP: &str = "Fleet console";
+/// Clusters read for one page at most (the fleet page pages what it shows).
+const MAX_CLUSTERS: usize = 100_000;
+/// The sparkline window and its buckets: 24 hours, one point an hour.
+const WINDOW: u64 = 86_400;
+const BUCKETS: usize = 24;
+
+const NAV: &[Nav<'static>] = &[
+    Nav {
+        href: "/console/",
+        label: "Fleet",
+    },
+    Nav {
+        href: "/console/licenses",
+        label: "Licenses",
+    },
+    Nav {
+        href: "/console/revocations",
+        label: "Revocations",
+    },
+    Nav {
+        href: "/console/inbox",
+        label: "Upgrade requests",
+    },
+    Nav {
+        href: "/console/audit",
+        label: "Audit",
+    },
+];
+
+fn assets() -> Assets<'static> {
+    Assets {
+        prefix: PREFIX,
+        live: None,
+    }
+}
+
+fn frame(c: &Console, title: &str, main: Markup) -> Response {
+    frame_with(c, title, assets(), main)
+}
+
+fn frame_with(c: &Console, title: &str, assets: Assets<'_>, main: Markup) -> Response {
+    let body = markup! {
+        (main)
+        form method="post" action="/console/logout" {
+            (ui::csrf_field(c.csrf.token()))
+            button class="quiet" type="submit" { "Sign out" }
+        }
+    };
+    html(StatusCode::OK, page(APP, title, assets, NAV, body))
+}
+
+/// A page that says what went wrong and what to do.
+pub(crate) fn problem(status: StatusCode, title: &str, what: &str) -> Response {
+    html(
+        status,
+        page(
+            APP,
+            title,
+            assets(),
+            &[],
+            ui::banner(Tone::Bad, title, markup! { (what) }),
+        ),
+    )
+}
+
+fn unavailable(e: ApiError) -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable.",
+        &format!("cannot read the relay's database ({}); retry", e.message),
+    )
+}
+
+/// The sign-in page, with why the last attempt was refused.
+pub(crate) fn login(csrf: &str, refused: Option<&str>) -> Markup {
+    let body = markup! {
+        @if let Some(why) = refused {
+            (ui::banner(Tone::Bad, "Not signed in.", markup! { (why) }))
+        }
+        (ui::section("login", "Sign in", markup! {
+            p { "The fleet console takes an " strong { "admin" } "-scope relay token \
+                 (" code { "kaching-relay token create --scope admin --name NAME" } "). \
+                 The browser keeps only a hash of it, in a cookie no script can read." }
+            form method="post" action="/console/login" {
+                (ui::csrf_field(csrf))
+                (ui::secret_field("Admin token", "token"))
+                button type="submit" { "Sign in" }
+            }
+        }))
+    };
+    page(APP, "Sign in", assets(), &[], body)
+}
+
+async fn ask(c: &Console, a: Ask) -> Result<Answer, Response> {
+    c.st.storage.console(a).await.map_err(unavailable)
+}
+
+async fn all_clusters(c: &Console) -> Result<Vec<ClusterRow>, Response> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    while out.len() < MAX_CLUSTERS {
+        let rows =
+            c.st.storage
+                .clusters(None, after, 10_000)
+                .await
+                .map_err(unavailable)?;
+        let done = rows.len() < 10_000;
+        after = rows
+            .last()
+            .map(|r| r.cluster_id.clone())
+            .unwrap_or_default();
+        out.extend(rows);
+        if done {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+async fn licenses_of(c: &Console) -> Result<Vec<LicenseRow>, Response> {
+    match ask(c, Ask::Licenses).await? {
+        Answer::Licenses(l) => Ok(l),
+        _ => Err(problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Unavailable.",
+            "unexpected answer; retry",
+        )),
+    }
+}
+
+fn when(t: u64) -> Markup {
+    markup! { time datetime=(rfc3339(t)) { (rfc3339(t)) } }
+}
+
+fn status_tone(status: &str) -> Tone {
+    match status {
+        "active" => Tone::Good,
+        "displaced" => Tone::Warn,
+        _ => Tone::Info,
+    }
+}
+
+fn state_tone(state: &str) -> Tone {
+    match state {
+        "active" => Tone::Good,
+        "grace" | "degraded" => Tone::Warn,
+        "suspended" | "revoked" | "expired" | "invalid" => Tone::Bad,
+        _ => Tone::Info,
+    }
+}
+
+/// What the fleet page shows for one filter.
+struct Fleet {
+    clusters: Vec<ClusterRow>,
+    customers: BTreeMap<String, String>,
+}
+
+async fn fleet_data(c: &Console) -> Result<Fleet, Response> {
+    let clusters = all_clusters(c).await?;
+    let customers = licenses_of(c)
+        .await?
+        .into_iter()
+        .map(|l| (l.license_id, l.customer))
+        .collect();
+    Ok(Fleet {
+        clusters,
+        customers,
+    })
+}
+
+/// The query string of `f` at `page`.
+fn query_of(f: &Filter, page: usize) -> String {
+    let mut q = vec![("page", page.to_string())];
+    if !f.status.is_empty() {
+        q.push(("status", f.status.clone()));
+    }
+    if !f.q.is_empty() {
+        q.push(("q", f.q.clone()));
+    }
+    if f.anomalies.is_some() {
+        q.push(("anomalies", "1".into()));
+    }
+    q.iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The part of the fleet page the live script replaces.
+fn fleet_region(d: &Fleet, f: &Filter) -> Markup {
+    let clusters = &d.clusters;
+    let customers = &d.customers;
+    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in clusters {
+        *by_status.entry(r.status.as_str()).or_default() += 1;
+    }
+    let flagged = clusters.iter().filter(|r| !r.anomalies.is_empty()).count();
+    let (rows, total) = view::select(clusters, customers, f);
+    let table_rows: Vec<Vec<Markup>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                markup! {
+                    code { (r.cluster_id) }
+                    @for a in &r.anomalies {
+                        br; (ui::badge(Tone::Bad, &a.kind, None)) " " span class="muted" { (a.at) ": " (a.detail) }
+                    }
+                },
+                markup! { (customers.get(&r.license_id).map_or("", String::as_str)) br; a href={ "/console/licenses#l-" (r.license_id) } { code { (r.license_id) } } },
+                markup! { (r.hostname) },
+                markup! { (ui::badge(status_tone(&r.status), &r.status, None)) },
+                markup! { @if let Some(s) = &r.state { (ui::badge(state_tone(s), s, None)) } @else { span class="muted" { "no heartbeat yet" } } },
+                markup! { (r.last_seen) },
+                markup! { (r.active_nodes) },
+                markup! { (r.verifier_version.as_deref().unwrap_or("—")) },
+            ]
+        })
+        .collect();
+    markup! {
+        @if flagged > 0 {
+            (ui::banner(Tone::Bad, "Signs of rollback.", markup! {
+                (flagged) " cluster(s) sent heartbeats that contradict their own history \
+                 (a restored snapshot or a copied state directory). They are listed first; "
+                a href="/console/?anomalies=1" { "show only them" } "."
+            }))
+        }
+        (ui::section("summary", "Clusters by status", ui::facts(&by_status.iter().map(|(k, v)| (*k, markup! { (v) })).collect::<Vec<_>>())))
+        (ui::section("clusters", "Clusters", markup! {
+            p class="muted" id="matched" { (total) " of " (clusters.len()) " cluster(s) match." }
+            (ui::table("Clusters, signs of rollback first", &["Cluster", "Customer / license", "Hostname", "Binding", "State", "Last seen", "Nodes", "Verifier"], &table_rows))
+            nav class="pager" aria-label="Pages" {
+                @if f.page > 0 { a href={ "/console/?" (query_of(f, f.page - 1)) } rel="prev" { "← Previous" } }
+                @if (f.page + 1) * PAGE < total { a href={ "/console/?" (query_of(f, f.page + 1)) } rel="next" { "Next →" } }
+            }
+        }))
+    }
+}
+
+fn filter_of(q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>) -> Filter {
+    q.map(|Query(f)| f).unwrap_or_default()
+}
+
+/// `GET /console/`: the fleet, live.
+pub(crate) async fn fleet(
+    State(c): State<Console>,
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let f = filter_of(q);
+    let d = match fleet_data(&c).await {
+        Ok(d) => d,
+        Err(resp) => return resp,
+    };
+    let live_url = format!("/console/live?{}", query_of(&f, f.page));
+    let main = markup! {
+        h1 { "Fleet" }
+        form class="filters" id="filter" method="get" action="/console/" {
+            div class="field" {
+                label for="q" { "Search" }
+                input type="search" id="q" name="q" value=(f.q) placeholder="cluster, license, hostname, customer";
+            }
+            div class="field" {
+                label for="status" { "Status" }
+                select id="status" name="status" {
+                    @for s in ["", "active", "deactivated", "displaced"] {
+                        option value=(s) selected[f.status == s] { @if s.is_empty() { "any" } @else { (s) } }
+                    }
+                }
+            }
+            div class="field" {
+                label for="anomalies" { "Only with signs of rollback" }
+                input type="checkbox" id="anomalies" name="anomalies" value="1" checked[f.anomalies.is_some()];
+            }
+            button type="submit" { "Filter" }
+        }
+        div id="live" { (fleet_region(&d, &f)) }
+    };
+    let assets = Assets {
+        prefix: PREFIX,
+        live: Some(("/console/events", &live_url)),
+    };
+    frame_with(&c, "Fleet", assets, main)
+}
+
+/// `GET /console/live`: the fleet page's live region.
+pub(crate) async fn fleet_live(
+    State(c): State<Console>,
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let f = filter_of(q);
+    match fleet_data(&c).await {
+        Ok(d) => html(StatusCode::OK, fleet_region(&d, &f)),
+        Err(resp) => resp,
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct Horizon {
+    days: Option<u64>,
+}
+
+/// `GET /console/licenses[?days=30|60|90]`.
+pub(crate) async fn licenses(
+    State(c): State<Console>,
+    q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let days = q
+        .ok()
+        .and_then(|Query(h)| h.days)
+        .filter(|d| [30, 60, 90].contains(d))
+        .unwrap_or(30);
+    let t = now();
+    let licenses = match licenses_of(&c).await {
+        Ok(l) => l,
+        Err(resp) => return resp,
+    };
+    let clusters = match all_clusters(&c).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let beats = match ask(
+        &c,
+        Ask::History {
+            since: t.saturating_sub(WINDOW),
+        },
+    )
+    .await
+    {
+        Ok(Answer::History(b)) => b,
+        Ok(_) => Vec::new(),
+        Err(resp) => return resp,
+    };
+    let upgrades = match c.st.storage.upgrade_requests(None).await {
+        Ok(u) => u,
+        Err(e) => return unavailable(e),
+    };
+    let trends = view::trends(&beats, t, WINDOW, BUCKETS);
+    let soon = view::expiring(&licenses, t, days);
+    let expiry_rows: Vec<Vec<Markup>> = soon
+        .iter()
+        .map(|l| {
+            let left = (l.expires_at - t) / 86_400;
+            let tone = if left < 30 {
+                Tone::Bad
+            } else if left < 60 {
+                Tone::Warn
+            } else {
+                Tone::Info
+            };
+            vec![
+                markup! { (l.customer) },
+                markup! { a href={ "#l-" (l.license_id) } { code { (l.license_id) } } },
+                markup! { (l.tier) },
+                markup! { (when(l.expires_at)) },
+                markup! { (ui::badge(tone, &format!("{left} days"), None)) },
+            ]
+        })
+        .collect();
+    let main = markup! {
+        h1 { "Licenses" }
+        (ui::section("expiry", "Renewals at risk", markup! {
+            nav class="pager" aria-label="Horizon" {
+                @for d in [30u64, 60, 90] {
+                    @if d == days { strong { "next " (d) " days" } } @else { a href={ "/console/licenses?days=" (d) "#expiry" } { "next " (d) " days" } }
+                }
+            }
+            @if soon.is_empty() {
+                p class="muted" id="expiring" { "No license expires in the next " (days) " days." }
+            } @else {
+                p class="muted" id="expiring" { (soon.len()) " license(s) expire in the next " (days) " days." }
+                (ui::table("Expiring soonest first", &["Customer", "License", "Tier", "Expires", "Left"], &expiry_rows))
+            }
+        }))
+        @for l in &licenses {
+            @let mine: Vec<&ClusterRow> = clusters.iter().filter(|r| r.license_id == l.license_id).collect();
+            @let asks: Vec<&UpgradeRow> = upgrades.iter().filter(|u| u.license_id == l.license_id).collect();
+            @let trend = trends.get(&l.license_id).cloned().unwrap_or_else(|| view::Trend { beats: vec![0; BUCKETS], nodes: vec![0; BUCKETS], ..Default::default() });
+            section id={ "l-" (l.license_id) } class="license" aria-label=(l.customer) {
+                h2 { (l.customer) " " span class="muted" { (l.tier) } }
+                (ui::facts(&[
+                    ("License", markup! { code { (l.license_id) } }),
+                    ("Expires", when(l.expires_at)),
+                    ("First seen", when(l.first_seen)),
+                    ("Heartbeats, last 24 h", markup! { span class="beats" { (trend.total) } " " (ui::sparkline("heartbeats per hour, last 24 hours", &trend.beats)) }),
+                    ("Nodes, last 24 h", ui::sparkline("most nodes per hour, last 24 hours", &trend.nodes)),
+                ]))
+                @if !trend.quotas.is_empty() {
+                    h3 { "Quota trends (highest reported per hour, last 24 h)" }
+                    ul {
+                        @for (name, v) in &trend.quotas {
+                            li { code { (name) } " " (ui::sparkline(&format!("{name} per hour, last 24 hours"), v)) " now " (v.iter().rev().find(|x| **x > 0).copied().unwrap_or(0)) }
+                        }
+                    }
+                }
+                h3 { "Clusters" }
+                @if mine.is_empty() { p class="muted" { "None." } }
+                ul {
+                    @for r in &mine {
+                        li { code { (r.cluster_id) } " " (r.hostname) " " (ui::badge(status_tone(&r.status), &r.status, None)) " last seen " (r.last_seen)
+                            @if !r.anomalies.is_empty() { " " (ui::badge(Tone::Bad, "signs of rollback", None)) } }
+                    }
+                }
+                @if !asks.is_empty() {
+                    h3 { "Upgrade requests" }
+                    ul { @for u in &asks { li { (u.requested_tier) " — " (u.message) " " span class="muted" { (u.received_at) } } } }
+                }
+            }
+        }
+        @if licenses.is_empty() {
+            p class="muted" { "No license has been activated on this relay yet." }
+        }
+    };
+    frame(&c, "Licenses", main)
+}
+
+/// `GET /console/revocations`.
+pub(crate) async fn revocations(State(c): State<Console>) -> Response {
+    let lists = match ask(&c, Ask::Lists).await {
+        Ok(Answer::Lists(l)) => l,
+        Ok(_) => Vec::new(),
+        Err(resp) => return resp,
+    };
+    let clusters = match all_clusters(&c).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let current = c.st.revocations.borrow().clone();
+    let published = current
+        .as_ref()
+        .and_then(|cur| lists.iter().find(|l| l.version == cur.version()))
+        .map(|l| l.received_at);
+    let history: Vec<Vec<Markup>> = lists
+        .iter()
+        .map(|l| {
+            vec![
+                markup! { (l.version) },
+                markup! { code { (l.kid) } },
+                when(l.received_at),
+            ]
+        })
+        .collect();
+    let main = markup! {
+        h1 { "Revocations" }
+        (ui::section("current", "List in force", markup! {
+            @match &current {
+                Some(cur) => {
+                    @let list = &cur.verified.list;
+                    @let expired = list.expires <= now();
+                    (ui::facts(&[
+                        ("Version", markup! { span id="list-version" { (list.version) } }),
+                        ("Issued", when(list.issued_at)),
+                        ("Expires", markup! { (when(list.expires)) @if expired { " " (ui::badge(Tone::Bad, "expired: publish a new list", None)) } }),
+                        ("Entries", markup! { (list.entries.len()) }),
+                    ]))
+                    @if !list.entries.is_empty() {
+                        (ui::table("Entries", &["License", "Status", "Reason", "Since"], &list.entries.iter().map(|e| vec![
+                            markup! { code { (e.id) } },
+                            markup! { (format!("{:?}", e.status).to_lowercase()) },
+                            markup! { (e.reason) },
+                            when(e.time),
+                        ]).collect::<Vec<_>>()))
+                    }
+                }
+                None => { p class="muted" { "No revocation list has been published to this relay." } }
+            }
+        }))
+        @if let Some(at) = published {
+            @let (has, not) = view::propagation(&clusters, at);
+            (ui::section("propagation", "Propagation", markup! {
+                p class="muted" { "The relay does not record which list version each cluster holds. \
+                    Shown here: active clusters whose last contact came after this list was published \
+                    (they have talked to the relay since; a verifier follows the list by long-poll, so it very likely holds it) \
+                    and those silent since." }
+                (ui::facts(&[
+                    ("Contacted since publish", markup! { span id="reached" { (has.len()) } }),
+                    ("Silent since publish", markup! { span id="silent" { (not.len()) } }),
+                ]))
+                @if !not.is_empty() {
+                    (ui::table("Active clusters silent since the list was published", &["Cluster", "Hostname", "Last seen"], &not.iter().map(|r| vec![
+                        markup! { code { (r.cluster_id) } }, markup! { (r.hostname) }, markup! { (r.last_seen) },
+                    ]).collect::<Vec<_>>()))
+                }
+            }))
+        }
+        (ui::section("history", "History", markup! {
+            @if history.is_empty() { p class="muted" { "None stored." } }
+            @else { (ui::table("Stored lists, newest first", &["Version", "Signed by", "Published here"], &history)) }
+        }))
+    };
+    frame(&c, "Revocations", main)
+}
+
+/// `GET /console/inbox`: upgrade requests from WHOOSH and from clusters.
+pub(crate) async fn inbox(State(c): State<Console>) -> Response {
+    let upgrades = match c.st.storage.upgrade_requests(None).await {
+        Ok(u) => u,
+        Err(e) => return unavailable(e),
+    };
+    let customers: BTreeMap<String, String> = match licenses_of(&c).await {
+        Ok(l) => l.into_iter().map(|l| (l.license_id, l.customer)).collect(),
+        Err(resp) => return resp,
+    };
+    let rows: Vec<Vec<Markup>> = upgrades
+        .iter()
+        .map(|u| {
+            vec![
+                markup! { (u.received_at) },
+                markup! { (customers.get(&u.license_id).map_or("", String::as_str)) br; a href={ "/console/licenses#l-" (u.license_id) } { code { (u.license_id) } } },
+                markup! { strong class="tier" { (u.requested_tier) } },
+                markup! { (u.message) },
+                markup! { @match &u.cluster_id { Some(c) => { "cluster " code { (c) } }, None => { "WHOOSH" } } " (" (u.source) ")" },
+            ]
+        })
+        .collect();
+    let main = markup! {
+        h1 { "Upgrade requests" }
+        (ui::section("inbox", "Inbox", markup! {
+            @if rows.is_empty() { p class="muted" id="empty" { "No upgrade request yet." } }
+            @else { (ui::table("Newest first, at most 1000", &["Received", "Customer / license", "Tier", "Message", "Filed through"], &rows)) }
+            p class="muted" { "Act on a request with licensegen (upgrade, then send the new file); the console never signs." }
+        }))
+    };
+    frame(&c, "Upgrade requests", main)
+}
+
+/// `GET /console/audit`: the chain's status, its latest rows, the tokens.
+pub(crate) async fn audit(State(c): State<Console>) -> Response {
+    let (verified, rows) = match ask(&c, Ask::Audit { latest: 50 }).await {
+        Ok(Answer::Audit(v, r)) => (v, r),
+        Ok(_) => (Err("unexpected answer; retry".to_string()), Vec::new()),
+        Err(resp) => return resp,
+    };
+    let tokens = match ask(&c, Ask::Tokens).await {
+        Ok(Answer::Tokens(t)) => t,
+        Ok(_) => Vec::new(),
+        Err(resp) => return resp,
+    };
+    let main = markup! {
+        h1 { "Audit" }
+        (ui::section("chain", "Chain", markup! {
+            @match &verified {
+                Ok((n, head)) => {
+                    (ui::banner(Tone::Good, "The chain verifies.", markup! { (n) " rows, each hashed over the one before; head " code { (head) } ". Record the head elsewhere to detect a rebuilt log later." }))
+                }
+                Err(why) => {
+                    (ui::banner(Tone::Bad, "The chain is broken.", markup! { (why) ". Compare with a backup and `kaching-relay audit verify`." }))
+                }
+            }
+            (ui::table("Latest entries, newest first", &["#", "Time", "Actor", "Action", "Subject", "Detail"], &rows.iter().map(|r| vec![
+                markup! { (r.id) }, when(r.time), markup! { (r.actor) }, markup! { (r.action) }, markup! { code { (r.subject) } }, markup! { code { (r.detail) } },
+            ]).collect::<Vec<_>>()))
+        }))
+        (ui::section("tokens", "Tokens", markup! {
+            (ui::table("Names and scopes (secrets are never stored or shown)", &["Name", "Scope", "Created", "Revoked"], &tokens.iter().map(|t| vec![
+                markup! { (t.name) }, markup! { (t.scope) }, when(t.created_at),
+                markup! { @if let Some(r) = t.revoked_at { (when(r)) } @else { "—" } },
+            ]).collect::<Vec<_>>()))
+        }))
+    };
+    frame(&c, "Audit", main)
+}

@@ -1,0 +1,419 @@
+//! The fleet console at `/console/` over HTTP: who may sign in, what a
+//! cross-site post gets, that customer text is shown as text, and that
+//! every page reads what a real relay stored, on SQLite and (with
+//! `KACHING_TEST_POSTGRES`) on PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod common;
+
+use common::*;
+use kaching_core::cluster::ActivationRequest;
+use kaching_core::license::License;
+use kaching_core::wire::relay::ActivateBody;
+use kaching_core::{armor, cluster_id, DocKind, SecretKey};
+use kaching_relay::storage::Database;
+use kaching_relay::tokens::{self, Scope};
+
+const EVIL: &str = "<script>alert(1)</script>";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The anti-forgery token in a page's forms.
+fn csrf_in(page: &str) -> String {
+    let at = page
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with csrf")
+        + 19;
+    page[at..].split('"').next().unwrap().to_string()
+}
+
+async fn get(r: &Relay, path: &str, cookie: Option<&str>) -> (u16, String) {
+    let mut req = client().get(r.url(path));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// Signs in with `token`: the status and the session cookie (`name=value`).
+async fn sign_in(r: &Relay, token: &str) -> (u16, Option<String>) {
+    let (status, login) = get(r, "/console/", None).await;
+    assert_eq!(status, 401, "{login}");
+    let resp = client()
+        .post(r.url("/console/login"))
+        .header("origin", format!("http://{}", r.addr))
+        .form(&[("csrf", csrf_in(&login).as_str()), ("token", token)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
+    (resp.status().as_u16(), cookie)
+}
+
+fn activation(l: &License, cluster: &SecretKey, hostname: &str) -> ActivateBody {
+    let req = ActivationRequest {
+        cluster_id: cluster_id(&cluster.public()),
+        cluster_key: *cluster.public().as_bytes(),
+        hostname: hostname.into(),
+        nodes: 3,
+        created: now(),
+    };
+    ActivateBody {
+        license: armored_license(l, &vendor()),
+        activation_request: armor::armor(DocKind::ActivationRequest, &req.sign(cluster)),
+    }
+}
+
+async fn revoke_token(r: &Relay, name: &str) {
+    match r.config.database().unwrap() {
+        Database::Sqlite(path) => {
+            let mut conn = kaching_relay::db::open_and_migrate(&path).unwrap();
+            tokens::revoke(&mut conn, name, now()).unwrap();
+        }
+        Database::Postgres(url) => {
+            let pool = kaching_relay::storage::postgres::pool(&url).unwrap();
+            kaching_relay::storage::postgres::admin::revoke_token(&pool, name, now())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_console_page_requires_an_admin_sign_in() {
+    let r = Relay::start().await;
+    for path in [
+        "/console/",
+        "/console/licenses",
+        "/console/revocations",
+        "/console/inbox",
+        "/console/audit",
+        "/console/live",
+        "/console/events",
+    ] {
+        let (status, body) = get(&r, path, None).await;
+        assert_eq!(status, 401, "{path}");
+        assert!(
+            body.contains(r#"action="/console/login""#),
+            "{path}: {body}"
+        );
+        let (status, _) = get(&r, path, Some("kaching_session=forged")).await;
+        assert_eq!(status, 401, "{path} with a made-up cookie");
+    }
+    let resp = client()
+        .post(r.url("/console/logout"))
+        .header("origin", format!("http://{}", r.addr))
+        .form(&[("csrf", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let admin = r.token(Scope::Admin, "ops");
+    let (status, cookie) = sign_in(&r, &admin).await;
+    assert_eq!(status, 303);
+    let cookie = cookie.expect("a session cookie");
+    assert!(
+        !cookie.contains(&admin),
+        "the cookie holds the token itself"
+    );
+    let (status, body) = get(&r, "/console/", Some(&cookie)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Clusters by status"), "{body}");
+}
+
+#[tokio::test]
+async fn console_attack_wrong_scope_or_revoked_token_is_refused() {
+    let r = Relay::start().await;
+    for scope in [Scope::Whoosh, Scope::Publish] {
+        let t = r.token(scope, scope.as_str());
+        let (status, cookie) = sign_in(&r, &t).await;
+        assert_eq!((status, cookie), (401, None), "{scope}");
+    }
+    let (status, cookie) = sign_in(&r, "not-a-token").await;
+    assert_eq!((status, cookie), (401, None));
+    // A session ends the moment its token is revoked.
+    let admin = r.token(Scope::Admin, "leaver");
+    let (_, cookie) = sign_in(&r, &admin).await;
+    let cookie = cookie.unwrap();
+    assert_eq!(get(&r, "/console/audit", Some(&cookie)).await.0, 200);
+    revoke_token(&r, "leaver").await;
+    assert_eq!(get(&r, "/console/audit", Some(&cookie)).await.0, 401);
+    assert_eq!(sign_in(&r, &admin).await, (401, None));
+}
+
+#[tokio::test]
+async fn console_attack_cross_site_or_tokenless_post_is_refused() {
+    let r = Relay::start().await;
+    let admin = r.token(Scope::Admin, "ops");
+    let (_, login) = get(&r, "/console/", None).await;
+    let csrf = csrf_in(&login);
+    // Sign-in posted from another site, or with no Origin at all.
+    for origin in [Some("http://evil.example"), Some("null"), None] {
+        let mut req = client().post(r.url("/console/login"));
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let resp = req
+            .form(&[("csrf", csrf.as_str()), ("token", admin.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{origin:?}");
+        assert!(resp.headers().get("set-cookie").is_none());
+    }
+    // Same origin, but without the console's anti-forgery token.
+    let resp = client()
+        .post(r.url("/console/login"))
+        .header("origin", format!("http://{}", r.addr))
+        .form(&[("csrf", "guess"), ("token", admin.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // Signed in: a cross-site sign-out is refused too, and the session lives.
+    let (_, cookie) = sign_in(&r, &admin).await;
+    let cookie = cookie.unwrap();
+    let resp = client()
+        .post(r.url("/console/logout"))
+        .header("origin", "http://evil.example")
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(get(&r, "/console/", Some(&cookie)).await.0, 200);
+    // The real sign-out ends it.
+    let resp = client()
+        .post(r.url("/console/logout"))
+        .header("origin", format!("http://{}", r.addr))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(get(&r, "/console/", Some(&cookie)).await.0, 401);
+}
+
+/// Two licenses (one expiring in 20 days, its customer and hostname
+/// carrying markup), heartbeats, an upgrade request, a published list.
+async fn scenario(r: &Relay) -> String {
+    let mut evil = license(1, 3600);
+    evil.customer = format!("{EVIL} Corp");
+    evil.expires_at = now() + 20 * 86_400;
+    let plain = license(2, 3600);
+    let (k1, k2) = (cluster_key(1), cluster_key(2));
+    let resp = r
+        .http
+        .post(r.url("/v1/activate"))
+        .json(&activation(&evil, &k1, &format!("{EVIL}-host")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(r.activate(&plain, &k2).await.status(), 200);
+    for seq in 1..=3 {
+        let s = r
+            .post_beat("/v1/heartbeat", &beat(&evil, &k1, seq), &k1)
+            .await;
+        assert_eq!(s.status(), 200);
+    }
+    let whoosh = r.token(Scope::Whoosh, "whoosh");
+    assert_eq!(
+        r.file_upgrade(&whoosh, &plain, "enterprise").await.status(),
+        201
+    );
+    let publish = r.token(Scope::Publish, "publisher");
+    let list = revocation_list(7, &[plain.id], &vendor());
+    assert_eq!(r.publish(&publish, list).await.status(), 201);
+    let admin = r.token(Scope::Admin, "ops");
+    let (status, cookie) = sign_in(r, &admin).await;
+    assert_eq!(status, 303);
+    cookie.unwrap()
+}
+
+async fn pages_show_what_the_relay_stored(r: &Relay) {
+    let cookie = scenario(r).await;
+    let c = Some(cookie.as_str());
+
+    let (status, fleet) = get(r, "/console/", c).await;
+    assert_eq!(status, 200, "{fleet}");
+    assert!(
+        !fleet.contains("<script>"),
+        "markup from a customer ran: {fleet}"
+    );
+    assert!(
+        fleet.contains("&lt;script&gt;alert(1)&lt;/script&gt; Corp"),
+        "{fleet}"
+    );
+    assert!(
+        fleet.contains("&lt;script&gt;alert(1)&lt;/script&gt;-host"),
+        "{fleet}"
+    );
+    assert!(fleet.contains("2 of 2 cluster(s) match."), "{fleet}");
+    assert!(fleet.contains("0.1.0-test"), "verifier version: {fleet}");
+    // Server-side search, by customer and by hostname.
+    let (_, found) = get(r, "/console/?q=customer+2", c).await;
+    assert!(found.contains("1 of 2 cluster(s) match."), "{found}");
+    assert!(found.contains(&license(2, 0).id.to_string()), "{found}");
+    let (_, none) = get(r, "/console/?status=displaced", c).await;
+    assert!(none.contains("0 of 2 cluster(s) match."), "{none}");
+
+    let (_, lic) = get(r, "/console/licenses", c).await;
+    assert!(!lic.contains("<script>"), "{lic}");
+    assert!(
+        lic.contains("1 license(s) expire in the next 30 days."),
+        "{lic}"
+    );
+    assert!(
+        lic.contains(r#"<span class="beats">3</span>"#),
+        "3 heartbeats: {lic}"
+    );
+    assert!(lic.contains("<svg class=\"spark\""), "{lic}");
+    assert!(lic.contains("api_calls per hour"), "quota trend: {lic}");
+    assert!(lic.contains("enterprise"), "its upgrade request: {lic}");
+    let (_, far) = get(r, "/console/licenses?days=90", c).await;
+    assert!(
+        far.contains("1 license(s) expire in the next 90 days."),
+        "{far}"
+    );
+
+    let (_, rev) = get(r, "/console/revocations", c).await;
+    assert!(rev.contains(r#"<span id="list-version">7</span>"#), "{rev}");
+    assert!(rev.contains("unpaid invoice"), "{rev}");
+    assert!(rev.contains("Propagation"), "{rev}");
+
+    let (_, inbox) = get(r, "/console/inbox", c).await;
+    assert!(
+        inbox.contains(r#"<strong class="tier">enterprise</strong>"#),
+        "{inbox}"
+    );
+    assert!(inbox.contains("WHOOSH"), "{inbox}");
+
+    let (_, audit) = get(r, "/console/audit", c).await;
+    assert!(audit.contains("The chain verifies."), "{audit}");
+    assert!(
+        audit.contains("revocations_publish") || audit.contains("publish"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("whoosh") && audit.contains("publisher"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn console_pages_show_fleet_licenses_lists_inbox_and_audit() {
+    let r = Relay::start().await;
+    pages_show_what_the_relay_stored(&r).await;
+}
+
+#[tokio::test]
+async fn console_attack_script_in_customer_or_hostname_renders_as_text() {
+    let r = Relay::start().await;
+    let cookie = scenario(&r).await;
+    for path in ["/console/", "/console/licenses", "/console/inbox"] {
+        let (_, body) = get(&r, path, Some(&cookie)).await;
+        assert!(!body.contains(EVIL), "{path}: {body}");
+        // The only script is the console's own live script.
+        let rest = body.replace(
+            r#"<script src="/console/assets/live.js" defer></script>"#,
+            "",
+        );
+        assert!(!rest.to_lowercase().contains("<script"), "{path}: {body}");
+    }
+    let (_, fleet) = get(&r, "/console/?q=%3Cscript%3E", Some(&cookie)).await;
+    assert!(fleet.contains("1 of 2 cluster(s) match."), "{fleet}");
+    assert!(
+        fleet.contains(r#"value="&lt;script&gt;""#),
+        "the search echoed raw: {fleet}"
+    );
+}
+
+#[tokio::test]
+async fn console_pages_read_the_same_from_postgres() {
+    let Some(db) = postgres::fresh().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.database = Some(kaching_relay::config::DatabaseUrl(db.url.clone()));
+    let r = Relay::start_on(dir, c, Some(db)).await;
+    pages_show_what_the_relay_stored(&r).await;
+}
+
+#[tokio::test]
+async fn console_audit_page_shows_a_broken_chain() {
+    let r = Relay::start().await;
+    let cookie = scenario(&r).await;
+    let Database::Sqlite(path) = r.config.database().unwrap() else {
+        return; // the PostgreSQL chain is checked by its own suite
+    };
+    let conn = kaching_relay::db::open(&path).unwrap();
+    conn.execute("UPDATE audit SET actor = 'someone else' WHERE id = 2", [])
+        .unwrap();
+    let (_, audit) = get(&r, "/console/audit", Some(&cookie)).await;
+    assert!(audit.contains("The chain is broken."), "{audit}");
+    assert!(audit.contains("audit log broken at row 2"), "{audit}");
+}
+
+#[tokio::test]
+async fn console_pages_stay_under_100_kib_with_assets() {
+    let r = Relay::start().await;
+    let cookie = scenario(&r).await;
+    let (_, css) = get(&r, "/console/assets/kaching.css", None).await;
+    let (_, js) = get(&r, "/console/assets/live.js", None).await;
+    for path in ["/console/", "/console/licenses", "/console/audit"] {
+        let (_, body) = get(&r, path, Some(&cookie)).await;
+        let weight = body.len() + css.len() + js.len();
+        eprintln!("page weight {path}: {weight} bytes with the stylesheet and script");
+        assert!(weight < 100 * 1024, "{path}: {weight} bytes");
+    }
+}
+
+#[tokio::test]
+async fn the_fleet_stream_says_status_when_a_heartbeat_lands() {
+    let r = Relay::start().await;
+    let cookie = scenario(&r).await;
+    let mut stream = client()
+        .get(r.url("/console/events"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let l = license(1, 3600);
+    let k = cluster_key(1);
+    let mut hb = beat(&l, &k, 50);
+    hb.active_nodes = 9;
+    assert_eq!(r.post_beat("/v1/heartbeat", &hb, &k).await.status(), 200);
+    let mut seen = String::new();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("event: status") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "no event within 10 s: {seen:?}");
+    assert!(seen.contains("data: heartbeats"), "{seen:?}");
+    // The live region it points at shows the new count.
+    let (status, region) = get(&r, "/console/live?q=corp", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(region.contains("1 of 2 cluster(s) match."), "{region}");
+    assert!(region.contains("<td>9</td>"), "{region}");
+}
