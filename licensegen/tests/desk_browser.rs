@@ -12,23 +12,16 @@ mod common;
 #[path = "common/desk.rs"]
 mod desk_support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{Env, PASS};
 use desk_support::Desk;
-use kaching_testkit::Browser;
+use kaching_testkit::{Browser, HostileSite};
 use serde_json::json;
 
 /// Saves a screenshot of the page `b` shows as `name`.
 async fn screenshot(b: &Browser, name: &str) {
-    let mut dirs = vec![kaching_testkit::target_dir().join("ui-screenshots")];
-    if std::env::var("KACHING_SCREENSHOTS").as_deref() == Ok("docs") {
-        dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/img"));
-    }
-    for d in dirs {
-        b.screenshot_at(&d.join(name), 1280).await;
-    }
+    b.keep_screenshot(name, 1280).await;
 }
 
 /// Runs `f` on a runtime of its own: the desk and the CLI are blocking
@@ -194,22 +187,8 @@ fn browser_attack_cross_site_form_post_to_the_desk_is_refused() {
         // SameSite cookie IS sent; only the Origin check stands) that posts a
         // suspension to the desk as soon as it loads.
         let target = format!("{}/desk/license/{id}/change", d.base);
-        let evil = format!(
-            "<!doctype html><form id=f method=post action='{target}'>\
-             <input name=csrf value=guess><input name=action value=suspend></form>\
-             <script>document.getElementById('f').submit()</script>"
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let site = axum::Router::new().route(
-            "/",
-            axum::routing::get(move || {
-                let evil = evil.clone();
-                async move { axum::response::Html(evil) }
-            }),
-        );
-        let server = tokio::spawn(async move { axum::serve(listener, site).await });
-        b.goto(&format!("http://127.0.0.1:{port}/")).await;
+        let evil = HostileSite::posting(&target, &[("csrf", "guess"), ("action", "suspend")]).await;
+        b.goto(&format!("http://127.0.0.1:{}/", evil.port)).await;
         b.wait_for(
             "the forged post's answer",
             "return location.pathname.endsWith('/change') && document.readyState === 'complete';",
@@ -221,7 +200,6 @@ fn browser_attack_cross_site_form_post_to_the_desk_is_refused() {
             said.contains("Refused.") && said.contains("another site"),
             "{said}"
         );
-        server.abort();
         b.quit().await;
     });
     assert_eq!(

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -19,16 +18,10 @@ use kaching_core::license::License;
 use kaching_core::wire::relay::ActivateBody;
 use kaching_core::{armor, cluster_id, DocKind, SecretKey};
 use kaching_relay::tokens::Scope;
-use kaching_testkit::Browser;
+use kaching_testkit::{Browser, HostileSite};
 
 async fn screenshot(b: &Browser, name: &str) {
-    let mut dirs = vec![kaching_testkit::target_dir().join("ui-screenshots")];
-    if std::env::var("KACHING_SCREENSHOTS").as_deref() == Ok("docs") {
-        dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/img"));
-    }
-    for d in dirs {
-        b.screenshot_at(&d.join(name), 1280).await;
-    }
+    b.keep_screenshot(name, 1280).await;
 }
 
 fn activation(l: &License, cluster: &SecretKey, hostname: &str) -> ActivateBody {
@@ -225,22 +218,8 @@ async fn browser_attack_cross_site_post_to_the_console_is_refused() {
     // Another site (localhost on another port) posts a sign-out as soon as
     // it loads; the session cookie is SameSite=Strict and Origin is foreign.
     let target = r.url("/console/logout");
-    let evil = format!(
-        "<!doctype html><form id=f method=post action='{target}'>\
-         <input name=csrf value=guess></form>\
-         <script>document.getElementById('f').submit()</script>"
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let site = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || {
-            let evil = evil.clone();
-            async move { axum::response::Html(evil) }
-        }),
-    );
-    let server = tokio::spawn(async move { axum::serve(listener, site).await });
-    b.goto(&format!("http://localhost:{port}/")).await;
+    let evil = HostileSite::posting(&target, &[("csrf", "guess")]).await;
+    b.goto(&format!("http://localhost:{}/", evil.port)).await;
     b.wait_for(
         "the forged post's answer",
         "return location.pathname === '/console/logout' && document.readyState === 'complete';",
@@ -255,7 +234,6 @@ async fn browser_attack_cross_site_post_to_the_console_is_refused() {
     // The session was not ended by the forged post.
     b.goto(&r.url("/console/")).await;
     assert_eq!(b.text("#matched").await, "3 of 3 cluster(s) match.");
-    server.abort();
     b.quit().await;
     r.stop().await;
 }

@@ -340,6 +340,19 @@ impl Browser {
         self.screenshot_at(path, 1280).await;
     }
 
+    /// Keeps a screenshot of the page as `name`, `width` CSS pixels wide:
+    /// under `target/ui-screenshots/`, and with `KACHING_SCREENSHOTS=docs`
+    /// also under the workspace's `docs/img/` (the pictures the guides show).
+    pub async fn keep_screenshot(&self, name: &str, width: u64) {
+        let mut dirs = vec![crate::target_dir().join("ui-screenshots")];
+        if std::env::var("KACHING_SCREENSHOTS").as_deref() == Ok("docs") {
+            dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/img"));
+        }
+        for d in dirs {
+            self.screenshot_at(&d.join(name), width).await;
+        }
+    }
+
     /// [`Browser::screenshot`] at `width` CSS pixels (a phone: 390).
     pub async fn screenshot_at(&self, path: &Path, width: u64) {
         self.session_call(
@@ -375,6 +388,53 @@ impl Browser {
             let _ = self.http.delete(&self.session).send().await;
             self.session.clear();
         }
+    }
+}
+
+/// A page on another origin (another loopback port) that posts a form to
+/// `action` as soon as it loads: the cross-site request forgery every web
+/// page of KACHING must refuse. Stops when dropped.
+pub struct HostileSite {
+    /// Its port on 127.0.0.1 (browse `http://localhost:{port}/` for another
+    /// site, `http://127.0.0.1:{port}/` for the same site on another origin).
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HostileSite {
+    /// Serves the self-submitting form with `fields` as its inputs.
+    pub async fn posting(action: &str, fields: &[(&str, &str)]) -> HostileSite {
+        let inputs: String = fields
+            .iter()
+            .map(|(k, v)| format!("<input name={k} value={v}>"))
+            .collect();
+        let html = format!(
+            "<!doctype html><form id=f method=post action='{action}'>{inputs}</form>\
+             <script>document.getElementById('f').submit()</script>"
+        );
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
+            html.len()
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the hostile site");
+        let port = listener.local_addr().expect("its address").port();
+        let task = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(answer.as_bytes()).await;
+            }
+        });
+        HostileSite { port, task }
+    }
+}
+
+impl Drop for HostileSite {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -27,7 +27,7 @@ mod spawned;
 mod venv;
 mod wait;
 
-pub use browser::{Browser, Request, BROWSER_SKIP, CHROMIUM_ARGS};
+pub use browser::{Browser, HostileSite, Request, BROWSER_SKIP, CHROMIUM_ARGS};
 pub use events::Events;
 pub use json::{decode, decode_value, Json};
 pub use openapi::{

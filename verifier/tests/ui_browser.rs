@@ -9,12 +9,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
 use kaching_core::revocation::RevocationStatus;
-use kaching_testkit::Browser;
+use kaching_testkit::{Browser, HostileSite};
 use serde_json::{json, Value};
 
 /// Milliseconds since the epoch, as the page's `Date.now()` counts them.
@@ -33,13 +32,7 @@ async fn screenshot(b: &Browser, name: &str) {
 
 /// [`screenshot`] at `width` CSS pixels.
 async fn screenshot_at(b: &Browser, name: &str, width: u64) {
-    let mut dirs = vec![kaching_testkit::target_dir().join("ui-screenshots")];
-    if std::env::var("KACHING_SCREENSHOTS").as_deref() == Ok("docs") {
-        dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/img"));
-    }
-    for d in dirs {
-        b.screenshot_at(&d.join(name), width).await;
-    }
+    b.keep_screenshot(name, width).await;
 }
 
 /// True once the page's script has connected to the event stream.
@@ -201,23 +194,16 @@ async fn browser_attack_cross_site_form_post_is_refused() {
     // Another site (localhost on another port is another site than
     // 127.0.0.1) whose page posts a form to the verifier as soon as it loads.
     let target = format!("{}/ui/upgrade-requests", d.url);
-    let evil = format!(
-        "<!doctype html><form id=f method=post action='{target}'>\
-         <input name=csrf value=guess><input name=requested_tier value=enterprise>\
-         <input name=message value=forged></form>\
-         <script>document.getElementById('f').submit()</script>"
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let site = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || {
-            let evil = evil.clone();
-            async move { axum::response::Html(evil) }
-        }),
-    );
-    let server = tokio::spawn(async move { axum::serve(listener, site).await });
-    b.goto(&format!("http://localhost:{port}/")).await;
+    let evil = HostileSite::posting(
+        &target,
+        &[
+            ("csrf", "guess"),
+            ("requested_tier", "enterprise"),
+            ("message", "forged"),
+        ],
+    )
+    .await;
+    b.goto(&format!("http://localhost:{}/", evil.port)).await;
     b.wait_for(
         "the forged post's answer",
         "return location.pathname === '/ui/upgrade-requests' && document.readyState === 'complete';",
@@ -235,7 +221,6 @@ async fn browser_attack_cross_site_form_post_is_refused() {
         json!([]),
         "the forged post was filed"
     );
-    server.abort();
     b.quit().await;
     d.stop().await;
 }
