@@ -111,6 +111,70 @@ pub fn see_other(location: &str) -> Response {
     resp
 }
 
+/// A page of `app` that says what went wrong (`title`, in a red banner)
+/// and what to do next (`what`): every app's error page.
+pub fn problem(
+    app: &str,
+    assets: Assets<'_>,
+    status: StatusCode,
+    title: &str,
+    what: &str,
+) -> Response {
+    html(
+        status,
+        page(
+            app,
+            title,
+            assets,
+            &[],
+            components::banner(components::Tone::Bad, title, maud::html! { (what) }),
+        ),
+    )
+}
+
+/// A posted multipart form holding the page's anti-forgery token and one file.
+#[derive(Debug, Default)]
+pub struct Upload {
+    /// The `csrf` field, if sent.
+    pub csrf: Option<String>,
+    /// The file field's bytes, if sent.
+    pub file: Option<Vec<u8>>,
+}
+
+/// Why an upload could not be read.
+#[derive(Debug)]
+pub enum UploadError {
+    /// A field ended before its data did.
+    CutOff,
+    /// The body is not a readable multipart form (with the reason).
+    Unreadable(String),
+}
+
+/// Reads a multipart form: the `csrf` field and the file in `file_field`;
+/// other fields are ignored. The caller checks the token and says what a
+/// missing or empty file means.
+pub async fn read_upload(
+    form: &mut axum::extract::Multipart,
+    file_field: &str,
+) -> Result<Upload, UploadError> {
+    let mut got = Upload::default();
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or_default().to_string();
+                let data = field.bytes().await.map_err(|_| UploadError::CutOff)?;
+                if name == "csrf" {
+                    got.csrf = Some(String::from_utf8_lossy(&data).into_owned());
+                } else if name == file_field {
+                    got.file = Some(data.to_vec());
+                }
+            }
+            Ok(None) => return Ok(got),
+            Err(e) => return Err(UploadError::Unreadable(e.to_string())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

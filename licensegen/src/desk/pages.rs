@@ -59,16 +59,7 @@ pub struct Chrome<'a> {
 
 /// A page that says what went wrong and what to do.
 pub fn problem(status: StatusCode, title: &str, what: &str) -> Response {
-    html(
-        status,
-        page(
-            APP,
-            title,
-            assets(),
-            &[],
-            banner(Tone::Bad, title, markup! { (what) }),
-        ),
-    )
+    kaching_kit::web::problem(APP, assets(), status, title, what)
 }
 
 fn frame(status: StatusCode, c: &Chrome<'_>, title: &str, main: Markup) -> Response {

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kaching_core::root::Role;
 use kaching_core::SecretKey;
+use kaching_kit::web::UploadError;
 
 use super::actions::{chrome, failed, forged, with_key};
 use super::{pages, Desk};
@@ -70,34 +71,23 @@ fn save_and_import(desk: &Desk, bytes: &[u8]) -> Result<(crate::usage::Imported,
 
 /// `POST /desk/usage`: the uploaded report, imported.
 pub(super) async fn import(State(desk): State<Desk>, mut form: Multipart) -> Response {
-    let (mut csrf, mut bytes) = (None, None);
-    loop {
-        match form.next_field().await {
-            Ok(Some(field)) => {
-                let name = field.name().unwrap_or_default().to_string();
-                let Ok(data) = field.bytes().await else {
-                    return pages::problem(
-                        StatusCode::BAD_REQUEST,
-                        "The upload was cut off.",
-                        "choose the file again and retry",
-                    );
-                };
-                match name.as_str() {
-                    "csrf" => csrf = Some(String::from_utf8_lossy(&data).into_owned()),
-                    "report" => bytes = Some(data.to_vec()),
-                    _ => {}
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                return pages::problem(
-                    StatusCode::BAD_REQUEST,
-                    "The upload could not be read.",
-                    &format!("{e}: choose the file again and retry"),
-                )
-            }
+    let (csrf, bytes) = match kaching_kit::web::read_upload(&mut form, "report").await {
+        Ok(u) => (u.csrf, u.file),
+        Err(UploadError::CutOff) => {
+            return pages::problem(
+                StatusCode::BAD_REQUEST,
+                "The upload was cut off.",
+                "choose the file again and retry",
+            )
         }
-    }
+        Err(UploadError::Unreadable(e)) => {
+            return pages::problem(
+                StatusCode::BAD_REQUEST,
+                "The upload could not be read.",
+                &format!("{e}: choose the file again and retry"),
+            )
+        }
+    };
     if !csrf.is_some_and(|c| desk.csrf.check(&c)) {
         return forged();
     }

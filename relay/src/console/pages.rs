@@ -73,16 +73,7 @@ fn frame_with(c: &Console, title: &str, assets: Assets<'_>, main: Markup) -> Res
 
 /// A page that says what went wrong and what to do.
 pub(crate) fn problem(status: StatusCode, title: &str, what: &str) -> Response {
-    html(
-        status,
-        page(
-            APP,
-            title,
-            assets(),
-            &[],
-            ui::banner(Tone::Bad, title, markup! { (what) }),
-        ),
-    )
+    kaching_kit::web::problem(APP, assets(), status, title, what)
 }
 
 fn unavailable(e: ApiError) -> Response {

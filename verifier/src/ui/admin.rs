@@ -17,7 +17,7 @@ use kaching_core::armor::armor;
 use kaching_core::time::rfc3339;
 use kaching_core::DocKind;
 use kaching_kit::web::components::{banner, csrf_field, facts, section, table, Tone};
-use kaching_kit::web::{html, page, see_other, Assets};
+use kaching_kit::web::{html, page, see_other, Assets, UploadError};
 use maud::{html as markup, Markup};
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -203,30 +203,19 @@ fn preview_page(csrf: &str, p: &LicensePreview) -> Markup {
 
 /// `POST /ui/license/preview`: the uploaded file, verified and compared.
 pub(super) async fn preview(State(ui): State<Ui>, mut form: Multipart) -> Response {
-    let (mut csrf, mut bytes) = (None, None);
-    loop {
-        match form.next_field().await {
-            Ok(Some(field)) => {
-                let name = field.name().unwrap_or_default().to_string();
-                let Ok(data) = field.bytes().await else {
-                    return problem(StatusCode::BAD_REQUEST, "The upload was cut off.", "choose the file again and retry (licenses are a few KiB; the limit is max_body_bytes)");
-                };
-                match name.as_str() {
-                    "csrf" => csrf = Some(String::from_utf8_lossy(&data).into_owned()),
-                    "license" => bytes = Some(data.to_vec()),
-                    _ => {}
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "The upload could not be read.",
-                    &format!("{e}: choose the file again and retry (the limit is max_body_bytes)"),
-                );
-            }
+    let (csrf, bytes) = match kaching_kit::web::read_upload(&mut form, "license").await {
+        Ok(u) => (u.csrf, u.file),
+        Err(UploadError::CutOff) => {
+            return problem(StatusCode::BAD_REQUEST, "The upload was cut off.", "choose the file again and retry (licenses are a few KiB; the limit is max_body_bytes)");
         }
-    }
+        Err(UploadError::Unreadable(e)) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "The upload could not be read.",
+                &format!("{e}: choose the file again and retry (the limit is max_body_bytes)"),
+            );
+        }
+    };
     if !csrf.is_some_and(|c| ui.csrf.check(&c)) {
         return forged();
     }

@@ -33,7 +33,6 @@ use kaching_kit::serve::request_timeout;
 use kaching_kit::web::components::Tone;
 use kaching_kit::web::guard::{self, Csrf};
 use kaching_kit::web::{html, see_other};
-use maud::html as markup;
 use serde::Deserialize;
 
 use crate::actor::Command;
@@ -94,16 +93,7 @@ pub(crate) fn problem(status: StatusCode, title: &str, what: &str) -> Response {
         prefix: page::PREFIX,
         live: None,
     };
-    html(
-        status,
-        kaching_kit::web::page(
-            "License",
-            title,
-            assets,
-            &[],
-            kaching_kit::web::components::banner(Tone::Bad, title, markup! { (what) }),
-        ),
-    )
+    kaching_kit::web::problem("License", assets, status, title, what)
 }
 
 /// Who may see the page, and which posts count (see the module header).
