@@ -173,27 +173,16 @@ const SESSION_SQLITE: &str =
 const SESSION_PG: &str = "SELECT hash, scope, revoked_at IS NOT NULL FROM tokens WHERE name = $1";
 
 // The fleet page: filter, order (signs of rollback first, then cluster id
-// in byte order) and page in the database. Parameters: status ('' any),
-// only flagged (0/1), text to find ('' any; lower case), limit, offset.
-const FLEET_FROM_SQLITE: &str =
-    "FROM clusters c LEFT JOIN licenses l ON l.license_id = c.license_id
-     WHERE (?1 = '' OR c.status = ?1)
-       AND (?2 = 0 OR EXISTS (SELECT 1 FROM anomalies a WHERE a.cluster_id = c.cluster_id))
-       AND (?3 = '' OR instr(lower(c.cluster_id), ?3) > 0 OR instr(lower(c.license_id), ?3) > 0
-            OR instr(lower(c.hostname), ?3) > 0 OR instr(lower(COALESCE(l.customer, '')), ?3) > 0)";
-const FLEET_ROWS: &str =
+// in byte order) and page in the database. Two ordered reads instead of
+// one sort: the flagged clusters (few: found through the anomalies
+// index), then the others walked in cluster-id order, so the first pages
+// read about as many rows as they show. Only the clauses a filter needs
+// are in the SQL; values are always bound, never spliced.
+const FLEET_COLS: &str =
     "SELECT c.cluster_id, c.license_id, c.hostname, c.status, c.activated_at, c.last_seen,
             c.last_seq, c.heartbeats, c.state, c.active_nodes, c.quotas, c.verifier_version,
             (SELECT h.report_seq FROM chain_heads h WHERE h.cluster_id = c.cluster_id),
-            COALESCE(l.customer, ''),
-            EXISTS (SELECT 1 FROM anomalies a WHERE a.cluster_id = c.cluster_id) AS flagged";
-const FLEET_ORDER_SQLITE: &str = "ORDER BY flagged DESC, c.cluster_id LIMIT ?4 OFFSET ?5";
-const FLEET_FROM_PG: &str = "FROM clusters c LEFT JOIN licenses l ON l.license_id = c.license_id
-     WHERE ($1 = '' OR c.status = $1)
-       AND (NOT $2 OR EXISTS (SELECT 1 FROM anomalies a WHERE a.cluster_id = c.cluster_id))
-       AND ($3 = '' OR strpos(lower(c.cluster_id), $3) > 0 OR strpos(lower(c.license_id), $3) > 0
-            OR strpos(lower(c.hostname), $3) > 0 OR strpos(lower(COALESCE(l.customer, '')), $3) > 0)";
-const FLEET_ORDER_PG: &str = "ORDER BY flagged DESC, c.cluster_id COLLATE \"C\" LIMIT $4 OFFSET $5";
+            COALESCE(l.customer, '')";
 const BY_STATUS: &str = "SELECT status, count(*) FROM clusters GROUP BY status";
 const FLAGGED: &str =
     "SELECT count(*) FROM clusters WHERE cluster_id IN (SELECT cluster_id FROM anomalies)";
@@ -202,69 +191,209 @@ const ANOMALIES_SQLITE: &str =
 const ANOMALIES_PG: &str =
     "SELECT at, kind, detail FROM anomalies WHERE cluster_id = $1 ORDER BY id DESC LIMIT $2";
 
-fn fleet_sqlite(c: &rusqlite::Connection, f: &FleetAsk) -> Result<FleetPage, ApiError> {
-    let mut page = FleetPage::default();
-    let flagged_only = i64::from(f.flagged_only);
-    let rows_sql = format!("{FLEET_ROWS} {FLEET_FROM_SQLITE} {FLEET_ORDER_SQLITE}");
-    let mut flagged_rows = Vec::new();
-    let mut stmt = c.prepare_cached(&rows_sql)?;
-    let mut it = stmt.query(rusqlite::params![
-        f.status,
-        flagged_only,
-        f.q,
-        f.limit,
-        i64::try_from(f.offset).unwrap_or(i64::MAX)
-    ])?;
-    while let Some(r) = it.next()? {
-        let quotas: String = r.get(10)?;
-        let row = ClusterRow {
-            cluster_id: r.get(0)?,
-            license_id: r.get(1)?,
-            hostname: r.get(2)?,
-            status: r.get(3)?,
-            activated_at: rfc3339(r.get(4)?),
-            last_seen: rfc3339(r.get(5)?),
-            last_seq: r.get(6)?,
-            heartbeats: r.get(7)?,
-            state: r.get(8)?,
-            active_nodes: r.get(9)?,
-            quotas: crate::storage::parse_quotas(&quotas),
-            verifier_version: r.get(11)?,
-            report_seq: r.get(12)?,
-            anomalies: Vec::new(),
-        };
-        page.customers.insert(row.license_id.clone(), r.get(13)?);
-        if r.get::<_, bool>(14)? {
-            flagged_rows.push(page.rows.len());
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Pg,
+}
+
+/// A value a fleet statement binds, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bind {
+    Status,
+    Q,
+    Limit(u64),
+    Offset(u64),
+}
+
+/// Which part of the fleet a statement reads.
+#[derive(Clone, Copy)]
+enum Part {
+    /// How many match, of the flagged (`Some(true)`), the others, or all.
+    Count(Option<bool>),
+    /// One ordered window of the flagged or the other clusters.
+    Rows {
+        flagged: bool,
+        limit: u64,
+        offset: u64,
+    },
+}
+
+fn fleet_sql(d: Dialect, f: &FleetAsk, part: Part) -> (String, Vec<Bind>) {
+    let mut binds = Vec::new();
+    let mut p = |b: Bind| {
+        binds.push(b);
+        match d {
+            Dialect::Sqlite => format!("?{}", binds.len()),
+            Dialect::Pg => format!("${}", binds.len()),
         }
-        page.rows.push(row);
+    };
+    let find = match d {
+        Dialect::Sqlite => "instr",
+        Dialect::Pg => "strpos",
+    };
+    let rows = matches!(part, Part::Rows { .. });
+    let mut sql = String::from(if rows { FLEET_COLS } else { "SELECT count(*)" });
+    sql.push_str(" FROM clusters c");
+    if rows || !f.q.is_empty() {
+        sql.push_str(" LEFT JOIN licenses l ON l.license_id = c.license_id");
     }
-    drop(it);
-    for i in flagged_rows {
-        let row = &mut page.rows[i];
-        row.anomalies = c
-            .prepare_cached(ANOMALIES_SQLITE)?
-            .query_map(
-                rusqlite::params![row.cluster_id, crate::storage::MAX_ANOMALIES as i64],
-                |r| {
-                    Ok(Anomaly {
-                        at: rfc3339(r.get(0)?),
-                        kind: r.get(1)?,
-                        detail: r.get(2)?,
-                    })
-                },
-            )?
-            .collect::<Result<_, _>>()?;
+    sql.push_str(" WHERE TRUE");
+    if !f.status.is_empty() {
+        sql.push_str(&format!(" AND c.status = {}", p(Bind::Status)));
     }
-    page.matched = c
-        .prepare_cached(&format!("SELECT count(*) {FLEET_FROM_SQLITE}"))?
-        .query_row(rusqlite::params![f.status, flagged_only, f.q], |r| r.get(0))?;
+    if !f.q.is_empty() {
+        let q = p(Bind::Q);
+        sql.push_str(&format!(
+            " AND ({find}(lower(c.cluster_id), {q}) > 0 OR {find}(lower(c.license_id), {q}) > 0 \
+             OR {find}(lower(c.hostname), {q}) > 0 OR {find}(lower(COALESCE(l.customer, '')), {q}) > 0)"
+        ));
+    }
+    let flagged = match part {
+        Part::Count(f) => f,
+        Part::Rows { flagged, .. } => Some(flagged),
+    };
+    match flagged {
+        Some(true) => sql.push_str(" AND c.cluster_id IN (SELECT cluster_id FROM anomalies)"),
+        Some(false) => sql.push_str(" AND c.cluster_id NOT IN (SELECT cluster_id FROM anomalies)"),
+        None => {}
+    }
+    if let Part::Rows { limit, offset, .. } = part {
+        let collate = if d == Dialect::Pg {
+            " COLLATE \"C\""
+        } else {
+            ""
+        };
+        let (l, o) = (p(Bind::Limit(limit)), p(Bind::Offset(offset)));
+        sql.push_str(&format!(
+            " ORDER BY c.cluster_id{collate} LIMIT {l} OFFSET {o}"
+        ));
+    }
+    (sql, binds)
+}
+
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Where the page `offset..offset+limit` of "flagged first, then the
+/// others" falls, given how many flagged clusters match: the window of
+/// the flagged, and the window of the others (`(limit, offset)` each;
+/// a zero limit reads nothing).
+pub fn windows(offset: u64, limit: u64, flagged: u64) -> ((u64, u64), (u64, u64)) {
+    let first = if offset < flagged {
+        (limit.min(flagged - offset), offset)
+    } else {
+        (0, 0)
+    };
+    let rest_limit = limit - first.0;
+    let rest_offset = offset.saturating_sub(flagged);
+    (first, (rest_limit, rest_offset))
+}
+
+fn no_filter(f: &FleetAsk) -> bool {
+    f.status.is_empty() && f.q.is_empty() && !f.flagged_only
+}
+
+fn fleet_sqlite(c: &rusqlite::Connection, f: &FleetAsk) -> Result<FleetPage, ApiError> {
+    let bind = |b: &[Bind]| -> Vec<rusqlite::types::Value> {
+        b.iter()
+            .map(|b| match b {
+                Bind::Status => rusqlite::types::Value::Text(f.status.clone()),
+                Bind::Q => rusqlite::types::Value::Text(f.q.clone()),
+                Bind::Limit(n) | Bind::Offset(n) => rusqlite::types::Value::Integer(int(*n)),
+            })
+            .collect()
+    };
+    let count = |which: Option<bool>| -> Result<u64, ApiError> {
+        let (sql, b) = fleet_sql(Dialect::Sqlite, f, Part::Count(which));
+        Ok(c.prepare_cached(&sql)?
+            .query_row(rusqlite::params_from_iter(bind(&b)), |r| r.get(0))?)
+    };
+    let mut page = FleetPage::default();
     page.by_status = c
         .prepare_cached(BY_STATUS)?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     page.flagged = c.prepare_cached(FLAGGED)?.query_row([], |r| r.get(0))?;
+    let flagged_matched = if f.status.is_empty() && f.q.is_empty() {
+        page.flagged
+    } else {
+        count(Some(true))?
+    };
+    page.matched = if f.flagged_only {
+        flagged_matched
+    } else if no_filter(f) {
+        page.by_status.values().sum()
+    } else {
+        count(None)?
+    };
+    let (first, rest) = windows(f.offset, u64::from(f.limit), flagged_matched);
+    let mut parts = vec![(true, first)];
+    if !f.flagged_only {
+        parts.push((false, rest));
+    }
+    for (flagged, (limit, offset)) in parts {
+        if limit == 0 {
+            continue;
+        }
+        let (sql, b) = fleet_sql(
+            Dialect::Sqlite,
+            f,
+            Part::Rows {
+                flagged,
+                limit,
+                offset,
+            },
+        );
+        let mut stmt = c.prepare_cached(&sql)?;
+        let mut it = stmt.query(rusqlite::params_from_iter(bind(&b)))?;
+        while let Some(r) = it.next()? {
+            let quotas: String = r.get(10)?;
+            let mut row = ClusterRow {
+                cluster_id: r.get(0)?,
+                license_id: r.get(1)?,
+                hostname: r.get(2)?,
+                status: r.get(3)?,
+                activated_at: rfc3339(r.get(4)?),
+                last_seen: rfc3339(r.get(5)?),
+                last_seq: r.get(6)?,
+                heartbeats: r.get(7)?,
+                state: r.get(8)?,
+                active_nodes: r.get(9)?,
+                quotas: crate::storage::parse_quotas(&quotas),
+                verifier_version: r.get(11)?,
+                report_seq: r.get(12)?,
+                anomalies: Vec::new(),
+            };
+            page.customers.insert(row.license_id.clone(), r.get(13)?);
+            if flagged {
+                row.anomalies = c
+                    .prepare_cached(ANOMALIES_SQLITE)?
+                    .query_map(
+                        rusqlite::params![row.cluster_id, crate::storage::MAX_ANOMALIES as i64],
+                        |r| {
+                            Ok(Anomaly {
+                                at: rfc3339(r.get(0)?),
+                                kind: r.get(1)?,
+                                detail: r.get(2)?,
+                            })
+                        },
+                    )?
+                    .collect::<Result<_, _>>()?;
+            }
+            page.rows.push(row);
+        }
+    }
     Ok(page)
+}
+
+type PgValue = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
+
+fn refs(v: &[PgValue]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    v.iter()
+        .map(|b| b.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
 }
 
 async fn fleet_postgres(
@@ -272,69 +401,18 @@ async fn fleet_postgres(
     f: &FleetAsk,
 ) -> Result<FleetPage, ApiError> {
     let c = pool.get().await?;
+    let owned = |b: &[Bind]| -> Vec<PgValue> {
+        b.iter()
+            .map(|b| -> PgValue {
+                match b {
+                    Bind::Status => Box::new(f.status.clone()),
+                    Bind::Q => Box::new(f.q.clone()),
+                    Bind::Limit(n) | Bind::Offset(n) => Box::new(int(*n)),
+                }
+            })
+            .collect()
+    };
     let mut page = FleetPage::default();
-    let offset = i64::try_from(f.offset).unwrap_or(i64::MAX);
-    let rows_sql = format!("{FLEET_ROWS} {FLEET_FROM_PG} {FLEET_ORDER_PG}");
-    let rows = c
-        .query(
-            &rows_sql,
-            &[
-                &f.status,
-                &f.flagged_only,
-                &f.q,
-                &i64::from(f.limit),
-                &offset,
-            ],
-        )
-        .await?;
-    for r in &rows {
-        let row = ClusterRow {
-            cluster_id: r.get(0),
-            license_id: r.get(1),
-            hostname: r.get(2),
-            status: r.get(3),
-            activated_at: rfc3339(uint(r.get(4))),
-            last_seen: rfc3339(uint(r.get(5))),
-            last_seq: uint(r.get(6)),
-            heartbeats: uint(r.get(7)),
-            state: r.get(8),
-            active_nodes: uint(r.get(9)),
-            quotas: crate::storage::parse_quotas(r.get(10)),
-            verifier_version: r.get(11),
-            report_seq: r.get::<_, Option<i64>>(12).map(uint),
-            anomalies: Vec::new(),
-        };
-        page.customers.insert(row.license_id.clone(), r.get(13));
-        page.rows.push(row);
-        if r.get::<_, bool>(14) {
-            let last = page.rows.len() - 1;
-            let found = c
-                .query(
-                    ANOMALIES_PG,
-                    &[
-                        &page.rows[last].cluster_id,
-                        &(crate::storage::MAX_ANOMALIES as i64),
-                    ],
-                )
-                .await?;
-            page.rows[last].anomalies = found
-                .iter()
-                .map(|a| Anomaly {
-                    at: rfc3339(uint(a.get(0))),
-                    kind: a.get(1),
-                    detail: a.get(2),
-                })
-                .collect();
-        }
-    }
-    page.matched = uint(
-        c.query_one(
-            &format!("SELECT count(*) {FLEET_FROM_PG}"),
-            &[&f.status, &f.flagged_only, &f.q],
-        )
-        .await?
-        .get(0),
-    );
     page.by_status = c
         .query(BY_STATUS, &[])
         .await?
@@ -342,8 +420,80 @@ async fn fleet_postgres(
         .map(|r| (r.get(0), uint(r.get(1))))
         .collect();
     page.flagged = uint(c.query_one(FLAGGED, &[]).await?.get(0));
+    let flagged_matched = if f.status.is_empty() && f.q.is_empty() {
+        page.flagged
+    } else {
+        let (sql, b) = fleet_sql(Dialect::Pg, f, Part::Count(Some(true)));
+        let v = owned(&b);
+        uint(c.query_one(&sql, &refs(&v)).await?.get(0))
+    };
+    page.matched = if f.flagged_only {
+        flagged_matched
+    } else if no_filter(f) {
+        page.by_status.values().sum()
+    } else {
+        let (sql, b) = fleet_sql(Dialect::Pg, f, Part::Count(None));
+        let v = owned(&b);
+        uint(c.query_one(&sql, &refs(&v)).await?.get(0))
+    };
+    let (first, rest) = windows(f.offset, u64::from(f.limit), flagged_matched);
+    let mut parts = vec![(true, first)];
+    if !f.flagged_only {
+        parts.push((false, rest));
+    }
+    for (flagged, (limit, offset)) in parts {
+        if limit == 0 {
+            continue;
+        }
+        let (sql, b) = fleet_sql(
+            Dialect::Pg,
+            f,
+            Part::Rows {
+                flagged,
+                limit,
+                offset,
+            },
+        );
+        let v = owned(&b);
+        for r in &c.query(&sql, &refs(&v)).await? {
+            let mut row = ClusterRow {
+                cluster_id: r.get(0),
+                license_id: r.get(1),
+                hostname: r.get(2),
+                status: r.get(3),
+                activated_at: rfc3339(uint(r.get(4))),
+                last_seen: rfc3339(uint(r.get(5))),
+                last_seq: uint(r.get(6)),
+                heartbeats: uint(r.get(7)),
+                state: r.get(8),
+                active_nodes: uint(r.get(9)),
+                quotas: crate::storage::parse_quotas(r.get(10)),
+                verifier_version: r.get(11),
+                report_seq: r.get::<_, Option<i64>>(12).map(uint),
+                anomalies: Vec::new(),
+            };
+            page.customers.insert(row.license_id.clone(), r.get(13));
+            if flagged {
+                row.anomalies = c
+                    .query(
+                        ANOMALIES_PG,
+                        &[&row.cluster_id, &(crate::storage::MAX_ANOMALIES as i64)],
+                    )
+                    .await?
+                    .iter()
+                    .map(|a| Anomaly {
+                        at: rfc3339(uint(a.get(0))),
+                        kind: a.get(1),
+                        detail: a.get(2),
+                    })
+                    .collect();
+            }
+            page.rows.push(row);
+        }
+    }
     Ok(page)
 }
+
 const LISTS: &str =
     "SELECT version, kid, received_at FROM revocation_lists ORDER BY version DESC LIMIT 1000";
 const AUDIT_SQLITE: &str =
@@ -546,4 +696,46 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
                 .collect(),
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_takes_the_flagged_first_then_the_others() {
+        // 3 flagged match; pages of 2.
+        assert_eq!(windows(0, 2, 3), ((2, 0), (0, 0)));
+        assert_eq!(windows(2, 2, 3), ((1, 2), (1, 0)));
+        assert_eq!(windows(4, 2, 3), ((0, 0), (2, 1)));
+        assert_eq!(windows(0, 50, 0), ((0, 0), (50, 0)));
+        assert_eq!(windows(u64::MAX, 50, 3), ((0, 0), (50, u64::MAX - 3)));
+    }
+
+    #[test]
+    fn filter_values_are_bound_never_spliced() {
+        let f = FleetAsk {
+            status: "active' OR 1=1 --".into(),
+            q: "x'); DROP TABLE clusters; --".into(),
+            flagged_only: false,
+            offset: 0,
+            limit: 50,
+        };
+        for d in [Dialect::Sqlite, Dialect::Pg] {
+            for part in [
+                Part::Count(None),
+                Part::Rows {
+                    flagged: false,
+                    limit: 50,
+                    offset: 0,
+                },
+            ] {
+                let (sql, binds) = fleet_sql(d, &f, part);
+                assert!(!sql.contains("DROP") && !sql.contains("1=1"), "{sql}");
+                assert_eq!(binds[..2], [Bind::Status, Bind::Q]);
+            }
+        }
+        let (sql, binds) = fleet_sql(Dialect::Sqlite, &FleetAsk::default(), Part::Count(None));
+        assert!(binds.is_empty() && !sql.contains("licenses"), "{sql}");
+    }
 }
