@@ -40,7 +40,7 @@ fn seeded(i: u64, n: u64) -> (String, String, String, &'static str, bool) {
 }
 
 fn customer(license: u64) -> String {
-    if license % 10 == 0 {
+    if license.is_multiple_of(10) {
         format!("ACME Corp {license}")
     } else {
         format!("Customer {license}")

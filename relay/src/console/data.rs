@@ -310,12 +310,14 @@ fn fleet_sqlite(c: &rusqlite::Connection, f: &FleetAsk) -> Result<FleetPage, Api
         Ok(c.prepare_cached(&sql)?
             .query_row(rusqlite::params_from_iter(bind(&b)), |r| r.get(0))?)
     };
-    let mut page = FleetPage::default();
-    page.by_status = c
-        .prepare_cached(BY_STATUS)?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    page.flagged = c.prepare_cached(FLAGGED)?.query_row([], |r| r.get(0))?;
+    let mut page = FleetPage {
+        by_status: c
+            .prepare_cached(BY_STATUS)?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?,
+        flagged: c.prepare_cached(FLAGGED)?.query_row([], |r| r.get(0))?,
+        ..FleetPage::default()
+    };
     let flagged_matched = if f.status.is_empty() && f.q.is_empty() {
         page.flagged
     } else {
@@ -412,14 +414,16 @@ async fn fleet_postgres(
             })
             .collect()
     };
-    let mut page = FleetPage::default();
-    page.by_status = c
-        .query(BY_STATUS, &[])
-        .await?
-        .iter()
-        .map(|r| (r.get(0), uint(r.get(1))))
-        .collect();
-    page.flagged = uint(c.query_one(FLAGGED, &[]).await?.get(0));
+    let mut page = FleetPage {
+        by_status: c
+            .query(BY_STATUS, &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), uint(r.get(1))))
+            .collect(),
+        flagged: uint(c.query_one(FLAGGED, &[]).await?.get(0)),
+        ..FleetPage::default()
+    };
     let flagged_matched = if f.status.is_empty() && f.q.is_empty() {
         page.flagged
     } else {
