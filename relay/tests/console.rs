@@ -12,6 +12,7 @@ use kaching_core::cluster::ActivationRequest;
 use kaching_core::license::License;
 use kaching_core::wire::relay::ActivateBody;
 use kaching_core::{armor, cluster_id, DocKind, SecretKey};
+use kaching_relay::console::session;
 use kaching_relay::storage::Database;
 use kaching_relay::tokens::{self, Scope};
 
@@ -42,21 +43,43 @@ async fn get(r: &Relay, path: &str, cookie: Option<&str>) -> (u16, String) {
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
+/// The sign-in form's anti-forgery token and the cookie it is checked
+/// against (`kaching_login=value`).
+async fn login_form(r: &Relay) -> (String, String) {
+    let resp = client().get(r.url("/console/")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .expect("the sign-in page sets its form's cookie")
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(cookie.starts_with("kaching_login="), "{cookie}");
+    let page = resp.text().await.unwrap();
+    (csrf_in(&page), cookie)
+}
+
 /// Signs in with `token`: the status and the session cookie (`name=value`).
 async fn sign_in(r: &Relay, token: &str) -> (u16, Option<String>) {
-    let (status, login) = get(r, "/console/", None).await;
-    assert_eq!(status, 401, "{login}");
+    let (csrf, login_cookie) = login_form(r).await;
     let resp = client()
         .post(r.url("/console/login"))
         .header("origin", format!("http://{}", r.addr))
-        .form(&[("csrf", csrf_in(&login).as_str()), ("token", token)])
+        .header("cookie", login_cookie)
+        .form(&[("csrf", csrf.as_str()), ("token", token)])
         .send()
         .await
         .unwrap();
     let cookie = resp
         .headers()
-        .get("set-cookie")
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("kaching_session="));
     (resp.status().as_u16(), cookie)
 }
 
@@ -155,11 +178,12 @@ async fn console_attack_wrong_scope_or_revoked_token_is_refused() {
 async fn console_attack_cross_site_or_tokenless_post_is_refused() {
     let r = Relay::start().await;
     let admin = r.token(Scope::Admin, "ops");
-    let (_, login) = get(&r, "/console/", None).await;
-    let csrf = csrf_in(&login);
+    let (csrf, login_cookie) = login_form(&r).await;
     // Sign-in posted from another site, or with no Origin at all.
     for origin in [Some("http://evil.example"), Some("null"), None] {
-        let mut req = client().post(r.url("/console/login"));
+        let mut req = client()
+            .post(r.url("/console/login"))
+            .header("cookie", &login_cookie);
         if let Some(o) = origin {
             req = req.header("origin", o);
         }
@@ -171,18 +195,41 @@ async fn console_attack_cross_site_or_tokenless_post_is_refused() {
         assert_eq!(resp.status(), 403, "{origin:?}");
         assert!(resp.headers().get("set-cookie").is_none());
     }
-    // Same origin, but without the console's anti-forgery token.
+    // Same origin, but a guessed anti-forgery token, or the form's token
+    // without its cookie (a page of another site cannot set or read it).
+    for (field, cookie) in [
+        ("guess", Some(login_cookie.as_str())),
+        (csrf.as_str(), None),
+        ("", Some("kaching_login=")),
+    ] {
+        let mut req = client()
+            .post(r.url("/console/login"))
+            .header("origin", format!("http://{}", r.addr));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let resp = req
+            .form(&[("csrf", field), ("token", admin.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{field:?} {cookie:?}");
+        assert!(resp.headers().get("set-cookie").is_none());
+    }
+    // Signed in: a cross-site sign-out is refused too, and the session lives.
+    let (_, cookie) = sign_in(&r, &admin).await;
+    let cookie = cookie.unwrap();
+    // Sign-out takes the session's own token, not the sign-in form's.
     let resp = client()
-        .post(r.url("/console/login"))
+        .post(r.url("/console/logout"))
         .header("origin", format!("http://{}", r.addr))
-        .form(&[("csrf", "guess"), ("token", admin.as_str())])
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    // Signed in: a cross-site sign-out is refused too, and the session lives.
-    let (_, cookie) = sign_in(&r, &admin).await;
-    let cookie = cookie.unwrap();
+    let csrf = csrf_in(&get(&r, "/console/", Some(&cookie)).await.1);
     let resp = client()
         .post(r.url("/console/logout"))
         .header("origin", "http://evil.example")
@@ -193,7 +240,8 @@ async fn console_attack_cross_site_or_tokenless_post_is_refused() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     assert_eq!(get(&r, "/console/", Some(&cookie)).await.0, 200);
-    // The real sign-out ends it.
+    // The real sign-out makes the browser drop the cookie (sessions are
+    // stateless: revoking the token is what ends a copied cookie).
     let resp = client()
         .post(r.url("/console/logout"))
         .header("origin", format!("http://{}", r.addr))
@@ -203,7 +251,11 @@ async fn console_attack_cross_site_or_tokenless_post_is_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 303);
-    assert_eq!(get(&r, "/console/", Some(&cookie)).await.0, 401);
+    let cleared = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cleared.starts_with("kaching_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
 }
 
 /// Two licenses (one expiring in 20 days, its customer and hostname
@@ -410,10 +462,176 @@ async fn the_fleet_stream_says_status_when_a_heartbeat_lands() {
     })
     .await;
     assert!(got.is_ok(), "no event within 10 s: {seen:?}");
-    assert!(seen.contains("data: heartbeats"), "{seen:?}");
+    assert!(seen.contains("data: changed"), "{seen:?}");
     // The live region it points at shows the new count.
     let (status, region) = get(&r, "/console/live?q=corp", Some(&cookie)).await;
     assert_eq!(status, 200);
     assert!(region.contains("1 of 2 cluster(s) match."), "{region}");
     assert!(region.contains("<td>9</td>"), "{region}");
+}
+
+/// The session cookie `name=value` of token `name` (secret `token`) made
+/// as the relay makes it, at `at`.
+fn session_cookie(name: &str, token: &str, at: u64) -> String {
+    format!(
+        "kaching_session={}",
+        session::issue(name, &tokens::hash(token), at)
+    )
+}
+
+#[tokio::test]
+async fn console_attack_forged_or_altered_session_cookie_is_refused() {
+    let r = Relay::start().await;
+    let admin = r.token(Scope::Admin, "ops");
+    let other = r.token(Scope::Admin, "boss");
+    let (_, cookie) = sign_in(&r, &admin).await;
+    let cookie = cookie.unwrap();
+    assert_eq!(get(&r, "/console/audit", Some(&cookie)).await.0, 200);
+    let value = cookie.strip_prefix("kaching_session=").unwrap();
+    let parts: Vec<&str> = value.split('.').collect();
+    assert_eq!(parts.len(), 4, "{value}");
+    let boss = kaching_core::keys::hex(b"boss");
+    let mut flipped = parts[3].to_string();
+    let first = if flipped.starts_with('0') { "1" } else { "0" };
+    flipped.replace_range(0..1, first);
+    let forged = [
+        // Another admin's name on this session's MAC.
+        format!("{}.{boss}.{}.{}", parts[0], parts[2], parts[3]),
+        // A later expiry.
+        format!(
+            "{}.{}.{}.{}",
+            parts[0],
+            parts[1],
+            now() + 365 * 86_400,
+            parts[3]
+        ),
+        // One changed MAC digit.
+        format!("{}.{}.{}.{flipped}", parts[0], parts[1], parts[2]),
+        // A MAC keyed by a guess instead of the stored hash.
+        session::issue("ops", &tokens::hash("kr_guess"), now()),
+        // Made with the token's secret instead of its stored hash.
+        session::issue("ops", &admin, now()),
+        "v1.6f7073.99999999999.00".into(),
+        "forged".into(),
+    ];
+    for f in &forged {
+        let c = format!("kaching_session={f}");
+        for path in [
+            "/console/",
+            "/console/audit",
+            "/console/inbox/live",
+            "/console/events",
+        ] {
+            assert_eq!(get(&r, path, Some(&c)).await.0, 401, "{path} with {f}");
+        }
+    }
+    // The genuine article, made the same way, passes (the test can fail).
+    assert_eq!(
+        get(
+            &r,
+            "/console/audit",
+            Some(&session_cookie("boss", &other, now()))
+        )
+        .await
+        .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn console_attack_expired_session_cookie_is_refused() {
+    let r = Relay::start().await;
+    let admin = r.token(Scope::Admin, "ops");
+    let fresh = session_cookie("ops", &admin, now() - 60);
+    assert_eq!(get(&r, "/console/", Some(&fresh)).await.0, 200);
+    let old = session_cookie("ops", &admin, now() - session::SESSION_FOR - 1);
+    let (status, body) = get(&r, "/console/", Some(&old)).await;
+    assert_eq!(status, 401);
+    assert!(body.contains(r#"action="/console/login""#), "{body}");
+    // The sign-in sets a cookie that the browser drops when the session ends.
+    let (_, cookie) = sign_in(&r, &admin).await;
+    assert!(cookie.is_some());
+}
+
+#[tokio::test]
+async fn console_session_survives_a_relay_restart() {
+    let r = Relay::start().await;
+    let admin = r.token(Scope::Admin, "ops");
+    let (_, cookie) = sign_in(&r, &admin).await;
+    let cookie = cookie.unwrap();
+    let config = r.config.clone();
+    let dir = r.stop().await;
+    let r = Relay::start_with(dir, config).await;
+    let (status, body) = get(&r, "/console/", Some(&cookie)).await;
+    assert_eq!(status, 200, "{body}");
+    // Its sign-out form works on the new process too.
+    let resp = client()
+        .post(r.url("/console/logout"))
+        .header("origin", format!("http://{}", r.addr))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf_in(&body).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    // Revoked after the restart: refused.
+    revoke_token(&r, "ops").await;
+    assert_eq!(get(&r, "/console/", Some(&cookie)).await.0, 401);
+}
+
+#[tokio::test]
+async fn every_console_page_follows_the_event_stream() {
+    let r = Relay::start().await;
+    let cookie = scenario(&r).await;
+    for (page, live) in [
+        ("/console/", "/console/live?page=0"),
+        ("/console/licenses", "/console/licenses/live?days=30"),
+        ("/console/revocations", "/console/revocations/live"),
+        ("/console/inbox", "/console/inbox/live"),
+        ("/console/audit", "/console/audit/live"),
+    ] {
+        let (status, body) = get(&r, page, Some(&cookie)).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(
+            body.contains(r#"data-events="/console/events""#),
+            "{page}: {body}"
+        );
+        assert!(
+            body.contains(&format!(r#"data-live="{live}""#)),
+            "{page}: {body}"
+        );
+        assert!(body.contains(r#"<div id="live">"#), "{page}");
+        let (status, region) = get(&r, live, Some(&cookie)).await;
+        assert_eq!(status, 200, "{live}");
+        assert!(!region.contains("<html"), "{live} is a fragment");
+        assert_eq!(get(&r, live, None).await.0, 401, "{live} without a session");
+    }
+    // A new upgrade request makes the stream speak and shows in the inbox region.
+    let mut stream = client()
+        .get(r.url("/console/events"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let whoosh = r.token(Scope::Whoosh, "whoosh2");
+    let tier = r#"<strong class="tier">enterprise</strong>"#;
+    let (_, before) = get(&r, "/console/inbox/live", Some(&cookie)).await;
+    assert_eq!(before.matches(tier).count(), 1, "{before}");
+    let resp = r
+        .file_upgrade(&whoosh, &license(1, 3600), "enterprise")
+        .await;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let mut seen = String::new();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("event: status") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "no event within 10 s: {seen:?}");
+    let (_, inbox) = get(&r, "/console/inbox/live", Some(&cookie)).await;
+    assert_eq!(inbox.matches(tier).count(), 2, "{inbox}");
 }

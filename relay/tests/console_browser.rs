@@ -167,7 +167,7 @@ async fn browser_console_lists_the_fleet_of_a_real_relay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_console_inbox_shows_requests_from_whoosh_and_from_clusters() {
+async fn browser_console_inbox_shows_new_requests_from_whoosh_and_from_clusters_without_reload() {
     let Some(b) = Browser::start().await else {
         return;
     };
@@ -175,6 +175,14 @@ async fn browser_console_inbox_shows_requests_from_whoosh_and_from_clusters() {
     sign_in(&b, &r, &admin).await;
     b.goto(&r.url("/console/inbox")).await;
     assert!(b.text("#inbox").await.contains("No upgrade request yet."));
+    b.wait_for(
+        "the inbox to go live",
+        "return document.getElementById('live-state').textContent === 'live';",
+        Duration::from_secs(20),
+    )
+    .await;
+    b.run("window.kept = 'same page';", serde_json::json!([]))
+        .await;
     // One through WHOOSH's API, one carried by a cluster's heartbeat.
     let whoosh = r.token(Scope::Whoosh, "whoosh");
     assert_eq!(
@@ -189,7 +197,16 @@ async fn browser_console_inbox_shows_requests_from_whoosh_and_from_clusters() {
         time: now(),
     });
     assert_eq!(r.post_beat("/v1/heartbeat", &hb, &k).await.status(), 200);
-    b.goto(&r.url("/console/inbox")).await;
+    // Both appear in the open inbox, without a reload.
+    b.wait_for(
+        "both requests in the open inbox",
+        "const t = document.querySelector('#inbox table'); \
+         return t !== null && t.textContent.includes('WHOOSH') && t.textContent.includes('EU');",
+        Duration::from_secs(15),
+    )
+    .await;
+    let kept = b.run("return window.kept;", serde_json::json!([])).await;
+    assert_eq!(kept, serde_json::json!("same page"), "the inbox reloaded");
     let inbox = b.text("#inbox table").await;
     assert!(
         inbox.contains("Globex") && inbox.contains("WHOOSH"),

@@ -4,6 +4,11 @@
 //! from the API's, so the two can change independently. Every read is
 //! bounded (a row cap), and nothing here writes.
 
+use std::collections::BTreeMap;
+
+use kaching_core::time::rfc3339;
+use kaching_core::wire::relay::{Anomaly, ClusterRow};
+
 use crate::audit::Row;
 use crate::error::ApiError;
 use crate::tokens::TokenInfo;
@@ -12,8 +17,16 @@ use crate::tokens::TokenInfo;
 pub const MAX_HISTORY: u32 = 20_000;
 
 /// A question the console asks the database.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Ask {
+    /// One page of the fleet, filtered, ordered and paged by the database.
+    Fleet(FleetAsk),
+    /// The stored hash, scope and revocation of the token named `name`
+    /// (a console session's key, see `super::session`).
+    Session {
+        /// The token's name.
+        name: String,
+    },
     /// Every license the relay has seen.
     Licenses,
     /// Heartbeat history received at or after `since` (newest first, capped).
@@ -30,9 +43,52 @@ pub enum Ask {
     },
     /// Token names and scopes (never their secrets or hashes).
     Tokens,
-    /// A cheap fingerprint of the fleet: it changes when a heartbeat,
-    /// activation or deactivation lands (on any replica).
+    /// A cheap fingerprint of what the console shows: it changes when a
+    /// heartbeat, activation, deactivation, upgrade request or audit row
+    /// lands (on any replica).
     Pulse,
+}
+
+/// The fleet page's filter as the database applies it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetAsk {
+    /// Binding status to keep; empty: any.
+    pub status: String,
+    /// Text to find (lower case) in the cluster id, license id, hostname or
+    /// customer; empty: anything. ASCII letters match either case.
+    pub q: String,
+    /// Only clusters with signs of rollback.
+    pub flagged_only: bool,
+    /// Rows to skip (clusters with signs of rollback first, then by id).
+    pub offset: u64,
+    /// Rows to return.
+    pub limit: u32,
+}
+
+/// One page of the fleet (see [`Ask::Fleet`]).
+#[derive(Debug, Clone, Default)]
+pub struct FleetPage {
+    /// The page's clusters, each with its latest signs of rollback.
+    pub rows: Vec<ClusterRow>,
+    /// The customer of each row's license.
+    pub customers: BTreeMap<String, String>,
+    /// Clusters the filter matches in all.
+    pub matched: u64,
+    /// Every cluster by binding status (the filter aside).
+    pub by_status: BTreeMap<String, u64>,
+    /// Clusters with signs of rollback (the filter aside).
+    pub flagged: u64,
+}
+
+/// What the console needs of a token to check a session.
+#[derive(Debug, Clone)]
+pub struct SessionKey {
+    /// The token's stored hash (the session MAC key).
+    pub hash: String,
+    /// Its scope as stored.
+    pub scope: String,
+    /// Whether it was revoked.
+    pub revoked: bool,
 }
 
 /// A license as the relay stored it at activation.
@@ -88,8 +144,13 @@ pub enum Answer {
     Audit(Result<(i64, String), String>, Vec<Row>),
     /// See [`Ask::Tokens`].
     Tokens(Vec<TokenInfo>),
-    /// See [`Ask::Pulse`]: clusters, heartbeats ever, latest contact.
-    Pulse(u64, u64, u64),
+    /// See [`Ask::Pulse`]: clusters, heartbeats ever, latest contact,
+    /// newest upgrade request, newest audit row.
+    Pulse([u64; 5]),
+    /// See [`Ask::Fleet`].
+    Fleet(FleetPage),
+    /// See [`Ask::Session`]; `None` when no token has that name.
+    Session(Option<SessionKey>),
 }
 
 const LICENSES: &str =
@@ -101,8 +162,342 @@ const HISTORY_PG: &str = "SELECT c.license_id, h.received_at, h.active_nodes, h.
      FROM heartbeats h JOIN clusters c ON c.cluster_id = h.cluster_id
      WHERE h.received_at >= $1 ORDER BY h.id DESC LIMIT $2";
 const PULSE_SQLITE: &str =
-    "SELECT count(*), COALESCE(sum(heartbeats), 0), COALESCE(max(last_seen), 0) FROM clusters";
-const PULSE_PG: &str = "SELECT count(*)::BIGINT, COALESCE(sum(heartbeats), 0)::BIGINT, COALESCE(max(last_seen), 0)::BIGINT FROM clusters";
+    "SELECT count(*), COALESCE(sum(heartbeats), 0), COALESCE(max(last_seen), 0),
+            (SELECT COALESCE(max(id), 0) FROM upgrade_requests), (SELECT COALESCE(max(id), 0) FROM audit)
+     FROM clusters";
+const PULSE_PG: &str = "SELECT count(*)::BIGINT, COALESCE(sum(heartbeats), 0)::BIGINT, COALESCE(max(last_seen), 0)::BIGINT,
+            (SELECT COALESCE(max(id), 0) FROM upgrade_requests)::BIGINT, (SELECT COALESCE(max(id), 0) FROM audit)::BIGINT
+     FROM clusters";
+const SESSION_SQLITE: &str =
+    "SELECT hash, scope, revoked_at IS NOT NULL FROM tokens WHERE name = ?1";
+const SESSION_PG: &str = "SELECT hash, scope, revoked_at IS NOT NULL FROM tokens WHERE name = $1";
+
+// The fleet page: filter, order (signs of rollback first, then cluster id
+// in byte order) and page in the database. Two ordered reads instead of
+// one sort: the flagged clusters (few: found through the anomalies
+// index), then the others walked in cluster-id order, so the first pages
+// read about as many rows as they show. Only the clauses a filter needs
+// are in the SQL; values are always bound, never spliced.
+const FLEET_COLS: &str =
+    "SELECT c.cluster_id, c.license_id, c.hostname, c.status, c.activated_at, c.last_seen,
+            c.last_seq, c.heartbeats, c.state, c.active_nodes, c.quotas, c.verifier_version,
+            (SELECT h.report_seq FROM chain_heads h WHERE h.cluster_id = c.cluster_id),
+            COALESCE(l.customer, '')";
+const BY_STATUS: &str = "SELECT status, count(*) FROM clusters GROUP BY status";
+const FLAGGED: &str =
+    "SELECT count(*) FROM clusters WHERE cluster_id IN (SELECT cluster_id FROM anomalies)";
+const ANOMALIES_SQLITE: &str =
+    "SELECT at, kind, detail FROM anomalies WHERE cluster_id = ?1 ORDER BY id DESC LIMIT ?2";
+const ANOMALIES_PG: &str =
+    "SELECT at, kind, detail FROM anomalies WHERE cluster_id = $1 ORDER BY id DESC LIMIT $2";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Pg,
+}
+
+/// A value a fleet statement binds, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bind {
+    Status,
+    Q,
+    Limit(u64),
+    Offset(u64),
+}
+
+/// Which part of the fleet a statement reads.
+#[derive(Clone, Copy)]
+enum Part {
+    /// How many match, of the flagged (`Some(true)`), the others, or all.
+    Count(Option<bool>),
+    /// One ordered window of the flagged or the other clusters.
+    Rows {
+        flagged: bool,
+        limit: u64,
+        offset: u64,
+    },
+}
+
+fn fleet_sql(d: Dialect, f: &FleetAsk, part: Part) -> (String, Vec<Bind>) {
+    let mut binds = Vec::new();
+    let mut p = |b: Bind| {
+        binds.push(b);
+        match d {
+            Dialect::Sqlite => format!("?{}", binds.len()),
+            Dialect::Pg => format!("${}", binds.len()),
+        }
+    };
+    let find = match d {
+        Dialect::Sqlite => "instr",
+        Dialect::Pg => "strpos",
+    };
+    let rows = matches!(part, Part::Rows { .. });
+    let mut sql = String::from(if rows { FLEET_COLS } else { "SELECT count(*)" });
+    sql.push_str(" FROM clusters c");
+    if rows || !f.q.is_empty() {
+        sql.push_str(" LEFT JOIN licenses l ON l.license_id = c.license_id");
+    }
+    sql.push_str(" WHERE TRUE");
+    if !f.status.is_empty() {
+        sql.push_str(&format!(" AND c.status = {}", p(Bind::Status)));
+    }
+    if !f.q.is_empty() {
+        let q = p(Bind::Q);
+        sql.push_str(&format!(
+            " AND ({find}(lower(c.cluster_id), {q}) > 0 OR {find}(lower(c.license_id), {q}) > 0 \
+             OR {find}(lower(c.hostname), {q}) > 0 OR {find}(lower(COALESCE(l.customer, '')), {q}) > 0)"
+        ));
+    }
+    let flagged = match part {
+        Part::Count(f) => f,
+        Part::Rows { flagged, .. } => Some(flagged),
+    };
+    match flagged {
+        Some(true) => sql.push_str(" AND c.cluster_id IN (SELECT cluster_id FROM anomalies)"),
+        Some(false) => sql.push_str(" AND c.cluster_id NOT IN (SELECT cluster_id FROM anomalies)"),
+        None => {}
+    }
+    if let Part::Rows { limit, offset, .. } = part {
+        let collate = if d == Dialect::Pg {
+            " COLLATE \"C\""
+        } else {
+            ""
+        };
+        let (l, o) = (p(Bind::Limit(limit)), p(Bind::Offset(offset)));
+        sql.push_str(&format!(
+            " ORDER BY c.cluster_id{collate} LIMIT {l} OFFSET {o}"
+        ));
+    }
+    (sql, binds)
+}
+
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Where the page `offset..offset+limit` of "flagged first, then the
+/// others" falls, given how many flagged clusters match: the window of
+/// the flagged, and the window of the others (`(limit, offset)` each;
+/// a zero limit reads nothing).
+pub fn windows(offset: u64, limit: u64, flagged: u64) -> ((u64, u64), (u64, u64)) {
+    let first = if offset < flagged {
+        (limit.min(flagged - offset), offset)
+    } else {
+        (0, 0)
+    };
+    let rest_limit = limit - first.0;
+    let rest_offset = offset.saturating_sub(flagged);
+    (first, (rest_limit, rest_offset))
+}
+
+fn no_filter(f: &FleetAsk) -> bool {
+    f.status.is_empty() && f.q.is_empty() && !f.flagged_only
+}
+
+fn fleet_sqlite(c: &rusqlite::Connection, f: &FleetAsk) -> Result<FleetPage, ApiError> {
+    let bind = |b: &[Bind]| -> Vec<rusqlite::types::Value> {
+        b.iter()
+            .map(|b| match b {
+                Bind::Status => rusqlite::types::Value::Text(f.status.clone()),
+                Bind::Q => rusqlite::types::Value::Text(f.q.clone()),
+                Bind::Limit(n) | Bind::Offset(n) => rusqlite::types::Value::Integer(int(*n)),
+            })
+            .collect()
+    };
+    let count = |which: Option<bool>| -> Result<u64, ApiError> {
+        let (sql, b) = fleet_sql(Dialect::Sqlite, f, Part::Count(which));
+        Ok(c.prepare_cached(&sql)?
+            .query_row(rusqlite::params_from_iter(bind(&b)), |r| r.get(0))?)
+    };
+    let mut page = FleetPage {
+        by_status: c
+            .prepare_cached(BY_STATUS)?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?,
+        flagged: c.prepare_cached(FLAGGED)?.query_row([], |r| r.get(0))?,
+        ..FleetPage::default()
+    };
+    let flagged_matched = if f.status.is_empty() && f.q.is_empty() {
+        page.flagged
+    } else {
+        count(Some(true))?
+    };
+    page.matched = if f.flagged_only {
+        flagged_matched
+    } else if no_filter(f) {
+        page.by_status.values().sum()
+    } else {
+        count(None)?
+    };
+    let (first, rest) = windows(f.offset, u64::from(f.limit), flagged_matched);
+    let mut parts = vec![(true, first)];
+    if !f.flagged_only {
+        parts.push((false, rest));
+    }
+    for (flagged, (limit, offset)) in parts {
+        if limit == 0 {
+            continue;
+        }
+        let (sql, b) = fleet_sql(
+            Dialect::Sqlite,
+            f,
+            Part::Rows {
+                flagged,
+                limit,
+                offset,
+            },
+        );
+        let mut stmt = c.prepare_cached(&sql)?;
+        let mut it = stmt.query(rusqlite::params_from_iter(bind(&b)))?;
+        while let Some(r) = it.next()? {
+            let quotas: String = r.get(10)?;
+            let mut row = ClusterRow {
+                cluster_id: r.get(0)?,
+                license_id: r.get(1)?,
+                hostname: r.get(2)?,
+                status: r.get(3)?,
+                activated_at: rfc3339(r.get(4)?),
+                last_seen: rfc3339(r.get(5)?),
+                last_seq: r.get(6)?,
+                heartbeats: r.get(7)?,
+                state: r.get(8)?,
+                active_nodes: r.get(9)?,
+                quotas: crate::storage::parse_quotas(&quotas),
+                verifier_version: r.get(11)?,
+                report_seq: r.get(12)?,
+                anomalies: Vec::new(),
+            };
+            page.customers.insert(row.license_id.clone(), r.get(13)?);
+            if flagged {
+                row.anomalies = c
+                    .prepare_cached(ANOMALIES_SQLITE)?
+                    .query_map(
+                        rusqlite::params![row.cluster_id, crate::storage::MAX_ANOMALIES as i64],
+                        |r| {
+                            Ok(Anomaly {
+                                at: rfc3339(r.get(0)?),
+                                kind: r.get(1)?,
+                                detail: r.get(2)?,
+                            })
+                        },
+                    )?
+                    .collect::<Result<_, _>>()?;
+            }
+            page.rows.push(row);
+        }
+    }
+    Ok(page)
+}
+
+type PgValue = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
+
+fn refs(v: &[PgValue]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    v.iter()
+        .map(|b| b.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+async fn fleet_postgres(
+    pool: &deadpool_postgres::Pool,
+    f: &FleetAsk,
+) -> Result<FleetPage, ApiError> {
+    let c = pool.get().await?;
+    let owned = |b: &[Bind]| -> Vec<PgValue> {
+        b.iter()
+            .map(|b| -> PgValue {
+                match b {
+                    Bind::Status => Box::new(f.status.clone()),
+                    Bind::Q => Box::new(f.q.clone()),
+                    Bind::Limit(n) | Bind::Offset(n) => Box::new(int(*n)),
+                }
+            })
+            .collect()
+    };
+    let mut page = FleetPage {
+        by_status: c
+            .query(BY_STATUS, &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), uint(r.get(1))))
+            .collect(),
+        flagged: uint(c.query_one(FLAGGED, &[]).await?.get(0)),
+        ..FleetPage::default()
+    };
+    let flagged_matched = if f.status.is_empty() && f.q.is_empty() {
+        page.flagged
+    } else {
+        let (sql, b) = fleet_sql(Dialect::Pg, f, Part::Count(Some(true)));
+        let v = owned(&b);
+        uint(c.query_one(&sql, &refs(&v)).await?.get(0))
+    };
+    page.matched = if f.flagged_only {
+        flagged_matched
+    } else if no_filter(f) {
+        page.by_status.values().sum()
+    } else {
+        let (sql, b) = fleet_sql(Dialect::Pg, f, Part::Count(None));
+        let v = owned(&b);
+        uint(c.query_one(&sql, &refs(&v)).await?.get(0))
+    };
+    let (first, rest) = windows(f.offset, u64::from(f.limit), flagged_matched);
+    let mut parts = vec![(true, first)];
+    if !f.flagged_only {
+        parts.push((false, rest));
+    }
+    for (flagged, (limit, offset)) in parts {
+        if limit == 0 {
+            continue;
+        }
+        let (sql, b) = fleet_sql(
+            Dialect::Pg,
+            f,
+            Part::Rows {
+                flagged,
+                limit,
+                offset,
+            },
+        );
+        let v = owned(&b);
+        for r in &c.query(&sql, &refs(&v)).await? {
+            let mut row = ClusterRow {
+                cluster_id: r.get(0),
+                license_id: r.get(1),
+                hostname: r.get(2),
+                status: r.get(3),
+                activated_at: rfc3339(uint(r.get(4))),
+                last_seen: rfc3339(uint(r.get(5))),
+                last_seq: uint(r.get(6)),
+                heartbeats: uint(r.get(7)),
+                state: r.get(8),
+                active_nodes: uint(r.get(9)),
+                quotas: crate::storage::parse_quotas(r.get(10)),
+                verifier_version: r.get(11),
+                report_seq: r.get::<_, Option<i64>>(12).map(uint),
+                anomalies: Vec::new(),
+            };
+            page.customers.insert(row.license_id.clone(), r.get(13));
+            if flagged {
+                row.anomalies = c
+                    .query(
+                        ANOMALIES_PG,
+                        &[&row.cluster_id, &(crate::storage::MAX_ANOMALIES as i64)],
+                    )
+                    .await?
+                    .iter()
+                    .map(|a| Anomaly {
+                        at: rfc3339(uint(a.get(0))),
+                        kind: a.get(1),
+                        detail: a.get(2),
+                    })
+                    .collect();
+            }
+            page.rows.push(row);
+        }
+    }
+    Ok(page)
+}
+
 const LISTS: &str =
     "SELECT version, kid, received_at FROM revocation_lists ORDER BY version DESC LIMIT 1000";
 const AUDIT_SQLITE: &str =
@@ -113,6 +508,21 @@ const AUDIT_PG: &str =
 /// Answers `ask` on a SQLite read connection.
 pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
     Ok(match ask {
+        Ask::Fleet(f) => Answer::Fleet(fleet_sqlite(c, &f)?),
+        Ask::Session { name } => {
+            use rusqlite::OptionalExtension;
+            Answer::Session(
+                c.prepare_cached(SESSION_SQLITE)?
+                    .query_row([name], |r| {
+                        Ok(SessionKey {
+                            hash: r.get(0)?,
+                            scope: r.get(1)?,
+                            revoked: r.get(2)?,
+                        })
+                    })
+                    .optional()?,
+            )
+        }
         Ask::Licenses => Answer::Licenses(
             c.prepare_cached(LICENSES)?
                 .query_map([], |r| {
@@ -172,9 +582,15 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
         Ask::Tokens => Answer::Tokens(
             crate::tokens::list(c).map_err(|e| ApiError::internal(format!("{e:#}")))?,
         ),
-        Ask::Pulse => c
-            .prepare_cached(PULSE_SQLITE)?
-            .query_row([], |r| Ok(Answer::Pulse(r.get(0)?, r.get(1)?, r.get(2)?)))?,
+        Ask::Pulse => c.prepare_cached(PULSE_SQLITE)?.query_row([], |r| {
+            Ok(Answer::Pulse([
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ]))
+        })?,
     })
 }
 
@@ -186,6 +602,18 @@ fn uint(n: i64) -> u64 {
 pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer, ApiError> {
     let internal = |e: anyhow::Error| ApiError::internal(format!("{e:#}"));
     Ok(match ask {
+        Ask::Fleet(f) => Answer::Fleet(fleet_postgres(pool, &f).await?),
+        Ask::Session { name } => Answer::Session(
+            pool.get()
+                .await?
+                .query_opt(SESSION_PG, &[&name])
+                .await?
+                .map(|r| SessionKey {
+                    hash: r.get(0),
+                    scope: r.get(1),
+                    revoked: r.get(2),
+                }),
+        ),
         Ask::Audit { latest } => {
             let verified = crate::storage::postgres::admin::verify_audit(pool)
                 .await
@@ -250,7 +678,13 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
         ),
         Ask::Pulse => {
             let r = pool.get().await?.query_one(PULSE_PG, &[]).await?;
-            Answer::Pulse(uint(r.get(0)), uint(r.get(1)), uint(r.get(2)))
+            Answer::Pulse([
+                uint(r.get(0)),
+                uint(r.get(1)),
+                uint(r.get(2)),
+                uint(r.get(3)),
+                uint(r.get(4)),
+            ])
         }
         Ask::Lists => Answer::Lists(
             pool.get()
@@ -266,4 +700,46 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
                 .collect(),
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_takes_the_flagged_first_then_the_others() {
+        // 3 flagged match; pages of 2.
+        assert_eq!(windows(0, 2, 3), ((2, 0), (0, 0)));
+        assert_eq!(windows(2, 2, 3), ((1, 2), (1, 0)));
+        assert_eq!(windows(4, 2, 3), ((0, 0), (2, 1)));
+        assert_eq!(windows(0, 50, 0), ((0, 0), (50, 0)));
+        assert_eq!(windows(u64::MAX, 50, 3), ((0, 0), (50, u64::MAX - 3)));
+    }
+
+    #[test]
+    fn filter_values_are_bound_never_spliced() {
+        let f = FleetAsk {
+            status: "active' OR 1=1 --".into(),
+            q: "x'); DROP TABLE clusters; --".into(),
+            flagged_only: false,
+            offset: 0,
+            limit: 50,
+        };
+        for d in [Dialect::Sqlite, Dialect::Pg] {
+            for part in [
+                Part::Count(None),
+                Part::Rows {
+                    flagged: false,
+                    limit: 50,
+                    offset: 0,
+                },
+            ] {
+                let (sql, binds) = fleet_sql(d, &f, part);
+                assert!(!sql.contains("DROP") && !sql.contains("1=1"), "{sql}");
+                assert_eq!(binds[..2], [Bind::Status, Bind::Q]);
+            }
+        }
+        let (sql, binds) = fleet_sql(Dialect::Sqlite, &FleetAsk::default(), Part::Count(None));
+        assert!(binds.is_empty() && !sql.contains("licenses"), "{sql}");
+    }
 }

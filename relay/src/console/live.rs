@@ -1,8 +1,10 @@
-//! `/console/events`: the fleet page's event stream. It says `status` when
-//! a revocation list is published here, and when the fleet's fingerprint
-//! ([`super::data::Ask::Pulse`]: clusters, heartbeats, latest contact)
-//! changes, polled every [`POLL`] (at most one such event per [`MIN_GAP`])
-//! so heartbeats taken by other replicas count too. The shared live script then fetches `/console/live`.
+//! `/console/events`: every console page's event stream. It says `status`
+//! when a revocation list is published here, and when the console's
+//! fingerprint ([`super::data::Ask::Pulse`]: clusters, heartbeats, latest
+//! contact, newest upgrade request, newest audit row) changes, polled every
+//! [`POLL`] (at most one such event per [`MIN_GAP`]) so what other replicas
+//! took counts too. The shared live script then fetches the page's live
+//! fragment (`/console/live`, `/console/inbox/live`, …).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -23,9 +25,9 @@ pub const MIN_GAP: Duration = Duration::from_secs(3);
 /// A stream ends after this (the browser reconnects by itself).
 pub const STREAM_FOR: Duration = Duration::from_secs(300);
 
-async fn pulse(c: &Console) -> Option<(u64, u64, u64)> {
+async fn pulse(c: &Console) -> Option<[u64; 5]> {
     match c.st.storage.console(Ask::Pulse).await {
-        Ok(Answer::Pulse(a, b, t)) => Some((a, b, t)),
+        Ok(Answer::Pulse(p)) => Some(p),
         _ => None,
     }
 }
@@ -56,7 +58,7 @@ pub(crate) async fn events(State(c): State<Console>) -> Response {
                         }
                         last = now;
                         next = Instant::now() + MIN_GAP;
-                        "heartbeats"
+                        "changed"
                     }
                 };
                 let event = Event::default().event("status").data(what);

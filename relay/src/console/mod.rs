@@ -4,21 +4,24 @@
 //! inbox, and the audit chain with the tokens' names and scopes.
 //!
 //! - Sign-in: an `admin`-scope relay token, typed once into a form; the
-//!   browser then holds an HttpOnly, SameSite=Strict cookie with a hash of
-//!   it (`kaching_kit::web::guard`). This process remembers which token a
-//!   cookie stands for (in memory, at most [`MAX_SESSIONS`]) and looks the
-//!   token up again on every request: a token revoked with
-//!   `kaching-relay token revoke` or one that is not `admin` is refused at
-//!   once. A session is per relay process (behind several replicas, sign in
-//!   on each; after a restart, sign in again).
-//! - Every post must come from the console itself (Origin) and carry the
-//!   process's anti-forgery token. The console's only posts are sign-in and
-//!   sign-out: it reads, and it never signs anything (the relay holds no
-//!   license or list key).
+//!   browser then holds an HttpOnly, SameSite=Strict cookie that names the
+//!   token and carries an expiry and a MAC keyed by the token's stored hash
+//!   ([`session`]). No session is kept anywhere: every replica sharing the
+//!   database, and the relay after a restart, accepts it; the token is
+//!   looked up on every request, so one revoked with
+//!   `kaching-relay token revoke` (or not `admin`) is refused at once
+//!   everywhere. Sessions last [`session::SESSION_FOR`].
+//! - Every post must come from the console itself (Origin) and carry an
+//!   anti-forgery token: the session's ([`session::csrf`]), or for sign-in
+//!   the value of a cookie set with the form. The console's only posts are
+//!   sign-in and sign-out: it reads, and it never signs anything (the relay
+//!   holds no license or list key).
 //! - Pages are server-rendered maud (every value escaped) under the shared
-//!   strict Content-Security-Policy; sparklines are inline SVG. The fleet
-//!   page is live: the shared script follows `/console/events` ([`live`])
-//!   and swaps in `/console/live`.
+//!   strict Content-Security-Policy; sparklines are inline SVG. Every page
+//!   is live: the shared script follows `/console/events` ([`live`]) and
+//!   swaps in the page's fragment (`/console/live`, `/console/inbox/live`,
+//!   …). The fleet is filtered, ordered and paged by the database
+//!   ([`data::Ask::Fleet`]).
 //!
 //! These routes are HTML for people, not the JSON API: they stay out of
 //! the OpenAPI document (whose router test reads `routes/mod.rs`) and all
@@ -27,88 +30,57 @@
 pub mod data;
 pub mod live;
 pub mod pages;
+pub mod session;
 pub mod view;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::{Extension, Form, Router};
 use kaching_kit::serve::request_timeout;
 use kaching_kit::web::guard::{self, Csrf};
 use kaching_kit::web::{html, see_other};
 use serde::Deserialize;
 
+use self::data::{Answer, Ask};
+use crate::db::now;
 use crate::error::request_timed_out;
 use crate::state::AppState;
-use crate::tokens::Scope;
+use crate::tokens::{self, Scope};
 
 /// Where the console lives.
 pub const PREFIX: &str = "/console/";
 
-/// Sessions one process remembers; the oldest is forgotten beyond this.
-pub const MAX_SESSIONS: usize = 256;
+/// The sign-in form's anti-forgery cookie: the form carries the same
+/// random value (any replica can compare the two).
+pub const LOGIN_COOKIE: &str = "kaching_login";
 
 /// What the console's handlers share.
 #[derive(Clone)]
 pub(crate) struct Console {
     pub(crate) st: Arc<AppState>,
-    pub(crate) csrf: Arc<Csrf>,
-    /// Cookie value → (token, order of sign-in).
-    sessions: Arc<Mutex<HashMap<String, (String, u64)>>>,
 }
 
-impl Console {
-    fn remember(&self, token: &str) {
-        let Ok(mut s) = self.sessions.lock() else {
-            return;
-        };
-        let next = s.values().map(|(_, n)| *n).max().unwrap_or(0) + 1;
-        s.insert(guard::session_value(token), (token.to_string(), next));
-        while s.len() > MAX_SESSIONS {
-            let Some(oldest) = s
-                .iter()
-                .min_by_key(|(_, (_, n))| *n)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            s.remove(&oldest);
-        }
-    }
-
-    fn token_of(&self, headers: &HeaderMap) -> Option<String> {
-        let cookie = guard::cookie(headers, guard::SESSION_COOKIE)?;
-        let s = self.sessions.lock().ok()?;
-        s.iter()
-            .find(|(k, _)| guard::same(k.as_bytes(), cookie.as_bytes()))
-            .map(|(_, (t, _))| t.clone())
-    }
-
-    fn forget(&self, headers: &HeaderMap) {
-        if let (Some(cookie), Ok(mut s)) = (
-            guard::cookie(headers, guard::SESSION_COOKIE),
-            self.sessions.lock(),
-        ) {
-            s.remove(cookie);
-        }
-    }
+/// A signed-in request: whose session, and the anti-forgery token its
+/// forms carry.
+#[derive(Clone, Debug)]
+pub(crate) struct Session {
+    /// The admin token's name.
+    pub(crate) name: String,
+    /// The session's anti-forgery token ([`session::csrf`]).
+    pub(crate) csrf: String,
 }
 
 /// The console's routes, merged into the relay's router by
 /// [`crate::routes::router`].
 pub fn router(st: Arc<AppState>) -> Router {
     let timeout = st.config.request_timeout;
-    let console = Console {
-        st,
-        csrf: Arc::new(Csrf::random()),
-        sessions: Arc::new(Mutex::new(HashMap::new())),
-    };
+    let console = Console { st };
     let gate = middleware::from_fn_with_state(console.clone(), gate);
     let pages = Router::new()
         .route("/console/", get(pages::fleet))
@@ -117,6 +89,10 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/console/inbox", get(pages::inbox))
         .route("/console/audit", get(pages::audit))
         .route("/console/live", get(pages::fleet_live))
+        .route("/console/licenses/live", get(pages::licenses_live))
+        .route("/console/revocations/live", get(pages::revocations_live))
+        .route("/console/inbox/live", get(pages::inbox_live))
+        .route("/console/audit/live", get(pages::audit_live))
         .route("/console/logout", post(logout))
         .route_layer(gate.clone())
         .route("/console", get(|| async { see_other(PREFIX) }))
@@ -139,30 +115,87 @@ pub fn router(st: Arc<AppState>) -> Router {
     pages.merge(stream)
 }
 
-/// Which admin token a request's session stands for, if it still is one.
-async fn signed_in(c: &Console, headers: &HeaderMap) -> Result<Option<String>, Response> {
-    let Some(token) = c.token_of(headers) else {
+fn unavailable(what: &str) -> Response {
+    pages::problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable.",
+        &format!("cannot check the session's token ({what}); retry"),
+    )
+}
+
+/// The session a request's cookie stands for, if it is still good: its MAC
+/// matches the named token's stored hash, it has not expired, and the
+/// token is still an unrevoked admin token (looked up on every request).
+async fn signed_in(c: &Console, headers: &HeaderMap) -> Result<Option<Session>, Response> {
+    let Some(cookie) = guard::cookie(headers, guard::SESSION_COOKIE) else {
         return Ok(None);
     };
-    match c.st.storage.lookup_token(token).await {
-        Ok(Some((name, Scope::Admin, false))) => Ok(Some(name)),
-        Ok(_) => Ok(None),
-        Err(e) => Err(pages::problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable.",
-            &format!("cannot check the session's token ({}); retry", e.message),
-        )),
+    let Some(claimed) = session::claimed(cookie) else {
+        tracing::warn!("console cookie that is no session cookie refused");
+        return Ok(None);
+    };
+    let key = match c
+        .st
+        .storage
+        .console(Ask::Session {
+            name: claimed.name.clone(),
+        })
+        .await
+    {
+        Ok(Answer::Session(key)) => key,
+        Ok(_) => return Err(unavailable("unexpected answer")),
+        Err(e) => return Err(unavailable(&e.message)),
+    };
+    let Some(key) = key else {
+        tracing::warn!(token = %claimed.name, "console session of an unknown token refused");
+        return Ok(None);
+    };
+    if let Err(why) = session::check(&claimed, &key.hash, now()) {
+        match why {
+            session::Refused::Forged => {
+                tracing::warn!(token = %claimed.name, "forged or altered console cookie refused");
+            }
+            session::Refused::Expired => {
+                tracing::info!(token = %claimed.name, "expired console session");
+            }
+        }
+        return Ok(None);
     }
+    if key.revoked || key.scope != Scope::Admin.as_str() {
+        tracing::warn!(token = %claimed.name, "console session of a revoked or non-admin token refused");
+        return Ok(None);
+    }
+    Ok(Some(Session {
+        csrf: session::csrf(cookie, &key.hash),
+        name: claimed.name,
+    }))
+}
+
+fn cookie_header(v: String) -> Option<HeaderValue> {
+    HeaderValue::from_str(&v).ok()
+}
+
+/// The sign-in page (with why the last attempt was refused), setting the
+/// anti-forgery cookie its form is checked against.
+fn login_page(status: StatusCode, refused: Option<&str>) -> Response {
+    let csrf = Csrf::random();
+    let mut resp = html(status, pages::login(csrf.token(), refused));
+    if let Some(v) = cookie_header(format!(
+        "{LOGIN_COOKIE}={}; HttpOnly; SameSite=Strict; Path={PREFIX}",
+        csrf.token()
+    )) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
 }
 
 /// Who may see the console, and which posts count (see the module header).
-async fn gate(State(c): State<Console>, req: Request, next: Next) -> Response {
-    match signed_in(&c, req.headers()).await {
+async fn gate(State(c): State<Console>, mut req: Request, next: Next) -> Response {
+    let s = match signed_in(&c, req.headers()).await {
         Err(resp) => return resp,
         Ok(None) => {
-            c.forget(req.headers());
             if req.method() == Method::GET {
-                return html(StatusCode::UNAUTHORIZED, pages::login(c.csrf.token(), None));
+                return login_page(StatusCode::UNAUTHORIZED, None);
             }
             return pages::problem(
                 StatusCode::UNAUTHORIZED,
@@ -170,8 +203,8 @@ async fn gate(State(c): State<Console>, req: Request, next: Next) -> Response {
                 "Open /console/ and sign in with an admin-scope relay token.",
             );
         }
-        Ok(Some(_)) => {}
-    }
+        Ok(Some(s)) => s,
+    };
     if req.method() == Method::POST {
         if let Err(why) = guard::same_origin(req.headers()) {
             tracing::warn!(path = %req.uri().path(), why, "cross-site console post refused");
@@ -182,6 +215,7 @@ async fn gate(State(c): State<Console>, req: Request, next: Next) -> Response {
             );
         }
     }
+    req.extensions_mut().insert(s);
     next.run(req).await
 }
 
@@ -198,7 +232,7 @@ fn forged() -> Response {
     pages::problem(
         StatusCode::FORBIDDEN,
         "Refused.",
-        "the form did not carry this console's token (the relay may have restarted): reload the page and try again.",
+        "the form did not carry this page's anti-forgery token: reload the page and try again.",
     )
 }
 
@@ -225,17 +259,22 @@ async fn login(
         Ok(Form(f)) => f,
         Err(e) => return bad_form(e),
     };
-    if !c.csrf.check(&f.csrf) {
+    let expected = guard::cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !guard::same(expected.as_bytes(), f.csrf.as_bytes()) {
         return forged();
     }
     let token = f.token.trim().to_string();
     let why = match c.st.storage.lookup_token(token.clone()).await {
         Ok(Some((name, Scope::Admin, false))) => {
             tracing::info!(token = %name, "console sign-in");
-            c.remember(&token);
+            let value = session::issue(&name, &tokens::hash(&token), now());
             let mut resp = see_other(PREFIX);
-            if let Some(v) = guard::session_cookie(&token, PREFIX) {
-                resp.headers_mut().insert(header::SET_COOKIE, v);
+            if let Some(v) = cookie_header(format!(
+                "{}={value}; HttpOnly; SameSite=Strict; Path={PREFIX}; Max-Age={}",
+                guard::SESSION_COOKIE,
+                session::SESSION_FOR
+            )) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
             }
             return resp;
         }
@@ -255,10 +294,7 @@ async fn login(
         }
     };
     tracing::warn!("console sign-in refused: {why}");
-    html(
-        StatusCode::UNAUTHORIZED,
-        pages::login(c.csrf.token(), Some(&why)),
-    )
+    login_page(StatusCode::UNAUTHORIZED, Some(&why))
 }
 
 #[derive(Deserialize)]
@@ -267,16 +303,15 @@ struct LogoutForm {
 }
 
 async fn logout(
-    State(c): State<Console>,
-    headers: HeaderMap,
+    Extension(s): Extension<Session>,
     form: Result<Form<LogoutForm>, FormRejection>,
 ) -> Response {
     match form {
-        Ok(Form(f)) if c.csrf.check(&f.csrf) => {}
+        Ok(Form(f)) if guard::same(f.csrf.as_bytes(), s.csrf.as_bytes()) => {}
         Ok(_) => return forged(),
         Err(e) => return bad_form(e),
     }
-    c.forget(&headers);
+    tracing::info!(token = %s.name, "console sign-out");
     let mut resp = see_other(PREFIX);
     if let Some(v) = guard::clear_cookie(PREFIX) {
         resp.headers_mut().insert(header::SET_COOKIE, v);

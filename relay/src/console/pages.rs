@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::Extension;
 use kaching_core::time::rfc3339;
 use kaching_core::wire::relay::{ClusterRow, UpgradeRow};
 use kaching_kit::web::components::{self as ui, Tone};
@@ -13,14 +14,15 @@ use kaching_kit::web::{html, page, Assets, Nav};
 use maud::{html as markup, Markup};
 use serde::Deserialize;
 
-use super::data::{Answer, Ask, LicenseRow};
+use super::data::{Answer, Ask, FleetAsk, FleetPage, LicenseRow};
 use super::view::{self, Filter, PAGE};
-use super::{Console, PREFIX};
+use super::{Console, Session, PREFIX};
 use crate::db::now;
 use crate::error::ApiError;
 
 const APP: &str = "Fleet console";
-/// Clusters read for one page at most (the fleet page pages what it shows).
+/// Clusters read for the licenses and revocations pages at most (the fleet
+/// page reads only the page it shows).
 const MAX_CLUSTERS: usize = 100_000;
 /// The sparkline window and its buckets: 24 hours, one point an hour.
 const WINDOW: u64 = 86_400;
@@ -56,19 +58,30 @@ fn assets() -> Assets<'static> {
     }
 }
 
-fn frame(c: &Console, title: &str, main: Markup) -> Response {
-    frame_with(c, title, assets(), main)
-}
-
-fn frame_with(c: &Console, title: &str, assets: Assets<'_>, main: Markup) -> Response {
+/// A live page: `head` stays, `region` is what the shared script replaces
+/// with `live_url` on every `/console/events` event.
+fn live_frame(s: &Session, title: &str, live_url: &str, head: Markup, region: Markup) -> Response {
+    let assets = Assets {
+        prefix: PREFIX,
+        live: Some(("/console/events", live_url)),
+    };
     let body = markup! {
-        (main)
+        (head)
+        div id="live" { (region) }
         form method="post" action="/console/logout" {
-            (ui::csrf_field(c.csrf.token()))
+            (ui::csrf_field(&s.csrf))
             button class="quiet" type="submit" { "Sign out" }
         }
     };
     html(StatusCode::OK, page(APP, title, assets, NAV, body))
+}
+
+/// A live region alone (for the script), or why it could not be read.
+fn fragment(region: Result<Markup, Response>) -> Response {
+    match region {
+        Ok(m) => html(StatusCode::OK, m),
+        Err(resp) => resp,
+    }
 }
 
 /// A page that says what went wrong and what to do.
@@ -162,23 +175,26 @@ fn state_tone(state: &str) -> Tone {
     }
 }
 
-/// What the fleet page shows for one filter.
-struct Fleet {
-    clusters: Vec<ClusterRow>,
-    customers: BTreeMap<String, String>,
+/// What the database is asked for the fleet page `f`.
+pub fn fleet_ask(f: &Filter) -> FleetAsk {
+    FleetAsk {
+        status: f.status.clone(),
+        q: f.q.trim().to_lowercase(),
+        flagged_only: f.anomalies.is_some(),
+        offset: (f.page as u64).saturating_mul(PAGE as u64),
+        limit: PAGE as u32,
+    }
 }
 
-async fn fleet_data(c: &Console) -> Result<Fleet, Response> {
-    let clusters = all_clusters(c).await?;
-    let customers = licenses_of(c)
-        .await?
-        .into_iter()
-        .map(|l| (l.license_id, l.customer))
-        .collect();
-    Ok(Fleet {
-        clusters,
-        customers,
-    })
+async fn fleet_data(c: &Console, f: &Filter) -> Result<FleetPage, Response> {
+    match ask(c, Ask::Fleet(fleet_ask(f))).await? {
+        Answer::Fleet(p) => Ok(p),
+        _ => Err(problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Unavailable.",
+            "unexpected answer; retry",
+        )),
+    }
 }
 
 /// The query string of `f` at `page`.
@@ -200,15 +216,13 @@ fn query_of(f: &Filter, page: usize) -> String {
 }
 
 /// The part of the fleet page the live script replaces.
-fn fleet_region(d: &Fleet, f: &Filter) -> Markup {
-    let clusters = &d.clusters;
+fn fleet_region(d: &FleetPage, f: &Filter) -> Markup {
     let customers = &d.customers;
-    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in clusters {
-        *by_status.entry(r.status.as_str()).or_default() += 1;
-    }
-    let flagged = clusters.iter().filter(|r| !r.anomalies.is_empty()).count();
-    let (rows, total) = view::select(clusters, customers, f);
+    let by_status = &d.by_status;
+    let all: u64 = by_status.values().sum();
+    let flagged = d.flagged;
+    let rows = &d.rows;
+    let total = usize::try_from(d.matched).unwrap_or(usize::MAX);
     let table_rows: Vec<Vec<Markup>> = rows
         .iter()
         .map(|r| {
@@ -237,13 +251,13 @@ fn fleet_region(d: &Fleet, f: &Filter) -> Markup {
                 a href="/console/?anomalies=1" { "show only them" } "."
             }))
         }
-        (ui::section("summary", "Clusters by status", ui::facts(&by_status.iter().map(|(k, v)| (*k, markup! { (v) })).collect::<Vec<_>>())))
+        (ui::section("summary", "Clusters by status", ui::facts(&by_status.iter().map(|(k, v)| (k.as_str(), markup! { (v) })).collect::<Vec<_>>())))
         (ui::section("clusters", "Clusters", markup! {
-            p class="muted" id="matched" { (total) " of " (clusters.len()) " cluster(s) match." }
+            p class="muted" id="matched" { (total) " of " (all) " cluster(s) match." }
             (ui::table("Clusters, signs of rollback first", &["Cluster", "Customer / license", "Hostname", "Binding", "State", "Last seen", "Nodes", "Verifier"], &table_rows))
             nav class="pager" aria-label="Pages" {
                 @if f.page > 0 { a href={ "/console/?" (query_of(f, f.page - 1)) } rel="prev" { "← Previous" } }
-                @if (f.page + 1) * PAGE < total { a href={ "/console/?" (query_of(f, f.page + 1)) } rel="next" { "Next →" } }
+                @if (f.page + 1).saturating_mul(PAGE) < total { a href={ "/console/?" (query_of(f, f.page + 1)) } rel="next" { "Next →" } }
             }
         }))
     }
@@ -256,15 +270,16 @@ fn filter_of(q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>)
 /// `GET /console/`: the fleet, live.
 pub(crate) async fn fleet(
     State(c): State<Console>,
+    Extension(s): Extension<Session>,
     q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let f = filter_of(q);
-    let d = match fleet_data(&c).await {
+    let d = match fleet_data(&c, &f).await {
         Ok(d) => d,
         Err(resp) => return resp,
     };
     let live_url = format!("/console/live?{}", query_of(&f, f.page));
-    let main = markup! {
+    let head = markup! {
         h1 { "Fleet" }
         form class="filters" id="filter" method="get" action="/console/" {
             div class="field" {
@@ -274,8 +289,8 @@ pub(crate) async fn fleet(
             div class="field" {
                 label for="status" { "Status" }
                 select id="status" name="status" {
-                    @for s in ["", "active", "deactivated", "displaced"] {
-                        option value=(s) selected[f.status == s] { @if s.is_empty() { "any" } @else { (s) } }
+                    @for st in ["", "active", "deactivated", "displaced"] {
+                        option value=(st) selected[f.status == st] { @if st.is_empty() { "any" } @else { (st) } }
                     }
                 }
             }
@@ -285,13 +300,8 @@ pub(crate) async fn fleet(
             }
             button type="submit" { "Filter" }
         }
-        div id="live" { (fleet_region(&d, &f)) }
     };
-    let assets = Assets {
-        prefix: PREFIX,
-        live: Some(("/console/events", &live_url)),
-    };
-    frame_with(&c, "Fleet", assets, main)
+    live_frame(&s, "Fleet", &live_url, head, fleet_region(&d, &f))
 }
 
 /// `GET /console/live`: the fleet page's live region.
@@ -300,10 +310,7 @@ pub(crate) async fn fleet_live(
     q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let f = filter_of(q);
-    match fleet_data(&c).await {
-        Ok(d) => html(StatusCode::OK, fleet_region(&d, &f)),
-        Err(resp) => resp,
-    }
+    fragment(fleet_data(&c, &f).await.map(|d| fleet_region(&d, &f)))
 }
 
 fn urlencode(s: &str) -> String {
@@ -322,41 +329,60 @@ pub(crate) struct Horizon {
     days: Option<u64>,
 }
 
-/// `GET /console/licenses[?days=30|60|90]`.
+fn horizon(q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>) -> u64 {
+    q.ok()
+        .and_then(|Query(h)| h.days)
+        .filter(|d| [30, 60, 90].contains(d))
+        .unwrap_or(30)
+}
+
+/// `GET /console/licenses[?days=30|60|90]`, live.
 pub(crate) async fn licenses(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+    q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let days = horizon(q);
+    match licenses_region(&c, days).await {
+        Ok(region) => live_frame(
+            &s,
+            "Licenses",
+            &format!("/console/licenses/live?days={days}"),
+            markup! { h1 { "Licenses" } },
+            region,
+        ),
+        Err(resp) => resp,
+    }
+}
+
+/// `GET /console/licenses/live`: the licenses page's live region.
+pub(crate) async fn licenses_live(
     State(c): State<Console>,
     q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let days = q
-        .ok()
-        .and_then(|Query(h)| h.days)
-        .filter(|d| [30, 60, 90].contains(d))
-        .unwrap_or(30);
+    fragment(licenses_region(&c, horizon(q)).await)
+}
+
+async fn licenses_region(c: &Console, days: u64) -> Result<Markup, Response> {
     let t = now();
-    let licenses = match licenses_of(&c).await {
-        Ok(l) => l,
-        Err(resp) => return resp,
-    };
-    let clusters = match all_clusters(&c).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+    let licenses = licenses_of(c).await?;
+    let clusters = all_clusters(c).await?;
     let beats = match ask(
-        &c,
+        c,
         Ask::History {
             since: t.saturating_sub(WINDOW),
         },
     )
-    .await
+    .await?
     {
-        Ok(Answer::History(b)) => b,
-        Ok(_) => Vec::new(),
-        Err(resp) => return resp,
+        Answer::History(b) => b,
+        _ => Vec::new(),
     };
-    let upgrades = match c.st.storage.upgrade_requests(None).await {
-        Ok(u) => u,
-        Err(e) => return unavailable(e),
-    };
+    let upgrades =
+        c.st.storage
+            .upgrade_requests(None)
+            .await
+            .map_err(unavailable)?;
     let trends = view::trends(&beats, t, WINDOW, BUCKETS);
     let soon = view::expiring(&licenses, t, days);
     let expiry_rows: Vec<Vec<Markup>> = soon
@@ -379,8 +405,7 @@ pub(crate) async fn licenses(
             ]
         })
         .collect();
-    let main = markup! {
-        h1 { "Licenses" }
+    Ok(markup! {
         (ui::section("expiry", "Renewals at risk", markup! {
             nav class="pager" aria-label="Horizon" {
                 @for d in [30u64, 60, 90] {
@@ -432,21 +457,37 @@ pub(crate) async fn licenses(
         @if licenses.is_empty() {
             p class="muted" { "No license has been activated on this relay yet." }
         }
-    };
-    frame(&c, "Licenses", main)
+    })
 }
 
-/// `GET /console/revocations`.
-pub(crate) async fn revocations(State(c): State<Console>) -> Response {
-    let lists = match ask(&c, Ask::Lists).await {
-        Ok(Answer::Lists(l)) => l,
-        Ok(_) => Vec::new(),
-        Err(resp) => return resp,
+/// `GET /console/revocations`, live.
+pub(crate) async fn revocations(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+) -> Response {
+    match revocations_region(&c).await {
+        Ok(region) => live_frame(
+            &s,
+            "Revocations",
+            "/console/revocations/live",
+            markup! { h1 { "Revocations" } },
+            region,
+        ),
+        Err(resp) => resp,
+    }
+}
+
+/// `GET /console/revocations/live`: the revocations page's live region.
+pub(crate) async fn revocations_live(State(c): State<Console>) -> Response {
+    fragment(revocations_region(&c).await)
+}
+
+async fn revocations_region(c: &Console) -> Result<Markup, Response> {
+    let lists = match ask(c, Ask::Lists).await? {
+        Answer::Lists(l) => l,
+        _ => Vec::new(),
     };
-    let clusters = match all_clusters(&c).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+    let clusters = all_clusters(c).await?;
     let current = c.st.revocations.borrow().clone();
     let published = current
         .as_ref()
@@ -462,8 +503,7 @@ pub(crate) async fn revocations(State(c): State<Console>) -> Response {
             ]
         })
         .collect();
-    let main = markup! {
-        h1 { "Revocations" }
+    Ok(markup! {
         (ui::section("current", "List in force", markup! {
             @match &current {
                 Some(cur) => {
@@ -509,20 +549,39 @@ pub(crate) async fn revocations(State(c): State<Console>) -> Response {
             @if history.is_empty() { p class="muted" { "None stored." } }
             @else { (ui::table("Stored lists, newest first", &["Version", "Signed by", "Published here"], &history)) }
         }))
-    };
-    frame(&c, "Revocations", main)
+    })
 }
 
-/// `GET /console/inbox`: upgrade requests from WHOOSH and from clusters.
-pub(crate) async fn inbox(State(c): State<Console>) -> Response {
-    let upgrades = match c.st.storage.upgrade_requests(None).await {
-        Ok(u) => u,
-        Err(e) => return unavailable(e),
-    };
-    let customers: BTreeMap<String, String> = match licenses_of(&c).await {
-        Ok(l) => l.into_iter().map(|l| (l.license_id, l.customer)).collect(),
-        Err(resp) => return resp,
-    };
+/// `GET /console/inbox`: upgrade requests from WHOOSH and from clusters, live.
+pub(crate) async fn inbox(State(c): State<Console>, Extension(s): Extension<Session>) -> Response {
+    match inbox_region(&c).await {
+        Ok(region) => live_frame(
+            &s,
+            "Upgrade requests",
+            "/console/inbox/live",
+            markup! { h1 { "Upgrade requests" } },
+            region,
+        ),
+        Err(resp) => resp,
+    }
+}
+
+/// `GET /console/inbox/live`: the inbox's live region.
+pub(crate) async fn inbox_live(State(c): State<Console>) -> Response {
+    fragment(inbox_region(&c).await)
+}
+
+async fn inbox_region(c: &Console) -> Result<Markup, Response> {
+    let upgrades =
+        c.st.storage
+            .upgrade_requests(None)
+            .await
+            .map_err(unavailable)?;
+    let customers: BTreeMap<String, String> = licenses_of(c)
+        .await?
+        .into_iter()
+        .map(|l| (l.license_id, l.customer))
+        .collect();
     let rows: Vec<Vec<Markup>> = upgrades
         .iter()
         .map(|u| {
@@ -535,31 +594,44 @@ pub(crate) async fn inbox(State(c): State<Console>) -> Response {
             ]
         })
         .collect();
-    let main = markup! {
-        h1 { "Upgrade requests" }
+    Ok(markup! {
         (ui::section("inbox", "Inbox", markup! {
             @if rows.is_empty() { p class="muted" id="empty" { "No upgrade request yet." } }
             @else { (ui::table("Newest first, at most 1000", &["Received", "Customer / license", "Tier", "Message", "Filed through"], &rows)) }
             p class="muted" { "Act on a request with licensegen (upgrade, then send the new file); the console never signs." }
         }))
-    };
-    frame(&c, "Upgrade requests", main)
+    })
 }
 
-/// `GET /console/audit`: the chain's status, its latest rows, the tokens.
-pub(crate) async fn audit(State(c): State<Console>) -> Response {
-    let (verified, rows) = match ask(&c, Ask::Audit { latest: 50 }).await {
-        Ok(Answer::Audit(v, r)) => (v, r),
-        Ok(_) => (Err("unexpected answer; retry".to_string()), Vec::new()),
-        Err(resp) => return resp,
+/// `GET /console/audit`: the chain's status, its latest rows, the tokens; live.
+pub(crate) async fn audit(State(c): State<Console>, Extension(s): Extension<Session>) -> Response {
+    match audit_region(&c).await {
+        Ok(region) => live_frame(
+            &s,
+            "Audit",
+            "/console/audit/live",
+            markup! { h1 { "Audit" } },
+            region,
+        ),
+        Err(resp) => resp,
+    }
+}
+
+/// `GET /console/audit/live`: the audit page's live region.
+pub(crate) async fn audit_live(State(c): State<Console>) -> Response {
+    fragment(audit_region(&c).await)
+}
+
+async fn audit_region(c: &Console) -> Result<Markup, Response> {
+    let (verified, rows) = match ask(c, Ask::Audit { latest: 50 }).await? {
+        Answer::Audit(v, r) => (v, r),
+        _ => (Err("unexpected answer; retry".to_string()), Vec::new()),
     };
-    let tokens = match ask(&c, Ask::Tokens).await {
-        Ok(Answer::Tokens(t)) => t,
-        Ok(_) => Vec::new(),
-        Err(resp) => return resp,
+    let tokens = match ask(c, Ask::Tokens).await? {
+        Answer::Tokens(t) => t,
+        _ => Vec::new(),
     };
-    let main = markup! {
-        h1 { "Audit" }
+    Ok(markup! {
         (ui::section("chain", "Chain", markup! {
             @match &verified {
                 Ok((n, head)) => {
@@ -579,6 +651,5 @@ pub(crate) async fn audit(State(c): State<Console>) -> Response {
                 markup! { @if let Some(r) = t.revoked_at { (when(r)) } @else { "—" } },
             ]).collect::<Vec<_>>()))
         }))
-    };
-    frame(&c, "Audit", main)
+    })
 }

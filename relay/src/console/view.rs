@@ -1,4 +1,4 @@
-//! The console's pure shaping: filtering and paging clusters, bucketing
+//! The console's pure shaping: the reference fleet filter (see [`select`]), bucketing
 //! heartbeat history into sparkline points, the expiry horizon and list
 //! propagation. Time is an argument; nothing here reads a clock or a database.
 
@@ -30,6 +30,8 @@ pub struct Filter {
 
 /// The clusters `f` selects (`customer` names each license's customer),
 /// clusters with signs of rollback first, and how many matched in all.
+/// The page itself asks the database ([`super::data::Ask::Fleet`]); this is
+/// the reference its tests and bench hold the database's answer against.
 pub fn select<'a>(
     rows: &'a [ClusterRow],
     customer: &BTreeMap<String, String>,

@@ -1,0 +1,343 @@
+//! The fleet page's filter, order and paging run in the database
+//! (`Ask::Fleet`): on SQLite and (with `KACHING_TEST_POSTGRES`) on
+//! PostgreSQL they must pick exactly the clusters the reference filter in
+//! Rust (`console::view::select`, what the page did before over the whole
+//! fleet) picks. The ignored bench times both at 10k and 100k clusters.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kaching_core::wire::relay::ClusterRow;
+use kaching_relay::console::data::{Answer, Ask, FleetPage};
+use kaching_relay::console::pages::fleet_ask;
+use kaching_relay::console::view::{self, Filter};
+use kaching_relay::storage::{self, Database, Storage};
+
+const STATUSES: [&str; 3] = ["active", "deactivated", "displaced"];
+
+/// Cluster `i` of a seeded fleet: (cluster id, license id, hostname,
+/// status, flagged). Ids are scrambled so id order is not seed order;
+/// each license has one cluster of each status (one live binding).
+fn seeded(i: u64, n: u64) -> (String, String, String, &'static str, bool) {
+    let scrambled = (i * 7919) % (n.max(1) * 7919 + 1);
+    (
+        format!("c{scrambled:012}"),
+        format!("lic-{:08}", i / 3),
+        format!(
+            "Host-{}-{}",
+            ["Alpha", "beta", "GAMMA"][(i % 3) as usize],
+            i % 100
+        ),
+        STATUSES[(i % 3) as usize],
+        i % 37 == 5,
+    )
+}
+
+fn customer(license: u64) -> String {
+    if license.is_multiple_of(10) {
+        format!("ACME Corp {license}")
+    } else {
+        format!("Customer {license}")
+    }
+}
+
+fn seed_sqlite(path: &std::path::Path, n: u64) {
+    let mut conn = kaching_relay::db::open_and_migrate(path).unwrap();
+    let tx = conn.transaction().unwrap();
+    for l in 0..n.div_ceil(3) {
+        tx.execute(
+            "INSERT INTO licenses (license_id, bytes, customer, tier, expires_at, first_seen)
+             VALUES (?1, x'', ?2, 'standard', 2000000000, 1)",
+            rusqlite::params![format!("lic-{l:08}"), customer(l)],
+        )
+        .unwrap();
+    }
+    for i in 0..n {
+        let (id, lic, host, status, flagged) = seeded(i, n);
+        tx.execute(
+            "INSERT INTO clusters (cluster_id, license_id, cluster_key, hostname, status,
+                 activated_at, last_seen, heartbeats, active_nodes, quotas)
+             VALUES (?1, ?2, x'00', ?3, ?4, 1, ?5, ?6, 3, '{\"api_calls\": 5}')",
+            rusqlite::params![id, lic, host, status, 1000 + i, i % 50],
+        )
+        .unwrap();
+        if flagged {
+            for k in 0..2 {
+                tx.execute(
+                    "INSERT INTO anomalies (cluster_id, license_id, at, kind, detail)
+                     VALUES (?1, ?2, ?3, 'seq_regression', 'restored snapshot')",
+                    rusqlite::params![id, lic, 2000 + k],
+                )
+                .unwrap();
+            }
+        }
+    }
+    tx.commit().unwrap();
+}
+
+async fn seed_postgres(url: &str, n: u64) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for l in 0..n.div_ceil(3) {
+        client
+            .execute(
+                "INSERT INTO licenses (license_id, bytes, customer, tier, expires_at, first_seen)
+                 VALUES ($1, '\\x', $2, 'standard', 2000000000, 1)",
+                &[&format!("lic-{l:08}"), &customer(l)],
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..n {
+        let (id, lic, host, status, flagged) = seeded(i, n);
+        client
+            .execute(
+                "INSERT INTO clusters (cluster_id, license_id, cluster_key, hostname, status,
+                     activated_at, last_seen, heartbeats, active_nodes, quotas)
+                 VALUES ($1, $2, '\\x00', $3, $4, 1, $5, $6, 3, '{\"api_calls\": 5}')",
+                &[
+                    &id,
+                    &lic,
+                    &host,
+                    &status,
+                    &(1000 + i as i64),
+                    &((i % 50) as i64),
+                ],
+            )
+            .await
+            .unwrap();
+        if flagged {
+            for k in 0..2i64 {
+                client
+                    .execute(
+                        "INSERT INTO anomalies (cluster_id, license_id, at, kind, detail)
+                         VALUES ($1, $2, $3, 'seq_regression', 'restored snapshot')",
+                        &[&id, &lic, &(2000 + k)],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// The whole fleet the way the page read it before, and the customers.
+async fn everything(s: &Arc<dyn Storage>) -> (Vec<ClusterRow>, BTreeMap<String, String>) {
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let rows = s.clusters(None, after, 10_000).await.unwrap();
+        let done = rows.len() < 10_000;
+        after = rows
+            .last()
+            .map(|r| r.cluster_id.clone())
+            .unwrap_or_default();
+        all.extend(rows);
+        if done {
+            break;
+        }
+    }
+    let Answer::Licenses(l) = s.console(Ask::Licenses).await.unwrap() else {
+        panic!("licenses")
+    };
+    (
+        all,
+        l.into_iter().map(|l| (l.license_id, l.customer)).collect(),
+    )
+}
+
+async fn in_the_database(s: &Arc<dyn Storage>, f: &Filter) -> FleetPage {
+    let Answer::Fleet(p) = s.console(Ask::Fleet(fleet_ask(f))).await.unwrap() else {
+        panic!("fleet")
+    };
+    p
+}
+
+fn filter(status: &str, q: &str, flagged: bool, page: usize) -> Filter {
+    Filter {
+        status: status.into(),
+        q: q.into(),
+        anomalies: flagged.then(|| "1".to_string()),
+        page,
+    }
+}
+
+async fn database_agrees_with_the_reference(s: Arc<dyn Storage>, n: u64) {
+    let (all, customers) = everything(&s).await;
+    assert_eq!(all.len() as u64, n);
+    let mut checked = 0;
+    for f in [
+        filter("", "", false, 0),
+        filter("", "", false, 1),
+        filter("", "", false, 2),
+        filter("active", "", false, 0),
+        filter("displaced", "", false, 1),
+        filter("", "", true, 0),
+        filter("", "acme", false, 0),
+        filter("", "ACME", false, 0),
+        filter("", "host-gamma-1", false, 0),
+        filter("", "  alpha ", false, 1),
+        filter("deactivated", "beta", true, 0),
+        filter("", "lic-0000001", false, 0),
+        filter("", "c0000", false, 0),
+        filter("", "no such thing", false, 0),
+        filter("", "", false, 99),
+        filter("bogus", "", false, 0),
+        filter("", "%", false, 0),
+        filter("", "_", false, 0),
+    ] {
+        let (want, matched) = view::select(&all, &customers, &f);
+        let got = in_the_database(&s, &f).await;
+        let ids = |rows: &[&ClusterRow]| {
+            rows.iter()
+                .map(|r| r.cluster_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            got.rows
+                .iter()
+                .map(|r| r.cluster_id.clone())
+                .collect::<Vec<_>>(),
+            ids(&want),
+            "{f:?}"
+        );
+        assert_eq!(got.matched, matched as u64, "{f:?}");
+        for (g, w) in got.rows.iter().zip(&want) {
+            assert_eq!(g.anomalies.len(), w.anomalies.len(), "{}", g.cluster_id);
+            assert_eq!(g.hostname, w.hostname);
+            assert_eq!(g.status, w.status);
+            assert_eq!(g.quotas, w.quotas);
+            assert_eq!(g.last_seen, w.last_seen);
+            assert_eq!(
+                got.customers.get(&g.license_id),
+                customers.get(&g.license_id)
+            );
+        }
+        let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+        for r in &all {
+            *by_status.entry(r.status.clone()).or_default() += 1;
+        }
+        assert_eq!(got.by_status, by_status);
+        assert_eq!(
+            got.flagged,
+            all.iter().filter(|r| !r.anomalies.is_empty()).count() as u64
+        );
+        checked += usize::from(!want.is_empty());
+    }
+    assert!(checked >= 12, "most filters should select something");
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn fleet_filter_order_and_paging_in_sqlite_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    seed_sqlite(&path, 400);
+    let s = storage::open(&Database::Sqlite(path), 64).await.unwrap();
+    database_agrees_with_the_reference(s, 400).await;
+}
+
+#[tokio::test]
+async fn fleet_filter_order_and_paging_in_postgres_match_the_reference() {
+    let Some(db) = postgres::fresh().await else {
+        return;
+    };
+    let d = Database::Postgres(db.url.clone());
+    // Opening creates the schema.
+    storage::open(&d, 64).await.unwrap().close().await.unwrap();
+    seed_postgres(&db.url, 400).await;
+    let s = storage::open(&d, 64).await.unwrap();
+    database_agrees_with_the_reference(s, 400).await;
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// `cargo test --release -p kaching-relay --test console_fleet -- --ignored --nocapture`:
+/// the fleet page's reads before (whole fleet read, filtered in Rust) and
+/// after (`Ask::Fleet`), and the whole page over loopback HTTP, at 10k and
+/// 100k clusters on SQLite; medians of 5 runs, interleaved.
+#[tokio::test]
+#[ignore = "bench: run by hand, see docs/benchmarks.md"]
+async fn bench_fleet_page_at_10k_and_100k_clusters() {
+    for n in [10_000u64, 100_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let Database::Sqlite(path) = cfg.database().unwrap() else {
+            panic!("sqlite")
+        };
+        seed_sqlite(&path, n);
+        let admin = {
+            let mut conn = kaching_relay::db::open_and_migrate(&path).unwrap();
+            kaching_relay::tokens::create(
+                &mut conn,
+                kaching_relay::tokens::Scope::Admin,
+                "bench",
+                now(),
+            )
+            .unwrap()
+        };
+        let s = storage::open(&Database::Sqlite(path.clone()), 64)
+            .await
+            .unwrap();
+        let r = Relay::start_with(dir, cfg).await;
+        let cookie = format!(
+            "kaching_session={}",
+            kaching_relay::console::session::issue(
+                "bench",
+                &kaching_relay::tokens::hash(&admin),
+                now()
+            )
+        );
+        let http = reqwest::Client::new();
+        for (label, f, query) in [
+            ("first page", filter("", "", false, 0), ""),
+            ("search", filter("", "acme", false, 0), "?q=acme"),
+        ] {
+            let (mut before, mut after, mut page) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..5 {
+                let t = Instant::now();
+                let (all, customers) = everything(&s).await;
+                let (rows, _) = view::select(&all, &customers, &f);
+                assert!(!rows.is_empty());
+                before.push(t.elapsed());
+                let t = Instant::now();
+                let p = in_the_database(&s, &f).await;
+                assert!(!p.rows.is_empty());
+                after.push(t.elapsed());
+                let t = Instant::now();
+                let resp = http
+                    .get(r.url(&format!("/console/{query}")))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                let body = resp.text().await.unwrap();
+                assert!(body.contains("cluster(s) match"));
+                page.push(t.elapsed());
+            }
+            let (b, a, p) = (median(before), median(after), median(page));
+            println!(
+                "fleet {n} clusters, {label}: before (read all, filter in Rust) {:.1} ms; \
+                 after (SQL) {:.1} ms; ratio before/after {:.1}x; whole page over HTTP {:.1} ms",
+                b.as_secs_f64() * 1e3,
+                a.as_secs_f64() * 1e3,
+                b.as_secs_f64() / a.as_secs_f64(),
+                p.as_secs_f64() * 1e3
+            );
+        }
+        r.stop().await;
+        s.close().await.unwrap();
+    }
+}
