@@ -6,7 +6,7 @@ use std::sync::PoisonError;
 use age::secrecy::SecretString;
 use anyhow::Result;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
@@ -15,10 +15,10 @@ use kaching_core::root::Role;
 use kaching_core::time::DAY;
 use kaching_core::{armor, DocKind, SecretKey};
 use kaching_kit::web::components::Tone;
-use kaching_kit::web::see_other;
+use kaching_kit::web::{see_other, UploadError};
 use serde::Deserialize;
 
-use super::pages::{self, Chrome, Filter, IssueFields, LicenseView, Notice};
+use super::pages::{self, Chrome, Filter, IssueFields, LicenseView, Notice, Preview};
 use super::Desk;
 use crate::issue::{self, build, LicenseRequest, Mode};
 use crate::ledger::{self, Ledger, LedgerState};
@@ -184,6 +184,10 @@ fn license_page(desk: &Desk, id: &str, q: &LicenseQuery) -> Result<Response> {
     let lic = issue::recorded_license(&v, &rec)?;
     let history = ledger::events(&ledger.conn, &rec.id)?;
     let usage = ledger::usage_for(&ledger.conn, &rec.id)?;
+    let receipts = usage
+        .iter()
+        .map(|u| ledger::receipt_for(&ledger.conn, &u.file_sha256).map(|r| r.is_some()))
+        .collect::<Result<Vec<_>>>()?;
     let catalog = v.catalog()?;
     let view = LicenseView {
         rec: &rec,
@@ -191,6 +195,8 @@ fn license_page(desk: &Desk, id: &str, q: &LicenseQuery) -> Result<Response> {
         license: &lic,
         history: &history,
         usage: &usage,
+        receipts,
+        revoker_key: std::env::var("KACHING_REVOKER_KEY").unwrap_or_default(),
         tiers: catalog
             .tiers
             .iter()
@@ -282,6 +288,34 @@ pub(super) struct ChangeForm {
     reason: String,
     #[serde(default, rename = "revoke-reason")]
     revoke_reason: String,
+    #[serde(default)]
+    list_valid_for: String,
+    #[serde(default)]
+    revoker_key: String,
+    #[serde(default)]
+    revoker_passphrase: String,
+}
+
+/// The passphrase typed in a form, or `None` to take it from the CLI's
+/// sources (`--passphrase-file`, `KACHING_PASSPHRASE`, `--identity`); never
+/// a terminal prompt, as the desk runs in the background.
+fn typed_or_sources(desk: &Desk, typed: &str, whose: &str) -> Result<Option<SecretString>> {
+    let sources = desk.unlock.passphrase.is_non_interactive() || desk.unlock.identity.is_some();
+    if typed.is_empty() && !sources {
+        return Err(crate::error::usage(format!(
+            "no passphrase entered: type the {whose}'s passphrase"
+        )));
+    }
+    // An empty field with only an age identity: the identity unlocks a
+    // recipient-encrypted key, and a passphrase key is refused rather than
+    // asked for at the terminal.
+    Ok(
+        if !typed.is_empty() || !desk.unlock.passphrase.is_non_interactive() {
+            Some(SecretString::from(typed.to_string()))
+        } else {
+            None
+        },
+    )
 }
 
 fn some(s: &str) -> Option<String> {
@@ -321,10 +355,27 @@ fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<String> {
         }
     };
     let reason = some(&f.reason).or_else(|| some(&f.revoke_reason));
+    let expires = crate::commands::revoke::deadline(some(&f.list_valid_for).as_deref(), now)?;
     let (rec, change) = crate::commands::revoke::plan_change(&v, &ledger, id, status, reason, now)?;
-    with_key(desk, &v, Role::Revoker, |key| {
-        crate::revocations::publish(&v, &mut ledger, key, &change, None, now)
-    })?;
+    match some(&f.revoker_key) {
+        // As `--revoker-key`: unlocked for this one list, then dropped.
+        Some(path) => {
+            let typed = zeroize::Zeroizing::new(f.revoker_passphrase.clone());
+            let given = typed_or_sources(desk, &typed, "revoker key")?;
+            let key = crate::keystore::unseal_file_with(
+                std::path::Path::new(&path),
+                &desk.unlock,
+                given,
+            )?;
+            crate::commands::root::check_role(&v, &key, Role::Revoker)?;
+            crate::revocations::publish(&v, &mut ledger, &key, &change, expires, now)?;
+        }
+        None => {
+            with_key(desk, &v, Role::Revoker, |key| {
+                crate::revocations::publish(&v, &mut ledger, key, &change, expires, now)
+            })?;
+        }
+    }
     let done = match status {
         Some(RevocationStatus::Suspended) => "suspended",
         Some(RevocationStatus::Revoked) => "revoked",
@@ -401,6 +452,12 @@ fn fingerprint(f: &IssueFields) -> String {
         &f.cluster,
         &f.heartbeat,
         &f.offline_grace,
+        &f.custom_quotas,
+        &f.report_every,
+        &f.report_warn,
+        &f.report_deny,
+        &f.degrade,
+        &f.bind_saved,
         &f.armor,
     ];
     let mut h = Sha256::new();
@@ -411,8 +468,13 @@ fn fingerprint(f: &IssueFields) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The form as the request `licensegen issue` builds from its flags.
-fn request_of(f: &IssueFields) -> Result<LicenseRequest> {
+/// The form as the request `licensegen issue` builds from its flags;
+/// `requests` is where the desk keeps uploaded activation requests.
+fn request_of(f: &IssueFields, requests: &std::path::Path) -> Result<LicenseRequest> {
+    let bind = match f.bind_saved.trim() {
+        "" => None,
+        name => Some(requests.join(super::requests::checked_name(name)?)),
+    };
     Ok(LicenseRequest {
         customer: some(&f.customer),
         customer_id: some(&f.customer_id),
@@ -425,19 +487,69 @@ fn request_of(f: &IssueFields) -> Result<LicenseRequest> {
         grace: some(&f.grace),
         overage: number("overage", &f.overage)?,
         cluster: some(&f.cluster),
+        bind,
         heartbeat: some(&f.heartbeat),
         offline_grace: some(&f.offline_grace),
+        custom_quotas: list(&f.custom_quotas),
+        report_every: some(&f.report_every),
+        report_warn: some(&f.report_warn),
+        report_deny: list(&f.report_deny),
+        degrade: list(&f.degrade),
         ..LicenseRequest::default()
     })
 }
 
-pub(super) async fn issue(
-    State(desk): State<Desk>,
-    form: Result<Form<IssueFields>, FormRejection>,
-) -> Response {
-    let f = match form {
-        Ok(Form(f)) => f,
-        Err(e) => return bad_form(e),
+/// Reads the issue form: multipart as the page sends it (it may carry an
+/// activation request file), or urlencoded.
+async fn read_issue_form(req: Request) -> Result<(IssueFields, Option<Vec<u8>>), Response> {
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !multipart {
+        return match Form::<IssueFields>::from_request(req, &()).await {
+            Ok(Form(f)) => Ok((f, None)),
+            Err(e) => Err(bad_form(e)),
+        };
+    }
+    let unreadable = |e: String| {
+        pages::problem(
+            StatusCode::BAD_REQUEST,
+            "That form could not be read.",
+            &format!("{e}: reload the page and try again."),
+        )
+    };
+    let mut form = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| unreadable(e.to_string()))?;
+    let fields = kaching_kit::web::read_fields(&mut form)
+        .await
+        .map_err(|e| match e {
+            UploadError::CutOff => unreadable("the upload was cut off".into()),
+            UploadError::Unreadable(e) => unreadable(e),
+        })?;
+    let mut text = serde_json::Map::new();
+    let mut file = None;
+    for (name, bytes) in fields {
+        if name == "bind" {
+            file = Some(bytes).filter(|b| !b.is_empty());
+        } else {
+            text.insert(
+                name,
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+            );
+        }
+    }
+    let f = serde_json::from_value(serde_json::Value::Object(text))
+        .map_err(|e| unreadable(e.to_string()))?;
+    Ok((f, file))
+}
+
+pub(super) async fn issue(State(desk): State<Desk>, req: Request) -> Response {
+    let (mut f, upload) = match read_issue_form(req).await {
+        Ok(got) => got,
+        Err(resp) => return resp,
     };
     if !desk.csrf.check(&f.csrf) {
         return forged();
@@ -451,8 +563,7 @@ pub(super) async fn issue(
         Err(e) => return failed(&e),
     };
     let now = crate::fsutil::now();
-    let built = request_of(&f).and_then(|r| build(&r, Mode::New, &catalog, &v.config, now));
-    let refused = |e: &anyhow::Error| {
+    let refused = |f: &IssueFields, e: &anyhow::Error| {
         let notice = Notice {
             tone: Tone::Bad,
             title: "Not issued.".into(),
@@ -462,13 +573,26 @@ pub(super) async fn issue(
             StatusCode::UNPROCESSABLE_ENTITY,
             &chrome(&desk, "/desk/issue", Some(notice)),
             &catalog,
-            &f,
+            f,
             None,
         )
     };
+    if f.unbind == "on" {
+        f.bind_saved.clear();
+        f.unbind.clear();
+    }
+    if let Some(bytes) = upload {
+        match super::requests::save(&v, &bytes) {
+            Ok(name) => f.bind_saved = name,
+            Err(e) => return refused(&f, &e),
+        }
+    }
+    let requests = v.path(super::requests::DIR);
+    let built =
+        request_of(&f, &requests).and_then(|r| build(&r, Mode::New, &catalog, &v.config, now));
     let built = match built {
         Ok(b) => b,
-        Err(e) => return refused(&e),
+        Err(e) => return refused(&f, &e),
     };
     let seen = fingerprint(&f);
     if f.step != "sign" || f.previewed != seen {
@@ -486,7 +610,10 @@ pub(super) async fn issue(
             &chrome(&desk, "/desk/issue", notice),
             &catalog,
             &shown,
-            Some(&built.license),
+            Some(&Preview {
+                license: &built.license,
+                notes: &built.notes,
+            }),
         );
     }
     let armored = f.armor == "on" || v.config.armor;
@@ -509,7 +636,10 @@ pub(super) async fn issue(
                 &chrome(&desk, "/desk/issue", Some(notice)),
                 &catalog,
                 &f,
-                Some(&built.license),
+                Some(&Preview {
+                    license: &built.license,
+                    notes: &built.notes,
+                }),
             )
         }
     }
@@ -545,22 +675,8 @@ pub(super) async fn unlock(
         return forged();
     }
     let pass = zeroize::Zeroizing::new(f.passphrase);
-    let sources = desk.unlock.passphrase.is_non_interactive() || desk.unlock.identity.is_some();
     let got = desk.vendor().and_then(|v| {
-        if pass.is_empty() && !sources {
-            // Never fall back to a terminal prompt: the desk runs in the background.
-            return Err(crate::error::usage(
-                "no passphrase entered: type the vendor key's passphrase",
-            ));
-        }
-        // An empty field with only an age identity: the identity unlocks a
-        // recipient-encrypted key, and a passphrase key is refused rather
-        // than asked for at the terminal.
-        let given = if !pass.is_empty() || !desk.unlock.passphrase.is_non_interactive() {
-            Some(SecretString::from(pass.to_string()))
-        } else {
-            None
-        };
+        let given = typed_or_sources(&desk, &pass, "vendor key")?;
         unseal(&desk, &v, given)
     });
     match got {
@@ -617,7 +733,7 @@ mod tests {
             quotas: "search_requests=100/day".into(),
             ..IssueFields::default()
         };
-        let r = request_of(&f).unwrap();
+        let r = request_of(&f, std::path::Path::new("/nowhere")).unwrap();
         assert_eq!(r.customer.as_deref(), Some("ACME"));
         assert_eq!(r.nodes, Some(5));
         assert_eq!(r.features, ["sso", "audit_log"]);
@@ -627,7 +743,9 @@ mod tests {
             nodes: "five".into(),
             ..f
         };
-        let e = request_of(&bad).unwrap_err().to_string();
+        let e = request_of(&bad, std::path::Path::new("/nowhere"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("whole number"), "{e}");
     }
 }
