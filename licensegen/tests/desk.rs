@@ -319,11 +319,53 @@ fn desk_suspend_reinstate_upgrade_and_revoke_do_what_the_cli_does() {
     assert_eq!(env.revocation_version(), v0 + 1);
     let shown = env.cmd().args(["revocations", "show"]).output().unwrap();
     assert!(common::stdout(&shown).contains("unpaid invoice"));
+    // The list to carry to an air-gapped customer, as signed on disk.
+    let (_, page) = d.get(&format!("/desk/license/{id}?done=suspended"), &cookie);
+    assert!(page.contains(r#"id="download-revocations""#), "{page}");
+    let (s, list) = d.bytes("/desk/revocations/download", &cookie);
+    assert_eq!(s, 200);
+    assert_eq!(
+        list,
+        std::fs::read(env.dir.join("revocations.asc")).unwrap()
+    );
     let (s, _, body) = change(&id, &[("action", "reinstate")]);
     assert_eq!(s, 303, "{body}");
     assert_eq!(state(&id), "active");
-    // Upgrade: a new license on the new tier replaces the old one.
-    let (s, loc, body) = change(&id, &[("action", "upgrade"), ("tier", "enterprise")]);
+    // Upgrade: previewed first (nothing signed), then a new license on the
+    // new tier replaces the old one.
+    let licenses = || std::fs::read_dir(env.dir.join("licenses")).unwrap().count();
+    let before = licenses();
+    let (s, _, body) = change(&id, &[("action", "upgrade"), ("tier", "enterprise")]);
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("Preview: the upgraded license"), "{body}");
+    assert!(body.contains(r#"id="preview-tier">enterprise<"#), "{body}");
+    assert_eq!(licenses(), before, "a preview signed a license");
+    let previewed = hidden(&body, "previewed");
+    // Signing with another tier than the one previewed shows it again instead.
+    let (s, _, body) = change(
+        &id,
+        &[
+            ("action", "upgrade"),
+            ("tier", "evaluation"),
+            ("step", "sign"),
+            ("previewed", &previewed),
+        ],
+    );
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        body.contains("The form changed since the preview"),
+        "{body}"
+    );
+    assert_eq!(licenses(), before);
+    let (s, loc, body) = change(
+        &id,
+        &[
+            ("action", "upgrade"),
+            ("tier", "enterprise"),
+            ("step", "sign"),
+            ("previewed", &previewed),
+        ],
+    );
     assert_eq!(s, 303, "{body}");
     let new = loc
         .strip_prefix("/desk/license/")
@@ -406,6 +448,12 @@ fn desk_downloads_a_license_armored_or_binary() {
     assert!(kaching_core::verify_license(&bin, &env.pubkey()).is_ok());
     let (s, _) = d.get(&format!("/desk/license/{id}/download/zip"), &cookie);
     assert_eq!(s, 422);
+    // The list to download, and without it what to do.
+    assert_eq!(d.bytes("/desk/revocations/download", &cookie).0, 200);
+    std::fs::remove_file(env.dir.join("revocations.asc")).unwrap();
+    let (s, body) = d.get("/desk/revocations/download", &cookie);
+    assert_eq!(s, 404);
+    assert!(body.contains("licensegen revocations refresh"), "{body}");
 }
 
 #[test]
@@ -1084,6 +1132,11 @@ fn desk_suspends_with_a_revoker_key_as_revoker_key_does() {
     assert_eq!(s, 303, "{body}");
     assert!(loc.ends_with("?done=suspended"), "{loc}");
     assert_eq!(env.revocation_version(), v0 + 1);
+    // Signed by the key given, downloadable for the customer.
+    let (s, list) = d.bytes("/desk/revocations/download", &cookie);
+    assert_eq!(s, 200);
+    let list = kaching_core::armor::dearmor(&list, None).unwrap();
+    assert!(kaching_core::verify_revocation_list(&list, &env.pubkey()).is_ok());
     // Dropped after that one list: the desk is still locked.
     assert!(d.get("/desk/", &cookie).1.contains("key locked"));
     let out = env

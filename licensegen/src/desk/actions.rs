@@ -22,7 +22,7 @@ use super::pages::{self, Chrome, Filter, IssueFields, LicenseView, Notice, Previ
 use super::Desk;
 use crate::issue::{self, build, LicenseRequest, Mode};
 use crate::ledger::{self, Ledger, LedgerState};
-use crate::vendor_dir::{VendorDir, KEY_FILE, LEDGER_FILE};
+use crate::vendor_dir::{VendorDir, KEY_FILE, LEDGER_FILE, REVOCATIONS_ARMORED_FILE};
 
 /// Decrypts the vendor key with `passphrase` (the form), else with the
 /// CLI's sources (passphrase file, `KACHING_PASSPHRASE`, `--identity`).
@@ -166,7 +166,7 @@ fn done_text(done: &str) -> Option<Notice> {
     let (title, text) = match done {
         "issued" => ("Issued.", "The license was signed, written under licenses/ and recorded in the ledger: download it below and send it to the customer."),
         "upgraded" | "renewed" => ("Signed.", "This new license replaces the old one: download it below and send it to the customer."),
-        "suspended" | "revoked" | "reinstated" => ("Signed.", "The new revocation list is written (revocations.cose and revocations.asc): send it to the customer or `licensegen publish` it."),
+        "suspended" | "revoked" | "reinstated" => ("Signed.", "The new revocation list is written (revocations.cose and revocations.asc): download it below (Revocation list) for an air-gapped customer, or `licensegen publish` it to the relay."),
         _ => return None,
     };
     Some(Notice {
@@ -177,6 +177,16 @@ fn done_text(done: &str) -> Option<Notice> {
 }
 
 fn license_page(desk: &Desk, id: &str, q: &LicenseQuery) -> Result<Response> {
+    license_page_with(desk, id, done_text(&q.done), None)
+}
+
+/// The license page, with a notice and the preview of an upgrade or renewal.
+fn license_page_with(
+    desk: &Desk,
+    id: &str,
+    notice: Option<Notice>,
+    reissue: Option<pages::Reissue<'_>>,
+) -> Result<Response> {
     let v = desk.vendor()?;
     let ledger = Ledger::open(&v.path(LEDGER_FILE))?;
     let list = crate::revocations::current(&v, &ledger)?;
@@ -196,18 +206,17 @@ fn license_page(desk: &Desk, id: &str, q: &LicenseQuery) -> Result<Response> {
         history: &history,
         usage: &usage,
         receipts,
+        has_list: v.path(REVOCATIONS_ARMORED_FILE).exists(),
         revoker_key: std::env::var("KACHING_REVOKER_KEY").unwrap_or_default(),
         tiers: catalog
             .tiers
             .iter()
             .map(|t| (t.name.clone(), t.name.clone()))
             .collect(),
+        reissue,
     };
     let back = format!("/desk/license/{}", rec.id);
-    Ok(pages::license(
-        &chrome(desk, &back, done_text(&q.done)),
-        &view,
-    ))
+    Ok(pages::license(&chrome(desk, &back, notice), &view))
 }
 
 pub(super) async fn license(
@@ -269,6 +278,36 @@ fn download_file(desk: &Desk, id: &str, form: &str) -> Result<Response> {
     Ok(resp)
 }
 
+/// `GET /desk/revocations/download`: the current signed revocation list,
+/// armored, to carry to air-gapped customers (as `revocations.asc`).
+pub(super) async fn download_list(State(desk): State<Desk>) -> Response {
+    let run = || -> Result<Response> {
+        let v = desk.vendor()?;
+        let path = v.path(REVOCATIONS_ARMORED_FILE);
+        if !path.exists() {
+            return Ok(pages::problem(
+                StatusCode::NOT_FOUND,
+                "No revocation list here.",
+                "revocations.asc is not in the vendor directory: run `licensegen revocations refresh` to sign the current list again",
+            ));
+        }
+        let bytes = crate::fsutil::read(&path)?;
+        let mut resp = (StatusCode::OK, bytes).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment; filename=\"revocations.asc\""),
+        );
+        kaching_kit::web::secure(&mut resp);
+        Ok(resp)
+    };
+    run().unwrap_or_else(|e| failed(&e))
+}
+
 pub(super) async fn download(
     State(desk): State<Desk>,
     Path((id, form)): Path<(String, String)>,
@@ -290,6 +329,12 @@ pub(super) struct ChangeForm {
     revoke_reason: String,
     #[serde(default)]
     list_valid_for: String,
+    /// Upgrade and renew: `sign` after the preview.
+    #[serde(default)]
+    step: String,
+    /// Upgrade and renew: the fingerprint of the fields the preview showed.
+    #[serde(default)]
+    previewed: String,
     #[serde(default)]
     revoker_key: String,
     #[serde(default)]
@@ -322,7 +367,29 @@ fn some(s: &str) -> Option<String> {
     Some(s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
-fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<String> {
+/// What a change did: signed (go to this page), or an upgrade or renewal
+/// to preview first.
+enum Changed {
+    Done(String),
+    Preview {
+        built: issue::Built,
+        previewed: String,
+        changed: bool,
+    },
+}
+
+/// What the upgrade / renew fields said when previewed.
+fn reissue_fingerprint(id: &str, f: &ChangeForm) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for x in [id, &f.action, &f.tier, &f.expires] {
+        h.update(x.trim().as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<Changed> {
     let v = desk.vendor()?;
     let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
     let now = crate::fsutil::now();
@@ -338,12 +405,24 @@ fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<String> {
             let plan = crate::commands::licenses::plan_reissue(
                 &v, &ledger, &catalog, id, &r, upgrade, now,
             )?;
+            // Sign only what was previewed, as the issue form does.
+            let seen = reissue_fingerprint(id, f);
+            if f.step != "sign" || f.previewed != seen {
+                return Ok(Changed::Preview {
+                    built: plan.built,
+                    previewed: seen,
+                    changed: f.step == "sign",
+                });
+            }
             let armored = v.config.armor || plan.was_armored;
             let issued = with_key(desk, &v, Role::Issuer, |key| {
                 issue::sign_and_record(&v, &mut ledger, key, plan.built, armored, None, now)
             })?;
             let done = if upgrade { "upgraded" } else { "renewed" };
-            return Ok(format!("/desk/license/{}?done={done}", issued.license.id));
+            return Ok(Changed::Done(format!(
+                "/desk/license/{}?done={done}",
+                issued.license.id
+            )));
         }
         "suspend" => Some(RevocationStatus::Suspended),
         "revoke" => Some(RevocationStatus::Revoked),
@@ -381,7 +460,10 @@ fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<String> {
         Some(RevocationStatus::Revoked) => "revoked",
         None => "reinstated",
     };
-    Ok(format!("/desk/license/{}?done={done}", rec.id))
+    Ok(Changed::Done(format!(
+        "/desk/license/{}?done={done}",
+        rec.id
+    )))
 }
 
 pub(super) async fn change(
@@ -397,7 +479,30 @@ pub(super) async fn change(
         return forged();
     }
     match apply_change(&desk, &id, &f) {
-        Ok(to) => see_other(&to),
+        Ok(Changed::Done(to)) => see_other(&to),
+        Ok(Changed::Preview {
+            built,
+            previewed,
+            changed,
+        }) => {
+            let notice = changed.then(|| Notice {
+                tone: Tone::Warn,
+                title: "Not signed yet.".into(),
+                text: "The form changed since the preview: check the new preview, then sign."
+                    .into(),
+            });
+            let reissue = pages::Reissue {
+                action: &f.action,
+                tier: &f.tier,
+                expires: &f.expires,
+                previewed: &previewed,
+                preview: Preview {
+                    license: &built.license,
+                    notes: &built.notes,
+                },
+            };
+            license_page_with(&desk, &id, notice, Some(reissue)).unwrap_or_else(|e| failed(&e))
+        }
         Err(e) => failed(&e),
     }
 }

@@ -210,6 +210,7 @@ pub(crate) fn router(desk: Desk) -> Router {
         .route("/desk/license/{id}/change", post(actions::change))
         .route("/desk/license/{id}/receipt", post(usage::receipt_for))
         .route("/desk/issue", get(actions::issue_form).post(actions::issue))
+        .route("/desk/revocations/download", get(actions::download_list))
         .route("/desk/usage", post(usage::import))
         .route("/desk/usage/{file}", get(usage::receipt))
         .route("/desk/unlock", post(actions::unlock))

@@ -261,6 +261,24 @@ pub struct LicenseView<'a> {
     pub tiers: Vec<(String, String)>,
     /// The revoker key file to offer (`KACHING_REVOKER_KEY`), if any.
     pub revoker_key: String,
+    /// Whether a signed revocation list exists (to download).
+    pub has_list: bool,
+    /// An upgrade or renewal previewed, waiting for "Sign".
+    pub reissue: Option<Reissue<'a>>,
+}
+
+/// An upgrade or renewal shown before it is signed.
+pub struct Reissue<'a> {
+    /// `upgrade` or `renew`.
+    pub action: &'a str,
+    /// The tier asked for (upgrade).
+    pub tier: &'a str,
+    /// The expiry asked for (renew).
+    pub expires: &'a str,
+    /// The fingerprint of these fields.
+    pub previewed: &'a str,
+    /// The new license's claims.
+    pub preview: Preview<'a>,
 }
 
 /// The revocation-list fields of suspend / reinstate / revoke: as
@@ -337,7 +355,36 @@ pub fn license(c: &Chrome<'_>, v: &LicenseView<'_>) -> Response {
             }
         }
     };
+    let reissue = v.reissue.as_ref().map(|x| {
+        let (title, label) = if x.action == "upgrade" {
+            (
+                "Preview: the upgraded license that will be signed",
+                "Sign the upgrade",
+            )
+        } else {
+            (
+                "Preview: the renewed license that will be signed",
+                "Sign the renewal",
+            )
+        };
+        preview_section(
+            title,
+            &x.preview,
+            markup! {
+                form class="actions" method="post" action={ "/desk/license/" (id) "/change" } {
+                    (csrf_field(c.csrf))
+                    input type="hidden" name="action" value=(x.action);
+                    input type="hidden" name="tier" value=(x.tier);
+                    input type="hidden" name="expires" value=(x.expires);
+                    input type="hidden" name="previewed" value=(x.previewed);
+                    button type="submit" name="step" value="sign" id="do-sign-reissue" { (label) }
+                    a href={ "/desk/license/" (id) } { "Cancel" }
+                }
+            },
+        )
+    });
     let main = markup! {
+        @if let Some(x) = reissue { (x) }
         (section("license", &r.customer, markup! {
             p { (state_badge(v.state)) " " code id="license-id" { (id) } }
             (facts(&[
@@ -360,10 +407,10 @@ pub fn license(c: &Chrome<'_>, v: &LicenseView<'_>) -> Response {
         }))
         (section("actions", "Change", markup! {
             @if open {
-                (action("upgrade", "Upgrade (sign a new license)", markup! {
+                (action("upgrade", "Preview the upgrade", markup! {
                     (select_field("To tier", "tier", &v.tiers, &r.tier))
                 }))
-                (action("renew", "Renew (sign a new license)", markup! {
+                (action("renew", "Preview the renewal", markup! {
                     (optional_field("New expiry", "expires", "text", "", "date (2028-01-31) or duration (365d); empty: one tier term after the old expiry"))
                 }))
                 @if v.state == LedgerState::Suspended {
@@ -380,9 +427,12 @@ pub fn license(c: &Chrome<'_>, v: &LicenseView<'_>) -> Response {
                     (optional_field("Reason (the customer sees it) ", "revoke-reason", "text", "", ""))
                     (list_fields("revoke", &v.revoker_key))
                 }))
-                p class="muted" { "Suspend, reinstate and revoke sign the next revocation list (revocations.cose) as `licensegen suspend` does; send it to the customer or `licensegen publish` it." }
+                p class="muted" { "Suspend, reinstate and revoke sign the next revocation list (revocations.cose) as `licensegen suspend` does; carry it to an air-gapped customer or `licensegen publish` it." }
             } @else {
                 p { "This license is " (v.state) ": nothing more to change. Issue a new license instead." }
+            }
+            @if v.has_list {
+                p class="actions" { a id="download-revocations" href="/desk/revocations/download" download { "Download the current revocation list (revocations.asc)" } }
             }
         }))
         (section("history", "History", table("What happened to this license", &["When", "What", "Detail"], &events)))
@@ -478,10 +528,10 @@ fn names(set: &std::collections::BTreeSet<String>) -> String {
 }
 
 /// The preview: every claim that will be signed.
-fn preview_section(p: &Preview<'_>) -> Markup {
+fn preview_section(title: &str, p: &Preview<'_>, sign: Markup) -> Markup {
     let l = p.license;
     markup! {
-        (section("preview", "Preview: the claims that will be signed", markup! {
+        (section("preview", title, markup! {
             @for n in p.notes {
                 @if n.starts_with("warning:") {
                     (banner(Tone::Warn, "Check:", markup! { span class="preview-note" { (n.trim_start_matches("warning:").trim()) } }))
@@ -515,6 +565,7 @@ fn preview_section(p: &Preview<'_>) -> Markup {
                 pre { (serde_json::to_string_pretty(l).unwrap_or_default()) }
             }
             p class="muted" { "The license id and issue time are drawn again when you sign." }
+            (sign)
         }))
     }
 }
@@ -551,7 +602,7 @@ pub fn issue(
         f.tier.as_str()
     };
     let main = markup! {
-        @if let Some(p) = preview { (preview_section(p)) }
+        @if let Some(p) = preview { (preview_section("Preview: the claims that will be signed", p, markup! {})) }
         (section("issue", "Issue a license", markup! {
             form method="post" action="/desk/issue" enctype="multipart/form-data" {
                 (csrf_field(c.csrf))
