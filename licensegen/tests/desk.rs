@@ -497,7 +497,14 @@ fn chained_report(
             BTreeMap::from([("2026-11-21".to_string(), 41_000u64)]),
         )]),
         peak_nodes: 4,
-        upgrade_requests: Vec::new(),
+        upgrade_requests: vec![kaching_core::cluster::ReportedUpgrade {
+            id: Some(1),
+            request: kaching_core::cluster::UpgradeRequest {
+                requested_tier: "enterprise".into(),
+                message: "we need SSO".into(),
+                time: 1_795_200_000,
+            },
+        }],
         chain: Some(ReportChain {
             seq: 1,
             prev: None,
@@ -729,9 +736,15 @@ fn desk_locked_import_records_the_report_and_signs_its_receipt_after_unlock() {
     let (s, _, body) = d.post(&path, &cookie, &form);
     assert_eq!(s, 422);
     assert!(body.contains("the vendor key is locked"), "{body}");
-    // The license page offers the same button for the report.
+    // The license page offers the same button for the report, and says
+    // what the report said.
     let (_, page) = d.get(&format!("/desk/license/{id}"), &cookie);
     assert!(page.contains("do-sign-receipt-0"), "{page}");
+    assert!(
+        page.contains("search_requests: up to 41000 (2026-11-21)")
+            && page.contains("upgrade request: tier enterprise — we need SSO"),
+        "{page}"
+    );
     d.unlock(&cookie);
     let (s, _, body) = d.post(&path, &cookie, &form);
     assert_eq!(s, 200, "{body}");

@@ -333,6 +333,7 @@ pub fn license(c: &Chrome<'_>, v: &LicenseView<'_>) -> Response {
                 markup! { (crate::output::date(u.period_start)) " to " (crate::output::date(u.period_end)) },
                 markup! { (u.cluster_id) },
                 markup! { (u.peak_nodes) },
+                said(u),
                 markup! {
                     @for f in u.chain.iter().flat_map(|c| &c.findings) { (badge(Tone::Bad, "flagged", None)) " " (f) br; }
                 },
@@ -437,10 +438,47 @@ pub fn license(c: &Chrome<'_>, v: &LicenseView<'_>) -> Response {
         }))
         (section("history", "History", table("What happened to this license", &["When", "What", "Detail"], &events)))
         @if !reports.is_empty() {
-            (section("usage", "Usage reports", table("Imported with `licensegen usage import` or on this desk", &["Period", "Cluster", "Peak nodes", "Chain", "Receipt"], &reports)))
+            (section("usage", "Usage reports", table("Imported with `licensegen usage import` or on this desk", &["Period", "Cluster", "Peak nodes", "What it said", "Chain", "Receipt"], &reports)))
         }
     };
     frame(StatusCode::OK, c, &r.customer, main)
+}
+
+/// What a usage report said, in short: each counter's highest bucket and
+/// the upgrade requests it carried (the full text is shown at import).
+fn said(u: &UsageRecord) -> Markup {
+    let counters: Vec<String> = u
+        .counters
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(metric, buckets)| {
+            let (bucket, most) = buckets
+                .as_object()?
+                .iter()
+                .filter_map(|(b, v)| Some((b, v.as_u64()?)))
+                .max_by_key(|(_, v)| *v)?;
+            Some(format!("{metric}: up to {most} ({bucket})"))
+        })
+        .collect();
+    let requests: Vec<String> = u
+        .upgrade_requests
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "upgrade request: tier {} — {}",
+                r["requested_tier"].as_str().unwrap_or("?"),
+                r["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    markup! {
+        @for c in &counters { (c) br; }
+        @for r in &requests { strong { (r) } br; }
+        @if counters.is_empty() && requests.is_empty() { span class="muted" { "no counters" } }
+    }
 }
 
 fn quotas_text(l: &License) -> String {
