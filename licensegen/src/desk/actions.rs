@@ -372,7 +372,7 @@ fn some(s: &str) -> Option<String> {
 enum Changed {
     Done(String),
     Preview {
-        built: issue::Built,
+        built: Box<issue::Built>,
         previewed: String,
         changed: bool,
     },
@@ -409,7 +409,7 @@ fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<Changed> {
             let seen = reissue_fingerprint(id, f);
             if f.step != "sign" || f.previewed != seen {
                 return Ok(Changed::Preview {
-                    built: plan.built,
+                    built: Box::new(plan.built),
                     previewed: seen,
                     changed: f.step == "sign",
                 });
