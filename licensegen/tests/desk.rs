@@ -1083,6 +1083,17 @@ fn desk_suspends_with_a_revoker_key_as_revoker_key_does() {
     let csrf = d.csrf(&cookie);
     let v0 = env.revocation_version();
     let path = format!("/desk/license/{id}/change");
+    // The page's suspend form has the two fields, labelled.
+    let (_, page) = d.get(&format!("/desk/license/{id}"), &cookie);
+    for field in [
+        r#"<label for="suspend-valid">"#,
+        r#"id="suspend-valid" name="list_valid_for""#,
+        r#"<label for="suspend-revoker-key">"#,
+        r#"id="suspend-revoker-key" name="revoker_key""#,
+        r#"id="suspend-revoker-pass" name="revoker_passphrase""#,
+    ] {
+        assert!(page.contains(field), "{field}: {page}");
+    }
     let vendor_key = env.dir.join("vendor.key").display().to_string();
     // A key file the root does not name a revoker.
     common::bare(env.tmp.path())
