@@ -319,11 +319,53 @@ fn desk_suspend_reinstate_upgrade_and_revoke_do_what_the_cli_does() {
     assert_eq!(env.revocation_version(), v0 + 1);
     let shown = env.cmd().args(["revocations", "show"]).output().unwrap();
     assert!(common::stdout(&shown).contains("unpaid invoice"));
+    // The list to carry to an air-gapped customer, as signed on disk.
+    let (_, page) = d.get(&format!("/desk/license/{id}?done=suspended"), &cookie);
+    assert!(page.contains(r#"id="download-revocations""#), "{page}");
+    let (s, list) = d.bytes("/desk/revocations/download", &cookie);
+    assert_eq!(s, 200);
+    assert_eq!(
+        list,
+        std::fs::read(env.dir.join("revocations.asc")).unwrap()
+    );
     let (s, _, body) = change(&id, &[("action", "reinstate")]);
     assert_eq!(s, 303, "{body}");
     assert_eq!(state(&id), "active");
-    // Upgrade: a new license on the new tier replaces the old one.
-    let (s, loc, body) = change(&id, &[("action", "upgrade"), ("tier", "enterprise")]);
+    // Upgrade: previewed first (nothing signed), then a new license on the
+    // new tier replaces the old one.
+    let licenses = || std::fs::read_dir(env.dir.join("licenses")).unwrap().count();
+    let before = licenses();
+    let (s, _, body) = change(&id, &[("action", "upgrade"), ("tier", "enterprise")]);
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("Preview: the upgraded license"), "{body}");
+    assert!(body.contains(r#"id="preview-tier">enterprise<"#), "{body}");
+    assert_eq!(licenses(), before, "a preview signed a license");
+    let previewed = hidden(&body, "previewed");
+    // Signing with another tier than the one previewed shows it again instead.
+    let (s, _, body) = change(
+        &id,
+        &[
+            ("action", "upgrade"),
+            ("tier", "evaluation"),
+            ("step", "sign"),
+            ("previewed", &previewed),
+        ],
+    );
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        body.contains("The form changed since the preview"),
+        "{body}"
+    );
+    assert_eq!(licenses(), before);
+    let (s, loc, body) = change(
+        &id,
+        &[
+            ("action", "upgrade"),
+            ("tier", "enterprise"),
+            ("step", "sign"),
+            ("previewed", &previewed),
+        ],
+    );
     assert_eq!(s, 303, "{body}");
     let new = loc
         .strip_prefix("/desk/license/")
@@ -406,18 +448,28 @@ fn desk_downloads_a_license_armored_or_binary() {
     assert!(kaching_core::verify_license(&bin, &env.pubkey()).is_ok());
     let (s, _) = d.get(&format!("/desk/license/{id}/download/zip"), &cookie);
     assert_eq!(s, 422);
+    // The list to download, and without it what to do.
+    assert_eq!(d.bytes("/desk/revocations/download", &cookie).0, 200);
+    std::fs::remove_file(env.dir.join("revocations.asc")).unwrap();
+    let (s, body) = d.get("/desk/revocations/download", &cookie);
+    assert_eq!(s, 404);
+    assert!(body.contains("licensegen revocations refresh"), "{body}");
 }
 
 #[test]
 fn desk_pages_stay_under_100_kib_with_assets() {
     let env = Env::new();
+    let mut last = String::new();
     for i in 0..20 {
-        env.issue(&["--customer", &format!("Customer {i}"), "--tier", "standard"]);
+        last = env
+            .issue(&["--customer", &format!("Customer {i}"), "--tier", "standard"])
+            .0;
     }
     let d = Desk::start(&env, false);
     let cookie = d.sign_in();
     let css = d.get("/desk/assets/kaching.css", &cookie).1.len();
-    for path in ["/desk/", "/desk/issue"] {
+    let license = format!("/desk/license/{last}");
+    for path in ["/desk/", "/desk/issue", license.as_str()] {
         let (s, body) = d.get(path, &cookie);
         assert_eq!(s, 200);
         let weight = body.len() + css;
@@ -445,7 +497,14 @@ fn chained_report(
             BTreeMap::from([("2026-11-21".to_string(), 41_000u64)]),
         )]),
         peak_nodes: 4,
-        upgrade_requests: Vec::new(),
+        upgrade_requests: vec![kaching_core::cluster::ReportedUpgrade {
+            id: Some(1),
+            request: kaching_core::cluster::UpgradeRequest {
+                requested_tier: "enterprise".into(),
+                message: "we need SSO".into(),
+                time: 1_795_200_000,
+            },
+        }],
         chain: Some(ReportChain {
             seq: 1,
             prev: None,
@@ -459,27 +518,79 @@ fn chained_report(
     path
 }
 
-fn upload(d: &Desk, cookie: &str, csrf: &str, bytes: Vec<u8>) -> (u16, String) {
-    // multipart/form-data as a browser sends a file input.
+/// POSTs multipart/form-data as a browser sends a form with a file input:
+/// status, `Location` and body.
+fn multipart(
+    d: &Desk,
+    cookie: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+    file: Option<(&str, &[u8])>,
+) -> (u16, String, String) {
     let b = "kachingboundary7f3a";
-    let mut body = format!(
-        "--{b}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
-         --{b}\r\nContent-Disposition: form-data; name=\"report\"; filename=\"usage.cose\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(&bytes);
-    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some((name, bytes)) = file {
+        body.extend_from_slice(
+            format!(
+                "--{b}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"upload.bin\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
     let r = d
         .http
-        .post(format!("{}/desk/usage", d.base))
+        .post(format!("{}{path}", d.base))
         .header("cookie", cookie)
         .header("origin", &d.base)
         .header("content-type", format!("multipart/form-data; boundary={b}"))
         .body(body)
         .send()
         .unwrap();
-    (r.status().as_u16(), r.text().unwrap())
+    let loc = r
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (r.status().as_u16(), loc, r.text().unwrap())
+}
+
+fn upload(d: &Desk, cookie: &str, csrf: &str, bytes: Vec<u8>) -> (u16, String) {
+    let (s, _, body) = multipart(
+        d,
+        cookie,
+        "/desk/usage",
+        &[("csrf", csrf)],
+        Some(("report", &bytes)),
+    );
+    (s, body)
+}
+
+/// The value of the hidden field `name` in a page.
+fn hidden(body: &str, name: &str) -> String {
+    let pat = format!(r#"name="{name}" value=""#);
+    let at = body
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        + pat.len();
+    body[at..].split('"').next().unwrap().to_string()
+}
+
+/// A license's claims as signed in its file.
+fn claims(env: &Env, id: &str) -> kaching_core::License {
+    let file = std::fs::read(license_path(env, id)).unwrap();
+    kaching_core::verify_license(&file, &env.pubkey())
+        .unwrap()
+        .license
 }
 
 #[test]
@@ -492,10 +603,6 @@ fn desk_imports_a_usage_report_as_the_cli_does_and_offers_the_receipt() {
     let cookie = d.sign_in();
     let csrf = d.csrf(&cookie);
     let bytes = std::fs::read(&report).unwrap();
-    // The receipt is signed: a locked desk says how to unlock.
-    let (s, body) = upload(&d, &cookie, &csrf, bytes.clone());
-    assert_eq!(s, 422);
-    assert!(body.contains("the vendor key is locked"), "{body}");
     d.unlock(&cookie);
     let (s, body) = upload(&d, &cookie, &csrf, bytes.clone());
     assert_eq!(s, 200, "{body}");
@@ -571,4 +678,508 @@ fn desk_forgets_the_key_on_lock_and_on_ctrl_c() {
     let (code, said) = d.interrupt();
     assert_eq!(code, Some(0), "{said}");
     assert!(said.contains("the vendor key is forgotten"), "{said}");
+}
+
+#[test]
+fn desk_locked_import_records_the_report_and_signs_its_receipt_after_unlock() {
+    let env = Env::new();
+    let (id, _) = env.issue(&["--customer", "ACME", "--tier", "standard"]);
+    let cluster = kaching_core::SecretKey::generate();
+    let report = chained_report(&env, &cluster, &id);
+    let d = Desk::start(&env, false);
+    let cookie = d.sign_in();
+    let csrf = d.csrf(&cookie);
+    let bytes = std::fs::read(&report).unwrap();
+    // Locked: recorded as `usage import --no-receipt` records it, not refused.
+    let (s, body) = upload(&d, &cookie, &csrf, bytes.clone());
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("Recorded without a receipt."), "{body}");
+    assert!(
+        body.contains("Unlock the key to produce the receipt"),
+        "{body}"
+    );
+    assert!(
+        body.contains("reached 41000 of 50000 per day (82%)"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("--no-receipt"),
+        "the CLI's flag leaked: {body}"
+    );
+    assert!(!body.contains(r#"id="download-receipt""#), "{body}");
+    let sha = hidden(&body, "report");
+    let ledger = |env: &Env| {
+        let out = env
+            .cmd()
+            .args(["ledger", "show", &id, "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(ledger(&env)["usage_reports"].as_array().unwrap().len(), 1);
+    let receipts = |env: &Env| {
+        std::fs::read_dir(env.dir.join("usage-reports"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".receipt.asc")
+            })
+            .count()
+    };
+    assert_eq!(receipts(&env), 0);
+    // The button, still locked, says what to do and signs nothing.
+    let path = format!("/desk/license/{id}/receipt");
+    let form = [("csrf", csrf.as_str()), ("report", sha.as_str())];
+    let (s, _, body) = d.post(&path, &cookie, &form);
+    assert_eq!(s, 422);
+    assert!(body.contains("the vendor key is locked"), "{body}");
+    // The license page offers the same button for the report, and says
+    // what the report said.
+    let (_, page) = d.get(&format!("/desk/license/{id}"), &cookie);
+    assert!(page.contains("do-sign-receipt-0"), "{page}");
+    assert!(
+        page.contains("search_requests: up to 41000 (2026-11-21)")
+            && page.contains("upgrade request: tier enterprise — we need SSO"),
+        "{page}"
+    );
+    d.unlock(&cookie);
+    let (s, _, body) = d.post(&path, &cookie, &form);
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("Receipt signed."), "{body}");
+    let at = body.find(r#"href="/desk/usage/"#).expect("a receipt link") + 6;
+    let link = body[at..].split('"').next().unwrap().to_string();
+    let (s, receipt) = d.bytes(&link, &cookie);
+    assert_eq!(s, 200);
+    assert!(kaching_core::armor::is_armored(&receipt));
+    // Nothing recorded twice; the license page shows the receipt signed.
+    assert_eq!(ledger(&env)["usage_reports"].as_array().unwrap().len(), 1);
+    let (_, page) = d.get(&format!("/desk/license/{id}"), &cookie);
+    assert!(!page.contains("do-sign-receipt-0"), "{page}");
+    assert!(page.contains(">signed<"), "{page}");
+    // The CLI agrees the receipt exists: importing again writes the same one.
+    let out = env
+        .cmd()
+        .args(["usage", "import"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let again = std::fs::read(env.tmp.path().join("usage.receipt.asc")).unwrap();
+    assert_eq!(
+        kaching_core::armor::dearmor(&again, None).unwrap(),
+        kaching_core::armor::dearmor(&receipt, None).unwrap(),
+        "the desk's receipt is not the one the ledger keeps"
+    );
+    // A report hash the license does not have is refused.
+    let (s, _, body) = d.post(&path, &cookie, &[("csrf", &csrf), ("report", "00ff")]);
+    assert_eq!(s, 422);
+    assert!(body.contains("has no usage report"), "{body}");
+}
+
+#[test]
+fn desk_signs_the_receipt_of_a_report_the_cli_imported_without_one() {
+    let env = Env::new();
+    let (id, _) = env.issue(&["--customer", "ACME", "--tier", "standard"]);
+    let cluster = kaching_core::SecretKey::generate();
+    let report = chained_report(&env, &cluster, &id);
+    env.cmd()
+        .args(["usage", "import", "--no-receipt"])
+        .arg(&report)
+        .assert()
+        .success();
+    let d = Desk::start(&env, true);
+    let cookie = d.sign_in();
+    let (_, page) = d.get(&format!("/desk/license/{id}"), &cookie);
+    let sha = hidden(&page, "report");
+    let csrf = d.csrf(&cookie);
+    let (s, _, body) = d.post(
+        &format!("/desk/license/{id}/receipt"),
+        &cookie,
+        &[("csrf", &csrf), ("report", &sha)],
+    );
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains(r#"id="download-receipt""#), "{body}");
+}
+
+#[test]
+fn desk_issue_form_signs_every_claim_licensegen_issue_takes() {
+    let env = Env::new();
+    let d = Desk::start(&env, true);
+    let cookie = d.sign_in();
+    let csrf = d.csrf(&cookie);
+    let mut form = vec![
+        ("csrf", csrf.as_str()),
+        ("customer", "Globex"),
+        ("tier", "standard"),
+        ("custom_quotas", "exports=500/day"),
+        ("report_every", "90d"),
+        ("report_warn", "10d"),
+        ("report_deny", "bulk-operations"),
+        ("features", "bulk-operations"),
+        ("degrade", "analytics"),
+        ("heartbeat", "1h"),
+        ("offline_grace", "7d"),
+        ("step", "preview"),
+    ];
+    let (s, _, body) = d.post("/desk/issue", &cookie, &form);
+    assert_eq!(s, 200, "{body}");
+    // The preview shows each of them in words, before anything is signed.
+    for shown in [
+        "acknowledged every 90d, warn 10d before; while late, off: bulk-operations",
+        "still on: analytics",
+        "exports 500 per day",
+        "every 1h, offline grace 7d",
+    ] {
+        assert!(body.contains(shown), "{shown}: {body}");
+    }
+    let previewed = hidden(&body, "previewed");
+    form.retain(|(k, _)| *k != "step");
+    form.push(("step", "sign"));
+    form.push(("previewed", &previewed));
+    let (s, loc, body) = d.post("/desk/issue", &cookie, &form);
+    assert_eq!(s, 303, "{body}");
+    let id = loc
+        .strip_prefix("/desk/license/")
+        .and_then(|l| l.strip_suffix("?done=issued"))
+        .unwrap();
+    // The same flags on the CLI sign the same claims.
+    let (cli_id, _) = env.issue(&[
+        "--customer",
+        "Globex",
+        "--tier",
+        "standard",
+        "--custom-quota",
+        "exports=500/day",
+        "--report-every",
+        "90d",
+        "--report-warn",
+        "10d",
+        "--report-deny",
+        "bulk-operations",
+        "--feature",
+        "bulk-operations",
+        "--degrade",
+        "analytics",
+        "--heartbeat",
+        "1h",
+        "--offline-grace",
+        "7d",
+    ]);
+    let (desk, cli) = (claims(&env, id), claims(&env, &cli_id));
+    assert!(desk.report.is_some());
+    assert_eq!(desk.report, cli.report);
+    assert_eq!(desk.degrade, cli.degrade);
+    assert_eq!(desk.quotas, cli.quotas);
+    assert_eq!(desk.features, cli.features);
+    assert_eq!(desk.heartbeat, cli.heartbeat);
+    assert_eq!(desk.limits, cli.limits);
+    // Refusals in the CLI's words.
+    let refused = |fields: &[(&str, &str)], cli_args: &[&str]| {
+        let mut form = vec![
+            ("csrf", csrf.as_str()),
+            ("customer", "G"),
+            ("tier", "standard"),
+            ("step", "preview"),
+        ];
+        form.extend_from_slice(fields);
+        let (s, _, body) = d.post("/desk/issue", &cookie, &form);
+        assert_eq!(s, 422, "{fields:?}: {body}");
+        let out = env
+            .cmd()
+            .args(["issue", "--customer", "G", "--tier", "standard"])
+            .args(cli_args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let said = common::stderr(&out);
+        let said = said.trim().strip_prefix("error: ").unwrap().to_string();
+        assert!(
+            body.contains(&said.replace('"', "&quot;")),
+            "the desk said otherwise than `{said}`: {body}"
+        );
+    };
+    refused(
+        &[("report_every", "90d"), ("report_deny", "sso")],
+        &["--report-every", "90d", "--report-deny", "sso"],
+    );
+    refused(
+        &[("degrade", "bulk-operations")],
+        &["--degrade", "bulk-operations"],
+    );
+    refused(&[("report_every", "0d")], &["--report-every", "0d"]);
+    let (s, _, body) = d.post(
+        "/desk/issue",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("customer", "G"),
+            ("tier", "standard"),
+            ("report_warn", "3d"),
+            ("step", "preview"),
+        ],
+    );
+    assert_eq!(s, 422);
+    assert!(body.contains("need --report-every"), "{body}");
+}
+
+fn activation_request(cluster: &kaching_core::SecretKey, nodes: u32) -> Vec<u8> {
+    use kaching_core::cluster::ActivationRequest;
+    let req = ActivationRequest {
+        cluster_id: kaching_core::cluster_id(&cluster.public()),
+        cluster_key: *cluster.public().as_bytes(),
+        hostname: "bzzz-01.customer.example".into(),
+        nodes,
+        created: 1_795_000_000,
+    };
+    kaching_core::armor::armor(kaching_core::DocKind::ActivationRequest, &req.sign(cluster))
+        .into_bytes()
+}
+
+#[test]
+fn desk_binds_a_license_to_an_uploaded_activation_request() {
+    let env = Env::new();
+    let d = Desk::start(&env, true);
+    let cookie = d.sign_in();
+    let csrf = d.csrf(&cookie);
+    let cluster = kaching_core::SecretKey::generate();
+    let cid = kaching_core::cluster_id(&cluster.public());
+    let request = activation_request(&cluster, 40);
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("customer", "Initech"),
+        ("tier", "standard"),
+        ("step", "preview"),
+    ];
+    let (s, _, body) = multipart(
+        &d,
+        &cookie,
+        "/desk/issue",
+        &fields,
+        Some(("bind", &request)),
+    );
+    assert_eq!(s, 200, "{body}");
+    // The preview says what the request binds to, and warns of its size.
+    assert!(
+        body.contains(&format!(r#"id="preview-cluster">{cid}<"#)),
+        "{body}"
+    );
+    assert!(
+        body.contains("activation request from host bzzz-01.customer.example, 40 nodes"),
+        "{body}"
+    );
+    assert!(
+        body.contains("the cluster reported 40 nodes, above this license"),
+        "{body}"
+    );
+    let saved = hidden(&body, "bind_saved");
+    let previewed = hidden(&body, "previewed");
+    assert!(!saved.is_empty(), "{body}");
+    // Signing carries the saved request by name (a file input cannot be refilled).
+    let sign = [
+        ("csrf", csrf.as_str()),
+        ("customer", "Initech"),
+        ("tier", "standard"),
+        ("bind_saved", &saved),
+        ("previewed", &previewed),
+        ("step", "sign"),
+    ];
+    let (s, loc, body) = multipart(&d, &cookie, "/desk/issue", &sign, None);
+    assert_eq!(s, 303, "{body}");
+    let id = loc
+        .strip_prefix("/desk/license/")
+        .and_then(|l| l.strip_suffix("?done=issued"))
+        .unwrap()
+        .to_string();
+    assert_eq!(claims(&env, &id).cluster.as_deref(), Some(cid.as_str()));
+    let (_, page) = d.get(&format!("/desk/license/{id}"), &cookie);
+    assert!(
+        page.contains(&format!(
+            "bound to cluster {cid} (activation request from host"
+        )),
+        "the ledger's history lacks the binding: {page}"
+    );
+    // As the CLI: a cluster id and a request together are refused.
+    let mut both = fields.to_vec();
+    both.push(("cluster", "abcdabcdabcdabcd"));
+    let (s, _, body) = multipart(&d, &cookie, "/desk/issue", &both, Some(("bind", &request)));
+    assert_eq!(s, 422);
+    assert!(body.contains("--cluster and --bind: give one"), "{body}");
+    // "Drop this activation request" unbinds.
+    let mut drop = fields.to_vec();
+    drop.push(("bind_saved", &saved));
+    drop.push(("unbind", "on"));
+    let (s, _, body) = multipart(&d, &cookie, "/desk/issue", &drop, None);
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        body.contains(r#"id="preview-cluster">not bound<"#),
+        "{body}"
+    );
+}
+
+#[test]
+fn desk_attack_forged_activation_request_or_another_file_is_refused_for_bind() {
+    let env = Env::new();
+    let d = Desk::start(&env, true);
+    let cookie = d.sign_in();
+    let csrf = d.csrf(&cookie);
+    let cluster = kaching_core::SecretKey::generate();
+    // A request whose node count was edited after signing.
+    let armored = activation_request(&cluster, 4);
+    let mut bin = kaching_core::armor::dearmor(&armored, None).unwrap();
+    let at = bin.len() - 70;
+    bin[at] ^= 1;
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("customer", "Initech"),
+        ("tier", "standard"),
+        ("step", "preview"),
+    ];
+    let (s, _, body) = multipart(&d, &cookie, "/desk/issue", &fields, Some(("bind", &bin)));
+    assert_eq!(s, 422, "{body}");
+    assert!(
+        body.contains("the uploaded file is not a valid activation request"),
+        "{body}"
+    );
+    assert!(
+        !env.dir.join("activation-requests").exists()
+            || std::fs::read_dir(env.dir.join("activation-requests"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "a forged request was kept"
+    );
+    // The form names only requests the desk saved: not the key, not a path.
+    for name in ["../vendor.key", "/etc/passwd", "../kaching.toml"] {
+        let mut f = fields.to_vec();
+        f.push(("bind_saved", name));
+        let (s, _, body) = multipart(&d, &cookie, "/desk/issue", &f, None);
+        assert_eq!(s, 422, "{name}");
+        assert!(body.contains("is not one the desk saved"), "{name}: {body}");
+    }
+    assert!(
+        !env.dir.join("licenses").exists()
+            || std::fs::read_dir(env.dir.join("licenses"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
+
+#[test]
+fn desk_suspends_with_a_revoker_key_as_revoker_key_does() {
+    let env = Env::new();
+    let (id, _) = env.issue(&["--customer", "ACME", "--tier", "standard"]);
+    // A root that names the roles (the vendor key: issuer and revoker).
+    env.cmd()
+        .args(["root", "init", "--key-count", "1", "--threshold", "1"])
+        .assert()
+        .success();
+    // The vendor key is not unlocked in the desk.
+    let d = Desk::start(&env, false);
+    let cookie = d.sign_in();
+    let csrf = d.csrf(&cookie);
+    let v0 = env.revocation_version();
+    let path = format!("/desk/license/{id}/change");
+    // The page's suspend form has the two fields, labelled.
+    let (_, page) = d.get(&format!("/desk/license/{id}"), &cookie);
+    for field in [
+        r#"<label for="suspend-valid">"#,
+        r#"id="suspend-valid" name="list_valid_for""#,
+        r#"<label for="suspend-revoker-key">"#,
+        r#"id="suspend-revoker-key" name="revoker_key""#,
+        r#"id="suspend-revoker-pass" name="revoker_passphrase""#,
+    ] {
+        assert!(page.contains(field), "{field}: {page}");
+    }
+    let vendor_key = env.dir.join("vendor.key").display().to_string();
+    // A key file the root does not name a revoker.
+    common::bare(env.tmp.path())
+        .args(["key", "new", "--out", "other.key"])
+        .env("KACHING_PASSPHRASE", "other pass phrase")
+        .assert()
+        .success();
+    let other = env.tmp.path().join("other.key").display().to_string();
+    let (s, _, body) = d.post(
+        &path,
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("action", "suspend"),
+            ("revoker_key", &other),
+            ("revoker_passphrase", "other pass phrase"),
+        ],
+    );
+    assert_eq!(s, 422);
+    assert!(body.contains("not a revoker"), "{body}");
+    let (s, _, body) = d.post(
+        &path,
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("action", "suspend"),
+            ("revoker_key", &vendor_key),
+            ("revoker_passphrase", "wrong"),
+        ],
+    );
+    assert_eq!(s, 422);
+    assert!(body.contains("wrong passphrase"), "{body}");
+    let (s, _, body) = d.post(
+        &path,
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("action", "suspend"),
+            ("revoker_key", &vendor_key),
+            ("revoker_passphrase", PASS),
+            ("list_valid_for", "2020-01-01"),
+        ],
+    );
+    assert_eq!(s, 422);
+    assert!(body.contains("is in the past"), "{body}");
+    assert_eq!(
+        env.revocation_version(),
+        v0,
+        "a refused change signed a list"
+    );
+    // The vendor key's file as the revoker key (it holds the role in the
+    // first root), with a list fresh for 3 days.
+    let (s, loc, body) = d.post(
+        &path,
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("action", "suspend"),
+            ("revoker_key", &vendor_key),
+            ("revoker_passphrase", PASS),
+            ("list_valid_for", "3d"),
+        ],
+    );
+    assert_eq!(s, 303, "{body}");
+    assert!(loc.ends_with("?done=suspended"), "{loc}");
+    assert_eq!(env.revocation_version(), v0 + 1);
+    // Signed by the key given, downloadable for the customer.
+    let (s, list) = d.bytes("/desk/revocations/download", &cookie);
+    assert_eq!(s, 200);
+    let list = kaching_core::armor::dearmor(&list, None).unwrap();
+    assert!(kaching_core::verify_revocation_list(&list, &env.pubkey()).is_ok());
+    // Dropped after that one list: the desk is still locked.
+    assert!(d.get("/desk/", &cookie).1.contains("key locked"));
+    let out = env
+        .cmd()
+        .args(["revocations", "show", "--json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expires = list["expires"].as_u64().unwrap();
+    assert!(
+        expires > now + 2 * 86_400 && expires <= now + 3 * 86_400 + 60,
+        "list fresh until {expires}, now {now}"
+    );
 }

@@ -76,6 +76,10 @@ fn browser_license_issued_from_the_desk_verifies_with_licensegen_verify() {
         .issue(&["--customer", "Initech", "--tier", "evaluation"])
         .0;
     env.cmd().args(["suspend", &old]).assert().success();
+    let cluster = kaching_core::SecretKey::generate();
+    let cid = kaching_core::cluster_id(&cluster.public());
+    let request = env.tmp.path().join("activation.asc");
+    std::fs::write(&request, activation_request(&cluster)).unwrap();
     let d = Desk::start(&env, false);
     run(async {
         let Some(b) = Browser::start().await else {
@@ -87,6 +91,11 @@ fn browser_license_issued_from_the_desk_verifies_with_licensegen_verify() {
         choose_tier(&b, "standard").await;
         b.fill("#nodes", "12").await;
         b.fill("#features", "bulk-operations").await;
+        // Air-gapped: bound to the customer's activation request, reports due.
+        b.choose_file("#bind", &request).await;
+        b.fill("#report_every", "90d").await;
+        b.fill("#report_deny", "bulk-operations").await;
+        b.fill("#degrade", "analytics").await;
         b.click("#do-preview").await;
         b.wait_for(
             "the preview",
@@ -99,6 +108,15 @@ fn browser_license_issued_from_the_desk_verifies_with_licensegen_verify() {
             .text("#preview-features")
             .await
             .contains("bulk-operations"));
+        assert_eq!(b.text("#preview-cluster").await, cid);
+        assert!(b
+            .text("#preview")
+            .await
+            .contains("bzzz-01.customer.example"));
+        assert!(b.text("#preview-report").await.contains("every 90d"));
+        assert!(b.text("#preview-degrade").await.contains("analytics"));
+        // The file input is empty again; the chosen request stays by name.
+        assert!(!b.text("#bind-hint").await.is_empty());
         screenshot(&b, "desk-issue.png").await;
         b.click("#do-sign").await;
         b.wait_for_url("?done=issued").await;
@@ -119,7 +137,106 @@ fn browser_license_issued_from_the_desk_verifies_with_licensegen_verify() {
         let said = common::stdout(&verdict);
         assert!(verdict.status.success(), "{said}");
         assert!(said.contains("Globex Corporation"), "{said}");
+        let shown = common::stdout(&env.cmd().args(["inspect", file]).output().unwrap());
+        assert!(
+            shown.contains(&cid),
+            "not bound to the request's cluster: {shown}"
+        );
     });
+}
+
+fn activation_request(cluster: &kaching_core::SecretKey) -> Vec<u8> {
+    let req = kaching_core::cluster::ActivationRequest {
+        cluster_id: kaching_core::cluster_id(&cluster.public()),
+        cluster_key: *cluster.public().as_bytes(),
+        hostname: "bzzz-01.customer.example".into(),
+        nodes: 6,
+        created: 1_795_000_000,
+    };
+    kaching_core::armor::armor(kaching_core::DocKind::ActivationRequest, &req.sign(cluster))
+        .into_bytes()
+}
+
+/// A first chained usage report of `cluster` for `license`.
+fn usage_report(cluster: &kaching_core::SecretKey, license: &str) -> Vec<u8> {
+    use kaching_core::cluster::{ReportChain, UsageReport};
+    use std::collections::BTreeMap;
+    UsageReport {
+        license_id: license.parse().unwrap(),
+        cluster_id: kaching_core::cluster_id(&cluster.public()),
+        period_start: 1_795_000_000,
+        period_end: 1_795_300_000,
+        counters: BTreeMap::new(),
+        peak_nodes: 3,
+        upgrade_requests: Vec::new(),
+        chain: Some(ReportChain {
+            seq: 1,
+            prev: None,
+            trusted_time: 1_795_300_000,
+            acked: 0,
+            node_peaks: BTreeMap::new(),
+        }),
+    }
+    .sign(cluster)
+}
+
+#[test]
+fn browser_usage_report_imported_while_locked_gets_its_receipt_after_unlock() {
+    let env = Env::new();
+    let (id, _) = env.issue(&["--customer", "ACME", "--tier", "standard"]);
+    let report = env.tmp.path().join("usage.cose");
+    std::fs::write(
+        &report,
+        usage_report(&kaching_core::SecretKey::generate(), &id),
+    )
+    .unwrap();
+    let d = Desk::start(&env, false);
+    run(async {
+        let Some(b) = Browser::start().await else {
+            return;
+        };
+        b.goto(&d.link).await;
+        b.wait_for_url("/desk/").await;
+        b.choose_file("#report", &report).await;
+        b.click("#do-import").await;
+        b.wait_for(
+            "the import's answer",
+            "return !!document.getElementById('import-said');",
+            Duration::from_secs(20),
+        )
+        .await;
+        let said = b.text("#no-receipt").await;
+        assert!(
+            said.contains("Recorded without a receipt.")
+                && said.contains("Unlock the key to produce the receipt"),
+            "{said}"
+        );
+        screenshot(&b, "desk-usage-locked.png").await;
+        // Unlock at the top of the page: back on the license, press the button.
+        b.fill("#passphrase", PASS).await;
+        b.click("form[action='/desk/unlock'] button").await;
+        b.wait_for_url(&format!("/desk/license/{id}")).await;
+        b.click("#do-sign-receipt-0").await;
+        b.wait_for(
+            "the receipt",
+            "return !!document.getElementById('download-receipt');",
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(b.text("main .banner").await.contains("Receipt signed."));
+        b.quit().await;
+    });
+    let receipts = std::fs::read_dir(env.dir.join("usage-reports"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".receipt.asc")
+        })
+        .count();
+    assert_eq!(receipts, 1);
 }
 
 #[test]

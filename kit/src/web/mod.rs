@@ -175,6 +175,26 @@ pub async fn read_upload(
     }
 }
 
+/// Reads every field of a multipart form, in order, as (name, bytes): for
+/// a form that mixes text fields with an optional file. The caller checks
+/// the `csrf` field.
+pub async fn read_fields(
+    form: &mut axum::extract::Multipart,
+) -> Result<Vec<(String, Vec<u8>)>, UploadError> {
+    let mut got = Vec::new();
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or_default().to_string();
+                let data = field.bytes().await.map_err(|_| UploadError::CutOff)?;
+                got.push((name, data.to_vec()));
+            }
+            Ok(None) => return Ok(got),
+            Err(e) => return Err(UploadError::Unreadable(e.to_string())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,8 @@ pub(super) fn reinstate(ctx: &Ctx<'_>, a: &RevokeArgs) -> Result<u8> {
     change(ctx, a, None)
 }
 
-fn deadline(text: Option<&str>, now: Timestamp) -> Result<Option<Timestamp>> {
+/// The `--list-valid-for` deadline, refused when in the past (the CLI and the desk).
+pub(crate) fn deadline(text: Option<&str>, now: Timestamp) -> Result<Option<Timestamp>> {
     let Some(text) = text else { return Ok(None) };
     let t = parse_expiry(text, now)?;
     if t <= now {

@@ -6,7 +6,7 @@ use std::sync::PoisonError;
 use age::secrecy::SecretString;
 use anyhow::Result;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
@@ -15,14 +15,14 @@ use kaching_core::root::Role;
 use kaching_core::time::DAY;
 use kaching_core::{armor, DocKind, SecretKey};
 use kaching_kit::web::components::Tone;
-use kaching_kit::web::see_other;
+use kaching_kit::web::{see_other, UploadError};
 use serde::Deserialize;
 
-use super::pages::{self, Chrome, Filter, IssueFields, LicenseView, Notice};
+use super::pages::{self, Chrome, Filter, IssueFields, LicenseView, Notice, Preview};
 use super::Desk;
 use crate::issue::{self, build, LicenseRequest, Mode};
 use crate::ledger::{self, Ledger, LedgerState};
-use crate::vendor_dir::{VendorDir, KEY_FILE, LEDGER_FILE};
+use crate::vendor_dir::{VendorDir, KEY_FILE, LEDGER_FILE, REVOCATIONS_ARMORED_FILE};
 
 /// Decrypts the vendor key with `passphrase` (the form), else with the
 /// CLI's sources (passphrase file, `KACHING_PASSPHRASE`, `--identity`).
@@ -166,7 +166,7 @@ fn done_text(done: &str) -> Option<Notice> {
     let (title, text) = match done {
         "issued" => ("Issued.", "The license was signed, written under licenses/ and recorded in the ledger: download it below and send it to the customer."),
         "upgraded" | "renewed" => ("Signed.", "This new license replaces the old one: download it below and send it to the customer."),
-        "suspended" | "revoked" | "reinstated" => ("Signed.", "The new revocation list is written (revocations.cose and revocations.asc): send it to the customer or `licensegen publish` it."),
+        "suspended" | "revoked" | "reinstated" => ("Signed.", "The new revocation list is written (revocations.cose and revocations.asc): download it below (Revocation list) for an air-gapped customer, or `licensegen publish` it to the relay."),
         _ => return None,
     };
     Some(Notice {
@@ -177,6 +177,16 @@ fn done_text(done: &str) -> Option<Notice> {
 }
 
 fn license_page(desk: &Desk, id: &str, q: &LicenseQuery) -> Result<Response> {
+    license_page_with(desk, id, done_text(&q.done), None)
+}
+
+/// The license page, with a notice and the preview of an upgrade or renewal.
+fn license_page_with(
+    desk: &Desk,
+    id: &str,
+    notice: Option<Notice>,
+    reissue: Option<pages::Reissue<'_>>,
+) -> Result<Response> {
     let v = desk.vendor()?;
     let ledger = Ledger::open(&v.path(LEDGER_FILE))?;
     let list = crate::revocations::current(&v, &ledger)?;
@@ -184,6 +194,10 @@ fn license_page(desk: &Desk, id: &str, q: &LicenseQuery) -> Result<Response> {
     let lic = issue::recorded_license(&v, &rec)?;
     let history = ledger::events(&ledger.conn, &rec.id)?;
     let usage = ledger::usage_for(&ledger.conn, &rec.id)?;
+    let receipts = usage
+        .iter()
+        .map(|u| ledger::receipt_for(&ledger.conn, &u.file_sha256).map(|r| r.is_some()))
+        .collect::<Result<Vec<_>>>()?;
     let catalog = v.catalog()?;
     let view = LicenseView {
         rec: &rec,
@@ -191,17 +205,18 @@ fn license_page(desk: &Desk, id: &str, q: &LicenseQuery) -> Result<Response> {
         license: &lic,
         history: &history,
         usage: &usage,
+        receipts,
+        has_list: v.path(REVOCATIONS_ARMORED_FILE).exists(),
+        revoker_key: std::env::var("KACHING_REVOKER_KEY").unwrap_or_default(),
         tiers: catalog
             .tiers
             .iter()
             .map(|t| (t.name.clone(), t.name.clone()))
             .collect(),
+        reissue,
     };
     let back = format!("/desk/license/{}", rec.id);
-    Ok(pages::license(
-        &chrome(desk, &back, done_text(&q.done)),
-        &view,
-    ))
+    Ok(pages::license(&chrome(desk, &back, notice), &view))
 }
 
 pub(super) async fn license(
@@ -263,6 +278,36 @@ fn download_file(desk: &Desk, id: &str, form: &str) -> Result<Response> {
     Ok(resp)
 }
 
+/// `GET /desk/revocations/download`: the current signed revocation list,
+/// armored, to carry to air-gapped customers (as `revocations.asc`).
+pub(super) async fn download_list(State(desk): State<Desk>) -> Response {
+    let run = || -> Result<Response> {
+        let v = desk.vendor()?;
+        let path = v.path(REVOCATIONS_ARMORED_FILE);
+        if !path.exists() {
+            return Ok(pages::problem(
+                StatusCode::NOT_FOUND,
+                "No revocation list here.",
+                "revocations.asc is not in the vendor directory: run `licensegen revocations refresh` to sign the current list again",
+            ));
+        }
+        let bytes = crate::fsutil::read(&path)?;
+        let mut resp = (StatusCode::OK, bytes).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment; filename=\"revocations.asc\""),
+        );
+        kaching_kit::web::secure(&mut resp);
+        Ok(resp)
+    };
+    run().unwrap_or_else(|e| failed(&e))
+}
+
 pub(super) async fn download(
     State(desk): State<Desk>,
     Path((id, form)): Path<(String, String)>,
@@ -282,13 +327,69 @@ pub(super) struct ChangeForm {
     reason: String,
     #[serde(default, rename = "revoke-reason")]
     revoke_reason: String,
+    #[serde(default)]
+    list_valid_for: String,
+    /// Upgrade and renew: `sign` after the preview.
+    #[serde(default)]
+    step: String,
+    /// Upgrade and renew: the fingerprint of the fields the preview showed.
+    #[serde(default)]
+    previewed: String,
+    #[serde(default)]
+    revoker_key: String,
+    #[serde(default)]
+    revoker_passphrase: String,
+}
+
+/// The passphrase typed in a form, or `None` to take it from the CLI's
+/// sources (`--passphrase-file`, `KACHING_PASSPHRASE`, `--identity`); never
+/// a terminal prompt, as the desk runs in the background.
+fn typed_or_sources(desk: &Desk, typed: &str, whose: &str) -> Result<Option<SecretString>> {
+    let sources = desk.unlock.passphrase.is_non_interactive() || desk.unlock.identity.is_some();
+    if typed.is_empty() && !sources {
+        return Err(crate::error::usage(format!(
+            "no passphrase entered: type the {whose}'s passphrase"
+        )));
+    }
+    // An empty field with only an age identity: the identity unlocks a
+    // recipient-encrypted key, and a passphrase key is refused rather than
+    // asked for at the terminal.
+    Ok(
+        if !typed.is_empty() || !desk.unlock.passphrase.is_non_interactive() {
+            Some(SecretString::from(typed.to_string()))
+        } else {
+            None
+        },
+    )
 }
 
 fn some(s: &str) -> Option<String> {
     Some(s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
-fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<String> {
+/// What a change did: signed (go to this page), or an upgrade or renewal
+/// to preview first.
+enum Changed {
+    Done(String),
+    Preview {
+        built: Box<issue::Built>,
+        previewed: String,
+        changed: bool,
+    },
+}
+
+/// What the upgrade / renew fields said when previewed.
+fn reissue_fingerprint(id: &str, f: &ChangeForm) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for x in [id, &f.action, &f.tier, &f.expires] {
+        h.update(x.trim().as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<Changed> {
     let v = desk.vendor()?;
     let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
     let now = crate::fsutil::now();
@@ -304,12 +405,24 @@ fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<String> {
             let plan = crate::commands::licenses::plan_reissue(
                 &v, &ledger, &catalog, id, &r, upgrade, now,
             )?;
+            // Sign only what was previewed, as the issue form does.
+            let seen = reissue_fingerprint(id, f);
+            if f.step != "sign" || f.previewed != seen {
+                return Ok(Changed::Preview {
+                    built: Box::new(plan.built),
+                    previewed: seen,
+                    changed: f.step == "sign",
+                });
+            }
             let armored = v.config.armor || plan.was_armored;
             let issued = with_key(desk, &v, Role::Issuer, |key| {
                 issue::sign_and_record(&v, &mut ledger, key, plan.built, armored, None, now)
             })?;
             let done = if upgrade { "upgraded" } else { "renewed" };
-            return Ok(format!("/desk/license/{}?done={done}", issued.license.id));
+            return Ok(Changed::Done(format!(
+                "/desk/license/{}?done={done}",
+                issued.license.id
+            )));
         }
         "suspend" => Some(RevocationStatus::Suspended),
         "revoke" => Some(RevocationStatus::Revoked),
@@ -321,16 +434,36 @@ fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<String> {
         }
     };
     let reason = some(&f.reason).or_else(|| some(&f.revoke_reason));
+    let expires = crate::commands::revoke::deadline(some(&f.list_valid_for).as_deref(), now)?;
     let (rec, change) = crate::commands::revoke::plan_change(&v, &ledger, id, status, reason, now)?;
-    with_key(desk, &v, Role::Revoker, |key| {
-        crate::revocations::publish(&v, &mut ledger, key, &change, None, now)
-    })?;
+    match some(&f.revoker_key) {
+        // As `--revoker-key`: unlocked for this one list, then dropped.
+        Some(path) => {
+            let typed = zeroize::Zeroizing::new(f.revoker_passphrase.clone());
+            let given = typed_or_sources(desk, &typed, "revoker key")?;
+            let key = crate::keystore::unseal_file_with(
+                std::path::Path::new(&path),
+                &desk.unlock,
+                given,
+            )?;
+            crate::commands::root::check_role(&v, &key, Role::Revoker)?;
+            crate::revocations::publish(&v, &mut ledger, &key, &change, expires, now)?;
+        }
+        None => {
+            with_key(desk, &v, Role::Revoker, |key| {
+                crate::revocations::publish(&v, &mut ledger, key, &change, expires, now)
+            })?;
+        }
+    }
     let done = match status {
         Some(RevocationStatus::Suspended) => "suspended",
         Some(RevocationStatus::Revoked) => "revoked",
         None => "reinstated",
     };
-    Ok(format!("/desk/license/{}?done={done}", rec.id))
+    Ok(Changed::Done(format!(
+        "/desk/license/{}?done={done}",
+        rec.id
+    )))
 }
 
 pub(super) async fn change(
@@ -346,7 +479,30 @@ pub(super) async fn change(
         return forged();
     }
     match apply_change(&desk, &id, &f) {
-        Ok(to) => see_other(&to),
+        Ok(Changed::Done(to)) => see_other(&to),
+        Ok(Changed::Preview {
+            built,
+            previewed,
+            changed,
+        }) => {
+            let notice = changed.then(|| Notice {
+                tone: Tone::Warn,
+                title: "Not signed yet.".into(),
+                text: "The form changed since the preview: check the new preview, then sign."
+                    .into(),
+            });
+            let reissue = pages::Reissue {
+                action: &f.action,
+                tier: &f.tier,
+                expires: &f.expires,
+                previewed: &previewed,
+                preview: Preview {
+                    license: &built.license,
+                    notes: &built.notes,
+                },
+            };
+            license_page_with(&desk, &id, notice, Some(reissue)).unwrap_or_else(|e| failed(&e))
+        }
         Err(e) => failed(&e),
     }
 }
@@ -401,6 +557,12 @@ fn fingerprint(f: &IssueFields) -> String {
         &f.cluster,
         &f.heartbeat,
         &f.offline_grace,
+        &f.custom_quotas,
+        &f.report_every,
+        &f.report_warn,
+        &f.report_deny,
+        &f.degrade,
+        &f.bind_saved,
         &f.armor,
     ];
     let mut h = Sha256::new();
@@ -411,8 +573,13 @@ fn fingerprint(f: &IssueFields) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The form as the request `licensegen issue` builds from its flags.
-fn request_of(f: &IssueFields) -> Result<LicenseRequest> {
+/// The form as the request `licensegen issue` builds from its flags;
+/// `requests` is where the desk keeps uploaded activation requests.
+fn request_of(f: &IssueFields, requests: &std::path::Path) -> Result<LicenseRequest> {
+    let bind = match f.bind_saved.trim() {
+        "" => None,
+        name => Some(requests.join(super::requests::checked_name(name)?)),
+    };
     Ok(LicenseRequest {
         customer: some(&f.customer),
         customer_id: some(&f.customer_id),
@@ -425,19 +592,69 @@ fn request_of(f: &IssueFields) -> Result<LicenseRequest> {
         grace: some(&f.grace),
         overage: number("overage", &f.overage)?,
         cluster: some(&f.cluster),
+        bind,
         heartbeat: some(&f.heartbeat),
         offline_grace: some(&f.offline_grace),
+        custom_quotas: list(&f.custom_quotas),
+        report_every: some(&f.report_every),
+        report_warn: some(&f.report_warn),
+        report_deny: list(&f.report_deny),
+        degrade: list(&f.degrade),
         ..LicenseRequest::default()
     })
 }
 
-pub(super) async fn issue(
-    State(desk): State<Desk>,
-    form: Result<Form<IssueFields>, FormRejection>,
-) -> Response {
-    let f = match form {
-        Ok(Form(f)) => f,
-        Err(e) => return bad_form(e),
+/// Reads the issue form: multipart as the page sends it (it may carry an
+/// activation request file), or urlencoded.
+async fn read_issue_form(req: Request) -> Result<(IssueFields, Option<Vec<u8>>), Response> {
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !multipart {
+        return match Form::<IssueFields>::from_request(req, &()).await {
+            Ok(Form(f)) => Ok((f, None)),
+            Err(e) => Err(bad_form(e)),
+        };
+    }
+    let unreadable = |e: String| {
+        pages::problem(
+            StatusCode::BAD_REQUEST,
+            "That form could not be read.",
+            &format!("{e}: reload the page and try again."),
+        )
+    };
+    let mut form = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| unreadable(e.to_string()))?;
+    let fields = kaching_kit::web::read_fields(&mut form)
+        .await
+        .map_err(|e| match e {
+            UploadError::CutOff => unreadable("the upload was cut off".into()),
+            UploadError::Unreadable(e) => unreadable(e),
+        })?;
+    let mut text = serde_json::Map::new();
+    let mut file = None;
+    for (name, bytes) in fields {
+        if name == "bind" {
+            file = Some(bytes).filter(|b| !b.is_empty());
+        } else {
+            text.insert(
+                name,
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+            );
+        }
+    }
+    let f = serde_json::from_value(serde_json::Value::Object(text))
+        .map_err(|e| unreadable(e.to_string()))?;
+    Ok((f, file))
+}
+
+pub(super) async fn issue(State(desk): State<Desk>, req: Request) -> Response {
+    let (mut f, upload) = match read_issue_form(req).await {
+        Ok(got) => got,
+        Err(resp) => return resp,
     };
     if !desk.csrf.check(&f.csrf) {
         return forged();
@@ -451,8 +668,7 @@ pub(super) async fn issue(
         Err(e) => return failed(&e),
     };
     let now = crate::fsutil::now();
-    let built = request_of(&f).and_then(|r| build(&r, Mode::New, &catalog, &v.config, now));
-    let refused = |e: &anyhow::Error| {
+    let refused = |f: &IssueFields, e: &anyhow::Error| {
         let notice = Notice {
             tone: Tone::Bad,
             title: "Not issued.".into(),
@@ -462,13 +678,26 @@ pub(super) async fn issue(
             StatusCode::UNPROCESSABLE_ENTITY,
             &chrome(&desk, "/desk/issue", Some(notice)),
             &catalog,
-            &f,
+            f,
             None,
         )
     };
+    if f.unbind == "on" {
+        f.bind_saved.clear();
+        f.unbind.clear();
+    }
+    if let Some(bytes) = upload {
+        match super::requests::save(&v, &bytes) {
+            Ok(name) => f.bind_saved = name,
+            Err(e) => return refused(&f, &e),
+        }
+    }
+    let requests = v.path(super::requests::DIR);
+    let built =
+        request_of(&f, &requests).and_then(|r| build(&r, Mode::New, &catalog, &v.config, now));
     let built = match built {
         Ok(b) => b,
-        Err(e) => return refused(&e),
+        Err(e) => return refused(&f, &e),
     };
     let seen = fingerprint(&f);
     if f.step != "sign" || f.previewed != seen {
@@ -486,7 +715,10 @@ pub(super) async fn issue(
             &chrome(&desk, "/desk/issue", notice),
             &catalog,
             &shown,
-            Some(&built.license),
+            Some(&Preview {
+                license: &built.license,
+                notes: &built.notes,
+            }),
         );
     }
     let armored = f.armor == "on" || v.config.armor;
@@ -509,7 +741,10 @@ pub(super) async fn issue(
                 &chrome(&desk, "/desk/issue", Some(notice)),
                 &catalog,
                 &f,
-                Some(&built.license),
+                Some(&Preview {
+                    license: &built.license,
+                    notes: &built.notes,
+                }),
             )
         }
     }
@@ -545,22 +780,8 @@ pub(super) async fn unlock(
         return forged();
     }
     let pass = zeroize::Zeroizing::new(f.passphrase);
-    let sources = desk.unlock.passphrase.is_non_interactive() || desk.unlock.identity.is_some();
     let got = desk.vendor().and_then(|v| {
-        if pass.is_empty() && !sources {
-            // Never fall back to a terminal prompt: the desk runs in the background.
-            return Err(crate::error::usage(
-                "no passphrase entered: type the vendor key's passphrase",
-            ));
-        }
-        // An empty field with only an age identity: the identity unlocks a
-        // recipient-encrypted key, and a passphrase key is refused rather
-        // than asked for at the terminal.
-        let given = if !pass.is_empty() || !desk.unlock.passphrase.is_non_interactive() {
-            Some(SecretString::from(pass.to_string()))
-        } else {
-            None
-        };
+        let given = typed_or_sources(&desk, &pass, "vendor key")?;
         unseal(&desk, &v, given)
     });
     match got {
@@ -617,7 +838,7 @@ mod tests {
             quotas: "search_requests=100/day".into(),
             ..IssueFields::default()
         };
-        let r = request_of(&f).unwrap();
+        let r = request_of(&f, std::path::Path::new("/nowhere")).unwrap();
         assert_eq!(r.customer.as_deref(), Some("ACME"));
         assert_eq!(r.nodes, Some(5));
         assert_eq!(r.features, ["sso", "audit_log"]);
@@ -627,7 +848,9 @@ mod tests {
             nodes: "five".into(),
             ..f
         };
-        let e = request_of(&bad).unwrap_err().to_string();
+        let e = request_of(&bad, std::path::Path::new("/nowhere"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("whole number"), "{e}");
     }
 }

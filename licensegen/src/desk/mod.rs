@@ -24,6 +24,7 @@
 
 mod actions;
 mod pages;
+mod requests;
 mod usage;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -207,7 +208,9 @@ pub(crate) fn router(desk: Desk) -> Router {
         .route("/desk/license/{id}", get(actions::license))
         .route("/desk/license/{id}/download/{form}", get(actions::download))
         .route("/desk/license/{id}/change", post(actions::change))
+        .route("/desk/license/{id}/receipt", post(usage::receipt_for))
         .route("/desk/issue", get(actions::issue_form).post(actions::issue))
+        .route("/desk/revocations/download", get(actions::download_list))
         .route("/desk/usage", post(usage::import))
         .route("/desk/usage/{file}", get(usage::receipt))
         .route("/desk/unlock", post(actions::unlock))

@@ -173,10 +173,37 @@ pub fn ledger(
     frame(StatusCode::OK, c, "Ledger", main)
 }
 
+/// What an import (or a later receipt) did.
+pub struct ImportView<'a> {
+    /// What `usage::import` returned.
+    pub imported: &'a crate::usage::Imported,
+    /// The report's hash (the ledger's key for it).
+    pub sha: &'a str,
+    /// The receipt's file name, when one was written.
+    pub receipt: Option<&'a str>,
+    /// The page answers the "Sign the receipt" button.
+    pub signing: bool,
+}
+
+/// The form that signs the receipt of a report recorded without one.
+fn sign_receipt_form(csrf: &str, license: &str, sha: &str, id: &str) -> Markup {
+    markup! {
+        form class="actions" method="post" action={ "/desk/license/" (license) "/receipt" } {
+            (csrf_field(csrf))
+            input type="hidden" name="report" value=(sha);
+            button type="submit" id=(id) { "Sign the receipt" }
+        }
+    }
+}
+
 /// What an imported usage report said.
-pub fn imported(c: &Chrome<'_>, i: &crate::usage::Imported, receipt: Option<&str>) -> Response {
+pub fn imported(c: &Chrome<'_>, v: &ImportView<'_>) -> Response {
+    let i = v.imported;
+    let chained = i.report.chain.is_some();
     let (tone, title) = if !i.findings.is_empty() {
         (Tone::Bad, "Imported, with chain findings.")
+    } else if v.signing && v.receipt.is_some() {
+        (Tone::Good, "Receipt signed.")
     } else if !i.warnings.is_empty() {
         (Tone::Warn, "Imported, with warnings.")
     } else if i.new {
@@ -185,6 +212,12 @@ pub fn imported(c: &Chrome<'_>, i: &crate::usage::Imported, receipt: Option<&str
         (Tone::Info, "Already imported.")
     };
     let id = i.report.license_id.to_string();
+    // The CLI's last line names its flag; the page says it in its own words below.
+    let said: String = crate::usage::describe(i)
+        .lines()
+        .filter(|l| !l.starts_with("no receipt written"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let main = markup! {
         (section("imported", "Usage report", markup! {
             (banner(tone, title, markup! {
@@ -192,9 +225,18 @@ pub fn imported(c: &Chrome<'_>, i: &crate::usage::Imported, receipt: Option<&str
                 a href={ "/desk/license/" (id) } { (id) } "."
             }))
             @for f in &i.findings { p class="finding" { (badge(Tone::Bad, "flagged", None)) " " (f) } }
-            pre id="import-said" { (crate::usage::describe(i)) }
-            @if let Some(r) = receipt {
+            pre id="import-said" { (said) }
+            @if let Some(r) = v.receipt {
                 p { a id="download-receipt" href={ "/desk/usage/" (r) } download { "Download the receipt (" (r) ")" } " and send it to the customer: " code { "kaching-verifier receipt import" } }
+            } @else if chained {
+                div id="no-receipt" {
+                    (banner(Tone::Warn, "Recorded without a receipt.", markup! {
+                        "The report, its figures and its chain findings are in the ledger. "
+                        "Unlock the key to produce the receipt the customer imports to clear what you now have: "
+                        @if c.unlocked { "the key is unlocked, press the button." } @else { "enter the passphrase at the top of this page, then press the button." }
+                    }))
+                    (sign_receipt_form(c.csrf, &id, v.sha, "do-sign-receipt"))
+                }
             }
         }))
     };
@@ -213,8 +255,56 @@ pub struct LicenseView<'a> {
     pub history: &'a [Event],
     /// Usage reports imported for it.
     pub usage: &'a [UsageRecord],
+    /// Per usage report (same order): whether its receipt was signed.
+    pub receipts: Vec<bool>,
     /// Tier names for the upgrade form.
     pub tiers: Vec<(String, String)>,
+    /// The revoker key file to offer (`KACHING_REVOKER_KEY`), if any.
+    pub revoker_key: String,
+    /// Whether a signed revocation list exists (to download).
+    pub has_list: bool,
+    /// An upgrade or renewal previewed, waiting for "Sign".
+    pub reissue: Option<Reissue<'a>>,
+}
+
+/// An upgrade or renewal shown before it is signed.
+pub struct Reissue<'a> {
+    /// `upgrade` or `renew`.
+    pub action: &'a str,
+    /// The tier asked for (upgrade).
+    pub tier: &'a str,
+    /// The expiry asked for (renew).
+    pub expires: &'a str,
+    /// The fingerprint of these fields.
+    pub previewed: &'a str,
+    /// The new license's claims.
+    pub preview: Preview<'a>,
+}
+
+/// The revocation-list fields of suspend / reinstate / revoke: as
+/// `--list-valid-for` and `--revoker-key` (the ids carry the action).
+fn list_fields(action: &str, revoker_key: &str) -> Markup {
+    let valid = format!("{action}-valid");
+    let key = format!("{action}-revoker-key");
+    let pass = format!("{action}-revoker-pass");
+    markup! {
+        div class="field" {
+            label for=(valid) { "Revocation list fresh for" }
+            input type="text" id=(valid) name="list_valid_for" aria-describedby={ (valid) "-hint" };
+            span class="caption" id={ (valid) "-hint" } { "duration or date (7d, 2027-01-31): how long verifiers accept this list; empty: revocation_validity in kaching.toml" }
+        }
+        details open[!revoker_key.is_empty()] {
+            summary { "Sign with a revoker key instead of the vendor key" }
+            div class="field" {
+                label for=(key) { "Revoker key file (made by licensegen key new, given the revoker role)" }
+                input type="text" id=(key) name="revoker_key" value=(revoker_key);
+            }
+            div class="field" {
+                label for=(pass) { "Its passphrase" }
+                input type="password" id=(pass) name="revoker_passphrase" autocomplete="off";
+            }
+        }
+    }
 }
 
 /// The license page.
@@ -232,16 +322,25 @@ pub fn license(c: &Chrome<'_>, v: &LicenseView<'_>) -> Response {
             ]
         })
         .collect();
+    let id_text = r.id.to_string();
     let reports: Vec<Vec<Markup>> = v
         .usage
         .iter()
-        .map(|u| {
+        .enumerate()
+        .map(|(n, u)| {
+            let signed = v.receipts.get(n).copied().unwrap_or(false);
             vec![
                 markup! { (crate::output::date(u.period_start)) " to " (crate::output::date(u.period_end)) },
                 markup! { (u.cluster_id) },
                 markup! { (u.peak_nodes) },
+                said(u),
                 markup! {
                     @for f in u.chain.iter().flat_map(|c| &c.findings) { (badge(Tone::Bad, "flagged", None)) " " (f) br; }
+                },
+                markup! {
+                    @if u.chain.is_none() { span class="muted" { "none (unchained report)" } }
+                    @else if signed { (badge(Tone::Good, "signed", None)) }
+                    @else { (sign_receipt_form(c.csrf, &id_text, &u.file_sha256, &format!("do-sign-receipt-{n}"))) }
                 },
             ]
         })
@@ -257,7 +356,36 @@ pub fn license(c: &Chrome<'_>, v: &LicenseView<'_>) -> Response {
             }
         }
     };
+    let reissue = v.reissue.as_ref().map(|x| {
+        let (title, label) = if x.action == "upgrade" {
+            (
+                "Preview: the upgraded license that will be signed",
+                "Sign the upgrade",
+            )
+        } else {
+            (
+                "Preview: the renewed license that will be signed",
+                "Sign the renewal",
+            )
+        };
+        preview_section(
+            title,
+            &x.preview,
+            markup! {
+                form class="actions" method="post" action={ "/desk/license/" (id) "/change" } {
+                    (csrf_field(c.csrf))
+                    input type="hidden" name="action" value=(x.action);
+                    input type="hidden" name="tier" value=(x.tier);
+                    input type="hidden" name="expires" value=(x.expires);
+                    input type="hidden" name="previewed" value=(x.previewed);
+                    button type="submit" name="step" value="sign" id="do-sign-reissue" { (label) }
+                    a href={ "/desk/license/" (id) } { "Cancel" }
+                }
+            },
+        )
+    });
     let main = markup! {
+        @if let Some(x) = reissue { (x) }
         (section("license", &r.customer, markup! {
             p { (state_badge(v.state)) " " code id="license-id" { (id) } }
             (facts(&[
@@ -280,33 +408,77 @@ pub fn license(c: &Chrome<'_>, v: &LicenseView<'_>) -> Response {
         }))
         (section("actions", "Change", markup! {
             @if open {
-                (action("upgrade", "Upgrade (sign a new license)", markup! {
+                (action("upgrade", "Preview the upgrade", markup! {
                     (select_field("To tier", "tier", &v.tiers, &r.tier))
                 }))
-                (action("renew", "Renew (sign a new license)", markup! {
+                (action("renew", "Preview the renewal", markup! {
                     (optional_field("New expiry", "expires", "text", "", "date (2028-01-31) or duration (365d); empty: one tier term after the old expiry"))
                 }))
                 @if v.state == LedgerState::Suspended {
-                    (action("reinstate", "Reinstate", markup! {}))
+                    (action("reinstate", "Reinstate", markup! {
+                        (list_fields("reinstate", &v.revoker_key))
+                    }))
                 } @else {
                     (action("suspend", "Suspend", markup! {
                         (optional_field("Reason (the customer sees it)", "reason", "text", "", ""))
+                        (list_fields("suspend", &v.revoker_key))
                     }))
                 }
                 (action("revoke", "Revoke for good", markup! {
                     (optional_field("Reason (the customer sees it) ", "revoke-reason", "text", "", ""))
+                    (list_fields("revoke", &v.revoker_key))
                 }))
-                p class="muted" { "Suspend, reinstate and revoke sign the next revocation list (revocations.cose) as `licensegen suspend` does; send it to the customer or `licensegen publish` it." }
+                p class="muted" { "Suspend, reinstate and revoke sign the next revocation list (revocations.cose) as `licensegen suspend` does; carry it to an air-gapped customer or `licensegen publish` it." }
             } @else {
                 p { "This license is " (v.state) ": nothing more to change. Issue a new license instead." }
+            }
+            @if v.has_list {
+                p class="actions" { a id="download-revocations" href="/desk/revocations/download" download { "Download the current revocation list (revocations.asc)" } }
             }
         }))
         (section("history", "History", table("What happened to this license", &["When", "What", "Detail"], &events)))
         @if !reports.is_empty() {
-            (section("usage", "Usage reports", table("Imported with `licensegen usage import`", &["Period", "Cluster", "Peak nodes", "Chain"], &reports)))
+            (section("usage", "Usage reports", table("Imported with `licensegen usage import` or on this desk", &["Period", "Cluster", "Peak nodes", "What it said", "Chain", "Receipt"], &reports)))
         }
     };
     frame(StatusCode::OK, c, &r.customer, main)
+}
+
+/// What a usage report said, in short: each counter's highest bucket and
+/// the upgrade requests it carried (the full text is shown at import).
+fn said(u: &UsageRecord) -> Markup {
+    let counters: Vec<String> = u
+        .counters
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(metric, buckets)| {
+            let (bucket, most) = buckets
+                .as_object()?
+                .iter()
+                .filter_map(|(b, v)| Some((b, v.as_u64()?)))
+                .max_by_key(|(_, v)| *v)?;
+            Some(format!("{metric}: up to {most} ({bucket})"))
+        })
+        .collect();
+    let requests: Vec<String> = u
+        .upgrade_requests
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "upgrade request: tier {} — {}",
+                r["requested_tier"].as_str().unwrap_or("?"),
+                r["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    markup! {
+        @for c in &counters { (c) br; }
+        @for r in &requests { strong { (r) } br; }
+        @if counters.is_empty() && requests.is_empty() { span class="muted" { "no counters" } }
+    }
 }
 
 fn quotas_text(l: &License) -> String {
@@ -351,10 +523,89 @@ pub struct IssueFields {
     pub heartbeat: String,
     /// Offline grace.
     pub offline_grace: String,
+    /// Quotas outside the tier catalog (`--custom-quota`), comma-separated.
+    pub custom_quotas: String,
+    /// `--report-every`: how often a usage report must be acknowledged.
+    pub report_every: String,
+    /// `--report-warn`: the warning lead before a report is due.
+    pub report_warn: String,
+    /// `--report-deny`: features off while a report is late, comma-separated.
+    pub report_deny: String,
+    /// `--degrade`: features kept after expiry and grace, comma-separated.
+    pub degrade: String,
+    /// The activation request uploaded for `--bind`, as saved by the desk
+    /// (a plain name under `activation-requests/`).
+    pub bind_saved: String,
+    /// `on`: drop the activation request chosen before.
+    pub unbind: String,
     /// `on` for the armored spelling.
     pub armor: String,
     /// The fingerprint of the fields the preview showed.
     pub previewed: String,
+}
+
+/// What the preview shows: the claims and the notes the ledger will keep
+/// (what an activation request binds to).
+pub struct Preview<'a> {
+    /// The claims.
+    pub license: &'a License,
+    /// Notes for the ledger history.
+    pub notes: &'a [String],
+}
+
+fn duration(secs: u64) -> String {
+    kaching_core::time::human_duration(secs)
+}
+
+fn names(set: &std::collections::BTreeSet<String>) -> String {
+    if set.is_empty() {
+        "none".into()
+    } else {
+        set.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The preview: every claim that will be signed.
+fn preview_section(title: &str, p: &Preview<'_>, sign: Markup) -> Markup {
+    let l = p.license;
+    markup! {
+        (section("preview", title, markup! {
+            @for n in p.notes {
+                @if n.starts_with("warning:") {
+                    (banner(Tone::Warn, "Check:", markup! { span class="preview-note" { (n.trim_start_matches("warning:").trim()) } }))
+                } @else {
+                    p class="preview-note" { (badge(Tone::Info, "binding", None)) " " (n) }
+                }
+            }
+            (facts(&[
+                ("Customer", markup! { span id="preview-customer" { (l.customer) } " (" (l.customer_id) ")" }),
+                ("Tier", markup! { span id="preview-tier" { (l.tier) } }),
+                ("Issuer / audience", markup! { (l.issuer) " / " (l.audience) }),
+                ("Nodes", markup! { span id="preview-nodes" { (l.limits.max_nodes) } " (+" (l.overage) " % overage)" }),
+                ("Cores", markup! { (l.limits.max_cores.map_or_else(|| "no limit".to_string(), |c| c.to_string())) }),
+                ("Valid", markup! { (rfc3339(l.not_before)) " to " span id="preview-expires" { (rfc3339(l.expires_at)) } }),
+                ("Grace", markup! { (duration(l.grace)) " after expiry" }),
+                ("Features", markup! { span id="preview-features" { (l.features.iter().cloned().collect::<Vec<_>>().join(", ")) } }),
+                ("Quotas", markup! { span id="preview-quotas" { (quotas_text(l)) } }),
+                ("Cluster", markup! { span id="preview-cluster" { (l.cluster.clone().unwrap_or_else(|| "not bound".into())) } }),
+                ("Heartbeat", markup! { span id="preview-heartbeat" { @match &l.heartbeat {
+                    Some(h) => { "every " (duration(h.interval)) ", offline grace " (duration(h.offline_grace)) }
+                    None => { "none (not a connected license)" }
+                } } }),
+                ("Usage reports", markup! { span id="preview-report" { @match &l.report {
+                    Some(r) => { "acknowledged every " (duration(r.every)) ", warn " (duration(r.warn)) " before; while late, off: " (names(&r.deny)) }
+                    None => { "not required" }
+                } } }),
+                ("After expiry and grace", markup! { span id="preview-degrade" { @if l.degrade.is_empty() { "everything stops" } @else { "still on: " (names(&l.degrade)) } } }),
+            ]))
+            details {
+                summary { "All claims (JSON)" }
+                pre { (serde_json::to_string_pretty(l).unwrap_or_default()) }
+            }
+            p class="muted" { "The license id and issue time are drawn again when you sign." }
+            (sign)
+        }))
+    }
 }
 
 /// The issue form, with an error or a preview of the claims.
@@ -363,7 +614,7 @@ pub fn issue(
     c: &Chrome<'_>,
     catalog: &TierCatalog,
     f: &IssueFields,
-    preview: Option<&License>,
+    preview: Option<&Preview<'_>>,
 ) -> Response {
     let tiers: Vec<(String, String)> = catalog
         .tiers
@@ -389,28 +640,12 @@ pub fn issue(
         f.tier.as_str()
     };
     let main = markup! {
-        @if let Some(l) = preview {
-            (section("preview", "Preview: the claims that will be signed", markup! {
-                (facts(&[
-                    ("Customer", markup! { span id="preview-customer" { (l.customer) } " (" (l.customer_id) ")" }),
-                    ("Tier", markup! { span id="preview-tier" { (l.tier) } }),
-                    ("Nodes", markup! { (l.limits.max_nodes) " (+" (l.overage) " % overage)" }),
-                    ("Expires", markup! { (rfc3339(l.expires_at)) }),
-                    ("Features", markup! { span id="preview-features" { (l.features.iter().cloned().collect::<Vec<_>>().join(", ")) } }),
-                    ("Quotas", markup! { (quotas_text(l)) }),
-                    ("Cluster", markup! { (l.cluster.clone().unwrap_or_else(|| "not bound".into())) }),
-                ]))
-                details {
-                    summary { "All claims (JSON)" }
-                    pre { (serde_json::to_string_pretty(l).unwrap_or_default()) }
-                }
-                p class="muted" { "The license id and issue time are drawn again when you sign." }
-            }))
-        }
+        @if let Some(p) = preview { (preview_section("Preview: the claims that will be signed", p, markup! {})) }
         (section("issue", "Issue a license", markup! {
-            form method="post" action="/desk/issue" {
+            form method="post" action="/desk/issue" enctype="multipart/form-data" {
                 (csrf_field(c.csrf))
                 input type="hidden" name="previewed" value=(f.previewed);
+                input type="hidden" name="bind_saved" value=(f.bind_saved);
                 div class="field" {
                     label for="customer" { "Customer name" }
                     input type="text" id="customer" name="customer" value=(f.customer) required;
@@ -421,12 +656,42 @@ pub fn issue(
                 (optional_field("Nodes", "nodes", "number", &f.nodes, "empty: the tier's"))
                 (optional_field("Cores", "cores", "number", &f.cores, "empty: no core limit"))
                 (optional_field("Extra features", "features", "text", &f.features, "comma-separated, added to the tier's"))
-                (optional_field("Quotas", "quotas", "text", &f.quotas, "comma-separated NAME=LIMIT[/day|month|total|gauge]"))
+                (optional_field("Quotas", "quotas", "text", &f.quotas, "comma-separated NAME=LIMIT[/day|month|total|gauge], names from the tier catalog"))
+                (optional_field("Custom quotas", "custom_quotas", "text", &f.custom_quotas, "quotas the catalog does not name, e.g. exports=500/day"))
                 (optional_field("Grace", "grace", "text", &f.grace, "after expiry, e.g. 14d; empty: the tier's"))
                 (optional_field("Overage %", "overage", "number", &f.overage, "empty: the tier's"))
-                (optional_field("Cluster id", "cluster", "text", &f.cluster, "bind to one cluster; empty: not bound"))
-                (optional_field("Heartbeat", "heartbeat", "text", &f.heartbeat, "connected licenses: interval, e.g. 1h"))
-                (optional_field("Offline grace", "offline_grace", "text", &f.offline_grace, "connected licenses, e.g. 7d"))
+                fieldset {
+                    legend { "Binding to a cluster (one of the two, or neither)" }
+                    (optional_field("Cluster id", "cluster", "text", &f.cluster, "16 characters; empty: not bound"))
+                    div class="field" {
+                        label for="bind" { "Activation request file (from kaching-verifier activation-request)" }
+                        input type="file" id="bind" name="bind" aria-describedby="bind-hint";
+                        span class="caption" id="bind-hint" {
+                            @if f.bind_saved.is_empty() {
+                                "binds the license to the cluster that made the request; the preview shows which"
+                            } @else {
+                                "chosen: " code id="bind-chosen" { (f.bind_saved) } " (see the preview); another file replaces it"
+                            }
+                        }
+                    }
+                    @if !f.bind_saved.is_empty() {
+                        div class="field" {
+                            label { input type="checkbox" id="unbind" name="unbind" value="on"; " Drop this activation request" }
+                        }
+                    }
+                }
+                fieldset {
+                    legend { "Connected: heartbeat to the relay (both, or neither)" }
+                    (optional_field("Heartbeat", "heartbeat", "text", &f.heartbeat, "interval, e.g. 1h"))
+                    (optional_field("Offline grace", "offline_grace", "text", &f.offline_grace, "how long the cluster may run without the relay, e.g. 7d"))
+                }
+                fieldset {
+                    legend { "Air-gapped: usage reports due (report or degrade)" }
+                    (optional_field("Report every", "report_every", "text", &f.report_every, "a usage report must be acknowledged this often, e.g. 90d; empty: not required"))
+                    (optional_field("Warn before due", "report_warn", "text", &f.report_warn, "lead time, e.g. 14d (the default)"))
+                    (optional_field("Features off while late", "report_deny", "text", &f.report_deny, "comma-separated features of this license; empty: warn only"))
+                }
+                (optional_field("Kept after expiry", "degrade", "text", &f.degrade, "comma-separated features that keep working after expiry and grace (the basic level)"))
                 div class="field" {
                     label { input type="checkbox" name="armor" value="on" checked[f.armor == "on"]; " Armored file (.license.asc, text)" }
                 }

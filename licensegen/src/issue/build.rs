@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::Result;
-use kaching_core::cluster::verify_activation_request;
+use kaching_core::cluster::{verify_activation_request, ActivationRequest, SelfSigned};
 use kaching_core::license::{HeartbeatPolicy, Limits, Period, Quota};
 use kaching_core::tiers::{closest, Tier};
 use kaching_core::time::{parse_rfc3339, rfc3339, Timestamp, DAY};
@@ -194,17 +194,17 @@ fn apply_overrides(
     if let Some(o) = req.overage {
         lic.overage = o;
     }
+    if req.cluster.is_some() && req.bind.is_some() {
+        return Err(usage(
+            "--cluster and --bind: give one (the activation request names its cluster)",
+        ));
+    }
     if let Some(c) = &req.cluster {
         lic.cluster = Some(parse_cluster_id(c)?);
     }
     if let Some(path) = &req.bind {
         let bytes = crate::fsutil::read(path)?;
-        let r = verify_activation_request(&bytes).map_err(|e| {
-            usage(format!(
-                "{} is not a valid activation request ({e}): ask the customer to run `kaching-verifier activation-request` again",
-                path.display()
-            ))
-        })?;
+        let r = check_activation_request(&bytes, &path.display().to_string())?;
         notes.push(format!(
             "bound to cluster {} (activation request from host {}, {} nodes, made {})",
             r.doc.cluster_id,
@@ -276,6 +276,16 @@ fn apply_overrides(
         )));
     }
     Ok(())
+}
+
+/// Verifies an activation request (`what` names it in the refusal): the
+/// check behind `--bind`, shared with the desk's upload.
+pub fn check_activation_request(bytes: &[u8], what: &str) -> Result<SelfSigned<ActivationRequest>> {
+    verify_activation_request(bytes).map_err(|e| {
+        usage(format!(
+            "{what} is not a valid activation request ({e}): ask the customer to run `kaching-verifier activation-request` again"
+        ))
+    })
 }
 
 /// Finds a tier, or says which one was probably meant.

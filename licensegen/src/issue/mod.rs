@@ -11,7 +11,7 @@ use kaching_core::time::Timestamp;
 use kaching_core::{armor, verify_license, DocKind, License, LicenseId, SecretKey, TrustedKeys};
 use rusqlite::TransactionBehavior;
 
-pub use build::{build, find_tier, parse_expiry, slug, Built, Mode};
+pub use build::{build, check_activation_request, find_tier, parse_expiry, slug, Built, Mode};
 pub use request::{read_spec, LicenseRequest};
 
 use crate::ledger::{self, Ledger, LicenseRecord};

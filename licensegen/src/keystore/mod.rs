@@ -129,7 +129,17 @@ pub fn pub_file_of(key_path: &Path) -> PathBuf {
 /// revoker's) into memory; when the `.pub` written beside it is there, the
 /// key must match it.
 pub fn unseal_file(key_path: &Path, unlock: &Unlock) -> Result<SecretKey> {
-    let key = open(key_path, unlock, None)?;
+    unseal_file_with(key_path, unlock, None)
+}
+
+/// [`unseal_file`] with a passphrase already typed (the desk's form); `None`
+/// takes it from `unlock` as the CLI does.
+pub fn unseal_file_with(
+    key_path: &Path,
+    unlock: &Unlock,
+    passphrase: Option<SecretString>,
+) -> Result<SecretKey> {
+    let key = open(key_path, unlock, passphrase)?;
     let pub_path = pub_file_of(key_path);
     if let Ok(text) = std::fs::read_to_string(&pub_path) {
         let expected = PublicKey::from_pem(&text).with_context(|| {
