@@ -635,3 +635,37 @@ async fn every_console_page_follows_the_event_stream() {
     let (_, inbox) = get(&r, "/console/inbox/live", Some(&cookie)).await;
     assert_eq!(inbox.matches(tier).count(), 2, "{inbox}");
 }
+
+#[tokio::test]
+async fn console_attack_guessing_tokens_is_paused_per_address() {
+    let r = Relay::start().await;
+    let admin = r.token(Scope::Admin, "ops");
+    for _ in 0..6 {
+        assert_eq!(sign_in(&r, &admin).await.0, 303, "right tokens never count");
+    }
+    for i in 0..5 {
+        let guess = format!("guess-{i}");
+        assert_eq!(sign_in(&r, &guess).await, (401, None), "{guess}");
+    }
+    // This address is paused now, the admin token included.
+    let (_, login) = get(&r, "/console/", None).await;
+    let resp = client()
+        .post(r.url("/console/login"))
+        .header("origin", format!("http://{}", r.addr))
+        .form(&[
+            ("csrf", csrf_in(&login).as_str()),
+            ("token", admin.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().get("set-cookie").is_none());
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert!(resp.text().await.unwrap().contains("Wait, then sign in"));
+}

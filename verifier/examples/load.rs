@@ -109,7 +109,7 @@ impl Conn {
 
     async fn call_with(&mut self, method: &str, path: &str, body: &str) -> (u16, Vec<u8>) {
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         self.r.get_mut().write_all(req.as_bytes()).await.unwrap();

@@ -30,7 +30,7 @@ use crate::actor::{Command, Handle, ReplyTo, Write};
 use crate::config::Secret;
 use crate::engine::Outcome;
 use crate::error::{request_timed_out, ApiError};
-use crate::responses::{Busy, JsonBody, NodeId, PathParam, Unauthorized};
+use crate::responses::{Busy, JsonBody, NodeId, PathParam, Unauthorized, WrongHost};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -39,6 +39,11 @@ pub struct AppState {
     pub handle: Handle,
     /// Bearer token required on every route but `/healthz`, when set.
     pub token: Option<Arc<Secret>>,
+    /// Without a token: the `Host` names answered besides loopback ones
+    /// (`allowed_hosts`; see [`host_guard`]).
+    pub allowed_hosts: Arc<[String]>,
+    /// Failed sign-ins at `/ui/login` per client address.
+    pub sign_ins: Arc<kaching_kit::web::guard::SignInLimit>,
     /// Flips to true at shutdown, ending event streams so shutdown can finish.
     pub stopping: watch::Receiver<bool>,
     /// Slots for `GET /v1/events` streams (see [`Limits::max_event_streams`]).
@@ -98,7 +103,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .with_state(state.clone());
     // The license page (`/ui/`): HTML, not part of the OpenAPI document;
     // its routes are in ui/mod.rs and stay under /ui/.
-    let ui = crate::ui::router(state, limits.request_timeout);
+    let ui = crate::ui::router(state.clone(), limits.request_timeout);
+    let hosts = middleware::from_fn_with_state(state, host_guard);
     short
         .merge(long)
         .merge(ui)
@@ -106,6 +112,43 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body))
+        .layer(hosts)
+}
+
+/// Without a token the API trusts whoever can reach loopback, so it must
+/// not answer a browser that reached it under another site's name: a page
+/// on evil.example that re-points evil.example at 127.0.0.1 (DNS
+/// rebinding) is same-origin with what it fetches, and could read and
+/// write the API. Browsers always send the name they used in `Host`, so a
+/// `Host` that is not loopback (nor listed in `allowed_hosts`) is refused
+/// with 421. A request with no `Host` at all comes from no browser and
+/// passes. With a token this is not needed: a page cannot send it.
+async fn host_guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    // The page under /ui has its own gate, which answers people in HTML.
+    let page = req.uri().path() == "/ui" || req.uri().path().starts_with("/ui/");
+    if st.token.is_none()
+        && !page
+        && req.headers().contains_key(header::HOST)
+        && !kaching_kit::web::guard::host_allowed(req.headers(), &st.allowed_hosts)
+    {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_string();
+        tracing::warn!(%host, path = %req.uri().path(), "request under a name that is not this machine's refused (DNS rebinding?)");
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "host_not_allowed",
+            format!(
+                "this API answers only as 127.0.0.1, localhost or [::1] (any port), not as {host:?}: \
+                 use one of those, or add the name to allowed_hosts in the verifier's configuration"
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Counts every answered request by route template and status
@@ -161,6 +204,7 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
     responses(
         (status = 200, description = "The process answers", body = Health),
         Busy,
+        WrongHost,
     ),
     security(())
 )]
@@ -177,6 +221,7 @@ pub(crate) async fn healthz() -> Json<Health> {
         (status = 200, description = "The verdict in force", body = VerifierStatus),
         Unauthorized,
         Busy,
+        WrongHost,
     ),
     security((), ("bearer" = []))
 )]
@@ -194,6 +239,7 @@ pub(crate) async fn status(State(st): State<AppState>) -> Response {
         (status = 200, description = "The license and root in force (null when none)", body = LicenseAnswer),
         Unauthorized,
         Busy,
+        WrongHost,
     ),
     security((), ("bearer" = []))
 )]
@@ -211,6 +257,7 @@ pub(crate) async fn license(State(st): State<AppState>) -> Response {
         (status = 200, description = "Quota name to used, limit, period and percent", body = QuotasAnswer),
         Unauthorized,
         Busy,
+        WrongHost,
     ),
     security((), ("bearer" = []))
 )]
@@ -231,6 +278,7 @@ pub(crate) async fn quotas(State(st): State<AppState>) -> Response {
         (status = 422, description = "`invalid_request`: the name is longer than 128 characters", body = ErrorBody),
         Unauthorized,
         Busy,
+        WrongHost,
     ),
     security((), ("bearer" = []))
 )]
@@ -324,6 +372,7 @@ fn respond(outcome: Outcome) -> Response {
         (status = 200, description = "Live leases and the node ceiling", body = NodeList),
         Unauthorized,
         Busy,
+        WrongHost,
     ),
     security((), ("bearer" = []))
 )]
@@ -344,6 +393,7 @@ pub(crate) async fn list_nodes(State(st): State<AppState>) -> Result<Response, A
         NodeId,
         Unauthorized,
         Busy,
+        WrongHost,
     ),
     security((), ("bearer" = []))
 )]
@@ -368,6 +418,7 @@ pub(crate) async fn lease(
         NodeId,
         Unauthorized,
         Busy,
+        WrongHost,
     ),
     security((), ("bearer" = []))
 )]
@@ -394,6 +445,7 @@ pub(crate) async fn release(
         (status = 422, description = "`invalid_body` (a field is missing or of the wrong type) or `invalid_request` (metric or key length)", body = ErrorBody),
         Unauthorized,
         Busy,
+        WrongHost,
     ),
     security((), ("bearer" = []))
 )]
@@ -428,6 +480,7 @@ pub(crate) async fn usage(
         (status = 422, description = "`unknown_tier` (with the nearest name), `not_an_upgrade`, `invalid_body` or `invalid_request` (field lengths)", body = ErrorBody),
         Unauthorized,
         Busy,
+        WrongHost,
     ),
     security((), ("bearer" = []))
 )]
@@ -462,6 +515,7 @@ pub(crate) fn check_upgrade(b: &UpgradeBody) -> Result<(), ApiError> {
         (status = 200, description = "Everything queued", body = UpgradeList),
         Unauthorized,
         Busy,
+        WrongHost,
     ),
     security((), ("bearer" = []))
 )]
@@ -480,6 +534,7 @@ pub(crate) async fn list_upgrades(State(st): State<AppState>) -> Result<Response
         (status = 200, description = "An event stream; each event's data is JSON (`status`: the `/v1/status` body, `reload`: `ReloadEvent`, `rejected`: `Rejection`, `upgrade_request`: `UpgradeQueued`, `lagged`: `{}`)", body = String, content_type = "text/event-stream"),
         (status = 503, description = "`unavailable`: too many open event streams; poll `GET /v1/status` instead", body = ErrorBody),
         Unauthorized,
+        WrongHost,
     ),
     security((), ("bearer" = []))
 )]
@@ -535,6 +590,7 @@ pub(crate) async fn events(State(st): State<AppState>) -> Response {
         (status = 200, description = "Prometheus metrics", body = String, content_type = "text/plain; version=0.0.4"),
         (status = 503, description = "`unavailable`: no metrics recorder in this process, or `request_timeout`", body = ErrorBody),
         Unauthorized,
+        WrongHost,
     ),
     security((), ("bearer" = []))
 )]
@@ -559,6 +615,7 @@ pub(crate) async fn metrics() -> Response {
     responses(
         (status = 200, description = "The OpenAPI 3.1 document of this API", body = Object),
         Busy,
+        WrongHost,
     ),
     security(())
 )]

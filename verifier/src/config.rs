@@ -78,6 +78,10 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     /// The token itself, when set programmatically or via `KACHING_TOKEN`.
     pub token: Option<Secret>,
+    /// Host names (besides localhost, 127.0.0.0/8 and [::1]) the API and
+    /// page answer to when there is no token; any other `Host` is refused,
+    /// so a rebound DNS name cannot reach them from a browser.
+    pub allowed_hosts: Vec<String>,
     /// Product this verifier guards.
     pub audience: String,
     /// Node lease lifetime without a heartbeat.
@@ -132,6 +136,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7741)),
             token_file: None,
             token: None,
+            allowed_hosts: Vec::new(),
             audience: "bzzz".into(),
             lease_ttl: Duration::from_secs(300),
             clock_tolerance: Duration::from_secs(86_400),
@@ -181,6 +186,8 @@ struct Raw {
     listen: Option<String>,
     token_file: Option<String>,
     token: Option<String>,
+    #[serde(deserialize_with = "url_list")]
+    allowed_hosts: Option<Vec<String>>,
     audience: Option<String>,
     #[serde(deserialize_with = "duration")]
     lease_ttl: Option<Duration>,
@@ -233,8 +240,8 @@ struct RawRelay {
     max_backoff: Option<Duration>,
 }
 
-/// `relay.urls`: a TOML array, or (from the environment) the URLs in one
-/// text, separated by commas or spaces.
+/// `relay.urls` and `allowed_hosts`: a TOML array, or (from the
+/// environment) the entries in one text, separated by commas or spaces.
 fn url_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -324,6 +331,26 @@ fn relay_urls(url: Option<String>, urls: Option<Vec<String>>) -> anyhow::Result<
     Ok(list)
 }
 
+/// `allowed_hosts`: bare host names or addresses (no scheme, port or
+/// path), compared without case; empty entries are dropped.
+fn allowed_hosts(list: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for h in list {
+        let h = h.trim().to_ascii_lowercase();
+        if h.is_empty() {
+            continue;
+        }
+        let with_port = h.matches(':').count() == 1 || h.contains("]:");
+        if h.contains('/') || with_port {
+            bail!(
+                "allowed_hosts entry {h:?} is not a bare host name: write the name only, e.g. \"verifier.internal\" (any port is accepted)"
+            );
+        }
+        out.push(h);
+    }
+    Ok(out)
+}
+
 /// Empty text is unset.
 fn non_empty(text: Option<String>) -> Option<String> {
     text.filter(|t| !t.is_empty())
@@ -354,6 +381,7 @@ impl TryFrom<Raw> for Checked {
             listen,
             token_file: non_empty(raw.token_file).map(PathBuf::from),
             token: non_empty(raw.token).map(Secret),
+            allowed_hosts: allowed_hosts(raw.allowed_hosts.unwrap_or_default())?,
             audience: raw.audience.unwrap_or(d.audience),
             lease_ttl: raw.lease_ttl.unwrap_or(d.lease_ttl),
             clock_tolerance: raw.clock_tolerance.unwrap_or(d.clock_tolerance),
@@ -394,6 +422,7 @@ pub const ENV_KEYS: &[&str] = &[
     "listen",
     "token_file",
     "token",
+    "allowed_hosts",
     "audience",
     "lease_ttl",
     "clock_tolerance",

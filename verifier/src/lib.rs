@@ -141,6 +141,8 @@ pub async fn run(
         api::AppState {
             handle: handle.clone(),
             token,
+            allowed_hosts: watch_cfg.allowed_hosts.clone().into(),
+            sign_ins: Arc::new(kaching_kit::web::guard::SignInLimit::default()),
             stopping: stop_rx,
             event_streams: Arc::new(tokio::sync::Semaphore::new(api::max_event_streams(
                 limits.max_connections,

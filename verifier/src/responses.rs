@@ -63,3 +63,14 @@ pub enum NodeId {
     #[response(status = 422)]
     Invalid(ErrorBody),
 }
+
+/// 421 on every route when the API has no token: the request's `Host` is
+/// not a loopback name nor in `allowed_hosts` (a DNS-rebinding page).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // describes answers; never built
+pub enum WrongHost {
+    /// `host_not_allowed`: call the API as 127.0.0.1, localhost or [::1]
+    /// (any port), or list the name in `allowed_hosts`.
+    #[response(status = 421)]
+    Misdirected(ErrorBody),
+}

@@ -58,6 +58,10 @@ const RECEIPTS_MIGRATED: &str = "receipts_migrated";
 pub struct Db {
     conn: Connection,
     path: PathBuf,
+    /// Opened by [`Db::open_read_only`] (`kaching-verifier check`): the
+    /// records a start would make (trusted-time mark, license, roots,
+    /// revocation list) are kept in the engine's memory only.
+    read_only: bool,
 }
 
 /// A queued upgrade request with its row id.
@@ -146,7 +150,11 @@ impl Db {
             );
         }
         conn.execute_batch(SCHEMA).map_err(corrupt)?;
-        let mut db = Db { conn, path };
+        let mut db = Db {
+            conn,
+            path,
+            read_only: false,
+        };
         match db.meta_i64("schema_version")? {
             None => db.set_meta_i64("schema_version", SCHEMA_VERSION)?,
             Some(SCHEMA_VERSION) => {}
@@ -167,6 +175,70 @@ impl Db {
         Ok(db)
     }
 
+    /// Opens the database in `state_dir` for reading only, for a one-shot
+    /// check: no write, no fsync, no schema statement, no WAL checkpoint at
+    /// close; a daemon may be running on it. `Ok(None)` when the database
+    /// is missing or a start would have to set it up or migrate it first:
+    /// then only [`Db::open`] answers the way the daemon would.
+    pub fn open_read_only(state_dir: &Path) -> anyhow::Result<Option<Db>> {
+        use rusqlite::OpenFlags;
+        let path = state_dir.join(DB_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).with_context(|| {
+            format!(
+                "cannot open state database {}: check the folder's permissions",
+                path.display()
+            )
+        })?;
+        let shown = path.display().to_string();
+        let corrupt = |e: rusqlite::Error| {
+            anyhow::anyhow!(
+                "state database {shown} is unreadable ({e}): restore it from a backup; it is never reset automatically"
+            )
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(corrupt)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if check != "ok" {
+            bail!(
+                "state database {shown} is corrupt ({check}): restore it from a backup; it is never reset automatically"
+            );
+        }
+        let db = Db {
+            conn,
+            path,
+            read_only: true,
+        };
+        // Anything `open` would still have to do (a new or older database,
+        // or not yet in WAL mode) is left to it.
+        let mode: String = db
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        let has_meta: bool = db
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='meta'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(corrupt)?
+            > 0;
+        if !mode.eq_ignore_ascii_case("wal")
+            || !has_meta
+            || db.meta_i64("schema_version")? != Some(SCHEMA_VERSION)
+            || db.meta_i64(RECEIPTS_MIGRATED)?.is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some(db))
+    }
+
     /// Where the database lives.
     pub fn path(&self) -> &Path {
         &self.path
@@ -180,6 +252,9 @@ impl Db {
     }
 
     fn set_meta_blob(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
         self.conn.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -221,6 +296,9 @@ impl Db {
 
     /// Records a newly accepted revocation list (one transaction).
     pub fn store_revocations(&mut self, version: u64, bytes: &[u8]) -> anyhow::Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
         let tx = self.conn.savepoint()?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('revocation_version', ?1), ('revocation_bytes', ?2)
@@ -259,6 +337,9 @@ impl Db {
         bytes: &[u8],
         revocation_floor: Option<u64>,
     ) -> anyhow::Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
         let tx = self.conn.savepoint()?;
         tx.execute(
             "INSERT OR REPLACE INTO roots (version, bytes) VALUES (?1, ?2)",
@@ -706,6 +787,9 @@ impl Db {
 
     /// Folds the WAL back into the main file (on clean shutdown).
     pub fn checkpoint(&self) -> anyhow::Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
         self.conn
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         Ok(())

@@ -505,7 +505,7 @@ fn attack_slowloris_headers_are_cut_off() {
     let started = Instant::now();
     // One byte every 100 ms: always active, the head never completes.
     let drip = std::thread::spawn(move || {
-        for b in b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Drip: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        for b in b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Drip: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
             if writer.write_all(&[*b]).is_err() {
                 return;
             }
@@ -531,7 +531,7 @@ fn attack_half_closed_client_gets_answer() {
     let conf = write_config(dir.path(), &cfg, "");
     let d = Proc::start(dir.path(), &conf);
     let mut s = TcpStream::connect(d.addr).unwrap();
-    s.write_all(b"GET /v1/features/basic-search HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /v1/features/basic-search HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     s.set_read_timeout(Some(BOUND)).unwrap();
@@ -792,4 +792,85 @@ fn attack_check_without_config_creates_nothing() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// One request with `host` as its `Host` header (`None`: an HTTP/1.0
+/// request without one, as no browser sends).
+fn host_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+    body: &str,
+) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, BOUND).unwrap();
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    let req = match host {
+        Some(h) => format!(
+            "{method} {path} HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        None => format!("{method} {path} HTTP/1.0\r\n\r\n"),
+    };
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn attack_dns_rebinding_host_refused_on_api() {
+    let v = Vendor::new();
+    let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let conf = write_config(dir.path(), &cfg, "allowed_hosts = [\"bzzz-1.internal\"]\n");
+    let d = Proc::start(dir.path(), &conf);
+    // A page on evil.example whose name now points at 127.0.0.1: the
+    // browser sends its fetches with `Host: evil.example:PORT`. Nothing is
+    // read, nothing is written.
+    let spend = json!({"metric": "api_calls", "amount": 5, "idempotency_key": "k"}).to_string();
+    for (method, path, body) in [
+        ("GET", "/v1/status", ""),
+        ("GET", "/v1/license", ""),
+        ("GET", "/v1/events", ""),
+        ("PUT", "/v1/nodes/n1", ""),
+        ("POST", "/v1/usage", spend.as_str()),
+    ] {
+        let raw = host_request(d.addr, method, path, Some("evil.example:7741"), body);
+        let (code, answer) = parse(&raw);
+        assert_eq!(code, 421, "{method} {path}: {raw}");
+        assert_eq!(answer["error"]["code"], "host_not_allowed", "{raw}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("127.0.0.1") && m.contains("allowed_hosts")),
+            "{raw}"
+        );
+    }
+    let s = d.status();
+    assert_eq!(s["quotas"]["api_calls"]["used"], json!(0), "{s}");
+    assert_eq!(d.get("/v1/nodes").1["nodes"], json!([]));
+    // A name that merely starts like a loopback or listed one is not one.
+    for host in [
+        "127.0.0.1.evil.example",
+        "localhost.evil.example:80",
+        "bzzz-1.internal.evil.example",
+    ] {
+        let (code, _) = parse(&host_request(d.addr, "GET", "/v1/status", Some(host), ""));
+        assert_eq!(code, 421, "{host}");
+    }
+    // Programs keep working: loopback names with any port, the listed
+    // name, and a request with no Host at all.
+    for host in [
+        "127.0.0.1:1",
+        "localhost",
+        "LOCALHOST:7741",
+        "[::1]:7741",
+        "bzzz-1.internal:7741",
+    ] {
+        let (code, _) = parse(&host_request(d.addr, "GET", "/v1/status", Some(host), ""));
+        assert_eq!(code, 200, "{host}");
+    }
+    let (code, _) = parse(&host_request(d.addr, "GET", "/healthz", None, ""));
+    assert_eq!(code, 200);
+    assert!(d.logs().contains("DNS rebinding"), "{}", d.logs());
 }

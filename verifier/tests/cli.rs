@@ -87,6 +87,85 @@ fn check_exit_codes_follow_the_state() {
     assert_eq!(check(dir.path(), &cfg).0, 15, "clock tampered");
 }
 
+/// The state folder's files with a hash of their bytes and their mtime
+/// (SQLite's `-wal`/`-shm` side files aside: a reader maps them, and they
+/// hold nothing committed).
+fn state_files(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    use std::hash::{Hash, Hasher};
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            !p.to_string_lossy().ends_with("-shm") && !p.to_string_lossy().ends_with("-wal")
+        })
+        .map(|p| {
+            let meta = std::fs::metadata(&p).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::fs::read(&p).unwrap().hash(&mut h);
+            (name, h.finish(), meta.modified().unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn check_reports_what_a_start_would_enforce_and_writes_nothing() {
+    let v = Vendor::new();
+    let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    // The first check sets the state folder up, as a first start does.
+    assert_eq!(check(dir.path(), &cfg).0, 0);
+    let before = state_files(&cfg.state_dir);
+    assert!(before.iter().any(|(n, _, _)| n == "state.db"), "{before:?}");
+    // A suspension arrives as a file: check reports it from the file...
+    std::fs::write(
+        &cfg.revocations,
+        v.revocations(1, &[(1, RevocationStatus::Suspended)]),
+    )
+    .unwrap();
+    let (code, s) = check(dir.path(), &cfg);
+    assert_eq!((code, s["state"].as_str()), (12, Some("suspended")));
+    // ...the same on every run, and the state folder is untouched: no
+    // trusted-time mark, no list, no license recorded by a check.
+    assert_eq!(check(dir.path(), &cfg).0, 12);
+    assert_eq!(state_files(&cfg.state_dir), before);
+    // What the state database holds counts as at a start: a list recorded
+    // there (by the daemon) stays in force when the file is rolled back.
+    Db::open(&cfg.state_dir, false)
+        .unwrap()
+        .store_revocations(2, &v.revocations(2, &[(1, RevocationStatus::Revoked)]))
+        .unwrap();
+    let (code, s) = check(dir.path(), &cfg);
+    assert_eq!((code, s["state"].as_str()), (11, Some("revoked")));
+    assert!(
+        s["warnings"]
+            .to_string()
+            .contains("revocations file refused"),
+        "{s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_what_a_running_daemon_committed() {
+    let v = Vendor::new();
+    let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let d = Daemon::start(cfg.clone()).await;
+    assert_eq!(d.spend("api_calls", 7, "a").await.0, 200);
+    // The daemon holds the database open (WAL): check reads the committed
+    // spend through it, without waiting for a checkpoint.
+    let (code, s) = {
+        let (dir, cfg) = (dir.path().to_path_buf(), cfg.clone());
+        tokio::task::spawn_blocking(move || check(&dir, &cfg))
+            .await
+            .unwrap()
+    };
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(s["quotas"]["api_calls"]["used"], json!(7), "{s}");
+    assert_eq!(d.spend("api_calls", 1, "b").await.0, 200);
+    d.stop().await;
+}
+
 #[test]
 fn missing_state_database_is_an_error_not_a_reset() {
     let v = Vendor::new();

@@ -514,3 +514,58 @@ async fn the_page_hands_out_an_activation_request_and_the_next_usage_report() {
     assert_eq!(code, 403);
     d.stop().await;
 }
+
+/// A sign-in post from `client` (its own source address).
+async fn sign_in(
+    c: &reqwest::Client,
+    d: &Daemon,
+    csrf: &str,
+    token: &str,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = c
+        .post(format!("{}/ui/login", d.url))
+        .header(header::ORIGIN, &d.url)
+        .form(&[("csrf", csrf), ("token", token)])
+        .send()
+        .await
+        .unwrap();
+    let (code, h) = (r.status().as_u16(), r.headers().clone());
+    (code, h, r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_guessing_the_token_at_sign_in_is_paused_per_address() {
+    let v = Vendor::new();
+    let (_dir, mut cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    cfg.token = Some(Secret(TOKEN.into()));
+    let d = Daemon::start(cfg).await;
+    let csrf = csrf_of(&get(&d, "/ui/", None).await.2);
+    let c = client();
+    // Signing in with the right token is never limited.
+    for _ in 0..8 {
+        assert_eq!(sign_in(&c, &d, &csrf, TOKEN).await.0, 303);
+    }
+    // Five wrong tokens are answered as wrong...
+    for i in 0..5 {
+        let guess = format!("guess-{i}");
+        assert_eq!(sign_in(&c, &d, &csrf, &guess).await.0, 401, "{guess}");
+    }
+    // ...then this address is paused, right token or not, with a sentence
+    // and Retry-After; no session is handed out.
+    for token in ["guess-5", TOKEN] {
+        let (code, h, html) = sign_in(&c, &d, &csrf, token).await;
+        assert_eq!(code, 429, "{html}");
+        assert!(!h.contains_key(header::SET_COOKIE));
+        let wait: u64 = h[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "Retry-After {wait}");
+        assert!(html.contains("Wait, then sign in"), "{html}");
+    }
+    // Another address is not paused by this one's guesses.
+    let other = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    assert_eq!(sign_in(&other, &d, &csrf, TOKEN).await.0, 303);
+    d.stop().await;
+}

@@ -64,6 +64,8 @@ pub const LOGIN_COOKIE: &str = "kaching_login";
 #[derive(Clone)]
 pub(crate) struct Console {
     pub(crate) st: Arc<AppState>,
+    /// Wrong tokens at sign-in per client address (5 a minute, then 429).
+    sign_ins: Arc<guard::SignInLimit>,
 }
 
 /// A signed-in request: whose session, and the anti-forgery token its
@@ -80,7 +82,10 @@ pub(crate) struct Session {
 /// [`crate::routes::router`].
 pub fn router(st: Arc<AppState>) -> Router {
     let timeout = st.config.request_timeout;
-    let console = Console { st };
+    let console = Console {
+        st,
+        sign_ins: Arc::new(guard::SignInLimit::default()),
+    };
     let gate = middleware::from_fn_with_state(console.clone(), gate);
     let pages = Router::new()
         .route("/console/", get(pages::fleet))
@@ -244,9 +249,29 @@ struct LoginForm {
 
 async fn login(
     State(c): State<Console>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
+    // Guessing a token is bounded per client address, before any lookup.
+    let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0 .0.ip());
+    let at = std::time::Instant::now();
+    if let Err(wait) = c.sign_ins.check(ip, at) {
+        tracing::warn!(%ip, "console sign-in refused: too many wrong tokens from this address");
+        let secs = wait.as_secs().max(1);
+        let mut resp = pages::problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many wrong tokens.",
+            &format!(
+                "Sign-in from this address is paused for {secs} s after repeated wrong tokens. \
+                 Wait, then sign in with an admin token (`kaching-relay token create --scope admin`)."
+            ),
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     if let Err(why) = guard::same_origin(&headers) {
         tracing::warn!(why, "cross-site console sign-in refused");
         return pages::problem(
@@ -293,7 +318,8 @@ async fn login(
             )
         }
     };
-    tracing::warn!("console sign-in refused: {why}");
+    c.sign_ins.failed(ip, at);
+    tracing::warn!(%ip, "console sign-in refused: {why}");
     login_page(StatusCode::UNAUTHORIZED, Some(&why))
 }
 

@@ -222,3 +222,23 @@ fn token_is_redacted_in_debug() {
     };
     assert!(!format!("{c:?}").contains("hunter2"));
 }
+
+#[test]
+fn allowed_hosts_are_bare_names_from_file_or_environment() {
+    let c = parse(
+        "allowed_hosts = [\"BZZZ-1.internal\", \"fd00::7\", \"\"]",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.allowed_hosts, ["bzzz-1.internal", "fd00::7"]);
+    let c = parse("", &[("KACHING_ALLOWED_HOSTS", "a.internal, b.internal")]).unwrap();
+    assert_eq!(c.allowed_hosts, ["a.internal", "b.internal"]);
+    for bad in [
+        "verifier.internal:7741",
+        "http://verifier.internal",
+        "[fd00::7]:80",
+    ] {
+        let err = refused(&format!("allowed_hosts = [{bad:?}]"), &[]);
+        assert!(err.contains("not a bare host name"), "{bad}: {err}");
+    }
+}

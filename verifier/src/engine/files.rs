@@ -308,16 +308,21 @@ impl Engine {
             });
             return;
         };
+        let from_file = loader::license_from(&self.cfg.license, read, &trust, |v| self.fits(v));
         // The last good license must still verify under the keys now trusted:
-        // removing a vendor key withdraws what it signed.
+        // removing a vendor key withdraws what it signed. Usually it is the
+        // file just verified: its check is not done twice.
         let last_good = self
             .license
             .as_ref()
             .map(|l| l.bytes.clone())
             .or_else(|| self.db.last_good_license().ok().flatten())
-            .and_then(|b| verify_license(&b, &trust.issuers).ok())
+            .and_then(|b| match &from_file {
+                Loaded::Good(v) if v.bytes == b => Some(v.clone()),
+                _ => verify_license(&b, &trust.issuers).ok(),
+            })
             .filter(|v| self.fits(v));
-        match loader::license_from(&self.cfg.license, read, &trust, |v| self.fits(v)) {
+        match from_file {
             Loaded::Good(v) if self.fits(&v) => {
                 let change = last_good
                     .as_ref()

@@ -115,6 +115,16 @@ pub struct Engine {
     pub(crate) relay: relay::RelayState,
 }
 
+/// The root pinned by the embedding program or built in, verified; checked
+/// before anything is created in the state folder.
+fn pinned_root(cfg: &Config) -> anyhow::Result<Option<VerifiedRoot>> {
+    let bytes: Option<Vec<u8>> = match &cfg.pinned_root {
+        Some(b) => Some(b.to_vec()),
+        None => crate::trust::built_in_root().map(<[u8]>::to_vec),
+    };
+    bytes.map(|b| crate::trust::verify_pinned(&b)).transpose()
+}
+
 /// The trusted-time mark is written when it moved this far, and at shutdown.
 const MARK_PERSIST_STEP: u64 = 60;
 
@@ -151,20 +161,70 @@ impl Engine {
                 dir.display()
             );
         }
-        let pinned_bytes: Option<Vec<u8>> = match &cfg.pinned_root {
-            Some(b) => Some(b.to_vec()),
-            None => crate::trust::built_in_root().map(<[u8]>::to_vec),
-        };
-        let pinned = match pinned_bytes {
-            Some(bytes) => Some(crate::trust::verify_pinned(&bytes)?),
-            None => None,
-        };
+        let pinned = pinned_root(&cfg)?;
         let identity = Identity::load_or_create(dir, create)?;
         let db = Db::open(dir, create)?;
         let now = cfg.clock.now();
         if db.time("created_at")?.is_none() {
             db.set_time("created_at", now)?;
         }
+        let watched = cfg.watched();
+        let mut e = Engine::assemble(cfg, db, identity, pinned)?;
+        match crate::reader::read_within(&watched, OPEN_READ_WAIT) {
+            Some(set) => e.apply_files(set, now),
+            None => {
+                let why = format!(
+                    "the license files ({}, {}, {}) could not be read within {}s (a hung network file system?): \
+                     every check is denied until they are read",
+                    watched.license.display(),
+                    watched.trusted_keys.display(),
+                    watched.revocations.display(),
+                    OPEN_READ_WAIT.as_secs()
+                );
+                tracing::warn!("{why}");
+                e.license_problem = Some(why);
+                e.recompute(now);
+            }
+        }
+        e.persist_mark(true)?;
+        e.events.clear();
+        Ok(e)
+    }
+
+    /// The engine `kaching-verifier check` asks: the verdict a start of the
+    /// daemon would reach now, by the same path as [`Engine::open`], but
+    /// from a state database opened read-only, with the files read on this
+    /// thread (no helper thread, no time limit) and nothing written, so no
+    /// fsync. When a start would first have to set the state folder up
+    /// (no cluster key or database yet, an older database to migrate), it
+    /// is [`Engine::open`] with `create`, as before.
+    pub fn open_read_only(cfg: Config) -> anyhow::Result<Engine> {
+        let dir = &cfg.state_dir;
+        if !dir.join(KEY_FILE).exists() {
+            return Engine::open(cfg, true);
+        }
+        let Some(db) = Db::open_read_only(dir)? else {
+            return Engine::open(cfg, true);
+        };
+        let pinned = pinned_root(&cfg)?;
+        let identity = Identity::load_or_create(dir, false)?;
+        let now = cfg.clock.now();
+        let watched = cfg.watched();
+        let mut e = Engine::assemble(cfg, db, identity, pinned)?;
+        let stamps = watched.fingerprint(&mut |_| {});
+        e.apply_files(loader::read_files(&watched, 0, stamps, &mut |_| {}), now);
+        e.events.clear();
+        Ok(e)
+    }
+
+    /// The engine over an open state database, before any file is read:
+    /// tier catalog, settings, and what the database holds.
+    fn assemble(
+        cfg: Config,
+        db: Db,
+        identity: Identity,
+        pinned: Option<VerifiedRoot>,
+    ) -> anyhow::Result<Engine> {
         let catalog = match &cfg.tiers {
             None => TierCatalog::builtin(),
             Some(p) => {
@@ -224,25 +284,6 @@ impl Engine {
             relay,
         };
         e.refresh_last_ack();
-        let watched = e.cfg.watched();
-        match crate::reader::read_within(&watched, OPEN_READ_WAIT) {
-            Some(set) => e.apply_files(set, now),
-            None => {
-                let why = format!(
-                    "the license files ({}, {}, {}) could not be read within {}s (a hung network file system?): \
-                     every check is denied until they are read",
-                    watched.license.display(),
-                    watched.trusted_keys.display(),
-                    watched.revocations.display(),
-                    OPEN_READ_WAIT.as_secs()
-                );
-                tracing::warn!("{why}");
-                e.license_problem = Some(why);
-                e.recompute(now);
-            }
-        }
-        e.persist_mark(true)?;
-        e.events.clear();
         Ok(e)
     }
 

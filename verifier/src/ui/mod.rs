@@ -102,13 +102,13 @@ async fn gate(State(ui): State<Ui>, req: Request, next: Next) -> Response {
     match &ui.api.token {
         // Open on loopback: only under a loopback name, so a rebound DNS
         // name cannot make another site same-origin with this page.
-        None if !guard::loopback_host(headers) => {
+        None if !guard::host_allowed(headers, &ui.api.allowed_hosts) => {
             tracing::warn!(host = ?headers.get(header::HOST), "license page asked for under a non-loopback name; refused");
             return problem(
                 StatusCode::FORBIDDEN,
                 "Wrong address.",
                 "This page answers only as http://127.0.0.1:PORT/ui/ or http://localhost:PORT/ui/ \
-                 (or set a token_file to serve it under other names).",
+                 (or list this name in allowed_hosts, or set a token_file, to serve it under other names).",
             );
         }
         Some(token) if !guard::has_session(headers, &token.0) => {
@@ -322,12 +322,33 @@ struct LoginForm {
 
 async fn login(
     State(ui): State<Ui>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: axum::http::HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     let Some(token) = &ui.api.token else {
         return see_other("/ui/");
     };
+    // Guessing the token is bounded per client address (before the token
+    // is looked at: a locked-out address learns nothing, right or wrong).
+    let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0 .0.ip());
+    let now = std::time::Instant::now();
+    if let Err(wait) = ui.api.sign_ins.check(ip, now) {
+        tracing::warn!(%ip, "license page sign-in refused: too many wrong tokens from this address");
+        let secs = wait.as_secs().max(1);
+        let mut resp = problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many wrong tokens.",
+            &format!(
+                "Sign-in from this address is paused for {secs} s after repeated wrong tokens. \
+                 Wait, then sign in with the token from the file named by token_file."
+            ),
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     if let Err(why) = guard::same_origin(&headers) {
         tracing::warn!(why, "cross-site sign-in refused");
         return problem(
@@ -344,7 +365,8 @@ async fn login(
         return forged();
     }
     if !guard::same(f.token.trim().as_bytes(), token.0.as_bytes()) {
-        tracing::warn!("license page sign-in with a wrong token refused");
+        ui.api.sign_ins.failed(ip, now);
+        tracing::warn!(%ip, "license page sign-in with a wrong token refused");
         return html(
             StatusCode::UNAUTHORIZED,
             page::login(

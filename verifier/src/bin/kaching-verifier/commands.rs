@@ -65,7 +65,8 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
         }) => {
             let cfg = load_config(config, Fallback::Refuse, "check")?;
             let trusted_keys = cfg.trusted_keys.clone();
-            let engine = Engine::open(cfg, true)?;
+            // Read-only: a check writes nothing (docs/verifier.md "check").
+            let engine = Engine::open_read_only(cfg)?;
             if engine.trust_mode() == kaching_verifier::trust::Mode::Development
                 && !allow_development_trust
             {
