@@ -74,3 +74,18 @@ pub struct ReceiptFiled {
     /// False when the relay held this receipt already.
     pub stored: bool,
 }
+
+/// The verifier's `receipt` event (`GET /v1/events`): a receipt from the
+/// relay was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReceiptEvent {
+    /// The report the receipt acknowledges.
+    pub report_seq: u64,
+    /// Ids of the upgrade requests it cleared.
+    pub upgrade_requests: Vec<u64>,
+    /// Closed counter periods and monthly node peaks it cleared.
+    pub periods: usize,
+    /// Where it came from: `relay`.
+    pub source: String,
+}

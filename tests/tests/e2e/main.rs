@@ -6,6 +6,7 @@
 
 mod airgap;
 mod clusters;
+mod mailbox;
 mod offline;
 mod receipts;
 mod revocations;

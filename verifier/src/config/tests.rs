@@ -145,7 +145,7 @@ fn a_bad_value_names_the_key_the_layer_and_what_to_write() {
         ),
         (
             "[relay]\nheartbeat_interval = \"0s\"",
-            "relay timeout, max_backoff and heartbeat_interval must be greater than zero",
+            "relay timeout, max_backoff, heartbeat_interval, report_interval and receipt_poll must be greater than zero",
         ),
     ] {
         let e = refused(text, &[]);

@@ -210,7 +210,49 @@ impl Worker {
             upgrades_up_to: beat.upgrades_up_to,
             deactivated: false,
         });
+        self.mailbox().await;
         Ok(act.interval)
+    }
+
+    /// After a heartbeat: posts the usage report the engine says is due
+    /// and hands the receipts in the answer to the engine. A failure here
+    /// is logged and retried after the next heartbeat; it never fails the
+    /// heartbeat (reports also travel as files).
+    async fn mailbox(&self) {
+        if !self.client.has_mailbox() {
+            return;
+        }
+        let bytes = match self.ask(Request::Report).await {
+            Some(Ok(Some(b))) => b,
+            Some(Ok(None)) | None => return,
+            Some(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot write the usage report for the relay");
+                return;
+            }
+        };
+        match self.client.post_report(&bytes).await {
+            Ok(Some(filed)) => {
+                let lines = self
+                    .ask(|reply| Request::Posted {
+                        seq: filed.seq,
+                        receipts: filed.receipts,
+                        reply,
+                    })
+                    .await
+                    .unwrap_or_default();
+                if filed.stored {
+                    tracing::info!(seq = filed.seq, "usage report posted to the relay");
+                }
+                for l in lines {
+                    tracing::debug!("{l}");
+                }
+            }
+            Ok(None) => {}
+            Err(f) => tracing::warn!(
+                error = f.message(),
+                "usage report not posted; trying again after the next heartbeat"
+            ),
+        }
     }
 
     /// The last heartbeat: frees the license for another cluster.
