@@ -63,7 +63,7 @@ impl Default for RelayConfig {
             timeout: Duration::from_secs(10),
             long_poll: Duration::from_secs(30),
             max_backoff: Duration::from_secs(300),
-            report_interval: Duration::from_secs(3600),
+            report_interval: Duration::from_secs(86_400),
             receipt_poll: Duration::from_secs(600),
         }
     }

@@ -32,7 +32,10 @@ impl Engine {
     /// counters changed and `relay.report_interval` has passed since the
     /// last; the last one again every `relay.receipt_poll` while it awaits
     /// its receipt; else nothing. Only for a connected license.
-    pub(crate) fn relay_report(&mut self, now: Timestamp) -> anyhow::Result<Option<Vec<u8>>> {
+    pub(crate) fn relay_report(
+        &mut self,
+        now: Timestamp,
+    ) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
         match &self.license {
             Some(v) if v.license.heartbeat.is_some() => {}
             _ => return Ok(None),
@@ -51,7 +54,7 @@ impl Engine {
         let head = self.db.report_head()?.map_or(0, |(seq, _)| seq);
         if let Some(h) = &held {
             if held_seq > self.db.time(POSTED)?.unwrap_or(0) && held_seq == head {
-                return Ok(Some(h.bytes.clone()));
+                return Ok(Some((held_seq, h.bytes.clone())));
             }
         }
         let pending = self.db.pending()?;
@@ -83,22 +86,24 @@ impl Engine {
                 .last_report_post
                 .is_some_and(|t| now < t.saturating_add(poll));
             return Ok(match held {
-                Some(h) if awaiting && !polled_lately => Some(h.bytes),
+                Some(h) if awaiting && !polled_lately => Some((held_seq, h.bytes)),
                 _ => None,
             });
         }
         let mut text = None;
-        crate::report::usage_report(self, now, |t| {
+        let written = crate::report::usage_report(self, now, |t| {
             text = Some(t.to_string());
             Ok(())
         })?;
         let text = text.unwrap_or_default();
         let bytes = kaching_core::armor::dearmor(text.as_bytes(), Some(DocKind::UsageReport))?;
         self.db.set_relay_report(&bytes)?;
-        Ok(Some(bytes))
+        Ok(Some((written.chain.map_or(0, |c| c.seq), bytes)))
     }
 
-    /// The relay took report `seq`; imports the receipts it answered with.
+    /// The relay took report `seq` (or refused it for good: then `receipts`
+    /// is empty and the next report follows it); imports the receipts it
+    /// answered with.
     /// A receipt that does not check out (another cluster's, a key that
     /// may not sign receipts, a report this cluster did not write) changes
     /// nothing and is only logged; one imported before changes nothing.

@@ -153,8 +153,9 @@ pub enum Request {
     /// Roots from the relay: taken through the chain like files (Ok: the
     /// versions taken, maybe none).
     Roots(Vec<Vec<u8>>, oneshot::Sender<Result<Vec<u64>, String>>),
-    /// The usage report to post to the relay now, if any (binary).
-    Report(oneshot::Sender<anyhow::Result<Option<Vec<u8>>>>),
+    /// The usage report to post to the relay now, if any: its sequence
+    /// number and binary bytes.
+    Report(oneshot::Sender<anyhow::Result<Option<(u64, Vec<u8>)>>>),
     /// The relay took report `seq` and answered with these armored
     /// receipts: import each like `receipt import` (the reply says what
     /// each did, for the log).

@@ -222,8 +222,8 @@ impl Worker {
         if !self.client.has_mailbox() {
             return;
         }
-        let bytes = match self.ask(Request::Report).await {
-            Some(Ok(Some(b))) => b,
+        let (seq, bytes) = match self.ask(Request::Report).await {
+            Some(Ok(Some(r))) => r,
             Some(Ok(None)) | None => return,
             Some(Err(e)) => {
                 tracing::warn!(error = %format!("{e:#}"), "cannot write the usage report for the relay");
@@ -248,6 +248,20 @@ impl Worker {
                 }
             }
             Ok(None) => {}
+            // Refused for good (a report the relay holds under another hash,
+            // or one it cannot read): posting the same bytes again cannot
+            // help, so the next report follows it; the vendor's chain check
+            // shows the one missing.
+            Err(Failure::Refused(why)) => {
+                tracing::warn!(error = %why, seq, "the relay refused the usage report; the next report follows it");
+                let _ = self
+                    .ask(|reply| Request::Posted {
+                        seq,
+                        receipts: Vec::new(),
+                        reply,
+                    })
+                    .await;
+            }
             Err(f) => tracing::warn!(
                 error = f.message(),
                 "usage report not posted; trying again after the next heartbeat"
