@@ -23,6 +23,7 @@ use kaching_core::heartbeat::Heartbeat;
 use kaching_core::license::{HeartbeatPolicy, License, Limits};
 use kaching_core::{armor, cluster_id, DocKind, LicenseId, SecretKey};
 
+#[allow(dead_code)] // shared with the other load tools; this one reads no percentiles
 mod support;
 
 fn now() -> u64 {

@@ -35,7 +35,7 @@ impl Engine {
     pub(crate) fn relay_report(
         &mut self,
         now: Timestamp,
-    ) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+    ) -> anyhow::Result<Option<super::relay::DueReport>> {
         match &self.license {
             Some(v) if v.license.heartbeat.is_some() => {}
             _ => return Ok(None),

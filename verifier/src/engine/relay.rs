@@ -115,6 +115,9 @@ pub struct Beat {
     pub upgrades_up_to: Option<i64>,
 }
 
+/// A usage report due at the relay: its sequence number and binary bytes.
+pub type DueReport = (u64, Vec<u8>);
+
 /// Work the relay worker asks of the engine thread.
 #[derive(Debug)]
 pub enum Request {
@@ -155,7 +158,7 @@ pub enum Request {
     Roots(Vec<Vec<u8>>, oneshot::Sender<Result<Vec<u64>, String>>),
     /// The usage report to post to the relay now, if any: its sequence
     /// number and binary bytes.
-    Report(oneshot::Sender<anyhow::Result<Option<(u64, Vec<u8>)>>>),
+    Report(oneshot::Sender<anyhow::Result<Option<DueReport>>>),
     /// The relay took report `seq` and answered with these armored
     /// receipts: import each like `receipt import` (the reply says what
     /// each did, for the log).
