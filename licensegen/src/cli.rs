@@ -626,6 +626,39 @@ pub enum UsageCommand {
         #[arg(long, conflicts_with = "receipt")]
         no_receipt: bool,
     },
+    /// Fetch connected clusters' usage reports from a relay, import each, and post the receipts back
+    ///
+    /// Connected verifiers post their usage report to the relay while
+    /// something is not yet acknowledged (docs/connected.md). This
+    /// downloads every report the relay holds without a receipt and imports
+    /// each exactly as `usage import` does: recorded in the ledger, checked
+    /// against the cluster's chain (a gap exits 30, a fork or rollback 31),
+    /// and answered with a receipt signed with the vendor key. The receipt
+    /// is posted to the relay instead of written to a file; the cluster
+    /// picks it up within `relay.receipt_poll` and clears exactly what it
+    /// acknowledges. Running it again changes nothing.
+    ///
+    /// The token needs the publish (or admin) scope: the one `licensegen
+    /// publish` uses.
+    ///
+    /// Example: licensegen usage pull --relay https://relay.example.com --token-file relay.token
+    #[command(after_long_help = crate::exit::TABLE, verbatim_doc_comment)]
+    Pull(PullArgs),
+}
+
+/// `usage pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Relay base URL [else KACHING_RELAY_URL, else `[relay] url` in kaching.toml]
+    #[arg(long, env = "KACHING_RELAY_URL", value_name = "URL")]
+    pub relay: Option<String>,
+    /// File holding a publish-scope relay token (`kaching-relay token create --scope publish`)
+    /// [else KACHING_RELAY_TOKEN_FILE, else `[relay] token_file` in kaching.toml]
+    #[arg(long, env = "KACHING_RELAY_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Seconds to wait for the relay, per request
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    pub timeout: u64,
 }
 
 /// `ui`.

@@ -34,6 +34,8 @@ pub struct Imported {
     pub new_requests: usize,
     /// Where the receipt was written, if one was.
     pub receipt: Option<PathBuf>,
+    /// The receipt (binary), when one was signed now or before.
+    pub receipt_bytes: Option<Vec<u8>>,
 }
 
 impl Imported {
@@ -79,10 +81,59 @@ pub fn import(
     now: Timestamp,
 ) -> Result<Imported> {
     let input = crate::fsutil::read(path)?;
-    let checked = verify_usage_report(&input).map_err(|e| {
+    let out = receipt_opts
+        .out
+        .map_or_else(|| default_receipt_path(path), Path::to_path_buf);
+    let mut written = None;
+    let mut deliver = |bytes: &[u8]| -> Result<()> {
+        crate::fsutil::write_atomic(&out, armor(DocKind::Receipt, bytes).as_bytes(), false)
+            .with_context(|| format!("cannot write the receipt to {}", out.display()))?;
+        written = Some(out.clone());
+        Ok(())
+    };
+    let mut imported = import_document(
+        ledger,
+        &input,
+        &path.display().to_string(),
+        license_of,
+        catalog,
+        receipt_opts.key.map(Signer::Unlock),
+        &mut deliver,
+        now,
+    )?;
+    imported.receipt = written;
+    Ok(imported)
+}
+
+/// Who signs a receipt.
+#[derive(Clone, Copy)]
+pub enum Signer<'a> {
+    /// Unlock the issuer key when a receipt must be signed (it may ask for a passphrase).
+    Unlock(&'a dyn Fn() -> Result<SecretKey>),
+    /// An issuer key unlocked already (`usage pull` unlocks it once).
+    Key(&'a SecretKey),
+}
+
+/// Verifies and records one usage report (`what` names it in errors) and,
+/// with a `signer`, hands its receipt to `deliver` (the same bytes again
+/// when the report was imported before) before the ledger commits: a
+/// receipt that cannot be delivered leaves the import undone, to be run
+/// again. `usage import` writes the receipt to a file; `usage pull` posts
+/// it to the relay.
+#[allow(clippy::too_many_arguments)]
+pub fn import_document(
+    ledger: &mut Ledger,
+    input: &[u8],
+    what: &str,
+    license_of: impl Fn(&LicenseRecord) -> Result<License>,
+    catalog: &TierCatalog,
+    signer: Option<Signer<'_>>,
+    deliver: &mut dyn FnMut(&[u8]) -> Result<()>,
+    now: Timestamp,
+) -> Result<Imported> {
+    let checked = verify_usage_report(input).map_err(|e| {
         crate::error::usage(format!(
-            "{} is not a valid usage report ({e}): ask the customer to run `kaching-verifier usage-report` again",
-            path.display()
+            "{what} is not a valid usage report ({e}): ask the customer to run `kaching-verifier usage-report` again"
         ))
     })?;
     let report = checked.doc;
@@ -114,8 +165,13 @@ pub fn import(
     let sha = kaching_core::keys::hex(&hash);
     // Unlock the key before taking the ledger lock (it may ask for a passphrase).
     let stored_receipt = ledger::receipt_for(&ledger.conn, &sha)?;
-    let key = match (&report.chain, &stored_receipt, receipt_opts.key) {
-        (Some(_), None, Some(unlock)) => Some(unlock()?),
+    let unlocked;
+    let key: Option<&SecretKey> = match (&report.chain, &stored_receipt, signer) {
+        (Some(_), None, Some(Signer::Unlock(unlock))) => {
+            unlocked = unlock()?;
+            Some(&unlocked)
+        }
+        (Some(_), None, Some(Signer::Key(key))) => Some(key),
         _ => None,
     };
     let record = UsageRecord {
@@ -192,7 +248,7 @@ pub fn import(
         (Some(bytes), _) => Some(bytes),
         (None, Some(key)) => match Receipt::for_report(&report, hash, now) {
             Some(r) => {
-                let bytes = r.sign(&key);
+                let bytes = r.sign(key);
                 ledger::insert_receipt(&tx, &sha, &r, &bytes)?;
                 Some(bytes)
             }
@@ -200,19 +256,9 @@ pub fn import(
         },
         (None, None) => None,
     };
-    let receipt = match (&receipt_bytes, receipt_opts.key) {
-        (Some(bytes), Some(_)) => {
-            let out = receipt_opts
-                .out
-                .map_or_else(|| default_receipt_path(path), Path::to_path_buf);
-            // Written before the commit: a receipt that cannot be written
-            // leaves the import undone, to be run again.
-            crate::fsutil::write_atomic(&out, armor(DocKind::Receipt, bytes).as_bytes(), false)
-                .with_context(|| format!("cannot write the receipt to {}", out.display()))?;
-            Some(out)
-        }
-        _ => None,
-    };
+    if let (Some(bytes), Some(_)) = (&receipt_bytes, signer) {
+        deliver(bytes)?;
+    }
     tx.commit().context("cannot commit the ledger")?;
     Ok(Imported {
         report,
@@ -220,7 +266,8 @@ pub fn import(
         warnings,
         findings,
         new_requests,
-        receipt,
+        receipt: None,
+        receipt_bytes,
     })
 }
 

@@ -531,7 +531,7 @@ pub(crate) async fn list_upgrades(State(st): State<AppState>) -> Result<Response
     path = "/v1/events",
     tag = "operations",
     responses(
-        (status = 200, description = "An event stream; each event's data is JSON (`status`: the `/v1/status` body, `reload`: `ReloadEvent`, `rejected`: `Rejection`, `upgrade_request`: `UpgradeQueued`, `lagged`: `{}`)", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "An event stream; each event's data is JSON (`status`: the `/v1/status` body, `reload`: `ReloadEvent`, `rejected`: `Rejection`, `upgrade_request`: `UpgradeQueued`, `receipt`: `{report_seq, upgrade_requests, periods, source}` (a receipt from the relay applied), `lagged`: `{}`)", body = String, content_type = "text/event-stream"),
         (status = 503, description = "`unavailable`: too many open event streams; poll `GET /v1/status` instead", body = ErrorBody),
         Unauthorized,
         WrongHost,

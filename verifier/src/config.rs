@@ -46,6 +46,12 @@ pub struct RelayConfig {
     pub long_poll: Duration,
     /// Longest pause between retries after failures (exponential backoff with jitter).
     pub max_backoff: Duration,
+    /// Shortest time between two usage reports posted to the relay whose
+    /// counters changed (new upgrade requests go at once).
+    pub report_interval: Duration,
+    /// How often a posted report is posted again, while it awaits its
+    /// receipt, to pick the receipt up.
+    pub receipt_poll: Duration,
 }
 
 impl Default for RelayConfig {
@@ -57,6 +63,8 @@ impl Default for RelayConfig {
             timeout: Duration::from_secs(10),
             long_poll: Duration::from_secs(30),
             max_backoff: Duration::from_secs(300),
+            report_interval: Duration::from_secs(86_400),
+            receipt_poll: Duration::from_secs(600),
         }
     }
 }
@@ -238,6 +246,10 @@ struct RawRelay {
     long_poll: Option<Duration>,
     #[serde(deserialize_with = "duration")]
     max_backoff: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    report_interval: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    receipt_poll: Option<Duration>,
 }
 
 /// `relay.urls` and `allowed_hosts`: a TOML array, or (from the
@@ -405,6 +417,8 @@ impl TryFrom<Raw> for Checked {
                 timeout: r.timeout.unwrap_or(d.relay.timeout),
                 long_poll: r.long_poll.unwrap_or(d.relay.long_poll),
                 max_backoff: r.max_backoff.unwrap_or(d.relay.max_backoff),
+                report_interval: r.report_interval.unwrap_or(d.relay.report_interval),
+                receipt_poll: r.receipt_poll.unwrap_or(d.relay.receipt_poll),
             },
             ..d
         };
@@ -446,6 +460,8 @@ pub const ENV_KEYS: &[&str] = &[
     "relay_timeout",
     "relay_long_poll",
     "relay_max_backoff",
+    "relay_report_interval",
+    "relay_receipt_poll",
 ];
 
 impl Config {
@@ -521,9 +537,11 @@ impl Config {
         }
         if self.relay.timeout.is_zero()
             || self.relay.max_backoff.is_zero()
+            || self.relay.report_interval.is_zero()
+            || self.relay.receipt_poll.is_zero()
             || self.relay.heartbeat_interval.is_some_and(|d| d.is_zero())
         {
-            bail!("relay timeout, max_backoff and heartbeat_interval must be greater than zero");
+            bail!("relay timeout, max_backoff, heartbeat_interval, report_interval and receipt_poll must be greater than zero");
         }
         Ok(())
     }

@@ -747,6 +747,16 @@ impl Db {
         Ok(())
     }
 
+    /// The usage report last written for the relay (binary), if any.
+    pub fn relay_report(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.meta_blob("relay_report")
+    }
+
+    /// Keeps `bytes` as the usage report written for the relay.
+    pub fn set_relay_report(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.set_meta_blob("relay_report", bytes)
+    }
+
     /// Applies a receipt for report `seq` (one transaction): marks what
     /// `clear` names as acknowledged and keeps the receipt.
     pub fn apply_receipt(

@@ -113,6 +113,9 @@ pub fn render(b: &VerifierStatus) -> String {
         if let Some(m) = &r.message {
             row("relay msg", m.clone());
         }
+        if let Some(m) = &r.last_receipt {
+            row("receipt", m.clone());
+        }
     }
     if !st.quotas.is_empty() {
         out.push_str("quotas\n");
@@ -183,6 +186,7 @@ mod tests {
             activated_license: Some("9c77fe2a".into()),
             message: None,
             relay_revocation_version: None,
+            last_receipt: None,
         }));
         let text = render(&body);
         assert!(text.contains("relay      https://relay.example.com — last contact 2026-11-22T18:42:54Z, holds license 9c77fe2a\n"), "{text}");

@@ -388,3 +388,99 @@ async fn a_relay_named_in_the_pinned_root_needs_no_configured_key() {
     .await;
     d.stop().await;
 }
+
+/// An honest relay older than the usage-report mailbox: `POST
+/// /v1/usage-reports` is a 404. Counts heartbeats and report posts.
+async fn relay_without_mailbox(
+    key: SecretKey,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let key = Arc::new(key);
+    let (beats, posts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let sign = move |cluster: String, seq: u64| {
+        RelayTime {
+            time: now(),
+            revocation_version: 0,
+            cluster_id: Some(cluster),
+            seq: Some(seq),
+            message: None,
+        }
+        .sign(&key)
+    };
+    let a = sign.clone();
+    let (b, p) = (beats.clone(), posts.clone());
+    let app = Router::new()
+        .route(
+            "/v1/activate",
+            post(
+                move |body: axum::Json<kaching_core::wire::relay::ActivateBody>| async move {
+                    let bytes =
+                        kaching_core::armor::dearmor(body.activation_request.as_bytes(), None)
+                            .unwrap();
+                    let req = kaching_core::cluster::verify_activation_request(&bytes).unwrap();
+                    a(req.doc.cluster_id, 0)
+                },
+            ),
+        )
+        .route(
+            "/v1/heartbeat",
+            post(move |body: axum::body::Bytes| async move {
+                b.fetch_add(1, Ordering::SeqCst);
+                let hb = kaching_core::heartbeat::verify_heartbeat(&body).unwrap();
+                sign(hb.doc.cluster_id, hb.doc.seq)
+            }),
+        )
+        .route(
+            "/v1/usage-reports",
+            post(move || async move {
+                p.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::NOT_FOUND
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, beats, posts)
+}
+
+#[tokio::test]
+async fn relay_without_the_mailbox_is_asked_once_then_not_until_restart() {
+    use std::sync::atomic::Ordering;
+    let (url, beats, posts) = relay_without_mailbox(SecretKey::from_seed(&[0x0d; 32])).await;
+    let (dir, mut cfg) = connected_config(&url, Some(&SecretKey::from_seed(&[0x0d; 32])));
+    // Poll for receipts at every heartbeat: only the 404 may stop the posts.
+    cfg.relay.receipt_poll = Duration::from_millis(1);
+    let d = Daemon::start(cfg.clone()).await;
+    let body = serde_json::json!({"requested_tier": "enterprise", "message": "more"});
+    assert_eq!(d.json.post("/v1/upgrade-requests", &body).await.0, 202);
+    kaching_testkit::wait_for_value(
+        "a report post",
+        || async { posts.load(Ordering::SeqCst) },
+        |n| *n >= 1,
+    )
+    .await;
+    let seen = beats.load(Ordering::SeqCst);
+    kaching_testkit::wait_for_value(
+        "three more heartbeats",
+        || async { beats.load(Ordering::SeqCst) },
+        |n| *n >= seen + 3,
+    )
+    .await;
+    assert_eq!(posts.load(Ordering::SeqCst), 1, "no post after the 404");
+    d.stop().await;
+    // A restart asks again (the relay may have been upgraded meanwhile).
+    let d = Daemon::start(cfg).await;
+    kaching_testkit::wait_for_value(
+        "a report post after restart",
+        || async { posts.load(Ordering::SeqCst) },
+        |n| *n >= 2,
+    )
+    .await;
+    d.stop().await;
+    drop(dir);
+}

@@ -12,8 +12,10 @@
 //! - [`error`]: the one error body `{"error": {"code", "message"}}`.
 //! - [`verifier`]: the verifier's API answers and events.
 //! - [`relay`]: the relay's request bodies and answers.
+//! - [`mailbox`]: the relay's usage-report and receipt mailbox.
 
 pub mod error;
+pub mod mailbox;
 pub mod relay;
 pub mod verifier;
 

@@ -52,6 +52,10 @@ pub struct RelayStatus {
     /// Newest revocation version the relay announced.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub relay_revocation_version: Option<u64>,
+    /// The last receipt picked up from the relay and applied, with its time
+    /// (absent until one is, since the daemon started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_receipt: Option<String>,
 }
 
 /// `GET /v1/status`: WHOOSH's [`LicenseStatus`] plus this cluster's details.

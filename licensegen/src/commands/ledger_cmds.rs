@@ -291,11 +291,14 @@ fn counters_text(counters: &serde_json::Value) -> String {
 }
 
 pub(super) fn usage(ctx: &Ctx<'_>, u: &UsageCommand) -> Result<u8> {
-    let UsageCommand::Import {
-        file,
-        receipt,
-        no_receipt,
-    } = u;
+    let (file, receipt, no_receipt) = match u {
+        UsageCommand::Import {
+            file,
+            receipt,
+            no_receipt,
+        } => (file, receipt, no_receipt),
+        UsageCommand::Pull(a) => return super::usage_pull::pull(ctx, a),
+    };
     let v = ctx.vendor()?;
     let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
     let catalog = v.catalog()?;

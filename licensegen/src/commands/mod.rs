@@ -8,6 +8,7 @@ mod publish;
 pub(crate) mod revoke;
 pub(crate) mod root;
 mod setup;
+mod usage_pull;
 
 use std::path::Path;
 

@@ -143,7 +143,7 @@ pub(super) fn publish(ctx: &Ctx<'_>, a: &PublishArgs) -> Result<u8> {
 
 /// Checks the relay base URL: http:// or https:// and a host, so that a
 /// bare `host:port` gets a fix instead of the HTTP client's "builder error".
-fn relay_url(text: &str) -> Result<String> {
+pub(super) fn relay_url(text: &str) -> Result<String> {
     let url = text.trim();
     let lower = url.to_ascii_lowercase();
     let fix = |why: String| {
@@ -169,7 +169,7 @@ fn relay_url(text: &str) -> Result<String> {
     Ok(url.to_string())
 }
 
-fn read_token(path: &Path) -> Result<String> {
+pub(super) fn read_token(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         usage(format!(
             "cannot read relay token file {} ({e}): put a publish-scope token there (`kaching-relay token create --scope publish`)",

@@ -15,6 +15,7 @@ use crate::state::AppState;
 
 pub mod cluster;
 pub mod metrics;
+pub mod reports;
 pub mod revocations;
 pub mod roots;
 pub mod vendor;
@@ -42,6 +43,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(vendor::list_upgrades).post(vendor::file_upgrade),
         )
         .route("/v1/relay-key", get(vendor::relay_key))
+        .route(
+            "/v1/usage-reports",
+            get(reports::list_reports).post(reports::post_report),
+        )
+        .route("/v1/receipts", post(reports::post_receipt))
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics::scrape))

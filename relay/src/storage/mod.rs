@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::store::Activation;
 use crate::tokens::Scope;
 
+pub mod mailbox;
 pub mod postgres;
 pub mod sqlite;
 
@@ -132,7 +133,7 @@ pub type StoredRoot = (u64, Vec<u8>, u64);
 
 /// The relay's state, whichever database holds it. Every write is atomic:
 /// on error nothing it did is kept, and an `Ok` means it is durable.
-pub trait Storage: Send + Sync {
+pub trait Storage: Send + Sync + mailbox::Mailbox {
     /// `POST /v1/activate`: binds the license to the cluster (displacing
     /// stale holders, refusing when another live cluster holds it).
     fn activate(&self, a: Activation) -> Fut<'_, Activated>;

@@ -21,6 +21,8 @@ use crate::store::{Activation, Outcome, Write};
 use crate::tokens::{self, Scope};
 use crate::writer::Writer;
 
+mod mailbox;
+
 /// A relay's SQLite database.
 pub struct SqliteStorage {
     /// The one writer; dropped at close so the thread commits and ends.
@@ -35,6 +37,8 @@ impl SqliteStorage {
     /// Opens (creating and migrating) the database at `path` and starts its writer.
     pub fn open(path: &Path, max_batch: usize) -> anyhow::Result<SqliteStorage> {
         let conn = db::open_and_migrate(path)?;
+        conn.execute_batch(mailbox::SCHEMA)
+            .map_err(|e| anyhow::anyhow!("cannot create the usage-report tables: {e}"))?;
         let (writer, thread) = Writer::start(conn, max_batch)
             .map_err(|e| anyhow::anyhow!("cannot start the database writer thread: {e}"))?;
         Ok(SqliteStorage {

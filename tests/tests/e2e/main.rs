@@ -7,6 +7,7 @@
 mod airgap;
 mod clusters;
 mod console;
+mod mailbox;
 mod offline;
 mod receipts;
 mod revocations;

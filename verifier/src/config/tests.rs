@@ -69,6 +69,20 @@ fn relay_section_and_its_environment_overrides() {
 }
 
 #[test]
+fn report_interval_and_receipt_poll_have_defaults_a_file_and_the_environment() {
+    let c = parse("", &[]).unwrap();
+    assert_eq!(c.relay.report_interval, Duration::from_secs(86_400));
+    assert_eq!(c.relay.receipt_poll, Duration::from_secs(600));
+    let file = "[relay]\nreport_interval = \"2h\"\nreceipt_poll = \"30s\"";
+    let c = parse(file, &[]).unwrap();
+    assert_eq!(c.relay.report_interval, Duration::from_secs(7200));
+    assert_eq!(c.relay.receipt_poll, Duration::from_secs(30));
+    let c = parse(file, &[("KACHING_RELAY_RECEIPT_POLL", "5s")]).unwrap();
+    assert_eq!(c.relay.receipt_poll, Duration::from_secs(5));
+    assert!(parse("[relay]\nreceipt_poll = \"0s\"", &[]).is_err());
+}
+
+#[test]
 fn several_relay_urls_from_the_file_or_one_variable() {
     let file =
         "[relay]\nurls = [\"https://relay-a.example.com/\", \"https://relay-b.example.com\"]";
@@ -145,7 +159,7 @@ fn a_bad_value_names_the_key_the_layer_and_what_to_write() {
         ),
         (
             "[relay]\nheartbeat_interval = \"0s\"",
-            "relay timeout, max_backoff and heartbeat_interval must be greater than zero",
+            "relay timeout, max_backoff, heartbeat_interval, report_interval and receipt_poll must be greater than zero",
         ),
     ] {
         let e = refused(text, &[]);

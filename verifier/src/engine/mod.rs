@@ -34,6 +34,7 @@ use kaching_core::root::VerifiedRoot;
 
 pub mod files;
 pub mod leases;
+mod mailbox;
 pub mod preview;
 pub mod published;
 pub mod relay;

@@ -51,6 +51,11 @@ pub struct RelayState {
     /// The keys the relay's answers must be signed by, and the root version
     /// they were worked out for (they change only with the root).
     pub signers: Option<(Option<u64>, Option<Arc<TrustedKeys>>)>,
+    /// The last receipt picked up from the relay and applied (status).
+    pub last_receipt: Option<String>,
+    /// When a usage report was last posted to the relay (paces the
+    /// posts that pick up receipts: `relay.receipt_poll`).
+    pub last_report_post: Option<Timestamp>,
 }
 
 impl RelayState {
@@ -81,6 +86,7 @@ impl RelayState {
             activated_license: self.activated.clone(),
             message: self.message.clone(),
             relay_revocation_version: self.relay_revocation_version,
+            last_receipt: self.last_receipt.clone(),
         })
     }
 }
@@ -108,6 +114,9 @@ pub struct Beat {
     /// Row id of the last upgrade request it carries.
     pub upgrades_up_to: Option<i64>,
 }
+
+/// A usage report due at the relay: its sequence number and binary bytes.
+pub type DueReport = (u64, Vec<u8>);
 
 /// Work the relay worker asks of the engine thread.
 #[derive(Debug)]
@@ -147,6 +156,20 @@ pub enum Request {
     /// Roots from the relay: taken through the chain like files (Ok: the
     /// versions taken, maybe none).
     Roots(Vec<Vec<u8>>, oneshot::Sender<Result<Vec<u64>, String>>),
+    /// The usage report to post to the relay now, if any: its sequence
+    /// number and binary bytes.
+    Report(oneshot::Sender<anyhow::Result<Option<DueReport>>>),
+    /// The relay took report `seq` and answered with these armored
+    /// receipts: import each like `receipt import` (the reply says what
+    /// each did, for the log).
+    Posted {
+        /// The report's sequence number.
+        seq: u64,
+        /// Receipts waiting for this cluster.
+        receipts: Vec<String>,
+        /// One line per receipt.
+        reply: oneshot::Sender<Vec<String>>,
+    },
 }
 
 impl Engine {
@@ -207,6 +230,16 @@ impl Engine {
             }
             Request::Roots(roots, reply) => {
                 let _ = reply.send(self.extend_roots(&roots, now));
+            }
+            Request::Report(reply) => {
+                let _ = reply.send(self.relay_report(now));
+            }
+            Request::Posted {
+                seq,
+                receipts,
+                reply,
+            } => {
+                let _ = reply.send(self.report_posted(seq, &receipts, now));
             }
             Request::Held(reply) => {
                 let _ = reply.send(self.revocations.as_ref().map_or(0, |r| r.list.version));

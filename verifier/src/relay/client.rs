@@ -11,6 +11,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use kaching_core::heartbeat::{verify_relay_time_by, RelayTime};
+use kaching_core::wire::mailbox::{ReportFiled, REPORTS_PATH};
 use kaching_core::wire::relay::{ActivateBody, RootsAnswer, ACCEPTS_CHAIN_HEAD, ACCEPTS_HEADER};
 use kaching_core::wire::ErrorBody;
 use kaching_core::DocKind;
@@ -54,6 +55,9 @@ pub struct Client {
     /// The relay announced it reads a heartbeat's report chain head
     /// (`Kaching-Accepts: chain-head`); an older relay refuses the claim.
     chain_head: Arc<AtomicBool>,
+    /// False once the relay answered 404 to a usage report (a relay older
+    /// than the mailbox): no more posts until restart.
+    mailbox: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -80,6 +84,7 @@ impl Client {
             cluster_id,
             timeout,
             chain_head: Arc::new(AtomicBool::new(false)),
+            mailbox: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -172,6 +177,52 @@ impl Client {
         };
         let rt = self.answer(resp, what).await?;
         self.check(rt, Some(b.seq))
+    }
+
+    /// Whether usage reports go to this relay (it has not answered 404).
+    pub fn has_mailbox(&self) -> bool {
+        self.mailbox.load(Ordering::Relaxed)
+    }
+
+    /// `POST /v1/usage-reports`: the relay's answer, with the receipts
+    /// waiting for this cluster; `None` from a relay without the mailbox
+    /// (404), which turns posting off until restart.
+    pub async fn post_report(&self, bytes: &[u8]) -> Result<Option<ReportFiled>, Failure> {
+        let resp = self
+            .http
+            .post(self.url(REPORTS_PATH))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                DocKind::UsageReport.content_type(),
+            )
+            .body(bytes.to_vec())
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| unreachable(self.base(), &e))?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            self.mailbox.store(false, Ordering::Relaxed);
+            tracing::info!(
+                relay = self.base(),
+                "the relay does not take usage reports (older than the mailbox): give reports to the vendor as files (kaching-verifier usage-report)"
+            );
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(refusal(resp, "usage report").await);
+        }
+        let filed: ReportFiled = resp.json().await.map_err(|e| {
+            Failure::Refused(format!(
+                "the relay's answer to the usage report is not one: {e}"
+            ))
+        })?;
+        if filed.cluster_id != self.cluster_id {
+            return Err(Failure::Refused(format!(
+                "the relay answered the usage report for cluster {}, this is {}: answer ignored",
+                filed.cluster_id, self.cluster_id
+            )));
+        }
+        Ok(Some(filed))
     }
 
     /// `GET /v1/revocations?after=held&wait=…`: `Some(bytes)` for a newer

@@ -40,6 +40,7 @@ pub mod batch;
 pub mod beats;
 pub mod chain;
 pub mod listen;
+pub mod mailbox;
 pub mod schema;
 pub mod writes;
 
