@@ -1,5 +1,12 @@
 //! Append-only, hash-chained audit log of every state-changing request.
 //!
+//! State changes (activation, deactivation, displacement, publish, token
+//! changes, upgrade requests, signs of rollback) get one row each. Ordinary
+//! heartbeats get one row per commit batch, `heartbeats` by `relay`, whose
+//! detail holds how many and the Merkle root over their hashes
+//! ([`batch_detail`]): the log grows with commits, not heartbeats, and
+//! still commits to each heartbeat, in order.
+//!
 //! Row `n` stores `hash_n = SHA-256(hash_{n-1} || canonical(row_n))` with
 //! `hash_0` = 32 zero bytes, and `audit_head` holds the last id and hash. An
 //! edited row breaks its own hash, a deleted row breaks the chain or the id
@@ -116,6 +123,41 @@ pub fn append(
     )?
     .execute(params![id, hash])?;
     Ok(())
+}
+
+/// The actor of a batch's heartbeat row.
+pub const BATCH_ACTOR: &str = "relay";
+/// The action of a batch's heartbeat row.
+pub const BATCH_ACTION: &str = "heartbeats";
+/// The subject of a batch's heartbeat row.
+pub const BATCH_SUBJECT: &str = "batch";
+
+/// The detail of a batch's heartbeat row: how many heartbeats and the
+/// Merkle root over their leaves (`kaching_core::merkle`), in commit order.
+pub fn batch_detail(leaves: &[kaching_core::merkle::Hash]) -> serde_json::Value {
+    serde_json::json!({
+        "heartbeats": leaves.len(),
+        "merkle_root": hex(&kaching_core::merkle::root(leaves)),
+    })
+}
+
+/// Appends the batch's heartbeat row (nothing for no heartbeats).
+pub fn append_batch(
+    conn: &Connection,
+    time: u64,
+    leaves: &[kaching_core::merkle::Hash],
+) -> rusqlite::Result<()> {
+    if leaves.is_empty() {
+        return Ok(());
+    }
+    append(
+        conn,
+        time,
+        BATCH_ACTOR,
+        BATCH_ACTION,
+        BATCH_SUBJECT,
+        &batch_detail(leaves),
+    )
 }
 
 /// What `audit verify` found when the chain holds.

@@ -44,8 +44,13 @@ pub use config::Config;
 use state::{AppState, CurrentList};
 use storage::Storage;
 
-/// How often old heartbeat history is pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often old heartbeat history and rollups are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Rows deleted per prune write: small, so heartbeats queued behind it
+/// wait milliseconds, not seconds (docs/relay.md, "Storage").
+const PRUNE_BATCH: u32 = 2_000;
+/// Pause between two prune writes, so heartbeats take the writer in between.
+const PRUNE_PAUSE: Duration = Duration::from_millis(20);
 
 /// Serves the relay on `listener` until `shutdown` completes, then finishes
 /// in-flight requests, commits queued writes and returns.
@@ -60,7 +65,8 @@ pub async fn run(
     let catalog = config.tier_catalog()?;
     let relay_key = state::load_or_create_key(&config.key_path())?;
     let database = config.database()?;
-    let storage = storage::open(&database, config.commit.max_batch)
+    let keep_raw = !config.heartbeat_retention.is_zero();
+    let storage = storage::open(&database, config.commit.max_batch, keep_raw)
         .await
         .with_context(|| format!("cannot open the database {database:?}"))?;
     // Every binding gets a full grace window from now: the time this relay
@@ -125,7 +131,10 @@ pub async fn run(
         .map(|changes| tokio::spawn(follow::run(state.clone(), changes, stop.listener())));
     let pruner = tokio::spawn(prune_loop(
         storage.clone(),
-        state.config.heartbeat_retention,
+        (
+            state.config.heartbeat_retention,
+            state.config.rollup_retention,
+        ),
         stop.listener(),
     ));
     let app = routes::router(state.clone());
@@ -182,15 +191,41 @@ pub(crate) async fn load_current_list(
     })
 }
 
-async fn prune_loop(storage: Arc<dyn Storage>, retention: Duration, mut stop: Listener) {
+async fn prune_loop(
+    storage: Arc<dyn Storage>,
+    (raw, rollups): (Duration, Duration),
+    mut stop: Listener,
+) {
     loop {
-        let before = db::now().saturating_sub(retention.as_secs());
-        match storage.prune_heartbeats(before).await {
-            Ok(n) if n > 0 => {
-                tracing::info!(rows = n, "pruned old heartbeat history")
+        let now = db::now();
+        let (raw_before, rollups_before) = (
+            now.saturating_sub(raw.as_secs()),
+            now.saturating_sub(rollups.as_secs()),
+        );
+        let mut total = 0;
+        loop {
+            match storage
+                .prune_history(raw_before, rollups_before, PRUNE_BATCH)
+                .await
+            {
+                Ok(n) => {
+                    total += n;
+                    if n < PRUNE_BATCH as usize {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "heartbeat history pruning failed");
+                    break;
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e.message, "heartbeat pruning failed"),
+            tokio::select! {
+                _ = tokio::time::sleep(PRUNE_PAUSE) => {}
+                () = stop.recv() => return,
+            }
+        }
+        if total > 0 {
+            tracing::info!(rows = total, "pruned old heartbeat history and rollups");
         }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}

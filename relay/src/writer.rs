@@ -99,10 +99,25 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
         }
     };
     let mut done = Vec::with_capacity(batch.len());
+    // The accepted heartbeats' leaves, audited as one row before the commit.
+    let mut leaves = Vec::new();
+    let mut latest = 0;
     let mut jobs = batch.into_iter();
     for job in jobs.by_ref() {
+        let leaf = match &job.write {
+            Write::Beat { beat, now, .. } if !beat.deactivate => {
+                Some((kaching_core::merkle::heartbeat_leaf(beat), *now))
+            }
+            _ => None,
+        };
         match apply_in_savepoint(&tx, job.write) {
-            Ok(result) => done.push((job.reply, result)),
+            Ok(result) => {
+                if let (Ok(Outcome::Beat), Some((leaf, now))) = (&result, leaf) {
+                    leaves.push(leaf);
+                    latest = latest.max(now);
+                }
+                done.push((job.reply, result))
+            }
             Err(e) => {
                 // Dropping the transaction rolls the whole batch back; nothing
                 // in it was acknowledged, so every caller hears the error.
@@ -119,7 +134,8 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
             }
         }
     }
-    match tx.commit() {
+    let sealed = crate::audit::append_batch(&tx, latest, &leaves).and_then(|()| tx.commit());
+    match sealed {
         Ok(()) => {
             for (reply, result) in done {
                 let _ = reply.send(result);
@@ -182,6 +198,7 @@ mod tests {
             }),
             key: *key.public().as_bytes(),
             now: 1_000,
+            raw: true,
         }
     }
 
@@ -235,7 +252,8 @@ mod tests {
             ]
         );
         assert_eq!(count(&conn, "heartbeats"), 3);
-        assert_eq!(count(&conn, "audit"), 5);
+        // Two activations and one row for the batch's three heartbeats.
+        assert_eq!(count(&conn, "audit"), 3);
         let last_seq: u64 = conn
             .query_row(
                 "SELECT last_seq FROM clusters WHERE cluster_id = ?1",
@@ -252,6 +270,6 @@ mod tests {
             rx.try_recv().unwrap().unwrap_err().code,
             "replayed_heartbeat"
         );
-        assert_eq!(count(&conn, "audit"), 5);
+        assert_eq!(count(&conn, "audit"), 3);
     }
 }

@@ -44,7 +44,13 @@ pub enum Job {
 }
 
 /// Takes what is queued (up to `max_batch`) and commits it as one batch.
-pub async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+/// `keep_raw`: also write a raw history row per heartbeat.
+pub async fn write_loop(
+    pool: Pool,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    keep_raw: bool,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -53,7 +59,7 @@ pub async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Job>, max_batch: usiz
                 Err(_) => break,
             }
         }
-        commit_batch(&pool, batch).await;
+        commit_batch(&pool, batch, keep_raw).await;
     }
 }
 
@@ -118,14 +124,14 @@ impl Done {
     }
 }
 
-async fn apply(c: &ClientWrapper, head: &mut writes::Head, job: Job) -> Done {
+async fn apply(c: &ClientWrapper, head: &mut writes::Head, job: Job, keep_raw: bool) -> Done {
     match job {
         Job::Activate(a, tx) => Done::Activate(tx, writes::activate(c, head, &a).await),
         Job::Beat(b, tx) => {
             let (beat, key, now) = *b;
             Done::Beat(
                 tx,
-                writes::record_heartbeat(c, head, &beat, &key, now).await,
+                writes::record_heartbeat(c, head, &beat, &key, now, keep_raw).await,
             )
         }
         Job::Publish(p, tx) => {
@@ -164,7 +170,7 @@ fn fail_job(job: Job, e: &ApiError) {
 /// has written nothing (the rule in [`writes`]), so the others go on; any
 /// other error rolls the whole batch back and every caller hears it. Each
 /// caller hears back only after the commit.
-async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
+async fn commit_batch(pool: &Pool, batch: Vec<Job>, keep_raw: bool) {
     let client = match pool.get().await {
         Ok(c) => c,
         Err(e) => {
@@ -181,11 +187,24 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
             return;
         }
     };
+    // Each ordinary heartbeat's leaf, in batch order (`done` keeps it).
+    let leaves: Vec<Option<(kaching_core::merkle::Hash, u64)>> = batch
+        .iter()
+        .map(|j| match j {
+            Job::Beat(b, _) if !b.0.deactivate => {
+                Some((kaching_core::merkle::heartbeat_leaf(&b.0), b.2))
+            }
+            _ => None,
+        })
+        .collect();
     let (done, mut broken) = if heartbeats_only(&batch) {
-        batched_heartbeats(&client, &mut head, batch).await
+        batched_heartbeats(&client, &mut head, batch, keep_raw).await
     } else {
-        one_by_one(&client, &mut head, batch).await
+        one_by_one(&client, &mut head, batch, keep_raw).await
     };
+    if broken.is_none() {
+        broken = seal(&client, &mut head, &done, &leaves).await.err();
+    }
     if broken.is_none() {
         broken = head.store(&client).await.err();
     }
@@ -201,6 +220,41 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
             done.into_iter().for_each(|d| d.answer(Some(&e)));
         }
     }
+}
+
+/// Appends the batch's one audit row for its accepted ordinary heartbeats:
+/// the Merkle root over their leaves (`crate::audit::batch_detail`).
+async fn seal(
+    c: &ClientWrapper,
+    head: &mut writes::Head,
+    done: &[Done],
+    leaves: &[Option<(kaching_core::merkle::Hash, u64)>],
+) -> Result<(), ApiError> {
+    let mut latest = 0;
+    let accepted: Vec<kaching_core::merkle::Hash> = done
+        .iter()
+        .zip(leaves)
+        .filter_map(|(d, leaf)| match (d, leaf) {
+            (Done::Beat(_, Ok(())), Some((leaf, now))) => {
+                latest = latest.max(*now);
+                Some(*leaf)
+            }
+            _ => None,
+        })
+        .collect();
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    writes::audit(
+        c,
+        head,
+        latest,
+        crate::audit::BATCH_ACTOR,
+        crate::audit::BATCH_ACTION,
+        crate::audit::BATCH_SUBJECT,
+        &crate::audit::batch_detail(&accepted),
+    )
+    .await
 }
 
 /// True for a batch of heartbeats only, one per cluster (the hot path).
@@ -221,11 +275,12 @@ async fn one_by_one(
     c: &ClientWrapper,
     head: &mut writes::Head,
     batch: Vec<Job>,
+    keep_raw: bool,
 ) -> (Vec<Done>, Option<ApiError>) {
     let mut done = Vec::with_capacity(batch.len());
     let mut jobs = batch.into_iter();
     for job in jobs.by_ref() {
-        let d = apply(c, head, job).await;
+        let d = apply(c, head, job, keep_raw).await;
         let broken = d.server_error();
         done.push(d);
         if let Some(e) = broken {
@@ -241,6 +296,7 @@ async fn batched_heartbeats(
     c: &ClientWrapper,
     head: &mut writes::Head,
     batch: Vec<Job>,
+    keep_raw: bool,
 ) -> (Vec<Done>, Option<ApiError>) {
     let result = {
         let beats: Vec<&beats::Beat> = batch
@@ -250,7 +306,7 @@ async fn batched_heartbeats(
                 _ => None,
             })
             .collect();
-        beats::record(c, head, &beats).await
+        beats::record(c, head, &beats, keep_raw).await
     };
     let (mut outcomes, broken) = match result {
         Ok(o) => (o, None),

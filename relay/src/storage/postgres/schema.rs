@@ -12,6 +12,7 @@ const MIGRATION_LOCK: i64 = 0x004b_4143_4849_4e47;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial schema", V1),
     (2, "report chain heads and signs of rollback", V2),
+    (3, super::bounded::DESCRIPTION, super::bounded::SQL),
 ];
 
 /// Each cluster's usage-report chain head as its heartbeats last named it,
