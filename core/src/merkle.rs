@@ -125,6 +125,9 @@ mod tests {
         let leaves = reference_leaves();
         let inner = node_hash(&leaves[0], &leaves[1]);
         assert_eq!(root(&leaves[..2]), inner);
-        assert_ne!(leaf_hash(&[&[1u8][..], &leaves[0], &leaves[1]].concat()), inner);
+        assert_ne!(
+            leaf_hash(&[&[1u8][..], &leaves[0], &leaves[1]].concat()),
+            inner
+        );
     }
 }

@@ -262,6 +262,27 @@ mod tests {
             )
             .unwrap();
         assert_eq!(last_seq, 2);
+        // The batch row's root is over the three accepted heartbeats, in
+        // commit order (the refused ones are no leaves).
+        let leaves: Vec<_> = [beat(la, &a, 1), beat(lb, &b, 5), beat(la, &a, 2)]
+            .iter()
+            .map(|w| match w {
+                Write::Beat { beat, .. } => kaching_core::merkle::heartbeat_leaf(beat),
+                _ => unreachable!(),
+            })
+            .collect();
+        let detail: String = conn
+            .query_row(
+                "SELECT detail FROM audit WHERE action = 'heartbeats'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            detail,
+            crate::audit::batch_detail(&leaves).to_string(),
+            "{detail}"
+        );
         crate::audit::verify(&conn).unwrap();
         // The cached savepoint statements serve the next batch too.
         let (j, mut rx) = job(beat(lb, &b, 5));

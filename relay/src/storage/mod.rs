@@ -218,9 +218,7 @@ pub async fn open(
     keep_raw: bool,
 ) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(match db {
-        Database::Sqlite(path) => {
-            Arc::new(sqlite::SqliteStorage::open(path, max_batch, keep_raw)?)
-        }
+        Database::Sqlite(path) => Arc::new(sqlite::SqliteStorage::open(path, max_batch, keep_raw)?),
         Database::Postgres(url) => {
             Arc::new(postgres::PgStorage::open(url, max_batch, keep_raw).await?)
         }

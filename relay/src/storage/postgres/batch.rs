@@ -45,12 +45,7 @@ pub enum Job {
 
 /// Takes what is queued (up to `max_batch`) and commits it as one batch.
 /// `keep_raw`: also write a raw history row per heartbeat.
-pub async fn write_loop(
-    pool: Pool,
-    mut rx: mpsc::Receiver<Job>,
-    max_batch: usize,
-    keep_raw: bool,
-) {
+pub async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Job>, max_batch: usize, keep_raw: bool) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < max_batch {

@@ -14,8 +14,8 @@ use tokio_postgres::types::ToSql;
 use kaching_core::heartbeat::Heartbeat;
 
 use super::writes::{
-    after_beat, held_head, query, record_anomalies, uint, Accepted, Head, BINDING, HISTORY,
-    ROLLUP, UPDATE_BEAT,
+    after_beat, held_head, query, record_anomalies, uint, Accepted, Head, BINDING, HISTORY, ROLLUP,
+    UPDATE_BEAT,
 };
 use crate::error::ApiError;
 
