@@ -1,7 +1,11 @@
 //! A Merkle tree hash over a list of items (RFC 6962 §2.1): the relay
-//! audits a commit's heartbeats as one root over their hashes, so the audit
-//! log grows with commits, not heartbeats, yet still commits to every
+//! audits its heartbeats as one root over their hashes per minute, so the
+//! audit log grows with time, not heartbeats, yet still commits to every
 //! heartbeat in order (docs/relay.md, "Audit log").
+//!
+//! The relay does not keep the leaves: a [`Frontier`] (at most 64 hashes)
+//! gathers them across commits and is sealed into one audit row a minute
+//! ([`seal_due`]).
 //!
 //! Leaves and inner nodes are hashed with different one-byte prefixes
 //! (`0x00`, `0x01`), so an inner node can never pass for a leaf.
@@ -51,6 +55,86 @@ fn split(n: usize) -> usize {
         k *= 2;
     }
     k
+}
+
+/// A tree being built one leaf at a time without keeping the leaves: the
+/// roots of its perfect subtrees, largest first (one per set bit of the
+/// leaf count), so it takes at most 64 hashes and gives the same root as
+/// [`root`] over every leaf pushed. The relay keeps one between audit rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    count: u64,
+    nodes: Vec<Hash>,
+}
+
+impl Frontier {
+    /// No leaves yet.
+    pub fn new() -> Frontier {
+        Frontier::default()
+    }
+
+    /// Leaves pushed.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Adds the next leaf (already a leaf hash).
+    pub fn push(&mut self, leaf: Hash) {
+        let mut carry = leaf;
+        let mut n = self.count;
+        // Each trailing 1 bit is a subtree of the size being carried: merge.
+        while n & 1 == 1 {
+            if let Some(left) = self.nodes.pop() {
+                carry = node_hash(&left, &carry);
+            }
+            n >>= 1;
+        }
+        self.nodes.push(carry);
+        self.count += 1;
+    }
+
+    /// The root over every leaf pushed (RFC 6962 `MTH`).
+    pub fn root(&self) -> Hash {
+        let mut it = self.nodes.iter().rev();
+        match it.next() {
+            None => root(&[]),
+            Some(last) => it.fold(*last, |acc, left| node_hash(left, &acc)),
+        }
+    }
+
+    /// Stored form: the count (8 bytes, big-endian), then the subtree roots.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.count.to_be_bytes().to_vec();
+        for n in &self.nodes {
+            out.extend_from_slice(n);
+        }
+        out
+    }
+
+    /// Reads the stored form; `None` when it is not one.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Frontier> {
+        let (count, rest) = bytes.split_first_chunk::<8>()?;
+        let count = u64::from_be_bytes(*count);
+        if rest.len() % 32 != 0 || rest.len() / 32 != count.count_ones() as usize {
+            return None;
+        }
+        let nodes = rest
+            .chunks_exact(32)
+            .map(|c| <Hash>::try_from(c).ok())
+            .collect::<Option<Vec<_>>>()?;
+        Some(Frontier { count, nodes })
+    }
+}
+
+/// Seconds a relay gathers heartbeat leaves before it seals them into one
+/// audit row: the audit log grows by about one row a minute, whatever the
+/// heartbeat rate.
+pub const SEAL_EVERY: u64 = 60;
+
+/// Whether leaves gathered since `since` are sealed at `now`: a minute on,
+/// or at once when `force`d (at start, sealing what a crash left).
+pub fn seal_due(since: u64, now: u64, force: bool) -> bool {
+    force || now >= since.saturating_add(SEAL_EVERY)
 }
 
 /// A heartbeat's leaf: the hash of its signed payload (deterministic CBOR),
@@ -116,6 +200,31 @@ mod tests {
         let mut swapped = leaves.clone();
         swapped.swap(2, 3);
         assert_ne!(root(&swapped), r);
+    }
+
+    /// Built one leaf at a time, the frontier gives the root over all the
+    /// leaves at every size, and survives its stored form.
+    #[test]
+    fn the_frontier_matches_the_full_root_at_every_size() {
+        let leaves: Vec<Hash> = (0..70u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut f = Frontier::new();
+        assert_eq!(f.root(), root(&[]));
+        for (i, l) in leaves.iter().enumerate() {
+            f.push(*l);
+            assert_eq!(f.count(), i as u64 + 1);
+            assert_eq!(f.root(), root(&leaves[..=i]), "after {} leaves", i + 1);
+            assert_eq!(Frontier::from_bytes(&f.to_bytes()), Some(f.clone()));
+        }
+        assert_eq!(Frontier::from_bytes(&[0; 7]), None);
+        assert_eq!(Frontier::from_bytes(&f.to_bytes()[..40]), None);
+    }
+
+    #[test]
+    fn leaves_are_sealed_a_minute_on_or_when_forced() {
+        assert!(!seal_due(1_000, 1_059, false));
+        assert!(seal_due(1_000, 1_060, false));
+        assert!(seal_due(1_000, 1_000, true));
+        assert!(seal_due(u64::MAX, u64::MAX, false), "no overflow");
     }
 
     /// An inner node presented as a leaf does not give the same root

@@ -188,6 +188,15 @@ CREATE TABLE heartbeat_hours (
     quotas      TEXT NOT NULL,      -- the hour's last quota counters (JSON)
     PRIMARY KEY (hour, cluster_id)
 ) WITHOUT ROWID;
+-- Heartbeat leaves gathered since `since`, not yet sealed into an audit
+-- row (kaching_core::merkle::Frontier, stored form): one row, updated in
+-- place by every commit that accepts heartbeats.
+CREATE TABLE audit_pending (
+    one       INTEGER PRIMARY KEY CHECK (one = 1),
+    since     INTEGER NOT NULL,
+    beats     INTEGER NOT NULL,
+    frontier  BLOB NOT NULL
+);
 ";
 
 /// Runs the [`UPGRADES`] the file has not had, each in its own immediate

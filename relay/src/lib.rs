@@ -44,6 +44,8 @@ pub use config::Config;
 use state::{AppState, CurrentList};
 use storage::Storage;
 
+/// How often a quiet relay checks for heartbeat leaves due to be sealed.
+const SEAL_EVERY: Duration = Duration::from_secs(15);
 /// How often old heartbeat history and rollups are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Rows deleted per prune write: small, so heartbeats queued behind it
@@ -76,6 +78,16 @@ pub async fn run(
         .mark_serving(serving_since)
         .await
         .map_err(|e| anyhow::anyhow!("cannot record the relay's start: {}", e.message))?;
+    // Heartbeats a crash left gathered but unsealed go into the audit log now.
+    storage
+        .seal_heartbeats(serving_since, true)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot seal pending heartbeats into the audit log: {}",
+                e.message
+            )
+        })?;
     let nofile = kaching_kit::rlimit::raise_nofile();
     let limits = config.limits(nofile);
     let roots = match initial_root {
@@ -129,6 +141,7 @@ pub async fn run(
     let follower = storage
         .changes()
         .map(|changes| tokio::spawn(follow::run(state.clone(), changes, stop.listener())));
+    let sealer = tokio::spawn(seal_loop(storage.clone(), stop.listener()));
     let pruner = tokio::spawn(prune_loop(
         storage.clone(),
         (
@@ -155,6 +168,7 @@ pub async fn run(
     .await
     .context("the HTTP server failed")?;
     let _ = pruner.await;
+    let _ = sealer.await;
     if let Some(f) = follower {
         let _ = f.await;
     }
@@ -162,7 +176,11 @@ pub async fn run(
     // Every task that could still submit a write (a request cut off by the
     // drain, the pruner) has let go of its listener once this returns.
     stop.completed().await;
-    // Queued writes are committed before the database is let go.
+    // The last heartbeats are sealed into the audit log, and queued writes
+    // are committed, before the database is let go.
+    if let Err(e) = storage.seal_heartbeats(db::now(), true).await {
+        tracing::warn!(error = %e.message, "sealing the last heartbeats into the audit log failed");
+    }
     storage
         .close()
         .await
@@ -189,6 +207,20 @@ pub(crate) async fn load_current_list(
             }
         },
     })
+}
+
+/// Seals the heartbeat leaves gathered since the last audit row once they
+/// are a minute old (a quiet relay has no commit to do it).
+async fn seal_loop(storage: Arc<dyn Storage>, mut stop: Listener) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SEAL_EVERY) => {}
+            () = stop.recv() => return,
+        }
+        if let Err(e) = storage.seal_heartbeats(db::now(), false).await {
+            tracing::warn!(error = %e.message, "sealing heartbeats into the audit log failed");
+        }
+    }
 }
 
 async fn prune_loop(

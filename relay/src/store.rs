@@ -96,6 +96,13 @@ pub enum Write {
         /// Most rows deleted from each table.
         limit: u32,
     },
+    /// Seals the pending heartbeat leaves into one audit row when due.
+    Seal {
+        /// Relay time.
+        now: u64,
+        /// Seal whatever is pending (at start).
+        force: bool,
+    },
 }
 
 /// What a write did.
@@ -124,6 +131,8 @@ pub enum Outcome {
     Filed(bool),
     /// Rows pruned.
     Pruned(usize),
+    /// Pending heartbeats sealed (`false`: none due).
+    Sealed(bool),
 }
 
 /// Runs one write; on error nothing it did is kept.
@@ -176,6 +185,7 @@ pub fn apply(conn: &Connection, write: Write) -> Result<Outcome, ApiError> {
                 .execute(params![rollups_before / HOUR, limit])?;
             Ok(Outcome::Pruned(raw.max(rollups)))
         }
+        Write::Seal { now, force } => Ok(Outcome::Sealed(crate::audit::seal(conn, now, force)?)),
     }
 }
 

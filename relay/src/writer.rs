@@ -134,7 +134,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
             }
         }
     }
-    let sealed = crate::audit::append_batch(&tx, latest, &leaves).and_then(|()| tx.commit());
+    let sealed = crate::audit::add_beats(&tx, latest, &leaves).and_then(|()| tx.commit());
     match sealed {
         Ok(()) => {
             for (reply, result) in done {
@@ -252,8 +252,9 @@ mod tests {
             ]
         );
         assert_eq!(count(&conn, "heartbeats"), 3);
-        // Two activations and one row for the batch's three heartbeats.
-        assert_eq!(count(&conn, "audit"), 3);
+        // Two activations; the three heartbeats are pending, sealed later.
+        assert_eq!(count(&conn, "audit"), 2);
+        assert_eq!(count(&conn, "audit_pending"), 1);
         let last_seq: u64 = conn
             .query_row(
                 "SELECT last_seq FROM clusters WHERE cluster_id = ?1",
@@ -262,8 +263,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!(last_seq, 2);
-        // The batch row's root is over the three accepted heartbeats, in
+        // Sealed, the row's root is over the three accepted heartbeats, in
         // commit order (the refused ones are no leaves).
+        assert!(
+            !crate::audit::seal(&conn, 1_059, false).unwrap(),
+            "not yet due"
+        );
+        assert!(crate::audit::seal(&conn, 1_060, false).unwrap());
+        assert_eq!(count(&conn, "audit_pending"), 0);
         let leaves: Vec<_> = [beat(la, &a, 1), beat(lb, &b, 5), beat(la, &a, 2)]
             .iter()
             .map(|w| match w {
@@ -278,9 +285,12 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
+        let mut f = kaching_core::merkle::Frontier::new();
+        leaves.iter().for_each(|l| f.push(*l));
+        assert_eq!(f.root(), kaching_core::merkle::root(&leaves));
         assert_eq!(
             detail,
-            crate::audit::batch_detail(&leaves).to_string(),
+            crate::audit::batch_detail(&f, 1_000).to_string(),
             "{detail}"
         );
         crate::audit::verify(&conn).unwrap();
@@ -292,5 +302,6 @@ mod tests {
             "replayed_heartbeat"
         );
         assert_eq!(count(&conn, "audit"), 3);
+        assert_eq!(count(&conn, "audit_pending"), 0);
     }
 }

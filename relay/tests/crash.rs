@@ -109,10 +109,13 @@ async fn acknowledged_heartbeats_survive_kill_9() {
             "{cluster}: last_seq {last} < acknowledged {seq}"
         );
     }
-    // And each is a leaf of a batch row in the audit chain.
+    // And each is a leaf of a sealed audit row or of the pending ones (the
+    // restarted relay seals those at start).
     let audited: u64 = conn
         .query_row(
-            "SELECT COALESCE(sum(json_extract(detail, '$.heartbeats')), 0) FROM audit WHERE action = 'heartbeats'",
+            "SELECT COALESCE(sum(json_extract(detail, '$.heartbeats')), 0)
+                    + COALESCE((SELECT beats FROM audit_pending), 0)
+             FROM audit WHERE action = 'heartbeats'",
             [],
             |r| r.get(0),
         )

@@ -263,8 +263,8 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
     s.close().await.unwrap();
 }
 
-/// A relay with three heartbeats, each its own commit, hence its own
-/// batch row; returns the heartbeats in order.
+/// A relay with three heartbeats a minute apart, so each is sealed into
+/// its own audit row (the last at the forced seal); returns them in order.
 async fn three_batches(dir: &Path) -> Vec<Heartbeat> {
     let s = open(dir, false).await;
     let (l, key) = (license(4, 3600), cluster_key(4));
@@ -273,6 +273,8 @@ async fn three_batches(dir: &Path) -> Vec<Heartbeat> {
     for (i, hb) in beats.iter().enumerate() {
         send(&s, &key, hb, H + 60 * (i as u64 + 1)).await;
     }
+    assert!(!s.seal_heartbeats(H + 200, false).await.unwrap(), "not due");
+    assert!(s.seal_heartbeats(H + 200, true).await.unwrap());
     s.close().await.unwrap();
     beats
 }
@@ -289,11 +291,11 @@ fn verify_cli(dir: &Path) -> (bool, String) {
     )
 }
 
-/// Each commit's heartbeats are one audit row holding the Merkle root of
+/// A minute's heartbeats are one audit row holding the Merkle root of
 /// their leaves: anyone holding a heartbeat can recompute it (here one
-/// heartbeat per commit, so the root is that heartbeat's leaf).
+/// heartbeat per minute, so the root is that heartbeat's leaf).
 #[tokio::test]
-async fn each_commit_audits_its_heartbeats_as_one_merkle_root() {
+async fn each_minute_audits_its_heartbeats_as_one_merkle_root() {
     let dir = tempfile::tempdir().unwrap();
     let beats = three_batches(dir.path()).await;
     let c = db(dir.path());
@@ -310,6 +312,7 @@ async fn each_commit_audits_its_heartbeats_as_one_merkle_root() {
         assert_eq!(row.0, "heartbeats");
         let detail: serde_json::Value = serde_json::from_str(&row.1).unwrap();
         assert_eq!(detail["heartbeats"], 1);
+        assert_eq!(detail["since"], H + 60 * hb.seq);
         assert_eq!(detail["merkle_root"], hex(&heartbeat_leaf(hb)));
     }
     let (ok, out) = verify_cli(dir.path());

@@ -110,7 +110,7 @@ const HISTORY_PG: &str = "SELECT c.license_id,
             h.max_nodes::BIGINT, h.quotas
      FROM heartbeat_hours h CROSS JOIN LATERAL generate_series(1, h.beats) AS n(i)
      JOIN clusters c ON c.cluster_id = h.cluster_id
-     WHERE h.hour >= $1 / 3600 ORDER BY h.hour DESC, n.i DESC LIMIT $2";
+     WHERE h.hour >= $1::BIGINT / 3600 ORDER BY h.hour DESC, n.i DESC LIMIT $2";
 const PULSE_SQLITE: &str =
     "SELECT count(*), COALESCE(sum(heartbeats), 0), COALESCE(max(last_seen), 0) FROM clusters";
 const PULSE_PG: &str = "SELECT count(*)::BIGINT, COALESCE(sum(heartbeats), 0)::BIGINT, COALESCE(max(last_seen), 0)::BIGINT FROM clusters";

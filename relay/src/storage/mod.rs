@@ -139,7 +139,7 @@ pub trait Storage: Send + Sync {
     /// `POST /v1/heartbeat` and `/v1/deactivate`: checks the binding, the
     /// key and that `beat.seq` is above the last accepted one, then records
     /// the heartbeat (latest per cluster, hourly rollup, raw history row when
-    /// kept; audited as a leaf of its batch's Merkle root).
+    /// kept; audited as a leaf of the Merkle root sealed about a minute later).
     fn record_heartbeat(&self, beat: Heartbeat, key: [u8; 32], now: u64) -> Fut<'_, ()>;
     /// `PUT /v1/revocations`: stores the list when newer than the stored one.
     fn publish_list(
@@ -164,6 +164,11 @@ pub trait Storage: Send + Sync {
     /// `rollups_before`; returns the larger count (below `limit`: done).
     /// Small batches, so the writer never stalls behind a prune.
     fn prune_history(&self, raw_before: u64, rollups_before: u64, limit: u32) -> Fut<'_, usize>;
+
+    /// Seals the heartbeat leaves gathered since the last audit row into
+    /// one row when a minute old, or whatever is pending when `force`d (at
+    /// start); `true` when a row was written.
+    fn seal_heartbeats(&self, now: u64, force: bool) -> Fut<'_, bool>;
 
     /// The license `id` and its cluster's last contact, if ever activated.
     fn license_view(&self, id: String) -> Fut<'_, Option<LicenseView>>;

@@ -171,6 +171,15 @@ impl Storage for SqliteStorage {
         })
     }
 
+    fn seal_heartbeats(&self, now: u64, force: bool) -> Fut<'_, bool> {
+        Box::pin(async move {
+            match self.submit(Write::Seal { now, force }).await? {
+                Outcome::Sealed(done) => Ok(done),
+                _ => Err(other("seal")),
+            }
+        })
+    }
+
     fn license_view(&self, id: String) -> Fut<'_, Option<LicenseView>> {
         Box::pin(self.readers.read(move |c| {
             let bytes: Option<Vec<u8>> = c

@@ -275,6 +275,7 @@ const TABLES: &[(&str, &[&str])] = &[
         &["hash", "name", "scope", "created_at", "revoked_at"],
     ),
     ("meta", &["key", "value"]),
+    ("audit_pending", &["one", "since", "beats", "frontier"]),
     (
         "anomalies",
         &["id", "cluster_id", "license_id", "at", "kind", "detail"],

@@ -217,8 +217,8 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>, keep_raw: bool) {
     }
 }
 
-/// Appends the batch's one audit row for its accepted ordinary heartbeats:
-/// the Merkle root over their leaves (`crate::audit::batch_detail`).
+/// Adds the batch's accepted ordinary heartbeats' leaves to the pending
+/// ones (sealing those first when a minute old, `crate::audit::gather`).
 async fn seal(
     c: &ClientWrapper,
     head: &mut writes::Head,
@@ -240,16 +240,90 @@ async fn seal(
     if accepted.is_empty() {
         return Ok(());
     }
+    let (sealed, (since, f)) = crate::audit::gather(pending(c).await?, &accepted, latest);
+    if let Some((s, old)) = sealed {
+        seal_row(c, head, latest, s, &old).await?;
+    }
+    writes::execute(
+        c,
+        "INSERT INTO audit_pending (one, since, beats, frontier) VALUES (1, $1, $2, $3)
+         ON CONFLICT (one) DO UPDATE SET since = $1, beats = $2, frontier = $3",
+        &[&writes::int(since), &writes::int(f.count()), &f.to_bytes()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The pending heartbeat leaves (read under the head lock).
+async fn pending(
+    c: &ClientWrapper,
+) -> Result<Option<(u64, kaching_core::merkle::Frontier)>, ApiError> {
+    let row = writes::query_opt(
+        c,
+        "SELECT since, frontier FROM audit_pending WHERE one = 1",
+        &[],
+    )
+    .await?;
+    row.map(|r| {
+        let (since, bytes): (i64, Vec<u8>) = (r.get(0), r.get(1));
+        kaching_core::merkle::Frontier::from_bytes(&bytes)
+            .map(|f| (writes::uint(since), f))
+            .ok_or_else(|| {
+                ApiError::internal(
+                    "audit_pending.frontier is not a Merkle frontier: the table was edited",
+                )
+            })
+    })
+    .transpose()
+}
+
+async fn seal_row(
+    c: &ClientWrapper,
+    head: &mut writes::Head,
+    now: u64,
+    since: u64,
+    f: &kaching_core::merkle::Frontier,
+) -> Result<(), ApiError> {
     writes::audit(
         c,
         head,
-        latest,
+        now,
         crate::audit::BATCH_ACTOR,
         crate::audit::BATCH_ACTION,
         crate::audit::BATCH_SUBJECT,
-        &crate::audit::batch_detail(&accepted),
+        &crate::audit::batch_detail(f, since),
     )
     .await
+}
+
+/// Seals the pending leaves into one audit row when due (or `force`d), in
+/// its own transaction under the head lock; `true` when it did.
+pub async fn seal_pending(pool: &Pool, now: u64, force: bool) -> Result<bool, ApiError> {
+    let c = pool.get().await?;
+    let mut head = begin(&c).await?;
+    let result = async {
+        let sealed = match pending(&c).await? {
+            Some((since, f)) if kaching_core::merkle::seal_due(since, now, force) => {
+                seal_row(&c, &mut head, now, since, &f).await?;
+                writes::execute(&c, "DELETE FROM audit_pending", &[]).await?;
+                true
+            }
+            _ => false,
+        };
+        head.store(&c).await?;
+        Ok::<_, ApiError>(sealed)
+    }
+    .await;
+    match result {
+        Ok(sealed) => {
+            c.batch_execute("COMMIT").await?;
+            Ok(sealed)
+        }
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
 }
 
 /// True for a batch of heartbeats only, one per cluster (the hot path).

@@ -36,6 +36,15 @@ CREATE TABLE heartbeat_hours (
     quotas      TEXT NOT NULL,       -- the hour's last quota counters (JSON)
     PRIMARY KEY (hour, cluster_id)
 );
+-- Heartbeat leaves gathered since `since`, not yet sealed into an audit
+-- row (kaching_core::merkle::Frontier, stored form); written under the
+-- audit_head lock like the chain itself.
+CREATE TABLE audit_pending (
+    one       INTEGER PRIMARY KEY CHECK (one = 1),
+    since     BIGINT NOT NULL,
+    beats     BIGINT NOT NULL,
+    frontier  BYTEA NOT NULL
+);
 ";
 
 /// Its description in `schema_migrations`.

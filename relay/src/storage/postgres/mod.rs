@@ -206,6 +206,10 @@ impl Storage for PgStorage {
         })
     }
 
+    fn seal_heartbeats(&self, now: u64, force: bool) -> Fut<'_, bool> {
+        Box::pin(batch::seal_pending(&self.pool, now, force))
+    }
+
     fn license_view(&self, id: String) -> Fut<'_, Option<LicenseView>> {
         Box::pin(async move {
             let c = self.client().await?;
