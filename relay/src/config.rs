@@ -65,7 +65,7 @@ const LAYERS: Layers<'static> = Layers {
 };
 
 /// Default days of hourly rollups kept (docs/benchmarks.md: their bytes).
-const ROLLUP_RETENTION_DAYS: u64 = 30;
+const ROLLUP_RETENTION_DAYS: u64 = 3;
 
 /// Everything the relay needs to start.
 #[derive(Debug, Clone, Deserialize)]
