@@ -34,6 +34,7 @@ pub mod id;
 pub mod keys;
 mod kid;
 pub mod license;
+pub mod merkle;
 pub mod policy;
 pub mod receipt;
 pub mod report_chain;

@@ -1,5 +1,13 @@
 //! Append-only, hash-chained audit log of every state-changing request.
 //!
+//! State changes (activation, deactivation, displacement, publish, token
+//! changes, upgrade requests, signs of rollback) get one row each. Ordinary
+//! heartbeats are gathered across commits (`audit_pending`, a Merkle
+//! frontier updated in place) and sealed about once a minute into one row,
+//! `heartbeats` by `relay`, whose detail holds how many, since when and the
+//! Merkle root over their hashes ([`batch_detail`]): the log grows with
+//! time, not heartbeats, and still commits to each heartbeat, in order.
+//!
 //! Row `n` stores `hash_n = SHA-256(hash_{n-1} || canonical(row_n))` with
 //! `hash_0` = 32 zero bytes, and `audit_head` holds the last id and hash. An
 //! edited row breaks its own hash, a deleted row breaks the chain or the id
@@ -12,6 +20,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use kaching_core::keys::hex;
+use kaching_core::merkle::{seal_due, Frontier, Hash};
 
 /// The fields that are hashed, in a fixed order.
 #[derive(Serialize)]
@@ -116,6 +125,106 @@ pub fn append(
     )?
     .execute(params![id, hash])?;
     Ok(())
+}
+
+/// The actor of a heartbeat seal row.
+pub const BATCH_ACTOR: &str = "relay";
+/// The action of a heartbeat seal row.
+pub const BATCH_ACTION: &str = "heartbeats";
+/// The subject of a heartbeat seal row.
+pub const BATCH_SUBJECT: &str = "batch";
+
+/// The detail of a heartbeat seal row: how many heartbeats, since when
+/// (relay time of the first), and the Merkle root over their leaves
+/// (`kaching_core::merkle`), in commit order.
+pub fn batch_detail(f: &Frontier, since: u64) -> serde_json::Value {
+    serde_json::json!({
+        "heartbeats": f.count(),
+        "since": since,
+        "merkle_root": hex(&f.root()),
+    })
+}
+
+/// What to do with the pending leaves, given the commit's `leaves` (both
+/// backends): `(row to seal first, pending to store)`; a seal is due a
+/// minute after the pending leaves began (`kaching_core::merkle::seal_due`).
+pub fn gather(
+    pending: Option<(u64, Frontier)>,
+    leaves: &[Hash],
+    now: u64,
+) -> (Option<(u64, Frontier)>, (u64, Frontier)) {
+    let (sealed, mut next) = match pending {
+        Some((since, f)) if seal_due(since, now, false) => {
+            (Some((since, f)), (now, Frontier::new()))
+        }
+        Some(p) => (None, p),
+        None => (None, (now, Frontier::new())),
+    };
+    for l in leaves {
+        next.1.push(*l);
+    }
+    (sealed, next)
+}
+
+/// The pending leaves, if any (an unreadable frontier is an error).
+fn pending(conn: &Connection) -> rusqlite::Result<Option<(u64, Frontier)>> {
+    let row: Option<(u64, Vec<u8>)> = conn
+        .prepare_cached("SELECT since, frontier FROM audit_pending WHERE one = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(since, bytes)| {
+        Frontier::from_bytes(&bytes)
+            .map(|f| (since, f))
+            .ok_or_else(|| {
+                rusqlite::Error::ToSqlConversionFailure(
+                    "audit_pending.frontier is not a Merkle frontier: the table was edited".into(),
+                )
+            })
+    })
+    .transpose()
+}
+
+fn seal_row(conn: &Connection, now: u64, since: u64, f: &Frontier) -> rusqlite::Result<()> {
+    append(
+        conn,
+        now,
+        BATCH_ACTOR,
+        BATCH_ACTION,
+        BATCH_SUBJECT,
+        &batch_detail(f, since),
+    )
+}
+
+/// Adds a commit's accepted heartbeat leaves to the pending ones, sealing
+/// those first when a minute old (inside the commit's transaction).
+pub fn add_beats(conn: &Connection, now: u64, leaves: &[Hash]) -> rusqlite::Result<()> {
+    if leaves.is_empty() {
+        return Ok(());
+    }
+    let (sealed, (since, f)) = gather(pending(conn)?, leaves, now);
+    if let Some((s, old)) = sealed {
+        seal_row(conn, now, s, &old)?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO audit_pending (one, since, beats, frontier) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (one) DO UPDATE SET since = ?1, beats = ?2, frontier = ?3",
+    )?
+    .execute(params![since, f.count(), f.to_bytes()])?;
+    Ok(())
+}
+
+/// Seals the pending leaves into one audit row when due (or `force`d);
+/// `true` when it did.
+pub fn seal(conn: &Connection, now: u64, force: bool) -> rusqlite::Result<bool> {
+    match pending(conn)? {
+        Some((since, f)) if seal_due(since, now, force) => {
+            seal_row(conn, now, since, &f)?;
+            conn.prepare_cached("DELETE FROM audit_pending")?
+                .execute([])?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// What `audit verify` found when the chain holds.

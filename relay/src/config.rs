@@ -24,7 +24,7 @@ const SECTIONS: [&str; 2] = ["rate_limit", "commit"];
 /// The `KACHING_RELAY_*` names the relay reads (lower-cased, without the
 /// prefix). Others are left alone: the verifier's `[relay]` overrides share
 /// the prefix (`KACHING_RELAY_URL`, …) and may sit in the same environment.
-const ENV_KEYS: [&str; 21] = [
+const ENV_KEYS: [&str; 22] = [
     "listen",
     "data_dir",
     "database",
@@ -36,6 +36,7 @@ const ENV_KEYS: [&str; 21] = [
     "long_poll_max",
     "max_body_bytes",
     "heartbeat_retention",
+    "rollup_retention",
     "max_connections",
     "header_read_timeout",
     "idle_timeout",
@@ -62,6 +63,9 @@ const LAYERS: Layers<'static> = Layers {
     env_only: &[],
     env_values: EnvValues::Typed,
 };
+
+/// Default days of hourly rollups kept (docs/benchmarks.md: their bytes).
+const ROLLUP_RETENTION_DAYS: u64 = 3;
 
 /// Everything the relay needs to start.
 #[derive(Debug, Clone, Deserialize)]
@@ -94,9 +98,15 @@ pub struct Config {
     pub long_poll_max: Duration,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
-    /// Age after which heartbeat history rows are pruned.
+    /// How long a raw history row of every heartbeat is kept; `0s` (the
+    /// default): none is written, each cluster's latest heartbeat and its
+    /// hourly rollups are enough.
     #[serde(deserialize_with = "kaching_kit::config::duration")]
     pub heartbeat_retention: Duration,
+    /// How long hourly heartbeat rollups (per cluster: heartbeats, least,
+    /// most and last node count, last quota counters) are kept.
+    #[serde(deserialize_with = "kaching_kit::config::duration")]
+    pub rollup_retention: Duration,
     /// Open connections at most; lowered at start to stay below the open-file limit.
     pub max_connections: usize,
     /// From a request's first byte to its complete head (slowloris).
@@ -165,7 +175,8 @@ impl Default for Config {
             default_offline_grace: Duration::from_secs(86_400),
             long_poll_max: Duration::from_secs(60),
             max_body_bytes: 256 * 1024,
-            heartbeat_retention: Duration::from_secs(30 * 86_400),
+            heartbeat_retention: Duration::ZERO,
+            rollup_retention: Duration::from_secs(ROLLUP_RETENTION_DAYS * 86_400),
             // The relay holds one long-poll per connected cluster.
             max_connections: 16_384,
             header_read_timeout: Duration::from_secs(10),
@@ -400,6 +411,7 @@ mod tests {
         assert_eq!(c.long_poll_max, d.long_poll_max);
         assert_eq!(c.max_body_bytes, d.max_body_bytes);
         assert_eq!(c.heartbeat_retention, d.heartbeat_retention);
+        assert_eq!(c.rollup_retention, d.rollup_retention);
         assert_eq!(c.rate_limit.burst, d.rate_limit.burst);
         assert_eq!(c.commit.max_batch, d.commit.max_batch);
         assert_eq!(c.max_connections, d.max_connections);

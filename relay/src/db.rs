@@ -102,14 +102,6 @@ CREATE TABLE IF NOT EXISTS meta (
     key    TEXT PRIMARY KEY,
     value  INTEGER NOT NULL
 );
--- The usage-report chain head each cluster's heartbeats last named
--- (docs/format.md §7.5), and the signs of rollback seen in them.
-CREATE TABLE IF NOT EXISTS chain_heads (
-    cluster_id  TEXT PRIMARY KEY,
-    report_seq  INTEGER NOT NULL,
-    report_hash BLOB,
-    mark        INTEGER NOT NULL
-);
 CREATE TABLE IF NOT EXISTS anomalies (
     id          INTEGER PRIMARY KEY,
     cluster_id  TEXT NOT NULL,
@@ -152,7 +144,96 @@ pub fn open_and_migrate(path: &Path) -> anyhow::Result<Connection> {
     let conn = open(path)?;
     conn.execute_batch(SCHEMA)
         .with_context(|| format!("cannot create the schema in {}", path.display()))?;
+    upgrade(&conn).with_context(|| format!("cannot upgrade the schema of {}", path.display()))?;
     Ok(conn)
+}
+
+/// The schema steps after [`SCHEMA`], in order; `PRAGMA user_version`
+/// records how many ran. Never edit one that has shipped, add the next.
+const UPGRADES: &[(&str, &str)] = &[("storage bounded by clusters", UPGRADE_1)];
+
+/// Storage that grows with clusters, not heartbeats (docs/relay.md,
+/// "Storage"): each cluster's report chain head moves onto its row (one
+/// UPDATE per heartbeat instead of two writes; `chain_heads` stays as a
+/// view for readers), and heartbeats are kept as hourly rollups. The
+/// `heartbeats` table stays for the optional raw history.
+const UPGRADE_1: &str = "
+CREATE TABLE IF NOT EXISTS chain_heads (
+    cluster_id  TEXT PRIMARY KEY,
+    report_seq  INTEGER NOT NULL,
+    report_hash BLOB,
+    mark        INTEGER NOT NULL
+);
+ALTER TABLE clusters ADD COLUMN report_seq INTEGER;
+ALTER TABLE clusters ADD COLUMN report_hash BLOB;
+ALTER TABLE clusters ADD COLUMN report_mark INTEGER;
+UPDATE clusters SET (report_seq, report_hash, report_mark) =
+    (SELECT report_seq, report_hash, mark FROM chain_heads h WHERE h.cluster_id = clusters.cluster_id)
+    WHERE cluster_id IN (SELECT cluster_id FROM chain_heads);
+DROP TABLE chain_heads;
+CREATE VIEW chain_heads AS
+    SELECT cluster_id, report_seq, report_hash, report_mark AS mark FROM clusters
+    WHERE report_seq IS NOT NULL;
+-- One row per cluster per hour it sent heartbeats in (hour = relay time
+-- / 3600): keyed by hour first, so pruning and the console's last-24-hours
+-- read are range scans and the current hour's rows sit together.
+CREATE TABLE heartbeat_hours (
+    hour        INTEGER NOT NULL,
+    cluster_id  TEXT NOT NULL,
+    beats       INTEGER NOT NULL,
+    min_nodes   INTEGER NOT NULL,
+    max_nodes   INTEGER NOT NULL,
+    last_nodes  INTEGER NOT NULL,
+    last_at     INTEGER NOT NULL,   -- relay time of the hour's last heartbeat
+    quotas      TEXT NOT NULL,      -- the hour's last quota counters (JSON)
+    PRIMARY KEY (hour, cluster_id)
+) WITHOUT ROWID;
+-- Heartbeat leaves gathered since `since`, not yet sealed into an audit
+-- row (kaching_core::merkle::Frontier, stored form): one row, updated in
+-- place by every commit that accepts heartbeats.
+CREATE TABLE audit_pending (
+    one       INTEGER PRIMARY KEY CHECK (one = 1),
+    since     INTEGER NOT NULL,
+    beats     INTEGER NOT NULL,
+    frontier  BLOB NOT NULL
+);
+";
+
+/// Runs the [`UPGRADES`] the file has not had, each in its own immediate
+/// transaction (the CLI and a serving relay may open the file together:
+/// the second finds the version moved and skips).
+fn upgrade(conn: &Connection) -> anyhow::Result<()> {
+    for (i, (what, sql)) in UPGRADES.iter().enumerate() {
+        let version = i64::try_from(i + 1)?;
+        let at: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if at >= version {
+            continue;
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = (|| -> anyhow::Result<()> {
+            let at: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if at < version {
+                conn.execute_batch(sql)
+                    .with_context(|| format!("schema step {version} ({what}) failed"))?;
+                conn.pragma_update(None, "user_version", version)?;
+            }
+            Ok(())
+        })();
+        match step {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
+    let at: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if at > UPGRADES.len() as i64 {
+        anyhow::bail!(
+            "the database is at schema version {at}, newer than this kaching-relay knows: run the release that wrote it"
+        );
+    }
+    Ok(())
 }
 
 /// Records that the relay starts serving at `now` (see `meta` in the schema).

@@ -44,8 +44,15 @@ pub use config::Config;
 use state::{AppState, CurrentList};
 use storage::Storage;
 
-/// How often old heartbeat history is pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often a quiet relay checks for heartbeat leaves due to be sealed.
+const SEAL_EVERY: Duration = Duration::from_secs(15);
+/// How often old heartbeat history and rollups are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Rows deleted per prune write: small, so heartbeats queued behind it
+/// wait milliseconds, not seconds (docs/relay.md, "Storage").
+const PRUNE_BATCH: u32 = 2_000;
+/// Pause between two prune writes, so heartbeats take the writer in between.
+const PRUNE_PAUSE: Duration = Duration::from_millis(20);
 
 /// Serves the relay on `listener` until `shutdown` completes, then finishes
 /// in-flight requests, commits queued writes and returns.
@@ -60,7 +67,8 @@ pub async fn run(
     let catalog = config.tier_catalog()?;
     let relay_key = state::load_or_create_key(&config.key_path())?;
     let database = config.database()?;
-    let storage = storage::open(&database, config.commit.max_batch)
+    let keep_raw = !config.heartbeat_retention.is_zero();
+    let storage = storage::open(&database, config.commit.max_batch, keep_raw)
         .await
         .with_context(|| format!("cannot open the database {database:?}"))?;
     // Every binding gets a full grace window from now: the time this relay
@@ -70,6 +78,16 @@ pub async fn run(
         .mark_serving(serving_since)
         .await
         .map_err(|e| anyhow::anyhow!("cannot record the relay's start: {}", e.message))?;
+    // Heartbeats a crash left gathered but unsealed go into the audit log now.
+    storage
+        .seal_heartbeats(serving_since, true)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot seal pending heartbeats into the audit log: {}",
+                e.message
+            )
+        })?;
     let nofile = kaching_kit::rlimit::raise_nofile();
     let limits = config.limits(nofile);
     let roots = match initial_root {
@@ -123,9 +141,13 @@ pub async fn run(
     let follower = storage
         .changes()
         .map(|changes| tokio::spawn(follow::run(state.clone(), changes, stop.listener())));
+    let sealer = tokio::spawn(seal_loop(storage.clone(), stop.listener()));
     let pruner = tokio::spawn(prune_loop(
         storage.clone(),
-        state.config.heartbeat_retention,
+        (
+            state.config.heartbeat_retention,
+            state.config.rollup_retention,
+        ),
         stop.listener(),
     ));
     let app = routes::router(state.clone());
@@ -146,6 +168,7 @@ pub async fn run(
     .await
     .context("the HTTP server failed")?;
     let _ = pruner.await;
+    let _ = sealer.await;
     if let Some(f) = follower {
         let _ = f.await;
     }
@@ -153,7 +176,11 @@ pub async fn run(
     // Every task that could still submit a write (a request cut off by the
     // drain, the pruner) has let go of its listener once this returns.
     stop.completed().await;
-    // Queued writes are committed before the database is let go.
+    // The last heartbeats are sealed into the audit log, and queued writes
+    // are committed, before the database is let go.
+    if let Err(e) = storage.seal_heartbeats(db::now(), true).await {
+        tracing::warn!(error = %e.message, "sealing the last heartbeats into the audit log failed");
+    }
     storage
         .close()
         .await
@@ -182,15 +209,55 @@ pub(crate) async fn load_current_list(
     })
 }
 
-async fn prune_loop(storage: Arc<dyn Storage>, retention: Duration, mut stop: Listener) {
+/// Seals the heartbeat leaves gathered since the last audit row once they
+/// are a minute old (a quiet relay has no commit to do it).
+async fn seal_loop(storage: Arc<dyn Storage>, mut stop: Listener) {
     loop {
-        let before = db::now().saturating_sub(retention.as_secs());
-        match storage.prune_heartbeats(before).await {
-            Ok(n) if n > 0 => {
-                tracing::info!(rows = n, "pruned old heartbeat history")
+        tokio::select! {
+            _ = tokio::time::sleep(SEAL_EVERY) => {}
+            () = stop.recv() => return,
+        }
+        if let Err(e) = storage.seal_heartbeats(db::now(), false).await {
+            tracing::warn!(error = %e.message, "sealing heartbeats into the audit log failed");
+        }
+    }
+}
+
+async fn prune_loop(
+    storage: Arc<dyn Storage>,
+    (raw, rollups): (Duration, Duration),
+    mut stop: Listener,
+) {
+    loop {
+        let now = db::now();
+        let (raw_before, rollups_before) = (
+            now.saturating_sub(raw.as_secs()),
+            now.saturating_sub(rollups.as_secs()),
+        );
+        let mut total = 0;
+        loop {
+            match storage
+                .prune_history(raw_before, rollups_before, PRUNE_BATCH)
+                .await
+            {
+                Ok(n) => {
+                    total += n;
+                    if n < PRUNE_BATCH as usize {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "heartbeat history pruning failed");
+                    break;
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e.message, "heartbeat pruning failed"),
+            tokio::select! {
+                _ = tokio::time::sleep(PRUNE_PAUSE) => {}
+                () = stop.recv() => return,
+            }
+        }
+        if total > 0 {
+            tracing::info!(rows = total, "pruned old heartbeat history and rollups");
         }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}

@@ -53,6 +53,8 @@ pub enum Write {
         key: [u8; 32],
         /// Relay time.
         now: u64,
+        /// Also keep a raw history row (`heartbeat_retention` above 0).
+        raw: bool,
     },
     /// `PUT /v1/revocations`.
     Publish {
@@ -83,10 +85,23 @@ pub enum Write {
         /// Relay time.
         now: u64,
     },
-    /// Heartbeat history older than `before` is deleted (maintenance, not audited).
+    /// At most `limit` raw history rows received before `raw_before` and
+    /// at most `limit` hourly rollups of hours before `rollups_before` are
+    /// deleted (maintenance, not audited; small, so the writer never stalls).
     Prune {
-        /// Relay time cut-off.
-        before: u64,
+        /// Relay time cut-off of raw history.
+        raw_before: u64,
+        /// Relay time cut-off of rollups.
+        rollups_before: u64,
+        /// Most rows deleted from each table.
+        limit: u32,
+    },
+    /// Seals the pending heartbeat leaves into one audit row when due.
+    Seal {
+        /// Relay time.
+        now: u64,
+        /// Seal whatever is pending (at start).
+        force: bool,
     },
 }
 
@@ -116,13 +131,20 @@ pub enum Outcome {
     Filed(bool),
     /// Rows pruned.
     Pruned(usize),
+    /// Pending heartbeats sealed (`false`: none due).
+    Sealed(bool),
 }
 
 /// Runs one write; on error nothing it did is kept.
 pub fn apply(conn: &Connection, write: Write) -> Result<Outcome, ApiError> {
     match write {
         Write::Activate(a) => activate(conn, &a),
-        Write::Beat { beat, key, now } => record_heartbeat(conn, &beat, &key, now),
+        Write::Beat {
+            beat,
+            key,
+            now,
+            raw,
+        } => record_heartbeat(conn, &beat, &key, now, raw),
         Write::Publish { list, actor, now } => publish(conn, &list, &actor, now),
         Write::PublishRoot { root, actor, now } => publish_root(conn, &root, &actor, now),
         Write::FileUpgrade {
@@ -139,15 +161,31 @@ pub fn apply(conn: &Connection, write: Write) -> Result<Outcome, ApiError> {
                     &format!("token:{actor}"),
                     "upgrade_request",
                     &license_id,
-                    &json!({"tier": request.requested_tier, "time": request.time}),
+                    &upgrade_audit_detail(&request),
                 )?;
             }
             Ok(Outcome::Filed(new))
         }
-        Write::Prune { before } => {
-            let n = conn.execute("DELETE FROM heartbeats WHERE received_at < ?1", [before])?;
-            Ok(Outcome::Pruned(n))
+        Write::Prune {
+            raw_before,
+            rollups_before,
+            limit,
+        } => {
+            let raw = conn
+                .prepare_cached(
+                    "DELETE FROM heartbeats WHERE id IN
+                         (SELECT id FROM heartbeats WHERE received_at < ?1 ORDER BY id LIMIT ?2)",
+                )?
+                .execute(params![raw_before, limit])?;
+            let rollups = conn
+                .prepare_cached(
+                    "DELETE FROM heartbeat_hours WHERE (hour, cluster_id) IN
+                         (SELECT hour, cluster_id FROM heartbeat_hours WHERE hour < ?1 LIMIT ?2)",
+                )?
+                .execute(params![rollups_before / HOUR, limit])?;
+            Ok(Outcome::Pruned(raw.max(rollups)))
         }
+        Write::Seal { now, force } => Ok(Outcome::Sealed(crate::audit::seal(conn, now, force)?)),
     }
 }
 
@@ -411,28 +449,78 @@ pub fn replayed(seq: u64, last_seq: u64) -> ApiError {
     )
 }
 
-/// Records a heartbeat (or deactivation): the cluster's latest state, a
-/// history row, upgrade requests and one audit row.
 /// A cluster's binding as a heartbeat is checked against it: license,
-/// key, status, last sequence number, and the signed time of that heartbeat.
-type BindingRow = (String, Vec<u8>, String, u64, Option<u64>);
+/// key, status, last sequence number, the signed time of that heartbeat,
+/// and the report chain head held (seq, hash, mark).
+type BindingRow = (
+    String,
+    Vec<u8>,
+    String,
+    u64,
+    Option<u64>,
+    Option<u64>,
+    Option<Vec<u8>>,
+    Option<u64>,
+);
 
+/// Seconds in a rollup period.
+pub const HOUR: u64 = 3600;
+
+/// The report chain head a cluster row stores after `write`: (seq, hash,
+/// mark), all `None` when it holds none (both backends).
+pub fn head_columns(
+    held: Option<ChainHead>,
+    write: &HeadWrite,
+) -> (Option<u64>, Option<Vec<u8>>, Option<u64>) {
+    let head = match write {
+        HeadWrite::Keep => held,
+        HeadWrite::Put(h) => Some(*h),
+        HeadWrite::Forget => None,
+    };
+    match head {
+        Some(h) => (
+            Some(clamp(h.report_seq)),
+            h.report_hash.map(|h| h.to_vec()),
+            Some(clamp(h.mark)),
+        ),
+        None => (None, None, None),
+    }
+}
+
+/// Records a heartbeat (or deactivation): the cluster's latest state and
+/// report chain head (one UPDATE), its hour's rollup, a raw history row
+/// when `raw`, and upgrade requests. A deactivation and each new upgrade
+/// request get an audit row; an ordinary heartbeat is audited by the
+/// writer, as a leaf of its batch's Merkle root.
 fn record_heartbeat(
     conn: &Connection,
     hb: &Heartbeat,
     key: &[u8; 32],
     now: u64,
+    raw: bool,
 ) -> Result<Outcome, ApiError> {
     let license_id = hb.license_id.to_string();
     let row: Option<BindingRow> = conn
         .prepare_cached(
-            "SELECT license_id, cluster_key, status, last_seq, heartbeat_time FROM clusters WHERE cluster_id = ?1",
+            "SELECT license_id, cluster_key, status, last_seq, heartbeat_time,
+                    report_seq, report_hash, report_mark
+             FROM clusters WHERE cluster_id = ?1",
         )?
         .query_row([&hb.cluster_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
         })
         .optional()?;
-    let Some((bound, bound_key, status, last_seq, last_time)) = row else {
+    let Some((bound, bound_key, status, last_seq, last_time, report_seq, report_hash, mark)) = row
+    else {
         return Err(ApiError::forbidden(
             "not_activated",
             format!(
@@ -451,39 +539,17 @@ fn record_heartbeat(
             None => Err(refusal),
         };
     }
-    let held = conn
-        .prepare_cached(
-            "SELECT report_seq, report_hash, mark FROM chain_heads WHERE cluster_id = ?1",
-        )?
-        .query_row([&hb.cluster_id], |r| {
-            Ok(stored_head(r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
+    let held = report_seq.map(|seq| stored_head(seq, report_hash, mark.unwrap_or(0)));
     let (found, write) = chain_head(held, hb.chain);
-    match write {
-        HeadWrite::Keep => {}
-        HeadWrite::Put(h) => {
-            conn.prepare_cached(
-                "INSERT INTO chain_heads (cluster_id, report_seq, report_hash, mark) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (cluster_id) DO UPDATE SET report_seq = ?2, report_hash = ?3, mark = ?4",
-            )?
-            .execute(params![
-                hb.cluster_id,
-                clamp(h.report_seq),
-                h.report_hash.map(|h| h.to_vec()),
-                clamp(h.mark)
-            ])?;
-        }
-        HeadWrite::Forget => {
-            conn.prepare_cached("DELETE FROM chain_heads WHERE cluster_id = ?1")?
-                .execute([&hb.cluster_id])?;
-        }
-    }
+    let (report_seq, report_hash, report_mark) = head_columns(held, &write);
     record_anomalies(conn, &hb.cluster_id, &license_id, &found, now)?;
     let quotas = serde_json::to_string(&hb.quotas).unwrap_or_else(|_| "{}".into());
     conn.prepare_cached(
         "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,
-             active_nodes = ?6, quotas = ?7, verifier_version = ?8, heartbeats = heartbeats + 1
+             active_nodes = ?6, quotas = ?7, verifier_version = ?8, heartbeats = heartbeats + 1,
+             report_seq = ?9, report_hash = ?10, report_mark = ?11,
+             status = CASE WHEN ?12 THEN 'deactivated' ELSE status END,
+             ended_at = CASE WHEN ?12 THEN ?3 ELSE ended_at END
          WHERE cluster_id = ?1",
     )?
     .execute(params![
@@ -494,39 +560,72 @@ fn record_heartbeat(
         hb.state,
         hb.active_nodes,
         quotas,
-        hb.verifier_version
+        hb.verifier_version,
+        report_seq,
+        report_hash,
+        report_mark,
+        hb.deactivate
     ])?;
-    if hb.deactivate {
-        conn.prepare_cached(
-            "UPDATE clusters SET status = 'deactivated', ended_at = ?2 WHERE cluster_id = ?1",
-        )?
-        .execute(params![hb.cluster_id, now])?;
-    }
-    conn.prepare_cached(
-        "INSERT INTO heartbeats (cluster_id, seq, time, received_at, state, active_nodes, quotas)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
+    conn.prepare_cached(ROLLUP_SQLITE)?.execute(params![
+        now / HOUR,
         hb.cluster_id,
-        hb.seq,
-        hb.time,
-        now,
-        hb.state,
         hb.active_nodes,
+        now,
         quotas
     ])?;
-    for r in &hb.upgrade_requests {
-        insert_upgrade(conn, &license_id, &hb.cluster_id, r, now, "heartbeat")?;
+    if raw {
+        conn.prepare_cached(
+            "INSERT INTO heartbeats (cluster_id, seq, time, received_at, state, active_nodes, quotas)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            hb.cluster_id,
+            hb.seq,
+            hb.time,
+            now,
+            hb.state,
+            hb.active_nodes,
+            quotas
+        ])?;
     }
-    crate::audit::append(
-        conn,
-        now,
-        &format!("cluster:{}", hb.cluster_id),
-        beat_action(hb),
-        &license_id,
-        &beat_audit_detail(hb),
-    )?;
+    let actor = format!("cluster:{}", hb.cluster_id);
+    for r in &hb.upgrade_requests {
+        if insert_upgrade(conn, &license_id, &hb.cluster_id, r, now, "heartbeat")? {
+            crate::audit::append(
+                conn,
+                now,
+                &actor,
+                "upgrade_request",
+                &license_id,
+                &upgrade_audit_detail(r),
+            )?;
+        }
+    }
+    if hb.deactivate {
+        crate::audit::append(
+            conn,
+            now,
+            &actor,
+            beat_action(hb),
+            &license_id,
+            &beat_audit_detail(hb),
+        )?;
+    }
     Ok(Outcome::Beat)
+}
+
+/// A heartbeat folded into its cluster's hour: ?1 hour, ?2 cluster, ?3
+/// nodes, ?4 relay time, ?5 quotas.
+const ROLLUP_SQLITE: &str =
+    "INSERT INTO heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
+     VALUES (?1, ?2, 1, ?3, ?3, ?3, ?4, ?5)
+     ON CONFLICT (hour, cluster_id) DO UPDATE SET beats = beats + 1,
+         min_nodes = min(min_nodes, excluded.min_nodes), max_nodes = max(max_nodes, excluded.max_nodes),
+         last_nodes = excluded.last_nodes, last_at = excluded.last_at, quotas = excluded.quotas";
+
+/// The audit detail of an upgrade request (both backends, both sources).
+pub fn upgrade_audit_detail(r: &UpgradeRequest) -> serde_json::Value {
+    json!({"tier": r.requested_tier, "time": r.time})
 }
 
 fn insert_upgrade(

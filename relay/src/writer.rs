@@ -99,10 +99,25 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
         }
     };
     let mut done = Vec::with_capacity(batch.len());
+    // The accepted heartbeats' leaves, audited as one row before the commit.
+    let mut leaves = Vec::new();
+    let mut latest = 0;
     let mut jobs = batch.into_iter();
     for job in jobs.by_ref() {
+        let leaf = match &job.write {
+            Write::Beat { beat, now, .. } if !beat.deactivate => {
+                Some((kaching_core::merkle::heartbeat_leaf(beat), *now))
+            }
+            _ => None,
+        };
         match apply_in_savepoint(&tx, job.write) {
-            Ok(result) => done.push((job.reply, result)),
+            Ok(result) => {
+                if let (Ok(Outcome::Beat), Some((leaf, now))) = (&result, leaf) {
+                    leaves.push(leaf);
+                    latest = latest.max(now);
+                }
+                done.push((job.reply, result))
+            }
             Err(e) => {
                 // Dropping the transaction rolls the whole batch back; nothing
                 // in it was acknowledged, so every caller hears the error.
@@ -119,7 +134,8 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
             }
         }
     }
-    match tx.commit() {
+    let sealed = crate::audit::add_beats(&tx, latest, &leaves).and_then(|()| tx.commit());
+    match sealed {
         Ok(()) => {
             for (reply, result) in done {
                 let _ = reply.send(result);
@@ -182,6 +198,7 @@ mod tests {
             }),
             key: *key.public().as_bytes(),
             now: 1_000,
+            raw: true,
         }
     }
 
@@ -235,7 +252,9 @@ mod tests {
             ]
         );
         assert_eq!(count(&conn, "heartbeats"), 3);
-        assert_eq!(count(&conn, "audit"), 5);
+        // Two activations; the three heartbeats are pending, sealed later.
+        assert_eq!(count(&conn, "audit"), 2);
+        assert_eq!(count(&conn, "audit_pending"), 1);
         let last_seq: u64 = conn
             .query_row(
                 "SELECT last_seq FROM clusters WHERE cluster_id = ?1",
@@ -244,6 +263,36 @@ mod tests {
             )
             .unwrap();
         assert_eq!(last_seq, 2);
+        // Sealed, the row's root is over the three accepted heartbeats, in
+        // commit order (the refused ones are no leaves).
+        assert!(
+            !crate::audit::seal(&conn, 1_059, false).unwrap(),
+            "not yet due"
+        );
+        assert!(crate::audit::seal(&conn, 1_060, false).unwrap());
+        assert_eq!(count(&conn, "audit_pending"), 0);
+        let leaves: Vec<_> = [beat(la, &a, 1), beat(lb, &b, 5), beat(la, &a, 2)]
+            .iter()
+            .map(|w| match w {
+                Write::Beat { beat, .. } => kaching_core::merkle::heartbeat_leaf(beat),
+                _ => unreachable!(),
+            })
+            .collect();
+        let detail: String = conn
+            .query_row(
+                "SELECT detail FROM audit WHERE action = 'heartbeats'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let mut f = kaching_core::merkle::Frontier::new();
+        leaves.iter().for_each(|l| f.push(*l));
+        assert_eq!(f.root(), kaching_core::merkle::root(&leaves));
+        assert_eq!(
+            detail,
+            crate::audit::batch_detail(&f, 1_000).to_string(),
+            "{detail}"
+        );
         crate::audit::verify(&conn).unwrap();
         // The cached savepoint statements serve the next batch too.
         let (j, mut rx) = job(beat(lb, &b, 5));
@@ -252,6 +301,7 @@ mod tests {
             rx.try_recv().unwrap().unwrap_err().code,
             "replayed_heartbeat"
         );
-        assert_eq!(count(&conn, "audit"), 5);
+        assert_eq!(count(&conn, "audit"), 3);
+        assert_eq!(count(&conn, "audit_pending"), 0);
     }
 }

@@ -555,11 +555,15 @@ async fn audit_verify_fails_after_row_edited() {
     let db = dir.path().join("relay.db");
     let conn = kaching_relay::db::open(&db).unwrap();
     let ok = kaching_relay::audit::verify(&conn).unwrap();
-    assert_eq!(ok.rows, 4);
+    // The activation, and the three heartbeats sealed as one row at shutdown.
+    assert_eq!(ok.rows, 2);
 
-    // Edited row.
-    conn.execute("UPDATE audit SET detail = '{\"seq\":99}' WHERE id = 2", [])
-        .unwrap();
+    // Edited row: the seal's count, as if a heartbeat had not happened.
+    conn.execute(
+        "UPDATE audit SET detail = json_set(detail, '$.heartbeats', 2) WHERE id = 2",
+        [],
+    )
+    .unwrap();
     let err = kaching_relay::audit::verify(&conn).unwrap_err().to_string();
     assert!(err.contains("row 2"), "{err}");
     // The binary says so too, with a failing exit code.
@@ -578,6 +582,8 @@ async fn audit_verify_fails_after_row_deleted() {
     let l = license(11, 3600);
     let c = cluster_key(1);
     relay.activate(&l, &c).await;
+    relay.activate(&license(12, 3600), &cluster_key(2)).await;
+    relay.activate(&license(13, 3600), &cluster_key(3)).await;
     for seq in 1..=3 {
         relay
             .post_beat("/v1/heartbeat", &beat(&l, &c, seq), &c)
@@ -585,6 +591,8 @@ async fn audit_verify_fails_after_row_deleted() {
     }
     let dir = relay.stop().await;
     let conn = kaching_relay::db::open(&dir.path().join("relay.db")).unwrap();
+    // Three activations and the heartbeats' seal.
+    assert_eq!(kaching_relay::audit::verify(&conn).unwrap().rows, 4);
     conn.execute("DELETE FROM audit WHERE id = 4", []).unwrap();
     assert!(
         kaching_relay::audit::verify(&conn).is_err(),

@@ -155,12 +155,23 @@ pub enum Answer {
 
 const LICENSES: &str =
     "SELECT license_id, customer, tier, expires_at, first_seen FROM licenses ORDER BY expires_at, license_id LIMIT 10000";
-const HISTORY_SQLITE: &str = "SELECT c.license_id, h.received_at, h.active_nodes, h.quotas
-     FROM heartbeats h JOIN clusters c ON c.cluster_id = h.cluster_id
-     WHERE h.received_at >= ?1 ORDER BY h.id DESC LIMIT ?2";
-const HISTORY_PG: &str = "SELECT c.license_id, h.received_at, h.active_nodes, h.quotas
-     FROM heartbeats h JOIN clusters c ON c.cluster_id = h.cluster_id
-     WHERE h.received_at >= $1 ORDER BY h.id DESC LIMIT $2";
+// Heartbeat history from the hourly rollups (`heartbeat_hours`): each
+// hour's row is read back as its heartbeats, spread evenly between the
+// hour's start and its last heartbeat, with the hour's most nodes and last
+// quota counters (what the sparklines draw), newest hour first.
+const HISTORY_SQLITE: &str = "WITH RECURSIVE n(i) AS (
+         SELECT 1 UNION ALL SELECT i + 1 FROM n
+         WHERE i < (SELECT COALESCE(max(beats), 1) FROM heartbeat_hours WHERE hour >= ?1 / 3600))
+     SELECT c.license_id, h.hour * 3600 + ((n.i - 1) * (h.last_at - h.hour * 3600)) / h.beats,
+            h.max_nodes, h.quotas
+     FROM heartbeat_hours h JOIN n ON n.i <= h.beats JOIN clusters c ON c.cluster_id = h.cluster_id
+     WHERE h.hour >= ?1 / 3600 ORDER BY h.hour DESC, n.i DESC LIMIT ?2";
+const HISTORY_PG: &str = "SELECT c.license_id,
+            h.hour::BIGINT * 3600 + ((n.i - 1) * (h.last_at - h.hour::BIGINT * 3600)) / h.beats,
+            h.max_nodes::BIGINT, h.quotas
+     FROM heartbeat_hours h CROSS JOIN LATERAL generate_series(1, h.beats) AS n(i)
+     JOIN clusters c ON c.cluster_id = h.cluster_id
+     WHERE h.hour >= $1::BIGINT / 3600 ORDER BY h.hour DESC, n.i DESC LIMIT $2";
 const PULSE_SQLITE: &str =
     "SELECT count(*), COALESCE(sum(heartbeats), 0), COALESCE(max(last_seen), 0),
             (SELECT COALESCE(max(id), 0) FROM upgrade_requests), (SELECT COALESCE(max(id), 0) FROM audit)

@@ -139,7 +139,8 @@ pub trait Storage: Send + Sync + mailbox::Mailbox {
     fn activate(&self, a: Activation) -> Fut<'_, Activated>;
     /// `POST /v1/heartbeat` and `/v1/deactivate`: checks the binding, the
     /// key and that `beat.seq` is above the last accepted one, then records
-    /// the heartbeat (latest per cluster, history row, audit).
+    /// the heartbeat (latest per cluster, hourly rollup, raw history row when
+    /// kept; audited as a leaf of the Merkle root sealed about a minute later).
     fn record_heartbeat(&self, beat: Heartbeat, key: [u8; 32], now: u64) -> Fut<'_, ()>;
     /// `PUT /v1/revocations`: stores the list when newer than the stored one.
     fn publish_list(
@@ -159,8 +160,16 @@ pub trait Storage: Send + Sync + mailbox::Mailbox {
         actor: String,
         now: u64,
     ) -> Fut<'_, bool>;
-    /// Deletes heartbeat history received before `before`.
-    fn prune_heartbeats(&self, before: u64) -> Fut<'_, usize>;
+    /// Deletes at most `limit` raw heartbeat history rows received before
+    /// `raw_before` and at most `limit` hourly rollups of hours before
+    /// `rollups_before`; returns the larger count (below `limit`: done).
+    /// Small batches, so the writer never stalls behind a prune.
+    fn prune_history(&self, raw_before: u64, rollups_before: u64, limit: u32) -> Fut<'_, usize>;
+
+    /// Seals the heartbeat leaves gathered since the last audit row into
+    /// one row when a minute old, or whatever is pending when `force`d (at
+    /// start); `true` when a row was written.
+    fn seal_heartbeats(&self, now: u64, force: bool) -> Fut<'_, bool>;
 
     /// The license `id` and its cluster's last contact, if ever activated.
     fn license_view(&self, id: String) -> Fut<'_, Option<LicenseView>>;
@@ -207,11 +216,18 @@ pub trait Storage: Send + Sync + mailbox::Mailbox {
     fn close(self: Arc<Self>) -> Fut<'static, ()>;
 }
 
-/// Opens `db` (creating or migrating its schema) for a serving relay.
-pub async fn open(db: &Database, max_batch: usize) -> anyhow::Result<Arc<dyn Storage>> {
+/// Opens `db` (creating or migrating its schema) for a serving relay;
+/// `keep_raw`: also store a raw history row per heartbeat.
+pub async fn open(
+    db: &Database,
+    max_batch: usize,
+    keep_raw: bool,
+) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(match db {
-        Database::Sqlite(path) => Arc::new(sqlite::SqliteStorage::open(path, max_batch)?),
-        Database::Postgres(url) => Arc::new(postgres::PgStorage::open(url, max_batch).await?),
+        Database::Sqlite(path) => Arc::new(sqlite::SqliteStorage::open(path, max_batch, keep_raw)?),
+        Database::Postgres(url) => {
+            Arc::new(postgres::PgStorage::open(url, max_batch, keep_raw).await?)
+        }
     })
 }
 

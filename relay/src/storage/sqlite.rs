@@ -31,11 +31,13 @@ pub struct SqliteStorage {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Read connections.
     readers: Readers,
+    /// Keep a raw history row per heartbeat.
+    keep_raw: bool,
 }
 
 impl SqliteStorage {
     /// Opens (creating and migrating) the database at `path` and starts its writer.
-    pub fn open(path: &Path, max_batch: usize) -> anyhow::Result<SqliteStorage> {
+    pub fn open(path: &Path, max_batch: usize, keep_raw: bool) -> anyhow::Result<SqliteStorage> {
         let conn = db::open_and_migrate(path)?;
         conn.execute_batch(mailbox::SCHEMA)
             .map_err(|e| anyhow::anyhow!("cannot create the usage-report tables: {e}"))?;
@@ -45,6 +47,7 @@ impl SqliteStorage {
             writer: Mutex::new(Some(writer)),
             thread: Mutex::new(Some(thread)),
             readers: Readers::new(path.to_path_buf()),
+            keep_raw,
         })
     }
 
@@ -86,6 +89,7 @@ impl Storage for SqliteStorage {
                     beat: Box::new(beat),
                     key,
                     now,
+                    raw: self.keep_raw,
                 })
                 .await?
             {
@@ -155,11 +159,27 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn prune_heartbeats(&self, before: u64) -> Fut<'_, usize> {
+    fn prune_history(&self, raw_before: u64, rollups_before: u64, limit: u32) -> Fut<'_, usize> {
         Box::pin(async move {
-            match self.submit(Write::Prune { before }).await? {
+            match self
+                .submit(Write::Prune {
+                    raw_before,
+                    rollups_before,
+                    limit,
+                })
+                .await?
+            {
                 Outcome::Pruned(n) => Ok(n),
                 _ => Err(other("prune")),
+            }
+        })
+    }
+
+    fn seal_heartbeats(&self, now: u64, force: bool) -> Fut<'_, bool> {
+        Box::pin(async move {
+            match self.submit(Write::Seal { now, force }).await? {
+                Outcome::Sealed(done) => Ok(done),
+                _ => Err(other("seal")),
             }
         })
     }
@@ -207,8 +227,8 @@ impl Storage for SqliteStorage {
         Box::pin(self.readers.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT c.cluster_id, license_id, hostname, status, activated_at, last_seen, last_seq,
-                        heartbeats, state, active_nodes, quotas, verifier_version, h.report_seq
-                 FROM clusters c LEFT JOIN chain_heads h ON h.cluster_id = c.cluster_id
+                        heartbeats, state, active_nodes, quotas, verifier_version, report_seq
+                 FROM clusters c
                  WHERE (?1 IS NULL OR license_id = ?1) AND c.cluster_id > ?2
                  ORDER BY c.cluster_id LIMIT ?3",
             )?;

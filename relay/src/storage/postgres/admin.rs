@@ -221,6 +221,22 @@ const TABLES: &[(&str, &[&str])] = &[
             "quotas",
             "verifier_version",
             "heartbeats",
+            "report_seq",
+            "report_hash",
+            "report_mark",
+        ],
+    ),
+    (
+        "heartbeat_hours",
+        &[
+            "hour",
+            "cluster_id",
+            "beats",
+            "min_nodes",
+            "max_nodes",
+            "last_nodes",
+            "last_at",
+            "quotas",
         ],
     ),
     (
@@ -259,10 +275,7 @@ const TABLES: &[(&str, &[&str])] = &[
         &["hash", "name", "scope", "created_at", "revoked_at"],
     ),
     ("meta", &["key", "value"]),
-    (
-        "chain_heads",
-        &["cluster_id", "report_seq", "report_hash", "mark"],
-    ),
+    ("audit_pending", &["one", "since", "beats", "frontier"]),
     (
         "anomalies",
         &["id", "cluster_id", "license_id", "at", "kind", "detail"],
@@ -323,10 +336,26 @@ async fn copy_table(
         }
         let n = pending.len() / per_row;
         if n == chunk || (row.is_none() && n > 0) {
-            let values: Vec<String> = (0..n)
-                .map(|k| {
-                    let ps: Vec<String> = (1..=per_row)
-                        .map(|i| format!("${}", k * per_row + i))
+            // SQLite hands every integer over as i64: cast, so it lands in
+            // INTEGER columns too (an assignment cast); a null is written
+            // as NULL, whatever the column's type.
+            let mut bound = 0;
+            let values: Vec<String> = pending
+                .chunks(per_row)
+                .map(|row| {
+                    let ps: Vec<String> = row
+                        .iter()
+                        .map(|p| match p {
+                            Param::Null => "NULL".to_string(),
+                            Param::Int(_) => {
+                                bound += 1;
+                                format!("${bound}::BIGINT")
+                            }
+                            _ => {
+                                bound += 1;
+                                format!("${bound}")
+                            }
+                        })
                         .collect();
                     format!("({})", ps.join(", "))
                 })
@@ -336,7 +365,11 @@ async fn copy_table(
                 columns.join(", "),
                 values.join(", ")
             );
-            let params: Vec<_> = pending.iter().map(Param::sql).collect();
+            let params: Vec<_> = pending
+                .iter()
+                .filter(|p| !matches!(p, Param::Null))
+                .map(Param::sql)
+                .collect();
             c.execute(insert.as_str(), &params)
                 .await
                 .with_context(|| format!("copying {table}"))?;
@@ -358,7 +391,8 @@ pub async fn copy_from_sqlite(from: &Path, pool: &Pool) -> anyhow::Result<Copied
     if !from.exists() {
         anyhow::bail!("no SQLite database at {}: check --from", from.display());
     }
-    let src = crate::db::open(from)?;
+    // Brought to this release's schema first, as a relay starting on it would.
+    let src = crate::db::open_and_migrate(from)?;
     // One read snapshot of the source for the whole copy.
     src.execute_batch("BEGIN")?;
     let audit_ok = crate::audit::verify(&src).with_context(|| {

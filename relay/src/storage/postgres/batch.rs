@@ -44,7 +44,8 @@ pub enum Job {
 }
 
 /// Takes what is queued (up to `max_batch`) and commits it as one batch.
-pub async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+/// `keep_raw`: also write a raw history row per heartbeat.
+pub async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Job>, max_batch: usize, keep_raw: bool) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -53,7 +54,7 @@ pub async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Job>, max_batch: usiz
                 Err(_) => break,
             }
         }
-        commit_batch(&pool, batch).await;
+        commit_batch(&pool, batch, keep_raw).await;
     }
 }
 
@@ -118,14 +119,14 @@ impl Done {
     }
 }
 
-async fn apply(c: &ClientWrapper, head: &mut writes::Head, job: Job) -> Done {
+async fn apply(c: &ClientWrapper, head: &mut writes::Head, job: Job, keep_raw: bool) -> Done {
     match job {
         Job::Activate(a, tx) => Done::Activate(tx, writes::activate(c, head, &a).await),
         Job::Beat(b, tx) => {
             let (beat, key, now) = *b;
             Done::Beat(
                 tx,
-                writes::record_heartbeat(c, head, &beat, &key, now).await,
+                writes::record_heartbeat(c, head, &beat, &key, now, keep_raw).await,
             )
         }
         Job::Publish(p, tx) => {
@@ -164,7 +165,7 @@ fn fail_job(job: Job, e: &ApiError) {
 /// has written nothing (the rule in [`writes`]), so the others go on; any
 /// other error rolls the whole batch back and every caller hears it. Each
 /// caller hears back only after the commit.
-async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
+async fn commit_batch(pool: &Pool, batch: Vec<Job>, keep_raw: bool) {
     let client = match pool.get().await {
         Ok(c) => c,
         Err(e) => {
@@ -181,11 +182,24 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
             return;
         }
     };
+    // Each ordinary heartbeat's leaf, in batch order (`done` keeps it).
+    let leaves: Vec<Option<(kaching_core::merkle::Hash, u64)>> = batch
+        .iter()
+        .map(|j| match j {
+            Job::Beat(b, _) if !b.0.deactivate => {
+                Some((kaching_core::merkle::heartbeat_leaf(&b.0), b.2))
+            }
+            _ => None,
+        })
+        .collect();
     let (done, mut broken) = if heartbeats_only(&batch) {
-        batched_heartbeats(&client, &mut head, batch).await
+        batched_heartbeats(&client, &mut head, batch, keep_raw).await
     } else {
-        one_by_one(&client, &mut head, batch).await
+        one_by_one(&client, &mut head, batch, keep_raw).await
     };
+    if broken.is_none() {
+        broken = seal(&client, &mut head, &done, &leaves).await.err();
+    }
     if broken.is_none() {
         broken = head.store(&client).await.err();
     }
@@ -199,6 +213,115 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>) {
         Err(e) => {
             let e = ApiError::from(e);
             done.into_iter().for_each(|d| d.answer(Some(&e)));
+        }
+    }
+}
+
+/// Adds the batch's accepted ordinary heartbeats' leaves to the pending
+/// ones (sealing those first when a minute old, `crate::audit::gather`).
+async fn seal(
+    c: &ClientWrapper,
+    head: &mut writes::Head,
+    done: &[Done],
+    leaves: &[Option<(kaching_core::merkle::Hash, u64)>],
+) -> Result<(), ApiError> {
+    let mut latest = 0;
+    let accepted: Vec<kaching_core::merkle::Hash> = done
+        .iter()
+        .zip(leaves)
+        .filter_map(|(d, leaf)| match (d, leaf) {
+            (Done::Beat(_, Ok(())), Some((leaf, now))) => {
+                latest = latest.max(*now);
+                Some(*leaf)
+            }
+            _ => None,
+        })
+        .collect();
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let (sealed, (since, f)) = crate::audit::gather(pending(c).await?, &accepted, latest);
+    if let Some((s, old)) = sealed {
+        seal_row(c, head, latest, s, &old).await?;
+    }
+    writes::execute(
+        c,
+        "INSERT INTO audit_pending (one, since, beats, frontier) VALUES (1, $1, $2, $3)
+         ON CONFLICT (one) DO UPDATE SET since = $1, beats = $2, frontier = $3",
+        &[&writes::int(since), &writes::int(f.count()), &f.to_bytes()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The pending heartbeat leaves (read under the head lock).
+async fn pending(
+    c: &ClientWrapper,
+) -> Result<Option<(u64, kaching_core::merkle::Frontier)>, ApiError> {
+    let row = writes::query_opt(
+        c,
+        "SELECT since, frontier FROM audit_pending WHERE one = 1",
+        &[],
+    )
+    .await?;
+    row.map(|r| {
+        let (since, bytes): (i64, Vec<u8>) = (r.get(0), r.get(1));
+        kaching_core::merkle::Frontier::from_bytes(&bytes)
+            .map(|f| (writes::uint(since), f))
+            .ok_or_else(|| {
+                ApiError::internal(
+                    "audit_pending.frontier is not a Merkle frontier: the table was edited",
+                )
+            })
+    })
+    .transpose()
+}
+
+async fn seal_row(
+    c: &ClientWrapper,
+    head: &mut writes::Head,
+    now: u64,
+    since: u64,
+    f: &kaching_core::merkle::Frontier,
+) -> Result<(), ApiError> {
+    writes::audit(
+        c,
+        head,
+        now,
+        crate::audit::BATCH_ACTOR,
+        crate::audit::BATCH_ACTION,
+        crate::audit::BATCH_SUBJECT,
+        &crate::audit::batch_detail(f, since),
+    )
+    .await
+}
+
+/// Seals the pending leaves into one audit row when due (or `force`d), in
+/// its own transaction under the head lock; `true` when it did.
+pub async fn seal_pending(pool: &Pool, now: u64, force: bool) -> Result<bool, ApiError> {
+    let c = pool.get().await?;
+    let mut head = begin(&c).await?;
+    let result = async {
+        let sealed = match pending(&c).await? {
+            Some((since, f)) if kaching_core::merkle::seal_due(since, now, force) => {
+                seal_row(&c, &mut head, now, since, &f).await?;
+                writes::execute(&c, "DELETE FROM audit_pending", &[]).await?;
+                true
+            }
+            _ => false,
+        };
+        head.store(&c).await?;
+        Ok::<_, ApiError>(sealed)
+    }
+    .await;
+    match result {
+        Ok(sealed) => {
+            c.batch_execute("COMMIT").await?;
+            Ok(sealed)
+        }
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK").await;
+            Err(e)
         }
     }
 }
@@ -221,11 +344,12 @@ async fn one_by_one(
     c: &ClientWrapper,
     head: &mut writes::Head,
     batch: Vec<Job>,
+    keep_raw: bool,
 ) -> (Vec<Done>, Option<ApiError>) {
     let mut done = Vec::with_capacity(batch.len());
     let mut jobs = batch.into_iter();
     for job in jobs.by_ref() {
-        let d = apply(c, head, job).await;
+        let d = apply(c, head, job, keep_raw).await;
         let broken = d.server_error();
         done.push(d);
         if let Some(e) = broken {
@@ -241,6 +365,7 @@ async fn batched_heartbeats(
     c: &ClientWrapper,
     head: &mut writes::Head,
     batch: Vec<Job>,
+    keep_raw: bool,
 ) -> (Vec<Done>, Option<ApiError>) {
     let result = {
         let beats: Vec<&beats::Beat> = batch
@@ -250,7 +375,7 @@ async fn batched_heartbeats(
                 _ => None,
             })
             .collect();
-        beats::record(c, head, &beats).await
+        beats::record(c, head, &beats, keep_raw).await
     };
     let (mut outcomes, broken) = match result {
         Ok(o) => (o, None),

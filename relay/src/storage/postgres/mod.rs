@@ -38,6 +38,7 @@ use writes::{execute, int, query, query_opt, uint};
 pub mod admin;
 pub mod batch;
 pub mod beats;
+pub mod bounded;
 pub mod chain;
 pub mod listen;
 pub mod mailbox;
@@ -104,10 +105,15 @@ pub async fn connect_and_migrate(url: &str) -> anyhow::Result<Pool> {
 
 impl PgStorage {
     /// Connects, migrates, and starts the writer and the listener.
-    pub async fn open(url: &str, max_batch: usize) -> anyhow::Result<PgStorage> {
+    pub async fn open(url: &str, max_batch: usize, keep_raw: bool) -> anyhow::Result<PgStorage> {
         let pool = connect_and_migrate(url).await?;
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(8).max(64));
-        let writer = tokio::spawn(batch::write_loop(pool.clone(), rx, max_batch.max(1)));
+        let writer = tokio::spawn(batch::write_loop(
+            pool.clone(),
+            rx,
+            max_batch.max(1),
+            keep_raw,
+        ));
         let (ticks, changes) = watch::channel(0);
         let listener = tokio::spawn(listen::listen_loop(url.to_string(), ticks));
         Ok(PgStorage {
@@ -176,18 +182,33 @@ impl Storage for PgStorage {
         )
     }
 
-    fn prune_heartbeats(&self, before: u64) -> Fut<'_, usize> {
+    fn prune_history(&self, raw_before: u64, rollups_before: u64, limit: u32) -> Fut<'_, usize> {
         Box::pin(async move {
             let c = self.client().await?;
             // Not audited and takes no head lock: history is maintenance.
-            let n = execute(
+            // Small batches, each its own statement: no long-held locks.
+            let limit = i64::from(limit);
+            let raw = execute(
                 &c,
-                "DELETE FROM heartbeats WHERE received_at < $1",
-                &[&int(before)],
+                "DELETE FROM heartbeats WHERE id IN
+                     (SELECT id FROM heartbeats WHERE received_at < $1 ORDER BY id LIMIT $2)",
+                &[&int(raw_before), &limit],
             )
             .await?;
-            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+            let hour = i32::try_from(rollups_before / crate::store::HOUR).unwrap_or(i32::MAX);
+            let rollups = execute(
+                &c,
+                "DELETE FROM heartbeat_hours WHERE (hour, cluster_id) IN
+                     (SELECT hour, cluster_id FROM heartbeat_hours WHERE hour < $1 LIMIT $2)",
+                &[&hour, &limit],
+            )
+            .await?;
+            Ok(usize::try_from(raw.max(rollups)).unwrap_or(usize::MAX))
         })
+    }
+
+    fn seal_heartbeats(&self, now: u64, force: bool) -> Fut<'_, bool> {
+        Box::pin(batch::seal_pending(&self.pool, now, force))
     }
 
     fn license_view(&self, id: String) -> Fut<'_, Option<LicenseView>> {
@@ -239,8 +260,8 @@ impl Storage for PgStorage {
             let rows = query(
                 &c,
                 "SELECT c.cluster_id, license_id, hostname, status, activated_at, last_seen, last_seq,
-                        heartbeats, state, active_nodes, quotas, verifier_version, h.report_seq
-                 FROM clusters c LEFT JOIN chain_heads h ON h.cluster_id = c.cluster_id
+                        heartbeats, state, active_nodes, quotas, verifier_version, report_seq
+                 FROM clusters c
                  WHERE ($1::TEXT IS NULL OR license_id = $1) AND c.cluster_id > $2 COLLATE \"C\"
                  ORDER BY c.cluster_id COLLATE \"C\" LIMIT $3",
                 &[&license, &after, &i64::from(limit)],

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial schema", V1),
     (2, "report chain heads and signs of rollback", V2),
     (3, "usage-report mailbox", super::mailbox::V3),
+    (4, super::bounded::DESCRIPTION, super::bounded::SQL),
 ];
 
 /// Each cluster's usage-report chain head as its heartbeats last named it,

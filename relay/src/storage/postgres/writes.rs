@@ -165,24 +165,146 @@ pub async fn activate(
     })
 }
 
-/// `POST /v1/heartbeat` and `/v1/deactivate` (see `crate::store`).
+/// The cluster's latest heartbeat and report chain head, in one UPDATE,
+/// conditional on the sequence number (both paths).
+pub const UPDATE_BEAT: &str =
+    "UPDATE clusters SET last_seq = $2, last_seen = $3, heartbeat_time = $4, state = $5,
+         active_nodes = $6, quotas = $7, verifier_version = $8, heartbeats = heartbeats + 1,
+         status = CASE WHEN $9 THEN 'deactivated' ELSE status END,
+         ended_at = CASE WHEN $9 THEN $3 ELSE ended_at END,
+         report_seq = $10, report_hash = $11, report_mark = $12
+     WHERE cluster_id = $1 AND last_seq < $2 AND status = 'active'";
+
+/// A heartbeat folded into its cluster's hour (both paths): $1 hour, $2
+/// cluster, $3 nodes, $4 relay time, $5 quotas.
+pub const ROLLUP: &str =
+    "INSERT INTO heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
+     VALUES ($1, $2, 1, $3, $3, $3, $4, $5)
+     ON CONFLICT (hour, cluster_id) DO UPDATE SET beats = heartbeat_hours.beats + 1,
+         min_nodes = LEAST(heartbeat_hours.min_nodes, excluded.min_nodes),
+         max_nodes = GREATEST(heartbeat_hours.max_nodes, excluded.max_nodes),
+         last_nodes = excluded.last_nodes, last_at = excluded.last_at, quotas = excluded.quotas";
+
+/// A raw history row (only when `heartbeat_retention` is above 0).
+pub const HISTORY: &str =
+    "INSERT INTO heartbeats (cluster_id, seq, time, received_at, state, active_nodes, quotas)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// The binding a heartbeat is checked against, locked; the report chain
+/// head at columns 5..8 (see [`held_head`]).
+pub const BINDING: &str =
+    "SELECT c.license_id, c.cluster_key, c.status, c.last_seq, c.heartbeat_time,
+            c.report_seq, c.report_hash, c.report_mark, c.cluster_id
+     FROM clusters c WHERE c.cluster_id = ANY($1) FOR UPDATE";
+
+/// What an accepted heartbeat writes, owned so the statements can borrow it.
+pub struct Accepted {
+    /// Its cluster.
+    pub cluster_id: String,
+    /// The license the cluster holds.
+    pub license_id: String,
+    seq: i64,
+    now: i64,
+    hour: i32,
+    time: i64,
+    state: String,
+    nodes: i64,
+    nodes32: i32,
+    quotas: String,
+    verifier_version: String,
+    deactivate: bool,
+    report_seq: Option<i64>,
+    report_hash: Option<Vec<u8>>,
+    report_mark: Option<i64>,
+    /// Signs of rollback its report chain head shows.
+    pub found: Vec<kaching_core::report_chain::Finding>,
+}
+
+impl Accepted {
+    /// What `hb` (checked) writes, given the chain head held.
+    pub fn new(
+        hb: &Heartbeat,
+        now: u64,
+        held: Option<kaching_core::heartbeat::ChainHead>,
+    ) -> Accepted {
+        let (found, write) = crate::store::chain_head(held, hb.chain);
+        let (report_seq, report_hash, report_mark) = crate::store::head_columns(held, &write);
+        Accepted {
+            cluster_id: hb.cluster_id.clone(),
+            license_id: hb.license_id.to_string(),
+            seq: int(hb.seq),
+            now: int(now),
+            hour: i32::try_from(now / crate::store::HOUR).unwrap_or(i32::MAX),
+            time: int(hb.time),
+            state: hb.state.clone(),
+            nodes: i64::from(hb.active_nodes),
+            nodes32: i32::try_from(hb.active_nodes).unwrap_or(i32::MAX),
+            quotas: serde_json::to_string(&hb.quotas).unwrap_or_else(|_| "{}".into()),
+            verifier_version: hb.verifier_version.clone(),
+            deactivate: hb.deactivate,
+            report_seq: report_seq.map(int),
+            report_hash,
+            report_mark: report_mark.map(int),
+            found,
+        }
+    }
+
+    /// Parameters of [`UPDATE_BEAT`].
+    pub fn update(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.cluster_id,
+            &self.seq,
+            &self.now,
+            &self.time,
+            &self.state,
+            &self.nodes,
+            &self.quotas,
+            &self.verifier_version,
+            &self.deactivate,
+            &self.report_seq,
+            &self.report_hash,
+            &self.report_mark,
+        ]
+    }
+
+    /// Parameters of [`ROLLUP`].
+    pub fn rollup(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.hour,
+            &self.cluster_id,
+            &self.nodes32,
+            &self.now,
+            &self.quotas,
+        ]
+    }
+
+    /// Parameters of [`HISTORY`].
+    pub fn history(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.cluster_id,
+            &self.seq,
+            &self.time,
+            &self.now,
+            &self.state,
+            &self.nodes,
+            &self.quotas,
+        ]
+    }
+}
+
+/// `POST /v1/heartbeat` and `/v1/deactivate` (see `crate::store`). An
+/// ordinary heartbeat writes no audit row: the batch audits it as a leaf
+/// of its Merkle root (see `super::batch`).
 pub async fn record_heartbeat(
     c: &ClientWrapper,
     head: &mut Head,
     hb: &Heartbeat,
     key: &[u8; 32],
     now: u64,
+    keep_raw: bool,
 ) -> Result<(), ApiError> {
     let license_id = hb.license_id.to_string();
-    let row = query_opt(
-        c,
-        "SELECT c.license_id, c.cluster_key, c.status, c.last_seq, c.heartbeat_time,
-                h.report_seq, h.report_hash, h.mark
-         FROM clusters c LEFT JOIN chain_heads h ON h.cluster_id = c.cluster_id
-         WHERE c.cluster_id = $1 FOR UPDATE OF c",
-        &[&hb.cluster_id],
-    )
-    .await?;
+    let row = query_opt(c, BINDING, &[&vec![hb.cluster_id.as_str()]]).await?;
     let Some(row) = row else {
         return Err(ApiError::forbidden(
             "not_activated",
@@ -201,59 +323,22 @@ pub async fn record_heartbeat(
         }
         return Err(refusal);
     }
-    let held = held_head(&row, 5);
-    let quotas = serde_json::to_string(&hb.quotas).unwrap_or_else(|_| "{}".into());
-    let (seq, now_i) = (int(hb.seq), int(now));
-    let (time, nodes) = (int(hb.time), i64::from(hb.active_nodes));
-    let row = AuditRow::next(
-        head,
-        now,
-        &format!("cluster:{}", hb.cluster_id),
-        beat_action(hb),
-        &license_id,
-        &beat_audit_detail(hb),
-    );
-    // The checks passed: the three writes go out pipelined (one round trip).
+    let a = Accepted::new(hb, now, held_head(&row, 5));
+    // The checks passed: the writes go out pipelined (one round trip).
     // The update is still conditional on the sequence number; should it
     // change nothing (it cannot, under the row lock), the error is a 500 and
-    // the whole batch rolls back, history and audit rows included.
-    let update: [&(dyn ToSql + Sync); 9] = [
-        &hb.cluster_id,
-        &seq,
-        &now_i,
-        &time,
-        &hb.state,
-        &nodes,
-        &quotas,
-        &hb.verifier_version,
-        &hb.deactivate,
-    ];
-    let history: [&(dyn ToSql + Sync); 7] = [
-        &hb.cluster_id,
-        &seq,
-        &time,
-        &now_i,
-        &hb.state,
-        &nodes,
-        &quotas,
-    ];
+    // the whole batch rolls back.
+    let (update, rollup, history) = (a.update(), a.rollup(), a.history());
     let (moved, _, _) = tokio::try_join!(
-        execute(
-            c,
-            "UPDATE clusters SET last_seq = $2, last_seen = $3, heartbeat_time = $4, state = $5,
-                 active_nodes = $6, quotas = $7, verifier_version = $8, heartbeats = heartbeats + 1,
-                 status = CASE WHEN $9 THEN 'deactivated' ELSE status END,
-                 ended_at = CASE WHEN $9 THEN $3 ELSE ended_at END
-             WHERE cluster_id = $1 AND last_seq < $2 AND status = 'active'",
-            &update,
-        ),
-        execute(
-            c,
-            "INSERT INTO heartbeats (cluster_id, seq, time, received_at, state, active_nodes, quotas)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &history,
-        ),
-        row.insert(c),
+        execute(c, UPDATE_BEAT, &update),
+        execute(c, ROLLUP, &rollup),
+        async {
+            if keep_raw {
+                execute(c, HISTORY, &history).await
+            } else {
+                Ok(0)
+            }
+        },
     )?;
     if moved != 1 {
         return Err(ApiError::internal(format!(
@@ -261,14 +346,51 @@ pub async fn record_heartbeat(
             hb.seq, hb.cluster_id
         )));
     }
+    after_beat(c, head, hb, &a, now).await
+}
+
+/// What follows an accepted heartbeat's writes (both paths): its upgrade
+/// requests (each new one audited), its deactivation's audit row, and the
+/// signs of rollback its report chain head showed.
+pub async fn after_beat(
+    c: &ClientWrapper,
+    head: &mut Head,
+    hb: &Heartbeat,
+    a: &Accepted,
+    now: u64,
+) -> Result<(), ApiError> {
+    let actor = format!("cluster:{}", a.cluster_id);
     for r in &hb.upgrade_requests {
-        insert_upgrade(c, &license_id, &hb.cluster_id, r, now, "heartbeat").await?;
+        if insert_upgrade(c, &a.license_id, &a.cluster_id, r, now, "heartbeat").await? {
+            audit(
+                c,
+                head,
+                now,
+                &actor,
+                "upgrade_request",
+                &a.license_id,
+                &crate::store::upgrade_audit_detail(r),
+            )
+            .await?;
+        }
     }
-    chain_head(c, head, hb, &license_id, held, now).await
+    if hb.deactivate {
+        audit(
+            c,
+            head,
+            now,
+            &actor,
+            beat_action(hb),
+            &a.license_id,
+            &beat_audit_detail(hb),
+        )
+        .await?;
+    }
+    record_anomalies(c, head, &a.cluster_id, &a.license_id, &a.found, now).await
 }
 
 /// The report chain head held for a cluster, read from `row` at columns
-/// `at..at + 3` of a `LEFT JOIN chain_heads` (all null: none held).
+/// `at..at + 3` (seq, hash, mark; seq null: none held).
 pub fn held_head(row: &Row, at: usize) -> Option<kaching_core::heartbeat::ChainHead> {
     let seq: Option<i64> = row.get(at);
     seq.map(|seq| {
@@ -278,47 +400,6 @@ pub fn held_head(row: &Row, at: usize) -> Option<kaching_core::heartbeat::ChainH
             uint(row.get::<_, Option<i64>>(at + 2).unwrap_or(0)),
         )
     })
-}
-
-/// Compares an accepted heartbeat's report chain head with the one held
-/// (`crate::store::chain_head`), stores it, and records what it showed.
-pub async fn chain_head(
-    c: &ClientWrapper,
-    head: &mut Head,
-    hb: &Heartbeat,
-    license_id: &str,
-    held: Option<kaching_core::heartbeat::ChainHead>,
-    now: u64,
-) -> Result<(), ApiError> {
-    use crate::store::{clamp, HeadWrite};
-    let (found, write) = crate::store::chain_head(held, hb.chain);
-    match write {
-        HeadWrite::Keep => {}
-        HeadWrite::Put(h) => {
-            let hash = h.report_hash.map(|h| h.to_vec());
-            execute(
-                c,
-                "INSERT INTO chain_heads (cluster_id, report_seq, report_hash, mark) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (cluster_id) DO UPDATE SET report_seq = $2, report_hash = $3, mark = $4",
-                &[
-                    &hb.cluster_id,
-                    &int(clamp(h.report_seq)),
-                    &hash,
-                    &int(clamp(h.mark)),
-                ],
-            )
-            .await?;
-        }
-        HeadWrite::Forget => {
-            execute(
-                c,
-                "DELETE FROM chain_heads WHERE cluster_id = $1",
-                &[&hb.cluster_id],
-            )
-            .await?;
-        }
-    }
-    record_anomalies(c, head, &hb.cluster_id, license_id, &found, now).await
 }
 
 /// One `anomalies` row and one audit row per sign of rollback.
@@ -399,7 +480,7 @@ pub async fn file_upgrade(
             &format!("token:{actor}"),
             "upgrade_request",
             license_id,
-            &json!({"tier": request.requested_tier, "time": request.time}),
+            &crate::store::upgrade_audit_detail(request),
         )
         .await?;
     }

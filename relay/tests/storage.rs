@@ -1,0 +1,426 @@
+//! Storage bounded by clusters, not heartbeats (SQLite; the PostgreSQL
+//! backend runs the same paths in tests/replicas.rs): each cluster's latest
+//! heartbeat on its row, hourly rollups, optional raw history pruned in
+//! small batches, one Merkle-root audit row per commit batch, and a
+//! database from before all this upgraded in place.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use kaching_core::heartbeat::{ChainHead, Heartbeat};
+use kaching_core::keys::hex;
+use kaching_core::license::License;
+use kaching_core::merkle::heartbeat_leaf;
+use kaching_core::SecretKey;
+use kaching_relay::console::data::{Answer, Ask};
+use kaching_relay::storage::{self, Database, Storage};
+use kaching_relay::store::Activation;
+
+/// Relay time at the start of hour 500_000 (in 2027).
+const H: u64 = 500_000 * 3600;
+
+async fn open(dir: &Path, keep_raw: bool) -> Arc<dyn Storage> {
+    storage::open(&Database::Sqlite(dir.join("relay.db")), 64, keep_raw)
+        .await
+        .unwrap()
+}
+
+fn activation(l: &License, key: &SecretKey, now: u64) -> Activation {
+    Activation {
+        license_id: l.id.to_string(),
+        license_bytes: vec![1, 2, 3],
+        customer: l.customer.clone(),
+        tier: l.tier.clone(),
+        expires_at: l.expires_at,
+        cluster_id: kaching_core::cluster_id(&key.public()),
+        cluster_key: *key.public().as_bytes(),
+        hostname: "node-1".into(),
+        nodes: 3,
+        offline_grace: 86_400,
+        now,
+    }
+}
+
+fn beat_with(l: &License, key: &SecretKey, seq: u64, nodes: u32) -> Heartbeat {
+    let mut hb = beat(l, key, seq);
+    hb.active_nodes = nodes;
+    hb.quotas.insert("api_calls".into(), seq * 10);
+    hb
+}
+
+async fn send(s: &Arc<dyn Storage>, key: &SecretKey, hb: &Heartbeat, now: u64) {
+    s.record_heartbeat(hb.clone(), *key.public().as_bytes(), now)
+        .await
+        .unwrap();
+}
+
+fn db(dir: &Path) -> rusqlite::Connection {
+    kaching_relay::db::open(&dir.join("relay.db")).unwrap()
+}
+
+fn count(c: &rusqlite::Connection, sql: &str) -> i64 {
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Three heartbeats in one hour and one in the next: two rollup rows (beats,
+/// least, most and last node count, last quota counters), the latest on
+/// the cluster row, no raw history, and the console's history reads them
+/// back as four heartbeats inside their hours.
+#[tokio::test]
+async fn heartbeats_fold_into_hourly_rollups_and_the_cluster_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), false).await;
+    let (l, key) = (license(1, 3600), cluster_key(1));
+    s.activate(activation(&l, &key, H + 5)).await.unwrap();
+    for (seq, nodes, at) in [(1, 3, 10), (2, 5, 20), (3, 4, 30), (4, 2, 3610)] {
+        send(&s, &key, &beat_with(&l, &key, seq, nodes), H + at).await;
+    }
+    let c = db(dir.path());
+    let rows: Vec<(u64, u64, u64, u64, u64, u64, String)> = c
+        .prepare("SELECT hour, beats, min_nodes, max_nodes, last_nodes, last_at, quotas FROM heartbeat_hours ORDER BY hour")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let hour = H / 3600;
+    assert_eq!(
+        rows,
+        vec![
+            (hour, 3, 3, 5, 4, H + 30, r#"{"api_calls":30}"#.to_string()),
+            (
+                hour + 1,
+                1,
+                2,
+                2,
+                2,
+                H + 3610,
+                r#"{"api_calls":40}"#.to_string()
+            ),
+        ]
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM heartbeats"),
+        0,
+        "no raw history by default"
+    );
+    let (last_seq, nodes, beats): (u64, u64, u64) = c
+        .query_row(
+            "SELECT last_seq, active_nodes, heartbeats FROM clusters",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((last_seq, nodes, beats), (4, 2, 4));
+    let Answer::History(history) = s.console(Ask::History { since: H }).await.unwrap() else {
+        panic!("not a history");
+    };
+    let mut at: Vec<u64> = history.iter().map(|b| b.received_at).collect();
+    at.sort_unstable();
+    assert_eq!(at.len(), 4);
+    assert!(at[..3].iter().all(|t| (H..=H + 30).contains(t)), "{at:?}");
+    assert_eq!(at[3], H + 3600);
+    assert!(history.iter().all(|b| b.license_id == l.id.to_string()));
+    assert_eq!(history.iter().map(|b| b.active_nodes).max(), Some(5));
+}
+
+/// With `heartbeat_retention` above 0 every heartbeat also gets a raw row;
+/// pruning deletes at most `limit` rows per call from each table (the
+/// writer never stalls behind one large DELETE) until nothing is left
+/// before the cut-offs.
+#[tokio::test]
+async fn raw_history_when_kept_and_rollups_are_pruned_in_small_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), true).await;
+    let (l, key) = (license(2, 3600), cluster_key(2));
+    s.activate(activation(&l, &key, H)).await.unwrap();
+    for seq in 1..=5u64 {
+        send(&s, &key, &beat_with(&l, &key, seq, 3), H + seq * 3600).await;
+    }
+    let c = db(dir.path());
+    assert_eq!(count(&c, "SELECT count(*) FROM heartbeats"), 5);
+    assert_eq!(count(&c, "SELECT count(*) FROM heartbeat_hours"), 5);
+    // Raw rows received before H + 4h (3 of them); rollups of hours before H + 3h (2).
+    let mut calls = Vec::new();
+    loop {
+        let n = s
+            .prune_history(H + 4 * 3600, H + 3 * 3600, 2)
+            .await
+            .unwrap();
+        calls.push(n);
+        if n < 2 {
+            break;
+        }
+    }
+    assert_eq!(calls, [2, 1]);
+    assert_eq!(count(&c, "SELECT count(*) FROM heartbeats"), 2);
+    assert_eq!(
+        count(&c, "SELECT min(hour) FROM heartbeat_hours"),
+        i64::try_from(H / 3600 + 3).unwrap()
+    );
+    assert_eq!(count(&c, "SELECT count(*) FROM heartbeat_hours"), 3);
+    kaching_relay::audit::verify(&c).unwrap();
+}
+
+/// A relay database written before this release (per-heartbeat history
+/// rows, per-heartbeat audit rows, a `chain_heads` table) is upgraded in
+/// place at open: the chain head moves onto the cluster row (still read
+/// through a `chain_heads` view), the old audit rows still verify, and the
+/// cluster's next heartbeat is checked against the head it named before.
+#[tokio::test]
+async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let (l, key) = (license(3, 3600), cluster_key(3));
+    let id = kaching_core::cluster_id(&key.public());
+    let head = ChainHead {
+        report_seq: 7,
+        report_hash: Some([9; 32]),
+        mark: 11,
+    };
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(OLD_SCHEMA).unwrap();
+        c.execute(
+            "INSERT INTO clusters (cluster_id, license_id, cluster_key, hostname, status, activated_at, last_seen, last_seq, heartbeats)
+             VALUES (?1, ?2, ?3, 'h', 'active', ?4, ?4, 5, 5)",
+            rusqlite::params![id, l.id.to_string(), key.public().as_bytes().as_slice(), H],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO chain_heads (cluster_id, report_seq, report_hash, mark) VALUES (?1, 7, ?2, 11)",
+            rusqlite::params![id, [9u8; 32].as_slice()],
+        )
+        .unwrap();
+        for seq in 1..=5u64 {
+            c.execute(
+                "INSERT INTO heartbeats (cluster_id, seq, time, received_at, state, active_nodes, quotas)
+                 VALUES (?1, ?2, ?3, ?3, 'active', 3, '{}')",
+                rusqlite::params![id, seq, H + seq],
+            )
+            .unwrap();
+            kaching_relay::audit::append(
+                &c,
+                H + seq,
+                &format!("cluster:{id}"),
+                "heartbeat",
+                &l.id.to_string(),
+                &serde_json::json!({"seq": seq}),
+            )
+            .unwrap();
+        }
+    }
+    let s = open(dir.path(), false).await;
+    let c = db(dir.path());
+    assert_eq!(count(&c, "PRAGMA user_version"), 1);
+    let (seq, hash, mark): (u64, Vec<u8>, u64) = c
+        .query_row(
+            "SELECT report_seq, report_hash, mark FROM chain_heads WHERE cluster_id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((seq, hash, mark), (7, vec![9; 32], 11));
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM heartbeats"),
+        5,
+        "old history kept until pruned"
+    );
+    kaching_relay::audit::verify(&c).unwrap();
+    // A replay is still refused (signed later than the last accepted one:
+    // itself a sign of rollback); the next heartbeat naming the same head
+    // raises no further sign; one naming an older head does.
+    let replay = s
+        .record_heartbeat(beat(&l, &key, 5), *key.public().as_bytes(), H + 100)
+        .await
+        .unwrap_err();
+    assert_eq!(replay.code, "replayed_heartbeat");
+    assert_eq!(count(&c, "SELECT count(*) FROM anomalies"), 1);
+    let mut hb = beat(&l, &key, 6);
+    hb.chain = Some(head);
+    send(&s, &key, &hb, H + 100).await;
+    assert_eq!(count(&c, "SELECT count(*) FROM anomalies"), 1);
+    let mut hb = beat(&l, &key, 7);
+    hb.chain = Some(ChainHead {
+        report_seq: 6,
+        report_hash: Some([8; 32]),
+        mark: 11,
+    });
+    send(&s, &key, &hb, H + 200).await;
+    assert_eq!(count(&c, "SELECT count(*) FROM anomalies"), 2);
+    let rows = s.clusters(None, String::new(), 10).await.unwrap();
+    assert_eq!(rows[0].report_seq, Some(6));
+    kaching_relay::audit::verify(&c).unwrap();
+    s.close().await.unwrap();
+    // Opening again changes nothing.
+    let s = open(dir.path(), false).await;
+    assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 1);
+    s.close().await.unwrap();
+}
+
+/// A relay with three heartbeats a minute apart, so each is sealed into
+/// its own audit row (the last at the forced seal); returns them in order.
+async fn three_batches(dir: &Path) -> Vec<Heartbeat> {
+    let s = open(dir, false).await;
+    let (l, key) = (license(4, 3600), cluster_key(4));
+    s.activate(activation(&l, &key, H)).await.unwrap();
+    let beats: Vec<Heartbeat> = (1..=3).map(|seq| beat_with(&l, &key, seq, 3)).collect();
+    for (i, hb) in beats.iter().enumerate() {
+        send(&s, &key, hb, H + 60 * (i as u64 + 1)).await;
+    }
+    assert!(!s.seal_heartbeats(H + 200, false).await.unwrap(), "not due");
+    assert!(s.seal_heartbeats(H + 200, true).await.unwrap());
+    s.close().await.unwrap();
+    beats
+}
+
+fn verify_cli(dir: &Path) -> (bool, String) {
+    let out = relay_cli(dir, &["audit", "verify"]);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A minute's heartbeats are one audit row holding the Merkle root of
+/// their leaves: anyone holding a heartbeat can recompute it (here one
+/// heartbeat per minute, so the root is that heartbeat's leaf).
+#[tokio::test]
+async fn each_minute_audits_its_heartbeats_as_one_merkle_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let beats = three_batches(dir.path()).await;
+    let c = db(dir.path());
+    let rows: Vec<(String, String)> = c
+        .prepare("SELECT action, detail FROM audit ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0].0, "activate");
+    for (row, hb) in rows[1..].iter().zip(&beats) {
+        assert_eq!(row.0, "heartbeats");
+        let detail: serde_json::Value = serde_json::from_str(&row.1).unwrap();
+        assert_eq!(detail["heartbeats"], 1);
+        assert_eq!(detail["since"], H + 60 * hb.seq);
+        assert_eq!(detail["merkle_root"], hex(&heartbeat_leaf(hb)));
+    }
+    let (ok, out) = verify_cli(dir.path());
+    assert!(ok && out.contains("audit log intact: 4 rows"), "{out}");
+}
+
+#[tokio::test]
+async fn attack_heartbeat_batch_row_edited_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    three_batches(dir.path()).await;
+    // Swap in another root, as someone hiding a heartbeat would.
+    db(dir.path())
+        .execute(
+            "UPDATE audit SET detail = json_set(detail, '$.merkle_root', ?1) WHERE id = 3",
+            [hex(&[0u8; 32])],
+        )
+        .unwrap();
+    let (ok, out) = verify_cli(dir.path());
+    assert!(!ok);
+    assert!(
+        out.contains("audit log broken at row 3 (heartbeats batch)"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn attack_heartbeat_batch_row_deleted_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    three_batches(dir.path()).await;
+    db(dir.path())
+        .execute("DELETE FROM audit WHERE id = 2", [])
+        .unwrap();
+    let (ok, out) = verify_cli(dir.path());
+    assert!(!ok);
+    assert!(out.contains("row 2 is missing"), "{out}");
+}
+
+#[tokio::test]
+async fn attack_audit_log_truncated_after_heartbeat_batches_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    three_batches(dir.path()).await;
+    db(dir.path())
+        .execute("DELETE FROM audit WHERE id >= 3", [])
+        .unwrap();
+    let (ok, out) = verify_cli(dir.path());
+    assert!(!ok);
+    assert!(
+        out.contains("the head records 4 rows but 2 chain correctly"),
+        "{out}"
+    );
+}
+
+/// The tables a relay of the previous release created (those this
+/// release changes, and what the test writes to).
+const OLD_SCHEMA: &str = "
+CREATE TABLE clusters (
+    cluster_id      TEXT PRIMARY KEY,
+    license_id      TEXT NOT NULL,
+    cluster_key     BLOB NOT NULL,
+    hostname        TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    activated_at    INTEGER NOT NULL,
+    ended_at        INTEGER,
+    last_seen       INTEGER NOT NULL,
+    last_seq        INTEGER NOT NULL DEFAULT 0,
+    heartbeat_time  INTEGER,
+    state           TEXT,
+    active_nodes    INTEGER NOT NULL DEFAULT 0,
+    quotas          TEXT NOT NULL DEFAULT '{}',
+    verifier_version TEXT,
+    heartbeats      INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE heartbeats (
+    id           INTEGER PRIMARY KEY,
+    cluster_id   TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    time         INTEGER NOT NULL,
+    received_at  INTEGER NOT NULL,
+    state        TEXT NOT NULL,
+    active_nodes INTEGER NOT NULL,
+    quotas       TEXT NOT NULL
+);
+CREATE TABLE chain_heads (
+    cluster_id  TEXT PRIMARY KEY,
+    report_seq  INTEGER NOT NULL,
+    report_hash BLOB,
+    mark        INTEGER NOT NULL
+);
+CREATE TABLE audit (
+    id       INTEGER PRIMARY KEY,
+    time     INTEGER NOT NULL,
+    actor    TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    detail   TEXT NOT NULL,
+    hash     TEXT NOT NULL
+);
+CREATE TABLE audit_head (
+    one   INTEGER PRIMARY KEY CHECK (one = 1),
+    id    INTEGER NOT NULL,
+    hash  TEXT NOT NULL
+);
+CREATE TABLE anomalies (
+    id          INTEGER PRIMARY KEY,
+    cluster_id  TEXT NOT NULL,
+    license_id  TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+";
