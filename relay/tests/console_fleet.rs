@@ -241,7 +241,9 @@ async fn fleet_filter_order_and_paging_in_sqlite_match_the_reference() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
     seed_sqlite(&path, 400);
-    let s = storage::open(&Database::Sqlite(path), 64).await.unwrap();
+    let s = storage::open(&Database::Sqlite(path), 64, false)
+        .await
+        .unwrap();
     database_agrees_with_the_reference(s, 400).await;
 }
 
@@ -252,9 +254,14 @@ async fn fleet_filter_order_and_paging_in_postgres_match_the_reference() {
     };
     let d = Database::Postgres(db.url.clone());
     // Opening creates the schema.
-    storage::open(&d, 64).await.unwrap().close().await.unwrap();
+    storage::open(&d, 64, false)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
     seed_postgres(&db.url, 400).await;
-    let s = storage::open(&d, 64).await.unwrap();
+    let s = storage::open(&d, 64, false).await.unwrap();
     database_agrees_with_the_reference(s, 400).await;
 }
 
@@ -287,7 +294,7 @@ async fn bench_fleet_page_at_10k_and_100k_clusters() {
             )
             .unwrap()
         };
-        let s = storage::open(&Database::Sqlite(path.clone()), 64)
+        let s = storage::open(&Database::Sqlite(path.clone()), 64, false)
             .await
             .unwrap();
         let r = Relay::start_with(dir, cfg).await;
