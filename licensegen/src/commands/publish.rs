@@ -3,7 +3,7 @@
 //! a list signed by a vendor key it trusts with a higher version, and wakes
 //! every connected verifier's long-poll the moment it commits one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -16,28 +16,12 @@ use crate::cli::PublishArgs;
 use crate::error::usage;
 use crate::exit;
 use crate::output::{note, out};
-use crate::vendor_dir::REVOCATIONS_FILE;
+use crate::vendor_dir::{VendorDir, REVOCATIONS_FILE};
 
 pub(super) fn publish(ctx: &Ctx<'_>, a: &PublishArgs) -> Result<u8> {
     let v = ctx.vendor()?;
-    let settings = v.config.relay.clone().unwrap_or_default();
-    let url = a
-        .relay
-        .clone()
-        .or(settings.url)
-        .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| {
-            usage("no relay to publish to: pass --relay URL, set KACHING_RELAY_URL, or add `[relay] url = \"…\"` to kaching.toml")
-        })?;
-    let url = relay_url(&url)?;
-    let token_file = a
-        .token_file
-        .clone()
-        .or_else(|| settings.token_file.map(|f| v.root.join(f)))
-        .ok_or_else(|| {
-            usage("no relay token: pass --token-file FILE (a publish-scope token from `kaching-relay token create --scope publish`), set KACHING_RELAY_TOKEN_FILE, or add `[relay] token_file` to kaching.toml")
-        })?;
-    let token = read_token(&token_file)?;
+    let (url, token_file, token) =
+        relay_target(&v, a.relay.as_ref(), a.token_file.as_ref(), "publish to")?;
     let path = v.path(REVOCATIONS_FILE);
     let bytes = std::fs::read(&path).with_context(|| {
         format!(
@@ -143,6 +127,34 @@ pub(super) fn publish(ctx: &Ctx<'_>, a: &PublishArgs) -> Result<u8> {
 
 /// Checks the relay base URL: http:// or https:// and a host, so that a
 /// bare `host:port` gets a fix instead of the HTTP client's "builder error".
+/// The relay URL, token file and token for `publish` and `usage pull`: the flags (or
+/// their environment variables), else `[relay]` in kaching.toml. `what`
+/// completes "no relay to …" in the error.
+pub(super) fn relay_target(
+    v: &VendorDir,
+    relay: Option<&String>,
+    token_file: Option<&PathBuf>,
+    what: &str,
+) -> Result<(String, PathBuf, String)> {
+    let settings = v.config.relay.clone().unwrap_or_default();
+    let url = relay
+        .cloned()
+        .or(settings.url)
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| {
+            usage(format!("no relay to {what}: pass --relay URL, set KACHING_RELAY_URL, or add `[relay] url = \"…\"` to kaching.toml"))
+        })?;
+    let url = relay_url(&url)?;
+    let token_file = token_file
+        .cloned()
+        .or_else(|| settings.token_file.map(|f| v.root.join(f)))
+        .ok_or_else(|| {
+            usage("no relay token: pass --token-file FILE (a publish-scope token from `kaching-relay token create --scope publish`), set KACHING_RELAY_TOKEN_FILE, or add `[relay] token_file` to kaching.toml")
+        })?;
+    let token = read_token(&token_file)?;
+    Ok((url, token_file, token))
+}
+
 pub(super) fn relay_url(text: &str) -> Result<String> {
     let url = text.trim();
     let lower = url.to_ascii_lowercase();
@@ -200,7 +212,7 @@ fn publish_roots(
     client: &reqwest::blocking::Client,
     url: &str,
     token: &str,
-    v: &crate::vendor_dir::VendorDir,
+    v: &VendorDir,
 ) -> Result<Option<u8>> {
     let Some(chain) = v.root_chain()? else {
         return Ok(None);

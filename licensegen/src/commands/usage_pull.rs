@@ -13,10 +13,9 @@ use kaching_core::wire::mailbox::{
 use kaching_core::wire::ErrorBody;
 use kaching_core::DocKind;
 
-use super::publish::{read_token, relay_url};
+use super::publish::relay_target;
 use super::Ctx;
 use crate::cli::PullArgs;
-use crate::error::usage;
 use crate::exit;
 use crate::ledger::Ledger;
 use crate::output::{note, out};
@@ -55,25 +54,8 @@ fn failed(url: &str, status: reqwest::StatusCode, text: &str, what: &str) -> Fai
 
 pub(super) fn pull(ctx: &Ctx<'_>, a: &PullArgs) -> Result<u8> {
     let v = ctx.vendor()?;
-    let settings = v.config.relay.clone().unwrap_or_default();
-    let url = a
-        .relay
-        .clone()
-        .or(settings.url)
-        .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| {
-            usage("no relay to pull from: pass --relay URL, set KACHING_RELAY_URL, or add `[relay] url = \"…\"` to kaching.toml")
-        })?;
-    let url = relay_url(&url)?;
+    let (url, _, token) = relay_target(&v, a.relay.as_ref(), a.token_file.as_ref(), "pull from")?;
     let base = url.trim_end_matches('/').to_string();
-    let token_file = a
-        .token_file
-        .clone()
-        .or_else(|| settings.token_file.map(|f| v.root.join(f)))
-        .ok_or_else(|| {
-            usage("no relay token: pass --token-file FILE (a publish-scope token from `kaching-relay token create --scope publish`), set KACHING_RELAY_TOKEN_FILE, or add `[relay] token_file` to kaching.toml")
-        })?;
-    let token = read_token(&token_file)?;
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(a.timeout.max(1)))
         .user_agent(concat!("licensegen/", env!("CARGO_PKG_VERSION")))
