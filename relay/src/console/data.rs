@@ -362,23 +362,7 @@ fn fleet_sqlite(c: &rusqlite::Connection, f: &FleetAsk) -> Result<FleetPage, Api
         let mut stmt = c.prepare_cached(&sql)?;
         let mut it = stmt.query(rusqlite::params_from_iter(bind(&b)))?;
         while let Some(r) = it.next()? {
-            let quotas: String = r.get(10)?;
-            let mut row = ClusterRow {
-                cluster_id: r.get(0)?,
-                license_id: r.get(1)?,
-                hostname: r.get(2)?,
-                status: r.get(3)?,
-                activated_at: rfc3339(r.get(4)?),
-                last_seen: rfc3339(r.get(5)?),
-                last_seq: r.get(6)?,
-                heartbeats: r.get(7)?,
-                state: r.get(8)?,
-                active_nodes: r.get(9)?,
-                quotas: crate::storage::parse_quotas(&quotas),
-                verifier_version: r.get(11)?,
-                report_seq: r.get(12)?,
-                anomalies: Vec::new(),
-            };
+            let mut row = crate::storage::sqlite::cluster_row(r)?;
             page.customers.insert(row.license_id.clone(), r.get(13)?);
             if flagged {
                 row.anomalies = c
@@ -471,22 +455,7 @@ async fn fleet_postgres(
         );
         let v = owned(&b);
         for r in &c.query(&sql, &refs(&v)).await? {
-            let mut row = ClusterRow {
-                cluster_id: r.get(0),
-                license_id: r.get(1),
-                hostname: r.get(2),
-                status: r.get(3),
-                activated_at: rfc3339(uint(r.get(4))),
-                last_seen: rfc3339(uint(r.get(5))),
-                last_seq: uint(r.get(6)),
-                heartbeats: uint(r.get(7)),
-                state: r.get(8),
-                active_nodes: uint(r.get(9)),
-                quotas: crate::storage::parse_quotas(r.get(10)),
-                verifier_version: r.get(11),
-                report_seq: r.get::<_, Option<i64>>(12).map(uint),
-                anomalies: Vec::new(),
-            };
+            let mut row = crate::storage::postgres::cluster_row(r);
             page.customers.insert(row.license_id.clone(), r.get(13));
             if flagged {
                 row.anomalies = c

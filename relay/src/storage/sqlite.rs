@@ -232,25 +232,7 @@ impl Storage for SqliteStorage {
                  WHERE (?1 IS NULL OR license_id = ?1) AND c.cluster_id > ?2
                  ORDER BY c.cluster_id LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![license, after, limit], |r| {
-                let quotas: String = r.get(10)?;
-                Ok(ClusterRow {
-                    cluster_id: r.get(0)?,
-                    license_id: r.get(1)?,
-                    hostname: r.get(2)?,
-                    status: r.get(3)?,
-                    activated_at: rfc3339(r.get(4)?),
-                    last_seen: rfc3339(r.get(5)?),
-                    last_seq: r.get(6)?,
-                    heartbeats: r.get(7)?,
-                    state: r.get(8)?,
-                    active_nodes: r.get(9)?,
-                    quotas: super::parse_quotas(&quotas),
-                    verifier_version: r.get(11)?,
-                    report_seq: r.get(12)?,
-                    anomalies: Vec::new(),
-                })
-            })?;
+            let rows = stmt.query_map(params![license, after, limit], cluster_row)?;
             let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
             let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
                 return Ok(rows);
@@ -373,4 +355,28 @@ fn roots_above(c: &rusqlite::Connection, version: u64) -> Result<Vec<StoredRoot>
         .query_map([version], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// One `GET /v1/clusters` row from the first 13 columns of `r`, in the
+/// order `cluster_id, license_id, hostname, status, activated_at,
+/// last_seen, last_seq, heartbeats, state, active_nodes, quotas,
+/// verifier_version, report_seq` (the API's list and the console's fleet).
+pub(crate) fn cluster_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClusterRow> {
+    let quotas: String = r.get(10)?;
+    Ok(ClusterRow {
+        cluster_id: r.get(0)?,
+        license_id: r.get(1)?,
+        hostname: r.get(2)?,
+        status: r.get(3)?,
+        activated_at: rfc3339(r.get(4)?),
+        last_seen: rfc3339(r.get(5)?),
+        last_seq: r.get(6)?,
+        heartbeats: r.get(7)?,
+        state: r.get(8)?,
+        active_nodes: r.get(9)?,
+        quotas: super::parse_quotas(&quotas),
+        verifier_version: r.get(11)?,
+        report_seq: r.get(12)?,
+        anomalies: Vec::new(),
+    })
 }

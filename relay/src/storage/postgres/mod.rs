@@ -267,25 +267,7 @@ impl Storage for PgStorage {
                 &[&license, &after, &i64::from(limit)],
             )
             .await?;
-            let mut rows: Vec<ClusterRow> = rows
-                .iter()
-                .map(|r| ClusterRow {
-                    cluster_id: r.get(0),
-                    license_id: r.get(1),
-                    hostname: r.get(2),
-                    status: r.get(3),
-                    activated_at: rfc3339(uint(r.get(4))),
-                    last_seen: rfc3339(uint(r.get(5))),
-                    last_seq: uint(r.get(6)),
-                    heartbeats: uint(r.get(7)),
-                    state: r.get(8),
-                    active_nodes: uint(r.get(9)),
-                    quotas: super::parse_quotas(r.get(10)),
-                    verifier_version: r.get(11),
-                    report_seq: r.get::<_, Option<i64>>(12).map(uint),
-                    anomalies: Vec::new(),
-                })
-                .collect();
+            let mut rows: Vec<ClusterRow> = rows.iter().map(cluster_row).collect();
             let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
                 return Ok(rows);
             };
@@ -469,5 +451,26 @@ impl Storage for PgStorage {
             self.pool.close();
             Ok(())
         })
+    }
+}
+
+/// One `GET /v1/clusters` row from the first 13 columns of `r` (order as
+/// in [`crate::storage::sqlite::cluster_row`]).
+pub(crate) fn cluster_row(r: &tokio_postgres::Row) -> ClusterRow {
+    ClusterRow {
+        cluster_id: r.get(0),
+        license_id: r.get(1),
+        hostname: r.get(2),
+        status: r.get(3),
+        activated_at: rfc3339(uint(r.get(4))),
+        last_seen: rfc3339(uint(r.get(5))),
+        last_seq: uint(r.get(6)),
+        heartbeats: uint(r.get(7)),
+        state: r.get(8),
+        active_nodes: uint(r.get(9)),
+        quotas: super::parse_quotas(r.get(10)),
+        verifier_version: r.get(11),
+        report_seq: r.get::<_, Option<i64>>(12).map(uint),
+        anomalies: Vec::new(),
     }
 }
