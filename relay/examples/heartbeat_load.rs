@@ -23,14 +23,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 use kaching_core::cluster::ActivationRequest;
 use kaching_core::heartbeat::{verify_heartbeat, Heartbeat, RelayTime};
-use kaching_core::license::{HeartbeatPolicy, License, Limits};
+
 use kaching_core::{armor, cluster_id, DocKind, LicenseId, SecretKey};
 use support::percentile;
 
@@ -86,49 +86,6 @@ fn license_id(i: u32) -> LicenseId {
     let mut b = [0x4b; 16];
     b[..4].copy_from_slice(&i.to_be_bytes());
     LicenseId(b)
-}
-
-fn license(i: u32) -> License {
-    let t = now();
-    License {
-        id: license_id(i),
-        issuer: "bench".into(),
-        customer_id: format!("c{i}"),
-        customer: format!("Customer {i}"),
-        audience: "bzzz".into(),
-        issued_at: t - 60,
-        not_before: t - 60,
-        expires_at: t + 365 * 86_400,
-        tier: "standard".into(),
-        features: BTreeSet::from(["basic-search".to_string()]),
-        limits: Limits {
-            max_nodes: 10,
-            max_cores: None,
-        },
-        quotas: BTreeMap::new(),
-        grace: 0,
-        overage: 0,
-        cluster: None,
-        heartbeat: Some(HeartbeatPolicy {
-            interval: 60,
-            offline_grace: 86_400,
-        }),
-        supersedes: None,
-        degrade: Default::default(),
-        report: None,
-    }
-}
-
-/// The relay's CPU time so far (user + system), from `/proc/<pid>/stat`
-/// (clock ticks of 10 ms, `CLK_TCK` = 100 on Linux).
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which ends with the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat; here 0-based after ')': 11, 12.
-    (tick(11) + tick(12)) / 100.0
 }
 
 /// The floor a heartbeat cannot go below, measured here in one thread: open
@@ -211,7 +168,10 @@ async fn main() {
     let failures = stream::iter(0..a.clusters)
         .map(|i| {
             let (http, url, key) = (http.clone(), act_url.clone(), &keys[i as usize]);
-            let lic = armor::armor(DocKind::License, &license(i).sign(&vendor));
+            let lic = armor::armor(
+                DocKind::License,
+                &support::license(i, license_id(i)).sign(&vendor),
+            );
             let req = ActivationRequest {
                 cluster_id: cluster_id(&key.public()),
                 cluster_key: *key.public().as_bytes(),
@@ -246,7 +206,7 @@ async fn main() {
     let mut lat: Vec<u32> = Vec::with_capacity((a.clusters as u64 * a.beats) as usize);
     let mut busy = Duration::ZERO;
     let mut errors = 0usize;
-    let cpu_all = || pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+    let cpu_all = || pids.iter().map(|p| support::cpu_secs(*p)).sum::<f64>();
     let cpu0 = cpu_all();
     let data = relays[0].data.clone();
     let mut db_after_first = 0;

@@ -12,7 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use futures_util::stream::{self, StreamExt};
@@ -20,7 +20,6 @@ use kaching_core::cluster::{
     ActivationRequest, ReportChain, ReportedUpgrade, UpgradeRequest, UsageReport,
 };
 use kaching_core::heartbeat::Heartbeat;
-use kaching_core::license::{HeartbeatPolicy, License, Limits};
 use kaching_core::{armor, cluster_id, DocKind, LicenseId, SecretKey};
 
 #[allow(dead_code)] // shared with the other load tools; this one reads no percentiles
@@ -34,46 +33,6 @@ fn license_id(i: u32) -> LicenseId {
     let mut b = [0x4d; 16];
     b[..4].copy_from_slice(&i.to_be_bytes());
     LicenseId(b)
-}
-
-fn license(i: u32) -> License {
-    let t = now();
-    License {
-        id: license_id(i),
-        issuer: "bench".into(),
-        customer_id: format!("c{i}"),
-        customer: format!("Customer {i}"),
-        audience: "bzzz".into(),
-        issued_at: t - 60,
-        not_before: t - 60,
-        expires_at: t + 365 * 86_400,
-        tier: "standard".into(),
-        features: BTreeSet::from(["basic-search".to_string()]),
-        limits: Limits {
-            max_nodes: 10,
-            max_cores: None,
-        },
-        quotas: BTreeMap::new(),
-        grace: 0,
-        overage: 0,
-        cluster: None,
-        heartbeat: Some(HeartbeatPolicy {
-            interval: 60,
-            offline_grace: 86_400,
-        }),
-        supersedes: None,
-        degrade: Default::default(),
-        report: None,
-    }
-}
-
-/// The relay's CPU seconds so far (user + system, `/proc/<pid>/stat`).
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / 100.0
 }
 
 /// A usage report as a verifier writes it: one counter, one upgrade request.
@@ -119,7 +78,7 @@ async fn round(
 ) -> (usize, f64, f64) {
     let n = bodies.len();
     let url = format!("http://{addr}{path}");
-    let cpu0 = cpu_secs(pid);
+    let cpu0 = support::cpu_secs(pid);
     let t = Instant::now();
     let ok = stream::iter(bodies)
         .map(|b| {
@@ -133,7 +92,7 @@ async fn round(
         .count()
         .await;
     let secs = t.elapsed().as_secs_f64();
-    let cpu = cpu_secs(pid) - cpu0;
+    let cpu = support::cpu_secs(pid) - cpu0;
     (ok, n as f64 / secs, cpu * 1e6 / n.max(1) as f64)
 }
 
@@ -180,7 +139,7 @@ async fn main() {
             created: now(),
         };
         let body = serde_json::json!({
-            "license": armor::armor(DocKind::License, &license(i).sign(&vendor)),
+            "license": armor::armor(DocKind::License, &support::license(i, license_id(i)).sign(&vendor)),
             "activation_request": armor::armor(DocKind::ActivationRequest, &req.sign(key)),
         });
         let r = http

@@ -1,10 +1,12 @@
 //! What the relay load tools share: starting the release relay on loopback
 //! with a temporary data directory, reading `/proc`, percentiles.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use kaching_core::SecretKey;
+use kaching_core::license::{HeartbeatPolicy, License, Limits};
+use kaching_core::{LicenseId, SecretKey};
 use tokio::io::AsyncBufReadExt;
 
 /// `kaching-relay` next to the examples directory (`target/release`).
@@ -160,4 +162,49 @@ impl PgBench {
             ))
             .await;
     }
+}
+
+/// A year's standard license for load tools: customer `c{i}`, a
+/// heartbeat policy so clusters bind, license id `id`.
+pub fn license(i: u32, id: LicenseId) -> License {
+    let t = kaching_relay::db::now();
+    License {
+        id,
+        issuer: "bench".into(),
+        customer_id: format!("c{i}"),
+        customer: format!("Customer {i}"),
+        audience: "bzzz".into(),
+        issued_at: t - 60,
+        not_before: t - 60,
+        expires_at: t + 365 * 86_400,
+        tier: "standard".into(),
+        features: BTreeSet::from(["basic-search".to_string()]),
+        limits: Limits {
+            max_nodes: 10,
+            max_cores: None,
+        },
+        quotas: BTreeMap::new(),
+        grace: 0,
+        overage: 0,
+        cluster: None,
+        heartbeat: Some(HeartbeatPolicy {
+            interval: 60,
+            offline_grace: 86_400,
+        }),
+        supersedes: None,
+        degrade: Default::default(),
+        report: None,
+    }
+}
+
+/// The relay's CPU time so far (user + system), from `/proc/<pid>/stat`
+/// (clock ticks of 10 ms, `CLK_TCK` = 100 on Linux).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which ends with the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; here 0-based after ')': 11, 12.
+    (tick(11) + tick(12)) / 100.0
 }
