@@ -234,6 +234,9 @@ pub struct Verified {
     pub rows: i64,
     /// Hash of the last row (record it to detect a rebuilt chain later).
     pub head: String,
+    /// Heartbeats accepted but not yet sealed into a row (`audit_pending`:
+    /// sealed within about a minute, and at start and shutdown).
+    pub pending: u64,
 }
 
 /// Walks the chain from the first row; the error names the first bad row.
@@ -256,7 +259,14 @@ pub fn verify(conn: &Connection) -> anyhow::Result<Verified> {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
-    verify_rows(rows.map(|r| r.map_err(anyhow::Error::from)), head)
+    let pending: Option<i64> = conn
+        .query_row("SELECT beats FROM audit_pending WHERE one = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let mut v = verify_rows(rows.map(|r| r.map_err(anyhow::Error::from)), head)?;
+    v.pending = pending.map_or(0, |n| u64::try_from(n).unwrap_or(0));
+    Ok(v)
 }
 
 /// Checks `rows` (ascending by id) against each other and `head` (the
@@ -336,6 +346,10 @@ impl Walk {
             ),
             None => anyhow::bail!("audit log broken: rows exist but the head record is missing"),
         }
-        Ok(Verified { rows, head: prev })
+        Ok(Verified {
+            rows,
+            head: prev,
+            pending: 0,
+        })
     }
 }

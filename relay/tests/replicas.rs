@@ -559,6 +559,70 @@ async fn audit_chain_written_by_two_replicas_verifies_and_detects_an_edit() {
 }
 
 #[tokio::test]
+async fn attack_heartbeat_batch_rows_deleted_or_truncated_on_postgres_are_detected() {
+    let Some(r) = Replicas::new().await else {
+        return;
+    };
+    let l = license(60, 3600);
+    let key = cluster_key(60);
+    let a = r.spawn().await;
+    assert_eq!(r.activate(&a, &l, 60).await, 200);
+    // Three rounds of heartbeats, each sealed into its own batch row by the
+    // next replica's start (a start seals what is pending).
+    let mut replicas = vec![a];
+    for round in 0..3u64 {
+        let at = replicas.last().unwrap();
+        for seq in round * 5 + 1..=round * 5 + 5 {
+            let resp = r.beat_bytes(at, beat(&l, &key, seq).sign(&key)).await;
+            assert_eq!(resp.status(), 200);
+        }
+        replicas.push(r.spawn().await);
+    }
+    drop(replicas);
+    let client = r.db.client().await;
+    let batches: Vec<i64> = client
+        .query(
+            "SELECT id FROM audit WHERE action = 'heartbeats' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(batches.len() >= 3, "batch rows {batches:?}");
+    let head: i64 = client
+        .query_one("SELECT max(id) FROM audit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(r
+        .audit_verify()
+        .contains(&format!("audit log intact: {head} rows")));
+    let refused = |want: String| {
+        let out = r.cli(&["audit", "verify"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(&want), "want {want:?}: {err}");
+    };
+    // Truncated: the last batch row and everything after it are gone.
+    client
+        .execute("DELETE FROM audit WHERE id >= $1", &[&batches[2]])
+        .await
+        .unwrap();
+    refused(format!(
+        "the head records {head} rows but {} chain correctly",
+        batches[2] - 1
+    ));
+    // Deleted: a batch row in the middle (a later row still follows it).
+    client
+        .execute("DELETE FROM audit WHERE id = $1", &[&batches[0]])
+        .await
+        .unwrap();
+    refused(format!("row {} is missing", batches[0]));
+}
+
+#[tokio::test]
 async fn migrate_from_sqlite_preserves_bindings_lists_tokens_and_audit() {
     let Some(db) = postgres::fresh().await else {
         return;

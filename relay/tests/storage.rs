@@ -291,6 +291,35 @@ fn verify_cli(dir: &Path) -> (bool, String) {
     )
 }
 
+/// Heartbeats accepted after the last seal are not in a row yet: `audit
+/// verify` says how many, so an operator knows what the chain does not
+/// cover until the next seal.
+#[tokio::test]
+async fn audit_verify_counts_heartbeats_not_yet_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), false).await;
+    let (l, key) = (license(5, 3600), cluster_key(5));
+    s.activate(activation(&l, &key, H)).await.unwrap();
+    for seq in 1..=2 {
+        send(&s, &key, &beat_with(&l, &key, seq, 3), H + seq).await;
+    }
+    s.close().await.unwrap();
+    let (ok, out) = verify_cli(dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("audit log intact: 1 rows"), "{out}");
+    assert!(
+        out.contains("2 heartbeat(s) accepted since the last seal"),
+        "{out}"
+    );
+    // Once sealed, nothing is pending and the line is gone.
+    let s = open(dir.path(), false).await;
+    assert!(s.seal_heartbeats(H + 100, true).await.unwrap());
+    s.close().await.unwrap();
+    let (ok, out) = verify_cli(dir.path());
+    assert!(ok && out.contains("audit log intact: 2 rows"), "{out}");
+    assert!(!out.contains("since the last seal"), "{out}");
+}
+
 /// A minute's heartbeats are one audit row holding the Merkle root of
 /// their leaves: anyone holding a heartbeat can recompute it (here one
 /// heartbeat per minute, so the root is that heartbeat's leaf).

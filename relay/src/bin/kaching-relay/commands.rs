@@ -130,6 +130,12 @@ fn print_verified(v: &audit::Verified) -> anyhow::Result<()> {
         "audit log intact: {} rows, head {}",
         v.rows, v.head
     ))?;
+    if v.pending > 0 {
+        stdout::println(&format!(
+            "{} heartbeat(s) accepted since the last seal, not yet in a row: the relay seals them within a minute (and when it stops)",
+            v.pending
+        ))?;
+    }
     Ok(())
 }
 

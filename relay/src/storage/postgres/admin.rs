@@ -183,8 +183,14 @@ pub async fn verify_audit(pool: &Pool) -> anyhow::Result<Verified> {
             break;
         }
     }
+    let pending = tx
+        .query_opt("SELECT beats FROM audit_pending WHERE one = 1", &[])
+        .await?
+        .map_or(0, |r| uint(r.get(0)));
     tx.commit().await?;
-    walk.finish(head)
+    let mut v = walk.finish(head)?;
+    v.pending = pending;
+    Ok(v)
 }
 
 /// What `migrate --from sqlite` copied, table by table.
