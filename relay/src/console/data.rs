@@ -302,6 +302,22 @@ pub fn windows(offset: u64, limit: u64, flagged: u64) -> ((u64, u64), (u64, u64)
     (first, (rest_limit, rest_offset))
 }
 
+/// The reads one fleet page takes, in order, as `(flagged, limit,
+/// offset)`: the flagged clusters' window, then (unless only flagged ones
+/// are asked for) the others'; a window with nothing in it is left out.
+fn reads(f: &FleetAsk, flagged_matched: u64) -> Vec<(bool, u64, u64)> {
+    let (first, rest) = windows(f.offset, u64::from(f.limit), flagged_matched);
+    let mut parts = vec![(true, first)];
+    if !f.flagged_only {
+        parts.push((false, rest));
+    }
+    parts
+        .into_iter()
+        .filter(|(_, (limit, _))| *limit > 0)
+        .map(|(flagged, (limit, offset))| (flagged, limit, offset))
+        .collect()
+}
+
 fn no_filter(f: &FleetAsk) -> bool {
     f.status.is_empty() && f.q.is_empty() && !f.flagged_only
 }
@@ -341,15 +357,7 @@ fn fleet_sqlite(c: &rusqlite::Connection, f: &FleetAsk) -> Result<FleetPage, Api
     } else {
         count(None)?
     };
-    let (first, rest) = windows(f.offset, u64::from(f.limit), flagged_matched);
-    let mut parts = vec![(true, first)];
-    if !f.flagged_only {
-        parts.push((false, rest));
-    }
-    for (flagged, (limit, offset)) in parts {
-        if limit == 0 {
-            continue;
-        }
+    for (flagged, limit, offset) in reads(f, flagged_matched) {
         let (sql, b) = fleet_sql(
             Dialect::Sqlite,
             f,
@@ -435,15 +443,7 @@ async fn fleet_postgres(
         let v = owned(&b);
         uint(c.query_one(&sql, &refs(&v)).await?.get(0))
     };
-    let (first, rest) = windows(f.offset, u64::from(f.limit), flagged_matched);
-    let mut parts = vec![(true, first)];
-    if !f.flagged_only {
-        parts.push((false, rest));
-    }
-    for (flagged, (limit, offset)) in parts {
-        if limit == 0 {
-            continue;
-        }
+    for (flagged, limit, offset) in reads(f, flagged_matched) {
         let (sql, b) = fleet_sql(
             Dialect::Pg,
             f,
