@@ -776,50 +776,9 @@ const ROOT_KEYS: [u8; 3] = [41, 42, 43];
 const REVOKER: u8 = 60;
 const NEW_REVOKER: u8 = 61;
 
-fn seed_key(n: u8) -> kaching_core::SecretKey {
-    kaching_core::SecretKey::from_seed(&[n; 32])
-}
-
 /// Root `version` naming `revoker` as the only revoker, signed by two root keys.
 fn signed_root(version: u64, revoker: u8) -> Vec<u8> {
-    use kaching_core::root::{Role, RoleKeys, Root};
-    let roles: [(Role, &[u8], u32); 3] = [
-        (Role::Root, &ROOT_KEYS, 2),
-        (Role::Issuer, &[50], 1),
-        (Role::Revoker, std::slice::from_ref(&revoker), 1),
-    ];
-    let mut keys: Vec<_> = roles
-        .iter()
-        .flat_map(|(_, seeds, _)| seeds.iter().map(|&s| seed_key(s).public()))
-        .collect();
-    keys.sort_by_key(|k| k.kid());
-    keys.dedup_by_key(|k| k.kid());
-    let roles = roles
-        .iter()
-        .map(|(role, seeds, threshold)| {
-            let mut kids: Vec<_> = seeds.iter().map(|&s| seed_key(s).public().kid()).collect();
-            kids.sort();
-            (
-                *role,
-                RoleKeys {
-                    kids,
-                    threshold: *threshold,
-                },
-            )
-        })
-        .collect();
-    let t = now() / 3600 * 3600;
-    let root = Root {
-        issuer: "vendor".into(),
-        version,
-        issued_at: t - 3600,
-        expires: t + 365 * 86_400,
-        keys,
-        roles,
-        revocation_floor: None,
-    };
-    let (a, b) = (seed_key(41), seed_key(42));
-    root.sign(&[&a, &b])
+    sign_root(&test_root(version, &ROOT_KEYS, revoker), &ROOT_KEYS[..2])
 }
 
 #[tokio::test]

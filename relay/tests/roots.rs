@@ -9,82 +9,26 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
 use kaching_core::armor::{armor, dearmor};
-use kaching_core::root::{Role, RoleKeys, Root};
 use kaching_core::wire::relay::{RootPublished, RootsAnswer};
-use kaching_core::{DocKind, SecretKey};
+use kaching_core::DocKind;
 use kaching_relay::tokens::Scope;
-
-const YEAR: u64 = 365 * 86_400;
-
-fn key(n: u8) -> SecretKey {
-    SecretKey::from_seed(&[n; 32])
-}
 
 /// Root keys of v1 (2 of 3), and of the rotated roots.
 const OLD_ROOT: &[u8] = &[41, 42, 43];
 const NEW_ROOT: &[u8] = &[44, 45, 46];
-const ISSUER: u8 = 50;
+const ISSUER: u8 = ROOT_ISSUER;
 const REVOKER: u8 = 60;
 const NEW_REVOKER: u8 = 61;
 
-/// A root of `version`: root keys `root_keys` (2 of 3), the test issuer,
-/// `revoker` as the only revoker.
-fn root(version: u64, root_keys: &[u8], revoker: u8) -> Root {
-    let roles: [(Role, &[u8], u32); 3] = [
-        (Role::Root, root_keys, 2),
-        (Role::Issuer, &[ISSUER], 1),
-        (Role::Revoker, std::slice::from_ref(&revoker), 1),
-    ];
-    let mut keys: Vec<_> = roles
-        .iter()
-        .flat_map(|(_, seeds, _)| seeds.iter().map(|&s| key(s).public()))
-        .collect();
-    keys.sort_by_key(|k| k.kid());
-    keys.dedup_by_key(|k| k.kid());
-    let roles = roles
-        .iter()
-        .map(|(role, seeds, threshold)| {
-            let mut kids: Vec<_> = seeds.iter().map(|&s| key(s).public().kid()).collect();
-            kids.sort();
-            (
-                *role,
-                RoleKeys {
-                    kids,
-                    threshold: *threshold,
-                },
-            )
-        })
-        .collect::<BTreeMap<_, _>>();
-    Root {
-        issuer: "vendor".into(),
-        version,
-        // Whole hours: the same root built twice in one test has the same
-        // bytes even when the clock's second ticks over in between.
-        issued_at: now() / 3600 * 3600 - 3600,
-        expires: now() / 3600 * 3600 + YEAR,
-        keys,
-        roles,
-        revocation_floor: None,
-    }
-}
-
-fn signed(r: &Root, seeds: &[u8]) -> Vec<u8> {
-    let keys: Vec<SecretKey> = seeds.iter().map(|&s| key(s)).collect();
-    let refs: Vec<&SecretKey> = keys.iter().collect();
-    r.sign(&refs)
-}
-
 fn v1() -> Vec<u8> {
-    signed(&root(1, OLD_ROOT, REVOKER), &[41, 42])
+    sign_root(&test_root(1, OLD_ROOT, REVOKER), &[41, 42])
 }
 
 /// v2: same keys, signed by two of them.
 fn v2() -> Vec<u8> {
-    signed(&root(2, OLD_ROOT, REVOKER), &[41, 42])
+    sign_root(&test_root(2, OLD_ROOT, REVOKER), &[41, 42])
 }
 
 /// A relay whose `root` is `initial` (written armored into its data directory).
@@ -174,7 +118,7 @@ async fn root_published_through_the_chain_is_served_and_survives_a_restart() {
 async fn attack_root_skipping_a_version_refused() {
     let relay = relay_with_root(&v1()).await;
     let token = relay.token(Scope::Publish, "p");
-    let v3 = signed(&root(3, OLD_ROOT, REVOKER), &[41, 42]);
+    let v3 = sign_root(&test_root(3, OLD_ROOT, REVOKER), &[41, 42]);
     let m = refused(put_root(&relay, Some(&token), v3).await).await;
     assert!(m.contains("skips ahead"), "{m}");
     assert_eq!(roots_after(&relay, 0).await.latest, 1);
@@ -190,7 +134,7 @@ async fn attack_root_rollback_and_same_version_other_bytes_refused() {
     let m = refused(put_root(&relay, Some(&token), v1()).await).await;
     assert!(m.contains("rollback"), "{m}");
     // Another v2 (other signers, other bytes): not newer either.
-    let other_v2 = signed(&root(2, OLD_ROOT, REVOKER), &[42, 43]);
+    let other_v2 = sign_root(&test_root(2, OLD_ROOT, REVOKER), &[42, 43]);
     assert_ne!(other_v2, v2());
     let m = refused(put_root(&relay, Some(&token), other_v2).await).await;
     assert!(m.contains("rollback"), "{m}");
@@ -203,18 +147,18 @@ async fn attack_root_rollback_and_same_version_other_bytes_refused() {
 async fn attack_root_signed_only_by_the_new_keys_refused() {
     let relay = relay_with_root(&v1()).await;
     let token = relay.token(Scope::Publish, "p");
-    let rotated = root(2, NEW_ROOT, REVOKER);
+    let rotated = test_root(2, NEW_ROOT, REVOKER);
     // Whoever made the new keys cannot vouch for them alone.
-    let m = refused(put_root(&relay, Some(&token), signed(&rotated, &[44, 45])).await).await;
+    let m = refused(put_root(&relay, Some(&token), sign_root(&rotated, &[44, 45])).await).await;
     assert!(m.contains("trusted root v1"), "{m}");
     // One old key is below the old threshold.
-    let m = refused(put_root(&relay, Some(&token), signed(&rotated, &[41, 44, 45])).await).await;
+    let m = refused(put_root(&relay, Some(&token), sign_root(&rotated, &[41, 44, 45])).await).await;
     assert!(m.contains("1 valid signature(s)"), "{m}");
     // Old keys without the new ones: the new root's own threshold is not met.
-    let m = refused(put_root(&relay, Some(&token), signed(&rotated, &[41, 42])).await).await;
+    let m = refused(put_root(&relay, Some(&token), sign_root(&rotated, &[41, 42])).await).await;
     assert!(m.contains("its own"), "{m}");
     // Both thresholds: accepted.
-    let r = put_root(&relay, Some(&token), signed(&rotated, &[41, 42, 44, 45])).await;
+    let r = put_root(&relay, Some(&token), sign_root(&rotated, &[41, 42, 44, 45])).await;
     assert_eq!(r.status(), 201);
     relay.stop().await;
 }
@@ -266,7 +210,7 @@ async fn attack_revocation_list_signed_by_a_key_that_is_not_a_revoker_refused() 
     let token = relay.token(Scope::Publish, "p");
     // vendor_keys (still in the test config) count for nothing with a root;
     // nor do the issuer and root keys.
-    for not_revoker in [vendor(), key(ISSUER), key(41)] {
+    for not_revoker in [vendor(), seed_key(ISSUER), seed_key(41)] {
         let (status, body) = error_body(
             relay
                 .publish(&token, revocation_list(1, &[], &not_revoker))
@@ -278,21 +222,21 @@ async fn attack_revocation_list_signed_by_a_key_that_is_not_a_revoker_refused() 
     }
     assert_eq!(
         relay
-            .publish(&token, revocation_list(1, &[], &key(REVOKER)))
+            .publish(&token, revocation_list(1, &[], &seed_key(REVOKER)))
             .await
             .status(),
         201
     );
 
     // The root rotates the revoker: the old one's lists are refused now.
-    let v2 = signed(&root(2, OLD_ROOT, NEW_REVOKER), &[41, 42]);
+    let v2 = sign_root(&test_root(2, OLD_ROOT, NEW_REVOKER), &[41, 42]);
     assert_eq!(put_root(&relay, Some(&token), v2).await.status(), 201);
     let old = relay
-        .publish(&token, revocation_list(2, &[], &key(REVOKER)))
+        .publish(&token, revocation_list(2, &[], &seed_key(REVOKER)))
         .await;
     assert_eq!(old.status(), 422);
     let new = relay
-        .publish(&token, revocation_list(2, &[], &key(NEW_REVOKER)))
+        .publish(&token, revocation_list(2, &[], &seed_key(NEW_REVOKER)))
         .await;
     assert_eq!(new.status(), 201);
     relay.stop().await;
@@ -307,7 +251,7 @@ async fn with_a_root_licenses_are_judged_by_its_issuer_keys() {
     let (status, code) = error_code(relay.activate(&l, &cluster).await).await;
     assert_eq!((status, code.as_str()), (422, "invalid_document"));
     let mut body = activation_body(&l, &cluster);
-    body.license = armored_license(&l, &key(ISSUER));
+    body.license = armored_license(&l, &seed_key(ISSUER));
     let r = relay
         .http
         .post(relay.url("/v1/activate"))
@@ -326,7 +270,7 @@ async fn root_revocation_floor_recovers_from_a_fast_forwarded_list() {
     let suspended = kaching_core::LicenseId([9; 16]);
     assert_eq!(
         relay
-            .publish(&token, revocation_list(3, &[suspended], &key(REVOKER)))
+            .publish(&token, revocation_list(3, &[suspended], &seed_key(REVOKER)))
             .await
             .status(),
         201
@@ -334,16 +278,16 @@ async fn root_revocation_floor_recovers_from_a_fast_forwarded_list() {
     // A leaked revoker key fast-forwards the list to a huge version.
     assert_eq!(
         relay
-            .publish(&token, revocation_list(1_000_000, &[], &key(REVOKER)))
+            .publish(&token, revocation_list(1_000_000, &[], &seed_key(REVOKER)))
             .await
             .status(),
         201
     );
     // The vendor rotates the revoker out and sets the floor at 3.
-    let mut r2 = root(2, OLD_ROOT, NEW_REVOKER);
+    let mut r2 = test_root(2, OLD_ROOT, NEW_REVOKER);
     r2.revocation_floor = Some(3);
     assert_eq!(
-        put_root(&relay, Some(&token), signed(&r2, &[41, 42]))
+        put_root(&relay, Some(&token), sign_root(&r2, &[41, 42]))
             .await
             .status(),
         201
@@ -359,7 +303,10 @@ async fn root_revocation_floor_recovers_from_a_fast_forwarded_list() {
     // A list just above the floor from the new revoker is taken.
     assert_eq!(
         relay
-            .publish(&token, revocation_list(4, &[suspended], &key(NEW_REVOKER)))
+            .publish(
+                &token,
+                revocation_list(4, &[suspended], &seed_key(NEW_REVOKER))
+            )
             .await
             .status(),
         201
@@ -380,7 +327,7 @@ async fn attack_relay_refuses_to_start_with_a_root_that_does_not_verify() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("root.kaching");
     // One signature where the root asks for two.
-    std::fs::write(&path, signed(&root(1, OLD_ROOT, REVOKER), &[41])).unwrap();
+    std::fs::write(&path, sign_root(&test_root(1, OLD_ROOT, REVOKER), &[41])).unwrap();
     let mut c = config(dir.path());
     c.root = Some(path.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -410,7 +357,7 @@ async fn attack_stored_root_that_does_not_follow_is_ignored_at_start() {
     let config = relay.config.clone();
     let dir = relay.stop().await;
     // Someone with the database file slips in a v2 signed by keys of their own.
-    let forged = signed(&root(2, NEW_ROOT, REVOKER), &[44, 45]);
+    let forged = sign_root(&test_root(2, NEW_ROOT, REVOKER), &[44, 45]);
     let conn = kaching_relay::db::open_and_migrate(&config.db_path()).unwrap();
     conn.execute(
         "INSERT INTO roots (version, bytes, received_at) VALUES (2, ?1, ?2)",

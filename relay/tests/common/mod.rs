@@ -14,6 +14,7 @@ use kaching_core::cluster::ActivationRequest;
 use kaching_core::heartbeat::Heartbeat;
 use kaching_core::license::{HeartbeatPolicy, License, Limits, Period, Quota};
 use kaching_core::revocation::{RevocationEntry, RevocationList, RevocationStatus};
+use kaching_core::root::{Role, RoleKeys, Root};
 use kaching_core::wire::relay::ActivateBody;
 use kaching_core::wire::ErrorBody;
 use kaching_core::{armor, cluster_id, DocKind, LicenseId, SecretKey};
@@ -360,4 +361,61 @@ pub fn pg_token(url: &str, scope: Scope, name: &str) -> String {
     })
     .join()
     .unwrap()
+}
+
+/// The test issuer's key seed in [`test_root`].
+pub const ROOT_ISSUER: u8 = 50;
+
+/// The key of seed `n`: test roots name their keys by seed.
+pub fn seed_key(n: u8) -> SecretKey {
+    SecretKey::from_seed(&[n; 32])
+}
+
+/// A root of `version`: root keys `root_keys` (2 of 3), issuer
+/// [`ROOT_ISSUER`], `revoker` as the only revoker; keys are named by their
+/// seed ([`seed_key`]).
+pub fn test_root(version: u64, root_keys: &[u8], revoker: u8) -> Root {
+    let roles: [(Role, &[u8], u32); 3] = [
+        (Role::Root, root_keys, 2),
+        (Role::Issuer, &[ROOT_ISSUER], 1),
+        (Role::Revoker, std::slice::from_ref(&revoker), 1),
+    ];
+    let mut keys: Vec<_> = roles
+        .iter()
+        .flat_map(|(_, seeds, _)| seeds.iter().map(|&s| seed_key(s).public()))
+        .collect();
+    keys.sort_by_key(|k| k.kid());
+    keys.dedup_by_key(|k| k.kid());
+    let roles = roles
+        .iter()
+        .map(|(role, seeds, threshold)| {
+            let mut kids: Vec<_> = seeds.iter().map(|&s| seed_key(s).public().kid()).collect();
+            kids.sort();
+            (
+                *role,
+                RoleKeys {
+                    kids,
+                    threshold: *threshold,
+                },
+            )
+        })
+        .collect::<BTreeMap<_, _>>();
+    Root {
+        issuer: "vendor".into(),
+        version,
+        // Whole hours: the same root built twice in one test has the same
+        // bytes even when the clock's second ticks over in between.
+        issued_at: now() / 3600 * 3600 - 3600,
+        expires: now() / 3600 * 3600 + 365 * 86_400,
+        keys,
+        roles,
+        revocation_floor: None,
+    }
+}
+
+/// `r` signed by the keys of `seeds`.
+pub fn sign_root(r: &Root, seeds: &[u8]) -> Vec<u8> {
+    let keys: Vec<SecretKey> = seeds.iter().map(|&s| seed_key(s)).collect();
+    let refs: Vec<&SecretKey> = keys.iter().collect();
+    r.sign(&refs)
 }
