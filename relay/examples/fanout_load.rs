@@ -12,13 +12,15 @@
 //! `--relay-bin`) on 127.0.0.1:0 with a temporary data directory, publishes
 //! list version 1, opens one HTTP/1.1 connection per poller, each waiting with
 //! `?after=<held>&wait=60s`, waits until the relay reports all of them parked
-//! (`kaching_relay_long_polls_waiting`), then publishes a list that suspends a
-//! license. Latency is from just before the `PUT` is sent to the moment a
+//! (`kaching_relay_long_polls_waiting`) or were refused (`503
+//! long_polls_full`, beyond `--max-long-polls`, default the relay's own),
+//! then publishes a list that suspends a license. Latency is from just before the `PUT` is sent to the moment a
 //! poller has read the whole new list.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,8 @@ struct Args {
     pollers: usize,
     rounds: u64,
     relay_bin: PathBuf,
+    /// The relay's `max_long_polls` (`None`: its default).
+    max_long_polls: Option<usize>,
 }
 
 fn args() -> Args {
@@ -41,6 +45,7 @@ fn args() -> Args {
         pollers: 10_000,
         rounds: 3,
         relay_bin: support::default_relay_bin(),
+        max_long_polls: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,7 +54,8 @@ fn args() -> Args {
             "--pollers" => a.pollers = v.parse().expect("--pollers N"),
             "--rounds" => a.rounds = v.parse().expect("--rounds N"),
             "--relay-bin" => a.relay_bin = PathBuf::from(v),
-            _ => panic!("unknown flag {flag}: use --pollers --rounds --relay-bin"),
+            "--max-long-polls" => a.max_long_polls = Some(v.parse().expect("--max-long-polls N")),
+            _ => panic!("unknown flag {flag}: use --pollers --rounds --relay-bin --max-long-polls"),
         }
     }
     a
@@ -89,7 +95,15 @@ async fn parked(http: &reqwest::Client, addr: &str) -> usize {
 async fn main() {
     let a = args();
     let vendor = SecretKey::from_seed(&[0xbe; 32]);
-    let relay = support::Relay::start(&a.relay_bin, &vendor, "public_metrics = true\n").await;
+    // Parked polls may take at most half the connections: make room for them.
+    let extra = match a.max_long_polls {
+        Some(n) => format!(
+            "public_metrics = true\nmax_long_polls = {n}\nmax_connections = {}\n",
+            (2 * n + 2).max(16_384)
+        ),
+        None => "public_metrics = true\n".to_string(),
+    };
+    let relay = support::Relay::start(&a.relay_bin, &vendor, &extra).await;
     let addr = relay.addr.clone();
     let token = {
         let mut conn = kaching_relay::db::open_and_migrate(&relay.data.join("relay.db")).unwrap();
@@ -124,26 +138,32 @@ async fn main() {
         let url = Arc::new(format!(
             "http://{addr}/v1/revocations?after={held}&wait=60s"
         ));
+        // Polls the relay could not park (503 long_polls_full) end at once.
+        let refused = Arc::new(AtomicUsize::new(0));
         let polls: Vec<_> = (0..a.pollers)
             .map(|_| {
-                let (http, url) = (http.clone(), url.clone());
+                let (http, url, refused) = (http.clone(), url.clone(), refused.clone());
                 tokio::spawn(async move {
                     let r = http.get(url.as_str()).send().await.ok()?;
-                    let ok = r.status() == 200;
+                    let status = r.status();
                     let _ = r.bytes().await.ok()?;
-                    ok.then(Instant::now)
+                    if status == 503 {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (status == 200).then(Instant::now)
                 })
             })
             .collect();
         let park_start = Instant::now();
         loop {
             let n = parked(&control, &addr).await;
-            if n >= a.pollers {
+            let r = refused.load(Ordering::Relaxed);
+            if n + r >= a.pollers {
                 break;
             }
             assert!(
                 park_start.elapsed() < Duration::from_secs(50),
-                "only {n} of {} polls parked after 50 s",
+                "only {n} of {} polls parked ({r} refused) after 50 s",
                 a.pollers
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -154,6 +174,7 @@ async fn main() {
         let t0 = Instant::now();
         publish(held + 1).await;
         let publish_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let refused = refused.load(Ordering::Relaxed);
         let mut lat = Vec::with_capacity(a.pollers);
         let mut missed = 0usize;
         for p in polls {
@@ -166,10 +187,13 @@ async fn main() {
                 None => missed += 1,
             }
         }
+        // A refused poll got no list in this round.
+        missed -= refused;
         lat.sort_unstable();
         println!(
-            "round={round} pollers={} parked in {park_secs:.1}s | relay threads={threads} RSS={rss} while parked | publish answered in {publish_ms:.1}ms | delivered={} missed={missed} | p50={:.1}ms p99={:.1}ms max={:.1}ms",
+            "round={round} pollers={} parked={} refused={refused} in {park_secs:.1}s | relay threads={threads} RSS={rss} while parked | publish answered in {publish_ms:.1}ms | delivered={} missed={missed} | p50={:.1}ms p99={:.1}ms max={:.1}ms",
             a.pollers,
+            a.pollers - refused,
             lat.len(),
             percentile(&lat, 0.50),
             percentile(&lat, 0.99),

@@ -18,13 +18,18 @@ pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
 /// Largest `long_poll_max` accepted.
 const LONG_POLL_CEILING: Duration = Duration::from_secs(3600);
 
+/// Default `max_long_polls`: parked polls cost about 16 KiB each
+/// (docs/benchmarks.md), so 4 096 of them stay near 64 MiB, and a relay for
+/// 100 000 clusters stays under 150 MiB.
+pub const DEFAULT_MAX_LONG_POLLS: usize = 4096;
+
 /// Sections whose keys an environment variable may name (`RATE_LIMIT_BURST`).
 const SECTIONS: [&str; 2] = ["rate_limit", "commit"];
 
 /// The `KACHING_RELAY_*` names the relay reads (lower-cased, without the
 /// prefix). Others are left alone: the verifier's `[relay]` overrides share
 /// the prefix (`KACHING_RELAY_URL`, …) and may sit in the same environment.
-const ENV_KEYS: [&str; 22] = [
+const ENV_KEYS: [&str; 23] = [
     "listen",
     "data_dir",
     "database",
@@ -34,6 +39,7 @@ const ENV_KEYS: [&str; 22] = [
     "clock_window",
     "default_offline_grace",
     "long_poll_max",
+    "max_long_polls",
     "max_body_bytes",
     "heartbeat_retention",
     "rollup_retention",
@@ -96,6 +102,10 @@ pub struct Config {
     /// Longest long-poll wait granted.
     #[serde(deserialize_with = "kaching_kit::config::duration")]
     pub long_poll_max: Duration,
+    /// Long-polls parked at once at most, and never more than seven eighths
+    /// of the connection cap; beyond, a poll that would wait is answered 503
+    /// `long_polls_full` with `Retry-After` (0: none ever waits).
+    pub max_long_polls: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// How long a raw history row of every heartbeat is kept; `0s` (the
@@ -174,6 +184,7 @@ impl Default for Config {
             clock_window: Duration::from_secs(300),
             default_offline_grace: Duration::from_secs(86_400),
             long_poll_max: Duration::from_secs(60),
+            max_long_polls: DEFAULT_MAX_LONG_POLLS,
             max_body_bytes: 256 * 1024,
             heartbeat_retention: Duration::ZERO,
             rollup_retention: Duration::from_secs(ROLLUP_RETENTION_DAYS * 86_400),
@@ -355,6 +366,14 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("tier catalog {} (tiers): {e}", path.display()))
     }
 
+    /// How many long-polls may be parked at once: `max_long_polls`, but at
+    /// most seven eighths of the connection cap `limits`, so that parked
+    /// polls always leave connections for heartbeats and the API.
+    pub fn long_poll_cap(&self, limits: &kaching_kit::serve::Limits) -> usize {
+        self.max_long_polls
+            .min(limits.max_connections - limits.max_connections / 8)
+    }
+
     /// Connection bounds for the server loop, with the connection cap
     /// lowered below the open-file limit `nofile` (see `kaching_kit::rlimit`).
     pub fn limits(&self, nofile: Option<u64>) -> kaching_kit::serve::Limits {
@@ -517,6 +536,20 @@ mod tests {
         assert_eq!(c.max_connections, 900);
         let l = c.limits(Some(1024));
         assert_eq!(l.max_connections, 896, "kept below the fd limit");
+        assert_eq!(
+            c.long_poll_cap(&l),
+            784,
+            "parked long-polls leave an eighth of the connections free"
+        );
+        let d = Config::default();
+        let dl = d.limits(None);
+        assert_eq!(d.long_poll_cap(&dl), DEFAULT_MAX_LONG_POLLS);
+        assert_eq!(
+            Config::from_parts("max_long_polls = 10", [])
+                .expect("config")
+                .long_poll_cap(&dl),
+            10
+        );
         assert_eq!(l.idle_timeout, Duration::from_secs(5));
         assert_eq!(l.header_read_timeout, Duration::from_secs(2));
         assert_eq!(l.drain_timeout, Duration::from_secs(4));

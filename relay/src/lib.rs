@@ -90,6 +90,14 @@ pub async fn run(
         })?;
     let nofile = kaching_kit::rlimit::raise_nofile();
     let limits = config.limits(nofile);
+    let long_poll_cap = config.long_poll_cap(&limits);
+    if long_poll_cap < config.max_long_polls {
+        tracing::info!(
+            max_long_polls = config.max_long_polls,
+            long_poll_cap,
+            "fewer long-polls park than max_long_polls: an eighth of the connection cap stays free for other requests"
+        );
+    }
     let roots = match initial_root {
         Some(initial) => {
             if !vendor_keys.is_empty() {
@@ -136,7 +144,7 @@ pub async fn run(
         revocations,
         shutdown: stop.listener(),
         catalog,
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics: Arc::new(metrics::Metrics::new(long_poll_cap)),
     });
     let follower = storage
         .changes()

@@ -14,6 +14,7 @@
 //! rules and the dashboard built on them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -127,18 +128,22 @@ pub struct Metrics {
     activation_activated: Counter,
     activation_refused: Counter,
     long_polls: Gauge,
+    /// Long-polls parked now, and how many may be.
+    parked: Arc<AtomicUsize>,
+    long_poll_cap: usize,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(crate::config::DEFAULT_MAX_LONG_POLLS)
     }
 }
 
 impl Metrics {
     /// A fresh recorder with every fixed series registered at 0, so that
-    /// `rate()` and alerts see them before the first event.
-    pub fn new() -> Self {
+    /// `rate()` and alerts see them before the first event. At most
+    /// `long_poll_cap` long-polls park at once (see [`Metrics::try_park`]).
+    pub fn new(long_poll_cap: usize) -> Self {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         for (name, kind, help) in HELP {
@@ -163,6 +168,8 @@ impl Metrics {
             refusals: RwLock::default(),
             long_polls: recorder
                 .register_gauge(&Key::from_static_name(LONG_POLLS_WAITING), &METADATA),
+            parked: Arc::default(),
+            long_poll_cap,
             recorder,
             handle,
         };
@@ -255,10 +262,17 @@ impl Metrics {
     }
 
     /// Marks a long-poll as parked until the returned guard is dropped
-    /// (answered, its wait over, or cut off at shutdown).
-    pub fn long_poll_parked(&self) -> Parked {
+    /// (answered, its wait over, or cut off at shutdown); `None` when the
+    /// cap is reached: the poll must be answered at once.
+    pub fn try_park(&self) -> Option<Parked> {
+        let taken = self
+            .parked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.long_poll_cap).then_some(n + 1)
+            });
+        taken.ok()?;
         self.long_polls.increment(1.0);
-        Parked(self.long_polls.clone())
+        Some(Parked(self.long_polls.clone(), self.parked.clone()))
     }
 
     /// The Prometheus text exposition, with the scrape-time gauges set from
@@ -280,11 +294,12 @@ impl Metrics {
     }
 }
 
-/// A parked long-poll; dropping it takes it off the gauge.
-pub struct Parked(Gauge);
+/// A parked long-poll; dropping it frees its place and takes it off the gauge.
+pub struct Parked(Gauge, Arc<AtomicUsize>);
 
 impl Drop for Parked {
     fn drop(&mut self) {
+        self.1.fetch_sub(1, Ordering::AcqRel);
         self.0.decrement(1.0);
     }
 }

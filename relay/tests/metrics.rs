@@ -404,3 +404,77 @@ async fn a_parked_long_poll_shows_while_it_waits() {
     scrape_until(&relay, &prom, metrics::LONG_POLLS_WAITING, 0.0).await;
     relay.stop().await;
 }
+
+/// Beyond `max_long_polls`, a poll that would wait is answered at once (503
+/// `long_polls_full`, `Retry-After` within `long_poll_max`) instead of
+/// holding a connection and memory: a fleet that long-polls cannot take
+/// every connection from heartbeats. A client holding an older list is
+/// still served at once, and places free up as polls end.
+#[tokio::test]
+async fn attack_long_polls_beyond_max_long_polls_are_answered_at_once() {
+    let relay = Relay::start_changed(|c| c.max_long_polls = 2).await;
+    let prom = relay.token(Scope::Whoosh, "prometheus");
+    let publish = relay.token(Scope::Publish, "licensegen");
+    relay
+        .publish(&publish, revocation_list(1, &[], &vendor()))
+        .await;
+    let park = || {
+        let url = relay.url("/v1/revocations?after=1&wait=20s");
+        let http = relay.http.clone();
+        tokio::spawn(async move { http.get(url).send().await.unwrap() })
+    };
+    let parked = [park(), park()];
+    scrape_until(&relay, &prom, metrics::LONG_POLLS_WAITING, 2.0).await;
+
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        relay
+            .http
+            .get(relay.url("/v1/revocations?after=1&wait=20s"))
+            .send(),
+    )
+    .await
+    .expect("a poll beyond the cap is answered at once")
+    .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers()["connection"],
+        "close",
+        "no idle connection kept"
+    );
+    let after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (10..=20).contains(&after),
+        "Retry-After {after}s spread over the upper half of long_poll_max (20s)"
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "long_polls_full");
+    // A client holding an older list gets the newest at once, full or not.
+    assert_eq!(
+        get_status(&relay, "/v1/revocations?after=0&wait=20s").await,
+        200
+    );
+
+    relay
+        .publish(&publish, revocation_list(2, &[], &vendor()))
+        .await;
+    for p in parked {
+        let r = tokio::time::timeout(Duration::from_secs(15), p)
+            .await
+            .expect("parked poll answered")
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    scrape_until(&relay, &prom, metrics::LONG_POLLS_WAITING, 0.0).await;
+    // Their places are free again.
+    let url = relay.url("/v1/revocations?after=2&wait=20s");
+    let http = relay.http.clone();
+    let again = tokio::spawn(async move { http.get(url).send().await.unwrap() });
+    scrape_until(&relay, &prom, metrics::LONG_POLLS_WAITING, 1.0).await;
+    again.abort();
+    relay.stop().await;
+}

@@ -8,6 +8,7 @@
 //! load renew ADDR N C                # N lease renewals, one node per connection
 //! load reload DIR ADDR K             # K license replacements (rename); time until visible
 //! load reload-in-place DIR ADDR K    # the same, rewriting the file in place
+//! load sqlite-floor DIR N            # item 1's floor: the same two statements per write, 64 writes per fsync'd transaction, no HTTP
 //! ```
 //! Speaks HTTP/1.1 over plain keep-alive TCP so the client costs little next
 //! to the server being measured. Loopback only; every run is bounded.
@@ -286,6 +287,68 @@ async fn reload(dir: String, addr: String, k: u8, in_place: bool) {
     );
 }
 
+/// Item 1's floor: what the database alone costs for `n` usage writes. A
+/// fresh SQLite file in `dir`, opened as the daemon opens `state.db` (WAL,
+/// `synchronous = FULL`), each write the daemon's two statements (counter
+/// upsert, idempotency row, in a savepoint), 64 writes per transaction,
+/// one commit (fsync) per transaction. One thread, prepared statements
+/// cached.
+fn sqlite_floor(dir: &Path, n: usize) {
+    const BATCH: usize = 64;
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("floor.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL;
+         CREATE TABLE counters (metric TEXT NOT NULL, bucket TEXT NOT NULL, value INTEGER NOT NULL,
+             PRIMARY KEY (metric, bucket));
+         CREATE TABLE idempotency (key TEXT PRIMARY KEY, status INTEGER NOT NULL, body TEXT NOT NULL,
+             created_at INTEGER NOT NULL);",
+    )
+    .unwrap();
+    let body = r#"{"metric":"api_calls","used":1,"limit":1000000000}"#;
+    let t0 = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let tx = conn.transaction().unwrap();
+        for _ in 0..BATCH.min(n - done) {
+            done += 1;
+            tx.execute_batch("SAVEPOINT w").unwrap();
+            tx.prepare_cached(
+                "INSERT INTO counters (metric, bucket, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(metric, bucket) DO UPDATE SET value = excluded.value",
+            )
+            .unwrap()
+            .execute(rusqlite::params!["api_calls", "2026-12", done as i64])
+            .unwrap();
+            tx.prepare_cached(
+                "INSERT INTO idempotency (key, status, body, created_at) VALUES (?1, 200, ?2, ?3)",
+            )
+            .unwrap()
+            .execute(rusqlite::params![
+                format!("floor-{done}"),
+                body,
+                now() as i64
+            ])
+            .unwrap();
+            tx.execute_batch("RELEASE w").unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "sqlite-floor: {n} writes, {BATCH} per transaction, {:.0} writes/s",
+        n as f64 / secs
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
@@ -313,8 +376,9 @@ async fn main() {
         }
         "reload" => reload(arg(1), arg(2), arg(3).parse().unwrap(), false).await,
         "reload-in-place" => reload(arg(1), arg(2), arg(3).parse().unwrap(), true).await,
+        "sqlite-floor" => sqlite_floor(Path::new(&arg(1)), arg(2).parse().unwrap()),
         _ => eprintln!(
-            "usage: load setup DIR | get ADDR PATH N C | leases ADDR N [C] | usage ADDR N C | renew ADDR N C | reload DIR ADDR K | reload-in-place DIR ADDR K"
+            "usage: load setup DIR | get ADDR PATH N C | leases ADDR N [C] | usage ADDR N C | renew ADDR N C | reload DIR ADDR K | reload-in-place DIR ADDR K | sqlite-floor DIR N"
         ),
     }
 }

@@ -87,7 +87,8 @@ fn not_modified(cur: Option<&CurrentList>) -> Response {
             )),
         (status = 400, description = "`bad_request`: `after` is not a version or `wait` not a duration", body = ErrorBody),
         (status = 404, description = "`not_found`: no list has been published to this relay yet", body = ErrorBody),
-        (status = 503, description = "`unavailable`: the relay is shutting down", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the relay is shutting down; `long_polls_full`: the poll would wait but `max_long_polls` polls are already parked (the client holds the newest list); ask again after `Retry-After`", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before polling again"))),
         RateLimited,
     ),
     security(())
@@ -140,7 +141,12 @@ pub async fn get(
                 (c, _) => Ok(not_modified(c.as_deref())),
             };
         }
-        parked.get_or_insert_with(|| st.metrics.long_poll_parked());
+        if parked.is_none() {
+            match st.metrics.try_park() {
+                Some(p) => parked = Some(p),
+                None => return Ok(full(st.config.long_poll_max)),
+            }
+        }
         tokio::select! {
             r = rx.changed() => if r.is_err() { return Err(ApiError::unavailable()) },
             _ = tokio::time::sleep_until(deadline) => {
@@ -155,6 +161,30 @@ pub async fn get(
             () = shutdown.recv() => return Ok(not_modified(rx.borrow().as_deref())),
         }
     }
+}
+
+/// 503 `long_polls_full`: every long-poll place is taken. The client holds
+/// the newest list (a newer one is served before a poll parks), so it only
+/// needs to ask again: `Retry-After` is spread over the upper half of
+/// `long_poll_max`, so refused clusters come back neither together nor later
+/// than a parked poll would have been re-sent. The connection is closed: the
+/// client will not use it before then, and an idle one costs the relay
+/// memory (~11 KiB, docs/benchmarks.md) until `idle_timeout`.
+fn full(long_poll_max: Duration) -> Response {
+    let max = long_poll_max.as_secs().max(2);
+    let noise = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "long_polls_full",
+        "this relay is holding as many long-polls as it may (max_long_polls); you hold the newest revocation list: ask again after Retry-After",
+    );
+    e.retry_after = Some(max / 2 + noise % (max - max / 2 + 1));
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// `PUT /v1/revocations` (publish scope): body is the list, binary or armored.

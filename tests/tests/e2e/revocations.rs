@@ -40,6 +40,41 @@ async fn suspension_published_reaches_verifier_events_and_denies_features() {
     relay.stop().await;
 }
 
+/// A relay whose long-poll places are all taken (`max_long_polls = 0`
+/// here) answers every poll at once; the verifier polls again after
+/// `Retry-After`, shows no relay failure for it, and still gets the
+/// suspension within that bound instead of at its next heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspension_reaches_a_verifier_whose_long_poll_the_relay_could_not_park() {
+    let vendor = Vendor::new().await;
+    let lic = vendor.issue_connected("acme", "1h").await;
+    let mut relay = Relay::start_tweaked(&vendor.root, &vendor.public_pem(), |c| {
+        c.max_long_polls = 0;
+        c.long_poll_max = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let dir = vendor.root.join("cluster-a");
+    install(&dir, &vendor, &lic);
+    let mut v = Verifier::start(verifier_config(&dir, Some(&relay))).await;
+    v.wait_relay_contact().await;
+    // Let a few polls be refused for want of a place.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        vendor
+            .licensegen(&["suspend", &lic.id, "--reason", "unpaid invoice"])
+            .await,
+        0
+    );
+    assert_eq!(vendor.publish(&relay).await, 0);
+    let s = v
+        .wait_status("suspended", |s| s.status.state == "suspended")
+        .await;
+    let r = s.relay.expect("relay status");
+    assert_eq!(r.last_error, None, "a full relay is not a failure: {r:#?}");
+    v.stop().await;
+    relay.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reinstatement_restores_features() {
     let (vendor, mut relay, mut v, id) = connected().await;

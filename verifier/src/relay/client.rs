@@ -40,6 +40,18 @@ impl Failure {
     }
 }
 
+/// What a revocation poll brought.
+#[derive(Debug)]
+pub enum Polled {
+    /// A list newer than the one held (not yet verified).
+    Newer(Vec<u8>),
+    /// Nothing newer: the wait ran out, or the relay has no list yet.
+    Current,
+    /// The relay could not park the poll (`503 long_polls_full`); nothing
+    /// newer than the list held: poll again after this long.
+    Later(Duration),
+}
+
 /// A relay endpoint, and the engine's publication naming the keys its
 /// answers must be signed by (they change when a root names a relay).
 #[derive(Clone)]
@@ -225,13 +237,9 @@ impl Client {
         Ok(Some(filed))
     }
 
-    /// `GET /v1/revocations?after=held&wait=…`: `Some(bytes)` for a newer
-    /// list, `None` when nothing newer arrived in time.
-    pub async fn poll_revocations(
-        &self,
-        held: u64,
-        wait: Duration,
-    ) -> Result<Option<Vec<u8>>, Failure> {
+    /// `GET /v1/revocations?after=held&wait=…`: a newer list, nothing newer
+    /// in time, or "ask again later" from a relay whose long-polls are full.
+    pub async fn poll_revocations(&self, held: u64, wait: Duration) -> Result<Polled, Failure> {
         let resp = self
             .http
             .get(self.url("/v1/revocations"))
@@ -247,10 +255,18 @@ impl Client {
             StatusCode::OK => resp
                 .bytes()
                 .await
-                .map(|b| Some(b.to_vec()))
+                .map(|b| Polled::Newer(b.to_vec()))
                 .map_err(|e| unreachable(self.base(), &e)),
-            StatusCode::NOT_MODIFIED | StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(refusal(resp, "revocation poll").await),
+            StatusCode::NOT_MODIFIED | StatusCode::NOT_FOUND => Ok(Polled::Current),
+            _ => {
+                let r = Refusal::read(resp).await;
+                match r.retry_after {
+                    // The relay holds as many long-polls as it may; the list
+                    // we hold is its newest. Not a failure: ask again when told.
+                    Some(after) if r.code == "long_polls_full" => Ok(Polled::Later(after)),
+                    _ => Err(r.failure("revocation poll")),
+                }
+            }
         }
     }
 
@@ -334,25 +350,53 @@ fn unreachable(base: &str, e: &reqwest::Error) -> Failure {
 
 /// Turns an error answer (`{"error": {"code", "message"}}`) into a [`Failure`].
 async fn refusal(resp: reqwest::Response, what: &str) -> Failure {
-    let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    // A proxy in between may answer with anything: then the status says it.
-    let body = resp
-        .json::<ErrorBody>()
-        .await
-        .unwrap_or_else(|_| ErrorBody::new("", ""));
-    let (code, message) = (body.error.code, body.error.message);
-    let text = format!("relay refused the {what}: {status} {code}: {message}");
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        return Failure::Transient(text, retry_after);
+    Refusal::read(resp).await.failure(what)
+}
+
+/// A relay's error answer, read.
+struct Refusal {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    code: String,
+    message: String,
+}
+
+impl Refusal {
+    async fn read(resp: reqwest::Response) -> Self {
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // A proxy in between may answer with anything: then the status says it.
+        let body = resp
+            .json::<ErrorBody>()
+            .await
+            .unwrap_or_else(|_| ErrorBody::new("", ""));
+        Refusal {
+            status,
+            retry_after,
+            code: body.error.code,
+            message: body.error.message,
+        }
     }
-    match code.as_str() {
-        "not_activated" | "replayed_heartbeat" | "wrong_license" => Failure::Reactivate(text),
-        _ => Failure::Refused(text),
+
+    fn failure(self, what: &str) -> Failure {
+        let Refusal {
+            status,
+            retry_after,
+            code,
+            message,
+        } = self;
+        let text = format!("relay refused the {what}: {status} {code}: {message}");
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Failure::Transient(text, retry_after);
+        }
+        match code.as_str() {
+            "not_activated" | "replayed_heartbeat" | "wrong_license" => Failure::Reactivate(text),
+            _ => Failure::Refused(text),
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::client::{Client, Failure};
+use super::client::{Client, Failure, Polled};
 use super::Request;
 use crate::actor::Command;
 
@@ -335,11 +335,22 @@ impl Worker {
                 _ = self.stop.changed() => break,
             };
             let pause = match polled {
-                Ok(None) => {
+                Ok(Polled::Current) => {
                     self.succeeded();
                     continue;
                 }
-                Ok(Some(bytes)) => {
+                Ok(Polled::Later(after)) => {
+                    // The relay is up and we hold its newest list: no
+                    // failure, no fail-over; a suspension published
+                    // meanwhile is served by the next poll.
+                    self.succeeded();
+                    tracing::debug!(
+                        retry_after = after.as_secs(),
+                        "the relay's long-polls are full: polling again later"
+                    );
+                    after.max(Duration::from_secs(1))
+                }
+                Ok(Polled::Newer(bytes)) => {
                     match self.ask(|reply| Request::Revocations(bytes, reply)).await {
                         Some(Ok(true)) => {
                             self.succeeded();
