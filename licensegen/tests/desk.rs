@@ -1183,3 +1183,119 @@ fn desk_suspends_with_a_revoker_key_as_revoker_key_does() {
         "list fresh until {expires}, now {now}"
     );
 }
+
+#[test]
+fn desk_upgrade_and_renew_take_the_terms_licensegen_upgrade_takes() {
+    let env = Env::new();
+    let (desk_id, _) = env.issue(&["--customer", "ACME", "--tier", "standard"]);
+    let (cli_id, _) = env.issue(&["--customer", "ACME", "--tier", "standard"]);
+    let d = Desk::start(&env, true);
+    let cookie = d.sign_in();
+    let csrf = d.csrf(&cookie);
+    let change = |id: &str, fields: &[(&str, &str)]| {
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend_from_slice(fields);
+        d.post(&format!("/desk/license/{id}/change"), &cookie, &form)
+    };
+    // The license page offers the terms on both forms, each with its own ids.
+    let (_, page) = d.get(&format!("/desk/license/{desk_id}"), &cookie);
+    for id in [
+        "upgrade-nodes",
+        "upgrade-expires",
+        "renew-nodes",
+        "renew-overage",
+    ] {
+        assert!(page.contains(&format!(r#"id="{id}""#)), "{id}: {page}");
+    }
+    let terms = [
+        ("nodes", "250"),
+        ("features", "bulk-operations"),
+        ("custom_quotas", "exports=500/day"),
+        ("grace", "30d"),
+        ("overage", "10"),
+    ];
+    let mut form = vec![("action", "upgrade"), ("tier", "enterprise")];
+    form.extend_from_slice(&terms);
+    let (s, _, body) = change(&desk_id, &form);
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("exports 500 per day"), "{body}");
+    // The preview carries every term to the sign step.
+    assert_eq!(hidden(&body, "nodes"), "250");
+    assert_eq!(hidden(&body, "custom_quotas"), "exports=500/day");
+    let previewed = hidden(&body, "previewed");
+    // A term changed after the preview is shown again, not signed.
+    let mut changed: Vec<(&str, &str)> = form
+        .iter()
+        .map(|&(k, v)| if k == "nodes" { (k, "300") } else { (k, v) })
+        .collect();
+    changed.extend([("step", "sign"), ("previewed", previewed.as_str())]);
+    let (s, _, body) = change(&desk_id, &changed);
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        body.contains("The form changed since the preview"),
+        "{body}"
+    );
+    form.extend([("step", "sign"), ("previewed", previewed.as_str())]);
+    let (s, loc, body) = change(&desk_id, &form);
+    assert_eq!(s, 303, "{body}");
+    let upgraded = loc
+        .strip_prefix("/desk/license/")
+        .and_then(|l| l.strip_suffix("?done=upgraded"))
+        .unwrap()
+        .to_string();
+    // The CLI's upgrade with the same flags signs the same terms.
+    let out = env
+        .cmd()
+        .args([
+            "upgrade",
+            &cli_id,
+            "--tier",
+            "enterprise",
+            "--nodes",
+            "250",
+            "--feature",
+            "bulk-operations",
+            "--custom-quota",
+            "exports=500/day",
+            "--grace",
+            "30d",
+            "--overage",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stdout(&out));
+    let (cli_new, _) = common::parse_issued(&common::stdout(&out));
+    let (desk, cli) = (claims(&env, &upgraded), claims(&env, &cli_new));
+    assert_eq!(desk.tier, "enterprise");
+    assert_eq!(desk.limits.max_nodes, 250);
+    assert_eq!(desk.limits, cli.limits);
+    assert_eq!(desk.features, cli.features);
+    assert_eq!(desk.quotas, cli.quotas);
+    assert_eq!((desk.grace, desk.overage), (cli.grace, cli.overage));
+    // Renew with a node limit: the new license keeps its tier, takes the
+    // limit, and a word the CLI refuses is refused in its words.
+    let (s, _, body) = change(&upgraded, &[("action", "renew"), ("nodes", "lots")]);
+    assert_eq!(s, 422, "{body}");
+    assert!(body.contains("write a whole number"), "{body}");
+    let (s, _, body) = change(&upgraded, &[("action", "renew"), ("nodes", "400")]);
+    assert_eq!(s, 200, "{body}");
+    let previewed = hidden(&body, "previewed");
+    let (s, loc, body) = change(
+        &upgraded,
+        &[
+            ("action", "renew"),
+            ("nodes", "400"),
+            ("step", "sign"),
+            ("previewed", &previewed),
+        ],
+    );
+    assert_eq!(s, 303, "{body}");
+    let renewed = loc
+        .strip_prefix("/desk/license/")
+        .and_then(|l| l.strip_suffix("?done=renewed"))
+        .unwrap();
+    let r = claims(&env, renewed);
+    assert_eq!((r.tier.as_str(), r.limits.max_nodes), ("enterprise", 400));
+    assert!(r.expires_at > desk.expires_at, "a renewal extends the term");
+}

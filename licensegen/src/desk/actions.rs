@@ -339,6 +339,47 @@ pub(super) struct ChangeForm {
     revoker_key: String,
     #[serde(default)]
     revoker_passphrase: String,
+    /// Upgrade and renew: the other terms `licensegen upgrade|renew` take
+    /// (empty: as the mode decides, like a flag not given).
+    #[serde(flatten)]
+    terms: ReissueTerms,
+}
+
+/// The terms an upgrade or renewal may change besides tier and expiry, as
+/// the CLI's `--nodes`, `--cores`, `--feature`, `--quota`, `--custom-quota`,
+/// `--grace` and `--overage` (lists: comma or newline separated).
+#[derive(Deserialize, Default)]
+pub(super) struct ReissueTerms {
+    #[serde(default)]
+    pub nodes: String,
+    #[serde(default)]
+    pub cores: String,
+    #[serde(default)]
+    pub features: String,
+    #[serde(default)]
+    pub quotas: String,
+    #[serde(default)]
+    pub custom_quotas: String,
+    #[serde(default)]
+    pub grace: String,
+    #[serde(default)]
+    pub overage: String,
+}
+
+impl ReissueTerms {
+    /// Each field's form name and value, in one fixed order (the preview's
+    /// hidden fields and its fingerprint).
+    pub fn fields(&self) -> [(&'static str, &str); 7] {
+        [
+            ("nodes", &self.nodes),
+            ("cores", &self.cores),
+            ("features", &self.features),
+            ("quotas", &self.quotas),
+            ("custom_quotas", &self.custom_quotas),
+            ("grace", &self.grace),
+            ("overage", &self.overage),
+        ]
+    }
 }
 
 /// The passphrase typed in a form, or `None` to take it from the CLI's
@@ -382,7 +423,11 @@ enum Changed {
 fn reissue_fingerprint(id: &str, f: &ChangeForm) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for x in [id, &f.action, &f.tier, &f.expires] {
+    let terms = f.terms.fields();
+    for x in [id, &f.action, &f.tier, &f.expires]
+        .into_iter()
+        .chain(terms.iter().map(|(_, v)| *v))
+    {
         h.update(x.trim().as_bytes());
         h.update([0u8]);
     }
@@ -396,9 +441,17 @@ fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<Changed> {
     let status = match f.action.as_str() {
         "upgrade" | "renew" => {
             let upgrade = f.action == "upgrade";
+            let t = &f.terms;
             let r = LicenseRequest {
                 tier: if upgrade { some(&f.tier) } else { None },
-                expires: if upgrade { None } else { some(&f.expires) },
+                expires: some(&f.expires),
+                nodes: number("nodes", &t.nodes)?,
+                cores: number("cores", &t.cores)?,
+                features: list(&t.features),
+                quotas: list(&t.quotas),
+                custom_quotas: list(&t.custom_quotas),
+                grace: some(&t.grace),
+                overage: number("overage", &t.overage)?,
                 ..LicenseRequest::default()
             };
             let catalog = v.catalog()?;
@@ -495,6 +548,7 @@ pub(super) async fn change(
                 action: &f.action,
                 tier: &f.tier,
                 expires: &f.expires,
+                terms: f.terms.fields(),
                 previewed: &previewed,
                 preview: Preview {
                     license: &built.license,

@@ -273,12 +273,46 @@ pub struct Reissue<'a> {
     pub action: &'a str,
     /// The tier asked for (upgrade).
     pub tier: &'a str,
-    /// The expiry asked for (renew).
+    /// The expiry asked for (empty: the mode's default).
     pub expires: &'a str,
+    /// The other terms asked for, by form name (empty: the mode's default).
+    pub terms: [(&'static str, &'a str); 7],
     /// The fingerprint of these fields.
     pub previewed: &'a str,
     /// The new license's claims.
     pub preview: Preview<'a>,
+}
+
+/// The terms an upgrade or renewal may change besides tier and expiry, as
+/// `licensegen upgrade|renew` flags, folded away; ids carry the action
+/// (both forms are on one page), names are the form's.
+fn other_terms(action: &str, expires: bool) -> Markup {
+    let field = |label: &str, name: &str, hint: &str| {
+        let id = format!("{action}-{name}");
+        let hint_id = format!("{id}-hint");
+        markup! {
+            div class="field" {
+                label for=(id) { (label) }
+                input type="text" id=(id) name=(name) value="" aria-describedby=(hint_id);
+                span class="caption" id=(hint_id) { (hint) }
+            }
+        }
+    };
+    markup! {
+        details {
+            summary { "Other terms (empty: as `licensegen " (action) "` without the flag)" }
+            @if expires {
+                (field("New expiry", "expires", "date (2028-01-31) or duration (365d)"))
+            }
+            (field("Node limit", "nodes", "a whole number"))
+            (field("CPU core limit", "cores", "a whole number"))
+            (field("Add features", "features", "comma separated, beyond the tier's"))
+            (field("Quotas from the tier catalog", "quotas", "name=limit/period, comma separated, e.g. search_requests=100000/day"))
+            (field("Custom quotas", "custom_quotas", "name=limit/period the catalog does not name, e.g. exports=500/day"))
+            (field("Grace after expiry", "grace", "e.g. 14d"))
+            (field("Overage", "overage", "percent of the node limit allowed over it"))
+        }
+    }
 }
 
 /// The revocation-list fields of suspend / reinstate / revoke: as
@@ -377,6 +411,9 @@ pub fn license(c: &Chrome<'_>, v: &LicenseView<'_>) -> Response {
                     input type="hidden" name="action" value=(x.action);
                     input type="hidden" name="tier" value=(x.tier);
                     input type="hidden" name="expires" value=(x.expires);
+                    @for (name, value) in &x.terms {
+                        input type="hidden" name=(name) value=(value);
+                    }
                     input type="hidden" name="previewed" value=(x.previewed);
                     button type="submit" name="step" value="sign" id="do-sign-reissue" { (label) }
                     a href={ "/desk/license/" (id) } { "Cancel" }
@@ -410,9 +447,11 @@ pub fn license(c: &Chrome<'_>, v: &LicenseView<'_>) -> Response {
             @if open {
                 (action("upgrade", "Preview the upgrade", markup! {
                     (select_field("To tier", "tier", &v.tiers, &r.tier))
+                    (other_terms("upgrade", true))
                 }))
                 (action("renew", "Preview the renewal", markup! {
                     (optional_field("New expiry", "expires", "text", "", "date (2028-01-31) or duration (365d); empty: one tier term after the old expiry"))
+                    (other_terms("renew", false))
                 }))
                 @if v.state == LedgerState::Suspended {
                     (action("reinstate", "Reinstate", markup! {
