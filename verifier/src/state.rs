@@ -365,6 +365,24 @@ impl Db {
         Ok(self.meta_i64("revocation_floor")?.map(u))
     }
 
+    /// The cluster id a start derived from the cluster key, with the key's
+    /// fingerprint (read by `check`, which then skips the derivation when
+    /// the key file still holds that key). `None` when absent or unreadable.
+    pub fn recorded_cluster_id(&self) -> anyhow::Result<Option<crate::identity::RecordedId>> {
+        Ok(self
+            .meta_blob("cluster_id")?
+            .and_then(|b| crate::identity::RecordedId::from_bytes(&b)))
+    }
+
+    /// Records the cluster id and key fingerprint, when they changed (so
+    /// a start writes once per key, not on every start).
+    pub fn record_cluster_id(&self, r: &crate::identity::RecordedId) -> anyhow::Result<()> {
+        if self.recorded_cluster_id()?.as_ref() == Some(r) {
+            return Ok(());
+        }
+        self.set_meta_blob("cluster_id", &r.to_bytes())
+    }
+
     /// The last license that verified here (kept when the file later breaks).
     pub fn last_good_license(&self) -> anyhow::Result<Option<Vec<u8>>> {
         self.meta_blob("license_bytes")

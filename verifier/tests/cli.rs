@@ -146,6 +146,41 @@ fn check_reports_what_a_start_would_enforce_and_writes_nothing() {
     );
 }
 
+/// Attack (or a restore mistake): the cluster key file is replaced by
+/// another cluster's key while the state database still records the first
+/// key's cluster id. `check` takes a recorded id only for the key it was
+/// derived from, so it reports the new key's id and refuses a license
+/// bound to the first cluster, as a start would.
+#[test]
+fn check_after_a_swapped_cluster_key_reports_the_new_keys_cluster() {
+    let v = Vendor::new();
+    let (dir, cfg) = setup(None);
+    let (_, s) = check(dir.path(), &cfg); // a first check sets the state up and records the id
+    let first = s["cluster_id"].as_str().unwrap().to_string();
+    let mut l = v.license(1, "standard");
+    l.cluster = Some(first.clone());
+    std::fs::write(&cfg.license, v.sign(&l)).unwrap();
+    let (code, s) = check(dir.path(), &cfg);
+    assert_eq!((code, s["cluster_id"].as_str()), (0, Some(first.as_str())));
+
+    let (other, other_cfg) = setup(None);
+    let (_, s) = check(other.path(), &other_cfg);
+    let second = s["cluster_id"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    std::fs::copy(
+        other_cfg.state_dir.join("cluster.key"),
+        cfg.state_dir.join("cluster.key"),
+    )
+    .unwrap();
+    let (code, s) = check(dir.path(), &cfg);
+    assert_eq!(s["cluster_id"].as_str(), Some(second.as_str()), "{s}");
+    assert_eq!(code, 10, "{s}");
+    assert!(
+        s["reason"].as_str().unwrap().contains("bound to cluster"),
+        "{s}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reads_what_a_running_daemon_committed() {
     let v = Vendor::new();
