@@ -60,7 +60,7 @@ impl std::fmt::Debug for ClusterKey {
 /// the key the id was derived from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedId {
-    /// SHA-256 over [`FINGERPRINT_LABEL`] and the seed.
+    /// SHA-256 over a fixed label and the seed.
     pub fingerprint: [u8; 32],
     /// The cluster id derived from that key.
     pub cluster_id: String,
