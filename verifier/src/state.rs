@@ -201,6 +201,11 @@ impl Db {
         };
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(corrupt)?;
+        // One read transaction for the whole check, never committed (the
+        // connection closes with the process): every read sees the same
+        // snapshot of what a daemon committed, and SQLite takes its locks
+        // once instead of around every statement (51 -> 28 fcntl calls).
+        conn.execute_batch("BEGIN").map_err(corrupt)?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(corrupt)?;
