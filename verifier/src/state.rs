@@ -204,7 +204,7 @@ impl Db {
         // One read transaction for the whole check, never committed (the
         // connection closes with the process): every read sees the same
         // snapshot of what a daemon committed, and SQLite takes its locks
-        // once instead of around every statement (51 -> 28 fcntl calls).
+        // once instead of around every statement (half the fcntl calls).
         conn.execute_batch("BEGIN").map_err(corrupt)?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
