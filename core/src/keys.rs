@@ -133,6 +133,37 @@ impl SecretKey {
         Ok(SecretKey { key })
     }
 
+    /// The 32-byte seed of a PKCS#8 PEM private key, without deriving the
+    /// public half (a scalar multiplication, ~170k instructions) that
+    /// [`SecretKey::from_pkcs8_pem`] does at once. For a one-shot reader
+    /// that may not need the key at all (`kaching-verifier check`);
+    /// [`SecretKey::from_seed`] makes the key from it later. `Ok(None)` for
+    /// a v2 file that carries a public key, which only
+    /// [`SecretKey::from_pkcs8_pem`] checks against the seed.
+    pub fn pkcs8_pem_seed(pem: &str) -> Result<Option<Zeroizing<[u8; 32]>>> {
+        let pair = ed25519_dalek::pkcs8::KeypairBytes::from_pkcs8_pem(pem.trim())
+            .map_err(|e| Error::Key(format!("not an Ed25519 PKCS#8 PEM private key ({e})")))?;
+        if pair.public_key.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(Zeroizing::new(pair.secret_key)))
+    }
+
+    /// SHA-256 over `label` and a 32-byte seed: says whether a key file
+    /// still holds a given key without storing or deriving anything from
+    /// its public half. The label keeps fingerprints of different uses apart.
+    pub fn seed_fingerprint(label: &[u8], seed: &[u8; 32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(label);
+        h.update(seed);
+        h.finalize().into()
+    }
+
+    /// [`SecretKey::seed_fingerprint`] of this key's seed.
+    pub fn fingerprint(&self, label: &[u8]) -> [u8; 32] {
+        Self::seed_fingerprint(label, self.key.as_bytes())
+    }
+
     /// PKCS#8 v1 PEM of the secret (RFC 5208 `PrivateKeyInfo`, RFC 8410),
     /// wiped from memory on drop. Encrypt it before it goes anywhere near a disk.
     ///
@@ -336,6 +367,38 @@ gSEADZjYHSnOmxx2+Qa175+eJ3VQW1RbipaEXQ3F0pJZAPU=
             pem_der(&sk.to_pkcs8_pem().expect("pem"))[..5],
             [0x30, 0x2e, 0x02, 0x01, 0x00]
         );
+    }
+
+    #[test]
+    fn pkcs8_pem_seed_reads_the_seed_of_v1_and_defers_v2_to_the_checked_parse() {
+        let seed = [0x5a; 32];
+        let pem = SecretKey::from_seed(&seed).to_pkcs8_pem().expect("pem");
+        let read = SecretKey::pkcs8_pem_seed(&pem).expect("v1 reads");
+        assert_eq!(read.as_deref(), Some(&seed));
+        // v2 carries a public key that must match the seed: no shortcut.
+        assert!(SecretKey::pkcs8_pem_seed(V2_PEM)
+            .expect("v2 parses")
+            .is_none());
+        let sk = SecretKey::from_seed(&seed);
+        assert_eq!(
+            sk.fingerprint(b"l"),
+            SecretKey::seed_fingerprint(b"l", &seed)
+        );
+        assert_ne!(
+            sk.fingerprint(b"l"),
+            sk.fingerprint(b"m"),
+            "the label counts"
+        );
+        assert_ne!(
+            sk.fingerprint(b"l"),
+            SecretKey::from_seed(&[0x5b; 32]).fingerprint(b"l")
+        );
+        assert!(matches!(
+            SecretKey::pkcs8_pem_seed(
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+            ),
+            Err(Error::Key(_))
+        ));
     }
 
     #[test]

@@ -201,6 +201,11 @@ impl Db {
         };
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(corrupt)?;
+        // One read transaction for the whole check, never committed (the
+        // connection closes with the process): every read sees the same
+        // snapshot of what a daemon committed, and SQLite takes its locks
+        // once instead of around every statement (half the fcntl calls).
+        conn.execute_batch("BEGIN").map_err(corrupt)?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(corrupt)?;
@@ -363,6 +368,24 @@ impl Db {
     /// The revocation-version floor a root rotation set (lists must be above it).
     pub fn revocation_floor(&self) -> anyhow::Result<Option<u64>> {
         Ok(self.meta_i64("revocation_floor")?.map(u))
+    }
+
+    /// The cluster id a start derived from the cluster key, with the key's
+    /// fingerprint (read by `check`, which then skips the derivation when
+    /// the key file still holds that key). `None` when absent or unreadable.
+    pub fn recorded_cluster_id(&self) -> anyhow::Result<Option<crate::identity::RecordedId>> {
+        Ok(self
+            .meta_blob("cluster_id")?
+            .and_then(|b| crate::identity::RecordedId::from_bytes(&b)))
+    }
+
+    /// Records the cluster id and key fingerprint, when they changed (so
+    /// a start writes once per key, not on every start).
+    pub fn record_cluster_id(&self, r: &crate::identity::RecordedId) -> anyhow::Result<()> {
+        if self.recorded_cluster_id()?.as_ref() == Some(r) {
+            return Ok(());
+        }
+        self.set_meta_blob("cluster_id", &r.to_bytes())
     }
 
     /// The last license that verified here (kept when the file later breaks).

@@ -120,6 +120,13 @@ impl Trust {
 
 /// Is `bytes` (binary or armored) a root document rather than a PEM bundle?
 pub fn is_root(bytes: &[u8]) -> bool {
+    // Armor with another label (a PEM bundle: `-----BEGIN PUBLIC KEY-----`)
+    // is not a root: said from the first line, without reading the whole
+    // block as `dearmor` would before it looks at the label.
+    let start = bytes.trim_ascii_start();
+    if start.starts_with(b"-----BEGIN ") && !start.starts_with(b"-----BEGIN KACHING ROOT-----") {
+        return false;
+    }
     dearmor(bytes, Some(DocKind::Root)).is_ok_and(|b| b.starts_with(&[0xd8, 0x62]))
 }
 
@@ -137,4 +144,31 @@ pub fn walk<'a>(
     let mut chain = TrustChain::new(start);
     let advanced = chain.update(bins.iter().map(Vec::as_slice), now);
     (chain, advanced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_root_tells_roots_from_key_bundles_and_other_documents() {
+        let root_bytes = [0xd8, 0x62, 0x84, 0x40];
+        assert!(is_root(&root_bytes), "binary root");
+        let armored = kaching_core::armor::armor(DocKind::Root, &root_bytes);
+        assert!(is_root(armored.as_bytes()));
+        assert!(
+            is_root(format!("\n  {armored}").as_bytes()),
+            "leading blank lines"
+        );
+        let pem = kaching_core::SecretKey::from_seed(&[1; 32])
+            .public()
+            .to_pem();
+        assert!(!is_root(pem.as_bytes()), "a PEM bundle");
+        let license = kaching_core::armor::armor(DocKind::License, &root_bytes);
+        assert!(!is_root(license.as_bytes()), "another kind's armor");
+        assert!(!is_root(
+            b"-----BEGIN KACHING ROOT-----\n!!\n-----END KACHING ROOT-----\n"
+        ));
+        assert!(!is_root(&[0xd8, 0x61, 0x84]), "another binary kind");
+    }
 }

@@ -146,6 +146,95 @@ fn check_reports_what_a_start_would_enforce_and_writes_nothing() {
     );
 }
 
+/// Attack (or a restore mistake): the cluster key file is replaced by
+/// another cluster's key while the state database still records the first
+/// key's cluster id. `check` takes a recorded id only for the key it was
+/// derived from, so it reports the new key's id and refuses a license
+/// bound to the first cluster, as a start would.
+#[test]
+fn attack_swapped_cluster_key_check_reports_the_new_keys_cluster() {
+    let v = Vendor::new();
+    let (dir, cfg) = setup(None);
+    let (_, s) = check(dir.path(), &cfg); // a first check sets the state up and records the id
+    let first = s["cluster_id"].as_str().unwrap().to_string();
+    let mut l = v.license(1, "standard");
+    l.cluster = Some(first.clone());
+    std::fs::write(&cfg.license, v.sign(&l)).unwrap();
+    let (code, s) = check(dir.path(), &cfg);
+    assert_eq!((code, s["cluster_id"].as_str()), (0, Some(first.as_str())));
+
+    let (other, other_cfg) = setup(None);
+    let (_, s) = check(other.path(), &other_cfg);
+    let second = s["cluster_id"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    std::fs::copy(
+        other_cfg.state_dir.join("cluster.key"),
+        cfg.state_dir.join("cluster.key"),
+    )
+    .unwrap();
+    let (code, s) = check(dir.path(), &cfg);
+    assert_eq!(s["cluster_id"].as_str(), Some(second.as_str()), "{s}");
+    assert_eq!(code, 10, "{s}");
+    assert!(
+        s["reason"].as_str().unwrap().contains("bound to cluster"),
+        "{s}"
+    );
+}
+
+/// Attack: the customer writes another cluster's id into the state
+/// database's record, with the fingerprint of its own key. The daemon never
+/// takes the record (a start derives the id from the key and rewrites the
+/// record), so a license bound to the other cluster stays refused where it
+/// is enforced; only `check` runs before that start would print the planted
+/// id (docs/threat-model.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_planted_cluster_id_record_is_not_taken_by_a_start() {
+    use kaching_verifier::identity::{Identity, RecordedId};
+    let v = Vendor::new();
+    let (dir, cfg) = setup(None);
+    let (_, s) = check(dir.path(), &cfg);
+    let own = s["cluster_id"].as_str().unwrap().to_string();
+    let planted = "othercluster2345".to_string();
+    let fingerprint = Identity::load_or_create(&cfg.state_dir, false)
+        .unwrap()
+        .record()
+        .fingerprint;
+    Db::open(&cfg.state_dir, false)
+        .unwrap()
+        .record_cluster_id(&RecordedId {
+            fingerprint,
+            cluster_id: planted.clone(),
+        })
+        .unwrap();
+    let mut l = v.license(1, "standard");
+    l.cluster = Some(planted.clone());
+    std::fs::write(&cfg.license, v.sign(&l)).unwrap();
+    let d = Daemon::start(cfg.clone()).await;
+    let status = d.status().await;
+    assert_eq!(
+        status["cluster_id"].as_str(),
+        Some(own.as_str()),
+        "{status}"
+    );
+    assert!(
+        status["reason"].to_string().contains("bound to cluster"),
+        "{status}"
+    );
+    d.stop().await;
+    // The start put the record right: check reports the key's own id too.
+    let (code, s) = {
+        let (dir, cfg) = (dir.path().to_path_buf(), cfg.clone());
+        tokio::task::spawn_blocking(move || check(&dir, &cfg))
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        (code, s["cluster_id"].as_str()),
+        (10, Some(own.as_str())),
+        "{s}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reads_what_a_running_daemon_committed() {
     let v = Vendor::new();

@@ -165,6 +165,8 @@ impl Engine {
         let pinned = pinned_root(&cfg)?;
         let identity = Identity::load_or_create(dir, create)?;
         let db = Db::open(dir, create)?;
+        // For `check`: the id derived here, and which key it came from.
+        db.record_cluster_id(&identity.record())?;
         let now = cfg.clock.now();
         if db.time("created_at")?.is_none() {
             db.set_time("created_at", now)?;
@@ -208,7 +210,9 @@ impl Engine {
             return Engine::open(cfg, true);
         };
         let pinned = pinned_root(&cfg)?;
-        let identity = Identity::load_or_create(dir, false)?;
+        // The id a start recorded, when the key file still holds that key
+        // (else derived from the key, as a start does).
+        let identity = Identity::load_recorded(dir, db.recorded_cluster_id()?.as_ref())?;
         let now = cfg.clock.now();
         let watched = cfg.watched();
         let mut e = Engine::assemble(cfg, db, identity, pinned)?;
