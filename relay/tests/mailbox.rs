@@ -307,3 +307,66 @@ async fn mailbox_keeps_the_newest_reports_per_cluster_on_sqlite() {
 async fn mailbox_keeps_the_newest_reports_per_cluster_on_postgres() {
     bounded(true).await;
 }
+
+/// `migrate --from sqlite` carries the mailbox: a report waiting on the
+/// single-node relay and its receipt are on PostgreSQL afterwards, so the
+/// cluster's next post there picks the receipt up and the vendor's list
+/// still shows it receipted.
+#[tokio::test]
+async fn migrate_from_sqlite_carries_reports_and_receipts() {
+    let Some(db) = common::postgres::fresh().await else {
+        return;
+    };
+    let relay = Relay::start().await;
+    let l = license(41, 3600);
+    let c = cluster_key(2);
+    assert_eq!(relay.activate(&l, &c).await.status(), 200);
+    let rep = report(&l, &c, 1, 0);
+    let bytes = rep.sign(&c);
+    assert_eq!(post_report(&relay, bytes.clone()).await.0, 201);
+    let token = relay.token(Scope::Publish, "licensegen");
+    let receipt = Receipt::for_report(&rep, report_hash(&bytes), now())
+        .unwrap()
+        .sign(&vendor());
+    let r = post(&relay, "/v1/receipts", Some(&token), receipt.clone()).await;
+    assert_eq!(r.status(), 201);
+    let sqlite = relay.config.db_path();
+    let data = relay.stop().await;
+
+    let out = relay_cli(
+        data.path(),
+        &[
+            "migrate",
+            "--from",
+            &format!("sqlite://{}", sqlite.display()),
+            "--to",
+            &db.url,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "migrate failed: {stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.database = Some(kaching_relay::config::DatabaseUrl(db.url.clone()));
+    let replica = Relay::start_on(dir, cfg, Some(db)).await;
+    let (status, rows) = replica
+        .get_as::<ReportRows>("/v1/usage-reports", &token)
+        .await;
+    assert_eq!(status, 200, "the SQLite relay's token works after the move");
+    assert_eq!(rows.reports.len(), 1);
+    assert!(rows.reports[0].receipted);
+    let (status, filed) = post_report(&replica, bytes).await;
+    assert_eq!((status, filed.stored), (200, false), "the same report");
+    assert_eq!(filed.receipts.len(), 1, "its receipt came along");
+    let got = kaching_core::receipt::verify_receipt(
+        filed.receipts[0].as_bytes(),
+        &kaching_core::TrustedKeys::from(vendor().public()),
+    )
+    .unwrap();
+    assert_eq!(got.bytes, receipt);
+    // Report ids continue after the copied ones.
+    let (status, _) = post_report(&replica, report(&l, &c, 2, 1).sign(&c)).await;
+    assert_eq!(status, 201);
+    replica.stop().await;
+}

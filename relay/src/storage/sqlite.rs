@@ -35,12 +35,18 @@ pub struct SqliteStorage {
     keep_raw: bool,
 }
 
+/// Creates the usage-report mailbox's tables when they are missing (a
+/// database from a release before the mailbox).
+pub fn create_mailbox(conn: &rusqlite::Connection) -> anyhow::Result<()> {
+    conn.execute_batch(mailbox::SCHEMA)
+        .map_err(|e| anyhow::anyhow!("cannot create the usage-report tables: {e}"))
+}
+
 impl SqliteStorage {
     /// Opens (creating and migrating) the database at `path` and starts its writer.
     pub fn open(path: &Path, max_batch: usize, keep_raw: bool) -> anyhow::Result<SqliteStorage> {
         let conn = db::open_and_migrate(path)?;
-        conn.execute_batch(mailbox::SCHEMA)
-            .map_err(|e| anyhow::anyhow!("cannot create the usage-report tables: {e}"))?;
+        create_mailbox(&conn)?;
         let (writer, thread) = Writer::start(conn, max_batch)
             .map_err(|e| anyhow::anyhow!("cannot start the database writer thread: {e}"))?;
         Ok(SqliteStorage {

@@ -286,6 +286,22 @@ const TABLES: &[(&str, &[&str])] = &[
         "anomalies",
         &["id", "cluster_id", "license_id", "at", "kind", "detail"],
     ),
+    (
+        "usage_reports",
+        &[
+            "id",
+            "cluster_id",
+            "license_id",
+            "seq",
+            "hash",
+            "bytes",
+            "received_at",
+        ],
+    ),
+    (
+        "usage_receipts",
+        &["cluster_id", "report_seq", "bytes", "received_at"],
+    ),
 ];
 
 /// A SQLite value as a PostgreSQL parameter.
@@ -399,6 +415,7 @@ pub async fn copy_from_sqlite(from: &Path, pool: &Pool) -> anyhow::Result<Copied
     }
     // Brought to this release's schema first, as a relay starting on it would.
     let src = crate::db::open_and_migrate(from)?;
+    crate::storage::sqlite::create_mailbox(&src)?;
     // One read snapshot of the source for the whole copy.
     src.execute_batch("BEGIN")?;
     let audit_ok = crate::audit::verify(&src).with_context(|| {
@@ -427,7 +444,7 @@ pub async fn copy_from_sqlite(from: &Path, pool: &Pool) -> anyhow::Result<Copied
             copied.push((*table, n));
         }
         // Serial ids continue after the copied ones.
-        for table in ["heartbeats", "upgrade_requests", "anomalies"] {
+        for table in ["heartbeats", "upgrade_requests", "anomalies", "usage_reports"] {
             c.batch_execute(&format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT max(id) FROM {table}), 0) + 1, false)"
             ))
