@@ -286,6 +286,9 @@ async fn scenario(r: &Relay) -> String {
         r.file_upgrade(&whoosh, &plain, "enterprise").await.status(),
         201
     );
+    // The list comes a second after every contact so far (relay time has
+    // whole seconds): who contacts the relay after it has "reached".
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let publish = r.token(Scope::Publish, "publisher");
     let list = revocation_list(7, &[plain.id], &vendor());
     assert_eq!(r.publish(&publish, list).await.status(), 201);
@@ -344,7 +347,27 @@ async fn pages_show_what_the_relay_stored(r: &Relay) {
     let (_, rev) = get(r, "/console/revocations", c).await;
     assert!(rev.contains(r#"<span id="list-version">7</span>"#), "{rev}");
     assert!(rev.contains("unpaid invoice"), "{rev}");
-    assert!(rev.contains("Propagation"), "{rev}");
+    // Both clusters were last seen before the list; one heartbeat since
+    // moves its cluster to "reached", counted by the database.
+    assert!(rev.contains(r#"<span id="reached">0</span>"#), "{rev}");
+    assert!(rev.contains(r#"<span id="silent">2</span>"#), "{rev}");
+    let (k1, k2) = (cluster_key(1), cluster_key(2));
+    let s = r
+        .post_beat("/v1/heartbeat", &beat(&license(1, 3600), &k1, 4), &k1)
+        .await;
+    assert_eq!(s.status(), 200);
+    let (_, rev) = get(r, "/console/revocations", c).await;
+    assert!(rev.contains(r#"<span id="reached">1</span>"#), "{rev}");
+    assert!(rev.contains(r#"<span id="silent">1</span>"#), "{rev}");
+    let silent_table = &rev[rev.find("silent since the list was published").unwrap()..];
+    assert!(
+        silent_table.contains(&cluster_id(&k2.public()).to_string()),
+        "{rev}"
+    );
+    assert!(
+        !silent_table.contains(&cluster_id(&k1.public()).to_string()),
+        "{rev}"
+    );
 
     let (_, inbox) = get(r, "/console/inbox", c).await;
     assert!(

@@ -43,6 +43,13 @@ pub enum Ask {
     },
     /// Token names and scopes (never their secrets or hashes).
     Tokens,
+    /// How far the list published at `since` has reached: active clusters
+    /// in contact since then and silent since, counted by the database,
+    /// and the [`MAX_SILENT`] silent the longest.
+    Propagation {
+        /// When the list in force was published here (relay time, seconds).
+        since: u64,
+    },
     /// A cheap fingerprint of what the console shows: it changes when a
     /// heartbeat, activation, deactivation, upgrade request or audit row
     /// lands (on any replica).
@@ -151,7 +158,36 @@ pub enum Answer {
     Fleet(FleetPage),
     /// See [`Ask::Session`]; `None` when no token has that name.
     Session(Option<SessionKey>),
+    /// See [`Ask::Propagation`].
+    Propagation(Propagation),
 }
+
+/// Most silent clusters [`Ask::Propagation`] lists (the count is exact).
+pub const MAX_SILENT: u32 = 100;
+
+/// See [`Ask::Propagation`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Propagation {
+    /// Active clusters whose last contact came at or after the publish.
+    pub reached: u64,
+    /// Active clusters silent since.
+    pub silent: u64,
+    /// Up to [`MAX_SILENT`] of the silent: `(cluster, hostname, last
+    /// contact)`, silent the longest first.
+    pub oldest_silent: Vec<(String, String, u64)>,
+}
+
+// Counted and listed by the database: the page never reads the fleet.
+const REACHED_SQLITE: &str =
+    "SELECT count(*) FILTER (WHERE last_seen >= ?1), count(*) FILTER (WHERE last_seen < ?1)
+     FROM clusters WHERE status = 'active'";
+const REACHED_PG: &str =
+    "SELECT count(*) FILTER (WHERE last_seen >= $1), count(*) FILTER (WHERE last_seen < $1)
+     FROM clusters WHERE status = 'active'";
+const SILENT_SQLITE: &str = "SELECT cluster_id, hostname, last_seen FROM clusters
+     WHERE status = 'active' AND last_seen < ?1 ORDER BY last_seen, cluster_id LIMIT ?2";
+const SILENT_PG: &str = "SELECT cluster_id, hostname, last_seen FROM clusters
+     WHERE status = 'active' AND last_seen < $1 ORDER BY last_seen, cluster_id LIMIT $2";
 
 const LICENSES: &str =
     "SELECT license_id, customer, tier, expires_at, first_seen FROM licenses ORDER BY expires_at, license_id LIMIT 10000";
@@ -562,6 +598,23 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
         Ask::Tokens => Answer::Tokens(
             crate::tokens::list(c).map_err(|e| ApiError::internal(format!("{e:#}")))?,
         ),
+        Ask::Propagation { since } => {
+            let since = i64::try_from(since).unwrap_or(i64::MAX);
+            let (reached, silent) = c
+                .prepare_cached(REACHED_SQLITE)?
+                .query_row([since], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let oldest_silent = c
+                .prepare_cached(SILENT_SQLITE)?
+                .query_map(rusqlite::params![since, MAX_SILENT], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            Answer::Propagation(Propagation {
+                reached,
+                silent,
+                oldest_silent,
+            })
+        }
         Ask::Pulse => c.prepare_cached(PULSE_SQLITE)?.query_row([], |r| {
             Ok(Answer::Pulse([
                 r.get(0)?,
@@ -656,6 +709,22 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
                 })
                 .collect(),
         ),
+        Ask::Propagation { since } => {
+            let since = i64::try_from(since).unwrap_or(i64::MAX);
+            let c = pool.get().await?;
+            let r = c.query_one(REACHED_PG, &[&since]).await?;
+            let oldest_silent = c
+                .query(SILENT_PG, &[&since, &i64::from(MAX_SILENT)])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), uint(r.get(2))))
+                .collect();
+            Answer::Propagation(Propagation {
+                reached: uint(r.get(0)),
+                silent: uint(r.get(1)),
+                oldest_silent,
+            })
+        }
         Ask::Pulse => {
             let r = pool.get().await?.query_one(PULSE_PG, &[]).await?;
             Answer::Pulse([

@@ -487,12 +487,18 @@ async fn revocations_region(c: &Console) -> Result<Markup, Response> {
         Answer::Lists(l) => l,
         _ => Vec::new(),
     };
-    let clusters = all_clusters(c).await?;
     let current = c.st.revocations.borrow().clone();
     let published = current
         .as_ref()
         .and_then(|cur| lists.iter().find(|l| l.version == cur.version()))
         .map(|l| l.received_at);
+    let reach = match published {
+        Some(since) => match ask(c, Ask::Propagation { since }).await? {
+            Answer::Propagation(p) => Some(p),
+            _ => None,
+        },
+        None => None,
+    };
     let history: Vec<Vec<Markup>> = lists
         .iter()
         .map(|l| {
@@ -527,20 +533,24 @@ async fn revocations_region(c: &Console) -> Result<Markup, Response> {
                 None => { p class="muted" { "No revocation list has been published to this relay." } }
             }
         }))
-        @if let Some(at) = published {
-            @let (has, not) = view::propagation(&clusters, at);
+        @if let Some(p) = &reach {
             (ui::section("propagation", "Propagation", markup! {
                 p class="muted" { "The relay does not record which list version each cluster holds. \
                     Shown here: active clusters whose last contact came after this list was published \
                     (they have talked to the relay since; a verifier follows the list by long-poll, so it very likely holds it) \
                     and those silent since." }
                 (ui::facts(&[
-                    ("Contacted since publish", markup! { span id="reached" { (has.len()) } }),
-                    ("Silent since publish", markup! { span id="silent" { (not.len()) } }),
+                    ("Contacted since publish", markup! { span id="reached" { (p.reached) } }),
+                    ("Silent since publish", markup! { span id="silent" { (p.silent) } }),
                 ]))
-                @if !not.is_empty() {
-                    (ui::table("Active clusters silent since the list was published", &["Cluster", "Hostname", "Last seen"], &not.iter().map(|r| vec![
-                        markup! { code { (r.cluster_id) } }, markup! { (r.hostname) }, markup! { (r.last_seen) },
+                @if !p.oldest_silent.is_empty() {
+                    @let title = if p.silent > p.oldest_silent.len() as u64 {
+                        format!("The {} active clusters silent the longest since the list was published", p.oldest_silent.len())
+                    } else {
+                        "Active clusters silent since the list was published".to_string()
+                    };
+                    (ui::table(&title, &["Cluster", "Hostname", "Last seen"], &p.oldest_silent.iter().map(|(id, host, seen)| vec![
+                        markup! { code { (id) } }, markup! { (host) }, when(*seen),
                     ]).collect::<Vec<_>>()))
                 }
             }))

@@ -1,6 +1,7 @@
 //! The console's pure shaping: the reference fleet filter (see [`select`]), bucketing
-//! heartbeat history into sparkline points, the expiry horizon and list
-//! propagation. Time is an argument; nothing here reads a clock or a database.
+//! heartbeat history into sparkline points and the expiry horizon. Time is
+//! an argument; nothing here reads a clock or a database. (List
+//! propagation is counted by the database: `data::Ask::Propagation`.)
 
 use std::collections::BTreeMap;
 
@@ -115,21 +116,6 @@ pub fn expiring(licenses: &[LicenseRow], now: u64, days: u64) -> Vec<&LicenseRow
     v
 }
 
-/// Of the `active` clusters, those whose last contact came at or after
-/// `published` (they have asked the relay since the list was there) and
-/// those that have not.
-pub fn propagation(
-    clusters: &[ClusterRow],
-    published: u64,
-) -> (Vec<&ClusterRow>, Vec<&ClusterRow>) {
-    clusters
-        .iter()
-        .filter(|c| c.status == "active")
-        .partition(|c| {
-            kaching_core::time::parse_rfc3339(&c.last_seen).is_some_and(|t| t >= published)
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,18 +208,5 @@ mod tests {
         };
         assert_eq!(ids(30), ["soon"]);
         assert_eq!(ids(90), ["soon", "late"]);
-    }
-
-    #[test]
-    fn propagation_splits_active_clusters_at_the_publish_time() {
-        let rows = [
-            row("a", "L", "h", "active", 500),
-            row("b", "L", "h", "active", 100),
-            row("c", "L", "h", "displaced", 900),
-        ];
-        let (got, not) = propagation(&rows, 200);
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].cluster_id, "a");
-        assert_eq!(not[0].cluster_id, "b");
     }
 }
