@@ -344,6 +344,38 @@ async fn bench_fleet_page_at_10k_and_100k_clusters() {
                 p.as_secs_f64() * 1e3
             );
         }
+        // The revocations page's propagation: before, every cluster read
+        // and split in Rust; now counted (and the longest silent listed)
+        // by the database. Half the seeded clusters were seen after `since`.
+        let since = 1000 + n / 2;
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let t = Instant::now();
+            let (all, _) = everything(&s).await;
+            let (reached, silent): (Vec<&ClusterRow>, Vec<&ClusterRow>) =
+                all.iter().filter(|c| c.status == "active").partition(|c| {
+                    kaching_core::time::parse_rfc3339(&c.last_seen).is_some_and(|t| t >= since)
+                });
+            before.push(t.elapsed());
+            let t = Instant::now();
+            let Answer::Propagation(p) = s.console(Ask::Propagation { since }).await.unwrap()
+            else {
+                panic!("propagation")
+            };
+            after.push(t.elapsed());
+            assert_eq!(
+                (p.reached, p.silent),
+                (reached.len() as u64, silent.len() as u64),
+                "the database counts what the page counted"
+            );
+        }
+        let (b, a) = (median(before), median(after));
+        println!(
+            "propagation {n} clusters: before (read all, split in Rust) {:.1} ms; after (SQL) {:.1} ms; ratio {:.1}x",
+            b.as_secs_f64() * 1e3,
+            a.as_secs_f64() * 1e3,
+            b.as_secs_f64() / a.as_secs_f64()
+        );
         r.stop().await;
         s.close().await.unwrap();
     }
