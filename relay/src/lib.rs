@@ -27,6 +27,7 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod follow;
+mod front;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
