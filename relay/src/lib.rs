@@ -28,6 +28,7 @@ pub mod error;
 pub mod extract;
 pub mod follow;
 mod front;
+pub mod keycache;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
@@ -138,6 +139,7 @@ pub async fn run(
         shutdown: stop.listener(),
         catalog,
         metrics: Arc::new(metrics::Metrics::new()),
+        cluster_keys: keycache::KeyCache::default(),
     });
     let follower = storage
         .changes()
