@@ -13,7 +13,10 @@
 //! requests must not push the bound clusters' keys out. Memory is bounded
 //! by two generations of at most [`KeyCache::CAPACITY`] / 2 keys each: a key
 //! used in the older one moves to the newer; when the newer is full, the
-//! older is dropped.
+//! older is emptied and becomes the newer. Each generation's table is
+//! allocated once at its full size and reused, never grown: growing tables
+//! of this size left freed copies in the heap (relay RSS 202 MiB instead of
+//! 81 MiB at 100k clusters in the first version).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -39,9 +42,11 @@ impl Default for KeyCache {
 }
 
 impl KeyCache {
-    /// Keys held at most: ~270 bytes each, so ~35 MiB when full; a relay
-    /// with more live clusters than this decompresses some keys again.
-    pub const CAPACITY: usize = 131_072;
+    /// Keys held at most: two tables of 65 536 slots of ~233 bytes, ~30
+    /// MiB when full (a generation's 57 344 keys are 7/8 of its slots, the
+    /// most a table holds without growing); a relay with more live clusters
+    /// than this decompresses some keys again.
+    pub const CAPACITY: usize = 114_688;
 
     /// A cache of at most `capacity` keys (at least 2).
     pub fn with_capacity(capacity: usize) -> Self {
@@ -98,7 +103,13 @@ impl KeyCache {
 impl Generations {
     fn insert(&mut self, bytes: [u8; 32], key: PublicKey, half: usize) {
         if self.new.len() >= half {
-            self.old = std::mem::take(&mut self.new);
+            // The older table, emptied, is the newer one: no allocation.
+            std::mem::swap(&mut self.old, &mut self.new);
+            self.new.clear();
+        }
+        if self.new.capacity() < half {
+            // Once per table: its full size at once, so it never grows.
+            self.new.reserve(half - self.new.len());
         }
         self.new.insert(bytes, key);
     }
@@ -146,5 +157,19 @@ mod tests {
         }
         let g = cache.lock();
         assert!(g.new.contains_key(hot.as_bytes()) || g.old.contains_key(hot.as_bytes()));
+    }
+
+    #[test]
+    fn tables_are_allocated_once_and_never_grow() {
+        let cache = KeyCache::with_capacity(200);
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..2000 {
+            cache.remember(&key(i));
+            let g = cache.lock();
+            seen.insert(g.new.capacity().max(g.old.capacity()));
+        }
+        // One size for both tables from the first key on (the hash map's
+        // rounding of 100 slots), never a second.
+        assert_eq!(seen.len(), 1, "table sizes seen: {seen:?}");
     }
 }
