@@ -147,17 +147,99 @@ fn is_per_connection(e: &std::io::Error) -> bool {
 /// running after `timeout` gets `on_timeout(timeout)` (a JSON error body).
 /// Apply it to the short routes only, before merging the long-poll and SSE
 /// routes, which bound their own lifetimes.
+///
+/// A tower layer rather than `axum::middleware::from_fn`: per request it
+/// costs the deadline's timer and nothing else (no boxed `Next`, no clone of
+/// the inner service, no boxed future).
 pub fn request_timeout(
     router: Router,
     timeout: Duration,
     on_timeout: fn(Duration) -> Response,
 ) -> Router {
-    router.layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
-            match tokio::time::timeout(timeout, next.run(req)).await {
-                Ok(r) => r,
-                Err(_) => on_timeout(timeout),
+    router.layer(Deadline {
+        timeout,
+        on_timeout,
+    })
+}
+
+/// The layer [`request_timeout`] applies.
+#[derive(Clone, Copy)]
+struct Deadline {
+    timeout: Duration,
+    on_timeout: fn(Duration) -> Response,
+}
+
+impl<S> tower::Layer<S> for Deadline {
+    type Service = DeadlineService<S>;
+
+    fn layer(&self, inner: S) -> DeadlineService<S> {
+        DeadlineService { inner, cfg: *self }
+    }
+}
+
+/// A service whose calls end at the deadline.
+#[derive(Clone)]
+struct DeadlineService<S> {
+    inner: S,
+    cfg: Deadline,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for DeadlineService<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = DeadlineFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        DeadlineFuture {
+            inner: self.inner.call(req),
+            sleep: tokio::time::sleep(self.cfg.timeout),
+            cfg: self.cfg,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner call raced against its deadline.
+    struct DeadlineFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        cfg: Deadline,
+    }
+}
+
+impl<F, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        // The answer first, as `tokio::time::timeout` does: one that is ready
+        // when the deadline passes still goes out.
+        if let std::task::Poll::Ready(r) = this.inner.poll(cx) {
+            return std::task::Poll::Ready(r);
+        }
+        match this.sleep.poll(cx) {
+            std::task::Poll::Ready(()) => {
+                std::task::Poll::Ready(Ok((this.cfg.on_timeout)(this.cfg.timeout)))
             }
-        },
-    ))
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! Bounded loopback load for the relay: N clusters activate, then heartbeat
 //! B rounds each. Prints heartbeats/s, latency percentiles, the relay's CPU
 //! time per heartbeat against the floor measured in the same run (open and
-//! verify one heartbeat, sign one answer), the relay's RSS and the database
-//! size.
+//! verify one heartbeat, sign one answer), the relay's CPU time per bare
+//! HTTP request (`GET /healthz`, as many as one round's heartbeats: what
+//! HTTP alone costs), the relay's RSS and the database size.
 //!
 //! ```text
 //! cargo build --release -p kaching-relay --bins --examples
@@ -257,6 +258,24 @@ async fn main() {
         }
     }
     let cpu = cpu_all() - cpu0;
+    // What HTTP alone costs the relay: as many `GET /healthz` as heartbeats
+    // in one round, same connections and concurrency, no body, no signature,
+    // no database.
+    let health_urls: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("http://{a}/healthz"))
+        .collect();
+    let cpu_h0 = cpu_all();
+    let health_ok = stream::iter(0..a.clusters as usize)
+        .map(|i| {
+            let (http, url) = (http.clone(), health_urls[i % health_urls.len()].clone());
+            async move { matches!(http.get(url).send().await, Ok(r) if r.status() == 200) }
+        })
+        .buffer_unordered(a.concurrency)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    let http_us = (cpu_all() - cpu_h0) * 1e6 / health_ok.max(1) as f64;
     lat.sort_unstable();
     let total = lat.len();
     let (verify, sign) = floor_us(&keys[0], &SecretKey::from_seed(&[0x5e; 32]));
@@ -274,7 +293,7 @@ async fn main() {
         p.drop_database().await;
     }
     println!(
-        "backend={} replicas={} clusters={} beats={} concurrency={} | activations/s={:.0} | heartbeats ok={} errors={} | heartbeats/s={:.0} | p50={:.2}ms p99={:.2}ms max={:.2}ms | relay CPU/heartbeat={:.0}us floor(open+verify {:.0}us + sign {:.0}us)={:.0}us ratio={:.2} | relay RSS={} peak={} | db={:.1} MiB | db bytes/cluster after beat 1={:.0} after beat {}={:.0}",
+        "backend={} replicas={} clusters={} beats={} concurrency={} | activations/s={:.0} | heartbeats ok={} errors={} | heartbeats/s={:.0} | p50={:.2}ms p99={:.2}ms max={:.2}ms | relay CPU/heartbeat={:.0}us floor(open+verify {:.0}us + sign {:.0}us)={:.0}us ratio={:.2} | relay CPU/GET /healthz={:.0}us | relay RSS={} peak={} | db={:.1} MiB | db bytes/cluster after beat 1={:.0} after beat {}={:.0}",
         if a.postgres.is_some() { "postgres" } else { "sqlite" },
         a.replicas.max(1),
         a.clusters,
@@ -292,6 +311,7 @@ async fn main() {
         sign,
         floor,
         per_beat / floor,
+        http_us,
         rss,
         hwm,
         db_mib,

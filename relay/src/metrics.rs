@@ -17,14 +17,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::Response;
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use crate::error::ErrorCode;
 use crate::routes::paths::{ACTIVATE, HEARTBEAT};
 
 /// Every request answered, by route template and HTTP status.
@@ -302,22 +298,4 @@ impl Drop for Parked {
         self.1.fetch_sub(1, Ordering::AcqRel);
         self.0.decrement(1.0);
     }
-}
-
-/// Middleware: counts every answer by the route it matched, its status and,
-/// for an error, its code. Applied with `Router::layer`, so the matched route
-/// template (`/v1/licenses/{id}/status`, not the raw path) is known.
-pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    // A clone of the matched path is a reference count, not a copy.
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().clone();
-    let resp = next.run(req).await;
-    let code = resp.extensions().get::<ErrorCode>().map(|c| c.0);
-    metrics.request(
-        route.as_ref().map(MatchedPath::as_str),
-        &method,
-        resp.status(),
-        code,
-    );
-    resp
 }

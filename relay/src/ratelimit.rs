@@ -2,13 +2,11 @@
 //! `Retry-After` and the usual JSON error, before any body is read.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::config::RateLimit;
@@ -35,8 +33,13 @@ impl Limiter {
         }
     }
 
+    /// Whether requests are limited at all (`per_second > 0`).
+    pub(crate) fn enabled(&self) -> bool {
+        self.rate > 0.0
+    }
+
     /// Takes one token for `ip`; `Err(seconds)` when it must wait.
-    fn take(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+    pub(crate) fn take(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
         if self.rate <= 0.0 {
             return Ok(());
         }
@@ -61,26 +64,16 @@ impl Limiter {
     }
 }
 
-/// Middleware: refuses a request over its client's limit.
-pub async fn limit(
-    State(limiter): State<Limiter>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
-    match limiter.take(peer.ip(), Instant::now()) {
-        Ok(()) => next.run(req).await,
-        Err(wait) => {
-            tracing::info!(client = %peer.ip(), "rate limited");
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests from this address: retry after {wait} s"),
-            );
-            e.retry_after = Some(wait);
-            e.into_response()
-        }
-    }
+/// The answer to a request over its client's limit: 429 with `Retry-After`.
+pub(crate) fn refused(ip: IpAddr, wait: u64) -> Response {
+    tracing::info!(client = %ip, "rate limited");
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests from this address: retry after {wait} s"),
+    );
+    e.retry_after = Some(wait);
+    e.into_response()
 }
 
 #[cfg(test)]

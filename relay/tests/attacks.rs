@@ -84,6 +84,64 @@ async fn after_a_restart_silence_while_serving_still_frees_the_license() {
     relay.stop().await;
 }
 
+/// The relay keeps parsed cluster keys in memory (relay/src/keycache.rs).
+/// A cluster whose license moved to a new cluster key keeps sending
+/// heartbeats with the old key after the relay cached it: each is refused,
+/// as is a heartbeat signed by the old key that names the new cluster.
+#[tokio::test]
+async fn attack_old_cluster_key_refused_after_reactivation_with_new_key() {
+    let relay = Relay::start().await;
+    let l = license(62, 3600);
+    let (old, new) = (cluster_key(1), cluster_key(2));
+    assert_eq!(relay.activate(&l, &old).await.status(), 200);
+    for seq in 1..=2 {
+        let r = relay
+            .post_beat("/v1/heartbeat", &beat(&l, &old, seq), &old)
+            .await;
+        assert_eq!(r.status(), 200, "the old key's heartbeat {seq} while bound");
+    }
+    let mut bye = beat(&l, &old, 3);
+    bye.deactivate = true;
+    assert_eq!(
+        relay.post_beat("/v1/deactivate", &bye, &old).await.status(),
+        200
+    );
+    assert_eq!(relay.activate(&l, &new).await.status(), 200);
+    assert_eq!(
+        relay
+            .post_beat("/v1/heartbeat", &beat(&l, &new, 1), &new)
+            .await
+            .status(),
+        200
+    );
+
+    // The old key, cached by the relay, for its own (released) cluster...
+    let (status, code) = error_code(
+        relay
+            .post_beat("/v1/heartbeat", &beat(&l, &old, 4), &old)
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (403, "not_activated"));
+    // ...and naming the new cluster.
+    let (status, code) = error_code(
+        relay
+            .post_beat("/v1/heartbeat", &beat(&l, &new, 2), &old)
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (422, "invalid_document"));
+    // The new cluster carries on.
+    assert_eq!(
+        relay
+            .post_beat("/v1/heartbeat", &beat(&l, &new, 2), &new)
+            .await
+            .status(),
+        200
+    );
+    relay.stop().await;
+}
+
 #[tokio::test]
 async fn attack_idle_connection_flood_under_low_fd_limit() {
     const IDLE: usize = 1100;

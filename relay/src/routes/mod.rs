@@ -5,11 +5,12 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
-use axum::{middleware, Router};
+use axum::Router;
 use kaching_kit::serve::request_timeout;
 
 use crate::error::{request_timed_out, ApiError};
-use crate::ratelimit::{self, Limiter};
+use crate::front::Front;
+use crate::ratelimit::Limiter;
 use crate::responses::{Busy, RateLimited};
 use crate::state::AppState;
 
@@ -73,11 +74,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(limiter, ratelimit::limit))
-        .layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
-            crate::metrics::track,
-        ))
+        .layer(Front::new(limiter, state.metrics.clone()))
 }
 
 /// `GET /healthz`: `ok` while the process answers.
