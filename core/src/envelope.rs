@@ -75,16 +75,7 @@ struct Parsed<'a> {
     signer: Option<PublicKey>,
 }
 
-/// How a signer key's raw bytes become a [`PublicKey`]: [`PublicKey::from_bytes`],
-/// or a cache of its earlier results keyed by the same bytes (the relay's).
-/// It must return exactly what `from_bytes` would for those bytes.
-pub type KeyParser<'k> = &'k dyn Fn(&[u8]) -> Result<PublicKey>;
-
 fn parse(bytes: &[u8], expected: DocKind) -> Result<Parsed<'_>> {
-    parse_with(bytes, expected, &PublicKey::from_bytes)
-}
-
-fn parse_with<'a>(bytes: &'a [u8], expected: DocKind, keys: KeyParser<'_>) -> Result<Parsed<'a>> {
     if bytes.len() > crate::doc_kind::MAX_DOCUMENT_SIZE {
         return Err(Error::TooLarge {
             size: bytes.len(),
@@ -95,28 +86,26 @@ fn parse_with<'a>(bytes: &'a [u8], expected: DocKind, keys: KeyParser<'_>) -> Re
     // bytes: about a thirtieth of the cost of decoding (docs/benchmarks.md,
     // `verify`). Anything else, including every malformed envelope, takes the
     // general path, which refuses with the precise error.
-    if let Some(parsed) = parse_exact(bytes, expected, keys) {
+    if let Some(parsed) = parse_exact(bytes, expected) {
         debug_assert_eq!(
-            parse_general(bytes, expected, &PublicKey::from_bytes)
-                .as_ref()
-                .ok(),
+            parse_general(bytes, expected).as_ref().ok(),
             Some(&parsed),
             "the exact-shape reader accepted what the general checks would not"
         );
         return Ok(parsed);
     }
-    parse_general(bytes, expected, keys)
+    parse_general(bytes, expected)
 }
 
 /// The envelope when it is exactly in the shape `sign` writes (see
 /// [`wire::read_exact`]) and its signer key, if any, is a valid key that
 /// matches the kid; `None` otherwise.
-fn parse_exact<'a>(bytes: &'a [u8], expected: DocKind, keys: KeyParser<'_>) -> Option<Parsed<'a>> {
+fn parse_exact(bytes: &[u8], expected: DocKind) -> Option<Parsed<'_>> {
     let exact = read_exact(bytes, expected)?;
     let kid = Kid(exact.kid);
     let signer = match exact.signer {
         Some(raw) => {
-            let key = keys(raw).ok()?;
+            let key = PublicKey::from_bytes(raw).ok()?;
             if key.kid() != kid {
                 return None;
             }
@@ -134,11 +123,7 @@ fn parse_exact<'a>(bytes: &'a [u8], expected: DocKind, keys: KeyParser<'_>) -> O
 
 /// Decodes the envelope whatever its spelling and runs each check in order,
 /// refusing with the first that fails.
-fn parse_general<'a>(
-    bytes: &'a [u8],
-    expected: DocKind,
-    keys: KeyParser<'_>,
-) -> Result<Parsed<'a>> {
+fn parse_general(bytes: &[u8], expected: DocKind) -> Result<Parsed<'_>> {
     let sign1 = decode_sign1(bytes)?;
     let h = &sign1.protected.header;
     match &h.alg {
@@ -189,7 +174,7 @@ fn parse_general<'a>(
         .as_slice()
         .try_into()
         .map_err(|_| Error::Malformed("kid must be 8 bytes".into()))?);
-    let signer = signer_key(h, kind, keys)?;
+    let signer = signer_key(h, kind)?;
     if let Some(signer) = &signer {
         if signer.kid() != kid {
             return Err(Error::Malformed("kid does not match the signer key".into()));
@@ -230,7 +215,7 @@ fn parse_general<'a>(
     }
 }
 
-fn signer_key(h: &coset::Header, kind: DocKind, keys: KeyParser<'_>) -> Result<Option<PublicKey>> {
+fn signer_key(h: &coset::Header, kind: DocKind) -> Result<Option<PublicKey>> {
     let mut found = None;
     for (label, value) in &h.rest {
         match label {
@@ -238,7 +223,7 @@ fn signer_key(h: &coset::Header, kind: DocKind, keys: KeyParser<'_>) -> Result<O
                 let ciborium::value::Value::Bytes(b) = value else {
                     return Err(Error::Malformed("signer key must be a byte string".into()));
                 };
-                found = Some(keys(b)?);
+                found = Some(PublicKey::from_bytes(b)?);
             }
             _ => {
                 return Err(Error::Malformed(
@@ -291,18 +276,7 @@ pub fn open(bytes: &[u8], expected: DocKind, keys: &TrustedKeys) -> Result<Opene
 /// with the key it carries. The caller decides whether that key is one it
 /// knows (for example, the cluster key bound at activation).
 pub fn open_self_signed(bytes: &[u8], expected: DocKind) -> Result<Opened> {
-    open_self_signed_with(bytes, expected, &PublicKey::from_bytes)
-}
-
-/// [`open_self_signed`], turning the carried key's bytes into a key with
-/// `keys` (a cache of [`PublicKey::from_bytes`], saving the point
-/// decompression of a key seen before). Every check is the same.
-pub fn open_self_signed_with(
-    bytes: &[u8],
-    expected: DocKind,
-    keys: KeyParser<'_>,
-) -> Result<Opened> {
-    let parsed = parse_with(bytes, expected, keys)?;
+    let parsed = parse(bytes, expected)?;
     let key = parsed
         .signer
         .clone()

@@ -202,17 +202,8 @@ impl Heartbeat {
 /// cluster id is the signer's. Whether the signer is the key bound at
 /// activation, and whether `seq` and `time` are fresh, is the relay's call.
 pub fn verify_heartbeat(input: &[u8]) -> Result<SelfSigned<Heartbeat>> {
-    verify_heartbeat_with(input, &PublicKey::from_bytes)
-}
-
-/// [`verify_heartbeat`], turning the signer key's bytes into a key with
-/// `keys` (see [`envelope::open_self_signed_with`]); every check is the same.
-pub fn verify_heartbeat_with(
-    input: &[u8],
-    keys: envelope::KeyParser<'_>,
-) -> Result<SelfSigned<Heartbeat>> {
     let bytes = crate::armor::dearmor(input, Some(DocKind::Heartbeat))?;
-    let opened = envelope::open_self_signed_with(&bytes, DocKind::Heartbeat, keys)?;
+    let opened = envelope::open_self_signed(&bytes, DocKind::Heartbeat)?;
     let signer = opened
         .signer
         .ok_or_else(|| Error::Malformed("no signer key".into()))?;

@@ -28,7 +28,6 @@ pub mod error;
 pub mod extract;
 pub mod follow;
 mod front;
-pub mod keycache;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
@@ -147,7 +146,6 @@ pub async fn run(
         shutdown: stop.listener(),
         catalog,
         metrics: Arc::new(metrics::Metrics::new(long_poll_cap)),
-        cluster_keys: keycache::KeyCache::default(),
     });
     let follower = storage
         .changes()

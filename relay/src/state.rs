@@ -60,9 +60,6 @@ pub struct AppState {
     pub catalog: TierCatalog,
     /// This relay's metrics (`GET /metrics`).
     pub metrics: Arc<Metrics>,
-    /// Cluster keys already parsed, by their bytes (derived data only: the
-    /// binding is checked against the database on every heartbeat).
-    pub cluster_keys: crate::keycache::KeyCache,
 }
 
 impl AppState {

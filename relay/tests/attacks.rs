@@ -84,10 +84,10 @@ async fn after_a_restart_silence_while_serving_still_frees_the_license() {
     relay.stop().await;
 }
 
-/// The relay keeps parsed cluster keys in memory (relay/src/keycache.rs).
 /// A cluster whose license moved to a new cluster key keeps sending
-/// heartbeats with the old key after the relay cached it: each is refused,
-/// as is a heartbeat signed by the old key that names the new cluster.
+/// heartbeats with the old key, which the relay accepted before: each is
+/// refused, as is a heartbeat signed by the old key that names the new
+/// cluster.
 #[tokio::test]
 async fn attack_old_cluster_key_refused_after_reactivation_with_new_key() {
     let relay = Relay::start().await;
@@ -115,7 +115,7 @@ async fn attack_old_cluster_key_refused_after_reactivation_with_new_key() {
         200
     );
 
-    // The old key, cached by the relay, for its own (released) cluster...
+    // The old key, accepted before, for its own (released) cluster...
     let (status, code) = error_code(
         relay
             .post_beat("/v1/heartbeat", &beat(&l, &old, 4), &old)

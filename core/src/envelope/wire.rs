@@ -241,7 +241,7 @@ mod tests {
     use crate::envelope::{
         open, parse_exact, parse_general, sign, sign_with, Alg, DocKind, SIGNER_KEY_LABEL,
     };
-    use crate::keys::{PublicKey, SecretKey, TrustedKeys};
+    use crate::keys::{SecretKey, TrustedKeys};
     use coset::TaggedCborSerializable;
 
     #[test]
@@ -338,12 +338,8 @@ mod tests {
     #[test]
     fn exact_reader_takes_every_document_sign_writes() {
         for (kind, bytes) in signed_documents() {
-            let exact = parse_exact(&bytes, kind, &PublicKey::from_bytes).expect("exact shape");
-            assert_eq!(
-                Ok(&exact),
-                parse_general(&bytes, kind, &PublicKey::from_bytes).as_ref(),
-                "{kind}"
-            );
+            let exact = parse_exact(&bytes, kind).expect("exact shape");
+            assert_eq!(Ok(&exact), parse_general(&bytes, kind).as_ref(), "{kind}");
             let sign1 = CoseSign1::from_tagged_slice(&bytes).expect("parse");
             assert_eq!(
                 exact.parts.payload,
@@ -351,10 +347,7 @@ mod tests {
             );
             assert_eq!(exact.parts.signature, sign1.signature.as_slice());
             for other in DocKind::ALL.into_iter().filter(|k| *k != kind) {
-                assert!(
-                    parse_exact(&bytes, other, &PublicKey::from_bytes).is_none(),
-                    "{kind} as {other}"
-                );
+                assert!(parse_exact(&bytes, other).is_none(), "{kind} as {other}");
             }
         }
     }
@@ -375,11 +368,11 @@ mod tests {
                 .collect();
             cases.extend((0..bytes.len()).map(|n| bytes[..n].to_vec()));
             for case in cases {
-                if let Some(exact) = parse_exact(&case, kind, &PublicKey::from_bytes) {
+                if let Some(exact) = parse_exact(&case, kind) {
                     exact_hits += 1;
                     assert_eq!(
                         Ok(&exact),
-                        parse_general(&case, kind, &PublicKey::from_bytes).as_ref(),
+                        parse_general(&case, kind).as_ref(),
                         "{kind}: {case:02x?}"
                     );
                 }

@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use kaching_core::cluster::verify_activation_request;
-use kaching_core::heartbeat::{verify_heartbeat_with, RelayTime};
+use kaching_core::heartbeat::{verify_heartbeat, RelayTime};
 use kaching_core::wire::relay::{ActivateBody, ACCEPTS_CHAIN_HEAD, ACCEPTS_HEADER};
 use kaching_core::wire::ErrorBody;
 use kaching_core::{verify_license, DocKind, LicenseId};
@@ -131,7 +131,6 @@ pub async fn activate(
         })
         .await?;
     tracing::info!(license = %l.id, cluster = %ar.doc.cluster_id, ?displaced, "activated");
-    st.cluster_keys.remember(&ar.signer);
     let message = if displaced.is_empty() {
         notice(&st, &l.id)
     } else {
@@ -206,10 +205,7 @@ pub async fn deactivate(
 
 async fn beat(st: Arc<AppState>, body: &[u8], deactivate: bool) -> ApiResult<Response> {
     let t = now();
-    // The signer key's point comes from the cache when this key was seen
-    // before; the signature and every other check run as without it.
-    let v = verify_heartbeat_with(body, &|raw| st.cluster_keys.parse(raw))
-        .map_err(|e| ApiError::invalid_document("heartbeat", e))?;
+    let v = verify_heartbeat(body).map_err(|e| ApiError::invalid_document("heartbeat", e))?;
     if v.doc.deactivate != deactivate {
         return Err(ApiError::bad_request(if deactivate {
             "POST /v1/deactivate takes a heartbeat with deactivate = true"
@@ -230,8 +226,6 @@ async fn beat(st: Arc<AppState>, body: &[u8], deactivate: bool) -> ApiResult<Res
     st.storage
         .record_heartbeat(v.doc, *v.signer.as_bytes(), t)
         .await?;
-    // Recorded: the key is bound to this cluster, worth keeping parsed.
-    st.cluster_keys.remember(&v.signer);
     if deactivate {
         tracing::info!(license = %license_id, cluster = %cluster_id, "deactivated");
     }
