@@ -18,7 +18,7 @@ use kaching_kit::web::components::Tone;
 use kaching_kit::web::{see_other, UploadError};
 use serde::Deserialize;
 
-use super::pages::{self, Chrome, Filter, IssueFields, LicenseView, Notice, Preview};
+use super::pages::{self, Chrome, Filter, IssueFields, LicenseView, Notice, Preview, Terms};
 use super::Desk;
 use crate::issue::{self, build, LicenseRequest, Mode};
 use crate::ledger::{self, Ledger, LedgerState};
@@ -342,44 +342,7 @@ pub(super) struct ChangeForm {
     /// Upgrade and renew: the other terms `licensegen upgrade|renew` take
     /// (empty: as the mode decides, like a flag not given).
     #[serde(flatten)]
-    terms: ReissueTerms,
-}
-
-/// The terms an upgrade or renewal may change besides tier and expiry, as
-/// the CLI's `--nodes`, `--cores`, `--feature`, `--quota`, `--custom-quota`,
-/// `--grace` and `--overage` (lists: comma or newline separated).
-#[derive(Deserialize, Default)]
-pub(super) struct ReissueTerms {
-    #[serde(default)]
-    pub nodes: String,
-    #[serde(default)]
-    pub cores: String,
-    #[serde(default)]
-    pub features: String,
-    #[serde(default)]
-    pub quotas: String,
-    #[serde(default)]
-    pub custom_quotas: String,
-    #[serde(default)]
-    pub grace: String,
-    #[serde(default)]
-    pub overage: String,
-}
-
-impl ReissueTerms {
-    /// Each field's form name and value, in one fixed order (the preview's
-    /// hidden fields and its fingerprint).
-    pub fn fields(&self) -> [(&'static str, &str); 7] {
-        [
-            ("nodes", &self.nodes),
-            ("cores", &self.cores),
-            ("features", &self.features),
-            ("quotas", &self.quotas),
-            ("custom_quotas", &self.custom_quotas),
-            ("grace", &self.grace),
-            ("overage", &self.overage),
-        ]
-    }
+    terms: Terms,
 }
 
 /// The passphrase typed in a form, or `None` to take it from the CLI's
@@ -441,18 +404,10 @@ fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<Changed> {
     let status = match f.action.as_str() {
         "upgrade" | "renew" => {
             let upgrade = f.action == "upgrade";
-            let t = &f.terms;
             let r = LicenseRequest {
                 tier: if upgrade { some(&f.tier) } else { None },
                 expires: some(&f.expires),
-                nodes: number("nodes", &t.nodes)?,
-                cores: number("cores", &t.cores)?,
-                features: list(&t.features),
-                quotas: list(&t.quotas),
-                custom_quotas: list(&t.custom_quotas),
-                grace: some(&t.grace),
-                overage: number("overage", &t.overage)?,
-                ..LicenseRequest::default()
+                ..terms_request(&f.terms)?
             };
             let catalog = v.catalog()?;
             let plan = crate::commands::licenses::plan_reissue(
@@ -602,16 +557,16 @@ fn fingerprint(f: &IssueFields) -> String {
         &f.customer_id,
         &f.tier,
         &f.expires,
-        &f.nodes,
-        &f.cores,
-        &f.features,
-        &f.quotas,
-        &f.grace,
-        &f.overage,
+        &f.terms.nodes,
+        &f.terms.cores,
+        &f.terms.features,
+        &f.terms.quotas,
+        &f.terms.grace,
+        &f.terms.overage,
         &f.cluster,
         &f.heartbeat,
         &f.offline_grace,
-        &f.custom_quotas,
+        &f.terms.custom_quotas,
         &f.report_every,
         &f.report_warn,
         &f.report_deny,
@@ -639,21 +594,28 @@ fn request_of(f: &IssueFields, requests: &std::path::Path) -> Result<LicenseRequ
         customer_id: some(&f.customer_id),
         tier: some(&f.tier),
         expires: some(&f.expires),
-        nodes: number("nodes", &f.nodes)?,
-        cores: number("cores", &f.cores)?,
-        features: list(&f.features),
-        quotas: list(&f.quotas),
-        grace: some(&f.grace),
-        overage: number("overage", &f.overage)?,
         cluster: some(&f.cluster),
         bind,
         heartbeat: some(&f.heartbeat),
         offline_grace: some(&f.offline_grace),
-        custom_quotas: list(&f.custom_quotas),
         report_every: some(&f.report_every),
         report_warn: some(&f.report_warn),
         report_deny: list(&f.report_deny),
         degrade: list(&f.degrade),
+        ..terms_request(&f.terms)?
+    })
+}
+
+/// The terms as the request the CLI's flags build (the rest default).
+fn terms_request(t: &Terms) -> Result<LicenseRequest> {
+    Ok(LicenseRequest {
+        nodes: number("nodes", &t.nodes)?,
+        cores: number("cores", &t.cores)?,
+        features: list(&t.features),
+        quotas: list(&t.quotas),
+        custom_quotas: list(&t.custom_quotas),
+        grace: some(&t.grace),
+        overage: number("overage", &t.overage)?,
         ..LicenseRequest::default()
     })
 }
@@ -887,9 +849,12 @@ mod tests {
         let f = IssueFields {
             customer: " ACME ".into(),
             tier: "standard".into(),
-            nodes: "5".into(),
-            features: "sso, audit_log,".into(),
-            quotas: "search_requests=100/day".into(),
+            terms: Terms {
+                nodes: "5".into(),
+                features: "sso, audit_log,".into(),
+                quotas: "search_requests=100/day".into(),
+                ..Terms::default()
+            },
             ..IssueFields::default()
         };
         let r = request_of(&f, std::path::Path::new("/nowhere")).unwrap();
@@ -899,7 +864,10 @@ mod tests {
         assert_eq!(r.quotas, ["search_requests=100/day"]);
         assert!(r.expires.is_none() && r.cluster.is_none());
         let bad = IssueFields {
-            nodes: "five".into(),
+            terms: Terms {
+                nodes: "five".into(),
+                ..f.terms.clone()
+            },
             ..f
         };
         let e = request_of(&bad, std::path::Path::new("/nowhere"))

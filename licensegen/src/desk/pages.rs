@@ -528,6 +528,45 @@ fn quotas_text(l: &License) -> String {
         .join(", ")
 }
 
+/// The terms issue, upgrade and renew all take, as the CLI's `--nodes`,
+/// `--cores`, `--feature`, `--quota`, `--custom-quota`, `--grace` and
+/// `--overage` (all text, as typed; lists comma or newline separated;
+/// empty: the flag not given).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(default)]
+pub struct Terms {
+    /// Node limit.
+    pub nodes: String,
+    /// Core limit.
+    pub cores: String,
+    /// Features added, comma-separated.
+    pub features: String,
+    /// Quotas, comma-separated `NAME=LIMIT[/PERIOD]`.
+    pub quotas: String,
+    /// Quotas outside the tier catalog (`--custom-quota`), comma-separated.
+    pub custom_quotas: String,
+    /// Grace.
+    pub grace: String,
+    /// Overage percent.
+    pub overage: String,
+}
+
+impl Terms {
+    /// Each field's form name and value, in one fixed order (hidden fields
+    /// and preview fingerprints).
+    pub fn fields(&self) -> [(&'static str, &str); 7] {
+        [
+            ("nodes", &self.nodes),
+            ("cores", &self.cores),
+            ("features", &self.features),
+            ("quotas", &self.quotas),
+            ("custom_quotas", &self.custom_quotas),
+            ("grace", &self.grace),
+            ("overage", &self.overage),
+        ]
+    }
+}
+
 /// The issue form's values (all text, as typed).
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(default)]
@@ -544,26 +583,16 @@ pub struct IssueFields {
     pub tier: String,
     /// Expiry.
     pub expires: String,
-    /// Node limit.
-    pub nodes: String,
-    /// Core limit.
-    pub cores: String,
-    /// Features added, comma-separated.
-    pub features: String,
-    /// Quotas, comma-separated `NAME=LIMIT[/PERIOD]`.
-    pub quotas: String,
-    /// Grace.
-    pub grace: String,
-    /// Overage percent.
-    pub overage: String,
+    /// Limits, features, quotas, grace and overage (shared with upgrade
+    /// and renew).
+    #[serde(flatten)]
+    pub terms: Terms,
     /// Cluster id.
     pub cluster: String,
     /// Heartbeat interval.
     pub heartbeat: String,
     /// Offline grace.
     pub offline_grace: String,
-    /// Quotas outside the tier catalog (`--custom-quota`), comma-separated.
-    pub custom_quotas: String,
     /// `--report-every`: how often a usage report must be acknowledged.
     pub report_every: String,
     /// `--report-warn`: the warning lead before a report is due.
@@ -692,13 +721,13 @@ pub fn issue(
                 (optional_field("Customer id", "customer_id", "text", &f.customer_id, "empty: made from the name"))
                 (select_field("Tier", "tier", &tiers, tier))
                 (optional_field("Expires", "expires", "text", &f.expires, "date (2027-12-31) or duration (365d, 1y); empty: the tier's term"))
-                (optional_field("Nodes", "nodes", "number", &f.nodes, "empty: the tier's"))
-                (optional_field("Cores", "cores", "number", &f.cores, "empty: no core limit"))
-                (optional_field("Extra features", "features", "text", &f.features, "comma-separated, added to the tier's"))
-                (optional_field("Quotas", "quotas", "text", &f.quotas, "comma-separated NAME=LIMIT[/day|month|total|gauge], names from the tier catalog"))
-                (optional_field("Custom quotas", "custom_quotas", "text", &f.custom_quotas, "quotas the catalog does not name, e.g. exports=500/day"))
-                (optional_field("Grace", "grace", "text", &f.grace, "after expiry, e.g. 14d; empty: the tier's"))
-                (optional_field("Overage %", "overage", "number", &f.overage, "empty: the tier's"))
+                (optional_field("Nodes", "nodes", "number", &f.terms.nodes, "empty: the tier's"))
+                (optional_field("Cores", "cores", "number", &f.terms.cores, "empty: no core limit"))
+                (optional_field("Extra features", "features", "text", &f.terms.features, "comma-separated, added to the tier's"))
+                (optional_field("Quotas", "quotas", "text", &f.terms.quotas, "comma-separated NAME=LIMIT[/day|month|total|gauge], names from the tier catalog"))
+                (optional_field("Custom quotas", "custom_quotas", "text", &f.terms.custom_quotas, "quotas the catalog does not name, e.g. exports=500/day"))
+                (optional_field("Grace", "grace", "text", &f.terms.grace, "after expiry, e.g. 14d; empty: the tier's"))
+                (optional_field("Overage %", "overage", "number", &f.terms.overage, "empty: the tier's"))
                 fieldset {
                     legend { "Binding to a cluster (one of the two, or neither)" }
                     (optional_field("Cluster id", "cluster", "text", &f.cluster, "16 characters; empty: not bound"))
