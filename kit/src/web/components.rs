@@ -153,11 +153,24 @@ pub fn secret_field(label: &str, name: &str) -> Markup {
 /// input type (`text`, `number`, `search`), `hint` is shown under it and
 /// tied to it for screen readers.
 pub fn optional_field(label: &str, name: &str, kind: &str, value: &str, hint: &str) -> Markup {
-    let hint_id = format!("{name}-hint");
+    optional_field_with_id(name, label, name, kind, value, hint)
+}
+
+/// [`optional_field`] with its element id apart from its form name, for a
+/// page that holds the same field in several forms.
+pub fn optional_field_with_id(
+    id: &str,
+    label: &str,
+    name: &str,
+    kind: &str,
+    value: &str,
+    hint: &str,
+) -> Markup {
+    let hint_id = format!("{id}-hint");
     html! {
         div class="field" {
-            label for=(name) { (label) }
-            input type=(kind) id=(name) name=(name) value=(value)
+            label for=(id) { (label) }
+            input type=(kind) id=(id) name=(name) value=(value)
                 aria-describedby=[(!hint.is_empty()).then_some(hint_id.as_str())];
             @if !hint.is_empty() { span class="caption" id=(hint_id) { (hint) } }
         }

@@ -6,7 +6,8 @@ use axum::response::Response;
 use kaching_core::time::rfc3339;
 use kaching_core::{License, TierCatalog};
 use kaching_kit::web::components::{
-    badge, banner, csrf_field, facts, optional_field, section, select_field, table, Tone,
+    badge, banner, csrf_field, facts, optional_field, optional_field_with_id, section,
+    select_field, table, Tone,
 };
 use kaching_kit::web::{html, page, Assets, Nav};
 use maud::{html as markup, Markup};
@@ -288,15 +289,7 @@ pub struct Reissue<'a> {
 /// (both forms are on one page), names are the form's.
 fn other_terms(action: &str, expires: bool) -> Markup {
     let field = |label: &str, name: &str, hint: &str| {
-        let id = format!("{action}-{name}");
-        let hint_id = format!("{id}-hint");
-        markup! {
-            div class="field" {
-                label for=(id) { (label) }
-                input type="text" id=(id) name=(name) value="" aria-describedby=(hint_id);
-                span class="caption" id=(hint_id) { (hint) }
-            }
-        }
+        optional_field_with_id(&format!("{action}-{name}"), label, name, "text", "", hint)
     };
     markup! {
         details {
