@@ -113,7 +113,7 @@ pub enum Command {
     Revocations(RevocationsCommand),
     /// Upload the current revocation list to a relay (PUT /v1/revocations)
     #[command(after_long_help = crate::exit::TABLE)]
-    Publish(PublishArgs),
+    Publish(RelayArgs),
     /// What was issued, to whom, and its state and history
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -536,9 +536,9 @@ pub struct RevokeArgs {
     pub revoker_key: Option<PathBuf>,
 }
 
-/// `publish`.
+/// `publish` and `usage pull`: which relay, with which token.
 #[derive(Debug, Args)]
-pub struct PublishArgs {
+pub struct RelayArgs {
     /// Relay base URL [else KACHING_RELAY_URL, else `[relay] url` in kaching.toml]
     #[arg(long, env = "KACHING_RELAY_URL", value_name = "URL")]
     pub relay: Option<String>,
@@ -546,7 +546,7 @@ pub struct PublishArgs {
     /// [else KACHING_RELAY_TOKEN_FILE, else `[relay] token_file` in kaching.toml]
     #[arg(long, env = "KACHING_RELAY_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Seconds to wait for the relay
+    /// Seconds to wait for the relay, per request
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     pub timeout: u64,
 }
@@ -643,22 +643,7 @@ pub enum UsageCommand {
     ///
     /// Example: licensegen usage pull --relay https://relay.example.com --token-file relay.token
     #[command(after_long_help = crate::exit::TABLE, verbatim_doc_comment)]
-    Pull(PullArgs),
-}
-
-/// `usage pull`.
-#[derive(Debug, Args)]
-pub struct PullArgs {
-    /// Relay base URL [else KACHING_RELAY_URL, else `[relay] url` in kaching.toml]
-    #[arg(long, env = "KACHING_RELAY_URL", value_name = "URL")]
-    pub relay: Option<String>,
-    /// File holding a publish-scope relay token (`kaching-relay token create --scope publish`)
-    /// [else KACHING_RELAY_TOKEN_FILE, else `[relay] token_file` in kaching.toml]
-    #[arg(long, env = "KACHING_RELAY_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Seconds to wait for the relay, per request
-    #[arg(long, default_value = "30", value_name = "SECONDS")]
-    pub timeout: u64,
+    Pull(RelayArgs),
 }
 
 /// `ui`.

@@ -12,16 +12,15 @@ use kaching_core::wire::ErrorBody;
 use kaching_core::{verify_revocation_list, DocKind};
 
 use super::Ctx;
-use crate::cli::PublishArgs;
+use crate::cli::RelayArgs;
 use crate::error::usage;
 use crate::exit;
 use crate::output::{note, out};
 use crate::vendor_dir::{VendorDir, REVOCATIONS_FILE};
 
-pub(super) fn publish(ctx: &Ctx<'_>, a: &PublishArgs) -> Result<u8> {
+pub(super) fn publish(ctx: &Ctx<'_>, a: &RelayArgs) -> Result<u8> {
     let v = ctx.vendor()?;
-    let (url, token_file, token) =
-        relay_target(&v, a.relay.as_ref(), a.token_file.as_ref(), "publish to")?;
+    let (url, token_file, token) = relay_target(&v, a, "publish to")?;
     let path = v.path(REVOCATIONS_FILE);
     let bytes = std::fs::read(&path).with_context(|| {
         format!(
@@ -132,21 +131,22 @@ pub(super) fn publish(ctx: &Ctx<'_>, a: &PublishArgs) -> Result<u8> {
 /// completes "no relay to …" in the error.
 pub(super) fn relay_target(
     v: &VendorDir,
-    relay: Option<&String>,
-    token_file: Option<&PathBuf>,
+    a: &RelayArgs,
     what: &str,
 ) -> Result<(String, PathBuf, String)> {
     let settings = v.config.relay.clone().unwrap_or_default();
-    let url = relay
-        .cloned()
+    let url = a
+        .relay
+        .clone()
         .or(settings.url)
         .filter(|u| !u.trim().is_empty())
         .ok_or_else(|| {
             usage(format!("no relay to {what}: pass --relay URL, set KACHING_RELAY_URL, or add `[relay] url = \"…\"` to kaching.toml"))
         })?;
     let url = relay_url(&url)?;
-    let token_file = token_file
-        .cloned()
+    let token_file = a
+        .token_file
+        .clone()
         .or_else(|| settings.token_file.map(|f| v.root.join(f)))
         .ok_or_else(|| {
             usage("no relay token: pass --token-file FILE (a publish-scope token from `kaching-relay token create --scope publish`), set KACHING_RELAY_TOKEN_FILE, or add `[relay] token_file` to kaching.toml")

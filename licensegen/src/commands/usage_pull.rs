@@ -15,7 +15,7 @@ use kaching_core::DocKind;
 
 use super::publish::relay_target;
 use super::Ctx;
-use crate::cli::PullArgs;
+use crate::cli::RelayArgs;
 use crate::exit;
 use crate::ledger::Ledger;
 use crate::output::{note, out};
@@ -52,9 +52,9 @@ fn failed(url: &str, status: reqwest::StatusCode, text: &str, what: &str) -> Fai
     }
 }
 
-pub(super) fn pull(ctx: &Ctx<'_>, a: &PullArgs) -> Result<u8> {
+pub(super) fn pull(ctx: &Ctx<'_>, a: &RelayArgs) -> Result<u8> {
     let v = ctx.vendor()?;
-    let (url, _, token) = relay_target(&v, a.relay.as_ref(), a.token_file.as_ref(), "pull from")?;
+    let (url, _, token) = relay_target(&v, a, "pull from")?;
     let base = url.trim_end_matches('/').to_string();
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(a.timeout.max(1)))
