@@ -299,11 +299,7 @@ fn desk_suspend_reinstate_upgrade_and_revoke_do_what_the_cli_does() {
     let cookie = d.sign_in();
     let csrf = d.csrf(&cookie);
     let v0 = env.revocation_version();
-    let change = |id: &str, fields: &[(&str, &str)]| {
-        let mut form = vec![("csrf", csrf.as_str())];
-        form.extend_from_slice(fields);
-        d.post(&format!("/desk/license/{id}/change"), &cookie, &form)
-    };
+    let change = |id: &str, fields: &[(&str, &str)]| d.change(&cookie, &csrf, id, fields);
     let state = |id: &str| {
         let out = env
             .cmd()
@@ -1192,11 +1188,7 @@ fn desk_upgrade_and_renew_take_the_terms_licensegen_upgrade_takes() {
     let d = Desk::start(&env, true);
     let cookie = d.sign_in();
     let csrf = d.csrf(&cookie);
-    let change = |id: &str, fields: &[(&str, &str)]| {
-        let mut form = vec![("csrf", csrf.as_str())];
-        form.extend_from_slice(fields);
-        d.post(&format!("/desk/license/{id}/change"), &cookie, &form)
-    };
+    let change = |id: &str, fields: &[(&str, &str)]| d.change(&cookie, &csrf, id, fields);
     // The license page offers the terms on both forms, each with its own ids.
     let (_, page) = d.get(&format!("/desk/license/{desk_id}"), &cookie);
     for id in [

@@ -143,6 +143,20 @@ impl Desk {
         body[at..].split('"').next().unwrap().to_string()
     }
 
+    /// Posts a license page's change form (`action` and its fields) with
+    /// the anti-forgery token `csrf`: status, `Location` and body.
+    pub fn change(
+        &self,
+        cookie: &str,
+        csrf: &str,
+        id: &str,
+        fields: &[(&str, &str)],
+    ) -> (u16, String, String) {
+        let mut form = vec![("csrf", csrf)];
+        form.extend_from_slice(fields);
+        self.post(&format!("/desk/license/{id}/change"), cookie, &form)
+    }
+
     /// Unlocks the vendor key through the form.
     pub fn unlock(&self, cookie: &str) {
         let csrf = self.csrf(cookie);
