@@ -333,16 +333,7 @@ async fn migrate_from_sqlite_carries_reports_and_receipts() {
     let sqlite = relay.config.db_path();
     let data = relay.stop().await;
 
-    let out = relay_cli(
-        data.path(),
-        &[
-            "migrate",
-            "--from",
-            &format!("sqlite://{}", sqlite.display()),
-            "--to",
-            &db.url,
-        ],
-    );
+    let out = migrate_cli(data.path(), &sqlite, &db.url);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "migrate failed: {stderr}");
 

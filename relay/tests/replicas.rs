@@ -674,16 +674,7 @@ async fn migrate_from_sqlite_preserves_bindings_lists_tokens_and_audit() {
         kaching_relay::audit::verify(&conn).unwrap()
     };
 
-    let out = relay_cli(
-        data.path(),
-        &[
-            "migrate",
-            "--from",
-            &format!("sqlite://{}", sqlite_path.display()),
-            "--to",
-            &db.url,
-        ],
-    );
+    let out = migrate_cli(data.path(), &sqlite_path, &db.url);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "migrate failed: {stderr}");
     assert!(
@@ -694,16 +685,7 @@ async fn migrate_from_sqlite_preserves_bindings_lists_tokens_and_audit() {
         "{stderr}"
     );
     // A second copy into the now non-empty database is refused.
-    let again = relay_cli(
-        data.path(),
-        &[
-            "migrate",
-            "--from",
-            &format!("sqlite://{}", sqlite_path.display()),
-            "--to",
-            &db.url,
-        ],
-    );
+    let again = migrate_cli(data.path(), &sqlite_path, &db.url);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("migrate into an empty database"));
 

@@ -341,6 +341,25 @@ pub fn relay_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `kaching-relay migrate --from sqlite://<sqlite> --to <url>`, run with the
+/// data directory `dir`.
+pub fn migrate_cli(
+    dir: &std::path::Path,
+    sqlite: &std::path::Path,
+    url: &str,
+) -> std::process::Output {
+    relay_cli(
+        dir,
+        &[
+            "migrate",
+            "--from",
+            &format!("sqlite://{}", sqlite.display()),
+            "--to",
+            url,
+        ],
+    )
+}
+
 /// Creates a token in the PostgreSQL database at `url` (from sync code
 /// running inside a runtime: on a thread with a runtime of its own).
 pub fn pg_token(url: &str, scope: Scope, name: &str) -> String {
