@@ -96,15 +96,18 @@ fn write(engine: &mut Engine, w: Write, now: u64) -> anyhow::Result<Outcome> {
     }
 }
 
-/// After a command or a group: the reader is told about files the engine
-/// wrote, then the verdict and events are published, before any reply, so
-/// a client that got its answer sees the new state on its next read.
+/// After a command or a group: the verdict catches up with the writes
+/// (once per group), the reader is told about files the engine wrote, then
+/// the verdict and events are published, before any reply, so a client
+/// that got its answer sees the new state on its next read.
 fn publish(
     engine: &mut Engine,
+    now: u64,
     reader: &Reader,
     pub_tx: &watch::Sender<Arc<Published>>,
     ev_tx: &broadcast::Sender<Event>,
 ) {
+    engine.settle(now);
     if std::mem::take(&mut engine.files_written) {
         engine.files_stale_before = reader.request_fresh();
     }
@@ -114,6 +117,15 @@ fn publish(
     }
     for e in engine.events.drain(..) {
         let _ = ev_tx.send(e);
+    }
+}
+
+/// While expired idempotency keys remain, one more batch of them goes
+/// whenever nothing is queued: a backlog drains between writes, and a write
+/// that arrives meanwhile waits for one batch at most.
+fn idle_prune(engine: &mut Engine, rx: &mpsc::UnboundedReceiver<Command>, now: u64) {
+    if engine.prune_pending() && rx.is_empty() {
+        engine.prune(now, 1);
     }
 }
 
@@ -183,10 +195,11 @@ pub fn spawn(
                                 }
                             }
                         }
-                        publish(&mut engine, &reader, &pub_tx, &ev_tx);
+                        publish(&mut engine, now, &reader, &pub_tx, &ev_tx);
                         for (result, r) in replies {
                             let _ = r.send(result);
                         }
+                        idle_prune(&mut engine, &rx, now);
                         continue;
                     }
                     Command::Shutdown => break,
@@ -222,10 +235,11 @@ pub fn spawn(
                         (None, None)
                     }
                 };
-                publish(&mut engine, &reader, &pub_tx, &ev_tx);
+                publish(&mut engine, now, &reader, &pub_tx, &ev_tx);
                 if let (Some(result), Some(r)) = (result, reply) {
                     let _ = r.send(result);
                 }
+                idle_prune(&mut engine, &rx, now);
             }
             drop(reader);
             engine.flush()

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (metric, bucket));
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY, status INTEGER NOT NULL, body TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created_at);
 CREATE TABLE IF NOT EXISTS roots (version INTEGER PRIMARY KEY, bytes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS upgrade_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, requested_tier TEXT NOT NULL,
@@ -573,11 +574,19 @@ impl Db {
         Ok(())
     }
 
-    /// Forgets idempotency keys older than `before`.
-    pub fn prune_idempotency(&self, before: Timestamp) -> anyhow::Result<usize> {
+    /// Forgets at most `limit` idempotency keys older than `before`, oldest
+    /// first (through the `created_at` index: no scan of the keys still
+    /// remembered); returns how many. One short transaction, so a write
+    /// queued behind it waits for `limit` deletions, never for the backlog.
+    pub fn prune_idempotency(&self, before: Timestamp, limit: usize) -> anyhow::Result<usize> {
         Ok(self
             .conn
-            .execute("DELETE FROM idempotency WHERE created_at < ?1", [i(before)])?)
+            .prepare_cached(
+                "DELETE FROM idempotency WHERE rowid IN (
+                     SELECT rowid FROM idempotency WHERE created_at < ?1
+                     ORDER BY created_at LIMIT ?2)",
+            )?
+            .execute(params![i(before), i64::try_from(limit).unwrap_or(i64::MAX)])?)
     }
 
     /// Queues an upgrade request; returns its id.

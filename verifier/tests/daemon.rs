@@ -754,3 +754,60 @@ fn a_usage_report_that_could_not_be_written_takes_its_number_back() {
             .unwrap();
     assert_eq!(report.chain.map(|c| c.seq), Some(1));
 }
+
+/// Expired idempotency keys are forgotten in bounded batches, oldest first:
+/// a week of heavy metering never holds the writes queued behind the
+/// pruning for more than one batch, and a key still inside
+/// `idempotency_ttl` is still answered as a replay, not counted again.
+#[test]
+fn expired_idempotency_keys_are_pruned_in_batches_and_fresh_ones_kept() {
+    use kaching_verifier::engine::{Outcome, Pruned, PRUNE_BATCH, PRUNE_STEPS_PER_TICK};
+    let v = Vendor::new();
+    let mut l = v.license(1, "standard");
+    l.quotas.get_mut("api_calls").unwrap().limit = 1_000_000;
+    let (_dir, mut cfg) = setup(Some(&v.sign(&l)));
+    let ttl = 86_400;
+    cfg.idempotency_ttl = Duration::from_secs(ttl);
+    let mut e = kaching_verifier::Engine::open(cfg, true).unwrap();
+    let t0 = now();
+    let replayed = |o: Outcome| match o {
+        Outcome::Counted { replayed, .. } => replayed,
+        other => panic!("not counted: {other:?}"),
+    };
+    // More expired keys than one tick prunes.
+    let old = PRUNE_BATCH * PRUNE_STEPS_PER_TICK + PRUNE_BATCH / 2;
+    e.begin_group().unwrap();
+    for i in 0..old {
+        assert!(!replayed(
+            e.spend("api_calls", 1, &format!("old-{i}"), t0).unwrap()
+        ));
+    }
+    e.commit_group(t0).unwrap();
+    assert!(!replayed(
+        e.spend("api_calls", 1, "fresh", t0 + ttl - 60).unwrap()
+    ));
+
+    let later = t0 + ttl + 120;
+    e.tick(later);
+    assert!(
+        e.prune_pending(),
+        "one tick prunes at most {PRUNE_STEPS_PER_TICK} batches"
+    );
+    assert_eq!(
+        e.prune(later, 1),
+        Pruned {
+            keys: PRUNE_BATCH / 2,
+            more: false
+        },
+        "the rest, in one more short batch"
+    );
+    assert_eq!(e.prune(later, 1), Pruned::default(), "nothing left");
+    // Oldest first: every key past the ttl is forgotten (it counts again),
+    // the one inside it is still a replay.
+    assert!(replayed(e.spend("api_calls", 1, "fresh", later).unwrap()));
+    for i in [0, old / 2, old - 1] {
+        assert!(!replayed(
+            e.spend("api_calls", 1, &format!("old-{i}"), later).unwrap()
+        ));
+    }
+}

@@ -95,6 +95,10 @@ pub struct Engine {
     pub(crate) files_stale_before: u64,
     /// Set when the engine wrote a watched file: the actor asks for a fresh read.
     pub(crate) files_written: bool,
+    /// Set by a write whose effect on the verdict (usage, nodes in use) is
+    /// not yet in `current`: [`Engine::settle`] recomputes once for a whole
+    /// group of writes, before any of them is answered.
+    stale: bool,
     /// The verdict and JSON readers get; swapped whole by `recompute`.
     current: Arc<Published>,
     /// `GET /v1/license` as last rendered, with the license bytes and root
@@ -110,8 +114,11 @@ pub struct Engine {
     pub(crate) license_change: Option<(kaching_core::policy::LicenseChange, Timestamp)>,
     /// A downgrade held by `hold_downgrades`, and what it would change.
     pub(crate) pending: Option<(VerifiedLicense, kaching_core::policy::LicenseChange)>,
-    /// When idempotency keys were last pruned (hourly).
+    /// When the expired idempotency keys were last looked for.
     last_prune: Timestamp,
+    /// Expired idempotency keys are known to remain (a batch came back
+    /// full): [`Engine::prune`] goes on at the next tick or idle moment.
+    prune_pending: bool,
     /// Connected mode: what the relay worker reported (see [`relay`]).
     pub(crate) relay: relay::RelayState,
 }
@@ -124,6 +131,22 @@ fn pinned_root(cfg: &Config) -> anyhow::Result<Option<VerifiedRoot>> {
         None => crate::trust::built_in_root().map(<[u8]>::to_vec),
     };
     bytes.map(|b| crate::trust::verify_pinned(&b)).transpose()
+}
+
+/// Expired idempotency keys are looked for this often (seconds).
+const PRUNE_EVERY: u64 = 60;
+/// Keys deleted per pruning transaction.
+pub const PRUNE_BATCH: usize = 1000;
+/// Pruning batches per tick (more run while the engine is idle).
+pub const PRUNE_STEPS_PER_TICK: usize = 4;
+
+/// What one call of [`Engine::prune`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Idempotency keys forgotten.
+    pub keys: usize,
+    /// Expired keys remain (the last batch was full).
+    pub more: bool,
 }
 
 /// The trusted-time mark is written when it moved this far, and at shutdown.
@@ -279,6 +302,7 @@ impl Engine {
             stalled: BTreeSet::new(),
             files_stale_before: 0,
             files_written: false,
+            stale: false,
             current: Arc::new(placeholder),
             license_answer: None,
             events: Vec::new(),
@@ -286,6 +310,7 @@ impl Engine {
             pending: None,
             last_ack: None,
             last_prune: 0,
+            prune_pending: false,
             relay,
         };
         e.refresh_last_ack();
@@ -373,6 +398,7 @@ impl Engine {
     /// Recomputes the verdict and publishes it; queues a `status` event when
     /// anything a client acts on changed.
     pub fn recompute(&mut self, now: Timestamp) {
+        self.stale = false;
         let snapshot = self.snapshot(now);
         let verdict = evaluate(
             self.license_input(),
@@ -468,8 +494,21 @@ impl Engine {
         self.current = Arc::new(next);
     }
 
+    /// Brings the published verdict up to date with the writes applied since
+    /// the last recompute (usage counted, nodes taken or given back). The
+    /// actor calls it after every command, and after a group of writes once,
+    /// before their answers go out: a client that got its answer reads the
+    /// state that includes its write. A write's own decision never reads
+    /// what this recomputes (limits come from the license, usage and live
+    /// nodes from the engine's maps), so deferring it changes no answer.
+    pub fn settle(&mut self, now: Timestamp) {
+        if self.stale {
+            self.recompute(now);
+        }
+    }
+
     /// `GET /v1/license`, re-rendered only when the license bytes or the
-    /// root in force changed (recompute runs on every write).
+    /// root in force changed (recompute runs after every group of writes).
     fn license_json(&mut self) -> Bytes {
         let license = self.license.as_ref().map(|l| l.bytes.as_slice());
         let root_version = self.trust.as_ref().and_then(Trust::root_version);
@@ -520,13 +559,11 @@ impl Engine {
                 tracing::warn!(%e, "cannot remove expired leases from the state database");
             }
         }
-        if now >= self.last_prune + 3600 {
+        if now >= self.last_prune + PRUNE_EVERY {
             self.last_prune = now;
-            let before = now.saturating_sub(self.cfg.idempotency_ttl.as_secs());
-            if let Err(e) = self.db.prune_idempotency(before) {
-                tracing::warn!(%e, "cannot prune idempotency keys");
-            }
+            self.prune_pending = true;
         }
+        self.prune(now, PRUNE_STEPS_PER_TICK);
         self.take_accepted_downgrade(now);
         // Only a license with a duty to report reads the receipts.
         if self
@@ -540,6 +577,44 @@ impl Engine {
         if let Err(e) = self.persist_mark(false) {
             tracing::warn!(%e, "cannot persist the trusted-time mark");
         }
+    }
+
+    /// Forgets expired idempotency keys (older than `idempotency_ttl`), at
+    /// most `steps` batches of [`PRUNE_BATCH`], each its own short
+    /// transaction: a backlog of millions of keys (a week of heavy metering)
+    /// never holds the writes queued behind it for more than one batch. The
+    /// actor calls it with one step whenever it has nothing else to do, and
+    /// `tick` with a few, until a batch comes back short.
+    pub fn prune(&mut self, now: Timestamp, steps: usize) -> Pruned {
+        let mut pruned = Pruned::default();
+        if !self.prune_pending {
+            return pruned;
+        }
+        let before = now.saturating_sub(self.cfg.idempotency_ttl.as_secs());
+        for _ in 0..steps {
+            match self.db.prune_idempotency(before, PRUNE_BATCH) {
+                Ok(n) => {
+                    pruned.keys += n;
+                    if n < PRUNE_BATCH {
+                        self.prune_pending = false;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // Tried again at the next look (PRUNE_EVERY).
+                    tracing::warn!(%e, "cannot prune idempotency keys");
+                    self.prune_pending = false;
+                    break;
+                }
+            }
+        }
+        pruned.more = self.prune_pending;
+        pruned
+    }
+
+    /// True while expired idempotency keys are known to remain.
+    pub fn prune_pending(&self) -> bool {
+        self.prune_pending
     }
 
     /// Clean shutdown: mark written, WAL folded back.

@@ -96,7 +96,7 @@ impl Engine {
         self.db.put_lease(node, expires, after, &month)?;
         self.leases.insert(node, expires);
         if !renewing {
-            self.recompute(now);
+            self.stale = true;
         }
         Ok(Outcome::Leased(LeaseAnswer {
             allowed: true,
@@ -136,7 +136,7 @@ impl Engine {
         let removed = self.db.delete_lease(node)?;
         let was_live = self.leases.remove(node).is_some_and(|e| e > now);
         if was_live {
-            self.recompute(now);
+            self.stale = true;
         }
         Ok(Outcome::Released(ReleaseAnswer {
             node_id: node.to_string(),
@@ -147,7 +147,8 @@ impl Engine {
 
     /// `POST /v1/usage`: spends `amount` of `metric` (for gauges: sets the
     /// level), once per idempotency key. The counter and the key are committed
-    /// together before the answer exists.
+    /// together before the answer exists; the published verdict catches up
+    /// at [`Engine::settle`] (the actor settles before it answers).
     pub fn spend(
         &mut self,
         metric: &str,
@@ -214,7 +215,7 @@ impl Engine {
         self.db
             .record_spend(metric, &bucket, new, key, &json, now)?;
         self.counters.insert((metric.to_string(), bucket), new);
-        self.recompute(now);
+        self.stale = true;
         Ok(Outcome::Counted {
             json,
             replayed: false,
