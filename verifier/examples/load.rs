@@ -8,7 +8,7 @@
 //! load renew ADDR N C                # N lease renewals, one node per connection
 //! load reload DIR ADDR K             # K license replacements (rename); time until visible
 //! load reload-in-place DIR ADDR K    # the same, rewriting the file in place
-//! load sqlite-floor DIR N            # item 1's floor: the same two statements per write, 64 writes per fsync'd transaction, no HTTP
+//! load sqlite-floor DIR N            # item 1's floor: the daemon's own database code per usage write, 64 writes per fsync'd group, no HTTP
 //! ```
 //! Speaks HTTP/1.1 over plain keep-alive TCP so the client costs little next
 //! to the server being measured. Loopback only; every run is bounded.
@@ -287,60 +287,45 @@ async fn reload(dir: String, addr: String, k: u8, in_place: bool) {
     );
 }
 
-/// Item 1's floor: what the database alone costs for `n` usage writes. A
-/// fresh SQLite file in `dir`, opened as the daemon opens `state.db` (WAL,
-/// `synchronous = FULL`), each write the daemon's two statements (counter
-/// upsert, idempotency row, in a savepoint), 64 writes per transaction,
-/// one commit (fsync) per transaction. One thread, prepared statements
-/// cached.
+/// Item 1's floor: what the daemon's own database code costs for `n` usage
+/// writes, with no HTTP and no engine around it. A fresh state database in
+/// `dir`, opened by the daemon's `Db::open` (its schema and indexes, WAL,
+/// `synchronous = FULL`); per write the daemon's idempotency lookup and
+/// `record_spend` (counter upsert and idempotency row, in a savepoint),
+/// with the keys `load usage` sends (64 interleaved sequences, as from 64
+/// connections) and an answer body of the real size; 64 writes per group,
+/// one commit (fsync) per group. One thread, prepared statements cached.
 fn sqlite_floor(dir: &Path, n: usize) {
+    use kaching_core::wire::verifier::UsageAnswer;
     const BATCH: usize = 64;
+    const CONNS: usize = 64;
+    let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("floor.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    let mut conn = rusqlite::Connection::open(&path).unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    conn.execute_batch(
-        "PRAGMA synchronous=FULL;
-         CREATE TABLE counters (metric TEXT NOT NULL, bucket TEXT NOT NULL, value INTEGER NOT NULL,
-             PRIMARY KEY (metric, bucket));
-         CREATE TABLE idempotency (key TEXT PRIMARY KEY, status INTEGER NOT NULL, body TEXT NOT NULL,
-             created_at INTEGER NOT NULL);",
-    )
-    .unwrap();
-    let body = r#"{"metric":"api_calls","used":1,"limit":1000000000}"#;
+    let mut db = kaching_verifier::state::Db::open(dir, true).unwrap();
+    let run = now();
     let t0 = Instant::now();
     let mut done = 0;
     while done < n {
-        let tx = conn.transaction().unwrap();
+        db.begin_group().unwrap();
         for _ in 0..BATCH.min(n - done) {
+            let key = format!("{run}-{}-{}", done % CONNS, done / CONNS);
             done += 1;
-            tx.execute_batch("SAVEPOINT w").unwrap();
-            tx.prepare_cached(
-                "INSERT INTO counters (metric, bucket, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(metric, bucket) DO UPDATE SET value = excluded.value",
-            )
-            .unwrap()
-            .execute(rusqlite::params!["api_calls", "2026-12", done as i64])
+            assert!(db.idempotent_reply(&key).unwrap().is_none());
+            let body = serde_json::to_string(&UsageAnswer {
+                allowed: true,
+                metric: "api_calls".into(),
+                amount: 1,
+                used: done as u64,
+                limit: Some(1_000_000_000),
+                period: "2026-12".into(),
+                idempotency_key: key.clone(),
+                over_limit: None,
+            })
             .unwrap();
-            tx.prepare_cached(
-                "INSERT INTO idempotency (key, status, body, created_at) VALUES (?1, 200, ?2, ?3)",
-            )
-            .unwrap()
-            .execute(rusqlite::params![
-                format!("floor-{done}"),
-                body,
-                now() as i64
-            ])
-            .unwrap();
-            tx.execute_batch("RELEASE w").unwrap();
+            db.record_spend("api_calls", "2026-12", done as u64, &key, &body, now())
+                .unwrap();
         }
-        tx.commit().unwrap();
+        db.commit_group().unwrap();
     }
     let secs = t0.elapsed().as_secs_f64();
     println!(
