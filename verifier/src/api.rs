@@ -32,9 +32,28 @@ use crate::engine::Outcome;
 use crate::error::{request_timed_out, ApiError};
 use crate::responses::{Busy, JsonBody, NodeId, PathParam, Unauthorized, WrongHost};
 
-/// Shared by every handler.
+/// Shared by every handler: one pointer, so the per-request clones that
+/// axum's extractors and middleware make cost one reference count, not one
+/// per field (the engine handle alone holds three channel ends).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Wraps what the handlers share.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+pub struct Shared {
     /// The engine.
     pub handle: Handle,
     /// Bearer token required on every route but `/healthz`, when set.

@@ -138,7 +138,7 @@ pub async fn run(
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = api::router(
-        api::AppState {
+        api::AppState::new(api::Shared {
             handle: handle.clone(),
             token,
             allowed_hosts: watch_cfg.allowed_hosts.clone().into(),
@@ -148,7 +148,7 @@ pub async fn run(
                 limits.max_connections,
             ))),
             document: openapi::document,
-        },
+        }),
         api_limits,
     );
     tracing::info!(
