@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -94,7 +93,10 @@ pub fn max_event_streams(max_connections: usize) -> usize {
 
 /// Builds the router.
 pub fn router(state: AppState, limits: Limits) -> Router {
-    let auth = middleware::from_fn_with_state(state.clone(), auth);
+    let auth = {
+        let st = state.clone();
+        crate::front::Check::new(move |req: &Request| unauthorized(&st, req))
+    };
     let v1 = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/quotas", get(quotas))
@@ -123,11 +125,11 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     // The license page (`/ui/`): HTML, not part of the OpenAPI document;
     // its routes are in ui/mod.rs and stay under /ui/.
     let ui = crate::ui::router(state.clone(), limits.request_timeout);
-    let hosts = middleware::from_fn_with_state(state, host_guard);
+    let hosts = crate::front::Check::new(move |req: &Request| wrong_host(&state, req));
     short
         .merge(long)
         .merge(ui)
-        .route_layer(middleware::from_fn(count))
+        .route_layer(crate::front::Count)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body))
@@ -142,7 +144,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
 /// `Host` that is not loopback (nor listed in `allowed_hosts`) is refused
 /// with 421. A request with no `Host` at all comes from no browser and
 /// passes. With a token this is not needed: a page cannot send it.
-async fn host_guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+fn wrong_host(st: &AppState, req: &Request) -> Option<Response> {
     // The page under /ui has its own gate, which answers people in HTML.
     let page = req.uri().path() == "/ui" || req.uri().path().starts_with("/ui/");
     if st.token.is_none()
@@ -157,26 +159,17 @@ async fn host_guard(State(st): State<AppState>, req: Request, next: Next) -> Res
             .unwrap_or("?")
             .to_string();
         tracing::warn!(%host, path = %req.uri().path(), "request under a name that is not this machine's refused (DNS rebinding?)");
-        return ApiError::new(
+        let refused = ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "host_not_allowed",
             format!(
                 "this API answers only as 127.0.0.1, localhost or [::1] (any port), not as {host:?}: \
                  use one of those, or add the name to allowed_hosts in the verifier's configuration"
             ),
-        )
-        .into_response();
+        );
+        return Some(refused.into_response());
     }
-    next.run(req).await
-}
-
-/// Counts every answered request by route template and status
-/// (`kaching_api_requests_total`), refusals and timeouts included.
-async fn count(route: Option<MatchedPath>, req: Request, next: Next) -> Response {
-    let route = route.map_or_else(|| "unmatched".to_string(), |r| r.as_str().to_string());
-    let resp = next.run(req).await;
-    crate::metrics::api_request(&route, resp.status().as_u16());
-    resp
+    None
 }
 
 /// Constant-time comparison: the token must not leak through timing.
@@ -194,7 +187,8 @@ fn bearer_token(value: &str) -> Option<&str> {
     Some(token.trim()).filter(|t| !t.is_empty())
 }
 
-async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// The bearer-token refusal, when a token is set and the request lacks it.
+fn unauthorized(st: &AppState, req: &Request) -> Option<Response> {
     if let Some(token) = &st.token {
         let given = req
             .headers()
@@ -204,15 +198,17 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
             .unwrap_or("");
         if !same(given.as_bytes(), token.0.as_bytes()) {
             tracing::warn!(path = %req.uri().path(), "request without a valid bearer token refused");
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send the API token as `Authorization: Bearer <token>`",
-            )
-            .into_response();
+            return Some(
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send the API token as `Authorization: Bearer <token>`",
+                )
+                .into_response(),
+            );
         }
     }
-    next.run(req).await
+    None
 }
 
 /// Liveness: `{"ok": true}` while the process answers, whatever the license state.

@@ -24,6 +24,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod exit;
+mod front;
 pub mod identity;
 pub mod loader;
 pub mod metrics;
