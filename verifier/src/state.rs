@@ -488,26 +488,26 @@ impl Db {
         live: u64,
         month: &str,
     ) -> anyhow::Result<()> {
-        let tx = self.conn.savepoint()?;
-        tx.prepare_cached(
-            "INSERT INTO leases (node_id, expires_at) VALUES (?1, ?2)
-             ON CONFLICT(node_id) DO UPDATE SET expires_at = excluded.expires_at",
-        )?
-        .execute(params![node, i(expires)])?;
-        tx.prepare_cached(
-            "INSERT INTO meta (key, value) VALUES ('peak_nodes', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value
-             WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
-        )?
-        .execute([i(live).to_string().into_bytes()])?;
-        tx.prepare_cached(
-            "INSERT INTO node_peaks (month, peak) VALUES (?1, ?2)
-             ON CONFLICT(month) DO UPDATE SET peak = excluded.peak
-             WHERE node_peaks.peak < excluded.peak",
-        )?
-        .execute(params![month, i(live)])?;
-        tx.commit()?;
-        Ok(())
+        self.in_savepoint(|c| {
+            c.prepare_cached(
+                "INSERT INTO leases (node_id, expires_at) VALUES (?1, ?2)
+                 ON CONFLICT(node_id) DO UPDATE SET expires_at = excluded.expires_at",
+            )?
+            .execute(params![node, i(expires)])?;
+            c.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('peak_nodes', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value
+                 WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+            )?
+            .execute([i(live).to_string().into_bytes()])?;
+            c.prepare_cached(
+                "INSERT INTO node_peaks (month, peak) VALUES (?1, ?2)
+                 ON CONFLICT(month) DO UPDATE SET peak = excluded.peak
+                 WHERE node_peaks.peak < excluded.peak",
+            )?
+            .execute(params![month, i(live)])?;
+            Ok(())
+        })
     }
 
     /// Removes one lease; true if it existed.
@@ -560,18 +560,47 @@ impl Db {
         body: &str,
         now: Timestamp,
     ) -> anyhow::Result<()> {
-        let tx = self.conn.savepoint()?;
-        tx.prepare_cached(
-            "INSERT INTO counters (metric, bucket, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT(metric, bucket) DO UPDATE SET value = excluded.value",
-        )?
-        .execute(params![metric, bucket, i(value)])?;
-        tx.prepare_cached(
-            "INSERT INTO idempotency (key, status, body, created_at) VALUES (?1, 200, ?2, ?3)",
-        )?
-        .execute(params![key, body, i(now)])?;
-        tx.commit()?;
-        Ok(())
+        self.in_savepoint(|c| {
+            c.prepare_cached(
+                "INSERT INTO counters (metric, bucket, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(metric, bucket) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![metric, bucket, i(value)])?;
+            c.prepare_cached(
+                "INSERT INTO idempotency (key, status, body, created_at) VALUES (?1, 200, ?2, ?3)",
+            )?
+            .execute(params![key, body, i(now)])?;
+            Ok(())
+        })
+    }
+
+    /// Runs `f` in a savepoint: all of its statements take effect or none
+    /// (inside a group, the group's other writes stay). The savepoint
+    /// statements are prepared once and cached, like every statement on
+    /// the write path (rusqlite's `savepoint()` parses two statements per
+    /// write).
+    fn in_savepoint<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> anyhow::Result<T> {
+        // Outside a group the savepoint is the whole transaction, and its
+        // RELEASE is the commit.
+        let alone = self.conn.is_autocommit();
+        self.conn.prepare_cached("SAVEPOINT w")?.execute([])?;
+        let done = f(&self.conn).and_then(|v| {
+            self.conn.prepare_cached("RELEASE w")?.execute([])?;
+            Ok(v)
+        });
+        if done.is_err() && !self.conn.is_autocommit() {
+            // Undo this write only (a group's other writes stay); the
+            // error is what the caller sees.
+            let _ = self.conn.execute_batch(if alone {
+                "ROLLBACK"
+            } else {
+                "ROLLBACK TO w; RELEASE w"
+            });
+        }
+        Ok(done?)
     }
 
     /// Forgets at most `limit` idempotency keys older than `before`, oldest
