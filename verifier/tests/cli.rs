@@ -275,6 +275,59 @@ fn missing_state_database_is_an_error_not_a_reset() {
     );
 }
 
+/// A page of the state database that `check` itself never reads (the
+/// idempotency table: only usage writes look there) is damaged. A start
+/// refuses such a database (SQLite's quick check), so `check` must too:
+/// it answers "what would a start enforce", and a verdict from a database
+/// a start would refuse would be a false all-clear.
+#[test]
+fn attack_corrupt_state_page_check_never_reads_fails_check_as_a_start_does() {
+    let v = Vendor::new();
+    let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    assert_eq!(check(dir.path(), &cfg).0, 0);
+    let db = cfg.state_dir.join("state.db");
+    let (root, page_size) = {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let root: i64 = c
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'idempotency'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        (
+            usize::try_from(root).unwrap(),
+            usize::try_from(size).unwrap(),
+        )
+    };
+    let mut bytes = std::fs::read(&db).unwrap();
+    // The table's root page: its b-tree page type becomes one SQLite
+    // does not know.
+    bytes[(root - 1) * page_size] = 0xff;
+    std::fs::write(&db, &bytes).unwrap();
+
+    let conf = write_config(dir.path(), &cfg, "");
+    let out = verifier()
+        .args(["check", "--allow-development-trust", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("restore it from a backup"), "{err}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "no verdict"
+    );
+    // A start refuses it the same way, and neither repairs nor resets it.
+    let start = Db::open(&cfg.state_dir, false).err().unwrap().to_string();
+    assert!(start.contains("restore it from a backup"), "{start}");
+    assert_eq!(std::fs::read(&db).unwrap(), bytes);
+}
+
 #[test]
 fn default_config_prints_the_documented_defaults() {
     let out = verifier().arg("default-config").output().unwrap();

@@ -25,11 +25,11 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
         }
     };
-    // The daemon logs what it does; one-shot commands only what went wrong.
-    let default_level = match cli.command {
-        cli::Command::Run { .. } => "info",
-        _ => "warn",
-    };
-    kaching_kit::log::init(default_level);
+    // The daemon logs what it does; one-shot commands only what went wrong,
+    // with a logger built only once there is something to print.
+    match cli.command {
+        cli::Command::Run { .. } => kaching_kit::log::init("info"),
+        _ => kaching_kit::log::init_one_shot("warn"),
+    }
     error::exit_code(commands::dispatch(cli.command))
 }
