@@ -612,14 +612,11 @@ fn write_beat(
     let (report_seq, report_hash, report_mark) = head_columns(held, &write);
     record_anomalies(conn, &hb.cluster_id, license_id, &found, now)?;
     let quotas = serde_json::to_string(&hb.quotas).unwrap_or_else(|_| "{}".into());
-    conn.prepare_cached(
-        "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,
-             active_nodes = ?6, quotas = ?7, verifier_version = ?8, heartbeats = heartbeats + 1,
-             report_seq = ?9, report_hash = ?10, report_mark = ?11,
-             status = CASE WHEN ?12 THEN 'deactivated' ELSE status END,
-             ended_at = CASE WHEN ?12 THEN ?3 ELSE ended_at END
-         WHERE cluster_id = ?1",
-    )?
+    conn.prepare_cached(if hb.deactivate {
+        UPDATE_DEACTIVATED
+    } else {
+        UPDATE_BEAT
+    })?
     .execute(params![
         hb.cluster_id,
         hb.seq,
@@ -631,8 +628,7 @@ fn write_beat(
         hb.verifier_version,
         report_seq,
         report_hash,
-        report_mark,
-        hb.deactivate
+        report_mark
     ])?;
     conn.prepare_cached(ROLLUP_SQLITE)?.execute(params![
         now / HOUR,
@@ -684,6 +680,25 @@ fn write_beat(
     }
     Ok(Outcome::Beat)
 }
+
+/// A heartbeat's cluster row: ?1 cluster, ?2 seq, ?3 relay time, ?4 signed
+/// time, ?5 state, ?6 nodes, ?7 quotas, ?8 verifier version, ?9–?11 report
+/// chain head. `status` is left out of the SET list: it is a column of the
+/// index `clusters_by_license`, which SQLite would otherwise rewrite (one
+/// more B-tree page dirtied and written to the WAL) on every heartbeat.
+const UPDATE_BEAT: &str =
+    "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,
+         active_nodes = ?6, quotas = ?7, verifier_version = ?8, heartbeats = heartbeats + 1,
+         report_seq = ?9, report_hash = ?10, report_mark = ?11
+     WHERE cluster_id = ?1";
+
+/// [`UPDATE_BEAT`] for a deactivation: the cluster also ends.
+const UPDATE_DEACTIVATED: &str =
+    "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,
+         active_nodes = ?6, quotas = ?7, verifier_version = ?8, heartbeats = heartbeats + 1,
+         report_seq = ?9, report_hash = ?10, report_mark = ?11,
+         status = 'deactivated', ended_at = ?3
+     WHERE cluster_id = ?1";
 
 /// A heartbeat folded into its cluster's hour: ?1 hour, ?2 cluster, ?3
 /// nodes, ?4 relay time, ?5 quotas.
