@@ -491,19 +491,20 @@ pub fn head_columns(
 /// Why a heartbeat was not recorded, and whether it wrote anything first.
 #[derive(Debug)]
 pub enum BeatFailure {
-    /// Refused by the checks, or the read of its binding failed: nothing
-    /// was written, the batch around it goes on.
-    Untouched(ApiError),
-    /// Failed after its first write: the transaction holds part of it
-    /// (the writer rolls the batch back and runs it again, each write in
-    /// its own savepoint).
-    Partial(ApiError),
+    /// Refused by the checks: nothing was written, the batch around it
+    /// goes on.
+    Refused(ApiError),
+    /// A database error: the transaction may hold part of the heartbeat,
+    /// or (some SQLite errors roll the whole transaction back) be gone.
+    /// The writer rolls the batch back and runs it again, each write in
+    /// its own savepoint.
+    InDoubt(ApiError),
 }
 
 impl From<BeatFailure> for ApiError {
     fn from(f: BeatFailure) -> ApiError {
         match f {
-            BeatFailure::Untouched(e) | BeatFailure::Partial(e) => e,
+            BeatFailure::Refused(e) | BeatFailure::InDoubt(e) => e,
         }
     }
 }
@@ -515,7 +516,7 @@ impl From<BeatFailure> for ApiError {
 /// writer, as a leaf of its batch's Merkle root.
 ///
 /// The checks only read, and come before the first write: a refusal is
-/// [`BeatFailure::Untouched`], so the writer needs no savepoint per
+/// [`BeatFailure::Refused`], so the writer needs no savepoint per
 /// heartbeat (one per heartbeat was two statements and a statement-journal
 /// copy of each page it touched).
 pub fn record_beat(
@@ -526,8 +527,8 @@ pub fn record_beat(
     raw: bool,
 ) -> Result<Outcome, BeatFailure> {
     let license_id = hb.license_id.to_string();
-    let binding = check_binding(conn, hb, key).map_err(BeatFailure::Untouched)?;
-    write_beat(conn, hb, &license_id, binding, now, raw).map_err(BeatFailure::Partial)
+    let binding = check_binding(conn, hb, key)?;
+    write_beat(conn, hb, &license_id, binding, now, raw).map_err(BeatFailure::InDoubt)
 }
 
 /// What the read-only checks of a heartbeat found.
@@ -543,13 +544,19 @@ enum Binding {
 }
 
 /// Reads the cluster's binding and checks the heartbeat against it; writes nothing.
-fn check_binding(conn: &Connection, hb: &Heartbeat, key: &[u8; 32]) -> Result<Binding, ApiError> {
+fn check_binding(
+    conn: &Connection,
+    hb: &Heartbeat,
+    key: &[u8; 32],
+) -> Result<Binding, BeatFailure> {
+    let in_doubt = |e: rusqlite::Error| BeatFailure::InDoubt(e.into());
     let row: Option<BindingRow> = conn
         .prepare_cached(
             "SELECT license_id, cluster_key, status, last_seq, heartbeat_time,
                     report_seq, report_hash, report_mark
              FROM clusters WHERE cluster_id = ?1",
-        )?
+        )
+        .map_err(in_doubt)?
         .query_row([&hb.cluster_id], |r| {
             Ok((
                 r.get(0)?,
@@ -562,21 +569,22 @@ fn check_binding(conn: &Connection, hb: &Heartbeat, key: &[u8; 32]) -> Result<Bi
                 r.get(7)?,
             ))
         })
-        .optional()?;
+        .optional()
+        .map_err(in_doubt)?;
     let Some((bound, bound_key, status, last_seq, last_time, report_seq, report_hash, mark)) = row
     else {
-        return Err(ApiError::forbidden(
+        return Err(BeatFailure::Refused(ApiError::forbidden(
             "not_activated",
             format!(
                 "cluster {} is not activated on this relay: POST /v1/activate first",
                 hb.cluster_id
             ),
-        ));
+        )));
     };
     if let Err(refusal) = check_beat(hb, key, &bound, &bound_key, &status, last_seq) {
         return match beat_back(&refusal, hb, last_seq, last_time) {
             Some(found) => Ok(Binding::RefuseBack(refusal, found)),
-            None => Err(refusal),
+            None => Err(BeatFailure::Refused(refusal)),
         };
     }
     Ok(Binding::Accept {

@@ -90,9 +90,10 @@ fn apply_in_savepoint(
 
 /// Why a batch was not committed.
 enum BatchError {
-    /// A heartbeat failed after its first write, with no savepoint to undo
-    /// it: the batch was rolled back and is run again, guarded.
-    Partial,
+    /// A heartbeat failed on a database error (half-way, with no savepoint
+    /// to undo it, or with the transaction gone): the batch was rolled back
+    /// and is run again, guarded.
+    InDoubt,
     /// The transaction failed: every write in the batch failed with it.
     Failed(ApiError),
 }
@@ -106,18 +107,18 @@ impl From<rusqlite::Error> for BatchError {
 /// Commits a batch and answers each caller. Heartbeats run without a
 /// savepoint of their own (their checks only read, and a refusal comes
 /// before the first write: [`store::record_beat`]); other writes each in
-/// one. Should a heartbeat fail half-way (a database error after its first
-/// write), the whole batch is rolled back, nothing in it having been
-/// answered, and run again with every write in its own savepoint, so that
-/// one failing write fails alone.
+/// one. Should a heartbeat fail on a database error (half-way, after its
+/// first write, or in the read before it), the whole batch is rolled back,
+/// nothing in it having been answered, and run again with every write in
+/// its own savepoint, so that one failing write fails alone.
 fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
     let (writes, replies): (Vec<Write>, Vec<_>) =
         batch.into_iter().map(|j| (j.write, j.reply)).unzip();
     let result = match run_batch(conn, &writes, false) {
-        Err(BatchError::Partial) => {
+        Err(BatchError::InDoubt) => {
             tracing::warn!(
                 writes = writes.len(),
-                "a heartbeat failed half-way: batch rolled back, running it again with one savepoint per write"
+                "a heartbeat failed on a database error: batch rolled back, running it again with one savepoint per write"
             );
             run_batch(conn, &writes, true)
         }
@@ -132,7 +133,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
         Err(e) => {
             let err = match e {
                 BatchError::Failed(err) => err,
-                BatchError::Partial => ApiError::internal("a write failed half-way in a savepoint"),
+                BatchError::InDoubt => ApiError::internal("a write failed in its savepoint"),
             };
             for reply in replies {
                 let _ = reply.send(Err(err.clone()));
@@ -162,9 +163,9 @@ fn run_batch(
                 raw,
             } if !guarded => match store::record_beat(&tx, beat, key, *now, *raw) {
                 Ok(outcome) => Ok(outcome),
-                Err(BeatFailure::Untouched(e)) => Err(e),
+                Err(BeatFailure::Refused(e)) => Err(e),
                 // Dropping the transaction rolls the batch back.
-                Err(BeatFailure::Partial(_)) => return Err(BatchError::Partial),
+                Err(BeatFailure::InDoubt(_)) => return Err(BatchError::InDoubt),
             },
             // An error here leaves the transaction in doubt: dropping it
             // rolls the batch back; nothing in it was answered.
