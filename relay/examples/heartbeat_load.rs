@@ -1,7 +1,9 @@
 //! Bounded loopback load for the relay: N clusters activate, then heartbeat
 //! B rounds each. Prints heartbeats/s, latency percentiles, the relay's CPU
 //! time per heartbeat against the floor measured in the same run (open and
-//! verify one heartbeat, sign one answer), the relay's CPU time per bare
+//! verify one heartbeat, sign one answer) and the part of it spent in the
+//! SQLite writer thread (`relay-writer`: statements, commit, fsync), the
+//! relay's CPU time per bare
 //! HTTP request (`GET /healthz`, as many as one round's heartbeats: what
 //! HTTP alone costs), the relay's RSS and the database size.
 //!
@@ -209,6 +211,12 @@ async fn main() {
     let mut errors = 0usize;
     let cpu_all = || pids.iter().map(|p| support::cpu_secs(*p)).sum::<f64>();
     let cpu0 = cpu_all();
+    let writer_all = || {
+        pids.iter()
+            .map(|p| support::thread_cpu_secs(*p, "relay-writer"))
+            .sum::<f64>()
+    };
+    let writer0 = writer_all();
     let data = relays[0].data.clone();
     let mut db_after_first = 0;
     for seq in 1..=a.beats {
@@ -258,6 +266,7 @@ async fn main() {
         }
     }
     let cpu = cpu_all() - cpu0;
+    let writer_cpu = writer_all() - writer0;
     // What HTTP alone costs the relay: as many `GET /healthz` as heartbeats
     // in one round, same connections and concurrency, no body, no signature,
     // no database.
@@ -281,6 +290,7 @@ async fn main() {
     let (verify, sign) = floor_us(&keys[0], &SecretKey::from_seed(&[0x5e; 32]));
     let floor = verify + sign;
     let per_beat = cpu * 1e6 / total.max(1) as f64;
+    let writer_per_beat = writer_cpu * 1e6 / total.max(1) as f64;
     let rss = relays[0].status("VmRSS:");
     let hwm = relays[0].status("VmHWM:");
     let db_end = db_bytes(pg.as_ref(), &data).await;
@@ -293,7 +303,7 @@ async fn main() {
         p.drop_database().await;
     }
     println!(
-        "backend={} replicas={} clusters={} beats={} concurrency={} | activations/s={:.0} | heartbeats ok={} errors={} | heartbeats/s={:.0} | p50={:.2}ms p99={:.2}ms max={:.2}ms | relay CPU/heartbeat={:.0}us floor(open+verify {:.0}us + sign {:.0}us)={:.0}us ratio={:.2} | relay CPU/GET /healthz={:.0}us | relay RSS={} peak={} | db={:.1} MiB | db bytes/cluster after beat 1={:.0} after beat {}={:.0}",
+        "backend={} replicas={} clusters={} beats={} concurrency={} | activations/s={:.0} | heartbeats ok={} errors={} | heartbeats/s={:.0} | p50={:.2}ms p99={:.2}ms max={:.2}ms | relay CPU/heartbeat={:.0}us floor(open+verify {:.0}us + sign {:.0}us)={:.0}us ratio={:.2} | of which writer thread={:.0}us | relay CPU/GET /healthz={:.0}us | relay RSS={} peak={} | db={:.1} MiB | db bytes/cluster after beat 1={:.0} after beat {}={:.0}",
         if a.postgres.is_some() { "postgres" } else { "sqlite" },
         a.replicas.max(1),
         a.clusters,
@@ -311,6 +321,7 @@ async fn main() {
         sign,
         floor,
         per_beat / floor,
+        writer_per_beat,
         http_us,
         rss,
         hwm,

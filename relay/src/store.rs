@@ -135,33 +135,34 @@ pub enum Outcome {
     Sealed(bool),
 }
 
-/// Runs one write; on error nothing it did is kept.
-pub fn apply(conn: &Connection, write: Write) -> Result<Outcome, ApiError> {
+/// Runs one write. On error it may have written part of itself: the writer
+/// runs it inside a savepoint and rolls that back.
+pub fn apply(conn: &Connection, write: &Write) -> Result<Outcome, ApiError> {
     match write {
-        Write::Activate(a) => activate(conn, &a),
+        Write::Activate(a) => activate(conn, a),
         Write::Beat {
             beat,
             key,
             now,
             raw,
-        } => record_heartbeat(conn, &beat, &key, now, raw),
-        Write::Publish { list, actor, now } => publish(conn, &list, &actor, now),
-        Write::PublishRoot { root, actor, now } => publish_root(conn, &root, &actor, now),
+        } => Ok(record_beat(conn, beat, key, *now, *raw)?),
+        Write::Publish { list, actor, now } => publish(conn, list, actor, *now),
+        Write::PublishRoot { root, actor, now } => publish_root(conn, root, actor, *now),
         Write::FileUpgrade {
             license_id,
             request,
             actor,
             now,
         } => {
-            let new = insert_upgrade(conn, &license_id, "", &request, now, "whoosh")?;
+            let new = insert_upgrade(conn, license_id, "", request, *now, "whoosh")?;
             if new {
                 crate::audit::append(
                     conn,
-                    now,
+                    *now,
                     &format!("token:{actor}"),
                     "upgrade_request",
-                    &license_id,
-                    &upgrade_audit_detail(&request),
+                    license_id,
+                    &upgrade_audit_detail(request),
                 )?;
             }
             Ok(Outcome::Filed(new))
@@ -185,7 +186,7 @@ pub fn apply(conn: &Connection, write: Write) -> Result<Outcome, ApiError> {
                 .execute(params![rollups_before / HOUR, limit])?;
             Ok(Outcome::Pruned(raw.max(rollups)))
         }
-        Write::Seal { now, force } => Ok(Outcome::Sealed(crate::audit::seal(conn, now, force)?)),
+        Write::Seal { now, force } => Ok(Outcome::Sealed(crate::audit::seal(conn, *now, *force)?)),
     }
 }
 
@@ -487,25 +488,75 @@ pub fn head_columns(
     }
 }
 
+/// Why a heartbeat was not recorded, and whether it wrote anything first.
+#[derive(Debug)]
+pub enum BeatFailure {
+    /// Refused by the checks: nothing was written, the batch around it
+    /// goes on.
+    Refused(ApiError),
+    /// A database error: the transaction may hold part of the heartbeat,
+    /// or (some SQLite errors roll the whole transaction back) be gone.
+    /// The writer rolls the batch back and runs it again, each write in
+    /// its own savepoint.
+    InDoubt(ApiError),
+}
+
+impl From<BeatFailure> for ApiError {
+    fn from(f: BeatFailure) -> ApiError {
+        match f {
+            BeatFailure::Refused(e) | BeatFailure::InDoubt(e) => e,
+        }
+    }
+}
+
 /// Records a heartbeat (or deactivation): the cluster's latest state and
 /// report chain head (one UPDATE), its hour's rollup, a raw history row
 /// when `raw`, and upgrade requests. A deactivation and each new upgrade
 /// request get an audit row; an ordinary heartbeat is audited by the
 /// writer, as a leaf of its batch's Merkle root.
-fn record_heartbeat(
+///
+/// The checks only read, and come before the first write: a refusal is
+/// [`BeatFailure::Refused`], so the writer needs no savepoint per
+/// heartbeat (one per heartbeat was two statements and a statement-journal
+/// copy of each page it touched).
+pub fn record_beat(
     conn: &Connection,
     hb: &Heartbeat,
     key: &[u8; 32],
     now: u64,
     raw: bool,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, BeatFailure> {
     let license_id = hb.license_id.to_string();
+    let binding = check_binding(conn, hb, key)?;
+    write_beat(conn, hb, &license_id, binding, now, raw).map_err(BeatFailure::InDoubt)
+}
+
+/// What the read-only checks of a heartbeat found.
+enum Binding {
+    /// Accepted: the report chain head held for the cluster.
+    Accept {
+        report_seq: Option<u64>,
+        report_hash: Option<Vec<u8>>,
+        mark: Option<u64>,
+    },
+    /// Refused, with a sign of rollback to record (the refusal is kept).
+    RefuseBack(ApiError, Finding),
+}
+
+/// Reads the cluster's binding and checks the heartbeat against it; writes nothing.
+fn check_binding(
+    conn: &Connection,
+    hb: &Heartbeat,
+    key: &[u8; 32],
+) -> Result<Binding, BeatFailure> {
+    let in_doubt = |e: rusqlite::Error| BeatFailure::InDoubt(e.into());
     let row: Option<BindingRow> = conn
         .prepare_cached(
             "SELECT license_id, cluster_key, status, last_seq, heartbeat_time,
                     report_seq, report_hash, report_mark
              FROM clusters WHERE cluster_id = ?1",
-        )?
+        )
+        .map_err(in_doubt)?
         .query_row([&hb.cluster_id], |r| {
             Ok((
                 r.get(0)?,
@@ -518,40 +569,62 @@ fn record_heartbeat(
                 r.get(7)?,
             ))
         })
-        .optional()?;
+        .optional()
+        .map_err(in_doubt)?;
     let Some((bound, bound_key, status, last_seq, last_time, report_seq, report_hash, mark)) = row
     else {
-        return Err(ApiError::forbidden(
+        return Err(BeatFailure::Refused(ApiError::forbidden(
             "not_activated",
             format!(
                 "cluster {} is not activated on this relay: POST /v1/activate first",
                 hb.cluster_id
             ),
-        ));
+        )));
     };
     if let Err(refusal) = check_beat(hb, key, &bound, &bound_key, &status, last_seq) {
-        // Kept although the heartbeat is refused (the writer commits an Ok).
         return match beat_back(&refusal, hb, last_seq, last_time) {
-            Some(found) => {
-                record_anomalies(conn, &hb.cluster_id, &license_id, &[found], now)?;
-                Ok(Outcome::Refused(refusal))
-            }
-            None => Err(refusal),
+            Some(found) => Ok(Binding::RefuseBack(refusal, found)),
+            None => Err(BeatFailure::Refused(refusal)),
         };
     }
+    Ok(Binding::Accept {
+        report_seq,
+        report_hash,
+        mark,
+    })
+}
+
+/// The writes of a checked heartbeat (see [`record_beat`]).
+fn write_beat(
+    conn: &Connection,
+    hb: &Heartbeat,
+    license_id: &str,
+    binding: Binding,
+    now: u64,
+    raw: bool,
+) -> Result<Outcome, ApiError> {
+    let (report_seq, report_hash, mark) = match binding {
+        Binding::Accept {
+            report_seq,
+            report_hash,
+            mark,
+        } => (report_seq, report_hash, mark),
+        Binding::RefuseBack(refusal, found) => {
+            // Kept although the heartbeat is refused (the writer commits an Ok).
+            record_anomalies(conn, &hb.cluster_id, license_id, &[found], now)?;
+            return Ok(Outcome::Refused(refusal));
+        }
+    };
     let held = report_seq.map(|seq| stored_head(seq, report_hash, mark.unwrap_or(0)));
     let (found, write) = chain_head(held, hb.chain);
     let (report_seq, report_hash, report_mark) = head_columns(held, &write);
-    record_anomalies(conn, &hb.cluster_id, &license_id, &found, now)?;
+    record_anomalies(conn, &hb.cluster_id, license_id, &found, now)?;
     let quotas = serde_json::to_string(&hb.quotas).unwrap_or_else(|_| "{}".into());
-    conn.prepare_cached(
-        "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,
-             active_nodes = ?6, quotas = ?7, verifier_version = ?8, heartbeats = heartbeats + 1,
-             report_seq = ?9, report_hash = ?10, report_mark = ?11,
-             status = CASE WHEN ?12 THEN 'deactivated' ELSE status END,
-             ended_at = CASE WHEN ?12 THEN ?3 ELSE ended_at END
-         WHERE cluster_id = ?1",
-    )?
+    conn.prepare_cached(if hb.deactivate {
+        UPDATE_DEACTIVATED
+    } else {
+        UPDATE_BEAT
+    })?
     .execute(params![
         hb.cluster_id,
         hb.seq,
@@ -563,8 +636,7 @@ fn record_heartbeat(
         hb.verifier_version,
         report_seq,
         report_hash,
-        report_mark,
-        hb.deactivate
+        report_mark
     ])?;
     conn.prepare_cached(ROLLUP_SQLITE)?.execute(params![
         now / HOUR,
@@ -588,15 +660,18 @@ fn record_heartbeat(
             quotas
         ])?;
     }
+    if hb.upgrade_requests.is_empty() && !hb.deactivate {
+        return Ok(Outcome::Beat);
+    }
     let actor = format!("cluster:{}", hb.cluster_id);
     for r in &hb.upgrade_requests {
-        if insert_upgrade(conn, &license_id, &hb.cluster_id, r, now, "heartbeat")? {
+        if insert_upgrade(conn, license_id, &hb.cluster_id, r, now, "heartbeat")? {
             crate::audit::append(
                 conn,
                 now,
                 &actor,
                 "upgrade_request",
-                &license_id,
+                license_id,
                 &upgrade_audit_detail(r),
             )?;
         }
@@ -607,12 +682,31 @@ fn record_heartbeat(
             now,
             &actor,
             beat_action(hb),
-            &license_id,
+            license_id,
             &beat_audit_detail(hb),
         )?;
     }
     Ok(Outcome::Beat)
 }
+
+/// A heartbeat's cluster row: ?1 cluster, ?2 seq, ?3 relay time, ?4 signed
+/// time, ?5 state, ?6 nodes, ?7 quotas, ?8 verifier version, ?9–?11 report
+/// chain head. `status` is left out of the SET list: it is a column of the
+/// index `clusters_by_license`, which SQLite would otherwise rewrite (one
+/// more B-tree page dirtied and written to the WAL) on every heartbeat.
+const UPDATE_BEAT: &str =
+    "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,
+         active_nodes = ?6, quotas = ?7, verifier_version = ?8, heartbeats = heartbeats + 1,
+         report_seq = ?9, report_hash = ?10, report_mark = ?11
+     WHERE cluster_id = ?1";
+
+/// [`UPDATE_BEAT`] for a deactivation: the cluster also ends.
+const UPDATE_DEACTIVATED: &str =
+    "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,
+         active_nodes = ?6, quotas = ?7, verifier_version = ?8, heartbeats = heartbeats + 1,
+         report_seq = ?9, report_hash = ?10, report_mark = ?11,
+         status = 'deactivated', ended_at = ?3
+     WHERE cluster_id = ?1";
 
 /// A heartbeat folded into its cluster's hour: ?1 hour, ?2 cluster, ?3
 /// nodes, ?4 relay time, ?5 quotas.

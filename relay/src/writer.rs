@@ -2,9 +2,10 @@
 //!
 //! Every state change is sent to one thread that owns the write connection.
 //! It takes whatever is queued (up to `commit.max_batch`), applies each write
-//! in its own savepoint (a refused write leaves no trace and does not disturb
-//! the others), commits the batch once with `synchronous = FULL`, and only
-//! then answers each caller. So a 2xx always means "on disk", and under load
+//! (a refused write leaves no trace and does not disturb the others: a
+//! heartbeat is checked before its first write, any other write runs in its
+//! own savepoint; see [`commit_batch`]), commits the batch once with
+//! `synchronous = FULL`, and only then answers each caller. So a 2xx always means "on disk", and under load
 //! one fsync is shared by many heartbeats instead of paid by each.
 //!
 //! One writer also serialises the checks that must not race: sequence
@@ -14,7 +15,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
-use crate::store::{self, Outcome, Write};
+use crate::store::{self, BeatFailure, Outcome, Write};
 
 /// A queued write and where to send its result.
 struct Job {
@@ -76,7 +77,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
 /// rolled back): the caller then abandons the whole batch.
 fn apply_in_savepoint(
     conn: &Connection,
-    write: Write,
+    write: &Write,
 ) -> rusqlite::Result<Result<Outcome, ApiError>> {
     conn.prepare_cached("SAVEPOINT one_write")?.execute([])?;
     let result = store::apply(conn, write);
@@ -87,67 +88,100 @@ fn apply_in_savepoint(
     Ok(result)
 }
 
-fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => {
-            let err = ApiError::from(e);
-            for job in batch {
-                let _ = job.reply.send(Err(err.clone()));
-            }
-            return;
-        }
-    };
-    let mut done = Vec::with_capacity(batch.len());
-    // The accepted heartbeats' leaves, audited as one row before the commit.
-    let mut leaves = Vec::new();
-    let mut latest = 0;
-    let mut jobs = batch.into_iter();
-    for job in jobs.by_ref() {
-        let leaf = match &job.write {
-            Write::Beat { beat, now, .. } if !beat.deactivate => {
-                Some((kaching_core::merkle::heartbeat_leaf(beat), *now))
-            }
-            _ => None,
-        };
-        match apply_in_savepoint(&tx, job.write) {
-            Ok(result) => {
-                if let (Ok(Outcome::Beat), Some((leaf, now))) = (&result, leaf) {
-                    leaves.push(leaf);
-                    latest = latest.max(now);
-                }
-                done.push((job.reply, result))
-            }
-            Err(e) => {
-                // Dropping the transaction rolls the whole batch back; nothing
-                // in it was acknowledged, so every caller hears the error.
-                drop(tx);
-                let err = ApiError::from(e);
-                let _ = job.reply.send(Err(err.clone()));
-                for (reply, _) in done {
-                    let _ = reply.send(Err(err.clone()));
-                }
-                for job in jobs {
-                    let _ = job.reply.send(Err(err.clone()));
-                }
-                return;
-            }
-        }
+/// Why a batch was not committed.
+enum BatchError {
+    /// A heartbeat failed on a database error (half-way, with no savepoint
+    /// to undo it, or with the transaction gone): the batch was rolled back
+    /// and is run again, guarded.
+    InDoubt,
+    /// The transaction failed: every write in the batch failed with it.
+    Failed(ApiError),
+}
+
+impl From<rusqlite::Error> for BatchError {
+    fn from(e: rusqlite::Error) -> BatchError {
+        BatchError::Failed(ApiError::from(e))
     }
-    let sealed = crate::audit::add_beats(&tx, latest, &leaves).and_then(|()| tx.commit());
-    match sealed {
-        Ok(()) => {
-            for (reply, result) in done {
+}
+
+/// Commits a batch and answers each caller. Heartbeats run without a
+/// savepoint of their own (their checks only read, and a refusal comes
+/// before the first write: [`store::record_beat`]); other writes each in
+/// one. Should a heartbeat fail on a database error (half-way, after its
+/// first write, or in the read before it), the whole batch is rolled back,
+/// nothing in it having been answered, and run again with every write in
+/// its own savepoint, so that one failing write fails alone.
+fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
+    let (writes, replies): (Vec<Write>, Vec<_>) =
+        batch.into_iter().map(|j| (j.write, j.reply)).unzip();
+    let result = match run_batch(conn, &writes, false) {
+        Err(BatchError::InDoubt) => {
+            tracing::warn!(
+                writes = writes.len(),
+                "a heartbeat failed on a database error: batch rolled back, running it again with one savepoint per write"
+            );
+            run_batch(conn, &writes, true)
+        }
+        other => other,
+    };
+    match result {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
         }
         Err(e) => {
-            let err = ApiError::from(e);
-            for (reply, _) in done {
+            let err = match e {
+                BatchError::Failed(err) => err,
+                BatchError::InDoubt => ApiError::internal("a write failed in its savepoint"),
+            };
+            for reply in replies {
                 let _ = reply.send(Err(err.clone()));
             }
         }
     }
+}
+
+/// Runs `writes` in one transaction and commits it; `guarded`: every
+/// write in its own savepoint. The results are in `writes`' order.
+fn run_batch(
+    conn: &mut Connection,
+    writes: &[Write],
+    guarded: bool,
+) -> Result<Vec<Result<Outcome, ApiError>>, BatchError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(writes.len());
+    // The accepted heartbeats' leaves, audited as one row before the commit.
+    let mut leaves = Vec::new();
+    let mut latest = 0;
+    for write in writes {
+        let result = match write {
+            Write::Beat {
+                beat,
+                key,
+                now,
+                raw,
+            } if !guarded => match store::record_beat(&tx, beat, key, *now, *raw) {
+                Ok(outcome) => Ok(outcome),
+                Err(BeatFailure::Refused(e)) => Err(e),
+                // Dropping the transaction rolls the batch back.
+                Err(BeatFailure::InDoubt(_)) => return Err(BatchError::InDoubt),
+            },
+            // An error here leaves the transaction in doubt: dropping it
+            // rolls the batch back; nothing in it was answered.
+            _ => apply_in_savepoint(&tx, write)?,
+        };
+        if let (Ok(Outcome::Beat), Write::Beat { beat, now, .. }) = (&result, write) {
+            if !beat.deactivate {
+                leaves.push(kaching_core::merkle::heartbeat_leaf(beat));
+                latest = latest.max(*now);
+            }
+        }
+        results.push(result);
+    }
+    crate::audit::add_beats(&tx, latest, &leaves)?;
+    tx.commit()?;
+    Ok(results)
 }
 
 #[cfg(test)]
@@ -303,5 +337,76 @@ mod tests {
         );
         assert_eq!(count(&conn, "audit"), 3);
         assert_eq!(count(&conn, "audit_pending"), 0);
+    }
+
+    /// A heartbeat that fails half-way (its cluster row updated, then its
+    /// hour's rollup refused by the database; heartbeats run without a
+    /// savepoint of their own) fails alone: the batch is rolled back and run
+    /// again with one savepoint per write, the failing heartbeat leaves no
+    /// trace (its sequence number is not consumed) and the heartbeats around
+    /// it are committed, rollups and audit leaves included.
+    #[test]
+    fn a_heartbeat_failing_half_way_fails_alone_and_the_batch_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::db::open_and_migrate(&dir.path().join("relay.db")).unwrap();
+        let keys: Vec<SecretKey> = (1..=3).map(|i| SecretKey::from_seed(&[i; 32])).collect();
+        let licenses: Vec<LicenseId> = (1..=3).map(|i| LicenseId([i; 16])).collect();
+        let (jobs, _): (Vec<Job>, Vec<_>) = licenses
+            .iter()
+            .zip(&keys)
+            .map(|(l, k)| job(activation(*l, k)))
+            .unzip();
+        commit_batch(&mut conn, jobs);
+        let doomed = cluster_id(&keys[1].public());
+        // The rollup comes after the cluster row's UPDATE: a half-way failure.
+        conn.execute_batch(&format!(
+            "CREATE TRIGGER doomed BEFORE INSERT ON heartbeat_hours
+             WHEN NEW.cluster_id = '{doomed}' BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        ))
+        .unwrap();
+        let writes = vec![
+            beat(licenses[0], &keys[0], 1),
+            beat(licenses[1], &keys[1], 1),
+            beat(licenses[2], &keys[2], 1),
+            beat(licenses[0], &keys[0], 1),
+        ];
+        let (jobs, rxs): (Vec<Job>, Vec<_>) = writes.into_iter().map(job).unzip();
+        commit_batch(&mut conn, jobs);
+        let codes: Vec<&str> = rxs
+            .into_iter()
+            .map(|mut rx| match rx.try_recv().unwrap() {
+                Ok(_) => "ok",
+                Err(e) => e.code,
+            })
+            .collect();
+        assert_eq!(codes, ["ok", "internal", "ok", "replayed_heartbeat"]);
+        let last_seq = |c: &Connection, k: &SecretKey| -> u64 {
+            c.query_row(
+                "SELECT last_seq FROM clusters WHERE cluster_id = ?1",
+                [cluster_id(&k.public())],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(last_seq(&conn, &keys[0]), 1);
+        assert_eq!(
+            last_seq(&conn, &keys[1]),
+            0,
+            "the failed heartbeat left no trace"
+        );
+        assert_eq!(last_seq(&conn, &keys[2]), 1);
+        assert_eq!(count(&conn, "heartbeat_hours"), 2);
+        // The two accepted heartbeats are the batch's audit leaves.
+        let beats: i64 = conn
+            .query_row("SELECT beats FROM audit_pending", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(beats, 2);
+        // The failed cluster's sequence number 1 is still free.
+        conn.execute_batch("DROP TRIGGER doomed").unwrap();
+        let (j, mut rx) = job(beat(licenses[1], &keys[1], 1));
+        commit_batch(&mut conn, vec![j]);
+        assert!(rx.try_recv().unwrap().is_ok());
+        assert_eq!(last_seq(&conn, &keys[1]), 1);
+        crate::audit::verify(&conn).unwrap();
     }
 }

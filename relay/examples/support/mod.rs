@@ -200,7 +200,25 @@ pub fn license(i: u32, id: LicenseId) -> License {
 /// The relay's CPU time so far (user + system), from `/proc/<pid>/stat`
 /// (clock ticks of 10 ms, `CLK_TCK` = 100 on Linux).
 pub fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// The CPU time so far of the relay's threads named `name` (`relay-writer`:
+/// the SQLite writer), from `/proc/<pid>/task/*/stat`.
+pub fn thread_cpu_secs(pid: u32, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let comm = format!("({name})");
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter(|stat| stat.contains(&comm))
+        .map(|stat| stat_cpu_secs(&stat))
+        .sum()
+}
+
+/// utime + stime of one `/proc/.../stat` line, in seconds.
+fn stat_cpu_secs(stat: &str) -> f64 {
     // Fields after the command name, which ends with the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
