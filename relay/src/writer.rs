@@ -194,6 +194,18 @@ mod tests {
     use super::*;
     use crate::store::Activation;
 
+    /// Commits `writes` as one batch; each write's answer: `ok` or its error code.
+    fn run_batch(conn: &mut Connection, writes: Vec<Write>) -> Vec<&'static str> {
+        let (jobs, rxs): (Vec<Job>, Vec<_>) = writes.into_iter().map(job).unzip();
+        commit_batch(conn, jobs);
+        rxs.into_iter()
+            .map(|mut rx| match rx.try_recv().unwrap() {
+                Ok(_) => "ok",
+                Err(e) => e.code,
+            })
+            .collect()
+    }
+
     fn job(write: Write) -> (Job, oneshot::Receiver<Result<Outcome, ApiError>>) {
         let (reply, rx) = oneshot::channel();
         (Job { write, reply }, rx)
@@ -264,15 +276,7 @@ mod tests {
             beat(lb, &b, 5),
             beat(la, &a, 2),
         ];
-        let (jobs, rxs): (Vec<Job>, Vec<_>) = writes.into_iter().map(job).unzip();
-        commit_batch(&mut conn, jobs);
-        let codes: Vec<&str> = rxs
-            .into_iter()
-            .map(|mut rx| match rx.try_recv().unwrap() {
-                Ok(_) => "ok",
-                Err(e) => e.code,
-            })
-            .collect();
+        let codes = run_batch(&mut conn, writes);
         assert_eq!(
             codes,
             [
@@ -370,15 +374,7 @@ mod tests {
             beat(licenses[2], &keys[2], 1),
             beat(licenses[0], &keys[0], 1),
         ];
-        let (jobs, rxs): (Vec<Job>, Vec<_>) = writes.into_iter().map(job).unzip();
-        commit_batch(&mut conn, jobs);
-        let codes: Vec<&str> = rxs
-            .into_iter()
-            .map(|mut rx| match rx.try_recv().unwrap() {
-                Ok(_) => "ok",
-                Err(e) => e.code,
-            })
-            .collect();
+        let codes = run_batch(&mut conn, writes);
         assert_eq!(codes, ["ok", "internal", "ok", "replayed_heartbeat"]);
         let last_seq = |c: &Connection, k: &SecretKey| -> u64 {
             c.query_row(

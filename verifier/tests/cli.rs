@@ -32,6 +32,17 @@ fn check(dir: &Path, cfg: &Config) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), v)
 }
 
+/// `kaching-verifier check` (plain text) over `dir`'s configuration: the
+/// whole output, for tests that read its error.
+fn check_plain(dir: &Path, cfg: &Config) -> std::process::Output {
+    let conf = write_config(dir, cfg, "");
+    verifier()
+        .args(["check", "--allow-development-trust", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap()
+}
+
 fn check_license(l: Option<Vec<u8>>) -> (i32, Value) {
     let (dir, cfg) = setup(l.as_deref());
     check(dir.path(), &cfg)
@@ -261,12 +272,7 @@ fn missing_state_database_is_an_error_not_a_reset() {
     let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
     assert_eq!(check(dir.path(), &cfg).0, 0);
     std::fs::remove_file(cfg.state_dir.join("state.db")).unwrap();
-    let conf = write_config(dir.path(), &cfg, "");
-    let out = verifier()
-        .args(["check", "--allow-development-trust", "--config"])
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let out = check_plain(dir.path(), &cfg);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -309,12 +315,7 @@ fn attack_corrupt_state_page_check_never_reads_fails_check_as_a_start_does() {
     bytes[(root - 1) * page_size] = 0xff;
     std::fs::write(&db, &bytes).unwrap();
 
-    let conf = write_config(dir.path(), &cfg, "");
-    let out = verifier()
-        .args(["check", "--allow-development-trust", "--config"])
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let out = check_plain(dir.path(), &cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("restore it from a backup"), "{err}");
