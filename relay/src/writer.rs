@@ -92,8 +92,8 @@ fn apply_in_savepoint(
 enum BatchError {
     /// A heartbeat failed on a database error (half-way, with no savepoint
     /// to undo it, or with the transaction gone): the batch was rolled back
-    /// and is run again, guarded.
-    InDoubt,
+    /// and is run again, guarded. The error, for the log.
+    InDoubt(ApiError),
     /// The transaction failed: every write in the batch failed with it.
     Failed(ApiError),
 }
@@ -115,9 +115,10 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
     let (writes, replies): (Vec<Write>, Vec<_>) =
         batch.into_iter().map(|j| (j.write, j.reply)).unzip();
     let result = match run_batch(conn, &writes, false) {
-        Err(BatchError::InDoubt) => {
+        Err(BatchError::InDoubt(e)) => {
             tracing::warn!(
                 writes = writes.len(),
+                error = %e.message,
                 "a heartbeat failed on a database error: batch rolled back, running it again with one savepoint per write"
             );
             run_batch(conn, &writes, true)
@@ -130,11 +131,8 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
                 let _ = reply.send(result);
             }
         }
-        Err(e) => {
-            let err = match e {
-                BatchError::Failed(err) => err,
-                BatchError::InDoubt => ApiError::internal("a write failed in its savepoint"),
-            };
+        // (The guarded run is never in doubt: each write has its savepoint.)
+        Err(BatchError::Failed(err) | BatchError::InDoubt(err)) => {
             for reply in replies {
                 let _ = reply.send(Err(err.clone()));
             }
@@ -165,7 +163,7 @@ fn run_batch(
                 Ok(outcome) => Ok(outcome),
                 Err(BeatFailure::Refused(e)) => Err(e),
                 // Dropping the transaction rolls the batch back.
-                Err(BeatFailure::InDoubt(_)) => return Err(BatchError::InDoubt),
+                Err(BeatFailure::InDoubt(e)) => return Err(BatchError::InDoubt(e)),
             },
             // An error here leaves the transaction in doubt: dropping it
             // rolls the batch back; nothing in it was answered.
@@ -195,7 +193,7 @@ mod tests {
     use crate::store::Activation;
 
     /// Commits `writes` as one batch; each write's answer: `ok` or its error code.
-    fn run_batch(conn: &mut Connection, writes: Vec<Write>) -> Vec<&'static str> {
+    fn answers(conn: &mut Connection, writes: Vec<Write>) -> Vec<&'static str> {
         let (jobs, rxs): (Vec<Job>, Vec<_>) = writes.into_iter().map(job).unzip();
         commit_batch(conn, jobs);
         rxs.into_iter()
@@ -276,7 +274,7 @@ mod tests {
             beat(lb, &b, 5),
             beat(la, &a, 2),
         ];
-        let codes = run_batch(&mut conn, writes);
+        let codes = answers(&mut conn, writes);
         assert_eq!(
             codes,
             [
@@ -374,7 +372,7 @@ mod tests {
             beat(licenses[2], &keys[2], 1),
             beat(licenses[0], &keys[0], 1),
         ];
-        let codes = run_batch(&mut conn, writes);
+        let codes = answers(&mut conn, writes);
         assert_eq!(codes, ["ok", "internal", "ok", "replayed_heartbeat"]);
         let last_seq = |c: &Connection, k: &SecretKey| -> u64 {
             c.query_row(
