@@ -2,7 +2,8 @@
 //! B rounds each. Prints heartbeats/s, latency percentiles, the relay's CPU
 //! time per heartbeat against the floor measured in the same run (open and
 //! verify one heartbeat, sign one answer) and the part of it spent in the
-//! SQLite writer thread (`relay-writer`: statements, commit, fsync), the
+//! SQLite writer thread (`relay-writer`: statements, commit, fsync) and
+//! how many writes each commit carried (from `/metrics`), the
 //! relay's CPU time per bare
 //! HTTP request (`GET /healthz`, as many as one round's heartbeats: what
 //! HTTP alone costs), the relay's RSS and the database size.
@@ -145,10 +146,12 @@ async fn main() {
         Some(server) => Some(support::PgBench::create(server).await),
         None => None,
     };
+    // Public metrics: the client reads the writer's commit counters.
     let extra = pg
         .as_ref()
         .map(|p| format!("database = {:?}\n", p.url))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + "public_metrics = true\n";
     let mut relays = Vec::new();
     for _ in 0..a.replicas.max(1) {
         relays.push(support::Relay::start(&a.relay_bin, &vendor, &extra).await);
@@ -217,6 +220,7 @@ async fn main() {
             .sum::<f64>()
     };
     let writer0 = writer_all();
+    let commits0 = commits(&http, &addrs).await;
     let data = relays[0].data.clone();
     let mut db_after_first = 0;
     for seq in 1..=a.beats {
@@ -267,6 +271,11 @@ async fn main() {
     }
     let cpu = cpu_all() - cpu0;
     let writer_cpu = writer_all() - writer0;
+    let commits1 = commits(&http, &addrs).await;
+    let per_commit = match (commits0, commits1) {
+        (Some((c0, w0)), Some((c1, w1))) => format!("{:.1}", (w1 - w0) / (c1 - c0).max(1.0)),
+        _ => "-".into(),
+    };
     // What HTTP alone costs the relay: as many `GET /healthz` as heartbeats
     // in one round, same connections and concurrency, no body, no signature,
     // no database.
@@ -303,7 +312,7 @@ async fn main() {
         p.drop_database().await;
     }
     println!(
-        "backend={} replicas={} clusters={} beats={} concurrency={} | activations/s={:.0} | heartbeats ok={} errors={} | heartbeats/s={:.0} | p50={:.2}ms p99={:.2}ms max={:.2}ms | relay CPU/heartbeat={:.0}us floor(open+verify {:.0}us + sign {:.0}us)={:.0}us ratio={:.2} | of which writer thread={:.0}us | relay CPU/GET /healthz={:.0}us | relay RSS={} peak={} | db={:.1} MiB | db bytes/cluster after beat 1={:.0} after beat {}={:.0}",
+        "backend={} replicas={} clusters={} beats={} concurrency={} | activations/s={:.0} | heartbeats ok={} errors={} | heartbeats/s={:.0} | p50={:.2}ms p99={:.2}ms max={:.2}ms | relay CPU/heartbeat={:.0}us floor(open+verify {:.0}us + sign {:.0}us)={:.0}us ratio={:.2} | of which writer thread={:.0}us | writes/commit={} | relay CPU/GET /healthz={:.0}us | relay RSS={} peak={} | db={:.1} MiB | db bytes/cluster after beat 1={:.0} after beat {}={:.0}",
         if a.postgres.is_some() { "postgres" } else { "sqlite" },
         a.replicas.max(1),
         a.clusters,
@@ -322,6 +331,7 @@ async fn main() {
         floor,
         per_beat / floor,
         writer_per_beat,
+        per_commit,
         http_us,
         rss,
         hwm,
@@ -330,6 +340,30 @@ async fn main() {
         a.beats,
         per_cluster(db_end)
     );
+}
+
+/// `(commits, writes)` the relays' writers have committed, summed over
+/// the replicas (`kaching_relay_commits_total`, `..._committed_writes_total`);
+/// `None` from a relay too old to export them.
+async fn commits(http: &reqwest::Client, addrs: &[String]) -> Option<(f64, f64)> {
+    let mut sum = (0.0, 0.0);
+    for a in addrs {
+        let text = http
+            .get(format!("http://{a}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let get = |name: &str| -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        };
+        sum.0 += get(kaching_relay::metrics::COMMITS)?;
+        sum.1 += get(kaching_relay::metrics::COMMITTED_WRITES)?;
+    }
+    Some(sum)
 }
 
 /// The database's stored bytes: PostgreSQL's `pg_database_size`; for

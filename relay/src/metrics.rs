@@ -2,7 +2,8 @@
 //! relay. Is it answering, and with what statuses? Are heartbeats and
 //! activations getting through? Why are requests refused? How many clusters
 //! are parked on the revocation long-poll, how many are bound, and is the
-//! list being served about to go stale?
+//! list being served about to go stale? Is group commit keeping up with the
+//! disk?
 //!
 //! Every relay ([`crate::run`]) has its own recorder rather than the
 //! process-global one: tests and the end-to-end suite run several relays and a
@@ -40,8 +41,14 @@ pub const REVOCATION_LIST_VERSION: &str = "kaching_relay_revocation_list_version
 /// Seconds until the served list's `expires` (negative after); absent without a list.
 pub const REVOCATION_LIST_EXPIRY: &str = "kaching_relay_revocation_list_expiry_seconds";
 
+/// Transactions the database writer committed (on SQLite, one `fsync` each).
+pub const COMMITS: &str = "kaching_relay_commits_total";
+/// Writes those commits carried: divided by [`COMMITS`], how many callers
+/// one commit served (group commit at work).
+pub const COMMITTED_WRITES: &str = "kaching_relay_committed_writes_total";
+
 /// Every series the relay exports (tests hold deploy/ and docs to this list).
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 10] = [
     REQUESTS,
     HEARTBEATS,
     ACTIVATIONS,
@@ -50,6 +57,8 @@ pub const NAMES: [&str; 8] = [
     CLUSTERS_BOUND,
     REVOCATION_LIST_VERSION,
     REVOCATION_LIST_EXPIRY,
+    COMMITS,
+    COMMITTED_WRITES,
 ];
 
 /// The `route` label of a request no route matched: a fixed value, so that
@@ -64,7 +73,7 @@ enum Kind {
 }
 
 /// Every series' type and `# HELP` text.
-const HELP: [(&str, Kind, &str); 8] = [
+const HELP: [(&str, Kind, &str); 10] = [
     (
         REQUESTS,
         Kind::Counter,
@@ -104,6 +113,16 @@ const HELP: [(&str, Kind, &str); 8] = [
         REVOCATION_LIST_EXPIRY,
         Kind::Gauge,
         "Seconds until the served revocation list's expires deadline; negative after.",
+    ),
+    (
+        COMMITS,
+        Kind::Counter,
+        "Transactions the database writer committed (SQLite: one fsync each).",
+    ),
+    (
+        COMMITTED_WRITES,
+        Kind::Counter,
+        "Writes (heartbeats, activations, publishes...) those commits carried; divided by commits: writes per commit.",
     ),
 ];
 
@@ -271,14 +290,26 @@ impl Metrics {
         Some(Parked(self.long_polls.clone(), self.parked.clone()))
     }
 
-    /// The Prometheus text exposition, with the scrape-time gauges set from
-    /// `now`: the number of bound clusters and the served list's
-    /// `(version, expires)`.
-    pub fn render(&self, clusters_bound: u64, list: Option<(u64, u64)>, now: u64) -> String {
+    /// The Prometheus text exposition, with the scrape-time series set from
+    /// `now`: the number of bound clusters, the served list's
+    /// `(version, expires)` and the writer's `(commits, writes)`.
+    pub fn render(
+        &self,
+        clusters_bound: u64,
+        list: Option<(u64, u64)>,
+        (commits, writes): (u64, u64),
+        now: u64,
+    ) -> String {
         let gauge = |name: &'static str| {
             self.recorder
                 .register_gauge(&Key::from_static_name(name), &METADATA)
         };
+        let counter = |name: &'static str| {
+            self.recorder
+                .register_counter(&Key::from_static_name(name), &METADATA)
+        };
+        counter(COMMITS).absolute(commits);
+        counter(COMMITTED_WRITES).absolute(writes);
         gauge(CLUSTERS_BOUND).set(clusters_bound as f64);
         gauge(REVOCATION_LIST_VERSION).set(list.map_or(0.0, |(v, _)| v as f64));
         if let Some((_, expires)) = list {

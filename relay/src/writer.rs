@@ -11,10 +11,13 @@
 //! One writer also serialises the checks that must not race: sequence
 //! numbers, the one-live-cluster-per-license rule and the audit chain.
 
+use std::sync::Arc;
+
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
+use crate::storage::Commits;
 use crate::store::{self, BeatFailure, Outcome, Write};
 
 /// A queued write and where to send its result.
@@ -31,16 +34,17 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
+    /// Starts the writer thread on `conn`; it counts what it commits in `commits`.
     pub fn start(
         conn: Connection,
         max_batch: usize,
+        commits: Arc<Commits>,
     ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
         // Bounded so that a flood waits at the door instead of growing memory.
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(8).max(64));
         let handle = std::thread::Builder::new()
             .name("relay-writer".into())
-            .spawn(move || run(conn, rx, max_batch))?;
+            .spawn(move || run(conn, rx, max_batch, &commits))?;
         Ok((Writer { tx }, handle))
     }
 
@@ -55,7 +59,7 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize, commits: &Commits) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::with_capacity(max_batch.min(64));
         batch.push(first);
@@ -65,7 +69,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, batch);
+        commit_batch(&mut conn, batch, commits);
     }
 }
 
@@ -111,7 +115,7 @@ impl From<rusqlite::Error> for BatchError {
 /// first write, or in the read before it), the whole batch is rolled back,
 /// nothing in it having been answered, and run again with every write in
 /// its own savepoint, so that one failing write fails alone.
-fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
+fn commit_batch(conn: &mut Connection, batch: Vec<Job>, commits: &Commits) {
     let (writes, replies): (Vec<Write>, Vec<_>) =
         batch.into_iter().map(|j| (j.write, j.reply)).unzip();
     let result = match run_batch(conn, &writes, false) {
@@ -127,6 +131,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
     };
     match result {
         Ok(results) => {
+            commits.record(results.len());
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
@@ -195,7 +200,7 @@ mod tests {
     /// Commits `writes` as one batch; each write's answer: `ok` or its error code.
     fn answers(conn: &mut Connection, writes: Vec<Write>) -> Vec<&'static str> {
         let (jobs, rxs): (Vec<Job>, Vec<_>) = writes.into_iter().map(job).unzip();
-        commit_batch(conn, jobs);
+        commit_batch(conn, jobs, &Commits::default());
         rxs.into_iter()
             .map(|mut rx| match rx.try_recv().unwrap() {
                 Ok(_) => "ok",
@@ -249,6 +254,43 @@ mod tests {
     fn count(conn: &Connection, table: &str) -> i64 {
         conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
             .unwrap()
+    }
+
+    /// Group commit is visible to operators (`/metrics`): a batch counts as
+    /// one commit carrying all its writes, a refused one included (it was
+    /// answered after that commit, like the others); a batch whose
+    /// transaction fails counts in neither.
+    #[test]
+    fn commits_count_each_batch_and_its_writes_and_never_a_failed_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let mut conn = crate::db::open_and_migrate(&path).unwrap();
+        let commits = Commits::default();
+        let (k, l) = (SecretKey::from_seed(&[7; 32]), LicenseId([7; 16]));
+        let (jobs, rxs): (Vec<Job>, Vec<_>) = [activation(l, &k), beat(l, &k, 1), beat(l, &k, 1)]
+            .into_iter()
+            .map(job)
+            .unzip();
+        commit_batch(&mut conn, jobs, &commits);
+        let codes: Vec<_> = rxs
+            .into_iter()
+            .map(|mut rx| rx.try_recv().unwrap().map_err(|e| e.code).err())
+            .collect();
+        assert_eq!(codes, [None, None, Some("replayed_heartbeat")]);
+        assert_eq!(commits.read(), (1, 3));
+        // Another connection holds the write lock: the batch cannot begin.
+        conn.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (j, mut rx) = job(beat(l, &k, 2));
+        commit_batch(&mut conn, vec![j], &commits);
+        assert_eq!(rx.try_recv().unwrap().unwrap_err().code, "internal");
+        assert_eq!(commits.read(), (1, 3), "a failed batch is not a commit");
+        other.execute_batch("ROLLBACK").unwrap();
+        let (j, mut rx) = job(beat(l, &k, 2));
+        commit_batch(&mut conn, vec![j], &commits);
+        assert!(rx.try_recv().unwrap().is_ok());
+        assert_eq!(commits.read(), (2, 4));
     }
 
     /// One batch, one transaction: a refused write in the middle (an unknown
@@ -332,7 +374,7 @@ mod tests {
         crate::audit::verify(&conn).unwrap();
         // The cached savepoint statements serve the next batch too.
         let (j, mut rx) = job(beat(lb, &b, 5));
-        commit_batch(&mut conn, vec![j]);
+        commit_batch(&mut conn, vec![j], &Commits::default());
         assert_eq!(
             rx.try_recv().unwrap().unwrap_err().code,
             "replayed_heartbeat"
@@ -358,7 +400,7 @@ mod tests {
             .zip(&keys)
             .map(|(l, k)| job(activation(*l, k)))
             .unzip();
-        commit_batch(&mut conn, jobs);
+        commit_batch(&mut conn, jobs, &Commits::default());
         let doomed = cluster_id(&keys[1].public());
         // The rollup comes after the cluster row's UPDATE: a half-way failure.
         conn.execute_batch(&format!(
@@ -398,7 +440,7 @@ mod tests {
         // The failed cluster's sequence number 1 is still free.
         conn.execute_batch("DROP TRIGGER doomed").unwrap();
         let (j, mut rx) = job(beat(licenses[1], &keys[1], 1));
-        commit_batch(&mut conn, vec![j]);
+        commit_batch(&mut conn, vec![j], &Commits::default());
         assert!(rx.try_recv().unwrap().is_ok());
         assert_eq!(last_seq(&conn, &keys[1]), 1);
         crate::audit::verify(&conn).unwrap();

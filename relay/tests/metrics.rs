@@ -233,6 +233,11 @@ async fn every_series_is_exported_described_and_listed() {
 async fn heartbeats_activations_and_refusals_counted_with_their_labels() {
     let relay = Relay::start().await;
     let prom = relay.token(Scope::Whoosh, "prometheus");
+    let before = scrape(&relay, &prom).await;
+    let commits = |text: &str| {
+        let get = |name| value(text, name, &[]).expect("the commit counters are exported");
+        (get(metrics::COMMITS), get(metrics::COMMITTED_WRITES))
+    };
     let l = license(1, 3600);
     let (c1, c2) = (cluster_key(1), cluster_key(2));
     assert_eq!(relay.activate(&l, &c1).await.status(), 200);
@@ -304,6 +309,12 @@ async fn heartbeats_activations_and_refusals_counted_with_their_labels() {
     assert_eq!(get(metrics::CLUSTERS_BOUND, &[]), Some(1.0));
     assert_eq!(get(metrics::REVOCATION_LIST_VERSION, &[]), Some(0.0));
     assert_eq!(get(metrics::REVOCATION_LIST_EXPIRY, &[]), None);
+    // Four of those reached the writer (two activations, the heartbeat and
+    // its replay; the skewed one was refused before): each waited for a
+    // commit. (The relay's own start-up writes may fall on either side.)
+    let ((n0, w0), (n1, w1)) = (commits(&before), commits(&text));
+    assert!(w1 - w0 >= 4.0, "committed writes {w0} -> {w1}");
+    assert!(n1 > n0 && n1 - n0 <= w1 - w0, "commits {n0} -> {n1}");
 
     // A deactivation frees the binding; it is not counted as a heartbeat.
     let mut bye = beat(&l, &c1, 3);

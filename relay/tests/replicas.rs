@@ -932,6 +932,29 @@ async fn concurrent_heartbeats_with_refusals_mixed_in_keep_only_the_accepted_one
     assert!(r
         .audit_verify()
         .contains(&format!("audit log intact: {rows} rows")));
+    // The replica counts what its writer committed: every activation and
+    // heartbeat above (refusals too: they were answered after a commit).
+    let text = r
+        .http
+        .get(format!("http://{}/metrics", a.addr))
+        .bearer_auth(r.token(Scope::Whoosh, "prometheus"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counter = |name: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.and_then(|l| l.split(' ').nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    };
+    let (commits, writes) = (
+        counter(kaching_relay::metrics::COMMITS),
+        counter(kaching_relay::metrics::COMMITTED_WRITES),
+    );
+    assert!(writes >= u64::from(4 * n), "{writes} committed writes");
+    assert!(commits >= 1 && commits <= writes, "{commits} commits");
 }
 
 /// Heartbeats the audit chain's sealed rows hold as Merkle leaves, and

@@ -43,7 +43,9 @@ pub async fn scrape(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<
         .borrow()
         .as_ref()
         .map(|c| (c.version(), c.verified.list.expires));
-    let text = st.metrics.render(bound, list, now());
+    let text = st
+        .metrics
+        .render(bound, list, st.storage.commits().read(), now());
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -14,6 +14,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kaching_core::cluster::UpgradeRequest;
@@ -128,6 +129,33 @@ pub fn attach_anomalies(rows: &mut [ClusterRow], found: Vec<(String, u64, String
     }
 }
 
+/// What group commit is doing: transactions committed and the writes they
+/// carried, counted by the backend's writer and read at scrape time
+/// (`kaching_relay_commits_total`, `kaching_relay_committed_writes_total`).
+/// Writes per commit is how many callers one commit (one `fsync` on SQLite)
+/// served; a batch rolled back counts in neither.
+#[derive(Debug, Default)]
+pub struct Commits {
+    commits: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl Commits {
+    /// Counts one committed transaction that carried `writes` writes.
+    pub fn record(&self, writes: usize) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+    }
+
+    /// `(commits, writes)` so far.
+    pub fn read(&self) -> (u64, u64) {
+        (
+            self.commits.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// A stored root: version, bytes, relay time received.
 pub type StoredRoot = (u64, Vec<u8>, u64);
 
@@ -186,6 +214,8 @@ pub trait Storage: Send + Sync + mailbox::Mailbox {
     fn lookup_token(&self, token: String) -> Fut<'_, Option<(String, Scope, bool)>>;
     /// Number of live bindings.
     fn active_clusters(&self) -> Fut<'_, u64>;
+    /// What this relay's writer has committed since it started.
+    fn commits(&self) -> &Commits;
     /// The newest stored revocation list (bytes as published).
     fn newest_list(&self) -> Fut<'_, Option<Vec<u8>>>;
 

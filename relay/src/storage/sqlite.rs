@@ -14,7 +14,7 @@ use kaching_core::root::VerifiedRoot;
 use kaching_core::time::rfc3339;
 use kaching_core::wire::relay::{ClusterRow, UpgradeRow};
 
-use super::{Activated, Fut, LicenseView, Storage, StoredRoot};
+use super::{Activated, Commits, Fut, LicenseView, Storage, StoredRoot};
 use crate::db::{self, Readers};
 use crate::error::ApiError;
 use crate::store::{Activation, Outcome, Write};
@@ -33,6 +33,8 @@ pub struct SqliteStorage {
     readers: Readers,
     /// Keep a raw history row per heartbeat.
     keep_raw: bool,
+    /// What the writer thread has committed.
+    commits: Arc<Commits>,
 }
 
 /// Creates the usage-report mailbox's tables when they are missing (a
@@ -47,13 +49,15 @@ impl SqliteStorage {
     pub fn open(path: &Path, max_batch: usize, keep_raw: bool) -> anyhow::Result<SqliteStorage> {
         let conn = db::open_and_migrate(path)?;
         create_mailbox(&conn)?;
-        let (writer, thread) = Writer::start(conn, max_batch)
+        let commits = Arc::new(Commits::default());
+        let (writer, thread) = Writer::start(conn, max_batch, commits.clone())
             .map_err(|e| anyhow::anyhow!("cannot start the database writer thread: {e}"))?;
         Ok(SqliteStorage {
             writer: Mutex::new(Some(writer)),
             thread: Mutex::new(Some(thread)),
             readers: Readers::new(path.to_path_buf()),
             keep_raw,
+            commits,
         })
     }
 
@@ -295,6 +299,10 @@ impl Storage for SqliteStorage {
                     .query_row([], |r| r.get::<_, u64>(0))?,
             )
         }))
+    }
+
+    fn commits(&self) -> &Commits {
+        &self.commits
     }
 
     fn newest_list(&self) -> Fut<'_, Option<Vec<u8>>> {

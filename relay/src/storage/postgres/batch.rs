@@ -1,6 +1,8 @@
 //! A replica's group commit on PostgreSQL: the queue of writes, and one
 //! transaction per batch that takes the `audit_head` lock first.
 
+use std::sync::Arc;
+
 use deadpool_postgres::{ClientWrapper, Pool};
 use tokio::sync::{mpsc, oneshot};
 
@@ -11,7 +13,7 @@ use kaching_core::root::VerifiedRoot;
 
 use super::{beats, writes};
 use crate::error::ApiError;
-use crate::storage::Activated;
+use crate::storage::{Activated, Commits};
 use crate::store::Activation;
 
 /// A write queued for this replica's group commit.
@@ -43,9 +45,16 @@ pub enum Job {
     ),
 }
 
-/// Takes what is queued (up to `max_batch`) and commits it as one batch.
-/// `keep_raw`: also write a raw history row per heartbeat.
-pub async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Job>, max_batch: usize, keep_raw: bool) {
+/// Takes what is queued (up to `max_batch`) and commits it as one batch,
+/// counting what it commits in `commits`. `keep_raw`: also write a raw
+/// history row per heartbeat.
+pub async fn write_loop(
+    pool: Pool,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    keep_raw: bool,
+    commits: Arc<Commits>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -54,7 +63,7 @@ pub async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Job>, max_batch: usiz
                 Err(_) => break,
             }
         }
-        commit_batch(&pool, batch, keep_raw).await;
+        commit_batch(&pool, batch, keep_raw, &commits).await;
     }
 }
 
@@ -165,7 +174,7 @@ fn fail_job(job: Job, e: &ApiError) {
 /// has written nothing (the rule in [`writes`]), so the others go on; any
 /// other error rolls the whole batch back and every caller hears it. Each
 /// caller hears back only after the commit.
-async fn commit_batch(pool: &Pool, batch: Vec<Job>, keep_raw: bool) {
+async fn commit_batch(pool: &Pool, batch: Vec<Job>, keep_raw: bool, commits: &Commits) {
     let client = match pool.get().await {
         Ok(c) => c,
         Err(e) => {
@@ -209,7 +218,10 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>, keep_raw: bool) {
         return;
     }
     match client.batch_execute("COMMIT").await {
-        Ok(()) => done.into_iter().for_each(|d| d.answer(None)),
+        Ok(()) => {
+            commits.record(done.len());
+            done.into_iter().for_each(|d| d.answer(None));
+        }
         Err(e) => {
             let e = ApiError::from(e);
             done.into_iter().for_each(|d| d.answer(Some(&e)));

@@ -27,7 +27,7 @@ use kaching_core::root::VerifiedRoot;
 use kaching_core::time::rfc3339;
 use kaching_core::wire::relay::{ClusterRow, UpgradeRow};
 
-use super::{Activated, Fut, LicenseView, Storage, StoredRoot};
+use super::{Activated, Commits, Fut, LicenseView, Storage, StoredRoot};
 use crate::error::ApiError;
 use crate::store::Activation;
 use crate::tokens::Scope;
@@ -64,6 +64,8 @@ pub struct PgStorage {
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Ticks on every notification and reconnection.
     changes: watch::Receiver<u64>,
+    /// What this replica's writer task has committed.
+    commits: Arc<Commits>,
 }
 
 /// A pool on `url` (not yet connected).
@@ -108,11 +110,13 @@ impl PgStorage {
     pub async fn open(url: &str, max_batch: usize, keep_raw: bool) -> anyhow::Result<PgStorage> {
         let pool = connect_and_migrate(url).await?;
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(8).max(64));
+        let commits = Arc::new(Commits::default());
         let writer = tokio::spawn(batch::write_loop(
             pool.clone(),
             rx,
             max_batch.max(1),
             keep_raw,
+            commits.clone(),
         ));
         let (ticks, changes) = watch::channel(0);
         let listener = tokio::spawn(listen::listen_loop(url.to_string(), ticks));
@@ -122,6 +126,7 @@ impl PgStorage {
             writer: Mutex::new(Some(writer)),
             listener: Mutex::new(Some(listener)),
             changes,
+            commits,
         })
     }
 
@@ -330,6 +335,10 @@ impl Storage for PgStorage {
                 (r.get(0), scope.parse().unwrap_or(Scope::Whoosh), r.get(2))
             }))
         })
+    }
+
+    fn commits(&self) -> &Commits {
+        &self.commits
     }
 
     fn active_clusters(&self) -> Fut<'_, u64> {
