@@ -428,6 +428,96 @@ async fn console_pages_read_the_same_from_postgres() {
     pages_show_what_the_relay_stored(&r).await;
 }
 
+/// The licenses page at fleet size: one page of licenses in full, each
+/// listing its own clusters only (read by license, not the whole fleet);
+/// the fleet page links a license to a view of it alone, wherever it falls.
+async fn licenses_page_pages_by_license(r: &Relay) {
+    for n in 10..70u8 {
+        let resp = r.activate(&license(n, 3600), &cluster_key(n)).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let admin = r.token(Scope::Admin, "ops");
+    let (_, cookie) = sign_in(r, &admin).await;
+    let c = cookie.as_deref();
+    let sections = |body: &str| body.matches(r#"class="license""#).count();
+    let id = |n: u8| license(n, 0).id.to_string();
+    let cluster = |n: u8| cluster_id(&cluster_key(n).public()).to_string();
+    // The section of license `n` in `body`, up to the next one.
+    let section = |body: &str, n: u8| -> String {
+        let start = body
+            .find(&format!(r#"id="l-{}""#, id(n)))
+            .unwrap_or_else(|| panic!("no section for license {n}: {body}"));
+        let rest = &body[start..];
+        rest[..rest[1..].find("<section").map_or(rest.len(), |e| e + 1)].to_string()
+    };
+
+    let (status, first) = get(r, "/console/licenses", c).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(sections(&first), 50, "{first}");
+    assert!(first.contains("Licenses 1–50 of 60"), "{first}");
+    assert!(first.contains(r#"rel="next""#) && !first.contains(r#"rel="prev""#));
+    let ten = section(&first, 10);
+    assert!(ten.contains(&cluster(10)), "{ten}");
+    assert!(
+        !ten.contains(&cluster(11)),
+        "another license's cluster: {ten}"
+    );
+    assert!(first.len() < 100 * 1024, "{} bytes", first.len());
+
+    let (_, second) = get(r, "/console/licenses?page=1", c).await;
+    assert_eq!(sections(&second), 10, "{second}");
+    assert!(second.contains("Licenses 51–60 of 60"), "{second}");
+    assert!(second.contains(r#"rel="prev""#) && !second.contains(r#"rel="next""#));
+    assert!(section(&second, 69).contains(&cluster(69)));
+    // Its live region is the same page.
+    assert!(
+        second.contains(r#"data-live="/console/licenses/live?days=30&amp;page=1""#),
+        "{second}"
+    );
+    let (_, live) = get(r, "/console/licenses/live?days=30&page=1", c).await;
+    assert_eq!(sections(&live), 10, "{live}");
+
+    // From the fleet, a license on page 2 opens on its own.
+    let (_, fleet) = get(r, &format!("/console/?q={}", cluster(65)), c).await;
+    let link = format!("/console/licenses?license={0}#l-{0}", id(65));
+    assert!(fleet.contains(&link), "{fleet}");
+    let (status, one) = get(r, &link, c).await;
+    assert_eq!(status, 200);
+    assert_eq!(sections(&one), 1, "{one}");
+    assert!(section(&one, 65).contains(&cluster(65)), "{one}");
+    // The renewals table still covers every license: none expires soon here.
+    assert!(
+        one.contains("No license expires in the next 30 days."),
+        "{one}"
+    );
+    let (_, none) = get(
+        r,
+        &format!("/console/licenses?license={}", "ab".repeat(16)),
+        c,
+    )
+    .await;
+    assert_eq!(sections(&none), 0);
+    assert!(none.contains("No license <code>"), "{none}");
+}
+
+#[tokio::test]
+async fn console_licenses_page_pages_by_license() {
+    let r = Relay::start().await;
+    licenses_page_pages_by_license(&r).await;
+}
+
+#[tokio::test]
+async fn console_licenses_page_pages_by_license_on_postgres() {
+    let Some(db) = postgres::fresh().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.database = Some(kaching_relay::config::DatabaseUrl(db.url.clone()));
+    let r = Relay::start_on(dir, c, Some(db)).await;
+    licenses_page_pages_by_license(&r).await;
+}
+
 #[tokio::test]
 async fn console_audit_page_shows_a_broken_chain() {
     let r = Relay::start().await;

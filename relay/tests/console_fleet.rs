@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use kaching_core::wire::relay::ClusterRow;
 use kaching_relay::console::data::{Answer, Ask, FleetPage};
-use kaching_relay::console::pages::fleet_ask;
+use kaching_relay::console::pages::{fleet_ask, CLUSTERS_PER_LICENSE, LICENSES_PAGE};
 use kaching_relay::console::view::{self, Filter};
 use kaching_relay::storage::{self, Database, Storage};
 
@@ -145,7 +145,7 @@ async fn everything(s: &Arc<dyn Storage>) -> (Vec<ClusterRow>, BTreeMap<String, 
             break;
         }
     }
-    let Answer::Licenses(l) = s.console(Ask::Licenses).await.unwrap() else {
+    let Answer::Licenses(l) = s.console(Ask::Licenses { only: None }).await.unwrap() else {
         panic!("licenses")
     };
     (
@@ -265,6 +265,66 @@ async fn fleet_filter_order_and_paging_in_postgres_match_the_reference() {
     database_agrees_with_the_reference(s, 400).await;
 }
 
+/// A license with more clusters than the licenses page lists under it
+/// shows the first [`CLUSTERS_PER_LICENSE`] by id and sends the reader to
+/// the fleet page, searched by the license, for the rest; one with few
+/// lists them all. The page shows [`LICENSES_PAGE`] of the fleet's licenses.
+#[tokio::test]
+async fn licenses_page_lists_a_license_s_first_clusters_and_links_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let Database::Sqlite(path) = cfg.database().unwrap() else {
+        panic!("sqlite")
+    };
+    seed_sqlite(&path, 300);
+    let admin = {
+        let mut conn = kaching_relay::db::open_and_migrate(&path).unwrap();
+        // 30 more (deactivated) clusters of license 1, which has 3.
+        for i in 0..30 {
+            conn.execute(
+                "INSERT INTO clusters (cluster_id, license_id, cluster_key, hostname, status,
+                     activated_at, last_seen, heartbeats, active_nodes, quotas)
+                 VALUES (?1, 'lic-00000001', x'00', 'extra', 'deactivated', 1, 1, 0, 0, '{}')",
+                [format!("x{i:04}")],
+            )
+            .unwrap();
+        }
+        kaching_relay::tokens::create(&mut conn, kaching_relay::tokens::Scope::Admin, "ops", now())
+            .unwrap()
+    };
+    let r = Relay::start_with(dir, cfg).await;
+    let cookie = format!(
+        "kaching_session={}",
+        kaching_relay::console::session::issue("ops", &kaching_relay::tokens::hash(&admin), now())
+    );
+    let page = |path: String| {
+        let (http, cookie) = (reqwest::Client::new(), cookie.clone());
+        let url = r.url(&path);
+        async move {
+            let resp = http.get(url).header("cookie", cookie).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            resp.text().await.unwrap()
+        }
+    };
+    let listed = |body: &str| body.matches("<li><code>").count();
+    let many = page("/console/licenses?license=lic-00000001".into()).await;
+    assert_eq!(listed(&many), CLUSTERS_PER_LICENSE as usize, "{many}");
+    assert!(
+        many.contains(r#"<a href="/console/?q=lic-00000001">Every cluster of this license</a>"#),
+        "{many}"
+    );
+    let few = page("/console/licenses?license=lic-00000002".into()).await;
+    assert_eq!(listed(&few), 3, "{few}");
+    assert!(!few.contains("Every cluster of this license"), "{few}");
+    let all = page("/console/licenses".into()).await;
+    assert_eq!(all.matches(r#"class="license""#).count(), LICENSES_PAGE);
+    assert!(
+        all.contains(&format!("Licenses 1–{LICENSES_PAGE} of 100")),
+        "{all}"
+    );
+    r.stop().await;
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -273,7 +333,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// `cargo test --release -p kaching-relay --test console_fleet -- --ignored --nocapture`:
 /// the fleet page's reads before (whole fleet read, filtered in Rust) and
 /// after (`Ask::Fleet`), and the whole page over loopback HTTP, at 10k and
-/// 100k clusters on SQLite; medians of 5 runs, interleaved.
+/// 100k clusters on SQLite; medians of 5 runs, interleaved. Also the whole
+/// licenses page and the revocations page's propagation counts.
 #[tokio::test]
 #[ignore = "bench: run by hand, see docs/benchmarks.md"]
 async fn bench_fleet_page_at_10k_and_100k_clusters() {
@@ -344,6 +405,29 @@ async fn bench_fleet_page_at_10k_and_100k_clusters() {
                 p.as_secs_f64() * 1e3
             );
         }
+        // The licenses page: renewals over every license, one page of
+        // licenses in full, each with its own clusters.
+        let mut licenses_page = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let resp = http
+                .get(r.url("/console/licenses"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.text().await.unwrap();
+            assert!(body.contains("lic-00000000"), "the first license is shown");
+            licenses_page.push((t.elapsed(), body.len()));
+        }
+        licenses_page.sort();
+        let (lt, lbytes) = licenses_page[licenses_page.len() / 2];
+        println!(
+            "licenses page {n} clusters: whole page over HTTP {:.1} ms, {} KiB",
+            lt.as_secs_f64() * 1e3,
+            lbytes / 1024
+        );
         // The revocations page's propagation: before, every cluster read
         // and split in Rust; now counted (and the longest silent listed)
         // by the database. Half the seeded clusters were seen after `since`.

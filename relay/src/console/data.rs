@@ -27,8 +27,12 @@ pub enum Ask {
         /// The token's name.
         name: String,
     },
-    /// Every license the relay has seen.
-    Licenses,
+    /// The licenses the relay has seen, soonest to expire first (at most
+    /// 10 000), or only the one named.
+    Licenses {
+        /// Only this license (a link from the fleet or the inbox).
+        only: Option<String>,
+    },
     /// Heartbeat history received at or after `since` (newest first, capped).
     History {
         /// Relay time, seconds.
@@ -191,6 +195,9 @@ const SILENT_PG: &str = "SELECT cluster_id, hostname, last_seen FROM clusters
 
 const LICENSES: &str =
     "SELECT license_id, customer, tier, expires_at, first_seen FROM licenses ORDER BY expires_at, license_id LIMIT 10000";
+/// One license by id (`$1`, the same on both backends).
+const LICENSE_ONE: &str =
+    "SELECT license_id, customer, tier, expires_at, first_seen FROM licenses WHERE license_id = $1";
 // Heartbeat history from the hourly rollups (`heartbeat_hours`): each
 // hour's row is read back as its heartbeats, spread evenly between the
 // hour's start and its last heartbeat, with the hour's most nodes and last
@@ -539,19 +546,27 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
                     .optional()?,
             )
         }
-        Ask::Licenses => Answer::Licenses(
-            c.prepare_cached(LICENSES)?
-                .query_map([], |r| {
-                    Ok(LicenseRow {
-                        license_id: r.get(0)?,
-                        customer: r.get(1)?,
-                        tier: r.get(2)?,
-                        expires_at: r.get(3)?,
-                        first_seen: r.get(4)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?,
-        ),
+        Ask::Licenses { only } => {
+            let row = |r: &rusqlite::Row<'_>| {
+                Ok(LicenseRow {
+                    license_id: r.get(0)?,
+                    customer: r.get(1)?,
+                    tier: r.get(2)?,
+                    expires_at: r.get(3)?,
+                    first_seen: r.get(4)?,
+                })
+            };
+            Answer::Licenses(match only {
+                Some(id) => c
+                    .prepare_cached(LICENSE_ONE)?
+                    .query_map([id], row)?
+                    .collect::<Result<_, _>>()?,
+                None => c
+                    .prepare_cached(LICENSES)?
+                    .query_map([], row)?
+                    .collect::<Result<_, _>>()?,
+            })
+        }
         Ask::History { since } => Answer::History(
             c.prepare_cached(HISTORY_SQLITE)?
                 .query_map(rusqlite::params![since, MAX_HISTORY], |r| {
@@ -674,20 +689,20 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
                 .await
                 .map_err(internal)?,
         ),
-        Ask::Licenses => Answer::Licenses(
-            pool.get()
-                .await?
-                .query(LICENSES, &[])
-                .await?
-                .iter()
-                .map(|r| LicenseRow {
-                    license_id: r.get(0),
-                    customer: r.get(1),
-                    tier: r.get(2),
-                    expires_at: uint(r.get(3)),
-                    first_seen: uint(r.get(4)),
-                })
-                .collect(),
+        Ask::Licenses { only } => Answer::Licenses(
+            match &only {
+                Some(id) => pool.get().await?.query(LICENSE_ONE, &[id]).await?,
+                None => pool.get().await?.query(LICENSES, &[]).await?,
+            }
+            .iter()
+            .map(|r| LicenseRow {
+                license_id: r.get(0),
+                customer: r.get(1),
+                tier: r.get(2),
+                expires_at: uint(r.get(3)),
+                first_seen: uint(r.get(4)),
+            })
+            .collect(),
         ),
         Ask::History { since } => Answer::History(
             pool.get()

@@ -21,9 +21,12 @@ use crate::db::now;
 use crate::error::ApiError;
 
 const APP: &str = "Fleet console";
-/// Clusters read for the licenses and revocations pages at most (the fleet
-/// page reads only the page it shows).
-const MAX_CLUSTERS: usize = 100_000;
+/// Licenses the licenses page shows in full per page (its renewals table
+/// lists every license that expires soon, on every page).
+pub const LICENSES_PAGE: usize = 50;
+/// Clusters listed under each license there; the fleet page, searched by
+/// the license id, lists them all.
+pub const CLUSTERS_PER_LICENSE: u32 = 20;
 /// The sparkline window and its buckets: 24 hours, one point an hour.
 const WINDOW: u64 = 86_400;
 const BUCKETS: usize = 24;
@@ -121,30 +124,8 @@ async fn ask(c: &Console, a: Ask) -> Result<Answer, Response> {
     c.st.storage.console(a).await.map_err(unavailable)
 }
 
-async fn all_clusters(c: &Console) -> Result<Vec<ClusterRow>, Response> {
-    let mut out = Vec::new();
-    let mut after = String::new();
-    while out.len() < MAX_CLUSTERS {
-        let rows =
-            c.st.storage
-                .clusters(None, after, 10_000)
-                .await
-                .map_err(unavailable)?;
-        let done = rows.len() < 10_000;
-        after = rows
-            .last()
-            .map(|r| r.cluster_id.clone())
-            .unwrap_or_default();
-        out.extend(rows);
-        if done {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-async fn licenses_of(c: &Console) -> Result<Vec<LicenseRow>, Response> {
-    match ask(c, Ask::Licenses).await? {
+async fn licenses_of(c: &Console, only: Option<String>) -> Result<Vec<LicenseRow>, Response> {
+    match ask(c, Ask::Licenses { only }).await? {
         Answer::Licenses(l) => Ok(l),
         _ => Err(problem(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -233,7 +214,7 @@ fn fleet_region(d: &FleetPage, f: &Filter) -> Markup {
                         br; (ui::badge(Tone::Bad, &a.kind, None)) " " span class="muted" { (a.at) ": " (a.detail) }
                     }
                 },
-                markup! { (customers.get(&r.license_id).map_or("", String::as_str)) br; a href={ "/console/licenses#l-" (r.license_id) } { code { (r.license_id) } } },
+                markup! { (customers.get(&r.license_id).map_or("", String::as_str)) br; a href=(license_link(&r.license_id)) { code { (r.license_id) } } },
                 markup! { (r.hostname) },
                 markup! { (ui::badge(status_tone(&r.status), &r.status, None)) },
                 markup! { @if let Some(s) = &r.state { (ui::badge(state_tone(s), s, None)) } @else { span class="muted" { "no heartbeat yet" } } },
@@ -324,16 +305,47 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// The licenses page showing only license `id`.
+fn license_link(id: &str) -> String {
+    format!("/console/licenses?license={}#l-{id}", urlencode(id))
+}
+
+/// The licenses page's query: the renewals horizon, the page, or one license.
 #[derive(Deserialize, Default)]
 pub(crate) struct Horizon {
     days: Option<u64>,
+    page: Option<usize>,
+    license: Option<String>,
 }
 
-fn horizon(q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>) -> u64 {
-    q.ok()
-        .and_then(|Query(h)| h.days)
-        .filter(|d| [30, 60, 90].contains(d))
-        .unwrap_or(30)
+/// What the licenses page shows.
+struct LicensesAsk {
+    /// Renewals horizon: 30, 60 or 90 days.
+    days: u64,
+    /// Page of [`LICENSES_PAGE`] licenses, from 0.
+    page: usize,
+    /// Only this license.
+    only: Option<String>,
+}
+
+impl LicensesAsk {
+    /// The page's own query string (the live region asks the same).
+    fn query(&self) -> String {
+        match &self.only {
+            Some(id) => format!("days={}&license={}", self.days, urlencode(id)),
+            None if self.page == 0 => format!("days={}", self.days),
+            None => format!("days={}&page={}", self.days, self.page),
+        }
+    }
+}
+
+fn horizon(q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>) -> LicensesAsk {
+    let h = q.map(|Query(h)| h).unwrap_or_default();
+    LicensesAsk {
+        days: h.days.filter(|d| [30, 60, 90].contains(d)).unwrap_or(30),
+        page: h.page.unwrap_or(0),
+        only: h.license.filter(|l| !l.is_empty()),
+    }
 }
 
 /// `GET /console/licenses[?days=30|60|90]`, live.
@@ -342,12 +354,12 @@ pub(crate) async fn licenses(
     Extension(s): Extension<Session>,
     q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let days = horizon(q);
-    match licenses_region(&c, days).await {
+    let want = horizon(q);
+    match licenses_region(&c, &want).await {
         Ok(region) => live_frame(
             &s,
             "Licenses",
-            &format!("/console/licenses/live?days={days}"),
+            &format!("/console/licenses/live?{}", want.query()),
             markup! { h1 { "Licenses" } },
             region,
         ),
@@ -360,13 +372,46 @@ pub(crate) async fn licenses_live(
     State(c): State<Console>,
     q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    fragment(licenses_region(&c, horizon(q)).await)
+    fragment(licenses_region(&c, &horizon(q)).await)
 }
 
-async fn licenses_region(c: &Console, days: u64) -> Result<Markup, Response> {
+/// The clusters of `license` the licenses page lists: the first
+/// [`CLUSTERS_PER_LICENSE`] by id, and whether there are more.
+async fn clusters_of(c: &Console, license: &str) -> Result<(Vec<ClusterRow>, bool), Response> {
+    let mut rows =
+        c.st.storage
+            .clusters(
+                Some(license.to_string()),
+                String::new(),
+                CLUSTERS_PER_LICENSE + 1,
+            )
+            .await
+            .map_err(unavailable)?;
+    let more = rows.len() > CLUSTERS_PER_LICENSE as usize;
+    rows.truncate(CLUSTERS_PER_LICENSE as usize);
+    Ok((rows, more))
+}
+
+/// The licenses page's live region: renewals at risk over every license,
+/// then one page of licenses in full, each with its own clusters (read by
+/// license, so the page costs the same with 100 clusters or 100 000).
+async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Response> {
     let t = now();
-    let licenses = licenses_of(c).await?;
-    let clusters = all_clusters(c).await?;
+    let days = want.days;
+    let licenses = licenses_of(c, None).await?;
+    let shown: Vec<LicenseRow> = match &want.only {
+        Some(id) => licenses_of(c, Some(id.clone())).await?,
+        None => licenses
+            .iter()
+            .skip(want.page.saturating_mul(LICENSES_PAGE))
+            .take(LICENSES_PAGE)
+            .cloned()
+            .collect(),
+    };
+    let mut clusters = BTreeMap::new();
+    for l in &shown {
+        clusters.insert(l.license_id.clone(), clusters_of(c, &l.license_id).await?);
+    }
     let beats = match ask(
         c,
         Ask::History {
@@ -398,7 +443,7 @@ async fn licenses_region(c: &Console, days: u64) -> Result<Markup, Response> {
             };
             vec![
                 markup! { (l.customer) },
-                markup! { a href={ "#l-" (l.license_id) } { code { (l.license_id) } } },
+                markup! { a href=(license_link(&l.license_id)) { code { (l.license_id) } } },
                 markup! { (l.tier) },
                 markup! { (when(l.expires_at)) },
                 markup! { (ui::badge(tone, &format!("{left} days"), None)) },
@@ -419,8 +464,23 @@ async fn licenses_region(c: &Console, days: u64) -> Result<Markup, Response> {
                 (ui::table("Expiring soonest first", &["Customer", "License", "Tier", "Expires", "Left"], &expiry_rows))
             }
         }))
-        @for l in &licenses {
-            @let mine: Vec<&ClusterRow> = clusters.iter().filter(|r| r.license_id == l.license_id).collect();
+        @if let Some(id) = &want.only {
+            p class="muted" id="shown" {
+                @if shown.is_empty() { "No license " code { (id) } " on this relay. " } @else { "License " code { (id) } " only. " }
+                a href={ "/console/licenses?days=" (days) } { "All licenses" }
+            }
+        } @else if licenses.len() > LICENSES_PAGE {
+            p class="muted" id="shown" {
+                "Licenses " (want.page.saturating_mul(LICENSES_PAGE) + 1) "–" (want.page.saturating_mul(LICENSES_PAGE) + shown.len())
+                " of " (licenses.len()) ", soonest to expire first."
+            }
+            nav class="pager" aria-label="Pages" {
+                @if want.page > 0 { a href={ "/console/licenses?days=" (days) "&page=" (want.page - 1) } rel="prev" { "← Previous" } }
+                @if (want.page + 1).saturating_mul(LICENSES_PAGE) < licenses.len() { a href={ "/console/licenses?days=" (days) "&page=" (want.page + 1) } rel="next" { "Next →" } }
+            }
+        }
+        @for l in &shown {
+            @let (mine, more) = clusters.get(&l.license_id).map_or((&[][..], false), |(rows, more)| (rows.as_slice(), *more));
             @let asks: Vec<&UpgradeRow> = upgrades.iter().filter(|u| u.license_id == l.license_id).collect();
             @let trend = trends.get(&l.license_id).cloned().unwrap_or_else(|| view::Trend { beats: vec![0; BUCKETS], nodes: vec![0; BUCKETS], ..Default::default() });
             section id={ "l-" (l.license_id) } class="license" aria-label=(l.customer) {
@@ -443,10 +503,13 @@ async fn licenses_region(c: &Console, days: u64) -> Result<Markup, Response> {
                 h3 { "Clusters" }
                 @if mine.is_empty() { p class="muted" { "None." } }
                 ul {
-                    @for r in &mine {
+                    @for r in mine {
                         li { code { (r.cluster_id) } " " (r.hostname) " " (ui::badge(status_tone(&r.status), &r.status, None)) " last seen " (r.last_seen)
                             @if !r.anomalies.is_empty() { " " (ui::badge(Tone::Bad, "signs of rollback", None)) } }
                     }
+                }
+                @if more {
+                    p class="muted" { "The first " (CLUSTERS_PER_LICENSE) " by id. " a href={ "/console/?q=" (urlencode(&l.license_id)) } { "Every cluster of this license" } " is on the fleet page." }
                 }
                 @if !asks.is_empty() {
                     h3 { "Upgrade requests" }
@@ -587,7 +650,7 @@ async fn inbox_region(c: &Console) -> Result<Markup, Response> {
             .upgrade_requests(None)
             .await
             .map_err(unavailable)?;
-    let customers: BTreeMap<String, String> = licenses_of(c)
+    let customers: BTreeMap<String, String> = licenses_of(c, None)
         .await?
         .into_iter()
         .map(|l| (l.license_id, l.customer))
@@ -597,7 +660,7 @@ async fn inbox_region(c: &Console) -> Result<Markup, Response> {
         .map(|u| {
             vec![
                 markup! { (u.received_at) },
-                markup! { (customers.get(&u.license_id).map_or("", String::as_str)) br; a href={ "/console/licenses#l-" (u.license_id) } { code { (u.license_id) } } },
+                markup! { (customers.get(&u.license_id).map_or("", String::as_str)) br; a href=(license_link(&u.license_id)) { code { (u.license_id) } } },
                 markup! { strong class="tier" { (u.requested_tier) } },
                 markup! { (u.message) },
                 markup! { @match &u.cluster_id { Some(c) => { "cluster " code { (c) } }, None => { "WHOOSH" } } " (" (u.source) ")" },
