@@ -233,6 +233,25 @@ async fn database_agrees_with_the_reference(s: Arc<dyn Storage>, n: u64) {
         checked += usize::from(!want.is_empty());
     }
     assert!(checked >= 12, "most filters should select something");
+    // One license's clusters (scattered over the id range), read by license,
+    // each with its own signs of rollback and no other cluster's.
+    let mut flagged_seen = 0;
+    for l in 0..(n / 3) {
+        let lic = format!("lic-{l:08}");
+        let mut want: Vec<&ClusterRow> = all.iter().filter(|r| r.license_id == lic).collect();
+        want.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
+        let got = s
+            .clusters(Some(lic.clone()), String::new(), 100)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), want.len(), "{lic}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.cluster_id, w.cluster_id, "{lic}");
+            assert_eq!(g.anomalies.len(), w.anomalies.len(), "{}", g.cluster_id);
+            flagged_seen += usize::from(!g.anomalies.is_empty());
+        }
+    }
+    assert!(flagged_seen > 0, "some license has a flagged cluster");
     s.close().await.unwrap();
 }
 

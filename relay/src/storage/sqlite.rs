@@ -72,6 +72,12 @@ impl SqliteStorage {
     }
 }
 
+/// The columns [`cluster_row`] reads, from `clusters c`.
+const CLUSTER_COLUMNS: &str =
+    "SELECT c.cluster_id, license_id, hostname, status, activated_at, last_seen, last_seq,
+            heartbeats, state, active_nodes, quotas, verifier_version, report_seq
+     FROM clusters c";
+
 fn other(what: &str) -> ApiError {
     ApiError::internal(format!("{what} returned another outcome"))
 }
@@ -235,27 +241,51 @@ impl Storage for SqliteStorage {
         limit: u32,
     ) -> Fut<'_, Vec<ClusterRow>> {
         Box::pin(self.readers.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT c.cluster_id, license_id, hostname, status, activated_at, last_seen, last_seq,
-                        heartbeats, state, active_nodes, quotas, verifier_version, report_seq
-                 FROM clusters c
-                 WHERE (?1 IS NULL OR license_id = ?1) AND c.cluster_id > ?2
-                 ORDER BY c.cluster_id LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![license, after, limit], cluster_row)?;
-            let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
+            let mut rows = match &license {
+                // Through `clusters_by_license`: `?1 IS NULL OR license_id = ?1`
+                // would read the whole table in id order for one license.
+                Some(l) => c
+                    .prepare_cached(&format!(
+                        "{CLUSTER_COLUMNS} WHERE license_id = ?1 AND c.cluster_id > ?2
+                         ORDER BY c.cluster_id LIMIT ?3"
+                    ))?
+                    .query_map(params![l, after, limit], cluster_row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => c
+                    .prepare_cached(&format!(
+                        "{CLUSTER_COLUMNS} WHERE c.cluster_id > ?1 ORDER BY c.cluster_id LIMIT ?2"
+                    ))?
+                    .query_map(params![after, limit], cluster_row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
             let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
                 return Ok(rows);
             };
-            let found = c
-                .prepare_cached(
+            let mut found = Vec::new();
+            if license.is_some() {
+                // One license's clusters lie scattered over the id range:
+                // each is looked up, not the range between them.
+                let mut one = c.prepare_cached(
                     "SELECT cluster_id, at, kind, detail FROM anomalies
-                     WHERE cluster_id >= ?1 AND cluster_id <= ?2 ORDER BY cluster_id, id DESC",
-                )?
-                .query_map(params![first.cluster_id, last.cluster_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                     WHERE cluster_id = ?1 ORDER BY id DESC LIMIT ?2",
+                )?;
+                for r in &rows {
+                    let of = one.query_map(params![r.cluster_id, super::MAX_ANOMALIES], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?;
+                    found.extend(of.collect::<Result<Vec<_>, _>>()?);
+                }
+            } else {
+                found = c
+                    .prepare_cached(
+                        "SELECT cluster_id, at, kind, detail FROM anomalies
+                         WHERE cluster_id >= ?1 AND cluster_id <= ?2 ORDER BY cluster_id, id DESC",
+                    )?
+                    .query_map(params![first.cluster_id, last.cluster_id], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+            }
             super::attach_anomalies(&mut rows, found);
             Ok(rows)
         }))

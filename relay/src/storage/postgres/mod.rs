@@ -276,14 +276,28 @@ impl Storage for PgStorage {
             let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
                 return Ok(rows);
             };
-            let found = query(
-                &c,
-                "SELECT cluster_id, at, kind, detail FROM anomalies
-                 WHERE cluster_id >= $1 COLLATE \"C\" AND cluster_id <= $2 COLLATE \"C\"
-                 ORDER BY cluster_id COLLATE \"C\", id DESC",
-                &[&first.cluster_id, &last.cluster_id],
-            )
-            .await?
+            let found = if license.is_some() {
+                // One license's clusters lie scattered over the id range:
+                // their own anomalies, not the range between them.
+                let ids: Vec<&str> = rows.iter().map(|r| r.cluster_id.as_str()).collect();
+                query(
+                    &c,
+                    "SELECT cluster_id, at, kind, detail FROM anomalies
+                     WHERE cluster_id = ANY($1)
+                     ORDER BY cluster_id COLLATE \"C\", id DESC",
+                    &[&ids],
+                )
+                .await?
+            } else {
+                query(
+                    &c,
+                    "SELECT cluster_id, at, kind, detail FROM anomalies
+                     WHERE cluster_id >= $1 COLLATE \"C\" AND cluster_id <= $2 COLLATE \"C\"
+                     ORDER BY cluster_id COLLATE \"C\", id DESC",
+                    &[&first.cluster_id, &last.cluster_id],
+                )
+                .await?
+            }
             .iter()
             .map(|r| (r.get(0), uint(r.get(1)), r.get(2), r.get(3)))
             .collect();
