@@ -416,16 +416,21 @@ async fn console_attack_script_in_customer_or_hostname_renders_as_text() {
     );
 }
 
-#[tokio::test]
-async fn console_pages_read_the_same_from_postgres() {
-    let Some(db) = postgres::fresh().await else {
-        return;
-    };
+/// A relay on a fresh PostgreSQL database; `None` (the suite skips, one
+/// line) without `KACHING_TEST_POSTGRES`.
+async fn postgres_relay() -> Option<Relay> {
+    let db = postgres::fresh().await?;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.database = Some(kaching_relay::config::DatabaseUrl(db.url.clone()));
-    let r = Relay::start_on(dir, c, Some(db)).await;
-    pages_show_what_the_relay_stored(&r).await;
+    Some(Relay::start_on(dir, c, Some(db)).await)
+}
+
+#[tokio::test]
+async fn console_pages_read_the_same_from_postgres() {
+    if let Some(r) = postgres_relay().await {
+        pages_show_what_the_relay_stored(&r).await;
+    }
 }
 
 /// The licenses page at fleet size: one page of licenses in full, each
@@ -508,14 +513,9 @@ async fn console_licenses_page_pages_by_license() {
 
 #[tokio::test]
 async fn console_licenses_page_pages_by_license_on_postgres() {
-    let Some(db) = postgres::fresh().await else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path());
-    c.database = Some(kaching_relay::config::DatabaseUrl(db.url.clone()));
-    let r = Relay::start_on(dir, c, Some(db)).await;
-    licenses_page_pages_by_license(&r).await;
+    if let Some(r) = postgres_relay().await {
+        licenses_page_pages_by_license(&r).await;
+    }
 }
 
 #[tokio::test]

@@ -316,32 +316,37 @@ async fn licenses_page_lists_a_license_s_first_clusters_and_links_the_rest() {
         "kaching_session={}",
         kaching_relay::console::session::issue("ops", &kaching_relay::tokens::hash(&admin), now())
     );
-    let page = |path: String| {
-        let (http, cookie) = (reqwest::Client::new(), cookie.clone());
-        let url = r.url(&path);
-        async move {
-            let resp = http.get(url).header("cookie", cookie).send().await.unwrap();
-            assert_eq!(resp.status(), 200, "{path}");
-            resp.text().await.unwrap()
-        }
-    };
+    let http = reqwest::Client::new();
+    let page = |path: &str| page_as(&http, r.url(path), &cookie);
     let listed = |body: &str| body.matches("<li><code>").count();
-    let many = page("/console/licenses?license=lic-00000001".into()).await;
+    let many = page("/console/licenses?license=lic-00000001").await;
     assert_eq!(listed(&many), CLUSTERS_PER_LICENSE as usize, "{many}");
     assert!(
         many.contains(r#"<a href="/console/?q=lic-00000001">Every cluster of this license</a>"#),
         "{many}"
     );
-    let few = page("/console/licenses?license=lic-00000002".into()).await;
+    let few = page("/console/licenses?license=lic-00000002").await;
     assert_eq!(listed(&few), 3, "{few}");
     assert!(!few.contains("Every cluster of this license"), "{few}");
-    let all = page("/console/licenses".into()).await;
+    let all = page("/console/licenses").await;
     assert_eq!(all.matches(r#"class="license""#).count(), LICENSES_PAGE);
     assert!(
         all.contains(&format!("Licenses 1–{LICENSES_PAGE} of 100")),
         "{all}"
     );
     r.stop().await;
+}
+
+/// A console page fetched with a session cookie; it must answer 200.
+async fn page_as(http: &reqwest::Client, url: String, cookie: &str) -> String {
+    let resp = http
+        .get(&url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    resp.text().await.unwrap()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -403,14 +408,7 @@ async fn bench_fleet_page_at_10k_and_100k_clusters() {
                 assert!(!p.rows.is_empty());
                 after.push(t.elapsed());
                 let t = Instant::now();
-                let resp = http
-                    .get(r.url(&format!("/console/{query}")))
-                    .header("cookie", &cookie)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status(), 200);
-                let body = resp.text().await.unwrap();
+                let body = page_as(&http, r.url(&format!("/console/{query}")), &cookie).await;
                 assert!(body.contains("cluster(s) match"));
                 page.push(t.elapsed());
             }
@@ -429,14 +427,7 @@ async fn bench_fleet_page_at_10k_and_100k_clusters() {
         let mut licenses_page = Vec::new();
         for _ in 0..5 {
             let t = Instant::now();
-            let resp = http
-                .get(r.url("/console/licenses"))
-                .header("cookie", &cookie)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 200);
-            let body = resp.text().await.unwrap();
+            let body = page_as(&http, r.url("/console/licenses"), &cookie).await;
             assert!(body.contains("lic-00000000"), "the first license is shown");
             licenses_page.push((t.elapsed(), body.len()));
         }
