@@ -481,6 +481,13 @@ async fn licenses_page_pages_by_license(r: &Relay) {
     );
     let (_, live) = get(r, "/console/licenses/live?days=30&page=1", c).await;
     assert_eq!(sections(&live), 10, "{live}");
+    let (status, past) = get(r, "/console/licenses?page=9", c).await;
+    assert_eq!(status, 200);
+    assert_eq!(sections(&past), 0);
+    assert!(
+        past.contains("Page 10 is past the last license (60 in all)."),
+        "{past}"
+    );
 
     // From the fleet, a license on page 2 opens on its own.
     let (_, fleet) = get(r, &format!("/console/?q={}", cluster(65)), c).await;

@@ -195,6 +195,8 @@ const SILENT_PG: &str = "SELECT cluster_id, hostname, last_seen FROM clusters
 
 const LICENSES: &str =
     "SELECT license_id, customer, tier, expires_at, first_seen FROM licenses ORDER BY expires_at, license_id LIMIT 10000";
+/// The most licenses [`Ask::Licenses`] reads (the `LIMIT` of its query).
+pub const MAX_LICENSES: usize = 10_000;
 /// One license by id (`$1`, the same on both backends).
 const LICENSE_ONE: &str =
     "SELECT license_id, customer, tier, expires_at, first_seen FROM licenses WHERE license_id = $1";

@@ -14,7 +14,7 @@ use kaching_kit::web::{html, page, Assets, Nav};
 use maud::{html as markup, Markup};
 use serde::Deserialize;
 
-use super::data::{Answer, Ask, FleetAsk, FleetPage, LicenseRow};
+use super::data::{Answer, Ask, FleetAsk, FleetPage, LicenseRow, MAX_LICENSES};
 use super::view::{self, Filter, PAGE};
 use super::{Console, Session, PREFIX};
 use crate::db::now;
@@ -469,10 +469,17 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
                 @if shown.is_empty() { "No license " code { (id) } " on this relay. " } @else { "License " code { (id) } " only. " }
                 a href={ "/console/licenses?days=" (days) } { "All licenses" }
             }
+        } @else if shown.is_empty() && want.page > 0 {
+            p class="muted" id="shown" {
+                "Page " (want.page + 1) " is past the last license (" (licenses.len()) " in all). "
+                a href={ "/console/licenses?days=" (days) } { "First page" }
+            }
         } @else if licenses.len() > LICENSES_PAGE {
             p class="muted" id="shown" {
                 "Licenses " (want.page.saturating_mul(LICENSES_PAGE) + 1) "–" (want.page.saturating_mul(LICENSES_PAGE) + shown.len())
-                " of " (licenses.len()) ", soonest to expire first."
+                " of " (licenses.len())
+                @if licenses.len() >= MAX_LICENSES { " (the " (MAX_LICENSES) " soonest to expire)" }
+                ", soonest to expire first."
             }
             nav class="pager" aria-label="Pages" {
                 @if want.page > 0 { a href={ "/console/licenses?days=" (days) "&page=" (want.page - 1) } rel="prev" { "← Previous" } }
