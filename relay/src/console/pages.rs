@@ -348,7 +348,7 @@ fn horizon(q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>) 
     }
 }
 
-/// `GET /console/licenses[?days=30|60|90]`, live.
+/// `GET /console/licenses[?days=30|60|90][&page=N | &license=ID]`, live.
 pub(crate) async fn licenses(
     State(c): State<Console>,
     Extension(s): Extension<Session>,
