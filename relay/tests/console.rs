@@ -414,6 +414,23 @@ async fn console_attack_script_in_customer_or_hostname_renders_as_text() {
         fleet.contains(r#"value="&lt;script&gt;""#),
         "the search echoed raw: {fleet}"
     );
+    // A license id from the address bar is echoed escaped, in the page and
+    // in its live region's address.
+    let (status, one) = get(&r, "/console/licenses?license=%3Cscript%3E", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(
+        one.contains("No license <code>&lt;script&gt;</code>"),
+        "{one}"
+    );
+    assert!(
+        one.contains("license=%3Cscript%3E"),
+        "the live address: {one}"
+    );
+    let rest = one.replace(
+        r#"<script src="/console/assets/live.js" defer></script>"#,
+        "",
+    );
+    assert!(!rest.to_lowercase().contains("<script"), "{one}");
 }
 
 /// A relay on a fresh PostgreSQL database; `None` (the suite skips, one
