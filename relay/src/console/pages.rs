@@ -312,7 +312,7 @@ fn license_link(id: &str) -> String {
 
 /// The licenses page's query: the renewals horizon, the page, or one license.
 #[derive(Deserialize, Default)]
-pub(crate) struct Horizon {
+pub(crate) struct LicensesQuery {
     days: Option<u64>,
     page: Option<usize>,
     license: Option<String>,
@@ -329,6 +329,16 @@ struct LicensesAsk {
 }
 
 impl LicensesAsk {
+    /// Page `page` of every license, at horizon `days`.
+    fn page_link(days: u64, page: usize) -> String {
+        let at = LicensesAsk {
+            days,
+            page,
+            only: None,
+        };
+        format!("/console/licenses?{}", at.query())
+    }
+
     /// The page's own query string (the live region asks the same).
     fn query(&self) -> String {
         match &self.only {
@@ -339,7 +349,9 @@ impl LicensesAsk {
     }
 }
 
-fn horizon(q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>) -> LicensesAsk {
+fn licenses_ask(
+    q: Result<Query<LicensesQuery>, axum::extract::rejection::QueryRejection>,
+) -> LicensesAsk {
     let h = q.map(|Query(h)| h).unwrap_or_default();
     LicensesAsk {
         days: h.days.filter(|d| [30, 60, 90].contains(d)).unwrap_or(30),
@@ -352,9 +364,9 @@ fn horizon(q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>) 
 pub(crate) async fn licenses(
     State(c): State<Console>,
     Extension(s): Extension<Session>,
-    q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<LicensesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let want = horizon(q);
+    let want = licenses_ask(q);
     match licenses_region(&c, &want).await {
         Ok(region) => live_frame(
             &s,
@@ -370,9 +382,9 @@ pub(crate) async fn licenses(
 /// `GET /console/licenses/live`: the licenses page's live region.
 pub(crate) async fn licenses_live(
     State(c): State<Console>,
-    q: Result<Query<Horizon>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<LicensesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    fragment(licenses_region(&c, &horizon(q)).await)
+    fragment(licenses_region(&c, &licenses_ask(q)).await)
 }
 
 /// The clusters of `license` the licenses page lists: the first
@@ -467,12 +479,12 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
         @if let Some(id) = &want.only {
             p class="muted" id="shown" {
                 @if shown.is_empty() { "No license " code { (id) } " on this relay. " } @else { "License " code { (id) } " only. " }
-                a href={ "/console/licenses?days=" (days) } { "All licenses" }
+                a href=(LicensesAsk::page_link(days, 0)) { "All licenses" }
             }
         } @else if shown.is_empty() && want.page > 0 {
             p class="muted" id="shown" {
                 "Page " (want.page + 1) " is past the last license (" (licenses.len()) " in all). "
-                a href={ "/console/licenses?days=" (days) } { "First page" }
+                a href=(LicensesAsk::page_link(days, 0)) { "First page" }
             }
         } @else if licenses.len() > LICENSES_PAGE {
             p class="muted" id="shown" {
@@ -482,8 +494,8 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
                 ", soonest to expire first."
             }
             nav class="pager" aria-label="Pages" {
-                @if want.page > 0 { a href={ "/console/licenses?days=" (days) "&page=" (want.page - 1) } rel="prev" { "← Previous" } }
-                @if (want.page + 1).saturating_mul(LICENSES_PAGE) < licenses.len() { a href={ "/console/licenses?days=" (days) "&page=" (want.page + 1) } rel="next" { "Next →" } }
+                @if want.page > 0 { a href=(LicensesAsk::page_link(days, want.page - 1)) rel="prev" { "← Previous" } }
+                @if (want.page + 1).saturating_mul(LICENSES_PAGE) < licenses.len() { a href=(LicensesAsk::page_link(days, want.page + 1)) rel="next" { "Next →" } }
             }
         }
         @for l in &shown {
