@@ -225,6 +225,61 @@ async fn browser_console_inbox_shows_new_requests_from_whoosh_and_from_clusters_
     r.stop().await;
 }
 
+/// An operator clicks through the console: every page follows the event
+/// stream, and the browser opens at most six connections to one origin.
+/// The streams of pages left behind must close, or the seventh page waits
+/// (about a minute) for a free connection. Ten pages in a row each load
+/// and go live within 20 s; a page brought back with Back follows again
+/// and shows what happened while it was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_console_pages_visited_in_a_row_each_load_and_go_live() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let (r, admin, ls) = fleet().await;
+    sign_in(&b, &r, &admin).await;
+    let pages = [
+        "/console/inbox",
+        "/console/licenses",
+        "/console/revocations",
+        "/console/audit",
+        "/console/",
+    ];
+    for (i, page) in pages.iter().cycle().take(10).enumerate() {
+        tokio::time::timeout(Duration::from_secs(20), b.goto(&r.url(page)))
+            .await
+            .unwrap_or_else(|_| panic!("page {} ({page}) did not load within 20 s", i + 2));
+        b.wait_for(
+            &format!("page {} ({page}) to go live", i + 2),
+            "return document.getElementById('live-state').textContent === 'live';",
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    // The last page was the fleet; the one before it, the audit page.
+    b.run("history.back();", serde_json::json!([])).await;
+    b.wait_for_url("/console/audit").await;
+    b.wait_for(
+        "the audit page brought back to go live",
+        "return document.getElementById('live-state').textContent === 'live';",
+        Duration::from_secs(20),
+    )
+    .await;
+    let whoosh = r.token(Scope::Whoosh, "whoosh-back");
+    assert_eq!(
+        r.file_upgrade(&whoosh, &ls[1], "enterprise").await.status(),
+        201
+    );
+    b.wait_for(
+        "the new request's audit row on the page brought back",
+        "return document.getElementById('chain').textContent.includes('upgrade_request');",
+        Duration::from_secs(15),
+    )
+    .await;
+    b.quit().await;
+    r.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_attack_cross_site_post_to_the_console_is_refused() {
     let Some(b) = Browser::start().await else {

@@ -58,14 +58,32 @@
         }
       });
   }
-  var stream = new EventSource(events);
-  stream.onopen = function () {
-    say("live");
-  };
-  stream.onerror = function () {
-    say("reconnecting…");
-  };
-  ["status", "reload", "rejected", "upgrade_request", "license_changed", "downgrade_held", "lagged"].forEach(function (kind) {
-    stream.addEventListener(kind, refresh);
+  var stream = null;
+  function follow() {
+    stream = new EventSource(events);
+    stream.onopen = function () {
+      say("live");
+    };
+    stream.onerror = function () {
+      say("reconnecting…");
+    };
+    ["status", "reload", "rejected", "upgrade_request", "license_changed", "downgrade_held", "lagged"].forEach(function (kind) {
+      stream.addEventListener(kind, refresh);
+    });
+  }
+  follow();
+  // The stream is closed when the page goes. Left open (a page kept for
+  // the Back button keeps it), each visited page held one of the six
+  // connections a browser opens to one origin, and the seventh page
+  // waited about a minute for a free one. A page brought back by Back
+  // follows again, and fetches what it missed.
+  window.addEventListener("pagehide", function () {
+    stream.close();
+  });
+  window.addEventListener("pageshow", function (e) {
+    if (e.persisted) {
+      follow();
+      refresh();
+    }
   });
 })();
