@@ -48,6 +48,8 @@ pub async fn fresh() -> Option<PgDb> {
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {VAR}: {e}"));
     tokio::spawn(conn);
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT.get_or_init(|| drop_left_over(&client)).await;
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
@@ -84,14 +86,23 @@ impl PgDb {
 }
 
 impl Drop for PgDb {
+    /// Drops the database from a thread of its own, not waited for. On
+    /// PostgreSQL 15 a `DROP DATABASE` waits until every backend of the
+    /// server has absorbed a ProcSignalBarrier, and a backend idle on
+    /// another test's connection does so only when that test next talks to
+    /// it (or about a minute later). A test waiting here would hold its own
+    /// connections idle in turn, so two tests ending together stalled each
+    /// other for a minute. Databases a killed run left are dropped by the
+    /// next run's first [`fresh`].
     fn drop(&mut self) {
         let (server, name) = (self.server.clone(), self.name.clone());
-        // A runtime of its own: drop may run inside or outside one.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .unwrap();
+            else {
+                return;
+            };
             rt.block_on(async {
                 if let Ok((client, conn)) =
                     tokio_postgres::connect(&server, tokio_postgres::NoTls).await
@@ -102,7 +113,33 @@ impl Drop for PgDb {
                         .await;
                 }
             });
-        })
-        .join();
+        });
+    }
+}
+
+/// Drops the test databases of runs that are gone (`kt_<pid>_…` whose
+/// process no longer exists): once per test binary, before its first
+/// database, when no test of it holds a connection yet.
+async fn drop_left_over(client: &tokio_postgres::Client) {
+    let Ok(rows) = client
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'kt\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.split('_').nth(1).unwrap_or("");
+        let gone = !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && !std::path::Path::new("/proc").join(pid).exists();
+        if gone {
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
     }
 }
