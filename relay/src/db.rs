@@ -150,7 +150,10 @@ pub fn open_and_migrate(path: &Path) -> anyhow::Result<Connection> {
 
 /// The schema steps after [`SCHEMA`], in order; `PRAGMA user_version`
 /// records how many ran. Never edit one that has shipped, add the next.
-const UPGRADES: &[(&str, &str)] = &[("storage bounded by clusters", UPGRADE_1)];
+const UPGRADES: &[(&str, &str)] = &[
+    ("storage bounded by clusters", UPGRADE_1),
+    ("the current hour on the cluster row", UPGRADE_2),
+];
 
 /// Storage that grows with clusters, not heartbeats (docs/relay.md,
 /// "Storage"): each cluster's report chain head moves onto its row (one
@@ -199,11 +202,67 @@ CREATE TABLE audit_pending (
 );
 ";
 
+/// Each cluster's current hour of heartbeats moves onto its `clusters` row
+/// (docs/relay.md, "Storage"): a heartbeat then changes one row, not its
+/// row and its hour's rollup, so it dirties one page instead of two. The
+/// hours a cluster has left go to `heartbeat_hours_closed`, written once,
+/// when its first heartbeat of a later hour arrives. `heartbeat_hours`
+/// stays, as a view over both, for readers.
+///
+/// The newest hour each cluster has moves onto its row; the older ones are
+/// the closed hours. `quotas` is the cluster row's own column: only
+/// heartbeats write it, so it is always its current hour's last counters.
+const UPGRADE_2: &str = "
+ALTER TABLE heartbeat_hours RENAME TO heartbeat_hours_closed;
+ALTER TABLE clusters ADD COLUMN hour INTEGER;            -- relay time / 3600; NULL: no hour held
+ALTER TABLE clusters ADD COLUMN hour_beats INTEGER;
+ALTER TABLE clusters ADD COLUMN hour_min_nodes INTEGER;
+ALTER TABLE clusters ADD COLUMN hour_max_nodes INTEGER;
+ALTER TABLE clusters ADD COLUMN hour_last_nodes INTEGER;
+ALTER TABLE clusters ADD COLUMN hour_last_at INTEGER;   -- relay time of the hour's last heartbeat
+UPDATE clusters SET (hour, hour_beats, hour_min_nodes, hour_max_nodes, hour_last_nodes, hour_last_at) =
+    (h.hour, h.beats, h.min_nodes, h.max_nodes, h.last_nodes, h.last_at)
+    FROM (SELECT c.* FROM heartbeat_hours_closed c
+          JOIN (SELECT cluster_id, max(hour) AS hour FROM heartbeat_hours_closed GROUP BY cluster_id) m
+          USING (cluster_id, hour)) AS h
+    WHERE h.cluster_id = clusters.cluster_id;
+DELETE FROM heartbeat_hours_closed WHERE (hour, cluster_id) IN
+    (SELECT hour, cluster_id FROM clusters WHERE hour IS NOT NULL);
+CREATE VIEW heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas) AS
+    SELECT hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas
+    FROM heartbeat_hours_closed
+    UNION ALL
+    SELECT hour, cluster_id, hour_beats, hour_min_nodes, hour_max_nodes, hour_last_nodes, hour_last_at, quotas
+    FROM clusters WHERE hour IS NOT NULL;
+";
+
+/// A database at schema version `version` (0: [`SCHEMA`] alone), as the
+/// release that stopped there left it: for tests of the upgrades after it.
+#[doc(hidden)]
+pub fn create_at_version(path: &Path, version: usize) -> anyhow::Result<Connection> {
+    let conn = open(path)?;
+    conn.execute_batch(SCHEMA)?;
+    upgrade_through(&conn, version)?;
+    Ok(conn)
+}
+
 /// Runs the [`UPGRADES`] the file has not had, each in its own immediate
 /// transaction (the CLI and a serving relay may open the file together:
 /// the second finds the version moved and skips).
 fn upgrade(conn: &Connection) -> anyhow::Result<()> {
-    for (i, (what, sql)) in UPGRADES.iter().enumerate() {
+    upgrade_through(conn, UPGRADES.len())?;
+    let at: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if at > UPGRADES.len() as i64 {
+        anyhow::bail!(
+            "the database is at schema version {at}, newer than this kaching-relay knows: run the release that wrote it"
+        );
+    }
+    Ok(())
+}
+
+/// [`upgrade`] up to schema version `last`.
+fn upgrade_through(conn: &Connection, last: usize) -> anyhow::Result<()> {
+    for (i, (what, sql)) in UPGRADES.iter().enumerate().take(last) {
         let version = i64::try_from(i + 1)?;
         let at: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if at >= version {
@@ -226,12 +285,6 @@ fn upgrade(conn: &Connection) -> anyhow::Result<()> {
                 return Err(e);
             }
         }
-    }
-    let at: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if at > UPGRADES.len() as i64 {
-        anyhow::bail!(
-            "the database is at schema version {at}, newer than this kaching-relay knows: run the release that wrote it"
-        );
     }
     Ok(())
 }

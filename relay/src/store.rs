@@ -180,8 +180,8 @@ pub fn apply(conn: &Connection, write: &Write) -> Result<Outcome, ApiError> {
                 .execute(params![raw_before, limit])?;
             let rollups = conn
                 .prepare_cached(
-                    "DELETE FROM heartbeat_hours WHERE (hour, cluster_id) IN
-                         (SELECT hour, cluster_id FROM heartbeat_hours WHERE hour < ?1 LIMIT ?2)",
+                    "DELETE FROM heartbeat_hours_closed WHERE (hour, cluster_id) IN
+                         (SELECT hour, cluster_id FROM heartbeat_hours_closed WHERE hour < ?1 LIMIT ?2)",
                 )?
                 .execute(params![rollups_before / HOUR, limit])?;
             Ok(Outcome::Pruned(raw.max(rollups)))
@@ -452,7 +452,8 @@ pub fn replayed(seq: u64, last_seq: u64) -> ApiError {
 
 /// A cluster's binding as a heartbeat is checked against it: license,
 /// key, status, last sequence number, the signed time of that heartbeat,
-/// and the report chain head held (seq, hash, mark).
+/// the report chain head held (seq, hash, mark), and the hour its row
+/// holds.
 type BindingRow = (
     String,
     Vec<u8>,
@@ -461,6 +462,7 @@ type BindingRow = (
     Option<u64>,
     Option<u64>,
     Option<Vec<u8>>,
+    Option<u64>,
     Option<u64>,
 );
 
@@ -509,8 +511,9 @@ impl From<BeatFailure> for ApiError {
     }
 }
 
-/// Records a heartbeat (or deactivation): the cluster's latest state and
-/// report chain head (one UPDATE), its hour's rollup, a raw history row
+/// Records a heartbeat (or deactivation): the cluster's latest state,
+/// report chain head and current hour's rollup (one UPDATE; the first
+/// heartbeat of a new hour closes the last one first), a raw history row
 /// when `raw`, and upgrade requests. A deactivation and each new upgrade
 /// request get an audit row; an ordinary heartbeat is audited by the
 /// writer, as a leaf of its batch's Merkle root.
@@ -533,11 +536,13 @@ pub fn record_beat(
 
 /// What the read-only checks of a heartbeat found.
 enum Binding {
-    /// Accepted: the report chain head held for the cluster.
+    /// Accepted: the report chain head held for the cluster, and the hour
+    /// of heartbeats its row holds.
     Accept {
         report_seq: Option<u64>,
         report_hash: Option<Vec<u8>>,
         mark: Option<u64>,
+        hour: Option<u64>,
     },
     /// Refused, with a sign of rollback to record (the refusal is kept).
     RefuseBack(ApiError, Finding),
@@ -553,7 +558,7 @@ fn check_binding(
     let row: Option<BindingRow> = conn
         .prepare_cached(
             "SELECT license_id, cluster_key, status, last_seq, heartbeat_time,
-                    report_seq, report_hash, report_mark
+                    report_seq, report_hash, report_mark, hour
              FROM clusters WHERE cluster_id = ?1",
         )
         .map_err(in_doubt)?
@@ -567,11 +572,13 @@ fn check_binding(
                 r.get(5)?,
                 r.get(6)?,
                 r.get(7)?,
+                r.get(8)?,
             ))
         })
         .optional()
         .map_err(in_doubt)?;
-    let Some((bound, bound_key, status, last_seq, last_time, report_seq, report_hash, mark)) = row
+    let Some((bound, bound_key, status, last_seq, last_time, report_seq, report_hash, mark, hour)) =
+        row
     else {
         return Err(BeatFailure::Refused(ApiError::forbidden(
             "not_activated",
@@ -591,6 +598,7 @@ fn check_binding(
         report_seq,
         report_hash,
         mark,
+        hour,
     })
 }
 
@@ -603,12 +611,13 @@ fn write_beat(
     now: u64,
     raw: bool,
 ) -> Result<Outcome, ApiError> {
-    let (report_seq, report_hash, mark) = match binding {
+    let (report_seq, report_hash, mark, held_hour) = match binding {
         Binding::Accept {
             report_seq,
             report_hash,
             mark,
-        } => (report_seq, report_hash, mark),
+            hour,
+        } => (report_seq, report_hash, mark, hour),
         Binding::RefuseBack(refusal, found) => {
             // Kept although the heartbeat is refused (the writer commits an Ok).
             record_anomalies(conn, &hb.cluster_id, license_id, &[found], now)?;
@@ -620,6 +629,12 @@ fn write_beat(
     let (report_seq, report_hash, report_mark) = head_columns(held, &write);
     record_anomalies(conn, &hb.cluster_id, license_id, &found, now)?;
     let quotas = serde_json::to_string(&hb.quotas).unwrap_or_else(|_| "{}".into());
+    let hour = now / HOUR;
+    if held_hour.is_some_and(|h| h != hour) {
+        // The row's hour is over: closed, before the row starts this one.
+        conn.prepare_cached(CLOSE_HOUR)?
+            .execute(params![hb.cluster_id])?;
+    }
     conn.prepare_cached(if hb.deactivate {
         UPDATE_DEACTIVATED
     } else {
@@ -636,14 +651,8 @@ fn write_beat(
         hb.verifier_version,
         report_seq,
         report_hash,
-        report_mark
-    ])?;
-    conn.prepare_cached(ROLLUP_SQLITE)?.execute(params![
-        now / HOUR,
-        hb.cluster_id,
-        hb.active_nodes,
-        now,
-        quotas
+        report_mark,
+        hour
     ])?;
     if raw {
         conn.prepare_cached(
@@ -689,15 +698,22 @@ fn write_beat(
     Ok(Outcome::Beat)
 }
 
-/// A heartbeat's cluster row: ?1 cluster, ?2 seq, ?3 relay time, ?4 signed
-/// time, ?5 state, ?6 nodes, ?7 quotas, ?8 verifier version, ?9–?11 report
-/// chain head. `status` is left out of the SET list: it is a column of the
-/// index `clusters_by_license`, which SQLite would otherwise rewrite (one
-/// more B-tree page dirtied and written to the WAL) on every heartbeat.
+/// A heartbeat's cluster row, its current hour's rollup included: ?1
+/// cluster, ?2 seq, ?3 relay time, ?4 signed time, ?5 state, ?6 nodes, ?7
+/// quotas, ?8 verifier version, ?9–?11 report chain head, ?12 hour (relay
+/// time / 3600). The hour's counts start again when ?12 is not the hour
+/// the row holds (whose counts [`CLOSE_HOUR`] moved out first). `status`
+/// is left out of the SET list: it is a column of the index
+/// `clusters_by_license`, which SQLite would otherwise rewrite (one more
+/// B-tree page dirtied and written to the WAL) on every heartbeat.
 const UPDATE_BEAT: &str =
     "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,
          active_nodes = ?6, quotas = ?7, verifier_version = ?8, heartbeats = heartbeats + 1,
-         report_seq = ?9, report_hash = ?10, report_mark = ?11
+         report_seq = ?9, report_hash = ?10, report_mark = ?11,
+         hour_beats = CASE WHEN hour IS ?12 THEN hour_beats + 1 ELSE 1 END,
+         hour_min_nodes = CASE WHEN hour IS ?12 THEN min(hour_min_nodes, ?6) ELSE ?6 END,
+         hour_max_nodes = CASE WHEN hour IS ?12 THEN max(hour_max_nodes, ?6) ELSE ?6 END,
+         hour_last_nodes = ?6, hour_last_at = ?3, hour = ?12
      WHERE cluster_id = ?1";
 
 /// [`UPDATE_BEAT`] for a deactivation: the cluster also ends.
@@ -705,17 +721,28 @@ const UPDATE_DEACTIVATED: &str =
     "UPDATE clusters SET last_seq = ?2, last_seen = ?3, heartbeat_time = ?4, state = ?5,
          active_nodes = ?6, quotas = ?7, verifier_version = ?8, heartbeats = heartbeats + 1,
          report_seq = ?9, report_hash = ?10, report_mark = ?11,
+         hour_beats = CASE WHEN hour IS ?12 THEN hour_beats + 1 ELSE 1 END,
+         hour_min_nodes = CASE WHEN hour IS ?12 THEN min(hour_min_nodes, ?6) ELSE ?6 END,
+         hour_max_nodes = CASE WHEN hour IS ?12 THEN max(hour_max_nodes, ?6) ELSE ?6 END,
+         hour_last_nodes = ?6, hour_last_at = ?3, hour = ?12,
          status = 'deactivated', ended_at = ?3
      WHERE cluster_id = ?1";
 
-/// A heartbeat folded into its cluster's hour: ?1 hour, ?2 cluster, ?3
-/// nodes, ?4 relay time, ?5 quotas.
-const ROLLUP_SQLITE: &str =
-    "INSERT INTO heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
-     VALUES (?1, ?2, 1, ?3, ?3, ?3, ?4, ?5)
-     ON CONFLICT (hour, cluster_id) DO UPDATE SET beats = beats + 1,
+/// Moves the hour a cluster row holds (?1 the cluster) to
+/// `heartbeat_hours_closed`, once a heartbeat of another hour arrives; run
+/// before the UPDATE that starts the new hour. An hour already closed (the
+/// relay's clock went back and forth across it) is merged, not lost.
+const CLOSE_HOUR: &str =
+    "INSERT INTO heartbeat_hours_closed
+         (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
+     SELECT hour, cluster_id, hour_beats, hour_min_nodes, hour_max_nodes, hour_last_nodes,
+            hour_last_at, quotas
+     FROM clusters WHERE cluster_id = ?1 AND hour IS NOT NULL
+     ON CONFLICT (hour, cluster_id) DO UPDATE SET beats = beats + excluded.beats,
          min_nodes = min(min_nodes, excluded.min_nodes), max_nodes = max(max_nodes, excluded.max_nodes),
-         last_nodes = excluded.last_nodes, last_at = excluded.last_at, quotas = excluded.quotas";
+         last_nodes = CASE WHEN excluded.last_at >= last_at THEN excluded.last_nodes ELSE last_nodes END,
+         quotas = CASE WHEN excluded.last_at >= last_at THEN excluded.quotas ELSE quotas END,
+         last_at = max(last_at, excluded.last_at)";
 
 /// The audit detail of an upgrade request (both backends, both sources).
 pub fn upgrade_audit_detail(r: &UpgradeRequest) -> serde_json::Value {

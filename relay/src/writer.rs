@@ -402,9 +402,10 @@ mod tests {
             .unzip();
         commit_batch(&mut conn, jobs, &Commits::default());
         let doomed = cluster_id(&keys[1].public());
-        // The rollup comes after the cluster row's UPDATE: a half-way failure.
+        // The raw history row comes after the cluster row's UPDATE: a
+        // half-way failure.
         conn.execute_batch(&format!(
-            "CREATE TRIGGER doomed BEFORE INSERT ON heartbeat_hours
+            "CREATE TRIGGER doomed BEFORE INSERT ON heartbeats
              WHEN NEW.cluster_id = '{doomed}' BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
         ))
         .unwrap();

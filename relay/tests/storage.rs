@@ -217,7 +217,7 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
     }
     let s = open(dir.path(), false).await;
     let c = db(dir.path());
-    assert_eq!(count(&c, "PRAGMA user_version"), 1);
+    assert_eq!(count(&c, "PRAGMA user_version"), 2);
     let (seq, hash, mark): (u64, Vec<u8>, u64) = c
         .query_row(
             "SELECT report_seq, report_hash, mark FROM chain_heads WHERE cluster_id = ?1",
@@ -259,7 +259,229 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
     s.close().await.unwrap();
     // Opening again changes nothing.
     let s = open(dir.path(), false).await;
-    assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 1);
+    assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 2);
+    s.close().await.unwrap();
+}
+
+/// Where a backend's rollups are read from, as text: one line per row of
+/// the `heartbeat_hours` view ("hour beats min max last last_at quotas",
+/// hour and time relative to `H`), in hour order.
+enum Rows {
+    Lite(std::path::PathBuf),
+    Pg(tokio_postgres::Client),
+}
+
+const HOUR_ROWS: &str = "SELECT CAST(hour - 500000 AS TEXT) || ' ' || CAST(beats AS TEXT) || ' '
+        || CAST(min_nodes AS TEXT) || ' ' || CAST(max_nodes AS TEXT) || ' ' || CAST(last_nodes AS TEXT)
+        || ' ' || CAST(last_at - 1800000000 AS TEXT) || ' ' || quotas
+    FROM heartbeat_hours ORDER BY hour, last_at";
+
+impl Rows {
+    async fn read(&self, sql: &str) -> Vec<String> {
+        match self {
+            Rows::Lite(dir) => {
+                let c = db(dir);
+                let mut st = c.prepare(sql).unwrap();
+                let rows = st.query_map([], |r| r.get(0)).unwrap();
+                rows.collect::<Result<_, _>>().unwrap()
+            }
+            Rows::Pg(c) => c
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        }
+    }
+
+    async fn hours(&self) -> Vec<String> {
+        self.read(HOUR_ROWS).await
+    }
+
+    async fn closed(&self) -> usize {
+        self.read("SELECT CAST(count(*) AS TEXT) FROM heartbeat_hours_closed")
+            .await[0]
+            .parse()
+            .unwrap()
+    }
+}
+
+/// A cluster's current hour is on its row: three heartbeats in one hour
+/// write no rollup row; the first of the next hour closes it (one row in
+/// `heartbeat_hours_closed`); the `heartbeat_hours` view shows both. When
+/// the relay's clock goes back into a closed hour and forth again, the
+/// hour's counts are merged, not lost or doubled; a deactivation counts
+/// in its hour; pruning removes closed hours only; the console's history
+/// reads every heartbeat back.
+async fn current_hour_on_the_row_and_closed_when_the_next_begins(s: Arc<dyn Storage>, rows: Rows) {
+    assert_eq!(H, 500_000 * 3600);
+    assert_eq!(H, 1_800_000_000);
+    let (l, key) = (license(6, 3600), cluster_key(6));
+    s.activate(activation(&l, &key, H + 5)).await.unwrap();
+    for (seq, nodes, at) in [(1, 3, 10), (2, 5, 20), (3, 4, 30)] {
+        send(&s, &key, &beat_with(&l, &key, seq, nodes), H + at).await;
+    }
+    assert_eq!(rows.hours().await, [r#"0 3 3 5 4 30 {"api_calls":30}"#]);
+    assert_eq!(rows.closed().await, 0, "the current hour is on the row");
+    send(&s, &key, &beat_with(&l, &key, 4, 2), H + 3610).await;
+    assert_eq!(
+        rows.hours().await,
+        [
+            r#"0 3 3 5 4 30 {"api_calls":30}"#,
+            r#"1 1 2 2 2 3610 {"api_calls":40}"#
+        ]
+    );
+    assert_eq!(rows.closed().await, 1);
+    // The clock goes back into hour 0, then forth into hour 1 and on to 2.
+    send(&s, &key, &beat_with(&l, &key, 5, 7), H + 40).await;
+    send(&s, &key, &beat_with(&l, &key, 6, 1), H + 3620).await;
+    send(&s, &key, &beat_with(&l, &key, 7, 6), H + 7200).await;
+    let mut bye = beat_with(&l, &key, 8, 9);
+    bye.deactivate = true;
+    send(&s, &key, &bye, H + 7210).await;
+    assert_eq!(
+        rows.hours().await,
+        [
+            r#"0 4 3 7 7 40 {"api_calls":50}"#,
+            r#"1 2 1 2 1 3620 {"api_calls":60}"#,
+            r#"2 2 6 9 9 7210 {"api_calls":80}"#,
+        ],
+        "one row per hour, every heartbeat counted once"
+    );
+    assert_eq!(rows.closed().await, 2);
+    let Answer::History(history) = s.console(Ask::History { since: H }).await.unwrap() else {
+        panic!("not a history");
+    };
+    assert_eq!(history.len(), 8);
+    assert_eq!(history.iter().map(|b| b.active_nodes).max(), Some(9));
+    // Pruning the hours before hour 2 leaves the one on the row.
+    while s.prune_history(H, H + 2 * 3600, 1).await.unwrap() > 0 {}
+    assert_eq!(rows.hours().await, [r#"2 2 6 9 9 7210 {"api_calls":80}"#]);
+    assert_eq!(rows.closed().await, 0);
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn current_hour_on_the_row_and_closed_when_the_next_begins_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), false).await;
+    current_hour_on_the_row_and_closed_when_the_next_begins(s, Rows::Lite(dir.path().into())).await;
+}
+
+#[tokio::test]
+async fn current_hour_on_the_row_and_closed_when_the_next_begins_on_postgres() {
+    let Some(pg) = common::postgres::fresh().await else {
+        return;
+    };
+    let s = storage::open(&Database::Postgres(pg.url.clone()), 64, false)
+        .await
+        .unwrap();
+    current_hour_on_the_row_and_closed_when_the_next_begins(s, Rows::Pg(pg.client().await)).await;
+}
+
+/// Rollups as the previous schema kept them (every hour a row of
+/// `heartbeat_hours`): cluster a has hours 0, 1 and 2, cluster b hour 1,
+/// cluster c none. Columns: hour, cluster, beats, min, max, last nodes,
+/// last_at (quotas: the cluster's own).
+const OLD_HOURS: [(i64, &str, i64, i64, i64, i64, i64); 4] = [
+    (500_000, "a", 5, 1, 4, 2, 1_800_000_100),
+    (500_001, "a", 7, 2, 3, 3, 1_800_003_700),
+    (500_002, "a", 1, 6, 6, 6, 1_800_007_300),
+    (500_001, "b", 2, 9, 9, 9, 1_800_003_900),
+];
+
+const OLD_HOURS_READ: [&str; 4] = [
+    r#"0 5 1 4 2 100 {"q":1}"#,
+    r#"1 7 2 3 3 3700 {"q":1}"#,
+    r#"1 2 9 9 9 3900 {"q":2}"#,
+    r#"2 1 6 6 6 7300 {"q":1}"#,
+];
+
+/// The cluster rows of [`OLD_HOURS`], in SQL either backend takes.
+fn old_clusters(quotas_of: impl Fn(&str) -> &'static str) -> String {
+    ["a", "b", "c"]
+        .iter()
+        .map(|c| {
+            format!(
+                "INSERT INTO clusters (cluster_id, license_id, cluster_key, hostname, status, activated_at, last_seen, quotas)
+                 VALUES ('{c}', 'l-{c}', '\\x00', 'h', 'active', 1, 1, '{}');",
+                quotas_of(c)
+            )
+        })
+        .collect()
+}
+
+fn old_quotas(c: &str) -> &'static str {
+    match c {
+        "a" => r#"{"q":1}"#,
+        "b" => r#"{"q":2}"#,
+        _ => "{}",
+    }
+}
+
+fn old_hour_rows() -> String {
+    OLD_HOURS
+        .iter()
+        .map(|(h, c, beats, min, max, last, at)| {
+            format!(
+                "INSERT INTO heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
+                 VALUES ({h}, '{c}', {beats}, {min}, {max}, {last}, {at}, '{}');",
+                old_quotas(c)
+            )
+        })
+        .collect()
+}
+
+/// A database whose rollups are all rows (schema version 1) is upgraded in
+/// place: each cluster's newest hour moves onto its row, the older ones
+/// are the closed hours, and the view reads the same rows as before.
+#[tokio::test]
+async fn rollups_of_the_previous_schema_move_their_newest_hour_onto_the_row_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    {
+        let c = kaching_relay::db::create_at_version(&path, 1).unwrap();
+        let sql = old_clusters(old_quotas).replace("'\\x00'", "x'00'") + &old_hour_rows();
+        c.execute_batch(&sql).unwrap();
+    }
+    let s = open(dir.path(), false).await;
+    let rows = Rows::Lite(dir.path().into());
+    assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 2);
+    assert_eq!(rows.hours().await, OLD_HOURS_READ);
+    assert_eq!(rows.closed().await, 2, "a's hours 0 and 1");
+    assert_eq!(
+        rows.read("SELECT cluster_id || ' ' || COALESCE(CAST(hour - 500000 AS TEXT), '-') FROM clusters ORDER BY cluster_id")
+            .await,
+        ["a 2", "b 1", "c -"]
+    );
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn rollups_of_the_previous_schema_move_their_newest_hour_onto_the_row_on_postgres() {
+    let Some(pg) = common::postgres::fresh().await else {
+        return;
+    };
+    let mut client = pg.client().await;
+    kaching_relay::storage::postgres::schema::migrate_through(&mut client, 4)
+        .await
+        .unwrap();
+    client
+        .batch_execute(&(old_clusters(old_quotas) + &old_hour_rows()))
+        .await
+        .unwrap();
+    let s = storage::open(&Database::Postgres(pg.url.clone()), 64, false)
+        .await
+        .unwrap();
+    let rows = Rows::Pg(client);
+    assert_eq!(rows.hours().await, OLD_HOURS_READ);
+    assert_eq!(rows.closed().await, 2, "a's hours 0 and 1");
+    assert_eq!(
+        rows.read("SELECT cluster_id || ' ' || COALESCE(CAST(hour - 500000 AS TEXT), '-') FROM clusters ORDER BY cluster_id")
+            .await,
+        ["a 2", "b 1", "c -"]
+    );
     s.close().await.unwrap();
 }
 

@@ -230,10 +230,16 @@ const TABLES: &[(&str, &[&str])] = &[
             "report_seq",
             "report_hash",
             "report_mark",
+            "hour",
+            "hour_beats",
+            "hour_min_nodes",
+            "hour_max_nodes",
+            "hour_last_nodes",
+            "hour_last_at",
         ],
     ),
     (
-        "heartbeat_hours",
+        "heartbeat_hours_closed",
         &[
             "hour",
             "cluster_id",

@@ -14,8 +14,8 @@ use tokio_postgres::types::ToSql;
 use kaching_core::heartbeat::Heartbeat;
 
 use super::writes::{
-    after_beat, held_head, query, record_anomalies, uint, Accepted, Head, BINDING, HISTORY, ROLLUP,
-    UPDATE_BEAT,
+    after_beat, held_head, query, record_anomalies, uint, Accepted, Head, BINDING, CLOSE_HOUR,
+    HISTORY, UPDATE_BEAT,
 };
 use crate::error::ApiError;
 
@@ -38,6 +38,8 @@ struct Binding {
     last_time: Option<u64>,
     /// The report chain head its heartbeats last named.
     held: Option<kaching_core::heartbeat::ChainHead>,
+    /// The hour of heartbeats its row holds.
+    hour: Option<i32>,
 }
 
 /// Records `beats` (distinct clusters): one outcome per heartbeat (a
@@ -62,6 +64,7 @@ pub async fn record(
                     last_seq: uint(r.get(3)),
                     last_time: r.get::<_, Option<i64>>(4).map(uint),
                     held: held_head(r, 5),
+                    hour: r.get(9),
                 },
             )
         })
@@ -90,7 +93,7 @@ pub async fn record(
                             went_back.push((hb.cluster_id.clone(), b.license.clone(), f, now));
                         }
                     }
-                    Ok(()) => accepted.push((hb, now, Accepted::new(hb, now, b.held))),
+                    Ok(()) => accepted.push((hb, now, Accepted::new(hb, now, b.held, b.hour))),
                 }
                 checked
             }
@@ -100,32 +103,39 @@ pub async fn record(
     if !accepted.is_empty() {
         // Prepared first, so each statement below is sent when first
         // polled, in order.
-        let (update, rollup, history) = (
+        let (close, update, history) = (
+            c.prepare_cached(CLOSE_HOUR).await?,
             c.prepare_cached(UPDATE_BEAT).await?,
-            c.prepare_cached(ROLLUP).await?,
             c.prepare_cached(HISTORY).await?,
         );
-        let params: Vec<Vec<Vec<&(dyn ToSql + Sync)>>> = accepted
-            .iter()
-            .map(|(_, _, a)| {
-                let mut p = vec![a.update(), a.rollup()];
-                if keep_raw {
-                    p.push(a.history());
-                }
-                p
-            })
-            .collect();
-        let statements = [&update, &rollup, &history];
-        let per = if keep_raw { 3 } else { 2 };
-        let changed = try_join_all(params.iter().flat_map(|p| {
-            p.iter()
-                .zip(statements)
-                .map(|(values, st)| c.execute(st, values.as_slice()))
-        }))
+        // Each heartbeat's statements in order: its hour's close (when its
+        // row holds another hour), its UPDATE (marked: it must move its
+        // cluster), its raw history row.
+        type Sent<'a> = (
+            &'a tokio_postgres::Statement,
+            Vec<&'a (dyn ToSql + Sync)>,
+            bool,
+        );
+        let mut sent: Vec<Sent<'_>> = Vec::with_capacity(accepted.len() * 2);
+        for (_, _, a) in &accepted {
+            if a.closes_hour {
+                sent.push((&close, a.close_hour(), false));
+            }
+            sent.push((&update, a.update(), true));
+            if keep_raw {
+                sent.push((&history, a.history(), false));
+            }
+        }
+        let changed = try_join_all(
+            sent.iter()
+                .map(|(st, values, _)| c.execute(*st, values.as_slice())),
+        )
         .await?;
-        // Every first count of a heartbeat's is its UPDATE's: each must
-        // have moved its cluster.
-        if changed.iter().step_by(per).any(|n| *n != 1) {
+        if sent
+            .iter()
+            .zip(&changed)
+            .any(|((_, _, is_update), n)| *is_update && *n != 1)
+        {
             return Err(ApiError::internal(
                 "a heartbeat changed no row after its checks passed",
             ));

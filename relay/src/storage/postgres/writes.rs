@@ -165,25 +165,40 @@ pub async fn activate(
     })
 }
 
-/// The cluster's latest heartbeat and report chain head, in one UPDATE,
-/// conditional on the sequence number (both paths).
+/// The cluster's latest heartbeat, report chain head and current hour's
+/// rollup, in one UPDATE, conditional on the sequence number (both paths):
+/// $13 the hour (relay time / 3600), $14 the nodes as the rollup's
+/// INTEGER. The hour's counts start again when $13 is not the hour the row
+/// holds (whose counts [`CLOSE_HOUR`] moved out first).
 pub const UPDATE_BEAT: &str =
     "UPDATE clusters SET last_seq = $2, last_seen = $3, heartbeat_time = $4, state = $5,
          active_nodes = $6, quotas = $7, verifier_version = $8, heartbeats = heartbeats + 1,
          status = CASE WHEN $9 THEN 'deactivated' ELSE status END,
          ended_at = CASE WHEN $9 THEN $3 ELSE ended_at END,
-         report_seq = $10, report_hash = $11, report_mark = $12
+         report_seq = $10, report_hash = $11, report_mark = $12,
+         hour_beats = CASE WHEN hour = $13 THEN hour_beats + 1 ELSE 1 END,
+         hour_min_nodes = CASE WHEN hour = $13 THEN LEAST(hour_min_nodes, $14) ELSE $14 END,
+         hour_max_nodes = CASE WHEN hour = $13 THEN GREATEST(hour_max_nodes, $14) ELSE $14 END,
+         hour_last_nodes = $14, hour_last_at = $3, hour = $13
      WHERE cluster_id = $1 AND last_seq < $2 AND status = 'active'";
 
-/// A heartbeat folded into its cluster's hour (both paths): $1 hour, $2
-/// cluster, $3 nodes, $4 relay time, $5 quotas.
-pub const ROLLUP: &str =
-    "INSERT INTO heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
-     VALUES ($1, $2, 1, $3, $3, $3, $4, $5)
-     ON CONFLICT (hour, cluster_id) DO UPDATE SET beats = heartbeat_hours.beats + 1,
-         min_nodes = LEAST(heartbeat_hours.min_nodes, excluded.min_nodes),
-         max_nodes = GREATEST(heartbeat_hours.max_nodes, excluded.max_nodes),
-         last_nodes = excluded.last_nodes, last_at = excluded.last_at, quotas = excluded.quotas";
+/// Moves the hour a cluster row holds ($1 the cluster) to
+/// `heartbeat_hours_closed` once a heartbeat of another hour arrives;
+/// sent before the UPDATE that starts the new hour (both paths). An hour
+/// already closed (the relay's clock went back and forth across it) is
+/// merged, not lost.
+pub const CLOSE_HOUR: &str =
+    "INSERT INTO heartbeat_hours_closed AS h
+         (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
+     SELECT hour, cluster_id, hour_beats, hour_min_nodes, hour_max_nodes, hour_last_nodes,
+            hour_last_at, quotas
+     FROM clusters WHERE cluster_id = $1 AND hour IS NOT NULL
+     ON CONFLICT (hour, cluster_id) DO UPDATE SET beats = h.beats + excluded.beats,
+         min_nodes = LEAST(h.min_nodes, excluded.min_nodes),
+         max_nodes = GREATEST(h.max_nodes, excluded.max_nodes),
+         last_nodes = CASE WHEN excluded.last_at >= h.last_at THEN excluded.last_nodes ELSE h.last_nodes END,
+         quotas = CASE WHEN excluded.last_at >= h.last_at THEN excluded.quotas ELSE h.quotas END,
+         last_at = GREATEST(h.last_at, excluded.last_at)";
 
 /// A raw history row (only when `heartbeat_retention` is above 0).
 pub const HISTORY: &str =
@@ -191,10 +206,10 @@ pub const HISTORY: &str =
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// The binding a heartbeat is checked against, locked; the report chain
-/// head at columns 5..8 (see [`held_head`]).
+/// head at columns 5..8 (see [`held_head`]), the hour the row holds at 9.
 pub const BINDING: &str =
     "SELECT c.license_id, c.cluster_key, c.status, c.last_seq, c.heartbeat_time,
-            c.report_seq, c.report_hash, c.report_mark, c.cluster_id
+            c.report_seq, c.report_hash, c.report_mark, c.cluster_id, c.hour
      FROM clusters c WHERE c.cluster_id = ANY($1) FOR UPDATE";
 
 /// What an accepted heartbeat writes, owned so the statements can borrow it.
@@ -216,25 +231,30 @@ pub struct Accepted {
     report_seq: Option<i64>,
     report_hash: Option<Vec<u8>>,
     report_mark: Option<i64>,
+    /// The row holds an earlier (or later) hour, to close first.
+    pub closes_hour: bool,
     /// Signs of rollback its report chain head shows.
     pub found: Vec<kaching_core::report_chain::Finding>,
 }
 
 impl Accepted {
-    /// What `hb` (checked) writes, given the chain head held.
+    /// What `hb` (checked) writes, given the chain head and the hour its
+    /// cluster row holds.
     pub fn new(
         hb: &Heartbeat,
         now: u64,
         held: Option<kaching_core::heartbeat::ChainHead>,
+        held_hour: Option<i32>,
     ) -> Accepted {
         let (found, write) = crate::store::chain_head(held, hb.chain);
         let (report_seq, report_hash, report_mark) = crate::store::head_columns(held, &write);
+        let hour = i32::try_from(now / crate::store::HOUR).unwrap_or(i32::MAX);
         Accepted {
             cluster_id: hb.cluster_id.clone(),
             license_id: hb.license_id.to_string(),
             seq: int(hb.seq),
             now: int(now),
-            hour: i32::try_from(now / crate::store::HOUR).unwrap_or(i32::MAX),
+            hour,
             time: int(hb.time),
             state: hb.state.clone(),
             nodes: i64::from(hb.active_nodes),
@@ -245,6 +265,7 @@ impl Accepted {
             report_seq: report_seq.map(int),
             report_hash,
             report_mark: report_mark.map(int),
+            closes_hour: held_hour.is_some_and(|h| h != hour),
             found,
         }
     }
@@ -264,18 +285,14 @@ impl Accepted {
             &self.report_seq,
             &self.report_hash,
             &self.report_mark,
+            &self.hour,
+            &self.nodes32,
         ]
     }
 
-    /// Parameters of [`ROLLUP`].
-    pub fn rollup(&self) -> Vec<&(dyn ToSql + Sync)> {
-        vec![
-            &self.hour,
-            &self.cluster_id,
-            &self.nodes32,
-            &self.now,
-            &self.quotas,
-        ]
+    /// Parameters of [`CLOSE_HOUR`].
+    pub fn close_hour(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![&self.cluster_id]
     }
 
     /// Parameters of [`HISTORY`].
@@ -323,18 +340,31 @@ pub async fn record_heartbeat(
         }
         return Err(refusal);
     }
-    let a = Accepted::new(hb, now, held_head(&row, 5));
-    // The checks passed: the writes go out pipelined (one round trip).
-    // The update is still conditional on the sequence number; should it
-    // change nothing (it cannot, under the row lock), the error is a 500 and
-    // the whole batch rolls back.
-    let (update, rollup, history) = (a.update(), a.rollup(), a.history());
-    let (moved, _, _) = tokio::try_join!(
-        execute(c, UPDATE_BEAT, &update),
-        execute(c, ROLLUP, &rollup),
+    let a = Accepted::new(hb, now, held_head(&row, 5), row.get(9));
+    // The checks passed: the writes go out pipelined (one round trip), the
+    // hour's close before the update. Prepared first: a statement not yet
+    // prepared on this connection would wait for its Parse, and a later one
+    // would go out before it. The update is still conditional on the
+    // sequence number; should it change nothing (it cannot, under the row
+    // lock), the error is a 500 and the whole batch rolls back.
+    let (close_st, update_st, history_st) = (
+        c.prepare_cached(CLOSE_HOUR).await?,
+        c.prepare_cached(UPDATE_BEAT).await?,
+        c.prepare_cached(HISTORY).await?,
+    );
+    let (close, update, history) = (a.close_hour(), a.update(), a.history());
+    let (_, moved, _) = tokio::try_join!(
+        async {
+            if a.closes_hour {
+                c.execute(&close_st, &close).await
+            } else {
+                Ok(0)
+            }
+        },
+        c.execute(&update_st, &update),
         async {
             if keep_raw {
-                execute(c, HISTORY, &history).await
+                c.execute(&history_st, &history).await
             } else {
                 Ok(0)
             }
