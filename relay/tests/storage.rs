@@ -433,6 +433,18 @@ fn old_hour_rows() -> String {
         .collect()
 }
 
+/// After the upgrade: the view reads the rows [`OLD_HOURS`] wrote, each
+/// cluster's newest hour is on its row, the older ones are closed.
+async fn upgraded_hours_read_as_before(rows: &Rows) {
+    assert_eq!(rows.hours().await, OLD_HOURS_READ);
+    assert_eq!(rows.closed().await, 2, "a's hours 0 and 1");
+    assert_eq!(
+        rows.read("SELECT cluster_id || ' ' || COALESCE(CAST(hour - 500000 AS TEXT), '-') FROM clusters ORDER BY cluster_id")
+            .await,
+        ["a 2", "b 1", "c -"]
+    );
+}
+
 /// A database whose rollups are all rows (schema version 1) is upgraded in
 /// place: each cluster's newest hour moves onto its row, the older ones
 /// are the closed hours, and the view reads the same rows as before.
@@ -448,13 +460,7 @@ async fn rollups_of_the_previous_schema_move_their_newest_hour_onto_the_row_on_s
     let s = open(dir.path(), false).await;
     let rows = Rows::Lite(dir.path().into());
     assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 2);
-    assert_eq!(rows.hours().await, OLD_HOURS_READ);
-    assert_eq!(rows.closed().await, 2, "a's hours 0 and 1");
-    assert_eq!(
-        rows.read("SELECT cluster_id || ' ' || COALESCE(CAST(hour - 500000 AS TEXT), '-') FROM clusters ORDER BY cluster_id")
-            .await,
-        ["a 2", "b 1", "c -"]
-    );
+    upgraded_hours_read_as_before(&rows).await;
     s.close().await.unwrap();
 }
 
@@ -475,13 +481,7 @@ async fn rollups_of_the_previous_schema_move_their_newest_hour_onto_the_row_on_p
         .await
         .unwrap();
     let rows = Rows::Pg(client);
-    assert_eq!(rows.hours().await, OLD_HOURS_READ);
-    assert_eq!(rows.closed().await, 2, "a's hours 0 and 1");
-    assert_eq!(
-        rows.read("SELECT cluster_id || ' ' || COALESCE(CAST(hour - 500000 AS TEXT), '-') FROM clusters ORDER BY cluster_id")
-            .await,
-        ["a 2", "b 1", "c -"]
-    );
+    upgraded_hours_read_as_before(&rows).await;
     s.close().await.unwrap();
 }
 
