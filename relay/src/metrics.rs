@@ -23,6 +23,7 @@ use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder, SharedStrin
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::routes::paths::{ACTIVATE, HEARTBEAT};
+use crate::storage::{CommitStats, COMMIT_BUCKETS};
 
 /// Every request answered, by route template and HTTP status.
 pub const REQUESTS: &str = "kaching_relay_requests_total";
@@ -46,9 +47,12 @@ pub const COMMITS: &str = "kaching_relay_commits_total";
 /// Writes those commits carried: divided by [`COMMITS`], how many callers
 /// one commit served (group commit at work).
 pub const COMMITTED_WRITES: &str = "kaching_relay_committed_writes_total";
+/// Time per committed batch, from its start to its durable commit
+/// (histogram, buckets [`crate::storage::COMMIT_BUCKETS`]).
+pub const COMMIT_SECONDS: &str = "kaching_relay_commit_seconds";
 
 /// Every series the relay exports (tests hold deploy/ and docs to this list).
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 11] = [
     REQUESTS,
     HEARTBEATS,
     ACTIVATIONS,
@@ -59,6 +63,7 @@ pub const NAMES: [&str; 10] = [
     REVOCATION_LIST_EXPIRY,
     COMMITS,
     COMMITTED_WRITES,
+    COMMIT_SECONDS,
 ];
 
 /// The `route` label of a request no route matched: a fixed value, so that
@@ -292,12 +297,12 @@ impl Metrics {
 
     /// The Prometheus text exposition, with the scrape-time series set from
     /// `now`: the number of bound clusters, the served list's
-    /// `(version, expires)` and the writer's `(commits, writes)`.
+    /// `(version, expires)` and what the writer's commits counted.
     pub fn render(
         &self,
         clusters_bound: u64,
         list: Option<(u64, u64)>,
-        (commits, writes): (u64, u64),
+        commits: &CommitStats,
         now: u64,
     ) -> String {
         let gauge = |name: &'static str| {
@@ -308,8 +313,8 @@ impl Metrics {
             self.recorder
                 .register_counter(&Key::from_static_name(name), &METADATA)
         };
-        counter(COMMITS).absolute(commits);
-        counter(COMMITTED_WRITES).absolute(writes);
+        counter(COMMITS).absolute(commits.commits);
+        counter(COMMITTED_WRITES).absolute(commits.writes);
         gauge(CLUSTERS_BOUND).set(clusters_bound as f64);
         gauge(REVOCATION_LIST_VERSION).set(list.map_or(0.0, |(v, _)| v as f64));
         if let Some((_, expires)) = list {
@@ -317,8 +322,28 @@ impl Metrics {
             let left = i128::from(expires) - i128::from(now);
             gauge(REVOCATION_LIST_EXPIRY).set(left as f64);
         }
-        self.handle.render()
+        let mut text = self.handle.render();
+        commit_histogram(&mut text, commits);
+        text
     }
+}
+
+/// Appends [`COMMIT_SECONDS`] to an exposition. Written here, not through
+/// the recorder: the writer counts into atomics ([`CommitStats`]), and the
+/// recorder would keep a summary, not these fixed buckets.
+fn commit_histogram(text: &mut String, c: &CommitStats) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        text,
+        "# HELP {COMMIT_SECONDS} Time per committed batch of writes, from its start to its durable commit (SQLite: the fsync included); what each write in it waited once the writer took it."
+    );
+    let _ = writeln!(text, "# TYPE {COMMIT_SECONDS} histogram");
+    for (le, n) in COMMIT_BUCKETS.iter().zip(c.at_most) {
+        let _ = writeln!(text, "{COMMIT_SECONDS}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(text, "{COMMIT_SECONDS}_bucket{{le=\"+Inf\"}} {}", c.commits);
+    let _ = writeln!(text, "{COMMIT_SECONDS}_sum {}", c.seconds);
+    let _ = writeln!(text, "{COMMIT_SECONDS}_count {}", c.commits);
 }
 
 /// A parked long-poll; dropping it frees its place and takes it off the gauge.

@@ -116,6 +116,7 @@ impl From<rusqlite::Error> for BatchError {
 /// nothing in it having been answered, and run again with every write in
 /// its own savepoint, so that one failing write fails alone.
 fn commit_batch(conn: &mut Connection, batch: Vec<Job>, commits: &Commits) {
+    let started = std::time::Instant::now();
     let (writes, replies): (Vec<Write>, Vec<_>) =
         batch.into_iter().map(|j| (j.write, j.reply)).unzip();
     let result = match run_batch(conn, &writes, false) {
@@ -131,7 +132,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Job>, commits: &Commits) {
     };
     match result {
         Ok(results) => {
-            commits.record(results.len());
+            commits.record(results.len(), started.elapsed());
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
@@ -195,6 +196,7 @@ mod tests {
     use kaching_core::{cluster_id, LicenseId, SecretKey};
 
     use super::*;
+    use crate::storage::COMMIT_BUCKETS;
     use crate::store::Activation;
 
     /// Commits `writes` as one batch; each write's answer: `ok` or its error code.
@@ -277,7 +279,16 @@ mod tests {
             .map(|mut rx| rx.try_recv().unwrap().map_err(|e| e.code).err())
             .collect();
         assert_eq!(codes, [None, None, Some("replayed_heartbeat")]);
-        assert_eq!(commits.read(), (1, 3));
+        let counted = |c: &Commits| {
+            let s = c.read();
+            (
+                s.commits,
+                s.writes,
+                s.at_most[COMMIT_BUCKETS.len() - 1] <= s.commits,
+            )
+        };
+        assert_eq!(counted(&commits), (1, 3, true));
+        assert!(commits.read().seconds > 0.0, "the commit's time is counted");
         // Another connection holds the write lock: the batch cannot begin.
         conn.busy_timeout(std::time::Duration::ZERO).unwrap();
         let other = Connection::open(&path).unwrap();
@@ -285,12 +296,16 @@ mod tests {
         let (j, mut rx) = job(beat(l, &k, 2));
         commit_batch(&mut conn, vec![j], &commits);
         assert_eq!(rx.try_recv().unwrap().unwrap_err().code, "internal");
-        assert_eq!(commits.read(), (1, 3), "a failed batch is not a commit");
+        assert_eq!(
+            counted(&commits),
+            (1, 3, true),
+            "a failed batch is not a commit"
+        );
         other.execute_batch("ROLLBACK").unwrap();
         let (j, mut rx) = job(beat(l, &k, 2));
         commit_batch(&mut conn, vec![j], &commits);
         assert!(rx.try_recv().unwrap().is_ok());
-        assert_eq!(commits.read(), (2, 4));
+        assert_eq!(counted(&commits), (2, 4, true));
     }
 
     /// One batch, one transaction: a refused write in the middle (an unknown

@@ -50,7 +50,13 @@ fn metric_names(text: &str) -> BTreeSet<String> {
             .unwrap_or(tail.len());
         // Part of a longer identifier (`x_kaching_y`) is not a metric name.
         if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
-            out.insert(tail[..end].to_string());
+            // A histogram's samples (`_bucket`, `_sum`, `_count`) name it.
+            let name = &tail[..end];
+            let histogram = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|x| name.strip_suffix(x))
+                .filter(|base| *base == kaching_relay::metrics::COMMIT_SECONDS);
+            out.insert(histogram.unwrap_or(name).to_string());
         }
         rest = &tail[end..];
     }

@@ -202,8 +202,14 @@ async fn every_series_is_exported_described_and_listed() {
         );
     }
     for s in parse(&text) {
+        // A histogram's samples are its name with a suffix.
+        let name = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|x| s.name.strip_suffix(x))
+            .filter(|base| *base == metrics::COMMIT_SECONDS)
+            .unwrap_or(&s.name);
         assert!(
-            NAMES.contains(&s.name.as_str()),
+            NAMES.contains(&name),
             "{} is exported but not in kaching_relay::metrics::NAMES",
             s.name
         );
@@ -315,6 +321,20 @@ async fn heartbeats_activations_and_refusals_counted_with_their_labels() {
     let ((n0, w0), (n1, w1)) = (commits(&before), commits(&text));
     assert!(w1 - w0 >= 4.0, "committed writes {w0} -> {w1}");
     assert!(n1 > n0 && n1 - n0 <= w1 - w0, "commits {n0} -> {n1}");
+    // Each commit's time is in the histogram: as many as commits, buckets
+    // cumulative, the last (+Inf) holding them all.
+    let hist = metrics::COMMIT_SECONDS;
+    let count = value(&text, &format!("{hist}_count"), &[]).expect("the commit histogram");
+    assert_eq!(count, n1);
+    assert!(value(&text, &format!("{hist}_sum"), &[]).expect("its sum") > 0.0);
+    let buckets: Vec<f64> = kaching_relay::storage::COMMIT_BUCKETS
+        .iter()
+        .map(|le| le.to_string())
+        .chain(["+Inf".to_string()])
+        .map(|le| value(&text, &format!("{hist}_bucket"), &[("le", &le)]).expect("a bucket"))
+        .collect();
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(buckets.last(), Some(&n1));
 
     // A deactivation frees the binding; it is not counted as a heartbeat.
     let mut bye = beat(&l, &c1, 3);

@@ -955,6 +955,10 @@ async fn concurrent_heartbeats_with_refusals_mixed_in_keep_only_the_accepted_one
     );
     assert!(writes >= u64::from(4 * n), "{writes} committed writes");
     assert!(commits >= 1 && commits <= writes, "{commits} commits");
+    // And how long each commit took, on PostgreSQL too.
+    let hist = kaching_relay::metrics::COMMIT_SECONDS;
+    assert_eq!(counter(&format!("{hist}_count")), commits);
+    assert_eq!(counter(&format!("{hist}_bucket{{le=\"+Inf\"}}")), commits);
 }
 
 /// Heartbeats the audit chain's sealed rows hold as Merkle leaves, and

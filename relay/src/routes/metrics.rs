@@ -45,7 +45,7 @@ pub async fn scrape(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<
         .map(|c| (c.version(), c.verified.list.expires));
     let text = st
         .metrics
-        .render(bound, list, st.storage.commits().read(), now());
+        .render(bound, list, &st.storage.commits().read(), now());
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::heartbeat::Heartbeat;
@@ -129,30 +130,70 @@ pub fn attach_anomalies(rows: &mut [ClusterRow], found: Vec<(String, u64, String
     }
 }
 
-/// What group commit is doing: transactions committed and the writes they
-/// carried, counted by the backend's writer and read at scrape time
-/// (`kaching_relay_commits_total`, `kaching_relay_committed_writes_total`).
+/// What group commit is doing: transactions committed, the writes they
+/// carried and how long each took, counted by the backend's writer and read
+/// at scrape time (`kaching_relay_commits_total`,
+/// `kaching_relay_committed_writes_total`, `kaching_relay_commit_seconds`).
 /// Writes per commit is how many callers one commit (one `fsync` on SQLite)
-/// served; a batch rolled back counts in neither.
+/// served; the commit time is what each of them waited once the writer took
+/// its batch. A batch rolled back counts in none.
 #[derive(Debug, Default)]
 pub struct Commits {
     commits: AtomicU64,
     writes: AtomicU64,
+    /// Summed commit time, in nanoseconds.
+    nanos: AtomicU64,
+    /// Commits per [`COMMIT_BUCKETS`] bucket (not cumulative).
+    buckets: [AtomicU64; COMMIT_BUCKETS.len()],
+}
+
+/// Upper bounds, in seconds, of the commit-time histogram's buckets (one
+/// more, `+Inf`, is implied): from an idle NVMe disk's fsync to a stalled one.
+pub const COMMIT_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// What [`Commits`] counted, read at once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CommitStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Writes they carried.
+    pub writes: u64,
+    /// Their summed time, in seconds.
+    pub seconds: f64,
+    /// Commits that took at most each of [`COMMIT_BUCKETS`] (cumulative).
+    pub at_most: [u64; COMMIT_BUCKETS.len()],
 }
 
 impl Commits {
-    /// Counts one committed transaction that carried `writes` writes.
-    pub fn record(&self, writes: usize) {
+    /// Counts one committed transaction that carried `writes` writes and
+    /// took `took`, from its start to its durable commit.
+    pub fn record(&self, writes: usize, took: Duration) {
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        if let Some(i) = COMMIT_BUCKETS.iter().position(|le| secs <= *le) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// `(commits, writes)` so far.
-    pub fn read(&self) -> (u64, u64) {
-        (
-            self.commits.load(Ordering::Relaxed),
-            self.writes.load(Ordering::Relaxed),
-        )
+    /// What was counted so far.
+    pub fn read(&self) -> CommitStats {
+        let mut at_most = [0; COMMIT_BUCKETS.len()];
+        let mut running = 0;
+        for (out, bucket) in at_most.iter_mut().zip(&self.buckets) {
+            running += bucket.load(Ordering::Relaxed);
+            *out = running;
+        }
+        CommitStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            seconds: self.nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            at_most,
+        }
     }
 }
 
@@ -265,4 +306,24 @@ pub async fn open(
 /// heartbeat); text that does not parse reads as no usage.
 pub fn parse_quotas(text: &str) -> std::collections::BTreeMap<String, u64> {
     serde_json::from_str(text).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each commit lands in the first bucket that holds its time; the read
+    /// is cumulative, and a commit slower than the last bound is only in
+    /// the count (`+Inf`).
+    #[test]
+    fn commit_times_fill_cumulative_buckets() {
+        let c = Commits::default();
+        for micros in [100, 500, 700, 3_000, 2_000_000] {
+            c.record(2, Duration::from_micros(micros));
+        }
+        let s = c.read();
+        assert_eq!((s.commits, s.writes), (5, 10));
+        assert_eq!(s.at_most, [2, 3, 3, 4, 4, 4, 4, 4, 4, 4]);
+        assert!((s.seconds - 2.0043).abs() < 1e-9, "{}", s.seconds);
+    }
 }

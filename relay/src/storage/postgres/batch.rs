@@ -183,6 +183,7 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>, keep_raw: bool, commits: &Co
             return;
         }
     };
+    let started = std::time::Instant::now();
     let mut head = match begin(&client).await {
         Ok(h) => h,
         Err(e) => {
@@ -219,7 +220,7 @@ async fn commit_batch(pool: &Pool, batch: Vec<Job>, keep_raw: bool, commits: &Co
     }
     match client.batch_execute("COMMIT").await {
         Ok(()) => {
-            commits.record(done.len());
+            commits.record(done.len(), started.elapsed());
             done.into_iter().for_each(|d| d.answer(None));
         }
         Err(e) => {
