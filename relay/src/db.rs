@@ -204,16 +204,18 @@ CREATE TABLE audit_pending (
 
 /// Each cluster's current hour of heartbeats moves onto its `clusters` row
 /// (docs/relay.md, "Storage"): a heartbeat then changes one row, not its
-/// row and its hour's rollup, so it dirties one page instead of two. The
-/// hours a cluster has left go to `heartbeat_hours_closed`, written once,
-/// when its first heartbeat of a later hour arrives. `heartbeat_hours`
-/// stays, as a view over both, for readers.
+/// row and its hour's rollup, so it dirties one page instead of two.
+/// `heartbeat_hours` keeps the hours a cluster has left, written once,
+/// when its first heartbeat of a later hour arrives; the view
+/// `heartbeat_hours_all` reads both, for readers. The table keeps its name
+/// (and its upsert still works) so that a relay of the release before,
+/// still running against an upgraded database, records heartbeats as it
+/// did; closing an hour merges whatever that relay wrote.
 ///
-/// The newest hour each cluster has moves onto its row; the older ones are
-/// the closed hours. `quotas` is the cluster row's own column: only
-/// heartbeats write it, so it is always its current hour's last counters.
+/// The newest hour each cluster has moves onto its row; the older ones stay
+/// in the table. `quotas` is the cluster row's own column: only heartbeats
+/// write it, so it is always its current hour's last counters.
 const UPGRADE_2: &str = "
-ALTER TABLE heartbeat_hours RENAME TO heartbeat_hours_closed;
 ALTER TABLE clusters ADD COLUMN hour INTEGER;            -- relay time / 3600; NULL: no hour held
 ALTER TABLE clusters ADD COLUMN hour_beats INTEGER;
 ALTER TABLE clusters ADD COLUMN hour_min_nodes INTEGER;
@@ -222,15 +224,15 @@ ALTER TABLE clusters ADD COLUMN hour_last_nodes INTEGER;
 ALTER TABLE clusters ADD COLUMN hour_last_at INTEGER;   -- relay time of the hour's last heartbeat
 UPDATE clusters SET (hour, hour_beats, hour_min_nodes, hour_max_nodes, hour_last_nodes, hour_last_at) =
     (h.hour, h.beats, h.min_nodes, h.max_nodes, h.last_nodes, h.last_at)
-    FROM (SELECT c.* FROM heartbeat_hours_closed c
-          JOIN (SELECT cluster_id, max(hour) AS hour FROM heartbeat_hours_closed GROUP BY cluster_id) m
+    FROM (SELECT c.* FROM heartbeat_hours c
+          JOIN (SELECT cluster_id, max(hour) AS hour FROM heartbeat_hours GROUP BY cluster_id) m
           USING (cluster_id, hour)) AS h
     WHERE h.cluster_id = clusters.cluster_id;
-DELETE FROM heartbeat_hours_closed WHERE (hour, cluster_id) IN
+DELETE FROM heartbeat_hours WHERE (hour, cluster_id) IN
     (SELECT hour, cluster_id FROM clusters WHERE hour IS NOT NULL);
-CREATE VIEW heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas) AS
+CREATE VIEW heartbeat_hours_all (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas) AS
     SELECT hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas
-    FROM heartbeat_hours_closed
+    FROM heartbeat_hours
     UNION ALL
     SELECT hour, cluster_id, hour_beats, hour_min_nodes, hour_max_nodes, hour_last_nodes, hour_last_at, quotas
     FROM clusters WHERE hour IS NOT NULL;

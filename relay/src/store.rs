@@ -180,8 +180,8 @@ pub fn apply(conn: &Connection, write: &Write) -> Result<Outcome, ApiError> {
                 .execute(params![raw_before, limit])?;
             let rollups = conn
                 .prepare_cached(
-                    "DELETE FROM heartbeat_hours_closed WHERE (hour, cluster_id) IN
-                         (SELECT hour, cluster_id FROM heartbeat_hours_closed WHERE hour < ?1 LIMIT ?2)",
+                    "DELETE FROM heartbeat_hours WHERE (hour, cluster_id) IN
+                         (SELECT hour, cluster_id FROM heartbeat_hours WHERE hour < ?1 LIMIT ?2)",
                 )?
                 .execute(params![rollups_before / HOUR, limit])?;
             Ok(Outcome::Pruned(raw.max(rollups)))
@@ -729,11 +729,11 @@ const UPDATE_DEACTIVATED: &str =
      WHERE cluster_id = ?1";
 
 /// Moves the hour a cluster row holds (?1 the cluster) to
-/// `heartbeat_hours_closed`, once a heartbeat of another hour arrives; run
+/// `heartbeat_hours`, once a heartbeat of another hour arrives; run
 /// before the UPDATE that starts the new hour. An hour already closed (the
 /// relay's clock went back and forth across it) is merged, not lost.
 const CLOSE_HOUR: &str =
-    "INSERT INTO heartbeat_hours_closed
+    "INSERT INTO heartbeat_hours
          (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
      SELECT hour, cluster_id, hour_beats, hour_min_nodes, hour_max_nodes, hour_last_nodes,
             hour_last_at, quotas

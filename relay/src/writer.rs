@@ -447,7 +447,7 @@ mod tests {
             "the failed heartbeat left no trace"
         );
         assert_eq!(last_seq(&conn, &keys[2]), 1);
-        assert_eq!(count(&conn, "heartbeat_hours"), 2);
+        assert_eq!(count(&conn, "heartbeat_hours_all"), 2);
         // The two accepted heartbeats are the batch's audit leaves.
         let beats: i64 = conn
             .query_row("SELECT beats FROM audit_pending", [], |r| r.get(0))

@@ -86,7 +86,7 @@ async fn acknowledged_heartbeats_survive_kill_9() {
     for (cluster, n) in &acked_per {
         let counted: u64 = conn
             .query_row(
-                "SELECT COALESCE(sum(beats), 0) FROM heartbeat_hours WHERE cluster_id = ?1",
+                "SELECT COALESCE(sum(beats), 0) FROM heartbeat_hours_all WHERE cluster_id = ?1",
                 [cluster],
                 |r| r.get(0),
             )

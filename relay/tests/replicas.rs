@@ -448,7 +448,7 @@ async fn acknowledged_heartbeats_survive_kill_9_of_one_replica() {
     for (cluster, n) in &acked_per {
         let counted: i64 = client
             .query_one(
-                "SELECT COALESCE(sum(beats), 0)::BIGINT FROM heartbeat_hours WHERE cluster_id = $1",
+                "SELECT COALESCE(sum(beats), 0)::BIGINT FROM heartbeat_hours_all WHERE cluster_id = $1",
                 &[cluster],
             )
             .await
@@ -916,7 +916,7 @@ async fn concurrent_heartbeats_with_refusals_mixed_in_keep_only_the_accepted_one
         async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
     };
     assert_eq!(
-        count("SELECT COALESCE(sum(beats), 0)::BIGINT FROM heartbeat_hours").await,
+        count("SELECT COALESCE(sum(beats), 0)::BIGINT FROM heartbeat_hours_all").await,
         i64::from(CLUSTERS)
     );
     assert_eq!(audited_beats(&client).await, i64::from(CLUSTERS));

@@ -82,7 +82,7 @@ async fn heartbeats_fold_into_hourly_rollups_and_the_cluster_row() {
     }
     let c = db(dir.path());
     let rows: Vec<(u64, u64, u64, u64, u64, u64, String)> = c
-        .prepare("SELECT hour, beats, min_nodes, max_nodes, last_nodes, last_at, quotas FROM heartbeat_hours ORDER BY hour")
+        .prepare("SELECT hour, beats, min_nodes, max_nodes, last_nodes, last_at, quotas FROM heartbeat_hours_all ORDER BY hour")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
         .unwrap()
@@ -144,7 +144,7 @@ async fn raw_history_when_kept_and_rollups_are_pruned_in_small_batches() {
     }
     let c = db(dir.path());
     assert_eq!(count(&c, "SELECT count(*) FROM heartbeats"), 5);
-    assert_eq!(count(&c, "SELECT count(*) FROM heartbeat_hours"), 5);
+    assert_eq!(count(&c, "SELECT count(*) FROM heartbeat_hours_all"), 5);
     // Raw rows received before H + 4h (3 of them); rollups of hours before H + 3h (2).
     let mut calls = Vec::new();
     loop {
@@ -160,10 +160,10 @@ async fn raw_history_when_kept_and_rollups_are_pruned_in_small_batches() {
     assert_eq!(calls, [2, 1]);
     assert_eq!(count(&c, "SELECT count(*) FROM heartbeats"), 2);
     assert_eq!(
-        count(&c, "SELECT min(hour) FROM heartbeat_hours"),
+        count(&c, "SELECT min(hour) FROM heartbeat_hours_all"),
         i64::try_from(H / 3600 + 3).unwrap()
     );
-    assert_eq!(count(&c, "SELECT count(*) FROM heartbeat_hours"), 3);
+    assert_eq!(count(&c, "SELECT count(*) FROM heartbeat_hours_all"), 3);
     kaching_relay::audit::verify(&c).unwrap();
 }
 
@@ -264,7 +264,7 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
 }
 
 /// Where a backend's rollups are read from, as text: one line per row of
-/// the `heartbeat_hours` view ("hour beats min max last last_at quotas",
+/// the `heartbeat_hours_all` view ("hour beats min max last last_at quotas",
 /// hour and time relative to `H`), in hour order.
 enum Rows {
     Lite(std::path::PathBuf),
@@ -274,7 +274,7 @@ enum Rows {
 const HOUR_ROWS: &str = "SELECT CAST(hour - 500000 AS TEXT) || ' ' || CAST(beats AS TEXT) || ' '
         || CAST(min_nodes AS TEXT) || ' ' || CAST(max_nodes AS TEXT) || ' ' || CAST(last_nodes AS TEXT)
         || ' ' || CAST(last_at - 1800000000 AS TEXT) || ' ' || quotas
-    FROM heartbeat_hours ORDER BY hour, last_at";
+    FROM heartbeat_hours_all ORDER BY hour, last_at";
 
 impl Rows {
     async fn read(&self, sql: &str) -> Vec<String> {
@@ -295,12 +295,19 @@ impl Rows {
         }
     }
 
+    async fn exec(&self, sql: &str) {
+        match self {
+            Rows::Lite(dir) => db(dir).execute_batch(sql).unwrap(),
+            Rows::Pg(c) => c.batch_execute(sql).await.unwrap(),
+        }
+    }
+
     async fn hours(&self) -> Vec<String> {
         self.read(HOUR_ROWS).await
     }
 
     async fn closed(&self) -> usize {
-        self.read("SELECT CAST(count(*) AS TEXT) FROM heartbeat_hours_closed")
+        self.read("SELECT CAST(count(*) AS TEXT) FROM heartbeat_hours")
             .await[0]
             .parse()
             .unwrap()
@@ -309,7 +316,7 @@ impl Rows {
 
 /// A cluster's current hour is on its row: three heartbeats in one hour
 /// write no rollup row; the first of the next hour closes it (one row in
-/// `heartbeat_hours_closed`); the `heartbeat_hours` view shows both. When
+/// `heartbeat_hours`); the `heartbeat_hours_all` view shows both. When
 /// the relay's clock goes back into a closed hour and forth again, the
 /// hour's counts are merged, not lost or doubled; a deactivation counts
 /// in its hour; pruning removes closed hours only; the console's history
@@ -378,6 +385,82 @@ async fn current_hour_on_the_row_and_closed_when_the_next_begins_on_postgres() {
         .await
         .unwrap();
     current_hour_on_the_row_and_closed_when_the_next_begins(s, Rows::Pg(pg.client().await)).await;
+}
+
+/// How a relay of the release before recorded a heartbeat's hour (the
+/// upsert it runs, per backend), with literal values: hour 0, nodes 9,
+/// relay time `H` + 20, quotas `{"api_calls":99}`.
+fn old_release_upsert(rows: &Rows, cluster: &str) -> String {
+    let (beats, min, max) = match rows {
+        Rows::Lite(_) => (
+            "beats + 1",
+            "min(min_nodes, excluded.min_nodes)",
+            "max(max_nodes, excluded.max_nodes)",
+        ),
+        Rows::Pg(_) => (
+            "heartbeat_hours.beats + 1",
+            "LEAST(heartbeat_hours.min_nodes, excluded.min_nodes)",
+            "GREATEST(heartbeat_hours.max_nodes, excluded.max_nodes)",
+        ),
+    };
+    format!(
+        "INSERT INTO heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
+         VALUES (500000, '{cluster}', 1, 9, 9, 9, {}, '{{\"api_calls\":99}}')
+         ON CONFLICT (hour, cluster_id) DO UPDATE SET beats = {beats}, min_nodes = {min}, max_nodes = {max},
+             last_nodes = excluded.last_nodes, last_at = excluded.last_at, quotas = excluded.quotas",
+        H + 20
+    )
+}
+
+/// A rolling upgrade: a relay of the release before, still serving against
+/// the upgraded database, upserts its heartbeat's hour into
+/// `heartbeat_hours` as it always did, while this release keeps the same
+/// hour on the cluster row. Both count (the view shows the hour twice,
+/// adding up), and when the next hour begins the row's part is merged into
+/// the old relay's row: one row, every heartbeat counted once.
+async fn an_old_release_s_rollup_rows_merge_when_the_hour_closes(s: Arc<dyn Storage>, rows: Rows) {
+    let (l, key) = (license(7, 3600), cluster_key(7));
+    s.activate(activation(&l, &key, H + 5)).await.unwrap();
+    send(&s, &key, &beat_with(&l, &key, 1, 3), H + 10).await;
+    rows.exec(&old_release_upsert(
+        &rows,
+        &kaching_core::cluster_id(&key.public()),
+    ))
+    .await;
+    assert_eq!(
+        rows.hours().await,
+        [
+            r#"0 1 3 3 3 10 {"api_calls":10}"#,
+            r#"0 1 9 9 9 20 {"api_calls":99}"#
+        ]
+    );
+    send(&s, &key, &beat_with(&l, &key, 2, 2), H + 3610).await;
+    assert_eq!(
+        rows.hours().await,
+        [
+            r#"0 2 3 9 9 20 {"api_calls":99}"#,
+            r#"1 1 2 2 2 3610 {"api_calls":20}"#
+        ]
+    );
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_old_release_s_rollup_rows_merge_when_the_hour_closes_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), false).await;
+    an_old_release_s_rollup_rows_merge_when_the_hour_closes(s, Rows::Lite(dir.path().into())).await;
+}
+
+#[tokio::test]
+async fn an_old_release_s_rollup_rows_merge_when_the_hour_closes_on_postgres() {
+    let Some(pg) = common::postgres::fresh().await else {
+        return;
+    };
+    let s = storage::open(&Database::Postgres(pg.url.clone()), 64, false)
+        .await
+        .unwrap();
+    an_old_release_s_rollup_rows_merge_when_the_hour_closes(s, Rows::Pg(pg.client().await)).await;
 }
 
 /// Rollups as the previous schema kept them (every hour a row of

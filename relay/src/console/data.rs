@@ -200,7 +200,7 @@ pub const MAX_LICENSES: usize = 10_000;
 /// One license by id (`$1`, the same on both backends).
 const LICENSE_ONE: &str =
     "SELECT license_id, customer, tier, expires_at, first_seen FROM licenses WHERE license_id = $1";
-// Heartbeat history from the hourly rollups (the `heartbeat_hours` view:
+// Heartbeat history from the hourly rollups (the `heartbeat_hours_all` view:
 // closed hours and each cluster's current hour on its row): each hour's
 // row is read back as its heartbeats, spread evenly between the hour's
 // start and its last heartbeat, with the hour's most nodes and last quota
@@ -210,7 +210,7 @@ const LICENSE_ONE: &str =
 // hour of the window. At 100k clusters with a day of hours that is ~0.2 s
 // instead of 1.5 s (31 s over the view, docs/benchmarks.md).
 const HISTORY_SQLITE: &str = "WITH RECURSIVE h AS (
-         SELECT hour, cluster_id, beats, max_nodes, last_at, quotas FROM heartbeat_hours
+         SELECT hour, cluster_id, beats, max_nodes, last_at, quotas FROM heartbeat_hours_all
          WHERE hour >= ?1 / 3600 ORDER BY hour DESC LIMIT ?2),
      n(i) AS (
          SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < (SELECT COALESCE(max(beats), 1) FROM h))
@@ -221,7 +221,7 @@ const HISTORY_SQLITE: &str = "WITH RECURSIVE h AS (
 const HISTORY_PG: &str = "SELECT c.license_id,
             h.hour::BIGINT * 3600 + ((n.i - 1) * (h.last_at - h.hour::BIGINT * 3600)) / h.beats,
             h.max_nodes::BIGINT, h.quotas
-     FROM (SELECT hour, cluster_id, beats, max_nodes, last_at, quotas FROM heartbeat_hours
+     FROM (SELECT hour, cluster_id, beats, max_nodes, last_at, quotas FROM heartbeat_hours_all
            WHERE hour >= $1::BIGINT / 3600 ORDER BY hour DESC LIMIT $2) h
      CROSS JOIN LATERAL generate_series(1, h.beats) AS n(i)
      JOIN clusters c ON c.cluster_id = h.cluster_id

@@ -239,7 +239,7 @@ const TABLES: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "heartbeat_hours_closed",
+        "heartbeat_hours",
         &[
             "hour",
             "cluster_id",

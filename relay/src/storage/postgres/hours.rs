@@ -4,16 +4,18 @@
 //!
 //! - A heartbeat changes one row (its cluster's, a HOT update), not its
 //!   row and its hour's rollup row.
-//! - The hours a cluster has left are in `heartbeat_hours_closed`, written
-//!   once, when its first heartbeat of a later hour arrives.
-//! - `heartbeat_hours` stays, as a view over both, for readers.
+//! - `heartbeat_hours` keeps the hours a cluster has left, written once,
+//!   when its first heartbeat of a later hour arrives; the view
+//!   `heartbeat_hours_all` reads both, for readers.
+//! - The table keeps its name and key, so replicas of the release before,
+//!   still serving during a rolling upgrade, go on upserting their
+//!   heartbeats' hours into it; closing an hour merges what they wrote.
 //! - The newest hour each cluster has moves onto its row; the older ones
-//!   are the closed hours. `quotas` is the row's own column: only
-//!   heartbeats write it, so it holds its current hour's last counters.
+//!   stay in the table. `quotas` is the row's own column: only heartbeats
+//!   write it, so it holds its current hour's last counters.
 
 /// The migration's SQL.
 pub const SQL: &str = "
-ALTER TABLE heartbeat_hours RENAME TO heartbeat_hours_closed;
 ALTER TABLE clusters
     ADD COLUMN hour INTEGER,            -- relay time / 3600; NULL: no hour held
     ADD COLUMN hour_beats INTEGER,
@@ -23,14 +25,14 @@ ALTER TABLE clusters
     ADD COLUMN hour_last_at BIGINT;     -- relay time of the hour's last heartbeat
 UPDATE clusters c SET hour = h.hour, hour_beats = h.beats, hour_min_nodes = h.min_nodes,
         hour_max_nodes = h.max_nodes, hour_last_nodes = h.last_nodes, hour_last_at = h.last_at
-    FROM (SELECT DISTINCT ON (cluster_id) * FROM heartbeat_hours_closed
+    FROM (SELECT DISTINCT ON (cluster_id) * FROM heartbeat_hours
           ORDER BY cluster_id, hour DESC) h
     WHERE h.cluster_id = c.cluster_id;
-DELETE FROM heartbeat_hours_closed h USING clusters c
+DELETE FROM heartbeat_hours h USING clusters c
     WHERE c.cluster_id = h.cluster_id AND c.hour = h.hour;
-CREATE VIEW heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas) AS
+CREATE VIEW heartbeat_hours_all (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas) AS
     SELECT hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas
-    FROM heartbeat_hours_closed
+    FROM heartbeat_hours
     UNION ALL
     SELECT hour, cluster_id, hour_beats, hour_min_nodes, hour_max_nodes, hour_last_nodes,
            hour_last_at, quotas

@@ -204,8 +204,8 @@ impl Storage for PgStorage {
             let hour = i32::try_from(rollups_before / crate::store::HOUR).unwrap_or(i32::MAX);
             let rollups = execute(
                 &c,
-                "DELETE FROM heartbeat_hours_closed WHERE (hour, cluster_id) IN
-                     (SELECT hour, cluster_id FROM heartbeat_hours_closed WHERE hour < $1 LIMIT $2)",
+                "DELETE FROM heartbeat_hours WHERE (hour, cluster_id) IN
+                     (SELECT hour, cluster_id FROM heartbeat_hours WHERE hour < $1 LIMIT $2)",
                 &[&hour, &limit],
             )
             .await?;

@@ -183,12 +183,12 @@ pub const UPDATE_BEAT: &str =
      WHERE cluster_id = $1 AND last_seq < $2 AND status = 'active'";
 
 /// Moves the hour a cluster row holds ($1 the cluster) to
-/// `heartbeat_hours_closed` once a heartbeat of another hour arrives;
+/// `heartbeat_hours` once a heartbeat of another hour arrives;
 /// sent before the UPDATE that starts the new hour (both paths). An hour
 /// already closed (the relay's clock went back and forth across it) is
 /// merged, not lost.
 pub const CLOSE_HOUR: &str =
-    "INSERT INTO heartbeat_hours_closed AS h
+    "INSERT INTO heartbeat_hours AS h
          (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
      SELECT hour, cluster_id, hour_beats, hour_min_nodes, hour_max_nodes, hour_last_nodes,
             hour_last_at, quotas
