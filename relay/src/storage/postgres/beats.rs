@@ -8,14 +8,11 @@
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::ClientWrapper;
-use futures_util::future::try_join_all;
-use tokio_postgres::types::ToSql;
 
 use kaching_core::heartbeat::Heartbeat;
 
 use super::writes::{
-    after_beat, held_head, query, record_anomalies, uint, Accepted, Head, BINDING, CLOSE_HOUR,
-    HISTORY, UPDATE_BEAT,
+    after_beat, held_head, query, record_anomalies, send_beats, uint, Accepted, Head, BINDING,
 };
 use crate::error::ApiError;
 
@@ -101,45 +98,8 @@ pub async fn record(
         outcomes.push(checked);
     }
     if !accepted.is_empty() {
-        // Prepared first, so each statement below is sent when first
-        // polled, in order.
-        let (close, update, history) = (
-            c.prepare_cached(CLOSE_HOUR).await?,
-            c.prepare_cached(UPDATE_BEAT).await?,
-            c.prepare_cached(HISTORY).await?,
-        );
-        // Each heartbeat's statements in order: its hour's close (when its
-        // row holds another hour), its UPDATE (marked: it must move its
-        // cluster), its raw history row.
-        type Sent<'a> = (
-            &'a tokio_postgres::Statement,
-            Vec<&'a (dyn ToSql + Sync)>,
-            bool,
-        );
-        let mut sent: Vec<Sent<'_>> = Vec::with_capacity(accepted.len() * 2);
-        for (_, _, a) in &accepted {
-            if a.closes_hour {
-                sent.push((&close, a.close_hour(), false));
-            }
-            sent.push((&update, a.update(), true));
-            if keep_raw {
-                sent.push((&history, a.history(), false));
-            }
-        }
-        let changed = try_join_all(
-            sent.iter()
-                .map(|(st, values, _)| c.execute(*st, values.as_slice())),
-        )
-        .await?;
-        if sent
-            .iter()
-            .zip(&changed)
-            .any(|((_, _, is_update), n)| *is_update && *n != 1)
-        {
-            return Err(ApiError::internal(
-                "a heartbeat changed no row after its checks passed",
-            ));
-        }
+        let writes: Vec<&Accepted> = accepted.iter().map(|(_, _, a)| a).collect();
+        send_beats(c, &writes, keep_raw).await?;
         for (hb, now, a) in &accepted {
             after_beat(c, head, hb, a, *now).await?;
         }

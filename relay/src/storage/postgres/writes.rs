@@ -341,42 +341,58 @@ pub async fn record_heartbeat(
         return Err(refusal);
     }
     let a = Accepted::new(hb, now, held_head(&row, 5), row.get(9));
-    // The checks passed: the writes go out pipelined (one round trip), the
-    // hour's close before the update. Prepared first: a statement not yet
-    // prepared on this connection would wait for its Parse, and a later one
-    // would go out before it. The update is still conditional on the
-    // sequence number; should it change nothing (it cannot, under the row
-    // lock), the error is a 500 and the whole batch rolls back.
-    let (close_st, update_st, history_st) = (
+    send_beats(c, &[&a], keep_raw).await?;
+    after_beat(c, head, hb, &a, now).await
+}
+
+/// The writes of checked heartbeats (both paths), pipelined in one round
+/// trip, in order: for each, its hour's close (when its row holds another
+/// hour), its UPDATE, its raw history row when `keep_raw`. The statements
+/// are prepared first: one not yet prepared on this connection would wait
+/// for its Parse while a later one went out before it. Each UPDATE is
+/// still conditional on the sequence number; should one change nothing (it
+/// cannot, under the row lock), the error is a 500 and the whole batch
+/// rolls back.
+pub async fn send_beats(
+    c: &ClientWrapper,
+    accepted: &[&Accepted],
+    keep_raw: bool,
+) -> Result<(), ApiError> {
+    let (close, update, history) = (
         c.prepare_cached(CLOSE_HOUR).await?,
         c.prepare_cached(UPDATE_BEAT).await?,
         c.prepare_cached(HISTORY).await?,
     );
-    let (close, update, history) = (a.close_hour(), a.update(), a.history());
-    let (_, moved, _) = tokio::try_join!(
-        async {
-            if a.closes_hour {
-                c.execute(&close_st, &close).await
-            } else {
-                Ok(0)
-            }
-        },
-        c.execute(&update_st, &update),
-        async {
-            if keep_raw {
-                c.execute(&history_st, &history).await
-            } else {
-                Ok(0)
-            }
-        },
-    )?;
-    if moved != 1 {
-        return Err(ApiError::internal(format!(
-            "heartbeat {} of cluster {} changed no row after its checks passed",
-            hb.seq, hb.cluster_id
-        )));
+    // (statement, its parameters, the heartbeat whose UPDATE it is)
+    type Sent<'a> = (
+        &'a tokio_postgres::Statement,
+        Vec<&'a (dyn ToSql + Sync)>,
+        Option<&'a Accepted>,
+    );
+    let mut sent: Vec<Sent<'_>> = Vec::with_capacity(accepted.len() * 2);
+    for a in accepted {
+        if a.closes_hour {
+            sent.push((&close, a.close_hour(), None));
+        }
+        sent.push((&update, a.update(), Some(a)));
+        if keep_raw {
+            sent.push((&history, a.history(), None));
+        }
     }
-    after_beat(c, head, hb, &a, now).await
+    let changed = futures_util::future::try_join_all(
+        sent.iter()
+            .map(|(st, values, _)| c.execute(*st, values.as_slice())),
+    )
+    .await?;
+    for ((_, _, of), n) in sent.iter().zip(&changed) {
+        if let (Some(a), true) = (of, *n != 1) {
+            return Err(ApiError::internal(format!(
+                "heartbeat {} of cluster {} changed no row after its checks passed",
+                a.seq, a.cluster_id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What follows an accepted heartbeat's writes (both paths): its upgrade
