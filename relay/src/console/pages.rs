@@ -412,7 +412,13 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
     let days = want.days;
     let licenses = licenses_of(c, None).await?;
     let shown: Vec<LicenseRow> = match &want.only {
-        Some(id) => licenses_of(c, Some(id.clone())).await?,
+        // From the list just read; asked by id only when the list was cut
+        // at MAX_LICENSES and could have left it out.
+        Some(id) => match licenses.iter().find(|l| &l.license_id == id) {
+            Some(l) => vec![l.clone()],
+            None if licenses.len() >= MAX_LICENSES => licenses_of(c, Some(id.clone())).await?,
+            None => Vec::new(),
+        },
         None => licenses
             .iter()
             .skip(want.page.saturating_mul(LICENSES_PAGE))

@@ -261,6 +261,7 @@ impl Storage for SqliteStorage {
             let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
                 return Ok(rows);
             };
+            let anomaly = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
             let mut found = Vec::new();
             if license.is_some() {
                 // One license's clusters lie scattered over the id range:
@@ -270,9 +271,7 @@ impl Storage for SqliteStorage {
                      WHERE cluster_id = ?1 ORDER BY id DESC LIMIT ?2",
                 )?;
                 for r in &rows {
-                    let of = one.query_map(params![r.cluster_id, super::MAX_ANOMALIES], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })?;
+                    let of = one.query_map(params![r.cluster_id, super::MAX_ANOMALIES], anomaly)?;
                     found.extend(of.collect::<Result<Vec<_>, _>>()?);
                 }
             } else {
@@ -281,9 +280,7 @@ impl Storage for SqliteStorage {
                         "SELECT cluster_id, at, kind, detail FROM anomalies
                          WHERE cluster_id >= ?1 AND cluster_id <= ?2 ORDER BY cluster_id, id DESC",
                     )?
-                    .query_map(params![first.cluster_id, last.cluster_id], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })?
+                    .query_map(params![first.cluster_id, last.cluster_id], anomaly)?
                     .collect::<Result<Vec<_>, _>>()?;
             }
             super::attach_anomalies(&mut rows, found);
