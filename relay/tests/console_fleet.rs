@@ -81,6 +81,32 @@ fn seed_sqlite(path: &std::path::Path, n: u64) {
     tx.commit().unwrap();
 }
 
+/// A day of hours for every seeded cluster, as heartbeats once a minute
+/// leave them: the 23 hours before the hour of `now` closed in
+/// `heartbeat_hours` (60 heartbeats each; hour `now - k` at counter
+/// `100 - k`), the current one on the cluster row (`beats` so far, counter
+/// 100). Returns the first seeded hour.
+fn seed_hours_sqlite(path: &std::path::Path, now: u64, beats: u64) -> u64 {
+    let hour = now / 3600;
+    let conn = kaching_relay::db::open_and_migrate(path).unwrap();
+    conn.execute(
+        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 23)
+         INSERT INTO heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
+         SELECT ?1 - k.i, cluster_id, 60, 2, 3 + k.i % 4, 3, (?1 - k.i) * 3600 + 3590,
+                '{\"api_calls\":' || (100 - k.i) || '}'
+         FROM clusters, k",
+        [hour],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE clusters SET hour = ?1, hour_beats = ?2, hour_min_nodes = 2, hour_max_nodes = 3,
+             hour_last_nodes = 3, hour_last_at = ?3, quotas = '{\"api_calls\":100}'",
+        rusqlite::params![hour, beats, now],
+    )
+    .unwrap();
+    hour - 23
+}
+
 async fn seed_postgres(url: &str, n: u64) {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -296,8 +322,8 @@ async fn licenses_page_lists_a_license_s_first_clusters_and_links_the_rest() {
         panic!("sqlite")
     };
     seed_sqlite(&path, 300);
-    let admin = {
-        let mut conn = kaching_relay::db::open_and_migrate(&path).unwrap();
+    {
+        let conn = kaching_relay::db::open_and_migrate(&path).unwrap();
         // 30 more (deactivated) clusters of license 1, which has 3.
         for i in 0..30 {
             conn.execute(
@@ -308,14 +334,8 @@ async fn licenses_page_lists_a_license_s_first_clusters_and_links_the_rest() {
             )
             .unwrap();
         }
-        kaching_relay::tokens::create(&mut conn, kaching_relay::tokens::Scope::Admin, "ops", now())
-            .unwrap()
-    };
-    let r = Relay::start_with(dir, cfg).await;
-    let cookie = format!(
-        "kaching_session={}",
-        kaching_relay::console::session::issue("ops", &kaching_relay::tokens::hash(&admin), now())
-    );
+    }
+    let (r, cookie) = signed_in(dir, cfg, &path).await;
     let http = reqwest::Client::new();
     let page = |path: &str| page_as(&http, r.url(path), &cookie);
     let listed = |body: &str| body.matches("<li><code>").count();
@@ -335,6 +355,76 @@ async fn licenses_page_lists_a_license_s_first_clusters_and_links_the_rest() {
         "{all}"
     );
     r.stop().await;
+}
+
+/// The licenses page's sparklines count every heartbeat of the last 24
+/// hours of each license it shows, summed over the license's clusters,
+/// in a fleet whose day of heartbeats (1 000 clusters once a minute,
+/// ~1.4 million) is far more than the 20 000 newest heartbeats the page
+/// once read fleet-wide (which left all but the current hour of a few
+/// hundred clusters out); the quota line ends at the current counter.
+#[tokio::test]
+async fn licenses_page_sparklines_count_every_hour_of_a_busy_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let Database::Sqlite(path) = cfg.database().unwrap() else {
+        panic!("sqlite")
+    };
+    seed_sqlite(&path, 1_000);
+    let first = seed_hours_sqlite(&path, now(), 7);
+    let (r, cookie) = signed_in(dir, cfg, &path).await;
+    let http = reqwest::Client::new();
+    // The page's 24 hours end with the hour it is read in: fetched again
+    // if an hour began meanwhile.
+    let (body, hour) = loop {
+        let before = now() / 3600;
+        let body = page_as(
+            &http,
+            r.url("/console/licenses?license=lic-00000000"),
+            &cookie,
+        )
+        .await;
+        if now() / 3600 == before {
+            break (body, before);
+        }
+    };
+    // Per cluster: 60 in each closed hour still in the page's window, 7 in the current one.
+    let per_cluster: u64 = (first..first + 23)
+        .filter(|h| *h + 23 >= hour && *h <= hour)
+        .map(|_| 60)
+        .sum::<u64>()
+        + if first + 23 + 23 >= hour { 7 } else { 0 };
+    assert!(per_cluster >= 60 * 22, "the seeded day is the page's day");
+    assert!(
+        body.contains(&format!(
+            r#"<span class="beats">{}</span>"#,
+            3 * per_cluster
+        )),
+        "three clusters' heartbeats, every hour: {body}"
+    );
+    assert!(body.contains("<code>api_calls</code>"), "{body}");
+    assert!(body.contains(" now 100</li>"), "{body}");
+    r.stop().await;
+}
+
+/// A relay started over the seeded database at `path` and a console
+/// session cookie of an admin token made for it.
+async fn signed_in(
+    dir: tempfile::TempDir,
+    cfg: kaching_relay::config::Config,
+    path: &std::path::Path,
+) -> (Relay, String) {
+    let admin = {
+        let mut conn = kaching_relay::db::open_and_migrate(path).unwrap();
+        kaching_relay::tokens::create(&mut conn, kaching_relay::tokens::Scope::Admin, "ops", now())
+            .unwrap()
+    };
+    let r = Relay::start_with(dir, cfg).await;
+    let cookie = format!(
+        "kaching_session={}",
+        kaching_relay::console::session::issue("ops", &kaching_relay::tokens::hash(&admin), now())
+    );
+    (r, cookie)
 }
 
 /// A console page fetched with a session cookie; it must answer 200.
@@ -358,7 +448,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// the fleet page's reads before (whole fleet read, filtered in Rust) and
 /// after (`Ask::Fleet`), and the whole page over loopback HTTP, at 10k and
 /// 100k clusters on SQLite; medians of 5 runs, interleaved. Also the whole
-/// licenses page and the revocations page's propagation counts.
+/// licenses page (over a day of heartbeat hours) and the revocations
+/// page's propagation counts.
 #[tokio::test]
 #[ignore = "bench: run by hand, see docs/benchmarks.md"]
 async fn bench_fleet_page_at_10k_and_100k_clusters() {
@@ -369,6 +460,8 @@ async fn bench_fleet_page_at_10k_and_100k_clusters() {
             panic!("sqlite")
         };
         seed_sqlite(&path, n);
+        // A day of heartbeats once a minute (the licenses page's sparklines).
+        seed_hours_sqlite(&path, now(), 30);
         let admin = {
             let mut conn = kaching_relay::db::open_and_migrate(&path).unwrap();
             kaching_relay::tokens::create(
@@ -433,8 +526,15 @@ async fn bench_fleet_page_at_10k_and_100k_clusters() {
         }
         licenses_page.sort();
         let (lt, lbytes) = licenses_page[licenses_page.len() / 2];
+        let body = page_as(&http, r.url("/console/licenses"), &cookie).await;
+        let shown = body
+            .split(r#"<span class="beats">"#)
+            .nth(1)
+            .and_then(|s| s.split('<').next())
+            .unwrap_or("?");
         println!(
-            "licenses page {n} clusters: whole page over HTTP {:.1} ms, {} KiB",
+            "licenses page {n} clusters: whole page over HTTP {:.1} ms, {} KiB; \
+             the first license's heartbeats in 24 h: {shown} (seeded: 3 x (23 x 60 + 30) = 4230)",
             lt.as_secs_f64() * 1e3,
             lbytes / 1024
         );

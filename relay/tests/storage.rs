@@ -17,7 +17,7 @@ use kaching_core::keys::hex;
 use kaching_core::license::License;
 use kaching_core::merkle::heartbeat_leaf;
 use kaching_core::SecretKey;
-use kaching_relay::console::data::{Answer, Ask};
+use kaching_relay::console::data::{Answer, Ask, LicenseHour};
 use kaching_relay::storage::{self, Database, Storage};
 use kaching_relay::store::Activation;
 
@@ -63,14 +63,32 @@ fn db(dir: &Path) -> rusqlite::Connection {
     kaching_relay::db::open(&dir.join("relay.db")).unwrap()
 }
 
+/// The console's trends of `licenses` from hour `first` to `last`.
+async fn trends(
+    s: &Arc<dyn Storage>,
+    licenses: &[String],
+    first: u64,
+    last: u64,
+) -> Vec<LicenseHour> {
+    let ask = Ask::Trends {
+        licenses: licenses.to_vec(),
+        first_hour: first,
+        last_hour: last,
+    };
+    let Answer::Trends(hours) = s.console(ask).await.unwrap() else {
+        panic!("not trends");
+    };
+    hours
+}
+
 fn count(c: &rusqlite::Connection, sql: &str) -> i64 {
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 /// Three heartbeats in one hour and one in the next: two rollup rows (beats,
 /// least, most and last node count, last quota counters), the latest on
-/// the cluster row, no raw history, and the console's history reads them
-/// back as four heartbeats inside their hours.
+/// the cluster row, no raw history, and the console's trends read them
+/// back hour by hour.
 #[tokio::test]
 async fn heartbeats_fold_into_hourly_rollups_and_the_cluster_row() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,16 +135,17 @@ async fn heartbeats_fold_into_hourly_rollups_and_the_cluster_row() {
         )
         .unwrap();
     assert_eq!((last_seq, nodes, beats), (4, 2, 4));
-    let Answer::History(history) = s.console(Ask::History { since: H }).await.unwrap() else {
-        panic!("not a history");
+    let hour_of = |hour, beats, max_nodes, api| LicenseHour {
+        license_id: l.id.to_string(),
+        hour,
+        beats,
+        max_nodes,
+        quotas: [("api_calls".to_string(), api)].into(),
     };
-    let mut at: Vec<u64> = history.iter().map(|b| b.received_at).collect();
-    at.sort_unstable();
-    assert_eq!(at.len(), 4);
-    assert!(at[..3].iter().all(|t| (H..=H + 30).contains(t)), "{at:?}");
-    assert_eq!(at[3], H + 3600);
-    assert!(history.iter().all(|b| b.license_id == l.id.to_string()));
-    assert_eq!(history.iter().map(|b| b.active_nodes).max(), Some(5));
+    assert_eq!(
+        trends(&s, &[l.id.to_string()], hour, hour + 23).await,
+        [hour_of(hour, 3, 5, 30), hour_of(hour + 1, 1, 2, 40)]
+    );
 }
 
 /// With `heartbeat_retention` above 0 every heartbeat also gets a raw row;
@@ -319,8 +338,8 @@ impl Rows {
 /// `heartbeat_hours`); the `heartbeat_hours_all` view shows both. When
 /// the relay's clock goes back into a closed hour and forth again, the
 /// hour's counts are merged, not lost or doubled; a deactivation counts
-/// in its hour; pruning removes closed hours only; the console's history
-/// reads every heartbeat back.
+/// in its hour; pruning removes closed hours only; the console's trends
+/// read every heartbeat back.
 async fn current_hour_on_the_row_and_closed_when_the_next_begins(s: Arc<dyn Storage>, rows: Rows) {
     assert_eq!(H, 500_000 * 3600);
     assert_eq!(H, 1_800_000_000);
@@ -357,11 +376,30 @@ async fn current_hour_on_the_row_and_closed_when_the_next_begins(s: Arc<dyn Stor
         "one row per hour, every heartbeat counted once"
     );
     assert_eq!(rows.closed().await, 2);
-    let Answer::History(history) = s.console(Ask::History { since: H }).await.unwrap() else {
-        panic!("not a history");
+    let id = [l.id.to_string()];
+    let per_hour = |hours: Vec<LicenseHour>| {
+        hours
+            .iter()
+            .map(|h| {
+                (
+                    h.hour - H / 3600,
+                    h.beats,
+                    h.max_nodes,
+                    h.quotas["api_calls"],
+                )
+            })
+            .collect::<Vec<_>>()
     };
-    assert_eq!(history.len(), 8);
-    assert_eq!(history.iter().map(|b| b.active_nodes).max(), Some(9));
+    assert_eq!(
+        per_hour(trends(&s, &id, H / 3600, H / 3600 + 23).await),
+        [(0, 4, 7, 50), (1, 2, 2, 60), (2, 2, 9, 80)],
+        "the console reads every heartbeat back, once, in its hour"
+    );
+    assert_eq!(
+        per_hour(trends(&s, &id, H / 3600 + 1, H / 3600 + 1).await),
+        [(1, 2, 2, 60)],
+        "only the hours asked for"
+    );
     // Pruning the hours before hour 2 leaves the one on the row.
     while s.prune_history(H, H + 2 * 3600, 1).await.unwrap() > 0 {}
     assert_eq!(rows.hours().await, [r#"2 2 6 9 9 7210 {"api_calls":80}"#]);
@@ -385,6 +423,111 @@ async fn current_hour_on_the_row_and_closed_when_the_next_begins_on_postgres() {
         .await
         .unwrap();
     current_hour_on_the_row_and_closed_when_the_next_begins(s, Rows::Pg(pg.client().await)).await;
+}
+
+/// The licenses page's sparklines: the console reads the hours of the
+/// licenses it shows, summed over each license's clusters (one deactivated
+/// and the one that took the license over, an hour closed in the table and an hour
+/// still on a row), whatever the rest of the fleet sent. 30 000 other
+/// clusters with newer hours are in the database: a read of the newest
+/// hours fleet-wide, as the page did before, leaves the license's older
+/// hours out. A counter above `i64::MAX` reads as `i64::MAX`.
+async fn trends_read_the_shown_licenses_hours_whatever_the_fleet_sends(
+    s: Arc<dyn Storage>,
+    rows: Rows,
+) {
+    let h0 = H / 3600;
+    let l = license(7, 3600);
+    let (old, new) = (cluster_key(7), cluster_key(8));
+    s.activate(activation(&l, &old, H + 5)).await.unwrap();
+    for (seq, nodes, at) in [(1, 3, 10), (2, 5, 20), (3, 4, 5 * 3600 + 1)] {
+        let mut hb = beat_with(&l, &old, seq, nodes);
+        hb.deactivate = seq == 3; // the license moves to the new cluster
+        send(&s, &old, &hb, H + at).await;
+    }
+    s.activate(activation(&l, &new, H + 5 * 3600 + 10))
+        .await
+        .unwrap();
+    for (seq, nodes, at) in [(1, 8, 5 * 3600 + 20), (2, 1, 23 * 3600)] {
+        let mut hb = beat_with(&l, &new, seq, nodes);
+        if seq == 2 {
+            // A counter past what the database's integers hold.
+            hb.quotas.insert("bytes".into(), u64::MAX);
+        }
+        send(&s, &new, &hb, H + at).await;
+    }
+    let key = match rows {
+        Rows::Lite(_) => "X'00'",
+        Rows::Pg(_) => "'\\x00'::BYTEA",
+    };
+    rows.exec(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)
+         INSERT INTO clusters (cluster_id, license_id, cluster_key, hostname, status, activated_at,
+                               last_seen, hour, hour_beats, hour_min_nodes, hour_max_nodes,
+                               hour_last_nodes, hour_last_at)
+         SELECT 'crowd-' || i, 'crowd-' || i, {key}, 'h', 'active', {H}, {H} + 82800,
+                {h0} + 23, 1, 1, 1, 1, {H} + 82800 FROM n;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000)
+         INSERT INTO heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
+         SELECT {h0} + 22, 'crowd-' || i, 60, 1, 1, 1, {H} + 82000, '{{\"api_calls\":1}}' FROM n;"
+    ))
+    .await;
+    let ids = [l.id.to_string(), "no-such-license".to_string()];
+    let got: Vec<_> = trends(&s, &ids, h0, h0 + 23)
+        .await
+        .into_iter()
+        .map(|h| (h.license_id, h.hour - h0, h.beats, h.max_nodes, h.quotas))
+        .collect();
+    let api = |n: u64| [("api_calls".to_string(), n)].into();
+    let id = l.id.to_string();
+    assert_eq!(
+        got,
+        [
+            (id.clone(), 0, 2, 5, api(20)),
+            (id.clone(), 5, 2, 8, api(30)),
+            (
+                id,
+                23,
+                1,
+                1,
+                [
+                    ("api_calls".to_string(), 20),
+                    ("bytes".to_string(), i64::MAX as u64),
+                ]
+                .into()
+            ),
+        ],
+        "heartbeats summed, the most nodes and the highest counter of the license's clusters"
+    );
+    let crowd: Vec<_> = ["crowd-1".to_string(), "crowd-30000".to_string()].into();
+    let got = trends(&s, &crowd, h0, h0 + 23).await;
+    assert_eq!(
+        got.iter()
+            .map(|h| (h.hour - h0, h.beats))
+            .collect::<Vec<_>>(),
+        [(22, 60), (23, 1), (22, 60), (23, 1)]
+    );
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn trends_read_the_shown_licenses_hours_whatever_the_fleet_sends_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), false).await;
+    trends_read_the_shown_licenses_hours_whatever_the_fleet_sends(s, Rows::Lite(dir.path().into()))
+        .await;
+}
+
+#[tokio::test]
+async fn trends_read_the_shown_licenses_hours_whatever_the_fleet_sends_on_postgres() {
+    let Some(pg) = common::postgres::fresh().await else {
+        return;
+    };
+    let s = storage::open(&Database::Postgres(pg.url.clone()), 64, false)
+        .await
+        .unwrap();
+    trends_read_the_shown_licenses_hours_whatever_the_fleet_sends(s, Rows::Pg(pg.client().await))
+        .await;
 }
 
 /// How a relay of the release before recorded a heartbeat's hour (the

@@ -13,9 +13,6 @@ use crate::audit::Row;
 use crate::error::ApiError;
 use crate::tokens::TokenInfo;
 
-/// At most this many heartbeat history rows are read for one page.
-pub const MAX_HISTORY: u32 = 20_000;
-
 /// A question the console asks the database.
 #[derive(Debug, Clone)]
 pub enum Ask {
@@ -33,10 +30,18 @@ pub enum Ask {
         /// Only this license (a link from the fleet or the inbox).
         only: Option<String>,
     },
-    /// Heartbeat history received at or after `since` (newest first, capped).
-    History {
-        /// Relay time, seconds.
-        since: u64,
+    /// The heartbeats of each of `licenses` in each hour from `first_hour`
+    /// to `last_hour` (relay time / 3600, both included), summed over the
+    /// license's clusters (see [`LicenseHour`]). Reads the hours of those
+    /// licenses' clusters only, so it costs the same in a fleet of 100 or
+    /// 100 000 clusters.
+    Trends {
+        /// The licenses (the ones a page shows).
+        licenses: Vec<String>,
+        /// The first hour.
+        first_hour: u64,
+        /// The last hour.
+        last_hour: u64,
     },
     /// Every stored revocation list version.
     Lists,
@@ -117,17 +122,21 @@ pub struct LicenseRow {
     pub first_seen: u64,
 }
 
-/// One accepted heartbeat.
-#[derive(Debug, Clone)]
-pub struct Beat {
-    /// The license its cluster holds.
+/// One license's heartbeats in one hour, over all its clusters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LicenseHour {
+    /// The license.
     pub license_id: String,
-    /// Relay time it was received.
-    pub received_at: u64,
-    /// Nodes it reported.
-    pub active_nodes: u64,
-    /// Quota usage it reported (JSON text).
-    pub quotas: String,
+    /// The hour (relay time / 3600).
+    pub hour: u64,
+    /// Heartbeats its clusters sent in the hour.
+    pub beats: u64,
+    /// The most nodes any of its clusters reported in the hour.
+    pub max_nodes: u64,
+    /// Quota name → the highest of its clusters' last counters of the hour
+    /// (counters only grow within a period, so the last is the hour's
+    /// highest).
+    pub quotas: BTreeMap<String, u64>,
 }
 
 /// One stored revocation list.
@@ -146,8 +155,8 @@ pub struct ListRow {
 pub enum Answer {
     /// See [`Ask::Licenses`].
     Licenses(Vec<LicenseRow>),
-    /// See [`Ask::History`].
-    History(Vec<Beat>),
+    /// See [`Ask::Trends`]: by license, then hour.
+    Trends(Vec<LicenseHour>),
     /// See [`Ask::Lists`], newest first.
     Lists(Vec<ListRow>),
     /// See [`Ask::Audit`]: `Ok((rows, head hash))` or why the chain is broken;
@@ -200,32 +209,48 @@ pub const MAX_LICENSES: usize = 10_000;
 /// One license by id (`$1`, the same on both backends).
 const LICENSE_ONE: &str =
     "SELECT license_id, customer, tier, expires_at, first_seen FROM licenses WHERE license_id = $1";
-// Heartbeat history from the hourly rollups (the `heartbeat_hours_all` view:
-// closed hours and each cluster's current hour on its row): each hour's
-// row is read back as its heartbeats, spread evenly between the hour's
-// start and its last heartbeat, with the hour's most nodes and last quota
-// counters (what the sparklines draw), newest hour first. The newest
-// `?2` hour rows are picked first (each holds at least one heartbeat, so
-// they hold the newest `?2` heartbeats): only they are expanded, not every
-// hour of the window. At 100k clusters with a day of hours that is ~0.2 s
-// instead of 1.5 s (31 s over the view, docs/benchmarks.md).
-const HISTORY_SQLITE: &str = "WITH RECURSIVE h AS (
-         SELECT hour, cluster_id, beats, max_nodes, last_at, quotas FROM heartbeat_hours_all
-         WHERE hour >= ?1 / 3600 ORDER BY hour DESC LIMIT ?2),
-     n(i) AS (
-         SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < (SELECT COALESCE(max(beats), 1) FROM h))
-     SELECT c.license_id, h.hour * 3600 + ((n.i - 1) * (h.last_at - h.hour * 3600)) / h.beats,
-            h.max_nodes, h.quotas
-     FROM h JOIN n ON n.i <= h.beats JOIN clusters c ON c.cluster_id = h.cluster_id
-     ORDER BY h.hour DESC, n.i DESC LIMIT ?2";
-const HISTORY_PG: &str = "SELECT c.license_id,
-            h.hour::BIGINT * 3600 + ((n.i - 1) * (h.last_at - h.hour::BIGINT * 3600)) / h.beats,
-            h.max_nodes::BIGINT, h.quotas
-     FROM (SELECT hour, cluster_id, beats, max_nodes, last_at, quotas FROM heartbeat_hours_all
-           WHERE hour >= $1::BIGINT / 3600 ORDER BY hour DESC LIMIT $2) h
-     CROSS JOIN LATERAL generate_series(1, h.beats) AS n(i)
-     JOIN clusters c ON c.cluster_id = h.cluster_id
-     ORDER BY h.hour DESC, n.i DESC LIMIT $2";
+// Each shown license's hours, summed in the database: the clusters of the
+// licenses (through `clusters_by_license`), each cluster's closed hours
+// found by key (hour, cluster_id) for each hour of the range, plus the
+// hour each cluster holds on its row; then per license and hour the
+// heartbeats, the most nodes and, per quota, the highest last counter.
+// The two halves of the answer are told apart by the NULL key of the
+// first. Quota counters are u64 in the wire; one above i64::MAX reads as
+// i64::MAX. `?1`/`$1`: the license ids (a JSON array on SQLite, an array
+// on PostgreSQL); 2, 3: first and last hour.
+const TRENDS_SQLITE: &str = "WITH RECURSIVE
+     hours(hour) AS (SELECT ?2 UNION ALL SELECT hour + 1 FROM hours WHERE hour < ?3),
+     mine AS (SELECT cluster_id, license_id, hour, hour_beats, hour_max_nodes, quotas FROM clusters
+              WHERE license_id IN (SELECT value FROM json_each(?1))),
+     h AS (SELECT m.license_id, c.hour, c.beats, c.max_nodes, c.quotas
+             FROM mine m CROSS JOIN hours CROSS JOIN heartbeat_hours c
+             WHERE c.hour = hours.hour AND c.cluster_id = m.cluster_id
+           UNION ALL
+           SELECT license_id, hour, hour_beats, hour_max_nodes, quotas FROM mine
+             WHERE hour BETWEEN ?2 AND ?3)
+     SELECT license_id, hour, sum(beats), max(max_nodes), NULL, NULL FROM h GROUP BY license_id, hour
+     UNION ALL
+     SELECT h.license_id, h.hour, NULL, NULL, j.key, CAST(min(max(j.value), 9223372036854775807) AS INTEGER)
+     FROM h, json_each(h.quotas) j WHERE j.type IN ('integer', 'real') AND j.value >= 0
+     GROUP BY h.license_id, h.hour, j.key";
+const TRENDS_PG: &str = "WITH mine AS (
+         SELECT cluster_id, license_id, hour, hour_beats, hour_max_nodes, quotas FROM clusters
+         WHERE license_id = ANY($1::TEXT[])),
+     h AS (SELECT m.license_id, c.hour::BIGINT AS hour, c.beats::BIGINT AS beats,
+                  c.max_nodes::BIGINT AS max_nodes, c.quotas
+             FROM mine m CROSS JOIN generate_series($2::BIGINT, $3::BIGINT) AS g(hour)
+             JOIN heartbeat_hours c ON c.hour = g.hour AND c.cluster_id = m.cluster_id
+           UNION ALL
+           SELECT license_id, hour::BIGINT, hour_beats::BIGINT, hour_max_nodes::BIGINT, quotas FROM mine
+             WHERE hour BETWEEN $2::BIGINT AND $3::BIGINT)
+     SELECT license_id, hour, sum(beats)::BIGINT, max(max_nodes)::BIGINT, NULL::TEXT, NULL::BIGINT
+     FROM h GROUP BY license_id, hour
+     UNION ALL
+     SELECT h.license_id, h.hour, NULL, NULL, j.key,
+            least(max(j.value::TEXT::NUMERIC), 9223372036854775807)::BIGINT
+     FROM h CROSS JOIN LATERAL jsonb_each(h.quotas::JSONB) AS j
+     WHERE jsonb_typeof(j.value) = 'number' AND j.value::TEXT::NUMERIC >= 0
+     GROUP BY h.license_id, h.hour, j.key";
 const PULSE_SQLITE: &str =
     "SELECT count(*), COALESCE(sum(heartbeats), 0), COALESCE(max(last_seen), 0),
             (SELECT COALESCE(max(id), 0) FROM upgrade_requests), (SELECT COALESCE(max(id), 0) FROM audit)
@@ -578,18 +603,27 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
                     .collect::<Result<_, _>>()?,
             })
         }
-        Ask::History { since } => Answer::History(
-            c.prepare_cached(HISTORY_SQLITE)?
-                .query_map(rusqlite::params![since, MAX_HISTORY], |r| {
-                    Ok(Beat {
-                        license_id: r.get(0)?,
-                        received_at: r.get(1)?,
-                        active_nodes: r.get(2)?,
-                        quotas: r.get(3)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?,
-        ),
+        Ask::Trends {
+            licenses,
+            first_hour,
+            last_hour,
+        } => {
+            let ids = serde_json::to_string(&licenses).map_err(ApiError::internal)?;
+            Answer::Trends(license_hours(
+                c.prepare_cached(TRENDS_SQLITE)?
+                    .query_map(rusqlite::params![ids, first_hour, last_hour], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    })?
+                    .collect::<Result<_, _>>()?,
+            ))
+        }
         Ask::Lists => Answer::Lists(
             c.prepare_cached(LISTS)?
                 .query_map([], |r| {
@@ -657,6 +691,42 @@ fn uint(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// A row of the trends statements: license, hour, then either heartbeats
+/// and most nodes (no quota) or one quota's name and highest counter.
+type TrendRow = (
+    String,
+    u64,
+    Option<u64>,
+    Option<u64>,
+    Option<String>,
+    Option<u64>,
+);
+
+/// Gathers the trends statements' rows into one [`LicenseHour`] per
+/// license and hour, by license, then hour.
+fn license_hours(rows: Vec<TrendRow>) -> Vec<LicenseHour> {
+    let mut out: BTreeMap<(String, u64), LicenseHour> = BTreeMap::new();
+    for (license_id, hour, beats, max_nodes, quota, used) in rows {
+        let h = out
+            .entry((license_id.clone(), hour))
+            .or_insert_with(|| LicenseHour {
+                license_id,
+                hour,
+                ..LicenseHour::default()
+            });
+        match quota {
+            Some(name) => {
+                h.quotas.insert(name, used.unwrap_or(0));
+            }
+            None => {
+                h.beats = beats.unwrap_or(0);
+                h.max_nodes = max_nodes.unwrap_or(0);
+            }
+        }
+    }
+    out.into_values().collect()
+}
+
 /// Answers `ask` on PostgreSQL.
 pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer, ApiError> {
     let internal = |e: anyhow::Error| ApiError::internal(format!("{e:#}"));
@@ -715,26 +785,31 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
             })
             .collect(),
         ),
-        Ask::History { since } => Answer::History(
-            pool.get()
-                .await?
-                .query(
-                    HISTORY_PG,
-                    &[
-                        &i64::try_from(since).unwrap_or(i64::MAX),
-                        &i64::from(MAX_HISTORY),
-                    ],
-                )
-                .await?
-                .iter()
-                .map(|r| Beat {
-                    license_id: r.get(0),
-                    received_at: uint(r.get(1)),
-                    active_nodes: uint(r.get(2)),
-                    quotas: r.get(3),
-                })
-                .collect(),
-        ),
+        Ask::Trends {
+            licenses,
+            first_hour,
+            last_hour,
+        } => {
+            let hour = |h: u64| i64::try_from(h).unwrap_or(i64::MAX);
+            Answer::Trends(license_hours(
+                pool.get()
+                    .await?
+                    .query(TRENDS_PG, &[&licenses, &hour(first_hour), &hour(last_hour)])
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.get(0),
+                            uint(r.get(1)),
+                            r.get::<_, Option<i64>>(2).map(uint),
+                            r.get::<_, Option<i64>>(3).map(uint),
+                            r.get(4),
+                            r.get::<_, Option<i64>>(5).map(uint),
+                        )
+                    })
+                    .collect(),
+            ))
+        }
         Ask::Propagation { since } => {
             let since = i64::try_from(since).unwrap_or(i64::MAX);
             let c = pool.get().await?;

@@ -27,8 +27,8 @@ pub const LICENSES_PAGE: usize = 50;
 /// Clusters listed under each license there; the fleet page, searched by
 /// the license id, lists them all.
 pub const CLUSTERS_PER_LICENSE: u32 = 20;
-/// The sparkline window and its buckets: 24 hours, one point an hour.
-const WINDOW: u64 = 86_400;
+/// The sparklines' points: one a clock hour, the current hour and the 23
+/// before it.
 const BUCKETS: usize = 24;
 
 const NAV: &[Nav<'static>] = &[
@@ -430,15 +430,18 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
     for l in &shown {
         clusters.insert(l.license_id.clone(), clusters_of(c, &l.license_id).await?);
     }
-    let beats = match ask(
+    let (first_hour, last_hour) = view::hours(t, BUCKETS);
+    let hours = match ask(
         c,
-        Ask::History {
-            since: t.saturating_sub(WINDOW),
+        Ask::Trends {
+            licenses: shown.iter().map(|l| l.license_id.clone()).collect(),
+            first_hour,
+            last_hour,
         },
     )
     .await?
     {
-        Answer::History(b) => b,
+        Answer::Trends(h) => h,
         _ => Vec::new(),
     };
     let upgrades =
@@ -446,7 +449,7 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
             .upgrade_requests(None)
             .await
             .map_err(unavailable)?;
-    let trends = view::trends(&beats, t, WINDOW, BUCKETS);
+    let trends = view::trends(&hours, t, BUCKETS);
     let soon = view::expiring(&licenses, t, days);
     let expiry_rows: Vec<Vec<Markup>> = soon
         .iter()

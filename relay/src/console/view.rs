@@ -1,5 +1,5 @@
-//! The console's pure shaping: the reference fleet filter (see [`select`]), bucketing
-//! heartbeat history into sparkline points and the expiry horizon. Time is
+//! The console's pure shaping: the reference fleet filter (see [`select`]), placing
+//! each license's hours of heartbeats in sparkline points and the expiry horizon. Time is
 //! an argument; nothing here reads a clock or a database. (List
 //! propagation is counted by the database: `data::Ask::Propagation`.)
 
@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use kaching_core::wire::relay::ClusterRow;
 
-use super::data::{Beat, LicenseRow};
+use super::data::{LicenseHour, LicenseRow};
 
 /// Rows per fleet page.
 pub const PAGE: usize = 50;
@@ -61,45 +61,50 @@ pub fn select<'a>(
     (page, total)
 }
 
-/// A license's heartbeat history in `n` equal buckets over
-/// `[now - window, now)`: heartbeats per bucket, the most nodes reported,
-/// and per quota the highest usage reported.
+/// A license's heartbeats in the `n` clock hours up to and including the
+/// current one (oldest first): heartbeats per hour, the most nodes
+/// reported, and per quota the highest usage reported.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Trend {
-    /// Heartbeats received per bucket.
+    /// Heartbeats received per hour.
     pub beats: Vec<u64>,
-    /// Highest node count per bucket.
+    /// Highest node count per hour.
     pub nodes: Vec<u64>,
-    /// Quota name → highest usage per bucket.
+    /// Quota name → highest usage per hour.
     pub quotas: BTreeMap<String, Vec<u64>>,
-    /// Heartbeats in the window.
+    /// Heartbeats in those hours.
     pub total: u64,
 }
 
-/// Buckets `beats` per license (see [`Trend`]).
-pub fn trends(beats: &[Beat], now: u64, window: u64, n: usize) -> BTreeMap<String, Trend> {
-    let mut out: BTreeMap<String, Trend> = BTreeMap::new();
+/// The first and last hour (relay time / 3600) of the `n` hours that end
+/// with `now`'s.
+pub fn hours(now: u64, n: usize) -> (u64, u64) {
+    let last = now / 3600;
+    let back = u64::try_from(n.max(1) - 1).unwrap_or(u64::MAX);
+    (last.saturating_sub(back), last)
+}
+
+/// Puts each license's hours (see [`super::data::Ask::Trends`]) in its
+/// [`Trend`] over the [`hours`] of `now` and `n`; hours outside are left out.
+pub fn trends(rows: &[LicenseHour], now: u64, n: usize) -> BTreeMap<String, Trend> {
     let n = n.max(1);
-    let start = now.saturating_sub(window);
-    let width = (window / n.max(1) as u64).max(1);
-    for b in beats {
-        if b.received_at < start || b.received_at > now {
-            continue;
-        }
-        let i = usize::try_from((b.received_at - start) / width)
+    let (first, last) = hours(now, n);
+    let mut out: BTreeMap<String, Trend> = BTreeMap::new();
+    for h in rows.iter().filter(|h| (first..=last).contains(&h.hour)) {
+        let i = usize::try_from(h.hour - first)
             .unwrap_or(usize::MAX)
             .min(n - 1);
-        let t = out.entry(b.license_id.clone()).or_insert_with(|| Trend {
+        let t = out.entry(h.license_id.clone()).or_insert_with(|| Trend {
             beats: vec![0; n],
             nodes: vec![0; n],
             ..Trend::default()
         });
-        t.beats[i] += 1;
-        t.total += 1;
-        t.nodes[i] = t.nodes[i].max(b.active_nodes);
-        for (q, used) in crate::storage::parse_quotas(&b.quotas) {
-            let v = t.quotas.entry(q).or_insert_with(|| vec![0; n]);
-            v[i] = v[i].max(used);
+        t.beats[i] += h.beats;
+        t.total += h.beats;
+        t.nodes[i] = t.nodes[i].max(h.max_nodes);
+        for (q, used) in &h.quotas {
+            let v = t.quotas.entry(q.clone()).or_insert_with(|| vec![0; n]);
+            v[i] = v[i].max(*used);
         }
     }
     out
@@ -164,24 +169,34 @@ mod tests {
     }
 
     #[test]
-    fn history_lands_in_its_bucket_with_the_peak() {
-        let beat = |at, nodes, q: &str| Beat {
-            license_id: "L".into(),
-            received_at: at,
-            active_nodes: nodes,
-            quotas: q.into(),
+    fn each_hour_lands_in_its_point_and_the_current_hour_is_the_last() {
+        let hour = |license: &str, hour, beats, nodes, q: &[(&str, u64)]| LicenseHour {
+            license_id: license.into(),
+            hour,
+            beats,
+            max_nodes: nodes,
+            quotas: q.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
         };
-        let beats = [
-            beat(1_000, 3, r#"{"api":5}"#),
-            beat(1_050, 4, r#"{"api":9}"#),
-            beat(1_999, 1, "{}"),
-            beat(10, 9, "{}"),
+        let now = 100 * 3600 + 59; // a minute into hour 100
+        assert_eq!(hours(now, 24), (77, 100));
+        let rows = [
+            hour("L", 76, 50, 9, &[]), // before the first of the 24 hours
+            hour("L", 77, 2, 4, &[("api", 9)]),
+            hour("L", 90, 3, 1, &[]),
+            hour("L", 100, 1, 2, &[("api", 12), ("gpu", 1)]),
+            hour("M", 100, 7, 5, &[]),
+            hour("L", 101, 5, 9, &[]), // after now (a clock stepped back)
         ];
-        let t = &trends(&beats, 2_000, 1_000, 10)["L"];
-        assert_eq!(t.total, 3);
-        assert_eq!(t.beats, vec![2, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        assert_eq!(t.nodes[0], 4);
-        assert_eq!(t.quotas["api"][0], 9);
+        let t = trends(&rows, now, 24);
+        let l = &t["L"];
+        assert_eq!(l.total, 6);
+        assert_eq!((l.beats[0], l.beats[13], l.beats[23]), (2, 3, 1));
+        assert_eq!(l.beats.iter().sum::<u64>(), 6);
+        assert_eq!((l.nodes[0], l.nodes[23]), (4, 2));
+        assert_eq!((l.quotas["api"][0], l.quotas["api"][23]), (9, 12));
+        assert_eq!(l.quotas["gpu"][23], 1);
+        assert_eq!((t["M"].total, t["M"].beats[23]), (7, 7));
+        assert_eq!(hours(10, 24), (0, 0), "no hour before the epoch's");
     }
 
     #[test]
