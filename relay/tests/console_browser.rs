@@ -151,6 +151,20 @@ async fn browser_console_lists_the_fleet_of_a_real_relay() {
         )
         .await;
     assert!(sparks.as_u64().unwrap() >= 6, "{sparks}");
+    // Drawn at the stylesheet's size, the line stroked, not filled.
+    let drawn = b
+        .run(
+            "const s = document.querySelector('svg.spark'); const r = s.getBoundingClientRect(); \
+             const l = getComputedStyle(s.querySelector('polyline')); \
+             return [Math.round(r.width), Math.round(r.height), l.fill, l.strokeWidth];",
+            serde_json::json!([]),
+        )
+        .await;
+    assert_eq!(
+        drawn,
+        serde_json::json!([120, 24, "none", "1.5px"]),
+        "{drawn}"
+    );
     screenshot(&b, "console-licenses.png").await;
     b.goto(&r.url("/console/revocations")).await;
     assert_eq!(b.text("#list-version").await, "3");

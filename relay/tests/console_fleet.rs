@@ -83,9 +83,10 @@ fn seed_sqlite(path: &std::path::Path, n: u64) {
 
 /// A day of hours for every seeded cluster, as heartbeats once a minute
 /// leave them: the 23 hours before the hour of `now` closed in
-/// `heartbeat_hours` (60 heartbeats each; hour `now - k` at counter
-/// `100 - k`), the current one on the cluster row (`beats` so far, counter
-/// 100). Returns the first seeded hour.
+/// `heartbeat_hours` (60 heartbeats each; hour `now - k` at counters
+/// `api_calls` `100 - k`, `gpu_hours` `50 - k`, `seats` `30 - k`), the
+/// current one on the cluster row (`beats` so far, counters 100, 50, 30).
+/// Returns the first seeded hour.
 fn seed_hours_sqlite(path: &std::path::Path, now: u64, beats: u64) -> u64 {
     let hour = now / 3600;
     let conn = kaching_relay::db::open_and_migrate(path).unwrap();
@@ -93,14 +94,16 @@ fn seed_hours_sqlite(path: &std::path::Path, now: u64, beats: u64) -> u64 {
         "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 23)
          INSERT INTO heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
          SELECT ?1 - k.i, cluster_id, 60, 2, 3 + k.i % 4, 3, (?1 - k.i) * 3600 + 3590,
-                '{\"api_calls\":' || (100 - k.i) || '}'
+                '{\"api_calls\":' || (100 - k.i) || ',\"gpu_hours\":' || (50 - k.i)
+                    || ',\"seats\":' || (30 - k.i) || '}'
          FROM clusters, k",
         [hour],
     )
     .unwrap();
     conn.execute(
         "UPDATE clusters SET hour = ?1, hour_beats = ?2, hour_min_nodes = 2, hour_max_nodes = 3,
-             hour_last_nodes = 3, hour_last_at = ?3, quotas = '{\"api_calls\":100}'",
+             hour_last_nodes = 3, hour_last_at = ?3,
+             quotas = '{\"api_calls\":100,\"gpu_hours\":50,\"seats\":30}'",
         rusqlite::params![hour, beats, now],
     )
     .unwrap();
@@ -362,7 +365,8 @@ async fn licenses_page_lists_a_license_s_first_clusters_and_links_the_rest() {
 /// in a fleet whose day of heartbeats (1 000 clusters once a minute,
 /// ~1.4 million) is far more than the 20 000 newest heartbeats the page
 /// once read fleet-wide (which left all but the current hour of a few
-/// hundred clusters out); the quota line ends at the current counter.
+/// hundred clusters out); the quota line ends at the current counter. A
+/// page of such licenses stays within the 100 KiB budget.
 #[tokio::test]
 async fn licenses_page_sparklines_count_every_hour_of_a_busy_fleet() {
     let dir = tempfile::tempdir().unwrap();
@@ -372,6 +376,27 @@ async fn licenses_page_sparklines_count_every_hour_of_a_busy_fleet() {
     };
     seed_sqlite(&path, 1_000);
     let first = seed_hours_sqlite(&path, now(), 7);
+    {
+        // The heaviest page: licenses with more clusters than a section
+        // lists (deactivated ones, no heartbeats), long host names, and as
+        // many renewals at risk as the table shows and more.
+        let conn = kaching_relay::db::open_and_migrate(&path).unwrap();
+        conn.execute(
+            "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < 29)
+             INSERT INTO clusters (cluster_id, license_id, cluster_key, hostname, status,
+                 activated_at, last_seen, heartbeats, active_nodes, quotas)
+             SELECT 'x' || l.license_id || '-' || k.i, l.license_id, x'00',
+                    'build-node-' || k.i || '.eu-central.example.com', 'deactivated', 1, 1, 0, 0, '{}'
+             FROM licenses l, k",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE licenses SET expires_at = ?1 + 86400 * (1 + rowid % 29)",
+            [now()],
+        )
+        .unwrap();
+    }
     let (r, cookie) = signed_in(dir, cfg, &path).await;
     let http = reqwest::Client::new();
     // The page's 24 hours end with the hour it is read in: fetched again
@@ -404,6 +429,32 @@ async fn licenses_page_sparklines_count_every_hour_of_a_busy_fleet() {
     );
     assert!(body.contains("<code>api_calls</code>"), "{body}");
     assert!(body.contains(" now 100</li>"), "{body}");
+    // A full page of such licenses (a day of heartbeats and three quota
+    // counters each, 33 clusters of which 5 are listed), with 334
+    // renewals at risk, stays within the consoles' 100 KiB budget with
+    // its stylesheet and script.
+    let full = page_as(&http, r.url("/console/licenses"), &cookie).await;
+    assert_eq!(full.matches(r#"class="license""#).count(), LICENSES_PAGE);
+    assert_eq!(
+        full.matches(r#"<svg class="spark""#).count(),
+        5 * LICENSES_PAGE
+    );
+    assert_eq!(
+        full.matches("<li><code>").count(),
+        LICENSES_PAGE * (3 + CLUSTERS_PER_LICENSE as usize),
+        "quota lines and listed clusters"
+    );
+    assert!(full.contains("334 license(s) expire in the next 30 days. The 20 soonest"));
+    let assets = [
+        http.get(r.url("/console/assets/kaching.css")),
+        http.get(r.url("/console/assets/live.js")),
+    ];
+    let mut weight = full.len();
+    for a in assets {
+        weight += a.send().await.unwrap().bytes().await.unwrap().len();
+    }
+    eprintln!("licenses page weight: {weight} bytes with the stylesheet and script");
+    assert!(weight < 100 * 1024, "{weight} bytes");
     r.stop().await;
 }
 
