@@ -95,19 +95,13 @@ const WHAT: &str = "relay key";
 
 /// Loads the relay key from `path`, creating it (mode 0600, written
 /// atomically) on first start. A key file that group or others may read is
-/// refused: whoever reads it can sign relay time for every cluster.
+/// refused: whoever reads it can sign relay time for every cluster. When
+/// another process (a replica sharing the folder, starting at the same
+/// moment) creates it first, that key is loaded: both sign with one key.
 pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
     // symlink_metadata: a dangling link is "there" too, and must not be replaced.
     if path.symlink_metadata().is_ok() {
-        kaching_kit::secret::check_private(path, WHAT)?;
-        let pem = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {WHAT} {}", path.display()))?;
-        return SecretKey::from_pkcs8_pem(&pem).with_context(|| {
-            format!(
-                "{} is not an Ed25519 PKCS#8 PEM key: restore it from backup (clusters pin its public key)",
-                path.display()
-            )
-        });
+        return load_key(path);
     }
     let dir = kaching_kit::fs::parent_of(path);
     std::fs::create_dir_all(&dir)
@@ -117,11 +111,62 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SecretKey> {
     // 0600 from the first byte, and the folder synced after the link: a key
     // lost in a crash would be replaced by another one, and every cluster
     // pinned the old one. write_new, because a key another process created
-    // meanwhile must not be replaced either.
-    kaching_kit::fs::write_new(path, pem.as_bytes(), true)
-        .with_context(|| format!("cannot write {WHAT} {}", path.display()))?;
+    // meanwhile must not be replaced either: it is linked into place whole,
+    // so it is read whole.
+    match kaching_kit::fs::write_new(path, pem.as_bytes(), true) {
+        Ok(()) => {}
+        Err(kaching_kit::fs::WriteError::Exists { .. }) => return load_key(path),
+        Err(e) => return Err(e).with_context(|| format!("cannot write {WHAT} {}", path.display())),
+    }
     // What we just made must pass the rule we hold others to.
     kaching_kit::secret::check_private(path, WHAT)?;
     tracing::info!(kid = %key.public().kid(), path = %path.display(), "created relay signing key");
     Ok(key)
+}
+
+/// Reads the relay key at `path`, refusing one others may read.
+fn load_key(path: &Path) -> anyhow::Result<SecretKey> {
+    kaching_kit::secret::check_private(path, WHAT)?;
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {WHAT} {}", path.display()))?;
+    SecretKey::from_pkcs8_pem(&pem).with_context(|| {
+        format!(
+            "{} is not an Ed25519 PKCS#8 PEM key: restore it from backup (clusters pin its public key)",
+            path.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replicas sharing a data folder start together on its first day:
+    /// each either creates the relay key or, when another got there first,
+    /// loads that one. None stops, and all sign with one key.
+    #[test]
+    fn replicas_starting_together_agree_on_one_relay_key() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("relay-key.pem");
+            let gate = std::sync::Barrier::new(8);
+            let kids: Vec<String> = std::thread::scope(|s| {
+                let started: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            gate.wait();
+                            load_or_create_key(&path).map(|k| k.public().kid().to_string())
+                        })
+                    })
+                    .collect();
+                started
+                    .into_iter()
+                    .map(|t| t.join().unwrap().unwrap())
+                    .collect()
+            });
+            assert!(kids.iter().all(|k| k == &kids[0]), "{kids:?}");
+            let on_disk = load_or_create_key(&path).unwrap();
+            assert_eq!(on_disk.public().kid().to_string(), kids[0]);
+        }
+    }
 }
