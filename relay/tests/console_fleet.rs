@@ -396,6 +396,17 @@ async fn licenses_page_sparklines_count_every_hour_of_a_busy_fleet() {
             [now()],
         )
         .unwrap();
+        // Five upgrade requests per license, 120-character messages.
+        conn.execute(
+            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 5)
+             INSERT INTO upgrade_requests (license_id, cluster_id, requested_tier, message, time,
+                                           received_at, source)
+             SELECT license_id, '', 'enterprise', substr(hex(zeroblob(60)), 1, 120) || k.i, k.i,
+                    1000 + k.i, 'whoosh'
+             FROM licenses, k",
+            [],
+        )
+        .unwrap();
     }
     let (r, cookie) = signed_in(dir, cfg, &path).await;
     let http = reqwest::Client::new();
@@ -430,9 +441,9 @@ async fn licenses_page_sparklines_count_every_hour_of_a_busy_fleet() {
     assert!(body.contains("<code>api_calls</code>"), "{body}");
     assert!(body.contains(" now 100</li>"), "{body}");
     // A full page of such licenses (a day of heartbeats and three quota
-    // counters each, 33 clusters of which 5 are listed), with 334
-    // renewals at risk, stays within the consoles' 100 KiB budget with
-    // its stylesheet and script.
+    // counters each, 33 clusters of which 5 are listed, 5 upgrade
+    // requests), with 334 renewals at risk, stays within the consoles'
+    // 100 KiB budget with its stylesheet and script.
     let full = page_as(&http, r.url("/console/licenses"), &cookie).await;
     assert_eq!(full.matches(r#"class="license""#).count(), LICENSES_PAGE);
     assert_eq!(
@@ -454,6 +465,104 @@ async fn licenses_page_sparklines_count_every_hour_of_a_busy_fleet() {
         weight += a.send().await.unwrap().bytes().await.unwrap().len();
     }
     eprintln!("licenses page weight: {weight} bytes with the stylesheet and script");
+    assert!(weight < 100 * 1024, "{weight} bytes");
+    r.stop().await;
+}
+
+/// Upgrade requests at scale on the pages: 1 200 stored with 200-character
+/// messages, license 0's five the oldest. Its section on the licenses
+/// page shows its newest three and links to the inbox for all five (the
+/// page once took the newest 1 000 fleet-wide and showed none); the inbox
+/// pages newest first, filters by license with the customer, and a page
+/// stays within the 100 KiB budget.
+#[tokio::test]
+async fn upgrade_requests_page_by_license_and_stay_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let Database::Sqlite(path) = cfg.database().unwrap() else {
+        panic!("sqlite")
+    };
+    seed_sqlite(&path, 300);
+    kaching_relay::db::open_and_migrate(&path)
+        .unwrap()
+        .execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+             INSERT INTO upgrade_requests (license_id, cluster_id, requested_tier, message, time,
+                                           received_at, source)
+             SELECT CASE WHEN i <= 5 THEN 'lic-00000000' ELSE 'lic-00000001' END,
+                    'c000000000000', 'enterprise', 'm' || i || ' ' || substr(hex(zeroblob(100)), 1, 200),
+                    i, 1000 + i, 'heartbeat'
+             FROM n ORDER BY i",
+            [],
+        )
+        .unwrap();
+    let (r, cookie) = signed_in(dir, cfg, &path).await;
+    let http = reqwest::Client::new();
+    let page = |path: &str| page_as(&http, r.url(path), &cookie);
+    let first = page("/console/licenses?license=lic-00000000").await;
+    for (m, shown) in [("m5 ", true), ("m4 ", true), ("m3 ", true), ("m2 ", false)] {
+        assert_eq!(first.contains(&format!("— {m}")), shown, "{m}: {first}");
+    }
+    assert!(first.contains("The newest 3 of 5."), "{first}");
+    assert!(
+        first.contains(
+            r#"<a href="/console/inbox?license=lic-00000000">All of this license's requests</a>"#
+        ),
+        "{first}"
+    );
+    let rows = |body: &str| body.matches("<tr><td>").count();
+    let inbox = page("/console/inbox").await;
+    assert_eq!(rows(&inbox), 50);
+    assert!(
+        inbox.contains("Requests 1–50 of 1200, newest first."),
+        "{inbox}"
+    );
+    assert!(inbox.contains("<td>m1200 "), "{inbox}");
+    assert!(
+        inbox.contains(r#"<a href="/console/inbox?page=1" rel="next">"#),
+        "{inbox}"
+    );
+    assert!(
+        inbox.contains(r#"data-live="/console/inbox/live""#),
+        "{inbox}"
+    );
+    let older = page("/console/inbox?page=23").await;
+    assert_eq!(rows(&older), 50);
+    assert!(
+        older.contains("<td>m50 ") && older.contains("<td>m1 "),
+        "{older}"
+    );
+    assert!(
+        older.contains(r#"data-live="/console/inbox/live?page=23""#),
+        "{older}"
+    );
+    assert!(!older.contains(r#"rel="next""#), "{older}");
+    let past = page("/console/inbox?page=24").await;
+    assert!(
+        past.contains("Page 25 is past the last request (1200 in all)."),
+        "{past}"
+    );
+    let one = page("/console/inbox?license=lic-00000000").await;
+    assert_eq!(rows(&one), 5);
+    assert!(one.contains("Requests 1–5 of 5, newest first."), "{one}");
+    assert!(one.contains("ACME Corp 0<br>"), "the customer: {one}");
+    assert!(
+        one.contains(r#"data-live="/console/inbox/live?license=lic-00000000""#),
+        "{one}"
+    );
+    let mut weight = inbox.len();
+    for a in ["/console/assets/kaching.css", "/console/assets/live.js"] {
+        weight += http
+            .get(r.url(a))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len();
+    }
+    eprintln!("inbox page weight: {weight} bytes with the stylesheet and script");
     assert!(weight < 100 * 1024, "{weight} bytes");
     r.stop().await;
 }

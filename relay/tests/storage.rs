@@ -530,6 +530,92 @@ async fn trends_read_the_shown_licenses_hours_whatever_the_fleet_sends_on_postgr
         .await;
 }
 
+/// Upgrade requests at scale: 1 200 stored, the 5 of license `lic-a` the
+/// oldest. The licenses page gets each shown license's newest requests and
+/// count (a read of the newest 1 000 fleet-wide, as the page did before,
+/// has none of `lic-a`'s); the inbox pages through all of them, or one
+/// license's, each with its customer; the API reads one license's through
+/// its key.
+async fn upgrade_requests_read_by_license_and_paged(s: Arc<dyn Storage>, rows: Rows) {
+    let bytes = match rows {
+        Rows::Lite(_) => "X''",
+        Rows::Pg(_) => "'\\x'::BYTEA",
+    };
+    rows.exec(&format!(
+        "INSERT INTO licenses (license_id, bytes, customer, tier, expires_at, first_seen)
+         VALUES ('lic-a', {bytes}, 'Acme', 'standard', 2000000000, 1);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+         INSERT INTO upgrade_requests (license_id, cluster_id, requested_tier, message, time, received_at, source)
+         SELECT CASE WHEN i <= 5 THEN 'lic-a' ELSE 'lic-b' END, '', 'enterprise', 'm' || i, i, 1000 + i, 'whoosh'
+         FROM n ORDER BY i;"
+    ))
+    .await;
+    let messages = |rows: &[kaching_core::wire::relay::UpgradeRow]| {
+        rows.iter().map(|r| r.message.clone()).collect::<Vec<_>>()
+    };
+    let ask = Ask::UpgradesOf {
+        licenses: vec!["lic-a".into(), "lic-b".into(), "none".into()],
+        newest: 3,
+    };
+    let Answer::UpgradesOf(of) = s.console(ask).await.unwrap() else {
+        panic!("not upgrades");
+    };
+    assert_eq!(of.len(), 2, "{of:?}");
+    assert_eq!(
+        (messages(&of["lic-a"].0), of["lic-a"].1),
+        (vec!["m5".into(), "m4".into(), "m3".into()], 5)
+    );
+    assert_eq!(messages(&of["lic-b"].0), ["m1200", "m1199", "m1198"]);
+    assert_eq!(of["lic-b"].1, 1195);
+    let inbox = |license: Option<&str>, offset, limit| Ask::Inbox {
+        license: license.map(str::to_string),
+        offset,
+        limit,
+    };
+    let Answer::Inbox(page, total) = s.console(inbox(None, 50, 50)).await.unwrap() else {
+        panic!("not the inbox");
+    };
+    assert_eq!(total, 1200);
+    assert_eq!(page.len(), 50);
+    assert_eq!(
+        (page[0].0.message.as_str(), page[0].1.as_str()),
+        ("m1150", "")
+    );
+    let Answer::Inbox(page, total) = s.console(inbox(Some("lic-a"), 3, 50)).await.unwrap() else {
+        panic!("not the inbox");
+    };
+    assert_eq!(total, 5);
+    let got: Vec<_> = page
+        .iter()
+        .map(|(u, c)| (u.message.as_str(), c.as_str(), u.cluster_id.is_none()))
+        .collect();
+    assert_eq!(got, [("m2", "Acme", true), ("m1", "Acme", true)]);
+    assert_eq!(
+        messages(&s.upgrade_requests(Some("lic-a".into())).await.unwrap()),
+        ["m5", "m4", "m3", "m2", "m1"]
+    );
+    assert_eq!(s.upgrade_requests(None).await.unwrap().len(), 1000);
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn upgrade_requests_read_by_license_and_paged_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), false).await;
+    upgrade_requests_read_by_license_and_paged(s, Rows::Lite(dir.path().into())).await;
+}
+
+#[tokio::test]
+async fn upgrade_requests_read_by_license_and_paged_on_postgres() {
+    let Some(pg) = common::postgres::fresh().await else {
+        return;
+    };
+    let s = storage::open(&Database::Postgres(pg.url.clone()), 64, false)
+        .await
+        .unwrap();
+    upgrade_requests_read_by_license_and_paged(s, Rows::Pg(pg.client().await)).await;
+}
+
 /// How a relay of the release before recorded a heartbeat's hour (the
 /// upsert it runs, per backend), with literal values: hour 0, nodes 9,
 /// relay time `H` + 20, quotas `{"api_calls":99}`.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use kaching_core::time::rfc3339;
-use kaching_core::wire::relay::{Anomaly, ClusterRow};
+use kaching_core::wire::relay::{Anomaly, ClusterRow, UpgradeRow};
 
 use crate::audit::Row;
 use crate::error::ApiError;
@@ -42,6 +42,25 @@ pub enum Ask {
         first_hour: u64,
         /// The last hour.
         last_hour: u64,
+    },
+    /// One page of upgrade requests, newest first, each with its
+    /// license's customer, and how many there are (of `license` only, when
+    /// given).
+    Inbox {
+        /// Only this license's.
+        license: Option<String>,
+        /// Requests to skip.
+        offset: u64,
+        /// Requests to return.
+        limit: u32,
+    },
+    /// The newest `newest` upgrade requests of each of `licenses` (the ones
+    /// a page shows), and how many each has.
+    UpgradesOf {
+        /// The licenses.
+        licenses: Vec<String>,
+        /// Requests per license.
+        newest: u32,
     },
     /// Every stored revocation list version.
     Lists,
@@ -157,6 +176,11 @@ pub enum Answer {
     Licenses(Vec<LicenseRow>),
     /// See [`Ask::Trends`]: by license, then hour.
     Trends(Vec<LicenseHour>),
+    /// See [`Ask::Inbox`]: the page's requests with their customer (empty
+    /// when the relay holds no such license), and how many in all.
+    Inbox(Vec<(UpgradeRow, String)>, u64),
+    /// See [`Ask::UpgradesOf`]: license → (its newest requests, how many).
+    UpgradesOf(BTreeMap<String, (Vec<UpgradeRow>, u64)>),
     /// See [`Ask::Lists`], newest first.
     Lists(Vec<ListRow>),
     /// See [`Ask::Audit`]: `Ok((rows, head hash))` or why the chain is broken;
@@ -251,6 +275,34 @@ const TRENDS_PG: &str = "WITH mine AS (
      FROM h CROSS JOIN LATERAL jsonb_each(h.quotas::JSONB) AS j
      WHERE jsonb_typeof(j.value) = 'number' AND j.value::TEXT::NUMERIC >= 0
      GROUP BY h.license_id, h.hour, j.key";
+// The inbox: one page of upgrade requests, newest first, each with its
+// license's customer; one statement per case so a license's requests are
+// found through the `(license_id, …)` key. `$N` is numbered in order of
+// appearance, so the same text binds on both backends.
+const INBOX_ALL: &str = "SELECT u.license_id, u.cluster_id, u.requested_tier, u.message, u.time,
+            u.received_at, u.source, COALESCE(l.customer, '')
+     FROM upgrade_requests u LEFT JOIN licenses l ON l.license_id = u.license_id
+     ORDER BY u.id DESC LIMIT $1 OFFSET $2";
+const INBOX_OF: &str = "SELECT u.license_id, u.cluster_id, u.requested_tier, u.message, u.time,
+            u.received_at, u.source, COALESCE(l.customer, '')
+     FROM upgrade_requests u LEFT JOIN licenses l ON l.license_id = u.license_id
+     WHERE u.license_id = $1 ORDER BY u.id DESC LIMIT $2 OFFSET $3";
+const INBOX_COUNT_ALL: &str = "SELECT count(*) FROM upgrade_requests";
+const INBOX_COUNT_OF: &str = "SELECT count(*) FROM upgrade_requests WHERE license_id = $1";
+// The licenses page: each shown license's newest `?2` requests and its
+// count, read through the `(license_id, …)` key.
+const UPGRADES_OF_SQLITE: &str = "SELECT license_id, cluster_id, requested_tier, message, time,
+            received_at, source, total
+     FROM (SELECT *, row_number() OVER (PARTITION BY license_id ORDER BY id DESC) AS n,
+                  count(*) OVER (PARTITION BY license_id) AS total
+           FROM upgrade_requests WHERE license_id IN (SELECT value FROM json_each(?1)))
+     WHERE n <= ?2 ORDER BY license_id, n";
+const UPGRADES_OF_PG: &str = "SELECT license_id, cluster_id, requested_tier, message, time,
+            received_at, source, total
+     FROM (SELECT *, row_number() OVER (PARTITION BY license_id ORDER BY id DESC) AS n,
+                  count(*) OVER (PARTITION BY license_id) AS total
+           FROM upgrade_requests WHERE license_id = ANY($1::TEXT[])) AS r
+     WHERE n <= $2 ORDER BY license_id, n";
 const PULSE_SQLITE: &str =
     "SELECT count(*), COALESCE(sum(heartbeats), 0), COALESCE(max(last_seen), 0),
             (SELECT COALESCE(max(id), 0) FROM upgrade_requests), (SELECT COALESCE(max(id), 0) FROM audit)
@@ -624,6 +676,44 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
                     .collect::<Result<_, _>>()?,
             ))
         }
+        Ask::Inbox {
+            license,
+            offset,
+            limit,
+        } => {
+            let row =
+                |r: &rusqlite::Row<'_>| Ok((crate::storage::sqlite::upgrade_row(r)?, r.get(7)?));
+            let (rows, total) = match &license {
+                Some(id) => (
+                    c.prepare_cached(INBOX_OF)?
+                        .query_map(rusqlite::params![id, limit, offset], row)?
+                        .collect::<Result<_, _>>()?,
+                    c.prepare_cached(INBOX_COUNT_OF)?
+                        .query_row([id], |r| r.get(0))?,
+                ),
+                None => (
+                    c.prepare_cached(INBOX_ALL)?
+                        .query_map(rusqlite::params![limit, offset], row)?
+                        .collect::<Result<_, _>>()?,
+                    c.prepare_cached(INBOX_COUNT_ALL)?
+                        .query_row([], |r| r.get(0))?,
+                ),
+            };
+            Answer::Inbox(rows, total)
+        }
+        Ask::UpgradesOf { licenses, newest } => {
+            let ids = serde_json::to_string(&licenses).map_err(ApiError::internal)?;
+            let mut out: BTreeMap<String, (Vec<UpgradeRow>, u64)> = BTreeMap::new();
+            let mut stmt = c.prepare_cached(UPGRADES_OF_SQLITE)?;
+            let mut rows = stmt.query(rusqlite::params![ids, newest])?;
+            while let Some(r) = rows.next()? {
+                let row = crate::storage::sqlite::upgrade_row(r)?;
+                let e = out.entry(row.license_id.clone()).or_default();
+                e.1 = r.get(7)?;
+                e.0.push(row);
+            }
+            Answer::UpgradesOf(out)
+        }
         Ask::Lists => Answer::Lists(
             c.prepare_cached(LISTS)?
                 .query_map([], |r| {
@@ -809,6 +899,45 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
                     })
                     .collect(),
             ))
+        }
+        Ask::Inbox {
+            license,
+            offset,
+            limit,
+        } => {
+            let c = pool.get().await?;
+            let (offset, limit) = (i64::try_from(offset).unwrap_or(i64::MAX), i64::from(limit));
+            let (rows, total) = match &license {
+                Some(id) => (
+                    c.query(INBOX_OF, &[id, &limit, &offset]).await?,
+                    c.query_one(INBOX_COUNT_OF, &[id]).await?,
+                ),
+                None => (
+                    c.query(INBOX_ALL, &[&limit, &offset]).await?,
+                    c.query_one(INBOX_COUNT_ALL, &[]).await?,
+                ),
+            };
+            Answer::Inbox(
+                rows.iter()
+                    .map(|r| (crate::storage::postgres::upgrade_row(r), r.get(7)))
+                    .collect(),
+                uint(total.get(0)),
+            )
+        }
+        Ask::UpgradesOf { licenses, newest } => {
+            let mut out: BTreeMap<String, (Vec<UpgradeRow>, u64)> = BTreeMap::new();
+            for r in pool
+                .get()
+                .await?
+                .query(UPGRADES_OF_PG, &[&licenses, &i64::from(newest)])
+                .await?
+            {
+                let row = crate::storage::postgres::upgrade_row(&r);
+                let e = out.entry(row.license_id.clone()).or_default();
+                e.1 = uint(r.get(7));
+                e.0.push(row);
+            }
+            Answer::UpgradesOf(out)
         }
         Ask::Propagation { since } => {
             let since = i64::try_from(since).unwrap_or(i64::MAX);

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
 use kaching_core::time::rfc3339;
-use kaching_core::wire::relay::{ClusterRow, UpgradeRow};
+use kaching_core::wire::relay::ClusterRow;
 use kaching_kit::web::components::{self as ui, Tone};
 use kaching_kit::web::{html, page, Assets, Nav};
 use maud::{html as markup, Markup};
@@ -24,10 +24,15 @@ const APP: &str = "Fleet console";
 /// Licenses the licenses page shows in full per page. With their clusters,
 /// sparklines and quota trends, a page of them stays within the consoles'
 /// 100 KiB budget (tested: `licenses_page_sparklines_count_every_hour_of_a_busy_fleet`).
-pub const LICENSES_PAGE: usize = 25;
+pub const LICENSES_PAGE: usize = 20;
 /// Clusters listed under each license there; the fleet page, searched by
 /// the license id, lists them all.
 pub const CLUSTERS_PER_LICENSE: u32 = 5;
+/// Upgrade requests listed under each license there, newest first; the
+/// inbox, for the license, lists them all.
+pub const UPGRADES_PER_LICENSE: u32 = 3;
+/// Upgrade requests per inbox page, newest first.
+pub const INBOX_PAGE: u32 = 50;
 /// Rows of the renewals table, soonest first, on every page: the count
 /// says how many expire in all, and the licenses below are listed
 /// soonest to expire first.
@@ -449,11 +454,18 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
         Answer::Trends(h) => h,
         _ => Vec::new(),
     };
-    let upgrades =
-        c.st.storage
-            .upgrade_requests(None)
-            .await
-            .map_err(unavailable)?;
+    let upgrades = match ask(
+        c,
+        Ask::UpgradesOf {
+            licenses: shown.iter().map(|l| l.license_id.clone()).collect(),
+            newest: UPGRADES_PER_LICENSE,
+        },
+    )
+    .await?
+    {
+        Answer::UpgradesOf(u) => u,
+        _ => BTreeMap::new(),
+    };
     let trends = view::trends(&hours, t, BUCKETS);
     let soon = view::expiring(&licenses, t, days);
     let expiry_rows: Vec<Vec<Markup>> = soon
@@ -518,7 +530,7 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
         }
         @for l in &shown {
             @let (mine, more) = clusters.get(&l.license_id).map_or((&[][..], false), |(rows, more)| (rows.as_slice(), *more));
-            @let asks: Vec<&UpgradeRow> = upgrades.iter().filter(|u| u.license_id == l.license_id).collect();
+            @let (asks, asked) = upgrades.get(&l.license_id).map_or((&[][..], 0), |(rows, n)| (rows.as_slice(), *n));
             @let trend = trends.get(&l.license_id).cloned().unwrap_or_else(|| view::Trend { beats: vec![0; BUCKETS], nodes: vec![0; BUCKETS], ..Default::default() });
             section id={ "l-" (l.license_id) } class="license" aria-label=(l.customer) {
                 h2 { (l.customer) " " span class="muted" { (l.tier) } }
@@ -550,7 +562,10 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
                 }
                 @if !asks.is_empty() {
                     h3 { "Upgrade requests" }
-                    ul { @for u in &asks { li { (u.requested_tier) " — " (u.message) " " span class="muted" { (u.received_at) } } } }
+                    ul { @for u in asks { li { (u.requested_tier) " — " (u.message) " " span class="muted" { (u.received_at) } } } }
+                    @if asked > asks.len() as u64 {
+                        p class="muted" { "The newest " (asks.len()) " of " (asked) ". " a href={ "/console/inbox?license=" (urlencode(&l.license_id)) } { "All of this license's requests" } " are in the inbox." }
+                    }
                 }
             }
         }
@@ -662,13 +677,57 @@ async fn revocations_region(c: &Console) -> Result<Markup, Response> {
     })
 }
 
-/// `GET /console/inbox`: upgrade requests from WHOOSH and from clusters, live.
-pub(crate) async fn inbox(State(c): State<Console>, Extension(s): Extension<Session>) -> Response {
-    match inbox_region(&c).await {
+/// The inbox's query: the page, or one license's requests.
+#[derive(Deserialize, Default)]
+pub(crate) struct InboxQuery {
+    page: Option<u64>,
+    license: Option<String>,
+}
+
+impl InboxQuery {
+    fn of(q: Result<Query<InboxQuery>, axum::extract::rejection::QueryRejection>) -> Self {
+        let q = q.map(|Query(q)| q).unwrap_or_default();
+        InboxQuery {
+            page: q.page.filter(|p| *p > 0),
+            license: q.license.filter(|l| !l.is_empty()),
+        }
+    }
+
+    /// The inbox at page `page` of the same filter (also the live region's query).
+    fn link(&self, page: u64, live: bool) -> String {
+        let mut query = Vec::new();
+        if let Some(id) = &self.license {
+            query.push(format!("license={}", urlencode(id)));
+        }
+        if page > 0 {
+            query.push(format!("page={page}"));
+        }
+        let path = if live {
+            "/console/inbox/live"
+        } else {
+            "/console/inbox"
+        };
+        match query.is_empty() {
+            true => path.to_string(),
+            false => format!("{path}?{}", query.join("&")),
+        }
+    }
+}
+
+/// `GET /console/inbox[?license=ID][&page=N]`: upgrade requests from WHOOSH
+/// and from clusters, newest first, [`INBOX_PAGE`] a page; live.
+pub(crate) async fn inbox(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+    q: Result<Query<InboxQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = InboxQuery::of(q);
+    let page = q.page.unwrap_or(0);
+    match inbox_region(&c, &q).await {
         Ok(region) => live_frame(
             &s,
             "Upgrade requests",
-            "/console/inbox/live",
+            &q.link(page, true),
             markup! { h1 { "Upgrade requests" } },
             region,
         ),
@@ -677,27 +736,35 @@ pub(crate) async fn inbox(State(c): State<Console>, Extension(s): Extension<Sess
 }
 
 /// `GET /console/inbox/live`: the inbox's live region.
-pub(crate) async fn inbox_live(State(c): State<Console>) -> Response {
-    fragment(inbox_region(&c).await)
+pub(crate) async fn inbox_live(
+    State(c): State<Console>,
+    q: Result<Query<InboxQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    fragment(inbox_region(&c, &InboxQuery::of(q)).await)
 }
 
-async fn inbox_region(c: &Console) -> Result<Markup, Response> {
-    let upgrades =
-        c.st.storage
-            .upgrade_requests(None)
-            .await
-            .map_err(unavailable)?;
-    let customers: BTreeMap<String, String> = licenses_of(c, None)
-        .await?
-        .into_iter()
-        .map(|l| (l.license_id, l.customer))
-        .collect();
+async fn inbox_region(c: &Console, q: &InboxQuery) -> Result<Markup, Response> {
+    let page = q.page.unwrap_or(0);
+    let (upgrades, total) = match ask(
+        c,
+        Ask::Inbox {
+            license: q.license.clone(),
+            offset: page.saturating_mul(u64::from(INBOX_PAGE)),
+            limit: INBOX_PAGE,
+        },
+    )
+    .await?
+    {
+        Answer::Inbox(rows, total) => (rows, total),
+        _ => (Vec::new(), 0),
+    };
+    let first = page.saturating_mul(u64::from(INBOX_PAGE));
     let rows: Vec<Vec<Markup>> = upgrades
         .iter()
-        .map(|u| {
+        .map(|(u, customer)| {
             vec![
                 markup! { (u.received_at) },
-                markup! { (customers.get(&u.license_id).map_or("", String::as_str)) br; a href=(license_link(&u.license_id)) { code { (u.license_id) } } },
+                markup! { (customer) br; a href=(license_link(&u.license_id)) { code { (u.license_id) } } },
                 markup! { strong class="tier" { (u.requested_tier) } },
                 markup! { (u.message) },
                 markup! { @match &u.cluster_id { Some(c) => { "cluster " code { (c) } }, None => { "WHOOSH" } } " (" (u.source) ")" },
@@ -706,8 +773,22 @@ async fn inbox_region(c: &Console) -> Result<Markup, Response> {
         .collect();
     Ok(markup! {
         (ui::section("inbox", "Inbox", markup! {
-            @if rows.is_empty() { p class="muted" id="empty" { "No upgrade request yet." } }
-            @else { (ui::table("Newest first, at most 1000", &["Received", "Customer / license", "Tier", "Message", "Filed through"], &rows)) }
+            @if let Some(id) = &q.license {
+                p class="muted" id="filter" { "License " code { (id) } " only. " a href="/console/inbox" { "Every request" } }
+            }
+            @if total == 0 { p class="muted" id="empty" { "No upgrade request yet." } }
+            @else if rows.is_empty() {
+                p class="muted" id="shown" { "Page " (page + 1) " is past the last request (" (total) " in all). " a href=(q.link(0, false)) { "Newest" } }
+            } @else {
+                p class="muted" id="shown" { "Requests " (first + 1) "–" (first + rows.len() as u64) " of " (total) ", newest first." }
+                (ui::table("Newest first", &["Received", "Customer / license", "Tier", "Message", "Filed through"], &rows))
+                @if total > u64::from(INBOX_PAGE) {
+                    nav class="pager" aria-label="Pages" {
+                        @if page > 0 { a href=(q.link(page - 1, false)) rel="prev" { "← Newer" } }
+                        @if first + (rows.len() as u64) < total { a href=(q.link(page + 1, false)) rel="next" { "Older →" } }
+                    }
+                }
+            }
             p class="muted" { "Act on a request with licensegen (upgrade, then send the new file); the console never signs." }
         }))
     })

@@ -302,6 +302,40 @@ pub async fn open(
     })
 }
 
+/// An upgrade request's stored columns as the API and the console show
+/// them: the cluster `''` (filed through the API) as none, times as
+/// RFC 3339.
+pub fn upgrade_row(
+    license_id: String,
+    cluster: String,
+    requested_tier: String,
+    message: String,
+    time: u64,
+    received_at: u64,
+    source: String,
+) -> UpgradeRow {
+    UpgradeRow {
+        license_id,
+        cluster_id: (!cluster.is_empty()).then_some(cluster),
+        requested_tier,
+        message,
+        time: kaching_core::time::rfc3339(time),
+        received_at: kaching_core::time::rfc3339(received_at),
+        source,
+    }
+}
+
+/// The API's upgrade-request read, newest first, at most 1000: one
+/// statement per case, so the one license's is found through the
+/// `(license_id, …)` key instead of a walk of every request.
+pub const UPGRADES_ALL: &str =
+    "SELECT license_id, cluster_id, requested_tier, message, time, received_at, source
+     FROM upgrade_requests ORDER BY id DESC LIMIT 1000";
+/// [`UPGRADES_ALL`] for license `$1` (the same text on both backends).
+pub const UPGRADES_OF: &str =
+    "SELECT license_id, cluster_id, requested_tier, message, time, received_at, source
+     FROM upgrade_requests WHERE license_id = $1 ORDER BY id DESC LIMIT 1000";
+
 /// A cluster's stored quota usage (JSON text written from its last
 /// heartbeat); text that does not parse reads as no usage.
 pub fn parse_quotas(text: &str) -> std::collections::BTreeMap<String, u64> {

@@ -290,25 +290,17 @@ impl Storage for SqliteStorage {
 
     fn upgrade_requests(&self, license: Option<String>) -> Fut<'_, Vec<UpgradeRow>> {
         Box::pin(self.readers.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT license_id, cluster_id, requested_tier, message, time, received_at, source
-                 FROM upgrade_requests WHERE (?1 IS NULL OR license_id = ?1)
-                 ORDER BY id DESC LIMIT 1000",
-            )?;
-            let rows = stmt.query_map(params![license], |r| {
-                let cluster: String = r.get(1)?;
-                Ok(UpgradeRow {
-                    license_id: r.get(0)?,
-                    // Filed through the API: stored as '', answered as null.
-                    cluster_id: (!cluster.is_empty()).then_some(cluster),
-                    requested_tier: r.get(2)?,
-                    message: r.get(3)?,
-                    time: rfc3339(r.get(4)?),
-                    received_at: rfc3339(r.get(5)?),
-                    source: r.get(6)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let row = upgrade_row;
+            Ok(match &license {
+                Some(id) => c
+                    .prepare_cached(super::UPGRADES_OF)?
+                    .query_map([id], row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => c
+                    .prepare_cached(super::UPGRADES_ALL)?
+                    .query_map([], row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+            })
         }))
     }
 
@@ -420,4 +412,17 @@ pub(crate) fn cluster_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClusterRow>
         report_seq: r.get(12)?,
         anomalies: Vec::new(),
     })
+}
+
+/// Columns 0–6 of an upgrade-request row (see [`super::upgrade_row`]).
+pub(crate) fn upgrade_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UpgradeRow> {
+    Ok(super::upgrade_row(
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }

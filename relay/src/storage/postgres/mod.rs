@@ -310,29 +310,11 @@ impl Storage for PgStorage {
     fn upgrade_requests(&self, license: Option<String>) -> Fut<'_, Vec<UpgradeRow>> {
         Box::pin(async move {
             let c = self.client().await?;
-            let rows = query(
-                &c,
-                "SELECT license_id, cluster_id, requested_tier, message, time, received_at, source
-                 FROM upgrade_requests WHERE ($1::TEXT IS NULL OR license_id = $1)
-                 ORDER BY id DESC LIMIT 1000",
-                &[&license],
-            )
-            .await?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    let cluster: String = r.get(1);
-                    UpgradeRow {
-                        license_id: r.get(0),
-                        cluster_id: (!cluster.is_empty()).then_some(cluster),
-                        requested_tier: r.get(2),
-                        message: r.get(3),
-                        time: rfc3339(uint(r.get(4))),
-                        received_at: rfc3339(uint(r.get(5))),
-                        source: r.get(6),
-                    }
-                })
-                .collect())
+            let rows = match &license {
+                Some(id) => query(&c, super::UPGRADES_OF, &[id]).await?,
+                None => query(&c, super::UPGRADES_ALL, &[]).await?,
+            };
+            Ok(rows.iter().map(upgrade_row).collect())
         })
     }
 
@@ -497,4 +479,17 @@ pub(crate) fn cluster_row(r: &tokio_postgres::Row) -> ClusterRow {
         report_seq: r.get::<_, Option<i64>>(12).map(uint),
         anomalies: Vec::new(),
     }
+}
+
+/// Columns 0–6 of an upgrade-request row (see [`super::upgrade_row`]).
+pub(crate) fn upgrade_row(r: &tokio_postgres::Row) -> UpgradeRow {
+    super::upgrade_row(
+        r.get(0),
+        r.get(1),
+        r.get(2),
+        r.get(3),
+        uint(r.get(4)),
+        uint(r.get(5)),
+        r.get(6),
+    )
 }
