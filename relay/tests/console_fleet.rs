@@ -174,12 +174,19 @@ async fn everything(s: &Arc<dyn Storage>) -> (Vec<ClusterRow>, BTreeMap<String, 
             break;
         }
     }
-    let Answer::Licenses(l) = s.console(Ask::Licenses { only: None }).await.unwrap() else {
+    let every = kaching_relay::console::data::LicenseList {
+        limit: u32::MAX,
+        ..Default::default()
+    };
+    let Answer::Licenses(l) = s.console(Ask::Licenses(every)).await.unwrap() else {
         panic!("licenses")
     };
     (
         all,
-        l.into_iter().map(|l| (l.license_id, l.customer)).collect(),
+        l.shown
+            .into_iter()
+            .map(|l| (l.license_id, l.customer))
+            .collect(),
     )
 }
 
@@ -564,6 +571,37 @@ async fn upgrade_requests_page_by_license_and_stay_within_the_budget() {
     }
     eprintln!("inbox page weight: {weight} bytes with the stylesheet and script");
     assert!(weight < 100 * 1024, "{weight} bytes");
+    r.stop().await;
+}
+
+/// The licenses page pages through every license, however many: with
+/// 10 001 the last is on page 501 (the page once read the 10 000 soonest to
+/// expire and could not reach it), and the renewals count covers all.
+#[tokio::test]
+async fn licenses_page_reaches_every_license_past_ten_thousand() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let Database::Sqlite(path) = cfg.database().unwrap() else {
+        panic!("sqlite")
+    };
+    kaching_relay::db::open_and_migrate(&path)
+        .unwrap()
+        .execute(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+             INSERT INTO licenses (license_id, bytes, customer, tier, expires_at, first_seen)
+             SELECT printf('lic-%08d', i), x'', 'Customer ' || i, 'standard', ?1 + 60 + i * 60, 1 FROM n",
+            [now()],
+        )
+        .unwrap();
+    let (r, cookie) = signed_in(dir, cfg, &path).await;
+    let http = reqwest::Client::new();
+    let last = page_as(&http, r.url("/console/licenses?page=500"), &cookie).await;
+    assert!(last.contains("Licenses 10001–10001 of 10001"), "{last}");
+    assert!(last.contains(r#"id="l-lic-00010000""#), "{last}");
+    assert!(
+        last.contains("10001 license(s) expire in the next 30 days. The 20 soonest"),
+        "{last}"
+    );
     r.stop().await;
 }
 

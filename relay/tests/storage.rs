@@ -17,7 +17,7 @@ use kaching_core::keys::hex;
 use kaching_core::license::License;
 use kaching_core::merkle::heartbeat_leaf;
 use kaching_core::SecretKey;
-use kaching_relay::console::data::{Answer, Ask, LicenseHour};
+use kaching_relay::console::data::{Answer, Ask, LicenseHour, LicenseList};
 use kaching_relay::storage::{self, Database, Storage};
 use kaching_relay::store::Activation;
 
@@ -614,6 +614,89 @@ async fn upgrade_requests_read_by_license_and_paged_on_postgres() {
         .await
         .unwrap();
     upgrade_requests_read_by_license_and_paged(s, Rows::Pg(pg.client().await)).await;
+}
+
+/// The licenses page's list: a page in order of expiry (then id), one
+/// license by id, the count, and the renewals horizon (after now, up to
+/// its end: not the expired, not the far), counted in full and cut to the
+/// soonest few.
+async fn licenses_are_paged_and_counted_by_the_database(s: Arc<dyn Storage>, rows: Rows) {
+    let bytes = match rows {
+        Rows::Lite(_) => "X''",
+        Rows::Pg(_) => "'\\x'::BYTEA",
+    };
+    let day = 86_400;
+    let mut values = Vec::new();
+    // (id, expires in days from H): expired, soon, tied with soon (by id), later, far.
+    for (id, days) in [
+        ("l1", -1i64),
+        ("l2", 5),
+        ("l0", 5),
+        ("l3", 40),
+        ("l4", 20),
+        ("l5", 400),
+    ] {
+        let at = H as i64 + days * day;
+        values.push(format!("('{id}', {bytes}, 'C {id}', 'standard', {at}, 1)"));
+    }
+    rows.exec(&format!(
+        "INSERT INTO licenses (license_id, bytes, customer, tier, expires_at, first_seen) VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+    let list = |only: Option<&str>, offset, limit, expiring| LicenseList {
+        only: only.map(str::to_string),
+        offset,
+        limit,
+        now: H,
+        until: H + 60 * day as u64,
+        expiring,
+    };
+    let ask = |l| async {
+        match s.console(Ask::Licenses(l)).await.unwrap() {
+            Answer::Licenses(p) => p,
+            _ => panic!("not licenses"),
+        }
+    };
+    let ids = |v: &[kaching_relay::console::data::LicenseRow]| {
+        v.iter().map(|l| l.license_id.clone()).collect::<Vec<_>>()
+    };
+    let page = ask(list(None, 1, 3, 2)).await;
+    assert_eq!(ids(&page.shown), ["l0", "l2", "l4"]);
+    assert_eq!(page.total, 6);
+    assert_eq!(ids(&page.expiring), ["l0", "l2"]);
+    assert_eq!(page.expiring_total, 4);
+    assert_eq!(ids(&ask(list(None, 5, 3, 2)).await.shown), ["l5"]);
+    let one = ask(list(Some("l3"), 0, 3, 20)).await;
+    assert_eq!(
+        (ids(&one.shown), one.total, ids(&one.expiring)),
+        (
+            vec!["l3".into()],
+            6,
+            vec!["l0".into(), "l2".into(), "l4".into(), "l3".into()]
+        )
+    );
+    assert_eq!(one.shown[0].customer, "C l3");
+    assert!(ask(list(Some("nope"), 0, 3, 2)).await.shown.is_empty());
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn licenses_are_paged_and_counted_by_the_database_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), false).await;
+    licenses_are_paged_and_counted_by_the_database(s, Rows::Lite(dir.path().into())).await;
+}
+
+#[tokio::test]
+async fn licenses_are_paged_and_counted_by_the_database_on_postgres() {
+    let Some(pg) = common::postgres::fresh().await else {
+        return;
+    };
+    let s = storage::open(&Database::Postgres(pg.url.clone()), 64, false)
+        .await
+        .unwrap();
+    licenses_are_paged_and_counted_by_the_database(s, Rows::Pg(pg.client().await)).await;
 }
 
 /// How a relay of the release before recorded a heartbeat's hour (the

@@ -24,12 +24,10 @@ pub enum Ask {
         /// The token's name.
         name: String,
     },
-    /// The licenses the relay has seen, soonest to expire first (at most
-    /// 10 000), or only the one named.
-    Licenses {
-        /// Only this license (a link from the fleet or the inbox).
-        only: Option<String>,
-    },
+    /// One page of the licenses the relay has seen, soonest to expire
+    /// first (or only the one named), how many there are, and the ones
+    /// that expire soon (see [`LicenseList`]).
+    Licenses(LicenseList),
     /// The heartbeats of each of `licenses` in each hour from `first_hour`
     /// to `last_hour` (relay time / 3600, both included), summed over the
     /// license's clusters (see [`LicenseHour`]). Reads the hours of those
@@ -141,6 +139,38 @@ pub struct LicenseRow {
     pub first_seen: u64,
 }
 
+/// What [`Ask::Licenses`] reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LicenseList {
+    /// Only this license (a link from the fleet or the inbox), instead of
+    /// a page.
+    pub only: Option<String>,
+    /// Licenses to skip (soonest to expire first, then by id).
+    pub offset: u64,
+    /// Licenses to return.
+    pub limit: u32,
+    /// The renewals horizon: licenses that expire after `now` (relay time,
+    /// seconds) and no later than `until` are "expiring".
+    pub now: u64,
+    /// See `now`.
+    pub until: u64,
+    /// Expiring licenses to return, soonest first.
+    pub expiring: u32,
+}
+
+/// The answer to [`Ask::Licenses`].
+#[derive(Debug, Clone, Default)]
+pub struct LicensePage {
+    /// The page (or the one license asked for, when the relay has it).
+    pub shown: Vec<LicenseRow>,
+    /// Licenses the relay has seen, in all.
+    pub total: u64,
+    /// The soonest to expire within the horizon, soonest first.
+    pub expiring: Vec<LicenseRow>,
+    /// Licenses that expire within the horizon, in all.
+    pub expiring_total: u64,
+}
+
 /// One license's heartbeats in one hour, over all its clusters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LicenseHour {
@@ -173,7 +203,7 @@ pub struct ListRow {
 #[derive(Debug)]
 pub enum Answer {
     /// See [`Ask::Licenses`].
-    Licenses(Vec<LicenseRow>),
+    Licenses(LicensePage),
     /// See [`Ask::Trends`]: by license, then hour.
     Trends(Vec<LicenseHour>),
     /// See [`Ask::Inbox`]: the page's requests with their customer (empty
@@ -226,13 +256,20 @@ const SILENT_SQLITE: &str = "SELECT cluster_id, hostname, last_seen FROM cluster
 const SILENT_PG: &str = "SELECT cluster_id, hostname, last_seen FROM clusters
      WHERE status = 'active' AND last_seen < $1 ORDER BY last_seen, cluster_id LIMIT $2";
 
-const LICENSES: &str =
-    "SELECT license_id, customer, tier, expires_at, first_seen FROM licenses ORDER BY expires_at, license_id LIMIT 10000";
-/// The most licenses [`Ask::Licenses`] reads (the `LIMIT` of its query).
-pub const MAX_LICENSES: usize = 10_000;
-/// One license by id (`$1`, the same on both backends).
+// The licenses page's reads, ordered by (expires_at, license_id): a page
+// of licenses, one by id, the count, and the renewals horizon (after `$1`,
+// no later than `$2`). `$N` is numbered in order of appearance, so the
+// same text binds on both backends.
+const LICENSES_PAGE: &str =
+    "SELECT license_id, customer, tier, expires_at, first_seen FROM licenses
+     ORDER BY expires_at, license_id LIMIT $1 OFFSET $2";
 const LICENSE_ONE: &str =
     "SELECT license_id, customer, tier, expires_at, first_seen FROM licenses WHERE license_id = $1";
+const LICENSES_COUNT: &str = "SELECT count(*) FROM licenses";
+const EXPIRING: &str = "SELECT license_id, customer, tier, expires_at, first_seen FROM licenses
+     WHERE expires_at > $1 AND expires_at <= $2 ORDER BY expires_at, license_id LIMIT $3";
+const EXPIRING_COUNT: &str =
+    "SELECT count(*) FROM licenses WHERE expires_at > $1 AND expires_at <= $2";
 // Each shown license's hours, summed in the database: the clusters of the
 // licenses (through `clusters_by_license`), each cluster's closed hours
 // found by key (hour, cluster_id) for each hour of the range, plus the
@@ -634,7 +671,7 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
                     .optional()?,
             )
         }
-        Ask::Licenses { only } => {
+        Ask::Licenses(l) => {
             let row = |r: &rusqlite::Row<'_>| {
                 Ok(LicenseRow {
                     license_id: r.get(0)?,
@@ -644,15 +681,29 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
                     first_seen: r.get(4)?,
                 })
             };
-            Answer::Licenses(match only {
+            let shown: rusqlite::Result<Vec<LicenseRow>> = match &l.only {
                 Some(id) => c
                     .prepare_cached(LICENSE_ONE)?
                     .query_map([id], row)?
-                    .collect::<Result<_, _>>()?,
+                    .collect(),
                 None => c
-                    .prepare_cached(LICENSES)?
-                    .query_map([], row)?
+                    .prepare_cached(LICENSES_PAGE)?
+                    .query_map(rusqlite::params![l.limit, l.offset], row)?
+                    .collect(),
+            };
+            let horizon = rusqlite::params![l.now, l.until];
+            Answer::Licenses(LicensePage {
+                shown: shown?,
+                total: c
+                    .prepare_cached(LICENSES_COUNT)?
+                    .query_row([], |r| r.get(0))?,
+                expiring: c
+                    .prepare_cached(EXPIRING)?
+                    .query_map(rusqlite::params![l.now, l.until, l.expiring], row)?
                     .collect::<Result<_, _>>()?,
+                expiring_total: c
+                    .prepare_cached(EXPIRING_COUNT)?
+                    .query_row(horizon, |r| r.get(0))?,
             })
         }
         Ask::Trends {
@@ -860,21 +911,34 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
                 .await
                 .map_err(internal)?,
         ),
-        Ask::Licenses { only } => Answer::Licenses(
-            match &only {
-                Some(id) => pool.get().await?.query(LICENSE_ONE, &[id]).await?,
-                None => pool.get().await?.query(LICENSES, &[]).await?,
-            }
-            .iter()
-            .map(|r| LicenseRow {
+        Ask::Licenses(l) => {
+            let c = pool.get().await?;
+            let row = |r: &tokio_postgres::Row| LicenseRow {
                 license_id: r.get(0),
                 customer: r.get(1),
                 tier: r.get(2),
                 expires_at: uint(r.get(3)),
                 first_seen: uint(r.get(4)),
+            };
+            let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            let (now, until) = (int(l.now), int(l.until));
+            let shown = match &l.only {
+                Some(id) => c.query(LICENSE_ONE, &[id]).await?,
+                None => {
+                    c.query(LICENSES_PAGE, &[&i64::from(l.limit), &int(l.offset)])
+                        .await?
+                }
+            };
+            let expiring = c
+                .query(EXPIRING, &[&now, &until, &i64::from(l.expiring)])
+                .await?;
+            Answer::Licenses(LicensePage {
+                shown: shown.iter().map(row).collect(),
+                total: uint(c.query_one(LICENSES_COUNT, &[]).await?.get(0)),
+                expiring: expiring.iter().map(row).collect(),
+                expiring_total: uint(c.query_one(EXPIRING_COUNT, &[&now, &until]).await?.get(0)),
             })
-            .collect(),
-        ),
+        }
         Ask::Trends {
             licenses,
             first_hour,

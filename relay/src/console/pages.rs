@@ -14,7 +14,7 @@ use kaching_kit::web::{html, page, Assets, Nav};
 use maud::{html as markup, Markup};
 use serde::Deserialize;
 
-use super::data::{Answer, Ask, FleetAsk, FleetPage, LicenseRow, MAX_LICENSES};
+use super::data::{Answer, Ask, FleetAsk, FleetPage, LicenseList, LicensePage};
 use super::view::{self, Filter, PAGE};
 use super::{Console, Session, PREFIX};
 use crate::db::now;
@@ -134,8 +134,8 @@ async fn ask(c: &Console, a: Ask) -> Result<Answer, Response> {
     c.st.storage.console(a).await.map_err(unavailable)
 }
 
-async fn licenses_of(c: &Console, only: Option<String>) -> Result<Vec<LicenseRow>, Response> {
-    match ask(c, Ask::Licenses { only }).await? {
+async fn licenses_of(c: &Console, list: LicenseList) -> Result<LicensePage, Response> {
+    match ask(c, Ask::Licenses(list)).await? {
         Answer::Licenses(l) => Ok(l),
         _ => Err(problem(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -420,22 +420,23 @@ async fn clusters_of(c: &Console, license: &str) -> Result<(Vec<ClusterRow>, boo
 async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Response> {
     let t = now();
     let days = want.days;
-    let licenses = licenses_of(c, None).await?;
-    let shown: Vec<LicenseRow> = match &want.only {
-        // From the list just read; asked by id only when the list was cut
-        // at MAX_LICENSES and could have left it out.
-        Some(id) => match licenses.iter().find(|l| &l.license_id == id) {
-            Some(l) => vec![l.clone()],
-            None if licenses.len() >= MAX_LICENSES => licenses_of(c, Some(id.clone())).await?,
-            None => Vec::new(),
+    let LicensePage {
+        shown,
+        total,
+        expiring: soon,
+        expiring_total,
+    } = licenses_of(
+        c,
+        LicenseList {
+            only: want.only.clone(),
+            offset: (want.page.saturating_mul(LICENSES_PAGE)) as u64,
+            limit: LICENSES_PAGE as u32,
+            now: t,
+            until: t.saturating_add(days.saturating_mul(86_400)),
+            expiring: EXPIRING_SHOWN as u32,
         },
-        None => licenses
-            .iter()
-            .skip(want.page.saturating_mul(LICENSES_PAGE))
-            .take(LICENSES_PAGE)
-            .cloned()
-            .collect(),
-    };
+    )
+    .await?;
     let mut clusters = BTreeMap::new();
     for l in &shown {
         clusters.insert(l.license_id.clone(), clusters_of(c, &l.license_id).await?);
@@ -467,10 +468,8 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
         _ => BTreeMap::new(),
     };
     let trends = view::trends(&hours, t, BUCKETS);
-    let soon = view::expiring(&licenses, t, days);
     let expiry_rows: Vec<Vec<Markup>> = soon
         .iter()
-        .take(EXPIRING_SHOWN)
         .map(|l| {
             let left = (l.expires_at - t) / 86_400;
             let tone = if left < 30 {
@@ -500,8 +499,8 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
                 p class="muted" id="expiring" { "No license expires in the next " (days) " days." }
             } @else {
                 p class="muted" id="expiring" {
-                    (soon.len()) " license(s) expire in the next " (days) " days."
-                    @if soon.len() > EXPIRING_SHOWN { " The " (EXPIRING_SHOWN) " soonest are below; the licenses further down are listed soonest to expire first." }
+                    (expiring_total) " license(s) expire in the next " (days) " days."
+                    @if expiring_total > soon.len() as u64 { " The " (soon.len()) " soonest are below; the licenses further down are listed soonest to expire first." }
                 }
                 (ui::table("Expiring soonest first", &["Customer", "License", "Tier", "Expires", "Left"], &expiry_rows))
             }
@@ -513,19 +512,18 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
             }
         } @else if shown.is_empty() && want.page > 0 {
             p class="muted" id="shown" {
-                "Page " (want.page + 1) " is past the last license (" (licenses.len()) " in all). "
+                "Page " (want.page + 1) " is past the last license (" (total) " in all). "
                 a href=(LicensesAsk::page_link(days, 0)) { "First page" }
             }
-        } @else if licenses.len() > LICENSES_PAGE {
+        } @else if total > LICENSES_PAGE as u64 {
             p class="muted" id="shown" {
                 "Licenses " (want.page.saturating_mul(LICENSES_PAGE) + 1) "–" (want.page.saturating_mul(LICENSES_PAGE) + shown.len())
-                " of " (licenses.len())
-                @if licenses.len() >= MAX_LICENSES { " (the " (MAX_LICENSES) " soonest to expire)" }
+                " of " (total)
                 ", soonest to expire first."
             }
             nav class="pager" aria-label="Pages" {
                 @if want.page > 0 { a href=(LicensesAsk::page_link(days, want.page - 1)) rel="prev" { "← Previous" } }
-                @if (want.page + 1).saturating_mul(LICENSES_PAGE) < licenses.len() { a href=(LicensesAsk::page_link(days, want.page + 1)) rel="next" { "Next →" } }
+                @if ((want.page + 1).saturating_mul(LICENSES_PAGE) as u64) < total { a href=(LicensesAsk::page_link(days, want.page + 1)) rel="next" { "Next →" } }
             }
         }
         @for l in &shown {
@@ -569,7 +567,7 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
                 }
             }
         }
-        @if licenses.is_empty() {
+        @if total == 0 {
             p class="muted" { "No license has been activated on this relay yet." }
         }
     })

@@ -1,13 +1,14 @@
-//! The console's pure shaping: the reference fleet filter (see [`select`]), placing
-//! each license's hours of heartbeats in sparkline points and the expiry horizon. Time is
-//! an argument; nothing here reads a clock or a database. (List
-//! propagation is counted by the database: `data::Ask::Propagation`.)
+//! The console's pure shaping: the reference fleet filter (see [`select`])
+//! and each license's hours of heartbeats placed in sparkline points. Time
+//! is an argument; nothing here reads a clock or a database. (List
+//! propagation and the renewals horizon are counted by the database:
+//! `data::Ask::Propagation`, `data::Ask::Licenses`.)
 
 use std::collections::BTreeMap;
 
 use kaching_core::wire::relay::ClusterRow;
 
-use super::data::{LicenseHour, LicenseRow};
+use super::data::LicenseHour;
 
 /// Rows per fleet page.
 pub const PAGE: usize = 50;
@@ -110,17 +111,6 @@ pub fn trends(rows: &[LicenseHour], now: u64, n: usize) -> BTreeMap<String, Tren
     out
 }
 
-/// Licenses that expire within `days` of `now` (not yet expired), soonest first.
-pub fn expiring(licenses: &[LicenseRow], now: u64, days: u64) -> Vec<&LicenseRow> {
-    let until = now.saturating_add(days * 86_400);
-    let mut v: Vec<&LicenseRow> = licenses
-        .iter()
-        .filter(|l| l.expires_at > now && l.expires_at <= until)
-        .collect();
-    v.sort_by_key(|l| l.expires_at);
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,31 +187,5 @@ mod tests {
         assert_eq!(l.quotas["gpu"][23], 1);
         assert_eq!((t["M"].total, t["M"].beats[23]), (7, 7));
         assert_eq!(hours(10, 24), (0, 0), "no hour before the epoch's");
-    }
-
-    #[test]
-    fn the_horizon_keeps_only_what_expires_within_it() {
-        let l = |id: &str, at| LicenseRow {
-            license_id: id.into(),
-            customer: String::new(),
-            tier: String::new(),
-            expires_at: at,
-            first_seen: 0,
-        };
-        let day = 86_400;
-        let ls = [
-            l("late", 80 * day),
-            l("soon", 10 * day),
-            l("gone", 0),
-            l("far", 400 * day),
-        ];
-        let ids = |days| {
-            expiring(&ls, 1, days)
-                .iter()
-                .map(|l| l.license_id.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(ids(30), ["soon"]);
-        assert_eq!(ids(90), ["soon", "late"]);
     }
 }
