@@ -65,6 +65,22 @@ pub struct Row {
     pub hash: String,
 }
 
+impl Row {
+    /// Reads a row selected as `id, time, actor, action, subject, detail,
+    /// hash` (SQLite).
+    pub fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        Ok(Row {
+            id: r.get(0)?,
+            time: r.get(1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            subject: r.get(4)?,
+            detail: r.get(5)?,
+            hash: r.get(6)?,
+        })
+    }
+}
+
 /// The hash of row `id` chained after `prev_hex`.
 pub fn row_hash(
     prev_hex: &str,
@@ -243,17 +259,7 @@ pub struct Verified {
 pub fn verify(conn: &Connection) -> anyhow::Result<Verified> {
     let mut stmt = conn
         .prepare("SELECT id, time, actor, action, subject, detail, hash FROM audit ORDER BY id")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Row {
-            id: r.get(0)?,
-            time: r.get(1)?,
-            actor: r.get(2)?,
-            action: r.get(3)?,
-            subject: r.get(4)?,
-            detail: r.get(5)?,
-            hash: r.get(6)?,
-        })
-    })?;
+    let rows = stmt.query_map([], Row::read)?;
     let head: Option<(i64, String)> = conn
         .query_row("SELECT id, hash FROM audit_head WHERE one = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))

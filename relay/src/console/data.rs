@@ -782,17 +782,7 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
                 .map_err(|e| format!("{e:#}"));
             let rows = c
                 .prepare_cached(AUDIT_SQLITE)?
-                .query_map([latest], |r| {
-                    Ok(Row {
-                        id: r.get(0)?,
-                        time: r.get(1)?,
-                        actor: r.get(2)?,
-                        action: r.get(3)?,
-                        subject: r.get(4)?,
-                        detail: r.get(5)?,
-                        hash: r.get(6)?,
-                    })
-                })?
+                .query_map([latest], Row::read)?
                 .collect::<Result<_, _>>()?;
             Answer::Audit(verified, rows)
         }
@@ -894,15 +884,7 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
                 .query(AUDIT_PG, &[&i64::from(latest)])
                 .await?
                 .iter()
-                .map(|r| Row {
-                    id: r.get(0),
-                    time: uint(r.get(1)),
-                    actor: r.get(2),
-                    action: r.get(3),
-                    subject: r.get(4),
-                    detail: r.get(5),
-                    hash: r.get(6),
-                })
+                .map(crate::storage::postgres::admin::audit_row)
                 .collect();
             Answer::Audit(verified, rows)
         }

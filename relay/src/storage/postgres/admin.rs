@@ -168,15 +168,7 @@ pub async fn verify_audit(pool: &Pool) -> anyhow::Result<Verified> {
             )
             .await?;
         for r in &rows {
-            walk.push(&Row {
-                id: r.get(0),
-                time: uint(r.get(1)),
-                actor: r.get(2),
-                action: r.get(3),
-                subject: r.get(4),
-                detail: r.get(5),
-                hash: r.get(6),
-            })?;
+            walk.push(&audit_row(r))?;
             after = r.get(0);
         }
         if (rows.len() as i64) < CHUNK {
@@ -475,4 +467,18 @@ pub async fn copy_from_sqlite(from: &Path, pool: &Pool) -> anyhow::Result<Copied
     .await?;
     src.execute_batch("COMMIT")?;
     Ok(target_rows)
+}
+
+/// Reads an audit row selected as `id, time, actor, action, subject,
+/// detail, hash` (PostgreSQL; [`Row::read`] on SQLite).
+pub fn audit_row(r: &tokio_postgres::Row) -> Row {
+    Row {
+        id: r.get(0),
+        time: uint(r.get(1)),
+        actor: r.get(2),
+        action: r.get(3),
+        subject: r.get(4),
+        detail: r.get(5),
+        hash: r.get(6),
+    }
 }
