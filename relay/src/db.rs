@@ -153,7 +153,15 @@ pub fn open_and_migrate(path: &Path) -> anyhow::Result<Connection> {
 const UPGRADES: &[(&str, &str)] = &[
     ("storage bounded by clusters", UPGRADE_1),
     ("the current hour on the cluster row", UPGRADE_2),
+    ("licenses found by expiry", LICENSES_BY_EXPIRY),
 ];
+
+/// The console's licenses page reads licenses in order of expiry (a page,
+/// the renewals horizon and its count): through this index, a few rows
+/// instead of every license. Written once per new license. The same on
+/// PostgreSQL (migration 6).
+const LICENSES_BY_EXPIRY: &str =
+    "CREATE INDEX IF NOT EXISTS licenses_by_expiry ON licenses (expires_at, license_id);";
 
 /// Storage that grows with clusters, not heartbeats (docs/relay.md,
 /// "Storage"): each cluster's report chain head moves onto its row (one

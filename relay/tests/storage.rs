@@ -236,7 +236,7 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
     }
     let s = open(dir.path(), false).await;
     let c = db(dir.path());
-    assert_eq!(count(&c, "PRAGMA user_version"), 2);
+    assert_eq!(count(&c, "PRAGMA user_version"), 3);
     let (seq, hash, mark): (u64, Vec<u8>, u64) = c
         .query_row(
             "SELECT report_seq, report_hash, mark FROM chain_heads WHERE cluster_id = ?1",
@@ -278,7 +278,7 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
     s.close().await.unwrap();
     // Opening again changes nothing.
     let s = open(dir.path(), false).await;
-    assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 2);
+    assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 3);
     s.close().await.unwrap();
 }
 
@@ -678,6 +678,19 @@ async fn licenses_are_paged_and_counted_by_the_database(s: Arc<dyn Storage>, row
     );
     assert_eq!(one.shown[0].customer, "C l3");
     assert!(ask(list(Some("nope"), 0, 3, 2)).await.shown.is_empty());
+    let index = match rows {
+        Rows::Lite(_) => {
+            "SELECT CAST(count(*) AS TEXT) FROM sqlite_master WHERE name = 'licenses_by_expiry'"
+        }
+        Rows::Pg(_) => {
+            "SELECT CAST(count(*) AS TEXT) FROM pg_indexes WHERE indexname = 'licenses_by_expiry'"
+        }
+    };
+    assert_eq!(
+        rows.read(index).await,
+        ["1"],
+        "read in order of expiry through an index"
+    );
     s.close().await.unwrap();
 }
 
@@ -854,7 +867,7 @@ async fn rollups_of_the_previous_schema_move_their_newest_hour_onto_the_row_on_s
     }
     let s = open(dir.path(), false).await;
     let rows = Rows::Lite(dir.path().into());
-    assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 2);
+    assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 3);
     upgraded_hours_read_as_before(&rows).await;
     s.close().await.unwrap();
 }

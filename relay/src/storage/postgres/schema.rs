@@ -15,7 +15,14 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "usage-report mailbox", super::mailbox::V3),
     (4, super::bounded::DESCRIPTION, super::bounded::SQL),
     (5, super::hours::DESCRIPTION, super::hours::SQL),
+    (6, "licenses found by expiry", LICENSES_BY_EXPIRY),
 ];
+
+/// The console's licenses page reads licenses in order of expiry (a page,
+/// the renewals horizon and its count): through this index, a few rows
+/// instead of every license. Written once per new license.
+const LICENSES_BY_EXPIRY: &str =
+    "CREATE INDEX IF NOT EXISTS licenses_by_expiry ON licenses (expires_at, license_id);";
 
 /// Each cluster's usage-report chain head as its heartbeats last named it,
 /// and the signs of rollback seen in them (docs/relay.md, `GET /v1/clusters`).
