@@ -475,6 +475,70 @@ fn desk_pages_stay_under_100_kib_with_assets() {
     let _ = PASS;
 }
 
+/// A ledger of 230 licenses is paged 100 at a time, each license on one page,
+/// the filter kept in the page links, and a page stays within the budget.
+#[test]
+fn desk_ledger_pages_a_large_ledger_within_the_budget() {
+    let env = Env::new();
+    for i in 0..230 {
+        env.issue(&[
+            "--customer",
+            &format!("Customer {i} Industrial Holdings"),
+            "--tier",
+            "standard",
+        ]);
+    }
+    let d = Desk::start(&env, false);
+    let cookie = d.sign_in();
+    let rows = |body: &str| body.matches("<tr><td>").count();
+    let (s, first) = d.get("/desk/", &cookie);
+    assert_eq!(s, 200);
+    assert_eq!(rows(&first), 100);
+    assert!(
+        first.contains("230 of 230 licenses; 1–100 shown"),
+        "{first}"
+    );
+    assert!(
+        first.contains(r#"<a href="/desk/?page=1" rel="next">"#),
+        "{first}"
+    );
+    let css = d.get("/desk/assets/kaching.css", &cookie).1.len();
+    assert!(
+        first.len() + css < 100 * 1024,
+        "{} bytes",
+        first.len() + css
+    );
+    let (_, middle) = d.get("/desk/?page=1", &cookie);
+    let (_, last) = d.get("/desk/?page=2", &cookie);
+    assert_eq!(rows(&last), 30);
+    // Every license on exactly one page.
+    let mut seen: Vec<u32> = [&first, &middle, &last]
+        .iter()
+        .flat_map(|body| body.split("<td>Customer ").skip(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..230).collect::<Vec<u32>>());
+    assert!(
+        last.contains(r#"<a href="/desk/?page=1" rel="prev">"#),
+        "{last}"
+    );
+    assert!(!last.contains(r#"rel="next""#), "{last}");
+    // "Customer 1" matches 1, 10–19 and 100–199: 111, two pages.
+    let (_, some) = d.get("/desk/?q=Customer+1+&page=1", &cookie);
+    assert_eq!(rows(&some), 11, "{some}");
+    assert!(
+        some.contains("111 of 230 licenses; 101–111 shown"),
+        "{some}"
+    );
+    assert!(
+        some.contains(r#"<a href="/desk/?q=Customer%201%20" rel="prev">"#),
+        "{some}"
+    );
+    let (_, past) = d.get("/desk/?page=9", &cookie);
+    assert!(past.contains("Past the last page."), "{past}");
+}
+
 /// A chained usage report (the first of its chain) signed by `cluster`.
 fn chained_report(
     env: &Env,

@@ -100,6 +100,21 @@ pub fn live_js() -> Response {
     asset("text/javascript; charset=utf-8", LIVE_JS)
 }
 
+/// `s` as one value of a query string (or a path segment): unreserved
+/// bytes as they are, every other byte `%XX`.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b))
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// `303 See Other` to `location` (after a form post: reloading the page
 /// does not post again).
 pub fn see_other(location: &str) -> Response {
@@ -198,6 +213,12 @@ pub async fn read_fields(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_keep_only_unreserved_bytes() {
+        assert_eq!(urlencode("lic-0A_b.~"), "lic-0A_b.~");
+        assert_eq!(urlencode("a b&c=d/é#"), "a%20b%26c%3Dd%2F%C3%A9%23");
+    }
 
     #[test]
     fn pages_carry_a_policy_without_inline_code_or_frames() {

@@ -104,6 +104,7 @@ pub(super) struct LedgerQuery {
     state: String,
     expiring: String,
     done: String,
+    page: usize,
 }
 
 fn ledger_page(desk: &Desk, q: &LedgerQuery) -> Result<Response> {
@@ -139,6 +140,7 @@ fn ledger_page(desk: &Desk, q: &LedgerQuery) -> Result<Response> {
         q: &q.q,
         state: &q.state,
         expiring: &q.expiring,
+        page: q.page,
     };
     Ok(pages::ledger(
         &chrome(desk, "/desk/", notice),

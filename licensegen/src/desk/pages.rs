@@ -114,6 +114,35 @@ pub struct Filter<'a> {
     pub state: &'a str,
     /// Active and expiring within this many days, or empty.
     pub expiring: &'a str,
+    /// Page of [`LEDGER_PAGE`] matching licenses, from 0.
+    pub page: usize,
+}
+
+/// Licenses per page of the ledger: a page stays within the 100 KiB
+/// budget however many the ledger holds.
+pub const LEDGER_PAGE: usize = 100;
+
+impl Filter<'_> {
+    /// The ledger at page `page` of this filter.
+    fn link(&self, page: usize) -> String {
+        let mut query: Vec<String> = [
+            ("q", self.q),
+            ("state", self.state),
+            ("expiring", self.expiring),
+        ]
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", kaching_kit::web::urlencode(v)))
+        .collect();
+        if page > 0 {
+            query.push(format!("page={page}"));
+        }
+        if query.is_empty() {
+            "/desk/".to_string()
+        } else {
+            format!("/desk/?{}", query.join("&"))
+        }
+    }
 }
 
 /// The ledger: filter form and the matching licenses.
@@ -130,7 +159,10 @@ pub fn ledger(
                 .map(|s| (s.to_string(), s.to_string())),
         )
         .collect();
-    let cells: Vec<Vec<Markup>> = rows
+    let first = f.page.saturating_mul(LEDGER_PAGE);
+    let shown = rows.get(first..).unwrap_or_default();
+    let shown = &shown[..shown.len().min(LEDGER_PAGE)];
+    let cells: Vec<Vec<Markup>> = shown
         .iter()
         .map(|(r, s)| {
             vec![
@@ -151,7 +183,16 @@ pub fn ledger(
                 (optional_field("Expiring within (days)", "expiring", "number", f.expiring, "active licenses only"))
                 button type="submit" { "Filter" }
             }
-            p class="muted" id="count" { (rows.len()) " of " (total) " licenses" }
+            p class="muted" id="count" {
+                (rows.len()) " of " (total) " licenses"
+                @if rows.len() > LEDGER_PAGE && !shown.is_empty() { "; " (first + 1) "–" (first + shown.len()) " shown" }
+            }
+            @if rows.len() > LEDGER_PAGE {
+                nav class="pager" aria-label="Pages" {
+                    @if f.page > 0 { a href=(f.link(f.page - 1)) rel="prev" { "← Previous" } }
+                    @if first + shown.len() < rows.len() { a href=(f.link(f.page + 1)) rel="next" { "Next →" } }
+                }
+            }
         }))
         (section("usage", "Import a usage report", markup! {
             form class="actions" method="post" action="/desk/usage" enctype="multipart/form-data" {
@@ -166,6 +207,8 @@ pub fn ledger(
         }))
         @if rows.is_empty() {
             (banner(Tone::Info, "No licenses match.", markup! { "Clear the filter, or issue one." }))
+        } @else if shown.is_empty() {
+            (banner(Tone::Info, "Past the last page.", markup! { a href=(f.link(0)) { "First page" } }))
         } @else {
             (table("Licenses in the order issued (soonest expiry first when filtered by expiry)",
                 &["License", "Customer", "Tier", "Nodes", "Expires", "State"], &cells))

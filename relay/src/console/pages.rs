@@ -10,7 +10,7 @@ use axum::Extension;
 use kaching_core::time::rfc3339;
 use kaching_core::wire::relay::ClusterRow;
 use kaching_kit::web::components::{self as ui, Tone};
-use kaching_kit::web::{html, page, Assets, Nav};
+use kaching_kit::web::{html, page, urlencode, Assets, Nav};
 use maud::{html as markup, Markup};
 use serde::Deserialize;
 
@@ -302,17 +302,6 @@ pub(crate) async fn fleet_live(
 ) -> Response {
     let f = filter_of(q);
     fragment(fleet_data(&c, &f).await.map(|d| fleet_region(&d, &f)))
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The licenses page showing only license `id`.
