@@ -66,6 +66,59 @@ async fn queued(d: &Daemon) -> usize {
         .len()
 }
 
+/// A cluster with more nodes than the page lists: the page names how many
+/// hold a lease, lists the 50 that end soonest (one renewed early ends
+/// last and drops off), points to `GET /v1/nodes` for all, and stays
+/// within the 100 KiB budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_many_nodes_lists_the_leases_ending_soonest_within_budget() {
+    let v = Vendor::new();
+    let mut l = v.license(1, "standard");
+    l.limits.max_nodes = 500;
+    let (_dir, cfg) = setup(Some(&v.sign(&l)));
+    let d = Daemon::start(cfg).await;
+    for i in 0..300 {
+        assert_eq!(
+            d.put_node(&format!("gpu-worker-{i:04}.eu-central.example.com"))
+                .await
+                .0,
+            200
+        );
+    }
+    let (code, _, html) = get(&d, "/ui/", None).await;
+    assert_eq!(code, 200);
+    assert!(html.contains(r#"id="nodes-in-use">300<"#), "{html}");
+    assert!(
+        html.contains(
+            "The 50 of 300 leases that end soonest; <code>GET /v1/nodes</code> lists them all."
+        ),
+        "{html}"
+    );
+    assert_eq!(html.matches("<code>gpu-worker-").count(), 50);
+    // The first lease, renewed last, now ends later than every other.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        d.put_node("gpu-worker-0000.eu-central.example.com").await.0,
+        200
+    );
+    let (_, _, html) = get(&d, "/ui/", None).await;
+    assert!(
+        !html.contains("gpu-worker-0000."),
+        "renewed, so not among the soonest: {html}"
+    );
+    let (_, _, css) = get(&d, "/ui/assets/kaching.css", None).await;
+    let (_, _, js) = get(&d, "/ui/assets/live.js", None).await;
+    let weight = html.len() + css.len() + js.len();
+    assert!(weight < 100 * 1024, "page weight {weight} bytes");
+    assert_eq!(
+        d.get("/v1/nodes").await.1["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        300
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_verdict_under_a_strict_policy_and_within_budget() {
     let v = Vendor::new();

@@ -78,6 +78,33 @@ impl Leases {
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Timestamp)> {
         self.by_node.iter()
     }
+
+    /// The `n` live leases at `now` that end soonest (then by node id):
+    /// the expiry index finds the last expiry among them, one pass keeps
+    /// the leases up to it. No string is copied but the `n` returned.
+    pub fn soonest(&self, now: Timestamp, n: usize) -> Vec<(String, Timestamp)> {
+        let mut counted = 0usize;
+        let mut last = None;
+        for (&e, &k) in self.by_expiry.range(now.saturating_add(1)..) {
+            counted += k as usize;
+            last = Some(e);
+            if counted >= n {
+                break;
+            }
+        }
+        let Some(last) = last else {
+            return Vec::new();
+        };
+        let mut out: Vec<(&String, Timestamp)> = self
+            .by_node
+            .iter()
+            .filter(|(_, &e)| e > now && e <= last)
+            .map(|(node, &e)| (node, e))
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+        out.truncate(n);
+        out.into_iter().map(|(node, e)| (node.clone(), e)).collect()
+    }
 }
 
 #[cfg(test)]
@@ -99,5 +126,26 @@ mod tests {
         assert_eq!(l.get("b"), None);
         assert_eq!((l.live(20), l.live(30)), (1, 0));
         assert!(!l.any_expired(29));
+    }
+
+    #[test]
+    fn the_soonest_to_end_are_found_through_the_expiry_index() {
+        let l = Leases::from_map(HashMap::from([
+            ("gone".into(), 5),
+            ("c".into(), 20),
+            ("b".into(), 20),
+            ("a".into(), 30),
+            ("z".into(), 12),
+        ]));
+        let ids = |v: Vec<(String, Timestamp)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(
+            ids(l.soonest(10, 3)),
+            ["z", "b", "c"],
+            "the expired left out, ties by id"
+        );
+        assert_eq!(ids(l.soonest(10, 2)), ["z", "b"]);
+        assert_eq!(ids(l.soonest(10, 9)), ["z", "b", "c", "a"]);
+        assert!(l.soonest(30, 5).is_empty());
+        assert!(l.soonest(10, 0).is_empty());
     }
 }

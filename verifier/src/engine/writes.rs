@@ -131,6 +131,28 @@ impl Engine {
         })
     }
 
+    /// The license page's nodes: the `n` live leases that end soonest
+    /// (then by node id) and how many are live. Costs one pass over the
+    /// leases and `n` copies, so a page does not hold the engine (and the
+    /// lease renewals queued behind it) for a sort of 100k leases.
+    pub fn soonest_nodes(&self, now: Timestamp, n: usize) -> NodeList {
+        let published = self.current();
+        NodeList {
+            nodes: self
+                .leases
+                .soonest(now, n)
+                .into_iter()
+                .map(|(node_id, e)| NodeLease {
+                    node_id,
+                    expires_at: rfc3339(e),
+                })
+                .collect(),
+            nodes_in_use: self.leases.live(now),
+            max_nodes: published.verdict.limits.max_nodes,
+            node_ceiling: published.verdict.node_ceiling,
+        }
+    }
+
     /// `DELETE /v1/nodes/{id}`: gives a lease back.
     pub fn release(&mut self, node: &str, now: Timestamp) -> anyhow::Result<Outcome> {
         let removed = self.db.delete_lease(node)?;

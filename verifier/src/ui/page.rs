@@ -222,6 +222,10 @@ fn features(view: &View<'_>) -> Markup {
     )
 }
 
+/// Leases the page lists (those that end soonest): a page stays within
+/// the 100 KiB budget with any number of nodes; `GET /v1/nodes` lists all.
+pub const NODES_SHOWN: usize = 50;
+
 fn nodes(view: &View<'_>) -> Markup {
     let n = view.nodes;
     let rows: Vec<Vec<Markup>> = n
@@ -261,7 +265,10 @@ fn nodes(view: &View<'_>) -> Markup {
             @if rows.is_empty() {
                 p class="muted" { "No node holds a lease." }
             } @else {
-                (table("Live leases (a node renews its lease with PUT /v1/nodes/{id})",
+                @if n.nodes_in_use > rows.len() as u64 {
+                    p class="muted" id="nodes-shown" { "The " (rows.len()) " of " (n.nodes_in_use) " leases that end soonest; " code { "GET /v1/nodes" } " lists them all." }
+                }
+                (table("Live leases, ending soonest first (a node renews its lease with PUT /v1/nodes/{id})",
                     &["Node", "Last renewal", "Lease expires", "Time left"], &rows))
             }
         },
