@@ -257,9 +257,27 @@ pub struct Verified {
 
 /// Walks the chain from the first row; the error names the first bad row.
 pub fn verify(conn: &Connection) -> anyhow::Result<Verified> {
-    let mut stmt = conn
-        .prepare("SELECT id, time, actor, action, subject, detail, hash FROM audit ORDER BY id")?;
-    let rows = stmt.query_map([], Row::read)?;
+    verify_from(conn, None)
+}
+
+/// [`verify`] from a row already verified (`from`: its id and hash, as a
+/// whole walk found them): the row must still hold that hash, then the
+/// rows after it are walked. A console that walked the whole chain keeps
+/// the head it found and checks only what was added since; rows before
+/// `from` are not read again (an edit there shows at the next whole walk).
+pub fn verify_from(conn: &Connection, from: Option<(i64, String)>) -> anyhow::Result<Verified> {
+    let mut walk = Walk::new();
+    if let Some((id, hash)) = from {
+        let stored: Option<String> = conn
+            .prepare_cached("SELECT hash FROM audit WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        walk = Walk::resume(id, &hash, stored.as_deref())?;
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, time, actor, action, subject, detail, hash FROM audit WHERE id > ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([walk.rows()], Row::read)?;
     let head: Option<(i64, String)> = conn
         .query_row("SELECT id, hash FROM audit_head WHERE one = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -270,22 +288,12 @@ pub fn verify(conn: &Connection) -> anyhow::Result<Verified> {
             r.get(0)
         })
         .optional()?;
-    let mut v = verify_rows(rows.map(|r| r.map_err(anyhow::Error::from)), head)?;
-    v.pending = pending.map_or(0, |n| u64::try_from(n).unwrap_or(0));
-    Ok(v)
-}
-
-/// Checks `rows` (ascending by id) against each other and `head` (the
-/// stored last id and hash; `(0, genesis)` or none for an empty log).
-pub fn verify_rows(
-    rows: impl Iterator<Item = anyhow::Result<Row>>,
-    head: Option<(i64, String)>,
-) -> anyhow::Result<Verified> {
-    let mut walk = Walk::new();
     for r in rows {
         walk.push(&r?)?;
     }
-    walk.finish(head)
+    let mut v = walk.finish(head)?;
+    v.pending = pending.map_or(0, |n| u64::try_from(n).unwrap_or(0));
+    Ok(v)
 }
 
 /// The chain walked one row at a time (a large log is read in chunks).
@@ -307,6 +315,21 @@ impl Walk {
             expected_id: 1,
             prev: genesis(),
         }
+    }
+
+    /// After row `id`, verified before with hash `hash`; `stored` is the
+    /// hash that row holds now (none: the row is gone). Row 0 is the
+    /// genesis, before the first row.
+    pub fn resume(id: i64, hash: &str, stored: Option<&str>) -> anyhow::Result<Walk> {
+        if id > 0 && stored != Some(hash) {
+            anyhow::bail!(
+                "audit log broken at row {id}: it no longer holds the hash it was verified with; the row was edited or deleted"
+            );
+        }
+        Ok(Walk {
+            expected_id: id + 1,
+            prev: if id > 0 { hash.to_string() } else { genesis() },
+        })
     }
 
     /// Checks the next row; the error names it.

@@ -561,6 +561,52 @@ async fn console_audit_page_shows_a_broken_chain() {
     assert!(audit.contains("audit log broken at row 2"), "{audit}");
 }
 
+/// The audit page walks the whole chain when opened; its live updates walk
+/// the rows added since, and once the chain was found broken every update
+/// walks it whole again until it verifies.
+#[tokio::test]
+async fn console_audit_live_updates_walk_what_was_added_and_keep_a_break_in_view() {
+    let r = Relay::start().await;
+    let cookie = scenario(&r).await;
+    let Database::Sqlite(path) = r.config.database().unwrap() else {
+        return; // the PostgreSQL walk is checked by the storage suite
+    };
+    let (_, opened) = get(&r, "/console/audit", Some(&cookie)).await;
+    assert!(opened.contains("The chain verifies."), "{opened}");
+    assert!(opened.contains(r#"id="walked">Walked whole"#), "{opened}");
+    // Rows added since are walked by the live update.
+    let whoosh = r.token(Scope::Whoosh, "whoosh-audit");
+    let filed = r
+        .file_upgrade(&whoosh, &license(1, 3600), "enterprise")
+        .await;
+    assert_eq!(filed.status(), 201);
+    let (_, live) = get(&r, "/console/audit/live", Some(&cookie)).await;
+    assert!(live.contains("The chain verifies."), "{live}");
+    // A row added, then edited before an update walks it: caught.
+    let filed = r
+        .file_upgrade(&whoosh, &license(2, 3600), "enterprise")
+        .await;
+    assert_eq!(filed.status(), 201);
+    let conn = kaching_relay::db::open(&path).unwrap();
+    let last: i64 = conn
+        .query_row("SELECT max(id) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    conn.execute("UPDATE audit SET detail = '{}' WHERE id = ?1", [last])
+        .unwrap();
+    let (_, live) = get(&r, "/console/audit/live", Some(&cookie)).await;
+    assert!(
+        live.contains(&format!("audit log broken at row {last}")),
+        "{live}"
+    );
+    // An old row edited: opening the page finds it; live updates keep it in view.
+    conn.execute("UPDATE audit SET actor = 'someone else' WHERE id = 2", [])
+        .unwrap();
+    let (_, opened) = get(&r, "/console/audit", Some(&cookie)).await;
+    assert!(opened.contains("audit log broken at row 2"), "{opened}");
+    let (_, live) = get(&r, "/console/audit/live", Some(&cookie)).await;
+    assert!(live.contains("audit log broken at row 2"), "{live}");
+}
+
 #[tokio::test]
 async fn console_pages_stay_under_100_kib_with_assets() {
     let r = Relay::start().await;

@@ -712,6 +712,99 @@ async fn licenses_are_paged_and_counted_by_the_database_on_postgres() {
     licenses_are_paged_and_counted_by_the_database(s, Rows::Pg(pg.client().await)).await;
 }
 
+/// The console's live audit check resumes from the head a whole walk
+/// found: rows added since are walked; a row added since that was edited,
+/// or the resumed-from row itself edited, is caught; an edit to an older
+/// row is caught by the next whole walk (the page walks the whole chain
+/// when opened and every few minutes).
+async fn audit_walks_resume_from_a_verified_head(s: Arc<dyn Storage>, rows: Rows) {
+    for n in 20..23u8 {
+        s.activate(activation(
+            &license(n, 3600),
+            &cluster_key(n),
+            H + u64::from(n),
+        ))
+        .await
+        .unwrap();
+    }
+    let audit = |from: Option<(i64, String)>| async {
+        match s.console(Ask::Audit { latest: 5, from }).await.unwrap() {
+            Answer::Audit(v, _) => v,
+            _ => panic!("not the audit"),
+        }
+    };
+    let (n, head) = audit(None).await.unwrap();
+    assert!(n >= 3, "{n}");
+    s.activate(activation(&license(23, 3600), &cluster_key(23), H + 30))
+        .await
+        .unwrap();
+    let (n2, head2) = audit(Some((n, head.clone()))).await.unwrap();
+    assert!(n2 > n);
+    assert_eq!(
+        audit(None).await.unwrap(),
+        (n2, head2.clone()),
+        "the same as a whole walk"
+    );
+    // A row added since the resumed-from head, edited (then put back).
+    let actor = rows
+        .read(&format!("SELECT actor FROM audit WHERE id = {n2}"))
+        .await[0]
+        .clone();
+    rows.exec(&format!(
+        "UPDATE audit SET actor = 'someone else' WHERE id = {n2}"
+    ))
+    .await;
+    let why = audit(Some((n, head.clone()))).await.unwrap_err();
+    assert!(
+        why.contains(&format!("audit log broken at row {n2}")),
+        "{why}"
+    );
+    rows.exec(&format!(
+        "UPDATE audit SET actor = '{actor}' WHERE id = {n2}"
+    ))
+    .await;
+    assert!(audit(Some((n, head.clone()))).await.is_ok(), "put back");
+    // The resumed-from row itself, edited.
+    rows.exec(&format!(
+        "UPDATE audit SET hash = 'ab' || hash WHERE id = {n}"
+    ))
+    .await;
+    let why = audit(Some((n, head.clone()))).await.unwrap_err();
+    assert!(
+        why.contains(&format!(
+            "audit log broken at row {n}: it no longer holds the hash"
+        )),
+        "{why}"
+    );
+    rows.exec(&format!("UPDATE audit SET hash = '{head}' WHERE id = {n}"))
+        .await;
+    assert!(audit(Some((n, head.clone()))).await.is_ok(), "put back");
+    // An older row, edited: the whole walk finds it.
+    rows.exec("UPDATE audit SET subject = 'x' WHERE id = 1")
+        .await;
+    let why = audit(None).await.unwrap_err();
+    assert!(why.contains("audit log broken at row 1"), "{why}");
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn audit_walks_resume_from_a_verified_head_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), false).await;
+    audit_walks_resume_from_a_verified_head(s, Rows::Lite(dir.path().into())).await;
+}
+
+#[tokio::test]
+async fn audit_walks_resume_from_a_verified_head_on_postgres() {
+    let Some(pg) = common::postgres::fresh().await else {
+        return;
+    };
+    let s = storage::open(&Database::Postgres(pg.url.clone()), 64, false)
+        .await
+        .unwrap();
+    audit_walks_resume_from_a_verified_head(s, Rows::Pg(pg.client().await)).await;
+}
+
 /// How a relay of the release before recorded a heartbeat's hour (the
 /// upsert it runs, per backend), with literal values: hour 0, nodes 9,
 /// relay time `H` + 20, quotas `{"api_calls":99}`.
@@ -1083,3 +1176,54 @@ CREATE TABLE anomalies (
     detail      TEXT NOT NULL
 );
 ";
+
+/// `cargo test --release -p kaching-relay --test storage -- --ignored --nocapture`:
+/// a year of heartbeat seal rows (one a minute, 525 600) walked whole, as
+/// the audit page does when opened, and resumed from the head one row
+/// back, as its live updates do; medians of 3.
+#[test]
+#[ignore = "bench: run by hand, see docs/benchmarks.md"]
+fn bench_audit_walk_whole_and_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = kaching_relay::db::open_and_migrate(&dir.path().join("relay.db")).unwrap();
+    c.execute_batch("BEGIN").unwrap();
+    let detail =
+        serde_json::json!({"heartbeats": 6000, "since": H, "merkle_root": "ab".repeat(32)});
+    for i in 0..525_600u64 {
+        kaching_relay::audit::append(&c, H + i * 60, "relay", "heartbeats", "batch", &detail)
+            .unwrap();
+    }
+    c.execute_batch("COMMIT").unwrap();
+    let whole = kaching_relay::audit::verify(&c).unwrap();
+    let back: String = c
+        .query_row(
+            "SELECT hash FROM audit WHERE id = ?1",
+            [whole.rows - 1],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let median = |f: &dyn Fn()| {
+        let mut t: Vec<_> = (0..3)
+            .map(|_| {
+                let at = std::time::Instant::now();
+                f();
+                at.elapsed()
+            })
+            .collect();
+        t.sort();
+        t[1]
+    };
+    let w = median(&|| assert_eq!(kaching_relay::audit::verify(&c).unwrap().rows, 525_600));
+    let r = median(&|| {
+        let v =
+            kaching_relay::audit::verify_from(&c, Some((whole.rows - 1, back.clone()))).unwrap();
+        assert_eq!(v.head, whole.head);
+    });
+    println!(
+        "audit walk, {} rows: whole {:.1} ms, resumed one row back {:.3} ms, ratio {:.0}x",
+        whole.rows,
+        w.as_secs_f64() * 1e3,
+        r.as_secs_f64() * 1e3,
+        w.as_secs_f64() / r.as_secs_f64()
+    );
+}

@@ -66,6 +66,10 @@ pub enum Ask {
     Audit {
         /// How many rows to show.
         latest: u32,
+        /// Walk only the rows after this one (id and hash, as an earlier
+        /// whole walk found them: `crate::audit::verify_from`); none: the
+        /// whole chain.
+        from: Option<(i64, String)>,
     },
     /// Token names and scopes (never their secrets or hashes).
     Tokens,
@@ -776,8 +780,8 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
                 })?
                 .collect::<Result<_, _>>()?,
         ),
-        Ask::Audit { latest } => {
-            let verified = crate::audit::verify(c)
+        Ask::Audit { latest, from } => {
+            let verified = crate::audit::verify_from(c, from)
                 .map(|v| (v.rows, v.head))
                 .map_err(|e| format!("{e:#}"));
             let rows = c
@@ -874,8 +878,8 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
                     revoked: r.get(2),
                 }),
         ),
-        Ask::Audit { latest } => {
-            let verified = crate::storage::postgres::admin::verify_audit(pool)
+        Ask::Audit { latest, from } => {
+            let verified = crate::storage::postgres::admin::verify_audit_from(pool, from)
                 .await
                 .map(|v| (v.rows, v.head))
                 .map_err(|e| format!("{e:#}"));

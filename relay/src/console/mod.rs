@@ -66,6 +66,9 @@ pub(crate) struct Console {
     pub(crate) st: Arc<AppState>,
     /// Wrong tokens at sign-in per client address (5 a minute, then 429).
     sign_ins: Arc<guard::SignInLimit>,
+    /// The audit chain as this process last walked it whole (see
+    /// `pages::audit_region`).
+    pub(crate) walked: Arc<std::sync::Mutex<Option<pages::Walked>>>,
 }
 
 /// A signed-in request: whose session, and the anti-forgery token its
@@ -85,6 +88,7 @@ pub fn router(st: Arc<AppState>) -> Router {
     let console = Console {
         st,
         sign_ins: Arc::new(guard::SignInLimit::default()),
+        walked: Arc::default(),
     };
     let gate = middleware::from_fn_with_state(console.clone(), gate);
     let pages = Router::new()

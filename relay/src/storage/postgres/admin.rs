@@ -146,6 +146,15 @@ const CHUNK: i64 = 5_000;
 
 /// `audit verify`: walks the chain in chunks, inside one read-only snapshot.
 pub async fn verify_audit(pool: &Pool) -> anyhow::Result<Verified> {
+    verify_audit_from(pool, None).await
+}
+
+/// [`verify_audit`] from a row already verified (see
+/// `crate::audit::verify_from`).
+pub async fn verify_audit_from(
+    pool: &Pool,
+    from: Option<(i64, String)>,
+) -> anyhow::Result<Verified> {
     let mut c = pool.get().await.context("cannot connect to PostgreSQL")?;
     let tx = c
         .build_transaction()
@@ -158,7 +167,14 @@ pub async fn verify_audit(pool: &Pool) -> anyhow::Result<Verified> {
         .await?
         .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)));
     let mut walk = crate::audit::Walk::new();
-    let mut after = 0i64;
+    if let Some((id, hash)) = from {
+        let stored = tx
+            .query_opt("SELECT hash FROM audit WHERE id = $1", &[&id])
+            .await?
+            .map(|r| r.get::<_, String>(0));
+        walk = crate::audit::Walk::resume(id, &hash, stored.as_deref())?;
+    }
+    let mut after = walk.rows();
     loop {
         let rows = tx
             .query(
