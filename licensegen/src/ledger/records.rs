@@ -252,10 +252,11 @@ pub fn find_license(conn: &Connection, text: &str) -> Result<LicenseRecord> {
     }
 }
 
-/// Every license, oldest first.
+/// Every license, oldest first; those issued in the same second in the
+/// order they were recorded (the rowid), not by their random ids.
 pub fn list_licenses(conn: &Connection) -> Result<Vec<LicenseRecord>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {LICENSE_COLS} FROM licenses ORDER BY issued_at, id"
+        "SELECT {LICENSE_COLS} FROM licenses ORDER BY issued_at, rowid"
     ))?;
     let rows = stmt
         .query_map([], license_row)?
