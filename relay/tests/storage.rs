@@ -805,6 +805,101 @@ async fn audit_walks_resume_from_a_verified_head_on_postgres() {
     audit_walks_resume_from_a_verified_head(s, Rows::Pg(pg.client().await)).await;
 }
 
+/// The licenses page's clusters: each shown license's first clusters by
+/// id (byte order), with their own signs of rollback and whether the
+/// license has more, in two statements; the same rows the API's
+/// per-license read gives.
+async fn clusters_of_the_shown_licenses_in_one_read(s: Arc<dyn Storage>, rows: Rows) {
+    let key = match rows {
+        Rows::Lite(_) => "X'00'",
+        Rows::Pg(_) => "'\\x00'::BYTEA",
+    };
+    let mut values = Vec::new();
+    for (id, license) in [
+        ("m-07", "lic-many"),
+        ("m-03", "lic-many"),
+        ("m-05", "lic-many"),
+        ("m-01", "lic-many"),
+        ("m-09", "lic-many"),
+        ("m-02", "lic-many"),
+        ("m-08", "lic-many"),
+        ("M-99", "lic-many"),
+        ("f-2", "lic-few"),
+        ("f-1", "lic-few"),
+        ("o-1", "lic-other"),
+    ] {
+        values.push(format!(
+            "('{id}', '{license}', {key}, 'h-{id}', 'deactivated', 1, 2)"
+        ));
+    }
+    rows.exec(&format!(
+        "INSERT INTO clusters (cluster_id, license_id, cluster_key, hostname, status, activated_at, last_seen)
+         VALUES {};
+         INSERT INTO anomalies (cluster_id, license_id, at, kind, detail) VALUES
+           ('m-02', 'lic-many', 10, 'seq_regression', 'first'),
+           ('m-02', 'lic-many', 20, 'seq_regression', 'second'),
+           ('f-1', 'lic-few', 30, 'clock_regression', 'third'),
+           ('o-1', 'lic-other', 40, 'seq_regression', 'not shown');",
+        values.join(", ")
+    ))
+    .await;
+    let ask = Ask::ClustersOf {
+        licenses: vec!["lic-many".into(), "lic-few".into(), "none".into()],
+        first: 5,
+    };
+    let Answer::ClustersOf(of) = s.console(ask).await.unwrap() else {
+        panic!("not clusters");
+    };
+    let ids = |v: &[kaching_core::wire::relay::ClusterRow]| {
+        v.iter().map(|r| r.cluster_id.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(of.len(), 2, "{of:?}");
+    // Byte order: upper case first.
+    assert_eq!(
+        ids(&of["lic-many"].0),
+        ["M-99", "m-01", "m-02", "m-03", "m-05"]
+    );
+    assert!(of["lic-many"].1, "more than five");
+    assert_eq!(
+        (ids(&of["lic-few"].0), of["lic-few"].1),
+        (vec!["f-1".into(), "f-2".into()], false)
+    );
+    let details = |r: &kaching_core::wire::relay::ClusterRow| {
+        r.anomalies
+            .iter()
+            .map(|a| a.detail.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(details(&of["lic-many"].0[2]), ["second", "first"]);
+    assert_eq!(details(&of["lic-few"].0[0]), ["third"]);
+    assert!(of["lic-many"].0[1].anomalies.is_empty());
+    // The same rows as the API's read of one license.
+    let api = s
+        .clusters(Some("lic-many".into()), String::new(), 5)
+        .await
+        .unwrap();
+    assert_eq!(api, of["lic-many"].0);
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn clusters_of_the_shown_licenses_in_one_read_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), false).await;
+    clusters_of_the_shown_licenses_in_one_read(s, Rows::Lite(dir.path().into())).await;
+}
+
+#[tokio::test]
+async fn clusters_of_the_shown_licenses_in_one_read_on_postgres() {
+    let Some(pg) = common::postgres::fresh().await else {
+        return;
+    };
+    let s = storage::open(&Database::Postgres(pg.url.clone()), 64, false)
+        .await
+        .unwrap();
+    clusters_of_the_shown_licenses_in_one_read(s, Rows::Pg(pg.client().await)).await;
+}
+
 /// How a relay of the release before recorded a heartbeat's hour (the
 /// upsert it runs, per backend), with literal values: hour 0, nodes 9,
 /// relay time `H` + 20, quotas `{"api_calls":99}`.

@@ -60,6 +60,15 @@ pub enum Ask {
         /// Requests per license.
         newest: u32,
     },
+    /// The first `first` clusters of each of `licenses` (the ones a page
+    /// shows) by cluster id, each with its latest signs of rollback, and
+    /// whether the license has more: two statements for the whole page.
+    ClustersOf {
+        /// The licenses.
+        licenses: Vec<String>,
+        /// Clusters per license.
+        first: u32,
+    },
     /// Every stored revocation list version.
     Lists,
     /// The audit chain's verification and its latest `latest` rows.
@@ -213,6 +222,9 @@ pub enum Answer {
     /// See [`Ask::Inbox`]: the page's requests with their customer (empty
     /// when the relay holds no such license), and how many in all.
     Inbox(Vec<(UpgradeRow, String)>, u64),
+    /// See [`Ask::ClustersOf`]: license → (its first clusters, whether
+    /// it has more).
+    ClustersOf(BTreeMap<String, (Vec<ClusterRow>, bool)>),
     /// See [`Ask::UpgradesOf`]: license → (its newest requests, how many).
     UpgradesOf(BTreeMap<String, (Vec<UpgradeRow>, u64)>),
     /// See [`Ask::Lists`], newest first.
@@ -330,6 +342,30 @@ const INBOX_OF: &str = "SELECT u.license_id, u.cluster_id, u.requested_tier, u.m
      WHERE u.license_id = $1 ORDER BY u.id DESC LIMIT $2 OFFSET $3";
 const INBOX_COUNT_ALL: &str = "SELECT count(*) FROM upgrade_requests";
 const INBOX_COUNT_OF: &str = "SELECT count(*) FROM upgrade_requests WHERE license_id = $1";
+// The licenses page: each shown license's first `?2` clusters by id (byte
+// order on both backends), found through `clusters_by_license`, and their
+// signs of rollback.
+const CLUSTERS_OF_SQLITE: &str =
+    "SELECT c.cluster_id, c.license_id, c.hostname, c.status, c.activated_at,
+            c.last_seen, c.last_seq, c.heartbeats, c.state, c.active_nodes, c.quotas,
+            c.verifier_version, c.report_seq
+     FROM (SELECT cluster_id, row_number() OVER (PARTITION BY license_id ORDER BY cluster_id) AS n
+           FROM clusters WHERE license_id IN (SELECT value FROM json_each(?1))) k
+     JOIN clusters c ON c.cluster_id = k.cluster_id
+     WHERE k.n <= ?2 ORDER BY c.cluster_id";
+const CLUSTERS_OF_PG: &str =
+    "SELECT c.cluster_id, c.license_id, c.hostname, c.status, c.activated_at,
+            c.last_seen, c.last_seq, c.heartbeats, c.state, c.active_nodes, c.quotas,
+            c.verifier_version, c.report_seq
+     FROM (SELECT cluster_id,
+                  row_number() OVER (PARTITION BY license_id ORDER BY cluster_id COLLATE \"C\") AS n
+           FROM clusters WHERE license_id = ANY($1::TEXT[])) k
+     JOIN clusters c ON c.cluster_id = k.cluster_id
+     WHERE k.n <= $2 ORDER BY c.cluster_id COLLATE \"C\"";
+const CLUSTER_ANOMALIES_SQLITE: &str = "SELECT cluster_id, at, kind, detail FROM anomalies
+     WHERE cluster_id IN (SELECT value FROM json_each(?1)) ORDER BY cluster_id, id DESC";
+const CLUSTER_ANOMALIES_PG: &str = "SELECT cluster_id, at, kind, detail FROM anomalies
+     WHERE cluster_id = ANY($1::TEXT[]) ORDER BY cluster_id COLLATE \"C\", id DESC";
 // The licenses page: each shown license's newest `?2` requests and its
 // count, read through the `(license_id, …)` key.
 const UPGRADES_OF_SQLITE: &str = "SELECT license_id, cluster_id, requested_tier, message, time,
@@ -769,6 +805,26 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
             }
             Answer::UpgradesOf(out)
         }
+        Ask::ClustersOf { licenses, first } => {
+            let ids = serde_json::to_string(&licenses).map_err(ApiError::internal)?;
+            let mut rows: Vec<ClusterRow> = c
+                .prepare_cached(CLUSTERS_OF_SQLITE)?
+                .query_map(
+                    rusqlite::params![ids, first.saturating_add(1)],
+                    crate::storage::sqlite::cluster_row,
+                )?
+                .collect::<Result<_, _>>()?;
+            let clusters: Vec<&str> = rows.iter().map(|r| r.cluster_id.as_str()).collect();
+            let clusters = serde_json::to_string(&clusters).map_err(ApiError::internal)?;
+            let found = c
+                .prepare_cached(CLUSTER_ANOMALIES_SQLITE)?
+                .query_map([clusters], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            crate::storage::attach_anomalies(&mut rows, found);
+            Answer::ClustersOf(by_license(rows, first))
+        }
         Ask::Lists => Answer::Lists(
             c.prepare_cached(LISTS)?
                 .query_map([], |r| {
@@ -824,6 +880,21 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
 
 fn uint(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+/// Each license's clusters (in cluster-id order, at most `first` + 1 read)
+/// cut to `first`, and whether there were more.
+fn by_license(rows: Vec<ClusterRow>, first: u32) -> BTreeMap<String, (Vec<ClusterRow>, bool)> {
+    let mut out: BTreeMap<String, (Vec<ClusterRow>, bool)> = BTreeMap::new();
+    for r in rows {
+        let e = out.entry(r.license_id.clone()).or_default();
+        if e.0.len() < first as usize {
+            e.0.push(r);
+        } else {
+            e.1 = true;
+        }
+    }
+    out
 }
 
 /// A row of the trends statements: license, hour, then either heartbeats
@@ -988,6 +1059,27 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
                 e.0.push(row);
             }
             Answer::UpgradesOf(out)
+        }
+        Ask::ClustersOf { licenses, first } => {
+            let c = pool.get().await?;
+            let mut rows: Vec<ClusterRow> = c
+                .query(
+                    CLUSTERS_OF_PG,
+                    &[&licenses, &i64::from(first.saturating_add(1))],
+                )
+                .await?
+                .iter()
+                .map(crate::storage::postgres::cluster_row)
+                .collect();
+            let clusters: Vec<&str> = rows.iter().map(|r| r.cluster_id.as_str()).collect();
+            let found = c
+                .query(CLUSTER_ANOMALIES_PG, &[&clusters])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), uint(r.get(1)), r.get(2), r.get(3)))
+                .collect();
+            crate::storage::attach_anomalies(&mut rows, found);
+            Answer::ClustersOf(by_license(rows, first))
         }
         Ask::Propagation { since } => {
             let since = i64::try_from(since).unwrap_or(i64::MAX);

@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
 use kaching_core::time::rfc3339;
-use kaching_core::wire::relay::ClusterRow;
 use kaching_kit::web::components::{self as ui, Tone};
 use kaching_kit::web::{html, page, urlencode, Assets, Nav};
 use maud::{html as markup, Markup};
@@ -386,23 +385,6 @@ pub(crate) async fn licenses_live(
     fragment(licenses_region(&c, &licenses_ask(q)).await)
 }
 
-/// The clusters of `license` the licenses page lists: the first
-/// [`CLUSTERS_PER_LICENSE`] by id, and whether there are more.
-async fn clusters_of(c: &Console, license: &str) -> Result<(Vec<ClusterRow>, bool), Response> {
-    let mut rows =
-        c.st.storage
-            .clusters(
-                Some(license.to_string()),
-                String::new(),
-                CLUSTERS_PER_LICENSE + 1,
-            )
-            .await
-            .map_err(unavailable)?;
-    let more = rows.len() > CLUSTERS_PER_LICENSE as usize;
-    rows.truncate(CLUSTERS_PER_LICENSE as usize);
-    Ok((rows, more))
-}
-
 /// The licenses page's live region: renewals at risk over every license,
 /// then one page of licenses in full, each with its own clusters (read by
 /// license, so the page costs the same with 100 clusters or 100 000).
@@ -426,10 +408,18 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
         },
     )
     .await?;
-    let mut clusters = BTreeMap::new();
-    for l in &shown {
-        clusters.insert(l.license_id.clone(), clusters_of(c, &l.license_id).await?);
-    }
+    let clusters = match ask(
+        c,
+        Ask::ClustersOf {
+            licenses: shown.iter().map(|l| l.license_id.clone()).collect(),
+            first: CLUSTERS_PER_LICENSE,
+        },
+    )
+    .await?
+    {
+        Answer::ClustersOf(m) => m,
+        _ => BTreeMap::new(),
+    };
     let (first_hour, last_hour) = view::hours(t, BUCKETS);
     let hours = match ask(
         c,
