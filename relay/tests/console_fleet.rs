@@ -463,14 +463,7 @@ async fn licenses_page_sparklines_count_every_hour_of_a_busy_fleet() {
         "quota lines and listed clusters"
     );
     assert!(full.contains("334 license(s) expire in the next 30 days. The 20 soonest"));
-    let assets = [
-        http.get(r.url("/console/assets/kaching.css")),
-        http.get(r.url("/console/assets/live.js")),
-    ];
-    let mut weight = full.len();
-    for a in assets {
-        weight += a.send().await.unwrap().bytes().await.unwrap().len();
-    }
+    let weight = with_assets(&http, &r, &full).await;
     eprintln!("licenses page weight: {weight} bytes with the stylesheet and script");
     assert!(weight < 100 * 1024, "{weight} bytes");
     r.stop().await;
@@ -557,18 +550,7 @@ async fn upgrade_requests_page_by_license_and_stay_within_the_budget() {
         one.contains(r#"data-live="/console/inbox/live?license=lic-00000000""#),
         "{one}"
     );
-    let mut weight = inbox.len();
-    for a in ["/console/assets/kaching.css", "/console/assets/live.js"] {
-        weight += http
-            .get(r.url(a))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-            .len();
-    }
+    let weight = with_assets(&http, &r, &inbox).await;
     eprintln!("inbox page weight: {weight} bytes with the stylesheet and script");
     assert!(weight < 100 * 1024, "{weight} bytes");
     r.stop().await;
@@ -625,6 +607,24 @@ async fn signed_in(
     (r, cookie)
 }
 
+/// The bytes of `page` with the console's stylesheet and script: what the
+/// 100 KiB budget counts.
+async fn with_assets(http: &reqwest::Client, r: &Relay, page: &str) -> usize {
+    let mut weight = page.len();
+    for a in ["/console/assets/kaching.css", "/console/assets/live.js"] {
+        weight += http
+            .get(r.url(a))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len();
+    }
+    weight
+}
+
 /// A console page fetched with a session cookie; it must answer 200.
 async fn page_as(http: &reqwest::Client, url: String, cookie: &str) -> String {
     let resp = http
@@ -660,28 +660,10 @@ async fn bench_fleet_page_at_10k_and_100k_clusters() {
         seed_sqlite(&path, n);
         // A day of heartbeats once a minute (the licenses page's sparklines).
         seed_hours_sqlite(&path, now(), 30);
-        let admin = {
-            let mut conn = kaching_relay::db::open_and_migrate(&path).unwrap();
-            kaching_relay::tokens::create(
-                &mut conn,
-                kaching_relay::tokens::Scope::Admin,
-                "bench",
-                now(),
-            )
-            .unwrap()
-        };
+        let (r, cookie) = signed_in(dir, cfg, &path).await;
         let s = storage::open(&Database::Sqlite(path.clone()), 64, false)
             .await
             .unwrap();
-        let r = Relay::start_with(dir, cfg).await;
-        let cookie = format!(
-            "kaching_session={}",
-            kaching_relay::console::session::issue(
-                "bench",
-                &kaching_relay::tokens::hash(&admin),
-                now()
-            )
-        );
         let http = reqwest::Client::new();
         for (label, f, query) in [
             ("first page", filter("", "", false, 0), ""),

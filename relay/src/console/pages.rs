@@ -408,10 +408,12 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
         },
     )
     .await?;
+    // The shown licenses' clusters, hours and upgrade requests.
+    let ids: Vec<String> = shown.iter().map(|l| l.license_id.clone()).collect();
     let clusters = match ask(
         c,
         Ask::ClustersOf {
-            licenses: shown.iter().map(|l| l.license_id.clone()).collect(),
+            licenses: ids.clone(),
             first: CLUSTERS_PER_LICENSE,
         },
     )
@@ -424,7 +426,7 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
     let hours = match ask(
         c,
         Ask::Trends {
-            licenses: shown.iter().map(|l| l.license_id.clone()).collect(),
+            licenses: ids.clone(),
             first_hour,
             last_hour,
         },
@@ -437,7 +439,7 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
     let upgrades = match ask(
         c,
         Ask::UpgradesOf {
-            licenses: shown.iter().map(|l| l.license_id.clone()).collect(),
+            licenses: ids,
             newest: UPGRADES_PER_LICENSE,
         },
     )

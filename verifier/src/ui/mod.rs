@@ -140,7 +140,7 @@ async fn gate(State(ui): State<Ui>, req: Request, next: Next) -> Response {
 /// requests and the lease TTL (a lease's last renewal is its expiry minus it).
 async fn lists(ui: &Ui) -> Result<(NodeList, UpgradeList, u64), Response> {
     let got = admin::on_engine(ui, |e, now| {
-        let nodes: Result<NodeList, String> = Ok(e.soonest_nodes(now, page::NODES_SHOWN));
+        let nodes = e.soonest_nodes(now, page::NODES_SHOWN);
         let upgrades = match e.list_upgrades() {
             Ok(Outcome::Upgrades(u)) => Ok(u),
             Ok(_) => Err("the engine did not list the upgrade requests; retry".to_string()),
@@ -152,8 +152,8 @@ async fn lists(ui: &Ui) -> Result<(NodeList, UpgradeList, u64), Response> {
     })
     .await?;
     match got {
-        (Ok(n), Ok(u), ttl) => Ok((n, u, ttl)),
-        (Err(why), _, _) | (_, Err(why), _) => Err(problem(
+        (n, Ok(u), ttl) => Ok((n, u, ttl)),
+        (_, Err(why), _) => Err(problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable.",
             &why,
