@@ -13,22 +13,31 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 /// Completes on SIGTERM (what systemd and `kill` send) or Ctrl-C (SIGINT).
-/// Where SIGTERM cannot be watched, Ctrl-C alone.
-pub async fn signal() {
+/// The handlers are installed when this is called, not when the future is
+/// first polled: call it before the daemon announces its address, so a
+/// SIGTERM sent as soon as it answers stops it cleanly instead of killing
+/// it. Where SIGTERM cannot be watched, Ctrl-C alone.
+pub fn signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+        signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+            .ok()
+    };
+    async move {
+        #[cfg(unix)]
+        if let Some((mut term, mut int)) = handlers {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = int.recv() => {}
             }
             return;
         }
-    }
-    // No handler could be installed: a failure to listen is no reason to stop.
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+        // No handler could be installed: a failure to listen is no reason to stop.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -290,6 +290,21 @@ fn standard_license() -> Vec<u8> {
 // ---------------------------------------------------------------------------
 // 1. Special files at the watched paths.
 
+/// A SIGTERM sent the moment the daemon announces its address (a service
+/// manager stopping it right after start) stops it cleanly: the handler is
+/// installed before the announcement, not when the shutdown future is
+/// first polled after start-up (the daemon was killed by the signal then).
+#[test]
+fn sigterm_right_after_the_address_is_announced_stops_cleanly() {
+    for _ in 0..5 {
+        let (dir, cfg) = setup(Some(&standard_license()));
+        let conf = write_config(dir.path(), &cfg, "");
+        let mut d = Proc::start(dir.path(), &conf);
+        let (st, _) = d.terminate(BOUND);
+        assert!(st.success(), "{st:?}; log:\n{}", d.logs());
+    }
+}
+
 #[test]
 fn attack_fifo_at_license_path_at_startup() {
     let (dir, cfg) = setup(Some(&standard_license()));

@@ -58,6 +58,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
     config.tier_catalog()?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
+        // Before the address is announced: a SIGTERM from then on stops cleanly.
+        let signalled = kaching_kit::shutdown::signal();
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| {
@@ -68,7 +70,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             })?;
         kaching_kit::serve::announce(&listener)?;
         let shutdown = async {
-            kaching_kit::shutdown::signal().await;
+            signalled.await;
             tracing::info!("shutting down");
         };
         kaching_relay::run(listener, config, shutdown).await

@@ -252,6 +252,8 @@ fn run_daemon(cfg: Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let shutdown_timeout = cfg.shutdown_timeout;
     let result = rt.block_on(async move {
+        // Before the address is announced: a SIGTERM from then on stops cleanly.
+        let signalled = kaching_kit::shutdown::signal();
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| {
@@ -264,7 +266,7 @@ fn run_daemon(cfg: Config) -> anyhow::Result<()> {
         kaching_kit::serve::announce(&listener)?;
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
-            kaching_kit::shutdown::signal().await;
+            signalled.await;
             let _ = signalled_tx.send(());
         };
         // `run` bounds its own shutdown by shutdown_timeout; this is the
