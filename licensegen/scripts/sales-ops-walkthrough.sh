@@ -41,7 +41,7 @@ SHOWRC=1 step "licensegen verify $INITECH"
 step 'licensegen inspect ../from-umbrella/activation.asc'
 step 'licensegen issue --customer "Umbrella Health" --tier standard --bind ../from-umbrella/activation.asc'
 UMB_ID=$(lastid)
-step 'licensegen issue --customer "Hooli" --tier enterprise --heartbeat 5m --offline-grace 3d --quota search_requests=2000000/day --feature enterprise-support'
+step 'licensegen issue --customer "Hooli" --tier enterprise --heartbeat 5min --offline-grace 3d --quota search_requests=2000000/day --feature enterprise-support'
 HOOLI_ID=$(lastid); HOOLI=licenses/$(ls licenses | grep hooli)
 step 'licensegen ledger list'
 step "licensegen upgrade ${GLOBEX_ID:0:8} --tier standard --expires 365d"

@@ -356,7 +356,8 @@ fn parse_role(s: &str) -> Result<kaching_core::root::Role, String> {
 /// License terms that override tier defaults.
 #[derive(Debug, Args, Default, Clone)]
 pub struct Terms {
-    /// Expiry: a date (2027-12-31, 00:00 UTC) or a duration from now (365d, 1y)
+    /// Expiry: a date (2027-12-31, 00:00 UTC) or a duration from now (365d, 1y,
+    /// 12months; at least one day; `m` alone is refused: write months or min)
     #[arg(long, value_name = "DATE|DURATION")]
     pub expires: Option<String>,
     /// Node limit
@@ -386,7 +387,7 @@ pub struct Terms {
     /// Bind to the cluster of a signed activation request file
     #[arg(long, value_name = "REQUEST_FILE")]
     pub bind: Option<PathBuf>,
-    /// Connected license: heartbeat interval (with --offline-grace)
+    /// Connected license: heartbeat interval, e.g. 5min (with --offline-grace)
     #[arg(long, value_name = "DURATION", requires = "offline_grace")]
     pub heartbeat: Option<String>,
     /// Connected license: how long the cluster may run without the relay
@@ -528,8 +529,11 @@ pub struct RevokeArgs {
     /// How long the signed revocation list stays fresh before verifiers need a newer one:
     /// duration or date [default: revocation_validity in kaching.toml]. Not how long the
     /// suspension or revocation lasts
-    #[arg(long, alias = "expires", value_name = "DURATION|DATE")]
+    #[arg(long, value_name = "DURATION|DATE")]
     pub list_valid_for: Option<String>,
+    /// Refused with an explanation: a suspension does not end by itself
+    #[arg(long, hide = true, value_name = "DURATION|DATE")]
+    pub expires: Option<String>,
     /// Sign with this key of the root's revoker role instead of the vendor
     /// key (made by `key new`, given the role by `role add revoker`)
     #[arg(long, env = "KACHING_REVOKER_KEY", value_name = "KEY_FILE")]
@@ -581,7 +585,7 @@ pub enum LedgerCommand {
         /// Only customers whose name or id contains this text
         #[arg(long)]
         customer: Option<String>,
-        /// Only licenses in force that expire within DURATION (e.g. 30d), soonest first
+        /// Only licenses in force that expire within DURATION (e.g. 30d, 2months), soonest first
         #[arg(long, value_name = "DURATION")]
         expiring_within: Option<String>,
         /// Print JSON

@@ -84,10 +84,39 @@ pub fn import(
     let out = receipt_opts
         .out
         .map_or_else(|| default_receipt_path(path), Path::to_path_buf);
+    let chosen = receipt_opts.out.is_some();
+    // A chosen --receipt never replaces a file, except the same receipt
+    // written by an earlier import of this report.
+    let taken = || {
+        crate::error::usage(format!(
+            "{} already exists: pick another --receipt name, or delete the file first if it is an old receipt you no longer need",
+            out.display()
+        ))
+    };
+    if chosen && out.exists() {
+        let begin = format!("-----BEGIN {}-----", DocKind::Receipt.armor_label());
+        if !std::fs::read(&out).is_ok_and(|b| b.starts_with(begin.as_bytes())) {
+            return Err(taken());
+        }
+    }
     let mut written = None;
     let mut deliver = |bytes: &[u8]| -> Result<()> {
-        crate::fsutil::write_atomic(&out, armor(DocKind::Receipt, bytes).as_bytes(), false)
-            .with_context(|| format!("cannot write the receipt to {}", out.display()))?;
+        let text = armor(DocKind::Receipt, bytes);
+        if chosen {
+            match kaching_kit::fs::write_new(&out, text.as_bytes(), false) {
+                Err(kaching_kit::fs::WriteError::Exists { .. })
+                    if std::fs::read(&out).ok().as_deref() != Some(text.as_bytes()) =>
+                {
+                    return Err(taken())
+                }
+                Err(kaching_kit::fs::WriteError::Exists { .. }) => {}
+                other => other
+                    .with_context(|| format!("cannot write the receipt to {}", out.display()))?,
+            }
+        } else {
+            crate::fsutil::write_atomic(&out, text.as_bytes(), false)
+                .with_context(|| format!("cannot write the receipt to {}", out.display()))?;
+        }
         written = Some(out.clone());
         Ok(())
     };
@@ -244,6 +273,12 @@ pub fn import_document(
             }
         }
     }
+    // Another import of the same report may have signed its receipt while
+    // this one waited for the lock: hand out that one.
+    let stored_receipt = match stored_receipt {
+        Some(bytes) => Some(bytes),
+        None => ledger::receipt_for(&tx, &sha)?,
+    };
     let receipt_bytes = match (stored_receipt, key) {
         (Some(bytes), _) => Some(bytes),
         (None, Some(key)) => match Receipt::for_report(&report, hash, now) {

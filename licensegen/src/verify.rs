@@ -29,6 +29,9 @@ pub struct VerifyContext {
     pub cluster: Option<String>,
     /// The time to judge at.
     pub at: Timestamp,
+    /// The keys are this vendor directory's (kid of its current key), not
+    /// a `--pubkey` file: a foreign signature is another vendor's license.
+    pub vendor_kid: Option<String>,
 }
 
 /// The result of `verify`.
@@ -68,7 +71,16 @@ pub fn simulate(path: &Path, ctx: &VerifyContext, snapshot: &Snapshot) -> Result
             v.license.cluster.clone(),
         ),
         Err(e) => {
-            rejected = e.to_string();
+            rejected = match (e, &ctx.vendor_kid) {
+                _ if input.iter().all(u8::is_ascii_whitespace) => format!(
+                    "{} is empty: it is not a license file (check that you picked the right file)",
+                    path.display()
+                ),
+                (kaching_core::Error::UnknownKey(kid), Some(ours)) => format!(
+                    "signed by a different vendor key ({kid}) than this vendor directory's ({ours}): it is another vendor's license, or was signed in another vendor directory"
+                ),
+                _ => e.to_string(),
+            };
             (LicenseInput::Rejected(&rejected), None)
         }
     };

@@ -55,7 +55,7 @@ fn verify_context(ctx: &Ctx<'_>, j: &JudgeArgs) -> Result<VerifyContext> {
                 .list,
         ),
         // Never fall back to "no revocations" when the vendor's list cannot be read.
-        (None, Some(v)) => crate::revocations::current(v, &Ledger::open(&v.path(LEDGER_FILE))?)?,
+        (None, Some(v)) => crate::revocations::current(v, &Ledger::open_to_read(&v.path(LEDGER_FILE))?)?,
         (None, None) => None,
     };
     let at = match &j.at {
@@ -74,6 +74,10 @@ fn verify_context(ctx: &Ctx<'_>, j: &JudgeArgs) -> Result<VerifyContext> {
             .map_or_else(|| "bzzz".to_string(), |v| v.config.audience.clone()),
         cluster: j.cluster.clone(),
         at,
+        vendor_kid: match (&j.pubkey, &vendor) {
+            (None, Some(v)) => v.public_key().ok().map(|k| k.kid().to_hex()),
+            _ => None,
+        },
     })
 }
 
@@ -146,7 +150,7 @@ struct Detail<'a> {
 
 pub(super) fn ledger(ctx: &Ctx<'_>, l: &LedgerCommand) -> Result<u8> {
     let v = ctx.vendor()?;
-    let ledger = Ledger::open(&v.path(LEDGER_FILE))?;
+    let ledger = Ledger::open_to_read(&v.path(LEDGER_FILE))?;
     let list = crate::revocations::current(&v, &ledger)?;
     let now = crate::fsutil::now();
     match l {
@@ -340,7 +344,7 @@ pub(super) fn true_up(ctx: &Ctx<'_>, a: &TrueUpArgs) -> Result<u8> {
         None => crate::fsutil::now(),
     };
     let v = ctx.vendor()?;
-    let ledger = Ledger::open(&v.path(LEDGER_FILE))?;
+    let ledger = Ledger::open_to_read(&v.path(LEDGER_FILE))?;
     let license = a
         .license
         .as_deref()

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use kaching_core::time::{human_duration, rfc3339, Timestamp};
-use kaching_core::TierCatalog;
+use kaching_core::{LicenseId, TierCatalog};
 
 use super::Ctx;
 use crate::cli::{IssueArgs, ReissueArgs, Terms};
@@ -70,16 +70,25 @@ pub(super) fn issue(ctx: &Ctx<'_>, a: &IssueArgs) -> Result<u8> {
             vec![r]
         }
     };
-    // Build and check every license before the passphrase is asked for.
+    // Build and check every license, and where each goes, before the
+    // passphrase is asked for: a batch issues all or nothing.
     let mut jobs: Vec<(Built, bool, Option<PathBuf>)> = Vec::new();
+    let mut targets = std::collections::BTreeSet::new();
     for r in &requests {
         check_out(r.out.as_ref())?;
         let built = build(r, Mode::New, &catalog, &v.config, now)?;
-        jobs.push((
-            built,
-            r.armor.unwrap_or(a.armor || v.config.armor),
-            r.out.clone(),
-        ));
+        let armored = r.armor.unwrap_or(a.armor || v.config.armor);
+        let path = issue::planned_path(&v, &built.license, armored, r.out.as_deref());
+        if path.exists() {
+            crate::fsutil::check_new_file(&path)?;
+        }
+        if !targets.insert(std::path::absolute(&path).unwrap_or_else(|_| path.clone())) {
+            return Err(crate::error::usage(format!(
+                "two licenses of the batch would both be written to {}: give each its own `out` (nothing was issued)",
+                path.display()
+            )));
+        }
+        jobs.push((built, armored, r.out.clone()));
     }
     let key = ctx.issuer(&v)?;
     let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
@@ -124,7 +133,12 @@ pub(super) fn reissue(ctx: &Ctx<'_>, a: &ReissueArgs, upgrade: bool) -> Result<u
         armored,
         a.out.as_deref(),
         now,
-    )?;
+    )
+    .map_err(|e| match e.downcast_ref::<ledger::AlreadyReplaced>() {
+        // Another upgrade or renewal of the same license won the race.
+        Some(r) => already_replaced(&r.old, &r.by, upgrade),
+        None => e,
+    })?;
     print_issued(&issued)?;
     Ok(crate::exit::OK)
 }
@@ -162,12 +176,11 @@ pub(crate) fn plan_reissue(
             )))
         }
         LedgerState::Superseded => {
-            return Err(crate::error::usage(format!(
-                "license {} was already replaced by {}: {} that one instead",
-                rec.id,
-                rec.superseded_by.map(|s| s.to_string()).unwrap_or_default(),
-                if upgrade { "upgrade" } else { "renew" }
-            )))
+            return Err(already_replaced(
+                &rec.id,
+                &rec.superseded_by.map(|s| s.to_string()).unwrap_or_default(),
+                upgrade,
+            ))
         }
         LedgerState::Suspended => notes.push(format!(
             "note: license {} is suspended; the new license is not (suspend it too if that is intended)",
@@ -182,11 +195,21 @@ pub(crate) fn plan_reissue(
         Mode::Renew(&old)
     };
     let built = build(r, mode, catalog, &v.config, now)?;
+    if upgrade {
+        notes.extend(issue::lowered_limits(&old, &built.license, r));
+    }
     Ok(Reissue {
         built,
         was_armored: rec.path.ends_with(".asc"),
         notes,
     })
+}
+
+fn already_replaced(old: &LicenseId, by: &str, upgrade: bool) -> anyhow::Error {
+    crate::error::usage(format!(
+        "license {old} was already replaced by {by}: {} that one instead",
+        if upgrade { "upgrade" } else { "renew" }
+    ))
 }
 
 fn print_issued(i: &Issued) -> Result<()> {

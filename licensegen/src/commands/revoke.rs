@@ -38,6 +38,13 @@ pub(crate) fn deadline(text: Option<&str>, now: Timestamp) -> Result<Option<Time
 }
 
 fn change(ctx: &Ctx<'_>, a: &RevokeArgs, status: Option<RevocationStatus>) -> Result<u8> {
+    if let Some(e) = &a.expires {
+        return Err(crate::error::usage(format!(
+            "--expires {e}: a suspension does not end by itself (and a revocation never does): \
+             run `licensegen reinstate ID` when it should end. To set how long the signed \
+             revocation list stays fresh, use --list-valid-for {e}"
+        )));
+    }
     let v = ctx.vendor()?;
     let now = crate::fsutil::now();
     let expires = deadline(a.list_valid_for.as_deref(), now)?;

@@ -275,7 +275,45 @@ fn apply_overrides(
             rfc3339(lic.expires_at)
         )));
     }
+    if let Some(e) = req.expires.as_deref() {
+        if lic.expires_at < lic.issued_at.saturating_add(DAY) {
+            return Err(usage(format!(
+                "expiry {e:?} ({}) is less than a day away: a license runs at least one day; for months write e.g. 12months",
+                rfc3339(lic.expires_at)
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Notes for an upgrade that lowers a node limit or a quota the old license
+/// had (the new tier's defaults replace negotiated terms `req` does not set).
+pub fn lowered_limits(old: &License, new: &License, req: &LicenseRequest) -> Vec<String> {
+    let mut notes = Vec::new();
+    let tier = &new.tier;
+    let set_by_user = |name: &str| {
+        req.quotas
+            .iter()
+            .chain(&req.custom_quotas)
+            .any(|q| q.split('=').next().map(str::trim) == Some(name))
+    };
+    if req.nodes.is_none() && new.limits.max_nodes < old.limits.max_nodes {
+        notes.push(format!(
+            "note: nodes {} → {} (the {tier} tier's default); pass --nodes {} to keep it",
+            old.limits.max_nodes, new.limits.max_nodes, old.limits.max_nodes
+        ));
+    }
+    for (name, q) in &old.quotas {
+        if let Some(n) = new.quotas.get(name).filter(|_| !set_by_user(name)) {
+            if n.period == q.period && n.limit < q.limit {
+                notes.push(format!(
+                    "note: quota {name} {}/{} → {}/{} (the {tier} tier's default); pass --quota {name}={}/{} to keep it",
+                    q.limit, q.period, n.limit, n.period, q.limit, q.period
+                ));
+            }
+        }
+    }
+    notes
 }
 
 /// Verifies an activation request (`what` names it in the refusal): the
@@ -334,11 +372,12 @@ pub fn parse_expiry(text: &str, now: Timestamp) -> Result<Timestamp> {
     if let Some(t) = parse_rfc3339(text) {
         return Ok(t);
     }
+    crate::vendor_dir::refuse_bare_m(text)?;
     humantime::parse_duration(text.trim())
         .map(|d| now.saturating_add(d.as_secs()))
         .map_err(|_| {
             usage(format!(
-                "cannot read expiry {text:?}: use a date (2027-12-31) or a duration (365d, 1y)"
+                "cannot read expiry {text:?}: use a date (2027-12-31) or a duration (365d, 1y, 12months)"
             ))
         })
 }
@@ -523,5 +562,24 @@ mod tests {
             .to_string()
             .starts_with("expiry 2020-01-01T00:00:00Z is in the past"));
         assert_eq!(parse_expiry("1y", NOW).unwrap(), NOW + 31_557_600);
+    }
+
+    #[test]
+    fn expiry_in_minutes_is_refused() {
+        let cat = TierCatalog::builtin();
+        let mut r = req("A", "standard");
+        r.expires = Some("12m".into());
+        let e = build(&r, Mode::New, &cat, &config(), NOW).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`12m` is ambiguous: write `12months` or `12min`"
+        );
+        r.expires = Some("12min".into());
+        let e = build(&r, Mode::New, &cat, &config(), NOW).unwrap_err();
+        assert!(e.to_string().starts_with("expiry \"12min\" ("), "{e}");
+        assert!(e.to_string().contains("is less than a day away"), "{e}");
+        r.expires = Some("12months".into());
+        let l = build(&r, Mode::New, &cat, &config(), NOW).unwrap().license;
+        assert_eq!(l.expires_at, NOW + 12 * 2_630_016);
     }
 }

@@ -11,7 +11,9 @@ use kaching_core::time::Timestamp;
 use kaching_core::{armor, verify_license, DocKind, License, LicenseId, SecretKey, TrustedKeys};
 use rusqlite::TransactionBehavior;
 
-pub use build::{build, check_activation_request, find_tier, parse_expiry, slug, Built, Mode};
+pub use build::{
+    build, check_activation_request, find_tier, lowered_limits, parse_expiry, slug, Built, Mode,
+};
 pub use request::{read_spec, LicenseRequest};
 
 use crate::ledger::{self, Ledger, LicenseRecord};
@@ -48,11 +50,15 @@ pub fn sign_and_record(
     } else {
         bytes
     };
-    let path = match out {
-        Some(p) => p.to_path_buf(),
-        None => default_path(vendor, &license, armored)?,
-    };
+    let path = planned_path(vendor, &license, armored, out);
+    if out.is_none() {
+        let dir = vendor.path(LICENSES_DIR);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     crate::fsutil::write_new(&path, &file, false)?;
+    // Recorded absolute, so `ledger show` and the desk find it from any folder.
+    let recorded_path = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
     let record = LicenseRecord {
         id: license.id,
         customer: license.customer.clone(),
@@ -68,7 +74,7 @@ pub fn sign_and_record(
         kid: key.public().kid().to_hex(),
         file_sha256: ledger::sha256_hex(&file),
         file,
-        path: path.display().to_string(),
+        path: recorded_path.display().to_string(),
     };
     let recorded = record_issue(ledger, &record, &built.notes, now);
     if recorded.is_err() {
@@ -113,16 +119,33 @@ fn record_issue(
     Ok(())
 }
 
-fn default_path(vendor: &VendorDir, license: &License, armored: bool) -> Result<PathBuf> {
-    let dir = vendor.path(LICENSES_DIR);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// Where a license goes: `out`, or `licenses/<customer id>-<id>.license`
+/// in the vendor directory (the customer id cut to fit a file name; the id
+/// keeps it unique).
+pub fn planned_path(
+    vendor: &VendorDir,
+    license: &License,
+    armored: bool,
+    out: Option<&Path>,
+) -> PathBuf {
+    if let Some(p) = out {
+        return p.to_path_buf();
+    }
     let ext = if armored { "license.asc" } else { "license" };
-    Ok(dir.join(format!(
+    let name: String = slug(&license.customer_id)
+        .chars()
+        .take(MAX_NAME_IN_FILE)
+        .collect();
+    vendor.path(LICENSES_DIR).join(format!(
         "{}-{}.{ext}",
-        slug(&license.customer_id),
+        name.trim_end_matches('-'),
         short_id(&license.id)
-    )))
+    ))
 }
+
+/// Characters of the customer id kept in a default file name (file
+/// systems allow 255 bytes per name).
+const MAX_NAME_IN_FILE: usize = 64;
 
 /// The first 8 hex digits of an id, as shown in file names.
 pub fn short_id(id: &LicenseId) -> String {

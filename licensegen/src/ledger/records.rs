@@ -177,17 +177,54 @@ pub fn insert_license(
     add_event(conn, &rec.id, now, "issued", detail)
 }
 
-/// Marks `old` as replaced by `new`.
+/// Another license replaced `old` first (two upgrades or renewals raced).
+#[derive(Debug)]
+pub struct AlreadyReplaced {
+    /// The license both tried to replace.
+    pub old: LicenseId,
+    /// The license that replaced it.
+    pub by: String,
+}
+
+impl std::fmt::Display for AlreadyReplaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "license {} was already replaced by {}: upgrade or renew that one instead",
+            self.old, self.by
+        )
+    }
+}
+
+impl std::error::Error for AlreadyReplaced {}
+
+/// Marks `old` as replaced by `new`, unless another license replaced it
+/// first ([`AlreadyReplaced`]): run inside the transaction recording `new`,
+/// so of two racing replacements exactly one wins.
 pub fn mark_superseded(
     conn: &Connection,
     old: &LicenseId,
     new: &LicenseId,
     now: Timestamp,
 ) -> Result<()> {
-    conn.execute(
-        "UPDATE licenses SET superseded_by = ?1 WHERE id = ?2",
+    let changed = conn.execute(
+        "UPDATE licenses SET superseded_by = ?1 WHERE id = ?2 AND superseded_by IS NULL",
         params![new.to_string(), old.to_string()],
     )?;
+    if changed == 0 {
+        let by: Option<String> = conn
+            .query_row(
+                "SELECT superseded_by FROM licenses WHERE id = ?1",
+                [old.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        return Err(anyhow::Error::new(AlreadyReplaced {
+            old: *old,
+            by: by.unwrap_or_else(|| "another license".into()),
+        }));
+    }
     add_event(conn, old, now, "superseded", &format!("replaced by {new}"))
 }
 

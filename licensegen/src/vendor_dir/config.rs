@@ -105,15 +105,43 @@ fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// Parses a duration such as `7d`, `12h`, `1y` (humantime).
+/// Parses a duration such as `7d`, `12h`, `1y`, `6months`, `30min` (humantime),
+/// refusing a bare `m`, which humantime reads as minutes.
 pub fn parse_duration(s: &str) -> Result<u64> {
+    refuse_bare_m(s)?;
     humantime::parse_duration(s.trim())
         .map(|d: Duration| d.as_secs())
         .map_err(|e| {
             crate::error::usage(format!(
-                "cannot read duration {s:?} ({e}): use e.g. 30d, 12h, 1y"
+                "cannot read duration {s:?} ({e}): use e.g. 30d, 12h, 1y, 6months, 30min"
             ))
         })
+}
+
+/// Refuses `12m` (and `1y6m`): people mean months, humantime reads minutes.
+pub fn refuse_bare_m(s: &str) -> Result<()> {
+    let (mut num, mut unit) = (String::new(), String::new());
+    for c in s.trim().chars().chain([' ']) {
+        if c.is_ascii_alphabetic() {
+            unit.push(c);
+            continue;
+        }
+        if unit == "m" {
+            return Err(crate::error::usage(format!(
+                "`{num}m` is ambiguous: write `{num}months` or `{num}min`"
+            )));
+        }
+        if !unit.is_empty() {
+            num.clear();
+            unit.clear();
+        }
+        if c.is_ascii_digit() {
+            num.push(c);
+        } else {
+            num.clear();
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -134,6 +162,23 @@ mod tests {
             assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
             assert_eq!(c.revocation_validity_secs().unwrap(), 7 * 86_400);
         }
+    }
+
+    #[test]
+    fn bare_m_is_refused_months_and_minutes_are_read() {
+        for (text, num) in [("12m", "12"), (" 3m ", "3"), ("1y 6m", "6"), ("1y6m", "6")] {
+            let e = parse_duration(text).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("`{num}m` is ambiguous: write `{num}months` or `{num}min`")
+            );
+        }
+        assert_eq!(parse_duration("12min").unwrap(), 720);
+        assert_eq!(parse_duration("5 minutes").unwrap(), 300);
+        assert_eq!(parse_duration("1month").unwrap(), 2_630_016);
+        assert_eq!(parse_duration("2months").unwrap(), 2 * 2_630_016);
+        assert_eq!(parse_duration("1M").unwrap(), 2_630_016);
+        assert_eq!(parse_duration("7d").unwrap(), 7 * 86_400);
     }
 
     #[test]

@@ -57,6 +57,14 @@ pub fn init(opts: &InitOptions, protection: &Protection, now: Timestamp) -> Resu
 }
 
 fn refuse_existing(dir: &Path) -> Result<()> {
+    if let Some(parent) = super::enclosing_vendor_dir(dir) {
+        return Err(crate::error::usage(format!(
+            "{} is inside the vendor directory {}: a vendor directory cannot hold another one; use that one (--dir {}) or choose a folder outside it",
+            dir.display(),
+            parent.display(),
+            parent.display()
+        )));
+    }
     if let Some(f) = ALL_FILES.iter().find(|f| dir.join(f).exists()) {
         return Err(crate::error::usage(format!(
             "{} already holds a vendor directory ({f} exists): init never overwrites one; choose another folder",

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use kaching_core::{PublicKey, TierCatalog, TrustedKeys};
 
-pub use config::{parse_duration, Config, RelaySettings};
+pub use config::{parse_duration, refuse_bare_m, Config, RelaySettings};
 pub use init::{init, InitOptions};
 pub use roots::{read_root_file, ROOTS_DIR};
 
@@ -47,6 +47,14 @@ impl VendorDir {
     pub fn discover(explicit: Option<&Path>) -> Result<Self> {
         if let Some(dir) = explicit {
             if !is_vendor_dir(dir) {
+                if let Some(parent) = enclosing_vendor_dir(dir) {
+                    return Err(anyhow::anyhow!(
+                        "{} is not a vendor directory, but it is inside the vendor directory {}: use that one (--dir {})",
+                        dir.display(),
+                        parent.display(),
+                        parent.display()
+                    ));
+                }
                 return Err(anyhow::anyhow!(
                     "{} is not a vendor directory (no {CONFIG_FILE} and {KEY_FILE}): run `licensegen init {}` to create one",
                     dir.display(),
@@ -151,6 +159,15 @@ impl VendorDir {
             )
         })
     }
+}
+
+/// The nearest folder above `dir` (not `dir` itself) that is a vendor directory.
+pub fn enclosing_vendor_dir(dir: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(dir).ok()?;
+    abs.ancestors()
+        .skip(1)
+        .find(|p| is_vendor_dir(p))
+        .map(Path::to_path_buf)
 }
 
 /// True when `dir` holds a vendor directory: settings and the vendor key

@@ -434,3 +434,119 @@ fn key_rotation_keeps_old_licenses_manageable_and_verifiable_with_the_bundle() {
         "retired:     {old_kid} (still trusted for documents it signed)\n"
     )));
 }
+
+/// A chained usage report (seq 1) for `license`, written to `name`.
+fn chained_report(env: &Env, key: &SecretKey, license: &str, name: &str) -> std::path::PathBuf {
+    let report = UsageReport {
+        license_id: license.parse::<LicenseId>().unwrap(),
+        cluster_id: cluster_id(&key.public()),
+        period_start: 1_795_000_000,
+        period_end: 1_795_300_000,
+        counters: BTreeMap::new(),
+        peak_nodes: 2,
+        upgrade_requests: Vec::new(),
+        chain: Some(kaching_core::cluster::ReportChain {
+            seq: 1,
+            prev: None,
+            trusted_time: 1_795_300_000,
+            acked: 0,
+            node_peaks: BTreeMap::new(),
+        }),
+    };
+    let path = env.tmp.path().join(name);
+    std::fs::write(&path, report.sign(key)).unwrap();
+    path
+}
+
+#[test]
+fn attack_receipt_never_overwrites_a_chosen_file() {
+    let env = Env::new();
+    let cluster = SecretKey::generate();
+    let id = issue_bound(&env, &cluster, "standard");
+    let report = chained_report(&env, &cluster, &id, "usage.cose");
+    let license = env.tmp.path().join("precious.license");
+    std::fs::write(&license, b"a license the customer needs").unwrap();
+    for target in [&license, &report] {
+        let before = std::fs::read(target).unwrap();
+        let out = env
+            .cmd()
+            .args(["usage", "import"])
+            .arg(&report)
+            .arg("--receipt")
+            .arg(target)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "error: {} already exists: pick another --receipt name, or delete the file first if it is an old receipt you no longer need\n",
+                target.display()
+            )
+        );
+        assert_eq!(std::fs::read(target).unwrap(), before);
+    }
+    // A new name works, and importing again to the same name is no error.
+    let receipt = env.tmp.path().join("r.asc");
+    for _ in 0..2 {
+        let out = env
+            .cmd()
+            .args(["usage", "import"])
+            .arg(&report)
+            .arg("--receipt")
+            .arg(&receipt)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert!(std::fs::read_to_string(&receipt)
+        .unwrap()
+        .starts_with("-----BEGIN KACHING RECEIPT-----"));
+}
+
+#[test]
+fn concurrent_imports_of_one_report_both_answer() {
+    let env = Env::new();
+    for round in 0..3 {
+        let cluster = SecretKey::generate();
+        let id = issue_bound(&env, &cluster, "standard");
+        let report = chained_report(&env, &cluster, &id, &format!("usage-{round}.cose"));
+        let children: Vec<_> = (0..3)
+            .map(|i| {
+                std::process::Command::new(assert_cmd::cargo::cargo_bin("licensegen"))
+                    .current_dir(env.tmp.path())
+                    .env("KACHING_TEST_SCRYPT_LOG_N", "4")
+                    .env("KACHING_DIR", &env.dir)
+                    .env("KACHING_PASSPHRASE", super::common::PASS)
+                    .args(["usage", "import"])
+                    .arg(&report)
+                    .arg("--receipt")
+                    .arg(env.tmp.path().join(format!("r-{round}-{i}.asc")))
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outs: Vec<_> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        for o in &outs {
+            assert!(o.status.success(), "round {round}: {}", stderr(o));
+        }
+        let receipts: Vec<Vec<u8>> = (0..3)
+            .map(|i| std::fs::read(env.tmp.path().join(format!("r-{round}-{i}.asc"))).unwrap())
+            .collect();
+        assert!(receipts.iter().all(|r| r == &receipts[0]), "one receipt");
+        let fresh = outs
+            .iter()
+            .filter(|o| stdout(o).starts_with("imported usage report"))
+            .count();
+        let again = outs
+            .iter()
+            .filter(|o| stdout(o).contains("was already imported; nothing changed"))
+            .count();
+        assert_eq!((fresh, again), (1, 2), "round {round}");
+    }
+}

@@ -42,7 +42,7 @@ fn inspect_shows_license_and_revocation_list_with_signature_status() {
         "--cluster",
         "abcdefghijklmnop",
         "--heartbeat",
-        "5m",
+        "5min",
         "--offline-grace",
         "3d",
     ]);
@@ -123,7 +123,7 @@ fn verify_exit_codes_per_state() {
         "--tier",
         "standard",
         "--heartbeat",
-        "5m",
+        "5min",
         "--offline-grace",
         "1d",
     ]);
@@ -273,4 +273,33 @@ fn ledger_list_expiring_within_shows_the_soonest_expiry_first() {
     // near expiry too.
     let out = env.cmd().args(["ledger", "list"]).output().unwrap();
     assert_eq!(stdout(&out).lines().skip(1).count(), 4, "{}", stdout(&out));
+}
+
+#[test]
+fn verify_says_plainly_what_is_wrong_with_the_file() {
+    let env = Env::new();
+    let empty = env.tmp.path().join("empty.license");
+    std::fs::write(&empty, b"").unwrap();
+    let out = env.cmd().arg("verify").arg(&empty).output().unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    assert!(
+        stdout(&out).contains(&format!(
+            "{} is empty: it is not a license file (check that you picked the right file)",
+            empty.display()
+        )),
+        "{}",
+        stdout(&out)
+    );
+    // Another vendor's license, verified on this vendor's side.
+    let other = Env::new();
+    let (_, file) = other.issue(&["--customer", "Acme", "--tier", "standard"]);
+    let out = env.cmd().arg("verify").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    let s = stdout(&out);
+    assert!(
+        s.contains("signed by a different vendor key (")
+            && s.contains(") than this vendor directory's ("),
+        "{s}"
+    );
+    assert!(!s.contains("add its public key"), "{s}");
 }

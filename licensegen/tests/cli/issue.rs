@@ -170,7 +170,7 @@ fn expiry_in_the_past_is_refused() {
     assert_issue_error(
         &env,
         &["--customer", "A", "--tier", "standard", "--expires", "soon"],
-        "cannot read expiry \"soon\": use a date (2027-12-31) or a duration (365d, 1y)",
+        "cannot read expiry \"soon\": use a date (2027-12-31) or a duration (365d, 1y, 12months)",
     );
 }
 
@@ -195,7 +195,7 @@ fn missing_required_flags_are_usage_errors() {
             "--tier",
             "standard",
             "--heartbeat",
-            "5m",
+            "5min",
         ])
         .output()
         .unwrap();
@@ -409,4 +409,287 @@ fn custom_quota_is_explicit_and_upgrade_checks_quota_names_too() {
             "{cmd}"
         );
     }
+}
+
+#[test]
+fn a_bare_m_is_refused_and_months_are_months() {
+    let env = Env::new();
+    assert_issue_error(
+        &env,
+        &["--customer", "A", "--tier", "standard", "--expires", "12m"],
+        "`12m` is ambiguous: write `12months` or `12min`",
+    );
+    assert_issue_error(
+        &env,
+        &["--customer", "A", "--tier", "standard", "--grace", "2m"],
+        "`2m` is ambiguous: write `2months` or `2min`",
+    );
+    let out = env
+        .cmd()
+        .args(["issue", "--customer", "A", "--tier", "standard"])
+        .args(["--expires", "12min"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is less than a day away: a license runs at least one day"),
+        "{}",
+        stderr(&out)
+    );
+    let (_, file) = env.issue(&[
+        "--customer",
+        "A",
+        "--tier",
+        "standard",
+        "--expires",
+        "12months",
+    ]);
+    let l = verify_license(&std::fs::read(&file).unwrap(), &env.pubkey())
+        .unwrap()
+        .license;
+    assert_eq!(l.expires_at - l.issued_at, 12 * 2_630_016);
+    let out = env
+        .cmd()
+        .args(["ledger", "list", "--expiring-within", "2m"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: `2m` is ambiguous: write `2months` or `2min`\n"
+    );
+    let out = env
+        .cmd()
+        .args(["ledger", "list", "--expiring-within", "13months"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("A (a)") || stdout(&out).contains(" A "),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Starts `licensegen ARGS` without waiting for it.
+fn spawn(env: &Env, args: &[&str]) -> std::process::Child {
+    StdCommand::new(assert_cmd::cargo::cargo_bin("licensegen"))
+        .current_dir(env.tmp.path())
+        .env("KACHING_TEST_SCRYPT_LOG_N", "4")
+        .env("KACHING_DIR", &env.dir)
+        .env("KACHING_PASSPHRASE", PASS)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn attack_concurrent_upgrades_leave_exactly_one_replacement() {
+    let env = Env::new();
+    for round in 0..4 {
+        let (old, _) = env.issue(&["--customer", &format!("Acme {round}"), "--tier", "standard"]);
+        let tiers = ["standard", "enterprise", "enterprise"];
+        let children: Vec<_> = tiers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if i == 2 {
+                    spawn(&env, &["renew", &old])
+                } else {
+                    spawn(&env, &["upgrade", &old, "--tier", t])
+                }
+            })
+            .collect();
+        let outs: Vec<_> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        let won: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+        assert_eq!(won.len(), 1, "round {round}: exactly one replacement wins");
+        let (new, _) = parse_issued(&stdout(won[0]));
+        for o in outs.iter().filter(|o| !o.status.success()) {
+            assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+            let e = stderr(o);
+            assert!(
+                e.starts_with(&format!(
+                    "error: license {old} was already replaced by {new}: "
+                )) && e.ends_with(" that one instead\n"),
+                "{e}"
+            );
+        }
+        let rows: serde_json::Value = serde_json::from_slice(
+            &env.cmd()
+                .args(["ledger", "list", "--json"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let rows = rows.as_array().unwrap();
+        let replacements: Vec<_> = rows
+            .iter()
+            .filter(|r| r["supersedes"].as_str() == Some(old.as_str()))
+            .collect();
+        assert_eq!(
+            replacements.len(),
+            1,
+            "round {round}: one ledger row replaces {old}"
+        );
+        assert_eq!(replacements[0]["state"], "active");
+        assert_eq!(rows.len(), 2 * (round + 1), "no row left by a loser");
+        assert_eq!(
+            std::fs::read_dir(env.dir.join("licenses")).unwrap().count(),
+            2 * (round + 1),
+            "no file left by a loser"
+        );
+    }
+}
+
+#[test]
+fn attack_spec_batch_writing_one_file_twice_issues_nothing() {
+    let env = Env::new();
+    let spec = env.tmp.path().join("batch.toml");
+    std::fs::write(
+        &spec,
+        "[[license]]\ncustomer = 'Initech'\ntier = 'standard'\nout = 'same.license'\n\n[[license]]\ncustomer = 'Umbrella'\ntier = 'standard'\nout = 'same.license'\n",
+    )
+    .unwrap();
+    let before = env.snapshot();
+    let out = env
+        .cmd()
+        .arg("issue")
+        .arg("--spec")
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: two licenses of the batch would both be written to {}: give each its own `out` (nothing was issued)\n",
+            env.tmp.path().join("same.license").display()
+        )
+    );
+    assert!(!env.tmp.path().join("same.license").exists());
+    assert_eq!(env.snapshot(), before, "a refused batch changes nothing");
+    // A later entry's file already there: refused before the first is signed.
+    std::fs::write(env.tmp.path().join("taken.license"), b"keep me").unwrap();
+    std::fs::write(
+        &spec,
+        "[[license]]\ncustomer = 'Initech'\ntier = 'standard'\n\n[[license]]\ncustomer = 'Umbrella'\ntier = 'standard'\nout = 'taken.license'\n",
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .arg("issue")
+        .arg("--spec")
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn upgrade_says_which_negotiated_limits_go_down() {
+    let env = Env::new();
+    let (old, _) = env.issue(&[
+        "--customer",
+        "Acme",
+        "--tier",
+        "standard",
+        "--nodes",
+        "150",
+        "--quota",
+        "search_requests=2000000/day",
+    ]);
+    let out = env
+        .cmd()
+        .args(["upgrade", &old, "--tier", "enterprise"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains(
+            "note: nodes 150 → 100 (the enterprise tier's default); pass --nodes 150 to keep it\n"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("note: quota search_requests 2000000/day → 1000000/day (the enterprise tier's default); pass --quota search_requests=2000000/day to keep it\n"),
+        "{e}"
+    );
+    // Kept when asked: no note.
+    let (new, _) = parse_issued(&stdout(&out));
+    let out = env
+        .cmd()
+        .args(["upgrade", &new, "--tier", "enterprise", "--nodes", "100"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("note: nodes"), "{}", stderr(&out));
+}
+
+#[test]
+fn ledger_records_absolute_paths() {
+    let env = Env::new();
+    let out = super::common::bare(env.tmp.path())
+        .env("KACHING_PASSPHRASE", PASS)
+        .args([
+            "--dir",
+            "vendor",
+            "issue",
+            "--customer",
+            "Acme",
+            "--tier",
+            "standard",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = super::common::bare(env.tmp.path())
+        .env("KACHING_PASSPHRASE", PASS)
+        .args([
+            "--dir",
+            "vendor",
+            "issue",
+            "--customer",
+            "Umbrella",
+            "--tier",
+            "standard",
+        ])
+        .args(["--out", "umbrella.license"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(
+        &env.cmd()
+            .args(["ledger", "list", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for r in rows.as_array().unwrap() {
+        let p = std::path::Path::new(r["path"].as_str().unwrap());
+        assert!(p.is_absolute(), "{}", p.display());
+        assert!(p.is_file(), "{}", p.display());
+    }
+}
+
+#[test]
+fn a_very_long_customer_name_still_gets_a_file() {
+    let env = Env::new();
+    let name = "Very Long Customer Name ".repeat(12);
+    let (_, file) = env.issue(&["--customer", &name, "--tier", "standard"]);
+    assert!(file.is_file());
+    let file_name = file.file_name().unwrap().to_str().unwrap();
+    assert!(file_name.len() <= 100, "{file_name}");
+    assert!(
+        file_name.starts_with("very-long-customer-name-"),
+        "{file_name}"
+    );
 }

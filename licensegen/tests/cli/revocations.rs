@@ -48,7 +48,7 @@ fn license_id_prefix_too_short_says_why() {
 }
 
 #[test]
-fn list_valid_for_sets_the_lists_freshness_and_expires_still_works() {
+fn list_valid_for_sets_the_lists_freshness_and_expires_is_refused() {
     let env = Env::new();
     let (id, _) = env.issue(&["--customer", "Acme", "--tier", "standard"]);
     let fresh_until = |env: &Env| {
@@ -69,9 +69,25 @@ fn list_valid_for_sets_the_lists_freshness_and_expires_still_works() {
         .success();
     let (exp, iat) = fresh_until(&env);
     assert_eq!(exp - iat, 30 * 86_400);
-    // The old spelling stays as a hidden alias, for scripts.
+    // `--expires` on suspend looks like a timed suspension: refused, with
+    // what to use instead, and nothing signed.
+    let version = env.revocation_version();
+    for cmd in ["suspend", "reinstate", "revoke"] {
+        let out = env
+            .cmd()
+            .args([cmd, &id, "--expires", "14d"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        assert_eq!(
+            stderr(&out),
+            "error: --expires 14d: a suspension does not end by itself (and a revocation never does): run `licensegen reinstate ID` when it should end. To set how long the signed revocation list stays fresh, use --list-valid-for 14d\n",
+            "{cmd}"
+        );
+    }
+    assert_eq!(env.revocation_version(), version);
     env.cmd()
-        .args(["reinstate", &id, "--expires", "2d"])
+        .args(["reinstate", &id, "--list-valid-for", "2d"])
         .assert()
         .success();
     let (exp, iat) = fresh_until(&env);

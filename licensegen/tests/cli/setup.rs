@@ -290,3 +290,82 @@ fn attack_group_readable_passphrase_file_is_refused() {
     );
     assert!(!tmp.path().join("v").exists(), "nothing may be created");
 }
+
+#[test]
+fn a_ledger_that_cannot_be_written_is_not_called_corrupt() {
+    // Root ignores file modes, so a folder where SQLite's `-wal` or `-shm`
+    // file belongs stands in for a read-only one.
+    let env = Env::new();
+    for side in ["ledger.sqlite-wal", "ledger.sqlite-shm"] {
+        let blocker = env.dir.join(side);
+        std::fs::create_dir(&blocker).unwrap();
+        let before = env.snapshot();
+        {
+            let args = ["issue", "--customer", "A", "--tier", "standard"];
+            let out = env.cmd().args(args).output().unwrap();
+            assert_eq!(out.status.code(), Some(1), "{args:?}");
+            let e = stderr(&out);
+            assert!(
+                e.starts_with(&format!(
+                    "error: cannot write the ledger {}: {} is read-only for this user (or not a plain file): make it writable (chmod u+w {}) ",
+                    env.dir.join("ledger.sqlite").display(),
+                    blocker.display(),
+                    blocker.display()
+                )),
+                "{args:?}: {e}"
+            );
+            assert!(e.contains("do not restore it from backup"), "{e}");
+            assert!(!e.contains("corrupt"), "{e}");
+        }
+        assert_eq!(env.snapshot(), before, "nothing issued");
+        // A command that only reads works without the scratch file `-shm`
+        // (SQLite needs `-wal` itself) and otherwise names the same file.
+        let out = env.cmd().args(["ledger", "list"]).output().unwrap();
+        if side.ends_with("-shm") {
+            assert_eq!(out.status.code(), Some(0), "{side}: {}", stderr(&out));
+            assert_eq!(stdout(&out), "no licenses match\n");
+        } else {
+            assert_eq!(out.status.code(), Some(1));
+            assert!(stderr(&out).contains(&format!("{} is read-only", blocker.display())));
+        }
+        std::fs::remove_dir(&blocker).unwrap();
+    }
+    env.issue(&["--customer", "A", "--tier", "standard"]);
+}
+
+#[test]
+fn init_refuses_a_vendor_directory_inside_another() {
+    let env = Env::new();
+    let inner = env.dir.join("licenses");
+    let out = bare(env.tmp.path())
+        .env("KACHING_PASSPHRASE", PASS)
+        .arg("init")
+        .arg(&inner)
+        .args(["--issuer", "X"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: {} is inside the vendor directory {}: a vendor directory cannot hold another one; use that one (--dir {}) or choose a folder outside it\n",
+            inner.display(),
+            env.dir.display(),
+            env.dir.display()
+        )
+    );
+    assert!(!inner.join("vendor.key").exists());
+    let out = bare(env.tmp.path())
+        .args(["--dir", "vendor/licenses", "ledger", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: vendor/licenses is not a vendor directory, but it is inside the vendor directory {}: use that one (--dir {})\n",
+            env.dir.display(),
+            env.dir.display()
+        )
+    );
+}
