@@ -21,37 +21,41 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[non_exhaustive]
 pub enum WriteError {
     /// The temporary file could not be created (folder missing or not writable).
-    #[error("cannot create {}", path.display())]
+    #[error("cannot create {}: {cause}", path.display())]
     Create {
         /// The temporary file.
         path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
+        /// What the OS said (part of the message: "Permission denied",
+        /// "Read-only file system", "No space left on device").
+        cause: io::Error,
     },
     /// Writing or syncing the temporary file failed (disk full, I/O error).
-    #[error("cannot write {}", path.display())]
+    #[error("cannot write {}: {cause}", path.display())]
     Write {
         /// The temporary file.
         path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
+        /// What the OS said (part of the message: "Permission denied",
+        /// "Read-only file system", "No space left on device").
+        cause: io::Error,
     },
     /// The finished file could not be moved into place.
-    #[error("cannot replace {}", path.display())]
+    #[error("cannot replace {}: {cause}", path.display())]
     Replace {
         /// The target.
         path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
+        /// What the OS said (part of the message: "Permission denied",
+        /// "Read-only file system", "No space left on device").
+        cause: io::Error,
     },
     /// The file is in place, but the folder could not be synced, so the
     /// rename might not survive a power loss.
-    #[error("cannot sync folder {}", path.display())]
+    #[error("cannot sync folder {}: {cause}", path.display())]
     SyncDir {
         /// The folder.
         path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
+        /// What the OS said (part of the message: "Permission denied",
+        /// "Read-only file system", "No space left on device").
+        cause: io::Error,
     },
     /// [`write_new`] found the target taken.
     #[error("{} already exists", path.display())]
@@ -66,11 +70,11 @@ pub enum WriteError {
 pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), WriteError> {
     let dir = parent_of(path);
     let tmp = write_temp(&dir, path, "tmp", bytes, private)?;
-    if let Err(source) = fs::rename(&tmp, path) {
+    if let Err(cause) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(WriteError::Replace {
             path: path.to_path_buf(),
-            source,
+            cause,
         });
     }
     sync_dir(&dir)
@@ -93,9 +97,9 @@ pub fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), WriteEr
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(exists()),
         Err(_) if path.symlink_metadata().is_ok() => Err(exists()),
-        Err(_) => fs::rename(&staged, path).map_err(|source| WriteError::Replace {
+        Err(_) => fs::rename(&staged, path).map_err(|cause| WriteError::Replace {
             path: path.to_path_buf(),
-            source,
+            cause,
         }),
     };
     // After a link the staged name is a second name for the same file; after
@@ -130,7 +134,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
             {
                 return Err(WriteError::SyncDir {
                     path: dir.to_path_buf(),
-                    source: e,
+                    cause: e,
                 });
             }
             _ => {}
@@ -176,13 +180,13 @@ fn write_temp(
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt + 1 < NAME_ATTEMPTS => {
                 attempt += 1;
             }
-            Err(source) => return Err(WriteError::Create { path: tmp, source }),
+            Err(cause) => return Err(WriteError::Create { path: tmp, cause }),
         }
     };
-    if let Err(source) = file.write_all(bytes).and_then(|()| file.sync_all()) {
+    if let Err(cause) = file.write_all(bytes).and_then(|()| file.sync_all()) {
         drop(file);
         let _ = fs::remove_file(&tmp);
-        return Err(WriteError::Write { path: tmp, source });
+        return Err(WriteError::Write { path: tmp, cause });
     }
     Ok(tmp)
 }
@@ -241,6 +245,20 @@ mod tests {
         assert!(matches!(e, WriteError::Create { .. }), "{e}");
         assert!(e.to_string().contains("nope"), "{e}");
         assert!(names(dir.path()).is_empty());
+    }
+
+    /// The message carries the OS's reason (the license page shows it as
+    /// is: "Permission denied", "Read-only file system"), once, also when
+    /// printed as an error chain.
+    #[test]
+    fn the_message_says_what_the_os_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope").join("a.txt");
+        let e = write_atomic(&p, b"x", false).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("(os error 2)"), "{text}");
+        let chain = format!("{:#}", anyhow::Error::new(e));
+        assert_eq!(chain.matches("os error 2").count(), 1, "{chain}");
     }
 
     #[test]

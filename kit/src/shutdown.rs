@@ -17,7 +17,22 @@ use tokio::sync::{mpsc, watch};
 /// first polled: call it before the daemon announces its address, so a
 /// SIGTERM sent as soon as it answers stops it cleanly instead of killing
 /// it. Where SIGTERM cannot be watched, Ctrl-C alone.
+///
+/// SIGHUP is caught too (its default action would kill the daemon in a way
+/// `Restart=on-failure` takes for a clean stop) and does not stop it: it is
+/// logged at info. [`signal_with_hangup`] says what a daemon does on it.
 pub fn signal() -> impl std::future::Future<Output = ()> {
+    signal_with_hangup(|| {
+        tracing::info!("SIGHUP: ignored; the daemon keeps running (stop it with SIGTERM)");
+    })
+}
+
+/// [`signal`], calling `on_hangup` on every SIGHUP instead of the default
+/// log line (from the future, so only once it is polled; the handler that
+/// keeps SIGHUP from killing the process is installed at once).
+pub fn signal_with_hangup(
+    on_hangup: impl Fn() + Send + 'static,
+) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     let handlers = {
         use tokio::signal::unix::{signal, SignalKind};
@@ -25,15 +40,45 @@ pub fn signal() -> impl std::future::Future<Output = ()> {
             .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
             .ok()
     };
+    // Apart from the others: failing to catch SIGHUP must not cost SIGTERM.
+    #[cfg(unix)]
+    let hangup = {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(%e, "cannot catch SIGHUP: it will stop the daemon");
+                None
+            }
+        }
+    };
     async move {
         #[cfg(unix)]
         if let Some((mut term, mut int)) = handlers {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+            let mut hangup = hangup;
+            loop {
+                let hup = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let mut gone = false;
+                tokio::select! {
+                    _ = term.recv() => return,
+                    _ = int.recv() => return,
+                    got = hup => match got {
+                        Some(()) => on_hangup(),
+                        None => gone = true,
+                    },
+                }
+                if gone {
+                    hangup = None;
+                }
             }
-            return;
         }
+        #[cfg(not(unix))]
+        let _ = &on_hangup;
         // No handler could be installed: a failure to listen is no reason to stop.
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

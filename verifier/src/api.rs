@@ -371,6 +371,7 @@ fn respond(outcome: Outcome) -> Response {
             resp
         }
         Outcome::UsageRefused(r) => json_answer(StatusCode::FORBIDDEN, &r),
+        Outcome::IdempotencyKeyReused(e) => json_answer(StatusCode::UNPROCESSABLE_ENTITY, &e),
         Outcome::UpgradeQueued(q) => json_answer(StatusCode::ACCEPTED, &q),
         Outcome::UpgradeRefused(e) => json_answer(StatusCode::UNPROCESSABLE_ENTITY, &e),
         Outcome::Upgrades(list) => json_answer(StatusCode::OK, &list),
@@ -457,7 +458,7 @@ pub(crate) async fn release(
             headers(("Idempotent-Replayed" = String, description = "`true` when this key was counted before"))),
         (status = 403, description = "Refused: `quota_exceeded`, `unknown_quota`, or `license_<state>`", body = UsageRefused),
         JsonBody,
-        (status = 422, description = "`invalid_body` (a field is missing or of the wrong type) or `invalid_request` (metric or key length)", body = ErrorBody),
+        (status = 422, description = "`invalid_body` (a field is missing or of the wrong type), `invalid_request` (metric or key length) or `idempotency_key_reused` (the key was counted before for another metric or amount; nothing was counted)", body = ErrorBody),
         Unauthorized,
         Busy,
         WrongHost,

@@ -285,6 +285,17 @@ fn duration_or_unset<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>
 }
 
 fn parse_duration<E: serde::de::Error>(text: &str) -> Result<Duration, E> {
+    // humantime reads `M` as months and `m` as minutes: "5M" meant as
+    // minutes would be five months. Months are written out instead.
+    let units = text
+        .split(|c: char| c.is_ascii_digit() || c.is_whitespace() || c == '.')
+        .filter(|u| !u.is_empty());
+    if units.clone().any(|u| u == "M") {
+        return Err(E::custom(format!(
+            "{text:?}: \"M\" means months (and \"m\" minutes), too easy to mix up: write minutes as \"5min\" \
+             or \"5m\", and months as days (\"30days\")"
+        )));
+    }
     humantime::parse_duration(text).map_err(|_| {
         E::custom(format!(
             "{text:?} is not a duration: write e.g. \"150ms\", \"5m\", \"24h\" or \"30days\""
@@ -543,7 +554,55 @@ impl Config {
         {
             bail!("relay timeout, max_backoff, heartbeat_interval, report_interval and receipt_poll must be greater than zero");
         }
+        for (name, value, max) in self.bounded_durations() {
+            if value > max {
+                bail!(
+                    "{name} = \"{}\" is longer than any working setup needs: allowed at most \"{}\" \
+                     (docs/verifier.md, \"Configuration\", lists every limit); check the unit \
+                     (\"m\" is minutes, \"d\" days)",
+                    humantime::format_duration(value),
+                    humantime::format_duration(max)
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Every duration setting with the longest value accepted: far above
+    /// what a real setup uses, low enough that a slip of the unit ("5M",
+    /// five months, for a lease) or of the keyboard is refused instead of
+    /// expiring leases in the year 100002055456.
+    fn bounded_durations(&self) -> Vec<(&'static str, Duration, Duration)> {
+        const MIN: u64 = 60;
+        const HOUR: u64 = 3_600;
+        const DAY: u64 = 86_400;
+        let d = Duration::from_secs;
+        let mut v = vec![
+            ("lease_ttl", self.lease_ttl, d(7 * DAY)),
+            ("clock_tolerance", self.clock_tolerance, d(30 * DAY)),
+            ("expiring_window", self.expiring_window, d(366 * DAY)),
+            ("nbf_skew", self.nbf_skew, d(DAY)),
+            ("tick", self.tick, d(HOUR)),
+            ("debounce", self.debounce, d(MIN)),
+            ("idempotency_ttl", self.idempotency_ttl, d(90 * DAY)),
+            ("header_read_timeout", self.header_read_timeout, d(10 * MIN)),
+            ("idle_timeout", self.idle_timeout, d(DAY)),
+            ("request_timeout", self.request_timeout, d(10 * MIN)),
+            ("shutdown_timeout", self.shutdown_timeout, d(10 * MIN)),
+            ("relay.timeout", self.relay.timeout, d(10 * MIN)),
+            ("relay.long_poll", self.relay.long_poll, d(HOUR)),
+            ("relay.max_backoff", self.relay.max_backoff, d(DAY)),
+            (
+                "relay.report_interval",
+                self.relay.report_interval,
+                d(31 * DAY),
+            ),
+            ("relay.receipt_poll", self.relay.receipt_poll, d(DAY)),
+        ];
+        if let Some(h) = self.relay.heartbeat_interval {
+            v.push(("relay.heartbeat_interval", h, d(7 * DAY)));
+        }
+        v
     }
 
     /// The bearer token clients must present, read from `token`/`token_file`.

@@ -64,6 +64,22 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(listener, config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `ready` once start-up can no longer fail: the state
+/// folder is locked and open, the files are loaded and the listener is
+/// about to be served. `kaching-verifier run` prints its readiness line
+/// (`listening on ADDR`) there, so a start that fails never printed it.
+///
+/// Refuses to start while another daemon holds the state folder
+/// ([`state::StateLock`]).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(&TcpListener) + Send,
+) -> anyhow::Result<()> {
     let token = config.read_token()?;
     let addr = listener.local_addr()?;
     config.check_listen(addr, token.as_deref())?;
@@ -79,6 +95,11 @@ pub async fn run(
     let tick = config.tick;
     let watch_cfg = config.clone();
     let relay_cfg = config.relay.clone();
+    // Held until this function returns (the OS drops it if the process dies).
+    let state_dir = config.state_dir.clone();
+    let _lock = tokio::task::spawn_blocking(move || state::StateLock::acquire(&state_dir))
+        .await
+        .context("locking the state folder panicked")??;
     let engine = tokio::task::spawn_blocking(move || Engine::open(config, true))
         .await
         .context("engine start panicked")??;
@@ -159,6 +180,7 @@ pub async fn run(
         open_file_limit = ?nofile,
         "kaching-verifier listening"
     );
+    ready(&listener);
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<Instant>();
     let served = kaching_kit::serve::serve(listener, app, limits, async move {
         shutdown.await;

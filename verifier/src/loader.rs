@@ -312,12 +312,15 @@ fn explained(e: &kaching_core::Error, trust: &Trust, role: Role) -> String {
 }
 
 /// Verifies the license read from `path`. In a folder every file is tried;
-/// among those that verify, one that `fits` wins, then the newest.
+/// among those that verify, one that `fits` wins, then one that is `usable`
+/// now (not expired past its grace, not before its start: an old short
+/// license issued last never beats a current annual one), then the newest.
 pub fn license_from(
     path: &Path,
     read: &LicenseBytes,
     trust: &Trust,
     fits: impl Fn(&VerifiedLicense) -> bool,
+    usable: impl Fn(&VerifiedLicense) -> bool,
 ) -> Loaded<VerifiedLicense> {
     let files = match read {
         LicenseBytes::File(Loaded::Missing) => return Loaded::Missing,
@@ -342,8 +345,9 @@ pub fn license_from(
             Loaded::Missing => {}
         }
     }
-    // Prefer a license that fits this verifier, then the one issued last.
-    good.sort_by_key(|v| (fits(v), v.license.issued_at));
+    // Prefer a license that fits this verifier, then one usable now, then
+    // the one issued last.
+    good.sort_by_key(|v| (fits(v), usable(v), v.license.issued_at));
     match good.pop() {
         Some(v) => Loaded::Good(v),
         None if errors.is_empty() => Loaded::Missing,

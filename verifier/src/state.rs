@@ -55,6 +55,82 @@ CREATE TABLE IF NOT EXISTS acked_node_peaks (month TEXT PRIMARY KEY, peak INTEGE
 /// from then have every request reported again, once (docs/air-gapped.md).
 const RECEIPTS_MIGRATED: &str = "receipts_migrated";
 
+/// File name of the daemon's lock inside the state folder.
+pub const LOCK_FILE: &str = "verifier.lock";
+
+/// The running daemon's hold on its state folder: an exclusive OS lock
+/// (`flock`) on [`LOCK_FILE`], kept for the daemon's lifetime. Two daemons
+/// on one folder would each count usage in memory and write their own
+/// totals (last writer wins: counts lost) and each grant leases up to the
+/// ceiling. The OS drops the lock when the process ends, however it ends,
+/// so a crash never leaves a stale lock behind; the process id written in
+/// the file is only for the message a second daemon prints. One-shot
+/// commands (`check`, `status`, …) do not take it.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    /// Takes the lock on `state_dir` (creating the folder when missing), or
+    /// says who holds it.
+    pub fn acquire(state_dir: &Path) -> anyhow::Result<StateLock> {
+        use std::io::{Read, Seek, Write};
+        if !state_dir.exists() {
+            std::fs::create_dir_all(state_dir).with_context(|| {
+                format!(
+                    "cannot create state folder {}: create it or fix its permissions",
+                    state_dir.display()
+                )
+            })?;
+        }
+        let path = state_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| {
+                format!(
+                    "cannot open the lock file {}: check the state folder's permissions",
+                    path.display()
+                )
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = (&file).take(64).read_to_string(&mut text);
+                let holder = match text.trim().parse::<u32>() {
+                    Ok(pid) => format!("process {pid}"),
+                    Err(_) => "another process".to_string(),
+                };
+                bail!(
+                    "state folder {} is in use by another kaching-verifier ({holder} holds {}): two daemons on one state folder lose usage counts and grant node leases twice. Stop the other daemon first (systemctl stop kaching-verifier), or give this one its own state_dir",
+                    state_dir.display(),
+                    path.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot lock {}: the state folder must be on a file system with file locks (not NFS without lockd)",
+                    path.display()
+                )))
+            }
+        }
+        // Information only: who holds it, for a second start's message.
+        let written = file
+            .set_len(0)
+            .and_then(|()| (&file).rewind())
+            .and_then(|()| writeln!(&file, "{}", std::process::id()));
+        if let Err(e) = written {
+            tracing::debug!(%e, "cannot write the process id into the lock file");
+        }
+        Ok(StateLock { _file: file })
+    }
+}
+
 /// An open state database.
 pub struct Db {
     conn: Connection,

@@ -889,3 +889,120 @@ fn attack_dns_rebinding_host_refused_on_api() {
     assert_eq!(code, 200);
     assert!(d.logs().contains("DNS rebinding"), "{}", d.logs());
 }
+
+// ---------------------------------------------------------------------------
+// 6. Process life: one daemon per state folder, signals, start-up.
+
+/// Runs `kaching-verifier run --config conf` to its end (killed, and the
+/// test failed, if it is still running after `BOUND`): exit status, stdout
+/// and stderr.
+fn run_to_end(dir: &Path, conf: &Path) -> (std::process::ExitStatus, String, String) {
+    let out = dir.join(format!("out-{}.txt", now_nanos()));
+    let err = dir.join(format!("err-{}.txt", now_nanos()));
+    let mut child = verifier()
+        .args(["run", "--config"])
+        .arg(conf)
+        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if started.elapsed() > BOUND {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "still running after {BOUND:?}; stdout:\n{}\nstderr:\n{}",
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        st,
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&err).unwrap(),
+    )
+}
+
+/// A second daemon on a state folder in use refuses to start, naming the
+/// folder and the holder (usage counted by both would be lost, node leases
+/// granted twice); once the first stops, the folder is free again (an OS
+/// lock: nothing stale is left behind).
+#[test]
+fn attack_second_daemon_on_the_same_state_folder_is_refused() {
+    let (dir, cfg) = setup(Some(&standard_license()));
+    let conf = write_config(dir.path(), &cfg, "");
+    let mut first = Proc::start(dir.path(), &conf);
+    assert_eq!(first.spend("k1").0, 200);
+    let (st, out, err) = run_to_end(dir.path(), &conf);
+    assert!(!st.success(), "{st:?}");
+    assert!(!out.contains("listening on"), "{out}");
+    let pid = first.child.id().to_string();
+    assert!(
+        err.contains(&format!(
+            "state folder {} is in use",
+            cfg.state_dir.display()
+        )) && err.contains(&format!("process {pid}"))
+            && err.contains("Stop the other daemon first"),
+        "{err}"
+    );
+    // The first one is unharmed.
+    assert_eq!(first.spend("k2").0, 200);
+    let (st, _) = first.terminate(BOUND);
+    assert!(st.success(), "{st:?}");
+    let d = Proc::start(dir.path(), &conf);
+    assert_eq!(d.status()["quotas"]["api_calls"]["used"], json!(2));
+}
+
+/// SIGHUP (a closed terminal, a habit from other daemons) does not stop
+/// the daemon: its default action would kill it in a way systemd's
+/// `Restart=on-failure` takes for a clean stop, leaving every check to
+/// fail closed. It is logged, and SIGTERM still stops it cleanly.
+#[test]
+fn attack_sighup_does_not_stop_the_daemon() {
+    let (dir, cfg) = setup(Some(&standard_license()));
+    let conf = write_config(dir.path(), &cfg, "");
+    let mut d = Proc::start(dir.path(), &conf);
+    let pid = d.child.id().to_string();
+    for _ in 0..3 {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let until = Instant::now() + BOUND;
+    while !d
+        .logs()
+        .contains("SIGHUP: files are watched and reloaded on change")
+    {
+        assert!(Instant::now() < until, "no SIGHUP line; log:\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.child.try_wait().unwrap().is_none(), "{}", d.logs());
+    assert_eq!(d.get("/healthz"), (200, json!({"ok": true})));
+    let (st, _) = d.terminate(BOUND);
+    assert!(st.success(), "{st:?}; log:\n{}", d.logs());
+}
+
+/// The readiness line (`listening on ADDR`) appears only once the daemon
+/// serves: a start refused for a missing state database never printed it,
+/// so a script waiting for it does not take a failed start for a started
+/// daemon.
+#[test]
+fn a_start_that_fails_never_announces_its_address() {
+    let (dir, cfg) = setup(Some(&standard_license()));
+    let conf = write_config(dir.path(), &cfg, "");
+    let mut d = Proc::start(dir.path(), &conf);
+    assert!(d.terminate(BOUND).0.success());
+    std::fs::remove_file(cfg.state_dir.join("state.db")).unwrap();
+    let (st, out, err) = run_to_end(dir.path(), &conf);
+    assert!(!st.success(), "{st:?}");
+    assert!(err.contains("is missing"), "{err}");
+    assert!(!out.contains("listening on"), "stdout: {out}");
+}

@@ -811,3 +811,169 @@ fn expired_idempotency_keys_are_pruned_in_batches_and_fresh_ones_kept() {
         ));
     }
 }
+
+/// A validly signed license whose dates rule it out now: issued a year
+/// ago, expired 30 days ago, 7 days of grace (long over).
+fn expired_license(v: &Vendor, id: u8) -> Vec<u8> {
+    let mut l = v.license(id, "standard");
+    l.issued_at = now() - 400 * DAY;
+    l.not_before = l.issued_at;
+    l.expires_at = now() - 30 * DAY;
+    v.sign(&l)
+}
+
+fn license_rejection(s: &Value) -> String {
+    s["rejections"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["file"] == "license"))
+        .map(|r| r["reason"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+/// Copying an expired (past grace) but validly signed license over the
+/// license file does not replace the license in force: it is refused with
+/// the date and the cluster stays licensed. A restart keeps it that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_expired_license_copied_over_a_working_one_does_not_replace_it() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let path = cfg.license.clone();
+    let d = Daemon::start(cfg.clone()).await;
+    assert_eq!(state(&d.status().await), "active");
+    replace(&path, &expired_license(&v, 2));
+    let s = d
+        .wait_status("the expired license refused", |s| {
+            license_rejection(s).contains("expired on")
+        })
+        .await;
+    assert_eq!(
+        (state(&s), &s["license_id"]),
+        ("active", &json!("01010101-0101-0101-0101-010101010101")),
+        "{s}"
+    );
+    let why = license_rejection(&s);
+    assert!(
+        why.contains("the license in force") && why.contains("stays"),
+        "{why}"
+    );
+    assert_eq!(d.get("/v1/features/basic-search").await.1["allowed"], true);
+    d.stop().await;
+    let d = Daemon::start(cfg).await;
+    assert_eq!(state(&d.status().await), "active");
+    d.stop().await;
+}
+
+/// With nothing usable in force, an expired license is used as it is:
+/// the verdict says `expired` and why (not "no license").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_license_is_used_when_nothing_usable_is_in_force() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&expired_license(&v, 2)));
+    let d = Daemon::start(cfg).await;
+    let s = d.status().await;
+    assert_eq!(state(&s), "expired", "{s}");
+    assert_eq!(license_rejection(&s), "", "{s}");
+    d.stop().await;
+}
+
+/// In a license folder, a short license issued last but expired does not
+/// win over a current annual one issued earlier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_expired_short_license_issued_last_does_not_win_the_folder() {
+    let v = Vendor::new();
+    let (dir, mut cfg) = setup(None);
+    let folder = dir.path().join("licenses");
+    std::fs::create_dir(&folder).unwrap();
+    cfg.license = folder.clone();
+    let mut annual = v.license(1, "standard");
+    annual.issued_at = now() - 10 * DAY;
+    annual.not_before = annual.issued_at;
+    std::fs::write(folder.join("annual.lic"), v.sign(&annual)).unwrap();
+    let mut short = v.license(2, "enterprise");
+    short.issued_at = now() - 5 * DAY;
+    short.not_before = short.issued_at;
+    short.expires_at = now() - 3 * DAY;
+    short.grace = DAY;
+    std::fs::write(folder.join("short.lic"), v.sign(&short)).unwrap();
+    let d = Daemon::start(cfg).await;
+    let s = d.status().await;
+    assert_eq!(
+        (state(&s), &s["tier"]),
+        ("active", &json!("standard")),
+        "{s}"
+    );
+    d.stop().await;
+}
+
+/// An idempotency key reused for a different request is refused (422,
+/// `idempotency_key_reused`) instead of answered with the first request's
+/// reply while the second is silently not counted; the true retry is
+/// still answered as a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_idempotency_key_reused_for_another_request_is_refused() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let d = Daemon::start(cfg).await;
+    let (code, first) = d.spend("search_requests", 10, "job-42").await;
+    assert_eq!(code, 200, "{first}");
+    for (metric, amount) in [("api_calls", 999), ("search_requests", 11)] {
+        let (code, body) = d.spend(metric, amount, "job-42").await;
+        assert_eq!(
+            (code, &body["error"]["code"]),
+            (422, &json!("idempotency_key_reused")),
+            "{body}"
+        );
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("10 of search_requests") && msg.contains("nothing was counted"),
+            "{msg}"
+        );
+    }
+    let (code, again) = d.spend("search_requests", 10, "job-42").await;
+    assert_eq!((code, &again), (200, &first));
+    let (_, q) = d.get("/v1/quotas").await;
+    assert_eq!(q["quotas"]["search_requests"]["used"], 10, "{q}");
+    assert_eq!(q["quotas"]["api_calls"]["used"], 0, "{q}");
+    d.stop().await;
+}
+
+/// A refused revocation list stops being warned about once its file is
+/// deleted (the list accepted before stays in force from the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_revocation_file_deleted_is_no_longer_warned_about() {
+    let v = Vendor::new();
+    let (_dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let rev = cfg.revocations.clone();
+    let d = Daemon::start(cfg).await;
+    replace(&rev, b"not a revocation list");
+    let refused = |s: &Value| {
+        s["rejections"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["file"] == "revocations"))
+    };
+    d.wait_status("the broken list refused", refused).await;
+    std::fs::remove_file(&rev).unwrap();
+    let s = d
+        .wait_status("the refusal gone with the file", |s| !refused(s))
+        .await;
+    assert!(!s["warnings"].to_string().contains("revocation"), "{s}");
+    assert_eq!(state(&s), "active");
+    d.stop().await;
+}
+
+/// "Bound to cluster X, this is cluster Y" names the state folder this
+/// cluster's id came from: a `check` run with another state folder (a
+/// relative state_dir from another working folder) is visibly the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_license_for_another_cluster_names_the_state_folder_used() {
+    let v = Vendor::new();
+    let mut l = v.license(5, "enterprise");
+    l.cluster = Some("aaaaaaaaaaaaaaaa".into());
+    let (_dir, cfg) = setup(Some(&v.sign(&l)));
+    let want = format!("state folder {}", cfg.state_dir.display());
+    let d = Daemon::start(cfg).await;
+    let s = d.status().await;
+    assert_eq!(state(&s), "invalid", "{s}");
+    assert!(license_rejection(&s).contains(&want), "{s}");
+    d.stop().await;
+}

@@ -622,3 +622,86 @@ async fn attack_guessing_the_token_at_sign_in_is_paused_per_address() {
     assert_eq!(sign_in(&other, &d, &csrf, TOKEN).await.0, 303);
     d.stop().await;
 }
+
+/// An expired (past grace) but validly signed license uploaded while a
+/// working one is in force: the preview says plainly that it is expired
+/// and would not take effect, offers no install, and a direct post to the
+/// install step is refused; the license file is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_an_expired_license_upload_says_so_and_is_not_installed() {
+    let v = Vendor::new();
+    let good = v.sign(&v.license(1, "standard"));
+    let (_dir, cfg) = setup(Some(&good));
+    let license_path = cfg.license.clone();
+    let d = Daemon::start(cfg).await;
+    let (_, _, page) = get(&d, "/ui/", None).await;
+    let csrf = csrf_of(&page);
+    let mut old = v.license(2, "enterprise");
+    old.issued_at = now() - 400 * DAY;
+    old.not_before = old.issued_at;
+    old.expires_at = now() - 30 * DAY;
+    let expired = v.sign(&old);
+    let (code, html) = upload(&d, &csrf, &expired).await;
+    assert_eq!(code, 200, "{html}");
+    assert!(
+        html.contains("cannot be used now")
+            && html.contains("expired on")
+            && html.contains("would not take effect")
+            && !html.contains("Install this license"),
+        "{html}"
+    );
+    let armored = kaching_core::armor::armor(kaching_core::DocKind::License, &expired);
+    let ours = d.url.clone();
+    let (code, _, body) = post(
+        &d,
+        "/ui/license/install",
+        Some(&ours),
+        None,
+        &[("csrf", &csrf), ("license", &armored)],
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("Not installed.") && body.contains("expired on"),
+        "{body}"
+    );
+    assert_eq!(std::fs::read(&license_path).unwrap(), good);
+    d.stop().await;
+}
+
+/// An install the verifier cannot write says why, in the OS's words (here
+/// the folder is gone; under systemd it is "Read-only file system" when
+/// the unit does not list the folder in ReadWritePaths=).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_install_says_what_the_os_said() {
+    let v = Vendor::new();
+    let (dir, mut cfg) = setup(None);
+    let folder = dir.path().join("etc");
+    std::fs::create_dir(&folder).unwrap();
+    cfg.license = folder.join("license.lic");
+    std::fs::write(&cfg.license, v.sign(&v.license(1, "standard"))).unwrap();
+    let d = Daemon::start(cfg).await;
+    let (_, _, page) = get(&d, "/ui/", None).await;
+    let csrf = csrf_of(&page);
+    let (code, html) = upload(&d, &csrf, &v.sign(&v.license(2, "enterprise"))).await;
+    assert_eq!(code, 200, "{html}");
+    let armored = license_field(&html);
+    std::fs::remove_dir_all(&folder).unwrap();
+    let ours = d.url.clone();
+    let (code, _, body) = post(
+        &d,
+        "/ui/license/install",
+        Some(&ours),
+        None,
+        &[("csrf", &csrf), ("license", &armored)],
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("Not installed.")
+            && body.contains("No such file or directory")
+            && body.contains("ReadWritePaths"),
+        "{body}"
+    );
+    d.stop().await;
+}

@@ -11,7 +11,8 @@
 //!
 //! One idea a file, each standing only on those listed before it: `inputs`
 //! (settings, snapshot) and `verdict` (what the answer holds); `fit`, whether
-//! a verified license belongs here at all; `suggestions`, the upgrades that
+//! a verified license belongs here at all; `usable`, whether its dates allow
+//! it to be used at a time at all; `suggestions`, the upgrades that
 //! would lift a limit; `features`, `states`, `quotas` and `nodes`, each
 //! deciding its part; and here, [`evaluate`], which puts them together.
 
@@ -31,6 +32,7 @@ mod nodes;
 mod quotas;
 mod states;
 mod suggestions;
+mod usable;
 mod verdict;
 
 pub use change::{license_change, Changed, LicenseChange};
@@ -39,6 +41,7 @@ pub use fit::{fit, Misfit};
 pub use inputs::{LicenseInput, Settings, Snapshot};
 pub use quotas::{reaches_threshold, usage_ratio, warning_ratio, Spent};
 pub use suggestions::check_upgrade_request;
+pub use usable::{usable_at, Unusable};
 pub use verdict::{Decision, QuotaUsage, State, UpgradeSuggestion, Urgency, Verdict};
 
 /// Computes the verdict. Pure: every input is an argument.

@@ -256,3 +256,42 @@ fn allowed_hosts_are_bare_names_from_file_or_environment() {
         assert!(err.contains("not a bare host name"), "{bad}: {err}");
     }
 }
+
+/// A duration far past what any setup needs (a unit slip: "5M" is five
+/// months; or a keyboard slip) is refused, naming the setting, the value
+/// and the limit; the limit itself is accepted.
+#[test]
+fn durations_past_any_working_setup_are_refused_naming_the_setting() {
+    for (text, name) in [
+        ("lease_ttl = \"5months\"", "lease_ttl"),
+        ("lease_ttl = \"99999999999y\"", "lease_ttl"),
+        ("idempotency_ttl = \"1year\"", "idempotency_ttl"),
+        ("[relay]\nreceipt_poll = \"400d\"", "relay.receipt_poll"),
+    ] {
+        let e = refused(text, &[]);
+        assert!(
+            e.contains(&format!("{name} = \"")) && e.contains("allowed at most"),
+            "{e}"
+        );
+    }
+    let e = refused("", &[("KACHING_LEASE_TTL", "8days")]);
+    assert!(
+        e.contains("lease_ttl = \"8days\"") && e.contains("\"7days\""),
+        "{e}"
+    );
+    assert_eq!(
+        parse("lease_ttl = \"7days\"", &[]).unwrap().lease_ttl,
+        Duration::from_secs(7 * 86_400)
+    );
+}
+
+/// humantime reads "M" as months and "m" as minutes: "M" is refused.
+#[test]
+fn capital_m_for_months_is_refused_as_too_easy_to_mix_up_with_minutes() {
+    let e = refused("nbf_skew = \"5M\"", &[]);
+    assert!(e.contains("\"M\" means months"), "{e}");
+    assert_eq!(
+        parse("nbf_skew = \"5m\"", &[]).unwrap().nbf_skew,
+        Duration::from_secs(300)
+    );
+}

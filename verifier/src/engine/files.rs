@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use kaching_core::policy::{fit, license_change, LicenseChange};
+use kaching_core::policy::{fit, license_change, usable_at, LicenseChange, Unusable};
 use kaching_core::time::{rfc3339, Timestamp};
 use kaching_core::wire::verifier::Rejection;
 use kaching_core::{verify_license, VerifiedLicense};
@@ -60,6 +60,53 @@ impl Engine {
     /// Whether a verified license belongs here (core's `policy::fit`).
     fn fits(&self, v: &VerifiedLicense) -> bool {
         fit(&v.license, &self.settings).is_ok()
+    }
+
+    /// Whether a verified license's dates let it be used at `now` (core's
+    /// `policy::usable_at`, at the effective time: never before the mark).
+    pub(crate) fn usable(&self, v: &VerifiedLicense, now: Timestamp) -> Result<(), Unusable> {
+        usable_at(&v.license, &self.settings, now.max(self.mark()))
+    }
+
+    /// Why `new` must not replace `old`: `new` cannot be used at `now`
+    /// (expired past its grace, or not valid yet) while `old` can. A file
+    /// like that never breaks a licensed cluster; when nothing usable is in
+    /// force it is used as it is (the verdict then says why it denies).
+    pub(crate) fn unusable_replacement(
+        &self,
+        new: &VerifiedLicense,
+        old: Option<&VerifiedLicense>,
+        now: Timestamp,
+    ) -> Option<String> {
+        let old = old.filter(|o| o.bytes != new.bytes)?;
+        let why = self.usable(new, now).err()?;
+        self.usable(old, now).ok()?;
+        Some(format!(
+            "{}: license {} {why}: it would not take effect, so the license in force ({}) stays; \
+             ask your vendor for a current license",
+            self.cfg.license.display(),
+            new.license.id,
+            old.license.id
+        ))
+    }
+
+    /// A license kept out by [`Engine::unusable_replacement`] may become the
+    /// right choice by the clock alone (its `nbf` arrives, or the license in
+    /// force runs out of grace): then the files are read again and decided
+    /// afresh. Called every tick.
+    pub(crate) fn recheck_deferred(&mut self, now: Timestamp) {
+        let Some(d) = &self.deferred else {
+            return;
+        };
+        let changed = self.usable(d, now).is_ok()
+            || self
+                .license
+                .as_ref()
+                .is_none_or(|l| self.usable(l, now).is_err());
+        if changed {
+            self.deferred = None;
+            self.files_written = true;
+        }
     }
 
     /// The reader is idle again: drops the "read is stuck" rejections.
@@ -285,7 +332,11 @@ impl Engine {
         // the file never lifts a revocation.
         self.restore_revocations(&trust.revokers);
         match loader::revocations_from(&self.cfg.revocations, read, &trust) {
-            Loaded::Missing => {}
+            // The refused file is gone: so is the refusal (what was
+            // accepted stays, from the database).
+            Loaded::Missing => {
+                self.rejections.remove("revocations");
+            }
             Loaded::Rejected(why) => self.reject("revocations", why, now),
             Loaded::Good(v) => {
                 if let Err(e) = self.accept_revocations(v, Source::File, now) {
@@ -308,7 +359,14 @@ impl Engine {
             });
             return;
         };
-        let from_file = loader::license_from(&self.cfg.license, read, &trust, |v| self.fits(v));
+        let from_file = loader::license_from(
+            &self.cfg.license,
+            read,
+            &trust,
+            |v| self.fits(v),
+            |v| self.usable(v, now).is_ok(),
+        );
+        self.deferred = None;
         // The last good license must still verify under the keys now trusted:
         // removing a vendor key withdraws what it signed. Usually it is the
         // file just verified: its check is not done twice.
@@ -324,6 +382,11 @@ impl Engine {
             .filter(|v| self.fits(v));
         match from_file {
             Loaded::Good(v) if self.fits(&v) => {
+                if let Some(why) = self.unusable_replacement(&v, last_good.as_ref(), now) {
+                    self.deferred = Some(v);
+                    self.keep_or_fail(last_good, why, now);
+                    return;
+                }
                 let change = last_good
                     .as_ref()
                     .filter(|old| old.bytes != v.bytes)
@@ -338,6 +401,14 @@ impl Engine {
             }
             Loaded::Good(v) => {
                 let why = match fit(&v.license, &self.settings) {
+                    // Which state folder this cluster's id came from: a
+                    // command run with another state_dir (a relative path
+                    // from another folder) is another cluster.
+                    Err(misfit @ kaching_core::policy::Misfit::Cluster { .. }) => format!(
+                        "{misfit} (license {}; this cluster's id comes from the cluster key in state folder {})",
+                        v.license.id,
+                        self.cfg.state_dir.display()
+                    ),
                     Err(misfit) => format!("{misfit} (license {})", v.license.id),
                     Ok(()) => format!("license {} does not fit this verifier", v.license.id),
                 };
@@ -411,6 +482,11 @@ impl Engine {
             return;
         }
         if let Some((v, c)) = self.pending.clone() {
+            if let Some(why) = self.unusable_replacement(&v, self.license.as_ref(), now) {
+                self.release_pending();
+                self.reject("license", why, now);
+                return;
+            }
             tracing::info!(license = %v.license.id, "held downgrade accepted");
             // `put_in_force` clears the record of the held downgrade.
             self.put_in_force(v, Some(c), now);

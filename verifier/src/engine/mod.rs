@@ -112,6 +112,10 @@ pub struct Engine {
     pub(crate) last_ack: Option<Timestamp>,
     /// What changed when the license in force last replaced another, and when.
     pub(crate) license_change: Option<(kaching_core::policy::LicenseChange, Timestamp)>,
+    /// A license file kept out because it cannot be used yet (or any more)
+    /// while the one in force can: looked at again every tick, and the
+    /// files re-read once the clock changes that (see `files.rs`).
+    pub(crate) deferred: Option<VerifiedLicense>,
     /// A downgrade held by `hold_downgrades`, and what it would change.
     pub(crate) pending: Option<(VerifiedLicense, kaching_core::policy::LicenseChange)>,
     /// When the expired idempotency keys were last looked for.
@@ -302,6 +306,7 @@ impl Engine {
             stalled: BTreeSet::new(),
             files_stale_before: 0,
             files_written: false,
+            deferred: None,
             stale: false,
             current: Arc::new(placeholder),
             license_answer: None,
@@ -532,6 +537,11 @@ impl Engine {
         self.mark
     }
 
+    /// The trusted-time mark, for the engine's own modules.
+    fn mark(&self) -> Timestamp {
+        self.mark
+    }
+
     /// Raises the trusted-time mark to `t` (relay-signed time); never lowers it.
     pub(crate) fn raise_mark(&mut self, t: Timestamp) {
         self.mark = self.mark.max(t);
@@ -565,6 +575,7 @@ impl Engine {
         }
         self.prune(now, PRUNE_STEPS_PER_TICK);
         self.take_accepted_downgrade(now);
+        self.recheck_deferred(now);
         // Only a license with a duty to report reads the receipts.
         if self
             .license

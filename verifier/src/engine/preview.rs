@@ -23,12 +23,23 @@ pub struct LicensePreview {
     /// `hold_downgrades` is on and this takes something away: installing
     /// it waits for `kaching-verifier accept-downgrade`.
     pub held: bool,
+    /// Its dates do not let it be used now (expired past its grace, or not
+    /// valid yet): what that means, in one sentence.
+    pub unusable: Option<String>,
+    /// True when it would not take effect if installed: it cannot be used
+    /// now and the license in force can, so that one stays.
+    pub kept_out: bool,
 }
 
 impl Engine {
     /// Verifies `bytes` (armored or binary) as the reload would, and says
-    /// what installing them would change. `Err`: why it would be refused.
-    pub fn preview_license(&self, bytes: &[u8]) -> Result<LicensePreview, String> {
+    /// what installing them would change at `now`. `Err`: why it would be
+    /// refused.
+    pub fn preview_license(
+        &self,
+        bytes: &[u8],
+        now: kaching_core::time::Timestamp,
+    ) -> Result<LicensePreview, String> {
         let Some(trust) = self.trust.as_ref() else {
             return Err(format!(
                 "no trusted vendor keys at {}: copy the vendor's public key there first",
@@ -44,12 +55,29 @@ impl Engine {
             .as_ref()
             .filter(|old| old.bytes != verified.bytes)
             .map(|old| license_change(&old.license, &verified.license));
-        let held = self.cfg.hold_downgrades && change.as_ref().is_some_and(|c| c.downgrade);
+        let kept_out = self
+            .unusable_replacement(&verified, self.license.as_ref(), now)
+            .is_some();
+        let unusable = self.usable(&verified, now).err().map(|why| {
+            if kept_out {
+                format!(
+                    "This license {why}. Installing it would not take effect: the license in force stays."
+                )
+            } else {
+                format!(
+                    "This license {why}. Installed, it would be in force but every check would be denied until you install a current one."
+                )
+            }
+        });
+        let held =
+            !kept_out && self.cfg.hold_downgrades && change.as_ref().is_some_and(|c| c.downgrade);
         Ok(LicensePreview {
             verified,
             change,
             misfit,
             held,
+            unusable,
+            kept_out,
         })
     }
 

@@ -64,6 +64,9 @@ pub enum Outcome {
     },
     /// Usage was not counted: over the limit, unusable license, or no such quota.
     UsageRefused(UsageRefused),
+    /// Usage was not counted: the idempotency key was counted before for a
+    /// different metric or amount (`idempotency_key_reused`).
+    IdempotencyKeyReused(ErrorBody),
     /// An upgrade request was queued for the vendor.
     UpgradeQueued(UpgradeQueued),
     /// The requested tier is not in the catalog, or not above the tier in force.
@@ -179,6 +182,19 @@ impl Engine {
         now: Timestamp,
     ) -> anyhow::Result<Outcome> {
         if let Some(json) = self.db.idempotent_reply(key)? {
+            // The stored answer names what was counted under the key: a
+            // retry must ask for the same thing, or it would be answered
+            // for another request and its own count silently dropped.
+            if let Some(first) = reused_for_another_request(&json, metric, amount) {
+                return Ok(Outcome::IdempotencyKeyReused(ErrorBody::new(
+                    "idempotency_key_reused",
+                    format!(
+                        "idempotency_key {key:?} was already used for {first}, not for {amount} of {metric}: \
+                         nothing was counted. Use a new key for each increment (a UUID), and the same key \
+                         only to retry the very same request"
+                    ),
+                )));
+            }
             return Ok(Outcome::Counted {
                 json,
                 replayed: true,
@@ -295,4 +311,16 @@ impl Engine {
             .collect();
         Ok(Outcome::Upgrades(UpgradeList { upgrade_requests }))
     }
+}
+
+/// When the answer stored for an idempotency key was for another request
+/// than (`metric`, `amount`): that request, in words. The answer is the
+/// [`UsageAnswer`] first sent, which carries the metric and amount it
+/// counted, so keys recorded by any earlier version are checked too and
+/// the write path stores nothing more. An answer that cannot be read
+/// (never written by this daemon) is replayed as before.
+fn reused_for_another_request(stored: &str, metric: &str, amount: u64) -> Option<String> {
+    let first: UsageAnswer = serde_json::from_str(stored).ok()?;
+    (first.metric != metric || first.amount != amount)
+        .then(|| format!("{} of {}", first.amount, first.metric))
 }

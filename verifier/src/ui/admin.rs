@@ -165,6 +165,8 @@ fn preview_page(csrf: &str, p: &LicensePreview) -> Markup {
         (section("preview", "Install a license file", markup! {
             @if let Some(m) = &p.misfit {
                 (banner(Tone::Bad, "This license does not belong here.", markup! { (m) }))
+            } @else if let Some(u) = &p.unusable {
+                (banner(Tone::Bad, "The signature verifies, but this license cannot be used now.", markup! { (u) }))
             } @else {
                 (banner(Tone::Good, "The signature verifies.", markup! { "Signed by a key this verifier trusts." }))
             }
@@ -182,7 +184,7 @@ fn preview_page(csrf: &str, p: &LicensePreview) -> Markup {
                 p { strong { "hold_downgrades is on: " } "after installing, the license in force stays until someone runs "
                     code { "kaching-verifier accept-downgrade" } "." }
             }
-            @if p.misfit.is_none() {
+            @if p.misfit.is_none() && !p.kept_out {
                 form method="post" action="/ui/license/install" {
                     (csrf_field(csrf))
                     input type="hidden" name="license" value=(armored);
@@ -226,7 +228,7 @@ pub(super) async fn preview(State(ui): State<Ui>, mut form: Multipart) -> Respon
             "choose the license file your vendor sent, then press Check this file",
         );
     };
-    match on_engine(&ui, move |e, _| e.preview_license(&bytes)).await {
+    match on_engine(&ui, move |e, now| e.preview_license(&bytes, now)).await {
         Err(resp) => resp,
         Ok(Err(why)) => problem(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -256,14 +258,27 @@ pub(super) async fn install(
     if !ui.csrf.check(&f.csrf) {
         return forged();
     }
-    let checked = on_engine(&ui, move |e, _| {
-        let p = e.preview_license(f.license.as_bytes())?;
+    let checked = on_engine(&ui, move |e, now| {
+        let p = e.preview_license(f.license.as_bytes(), now)?;
         if let Some(m) = p.misfit {
             return Err(m);
         }
+        if p.kept_out {
+            return Err(p
+                .unusable
+                .unwrap_or_else(|| "this license cannot be used now".into()));
+        }
         let target = e.license_target(&p.verified);
-        kaching_kit::fs::write_atomic(&target, f.license.as_bytes(), false)
-            .map_err(|err| format!("cannot write {}: {err:#}", target.display()))?;
+        kaching_kit::fs::write_atomic(&target, f.license.as_bytes(), false).map_err(|err| {
+            let why = format!(
+                "cannot write {}: {}; give the verifier write access to that folder \
+                 (systemd: ReadWritePaths=, docs/install.md) or copy the file there yourself",
+                target.display(),
+                err
+            );
+            tracing::warn!(license = %p.verified.license.id, reason = %why, "license install from the license page failed");
+            why
+        })?;
         tracing::info!(license = %p.verified.license.id, path = %target.display(), "license installed from the license page");
         Ok(p.verified.license.id.to_string())
     })

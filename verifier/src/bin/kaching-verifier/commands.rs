@@ -252,8 +252,12 @@ fn run_daemon(cfg: Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let shutdown_timeout = cfg.shutdown_timeout;
     let result = rt.block_on(async move {
-        // Before the address is announced: a SIGTERM from then on stops cleanly.
-        let signalled = kaching_kit::shutdown::signal();
+        // Before the address is announced: a SIGTERM from then on stops
+        // cleanly, and a SIGHUP (a terminal closing, a habit from other
+        // daemons) never stops it.
+        let signalled = kaching_kit::shutdown::signal_with_hangup(|| {
+            tracing::info!("SIGHUP: files are watched and reloaded on change; nothing to do");
+        });
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| {
@@ -262,8 +266,6 @@ fn run_daemon(cfg: Config) -> anyhow::Result<()> {
                 cfg.listen
             )
             })?;
-        // Scripts and tests read the bound address (port 0 picks one).
-        kaching_kit::serve::announce(&listener)?;
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             signalled.await;
@@ -279,7 +281,13 @@ fn run_daemon(cfg: Config) -> anyhow::Result<()> {
             }
         };
         tokio::select! {
-            r = kaching_verifier::run(listener, cfg, shutdown) => r,
+            // Scripts and tests read the bound address (port 0 picks one),
+            // printed once the state is open and the daemon serves.
+            r = kaching_verifier::run_with(listener, cfg, shutdown, |l| {
+                if let Err(e) = kaching_kit::serve::announce(l) {
+                    tracing::warn!(%e, "cannot read the listening address");
+                }
+            }) => r,
             () = backstop => Err(anyhow::anyhow!(
                 "did not stop within shutdown_timeout ({}); exiting anyway (acknowledged writes are committed)",
                 humantime::format_duration(shutdown_timeout)
