@@ -88,6 +88,9 @@ const MAX_GROUP: usize = 256;
 
 /// Applies one write; its reply waits for the caller.
 fn write(engine: &mut Engine, w: Write, now: u64) -> anyhow::Result<Outcome> {
+    if let Some(refused) = engine.refused_write() {
+        return Ok(refused);
+    }
     match w {
         Write::Lease(node) => engine.lease(&node, now),
         Write::Release(node) => engine.release(&node, now),

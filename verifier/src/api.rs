@@ -374,6 +374,7 @@ fn respond(outcome: Outcome) -> Response {
         Outcome::IdempotencyKeyReused(e) => json_answer(StatusCode::UNPROCESSABLE_ENTITY, &e),
         Outcome::UpgradeQueued(q) => json_answer(StatusCode::ACCEPTED, &q),
         Outcome::UpgradeRefused(e) => json_answer(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        Outcome::StateDatabaseLost(e) => json_answer(StatusCode::SERVICE_UNAVAILABLE, &e),
         Outcome::Upgrades(list) => json_answer(StatusCode::OK, &list),
         Outcome::Nodes(list) => json_answer(StatusCode::OK, &list),
     }

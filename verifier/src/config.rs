@@ -501,8 +501,10 @@ impl Config {
     }
 
     /// Defaults, then `file` (when given), then the process environment.
+    /// Relative paths the file sets are taken from the file's folder (see
+    /// [`Config::resolve_file_paths`]).
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        LAYERS
+        let mut c = LAYERS
             .load::<Checked>(file)
             .map(|c| c.0)
             .map_err(|e| match e {
@@ -511,7 +513,13 @@ impl Config {
                     path.display()
                 )),
                 e => invalid(e),
-            })
+            })?;
+        if let Some(file) = file {
+            let from_env =
+                env_set_keys(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()));
+            c.resolve_file_paths(file, &from_env)?;
+        }
+        Ok(c)
     }
 
     /// Defaults, then the config file's `text` (`path` names it in errors),
@@ -522,10 +530,59 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Config> {
-        LAYERS
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let from_env = env_set_keys(env.iter().map(|(k, _)| k.clone()));
+        let mut c = LAYERS
             .parse::<Checked>(text, path, env)
             .map(|c| c.0)
-            .map_err(invalid)
+            .map_err(invalid)?;
+        if let Some(file) = path {
+            c.resolve_file_paths(file, &from_env)?;
+        }
+        Ok(c)
+    }
+
+    /// Relative paths written in the config `file` are taken from the
+    /// folder holding it (made absolute), so the configuration means the
+    /// same files, state folder and cluster identity from whatever current
+    /// directory a command runs in. Paths a `KACHING_*` variable set (keys
+    /// in `from_env`) and command-line flags stay relative to the current
+    /// directory, like any path typed in a shell. The defaults are absolute,
+    /// so a relative path no variable set came from the file.
+    fn resolve_file_paths(&mut self, file: &Path, from_env: &[String]) -> anyhow::Result<()> {
+        let paths: [(&str, Option<&mut PathBuf>); 7] = [
+            ("license", Some(&mut self.license)),
+            ("trusted_keys", Some(&mut self.trusted_keys)),
+            ("revocations", Some(&mut self.revocations)),
+            ("state_dir", Some(&mut self.state_dir)),
+            ("token_file", self.token_file.as_mut()),
+            ("tiers", self.tiers.as_mut()),
+            ("relay_public_key", self.relay.public_key.as_mut()),
+        ];
+        let mut base: Option<PathBuf> = None;
+        for (key, path) in paths {
+            let Some(path) = path else { continue };
+            if !path.is_relative()
+                || path.as_os_str().is_empty()
+                || from_env.iter().any(|k| k == key)
+            {
+                continue;
+            }
+            let dir = match &base {
+                Some(dir) => dir,
+                None => base.insert(
+                    std::path::absolute(kaching_kit::fs::parent_of(file)).with_context(|| {
+                        format!(
+                            "cannot tell which folder holds config file {} (the relative paths in it are taken from there): \
+                             check that the current directory still exists, or pass --config as an absolute path",
+                            file.display()
+                        )
+                    })?,
+                ),
+            };
+            *path = dir.join(&*path);
+        }
+        Ok(())
     }
 
     /// The rules no single key can check, on the effective configuration.
@@ -675,6 +732,19 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The keys of [`ENV_KEYS`] that the variables named in `names` set
+/// (matched as `kaching_kit::config` matches them: the prefix as written,
+/// the key in any case).
+fn env_set_keys(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let key = name.strip_prefix(LAYERS.env_prefix)?.to_ascii_lowercase();
+            ENV_KEYS.contains(&key.as_str()).then_some(key)
+        })
+        .collect()
 }
 
 /// A configuration error on one line (in config file F, key `tick`: …,

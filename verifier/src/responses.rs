@@ -20,9 +20,11 @@ pub enum Unauthorized {
 #[allow(dead_code)] // describes answers; never built
 pub enum Busy {
     /// `request_timeout` (past `request_timeout`, with `Retry-After: 1`: a
-    /// write may have taken effect, retry with the same idempotency key) or
+    /// write may have taken effect, retry with the same idempotency key),
     /// `unavailable` (shutting down, or the state database could not be
-    /// written: nothing was counted).
+    /// written: nothing was counted) or, on writes, `state_database_lost`
+    /// (`state.db` was deleted or replaced while the daemon ran: nothing
+    /// was recorded; restore it and restart the daemon).
     #[response(status = 503, headers(("Retry-After" = u32, description = "Seconds to wait (request_timeout only)")))]
     Unavailable(ErrorBody),
 }

@@ -131,10 +131,69 @@ impl StateLock {
     }
 }
 
+/// The identity of a file: device and inode. What the daemon opened as its
+/// state database is recorded at open, so a tick can tell that the path no
+/// longer names it (deleted, or replaced by another file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file `path` names now (symlinks followed, as
+    /// SQLite opens them); `None` where the platform has no inodes.
+    pub fn of(path: &Path) -> std::io::Result<Option<FileId>> {
+        let m = std::fs::metadata(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Ok(Some(FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+            }))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = m;
+            Ok(None)
+        }
+    }
+}
+
+/// What became of the open state database's file, as [`Db::file_status`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFile {
+    /// The path names the file the daemon has open (or it cannot be told).
+    InPlace,
+    /// Nothing at the path: the file was deleted (or moved away).
+    Deleted,
+    /// The path names another file: replaced (a copy, a restore, a rename).
+    Replaced,
+}
+
+impl DbFile {
+    /// Compares the identity recorded at open with what the path names now
+    /// (`now`: the result of [`FileId::of`]). An error other than "not
+    /// found" (a permission change, say) cannot tell, so counts as in place.
+    pub fn judge(opened: Option<FileId>, now: &std::io::Result<Option<FileId>>) -> DbFile {
+        match (opened, now) {
+            (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => DbFile::Deleted,
+            (Some(a), Ok(Some(b))) if a != *b => DbFile::Replaced,
+            _ => DbFile::InPlace,
+        }
+    }
+}
+
 /// An open state database.
 pub struct Db {
     conn: Connection,
     path: PathBuf,
+    /// The identity of the file opened, recorded right after opening it
+    /// (rusqlite does not expose the descriptor to `fstat`).
+    file_id: Option<FileId>,
     /// Opened by [`Db::open_read_only`] (`kaching-verifier check`): the
     /// records a start would make (trusted-time mark, license, roots,
     /// revocation list) are kept in the engine's memory only.
@@ -198,6 +257,13 @@ impl Db {
                 path.display()
             );
         }
+        // The file SQLite has open: it has just read it through.
+        let file_id = FileId::of(&path).with_context(|| {
+            format!(
+                "cannot look at state database {}: check the folder's permissions",
+                path.display()
+            )
+        })?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(corrupt)?;
@@ -230,6 +296,7 @@ impl Db {
         let mut db = Db {
             conn,
             path,
+            file_id,
             read_only: false,
         };
         match db.meta_i64("schema_version")? {
@@ -309,6 +376,7 @@ impl Db {
         let db = Db {
             conn,
             path,
+            file_id: None,
             read_only: true,
         };
         // Anything `open` would still have to do (a new or older database,
@@ -339,6 +407,17 @@ impl Db {
     /// Where the database lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the database path still names the file this connection has
+    /// open: one `stat`, for the engine's tick (never per write). A deleted
+    /// or replaced file still takes writes, into a file nobody will open
+    /// again. A read-only database (`check`) is never judged.
+    pub fn file_status(&self) -> DbFile {
+        if self.read_only {
+            return DbFile::InPlace;
+        }
+        DbFile::judge(self.file_id, &FileId::of(&self.path))
     }
 
     fn meta_blob(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {

@@ -1006,3 +1006,81 @@ fn a_start_that_fails_never_announces_its_address() {
     assert!(err.contains("is missing"), "{err}");
     assert!(!out.contains("listening on"), "stdout: {out}");
 }
+
+/// Starts a daemon, spends once, lets `lose` do something to `state.db`,
+/// and checks what follows: the next tick warns in status, every write
+/// (usage, lease, upgrade request) is refused with 503
+/// `state_database_lost` and nothing is counted, reads still answer, and
+/// the error is logged once.
+fn writes_refused_once_state_db_is(how: &str, lose: impl FnOnce(&Path)) {
+    let (dir, cfg) = setup(Some(&standard_license()));
+    let conf = write_config(dir.path(), &cfg, "");
+    let d = Proc::start(dir.path(), &conf);
+    assert_eq!(d.spend("before").0, 200);
+    let db = cfg.state_dir.join("state.db");
+    lose(&db);
+    let s = d.wait_status("the lost state database in the warnings", |s| {
+        s["warnings"].to_string().contains("state database")
+    });
+    let warning = s["warnings"].to_string();
+    assert!(
+        warning.contains(&format!("{} {how} while the daemon ran", db.display()))
+            && warning.contains("restore it and restart"),
+        "{s}"
+    );
+    let (code, body) = d.spend("after");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["code"], "state_database_lost", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restore it and restart"),
+        "{body}"
+    );
+    let (code, body) = request(d.addr, "PUT", "/v1/nodes/n1", &[], None);
+    assert_eq!(
+        (code, &body["error"]["code"]),
+        (503, &json!("state_database_lost"))
+    );
+    let upgrade = json!({"requested_tier": "enterprise", "message": "more"}).to_string();
+    let (code, body) = request(d.addr, "POST", "/v1/upgrade-requests", &[], Some(&upgrade));
+    assert_eq!(
+        (code, &body["error"]["code"]),
+        (503, &json!("state_database_lost"))
+    );
+    // Reads answer from memory; the one acknowledged spend is all that counted.
+    assert!(d.allowed());
+    let s = d.status();
+    assert_eq!(s["quotas"]["api_calls"]["used"], 1, "{s}");
+    // Ticks go on (the evaluation time moves on): still one error line.
+    let seen = s["evaluated_at"].clone();
+    d.wait_status("a later tick", |s| s["evaluated_at"] != seen);
+    let logged = d
+        .logs()
+        .matches(&format!("{how} while the daemon ran"))
+        .count();
+    assert_eq!(logged, 1, "log:\n{}", d.logs());
+}
+
+/// Attack (or an operator's slip): `state.db` deleted under the running
+/// daemon. Writes would be acknowledged into the unlinked file and lost
+/// (the next start refuses a missing database): the tick sees it, and
+/// writes are refused with 503 `state_database_lost` instead.
+#[test]
+fn attack_state_db_deleted_under_running_daemon_refuses_writes() {
+    writes_refused_once_state_db_is("was deleted", |db| {
+        std::fs::remove_file(db).unwrap();
+    });
+}
+
+/// The same with `state.db` replaced (another file renamed over it, e.g. an
+/// old backup restored under the running daemon).
+#[test]
+fn attack_state_db_replaced_under_running_daemon_refuses_writes() {
+    writes_refused_once_state_db_is("was replaced by another file", |db| {
+        let copy = db.with_extension("restored");
+        std::fs::copy(db, &copy).unwrap();
+        std::fs::rename(&copy, db).unwrap();
+    });
+}

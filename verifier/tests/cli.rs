@@ -709,3 +709,63 @@ fn explain_names_the_deciding_rule_for_the_license_in_force() {
     let (code, _) = explain(dir.path(), &cfg, &["--at", "next tuesday"]);
     assert_eq!(code, 1);
 }
+
+/// Relative paths in verifier.toml are taken from the file's folder: run
+/// from another current directory, `check` reads the same license and the
+/// same state folder (the same cluster id) and creates nothing where it
+/// runs, and `activation-request` names the same cluster.
+#[test]
+fn relative_paths_in_the_config_file_resolve_against_its_folder() {
+    let v = Vendor::new();
+    let (dir, cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let conf = dir.path().join("verifier.toml");
+    std::fs::write(
+        &conf,
+        "license = \"license.lic\"\ntrusted_keys = \"vendor.pub\"\nrevocations = \"revocations.krl\"\n\
+         state_dir = \"state\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let check_from = |cwd: &Path| -> Value {
+        let out = verifier()
+            .current_dir(cwd)
+            .args(["check", "--allow-development-trust", "--json", "--config"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let home = check_from(dir.path());
+    let id = home["cluster_id"].as_str().unwrap().to_string();
+    assert!(cfg.state_dir.join("cluster.key").is_file());
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let away = check_from(elsewhere.path());
+    assert_eq!(away["state"].as_str(), Some("active"), "{away}");
+    assert_eq!(away["cluster_id"].as_str(), Some(id.as_str()), "{away}");
+    let out_file = elsewhere.path().join("activation.req");
+    let out = verifier()
+        .current_dir(elsewhere.path())
+        .args(["activation-request", "--config"])
+        .arg(&conf)
+        .arg("--out")
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let req = verify_activation_request(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(req.doc.cluster_id, id);
+    assert!(
+        !elsewhere.path().join("state").exists(),
+        "no state folder may appear in the current directory"
+    );
+}

@@ -295,3 +295,56 @@ fn capital_m_for_months_is_refused_as_too_easy_to_mix_up_with_minutes() {
         Duration::from_secs(300)
     );
 }
+
+/// Relative paths written in the config file are taken from the file's
+/// folder; the same key set by a variable stays relative to the current
+/// directory, and absolute paths are left alone.
+#[test]
+fn relative_paths_in_the_file_resolve_against_its_folder_variables_against_the_current_directory() {
+    let file = "license = \"license.lic\"\ntrusted_keys = \"keys/vendor.pub\"\nrevocations = \"/abs/revocations.krl\"\n\
+                state_dir = \"../state\"\ntoken_file = \"api.token\"\ntiers = \"tiers.toml\"\n\
+                [relay]\npublic_key = \"relay.pub\"\n";
+    let c = Config::parse(file, Some(Path::new("/srv/kaching/verifier.toml")), []).unwrap();
+    assert_eq!(c.license, Path::new("/srv/kaching/license.lic"));
+    assert_eq!(c.trusted_keys, Path::new("/srv/kaching/keys/vendor.pub"));
+    assert_eq!(c.watched().roots, Path::new("/srv/kaching/keys/roots"));
+    assert_eq!(c.revocations, Path::new("/abs/revocations.krl"));
+    assert_eq!(c.state_dir, Path::new("/srv/kaching/../state"));
+    assert_eq!(
+        c.token_file.as_deref(),
+        Some(Path::new("/srv/kaching/api.token"))
+    );
+    assert_eq!(
+        c.tiers.as_deref(),
+        Some(Path::new("/srv/kaching/tiers.toml"))
+    );
+    assert_eq!(
+        c.relay.public_key.as_deref(),
+        Some(Path::new("/srv/kaching/relay.pub"))
+    );
+    let c = Config::parse(
+        file,
+        Some(Path::new("/srv/kaching/verifier.toml")),
+        env(&[
+            ("KACHING_STATE_DIR", "here/state"),
+            ("KACHING_RELAY_PUBLIC_KEY", "relay.pub"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.state_dir,
+        Path::new("here/state"),
+        "a variable's path is the shell's"
+    );
+    assert_eq!(c.relay.public_key.as_deref(), Some(Path::new("relay.pub")));
+    assert_eq!(c.license, Path::new("/srv/kaching/license.lic"));
+    // A config file named relatively: its folder is made absolute.
+    let c = Config::parse(file, Some(Path::new("conf/verifier.toml")), []).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(c.license, cwd.join("conf/license.lic"));
+    let c = Config::parse(file, Some(Path::new("verifier.toml")), []).unwrap();
+    assert_eq!(c.license, cwd.join("./license.lic"));
+    // Without a file (text only) nothing is resolved.
+    let c = Config::parse(file, None, []).unwrap();
+    assert_eq!(c.license, Path::new("license.lic"));
+}

@@ -65,7 +65,7 @@ impl Engine {
     /// Whether a verified license's dates let it be used at `now` (core's
     /// `policy::usable_at`, at the effective time: never before the mark).
     pub(crate) fn usable(&self, v: &VerifiedLicense, now: Timestamp) -> Result<(), Unusable> {
-        usable_at(&v.license, &self.settings, now.max(self.mark()))
+        usable_at(&v.license, &self.settings, now.max(self.trusted_time()))
     }
 
     /// Why `new` must not replace `old`: `new` cannot be used at `now`

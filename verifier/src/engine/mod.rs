@@ -44,6 +44,10 @@ pub mod writes;
 pub use published::{Event, Published};
 pub use writes::Outcome;
 
+/// The error code of a write refused because the state database was
+/// deleted or replaced under the running daemon.
+pub const STATE_DATABASE_LOST: &str = "state_database_lost";
+
 /// How long status warns that the license in force is a downgrade.
 const DOWNGRADE_WARNING: Timestamp = 7 * 86_400;
 
@@ -125,6 +129,10 @@ pub struct Engine {
     prune_pending: bool,
     /// Connected mode: what the relay worker reported (see [`relay`]).
     pub(crate) relay: relay::RelayState,
+    /// Set by a tick that found the state database's path no longer naming
+    /// the file the daemon has open (deleted or replaced): the message every
+    /// write is refused with and status warns with (see [`Engine::check_db_file`]).
+    pub(crate) db_lost: Option<String>,
 }
 
 /// The root pinned by the embedding program or built in, verified; checked
@@ -317,6 +325,7 @@ impl Engine {
             last_prune: 0,
             prune_pending: false,
             relay,
+            db_lost: None,
         };
         e.refresh_last_ack();
         Ok(e)
@@ -437,6 +446,9 @@ impl Engine {
                 }
             ));
         }
+        if let Some(lost) = &self.db_lost {
+            status.warnings.push(lost.clone());
+        }
         if let Some((_, c)) = &self.pending {
             status.warnings.push(format!(
                 "license {} takes something away ({}): it waits for `kaching-verifier accept-downgrade`; license {} stays in force",
@@ -537,11 +549,6 @@ impl Engine {
         self.mark
     }
 
-    /// The trusted-time mark, for the engine's own modules.
-    fn mark(&self) -> Timestamp {
-        self.mark
-    }
-
     /// Raises the trusted-time mark to `t` (relay-signed time); never lowers it.
     pub(crate) fn raise_mark(&mut self, t: Timestamp) {
         self.mark = self.mark.max(t);
@@ -563,6 +570,7 @@ impl Engine {
     /// No file is read here (the actor asks the reader thread for that), so a
     /// stuck read never delays it.
     pub fn tick(&mut self, now: Timestamp) {
+        self.check_db_file();
         if self.leases.any_expired(now) {
             self.leases.cull(now);
             if let Err(e) = self.db.cull_leases(now) {
@@ -588,6 +596,50 @@ impl Engine {
         if let Err(e) = self.persist_mark(false) {
             tracing::warn!(%e, "cannot persist the trusted-time mark");
         }
+    }
+
+    /// Whether the state database's path still names the file the engine
+    /// has open (one `stat` per tick, none per write). Deleted or replaced,
+    /// every write would be acknowledged into a file no start will open
+    /// again, and lost: from here writes are refused ([`Engine::refused_write`]),
+    /// status warns, and the error is logged once. Reads go on from memory.
+    /// Should the very file come back to the path, writes resume.
+    pub(crate) fn check_db_file(&mut self) {
+        use crate::state::DbFile;
+        let how = match self.db.file_status() {
+            DbFile::InPlace => {
+                if self.db_lost.take().is_some() {
+                    tracing::info!(
+                        path = %self.db.path().display(),
+                        "the state database is back in place: writes are accepted again"
+                    );
+                }
+                return;
+            }
+            DbFile::Deleted => "was deleted",
+            DbFile::Replaced => "was replaced by another file",
+        };
+        if self.db_lost.is_some() {
+            return;
+        }
+        let message = format!(
+            "the state database {} {how} while the daemon ran: restore it and restart kaching-verifier              (systemctl restart kaching-verifier). Until then usage, node leases and upgrade requests are              refused, since they would be written to a file no start opens again; checks keep answering              from memory",
+            self.db.path().display()
+        );
+        tracing::error!("{message}");
+        self.db_lost = Some(message);
+    }
+
+    /// The answer to every write while the state database is lost (see
+    /// [`Engine::check_db_file`]); `None` while writes are accepted. Reads
+    /// a field only: nothing is added to the write path.
+    pub fn refused_write(&self) -> Option<Outcome> {
+        self.db_lost.as_ref().map(|m| {
+            Outcome::StateDatabaseLost(kaching_core::wire::ErrorBody::new(
+                STATE_DATABASE_LOST,
+                format!("{m}. Nothing was recorded: retry once the daemon has been restarted"),
+            ))
+        })
     }
 
     /// Forgets expired idempotency keys (older than `idempotency_ttl`), at

@@ -71,6 +71,9 @@ pub enum Outcome {
     UpgradeQueued(UpgradeQueued),
     /// The requested tier is not in the catalog, or not above the tier in force.
     UpgradeRefused(ErrorBody),
+    /// Not recorded: the state database was deleted or replaced while the
+    /// daemon ran (`state_database_lost`; see [`Engine::refused_write`]).
+    StateDatabaseLost(ErrorBody),
     /// The queued upgrade requests.
     Upgrades(UpgradeList),
     /// The live node leases.

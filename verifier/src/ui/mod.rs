@@ -302,6 +302,14 @@ async fn file_upgrade(
             )
             .await
         }
+        Ok(Outcome::StateDatabaseLost(e)) => {
+            render(
+                &ui,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(refused(e.error.message)),
+            )
+            .await
+        }
         Ok(_) => problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable.",
