@@ -240,6 +240,7 @@ impl Config {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        check_listen(&self.listen)?;
         if self.rate_limit.per_second < 0.0 || !self.rate_limit.per_second.is_finite() {
             bail!("rate_limit.per_second must be 0 (off) or a positive number");
         }
@@ -409,6 +410,25 @@ impl Config {
 }
 
 /// What a configuration error is wrapped in: where to look, and what to read.
+/// `listen` must be HOST:PORT (`127.0.0.1:7878`, `[::1]:7878`,
+/// `localhost:7878`): a missing port is a configuration error, not a bind
+/// failure at start.
+fn check_listen(listen: &str) -> anyhow::Result<()> {
+    let shape =
+        "write HOST:PORT, e.g. listen = \"127.0.0.1:7878\" (or \"[::1]:7878\", \"0.0.0.0:7878\")";
+    let Some((host, port)) = listen.rsplit_once(':') else {
+        bail!("listen = {listen:?} has no port: {shape}");
+    };
+    let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+    if host.is_empty() || (host.contains(':') && !bracketed) {
+        bail!("listen = {listen:?} is not HOST:PORT (an IPv6 address goes in brackets): {shape}");
+    }
+    if port.parse::<u16>().is_err() {
+        bail!("listen = {listen:?}: {port:?} is not a port (0 to 65535): {shape}");
+    }
+    Ok(())
+}
+
 fn invalid(file: Option<&Path>) -> String {
     match file {
         Some(p) => format!("invalid configuration in {} or KACHING_RELAY_* variables: see `kaching-relay default-config`", p.display()),
@@ -557,6 +577,35 @@ mod tests {
         assert!(Config::from_parts("max_connections = 0", []).is_err());
         assert!(Config::from_parts("idle_timeout = \"0s\"", []).is_err());
         assert!(Config::from_parts("long_poll_max = \"2h\"", []).is_err());
+    }
+
+    #[test]
+    fn listen_without_a_port_is_a_config_error() {
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:",
+            ":7878",
+            "::1",
+            "127.0.0.1:99999",
+            "host:port",
+        ] {
+            let err = Config::from_parts(&format!("listen = {bad:?}"), [])
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                err.contains(&format!("listen = {bad:?}")) && err.contains("HOST:PORT"),
+                "{bad}: {err}"
+            );
+        }
+        for good in ["127.0.0.1:0", "[::1]:7878", "localhost:7878", "0.0.0.0:9"] {
+            assert!(
+                Config::from_parts(&format!("listen = {good:?}"), []).is_ok(),
+                "{good}"
+            );
+        }
+        // From the environment too.
+        let env = [("KACHING_RELAY_LISTEN".to_string(), "127.0.0.1".to_string())];
+        assert!(Config::from_parts("", env).is_err());
     }
 
     #[test]

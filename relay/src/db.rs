@@ -154,7 +154,28 @@ const UPGRADES: &[(&str, &str)] = &[
     ("storage bounded by clusters", UPGRADE_1),
     ("the current hour on the cluster row", UPGRADE_2),
     ("licenses found by expiry", LICENSES_BY_EXPIRY),
+    ("token names unique among live tokens", LIVE_TOKEN_NAMES),
 ];
+
+/// A token name is unique among live tokens only (docs/relay.md,
+/// "Tokens"): a revoked token's name can be given to a new token, whose
+/// other hash no session of the old one matches. SQLite cannot drop a
+/// column's UNIQUE, so the table is rebuilt (a few rows) with a partial
+/// unique index instead. The same on PostgreSQL (migration 7).
+const LIVE_TOKEN_NAMES: &str = "
+CREATE TABLE tokens_live_names (
+    hash        TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    scope       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+INSERT INTO tokens_live_names (hash, name, scope, created_at, revoked_at)
+    SELECT hash, name, scope, created_at, revoked_at FROM tokens;
+DROP TABLE tokens;
+ALTER TABLE tokens_live_names RENAME TO tokens;
+CREATE UNIQUE INDEX one_live_token_per_name ON tokens (name) WHERE revoked_at IS NULL;
+";
 
 /// The console's licenses page reads licenses in order of expiry (a page,
 /// the renewals horizon and its count): through this index, a few rows

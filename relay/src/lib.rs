@@ -56,12 +56,31 @@ const PRUNE_BATCH: u32 = 2_000;
 const PRUNE_PAUSE: Duration = Duration::from_millis(20);
 
 /// Serves the relay on `listener` until `shutdown` completes, then finishes
-/// in-flight requests, commits queued writes and returns.
+/// in-flight requests, commits queued writes and returns: [`prepare`], then
+/// [`Prepared::serve`].
 pub async fn run(
     listener: tokio::net::TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    prepare(config).await?.serve(listener, shutdown).await
+}
+
+/// A relay ready to serve: its configuration checked, its key loaded, its
+/// database opened (on SQLite, locked for this process), its start recorded
+/// and its revocation list loaded. Everything that can refuse to start has
+/// run, so the binary announces its address only after [`prepare`].
+pub struct Prepared {
+    state: Arc<AppState>,
+    storage: Arc<dyn Storage>,
+    stop: Shutdown,
+    limits: kaching_kit::serve::Limits,
+    nofile: Option<u64>,
+    serving_since: u64,
+}
+
+/// Opens and checks everything the relay needs before it serves (see [`Prepared`]).
+pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let vendor_keys = config.trusted_keys()?;
     // Refuses to start, naming the file, when the configured root does not verify.
     let initial_root = config.initial_root()?;
@@ -147,6 +166,45 @@ pub async fn run(
         catalog,
         metrics: Arc::new(metrics::Metrics::new(long_poll_cap)),
     });
+    Ok(Prepared {
+        state,
+        storage,
+        stop,
+        limits,
+        nofile,
+        serving_since,
+    })
+}
+
+impl Prepared {
+    /// Serves on `listener` until `shutdown` completes, then finishes
+    /// in-flight requests, commits queued writes and returns.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Prepared {
+            state,
+            storage,
+            stop,
+            limits,
+            nofile,
+            serving_since,
+        } = self;
+        let start = (limits, nofile, serving_since);
+        serve_prepared(state, storage, stop, start, listener, shutdown).await
+    }
+}
+
+async fn serve_prepared(
+    state: Arc<AppState>,
+    storage: Arc<dyn Storage>,
+    stop: Shutdown,
+    (limits, nofile, serving_since): (kaching_kit::serve::Limits, Option<u64>, u64),
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let follower = storage
         .changes()
         .map(|changes| tokio::spawn(follow::run(state.clone(), changes, stop.listener())));

@@ -82,12 +82,16 @@ pub fn create(conn: &mut Connection, scope: Scope, name: &str, now: u64) -> anyh
     let token = generate();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let taken: bool = tx
-        .query_row("SELECT 1 FROM tokens WHERE name = ?1", [name], |_| Ok(true))
+        .query_row(
+            "SELECT 1 FROM tokens WHERE name = ?1 AND revoked_at IS NULL",
+            [name],
+            |_| Ok(true),
+        )
         .optional()?
         .unwrap_or(false);
     if taken {
         anyhow::bail!(
-            "a token named {name:?} exists already: pick another --name, or revoke it first"
+            "a live token named {name:?} exists already: pick another --name, or revoke it first (`kaching-relay token revoke {name}`)"
         );
     }
     tx.execute(

@@ -174,6 +174,77 @@ async fn console_attack_wrong_scope_or_revoked_token_is_refused() {
     assert_eq!(sign_in(&r, &admin).await, (401, None));
 }
 
+/// Creates an admin token `name` in `r`'s database, or says why not.
+async fn try_admin_token(r: &Relay, name: &str) -> anyhow::Result<String> {
+    match r.config.database()? {
+        Database::Sqlite(path) => {
+            let mut conn = kaching_relay::db::open_and_migrate(&path)?;
+            tokens::create(&mut conn, Scope::Admin, name, now())
+        }
+        Database::Postgres(url) => {
+            let pool = kaching_relay::storage::postgres::pool(&url)?;
+            kaching_relay::storage::postgres::admin::create_token(&pool, Scope::Admin, name, now())
+                .await
+        }
+    }
+}
+
+/// Finding: a revoked token's name could not be given to a new token
+/// (contradicting the docs). It can now; the old token and the old
+/// token's sessions stay refused, and two live tokens never share a name.
+async fn revoked_token_name_is_reused_without_reviving_its_sessions(r: &Relay) {
+    let old = try_admin_token(r, "ops").await.unwrap();
+    let (_, cookie) = sign_in(r, &old).await;
+    let old_cookie = cookie.unwrap();
+    assert_eq!(get(r, "/console/audit", Some(&old_cookie)).await.0, 200);
+    let refused = try_admin_token(r, "ops").await.unwrap_err().to_string();
+    assert!(
+        refused.contains("a live token named \"ops\" exists already"),
+        "{refused}"
+    );
+    revoke_token(r, "ops").await;
+    let new = try_admin_token(r, "ops")
+        .await
+        .expect("a revoked token's name can be reused");
+    assert_ne!(new, old);
+    // The old session, a cookie made from the old token, the old token: refused.
+    for c in [old_cookie.clone(), session_cookie("ops", &old, now())] {
+        for path in ["/console/", "/console/audit", "/console/events"] {
+            assert_eq!(get(r, path, Some(&c)).await.0, 401, "{path} with {c}");
+        }
+    }
+    assert_eq!(sign_in(r, &old).await, (401, None));
+    assert_eq!(
+        r.get_as::<serde_json::Value>("/v1/clusters", &old).await.0,
+        401
+    );
+    // The new token signs in and works.
+    let (status, cookie) = sign_in(r, &new).await;
+    assert_eq!(status, 303);
+    assert_eq!(get(r, "/console/audit", cookie.as_deref()).await.0, 200);
+    assert_eq!(
+        r.get_as::<serde_json::Value>("/v1/clusters", &new).await.0,
+        200
+    );
+    // Still one live token per name; revoking reaches the new one.
+    assert!(try_admin_token(r, "ops").await.is_err());
+    revoke_token(r, "ops").await;
+    assert_eq!(get(r, "/console/audit", cookie.as_deref()).await.0, 401);
+}
+
+#[tokio::test]
+async fn console_attack_revoked_token_name_reused_does_not_revive_sessions_on_sqlite() {
+    let r = Relay::start().await;
+    revoked_token_name_is_reused_without_reviving_its_sessions(&r).await;
+}
+
+#[tokio::test]
+async fn console_attack_revoked_token_name_reused_does_not_revive_sessions_on_postgres() {
+    if let Some(r) = postgres_relay().await {
+        revoked_token_name_is_reused_without_reviving_its_sessions(&r).await;
+    }
+}
+
 #[tokio::test]
 async fn console_attack_cross_site_or_tokenless_post_is_refused() {
     let r = Relay::start().await;
@@ -486,23 +557,36 @@ async fn licenses_page_pages_by_license(r: &Relay) {
     );
     assert!(first.len() < 100 * 1024, "{} bytes", first.len());
 
-    let (_, second) = get(r, "/console/licenses?page=1", c).await;
+    // Pages count from 1 in URLs as on the page; 0 is the first page too.
+    assert!(
+        first.contains(r#"href="/console/licenses?days=30&amp;page=2" rel="next""#),
+        "{first}"
+    );
+    for p in ["0", "1"] {
+        let (_, same) = get(r, &format!("/console/licenses?page={p}"), c).await;
+        assert!(same.contains("Licenses 1–20 of 60"), "page={p}: {same}");
+    }
+    let (_, second) = get(r, "/console/licenses?page=2", c).await;
     assert_eq!(sections(&second), 20, "{second}");
     assert!(second.contains("Licenses 21–40 of 60"), "{second}");
     assert!(second.contains(r#"rel="prev""#) && second.contains(r#"rel="next""#));
-    let (_, second) = get(r, "/console/licenses?page=2", c).await;
+    assert!(
+        second.contains(r#"href="/console/licenses?days=30" rel="prev""#),
+        "{second}"
+    );
+    let (_, second) = get(r, "/console/licenses?page=3", c).await;
     assert_eq!(sections(&second), 20, "{second}");
     assert!(second.contains("Licenses 41–60 of 60"), "{second}");
     assert!(second.contains(r#"rel="prev""#) && !second.contains(r#"rel="next""#));
     assert!(section(&second, 69).contains(&cluster(69)));
     // Its live region is the same page.
     assert!(
-        second.contains(r#"data-live="/console/licenses/live?days=30&amp;page=2""#),
+        second.contains(r#"data-live="/console/licenses/live?days=30&amp;page=3""#),
         "{second}"
     );
-    let (_, live) = get(r, "/console/licenses/live?days=30&page=2", c).await;
+    let (_, live) = get(r, "/console/licenses/live?days=30&page=3", c).await;
     assert_eq!(sections(&live), 20, "{live}");
-    let (status, past) = get(r, "/console/licenses?page=9", c).await;
+    let (status, past) = get(r, "/console/licenses?page=10", c).await;
     assert_eq!(status, 200);
     assert_eq!(sections(&past), 0);
     assert!(
@@ -618,6 +702,43 @@ async fn console_pages_stay_under_100_kib_with_assets() {
         let weight = body.len() + css.len() + js.len();
         eprintln!("page weight {path}: {weight} bytes with the stylesheet and script");
         assert!(weight < 100 * 1024, "{path}: {weight} bytes");
+    }
+}
+
+/// Finding: a 250 KB message (filed before the API capped it) made the
+/// inbox and licenses pages weigh over 260 KB. Pages show the start of a
+/// message; the API keeps it whole.
+#[tokio::test]
+async fn console_pages_cut_long_stored_upgrade_messages() {
+    // On SQLite whatever the test backend: the old rows are written to its file.
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path());
+    let r = Relay::start_on(dir, c, None).await;
+    let l = license(1, 3600);
+    assert_eq!(r.activate(&l, &cluster_key(1)).await.status(), 200);
+    let long = format!("{}{}", "é".repeat(300), "y".repeat(250_000));
+    let conn = kaching_relay::db::open(&r.config.db_path()).unwrap();
+    for n in 0..3 {
+        conn.execute(
+            "INSERT INTO upgrade_requests (license_id, cluster_id, requested_tier, message, time, received_at, source)
+             VALUES (?1, '', 'enterprise', ?2, ?3, ?3, 'whoosh')",
+            rusqlite::params![l.id.to_string(), long, now() + n],
+        )
+        .unwrap();
+    }
+    let admin = r.token(Scope::Admin, "ops");
+    let (_, cookie) = sign_in(&r, &admin).await;
+    let (_, css) = get(&r, "/console/assets/kaching.css", None).await;
+    let (_, js) = get(&r, "/console/assets/live.js", None).await;
+    for path in ["/console/inbox", "/console/licenses", "/console/inbox/live"] {
+        let (status, body) = get(&r, path, cookie.as_deref()).await;
+        assert_eq!(status, 200, "{path}");
+        let weight = body.len() + css.len() + js.len();
+        assert!(weight < 100 * 1024, "{path}: {weight} bytes");
+        assert!(
+            body.contains(&format!("{}…", "é".repeat(280))) && !body.contains("yyyy"),
+            "{path}: the message is cut after 280 characters"
+        );
     }
 }
 
@@ -771,7 +892,7 @@ async fn every_console_page_follows_the_event_stream() {
     let r = Relay::start().await;
     let cookie = scenario(&r).await;
     for (page, live) in [
-        ("/console/", "/console/live?page=0"),
+        ("/console/", "/console/live?page=1"),
         ("/console/licenses", "/console/licenses/live?days=30"),
         ("/console/revocations", "/console/revocations/live"),
         ("/console/inbox", "/console/inbox/live"),

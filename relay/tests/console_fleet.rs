@@ -519,25 +519,57 @@ async fn upgrade_requests_page_by_license_and_stay_within_the_budget() {
     );
     assert!(inbox.contains("<td>m1200 "), "{inbox}");
     assert!(
-        inbox.contains(r#"<a href="/console/inbox?page=1" rel="next">"#),
+        inbox.contains(r#"<a href="/console/inbox?page=2" rel="next">"#),
         "{inbox}"
     );
     assert!(
         inbox.contains(r#"data-live="/console/inbox/live""#),
         "{inbox}"
     );
-    let older = page("/console/inbox?page=23").await;
+    // Pages count from 1, as the page says; 0 is the first page too.
+    let zero = page("/console/inbox?page=0").await;
+    assert!(
+        zero.contains("Requests 1–50 of 1200, newest first."),
+        "{zero}"
+    );
+    let second = page("/console/inbox?page=2").await;
+    assert!(
+        second.contains("Requests 51–100 of 1200, newest first."),
+        "{second}"
+    );
+    assert!(
+        second.contains(r#"<a href="/console/inbox" rel="prev">"#)
+            && second.contains(r#"<a href="/console/inbox?page=3" rel="next">"#),
+        "{second}"
+    );
+    let older = page("/console/inbox?page=24").await;
     assert_eq!(rows(&older), 50);
     assert!(
         older.contains("<td>m50 ") && older.contains("<td>m1 "),
         "{older}"
     );
     assert!(
-        older.contains(r#"data-live="/console/inbox/live?page=23""#),
+        older.contains(r#"data-live="/console/inbox/live?page=24""#),
         "{older}"
     );
     assert!(!older.contains(r#"rel="next""#), "{older}");
-    let past = page("/console/inbox?page=24").await;
+    // The fleet (300 clusters, 50 a page) counts pages from 1 as well.
+    for first in ["/console/", "/console/?page=0", "/console/?page=1"] {
+        let fleet = page(first).await;
+        assert!(
+            fleet.contains(r#"<a href="/console/?page=2" rel="next">"#)
+                && !fleet.contains(r#"rel="prev""#),
+            "{first}: {fleet}"
+        );
+    }
+    let fleet = page("/console/?page=6").await;
+    assert!(
+        fleet.contains(r#"<a href="/console/?page=5" rel="prev">"#)
+            && !fleet.contains(r#"rel="next""#)
+            && fleet.contains(r#"data-live="/console/live?page=6""#),
+        "{fleet}"
+    );
+    let past = page("/console/inbox?page=25").await;
     assert!(
         past.contains("Page 25 is past the last request (1200 in all)."),
         "{past}"
@@ -577,7 +609,7 @@ async fn licenses_page_reaches_every_license_past_ten_thousand() {
         .unwrap();
     let (r, cookie) = signed_in(dir, cfg, &path).await;
     let http = reqwest::Client::new();
-    let last = page_as(&http, r.url("/console/licenses?page=500"), &cookie).await;
+    let last = page_as(&http, r.url("/console/licenses?page=501"), &cookie).await;
     assert!(last.contains("Licenses 10001–10001 of 10001"), "{last}");
     assert!(last.contains(r#"id="l-lic-00010000""#), "{last}");
     assert!(

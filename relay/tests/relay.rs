@@ -606,6 +606,8 @@ async fn audit_verify_fails_after_row_deleted() {
 #[test]
 fn token_cli_shows_secret_once_and_revokes_by_name() {
     let dir = tempfile::tempdir().unwrap();
+    // A new relay's database, made before it first serves.
+    assert!(relay_cli(dir.path(), &["migrate"]).status.success());
     let out = relay_cli(
         dir.path(),
         &["token", "create", "--scope", "whoosh", "--name", "ui"],
@@ -920,4 +922,62 @@ fn relay_and_verifier_read_the_same_log_variable() {
         stderr.contains("KACHING_LOG=\"debug,[\" is not a log filter"),
         "{stderr}"
     );
+}
+
+/// Finding: a 250 KB message was filed, and the console pages listing it
+/// broke their 100 KiB budget. The verifier's limit holds here too.
+#[tokio::test]
+async fn attack_oversized_upgrade_request_message_is_refused() {
+    let relay = Relay::start().await;
+    let whoosh = relay.token(Scope::Whoosh, "whoosh");
+    let l = license(8, 3600);
+    assert_eq!(relay.activate(&l, &cluster_key(1)).await.status(), 200);
+    for len in [4097, 250_000] {
+        let r = relay
+            .file_upgrade_with(&whoosh, &l, "enterprise", "x".repeat(len))
+            .await;
+        let (status, e) = error_body(r).await;
+        assert_eq!((status, e.error.code.as_str()), (400, "bad_request"), "{e}");
+        assert!(
+            e.error
+                .message
+                .contains(&format!("message is {len} bytes: at most 4096")),
+            "{e}"
+        );
+    }
+    let (_, rows) = relay
+        .get_as::<UpgradeRows>("/v1/upgrade-requests", &relay.token(Scope::Admin, "a"))
+        .await;
+    assert!(rows.upgrade_requests.is_empty(), "nothing was filed");
+    let r = relay
+        .file_upgrade_with(&whoosh, &l, "enterprise", "x".repeat(4096))
+        .await;
+    assert_eq!(r.status(), 201);
+    relay.stop().await;
+}
+
+/// The tier the license already has (or a lower one) is not an upgrade:
+/// refused as the verifier refuses it, with the tiers that are.
+#[tokio::test]
+async fn upgrade_request_for_the_tier_in_force_is_refused() {
+    let relay = Relay::start().await;
+    let whoosh = relay.token(Scope::Whoosh, "whoosh");
+    let l = license(8, 3600);
+    assert_eq!(relay.activate(&l, &cluster_key(1)).await.status(), 200);
+    let (status, e) = error_body(relay.file_upgrade(&whoosh, &l, "standard").await).await;
+    assert_eq!(
+        (status, e.error.code.as_str()),
+        (422, "not_an_upgrade"),
+        "{e}"
+    );
+    assert!(
+        e.error.message.contains("already on the standard tier")
+            && e.error.message.contains("enterprise"),
+        "{e}"
+    );
+    assert_eq!(
+        relay.file_upgrade(&whoosh, &l, "enterprise").await.status(),
+        201
+    );
+    relay.stop().await;
 }

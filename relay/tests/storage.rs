@@ -20,6 +20,7 @@ use kaching_core::SecretKey;
 use kaching_relay::console::data::{Answer, Ask, LicenseHour, LicenseList};
 use kaching_relay::storage::{self, Database, Storage};
 use kaching_relay::store::Activation;
+use kaching_relay::tokens::Scope;
 
 /// Relay time at the start of hour 500_000 (in 2027).
 const H: u64 = 500_000 * 3600;
@@ -236,7 +237,7 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
     }
     let s = open(dir.path(), false).await;
     let c = db(dir.path());
-    assert_eq!(count(&c, "PRAGMA user_version"), 3);
+    assert_eq!(count(&c, "PRAGMA user_version"), 4);
     let (seq, hash, mark): (u64, Vec<u8>, u64) = c
         .query_row(
             "SELECT report_seq, report_hash, mark FROM chain_heads WHERE cluster_id = ?1",
@@ -278,7 +279,7 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
     s.close().await.unwrap();
     // Opening again changes nothing.
     let s = open(dir.path(), false).await;
-    assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 3);
+    assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 4);
     s.close().await.unwrap();
 }
 
@@ -1055,7 +1056,7 @@ async fn rollups_of_the_previous_schema_move_their_newest_hour_onto_the_row_on_s
     }
     let s = open(dir.path(), false).await;
     let rows = Rows::Lite(dir.path().into());
-    assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 3);
+    assert_eq!(count(&db(dir.path()), "PRAGMA user_version"), 4);
     upgraded_hours_read_as_before(&rows).await;
     s.close().await.unwrap();
 }
@@ -1321,4 +1322,82 @@ fn bench_audit_walk_whole_and_resumed() {
         r.as_secs_f64() * 1e3,
         w.as_secs_f64() / r.as_secs_f64()
     );
+}
+
+/// A database from before names were unique among live tokens only (a
+/// `UNIQUE` name column) is upgraded: its tokens are kept, a revoked
+/// token's name can be reused, two live tokens still cannot share one.
+#[test]
+fn token_names_become_unique_among_live_tokens_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    {
+        let mut c = kaching_relay::db::create_at_version(&path, 3).unwrap();
+        kaching_relay::tokens::create(&mut c, Scope::Admin, "ops", H).unwrap();
+        kaching_relay::tokens::revoke(&mut c, "ops", H + 1).unwrap();
+        kaching_relay::tokens::create(&mut c, Scope::Whoosh, "whoosh", H).unwrap();
+    }
+    let mut c = kaching_relay::db::open_and_migrate(&path).unwrap();
+    assert_eq!(count(&c, "PRAGMA user_version"), 4);
+    assert_eq!(count(&c, "SELECT count(*) FROM tokens"), 2, "tokens kept");
+    let again = kaching_relay::tokens::create(&mut c, Scope::Admin, "ops", H + 2).unwrap();
+    assert_eq!(
+        kaching_relay::tokens::lookup(&c, &again)
+            .unwrap()
+            .map(|t| t.2),
+        Some(false)
+    );
+    assert!(kaching_relay::tokens::create(&mut c, Scope::Admin, "ops", H + 3).is_err());
+    // The database itself refuses a second live name, whoever writes it.
+    assert!(c
+        .execute(
+            "INSERT INTO tokens (hash, name, scope, created_at) VALUES ('x', 'whoosh', 'admin', 1)",
+            [],
+        )
+        .is_err());
+    kaching_relay::audit::verify(&c).unwrap();
+}
+
+#[tokio::test]
+async fn token_names_become_unique_among_live_tokens_on_postgres() {
+    use kaching_relay::storage::postgres;
+    let Some(pg) = common::postgres::fresh().await else {
+        return;
+    };
+    let mut client = pg.client().await;
+    postgres::schema::migrate_through(&mut client, 6)
+        .await
+        .unwrap();
+    let pool = postgres::pool(&pg.url).unwrap();
+    postgres::admin::create_token(&pool, Scope::Admin, "ops", H)
+        .await
+        .unwrap();
+    postgres::admin::revoke_token(&pool, "ops", H + 1)
+        .await
+        .unwrap();
+    postgres::admin::create_token(&pool, Scope::Whoosh, "whoosh", H)
+        .await
+        .unwrap();
+    assert!(
+        postgres::admin::create_token(&pool, Scope::Admin, "ops", H + 2)
+            .await
+            .is_err(),
+        "before the migration the name is still taken (the test can fail)"
+    );
+    let pool = postgres::connect_and_migrate(&pg.url).await.unwrap();
+    postgres::admin::create_token(&pool, Scope::Admin, "ops", H + 2)
+        .await
+        .expect("a revoked token's name can be reused");
+    assert!(
+        postgres::admin::create_token(&pool, Scope::Admin, "ops", H + 3)
+            .await
+            .is_err()
+    );
+    assert!(client
+        .batch_execute(
+            "INSERT INTO tokens (hash, name, scope, created_at) VALUES ('x', 'whoosh', 'admin', 1)"
+        )
+        .await
+        .is_err());
+    assert_eq!(postgres::admin::list_tokens(&pool).await.unwrap().len(), 3);
 }

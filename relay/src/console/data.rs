@@ -387,9 +387,14 @@ const PULSE_SQLITE: &str =
 const PULSE_PG: &str = "SELECT count(*)::BIGINT, COALESCE(sum(heartbeats), 0)::BIGINT, COALESCE(max(last_seen), 0)::BIGINT,
             (SELECT COALESCE(max(id), 0) FROM upgrade_requests)::BIGINT, (SELECT COALESCE(max(id), 0) FROM audit)::BIGINT
      FROM clusters";
+// The live token of that name when there is one (names are unique among
+// live tokens; revoked ones may share it): a cookie of a revoked token
+// then meets the new token's hash, which its MAC does not match.
 const SESSION_SQLITE: &str =
-    "SELECT hash, scope, revoked_at IS NOT NULL FROM tokens WHERE name = ?1";
-const SESSION_PG: &str = "SELECT hash, scope, revoked_at IS NOT NULL FROM tokens WHERE name = $1";
+    "SELECT hash, scope, revoked_at IS NOT NULL FROM tokens WHERE name = ?1
+     ORDER BY revoked_at IS NOT NULL, created_at DESC LIMIT 1";
+const SESSION_PG: &str = "SELECT hash, scope, revoked_at IS NOT NULL FROM tokens WHERE name = $1
+     ORDER BY revoked_at IS NOT NULL, created_at DESC LIMIT 1";
 
 // The fleet page: filter, order (signs of rollback first, then cluster id
 // in byte order) and page in the database. Two ordered reads instead of

@@ -187,9 +187,9 @@ async fn fleet_data(c: &Console, f: &Filter) -> Result<FleetPage, Response> {
     }
 }
 
-/// The query string of `f` at `page`.
+/// The query string of `f` at page index `page` (the URL counts from 1).
 fn query_of(f: &Filter, page: usize) -> String {
-    let mut q = vec![("page", page.to_string())];
+    let mut q = vec![("page", page.saturating_add(1).to_string())];
     if !f.status.is_empty() {
         q.push(("status", f.status.clone()));
     }
@@ -312,6 +312,7 @@ fn license_link(id: &str) -> String {
 #[derive(Deserialize, Default)]
 pub(crate) struct LicensesQuery {
     days: Option<u64>,
+    /// Counted from 1 (0 is the first page too).
     page: Option<usize>,
     license: Option<String>,
 }
@@ -320,7 +321,8 @@ pub(crate) struct LicensesQuery {
 struct LicensesAsk {
     /// Renewals horizon: 30, 60 or 90 days.
     days: u64,
-    /// Page of [`LICENSES_PAGE`] licenses, from 0.
+    /// Index of the page of [`LICENSES_PAGE`] licenses, from 0 (the URL's
+    /// `page` counts from 1).
     page: usize,
     /// Only this license.
     only: Option<String>,
@@ -342,7 +344,7 @@ impl LicensesAsk {
         match &self.only {
             Some(id) => format!("days={}&license={}", self.days, urlencode(id)),
             None if self.page == 0 => format!("days={}", self.days),
-            None => format!("days={}&page={}", self.days, self.page),
+            None => format!("days={}&page={}", self.days, self.page.saturating_add(1)),
         }
     }
 }
@@ -353,7 +355,7 @@ fn licenses_ask(
     let h = q.map(|Query(h)| h).unwrap_or_default();
     LicensesAsk {
         days: h.days.filter(|d| [30, 60, 90].contains(d)).unwrap_or(30),
-        page: h.page.unwrap_or(0),
+        page: h.page.unwrap_or(0).saturating_sub(1),
         only: h.license.filter(|l| !l.is_empty()),
     }
 }
@@ -541,7 +543,7 @@ async fn licenses_region(c: &Console, want: &LicensesAsk) -> Result<Markup, Resp
                 }
                 @if !asks.is_empty() {
                     h3 { "Upgrade requests" }
-                    ul { @for u in asks { li { (u.requested_tier) " — " (u.message) " " span class="muted" { (u.received_at) } } } }
+                    ul { @for u in asks { li { (u.requested_tier) " — " (excerpt(&u.message)) " " span class="muted" { (u.received_at) } } } }
                     @if asked > asks.len() as u64 {
                         p class="muted" { "The newest " (asks.len()) " of " (asked) ". " a href={ "/console/inbox?license=" (urlencode(&l.license_id)) } { "All of this license's requests" } " are in the inbox." }
                     }
@@ -659,6 +661,8 @@ async fn revocations_region(c: &Console) -> Result<Markup, Response> {
 /// The inbox's query: the page, or one license's requests.
 #[derive(Deserialize, Default)]
 pub(crate) struct InboxQuery {
+    /// The page's index from 0 once read ([`InboxQuery::of`]); the URL's
+    /// `page` counts from 1 (0 is the first page too).
     page: Option<u64>,
     license: Option<String>,
 }
@@ -667,19 +671,20 @@ impl InboxQuery {
     fn of(q: Result<Query<InboxQuery>, axum::extract::rejection::QueryRejection>) -> Self {
         let q = q.map(|Query(q)| q).unwrap_or_default();
         InboxQuery {
-            page: q.page.filter(|p| *p > 0),
+            page: q.page.map(|p| p.saturating_sub(1)).filter(|p| *p > 0),
             license: q.license.filter(|l| !l.is_empty()),
         }
     }
 
-    /// The inbox at page `page` of the same filter (also the live region's query).
+    /// The inbox at page index `page` of the same filter (also the live
+    /// region's query); the URL counts from 1.
     fn link(&self, page: u64, live: bool) -> String {
         let mut query = Vec::new();
         if let Some(id) = &self.license {
             query.push(format!("license={}", urlencode(id)));
         }
         if page > 0 {
-            query.push(format!("page={page}"));
+            query.push(format!("page={}", page.saturating_add(1)));
         }
         let path = if live {
             "/console/inbox/live"
@@ -745,7 +750,7 @@ async fn inbox_region(c: &Console, q: &InboxQuery) -> Result<Markup, Response> {
                 markup! { (u.received_at) },
                 markup! { (customer) br; a href=(license_link(&u.license_id)) { code { (u.license_id) } } },
                 markup! { strong class="tier" { (u.requested_tier) } },
-                markup! { (u.message) },
+                markup! { (excerpt(&u.message)) },
                 markup! { @match &u.cluster_id { Some(c) => { "cluster " code { (c) } }, None => { "WHOOSH" } } " (" (u.source) ")" },
             ]
         })
@@ -865,4 +870,18 @@ async fn audit_region(c: &Console, opened: bool) -> Result<Markup, Response> {
             ]).collect::<Vec<_>>()))
         }))
     })
+}
+
+/// Characters of an upgrade request's message a page shows: 50 requests at
+/// the 4096 bytes the API takes would break the 100 KiB page budget alone,
+/// and rows filed before that cap may be longer still.
+/// `GET /v1/upgrade-requests` has every message whole.
+pub const MESSAGE_SHOWN: usize = 280;
+
+/// `message`, cut after [`MESSAGE_SHOWN`] characters (marked with `…`).
+fn excerpt(message: &str) -> std::borrow::Cow<'_, str> {
+    match message.char_indices().nth(MESSAGE_SHOWN) {
+        None => message.into(),
+        Some((end, _)) => format!("{}…", &message[..end]).into(),
+    }
 }

@@ -25,9 +25,17 @@ pub struct Filter {
     /// Only clusters with signs of rollback.
     #[serde(default)]
     pub anomalies: Option<String>,
-    /// Page number from 0.
-    #[serde(default)]
+    /// Page index from 0. The URL's `?page=` counts from 1, as the
+    /// pages say; 0 or none is the first page too.
+    #[serde(default, deserialize_with = "page_index")]
     pub page: usize,
+}
+
+/// The index from 0 of the page a URL's `?page=N` names (counted from 1;
+/// 0 is the first page too).
+pub fn page_index<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = <usize as serde::Deserialize>::deserialize(d)?;
+    Ok(n.saturating_sub(1))
 }
 
 /// The clusters `f` selects (`customer` names each license's customer),

@@ -11,7 +11,7 @@ use kaching_kit::http::json as answer;
 use serde::Deserialize;
 
 use kaching_core::cluster::UpgradeRequest;
-use kaching_core::policy::{evaluate, LicenseInput, Settings, Snapshot};
+use kaching_core::policy::{check_upgrade_request, evaluate, LicenseInput, Settings, Snapshot};
 use kaching_core::wire::relay::{
     ClusterPage, FileUpgrade, LicenseQuotas, UpgradeFiled, UpgradeRows,
 };
@@ -233,6 +233,10 @@ pub async fn clusters(
     ))
 }
 
+/// Longest upgrade-request message filed, in bytes: the verifier's limit
+/// for the same field, and what keeps the console's pages within budget.
+pub const MAX_UPGRADE_MESSAGE: usize = 4096;
+
 /// `POST /v1/upgrade-requests` (whoosh or admin).
 #[utoipa::path(
     post,
@@ -242,8 +246,9 @@ pub async fn clusters(
     responses(
         (status = 201, description = "Filed", body = UpgradeFiled),
         (status = 200, description = "The same request was filed before", body = UpgradeFiled),
-        (status = 400, description = "`bad_request`: not the expected JSON, not a license id, or a tier outside the catalog (with the nearest name)", body = ErrorBody),
+        (status = 400, description = "`bad_request`: not the expected JSON, not a license id, a tier outside the catalog (with the nearest name), or a message over 4096 bytes", body = ErrorBody),
         (status = 404, description = "`not_found`: the license was never activated on this relay", body = ErrorBody),
+        (status = 422, description = "`not_an_upgrade`: the license already has that tier, or a higher one (the reason names the tiers above)", body = ErrorBody),
         Token,
         TooLarge,
         RateLimited,
@@ -270,7 +275,20 @@ pub async fn file_upgrade(
             st.catalog.names().join(", ")
         )));
     }
-    view(&st, id).await?;
+    if b.message.len() > MAX_UPGRADE_MESSAGE {
+        return Err(ApiError::bad_request(format!(
+            "message is {} bytes: at most {MAX_UPGRADE_MESSAGE} (as the verifier takes); shorten it, or put the details where the request links to",
+            b.message.len()
+        )));
+    }
+    let v = view(&st, id).await?;
+    // The tier in force is in the stored license: asking for it, or for a
+    // lower one, is refused as the verifier refuses it.
+    if let Ok(l) = verify_license(&v.bytes, &st.license_keys()) {
+        check_upgrade_request(&st.catalog, Some(&l.license.tier), &b.requested_tier).map_err(
+            |d| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_an_upgrade", d.reason),
+        )?;
+    }
     let t = now();
     let created = st
         .storage

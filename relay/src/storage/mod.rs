@@ -51,6 +51,13 @@ impl Database {
             if path.is_empty() {
                 anyhow::bail!("database {url:?} names no file: write sqlite:///var/lib/kaching-relay/relay.db");
             }
+            // `sqlite://var/x.db` would quietly be the relative path var/x.db
+            // (wherever the relay happens to start): the path must be absolute.
+            if !path.starts_with('/') {
+                anyhow::bail!(
+                    "database {url:?} names the relative path {path:?}: write an absolute path after sqlite:// (three slashes: sqlite:///var/lib/kaching-relay/relay.db), or leave `database` unset for data_dir/relay.db"
+                );
+            }
             return Ok(Database::Sqlite(PathBuf::from(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {

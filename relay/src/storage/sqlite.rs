@@ -35,6 +35,47 @@ pub struct SqliteStorage {
     keep_raw: bool,
     /// What the writer thread has committed.
     commits: Arc<Commits>,
+    /// The exclusive lock on `<database>.lock`, held while this relay
+    /// serves the file (see [`lock_database`]); let go at close.
+    lock: Mutex<Option<std::fs::File>>,
+}
+
+/// The lock file of the SQLite database at `path`: `<path>.lock`, next to it.
+pub fn lock_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    std::path::PathBuf::from(name)
+}
+
+/// Takes the exclusive OS lock on [`lock_path`] that one serving relay
+/// holds for as long as it serves the database at `path` (released by the
+/// OS when the process ends, however it ends). A second relay on the same
+/// file would keep its own in-memory revocation list and restart the
+/// bindings' grace windows: it is refused, naming the database. The CLI's
+/// admin commands do not take the lock: they work while the relay serves.
+pub fn lock_database(path: &Path) -> anyhow::Result<std::fs::File> {
+    let lock = lock_path(path);
+    let dir = kaching_kit::fs::parent_of(&lock);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {e}", lock.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another kaching-relay is serving the database {} (it holds {}): stop that one first; \
+             to run more than one relay on one database, use PostgreSQL (database = \"postgres://…\", see docs/relay.md)",
+            path.display(),
+            lock.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock {}: {e}", lock.display())
+        }
+    }
 }
 
 /// Creates the usage-report mailbox's tables when they are missing (a
@@ -47,6 +88,9 @@ pub fn create_mailbox(conn: &rusqlite::Connection) -> anyhow::Result<()> {
 impl SqliteStorage {
     /// Opens (creating and migrating) the database at `path` and starts its writer.
     pub fn open(path: &Path, max_batch: usize, keep_raw: bool) -> anyhow::Result<SqliteStorage> {
+        // Before the file is touched: a second relay must not migrate it,
+        // nor record its own start over the first one's.
+        let lock = lock_database(path)?;
         let conn = db::open_and_migrate(path)?;
         create_mailbox(&conn)?;
         let commits = Arc::new(Commits::default());
@@ -58,6 +102,7 @@ impl SqliteStorage {
             readers: Readers::new(path.to_path_buf()),
             keep_raw,
             commits,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -375,6 +420,8 @@ impl Storage for SqliteStorage {
                     .map_err(ApiError::internal)?
                     .map_err(|_| ApiError::internal("the database writer thread panicked"))?;
             }
+            // Last: another relay may take the file once every write is in.
+            drop(self.lock.lock().ok().and_then(|mut l| l.take()));
             Ok(())
         })
     }

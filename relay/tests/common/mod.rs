@@ -258,13 +258,24 @@ impl Relay {
 
     /// `POST /v1/upgrade-requests` for `l` and `tier` with `token`.
     pub async fn file_upgrade(&self, token: &str, l: &License, tier: &str) -> reqwest::Response {
+        self.file_upgrade_with(token, l, tier, String::new()).await
+    }
+
+    /// [`Relay::file_upgrade`] with `message`.
+    pub async fn file_upgrade_with(
+        &self,
+        token: &str,
+        l: &License,
+        tier: &str,
+        message: String,
+    ) -> reqwest::Response {
         self.http
             .post(self.url("/v1/upgrade-requests"))
             .bearer_auth(token)
             .json(&kaching_core::wire::relay::FileUpgrade {
                 license_id: l.id.to_string(),
                 requested_tier: tier.into(),
-                message: String::new(),
+                message,
             })
             .send()
             .await

@@ -60,25 +60,40 @@ fn serve(config: Config) -> anyhow::Result<()> {
     rt.block_on(async move {
         // Before the address is announced: a SIGTERM from then on stops cleanly.
         let signalled = kaching_kit::shutdown::signal();
+        // The port first: a relay that cannot listen leaves the database
+        // (and the start it records) alone.
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {}: is another process using it?",
-                    config.listen
-                )
-            })?;
+            .map_err(|e| cannot_listen(&config.listen, &e))?;
+        // The database and the relay key are opened and checked before the
+        // address is announced: scripts read that line as "ready".
+        let relay = kaching_relay::prepare(config).await?;
         kaching_kit::serve::announce(&listener)?;
         let shutdown = async {
             signalled.await;
             tracing::info!("shutting down");
         };
-        kaching_relay::run(listener, config, shutdown).await
+        relay.serve(listener, shutdown).await
     })
+}
+
+/// Why `listen` could not be bound, and what to do.
+fn cannot_listen(listen: &str, e: &std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {listen}: another process is using it ({e}): stop it, or set another `listen`"
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "cannot listen on {listen}: not permitted ({e}): ports below 1024 need privileges; pick a higher port in `listen`"
+        ),
+        _ => anyhow::anyhow!("cannot listen on {listen}: {e}: check `listen` (HOST:PORT, an address of this machine)"),
+    }
 }
 
 /// `token create|list|revoke`.
 fn token(db_path: &Path, command: TokenCommand) -> anyhow::Result<()> {
+    // A token made in a database no relay serves is one it never accepts.
+    must_exist(db_path)?;
     let mut conn = db::open_and_migrate(db_path)?;
     let now = db::now();
     match command {
@@ -117,14 +132,22 @@ fn print_tokens(all: Vec<tokens::TokenInfo>) -> anyhow::Result<()> {
 
 /// `audit verify`: walks the hash chain of an existing database (never creates one).
 fn audit_verify(db_path: &Path) -> anyhow::Result<()> {
-    if !db_path.exists() {
+    must_exist(db_path)?;
+    let conn = db::open(db_path)?;
+    print_verified(&audit::verify(&conn)?)
+}
+
+/// Refuses a SQLite database that is not there: only `serve` and
+/// `migrate` create one (a wrong data_dir must not yield an empty database
+/// that looks right).
+fn must_exist(db_path: &Path) -> anyhow::Result<()> {
+    if db_path.symlink_metadata().is_err() {
         anyhow::bail!(
-            "no database at {}: check data_dir (or `database`)",
+            "no database at {}: check data_dir (or `database`); a new relay's database is created by `kaching-relay serve` (or `kaching-relay migrate`)",
             db_path.display()
         );
     }
-    let conn = db::open(db_path)?;
-    print_verified(&audit::verify(&conn)?)
+    Ok(())
 }
 
 fn print_verified(v: &audit::Verified) -> anyhow::Result<()> {
@@ -172,6 +195,8 @@ async fn pg_token(url: &str, command: TokenCommand) -> anyhow::Result<()> {
 /// `migrate`: the configured database's schema, brought up to date.
 fn migrate(database: &Database) -> anyhow::Result<()> {
     match database {
+        // The one admin command that may make the database: a new relay's
+        // tokens can be created before it first serves.
         Database::Sqlite(path) => {
             db::open_and_migrate(path)?;
             eprintln!("schema of {} is up to date", path.display());
@@ -195,6 +220,7 @@ fn migrate_copy(from: &str, to: &str) -> anyhow::Result<()> {
             "--to must be a PostgreSQL database: postgres://user:password@host:5432/dbname"
         );
     };
+    must_exist(&path).context("--from")?;
     block_on(async move {
         let pool = postgres::connect_and_migrate(&url).await?;
         let copied = postgres::admin::copy_from_sqlite(&path, &pool).await?;

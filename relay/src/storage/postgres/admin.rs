@@ -54,13 +54,13 @@ pub async fn create_token(
 ) -> anyhow::Result<String> {
     let token = crate::tokens::generate();
     in_tx(pool, async |c, head| {
-        let taken = query_opt(c, "SELECT 1 FROM tokens WHERE name = $1", &[&name])
+        let taken = query_opt(c, "SELECT 1 FROM tokens WHERE name = $1 AND revoked_at IS NULL", &[&name])
             .await
             .map_err(api)?
             .is_some();
         if taken {
             anyhow::bail!(
-                "a token named {name:?} exists already: pick another --name, or revoke it first"
+                "a live token named {name:?} exists already: pick another --name, or revoke it first (`kaching-relay token revoke {name}`)"
             );
         }
         execute(

@@ -16,7 +16,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (4, super::bounded::DESCRIPTION, super::bounded::SQL),
     (5, super::hours::DESCRIPTION, super::hours::SQL),
     (6, "licenses found by expiry", LICENSES_BY_EXPIRY),
+    (7, "token names unique among live tokens", LIVE_TOKEN_NAMES),
 ];
+
+/// A token name is unique among live tokens only: a revoked token's name
+/// can be given to a new token (docs/relay.md, "Tokens"). The same on
+/// SQLite (schema step 4).
+const LIVE_TOKEN_NAMES: &str = "
+ALTER TABLE tokens DROP CONSTRAINT IF EXISTS tokens_name_key;
+CREATE UNIQUE INDEX IF NOT EXISTS one_live_token_per_name ON tokens (name) WHERE revoked_at IS NULL;
+";
 
 /// The console's licenses page reads licenses in order of expiry (a page,
 /// the renewals horizon and its count): through this index, a few rows
