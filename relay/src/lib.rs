@@ -192,67 +192,55 @@ impl Prepared {
             nofile,
             serving_since,
         } = self;
-        let start = (limits, nofile, serving_since);
-        serve_prepared(state, storage, stop, start, listener, shutdown).await
-    }
-}
-
-async fn serve_prepared(
-    state: Arc<AppState>,
-    storage: Arc<dyn Storage>,
-    stop: Shutdown,
-    (limits, nofile, serving_since): (kaching_kit::serve::Limits, Option<u64>, u64),
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let follower = storage
-        .changes()
-        .map(|changes| tokio::spawn(follow::run(state.clone(), changes, stop.listener())));
-    let sealer = tokio::spawn(seal_loop(storage.clone(), stop.listener()));
-    let pruner = tokio::spawn(prune_loop(
-        storage.clone(),
-        (
-            state.config.heartbeat_retention,
-            state.config.rollup_retention,
-        ),
-        stop.listener(),
-    ));
-    let app = routes::router(state.clone());
-    tracing::info!(
-        addr = %listener.local_addr()?,
-        relay_kid = %state.relay_key.public().kid(),
-        max_connections = limits.max_connections,
-        open_file_limit = ?nofile,
-        serving_since = %kaching_core::time::rfc3339(serving_since),
-        "relay serving"
-    );
-    let trigger = stop.trigger();
-    kaching_kit::serve::serve(listener, app, limits, async move {
-        shutdown.await;
-        // Long-polls and the pruner listen and return at once.
-        trigger.fire();
-    })
-    .await
-    .context("the HTTP server failed")?;
-    let _ = pruner.await;
-    let _ = sealer.await;
-    if let Some(f) = follower {
-        let _ = f.await;
-    }
-    drop(state);
-    // Every task that could still submit a write (a request cut off by the
-    // drain, the pruner) has let go of its listener once this returns.
-    stop.completed().await;
-    // The last heartbeats are sealed into the audit log, and queued writes
-    // are committed, before the database is let go.
-    if let Err(e) = storage.seal_heartbeats(db::now(), true).await {
-        tracing::warn!(error = %e.message, "sealing the last heartbeats into the audit log failed");
-    }
-    storage
-        .close()
+        let follower = storage
+            .changes()
+            .map(|changes| tokio::spawn(follow::run(state.clone(), changes, stop.listener())));
+        let sealer = tokio::spawn(seal_loop(storage.clone(), stop.listener()));
+        let pruner = tokio::spawn(prune_loop(
+            storage.clone(),
+            (
+                state.config.heartbeat_retention,
+                state.config.rollup_retention,
+            ),
+            stop.listener(),
+        ));
+        let app = routes::router(state.clone());
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            relay_kid = %state.relay_key.public().kid(),
+            max_connections = limits.max_connections,
+            open_file_limit = ?nofile,
+            serving_since = %kaching_core::time::rfc3339(serving_since),
+            "relay serving"
+        );
+        let trigger = stop.trigger();
+        kaching_kit::serve::serve(listener, app, limits, async move {
+            shutdown.await;
+            // Long-polls and the pruner listen and return at once.
+            trigger.fire();
+        })
         .await
-        .map_err(|e| anyhow::anyhow!("closing the database: {}", e.message))?;
-    Ok(())
+        .context("the HTTP server failed")?;
+        let _ = pruner.await;
+        let _ = sealer.await;
+        if let Some(f) = follower {
+            let _ = f.await;
+        }
+        drop(state);
+        // Every task that could still submit a write (a request cut off by the
+        // drain, the pruner) has let go of its listener once this returns.
+        stop.completed().await;
+        // The last heartbeats are sealed into the audit log, and queued writes
+        // are committed, before the database is let go.
+        if let Err(e) = storage.seal_heartbeats(db::now(), true).await {
+            tracing::warn!(error = %e.message, "sealing the last heartbeats into the audit log failed");
+        }
+        storage
+            .close()
+            .await
+            .map_err(|e| anyhow::anyhow!("closing the database: {}", e.message))?;
+        Ok(())
+    }
 }
 
 /// The newest stored revocation list, when it verifies with `keys`.
