@@ -115,6 +115,8 @@ async fn seed_postgres(url: &str, n: u64) {
         .await
         .unwrap();
     tokio::spawn(conn);
+    // One transaction: one WAL flush for the whole fleet, not one per row.
+    client.batch_execute("BEGIN").await.unwrap();
     for l in 0..n.div_ceil(3) {
         client
             .execute(
@@ -156,6 +158,37 @@ async fn seed_postgres(url: &str, n: u64) {
             }
         }
     }
+    client.batch_execute("COMMIT").await.unwrap();
+}
+
+/// [`seed_hours_sqlite`] on PostgreSQL: the same day of hours.
+async fn seed_hours_postgres(url: &str, now: u64, beats: u64) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let hour = i32::try_from(now / 3600).unwrap();
+    client
+        .execute(
+            "INSERT INTO heartbeat_hours (hour, cluster_id, beats, min_nodes, max_nodes, last_nodes, last_at, quotas)
+             SELECT $1 - k, cluster_id, 60, 2, 3 + k % 4, 3, ($1 - k)::bigint * 3600 + 3590,
+                    '{\"api_calls\":' || (100 - k) || ',\"gpu_hours\":' || (50 - k)
+                        || ',\"seats\":' || (30 - k) || '}'
+             FROM clusters, generate_series(1, 23) AS k",
+            &[&hour],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE clusters SET hour = $1, hour_beats = $2, hour_min_nodes = 2, hour_max_nodes = 3,
+                 hour_last_nodes = 3, hour_last_at = $3,
+                 quotas = '{\"api_calls\":100,\"gpu_hours\":50,\"seats\":30}'",
+            &[&hour, &i32::try_from(beats).unwrap(), &i64::try_from(now).unwrap()],
+        )
+        .await
+        .unwrap();
+    client.batch_execute("ANALYZE").await.unwrap();
 }
 
 /// The whole fleet the way the page read it before, and the customers.
@@ -247,7 +280,7 @@ async fn database_agrees_with_the_reference(s: Arc<dyn Storage>, n: u64) {
         );
         assert_eq!(got.matched, matched as u64, "{f:?}");
         for (g, w) in got.rows.iter().zip(&want) {
-            assert_eq!(g.anomalies.len(), w.anomalies.len(), "{}", g.cluster_id);
+            assert_eq!(g.anomalies, w.anomalies, "{}", g.cluster_id);
             assert_eq!(g.hostname, w.hostname);
             assert_eq!(g.status, w.status);
             assert_eq!(g.quotas, w.quotas);
@@ -797,5 +830,86 @@ async fn bench_fleet_page_at_10k_and_100k_clusters() {
             lbytes / 1024
         );
         r.stop().await;
+    }
+}
+
+/// `eval "$(bash scripts/ci-postgres)"; cargo test --release -p kaching-relay --test console_fleet -- --ignored --nocapture postgres_against_sqlite`:
+/// every console page over loopback HTTP from a relay on PostgreSQL and
+/// one on SQLite holding the same fleet (a day of heartbeat hours), at 10k
+/// and 100k clusters; medians of 5 rounds, the two relays alternating
+/// within each round.
+#[tokio::test]
+#[ignore = "bench: run by hand, see docs/benchmarks.md"]
+async fn bench_console_pages_on_postgres_against_sqlite() {
+    if postgres::server().is_none() {
+        return;
+    }
+    let http = reqwest::Client::new();
+    for n in [10_000u64, 100_000] {
+        let t = Instant::now();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let Database::Sqlite(path) = cfg.database().unwrap() else {
+            panic!("sqlite")
+        };
+        seed_sqlite(&path, n);
+        seed_hours_sqlite(&path, now(), 30);
+        let (lite, lite_cookie) = signed_in(dir, cfg, &path).await;
+
+        let db = postgres::fresh().await.unwrap();
+        let url = db.url.clone();
+        storage::open(&Database::Postgres(url.clone()), 64, false)
+            .await
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        seed_postgres(&url, n).await;
+        seed_hours_postgres(&url, now(), 30).await;
+        let admin = pg_token(&url, kaching_relay::tokens::Scope::Admin, "ops");
+        let pdir = tempfile::tempdir().unwrap();
+        let mut pcfg = config(pdir.path());
+        pcfg.database = Some(kaching_relay::config::DatabaseUrl(url));
+        let pg = Relay::start_on(pdir, pcfg, Some(db)).await;
+        let pg_cookie = format!(
+            "kaching_session={}",
+            kaching_relay::console::session::issue(
+                "ops",
+                &kaching_relay::tokens::hash(&admin),
+                now()
+            )
+        );
+        println!(
+            "{n} clusters seeded on both backends in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+        let both = [(&lite, &lite_cookie), (&pg, &pg_cookie)];
+        for (label, page, expect) in [
+            ("fleet page, first", "/console/", "cluster(s) match"),
+            ("fleet page, search", "/console/?q=acme", "cluster(s) match"),
+            ("licenses page", "/console/licenses", "lic-00000000"),
+            ("revocations page", "/console/revocations", "<h1"),
+            ("inbox page", "/console/inbox", "<h1"),
+            ("audit page", "/console/audit", "<h1"),
+        ] {
+            let mut times = [Vec::new(), Vec::new()];
+            for _ in 0..5 {
+                for (k, (r, cookie)) in both.iter().enumerate() {
+                    let t = Instant::now();
+                    let body = page_as(&http, r.url(page), cookie).await;
+                    times[k].push(t.elapsed());
+                    assert!(body.contains(expect), "{label} on relay {k}");
+                }
+            }
+            let [l, p] = times.map(median);
+            println!(
+                "{n} clusters, {label}: SQLite {:.1} ms, PostgreSQL {:.1} ms, PostgreSQL / SQLite {:.2}",
+                l.as_secs_f64() * 1e3,
+                p.as_secs_f64() * 1e3,
+                p.as_secs_f64() / l.as_secs_f64()
+            );
+        }
+        lite.stop().await;
+        pg.stop().await;
     }
 }

@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use kaching_core::time::rfc3339;
-use kaching_core::wire::relay::{Anomaly, ClusterRow, UpgradeRow};
+use kaching_core::wire::relay::{ClusterRow, UpgradeRow};
 
 use crate::audit::Row;
 use crate::error::ApiError;
@@ -294,7 +293,10 @@ const EXPIRING_COUNT: &str =
 // The two halves of the answer are told apart by the NULL key of the
 // first. Quota counters are u64 in the wire; one above i64::MAX reads as
 // i64::MAX. `?1`/`$1`: the license ids (a JSON array on SQLite, an array
-// on PostgreSQL); 2, 3: first and last hour.
+// on PostgreSQL); 2, 3: first and last hour. On PostgreSQL each (hour,
+// cluster) is one key seek in a lateral `LIMIT 1` (the key is unique):
+// written as a join, the planner hashed the whole table instead at 10k
+// clusters (230k hour rows: 42 ms against 4 ms for the 1 440 seeks).
 const TRENDS_SQLITE: &str = "WITH RECURSIVE
      hours(hour) AS (SELECT ?2 UNION ALL SELECT hour + 1 FROM hours WHERE hour < ?3),
      mine AS (SELECT cluster_id, license_id, hour, hour_beats, hour_max_nodes, quotas FROM clusters
@@ -316,7 +318,8 @@ const TRENDS_PG: &str = "WITH mine AS (
      h AS (SELECT m.license_id, c.hour::BIGINT AS hour, c.beats::BIGINT AS beats,
                   c.max_nodes::BIGINT AS max_nodes, c.quotas
              FROM mine m CROSS JOIN generate_series($2::BIGINT, $3::BIGINT) AS g(hour)
-             JOIN heartbeat_hours c ON c.hour = g.hour AND c.cluster_id = m.cluster_id
+             CROSS JOIN LATERAL (SELECT hour, beats, max_nodes, quotas FROM heartbeat_hours
+                                 WHERE hour = g.hour AND cluster_id = m.cluster_id LIMIT 1) c
            UNION ALL
            SELECT license_id, hour::BIGINT, hour_beats::BIGINT, hour_max_nodes::BIGINT, quotas FROM mine
              WHERE hour BETWEEN $2::BIGINT AND $3::BIGINT)
@@ -410,10 +413,6 @@ const FLEET_COLS: &str =
 const BY_STATUS: &str = "SELECT status, count(*) FROM clusters GROUP BY status";
 const FLAGGED: &str =
     "SELECT count(*) FROM clusters WHERE cluster_id IN (SELECT cluster_id FROM anomalies)";
-const ANOMALIES_SQLITE: &str =
-    "SELECT at, kind, detail FROM anomalies WHERE cluster_id = ?1 ORDER BY id DESC LIMIT ?2";
-const ANOMALIES_PG: &str =
-    "SELECT at, kind, detail FROM anomalies WHERE cluster_id = $1 ORDER BY id DESC LIMIT $2";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dialect {
@@ -580,28 +579,25 @@ fn fleet_sqlite(c: &rusqlite::Connection, f: &FleetAsk) -> Result<FleetPage, Api
                 offset,
             },
         );
+        let mut rows = Vec::new();
         let mut stmt = c.prepare_cached(&sql)?;
         let mut it = stmt.query(rusqlite::params_from_iter(bind(&b)))?;
         while let Some(r) = it.next()? {
-            let mut row = crate::storage::sqlite::cluster_row(r)?;
+            let row = crate::storage::sqlite::cluster_row(r)?;
             page.customers.insert(row.license_id.clone(), r.get(13)?);
-            if flagged {
-                row.anomalies = c
-                    .prepare_cached(ANOMALIES_SQLITE)?
-                    .query_map(
-                        rusqlite::params![row.cluster_id, crate::storage::MAX_ANOMALIES as i64],
-                        |r| {
-                            Ok(Anomaly {
-                                at: rfc3339(r.get(0)?),
-                                kind: r.get(1)?,
-                                detail: r.get(2)?,
-                            })
-                        },
-                    )?
-                    .collect::<Result<_, _>>()?;
-            }
-            page.rows.push(row);
+            rows.push(row);
         }
+        if flagged {
+            // The window's signs of rollback in one read (rows are in id order).
+            let ids: Vec<&str> = rows.iter().map(|r| r.cluster_id.as_str()).collect();
+            let ids = serde_json::to_string(&ids).map_err(ApiError::internal)?;
+            let found = c
+                .prepare_cached(CLUSTER_ANOMALIES_SQLITE)?
+                .query_map([ids], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
+            crate::storage::attach_anomalies(&mut rows, found);
+        }
+        page.rows.extend(rows);
     }
     Ok(page)
 }
@@ -667,26 +663,25 @@ async fn fleet_postgres(
             },
         );
         let v = owned(&b);
+        let mut rows = Vec::new();
         for r in &c.query(&sql, &refs(&v)).await? {
-            let mut row = crate::storage::postgres::cluster_row(r);
+            let row = crate::storage::postgres::cluster_row(r);
             page.customers.insert(row.license_id.clone(), r.get(13));
-            if flagged {
-                row.anomalies = c
-                    .query(
-                        ANOMALIES_PG,
-                        &[&row.cluster_id, &(crate::storage::MAX_ANOMALIES as i64)],
-                    )
-                    .await?
-                    .iter()
-                    .map(|a| Anomaly {
-                        at: rfc3339(uint(a.get(0))),
-                        kind: a.get(1),
-                        detail: a.get(2),
-                    })
-                    .collect();
-            }
-            page.rows.push(row);
+            rows.push(row);
         }
+        if flagged {
+            // The window's signs of rollback in one round trip, not one per
+            // cluster (rows are in id order, byte-wise as `COLLATE "C"`).
+            let ids: Vec<&str> = rows.iter().map(|r| r.cluster_id.as_str()).collect();
+            let found = c
+                .query(CLUSTER_ANOMALIES_PG, &[&ids])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), uint(r.get(1)), r.get(2), r.get(3)))
+                .collect();
+            crate::storage::attach_anomalies(&mut rows, found);
+        }
+        page.rows.extend(rows);
     }
     Ok(page)
 }
