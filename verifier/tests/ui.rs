@@ -351,6 +351,20 @@ async fn attack_without_the_token_the_page_asks_for_it_then_keeps_a_strict_cooki
     d.stop().await;
 }
 
+/// The install step of the page's form (as the browser posts it after a
+/// preview): its status and body.
+async fn install(d: &Daemon, csrf: &str, armored: &str) -> (u16, String) {
+    let (code, _, body) = post(
+        d,
+        "/ui/license/install",
+        Some(&d.url),
+        None,
+        &[("csrf", csrf), ("license", armored)],
+    )
+    .await;
+    (code, body)
+}
+
 /// A `multipart/form-data` post of the page's upload form, built by hand.
 async fn upload(d: &Daemon, csrf: &str, file: &[u8]) -> (u16, String) {
     let boundary = "kachingboundary7MA4YWxkTrZu0gW";
@@ -467,15 +481,7 @@ async fn attack_a_forged_license_upload_is_refused_and_nothing_is_written() {
     );
     // Posting it to the install step directly is refused the same way.
     let armored = kaching_core::armor::armor(kaching_core::DocKind::License, &forged);
-    let ours = d.url.clone();
-    let (code, _, body) = post(
-        &d,
-        "/ui/license/install",
-        Some(&ours),
-        None,
-        &[("csrf", &csrf), ("license", &armored)],
-    )
-    .await;
+    let (code, body) = install(&d, &csrf, &armored).await;
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("Not installed."), "{body}");
     assert_eq!(
@@ -651,15 +657,7 @@ async fn attack_an_expired_license_upload_says_so_and_is_not_installed() {
         "{html}"
     );
     let armored = kaching_core::armor::armor(kaching_core::DocKind::License, &expired);
-    let ours = d.url.clone();
-    let (code, _, body) = post(
-        &d,
-        "/ui/license/install",
-        Some(&ours),
-        None,
-        &[("csrf", &csrf), ("license", &armored)],
-    )
-    .await;
+    let (code, body) = install(&d, &csrf, &armored).await;
     assert_eq!(code, 422, "{body}");
     assert!(
         body.contains("Not installed.") && body.contains("expired on"),
@@ -687,15 +685,7 @@ async fn a_failed_install_says_what_the_os_said() {
     assert_eq!(code, 200, "{html}");
     let armored = license_field(&html);
     std::fs::remove_dir_all(&folder).unwrap();
-    let ours = d.url.clone();
-    let (code, _, body) = post(
-        &d,
-        "/ui/license/install",
-        Some(&ours),
-        None,
-        &[("csrf", &csrf), ("license", &armored)],
-    )
-    .await;
+    let (code, body) = install(&d, &csrf, &armored).await;
     assert_eq!(code, 422, "{body}");
     assert!(
         body.contains("Not installed.")

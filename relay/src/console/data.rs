@@ -369,6 +369,38 @@ const CLUSTER_ANOMALIES_SQLITE: &str = "SELECT cluster_id, at, kind, detail FROM
      WHERE cluster_id IN (SELECT value FROM json_each(?1)) ORDER BY cluster_id, id DESC";
 const CLUSTER_ANOMALIES_PG: &str = "SELECT cluster_id, at, kind, detail FROM anomalies
      WHERE cluster_id = ANY($1::TEXT[]) ORDER BY cluster_id COLLATE \"C\", id DESC";
+
+/// Fills in the latest signs of rollback of `rows` (in cluster-id order)
+/// in one read.
+fn attach_anomalies_sqlite(
+    c: &rusqlite::Connection,
+    rows: &mut [ClusterRow],
+) -> Result<(), ApiError> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.cluster_id.as_str()).collect();
+    let ids = serde_json::to_string(&ids).map_err(ApiError::internal)?;
+    let found = c
+        .prepare_cached(CLUSTER_ANOMALIES_SQLITE)?
+        .query_map([ids], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    crate::storage::attach_anomalies(rows, found);
+    Ok(())
+}
+
+/// [`attach_anomalies_sqlite`] on PostgreSQL: one round trip.
+async fn attach_anomalies_pg(
+    c: &tokio_postgres::Client,
+    rows: &mut [ClusterRow],
+) -> Result<(), ApiError> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.cluster_id.as_str()).collect();
+    let found = c
+        .query(CLUSTER_ANOMALIES_PG, &[&ids])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), uint(r.get(1)), r.get(2), r.get(3)))
+        .collect();
+    crate::storage::attach_anomalies(rows, found);
+    Ok(())
+}
 // The licenses page: each shown license's newest `?2` requests and its
 // count, read through the `(license_id, …)` key.
 const UPGRADES_OF_SQLITE: &str = "SELECT license_id, cluster_id, requested_tier, message, time,
@@ -589,13 +621,7 @@ fn fleet_sqlite(c: &rusqlite::Connection, f: &FleetAsk) -> Result<FleetPage, Api
         }
         if flagged {
             // The window's signs of rollback in one read (rows are in id order).
-            let ids: Vec<&str> = rows.iter().map(|r| r.cluster_id.as_str()).collect();
-            let ids = serde_json::to_string(&ids).map_err(ApiError::internal)?;
-            let found = c
-                .prepare_cached(CLUSTER_ANOMALIES_SQLITE)?
-                .query_map([ids], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<Result<_, _>>()?;
-            crate::storage::attach_anomalies(&mut rows, found);
+            attach_anomalies_sqlite(c, &mut rows)?;
         }
         page.rows.extend(rows);
     }
@@ -672,14 +698,7 @@ async fn fleet_postgres(
         if flagged {
             // The window's signs of rollback in one round trip, not one per
             // cluster (rows are in id order, byte-wise as `COLLATE "C"`).
-            let ids: Vec<&str> = rows.iter().map(|r| r.cluster_id.as_str()).collect();
-            let found = c
-                .query(CLUSTER_ANOMALIES_PG, &[&ids])
-                .await?
-                .iter()
-                .map(|r| (r.get(0), uint(r.get(1)), r.get(2), r.get(3)))
-                .collect();
-            crate::storage::attach_anomalies(&mut rows, found);
+            attach_anomalies_pg(&c, &mut rows).await?;
         }
         page.rows.extend(rows);
     }
@@ -814,15 +833,7 @@ pub fn sqlite(c: &rusqlite::Connection, ask: Ask) -> Result<Answer, ApiError> {
                     crate::storage::sqlite::cluster_row,
                 )?
                 .collect::<Result<_, _>>()?;
-            let clusters: Vec<&str> = rows.iter().map(|r| r.cluster_id.as_str()).collect();
-            let clusters = serde_json::to_string(&clusters).map_err(ApiError::internal)?;
-            let found = c
-                .prepare_cached(CLUSTER_ANOMALIES_SQLITE)?
-                .query_map([clusters], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
-                .collect::<Result<_, _>>()?;
-            crate::storage::attach_anomalies(&mut rows, found);
+            attach_anomalies_sqlite(c, &mut rows)?;
             Answer::ClustersOf(by_license(rows, first))
         }
         Ask::Lists => Answer::Lists(
@@ -1071,14 +1082,7 @@ pub async fn postgres(pool: &deadpool_postgres::Pool, ask: Ask) -> Result<Answer
                 .iter()
                 .map(crate::storage::postgres::cluster_row)
                 .collect();
-            let clusters: Vec<&str> = rows.iter().map(|r| r.cluster_id.as_str()).collect();
-            let found = c
-                .query(CLUSTER_ANOMALIES_PG, &[&clusters])
-                .await?
-                .iter()
-                .map(|r| (r.get(0), uint(r.get(1)), r.get(2), r.get(3)))
-                .collect();
-            crate::storage::attach_anomalies(&mut rows, found);
+            attach_anomalies_pg(&c, &mut rows).await?;
             Answer::ClustersOf(by_license(rows, first))
         }
         Ask::Propagation { since } => {
