@@ -17,7 +17,17 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, super::hours::DESCRIPTION, super::hours::SQL),
     (6, "licenses found by expiry", LICENSES_BY_EXPIRY),
     (7, "token names unique among live tokens", LIVE_TOKEN_NAMES),
+    (8, "clusters in byte order", CLUSTERS_BY_ID_BYTES),
 ];
+
+/// The console lists clusters in byte order of their ids (`COLLATE "C"`,
+/// SQLite's order), which the primary key, in the database's collation,
+/// cannot give unless that collation is `C`: each page was a scan of every
+/// cluster and a sort. Through this index a page walks the ids in order and
+/// stops. Written once per cluster (ids never change, so heartbeats' row
+/// updates stay HOT).
+const CLUSTERS_BY_ID_BYTES: &str =
+    "CREATE INDEX IF NOT EXISTS clusters_by_id_bytes ON clusters (cluster_id COLLATE \"C\");";
 
 /// A token name is unique among live tokens only: a revoked token's name
 /// can be given to a new token (docs/relay.md, "Tokens"). The same on
