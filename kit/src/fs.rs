@@ -109,6 +109,63 @@ pub fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), WriteEr
     sync_dir(&dir)
 }
 
+/// What [`try_lock`] found.
+#[derive(Debug)]
+pub enum Lock {
+    /// This process holds the lock for as long as it keeps the file open;
+    /// the OS lets go when the process ends, however it ends, so a crash
+    /// never leaves a stale lock.
+    Taken(File),
+    /// Another process (or another open of the file) holds it; the file is
+    /// open for reading whatever the holder wrote into it.
+    Held(File),
+}
+
+/// Why [`try_lock`] could not tell.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The lock file could not be opened or created.
+    #[error("cannot open the lock file {}: {cause}", path.display())]
+    Open {
+        /// The lock file.
+        path: PathBuf,
+        /// What the OS said.
+        cause: io::Error,
+    },
+    /// The file system refused the lock itself.
+    #[error("cannot lock {}: {cause}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What the OS said.
+        cause: io::Error,
+    },
+}
+
+/// Takes an exclusive OS lock (`flock`) on the file at `path`, creating it
+/// when missing (never truncating it), without waiting: one daemon per
+/// state folder or database.
+pub fn try_lock(path: &Path) -> Result<Lock, LockError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|cause| LockError::Open {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Lock::Taken(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(Lock::Held(file)),
+        Err(fs::TryLockError::Error(cause)) => Err(LockError::Lock {
+            path: path.to_path_buf(),
+            cause,
+        }),
+    }
+}
+
 /// The folder holding `path` (`.` for a bare file name).
 pub fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {
@@ -206,6 +263,26 @@ fn unique_suffix() -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_is_held_until_its_file_is_dropped_and_keeps_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.lock");
+        let Lock::Taken(mut first) = try_lock(&path).unwrap() else {
+            panic!("the first lock is taken")
+        };
+        writeln!(first, "4242").unwrap();
+        let Lock::Held(second) = try_lock(&path).unwrap() else {
+            panic!("a second lock on the same file is refused while the first is held")
+        };
+        assert_eq!(io::read_to_string(second).unwrap(), "4242\n");
+        drop(first);
+        assert!(matches!(try_lock(&path).unwrap(), Lock::Taken(_)));
+        assert!(matches!(
+            try_lock(&dir.path().join("missing").join("x.lock")),
+            Err(LockError::Open { .. })
+        ));
+    }
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)

@@ -65,15 +65,7 @@ pub async fn catch_up(st: &AppState) -> anyhow::Result<()> {
     let list = crate::load_current_list(st.storage.as_ref(), &st.revocation_keys()).await?;
     if let Some(list) = list {
         let version = list.version();
-        let newer = st.revocations.send_if_modified(|slot| {
-            if slot.as_ref().is_none_or(|s| s.version() < version) {
-                *slot = Some(list);
-                true
-            } else {
-                false
-            }
-        });
-        if newer {
+        if st.serve_if_newer(list) {
             tracing::info!(version, "revocation list published through another replica");
         }
     }

@@ -81,6 +81,22 @@ impl AppState {
         }
     }
 
+    /// Serves `list` from now when it is newer than the list being served
+    /// (waking the long-polls); `true` when it was. A publish through this
+    /// relay, one through another replica and a republish of the stored list
+    /// all come here, so the list served only ever moves forward.
+    pub fn serve_if_newer(&self, list: Arc<CurrentList>) -> bool {
+        let version = list.version();
+        self.revocations.send_if_modified(|slot| {
+            if slot.as_ref().is_none_or(|s| s.version() < version) {
+                *slot = Some(list);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
     /// Version of the list being served (0 when none).
     pub fn revocation_version(&self) -> u64 {
         self.revocations

@@ -85,21 +85,9 @@ impl StateLock {
             })?;
         }
         let path = state_dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| {
-                format!(
-                    "cannot open the lock file {}: check the state folder's permissions",
-                    path.display()
-                )
-            })?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
+        let file = match kaching_kit::fs::try_lock(&path) {
+            Ok(kaching_kit::fs::Lock::Taken(file)) => file,
+            Ok(kaching_kit::fs::Lock::Held(file)) => {
                 let mut text = String::new();
                 let _ = (&file).take(64).read_to_string(&mut text);
                 let holder = match text.trim().parse::<u32>() {
@@ -112,13 +100,13 @@ impl StateLock {
                     path.display()
                 );
             }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "cannot lock {}: the state folder must be on a file system with file locks (not NFS without lockd)",
-                    path.display()
-                )))
+            Err(e @ kaching_kit::fs::LockError::Open { .. }) => {
+                bail!("{e}: check the state folder's permissions")
             }
-        }
+            Err(e @ kaching_kit::fs::LockError::Lock { .. }) => bail!(
+                "{e}: the state folder must be on a file system with file locks (not NFS without lockd)"
+            ),
+        };
         // Information only: who holds it, for a second start's message.
         let written = file
             .set_len(0)

@@ -43,6 +43,32 @@ fn check_plain(dir: &Path, cfg: &Config) -> std::process::Output {
         .unwrap()
 }
 
+/// `kaching-verifier activation-request` over the configuration `conf`
+/// (run in `cwd` when given), written to `out_file`: the request, verified.
+fn activation_request(
+    conf: &Path,
+    cwd: Option<&Path>,
+    out_file: &Path,
+) -> kaching_core::cluster::SelfSigned<kaching_core::cluster::ActivationRequest> {
+    let mut cmd = verifier();
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    let out = cmd
+        .args(["activation-request", "--config"])
+        .arg(conf)
+        .arg("--out")
+        .arg(out_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    verify_activation_request(&std::fs::read(out_file).unwrap()).unwrap()
+}
+
 fn check_license(l: Option<Vec<u8>>) -> (i32, Value) {
     let (dir, cfg) = setup(l.as_deref());
     check(dir.path(), &cfg)
@@ -342,20 +368,7 @@ fn default_config_prints_the_documented_defaults() {
 fn activation_request_is_signed_by_the_cluster_key() {
     let (dir, cfg) = setup(None);
     let conf = write_config(dir.path(), &cfg, "");
-    let out_file = dir.path().join("activation.req");
-    let out = verifier()
-        .args(["activation-request", "--config"])
-        .arg(&conf)
-        .arg("--out")
-        .arg(&out_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let req = verify_activation_request(&std::fs::read(&out_file).unwrap()).unwrap();
+    let req = activation_request(&conf, None, &dir.path().join("activation.req"));
     let (_, s) = check(dir.path(), &cfg);
     assert_eq!(req.doc.cluster_id, s["cluster_id"].as_str().unwrap());
     // A license bound to that cluster is in force here; another cluster refuses it.
@@ -748,21 +761,11 @@ fn relative_paths_in_the_config_file_resolve_against_its_folder() {
     let away = check_from(elsewhere.path());
     assert_eq!(away["state"].as_str(), Some("active"), "{away}");
     assert_eq!(away["cluster_id"].as_str(), Some(id.as_str()), "{away}");
-    let out_file = elsewhere.path().join("activation.req");
-    let out = verifier()
-        .current_dir(elsewhere.path())
-        .args(["activation-request", "--config"])
-        .arg(&conf)
-        .arg("--out")
-        .arg(&out_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let req = activation_request(
+        &conf,
+        Some(elsewhere.path()),
+        &elsewhere.path().join("activation.req"),
     );
-    let req = verify_activation_request(&std::fs::read(&out_file).unwrap()).unwrap();
     assert_eq!(req.doc.cluster_id, id);
     assert!(
         !elsewhere.path().join("state").exists(),

@@ -139,6 +139,11 @@ impl Ledger {
         if let Some(problem) = write_problem(path) {
             return Err(problem.error(path));
         }
+        Self::open_writable(path)
+    }
+
+    /// [`Ledger::open`] once the ledger is known to be present and writable.
+    fn open_writable(path: &Path) -> Result<Self> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -161,7 +166,7 @@ impl Ledger {
     pub fn open_to_read(path: &Path) -> Result<Self> {
         check_present(path)?;
         if write_problem(path).is_none() {
-            return Self::open(path);
+            return Self::open_writable(path);
         }
         let wal = sidecar(path, "-wal");
         // Without a `-wal` file every committed write is in the main file, and

@@ -239,7 +239,7 @@ pub async fn put(
         .await?;
     match acceptance {
         Acceptance::Newer => {
-            serve_if_newer(&st, verified);
+            st.serve_if_newer(CurrentList::new(verified));
             tracing::info!(version, token = %caller.name, "revocation list published");
             Ok(kaching_kit::http::json(
                 StatusCode::CREATED,
@@ -253,7 +253,7 @@ pub async fn put(
         Acceptance::Same => {
             // The database holds this list already: if this relay does not
             // serve it yet (written by another process), it does from now.
-            if serve_if_newer(&st, verified) {
+            if st.serve_if_newer(CurrentList::new(verified)) {
                 tracing::warn!(
                     version,
                     "the stored revocation list was newer than the one served: serving it now"
@@ -269,22 +269,4 @@ pub async fn put(
             ))
         }
     }
-}
-
-/// Serves `verified` from now when it is newer than the list being served
-/// (waking the long-polls); `true` when it was.
-fn serve_if_newer(
-    st: &AppState,
-    verified: kaching_core::revocation::VerifiedRevocationList,
-) -> bool {
-    let version = verified.list.version;
-    let cur = CurrentList::new(verified);
-    st.revocations.send_if_modified(|slot| {
-        if slot.as_ref().is_none_or(|s| s.version() < version) {
-            *slot = Some(cur);
-            true
-        } else {
-            false
-        }
-    })
 }

@@ -58,23 +58,14 @@ pub fn lock_database(path: &Path) -> anyhow::Result<std::fs::File> {
     let dir = kaching_kit::fs::parent_of(&lock);
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock)
-        .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {e}", lock.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+    match kaching_kit::fs::try_lock(&lock)? {
+        kaching_kit::fs::Lock::Taken(file) => Ok(file),
+        kaching_kit::fs::Lock::Held(_) => anyhow::bail!(
             "another kaching-relay is serving the database {} (it holds {}): stop that one first; \
              to run more than one relay on one database, use PostgreSQL (database = \"postgres://…\", see docs/relay.md)",
             path.display(),
             lock.display()
         ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            anyhow::bail!("cannot lock {}: {e}", lock.display())
-        }
     }
 }
 
