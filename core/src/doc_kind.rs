@@ -28,11 +28,14 @@ pub enum DocKind {
     Root,
     /// The vendor's acknowledgment of a usage report, signed by an issuer key.
     Receipt,
+    /// The vendor's permission to lower one cluster's trusted-time mark,
+    /// signed by an issuer key.
+    ClockReset,
 }
 
 impl DocKind {
     /// Every kind, in a stable order.
-    pub const ALL: [DocKind; 8] = [
+    pub const ALL: [DocKind; 9] = [
         DocKind::License,
         DocKind::RevocationList,
         DocKind::ActivationRequest,
@@ -41,6 +44,7 @@ impl DocKind {
         DocKind::RelayTime,
         DocKind::Root,
         DocKind::Receipt,
+        DocKind::ClockReset,
     ];
 
     /// The COSE content type (header label 3) naming this kind.
@@ -54,6 +58,7 @@ impl DocKind {
             DocKind::RelayTime => "application/vnd.kaching.relay-time+cbor",
             DocKind::Root => "application/vnd.kaching.root+cbor",
             DocKind::Receipt => "application/vnd.kaching.receipt+cbor",
+            DocKind::ClockReset => "application/vnd.kaching.clock-reset+cbor",
         }
     }
 
@@ -68,6 +73,7 @@ impl DocKind {
             DocKind::RelayTime => "KACHING RELAY TIME",
             DocKind::Root => "KACHING ROOT",
             DocKind::Receipt => "KACHING RECEIPT",
+            DocKind::ClockReset => "KACHING CLOCK RESET",
         }
     }
 
@@ -101,6 +107,7 @@ impl fmt::Display for DocKind {
             DocKind::RelayTime => "relay time statement",
             DocKind::Root => "root of trust",
             DocKind::Receipt => "receipt",
+            DocKind::ClockReset => "clock reset",
         })
     }
 }

@@ -24,6 +24,7 @@
 pub mod armor;
 pub mod binding;
 mod cbor;
+pub mod clock_reset;
 pub mod cluster;
 mod doc_kind;
 pub mod envelope;

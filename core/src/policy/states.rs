@@ -119,7 +119,7 @@ pub(super) fn decide_state(
             "clock",
             State::ClockTampered,
             format!(
-                "system clock reads {} but time {} was already seen: fix the clock (NTP); licensing resumes once it is correct",
+                "system clock reads {} but time {} was already seen: fix the clock (NTP); licensing resumes once it is correct. If the clock is right and that time came from a clock that was wrong, ask the vendor for a clock reset (kaching-verifier status shows the cluster id and mark to send)",
                 rfc3339(now),
                 rfc3339(mark)
             ),
