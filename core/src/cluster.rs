@@ -88,6 +88,13 @@ impl ActivationRequest {
     }
 }
 
+/// Longest upgrade-request message, in bytes: what the verifier's API and
+/// the relay's take, and what the relay stores from a cluster.
+pub const MAX_UPGRADE_MESSAGE: usize = 4096;
+
+/// Longest tier name in an upgrade request, in bytes.
+pub const MAX_TIER_NAME: usize = 64;
+
 /// A request to move to another tier, queued on the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct UpgradeRequest {
@@ -97,6 +104,33 @@ pub struct UpgradeRequest {
     pub message: String,
     /// When it was asked.
     pub time: Timestamp,
+}
+
+impl UpgradeRequest {
+    /// Cuts a request that came signed inside a cluster's document to the
+    /// sizes the APIs take ([`MAX_TIER_NAME`], [`MAX_UPGRADE_MESSAGE`]), each
+    /// cut field ending in `…`. A verifier never sends more, so a longer one
+    /// was written by something else; it is kept, cut, rather than refused,
+    /// so that the heartbeat carrying it still counts. Whether anything was cut.
+    pub fn clip(&mut self) -> bool {
+        let tier = clip_text(&mut self.requested_tier, MAX_TIER_NAME);
+        let message = clip_text(&mut self.message, MAX_UPGRADE_MESSAGE);
+        tier || message
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, ending in `…`.
+fn clip_text(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+    true
 }
 
 /// An upgrade request as a usage report carries it: with the cluster's id for
@@ -429,4 +463,33 @@ pub fn verify_usage_report(input: &[u8]) -> Result<SelfSigned<UsageReport>> {
         ));
     }
     Ok(SelfSigned { doc, signer, bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_cuts_oversized_requests_on_a_character_boundary() {
+        let mut r = UpgradeRequest {
+            requested_tier: "t".repeat(65),
+            message: "é".repeat(3000),
+            time: 1,
+        };
+        assert!(r.clip());
+        assert!(r.requested_tier.len() <= MAX_TIER_NAME && r.requested_tier.ends_with('…'));
+        assert!(r.message.len() <= MAX_UPGRADE_MESSAGE && r.message.ends_with('…'));
+        assert!(
+            r.message.len() > MAX_UPGRADE_MESSAGE - 8,
+            "cut no more than needed"
+        );
+        let mut fits = UpgradeRequest {
+            requested_tier: "enterprise".into(),
+            message: "x".repeat(MAX_UPGRADE_MESSAGE),
+            time: 1,
+        };
+        let before = fits.clone();
+        assert!(!fits.clip());
+        assert_eq!(fits, before);
+    }
 }

@@ -785,6 +785,37 @@ async fn upgrade_requests_in_heartbeats_reach_the_vendor_once() {
     relay.stop().await;
 }
 
+/// A cluster key signs whatever it likes: a heartbeat (under the 64 KiB
+/// document limit) carrying an upgrade request far over what the APIs take
+/// is stored cut to their limits, and the heartbeat still counts.
+#[tokio::test]
+async fn attack_heartbeat_carrying_an_oversized_upgrade_request_is_stored_cut() {
+    let relay = Relay::start().await;
+    let l = license(14, 3600);
+    let c = cluster_key(1);
+    relay.activate(&l, &c).await;
+    let mut hb = beat(&l, &c, 1);
+    hb.upgrade_requests = vec![kaching_core::cluster::UpgradeRequest {
+        requested_tier: "e".repeat(200),
+        message: "x".repeat(50_000),
+        time: now() - 10,
+    }];
+    assert_eq!(
+        relay.post_beat("/v1/heartbeat", &hb, &c).await.status(),
+        200
+    );
+    let admin = relay.token(Scope::Admin, "admin");
+    let (_, v) = relay
+        .get_as::<UpgradeRows>(&format!("/v1/upgrade-requests?license={}", l.id), &admin)
+        .await;
+    let rows = &v.upgrade_requests;
+    assert_eq!(rows.len(), 1, "{v:?}");
+    assert!(rows[0].message.len() <= 4096 && rows[0].message.ends_with('…'));
+    assert!(rows[0].message.starts_with("xxxx"));
+    assert!(rows[0].requested_tier.len() <= 64 && rows[0].requested_tier.ends_with('…'));
+    relay.stop().await;
+}
+
 /// A vendor catalog where `standard` sits below a `platinum` tier and node
 /// pressure counts from 30 %.
 const CUSTOM_TIERS: &str = r#"

@@ -222,9 +222,21 @@ async fn beat(st: Arc<AppState>, body: &[u8], deactivate: bool) -> ApiResult<Res
             "seq and upgrade request times must fit in a signed 64-bit integer",
         ));
     }
-    let (cluster_id, seq, license_id) = (v.doc.cluster_id.clone(), v.doc.seq, v.doc.license_id);
+    let mut doc = v.doc;
+    // A verifier never queues more than the APIs take; a request larger
+    // than that is stored cut, and the heartbeat still counts.
+    let clipped = doc
+        .upgrade_requests
+        .iter_mut()
+        .map(|r| r.clip())
+        .filter(|cut| *cut)
+        .count();
+    if clipped > 0 {
+        tracing::warn!(cluster = %doc.cluster_id, clipped, "upgrade requests over the size limits, stored cut");
+    }
+    let (cluster_id, seq, license_id) = (doc.cluster_id.clone(), doc.seq, doc.license_id);
     st.storage
-        .record_heartbeat(v.doc, *v.signer.as_bytes(), t)
+        .record_heartbeat(doc, *v.signer.as_bytes(), t)
         .await?;
     if deactivate {
         tracing::info!(license = %license_id, cluster = %cluster_id, "deactivated");

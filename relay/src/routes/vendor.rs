@@ -235,7 +235,7 @@ pub async fn clusters(
 
 /// Longest upgrade-request message filed, in bytes: the verifier's limit
 /// for the same field, and what keeps the console's pages within budget.
-pub const MAX_UPGRADE_MESSAGE: usize = 4096;
+pub use kaching_core::cluster::MAX_UPGRADE_MESSAGE;
 
 /// `POST /v1/upgrade-requests` (whoosh or admin).
 #[utoipa::path(
