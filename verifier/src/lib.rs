@@ -10,7 +10,8 @@
 //! (reading and verifying files), [`reader`] (the thread that reads them),
 //! [`engine`] (state, verdicts, writes, last-known-good, the engine's half of
 //! connected mode), [`actor`] (the engine's thread), [`watcher`] (file
-//! events), [`report`] (air-gapped documents), [`relay`] (the relay client
+//! events), [`report`] (air-gapped documents), [`clock_reset`] (the
+//! vendor's clock reset, taken with the daemon stopped), [`relay`] (the relay client
 //! and its loops), [`api`] (axum routes; the only place HTTP status codes are
 //! chosen), [`status`] (`kaching-verifier status`), [`exit`] (check exit codes).
 
@@ -20,6 +21,7 @@
 pub mod actor;
 pub mod api;
 pub mod clock;
+pub mod clock_reset;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -92,6 +92,26 @@ pub fn usage_report(
     Ok(report)
 }
 
+/// Why a document only an issuer key may sign (a receipt, a clock reset)
+/// did not verify: `"<what> refused: …"`, naming the role of a key the
+/// trust chain knows (a revoker's, say) instead of calling it unknown.
+pub(crate) fn refused_by_issuer_keys(
+    trust: &crate::trust::Trust,
+    e: &Error,
+    what: &str,
+    plural: &str,
+) -> anyhow::Error {
+    match e {
+        Error::UnknownKey(kid) => anyhow!(
+            "{what} refused: {}",
+            trust.explain(kid, Role::Issuer).unwrap_or_else(|| format!(
+                "it is signed by key {kid}, which is not a key of your vendor that may sign {plural} (issuer)"
+            ))
+        ),
+        _ => anyhow!("{what} refused: {e}"),
+    }
+}
+
 /// What importing a receipt did.
 #[derive(Debug, Clone)]
 pub struct ReceiptImported {
@@ -115,15 +135,8 @@ pub fn import_receipt(
     let Some(trust) = engine.trust.as_ref() else {
         bail!("no trusted keys are loaded, so no receipt can be checked: see `kaching-verifier check`");
     };
-    let verified = verify_receipt(input, &trust.issuers).map_err(|e| match &e {
-        Error::UnknownKey(kid) => anyhow!(
-            "receipt refused: {}",
-            trust.explain(kid, Role::Issuer).unwrap_or_else(|| format!(
-                "it is signed by key {kid}, which is not a key of your vendor that may sign receipts (issuer)"
-            ))
-        ),
-        _ => anyhow!("receipt refused: {e}"),
-    })?;
+    let verified = verify_receipt(input, &trust.issuers)
+        .map_err(|e| refused_by_issuer_keys(trust, &e, "receipt", "receipts"))?;
     let r = &verified.receipt;
     let written = engine.db.report_hash(r.report_seq)?;
     let pending = engine.db.pending()?;

@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS acked_counters (
     PRIMARY KEY (metric, bucket));
 CREATE TABLE IF NOT EXISTS node_peaks (month TEXT PRIMARY KEY, peak INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS acked_node_peaks (month TEXT PRIMARY KEY, peak INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS clock_resets (
+    id BLOB PRIMARY KEY, cluster_id TEXT NOT NULL, from_mark INTEGER NOT NULL,
+    to_mark INTEGER NOT NULL, taken_at INTEGER NOT NULL, bytes BLOB NOT NULL);
 ";
 
 /// Set once the `reported` column of `upgrade_requests` means "acknowledged
@@ -65,7 +68,8 @@ pub const LOCK_FILE: &str = "verifier.lock";
 /// ceiling. The OS drops the lock when the process ends, however it ends,
 /// so a crash never leaves a stale lock behind; the process id written in
 /// the file is only for the message a second daemon prints. One-shot
-/// commands (`check`, `status`, …) do not take it.
+/// commands (`check`, `status`, …) do not take it, except `clock-reset`,
+/// which must not run beside the daemon ([`StateLock::acquire_stopped`]).
 #[derive(Debug)]
 pub struct StateLock {
     _file: std::fs::File,
@@ -75,7 +79,6 @@ impl StateLock {
     /// Takes the lock on `state_dir` (creating the folder when missing), or
     /// says who holds it.
     pub fn acquire(state_dir: &Path) -> anyhow::Result<StateLock> {
-        use std::io::{Read, Seek, Write};
         if !state_dir.exists() {
             std::fs::create_dir_all(state_dir).with_context(|| {
                 format!(
@@ -84,6 +87,42 @@ impl StateLock {
                 )
             })?;
         }
+        Self::take(state_dir, |holder, path| {
+            anyhow::anyhow!(
+                "state folder {} is in use by another kaching-verifier ({holder} holds {}): two daemons on one state folder lose usage counts and grant node leases twice. Stop the other daemon first (systemctl stop kaching-verifier), or give this one its own state_dir",
+                state_dir.display(),
+                path.display()
+            )
+        })
+    }
+
+    /// Takes the lock on an existing `state_dir` for `kaching-verifier
+    /// clock-reset`, which must not run beside the daemon: the daemon holds
+    /// the trusted-time mark in memory and writes the highest it has seen,
+    /// so it would write the old mark back over the lowered one.
+    pub fn acquire_stopped(state_dir: &Path) -> anyhow::Result<StateLock> {
+        if !state_dir.is_dir() {
+            bail!(
+                "state folder {} does not exist: point --config at this cluster's configuration (its state_dir)",
+                state_dir.display()
+            );
+        }
+        Self::take(state_dir, |holder, path| {
+            anyhow::anyhow!(
+                "the kaching-verifier daemon is running on state folder {} ({holder} holds {}): it keeps the trusted-time mark in memory and would write the old mark back. Stop it (systemctl stop kaching-verifier), run this command again, then start it (systemctl start kaching-verifier). Nothing was changed",
+                state_dir.display(),
+                path.display()
+            )
+        })
+    }
+
+    /// Takes the lock, or returns `held(holder, lock file)` when another
+    /// process holds it.
+    fn take(
+        state_dir: &Path,
+        held: impl FnOnce(&str, &Path) -> anyhow::Error,
+    ) -> anyhow::Result<StateLock> {
+        use std::io::{Read, Seek, Write};
         let path = state_dir.join(LOCK_FILE);
         let file = match kaching_kit::fs::try_lock(&path) {
             Ok(kaching_kit::fs::Lock::Taken(file)) => file,
@@ -94,11 +133,7 @@ impl StateLock {
                     Ok(pid) => format!("process {pid}"),
                     Err(_) => "another process".to_string(),
                 };
-                bail!(
-                    "state folder {} is in use by another kaching-verifier ({holder} holds {}): two daemons on one state folder lose usage counts and grant node leases twice. Stop the other daemon first (systemctl stop kaching-verifier), or give this one its own state_dir",
-                    state_dir.display(),
-                    path.display()
-                );
+                return Err(held(&holder, &path));
             }
             Err(e @ kaching_kit::fs::LockError::Open { .. }) => {
                 bail!("{e}: check the state folder's permissions")
@@ -186,6 +221,26 @@ pub struct Db {
     /// records a start would make (trusted-time mark, license, roots,
     /// revocation list) are kept in the engine's memory only.
     read_only: bool,
+}
+
+/// A clock reset being taken, as [`Db::take_clock_reset`] records it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClockResetRecord<'a> {
+    /// The reset's id (`cti`).
+    pub id: &'a [u8; 16],
+    /// The cluster it names (this one).
+    pub cluster_id: &'a str,
+    /// The mark before.
+    pub from: Timestamp,
+    /// The mark after: the reset's `iat`.
+    pub to: Timestamp,
+    /// When it was taken, by the cluster's clock.
+    pub taken_at: Timestamp,
+    /// The reset's binary bytes, exactly as received.
+    pub bytes: &'a [u8],
+    /// `lease_ttl`: node leases granted while the clock was ahead end at
+    /// most this long after the new mark (or the clock, if later).
+    pub lease_ttl: u64,
 }
 
 /// A queued upgrade request with its row id.
@@ -448,6 +503,79 @@ impl Db {
         if t > self.trusted_time()? {
             self.set_meta_i64("trusted_time", i(t))?;
         }
+        Ok(())
+    }
+
+    /// Whether this cluster took the clock reset with this id before.
+    pub fn clock_reset_taken(&self, id: &[u8; 16]) -> anyhow::Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM clock_resets WHERE id = ?1",
+                [id.as_slice()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Takes a clock reset (`kaching-verifier clock-reset`, with the daemon
+    /// stopped): in one transaction, sets the trusted-time mark to `r.to`
+    /// and records the reset, so it is never taken twice. The one place the
+    /// mark goes down; the rule that allows it is
+    /// `kaching_core::clock_reset::take`. Refused, with nothing written,
+    /// when the mark is no longer `r.from` (something raised it meanwhile)
+    /// or the reset was recorded before.
+    pub fn take_clock_reset(&mut self, r: &ClockResetRecord<'_>) -> anyhow::Result<()> {
+        if self.read_only {
+            bail!("a read-only state database cannot take a clock reset");
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mark: Option<i64> = tx
+            .query_row(
+                "SELECT CAST(value AS TEXT) FROM meta WHERE key = 'trusted_time'",
+                [],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()?
+            .and_then(|s| s.parse().ok());
+        if mark.map(u).unwrap_or(0) != r.from {
+            bail!(
+                "the trusted-time mark changed while the clock reset was being taken (is a kaching-verifier command running?): nothing changed, run it again"
+            );
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('trusted_time', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [i(r.to).to_string().into_bytes()],
+        )?;
+        // Leases and idempotency keys dated by the clock that was ahead
+        // would otherwise hold node slots and storage until real time
+        // reached it: they are dated as if made now.
+        let at = r.to.max(r.taken_at);
+        tx.execute(
+            "UPDATE leases SET expires_at = ?1 WHERE expires_at > ?1",
+            [i(at.saturating_add(r.lease_ttl))],
+        )?;
+        tx.execute(
+            "UPDATE idempotency SET created_at = ?1 WHERE created_at > ?1",
+            [i(at)],
+        )?;
+        tx.execute(
+            "INSERT INTO clock_resets (id, cluster_id, from_mark, to_mark, taken_at, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                r.id.as_slice(),
+                r.cluster_id,
+                i(r.from),
+                i(r.to),
+                i(r.taken_at),
+                r.bytes
+            ],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -1054,6 +1182,76 @@ mod tests {
         let db = Db::open(dir.path(), true).unwrap();
         db.raise_trusted_time(100).unwrap();
         db.raise_trusted_time(50).unwrap();
+        assert_eq!(db.trusted_time().unwrap(), 100);
+    }
+
+    fn record(from: Timestamp, to: Timestamp) -> ClockResetRecord<'static> {
+        ClockResetRecord {
+            id: &[7; 16],
+            cluster_id: "c1",
+            from,
+            to,
+            taken_at: to + 60,
+            bytes: b"reset",
+            lease_ttl: 300,
+        }
+    }
+
+    #[test]
+    fn a_clock_reset_redates_leases_and_keys_made_while_the_clock_was_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(dir.path(), true).unwrap();
+        db.raise_trusted_time(1_000_000).unwrap();
+        // Granted while the clock read 999 000: ends 300 s later.
+        db.put_lease("ahead", 999_300, 1, "2026-11").unwrap();
+        db.put_lease("now", 10_100, 2, "2026-11").unwrap();
+        db.record_spend("api_calls", "b", 1, "k-ahead", "{}", 999_000)
+            .unwrap();
+        db.take_clock_reset(&record(1_000_000, 10_000)).unwrap();
+        let leases = db.leases().unwrap();
+        // The new mark 10 000, taken at 10 060: 300 s after that at most.
+        assert_eq!(leases["ahead"], 10_360);
+        assert_eq!(leases["now"], 10_100, "a lease within the cap is kept");
+        let created: i64 = db
+            .conn
+            .query_row(
+                "SELECT created_at FROM idempotency WHERE key = 'k-ahead'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(created, 10_060);
+    }
+
+    #[test]
+    fn a_clock_reset_lowers_the_mark_once_and_only_from_the_mark_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(dir.path(), true).unwrap();
+        db.raise_trusted_time(1_000).unwrap();
+        assert!(!db.clock_reset_taken(&[7; 16]).unwrap());
+        // The mark moved since it was read: nothing is written.
+        assert!(db.take_clock_reset(&record(900, 100)).is_err());
+        assert_eq!(db.trusted_time().unwrap(), 1_000);
+        assert!(!db.clock_reset_taken(&[7; 16]).unwrap());
+        db.take_clock_reset(&record(1_000, 100)).unwrap();
+        assert_eq!(db.trusted_time().unwrap(), 100);
+        assert!(db.clock_reset_taken(&[7; 16]).unwrap());
+        // The same id again: refused, the mark stays.
+        db.raise_trusted_time(1_000).unwrap();
+        assert!(db.take_clock_reset(&record(1_000, 100)).is_err());
+        assert_eq!(db.trusted_time().unwrap(), 1_000);
+    }
+
+    #[test]
+    fn a_state_database_from_before_clock_resets_upgrades_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), true).unwrap();
+        db.raise_trusted_time(1_000).unwrap();
+        db.conn.execute_batch("DROP TABLE clock_resets").unwrap();
+        drop(db);
+        let mut db = Db::open(dir.path(), false).unwrap();
+        assert!(!db.clock_reset_taken(&[7; 16]).unwrap());
+        db.take_clock_reset(&record(1_000, 100)).unwrap();
         assert_eq!(db.trusted_time().unwrap(), 100);
     }
 

@@ -80,7 +80,16 @@ pub fn render(b: &VerifierStatus) -> String {
         format!("{} ({})", opt(&st.license_id), opt(&st.customer)),
     );
     row("tier", opt(&st.tier));
-    row("state", format!("{} — {}", st.state, st.reason));
+    // Clock tampered: the line under it says what to send the vendor.
+    let reset = if st.state == kaching_core::State::ClockTampered.as_str() {
+        format!(
+            "\n{}",
+            crate::clock_reset::request_line(&b.cluster_id, &b.trusted_time)
+        )
+    } else {
+        String::new()
+    };
+    row("state", format!("{} — {}{reset}", st.state, st.reason));
     row("expires", opt(&st.expires_at));
     row("grace", format!("until {}", opt(&st.grace_ends_at)));
     row(
@@ -175,6 +184,19 @@ mod tests {
             license_change: None,
             pending_downgrade: None,
         }
+    }
+
+    #[test]
+    fn a_clock_tampered_cluster_is_told_what_to_send_the_vendor() {
+        let mut body = status(None);
+        body.trusted_time = "2029-08-01T00:00:00Z".into();
+        assert!(!render(&body).contains("clock reset"));
+        body.status.state = kaching_core::State::ClockTampered.as_str().into();
+        let text = render(&body);
+        assert!(
+            text.contains("\nclock reset: send the vendor cluster aaaaaaaaaaaaaaaa and mark 2029-08-01T00:00:00Z (licensegen clock-reset --cluster aaaaaaaaaaaaaaaa --mark 2029-08-01T00:00:00Z)\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -86,7 +86,8 @@ pub struct Engine {
     /// (quota, period bucket) → used: quota checks without a query; every
     /// change is committed to `db` before it lands here.
     pub(crate) counters: HashMap<(String, String), u64>,
-    /// Trusted-time mark: the latest time seen (clock, relay); never lowered.
+    /// Trusted-time mark: the latest time seen (clock, relay); never lowered
+    /// but by a clock reset the vendor signed ([`crate::clock_reset`]).
     mark: Timestamp,
     /// The mark as last written to `db` (written every `MARK_PERSIST_STEP`).
     persisted_mark: Timestamp,
@@ -552,6 +553,14 @@ impl Engine {
     /// Raises the trusted-time mark to `t` (relay-signed time); never lowers it.
     pub(crate) fn raise_mark(&mut self, t: Timestamp) {
         self.mark = self.mark.max(t);
+    }
+
+    /// The mark after the state database took a clock reset
+    /// ([`crate::clock_reset`]), which set it to `to`: the one way the mark
+    /// goes down, and only there.
+    pub(crate) fn mark_lowered_to(&mut self, to: Timestamp) {
+        self.mark = to;
+        self.persisted_mark = to;
     }
 
     /// Writes the trusted-time mark when it moved enough (or `force`).

@@ -358,6 +358,14 @@ fn trust(view: &View<'_>) -> Markup {
     let mark = p.verdict.trusted_time;
     let clock = if view.now + 60 >= mark {
         format!("clock {} is at or past the mark", rfc3339(view.now))
+    } else if p.verdict.state == kaching_core::State::ClockTampered {
+        // What to send the vendor, as `check` and `status` say it.
+        format!(
+            "clock {} is {} behind the mark. {}",
+            rfc3339(view.now),
+            human_duration(mark - view.now),
+            crate::clock_reset::request_line(&p.status.cluster_id, &rfc3339(mark))
+        )
     } else {
         format!(
             "clock {} is {} behind the mark",

@@ -104,6 +104,40 @@ pub enum Command {
     /// Your vendor's receipts for usage reports.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
+    /// Take your vendor's clock reset: lower the trusted-time mark a wrong clock left.
+    ///
+    /// The verifier remembers the latest time it has seen (the trusted-time
+    /// mark) and never goes back from it. A clock that was once set ahead (a
+    /// virtual machine with a bad hardware clock, an NTP mishap) therefore
+    /// leaves the license `clock_tampered` even after the clock is right
+    /// again. Only your vendor can lower the mark: `kaching-verifier status`
+    /// (or `check`) prints a line with this cluster's id and mark; send your
+    /// vendor that line. They send back a clock reset file for this cluster,
+    /// which this command takes: the mark becomes the time they signed it.
+    ///
+    /// Set the clock right (NTP) first. The daemon must be stopped, since it
+    /// holds the mark in memory and would write the old one back:
+    ///
+    ///     systemctl stop kaching-verifier
+    ///     kaching-verifier clock-reset RESET-FILE
+    ///     systemctl start kaching-verifier
+    ///
+    /// A reset is refused, changing nothing, when it is not signed by a
+    /// vendor key that may sign licenses (issuer), names another cluster,
+    /// was taken here before, has expired, the clock is still far behind the
+    /// time it was signed, or the mark has moved past the one it was made
+    /// for (ask for a new reset with the mark `status` shows now).
+    ///
+    /// Exit codes: 0 taken (or the mark was not ahead: nothing to lower),
+    /// 1 refused or error.
+    #[command(verbatim_doc_comment)]
+    ClockReset {
+        /// Config file (TOML) [default: /etc/kaching/verifier.toml].
+        #[arg(long, short, env = "KACHING_CONFIG")]
+        config: Option<PathBuf>,
+        /// The clock reset file (binary or armored), from `licensegen clock-reset`.
+        file: PathBuf,
+    },
     /// Print the default configuration, with every key documented.
     DefaultConfig,
     /// Print a shell completion script.

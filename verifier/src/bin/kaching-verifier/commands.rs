@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::CommandFactory;
+use kaching_core::time::rfc3339;
 use kaching_kit::stdout;
 use kaching_verifier::{exit, report, Config, Engine};
 
@@ -82,8 +83,7 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             let text = if json {
                 serde_json::to_string_pretty(&published.status)?
             } else {
-                let v = &published.verdict;
-                format!("{}: {}", v.state, v.reason)
+                verdict_text(&published)
             };
             // The exit code is the answer; a reader that left early changes nothing.
             if let Err(e) = stdout::println(&text) {
@@ -202,18 +202,7 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             let cfg = load_config(config, Fallback::Refuse, "receipt import")?;
             let now = cfg.clock.now();
             let mut engine = Engine::open(cfg, false)?;
-            let limit = kaching_core::MAX_DOCUMENT_SIZE as u64;
-            let input = match kaching_verifier::loader::read_regular(
-                &file,
-                limit,
-                "the receipt file from your vendor",
-            ) {
-                kaching_verifier::loader::Loaded::Good(b) => b,
-                kaching_verifier::loader::Loaded::Missing => {
-                    anyhow::bail!("receipt {} does not exist", file.display())
-                }
-                kaching_verifier::loader::Loaded::Rejected(why) => anyhow::bail!("{why}"),
-            };
+            let input = read_document(&file, "receipt", "the receipt file from your vendor")?;
             let done = report::import_receipt(&mut engine, &input, now)?;
             let r = &done.receipt;
             let c = &done.cleared;
@@ -233,6 +222,35 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             stdout::println(&text)?;
             Ok(0)
         }
+        Command::ClockReset { config, file } => {
+            let cfg = load_config(config, Fallback::Refuse, "clock-reset")?;
+            let input = read_document(
+                &file,
+                "clock reset",
+                "the clock reset file from your vendor",
+            )?;
+            let done = kaching_verifier::clock_reset::apply(cfg, &input)?;
+            let r = &done.reset;
+            let head = match done.taken {
+                kaching_core::clock_reset::Taken::Lowered { from, to } => format!(
+                    "clock reset {} taken: the trusted-time mark went down from {} to {}",
+                    r.id_text(),
+                    rfc3339(from),
+                    rfc3339(to)
+                ),
+                kaching_core::clock_reset::Taken::NotAhead { mark } => format!(
+                    "the trusted-time mark ({}) is not ahead of the time clock reset {} was signed ({}): nothing changed, and the reset is not spent",
+                    rfc3339(mark),
+                    r.id_text(),
+                    rfc3339(r.issued)
+                ),
+            };
+            stdout::println(&format!(
+                "{head}\nlicense now: {}\nstart the daemon again: systemctl start kaching-verifier",
+                verdict_text(&done.after)
+            ))?;
+            Ok(0)
+        }
         Command::DefaultConfig => {
             stdout::print(kaching_verifier::config::EXAMPLE)?;
             Ok(0)
@@ -245,6 +263,37 @@ pub fn dispatch(cmd: Command) -> anyhow::Result<i32> {
             kaching_kit::manual::man(Cli::command(), out.as_deref())?;
             Ok(0)
         }
+    }
+}
+
+/// `check`'s one-line answer, `state: reason`; for `clock_tampered`, with
+/// the line saying what to send the vendor for a clock reset.
+fn verdict_text(published: &kaching_verifier::engine::Published) -> String {
+    let v = &published.verdict;
+    let mut text = format!("{}: {}", v.state, v.reason);
+    if v.state == kaching_core::State::ClockTampered {
+        let s = &published.status;
+        text.push('\n');
+        text.push_str(&kaching_verifier::clock_reset::request_line(
+            &s.cluster_id,
+            &s.trusted_time,
+        ));
+    }
+    text
+}
+
+/// A document from the vendor named on the command line: a regular file
+/// (never a FIFO, device or folder), at most the documents' size limit.
+/// `noun` names it when missing; a special file is refused with "replace
+/// it with `replace_with`".
+fn read_document(file: &Path, noun: &str, replace_with: &str) -> anyhow::Result<Vec<u8>> {
+    let limit = kaching_core::MAX_DOCUMENT_SIZE as u64;
+    match kaching_verifier::loader::read_regular(file, limit, replace_with) {
+        kaching_verifier::loader::Loaded::Good(b) => Ok(b),
+        kaching_verifier::loader::Loaded::Missing => {
+            anyhow::bail!("{noun} {} does not exist", file.display())
+        }
+        kaching_verifier::loader::Loaded::Rejected(why) => anyhow::bail!("{why}"),
     }
 }
 
