@@ -515,10 +515,11 @@ pub(crate) async fn upgrade(
 
 /// The field lengths of an upgrade request (the tier itself is the engine's).
 pub(crate) fn check_upgrade(b: &UpgradeBody) -> Result<(), ApiError> {
-    if b.requested_tier.len() > 64 || b.message.len() > 4096 {
-        return Err(ApiError::invalid(
-            "requested_tier is at most 64 characters and message at most 4096",
-        ));
+    use kaching_core::cluster::{MAX_TIER_NAME, MAX_UPGRADE_MESSAGE};
+    if b.requested_tier.len() > MAX_TIER_NAME || b.message.len() > MAX_UPGRADE_MESSAGE {
+        return Err(ApiError::invalid(format!(
+            "requested_tier is at most {MAX_TIER_NAME} characters and message at most {MAX_UPGRADE_MESSAGE}"
+        )));
     }
     Ok(())
 }

@@ -441,7 +441,7 @@ fn request_form(view: &View<'_>, csrf: &str) -> Markup {
             form method="post" action="/ui/upgrade-requests" {
                 (csrf_field(csrf))
                 (text_field("Tier wanted", "requested_tier", &first, &tiers))
-                (text_area("Message to the vendor (optional)", "message", 4096))
+                (text_area("Message to the vendor (optional)", "message", kaching_core::cluster::MAX_UPGRADE_MESSAGE))
                 button type="submit" { "Request upgrade" }
             }
         },
