@@ -40,7 +40,7 @@ SHOWRC=1 step "licensegen verify $INITECH"
 "$TARGET/debug/examples/cluster_documents" "$OPS/work/from-umbrella" >/dev/null
 step 'licensegen inspect ../from-umbrella/activation.asc'
 step 'licensegen issue --customer "Umbrella Health" --tier standard --bind ../from-umbrella/activation.asc'
-UMB_ID=$(lastid)
+UMB_ID=$(lastid); UMB_CLUSTER=$(awk '$1 == "cluster" {print $2; exit}' "$LAST")
 step 'licensegen issue --customer "Hooli" --tier enterprise --heartbeat 5min --offline-grace 3d --quota search_requests=2000000/day --feature enterprise-support'
 HOOLI_ID=$(lastid); HOOLI=licenses/$(ls licenses | grep hooli)
 step 'licensegen ledger list'
@@ -48,6 +48,9 @@ step "licensegen upgrade ${GLOBEX_ID:0:8} --tier standard --expires 365d"
 "$TARGET/debug/examples/cluster_documents" "$OPS/work/from-umbrella" "$UMB_ID" >/dev/null
 step 'licensegen usage import ../from-umbrella/usage-report.asc'
 step "licensegen ledger show ${UMB_ID:0:8}"
+# Clock resets: Umbrella's clock was once years ahead; status shows the cluster id and mark.
+step "licensegen clock-reset --cluster $UMB_CLUSTER --mark $(date -u -d '+828 days' +%Y-%m-%dT%H:%M:%SZ)"
+step "licensegen clock-reset --cluster $UMB_CLUSTER --mark $(date -u -d '-1 day' +%Y-%m-%dT%H:%M:%SZ)"
 step "licensegen upgrade ${UMB_ID:0:8} --tier enterprise"
 UMB_ID=$(lastid)
 step "licensegen suspend ${INITECH_ID:0:8} --reason \"invoice 2027-031 unpaid since 2027-05-01\""

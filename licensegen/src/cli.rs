@@ -120,6 +120,30 @@ pub enum Command {
     /// Usage reports carried back from customer clusters
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Sign a clock reset: lets a cluster whose clock was once ahead leave clock_tampered
+    ///
+    /// A verifier keeps a trusted-time mark that only grows. A clock that was
+    /// once wrong ahead (a virtual machine started with a bad clock, an NTP
+    /// mishap) leaves the cluster clock_tampered until real time catches up
+    /// with the wrong time, possibly years. The customer's `kaching-verifier
+    /// status` shows the cluster id and the mark to send you.
+    ///
+    /// The reset sets the cluster's mark to this computer's clock (check that
+    /// it is right), never lower: it cannot make a license last past its real
+    /// expiry. It names the cluster and the mark it replaces, is taken once,
+    /// and only until it expires (--valid-for). A mark that is not ahead of
+    /// this computer's clock is refused: that cluster's clock is behind, and
+    /// setting it right is the fix.
+    ///
+    /// Signed with the vendor key (an issuer key of the root) and recorded in
+    /// the ledger: `ledger show` of a license on that cluster lists it, and
+    /// `usage import` does not flag the cluster's trusted time going back to
+    /// it as a rollback. The customer stops the verifier daemon and runs
+    /// `kaching-verifier clock-reset FILE`.
+    ///
+    /// Example: licensegen clock-reset --cluster xdr73xb67d6me5jq --mark 2029-03-01T12:00:00Z
+    #[command(name = "clock-reset", verbatim_doc_comment)]
+    ClockReset(ClockResetArgs),
     /// Licensed against peak use per month, and the overage to bill
     ///
     /// For each license (with the licenses that replaced it, one history per
@@ -458,7 +482,8 @@ pub struct ReissueArgs {
 /// `inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A license, revocation list, activation request or usage report (binary or armored)
+    /// A license, revocation list, activation request, usage report, receipt
+    /// or clock reset (binary or armored)
     pub file: PathBuf,
     /// Vendor public key(s) to check signatures with [default: the vendor directory's]
     #[arg(long, value_name = "PEM_FILE")]
@@ -613,6 +638,8 @@ pub enum UsageCommand {
     /// a fork, or a counter or trusted time going down (exit 31), means the
     /// cluster's state database was restored or the cluster cloned. Either
     /// way the report is recorded, flagged in the ledger (`ledger show`).
+    /// Trusted time that went back to a clock reset you signed for the
+    /// cluster (`licensegen clock-reset`) is noted, not flagged.
     ///
     /// The receipt is signed with the vendor key (an issuer key of the root):
     /// give it to the customer, who runs `kaching-verifier receipt import
@@ -648,6 +675,24 @@ pub enum UsageCommand {
     /// Example: licensegen usage pull --relay https://relay.example.com --token-file relay.token
     #[command(after_long_help = crate::exit::TABLE, verbatim_doc_comment)]
     Pull(RelayArgs),
+}
+
+/// `clock-reset`.
+#[derive(Debug, Args)]
+pub struct ClockResetArgs {
+    /// The cluster id, as `kaching-verifier status` shows it (16 characters of a-z and 2-7)
+    #[arg(long, value_name = "ID")]
+    pub cluster: String,
+    /// The cluster's trusted-time mark, as `kaching-verifier status` shows it (2029-03-01T12:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    pub mark: String,
+    /// How long the customer has to use the reset: 1h to 90d
+    #[arg(long, value_name = "DURATION", default_value = crate::clock_reset::DEFAULT_VALID_FOR)]
+    pub valid_for: String,
+    /// Where to write the reset (armored); never replaces a file
+    /// [default: clock-reset-<cluster>.asc in the current folder]
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// `ui`.

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use coset::TaggedCborSerializable;
+use kaching_core::clock_reset::{verify_clock_reset, ClockReset};
 use kaching_core::cluster::{
     verify_activation_request, verify_usage_report, ActivationRequest, UsageReport,
 };
@@ -42,6 +43,8 @@ pub enum Content {
     UsageReport(UsageReport),
     /// A receipt for a usage report.
     Receipt(Receipt),
+    /// A clock reset for one cluster.
+    ClockReset(ClockReset),
     /// A kind licensegen only names.
     Other,
 }
@@ -66,7 +69,7 @@ pub fn inspect(path: &Path, keys: Option<&TrustedKeys>) -> Result<Inspection> {
     let input = crate::fsutil::read(path)?;
     let not_doc = |e: &dyn std::fmt::Display| {
         crate::error::usage(format!(
-            "{} is not a KACHING document ({e}): expected a license, revocation list, activation request, usage report or receipt",
+            "{} is not a KACHING document ({e}): expected a license, revocation list, activation request, usage report, receipt or clock reset",
             path.display()
         ))
     };
@@ -137,6 +140,10 @@ pub fn inspect(path: &Path, keys: Option<&TrustedKeys>) -> Result<Inspection> {
         DocKind::Receipt => (
             vendor_sig(verify_receipt(&bytes, k).map(|_| ())),
             Content::Receipt(Receipt::from_cbor(&payload).map_err(|e| not_doc(&e))?),
+        ),
+        DocKind::ClockReset => (
+            vendor_sig(verify_clock_reset(&bytes, k).map(|_| ())),
+            Content::ClockReset(ClockReset::from_cbor(&payload).map_err(|e| not_doc(&e))?),
         ),
         _ => (
             sig("unchecked", "licensegen does not check this kind".into()),
@@ -298,6 +305,26 @@ pub fn print(i: &Inspection, as_json: bool) -> Result<()> {
             for (month, peak) in &r.node_peaks {
                 row(&format!("  peak {month}"), peak.to_string());
             }
+        }
+        Content::ClockReset(r) => {
+            row("reset id", r.id_text());
+            row("cluster", r.cluster_id.clone());
+            row(
+                "mark",
+                format!("{} (the cluster's mark it replaces)", rfc3339(r.mark)),
+            );
+            row(
+                "new mark",
+                format!("{} (when it was signed)", rfc3339(r.issued)),
+            );
+            row(
+                "valid until",
+                format!(
+                    "{} ({} after signing; taken once)",
+                    rfc3339(r.expires),
+                    human_duration(r.expires.saturating_sub(r.issued))
+                ),
+            );
         }
         Content::Other => {}
     }

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod clock_reset;
 mod commands;
 pub mod desk;
 pub mod error;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use kaching_core::armor::armor;
+use kaching_core::clock_reset;
 use kaching_core::cluster::{report_hash, verify_usage_report, UsageReport};
 use kaching_core::policy::warning_ratio;
 use kaching_core::receipt::Receipt;
@@ -17,7 +18,7 @@ use rusqlite::TransactionBehavior;
 
 use kaching_core::{License, TierCatalog};
 
-use crate::ledger::{self, ChainRecord, Ledger, LicenseRecord, UsageRecord};
+use crate::ledger::{self, ChainRecord, ClockResetRecord, Ledger, LicenseRecord, UsageRecord};
 
 /// The outcome of an import.
 #[derive(Debug, Clone)]
@@ -30,6 +31,9 @@ pub struct Imported {
     pub warnings: Vec<String>,
     /// What the chain check found (recorded at the first import).
     pub findings: Vec<Finding>,
+    /// Findings a clock reset recorded for the cluster accounts for, said
+    /// in words: not flagged, not recorded as findings (first import only).
+    pub notes: Vec<String>,
     /// Ids of the report's upgrade requests no earlier report of the cluster carried.
     pub new_requests: usize,
     /// Where the receipt was written, if one was.
@@ -248,12 +252,23 @@ pub fn import_document(
         )?;
     }
     let mut findings = Vec::new();
+    let mut notes = Vec::new();
     if let (Some(link), Some(chain)) = (Link::of(&report, hash), &report.chain) {
         let (known, recorded) = ledger::chain_links(&tx, &report.cluster_id, &sha)?;
         match recorded {
             Some(f) => findings = f,
             None => {
-                findings = report_chain::check(&known, &link);
+                let resets = ledger::clock_resets_for(&tx, &[report.cluster_id.as_str()])?;
+                (findings, notes) = explained(report_chain::check(&known, &link), &resets);
+                for n in &notes {
+                    ledger::add_event(
+                        &tx,
+                        &report.license_id,
+                        now,
+                        "note",
+                        &format!("cluster {} report {}: {n}", report.cluster_id, chain.seq),
+                    )?;
+                }
                 let c = ChainRecord {
                     seq: chain.seq,
                     trusted_time: chain.trusted_time,
@@ -300,10 +315,48 @@ pub fn import_document(
         new,
         warnings,
         findings,
+        notes,
         new_requests,
         receipt: None,
         receipt_bytes,
     })
+}
+
+/// Splits chain findings into those that stay flagged and notes for the
+/// trusted-time marks a clock reset signed for the cluster accounts for
+/// (core's rule, `clock_reset::explains`): such a mark went back because
+/// the cluster took the reset, not because its state was restored.
+fn explained(findings: Vec<Finding>, resets: &[ClockResetRecord]) -> (Vec<Finding>, Vec<String>) {
+    let mut kept = Vec::new();
+    let mut notes = Vec::new();
+    for f in findings {
+        let by = match &f {
+            Finding::TimeBack { earlier, later, .. } => resets.iter().find(|r| {
+                r.reset()
+                    .is_some_and(|reset| clock_reset::explains(&reset, *earlier, *later))
+            }),
+            _ => None,
+        };
+        match (by, &f) {
+            (
+                Some(r),
+                Finding::TimeBack {
+                    earlier_seq,
+                    earlier,
+                    later_seq,
+                    later,
+                },
+            ) => notes.push(format!(
+                "trusted time went back from {} in report {earlier_seq} to {} in report {later_seq}: the clock reset {} signed {} for this cluster set it there; not a rollback",
+                rfc3339(*earlier),
+                rfc3339(*later),
+                r.id,
+                rfc3339(r.issued)
+            )),
+            _ => kept.push(f),
+        }
+    }
+    (kept, notes)
 }
 
 /// Flags buckets at or over the catalog's suggestion threshold of a quota:
@@ -394,6 +447,9 @@ pub fn describe(i: &Imported) -> String {
     }
     for w in &i.warnings {
         s.push_str(&format!("  warning: {w}\n"));
+    }
+    for n in &i.notes {
+        s.push_str(&format!("  note: {n}\n"));
     }
     for f in &i.findings {
         s.push_str(&format!("  FLAGGED {f}\n"));

@@ -7,8 +7,8 @@ use anyhow::Result;
 use kaching_core::policy::{explain, Explanation};
 use kaching_core::time::{rfc3339, Timestamp};
 use kaching_core::{
-    verify_license, LicenseInput, RevocationList, Settings, Snapshot, TierCatalog, TrustedKeys,
-    Verdict,
+    verify_license, DocKind, LicenseInput, RevocationList, Settings, Snapshot, TierCatalog,
+    TrustedKeys, Verdict,
 };
 use serde::Serialize;
 
@@ -76,6 +76,12 @@ pub fn simulate(path: &Path, ctx: &VerifyContext, snapshot: &Snapshot) -> Result
                     "{} is empty: it is not a license file (check that you picked the right file)",
                     path.display()
                 ),
+                _ if other_kind(&input).is_some() => format!(
+                    "{} is a {}, not a license: `licensegen inspect {}` shows what it holds and checks its signature",
+                    path.display(),
+                    other_kind(&input).map_or_else(String::new, |k| k.to_string()),
+                    path.display()
+                ),
                 (kaching_core::Error::UnknownKey(kid), Some(ours)) => format!(
                     "signed by a different vendor key ({kid}) than this vendor directory's ({ours}): it is another vendor's license, or was signed in another vendor directory"
                 ),
@@ -97,6 +103,14 @@ pub fn simulate(path: &Path, ctx: &VerifyContext, snapshot: &Snapshot) -> Result
         &settings,
         ctx.at,
     ))
+}
+
+/// The kind of a KACHING document other than a license (a receipt, a
+/// clock reset handed to `verify` by mistake).
+fn other_kind(input: &[u8]) -> Option<DocKind> {
+    let bytes = kaching_core::armor::dearmor(input, None).ok()?;
+    let (kind, _) = kaching_core::envelope::peek(&bytes).ok()?;
+    (kind != DocKind::License).then_some(kind)
 }
 
 /// Prints a report as text or JSON.

@@ -9,7 +9,9 @@ use super::Ctx;
 use crate::cli::{
     InspectArgs, JudgeArgs, LedgerCommand, SimulateArgs, TrueUpArgs, UsageCommand, VerifyArgs,
 };
-use crate::ledger::{self, Event, Ledger, LedgerState, LicenseRecord, UsageRecord};
+use crate::ledger::{
+    self, ClockResetRecord, Event, Ledger, LedgerState, LicenseRecord, UsageRecord,
+};
 use crate::output::{date, json, out, table};
 use crate::vendor_dir::{parse_duration, VendorDir, LEDGER_FILE};
 use crate::verify::VerifyContext;
@@ -146,6 +148,9 @@ struct Detail<'a> {
     state: LedgerState,
     history: Vec<Event>,
     usage_reports: Vec<UsageRecord>,
+    /// Clock resets signed for the cluster the license is bound to or
+    /// reported from.
+    clock_resets: Vec<ClockResetRecord>,
 }
 
 pub(super) fn ledger(ctx: &Ctx<'_>, l: &LedgerCommand) -> Result<u8> {
@@ -199,11 +204,20 @@ pub(super) fn ledger(ctx: &Ctx<'_>, l: &LedgerCommand) -> Result<u8> {
             json: as_json,
         } => {
             let rec = ledger::find_license(&ledger.conn, license_id)?;
+            let usage_reports = ledger::usage_for(&ledger.conn, &rec.id)?;
+            let mut clusters: Vec<&str> = rec.cluster.iter().map(String::as_str).collect();
+            for u in &usage_reports {
+                if !clusters.contains(&u.cluster_id.as_str()) {
+                    clusters.push(&u.cluster_id);
+                }
+            }
+            let clock_resets = ledger::clock_resets_for(&ledger.conn, &clusters)?;
             let d = Detail {
                 record: &rec,
                 state: LedgerState::of(&rec, list.as_ref(), now),
                 history: ledger::events(&ledger.conn, &rec.id)?,
-                usage_reports: ledger::usage_for(&ledger.conn, &rec.id)?,
+                usage_reports,
+                clock_resets,
             };
             if *as_json {
                 json(&d)?;
@@ -272,6 +286,20 @@ fn show_text(v: &VendorDir, d: &Detail<'_>) -> Result<String> {
             for f in u.chain.iter().flat_map(|c| &c.findings) {
                 s.push_str(&format!("      FLAGGED {f}\n"));
             }
+        }
+    }
+    if !d.clock_resets.is_empty() {
+        s.push_str("clock resets:\n");
+        for c in &d.clock_resets {
+            s.push_str(&format!(
+                "  {}  cluster {}  for mark {}, signed {} (the new mark), valid until {}  {}\n",
+                c.id,
+                c.cluster_id,
+                rfc3339(c.mark),
+                rfc3339(c.issued),
+                rfc3339(c.expires),
+                c.path
+            ));
         }
     }
     Ok(s)

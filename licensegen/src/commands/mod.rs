@@ -1,6 +1,7 @@
 //! One function per subcommand: gather inputs, call the module that does
 //! the work, print. Each returns the exit code.
 
+mod clock_reset;
 mod keys;
 mod ledger_cmds;
 pub(crate) mod licenses;
@@ -43,6 +44,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Publish(a) => publish::publish(&ctx, a),
         Command::Ledger(l) => ledger_cmds::ledger(&ctx, l),
         Command::Usage(u) => ledger_cmds::usage(&ctx, u),
+        Command::ClockReset(a) => clock_reset::clock_reset(&ctx, a),
         Command::TrueUp(a) => ledger_cmds::true_up(&ctx, a),
         Command::Ui(a) => {
             let v = ctx.vendor()?;

@@ -355,9 +355,7 @@ const CLUSTER_ID_LEN: usize = 16;
 /// Checks `--cluster`: the form `kaching_core::cluster_id` gives (16 characters
 /// of lower-case base32: a-z and 2-7). Upper case is folded, space trimmed.
 pub fn parse_cluster_id(text: &str) -> Result<String> {
-    let id = text.trim().to_ascii_lowercase();
-    let base32 = |c: char| c.is_ascii_lowercase() || ('2'..='7').contains(&c);
-    if id.chars().count() == CLUSTER_ID_LEN && id.chars().all(base32) {
+    if let Some(id) = cluster_id_shape(text) {
         return Ok(id);
     }
     Err(usage(format!(
@@ -365,6 +363,15 @@ pub fn parse_cluster_id(text: &str) -> Result<String> {
          like xdr73xb67d6me5jq. The customer's `kaching-verifier activation-request` prints it and \
          writes a request file you can pass as --bind FILE instead"
     )))
+}
+
+/// The cluster id in `text` when it has the form `kaching_core::cluster_id`
+/// gives, folded to lower case and trimmed (every command taking a cluster
+/// id checks it so, each with its own hint where to find the id).
+pub fn cluster_id_shape(text: &str) -> Option<String> {
+    let id = text.trim().to_ascii_lowercase();
+    let base32 = |c: char| c.is_ascii_lowercase() || ('2'..='7').contains(&c);
+    (id.chars().count() == CLUSTER_ID_LEN && id.chars().all(base32)).then_some(id)
 }
 
 /// Parses `--expires`: a date or date-time (UTC) or a duration from now.

@@ -12,7 +12,8 @@ use kaching_core::{armor, verify_license, DocKind, License, LicenseId, SecretKey
 use rusqlite::TransactionBehavior;
 
 pub use build::{
-    build, check_activation_request, find_tier, lowered_limits, parse_expiry, slug, Built, Mode,
+    build, check_activation_request, cluster_id_shape, find_tier, lowered_limits, parse_expiry,
+    slug, Built, Mode,
 };
 pub use request::{read_spec, LicenseRequest};
 

@@ -12,10 +12,11 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use records::{
-    add_event, chain_links, events, find_license, insert_chain, insert_license, insert_receipt,
-    insert_revocation, insert_usage, latest_revocation, list_licenses, mark_superseded,
-    receipt_for, reported_upgrade_ids, usage_files, usage_for, AlreadyReplaced, ChainRecord, Event,
-    LicenseRecord, RevocationRecord, UsageRecord,
+    add_event, chain_links, clock_resets_for, delete_clock_reset, events, find_license,
+    insert_chain, insert_clock_reset, insert_license, insert_receipt, insert_revocation,
+    insert_usage, latest_revocation, licenses_on_cluster, list_licenses, mark_superseded,
+    receipt_for, reported_upgrade_ids, usage_files, usage_for, AlreadyReplaced, ChainRecord,
+    ClockResetRecord, Event, LicenseRecord, RevocationRecord, UsageRecord,
 };
 pub use state::{select, LedgerState};
 
@@ -101,6 +102,25 @@ CREATE TABLE IF NOT EXISTS receipts (
 );
 ";
 
+/// The table added with clock resets (`licensegen clock-reset`); created on
+/// open when missing, like [`CHAIN_SCHEMA`]. A ledger opened read-only
+/// keeps working without it: [`clock_resets_for`] reads a missing table as
+/// empty.
+const CLOCK_RESET_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS clock_resets (
+    id TEXT PRIMARY KEY,
+    cluster_id TEXT NOT NULL,
+    mark INTEGER NOT NULL,
+    issued INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    kid TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    file BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS clock_resets_cluster ON clock_resets (cluster_id, issued);
+";
+
 /// An open ledger.
 pub struct Ledger {
     /// The connection (WAL, busy timeout set).
@@ -122,7 +142,7 @@ impl Ledger {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA} {CHAIN_SCHEMA} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+            "BEGIN; {SCHEMA} {CHAIN_SCHEMA} {CLOCK_RESET_SCHEMA} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
         ))
         .with_context(|| format!("cannot create ledger {}", path.display()))?;
         Ok(Ledger {
@@ -152,8 +172,10 @@ impl Ledger {
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| failure(path, &e))?;
         check_schema(path, &conn)?;
-        conn.execute_batch(&format!("BEGIN; {CHAIN_SCHEMA} COMMIT;"))
-            .map_err(|e| failure(path, &e))?;
+        conn.execute_batch(&format!(
+            "BEGIN; {CHAIN_SCHEMA} {CLOCK_RESET_SCHEMA} COMMIT;"
+        ))
+        .map_err(|e| failure(path, &e))?;
         Ok(Ledger {
             conn,
             path: path.to_path_buf(),

@@ -110,6 +110,45 @@ pub struct ChainRecord {
     pub findings: Vec<Finding>,
 }
 
+/// One clock reset signed (`licensegen clock-reset`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClockResetRecord {
+    /// The reset's id (`cti`), as a UUID.
+    pub id: String,
+    /// The cluster whose mark it may lower.
+    pub cluster_id: String,
+    /// The cluster's mark it was made for (the highest it replaces).
+    pub mark: Timestamp,
+    /// `iat`: this computer's clock when it was signed; the cluster's new mark.
+    pub issued: Timestamp,
+    /// `exp`: the cluster takes it until then.
+    pub expires: Timestamp,
+    /// Kid of the signing key.
+    pub kid: String,
+    /// Where it was written.
+    pub path: String,
+    /// When it was recorded.
+    pub created: Timestamp,
+    /// The file as written (armored).
+    #[serde(skip)]
+    pub file: Vec<u8>,
+}
+
+impl ClockResetRecord {
+    /// The signed claims, for core's rules (`clock_reset::explains`);
+    /// `None` for a row whose id does not read back.
+    pub fn reset(&self) -> Option<kaching_core::clock_reset::ClockReset> {
+        let id: LicenseId = self.id.parse().ok()?;
+        Some(kaching_core::clock_reset::ClockReset {
+            id: id.0,
+            cluster_id: self.cluster_id.clone(),
+            mark: self.mark,
+            issued: self.issued,
+            expires: self.expires,
+        })
+    }
+}
+
 fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -544,5 +583,93 @@ pub fn usage_files(conn: &Connection, id: &LicenseId) -> Result<Vec<Vec<u8>>> {
     let rows = stmt
         .query_map([id.to_string()], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// Records a signed clock reset.
+pub fn insert_clock_reset(conn: &Connection, rec: &ClockResetRecord) -> Result<()> {
+    conn.execute(
+        "INSERT INTO clock_resets (id, cluster_id, mark, issued, expires, kid, path, created, file) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            rec.id,
+            rec.cluster_id,
+            i(rec.mark),
+            i(rec.issued),
+            i(rec.expires),
+            rec.kid,
+            rec.path,
+            i(rec.created),
+            rec.file
+        ],
+    )
+    .context("cannot record the clock reset in the ledger")?;
+    Ok(())
+}
+
+/// Takes back the row of a clock reset whose file could not be written.
+pub fn delete_clock_reset(conn: &Connection, id: &str) -> Result<()> {
+    conn.execute("DELETE FROM clock_resets WHERE id = ?1", [id])
+        .context("cannot take the clock reset back out of the ledger")?;
+    Ok(())
+}
+
+/// The clock resets signed for any of `clusters`, oldest first. A ledger
+/// opened read-only from before clock resets has no such table: none.
+pub fn clock_resets_for(conn: &Connection, clusters: &[&str]) -> Result<Vec<ClockResetRecord>> {
+    let present: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'clock_resets'",
+        [],
+        |r| r.get(0),
+    )?;
+    if present == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT id, cluster_id, mark, issued, expires, kid, path, created, file FROM clock_resets
+         WHERE cluster_id = ?1 ORDER BY issued, rowid",
+    )?;
+    let mut rows = Vec::new();
+    for cluster in clusters {
+        let found = stmt
+            .query_map([cluster], |r| {
+                Ok(ClockResetRecord {
+                    id: r.get(0)?,
+                    cluster_id: r.get(1)?,
+                    mark: u(r.get(2)?),
+                    issued: u(r.get(3)?),
+                    expires: u(r.get(4)?),
+                    kid: r.get(5)?,
+                    path: r.get(6)?,
+                    created: u(r.get(7)?),
+                    file: r.get(8)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.extend(found);
+    }
+    rows.sort_by_key(|r| (r.issued, r.created));
+    Ok(rows)
+}
+
+/// The licenses the ledger knows on `cluster`: those bound to it (`true`),
+/// then unbound ones it sent usage reports for (`false`), oldest first.
+pub fn licenses_on_cluster(conn: &Connection, cluster: &str) -> Result<Vec<(LicenseRecord, bool)>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {LICENSE_COLS} FROM licenses WHERE cluster = ?1 ORDER BY issued_at, rowid"
+    ))?;
+    let mut rows: Vec<(LicenseRecord, bool)> = stmt
+        .query_map([cluster], license_row)?
+        .map(|r| r.map(|l| (l, true)))
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {LICENSE_COLS} FROM licenses WHERE cluster IS NULL
+           AND id IN (SELECT license_id FROM usage_reports WHERE cluster_id = ?1)
+         ORDER BY issued_at, rowid"
+    ))?;
+    let reported = stmt
+        .query_map([cluster], license_row)?
+        .map(|r| r.map(|l| (l, false)))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.extend(reported);
     Ok(rows)
 }

@@ -13,7 +13,7 @@ fn a_file_that_is_not_a_kaching_document() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out),
-        format!("error: {} is not a KACHING document (not a signed KACHING envelope): expected a license, revocation list, activation request, usage report or receipt\n", f.display())
+        format!("error: {} is not a KACHING document (not a signed KACHING envelope): expected a license, revocation list, activation request, usage report, receipt or clock reset\n", f.display())
     );
     let out = env.cmd().arg("verify").arg(&f).output().unwrap();
     assert_eq!(out.status.code(), Some(10));

@@ -10,6 +10,7 @@ mod common;
 
 mod airgap;
 mod ceremony;
+mod clock_reset;
 mod fixtures;
 mod inspect_verify;
 mod interop;
