@@ -134,6 +134,35 @@ pub fn announce(listener: &TcpListener) -> std::io::Result<std::net::SocketAddr>
     Ok(addr)
 }
 
+/// Binds `addr` for one of the binaries' servers; on failure, says why in
+/// words an operator can act on: another process holds the port, the port
+/// needs privileges, the address is not this machine's. `setting` names
+/// where the address is set (`` `listen` `` in a config file, `--listen`).
+pub async fn bind(addr: std::net::SocketAddr, setting: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| cannot_listen(&addr, &e, setting))
+}
+
+/// Why `addr` could not be bound, and what to do (see [`bind`]).
+pub fn cannot_listen(addr: &dyn std::fmt::Display, e: &std::io::Error, setting: &str) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        AddrInUse => format!(
+            "cannot listen on {addr}: another process is using it ({e}): stop it, or set another {setting}"
+        ),
+        PermissionDenied => format!(
+            "cannot listen on {addr}: not permitted ({e}): ports below 1024 need privileges; pick a higher port in {setting}"
+        ),
+        AddrNotAvailable => format!(
+            "cannot listen on {addr}: {e}: it is not an address of this machine; check {setting}"
+        ),
+        _ => format!(
+            "cannot listen on {addr}: {e}: check {setting} (HOST:PORT, an address of this machine)"
+        ),
+    }
+}
+
 /// Accept errors that concern one connection only (the peer gave up).
 fn is_per_connection(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
@@ -241,5 +270,32 @@ where
             }
             std::task::Poll::Pending => std::task::Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_in_use_or_an_address_elsewhere_is_named_with_what_to_do() {
+        let held = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = held.local_addr().unwrap();
+        let e = bind(addr, "`listen`").await.unwrap_err();
+        assert!(
+            e.contains(&format!(
+                "cannot listen on {addr}: another process is using it"
+            )) && e.ends_with("stop it, or set another `listen`"),
+            "{e}"
+        );
+        // TEST-NET-1: not an address of this machine, no one else to blame.
+        let elsewhere = "192.0.2.1:7878".parse().unwrap();
+        let e = bind(elsewhere, "--listen").await.unwrap_err();
+        assert!(
+            e.starts_with("cannot listen on 192.0.2.1:7878")
+                && !e.contains("another process")
+                && e.contains("--listen"),
+            "{e}"
+        );
     }
 }

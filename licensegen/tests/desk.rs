@@ -153,6 +153,26 @@ fn desk_refuses_to_listen_off_loopback() {
 }
 
 #[test]
+fn desk_on_a_port_in_use_names_the_other_process_and_the_flag() {
+    let env = Env::new();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = held.local_addr().unwrap().to_string();
+    let out = env
+        .cmd()
+        .args(["ui", "--no-open", "--listen", &listen])
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {listen}: another process is using it"
+        )) && err.contains("set another --listen"),
+        "{err}"
+    );
+}
+
+#[test]
 fn desk_attack_script_in_a_customer_name_renders_as_text() {
     let env = Env::new();
     let (id, _) = env.issue(&[

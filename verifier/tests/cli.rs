@@ -772,3 +772,28 @@ fn relative_paths_in_the_config_file_resolve_against_its_folder() {
         "no state folder may appear in the current directory"
     );
 }
+
+/// A port another process holds: `run` says so and what to change, instead
+/// of guessing that another verifier runs.
+#[test]
+fn run_on_a_port_in_use_names_the_other_process_and_the_setting() {
+    let v = Vendor::new();
+    let (dir, mut cfg) = setup(Some(&v.sign(&v.license(1, "standard"))));
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    cfg.listen = held.local_addr().unwrap();
+    let conf = write_config(dir.path(), &cfg, "");
+    let out = verifier()
+        .args(["run", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {}: another process is using it",
+            cfg.listen
+        )) && err.contains("set another `listen` in the config"),
+        "{err}"
+    );
+}

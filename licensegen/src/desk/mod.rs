@@ -152,9 +152,9 @@ pub fn serve(opts: &Options) -> Result<u8> {
         .build()
         .context("cannot start the desk's runtime")?;
     let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = kaching_kit::serve::bind(addr, "--listen")
             .await
-            .with_context(|| format!("cannot listen on {addr}: pick another port with --listen"))?;
+            .map_err(anyhow::Error::msg)?;
         let local = listener.local_addr()?;
         let token = desk
             .url_token

@@ -64,7 +64,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
         // (and the start it records) alone.
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
-            .map_err(|e| cannot_listen(&config.listen, &e))?;
+            .map_err(|e| {
+                anyhow::anyhow!(kaching_kit::serve::cannot_listen(
+                    &config.listen,
+                    &e,
+                    "`listen`"
+                ))
+            })?;
         // The database and the relay key are opened and checked before the
         // address is announced: scripts read that line as "ready".
         let relay = kaching_relay::prepare(config).await?;
@@ -75,19 +81,6 @@ fn serve(config: Config) -> anyhow::Result<()> {
         };
         relay.serve(listener, shutdown).await
     })
-}
-
-/// Why `listen` could not be bound, and what to do.
-fn cannot_listen(listen: &str, e: &std::io::Error) -> anyhow::Error {
-    match e.kind() {
-        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
-            "cannot listen on {listen}: another process is using it ({e}): stop it, or set another `listen`"
-        ),
-        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
-            "cannot listen on {listen}: not permitted ({e}): ports below 1024 need privileges; pick a higher port in `listen`"
-        ),
-        _ => anyhow::anyhow!("cannot listen on {listen}: {e}: check `listen` (HOST:PORT, an address of this machine)"),
-    }
 }
 
 /// `token create|list|revoke`.

@@ -307,14 +307,9 @@ fn run_daemon(cfg: Config) -> anyhow::Result<()> {
         let signalled = kaching_kit::shutdown::signal_with_hangup(|| {
             tracing::info!("SIGHUP: files are watched and reloaded on change; nothing to do");
         });
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
+        let listener = kaching_kit::serve::bind(cfg.listen, "`listen` in the config")
             .await
-            .with_context(|| {
-                format!(
-                "cannot listen on {}: is another verifier running? change `listen` in the config",
-                cfg.listen
-            )
-            })?;
+            .map_err(anyhow::Error::msg)?;
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             signalled.await;
