@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns: a panic is the failure report
 
 mod airgap;
+mod clock;
 mod clusters;
 mod console;
 mod mailbox;
