@@ -14,7 +14,8 @@ use kaching_core::{DocKind, SecretKey, TrustedKeys};
 use rusqlite::TransactionBehavior;
 
 use crate::error::usage;
-use crate::ledger::{self, ClockResetRecord, Ledger};
+use crate::ledger::{self, ClockResetRecord, Ledger, LedgerState, LicenseRecord};
+use crate::vendor_dir::VendorDir;
 
 /// How long a reset stays usable unless `--valid-for` says otherwise.
 pub const DEFAULT_VALID_FOR: &str = "14d";
@@ -127,6 +128,67 @@ fn parse_valid_for(text: &str) -> Result<u64> {
         )));
     }
     Ok(secs)
+}
+
+/// What the ledger knows about the cluster of a planned reset, shown before
+/// signing (by `clock-reset` and the desk).
+#[derive(Debug, Clone)]
+pub struct Known {
+    /// The licenses on the cluster: bound to it (`true`) or unbound and
+    /// reporting from it (`false`), each with its state now.
+    pub licenses: Vec<(LicenseRecord, bool, LedgerState)>,
+    /// Resets signed earlier for the cluster that can still be used.
+    pub still_valid: Vec<ClockResetRecord>,
+}
+
+/// Reads what the ledger knows about `plan`'s cluster at `now`.
+pub fn known(v: &VendorDir, ledger: &Ledger, plan: &Plan, now: Timestamp) -> Result<Known> {
+    let list = crate::revocations::current(v, ledger)?;
+    let licenses = ledger::licenses_on_cluster(&ledger.conn, &plan.cluster)?
+        .into_iter()
+        .map(|(rec, bound)| {
+            let state = LedgerState::of(&rec, list.as_ref(), now);
+            (rec, bound, state)
+        })
+        .collect();
+    let still_valid = ledger::clock_resets_for(&ledger.conn, &[plan.cluster.as_str()])?
+        .into_iter()
+        .filter(|r| r.expires >= now)
+        .collect();
+    Ok(Known {
+        licenses,
+        still_valid,
+    })
+}
+
+/// Everything to tell sales ops before signing, in order: the plan's
+/// warnings, a cluster the ledger knows no license on, earlier resets
+/// still usable. Each line starts with `warning:` or `note:`.
+pub fn notices(plan: &Plan, known: &Known) -> Vec<String> {
+    let mut lines: Vec<String> = plan
+        .warnings
+        .iter()
+        .map(|w| format!("warning: {w}"))
+        .collect();
+    if known.licenses.is_empty() {
+        lines.push(format!(
+            "warning: the ledger knows no license on cluster {}: none is bound to it and no usage \
+             report came from it. An air-gapped cluster with an unbound license may still need \
+             this; check the cluster id with the customer",
+            plan.cluster
+        ));
+    }
+    for earlier in &known.still_valid {
+        lines.push(format!(
+            "note: clock reset {} for this cluster, signed {}, can be used until {}; a \
+             cluster takes each reset once: this new one is for when that one was lost or \
+             refused",
+            earlier.id,
+            rfc3339(earlier.issued),
+            rfc3339(earlier.expires)
+        ));
+    }
+    lines
 }
 
 /// Where a reset goes without `--out`: `clock-reset-<cluster>.asc` in the

@@ -476,22 +476,57 @@ fn desk_downloads_a_license_armored_or_binary() {
 fn desk_pages_stay_under_100_kib_with_assets() {
     let env = Env::new();
     let mut last = String::new();
-    for i in 0..20 {
+    for i in 0..19 {
         last = env
             .issue(&["--customer", &format!("Customer {i}"), "--tier", "standard"])
             .0;
     }
+    // The last one bound to a cluster that got a clock reset.
+    let (bound, cluster) = bound_license(&env);
+    let out = env
+        .cmd()
+        .args(["clock-reset", "--cluster", &cluster, "--mark", &far_mark()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let reset = common::stdout(&out)
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("signed clock reset "))
+        .unwrap()
+        .to_string();
     let d = Desk::start(&env, false);
     let cookie = d.sign_in();
     let css = d.get("/desk/assets/kaching.css", &cookie).1.len();
     let license = format!("/desk/license/{last}");
-    for path in ["/desk/", "/desk/issue", license.as_str()] {
+    let bound = format!("/desk/license/{bound}");
+    let reset = format!("/desk/clock-reset/{reset}");
+    for path in [
+        "/desk/",
+        "/desk/issue",
+        license.as_str(),
+        bound.as_str(),
+        "/desk/clock-reset",
+        reset.as_str(),
+    ] {
         let (s, body) = d.get(path, &cookie);
         assert_eq!(s, 200);
         let weight = body.len() + css;
         println!("page weight {path}: {weight} bytes (20 licenses)");
         assert!(weight < 100 * 1024, "{path}: {weight} bytes");
     }
+    let csrf = d.csrf(&cookie);
+    let mark = far_mark();
+    let (s, _, body) = post_reset(
+        &d,
+        &cookie,
+        &csrf,
+        &[("cluster", &cluster), ("mark", &mark), ("valid_for", "14d")],
+    );
+    assert_eq!(s, 200, "{body}");
+    let weight = body.len() + css;
+    println!("page weight clock-reset preview: {weight} bytes");
+    assert!(weight < 100 * 1024, "clock-reset preview: {weight} bytes");
     let _ = PASS;
 }
 
@@ -1374,4 +1409,346 @@ fn desk_upgrade_and_renew_take_the_terms_licensegen_upgrade_takes() {
     let r = claims(&env, renewed);
     assert_eq!((r.tier.as_str(), r.limits.max_nodes), ("enterprise", 400));
     assert!(r.expires_at > desk.expires_at, "a renewal extends the term");
+}
+
+/// A license bound to a new cluster; returns its id and the cluster id.
+fn bound_license(env: &Env) -> (String, String) {
+    let key = kaching_core::SecretKey::generate();
+    let cluster = kaching_core::cluster_id(&key.public());
+    let (id, _) = env.issue(&[
+        "--customer",
+        "Umbrella Health",
+        "--tier",
+        "standard",
+        "--cluster",
+        &cluster,
+    ]);
+    (id, cluster)
+}
+
+/// A mark from a clock that was wrong ahead by years.
+fn far_mark() -> String {
+    kaching_core::time::rfc3339(kaching_testkit::now() + 800 * kaching_core::time::DAY)
+}
+
+/// The clock resets the ledger holds for `cluster`.
+fn recorded_resets(env: &Env, cluster: &str) -> Vec<licensegen::ledger::ClockResetRecord> {
+    let l = licensegen::ledger::Ledger::open_to_read(&env.dir.join("ledger.sqlite")).unwrap();
+    licensegen::ledger::clock_resets_for(&l.conn, &[cluster]).unwrap()
+}
+
+/// Posts the clock-reset form with `csrf` and `fields`.
+fn post_reset(
+    d: &Desk,
+    cookie: &str,
+    csrf: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut form = vec![("csrf", csrf)];
+    form.extend_from_slice(fields);
+    d.post("/desk/clock-reset", cookie, &form)
+}
+
+#[test]
+fn desk_signs_a_clock_reset_after_a_preview_and_records_it() {
+    let env = Env::new();
+    let (license, cluster) = bound_license(&env);
+    let d = Desk::start(&env, true);
+    let cookie = d.sign_in();
+    let csrf = d.csrf(&cookie);
+    let (s, page) = d.get("/desk/clock-reset", &cookie);
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains(r#"name="valid_for" value="14d""#), "{page}");
+    // The license page offers it for its cluster.
+    let (_, page) = d.get(&format!("/desk/license/{license}"), &cookie);
+    assert!(
+        page.contains(&format!(r#"href="/desk/clock-reset?cluster={cluster}""#)),
+        "{page}"
+    );
+    let mark = far_mark();
+    let fields = [
+        ("cluster", cluster.to_uppercase()),
+        ("mark", mark.clone()),
+        ("valid_for", "7d".to_string()),
+    ];
+    let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+        fields
+            .iter()
+            .cloned()
+            .chain(extra.iter().cloned())
+            .collect()
+    };
+    let post = |f: &[(&str, String)]| {
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        post_reset(&d, &cookie, &csrf, &f)
+    };
+    // The preview says what `licensegen clock-reset` says before signing,
+    // and signs nothing.
+    let (s, _, body) = post(&with(&[("step", "preview".into())]));
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        body.contains(&format!(r#"id="preview-cluster">{cluster}<"#)),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(r#"id="preview-mark">{mark}<"#)),
+        "{body}"
+    );
+    assert!(body.contains("ahead of this computer's clock"), "{body}");
+    assert!(body.contains(r#"id="preview-new-mark""#), "{body}");
+    assert!(body.contains("(7d)"), "{body}");
+    assert!(
+        body.contains(&format!(r#"href="/desk/license/{license}""#))
+            && body.contains("bound to this cluster"),
+        "{body}"
+    );
+    assert!(!body.contains("Check:"), "no warning due: {body}");
+    assert!(
+        recorded_resets(&env, &cluster).is_empty(),
+        "a preview signed"
+    );
+    assert!(!env.dir.join("clock-resets").exists());
+    let previewed = hidden(&body, "previewed");
+    let sign = with(&[("step", "sign".into()), ("previewed", previewed.clone())]);
+    let (s, loc, body) = post(&sign);
+    assert_eq!(s, 303, "{body}");
+    let id = loc
+        .strip_prefix("/desk/clock-reset/")
+        .and_then(|l| l.strip_suffix("?done=signed"))
+        .unwrap()
+        .to_string();
+    // The result page: what was signed, the file and what the customer runs.
+    let (s, page) = d.get(&loc, &cookie);
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains("Signed."), "{page}");
+    assert!(page.contains(&format!(r#"id="reset-id">{id}<"#)), "{page}");
+    let name = format!("clock-reset-{cluster}.asc");
+    assert!(
+        page.contains(&format!("kaching-verifier clock-reset {name}")),
+        "{page}"
+    );
+    // The download is the file written under clock-resets/, and it verifies
+    // against the vendor key.
+    let (s, file) = d.bytes(&format!("/desk/clock-reset/{id}/download"), &cookie);
+    assert_eq!(s, 200);
+    assert_eq!(
+        file,
+        std::fs::read(env.dir.join("clock-resets").join(&name)).unwrap()
+    );
+    let r = kaching_core::clock_reset::verify_clock_reset(&file, &env.pubkey())
+        .unwrap()
+        .reset;
+    assert_eq!(r.id_text(), id);
+    assert_eq!(r.cluster_id, cluster);
+    assert_eq!(kaching_core::time::rfc3339(r.mark), mark);
+    assert_eq!(r.expires, r.issued + 7 * kaching_core::time::DAY);
+    let now = kaching_testkit::now();
+    assert!(r.issued <= now && r.issued + 60 > now, "iat is now");
+    let rows = recorded_resets(&env, &cluster);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].id, id);
+    assert_eq!(rows[0].file, file);
+    // A second press of the button does not sign a second reset: the ledger
+    // changed since the preview, which is shown again with the earlier one.
+    let (s, _, body) = post(&sign);
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("changed since the"), "{body}");
+    assert!(
+        body.contains(&format!("clock reset {id} for this cluster")),
+        "{body}"
+    );
+    assert_eq!(recorded_resets(&env, &cluster).len(), 1);
+    // The license page lists it as `ledger show` does.
+    let (_, page) = d.get(&format!("/desk/license/{license}"), &cookie);
+    assert!(page.contains(r#"id="clock-resets""#), "{page}");
+    assert!(
+        page.contains(&format!(r#"href="/desk/clock-reset/{id}""#)),
+        "{page}"
+    );
+    let shown = env
+        .cmd()
+        .args(["ledger", "show", &license])
+        .output()
+        .unwrap();
+    assert!(common::stdout(&shown).contains(&id));
+}
+
+#[test]
+fn desk_clock_reset_refuses_a_mark_not_ahead_and_signs_nothing() {
+    let env = Env::new();
+    let (_, cluster) = bound_license(&env);
+    // Locked: refusals need no key, and a locked key signs nothing either.
+    let d = Desk::start(&env, false);
+    let cookie = d.sign_in();
+    let csrf = d.csrf(&cookie);
+    let behind = kaching_core::time::rfc3339(kaching_testkit::now() - kaching_core::time::DAY);
+    for step in ["preview", "sign"] {
+        let (s, _, body) = post_reset(
+            &d,
+            &cookie,
+            &csrf,
+            &[
+                ("cluster", &cluster),
+                ("mark", &behind),
+                ("valid_for", "14d"),
+                ("step", step),
+                ("previewed", "0000"),
+            ],
+        );
+        assert_eq!(s, 422, "{step}: {body}");
+        assert!(body.contains("Not signed."), "{body}");
+        assert!(
+            body.contains(&format!("the mark {behind} is not ahead of this computer")),
+            "{body}"
+        );
+        // What was typed stays to fix; there is nothing to sign.
+        assert!(
+            body.contains(&format!(r#"name="mark" value="{behind}""#)),
+            "{body}"
+        );
+        assert!(!body.contains(r#"id="do-sign""#), "{body}");
+    }
+    // The CLI's other refusals, in its words.
+    for (cluster, valid, says) in [
+        ("not-a-cluster", "14d", "is not a cluster id"),
+        (cluster.as_str(), "91d", "is too long"),
+        (cluster.as_str(), "10min", "is too short"),
+    ] {
+        let mark = far_mark();
+        let (s, _, body) = post_reset(
+            &d,
+            &cookie,
+            &csrf,
+            &[
+                ("cluster", cluster),
+                ("mark", &mark),
+                ("valid_for", valid),
+                ("step", "preview"),
+            ],
+        );
+        assert_eq!(s, 422, "{says}: {body}");
+        assert!(body.contains(says), "{says}: {body}");
+    }
+    // A mark ahead, previewed, then signed with the key locked: the preview
+    // again with what to do.
+    let mark = far_mark();
+    let fields = [
+        ("cluster", cluster.as_str()),
+        ("mark", mark.as_str()),
+        ("valid_for", "14d"),
+    ];
+    let (s, _, body) = post_reset(&d, &cookie, &csrf, &fields);
+    assert_eq!(s, 200, "{body}");
+    let previewed = hidden(&body, "previewed");
+    let mut sign = fields.to_vec();
+    sign.extend([("step", "sign"), ("previewed", previewed.as_str())]);
+    let (s, _, body) = post_reset(&d, &cookie, &csrf, &sign);
+    assert_eq!(s, 422, "{body}");
+    assert!(body.contains("the vendor key is locked"), "{body}");
+    assert!(body.contains(r#"id="preview-mark""#), "{body}");
+    assert!(recorded_resets(&env, &cluster).is_empty());
+    assert!(!env.dir.join("clock-resets").exists());
+}
+
+#[test]
+fn attack_desk_clock_reset_without_the_csrf_token_is_refused() {
+    let env = Env::new();
+    let (_, cluster) = bound_license(&env);
+    let d = Desk::start(&env, true);
+    let cookie = d.sign_in();
+    let csrf = d.csrf(&cookie);
+    let mark = far_mark();
+    let fields = [
+        ("cluster", cluster.as_str()),
+        ("mark", mark.as_str()),
+        ("valid_for", "14d"),
+    ];
+    let (s, _, body) = post_reset(&d, &cookie, &csrf, &fields);
+    assert_eq!(s, 200, "{body}");
+    let previewed = hidden(&body, "previewed");
+    let mut sign = fields.to_vec();
+    sign.extend([("step", "sign"), ("previewed", previewed.as_str())]);
+    let mut with_token = vec![("csrf", csrf.as_str())];
+    with_token.extend_from_slice(&sign);
+    // Another site's page posting the (complete) form: refused on Origin.
+    let (s, _, body) = d.post_from(
+        "/desk/clock-reset",
+        &cookie,
+        Some("http://evil.example"),
+        &with_token,
+    );
+    assert_eq!(s, 403);
+    assert!(
+        body.contains("another site") && body.contains("nothing was changed"),
+        "{body}"
+    );
+    let (s, _, _) = d.post_from("/desk/clock-reset", &cookie, None, &with_token);
+    assert_eq!(s, 403, "a post without Origin");
+    // Same origin but no token, or a guessed one.
+    let (s, _, body) = d.post("/desk/clock-reset", &cookie, &sign);
+    assert_eq!(s, 403);
+    assert!(body.contains("token"), "{body}");
+    let (s, _, body) = post_reset(&d, &cookie, "guess", &sign);
+    assert_eq!(s, 403);
+    assert!(body.contains("token"), "{body}");
+    assert!(
+        recorded_resets(&env, &cluster).is_empty(),
+        "a refused post signed"
+    );
+    assert!(!env.dir.join("clock-resets").exists());
+    // The page's own post goes through.
+    let (s, loc, body) = d.post("/desk/clock-reset", &cookie, &with_token);
+    assert_eq!(s, 303, "{body}");
+    assert!(loc.ends_with("?done=signed"), "{loc}");
+    assert_eq!(recorded_resets(&env, &cluster).len(), 1);
+}
+
+#[test]
+fn desk_upgrade_preview_shows_the_limits_the_new_tier_lowers() {
+    let env = Env::new();
+    let (id, _) = env.issue(&[
+        "--customer",
+        "Acme",
+        "--tier",
+        "standard",
+        "--nodes",
+        "150",
+        "--quota",
+        "search_requests=2000000/day",
+    ]);
+    let d = Desk::start(&env, true);
+    let cookie = d.sign_in();
+    let csrf = d.csrf(&cookie);
+    let (s, _, body) = d.change(
+        &cookie,
+        &csrf,
+        &id,
+        &[("action", "upgrade"), ("tier", "enterprise")],
+    );
+    assert_eq!(s, 200, "{body}");
+    // The notes `licensegen upgrade` prints, word for word.
+    for note in [
+        "nodes 150 → 100 (the enterprise tier's default); pass --nodes 150 to keep it",
+        "quota search_requests 2000000/day → 1000000/day (the enterprise tier's default); pass --quota search_requests=2000000/day to keep it",
+    ] {
+        assert!(
+            body.contains(&format!(r#"<span class="preview-check">{note}</span>"#)),
+            "{note}: {body}"
+        );
+    }
+    assert!(body.contains("Node limit"), "{body}");
+    // A limit kept through the form: no note for it.
+    let (s, _, body) = d.change(
+        &cookie,
+        &csrf,
+        &id,
+        &[
+            ("action", "upgrade"),
+            ("tier", "enterprise"),
+            ("nodes", "150"),
+        ],
+    );
+    assert_eq!(s, 200, "{body}");
+    assert!(!body.contains("nodes 150 → 100"), "{body}");
+    assert!(body.contains("quota search_requests 2000000/day"), "{body}");
 }

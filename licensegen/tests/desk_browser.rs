@@ -349,6 +349,18 @@ fn browser_attack_the_desk_makes_no_request_outside_loopback() {
             Duration::from_secs(20),
         )
         .await;
+        // The clock-reset form and its preview (nothing signed).
+        b.goto(&format!("{}/desk/clock-reset", d.base)).await;
+        b.fill("#cluster", "aaaaaaaaaaaaaaaa").await;
+        b.fill("#mark", "2099-03-01T12:00:00Z").await;
+        b.click("#do-preview").await;
+        b.wait_for(
+            "the clock-reset preview",
+            "return !!document.getElementById('preview-mark');",
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(b.text("#preview-mark").await, "2099-03-01T12:00:00Z");
         let ours = format!("{}/", d.base);
         let urls: Vec<String> = b
             .requests()

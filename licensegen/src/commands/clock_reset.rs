@@ -7,7 +7,7 @@ use kaching_core::Settings;
 use super::Ctx;
 use crate::cli::ClockResetArgs;
 use crate::clock_reset::{self, Signed};
-use crate::ledger::{self, Ledger, LedgerState, LicenseRecord};
+use crate::ledger::{Ledger, LedgerState, LicenseRecord};
 use crate::output::{note, out};
 use crate::vendor_dir::LEDGER_FILE;
 
@@ -28,41 +28,13 @@ pub(super) fn clock_reset(ctx: &Ctx<'_>, a: &ClockResetArgs) -> Result<u8> {
     crate::fsutil::check_new_file(&path)?;
     let v = ctx.vendor()?;
     let mut ledger = Ledger::open(&v.path(LEDGER_FILE))?;
-    let list = crate::revocations::current(&v, &ledger)?;
-    let on_cluster: Vec<(LicenseRecord, bool, LedgerState)> =
-        ledger::licenses_on_cluster(&ledger.conn, &plan.cluster)?
-            .into_iter()
-            .map(|(rec, bound)| {
-                let state = LedgerState::of(&rec, list.as_ref(), now);
-                (rec, bound, state)
-            })
-            .collect();
-    for w in &plan.warnings {
-        note(&format!("warning: {w}"));
-    }
-    if on_cluster.is_empty() {
-        note(&format!(
-            "warning: the ledger knows no license on cluster {}: none is bound to it and no usage \
-             report came from it. An air-gapped cluster with an unbound license may still need \
-             this; check the cluster id with the customer",
-            plan.cluster
-        ));
-    }
-    for earlier in ledger::clock_resets_for(&ledger.conn, &[plan.cluster.as_str()])? {
-        if earlier.expires >= now {
-            note(&format!(
-                "note: clock reset {} for this cluster, signed {}, can be used until {}; a \
-                 cluster takes each reset once: this new one is for when that one was lost or \
-                 refused",
-                earlier.id,
-                rfc3339(earlier.issued),
-                rfc3339(earlier.expires)
-            ));
-        }
+    let known = clock_reset::known(&v, &ledger, &plan, now)?;
+    for n in clock_reset::notices(&plan, &known) {
+        note(&n);
     }
     let key = ctx.issuer(&v)?;
     let signed = clock_reset::sign_and_record(&mut ledger, &key, &plan, &path, now)?;
-    out(&describe(&signed, &on_cluster))?;
+    out(&describe(&signed, &known.licenses))?;
     Ok(crate::exit::OK)
 }
 

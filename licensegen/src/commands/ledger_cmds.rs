@@ -205,13 +205,8 @@ pub(super) fn ledger(ctx: &Ctx<'_>, l: &LedgerCommand) -> Result<u8> {
         } => {
             let rec = ledger::find_license(&ledger.conn, license_id)?;
             let usage_reports = ledger::usage_for(&ledger.conn, &rec.id)?;
-            let mut clusters: Vec<&str> = rec.cluster.iter().map(String::as_str).collect();
-            for u in &usage_reports {
-                if !clusters.contains(&u.cluster_id.as_str()) {
-                    clusters.push(&u.cluster_id);
-                }
-            }
-            let clock_resets = ledger::clock_resets_for(&ledger.conn, &clusters)?;
+            let clock_resets =
+                ledger::clock_resets_for_license(&ledger.conn, &rec, &usage_reports)?;
             let d = Detail {
                 record: &rec,
                 state: LedgerState::of(&rec, list.as_ref(), now),

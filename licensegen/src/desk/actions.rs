@@ -201,6 +201,7 @@ fn license_page_with(
         .map(|u| ledger::receipt_for(&ledger.conn, &u.file_sha256).map(|r| r.is_some()))
         .collect::<Result<Vec<_>>>()?;
     let catalog = v.catalog()?;
+    let clock_resets = ledger::clock_resets_for_license(&ledger.conn, &rec, &usage)?;
     let view = LicenseView {
         rec: &rec,
         state: LedgerState::of(&rec, list.as_ref(), crate::fsutil::now()),
@@ -216,6 +217,7 @@ fn license_page_with(
             .map(|t| (t.name.clone(), t.name.clone()))
             .collect(),
         reissue,
+        clock_resets: &clock_resets,
     };
     let back = format!("/desk/license/{}", rec.id);
     Ok(pages::license(&chrome(desk, &back, notice), &view))
@@ -379,6 +381,9 @@ enum Changed {
     Done(String),
     Preview {
         built: Box<issue::Built>,
+        /// What `licensegen upgrade|renew` prints before signing (a lowered
+        /// limit, a suspended license).
+        notes: Vec<String>,
         previewed: String,
         changed: bool,
     },
@@ -420,6 +425,7 @@ fn apply_change(desk: &Desk, id: &str, f: &ChangeForm) -> Result<Changed> {
             if f.step != "sign" || f.previewed != seen {
                 return Ok(Changed::Preview {
                     built: Box::new(plan.built),
+                    notes: plan.notes,
                     previewed: seen,
                     changed: f.step == "sign",
                 });
@@ -492,6 +498,7 @@ pub(super) async fn change(
         Ok(Changed::Done(to)) => see_other(&to),
         Ok(Changed::Preview {
             built,
+            notes,
             previewed,
             changed,
         }) => {
@@ -510,6 +517,7 @@ pub(super) async fn change(
                 preview: Preview {
                     license: &built.license,
                     notes: &built.notes,
+                    checks: &notes,
                 },
             };
             license_page_with(&desk, &id, notice, Some(reissue)).unwrap_or_else(|e| failed(&e))
@@ -736,6 +744,7 @@ pub(super) async fn issue(State(desk): State<Desk>, req: Request) -> Response {
             Some(&Preview {
                 license: &built.license,
                 notes: &built.notes,
+                checks: &[],
             }),
         );
     }
@@ -762,6 +771,7 @@ pub(super) async fn issue(State(desk): State<Desk>, req: Request) -> Response {
                 Some(&Preview {
                     license: &built.license,
                     notes: &built.notes,
+                    checks: &[],
                 }),
             )
         }

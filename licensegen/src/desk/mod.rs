@@ -15,14 +15,15 @@
 //!   `KACHING_PASSPHRASE` / `--passphrase-file` / `--identity` at start) and
 //!   kept only in this process's memory; "Lock" and exit drop it, and the
 //!   key type wipes its bytes on drop.
-//! - No decision is made here: issuing, upgrades, renewals, suspensions and
-//!   the ledger's filter and usage-report import are the functions the CLI
-//!   commands call.
+//! - No decision is made here: issuing, upgrades, renewals, suspensions,
+//!   clock resets and the ledger's filter and usage-report import are the
+//!   functions the CLI commands call.
 //!
 //! These are HTML pages for a person, not an API: none is in an OpenAPI
 //! document, and all stay under `/desk/`.
 
 mod actions;
+mod clock_reset;
 mod pages;
 mod requests;
 mod usage;
@@ -210,6 +211,15 @@ pub(crate) fn router(desk: Desk) -> Router {
         .route("/desk/license/{id}/change", post(actions::change))
         .route("/desk/license/{id}/receipt", post(usage::receipt_for))
         .route("/desk/issue", get(actions::issue_form).post(actions::issue))
+        .route(
+            "/desk/clock-reset",
+            get(clock_reset::form).post(clock_reset::post),
+        )
+        .route("/desk/clock-reset/{id}", get(clock_reset::show))
+        .route(
+            "/desk/clock-reset/{id}/download",
+            get(clock_reset::download),
+        )
         .route("/desk/revocations/download", get(actions::download_list))
         .route("/desk/usage", post(usage::import))
         .route("/desk/usage/{file}", get(usage::receipt))

@@ -13,7 +13,8 @@ use kaching_kit::web::{html, page, Assets, Nav};
 use maud::{html as markup, Markup};
 
 use super::PREFIX;
-use crate::ledger::{Event, LedgerState, LicenseRecord, UsageRecord};
+use crate::clock_reset::{Known, Plan};
+use crate::ledger::{ClockResetRecord, Event, LedgerState, LicenseRecord, UsageRecord};
 
 const APP: &str = "Sales-ops desk";
 
@@ -25,6 +26,10 @@ const NAV: &[Nav<'static>] = &[
     Nav {
         href: "/desk/issue",
         label: "Issue",
+    },
+    Nav {
+        href: "/desk/clock-reset",
+        label: "Clock reset",
     },
 ];
 
@@ -309,6 +314,8 @@ pub struct LicenseView<'a> {
     pub has_list: bool,
     /// An upgrade or renewal previewed, waiting for "Sign".
     pub reissue: Option<Reissue<'a>>,
+    /// The clock resets `ledger show` lists for it.
+    pub clock_resets: &'a [ClockResetRecord],
 }
 
 /// An upgrade or renewal shown before it is signed.
@@ -515,6 +522,16 @@ pub fn license(c: &Chrome<'_>, v: &LicenseView<'_>) -> Response {
         @if !reports.is_empty() {
             (section("usage", "Usage reports", table("Imported with `licensegen usage import` or on this desk", &["Period", "Cluster", "Peak nodes", "What it said", "Chain", "Receipt"], &reports)))
         }
+        @if !v.clock_resets.is_empty() || r.cluster.is_some() {
+            (section("clock-resets", "Clock resets", markup! {
+                @if !v.clock_resets.is_empty() {
+                    (reset_table("Signed for the cluster this license is bound to or reports from (as `ledger show`)", v.clock_resets))
+                }
+                @if let Some(cluster) = &r.cluster {
+                    p class="actions" { a id="new-clock-reset" href={ "/desk/clock-reset?cluster=" (cluster) } { "Sign a clock reset for cluster " (cluster) } }
+                }
+            }))
+        }
     };
     frame(StatusCode::OK, c, &r.customer, main)
 }
@@ -655,6 +672,9 @@ pub struct Preview<'a> {
     pub license: &'a License,
     /// Notes for the ledger history.
     pub notes: &'a [String],
+    /// What the CLI command tells sales ops before signing (`note: …`),
+    /// not kept: `upgrade`'s lowered limits, a suspended license.
+    pub checks: &'a [String],
 }
 
 fn duration(secs: u64) -> String {
@@ -674,6 +694,12 @@ fn preview_section(title: &str, p: &Preview<'_>, sign: Markup) -> Markup {
     let l = p.license;
     markup! {
         (section("preview", title, markup! {
+            @for n in p.checks {
+                (banner(Tone::Warn, "Note:", markup! { span class="preview-check" { (n.trim_start_matches("note:").trim()) } }))
+            }
+            @if p.checks.iter().any(|n| n.contains(" to keep it")) {
+                p class="muted" { "To keep a value, give it under Other terms of the upgrade form below (--nodes is Node limit, --quota is Quotas from the tier catalog) and preview again." }
+            }
             @for n in p.notes {
                 @if n.starts_with("warning:") {
                     (banner(Tone::Warn, "Check:", markup! { span class="preview-note" { (n.trim_start_matches("warning:").trim()) } }))
@@ -811,4 +837,199 @@ pub fn issue(
             &["Tier", "Nodes", "Term", "Features", "Quotas"], &defaults)))
     };
     frame(status, c, "Issue", main)
+}
+
+/// Clock resets as `ledger show` lists them: id, cluster, the mark it was
+/// made for, when it was signed (the new mark), until when, where written.
+fn reset_table(caption: &str, resets: &[ClockResetRecord]) -> Markup {
+    let rows: Vec<Vec<Markup>> = resets
+        .iter()
+        .map(|c| {
+            vec![
+                markup! { a href={ "/desk/clock-reset/" (c.id) } { code { (c.id) } } },
+                markup! { (c.cluster_id) },
+                markup! { (rfc3339(c.mark)) },
+                markup! { (rfc3339(c.issued)) },
+                markup! { (rfc3339(c.expires)) },
+                markup! { (c.path) },
+            ]
+        })
+        .collect();
+    table(
+        caption,
+        &[
+            "Reset",
+            "Cluster",
+            "For mark",
+            "Signed (the new mark)",
+            "Valid until",
+            "File",
+        ],
+        &rows,
+    )
+}
+
+/// Licenses listed for a cluster on a reset's pages: the page stays within
+/// the 100 KiB budget however many one cluster went through.
+pub const CLUSTER_LICENSES: usize = 50;
+
+/// The licenses the ledger knows on a cluster, with their state (the
+/// first [`CLUSTER_LICENSES`]).
+fn cluster_licenses(licenses: &[(LicenseRecord, bool, LedgerState)]) -> Markup {
+    let more = licenses.len().saturating_sub(CLUSTER_LICENSES);
+    let rows: Vec<Vec<Markup>> = licenses
+        .iter()
+        .take(CLUSTER_LICENSES)
+        .map(|(l, bound, state)| {
+            vec![
+                markup! { a href={ "/desk/license/" (l.id) } { code { (crate::issue::short_id(&l.id)) } } },
+                markup! { (l.customer) " (" (l.customer_id) ")" },
+                markup! { (l.tier) },
+                state_badge(*state),
+                markup! { @if *bound { "bound to this cluster" } @else { "unbound, reported from this cluster" } },
+            ]
+        })
+        .collect();
+    markup! {
+        @if licenses.is_empty() {
+            p id="reset-licenses" { "none known" }
+        } @else {
+            div id="reset-licenses" {
+                (table("The licenses the ledger knows on this cluster", &["License", "Customer", "Tier", "State", "How"], &rows))
+                @if more > 0 { p class="muted" { "and " (more) " more (licensegen clock-reset lists them all)" } }
+            }
+        }
+    }
+}
+
+/// The clock-reset form's values (all text, as typed).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(default)]
+pub struct ResetFields {
+    /// Anti-forgery token.
+    pub csrf: String,
+    /// `preview` or `sign`.
+    pub step: String,
+    /// `--cluster`.
+    pub cluster: String,
+    /// `--mark`.
+    pub mark: String,
+    /// `--valid-for`.
+    pub valid_for: String,
+    /// The fingerprint of what the preview showed.
+    pub previewed: String,
+}
+
+/// What `licensegen clock-reset` shows before it signs.
+pub struct ResetPreview<'a> {
+    /// The checked request.
+    pub plan: &'a Plan,
+    /// What the ledger knows about the cluster.
+    pub known: &'a Known,
+    /// `clock_reset::notices`: warnings and notes.
+    pub notices: &'a [String],
+    /// This computer's clock (the new mark, drawn again when signing).
+    pub now: kaching_core::time::Timestamp,
+}
+
+/// The clock-reset form, with a refusal or the preview.
+pub fn clock_reset(
+    status: StatusCode,
+    c: &Chrome<'_>,
+    f: &ResetFields,
+    preview: Option<&ResetPreview<'_>>,
+) -> Response {
+    let preview = preview.map(|p| {
+        let plan = p.plan;
+        let ahead = plan.mark.saturating_sub(p.now);
+        let until = p.now.saturating_add(plan.valid_for);
+        markup! {
+            (section("preview", "Preview: the clock reset that will be signed", markup! {
+                @for n in p.notices {
+                    @if let Some(w) = n.strip_prefix("warning:") {
+                        (banner(Tone::Warn, "Check:", markup! { span class="preview-note" { (w.trim()) } }))
+                    } @else {
+                        (banner(Tone::Info, "Note:", markup! { span class="preview-note" { (n.trim_start_matches("note:").trim()) } }))
+                    }
+                }
+                (facts(&[
+                    ("Cluster", markup! { span id="preview-cluster" { (plan.cluster) } }),
+                    ("Mark", markup! { span id="preview-mark" { (rfc3339(plan.mark)) } " (the cluster's, " span id="preview-ahead" { (duration(ahead)) } " ahead of this computer's clock)" }),
+                    ("New mark", markup! { span id="preview-new-mark" { (rfc3339(p.now)) } " (this computer's clock, read again when you sign: check that it is right)" }),
+                    ("Valid until", markup! { span id="preview-until" { (rfc3339(until)) } " (" (duration(plan.valid_for)) ")" }),
+                    ("Licenses on the cluster", cluster_licenses(&p.known.licenses)),
+                ]))
+                p class="muted" { "The reset id and signing time are drawn when you sign. It works once, on this cluster only, until it expires." }
+            }))
+        }
+    });
+    let main = markup! {
+        @if let Some(p) = &preview { (p) }
+        (section("clock-reset", "Sign a clock reset", markup! {
+            p { "For a cluster whose clock was once wrong ahead and that stays " code { "clock_tampered" } " now that its clock is right: the reset lowers its trusted-time mark to this computer's time, as " code { "licensegen clock-reset" } " does. Ask the customer for what " code { "kaching-verifier status" } " prints on the cluster." }
+            form method="post" action="/desk/clock-reset" {
+                (csrf_field(c.csrf))
+                input type="hidden" name="previewed" value=(f.previewed);
+                div class="field" {
+                    label for="cluster" { "Cluster id" }
+                    input type="text" id="cluster" name="cluster" value=(f.cluster) required aria-describedby="cluster-hint";
+                    span class="caption" id="cluster-hint" { "16 characters of a-z and 2-7, as status prints it" }
+                }
+                div class="field" {
+                    label for="mark" { "Mark" }
+                    input type="text" id="mark" name="mark" value=(f.mark) required aria-describedby="mark-hint";
+                    span class="caption" id="mark-hint" { "the cluster's trusted-time mark exactly as status prints it, a UTC time such as 2029-03-01T12:00:00Z" }
+                }
+                (optional_field("Valid for", "valid_for", "text", &f.valid_for, "how long the customer has to use it: 1h to 90d (default 14d)"))
+                p class="actions" {
+                    button type="submit" name="step" value="preview" id="do-preview" { "Preview" }
+                    @if preview.is_some() {
+                        button type="submit" name="step" value="sign" id="do-sign" { "Sign and write" }
+                    }
+                }
+            }
+        }))
+    };
+    frame(status, c, "Clock reset", main)
+}
+
+/// A signed clock reset, for its page.
+pub struct ResetDone<'a> {
+    /// The ledger's row.
+    pub rec: &'a ClockResetRecord,
+    /// The name the download gets (and the customer types).
+    pub file_name: &'a str,
+    /// The licenses the ledger knows on its cluster now.
+    pub licenses: &'a [(LicenseRecord, bool, LedgerState)],
+    /// Now, to say whether it can still be used.
+    pub now: kaching_core::time::Timestamp,
+}
+
+/// A signed clock reset: what it says, the file, what the customer does.
+pub fn clock_reset_done(c: &Chrome<'_>, v: &ResetDone<'_>) -> Response {
+    let r = v.rec;
+    let usable = r.expires >= v.now;
+    let main = markup! {
+        (section("reset", "Clock reset", markup! {
+            p {
+                @if usable { (badge(Tone::Good, "usable", None)) } @else { (badge(Tone::Bad, "expired", None)) }
+                " " code id="reset-id" { (r.id) }
+            }
+            (facts(&[
+                ("Cluster", markup! { span id="reset-cluster" { (r.cluster_id) } }),
+                ("Mark", markup! { span id="reset-mark" { (rfc3339(r.mark)) } " (the cluster's, " (duration(r.mark.saturating_sub(r.issued))) " ahead of this computer's clock when signed)" }),
+                ("New mark", markup! { (rfc3339(r.issued)) " (this computer's clock when signed)" }),
+                ("Valid until", markup! { span id="reset-until" { (rfc3339(r.expires)) } " (" (duration(r.expires.saturating_sub(r.issued))) ")" }),
+                ("Licenses on the cluster", cluster_licenses(v.licenses)),
+                ("File", markup! { span id="reset-path" { (r.path) } }),
+            ]))
+            p class="actions" {
+                a id="download-clock-reset" href={ "/desk/clock-reset/" (r.id) "/download" } download { "Download (" (v.file_name) ")" }
+            }
+            p { "Send the file to the customer; on the cluster, with the verifier daemon stopped, they run:" }
+            pre id="reset-command" { "kaching-verifier clock-reset " (v.file_name) }
+            p { "It works once, on cluster " (r.cluster_id) " only, until " (rfc3339(r.expires)) "." }
+        }))
+    };
+    frame(StatusCode::OK, c, "Clock reset", main)
 }

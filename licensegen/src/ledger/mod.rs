@@ -12,11 +12,12 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use records::{
-    add_event, chain_links, clock_resets_for, delete_clock_reset, events, find_license,
-    insert_chain, insert_clock_reset, insert_license, insert_receipt, insert_revocation,
-    insert_usage, latest_revocation, licenses_on_cluster, list_licenses, mark_superseded,
-    receipt_for, reported_upgrade_ids, usage_files, usage_for, AlreadyReplaced, ChainRecord,
-    ClockResetRecord, Event, LicenseRecord, RevocationRecord, UsageRecord,
+    add_event, chain_links, clock_resets_for, clock_resets_for_license, delete_clock_reset, events,
+    find_clock_reset, find_license, insert_chain, insert_clock_reset, insert_license,
+    insert_receipt, insert_revocation, insert_usage, latest_revocation, licenses_on_cluster,
+    list_licenses, mark_superseded, receipt_for, reported_upgrade_ids, usage_files, usage_for,
+    AlreadyReplaced, ChainRecord, ClockResetRecord, Event, LicenseRecord, RevocationRecord,
+    UsageRecord,
 };
 pub use state::{select, LedgerState};
 

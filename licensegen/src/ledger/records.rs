@@ -631,24 +631,63 @@ pub fn clock_resets_for(conn: &Connection, clusters: &[&str]) -> Result<Vec<Cloc
     let mut rows = Vec::new();
     for cluster in clusters {
         let found = stmt
-            .query_map([cluster], |r| {
-                Ok(ClockResetRecord {
-                    id: r.get(0)?,
-                    cluster_id: r.get(1)?,
-                    mark: u(r.get(2)?),
-                    issued: u(r.get(3)?),
-                    expires: u(r.get(4)?),
-                    kid: r.get(5)?,
-                    path: r.get(6)?,
-                    created: u(r.get(7)?),
-                    file: r.get(8)?,
-                })
-            })?
+            .query_map([cluster], clock_reset_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.extend(found);
     }
     rows.sort_by_key(|r| (r.issued, r.created));
     Ok(rows)
+}
+
+/// The clock resets `ledger show` lists for a license: those signed for the
+/// cluster it is bound to or any cluster its `usage` reports came from.
+pub fn clock_resets_for_license(
+    conn: &Connection,
+    rec: &LicenseRecord,
+    usage: &[UsageRecord],
+) -> Result<Vec<ClockResetRecord>> {
+    let mut clusters: Vec<&str> = rec.cluster.iter().map(String::as_str).collect();
+    for u in usage {
+        if !clusters.contains(&u.cluster_id.as_str()) {
+            clusters.push(&u.cluster_id);
+        }
+    }
+    clock_resets_for(conn, &clusters)
+}
+
+/// One clock reset by its id; `None` when the ledger has no such reset.
+pub fn find_clock_reset(conn: &Connection, id: &str) -> Result<Option<ClockResetRecord>> {
+    let present: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'clock_resets'",
+        [],
+        |r| r.get(0),
+    )?;
+    if present == 0 {
+        return Ok(None);
+    }
+    let rec = conn
+        .query_row(
+            "SELECT id, cluster_id, mark, issued, expires, kid, path, created, file FROM clock_resets
+             WHERE id = ?1",
+            [id],
+            clock_reset_row,
+        )
+        .optional()?;
+    Ok(rec)
+}
+
+fn clock_reset_row(r: &Row<'_>) -> rusqlite::Result<ClockResetRecord> {
+    Ok(ClockResetRecord {
+        id: r.get(0)?,
+        cluster_id: r.get(1)?,
+        mark: u(r.get(2)?),
+        issued: u(r.get(3)?),
+        expires: u(r.get(4)?),
+        kid: r.get(5)?,
+        path: r.get(6)?,
+        created: u(r.get(7)?),
+        file: r.get(8)?,
+    })
 }
 
 /// The licenses the ledger knows on `cluster`: those bound to it (`true`),
