@@ -295,6 +295,28 @@ pub fn install(dir: &Path, vendor: &Vendor, license: &Issued) {
     std::fs::copy(&license.path, dir.join("license.lic")).unwrap();
 }
 
+/// An air-gapped cluster in `vendor.root/cluster`: it writes an activation
+/// request, the vendor issues a license bound to it for customer `name`,
+/// and the cluster has it installed with the vendor key.
+pub async fn bound_cluster(vendor: &Vendor, name: &str) -> (PathBuf, Issued) {
+    let cluster = vendor.root.join("cluster");
+    std::fs::create_dir_all(&cluster).unwrap();
+    std::fs::write(cluster.join("vendor.pub"), vendor.public_pem()).unwrap();
+    let request = vendor.root.join("cluster.request");
+    let engine = kaching_verifier::Engine::open(verifier_config(&cluster, None), true).unwrap();
+    std::fs::write(
+        &request,
+        kaching_verifier::report::activation_request(&engine, now()),
+    )
+    .unwrap();
+    drop(engine);
+    let lic = vendor
+        .issue(name, &["--bind", request.to_str().unwrap()])
+        .await;
+    install(&cluster, vendor, &lic);
+    (cluster, lic)
+}
+
 impl Verifier {
     /// Starts a verifier with `config`.
     pub async fn start(config: kaching_verifier::Config) -> Verifier {

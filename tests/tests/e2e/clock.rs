@@ -10,7 +10,7 @@ use std::path::Path;
 use kaching_core::clock_reset::Taken;
 use kaching_core::time::{parse_rfc3339, DAY};
 use kaching_core::State;
-use kaching_e2e::{install, now, verifier_config, Vendor};
+use kaching_e2e::{bound_cluster, now, verifier_config, Vendor};
 use kaching_verifier::clock::Clock;
 use kaching_verifier::{clock_reset, report, Config, Engine};
 
@@ -34,17 +34,7 @@ fn write_report(dir: &Path, offset: i64, file: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_locked_out_by_a_clock_once_ahead_recovers_with_the_vendors_reset() {
     let vendor = Vendor::new().await;
-    let cluster = vendor.root.join("cluster");
-    std::fs::create_dir_all(&cluster).unwrap();
-    std::fs::write(cluster.join("vendor.pub"), vendor.public_pem()).unwrap();
-    let request = vendor.root.join("cluster.request");
-    let engine = Engine::open(verifier_config(&cluster, None), true).unwrap();
-    std::fs::write(&request, report::activation_request(&engine, now())).unwrap();
-    drop(engine);
-    let lic = vendor
-        .issue("acme", &["--bind", request.to_str().unwrap()])
-        .await;
-    install(&cluster, &vendor, &lic);
+    let (cluster, lic) = bound_cluster(&vendor, "acme").await;
 
     // The clock runs years ahead for a while: the mark follows it, and a
     // usage report written then carries it to the vendor.

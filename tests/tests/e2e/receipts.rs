@@ -9,7 +9,7 @@ use kaching_core::cluster::UsageReport;
 use kaching_core::receipt::Receipt;
 use kaching_core::report_chain::Finding;
 use kaching_core::{DocKind, LicenseId, SecretKey};
-use kaching_e2e::{install, now, verifier_config, Issued, Vendor};
+use kaching_e2e::{bound_cluster, install, now, verifier_config, Issued, Vendor};
 use kaching_verifier::{report, Engine};
 use licensegen::exit::{CHAIN_GAP, CHAIN_ROLLBACK};
 
@@ -22,17 +22,7 @@ struct Site {
 
 async fn site() -> Site {
     let vendor = Vendor::new().await;
-    let cluster = vendor.root.join("cluster");
-    std::fs::create_dir_all(&cluster).unwrap();
-    std::fs::write(cluster.join("vendor.pub"), vendor.public_pem()).unwrap();
-    let request = vendor.root.join("cluster.request");
-    let engine = Engine::open(verifier_config(&cluster, None), true).unwrap();
-    std::fs::write(&request, report::activation_request(&engine, now())).unwrap();
-    drop(engine);
-    let lic = vendor
-        .issue("acme", &["--bind", request.to_str().unwrap()])
-        .await;
-    install(&cluster, &vendor, &lic);
+    let (cluster, lic) = bound_cluster(&vendor, "acme").await;
     Site {
         vendor,
         cluster,
