@@ -204,6 +204,14 @@ pub(crate) fn bytes_n<const N: usize>(v: Value, name: &str) -> Result<[u8; N]> {
     }
 }
 
+/// Reads a byte string of any length.
+pub(crate) fn bytes(v: Value, name: &str) -> Result<Vec<u8>> {
+    match v {
+        Value::Bytes(b) => Ok(b),
+        _ => Err(Error::Payload(format!("{name} must be a byte string"))),
+    }
+}
+
 /// Reads an array.
 pub(crate) fn array(v: Value, name: &str) -> Result<Vec<Value>> {
     match v {

@@ -58,8 +58,9 @@ pub struct Heartbeat {
 }
 
 /// Where a cluster's usage-report chain stands, as its heartbeat says
-/// (docs/format.md §7.5): both only ever grow on one cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// (docs/format.md §7.6): both only ever grow on one cluster, except the
+/// mark when the cluster took a clock reset, which the head then carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainHead {
     /// Sequence number of the last usage report written (0: none yet).
     pub report_seq: u64,
@@ -68,6 +69,27 @@ pub struct ChainHead {
     pub report_hash: Option<[u8; 32]>,
     /// The verifier's trusted-time mark, as persisted when it signed.
     pub mark: Timestamp,
+    /// The clock reset the cluster took (docs/format.md §7.9), its binary
+    /// bytes exactly as received, so the relay can tell the mark going
+    /// back from a restored state database. Carried only to a relay that
+    /// announced it reads it ([`crate::wire::relay::ACCEPTS_CLOCK_RESET`]),
+    /// until one such heartbeat is accepted. Not checked here: the relay
+    /// verifies it against the issuer keys.
+    #[serde(
+        serialize_with = "ser_hex_bytes_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reset: Option<Vec<u8>>,
+}
+
+fn ser_hex_bytes_opt<S: serde::Serializer>(
+    b: &Option<Vec<u8>>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match b {
+        Some(b) => s.serialize_some(&crate::keys::hex(b)),
+        None => s.serialize_none(),
+    }
 }
 
 fn ser_hex_opt<S: serde::Serializer>(
@@ -81,11 +103,12 @@ fn ser_hex_opt<S: serde::Serializer>(
 }
 
 impl ChainHead {
-    fn to_value(self) -> Value {
+    fn to_value(&self) -> Value {
         MapBuilder::new()
             .text("seq", u(self.report_seq))
             .text_opt("hash", self.report_hash.map(|h| Value::Bytes(h.to_vec())))
             .text("mark", u(self.mark))
+            .text_opt("reset", self.reset.clone().map(Value::Bytes))
             .build()
     }
 
@@ -97,16 +120,26 @@ impl ChainHead {
             .map(|v| cbor::bytes_n(v, "chain hash"))
             .transpose()?;
         let mark = cbor::time(f.required("mark")?, "chain mark")?;
+        let reset = f
+            .text_key("reset")
+            .map(|v| cbor::bytes(v, "chain reset"))
+            .transpose()?;
         f.finish()?;
         if (report_seq == 0) != report_hash.is_none() {
             return Err(Error::Payload(
                 "a chain head names a report hash exactly when its seq is above 0".into(),
             ));
         }
+        if reset.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Error::Payload(
+                "a chain head's reset, when present, is a clock reset's bytes".into(),
+            ));
+        }
         Ok(ChainHead {
             report_seq,
             report_hash,
             mark,
+            reset,
         })
     }
 }
@@ -136,7 +169,7 @@ impl Heartbeat {
                 )
                 // Present only when true, so an ordinary heartbeat has one spelling.
                 .text_opt("deactivate", self.deactivate.then_some(true))
-                .text_opt("chain", self.chain.map(ChainHead::to_value))
+                .text_opt("chain", self.chain.as_ref().map(ChainHead::to_value))
                 .build(),
         )
     }
@@ -332,17 +365,25 @@ mod tests {
                 report_seq: 0,
                 report_hash: None,
                 mark: 1_795_369_900,
+                reset: None,
             }),
             Some(ChainHead {
                 report_seq: 7,
                 report_hash: Some([3; 32]),
                 mark: 1_795_369_900,
+                reset: None,
+            }),
+            Some(ChainHead {
+                report_seq: 7,
+                report_hash: Some([3; 32]),
+                mark: 1_795_369_900,
+                reset: Some(vec![0xd2, 0x84, 1, 2, 3]),
             }),
         ];
         for (deactivate, chain) in [false, true]
             .into_iter()
-            .zip(heads)
-            .chain([(false, heads[2])])
+            .zip(heads.clone())
+            .chain([(false, heads[2].clone()), (false, heads[3].clone())])
         {
             let hb = Heartbeat {
                 deactivate,
@@ -429,12 +470,59 @@ mod tests {
                     report_seq,
                     report_hash,
                     mark: 5,
+                    reset: None,
                 }),
                 ..beat(&key)
             };
             let bytes = envelope::sign(DocKind::Heartbeat, hb.to_cbor(), &key);
             assert!(matches!(verify_heartbeat(&bytes), Err(Error::Payload(_))));
         }
+    }
+
+    #[test]
+    fn chain_head_reset_is_a_sorted_optional_byte_string() {
+        let key = SecretKey::from_seed(&[5; 32]);
+        let head = ChainHead {
+            report_seq: 0,
+            report_hash: None,
+            mark: 9,
+            reset: Some(vec![7; 3]),
+        };
+        // Deterministic: keys in bytewise order of their encoding ("mark",
+        // "reset" and "seq" are all 4-5 byte text: length first, then bytes).
+        let Value::Map(m) = head.to_value() else {
+            panic!("not a map")
+        };
+        let keys: Vec<_> = m.iter().map(|(k, _)| k.as_text().unwrap()).collect();
+        assert_eq!(keys, ["seq", "mark", "reset"]);
+        // An empty reset is refused: absent is the one spelling of none.
+        let hb = Heartbeat {
+            chain: Some(ChainHead {
+                reset: Some(Vec::new()),
+                ..head.clone()
+            }),
+            ..beat(&key)
+        };
+        let bytes = envelope::sign(DocKind::Heartbeat, hb.to_cbor(), &key);
+        assert!(matches!(verify_heartbeat(&bytes), Err(Error::Payload(_))));
+        // Text instead of bytes is refused too.
+        let mut v = cbor::from_slice(&beat(&key).to_cbor()).expect("cbor");
+        if let Value::Map(m) = &mut v {
+            m.push((
+                Value::Text("chain".into()),
+                MapBuilder::new()
+                    .text("seq", u(0))
+                    .text("mark", u(9))
+                    .text("reset", "abc")
+                    .build(),
+            ));
+        }
+        let payload = cbor::to_vec(&cbor::sorted_map(match v {
+            Value::Map(m) => m,
+            _ => Vec::new(),
+        }));
+        let bytes = envelope::sign(DocKind::Heartbeat, payload, &key);
+        assert!(matches!(verify_heartbeat(&bytes), Err(Error::Payload(_))));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock_reset::{self, ClockReset, VerifiedClockReset};
 use crate::cluster::UsageReport;
 use crate::heartbeat::ChainHead;
 use crate::time::Timestamp;
@@ -236,6 +237,106 @@ pub fn check_head(known: Option<&ChainHead>, new: &ChainHead) -> Vec<Finding> {
     found
 }
 
+/// A trusted-time mark going back that the clock reset carried in the same
+/// heartbeat accounts for: the cluster took the vendor's reset, its state
+/// database was not restored. Not a sign of rollback; the relay records it
+/// in its audit log instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResetExplained {
+    /// The reset (its claims).
+    pub reset: ClockReset,
+    /// The issuer key that signed it.
+    pub kid: String,
+    /// The report the earlier head named.
+    pub earlier_seq: u64,
+    /// The mark the earlier head named.
+    pub earlier: Timestamp,
+    /// The report the new head names.
+    pub later_seq: u64,
+    /// The mark the new head names.
+    pub later: Timestamp,
+}
+
+impl fmt::Display for ResetExplained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "trusted time went back from {} to {}: the cluster took the clock reset {} signed at {} by issuer key {} for a mark up to {}; not a rollback",
+            crate::time::rfc3339(self.earlier),
+            crate::time::rfc3339(self.later),
+            self.reset.id_text(),
+            crate::time::rfc3339(self.reset.issued),
+            self.kid,
+            crate::time::rfc3339(self.reset.mark),
+        )
+    }
+}
+
+/// What a heartbeat's chain head shows, as [`check_head_with_reset`] sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeadCheck {
+    /// The signs of rollback (as [`check_head`] finds them, less a
+    /// `TimeBack` the reset accounts for).
+    pub found: Vec<Finding>,
+    /// The mark going back that the reset accounts for, if any.
+    pub explained: Option<ResetExplained>,
+}
+
+/// [`check_head`] for a head that may carry the clock reset its cluster
+/// took (docs/format.md §7.6, §7.9). `reset` is that head's `reset` as the
+/// relay verified it against the issuer keys (`None`: none carried, or it
+/// did not verify); `cluster_id` the heartbeat's cluster (the one its key
+/// derives); `now` the relay's clock.
+///
+/// A `TimeBack` is dropped from the findings, and returned as explained,
+/// only when the reset is the one this head carries (same bytes), names
+/// this cluster, has not expired by `now` (so a reset kept aside does not
+/// hide a later restore beyond its validity), and accounts for the mark
+/// going back ([`clock_reset::explains`]: the earlier mark at most the
+/// reset's `mark`, the later at least its `iat`). `HeadBack` and `Fork`
+/// stay whatever the reset; so does every `TimeBack` it does not explain.
+pub fn check_head_with_reset(
+    known: Option<&ChainHead>,
+    new: &ChainHead,
+    cluster_id: &str,
+    reset: Option<&VerifiedClockReset>,
+    now: Timestamp,
+) -> HeadCheck {
+    let mut found = check_head(known, new);
+    let usable = reset.filter(|v| {
+        new.reset.as_deref() == Some(v.bytes.as_slice())
+            && v.reset.cluster_id == cluster_id
+            && now <= v.reset.expires
+    });
+    let Some(v) = usable else {
+        return HeadCheck {
+            found,
+            explained: None,
+        };
+    };
+    let mut explained = None;
+    found.retain(|f| match f {
+        Finding::TimeBack {
+            earlier_seq,
+            earlier,
+            later_seq,
+            later,
+        } if explained.is_none() && clock_reset::explains(&v.reset, *earlier, *later) => {
+            explained = Some(ResetExplained {
+                reset: v.reset.clone(),
+                kid: v.kid.to_string(),
+                earlier_seq: *earlier_seq,
+                earlier: *earlier,
+                later_seq: *later_seq,
+                later: *later,
+            });
+            false
+        }
+        _ => true,
+    });
+    HeadCheck { found, explained }
+}
+
 /// Whether a heartbeat refused for its sequence number shows the cluster's
 /// counter going back rather than a replay: a recorded heartbeat is signed
 /// no later than the last one accepted, while a restored or cloned cluster
@@ -348,6 +449,7 @@ mod tests {
             report_seq,
             report_hash: (report_seq > 0).then_some([hash; 32]),
             mark,
+            reset: None,
         }
     }
 
@@ -384,6 +486,131 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    const DAY: u64 = crate::time::DAY;
+    const NOW: Timestamp = 1_796_000_000;
+    const AHEAD: Timestamp = NOW + 900 * DAY;
+
+    /// A reset for cluster `cluster` of the mark `AHEAD`, signed at `NOW`,
+    /// verified against the key that signed it.
+    fn signed_reset(cluster: &str) -> VerifiedClockReset {
+        let issuer = crate::keys::SecretKey::from_seed(&[3; 32]);
+        let reset = ClockReset {
+            id: [9; 16],
+            cluster_id: cluster.into(),
+            mark: AHEAD,
+            issued: NOW,
+            expires: NOW + 14 * DAY,
+        };
+        clock_reset::verify_clock_reset(
+            &reset.sign(&issuer),
+            &crate::keys::TrustedKeys::from(issuer.public()),
+        )
+        .unwrap()
+    }
+
+    fn carrying(mut h: ChainHead, v: &VerifiedClockReset) -> ChainHead {
+        h.reset = Some(v.bytes.clone());
+        h
+    }
+
+    #[test]
+    fn a_clock_reset_carried_by_the_head_explains_its_mark_going_back() {
+        let v = signed_reset("c1");
+        let held = head(5, 5, AHEAD);
+        let new = carrying(head(6, 6, NOW + 60), &v);
+        assert_eq!(check_head(Some(&held), &new).len(), 1, "a time_back alone");
+        let c = check_head_with_reset(Some(&held), &new, "c1", Some(&v), NOW + 120);
+        assert!(c.found.is_empty(), "{:?}", c.found);
+        let e = c.explained.expect("explained");
+        assert_eq!(
+            (e.earlier_seq, e.earlier, e.later_seq, e.later),
+            (5, AHEAD, 6, NOW + 60)
+        );
+        assert_eq!(e.reset, v.reset);
+        assert_eq!(e.kid, v.kid.to_string());
+        let said = e.to_string();
+        assert!(said.contains(&v.reset.id_text()) && said.contains("not a rollback"));
+        // Up to its expiry by the relay's clock, and with the mark exactly at
+        // the reset's bounds.
+        let at_bounds = carrying(head(6, 6, NOW), &v);
+        let c = check_head_with_reset(Some(&held), &at_bounds, "c1", Some(&v), v.reset.expires);
+        assert!(c.found.is_empty() && c.explained.is_some());
+        // A head with no mark going back needs no explaining.
+        let c = check_head_with_reset(Some(&new), &new, "c1", Some(&v), NOW + 180);
+        assert_eq!(c, HeadCheck::default());
+        assert_eq!(
+            check_head_with_reset(None, &new, "c1", Some(&v), NOW),
+            HeadCheck::default()
+        );
+    }
+
+    #[test]
+    fn a_clock_reset_hides_no_head_back_no_fork_and_no_other_mark_going_back() {
+        let v = signed_reset("c1");
+        let held = head(5, 5, AHEAD);
+        let flagged = |known: &ChainHead, new: &ChainHead, cluster: &str, now: Timestamp| {
+            let c = check_head_with_reset(Some(known), new, cluster, Some(&v), now);
+            assert!(c.explained.is_none(), "{:?}", c.explained);
+            assert_eq!(c.found, check_head(Some(known), new));
+            assert!(c
+                .found
+                .iter()
+                .any(|f| matches!(f, Finding::TimeBack { .. })));
+        };
+        // The report chain going back stays flagged; the mark is explained.
+        let c = check_head_with_reset(
+            Some(&held),
+            &carrying(head(3, 3, NOW + 60), &v),
+            "c1",
+            Some(&v),
+            NOW,
+        );
+        assert_eq!(
+            c.found,
+            vec![Finding::HeadBack {
+                earlier_seq: 5,
+                later_seq: 3
+            }]
+        );
+        assert!(c.explained.is_some());
+        let c = check_head_with_reset(
+            Some(&held),
+            &carrying(head(5, 0xee, NOW + 60), &v),
+            "c1",
+            Some(&v),
+            NOW,
+        );
+        assert_eq!(c.found, vec![Finding::Fork { seq: 5 }]);
+        // A mark below the vendor's time when it signed.
+        flagged(&held, &carrying(head(6, 6, NOW - 1), &v), "c1", NOW);
+        // An earlier mark above the one the reset was made for.
+        flagged(
+            &head(5, 5, AHEAD + 1),
+            &carrying(head(6, 6, NOW + 60), &v),
+            "c1",
+            NOW,
+        );
+        // A reset for another cluster.
+        flagged(&held, &carrying(head(6, 6, NOW + 60), &v), "c2", NOW);
+        // Expired by the relay's clock: kept aside, it explains nothing.
+        flagged(
+            &held,
+            &carrying(head(6, 6, NOW + 60), &v),
+            "c1",
+            v.reset.expires + 1,
+        );
+        // Not the reset the head carries: none, or other bytes.
+        flagged(&held, &head(6, 6, NOW + 60), "c1", NOW);
+        let mut other = head(6, 6, NOW + 60);
+        other.reset = Some(signed_reset("c2").bytes);
+        flagged(&held, &other, "c1", NOW);
+        // No verified reset (none carried, or it did not verify): as ever.
+        let new = carrying(head(6, 6, NOW + 60), &v);
+        let c = check_head_with_reset(Some(&held), &new, "c1", None, NOW);
+        assert_eq!(c.found, check_head(Some(&held), &new));
+        assert!(c.explained.is_none());
     }
 
     #[test]

@@ -5,9 +5,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 
 use kaching_core::binding::Hold;
+use kaching_core::clock_reset::VerifiedClockReset;
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::heartbeat::{ChainHead, Heartbeat};
-use kaching_core::report_chain::{self, Finding};
+use kaching_core::report_chain::{self, Finding, HeadCheck, ResetExplained};
 use kaching_core::revocation::{accept_revocation_list, Acceptance, VerifiedRevocationList};
 use kaching_core::root::VerifiedRoot;
 
@@ -55,6 +56,9 @@ pub enum Write {
         now: u64,
         /// Also keep a raw history row (`heartbeat_retention` above 0).
         raw: bool,
+        /// The clock reset its chain head carries, verified against the
+        /// issuer keys (`None`: none, or one that did not verify).
+        reset: Option<Box<VerifiedClockReset>>,
     },
     /// `PUT /v1/revocations`.
     Publish {
@@ -145,7 +149,8 @@ pub fn apply(conn: &Connection, write: &Write) -> Result<Outcome, ApiError> {
             key,
             now,
             raw,
-        } => Ok(record_beat(conn, beat, key, *now, *raw)?),
+            reset,
+        } => Ok(record_beat(conn, beat, key, *now, *raw, reset.as_deref())?),
         Write::Publish { list, actor, now } => publish(conn, list, actor, *now),
         Write::PublishRoot { root, actor, now } => publish_root(conn, root, actor, *now),
         Write::FileUpgrade {
@@ -343,25 +348,44 @@ pub enum HeadWrite {
 }
 
 /// Compares the heartbeat's report chain head with the one held for the
-/// cluster (core's `check_head`): the signs of rollback, and what to store.
-/// A cluster that named a head before and names none now is flagged once.
-pub fn chain_head(held: Option<ChainHead>, new: Option<ChainHead>) -> (Vec<Finding>, HeadWrite) {
+/// cluster (core's `check_head_with_reset`, given the clock reset the head
+/// carries as verified against the issuer keys, and the relay's clock
+/// `now`): the signs of rollback, the mark going back the reset accounts
+/// for, and what to store. A cluster that named a head before and names
+/// none now is flagged once.
+pub fn chain_head(
+    held: Option<ChainHead>,
+    new: Option<&ChainHead>,
+    cluster_id: &str,
+    reset: Option<&VerifiedClockReset>,
+    now: u64,
+) -> (HeadCheck, HeadWrite) {
     match (held, new) {
         (held, Some(new)) => {
-            let write = if held == Some(new) {
+            let check =
+                report_chain::check_head_with_reset(held.as_ref(), new, cluster_id, reset, now);
+            // The row stores where the chain stands, not the reset.
+            let stored = ChainHead {
+                reset: None,
+                ..new.clone()
+            };
+            let write = if held.as_ref() == Some(&stored) {
                 HeadWrite::Keep
             } else {
-                HeadWrite::Put(new)
+                HeadWrite::Put(stored)
             };
-            (report_chain::check_head(held.as_ref(), &new), write)
+            (check, write)
         }
         (Some(held), None) => (
-            vec![Finding::HeadWithheld {
-                last_seq: held.report_seq,
-            }],
+            HeadCheck {
+                found: vec![Finding::HeadWithheld {
+                    last_seq: held.report_seq,
+                }],
+                explained: None,
+            },
             HeadWrite::Forget,
         ),
-        (None, None) => (Vec::new(), HeadWrite::Keep),
+        (None, None) => (HeadCheck::default(), HeadWrite::Keep),
     }
 }
 
@@ -371,6 +395,7 @@ pub fn stored_head(report_seq: u64, hash: Option<Vec<u8>>, mark: u64) -> ChainHe
         report_seq,
         report_hash: hash.and_then(|h| <[u8; 32]>::try_from(h).ok()),
         mark,
+        reset: None,
     }
 }
 
@@ -409,6 +434,31 @@ fn record_anomalies(
 /// The audit detail of a sign of rollback (both backends).
 pub fn anomaly_detail(f: &Finding, detail: &str) -> serde_json::Value {
     json!({"kind": f.kind(), "detail": detail})
+}
+
+/// The audit action of a mark going back that a clock reset accounts for.
+pub const CLOCK_RESET_ACTION: &str = "clock_reset";
+
+/// The audit detail of a mark going back that a clock reset accounts for
+/// (both backends): which reset, signed by which issuer key, and the marks.
+pub fn clock_reset_detail(e: &ResetExplained) -> serde_json::Value {
+    use kaching_core::time::rfc3339;
+    json!({
+        "reset": e.reset.id_text(),
+        "kid": e.kid,
+        "issued": rfc3339(e.reset.issued),
+        "reset_mark": rfc3339(e.reset.mark),
+        "earlier_seq": e.earlier_seq,
+        "earlier": rfc3339(e.earlier),
+        "later_seq": e.later_seq,
+        "later": rfc3339(e.later),
+        "detail": e.to_string(),
+    })
+}
+
+/// Logs a mark going back that a clock reset accounts for (both backends).
+pub fn log_clock_reset(cluster_id: &str, license_id: &str, e: &ResetExplained) {
+    tracing::info!(cluster = cluster_id, license = license_id, reset = %e.reset.id_text(), kid = %e.kid, detail = %e, "trusted-time mark lowered by a clock reset: not flagged");
 }
 
 /// The audit action of an accepted heartbeat (both backends).
@@ -477,7 +527,7 @@ pub fn head_columns(
 ) -> (Option<u64>, Option<Vec<u8>>, Option<u64>) {
     let head = match write {
         HeadWrite::Keep => held,
-        HeadWrite::Put(h) => Some(*h),
+        HeadWrite::Put(h) => Some(h.clone()),
         HeadWrite::Forget => None,
     };
     match head {
@@ -528,10 +578,11 @@ pub fn record_beat(
     key: &[u8; 32],
     now: u64,
     raw: bool,
+    reset: Option<&VerifiedClockReset>,
 ) -> Result<Outcome, BeatFailure> {
     let license_id = hb.license_id.to_string();
     let binding = check_binding(conn, hb, key)?;
-    write_beat(conn, hb, &license_id, binding, now, raw).map_err(BeatFailure::InDoubt)
+    write_beat(conn, hb, &license_id, binding, now, raw, reset).map_err(BeatFailure::InDoubt)
 }
 
 /// What the read-only checks of a heartbeat found.
@@ -610,6 +661,7 @@ fn write_beat(
     binding: Binding,
     now: u64,
     raw: bool,
+    reset: Option<&VerifiedClockReset>,
 ) -> Result<Outcome, ApiError> {
     let (report_seq, report_hash, mark, held_hour) = match binding {
         Binding::Accept {
@@ -625,9 +677,20 @@ fn write_beat(
         }
     };
     let held = report_seq.map(|seq| stored_head(seq, report_hash, mark.unwrap_or(0)));
-    let (found, write) = chain_head(held, hb.chain);
+    let (check, write) = chain_head(held.clone(), hb.chain.as_ref(), &hb.cluster_id, reset, now);
     let (report_seq, report_hash, report_mark) = head_columns(held, &write);
-    record_anomalies(conn, &hb.cluster_id, license_id, &found, now)?;
+    record_anomalies(conn, &hb.cluster_id, license_id, &check.found, now)?;
+    if let Some(e) = &check.explained {
+        log_clock_reset(&hb.cluster_id, license_id, e);
+        crate::audit::append(
+            conn,
+            now,
+            &format!("cluster:{}", hb.cluster_id),
+            CLOCK_RESET_ACTION,
+            license_id,
+            &clock_reset_detail(e),
+        )?;
+    }
     let quotas = serde_json::to_string(&hb.quotas).unwrap_or_else(|_| "{}".into());
     let hour = now / HOUR;
     if held_hour.is_some_and(|h| h != hour) {

@@ -165,7 +165,9 @@ fn run_batch(
                 key,
                 now,
                 raw,
-            } if !guarded => match store::record_beat(&tx, beat, key, *now, *raw) {
+                reset,
+            } if !guarded => match store::record_beat(&tx, beat, key, *now, *raw, reset.as_deref())
+            {
                 Ok(outcome) => Ok(outcome),
                 Err(BeatFailure::Refused(e)) => Err(e),
                 // Dropping the transaction rolls the batch back.
@@ -250,6 +252,7 @@ mod tests {
             key: *key.public().as_bytes(),
             now: 1_000,
             raw: true,
+            reset: None,
         }
     }
 

@@ -75,6 +75,7 @@ async fn fleet() -> (Relay, String, Vec<License>) {
                 report_seq: report,
                 report_hash: Some([report as u8; 32]),
                 mark,
+                reset: None,
             }),
             ..beat(&ls[2], &k, seq)
         };

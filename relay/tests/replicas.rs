@@ -173,6 +173,7 @@ async fn restored_cluster_flagged_through_one_replica_is_listed_by_the_other() {
             report_seq,
             report_hash: Some([report_seq as u8; 32]),
             mark,
+            reset: None,
         })
     };
     let t = now();

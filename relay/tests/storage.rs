@@ -55,7 +55,7 @@ fn beat_with(l: &License, key: &SecretKey, seq: u64, nodes: u32) -> Heartbeat {
 }
 
 async fn send(s: &Arc<dyn Storage>, key: &SecretKey, hb: &Heartbeat, now: u64) {
-    s.record_heartbeat(hb.clone(), *key.public().as_bytes(), now)
+    s.record_heartbeat(hb.clone(), *key.public().as_bytes(), now, None)
         .await
         .unwrap();
 }
@@ -202,6 +202,7 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
         report_seq: 7,
         report_hash: Some([9; 32]),
         mark: 11,
+        reset: None,
     };
     {
         let c = rusqlite::Connection::open(&path).unwrap();
@@ -256,7 +257,7 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
     // itself a sign of rollback); the next heartbeat naming the same head
     // raises no further sign; one naming an older head does.
     let replay = s
-        .record_heartbeat(beat(&l, &key, 5), *key.public().as_bytes(), H + 100)
+        .record_heartbeat(beat(&l, &key, 5), *key.public().as_bytes(), H + 100, None)
         .await
         .unwrap_err();
     assert_eq!(replay.code, "replayed_heartbeat");
@@ -270,6 +271,7 @@ async fn a_database_from_the_previous_schema_is_upgraded_in_place() {
         report_seq: 6,
         report_hash: Some([8; 32]),
         mark: 11,
+        reset: None,
     });
     send(&s, &key, &hb, H + 200).await;
     assert_eq!(count(&c, "SELECT count(*) FROM anomalies"), 2);

@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS clock_resets (
 /// from then have every request reported again, once (docs/air-gapped.md).
 const RECEIPTS_MIGRATED: &str = "receipts_migrated";
 
+/// `meta` key: the id of the last clock reset a heartbeat carried to the
+/// relay and the relay accepted (docs/format.md §7.6).
+const CLOCK_RESET_TOLD: &str = "relay_clock_reset_told";
+
 /// File name of the daemon's lock inside the state folder.
 pub const LOCK_FILE: &str = "verifier.lock";
 
@@ -577,6 +581,38 @@ impl Db {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The clock reset the relay is still to be told about (docs/format.md
+    /// §7.6): the last one this cluster took, with its id, unless the relay
+    /// accepted a heartbeat carrying it ([`Db::clock_reset_told`]).
+    pub fn clock_reset_to_tell(&self) -> anyhow::Result<Option<([u8; 16], Vec<u8>)>> {
+        // Rows are only ever added (no VACUUM either): the last rowid is
+        // the last reset taken.
+        let last: Option<(Vec<u8>, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT id, bytes FROM clock_resets ORDER BY rowid DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, bytes)) = last else {
+            return Ok(None);
+        };
+        let Ok(id) = <[u8; 16]>::try_from(id) else {
+            bail!("state database: a clock reset id is not 16 bytes");
+        };
+        if self.meta_blob(CLOCK_RESET_TOLD)?.as_deref() == Some(id.as_slice()) {
+            return Ok(None);
+        }
+        Ok(Some((id, bytes)))
+    }
+
+    /// Records that the relay accepted a heartbeat carrying the clock reset
+    /// `id`: heartbeats stop carrying it.
+    pub fn clock_reset_told(&self, id: &[u8; 16]) -> anyhow::Result<()> {
+        self.set_meta_blob(CLOCK_RESET_TOLD, id)
     }
 
     /// The accepted revocation list: highest version and its exact bytes.
@@ -1240,6 +1276,37 @@ mod tests {
         db.raise_trusted_time(1_000).unwrap();
         assert!(db.take_clock_reset(&record(1_000, 100)).is_err());
         assert_eq!(db.trusted_time().unwrap(), 1_000);
+    }
+
+    #[test]
+    fn the_last_clock_reset_taken_is_told_to_the_relay_until_it_accepted_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(dir.path(), true).unwrap();
+        assert!(db.clock_reset_to_tell().unwrap().is_none());
+        db.raise_trusted_time(1_000).unwrap();
+        db.take_clock_reset(&record(1_000, 100)).unwrap();
+        assert_eq!(
+            db.clock_reset_to_tell().unwrap(),
+            Some(([7; 16], b"reset".to_vec()))
+        );
+        // Survives a restart until told.
+        drop(db);
+        let mut db = Db::open(dir.path(), true).unwrap();
+        assert!(db.clock_reset_to_tell().unwrap().is_some());
+        db.clock_reset_told(&[7; 16]).unwrap();
+        assert!(db.clock_reset_to_tell().unwrap().is_none());
+        // A later reset is told in turn.
+        db.raise_trusted_time(2_000).unwrap();
+        let later = ClockResetRecord {
+            id: &[8; 16],
+            bytes: b"later",
+            ..record(2_000, 1_500)
+        };
+        db.take_clock_reset(&later).unwrap();
+        assert_eq!(
+            db.clock_reset_to_tell().unwrap(),
+            Some(([8; 16], b"later".to_vec()))
+        );
     }
 
     #[test]

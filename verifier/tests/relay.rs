@@ -294,6 +294,7 @@ fn relay_contact_survives_restart_and_raises_the_mark() {
             via: "http://127.0.0.1:9".into(),
             activation: Some(l.id.to_string()),
             upgrades_up_to: None,
+            clock_reset: None,
             deactivated: false,
         },
         now(),
@@ -483,4 +484,154 @@ async fn relay_without_the_mailbox_is_asked_once_then_not_until_restart() {
     .await;
     d.stop().await;
     drop(dir);
+}
+
+/// What [`recording_relay`] saw of each heartbeat: the clock reset its
+/// chain head carried (`None` also for a heartbeat without a chain head),
+/// and whether it named a chain head at all.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(bool, Option<Vec<u8>>)>>>;
+
+/// An honest relay announcing `accepts` in `Kaching-Accepts`, recording
+/// each heartbeat's chain head, and refusing (`503`) the first `refuse`
+/// heartbeats that carry a clock reset.
+async fn recording_relay(key: SecretKey, accepts: &'static str, refuse: usize) -> (String, Seen) {
+    use axum::http::{HeaderName, StatusCode};
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let key = Arc::new(key);
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let header = HeaderName::from_static(kaching_core::wire::relay::ACCEPTS_HEADER);
+    let answer = move |cluster: String, seq: u64| {
+        let bytes = RelayTime {
+            time: now(),
+            revocation_version: 0,
+            cluster_id: Some(cluster),
+            seq: Some(seq),
+            message: None,
+        }
+        .sign(&key);
+        ([(header.clone(), accepts)], bytes).into_response()
+    };
+    let a = answer.clone();
+    let s = seen.clone();
+    let app = Router::new()
+        .route(
+            "/v1/activate",
+            post(
+                move |body: axum::Json<kaching_core::wire::relay::ActivateBody>| async move {
+                    let bytes =
+                        kaching_core::armor::dearmor(body.activation_request.as_bytes(), None)
+                            .unwrap();
+                    let req = kaching_core::cluster::verify_activation_request(&bytes).unwrap();
+                    a(req.doc.cluster_id, 0)
+                },
+            ),
+        )
+        .route(
+            "/v1/heartbeat",
+            post(move |body: axum::body::Bytes| async move {
+                let hb = kaching_core::heartbeat::verify_heartbeat(&body)
+                    .unwrap()
+                    .doc;
+                let reset = hb.chain.as_ref().and_then(|c| c.reset.clone());
+                s.lock().unwrap().push((hb.chain.is_some(), reset.clone()));
+                if reset.is_some() && refused.fetch_add(1, Ordering::SeqCst) < refuse {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+                }
+                answer(hb.cluster_id, hb.seq)
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+/// Waits until `seen` holds at least `n` heartbeats; returns them.
+async fn heartbeats_seen(seen: &Seen, n: usize) -> Vec<(bool, Option<Vec<u8>>)> {
+    kaching_testkit::wait_for_value(
+        "heartbeats at the relay",
+        || async { seen.lock().unwrap().clone() },
+        |v| v.len() >= n,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn heartbeats_carry_a_taken_clock_reset_until_the_relay_accepts_one() {
+    use kaching_core::clock_reset::ClockReset;
+    use kaching_verifier::state::Db;
+    let relay = SecretKey::from_seed(&[0x0e; 32]);
+    // A cluster whose mark a wrong clock left years ahead takes the
+    // vendor's clock reset (daemon stopped).
+    let (_dir, cfg) = connected_config("http://127.0.0.1:9", Some(&relay));
+    let cluster = Engine::open(cfg.clone(), true)
+        .unwrap()
+        .identity
+        .cluster_id
+        .clone();
+    let ahead = now() + 1000 * common::DAY;
+    Db::open(&cfg.state_dir, false)
+        .unwrap()
+        .raise_trusted_time(ahead)
+        .unwrap();
+    let reset = ClockReset::new(&cluster, ahead, now(), now() + 7 * common::DAY);
+    let bytes = reset.sign(&Vendor::new().key);
+    let armored = kaching_core::armor::armor(kaching_core::DocKind::ClockReset, &bytes);
+    kaching_verifier::clock_reset::apply(cfg.clone(), armored.as_bytes()).unwrap();
+    let start = |url: &str| {
+        let mut c = cfg.clone();
+        c.relay.urls = vec![url.to_string()];
+        Daemon::start(c)
+    };
+
+    // A relay that reads chain heads but not clock resets is never sent one
+    // (it would refuse the heartbeat).
+    let (url, seen) = recording_relay(SecretKey::from_seed(&[0x0e; 32]), "chain-head", 0).await;
+    let d = start(&url).await;
+    let got = heartbeats_seen(&seen, 3).await;
+    d.stop().await;
+    assert!(got.iter().skip(1).all(|(chain, _)| *chain), "{got:?}");
+    assert!(got.iter().all(|(_, r)| r.is_none()), "no reset sent");
+
+    // One that reads them: after a restart (still not told), every
+    // heartbeat carries the reset, byte for byte the binary document as
+    // received, until one carrying it is accepted; none after that.
+    let (url, seen) = recording_relay(
+        SecretKey::from_seed(&[0x0e; 32]),
+        "chain-head, clock-reset",
+        2,
+    )
+    .await;
+    let d = start(&url).await;
+    let got = heartbeats_seen(&seen, 6).await;
+    d.stop().await;
+    let carrying: Vec<_> = got.iter().filter(|(_, r)| r.is_some()).collect();
+    assert_eq!(carrying.len(), 3, "two refused, one accepted: {got:?}");
+    assert!(carrying
+        .iter()
+        .all(|(_, r)| r.as_deref() == Some(&bytes[..])));
+    let last = got.iter().rposition(|(_, r)| r.is_some()).unwrap();
+    let first_after = got.iter().position(|(_, r)| r.is_some()).unwrap();
+    assert_eq!(last, first_after + 2, "carried in a row: {got:?}");
+    assert!(got.len() > last + 1, "heartbeats after the accepted one");
+    assert!(Db::open(&cfg.state_dir, false)
+        .unwrap()
+        .clock_reset_to_tell()
+        .unwrap()
+        .is_none());
+
+    // The relay was told: a restart does not carry it again.
+    let (url, seen) = recording_relay(
+        SecretKey::from_seed(&[0x0e; 32]),
+        "chain-head, clock-reset",
+        0,
+    )
+    .await;
+    let d = start(&url).await;
+    let got = heartbeats_seen(&seen, 3).await;
+    d.stop().await;
+    assert!(got.iter().all(|(_, r)| r.is_none()), "{got:?}");
 }

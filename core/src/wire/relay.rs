@@ -51,6 +51,16 @@ pub struct LicenseQuotas {
 pub const ACCEPTS_HEADER: &str = "kaching-accepts";
 /// In [`ACCEPTS_HEADER`]: the heartbeat's `chain` claim (report chain head).
 pub const ACCEPTS_CHAIN_HEAD: &str = "chain-head";
+/// In [`ACCEPTS_HEADER`]: the `reset` entry of the heartbeat's chain head
+/// (the clock reset the cluster took, docs/format.md §7.9).
+pub const ACCEPTS_CLOCK_RESET: &str = "clock-reset";
+
+/// Whether the values of [`ACCEPTS_HEADER`] (each comma-separated) name `token`.
+pub fn accepts<'a>(values: impl IntoIterator<Item = &'a str>, token: &str) -> bool {
+    values
+        .into_iter()
+        .any(|v| v.split(',').any(|t| t.trim() == token))
+}
 
 /// One cluster of `GET /v1/clusters`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,4 +202,20 @@ pub struct RootPublished {
     pub version: u64,
     /// True when this publish moved the relay to it.
     pub accepted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_reads_comma_separated_tokens_in_any_header_line() {
+        let one = ["chain-head, clock-reset"];
+        assert!(accepts(one, ACCEPTS_CHAIN_HEAD));
+        assert!(accepts(one, ACCEPTS_CLOCK_RESET));
+        assert!(accepts(["chain-head", "clock-reset"], ACCEPTS_CLOCK_RESET));
+        assert!(!accepts(["chain-head"], ACCEPTS_CLOCK_RESET));
+        assert!(!accepts(["clock-reset-v2"], ACCEPTS_CLOCK_RESET));
+        assert!(!accepts([], ACCEPTS_CHAIN_HEAD));
+    }
 }

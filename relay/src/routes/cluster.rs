@@ -7,9 +7,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use kaching_core::clock_reset::{verify_clock_reset, VerifiedClockReset};
 use kaching_core::cluster::verify_activation_request;
-use kaching_core::heartbeat::{verify_heartbeat, RelayTime};
-use kaching_core::wire::relay::{ActivateBody, ACCEPTS_CHAIN_HEAD, ACCEPTS_HEADER};
+use kaching_core::heartbeat::{verify_heartbeat, Heartbeat, RelayTime};
+use kaching_core::wire::relay::{ActivateBody, ACCEPTS_HEADER};
 use kaching_core::wire::ErrorBody;
 use kaching_core::{verify_license, DocKind, LicenseId};
 
@@ -40,20 +41,40 @@ impl ApiError {
     }
 }
 
+/// What this relay reads beyond the first heartbeat format, as announced
+/// in `Kaching-Accepts`: the chain head (`ACCEPTS_CHAIN_HEAD`) and the
+/// clock reset in it (`ACCEPTS_CLOCK_RESET`), comma-separated.
+pub const ACCEPTED: &str = "chain-head, clock-reset";
+
 /// A relay-signed answer, announcing the heartbeat claims this relay reads
 /// (`Kaching-Accepts`: a verifier sends a claim only to a relay that reads it).
 fn relay_time(st: &AppState, rt: &RelayTime) -> Response {
     (
         [
             (header::CONTENT_TYPE, DocKind::RelayTime.content_type()),
-            (
-                header::HeaderName::from_static(ACCEPTS_HEADER),
-                ACCEPTS_CHAIN_HEAD,
-            ),
+            (header::HeaderName::from_static(ACCEPTS_HEADER), ACCEPTED),
         ],
         rt.sign(&st.relay_key),
     )
         .into_response()
+}
+
+/// The clock reset a heartbeat's chain head carries, verified against the
+/// keys that may sign one (the issuer keys, as for licenses; never a
+/// revoker's or the relay's). One that does not verify is ignored with a
+/// warning: the heartbeat still counts, and a mark going back is flagged
+/// as it would be without it. Whether a verified one accounts for the mark
+/// going back is core's call (`check_head_with_reset`), made in storage
+/// against the head held.
+fn carried_reset(st: &AppState, hb: &Heartbeat) -> Option<VerifiedClockReset> {
+    let bytes = hb.chain.as_ref()?.reset.as_deref()?;
+    match verify_clock_reset(bytes, &st.license_keys()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(cluster = %hb.cluster_id, license = %hb.license_id, error = %e, "the clock reset carried by a heartbeat does not verify against the issuer keys: ignored (the heartbeat counts; a trusted-time mark going back is flagged)");
+            None
+        }
+    }
 }
 
 /// What the cluster's operators should know about the license now.
@@ -235,8 +256,9 @@ async fn beat(st: Arc<AppState>, body: &[u8], deactivate: bool) -> ApiResult<Res
         tracing::warn!(cluster = %doc.cluster_id, clipped, "upgrade requests over the size limits, stored cut");
     }
     let (cluster_id, seq, license_id) = (doc.cluster_id.clone(), doc.seq, doc.license_id);
+    let reset = carried_reset(&st, &doc);
     st.storage
-        .record_heartbeat(doc, *v.signer.as_bytes(), t)
+        .record_heartbeat(doc, *v.signer.as_bytes(), t, reset)
         .await?;
     if deactivate {
         tracing::info!(license = %license_id, cluster = %cluster_id, "deactivated");
@@ -251,4 +273,15 @@ async fn beat(st: Arc<AppState>, body: &[u8], deactivate: bool) -> ApiResult<Res
             message: notice(&st, &license_id),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use kaching_core::wire::relay::{accepts, ACCEPTS_CHAIN_HEAD, ACCEPTS_CLOCK_RESET};
+
+    #[test]
+    fn the_announcement_names_the_chain_head_and_the_clock_reset() {
+        assert!(accepts([super::ACCEPTED], ACCEPTS_CHAIN_HEAD));
+        assert!(accepts([super::ACCEPTED], ACCEPTS_CLOCK_RESET));
+    }
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kaching_core::clock_reset::VerifiedClockReset;
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::heartbeat::Heartbeat;
 use kaching_core::revocation::{Acceptance, VerifiedRevocationList};
@@ -217,7 +218,16 @@ pub trait Storage: Send + Sync + mailbox::Mailbox {
     /// key and that `beat.seq` is above the last accepted one, then records
     /// the heartbeat (latest per cluster, hourly rollup, raw history row when
     /// kept; audited as a leaf of the Merkle root sealed about a minute later).
-    fn record_heartbeat(&self, beat: Heartbeat, key: [u8; 32], now: u64) -> Fut<'_, ()>;
+    /// `reset` is the clock reset its chain head carries, verified against
+    /// the issuer keys: a mark going back that it accounts for (core's
+    /// `check_head_with_reset`) is audited as `clock_reset`, not flagged.
+    fn record_heartbeat(
+        &self,
+        beat: Heartbeat,
+        key: [u8; 32],
+        now: u64,
+        reset: Option<VerifiedClockReset>,
+    ) -> Fut<'_, ()>;
     /// `PUT /v1/revocations`: stores the list when newer than the stored one.
     fn publish_list(
         &self,

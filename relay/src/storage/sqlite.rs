@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, OptionalExtension};
 
+use kaching_core::clock_reset::VerifiedClockReset;
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::heartbeat::Heartbeat;
 use kaching_core::revocation::{Acceptance, VerifiedRevocationList};
@@ -134,7 +135,13 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn record_heartbeat(&self, beat: Heartbeat, key: [u8; 32], now: u64) -> Fut<'_, ()> {
+    fn record_heartbeat(
+        &self,
+        beat: Heartbeat,
+        key: [u8; 32],
+        now: u64,
+        reset: Option<VerifiedClockReset>,
+    ) -> Fut<'_, ()> {
         Box::pin(async move {
             match self
                 .submit(Write::Beat {
@@ -142,6 +149,7 @@ impl Storage for SqliteStorage {
                     key,
                     now,
                     raw: self.keep_raw,
+                    reset: reset.map(Box::new),
                 })
                 .await?
             {

@@ -104,6 +104,14 @@ pub struct Activation {
     pub interval: Duration,
 }
 
+/// What an accepted heartbeat carried to the relay, so it is not carried again.
+struct Reached {
+    /// Upgrade requests up to this row id.
+    upgrades_up_to: Option<i64>,
+    /// The clock reset with this id.
+    clock_reset: Option<[u8; 16]>,
+}
+
 /// A signed heartbeat ready to post.
 #[derive(Debug, Clone)]
 pub struct Beat {
@@ -113,6 +121,8 @@ pub struct Beat {
     pub seq: u64,
     /// Row id of the last upgrade request it carries.
     pub upgrades_up_to: Option<i64>,
+    /// Id of the clock reset its chain head carries.
+    pub clock_reset: Option<[u8; 16]>,
 }
 
 /// A usage report due at the relay: its sequence number and binary bytes.
@@ -129,6 +139,10 @@ pub enum Request {
         deactivate: bool,
         /// Carry the report chain head (the relay announced it reads it).
         chain: bool,
+        /// Carry the clock reset this cluster took in the chain head, until
+        /// the relay accepts a heartbeat with it (the relay announced it
+        /// reads it; only with `chain`).
+        reset: bool,
         /// The signed heartbeat; `None` without a connected license.
         reply: oneshot::Sender<anyhow::Result<Option<Beat>>>,
     },
@@ -142,6 +156,8 @@ pub enum Request {
         activation: Option<String>,
         /// Upgrade requests up to this row id reached the relay.
         upgrades_up_to: Option<i64>,
+        /// The clock reset with this id reached the relay: not carried again.
+        clock_reset: Option<[u8; 16]>,
         /// True when it answers the deactivation.
         deactivated: bool,
     },
@@ -204,19 +220,25 @@ impl Engine {
             Request::Beat {
                 deactivate,
                 chain,
+                reset,
                 reply,
             } => {
-                let _ = reply.send(self.relay_beat(deactivate, chain, now));
+                let _ = reply.send(self.relay_beat(deactivate, chain, reset, now));
             }
             Request::Contact {
                 time,
                 via,
                 activation,
                 upgrades_up_to,
+                clock_reset,
                 deactivated,
             } => {
                 self.relay.url = Some(via);
-                self.relay_contact(&time, activation, upgrades_up_to, deactivated, now);
+                let reached = Reached {
+                    upgrades_up_to,
+                    clock_reset,
+                };
+                self.relay_contact(&time, activation, reached, deactivated, now);
             }
             Request::Failed(why) => {
                 self.relay.last_error = Some((now, why));
@@ -273,6 +295,7 @@ impl Engine {
         &mut self,
         deactivate: bool,
         chain: bool,
+        reset: bool,
         now: Timestamp,
     ) -> anyhow::Result<Option<Beat>> {
         let Some(v) = &self.license else {
@@ -293,6 +316,17 @@ impl Engine {
         // crash can never make this cluster reuse one.
         let seq = self.db.time(SEQ)?.unwrap_or(0) + 1;
         self.db.set_time(SEQ, seq)?;
+        // The clock reset taken and not yet told to the relay: with it,
+        // the relay sees the mark going back as the reset, not a restore.
+        // Unreadable, it is left out: the heartbeat itself must not wait on it.
+        let told = if chain && reset {
+            self.db.clock_reset_to_tell().unwrap_or_else(|e| {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the clock reset to tell the relay; this heartbeat goes without it");
+                None
+            })
+        } else {
+            None
+        };
         // The durable mark, not the one in memory: after a crash the mark
         // read back is never below one a heartbeat already named.
         let chain = if chain {
@@ -301,6 +335,7 @@ impl Engine {
                 report_seq: head.map_or(0, |(seq, _)| seq),
                 report_hash: head.map(|(_, hash)| hash),
                 mark: self.persisted_mark,
+                reset: told.as_ref().map(|(_, bytes)| bytes.clone()),
             })
         } else {
             None
@@ -327,6 +362,7 @@ impl Engine {
             bytes: hb.sign(&self.identity.key),
             seq,
             upgrades_up_to: pending.last().map(|q| q.id),
+            clock_reset: told.map(|(id, _)| id),
         }))
     }
 
@@ -334,7 +370,7 @@ impl Engine {
         &mut self,
         rt: &RelayTime,
         activation: Option<String>,
-        upgrades_up_to: Option<i64>,
+        reached: Reached,
         deactivated: bool,
         now: Timestamp,
     ) {
@@ -360,11 +396,14 @@ impl Engine {
         if deactivated {
             self.relay.activated = None;
         }
-        if let Some(id) = upgrades_up_to {
+        if let Some(id) = reached.upgrades_up_to {
             writes.push(
                 self.db
                     .set_time(UPGRADES_SENT, u64::try_from(id).unwrap_or(0)),
             );
+        }
+        if let Some(id) = reached.clock_reset {
+            writes.push(self.db.clock_reset_told(&id));
         }
         for w in writes {
             if let Err(e) = w {

@@ -12,7 +12,9 @@ use reqwest::StatusCode;
 
 use kaching_core::heartbeat::{verify_relay_time_by, RelayTime};
 use kaching_core::wire::mailbox::{ReportFiled, REPORTS_PATH};
-use kaching_core::wire::relay::{ActivateBody, RootsAnswer, ACCEPTS_CHAIN_HEAD, ACCEPTS_HEADER};
+use kaching_core::wire::relay::{
+    accepts, ActivateBody, RootsAnswer, ACCEPTS_CHAIN_HEAD, ACCEPTS_CLOCK_RESET, ACCEPTS_HEADER,
+};
 use kaching_core::wire::ErrorBody;
 use kaching_core::DocKind;
 use tokio::sync::watch;
@@ -67,6 +69,9 @@ pub struct Client {
     /// The relay announced it reads a heartbeat's report chain head
     /// (`Kaching-Accepts: chain-head`); an older relay refuses the claim.
     chain_head: Arc<AtomicBool>,
+    /// The relay announced it reads the clock reset in the chain head
+    /// (`Kaching-Accepts: clock-reset`); an older relay refuses it.
+    clock_reset: Arc<AtomicBool>,
     /// False once the relay answered 404 to a usage report (a relay older
     /// than the mailbox): no more posts until restart.
     mailbox: Arc<AtomicBool>,
@@ -96,6 +101,7 @@ impl Client {
             cluster_id,
             timeout,
             chain_head: Arc::new(AtomicBool::new(false)),
+            clock_reset: Arc::new(AtomicBool::new(false)),
             mailbox: Arc::new(AtomicBool::new(true)),
         })
     }
@@ -140,6 +146,12 @@ impl Client {
         self.chain_head.load(Ordering::Relaxed)
     }
 
+    /// Whether the next heartbeat's chain head may carry the clock reset
+    /// this cluster took: the relay's last answer announced it reads it.
+    pub fn sends_clock_reset(&self) -> bool {
+        self.clock_reset.load(Ordering::Relaxed)
+    }
+
     /// `POST /v1/activate`.
     pub async fn activate(&self, a: &Activation) -> Result<RelayTime, Failure> {
         let body = ActivateBody {
@@ -181,6 +193,7 @@ impl Client {
             // An older relay behind the same address refuses the claim it
             // does not know; the next heartbeat goes without it.
             self.chain_head.store(false, Ordering::Relaxed);
+            self.clock_reset.store(false, Ordering::Relaxed);
         }
         let what = if deactivate {
             "deactivation"
@@ -300,13 +313,19 @@ impl Client {
         if !resp.status().is_success() {
             return Err(refusal(resp, what).await);
         }
-        let accepts = resp
-            .headers()
-            .get_all(ACCEPTS_HEADER)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|f| f.trim() == ACCEPTS_CHAIN_HEAD));
-        self.chain_head.store(accepts, Ordering::Relaxed);
+        let announced = |token| {
+            accepts(
+                resp.headers()
+                    .get_all(ACCEPTS_HEADER)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+                token,
+            )
+        };
+        self.chain_head
+            .store(announced(ACCEPTS_CHAIN_HEAD), Ordering::Relaxed);
+        self.clock_reset
+            .store(announced(ACCEPTS_CLOCK_RESET), Ordering::Relaxed);
         let bytes = resp
             .bytes()
             .await

@@ -181,6 +181,7 @@ impl Worker {
                 via: self.client.base().to_string(),
                 activation: Some(act.license_id.clone()),
                 upgrades_up_to: None,
+                clock_reset: None,
                 deactivated: false,
             });
             *activated = Some(act.license_id.clone());
@@ -189,6 +190,7 @@ impl Worker {
             .ask(|reply| Request::Beat {
                 deactivate: false,
                 chain: self.client.sends_chain_head(),
+                reset: self.client.sends_clock_reset(),
                 reply,
             })
             .await
@@ -208,6 +210,7 @@ impl Worker {
             via: self.client.base().to_string(),
             activation: None,
             upgrades_up_to: beat.upgrades_up_to,
+            clock_reset: beat.clock_reset,
             deactivated: false,
         });
         self.mailbox().await;
@@ -275,6 +278,7 @@ impl Worker {
             .ask(|reply| Request::Beat {
                 deactivate: true,
                 chain: self.client.sends_chain_head(),
+                reset: self.client.sends_clock_reset(),
                 reply,
             })
             .await
@@ -289,6 +293,7 @@ impl Worker {
                     via: self.client.base().to_string(),
                     activation: None,
                     upgrades_up_to: beat.upgrades_up_to,
+                    clock_reset: beat.clock_reset,
                     deactivated: true,
                 });
             }

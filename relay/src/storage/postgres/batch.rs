@@ -7,7 +7,6 @@ use deadpool_postgres::{ClientWrapper, Pool};
 use tokio::sync::{mpsc, oneshot};
 
 use kaching_core::cluster::UpgradeRequest;
-use kaching_core::heartbeat::Heartbeat;
 use kaching_core::revocation::{Acceptance, VerifiedRevocationList};
 use kaching_core::root::VerifiedRoot;
 
@@ -24,10 +23,7 @@ pub enum Job {
         oneshot::Sender<Result<Activated, ApiError>>,
     ),
     /// `POST /v1/heartbeat` or `/v1/deactivate`.
-    Beat(
-        Box<(Heartbeat, [u8; 32], u64)>,
-        oneshot::Sender<Result<(), ApiError>>,
-    ),
+    Beat(Box<beats::Beat>, oneshot::Sender<Result<(), ApiError>>),
     /// `PUT /v1/revocations`.
     Publish(
         Box<(VerifiedRevocationList, String, u64)>,
@@ -132,10 +128,10 @@ async fn apply(c: &ClientWrapper, head: &mut writes::Head, job: Job, keep_raw: b
     match job {
         Job::Activate(a, tx) => Done::Activate(tx, writes::activate(c, head, &a).await),
         Job::Beat(b, tx) => {
-            let (beat, key, now) = *b;
+            let (beat, key, now, reset) = *b;
             Done::Beat(
                 tx,
-                writes::record_heartbeat(c, head, &beat, &key, now, keep_raw).await,
+                writes::record_heartbeat(c, head, &beat, &key, now, keep_raw, reset.as_ref()).await,
             )
         }
         Job::Publish(p, tx) => {

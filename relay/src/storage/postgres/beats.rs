@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::ClientWrapper;
 
+use kaching_core::clock_reset::VerifiedClockReset;
 use kaching_core::heartbeat::Heartbeat;
 
 use super::writes::{
@@ -16,8 +17,10 @@ use super::writes::{
 };
 use crate::error::ApiError;
 
-/// A heartbeat as queued: the document, the key that signed it, relay time.
-pub type Beat = (Heartbeat, [u8; 32], u64);
+/// A heartbeat as queued: the document, the key that signed it, relay
+/// time, and the clock reset its chain head carries, verified against the
+/// issuer keys.
+pub type Beat = (Heartbeat, [u8; 32], u64, Option<VerifiedClockReset>);
 
 /// True when `beats` may take the batched path: one heartbeat per cluster.
 pub fn distinct_clusters(beats: &[&Beat]) -> bool {
@@ -70,7 +73,7 @@ pub async fn record(
     let mut went_back = Vec::new();
     let mut outcomes = Vec::with_capacity(beats.len());
     let mut accepted = Vec::with_capacity(beats.len());
-    for (hb, key, now) in beats.iter().map(|b| (&b.0, &b.1, b.2)) {
+    for (hb, key, now, reset) in beats.iter().map(|b| (&b.0, &b.1, b.2, b.3.as_ref())) {
         let checked = match bound.get(&hb.cluster_id) {
             None => Err(ApiError::forbidden(
                 "not_activated",
@@ -90,7 +93,11 @@ pub async fn record(
                             went_back.push((hb.cluster_id.clone(), b.license.clone(), f, now));
                         }
                     }
-                    Ok(()) => accepted.push((hb, now, Accepted::new(hb, now, b.held, b.hour))),
+                    Ok(()) => accepted.push((
+                        hb,
+                        now,
+                        Accepted::new(hb, now, b.held.clone(), b.hour, reset),
+                    )),
                 }
                 checked
             }

@@ -20,6 +20,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
 
+use kaching_core::clock_reset::VerifiedClockReset;
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::heartbeat::Heartbeat;
 use kaching_core::revocation::{Acceptance, VerifiedRevocationList};
@@ -159,8 +160,14 @@ impl Storage for PgStorage {
         Box::pin(self.submit(move |tx| Job::Activate(Box::new(a), tx)))
     }
 
-    fn record_heartbeat(&self, beat: Heartbeat, key: [u8; 32], now: u64) -> Fut<'_, ()> {
-        Box::pin(self.submit(move |tx| Job::Beat(Box::new((beat, key, now)), tx)))
+    fn record_heartbeat(
+        &self,
+        beat: Heartbeat,
+        key: [u8; 32],
+        now: u64,
+        reset: Option<VerifiedClockReset>,
+    ) -> Fut<'_, ()> {
+        Box::pin(self.submit(move |tx| Job::Beat(Box::new((beat, key, now, reset)), tx)))
     }
 
     fn publish_list(

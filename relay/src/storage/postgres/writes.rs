@@ -18,6 +18,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use kaching_core::binding::Hold;
+use kaching_core::clock_reset::VerifiedClockReset;
 use kaching_core::cluster::UpgradeRequest;
 use kaching_core::heartbeat::Heartbeat;
 use kaching_core::revocation::{Acceptance, VerifiedRevocationList};
@@ -235,18 +236,23 @@ pub struct Accepted {
     pub closes_hour: bool,
     /// Signs of rollback its report chain head shows.
     pub found: Vec<kaching_core::report_chain::Finding>,
+    /// The mark going back that the clock reset it carries accounts for.
+    pub explained: Option<kaching_core::report_chain::ResetExplained>,
 }
 
 impl Accepted {
     /// What `hb` (checked) writes, given the chain head and the hour its
-    /// cluster row holds.
+    /// cluster row holds, and the clock reset its chain head carries
+    /// (verified against the issuer keys).
     pub fn new(
         hb: &Heartbeat,
         now: u64,
         held: Option<kaching_core::heartbeat::ChainHead>,
         held_hour: Option<i32>,
+        reset: Option<&VerifiedClockReset>,
     ) -> Accepted {
-        let (found, write) = crate::store::chain_head(held, hb.chain);
+        let (check, write) =
+            crate::store::chain_head(held.clone(), hb.chain.as_ref(), &hb.cluster_id, reset, now);
         let (report_seq, report_hash, report_mark) = crate::store::head_columns(held, &write);
         let hour = i32::try_from(now / crate::store::HOUR).unwrap_or(i32::MAX);
         Accepted {
@@ -266,7 +272,8 @@ impl Accepted {
             report_hash,
             report_mark: report_mark.map(int),
             closes_hour: held_hour.is_some_and(|h| h != hour),
-            found,
+            found: check.found,
+            explained: check.explained,
         }
     }
 
@@ -319,6 +326,7 @@ pub async fn record_heartbeat(
     key: &[u8; 32],
     now: u64,
     keep_raw: bool,
+    reset: Option<&VerifiedClockReset>,
 ) -> Result<(), ApiError> {
     let license_id = hb.license_id.to_string();
     let row = query_opt(c, BINDING, &[&vec![hb.cluster_id.as_str()]]).await?;
@@ -340,7 +348,7 @@ pub async fn record_heartbeat(
         }
         return Err(refusal);
     }
-    let a = Accepted::new(hb, now, held_head(&row, 5), row.get(9));
+    let a = Accepted::new(hb, now, held_head(&row, 5), row.get(9), reset);
     send_beats(c, &[&a], keep_raw).await?;
     after_beat(c, head, hb, &a, now).await
 }
@@ -396,8 +404,9 @@ pub async fn send_beats(
 }
 
 /// What follows an accepted heartbeat's writes (both paths): its upgrade
-/// requests (each new one audited), its deactivation's audit row, and the
-/// signs of rollback its report chain head showed.
+/// requests (each new one audited), its deactivation's audit row, the
+/// signs of rollback its report chain head showed, and the `clock_reset`
+/// audit row when a clock reset it carries accounts for its mark going back.
 pub async fn after_beat(
     c: &ClientWrapper,
     head: &mut Head,
@@ -432,7 +441,21 @@ pub async fn after_beat(
         )
         .await?;
     }
-    record_anomalies(c, head, &a.cluster_id, &a.license_id, &a.found, now).await
+    record_anomalies(c, head, &a.cluster_id, &a.license_id, &a.found, now).await?;
+    if let Some(e) = &a.explained {
+        crate::store::log_clock_reset(&a.cluster_id, &a.license_id, e);
+        audit(
+            c,
+            head,
+            now,
+            &actor,
+            crate::store::CLOCK_RESET_ACTION,
+            &a.license_id,
+            &crate::store::clock_reset_detail(e),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The report chain head held for a cluster, read from `row` at columns
