@@ -1437,6 +1437,34 @@ fn recorded_resets(env: &Env, cluster: &str) -> Vec<licensegen::ledger::ClockRes
     licensegen::ledger::clock_resets_for(&l.conn, &[cluster]).unwrap()
 }
 
+/// Previews a reset of cluster `cluster` for a mark far ahead (14 days'
+/// validity): the fields that sign what the preview showed.
+fn previewed_reset(
+    d: &Desk,
+    cookie: &str,
+    csrf: &str,
+    cluster: &str,
+) -> Vec<(&'static str, String)> {
+    let mark = far_mark();
+    let fields = [
+        ("cluster", cluster),
+        ("mark", mark.as_str()),
+        ("valid_for", "14d"),
+    ];
+    let (s, _, body) = post_reset(d, cookie, csrf, &fields);
+    assert_eq!(s, 200, "{body}");
+    let mut sign: Vec<(&'static str, String)> = vec![
+        ("cluster", cluster.to_string()),
+        ("mark", mark.clone()),
+        ("valid_for", "14d".to_string()),
+    ];
+    sign.extend([
+        ("step", "sign".to_string()),
+        ("previewed", hidden(&body, "previewed")),
+    ]);
+    sign
+}
+
 /// Posts the clock-reset form with `csrf` and `fields`.
 fn post_reset(
     d: &Desk,
@@ -1631,17 +1659,8 @@ fn desk_clock_reset_refuses_a_mark_not_ahead_and_signs_nothing() {
     }
     // A mark ahead, previewed, then signed with the key locked: the preview
     // again with what to do.
-    let mark = far_mark();
-    let fields = [
-        ("cluster", cluster.as_str()),
-        ("mark", mark.as_str()),
-        ("valid_for", "14d"),
-    ];
-    let (s, _, body) = post_reset(&d, &cookie, &csrf, &fields);
-    assert_eq!(s, 200, "{body}");
-    let previewed = hidden(&body, "previewed");
-    let mut sign = fields.to_vec();
-    sign.extend([("step", "sign"), ("previewed", previewed.as_str())]);
+    let sign = previewed_reset(&d, &cookie, &csrf, &cluster);
+    let sign: Vec<(&str, &str)> = sign.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (s, _, body) = post_reset(&d, &cookie, &csrf, &sign);
     assert_eq!(s, 422, "{body}");
     assert!(body.contains("the vendor key is locked"), "{body}");
@@ -1657,17 +1676,8 @@ fn attack_desk_clock_reset_without_the_csrf_token_is_refused() {
     let d = Desk::start(&env, true);
     let cookie = d.sign_in();
     let csrf = d.csrf(&cookie);
-    let mark = far_mark();
-    let fields = [
-        ("cluster", cluster.as_str()),
-        ("mark", mark.as_str()),
-        ("valid_for", "14d"),
-    ];
-    let (s, _, body) = post_reset(&d, &cookie, &csrf, &fields);
-    assert_eq!(s, 200, "{body}");
-    let previewed = hidden(&body, "previewed");
-    let mut sign = fields.to_vec();
-    sign.extend([("step", "sign"), ("previewed", previewed.as_str())]);
+    let sign = previewed_reset(&d, &cookie, &csrf, &cluster);
+    let sign: Vec<(&str, &str)> = sign.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut with_token = vec![("csrf", csrf.as_str())];
     with_token.extend_from_slice(&sign);
     // Another site's page posting the (complete) form: refused on Origin.
