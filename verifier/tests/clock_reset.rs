@@ -353,15 +353,7 @@ async fn clock_reset_while_the_daemon_runs_is_refused() {
         "{table}"
     );
     // The license page says the same, for an admin who reads it there.
-    let page = d
-        .http
-        .get(format!("{}/ui/", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = d.text("/ui/").await;
     assert!(page.contains(&s.request_line(s.ahead)), "{page}");
 
     let file = s.file(&s.reset(), &Vendor::new().key);

@@ -102,39 +102,49 @@ async fn fake_relay(key: SecretKey, cluster: Option<String>) -> String {
 
 /// A stand-in relay that answers honestly: relay time for the cluster that
 /// signed the request, echoing the heartbeat's sequence number.
+/// The cluster an activation request posted to a fake relay comes from.
+fn activating_cluster(body: &kaching_core::wire::relay::ActivateBody) -> String {
+    let bytes = kaching_core::armor::dearmor(body.activation_request.as_bytes(), None).unwrap();
+    kaching_core::cluster::verify_activation_request(&bytes)
+        .unwrap()
+        .doc
+        .cluster_id
+}
+
+/// A fake relay's signed answer to cluster `cluster`'s request `seq`, now.
+fn relay_time(key: &SecretKey, cluster: String, seq: u64) -> Vec<u8> {
+    RelayTime {
+        time: now(),
+        revocation_version: 0,
+        cluster_id: Some(cluster),
+        seq: Some(seq),
+        message: None,
+    }
+    .sign(key)
+}
+
 async fn honest_relay(key: SecretKey) -> String {
     use kaching_core::wire::relay::ActivateBody;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let key = std::sync::Arc::new(key);
-    let sign = move |cluster: String, seq: u64| {
-        RelayTime {
-            time: now(),
-            revocation_version: 0,
-            cluster_id: Some(cluster),
-            seq: Some(seq),
-            message: None,
-        }
-        .sign(&key)
-    };
+    let sign = move |cluster: String, seq: u64| relay_time(&key, cluster, seq);
     let a = sign.clone();
-    let app = Router::new()
-        .route(
-            "/v1/activate",
-            post(move |body: axum::Json<ActivateBody>| async move {
-                let bytes =
-                    kaching_core::armor::dearmor(body.activation_request.as_bytes(), None).unwrap();
-                let req = kaching_core::cluster::verify_activation_request(&bytes).unwrap();
-                a(req.doc.cluster_id, 0)
-            }),
-        )
-        .route(
-            "/v1/heartbeat",
-            post(move |body: axum::body::Bytes| async move {
-                let hb = kaching_core::heartbeat::verify_heartbeat(&body).unwrap();
-                sign(hb.doc.cluster_id, hb.doc.seq)
-            }),
-        );
+    let app =
+        Router::new()
+            .route(
+                "/v1/activate",
+                post(move |body: axum::Json<ActivateBody>| async move {
+                    a(activating_cluster(&body), 0)
+                }),
+            )
+            .route(
+                "/v1/heartbeat",
+                post(move |body: axum::body::Bytes| async move {
+                    let hb = kaching_core::heartbeat::verify_heartbeat(&body).unwrap();
+                    sign(hb.doc.cluster_id, hb.doc.seq)
+                }),
+            );
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
 }
@@ -148,15 +158,7 @@ async fn connected_mode_metrics_answer_the_operators_questions() {
         s["relay"]["last_contact"].is_string() && s["relay"]["last_error"].is_null()
     })
     .await;
-    let text = d
-        .http
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.text("/metrics").await;
     // What the "relay unreachable past half the offline grace" and
     // "heartbeat failure rate" alerts (deploy/prometheus) read.
     for series in [
@@ -405,16 +407,7 @@ async fn relay_without_mailbox(
     let url = format!("http://{}", listener.local_addr().unwrap());
     let key = Arc::new(key);
     let (beats, posts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let sign = move |cluster: String, seq: u64| {
-        RelayTime {
-            time: now(),
-            revocation_version: 0,
-            cluster_id: Some(cluster),
-            seq: Some(seq),
-            message: None,
-        }
-        .sign(&key)
-    };
+    let sign = move |cluster: String, seq: u64| relay_time(&key, cluster, seq);
     let a = sign.clone();
     let (b, p) = (beats.clone(), posts.clone());
     let app = Router::new()
@@ -422,11 +415,7 @@ async fn relay_without_mailbox(
             "/v1/activate",
             post(
                 move |body: axum::Json<kaching_core::wire::relay::ActivateBody>| async move {
-                    let bytes =
-                        kaching_core::armor::dearmor(body.activation_request.as_bytes(), None)
-                            .unwrap();
-                    let req = kaching_core::cluster::verify_activation_request(&bytes).unwrap();
-                    a(req.doc.cluster_id, 0)
+                    a(activating_cluster(&body), 0)
                 },
             ),
         )
@@ -506,14 +495,7 @@ async fn recording_relay(key: SecretKey, accepts: &'static str, refuse: usize) -
     let refused = Arc::new(AtomicUsize::new(0));
     let header = HeaderName::from_static(kaching_core::wire::relay::ACCEPTS_HEADER);
     let answer = move |cluster: String, seq: u64| {
-        let bytes = RelayTime {
-            time: now(),
-            revocation_version: 0,
-            cluster_id: Some(cluster),
-            seq: Some(seq),
-            message: None,
-        }
-        .sign(&key);
+        let bytes = relay_time(&key, cluster, seq);
         ([(header.clone(), accepts)], bytes).into_response()
     };
     let a = answer.clone();
@@ -523,11 +505,7 @@ async fn recording_relay(key: SecretKey, accepts: &'static str, refuse: usize) -
             "/v1/activate",
             post(
                 move |body: axum::Json<kaching_core::wire::relay::ActivateBody>| async move {
-                    let bytes =
-                        kaching_core::armor::dearmor(body.activation_request.as_bytes(), None)
-                            .unwrap();
-                    let req = kaching_core::cluster::verify_activation_request(&bytes).unwrap();
-                    a(req.doc.cluster_id, 0)
+                    a(activating_cluster(&body), 0)
                 },
             ),
         )

@@ -194,6 +194,12 @@ impl Daemon {
         self.json.get(path).await
     }
 
+    /// The body of `GET path` as text (a page, `/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        let r = self.http.get(format!("{}{path}", self.url)).send().await;
+        r.unwrap().text().await.unwrap()
+    }
+
     pub async fn status(&self) -> Value {
         self.get("/v1/status").await.1
     }
