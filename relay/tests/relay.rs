@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use kaching_core::heartbeat::verify_relay_time;
-use kaching_core::wire::relay::{ClusterPage, FileUpgrade, LicenseQuotas, UpgradeRows};
+use kaching_core::wire::relay::{ClusterPage, FileUpgrade, LicenseQuotas, UpgradeRow, UpgradeRows};
 use kaching_core::wire::{ErrorBody, LicenseStatus};
 use kaching_core::{LicenseId, PublicKey, SecretKey};
 use kaching_relay::tokens::Scope;
@@ -770,12 +770,8 @@ async fn upgrade_requests_in_heartbeats_reach_the_vendor_once() {
             200
         );
     }
-    let admin = relay.token(Scope::Admin, "admin");
-    let (_, v) = relay
-        .get_as::<UpgradeRows>(&format!("/v1/upgrade-requests?license={}", l.id), &admin)
-        .await;
-    let rows = &v.upgrade_requests;
-    assert_eq!(rows.len(), 1, "{v:?}");
+    let rows = &upgrade_rows(&relay, &l).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].source, "heartbeat");
     assert_eq!(rows[0].message, "queued offline");
     assert_eq!(
@@ -783,6 +779,17 @@ async fn upgrade_requests_in_heartbeats_reach_the_vendor_once() {
         Some(kaching_core::cluster_id(&c.public()).as_str())
     );
     relay.stop().await;
+}
+
+/// The upgrade requests the relay holds for license `l`, as an admin reads them.
+async fn upgrade_rows(relay: &Relay, l: &kaching_core::License) -> Vec<UpgradeRow> {
+    let admin = relay.token(Scope::Admin, "admin");
+    let path = format!("/v1/upgrade-requests?license={}", l.id);
+    relay
+        .get_as::<UpgradeRows>(&path, &admin)
+        .await
+        .1
+        .upgrade_requests
 }
 
 /// A cluster key signs whatever it likes: a heartbeat (under the 64 KiB
@@ -804,12 +811,8 @@ async fn attack_heartbeat_carrying_an_oversized_upgrade_request_is_stored_cut() 
         relay.post_beat("/v1/heartbeat", &hb, &c).await.status(),
         200
     );
-    let admin = relay.token(Scope::Admin, "admin");
-    let (_, v) = relay
-        .get_as::<UpgradeRows>(&format!("/v1/upgrade-requests?license={}", l.id), &admin)
-        .await;
-    let rows = &v.upgrade_requests;
-    assert_eq!(rows.len(), 1, "{v:?}");
+    let rows = &upgrade_rows(&relay, &l).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
     assert!(rows[0].message.len() <= 4096 && rows[0].message.ends_with('…'));
     assert!(rows[0].message.starts_with("xxxx"));
     assert!(rows[0].requested_tier.len() <= 64 && rows[0].requested_tier.ends_with('…'));
