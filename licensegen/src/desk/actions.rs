@@ -62,7 +62,9 @@ pub(super) fn failed(e: &anyhow::Error) -> Response {
     )
 }
 
-fn bad_form(e: FormRejection) -> Response {
+/// A form post that could not be read (malformed, cut off): say so, and
+/// that reloading the page is the way on.
+pub(super) fn bad_form(e: impl std::fmt::Display) -> Response {
     pages::problem(
         StatusCode::BAD_REQUEST,
         "That form could not be read.",
@@ -644,21 +646,12 @@ async fn read_issue_form(req: Request) -> Result<(IssueFields, Option<Vec<u8>>),
             Err(e) => Err(bad_form(e)),
         };
     }
-    let unreadable = |e: String| {
-        pages::problem(
-            StatusCode::BAD_REQUEST,
-            "That form could not be read.",
-            &format!("{e}: reload the page and try again."),
-        )
-    };
-    let mut form = Multipart::from_request(req, &())
-        .await
-        .map_err(|e| unreadable(e.to_string()))?;
+    let mut form = Multipart::from_request(req, &()).await.map_err(bad_form)?;
     let fields = kaching_kit::web::read_fields(&mut form)
         .await
         .map_err(|e| match e {
-            UploadError::CutOff => unreadable("the upload was cut off".into()),
-            UploadError::Unreadable(e) => unreadable(e),
+            UploadError::CutOff => bad_form("the upload was cut off"),
+            UploadError::Unreadable(e) => bad_form(e),
         })?;
     let mut text = serde_json::Map::new();
     let mut file = None;
@@ -672,8 +665,7 @@ async fn read_issue_form(req: Request) -> Result<(IssueFields, Option<Vec<u8>>),
             );
         }
     }
-    let f = serde_json::from_value(serde_json::Value::Object(text))
-        .map_err(|e| unreadable(e.to_string()))?;
+    let f = serde_json::from_value(serde_json::Value::Object(text)).map_err(bad_form)?;
     Ok((f, file))
 }
 

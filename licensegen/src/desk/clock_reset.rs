@@ -20,7 +20,7 @@ use kaching_kit::web::components::Tone;
 use kaching_kit::web::see_other;
 use serde::Deserialize;
 
-use super::actions::{chrome, failed, forged, with_key};
+use super::actions::{bad_form, chrome, failed, forged, with_key};
 use super::pages::{self, Notice, ResetDone, ResetFields, ResetPreview};
 use super::Desk;
 use crate::clock_reset::{self, Known, Plan};
@@ -188,13 +188,7 @@ pub(super) async fn post(
 ) -> Response {
     let mut f = match form {
         Ok(Form(f)) => f,
-        Err(e) => {
-            return pages::problem(
-                StatusCode::BAD_REQUEST,
-                "That form could not be read.",
-                &format!("{e}: reload the page and try again."),
-            )
-        }
+        Err(e) => return bad_form(e),
     };
     if !desk.csrf.check(&f.csrf) {
         return forged();

@@ -16,7 +16,7 @@ use kaching_core::SecretKey;
 use kaching_kit::web::UploadError;
 use serde::Deserialize;
 
-use super::actions::{chrome, failed, forged, with_key};
+use super::actions::{bad_form, chrome, failed, forged, with_key};
 use super::{pages, Desk};
 use crate::ledger::Ledger;
 use crate::vendor_dir::LEDGER_FILE;
@@ -203,13 +203,7 @@ pub(super) async fn receipt_for(
 ) -> Response {
     let f = match form {
         Ok(Form(f)) => f,
-        Err(e) => {
-            return pages::problem(
-                StatusCode::BAD_REQUEST,
-                "That form could not be read.",
-                &format!("{e}: reload the page and try again."),
-            )
-        }
+        Err(e) => return bad_form(e),
     };
     if !desk.csrf.check(&f.csrf) {
         return forged();
